@@ -1,0 +1,74 @@
+"""`embedserve serve | embed | pull`: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from embedserve.models import DEFAULT_MODEL
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except (LookupError, ValueError, RuntimeError, OSError) as exc:
+        print(f"embedserve: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="embedserve", description=__doc__)
+    commands = parser.add_subparsers(title="commands")
+
+    pull = commands.add_parser("pull", help="fetch a model into the cache and prepare its ONNX graph")
+    pull.add_argument("model", nargs="?", default=DEFAULT_MODEL)
+    pull.set_defaults(run=_pull)
+
+    embed = commands.add_parser("embed", help="print the vectors of texts as JSON")
+    embed.add_argument("texts", nargs="*", help="texts to embed; none or '-' reads lines from stdin")
+    embed.add_argument("--model", default=DEFAULT_MODEL)
+    embed.add_argument("--dimensions", type=int)
+    embed.add_argument("--no-normalize", dest="normalize", action="store_false", default=None)
+    embed.add_argument("--no-truncate", dest="truncate", action="store_false")
+    embed.add_argument("--prompt-name")
+    embed.add_argument("--providers", help="cpu, cuda, or an ONNX Runtime provider name")
+    embed.set_defaults(run=_embed)
+
+    from embedserve.server.cli import add_serve_command
+
+    add_serve_command(commands)
+    return parser
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from embedserve.models import onnx_for, resolve_model_dir
+
+    directory = resolve_model_dir(args.model)
+    graph = onnx_for(directory)
+    print(f"{args.model}: {directory}")
+    print(f"onnx graph: {graph}")
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from embedserve import _core
+    from embedserve.engine import Engine
+
+    texts = list(args.texts)
+    if not texts or texts == ["-"]:
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    engine = Engine.from_pretrained(args.model, providers=args.providers)
+    result = engine.embed(texts, dimensions=args.dimensions, normalize=args.normalize,
+                          truncate=args.truncate, prompt_name=args.prompt_name)
+    sys.stdout.write("[" + ",\n".join(_core.encode_json(result.embeddings)) + "]\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""The embedding engine: tokenize → plan micro-batches → run the model → pool → cut/normalize."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from embedserve import _core
+from embedserve.errors import InputError
+from embedserve.inputs import Inputs, TextsOrTokens, classify_inputs
+from embedserve.models import DEFAULT_MODEL, ModelConfig, find_entry, load_model_config, onnx_for, resolve_model_dir
+from embedserve.planning import pad_batch, plan_batches
+from embedserve.runtime import EncoderSession, SessionOptions
+from embedserve.tokenization import DIRECTIONS, ModelTokenizer
+
+DEFAULT_MAX_BATCH_TOKENS = 16_384
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    dimension: int
+    max_tokens: int
+    pooling: str
+    normalize: bool
+    supports_dimensions: bool
+    provider: str
+    prompts: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Inputs as the model will see them: id sequences with special tokens, and their counts."""
+
+    sequences: list[np.ndarray]
+    untruncated_tokens: np.ndarray
+
+    @property
+    def token_counts(self) -> np.ndarray:
+        return np.fromiter((len(s) for s in self.sequences), dtype=np.int64, count=len(self.sequences))
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    embeddings: np.ndarray
+    token_counts: np.ndarray
+
+    @property
+    def total_tokens(self) -> int:
+        return int(self.token_counts.sum())
+
+
+class Engine:
+    """Turns texts or token arrays into the vectors sentence-transformers gives. Thread-safe."""
+
+    def __init__(self, config: ModelConfig, tokenizer: ModelTokenizer, session: EncoderSession,
+                 *, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.session = session
+        self.max_batch_tokens = max_batch_tokens
+        dimension = session.hidden_size or config.dimension
+        if dimension is None:
+            raise ValueError(f"{config.directory}: cannot tell the embedding dimension")
+        self.model_info = ModelInfo(
+            name=config.name,
+            dimension=int(dimension),
+            max_tokens=tokenizer.max_length,
+            pooling=config.pooling,
+            normalize=config.normalize,
+            supports_dimensions=config.supports_dimensions,
+            provider=session.provider,
+            prompts=dict(config.prompts),
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        spec: str | os.PathLike[str] = DEFAULT_MODEL,
+        *,
+        tokenizer: str | os.PathLike[str] | None = None,
+        name: str | None = None,
+        providers: str | list[str] | None = None,
+        intra_op_threads: int | None = None,
+        inter_op_threads: int | None = None,
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+    ) -> Engine:
+        """Load a model from a folder, a catalog name or a hub repo id.
+
+        `tokenizer` names another model folder whose tokenizer.json and sentence-transformers
+        configs to use, for an ONNX file shipped without them.
+        """
+        model_dir = resolve_model_dir(spec)
+        config_dir = resolve_model_dir(tokenizer) if tokenizer is not None else model_dir
+        config = load_model_config(config_dir, name or _display_name(spec, model_dir))
+        session = EncoderSession(
+            onnx_for(model_dir),
+            SessionOptions(providers, intra_op_threads, inter_op_threads),
+        )
+        model_tokenizer = ModelTokenizer(config_dir / "tokenizer.json", config.max_seq_length)
+        return cls(config, model_tokenizer, session, max_batch_tokens=max_batch_tokens)
+
+    # -- the steps, public so the server's batcher can run them separately --
+
+    def prepare(self, inputs: TextsOrTokens | Inputs, *, truncate: bool = True,
+                truncation_direction: str = "right", prompt_name: str | None = None) -> Prepared:
+        """Tokenize (or check token arrays), add special tokens and apply the length limit."""
+        if truncation_direction not in DIRECTIONS:
+            raise InputError(
+                f"truncation_direction must be one of {DIRECTIONS}, got {truncation_direction!r}",
+                param="truncation_direction",
+            )
+        parsed = inputs if isinstance(inputs, Inputs) else classify_inputs(inputs)
+        if parsed.texts is not None:
+            content = self.tokenizer.content_ids(self._with_prompt(parsed.texts, prompt_name))
+        else:
+            content = parsed.token_arrays or []
+            self.tokenizer.check_token_ids(content)
+        specials = self.tokenizer.specials
+        untruncated = np.fromiter((len(ids) + specials for ids in content), dtype=np.int64, count=len(content))
+        sequences = [
+            self.tokenizer.model_sequence(i, ids, truncate=truncate, direction=truncation_direction)
+            for i, ids in enumerate(content)
+        ]
+        return Prepared(sequences, untruncated)
+
+    def forward(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
+        """Pooled float32 [n, hidden] for one padded batch (no cut, no normalization)."""
+        ids, mask, types = pad_batch(list(sequences))
+        hidden = self.session.run(ids, mask, types)
+        return _core.pool(hidden, mask, self.config.pooling)
+
+    def pooled(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
+        """Pooled vectors for any number of sequences, in their order, via length-sorted micro-batches."""
+        out = np.empty((len(sequences), self.model_info.dimension), dtype=np.float32)
+        lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+        for group in plan_batches(lengths, self.max_batch_tokens):
+            out[group] = self.forward([sequences[i] for i in group])
+        return out
+
+    def finish(self, pooled: np.ndarray, *, dimensions: int | None = None,
+               normalize: bool | None = None) -> np.ndarray:
+        """Matryoshka cut to `dimensions`, then L2 normalization if asked (default: the model's)."""
+        self.check_dimensions(dimensions)
+        wanted = self.config.normalize if normalize is None else normalize
+        return _core.cut_and_normalize_(pooled, dimensions, wanted)
+
+    def check_dimensions(self, dimensions: int | None) -> None:
+        size = self.model_info.dimension
+        if dimensions is not None and (isinstance(dimensions, bool) or not 1 <= dimensions <= size):
+            raise InputError(f"dimensions must be between 1 and {size}, got {dimensions!r}", param="dimensions")
+
+    # -- the whole thing --
+
+    def embed(self, inputs: TextsOrTokens, *, dimensions: int | None = None, normalize: bool | None = None,
+              truncate: bool = True, truncation_direction: str = "right",
+              prompt_name: str | None = None) -> EmbeddingResult:
+        """Vectors for `inputs` (a string, strings, one token array or token arrays), in input order."""
+        self.check_dimensions(dimensions)
+        prepared = self.prepare(inputs, truncate=truncate, truncation_direction=truncation_direction,
+                                prompt_name=prompt_name)
+        vectors = self.finish(self.pooled(prepared.sequences), dimensions=dimensions, normalize=normalize)
+        return EmbeddingResult(np.ascontiguousarray(vectors), prepared.token_counts)
+
+    def tokenize(self, texts: str | Sequence[str], *, truncate: bool = True,
+                 truncation_direction: str = "right") -> list[list[int]]:
+        """Token ids each text becomes, special tokens included, as the model would see them."""
+        batch = [texts] if isinstance(texts, str) else list(texts)
+        prepared = self.prepare(Inputs(texts=batch), truncate=truncate, truncation_direction=truncation_direction)
+        return [s.tolist() for s in prepared.sequences]
+
+    def _with_prompt(self, texts: list[str], prompt_name: str | None) -> list[str]:
+        name = prompt_name if prompt_name is not None else self.config.default_prompt_name
+        if name is None:
+            return texts
+        prompts = self.config.prompts
+        if name not in prompts:
+            known = ", ".join(sorted(prompts)) or "none"
+            raise InputError(f"prompt_name {name!r} is not one of this model's prompts ({known})",
+                             param="prompt_name")
+        prefix = prompts[name]
+        return [prefix + text for text in texts] if prefix else texts
+
+
+def _display_name(spec: str | os.PathLike[str], model_dir: Path) -> str:
+    entry = find_entry(str(spec))
+    if entry is not None:
+        return entry.name
+    return model_dir.name if Path(spec).expanduser().is_dir() else str(spec)

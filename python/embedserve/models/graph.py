@@ -1,0 +1,66 @@
+"""Find the ONNX graph of a model folder, compiling safetensors weights into one when needed."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from embedserve.models.cache import cache_root
+from embedserve.models.pull import sha256_of
+
+# Bump when the compiler's output changes, so stale graphs in users' caches are rebuilt.
+COMPILER_VERSION = 1
+ONNX_CANDIDATES = ("model.onnx", "onnx/model.onnx")
+
+
+class NoWeightsError(FileNotFoundError):
+    """A model folder with neither an ONNX graph nor safetensors weights."""
+
+
+def shipped_onnx(directory: Path) -> Path | None:
+    for candidate in ONNX_CANDIDATES:
+        if (directory / candidate).exists():
+            return directory / candidate
+    return None
+
+
+def weights_hash(weights: Path) -> str:
+    """sha256 of the weights, remembered beside the compiled graphs by size and mtime."""
+    stat = weights.stat()
+    memo = cache_root() / "compiled" / "hashes.json"
+    key = f"{weights.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    known: dict[str, str] = {}
+    if memo.exists():
+        try:
+            known = json.loads(memo.read_text())
+        except ValueError:
+            known = {}
+    if key not in known:
+        known[key] = sha256_of(weights)
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known))
+        os.replace(tmp, memo)
+    return known[key]
+
+
+def compiled_onnx(directory: Path) -> Path:
+    """The cached ONNX graph compiled from `directory`'s safetensors, built on first use."""
+    weights = directory / "model.safetensors"
+    if not weights.exists():
+        raise NoWeightsError(
+            f"{directory} has no model.onnx, onnx/model.onnx or model.safetensors to load"
+        )
+    from embedserve.models.bert_onnx import compile_bert_to_onnx
+
+    target = cache_root() / "compiled" / f"{weights_hash(weights)[:32]}-v{COMPILER_VERSION}" / "model.onnx"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        compile_bert_to_onnx(directory, target)
+    return target
+
+
+def onnx_for(directory: Path) -> Path:
+    """The ONNX graph to run for a model folder: the one it ships, else a compiled one."""
+    return shipped_onnx(directory) or compiled_onnx(directory)

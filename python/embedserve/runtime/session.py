@@ -1,0 +1,84 @@
+"""An ONNX Runtime session for an encoder: which inputs it takes, which output is the hidden state."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from embedserve.runtime.providers import CPU, resolve_providers
+
+log = logging.getLogger(__name__)
+KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    providers: str | list[str] | None = None
+    intra_op_threads: int | None = None
+    inter_op_threads: int | None = None
+
+
+class EncoderSession:
+    """Runs the model on padded int64 batches and returns [batch, seq, hidden] states.
+
+    `run` is safe to call from several threads at once (ONNX Runtime sessions are) and
+    releases the GIL while the model runs.
+    """
+
+    def __init__(self, path: Path, options: SessionOptions | None = None) -> None:
+        options = options or SessionOptions()
+        self.path = path
+        self._session = _open(path, options)
+        self.provider = self._session.get_providers()[0]
+        self.input_names = [i.name for i in self._session.get_inputs()]
+        unknown = [n for n in self.input_names if n not in KNOWN_INPUTS]
+        if unknown:
+            raise ValueError(f"{path}: model inputs {unknown} are not understood (known: {KNOWN_INPUTS})")
+        self.output_name, self.hidden_size = _hidden_state_output(self._session, path)
+        self.float16 = "float16" in self._session.get_outputs()[0].type
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        (hidden,) = self._session.run([self.output_name], {n: feeds[n] for n in self.input_names})
+        return hidden
+
+
+def _open(path: Path, options: SessionOptions) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if options.intra_op_threads:
+        so.intra_op_num_threads = options.intra_op_threads
+    if options.inter_op_threads:
+        so.inter_op_num_threads = options.inter_op_threads
+    # Warnings about unused initializers or provider fallbacks are noise to a user.
+    so.log_severity_level = int(os.environ.get("EMBEDSERVE_ORT_LOG_LEVEL", "3"))
+    providers = resolve_providers(options.providers)
+    try:
+        return ort.InferenceSession(str(path), sess_options=so, providers=providers)
+    except Exception as exc:  # a broken CUDA install: carry on on the CPU, and say so once
+        if providers == [CPU]:
+            raise
+        log.warning("could not start %s (%s); using the CPU", providers[0], exc)
+        return ort.InferenceSession(str(path), sess_options=so, providers=[CPU])
+
+
+def _hidden_state_output(session: ort.InferenceSession, path: Path) -> tuple[str, int | None]:
+    """The [batch, seq, hidden] output, whatever the exporter called it."""
+    outputs = session.get_outputs()
+    for out in outputs:
+        if out.name == "last_hidden_state" and len(out.shape) == 3:
+            return out.name, _int_or_none(out.shape[2])
+    for out in outputs:
+        if len(out.shape) == 3:
+            return out.name, _int_or_none(out.shape[2])
+    shapes = {o.name: o.shape for o in outputs}
+    raise ValueError(f"{path}: no [batch, sequence, hidden] output among {shapes}")
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) else None

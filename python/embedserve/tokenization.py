@@ -1,0 +1,72 @@
+"""Text and token-array inputs to model-ready id sequences: special tokens, truncation, counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from embedserve.errors import InputTooLongError, InvalidTokenError
+
+DIRECTIONS = ("right", "left")
+
+
+class ModelTokenizer:
+    """A `tokenizers` tokenizer with dynamic padding, our own truncation, and its special tokens known.
+
+    Truncation is ours, not the tokenizer's, so each input's untruncated length is known
+    (for `truncate=False` errors and request limits) from a single tokenizer pass.
+    """
+
+    def __init__(self, path: Path, max_length: int) -> None:
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: the model needs a tokenizer.json")
+        self._tokenizer = Tokenizer.from_file(str(path))
+        # Shipped files may pin padding/truncation (all-MiniLM's pads to 128); batches pad themselves.
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+        self.max_length = max_length
+        self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
+        self.prefix, self.suffix = _special_tokens(self._tokenizer)
+        self._encode_batch = getattr(self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch)
+
+    @property
+    def specials(self) -> int:
+        return len(self.prefix) + len(self.suffix)
+
+    def content_ids(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text without special tokens (one batched call; releases the GIL)."""
+        return [encoding.ids for encoding in self._encode_batch(texts, add_special_tokens=False)]
+
+    def check_token_ids(self, arrays: list[list[int]]) -> None:
+        for index, ids in enumerate(arrays):
+            if not ids:
+                continue
+            low, high = min(ids), max(ids)
+            if low < 0 or high >= self.vocab_size:
+                bad = low if low < 0 else high
+                raise InvalidTokenError(
+                    f"input[{index}] holds token id {bad}, outside the vocabulary (0..{self.vocab_size - 1})",
+                    index=index,
+                )
+
+    def model_sequence(self, index: int, ids: list[int], *, truncate: bool, direction: str) -> np.ndarray:
+        """Special tokens around `ids`, cut to the model's limit on the `direction` side if allowed."""
+        room = self.max_length - self.specials
+        if len(ids) > room:
+            if not truncate:
+                raise InputTooLongError(index, len(ids) + self.specials, self.max_length)
+            ids = ids[:room] if direction == "right" else ids[len(ids) - room:]
+        return np.asarray(self.prefix + ids + self.suffix, dtype=np.int64)
+
+
+def _special_tokens(tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
+    """What the post-processor puts before and after a single sequence, found by asking it."""
+    probe = "hello"
+    plain = tokenizer.encode(probe, add_special_tokens=False).ids
+    full = tokenizer.encode(probe, add_special_tokens=True).ids
+    for start in range(len(full) - len(plain) + 1):
+        if full[start:start + len(plain)] == plain:
+            return full[:start], full[start + len(plain):]
+    raise ValueError("cannot find where the tokenizer's special tokens go")

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def reference() -> dict:
+    """sentence-transformers' own vectors for all-MiniLM-L6-v2 (see data/REFERENCE.md)."""
+    ref = json.loads((DATA / "all-MiniLM-L6-v2.public.json").read_text())
+    ref["normalized"] = np.asarray(ref["normalized"], dtype=np.float32)
+    ref["unnormalized"] = np.asarray(ref["unnormalized"], dtype=np.float32)
+    return ref
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The unpacked all-MiniLM-L6-v2 model folder (safetensors + tokenizer + ST configs)."""
+    override = os.environ.get("EMBEDSERVE_TEST_MODEL_DIR")
+    if override:
+        return Path(override)
+    from embedserve.models import resolve_model_dir
+
+    return resolve_model_dir("all-MiniLM-L6-v2")
