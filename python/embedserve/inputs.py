@@ -38,24 +38,35 @@ def classify_inputs(inputs: TextsOrTokens) -> Inputs:
     items = list(inputs)
     if not items:
         return Inputs(texts=[])
-    if all(isinstance(item, str) for item in items):
+    first = items[0]
+    if isinstance(first, str):
+        _check_all(items, lambda item: isinstance(item, str), "a string like input[0]")
         return Inputs(texts=items)
-    if all(_is_token(item) for item in items):
+    if _is_token(first):
+        _check_all(items, _is_token, "an integer like input[0]")
         return Inputs(token_arrays=[items])
-    arrays: list[list[int]] = []
+    _check_all(items, _is_token_array, "an array of integers like input[0]")
+    return Inputs(token_arrays=[list(item) for item in items])
+
+
+def _is_token_array(item: object) -> bool:
+    return (isinstance(item, Sequence) and not isinstance(item, (str, bytes))
+            and all(_is_token(t) for t in item))
+
+
+def _check_all(items: list[object], accepts, expected: str) -> None:
+    """Raise for the first item that is not of the kind input[0] set (mixed arrays are invalid)."""
     for index, item in enumerate(items):
-        if isinstance(item, (str, bytes)) or not isinstance(item, Sequence):
+        if not accepts(item):
             raise InputError(
-                f"input[{index}] is a {type(item).__name__}; an array must hold only strings, "
-                "only integers, or only arrays of integers",
+                f"input[{index}] is {_describe(item)}, expected {expected}: an array must hold only "
+                "strings, only integers, or only arrays of integers",
                 index=index,
             )
-        tokens = list(item)
-        bad = next((t for t in tokens if not _is_token(t)), None)
-        if bad is not None:
-            raise InputError(
-                f"input[{index}] holds {bad!r} ({type(bad).__name__}); token arrays hold integers",
-                index=index,
-            )
-        arrays.append(tokens)
-    return Inputs(token_arrays=arrays)
+
+
+def _describe(item: object) -> str:
+    if isinstance(item, Sequence) and not isinstance(item, (str, bytes)):
+        bad = next((t for t in item if not _is_token(t)), None)
+        return f"an array holding {bad!r}" if bad is not None else "an array of integers"
+    return f"a {type(item).__name__} ({item!r:.40})"

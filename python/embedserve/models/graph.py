@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -52,9 +53,14 @@ def compiled_onnx(directory: Path) -> Path:
         raise NoWeightsError(
             f"{directory} has no model.onnx, onnx/model.onnx or model.safetensors to load"
         )
-    from embedserve.models.bert_onnx import compile_bert_to_onnx
+    from embedserve.models.bert_onnx import compile_bert_to_onnx, read_bert_config
 
-    target = cache_root() / "compiled" / f"{weights_hash(weights)[:32]}-v{COMPILER_VERSION}" / "model.onnx"
+    config_path = directory / "config.json"
+    read_bert_config(config_path)  # an unsupported architecture fails here, cached graph or not
+    # The graph depends on the config (eps, activation, heads) as well as on the weights.
+    config_hash = hashlib.sha256(config_path.read_bytes()).hexdigest()[:8]
+    key = f"{weights_hash(weights)[:24]}-{config_hash}-v{COMPILER_VERSION}"
+    target = cache_root() / "compiled" / key / "model.onnx"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         compile_bert_to_onnx(directory, target)

