@@ -21,6 +21,7 @@ HUB_PATTERNS = [
     "vocab.txt",
     "sentencepiece.bpe.model",
 ]
+HUB_TIMEOUT_S = 10
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -46,18 +47,29 @@ def resolve_model_dir(spec: str | os.PathLike[str]) -> Path:
 
 
 def _download_from_hub(repo_id: str) -> Path:
-    # Short timeouts: an unreachable hub should fail in seconds, not hang a server start.
-    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
-    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+    from huggingface_hub import HfApi, constants, snapshot_download
 
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    endpoint = constants.ENDPOINT
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
-    except (HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled, OSError) as exc:
+        # repo_info with an explicit timeout first: snapshot_download's own metadata call has
+        # none, so a hub that accepts the connection and never answers would hang the start.
+        HfApi(endpoint=endpoint).repo_info(repo_id, timeout=HUB_TIMEOUT_S)
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, etag_timeout=HUB_TIMEOUT_S))
+    except Exception as exc:  # the hub's errors come from several HTTP stacks; all mean "not here"
+        cached = _cached_snapshot(repo_id)
+        if cached is not None:
+            return cached
         raise ModelNotFoundError(
             f"could not download {repo_id!r} from {endpoint}: {type(exc).__name__}: {exc}. "
             "Without network access, pass a local model folder or a catalog name "
             f"({', '.join(catalog_names())})."
         ) from exc
+
+
+def _cached_snapshot(repo_id: str) -> Path | None:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, local_files_only=True))
+    except Exception:  # nothing cached: the caller reports the download error
+        return None
