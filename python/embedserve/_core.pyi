@@ -1,0 +1,79 @@
+"""embedserve's compiled kernels (C++17 core, pybind11 bindings).
+
+Pooling, Matryoshka cut + L2 normalisation, and the base64 / JSON encodings of embedding rows.
+Every kernel checks ndim and dtype first (ValueError whose message states the shape received
+and the shape wanted) and releases the GIL while it loops, so threads can run them in parallel.
+"""
+
+from typing import Literal, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+PoolMode: TypeAlias = Literal["mean", "cls", "last"]
+
+def pool(
+    hidden: npt.ArrayLike,
+    attention_mask: npt.ArrayLike,
+    mode: PoolMode,
+) -> npt.NDArray[np.float32]:
+    """Pool [batch, seq, dim] hidden states into a new float32 [batch, dim] array.
+
+    hidden: float32 or float16 (float16 is read as-is and each element converted exactly in
+    C++; float64 is cast to float32). Any layout works; non-contiguous input is copied.
+    attention_mask: [batch, seq] integer or bool; a token is present when its mask is nonzero.
+
+    mode "mean": mean of present tokens, sum(h * m) / max(sum(m), 1e-9) accumulated in double
+    (sentence-transformers' rule for 0/1 masks; any nonzero mask value weighs 1).
+    "cls": token 0 whatever the mask (as sentence-transformers). "last": the present token with
+    the highest index.
+
+    A row with no present token gives zeros for "mean" and "last", and token 0 for "cls".
+    seq == 0 counts as no token present (zeros for every mode). batch == 0 gives (0, dim).
+
+    Raises ValueError for hidden that is not 3-D or not floating, a mask whose shape is not
+    hidden.shape[:2] or whose dtype is not integer/bool, or an unknown mode.
+    """
+
+def cut_and_normalize(
+    x: npt.ArrayLike,
+    dimensions: int | None = None,
+    normalize: bool = True,
+) -> npt.NDArray[np.float32]:
+    """Return a new float32 [n, dimensions] array: x[:, :dimensions], optionally L2-normalised.
+
+    The Matryoshka cut comes first; then, if normalize, each cut row is divided by
+    max(its L2 norm, 1e-12), the norm accumulated in double, so an all-zero row stays zero.
+    dimensions=None keeps all d columns; otherwise it must be between 1 and d (ValueError).
+    x must be 2-D floating (float16/float64 are cast to float32). n == 0 is fine.
+    """
+
+def cut_and_normalize_(
+    x: npt.NDArray[np.float32],
+    dimensions: int | None = None,
+    normalize: bool = True,
+) -> npt.NDArray[np.float32]:
+    """In-place cut_and_normalize; returns the view x[:, :dimensions].
+
+    x must be a writable, C-contiguous, native-order float32 2-D numpy array, else ValueError
+    (use cut_and_normalize for a converted copy). The result is written into x[:, :dimensions];
+    columns past dimensions are left untouched.
+    """
+
+def encode_base64(x: npt.ArrayLike) -> list[str]:
+    """Encode each row of a 2-D float32 array as base64 of its little-endian float32 bytes.
+
+    Equal to [base64.b64encode(row.astype("<f4").tobytes()).decode() for row in x]: standard
+    alphabet, '=' padding, byte-swapped on big-endian hosts. float16/float64 are cast first.
+    Non-finite values are encoded like any other bits.
+    """
+
+def encode_json(x: npt.ArrayLike) -> list[str]:
+    """Encode each row of a 2-D float32 array as JSON array text "[a,b,...]" (no spaces).
+
+    Each number is the shortest decimal that reads back as the same float32 (std::to_chars),
+    so np.float32(float(token)) recovers the original exactly; integral values get ".0"
+    ("1.0", "-0.0"), exponents look like "1e-05". float16/float64 are cast to float32 first.
+
+    Raises ValueError naming the row and column of the first nan/inf (not valid JSON).
+    """
