@@ -1,0 +1,324 @@
+"""Dynamic batching: one queue per model, shared by every request, drained by one worker thread.
+
+Semantics follow TEI's `queue.rs`: requests wait in FIFO order; the padded cost of a batch
+(longest sequence × rows) stays under a token budget and the requests in it under a cap; a
+request bigger than one batch is split across batches and reassembled; cancelled requests are
+dropped before they are batched; a full queue refuses new work at once (the caller answers 429)
+rather than letting latency grow without bound.
+
+One departure, for padding: the worker takes a *window* of requests from the head of the queue
+(about one budget of real tokens, at least one request) and cuts it into batches longest first,
+starting a new batch when a row would be padded to more than twice its length. A 256-token input
+then no longer drags 60 short ones to 256 tokens each. Windows are served in FIFO order, so no
+request waits behind one that arrived after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH_TOKENS = 16_384
+DEFAULT_MAX_BATCH_REQUESTS = 128
+DEFAULT_MAX_QUEUE_INPUTS = 16_384
+# Rows shorter than this many tokens below the batch's longest never force a new batch: for
+# short sequences a little padding costs less than another model call.
+PADDING_SLACK = 32
+
+Forward = Callable[[list[np.ndarray]], np.ndarray]
+
+
+class QueueFullError(RuntimeError):
+    """The queue holds too many inputs to take this request now; try again shortly."""
+
+    def __init__(self, queued: int, wanted: int, limit: int, retry_after: int = 1) -> None:
+        super().__init__(
+            f"The server is busy: {queued} inputs are queued, this request adds {wanted}, "
+            f"and the queue holds at most {limit}. Retry after {retry_after}s."
+        )
+        self.retry_after = retry_after
+
+
+class BatcherClosedError(RuntimeError):
+    """The batcher was shut down before this request was computed."""
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """What one batch was made of, for metrics."""
+
+    inputs: int
+    requests: int
+    padded_tokens: int
+    real_tokens: int
+    seconds: float
+
+
+class _Entry:
+    """One request. `unbatched`, `cancelled` are guarded by the batcher's lock; `out`,
+    `remaining` and the timestamps belong to the worker thread until the future is settled."""
+
+    def __init__(
+        self,
+        sequences: Sequence[np.ndarray],
+        dimension: int,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[np.ndarray],
+    ) -> None:
+        self.sequences = sequences
+        self.lengths = [len(s) for s in sequences]
+        self.out = np.empty((len(sequences), dimension), dtype=np.float32)
+        self.loop = loop
+        self.future = future
+        self.unbatched = len(sequences)  # inputs not yet handed to a batch
+        self.remaining = len(sequences)  # inputs not yet computed
+        self.cancelled = False
+        self.enqueued = time.perf_counter()
+        self.started: float | None = None
+        self.finished: float | None = None
+
+
+class Ticket:
+    """A submitted request: await `result()` for its pooled rows in input order."""
+
+    def __init__(self, batcher: Batcher, entry: _Entry) -> None:
+        self._batcher = batcher
+        self._entry = entry
+
+    async def result(self) -> np.ndarray:
+        return await self._entry.future
+
+    def cancel(self) -> None:
+        """Drop this request's inputs that are still queued; rows already running are discarded."""
+        self._batcher._drop(self._entry)
+        if not self._entry.future.done():
+            self._entry.future.cancel()
+
+    @property
+    def queue_seconds(self) -> float:
+        """From submission to the start of the first batch holding one of its inputs."""
+        e = self._entry
+        return (e.started if e.started is not None else e.enqueued) - e.enqueued
+
+    @property
+    def inference_seconds(self) -> float:
+        """From the start of its first batch to the end of its last."""
+        e = self._entry
+        return e.finished - e.started if e.started is not None and e.finished is not None else 0.0
+
+
+# A row waiting in the window: (length, entry, input index).
+_Row = tuple[int, _Entry, int]
+
+
+class Batcher:
+    """Runs `forward` (one padded batch of id sequences → pooled float32 [n, dimension]) for
+    many concurrent requests on one dedicated thread.
+
+    One thread is enough for a CPU model: ONNX Runtime already spreads one batch over its
+    intra-op threads, and a second batch in parallel would only compete for the same cores.
+    `submit` and `Ticket.cancel` must be called on the event loop that awaits the result.
+    """
+
+    def __init__(
+        self,
+        forward: Forward,
+        dimension: int,
+        *,
+        name: str = "model",
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+        max_batch_requests: int = DEFAULT_MAX_BATCH_REQUESTS,
+        max_queue_inputs: int = DEFAULT_MAX_QUEUE_INPUTS,
+        on_batch: Callable[[BatchStats], None] | None = None,
+    ) -> None:
+        if min(max_batch_tokens, max_batch_requests, max_queue_inputs) < 1:
+            raise ValueError(
+                "max_batch_tokens, max_batch_requests and max_queue_inputs must be >= 1"
+            )
+        self.name = name
+        self.dimension = dimension
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_requests = max_batch_requests
+        self.max_queue_inputs = max_queue_inputs
+        self._forward = forward
+        self._on_batch = on_batch
+        self._queue: deque[_Entry] = deque()
+        self._window: list[_Row] = []  # taken from the queue, not yet batched; longest first
+        self._queued_inputs = 0  # inputs in the queue and the window
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(
+            target=self._run, name=f"embedserve-batcher-{name}", daemon=True
+        )
+
+    @property
+    def queued_inputs(self) -> int:
+        """Inputs waiting for a batch (not those running now)."""
+        return self._queued_inputs
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Stop taking work, fail what is still waiting, and wait for the running batch."""
+        with self._cond:
+            self._closed = True
+            waiting = {id(e): e for e in [*self._queue, *(row[1] for row in self._window)]}
+            self._queue.clear()
+            self._window = []
+            self._queued_inputs = 0
+            self._cond.notify_all()
+        for entry in waiting.values():
+            _settle(entry, error=BatcherClosedError("the server is shutting down"))
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def submit(self, sequences: Sequence[np.ndarray]) -> Ticket:
+        """Queue one request's id sequences; raises QueueFullError when the queue is full.
+
+        An empty queue always takes the request, so a request larger than the queue's cap is
+        served when the server is idle instead of being refused forever.
+        """
+        loop = asyncio.get_running_loop()
+        entry = _Entry(sequences, self.dimension, loop, loop.create_future())
+        if not sequences:
+            entry.future.set_result(entry.out)
+            return Ticket(self, entry)
+        with self._cond:
+            if self._closed:
+                raise BatcherClosedError("the server is shutting down")
+            queued = self._queued_inputs
+            if queued and queued + len(sequences) > self.max_queue_inputs:
+                raise QueueFullError(queued, len(sequences), self.max_queue_inputs)
+            self._queue.append(entry)
+            self._queued_inputs += len(sequences)
+            self._cond.notify()
+        return Ticket(self, entry)
+
+    def _drop(self, entry: _Entry) -> None:
+        """Forget the entry's unbatched inputs; the worker skips its rows from now on."""
+        with self._cond:
+            if not entry.cancelled:
+                entry.cancelled = True
+                self._queued_inputs -= entry.unbatched
+                entry.unbatched = 0
+
+    # -- worker thread --
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and not self._queued_inputs:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                batch = self._take_batch()
+            if batch:
+                self._compute(batch)
+
+    def _take_batch(self) -> list[tuple[_Entry, list[int]]]:
+        """The next batch, as (request, input indices) pairs (lock held)."""
+        self._window = [row for row in self._window if not row[1].cancelled]
+        if not self._window:
+            self._fill_window()
+        rows = 0
+        longest = 0
+        for length, _, _ in self._window:
+            if rows:
+                if longest * (rows + 1) > self.max_batch_tokens:
+                    break
+                if longest > 2 * length and longest - length > PADDING_SLACK:
+                    break
+            else:
+                longest = length  # the first row always goes in, even over the budget
+            rows += 1
+        taken, self._window = self._window[:rows], self._window[rows:]
+        batch: dict[int, tuple[_Entry, list[int]]] = {}
+        for _, entry, index in taken:
+            batch.setdefault(id(entry), (entry, []))[1].append(index)
+            entry.unbatched -= 1
+        self._queued_inputs -= rows
+        return list(batch.values())
+
+    def _fill_window(self) -> None:
+        """Requests from the head of the queue: about one budget of real tokens, at least one
+        request, at most the per-batch request cap; their rows sorted longest first."""
+        rows: list[_Row] = []
+        tokens = requests = 0
+        while self._queue and requests < self.max_batch_requests:
+            entry = self._queue[0]
+            if entry.cancelled:
+                self._queue.popleft()
+                continue
+            size = sum(entry.lengths)
+            if requests and tokens + size > self.max_batch_tokens:
+                break
+            self._queue.popleft()
+            requests += 1
+            tokens += size
+            rows.extend((length, entry, index) for index, length in enumerate(entry.lengths))
+        rows.sort(key=lambda row: -row[0])  # stable: equal lengths keep arrival order
+        self._window = rows
+
+    def _compute(self, batch: list[tuple[_Entry, list[int]]]) -> None:
+        sequences = [entry.sequences[i] for entry, taken in batch for i in taken]
+        start = time.perf_counter()
+        for entry, _ in batch:
+            if entry.started is None:
+                entry.started = start
+        try:
+            pooled = self._forward(sequences)
+        except Exception as exc:  # a model failure fails these requests, not the worker
+            log.exception("batch of %d inputs failed", len(sequences))
+            for entry, _ in batch:
+                self._drop(entry)
+                _settle(entry, error=exc)
+            return
+        end = time.perf_counter()
+        row = 0
+        for entry, taken in batch:
+            entry.out[taken] = pooled[row : row + len(taken)]
+            row += len(taken)
+            entry.remaining -= len(taken)
+            if entry.remaining == 0 and not entry.cancelled:
+                entry.finished = end
+                _settle(entry, result=entry.out)
+        if self._on_batch is not None:
+            lengths = [len(s) for s in sequences]
+            self._on_batch(
+                BatchStats(
+                    inputs=len(sequences),
+                    requests=len(batch),
+                    padded_tokens=max(lengths) * len(lengths),
+                    real_tokens=sum(lengths),
+                    seconds=end - start,
+                )
+            )
+
+
+def _settle(
+    entry: _Entry, *, result: np.ndarray | None = None, error: BaseException | None = None
+) -> None:
+    """Resolve the request's future on its own loop (futures are not thread-safe)."""
+
+    def apply() -> None:
+        if entry.future.done():
+            return
+        if error is not None:
+            entry.future.set_exception(error)
+        else:
+            entry.future.set_result(result)
+
+    try:
+        entry.loop.call_soon_threadsafe(apply)
+    except RuntimeError:  # the loop has closed: nobody is waiting any more
+        pass

@@ -1,0 +1,63 @@
+"""Build the Litestar app: routes, OpenAI-shaped error handlers, models, batchers and metrics."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+from litestar import Litestar
+from litestar.datastructures import State
+
+from embedserve.engine import Engine
+from embedserve.server.auth import ApiKeys
+from embedserve.server.config import ServerConfig
+from embedserve.server.errors import EXCEPTION_HANDLERS
+from embedserve.server.metrics import Metrics, RequestMetrics
+from embedserve.server.registry import ModelRegistry
+from embedserve.server.routes import ROUTES, ServerState
+from embedserve.server.service import EmbeddingService
+
+CONFIG_ENV = "EMBEDSERVE_SERVER_CONFIG"
+
+
+def create_app(
+    config: ServerConfig | None = None, *, engines: Mapping[str, Engine] | None = None
+) -> Litestar:
+    """An ASGI app serving `config.models`.
+
+    Models load on a background thread at startup (`/ready` says when), unless `engines` maps
+    model ids to engines already loaded — tests and benchmarks share one that way.
+    """
+    config = config or ServerConfig()
+    metrics = Metrics()
+    registry = ModelRegistry(config, metrics, engines)
+    service = EmbeddingService(config, metrics)
+    app = Litestar(
+        route_handlers=ROUTES,
+        exception_handlers=EXCEPTION_HANDLERS,
+        on_startup=[registry.start],
+        on_shutdown=[registry.close, service.close],
+        request_max_body_size=config.limits.max_body_bytes,
+        state=State(
+            {
+                "server": ServerState(config, registry, service, metrics),
+                "api_keys": ApiKeys(config.api_keys),
+                "max_body_bytes": config.limits.max_body_bytes,
+            }
+        ),
+        openapi_config=None,
+        logging_config=None,
+    )
+    # Count every request, unmatched routes too (Litestar middleware only sees matched ones).
+    app.asgi_handler = RequestMetrics(app.asgi_handler, metrics)
+    return app
+
+
+def app_from_env() -> Litestar:
+    """uvicorn's factory in each worker process: the config travels in an environment variable."""
+    # uvicorn has configured its own loggers from --log-level by now; ours follow the same level.
+    level = logging.getLogger("uvicorn.error").getEffectiveLevel()
+    logging.basicConfig(level=level, format="%(levelname)s:     %(name)s: %(message)s")
+    text = os.environ.get(CONFIG_ENV)
+    return create_app(ServerConfig.from_json(text) if text else ServerConfig())

@@ -1,0 +1,203 @@
+"""OpenAI-shaped errors: one exception type for the API, and handlers that turn anything raised into
+`{"error": {"message", "type", "param", "code"}}` with the right status."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import (
+    HTTP_400_BAD_REQUEST,
+    HTTP_401_UNAUTHORIZED,
+    HTTP_404_NOT_FOUND,
+    HTTP_405_METHOD_NOT_ALLOWED,
+    HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    HTTP_429_TOO_MANY_REQUESTS,
+    HTTP_500_INTERNAL_SERVER_ERROR,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
+
+from embedserve.batching import BatcherClosedError, QueueFullError
+from embedserve.errors import InputError
+
+log = logging.getLogger(__name__)
+
+INVALID_REQUEST = "invalid_request_error"
+SERVER_ERROR = "server_error"
+RATE_LIMIT = "rate_limit_error"
+# nginx's code for "the client went away before the answer"; the client never sees it.
+CLIENT_CLOSED_REQUEST = 499
+
+
+class ApiError(Exception):
+    """An error for the client, with everything its JSON body and status need."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = INVALID_REQUEST,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+
+def invalid(message: str, *, param: str | None = None, code: str = "invalid_value") -> ApiError:
+    return ApiError(HTTP_400_BAD_REQUEST, message, param=param, code=code)
+
+
+def model_not_found(model: str) -> ApiError:
+    return ApiError(
+        HTTP_404_NOT_FOUND,
+        f"The model `{model}` does not exist.",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def deployment_not_found(deployment: str) -> ApiError:
+    # Azure OpenAI's own code, so clients that look for it keep working.
+    return ApiError(
+        HTTP_404_NOT_FOUND,
+        f"The deployment `{deployment}` does not exist.",
+        code="DeploymentNotFound",
+    )
+
+
+def not_ready(model: str, reason: str | None = None) -> ApiError:
+    detail = f": {reason}" if reason else "; try again shortly"
+    return ApiError(
+        HTTP_503_SERVICE_UNAVAILABLE,
+        f"The model `{model}` is not loaded yet{detail}",
+        type=SERVER_ERROR,
+        code="model_not_ready",
+        headers={"Retry-After": "5"},
+    )
+
+
+class ClientDisconnected(Exception):
+    """The client closed the connection before its embeddings were ready."""
+
+
+def error_response(error: ApiError) -> Response[bytes]:
+    """The OpenAI error body; like OpenAI's, it does not repeat the status."""
+    body = {"message": error.message, "type": error.type, "param": error.param, "code": error.code}
+    return Response(
+        content=msgspec.json.encode({"error": body}),
+        status_code=error.status,
+        media_type="application/json",
+        headers=error.headers,
+    )
+
+
+def _from_api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[bytes]:
+    return error_response(exc)
+
+
+def _from_input_error(_: Request[Any, Any, Any], exc: InputError) -> Response[bytes]:
+    # The message names the input's index; `param` stays the field name, as OpenAI's does.
+    return error_response(ApiError(HTTP_400_BAD_REQUEST, str(exc), param=exc.param, code=exc.code))
+
+
+def _from_queue_full(_: Request[Any, Any, Any], exc: QueueFullError) -> Response[bytes]:
+    return error_response(
+        ApiError(
+            HTTP_429_TOO_MANY_REQUESTS,
+            str(exc),
+            type=RATE_LIMIT,
+            code="queue_full",
+            headers={"Retry-After": str(exc.retry_after)},
+        )
+    )
+
+
+def _from_closed(_: Request[Any, Any, Any], exc: BatcherClosedError) -> Response[bytes]:
+    return error_response(
+        ApiError(
+            HTTP_503_SERVICE_UNAVAILABLE,
+            str(exc),
+            type=SERVER_ERROR,
+            code="shutting_down",
+            headers={"Retry-After": "5"},
+        )
+    )
+
+
+def _from_disconnect(_: Request[Any, Any, Any], exc: ClientDisconnected) -> Response[bytes]:
+    return error_response(
+        ApiError(
+            CLIENT_CLOSED_REQUEST, "client closed the connection", code="client_closed_request"
+        )
+    )
+
+
+_HTTP_CODES = {
+    HTTP_400_BAD_REQUEST: "invalid_request",
+    HTTP_401_UNAUTHORIZED: "invalid_api_key",
+    HTTP_404_NOT_FOUND: "unknown_url",
+    HTTP_405_METHOD_NOT_ALLOWED: "method_not_allowed",
+    HTTP_413_REQUEST_ENTITY_TOO_LARGE: "request_too_large",
+}
+
+
+def _from_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    """Litestar's own errors: routing (404, 405), body size (413), validation (400)."""
+    status = exc.status_code
+    if status >= HTTP_500_INTERNAL_SERVER_ERROR:
+        return _from_bug(request, exc)
+    if status == HTTP_404_NOT_FOUND:
+        message = f"Invalid URL ({request.method} {request.url.path})"
+    elif status == HTTP_405_METHOD_NOT_ALLOWED:
+        message = f"Method {request.method} is not allowed on {request.url.path}"
+    elif status == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
+        limit = request.app.state.get("max_body_bytes")
+        message = f"The request body is larger than the server's limit of {limit} bytes"
+    else:
+        message = exc.detail
+        if isinstance(exc, ValidationException) and exc.extra:
+            message = f"{message}: {exc.extra}"
+    headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
+    return error_response(
+        ApiError(
+            status,
+            message,
+            type=INVALID_REQUEST,
+            code=_HTTP_CODES.get(status, "invalid_request"),
+            headers=headers,
+        )
+    )
+
+
+def _from_bug(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(
+        ApiError(
+            HTTP_500_INTERNAL_SERVER_ERROR,
+            "The server had an internal error.",
+            type=SERVER_ERROR,
+            code="internal_error",
+        )
+    )
+
+
+EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+    ApiError: _from_api_error,
+    InputError: _from_input_error,
+    QueueFullError: _from_queue_full,
+    BatcherClosedError: _from_closed,
+    ClientDisconnected: _from_disconnect,
+    HTTPException: _from_http_exception,
+    Exception: _from_bug,
+}

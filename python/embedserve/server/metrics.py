@@ -1,0 +1,154 @@
+"""Prometheus metrics in a registry of the app's own, so apps in one process never collide."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from embedserve.batching import BatchStats
+
+_LATENCY = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+_COUNTS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+_TOKENS = (16, 64, 256, 1024, 4096, 16384, 65536, 262144)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "embedserve_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "embedserve_request_duration_seconds",
+            "HTTP request latency",
+            ["route"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "embedserve_tokens", "Tokens embedded (what the model saw)", ["model"], registry=r
+        )
+        self.inputs = Counter("embedserve_inputs", "Inputs embedded", ["model"], registry=r)
+        self.tokenization = Histogram(
+            "embedserve_tokenization_seconds",
+            "Per request: checking limits and tokenizing",
+            ["model"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.queue = Histogram(
+            "embedserve_queue_seconds",
+            "Per request: from queueing to the start of its first batch",
+            ["model"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "embedserve_inference_seconds",
+            "Per request: from its first batch's start to its last batch's end",
+            ["model"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.batch_inputs = Histogram(
+            "embedserve_batch_inputs", "Inputs per batch", ["model"], buckets=_COUNTS, registry=r
+        )
+        self.batch_requests = Histogram(
+            "embedserve_batch_requests",
+            "Requests sharing one batch",
+            ["model"],
+            buckets=_COUNTS,
+            registry=r,
+        )
+        self.batch_tokens = Histogram(
+            "embedserve_batch_padded_tokens",
+            "Padded tokens per batch (longest × rows)",
+            ["model"],
+            buckets=_TOKENS,
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "embedserve_batch_inference_seconds",
+            "Model time per batch",
+            ["model"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "embedserve_queue_inputs", "Inputs waiting for a batch", ["model"], registry=r
+        )
+
+    def batch_observer(self, model: str) -> Callable[[BatchStats], None]:
+        inputs = self.batch_inputs.labels(model)
+        requests = self.batch_requests.labels(model)
+        tokens = self.batch_tokens.labels(model)
+        seconds = self.batch_seconds.labels(model)
+
+        def observe(stats: BatchStats) -> None:
+            inputs.observe(stats.inputs)
+            requests.observe(stats.requests)
+            tokens.observe(stats.padded_tokens)
+            seconds.observe(stats.seconds)
+
+        return observe
+
+    def watch_queue(self, model: str, depth: Callable[[], int]) -> None:
+        self.queue_depth.labels(model).set_function(depth)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class RequestMetrics:
+    """ASGI wrapper counting every HTTP request by route template and status, 404s included.
+
+    It wraps Litestar's ASGI handler rather than being a Litestar middleware because Litestar
+    runs middleware only for requests that matched a route.
+    """
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def capture(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            route = scope.get("path_template", "unmatched")
+            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - start)

@@ -1,0 +1,134 @@
+"""The models a server answers for: each one's names, engine, batcher, and whether it is loaded.
+
+Models load on a background thread after the server starts, so `/health` answers at once and
+`/ready` says when they are usable. Loading happens in the process that serves them — after any
+fork — as sessions and tokenizers must be created there.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+
+from embedserve.batching import Batcher
+from embedserve.engine import Engine
+from embedserve.server.config import ModelSpec, ServerConfig
+from embedserve.server.errors import model_not_found, not_ready
+from embedserve.server.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class ServedModel:
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.id = spec.id
+        self.created = int(time.time())
+        self.engine: Engine | None = None
+        self.batcher: Batcher | None = None
+        self.error: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.batcher is not None
+
+    def require(self) -> tuple[Engine, Batcher]:
+        """The engine and batcher, or a 503 while the model is still loading (or failed to)."""
+        if self.engine is None or self.batcher is None:
+            raise not_ready(self.id, self.error)
+        return self.engine, self.batcher
+
+
+class ModelRegistry:
+    def __init__(
+        self, config: ServerConfig, metrics: Metrics, engines: Mapping[str, Engine] | None = None
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.models = [ServedModel(spec) for spec in config.models]
+        self._by_name = {name: m for m in self.models for name in m.spec.names}
+        self._by_folded = {name.casefold(): m for name, m in reversed(self._by_name.items())}
+        self._preloaded = dict(engines or {})
+        unknown = set(self._preloaded) - {m.id for m in self.models}
+        if unknown:
+            raise ValueError(
+                f"engines given for models the config does not serve: {sorted(unknown)}"
+            )
+        self._loader: threading.Thread | None = None
+
+    @property
+    def default(self) -> ServedModel:
+        """The model used when an Azure AI request names none: the first `--model`."""
+        return self.models[0]
+
+    @property
+    def ready(self) -> bool:
+        return all(m.ready for m in self.models)
+
+    def find(self, name: str) -> ServedModel | None:
+        return self._by_name.get(name) or self._by_folded.get(name.casefold())
+
+    def get(self, name: str) -> ServedModel:
+        model = self.find(name)
+        if model is None:
+            raise model_not_found(name)
+        return model
+
+    def start(self) -> None:
+        for model in self.models:
+            if model.id in self._preloaded:
+                self._serve(model, self._preloaded[model.id])
+        if not self.ready:
+            self._loader = threading.Thread(
+                target=self._load_all, name="embedserve-loader", daemon=True
+            )
+            self._loader.start()
+
+    def close(self) -> None:
+        for model in self.models:
+            if model.batcher is not None:
+                model.batcher.close()
+
+    def _load_all(self) -> None:
+        for model in self.models:
+            if model.ready:
+                continue
+            started = time.perf_counter()
+            try:
+                engine = Engine.from_pretrained(
+                    model.spec.spec,
+                    name=model.id,
+                    providers=self.config.providers,
+                    intra_op_threads=self.config.intra_op_threads,
+                    max_batch_tokens=self.config.max_batch_tokens,
+                )
+            except Exception as exc:  # noqa: BLE001 - the server stays up and says why in /ready and 503s
+                model.error = f"{type(exc).__name__}: {exc}"
+                log.error(
+                    "could not load model %s (%s): %s", model.id, model.spec.spec, model.error
+                )
+                continue
+            self._serve(model, engine)
+            log.info(
+                "model %s ready on %s in %.1fs",
+                model.id,
+                engine.model_info.provider,
+                time.perf_counter() - started,
+            )
+
+    def _serve(self, model: ServedModel, engine: Engine) -> None:
+        batcher = Batcher(
+            engine.forward,
+            engine.model_info.dimension,
+            name=model.id,
+            max_batch_tokens=self.config.max_batch_tokens,
+            max_batch_requests=self.config.max_batch_requests,
+            max_queue_inputs=self.config.max_queue,
+            on_batch=self.metrics.batch_observer(model.id),
+        )
+        batcher.start()
+        self.metrics.watch_queue(model.id, lambda: batcher.queued_inputs)
+        model.engine = engine
+        model.batcher = batcher  # set last: `ready` reads it

@@ -1,0 +1,200 @@
+"""The embeddings request as clients send it: decode the JSON body ourselves and check each field's
+type, so every mistake gets an OpenAI-shaped 400 that names the field.
+
+Limits (how many inputs, how many tokens, metadata sizes, dimensions) are not checked here but in
+`limits.admit`, the one place that enforces them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from embedserve.errors import InputError
+from embedserve.inputs import Inputs, classify_inputs
+from embedserve.server.errors import invalid
+from embedserve.tokenization import DIRECTIONS
+
+ENCODING_FORMATS = ("float", "base64")
+INPUT_TYPES = ("text", "query", "document")
+EXTRA_PARAMETERS = ("error", "drop", "pass-through")
+STANDARD_FIELDS = frozenset(
+    {
+        "model",
+        "input",
+        "encoding_format",
+        "dimensions",
+        "user",
+        "metadata",
+        "input_type",
+        "extra_body",
+    }
+)
+EXTENSION_FIELDS = frozenset({"truncate", "truncation_direction", "normalize", "prompt_name"})
+# Azure AI Foundry's versions: `v1`, `preview`, or a date with an optional `-preview`.
+_API_VERSION = re.compile(r"^(v1|preview|\d{4}-\d{2}-\d{2}(-preview)?)$")
+
+
+@dataclass(frozen=True)
+class EmbeddingsRequest:
+    inputs: Inputs
+    model: str | None = None
+    encoding_format: str = "float"
+    dimensions: int | None = None
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    input_type: str | None = None
+    truncate: bool | None = None  # None: the server's --auto-truncate setting
+    truncation_direction: str = "right"
+    normalize: bool | None = None  # None: the model's own setting
+    prompt_name: str | None = None
+
+
+def check_api_version(value: str | None) -> str | None:
+    if value is not None and not _API_VERSION.match(value):
+        raise invalid(
+            f"api-version {value!r} is not valid; use 'v1', 'preview', or a date such as "
+            "'2024-05-01-preview'",
+            param="api-version",
+            code="invalid_api_version",
+        )
+    return value
+
+
+def check_extra_parameters(value: str | None) -> str:
+    """The `extra-parameters` header's policy for unknown body fields; `error` when absent."""
+    if value is None:
+        return "error"
+    if value not in EXTRA_PARAMETERS:
+        raise invalid(
+            f"extra-parameters header {value!r} is not one of {', '.join(EXTRA_PARAMETERS)}",
+            param="extra-parameters",
+        )
+    return value
+
+
+def parse_embeddings_request(body: bytes, *, extra_parameters: str = "error") -> EmbeddingsRequest:
+    """Decode and type-check an embeddings request body.
+
+    `extra_body` keys are merged into the top level (they override it). Fields that are neither
+    standard nor embedserve extensions are refused under `extra_parameters="error"` and ignored
+    under `drop` or `pass-through` (the model has no other parameters to pass them to).
+    """
+    raw = _decode_object(body)
+    extra = raw.pop("extra_body", None)
+    if extra is not None:
+        if not isinstance(extra, dict):
+            raise invalid(
+                f"extra_body must be an object, not {_kind(extra)}",
+                param="extra_body",
+                code="invalid_type",
+            )
+        raw.update(extra)
+    unknown = [key for key in raw if key not in STANDARD_FIELDS and key not in EXTENSION_FIELDS]
+    if unknown and extra_parameters == "error":
+        raise invalid(
+            f"Unrecognized request argument supplied: {', '.join(unknown)}",
+            param=unknown[0],
+            code="unknown_parameter",
+        )
+
+    if raw.get("input") is None:
+        raise invalid(
+            "'input' is a required property", param="input", code="missing_required_parameter"
+        )
+    try:
+        inputs = classify_inputs(raw["input"])
+    except InputError as exc:
+        raise invalid(str(exc), param="input", code="invalid_type") from exc
+
+    encoding_format = _optional(raw, "encoding_format", str) or "float"
+    if encoding_format not in ENCODING_FORMATS:
+        raise invalid(
+            f"encoding_format must be one of {', '.join(ENCODING_FORMATS)}, "
+            f"got {encoding_format!r}",
+            param="encoding_format",
+        )
+    input_type = _optional(raw, "input_type", str)
+    if input_type is not None and input_type not in INPUT_TYPES:
+        raise invalid(
+            f"input_type must be one of {', '.join(INPUT_TYPES)}, got {input_type!r}",
+            param="input_type",
+        )
+    direction = _optional(raw, "truncation_direction", str) or "right"
+    if direction not in DIRECTIONS:
+        raise invalid(
+            f"truncation_direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}",
+            param="truncation_direction",
+        )
+    metadata = _optional(raw, "metadata", dict)
+    if metadata is not None:
+        bad = next((k for k, v in metadata.items() if not isinstance(v, str)), None)
+        if bad is not None:
+            raise invalid(
+                f"metadata[{bad!r}] must be a string, not {_kind(metadata[bad])}",
+                param="metadata",
+                code="invalid_type",
+            )
+
+    return EmbeddingsRequest(
+        inputs=inputs,
+        model=_optional(raw, "model", str),
+        encoding_format=encoding_format,
+        dimensions=_optional(raw, "dimensions", int),
+        user=_optional(raw, "user", str),
+        metadata=metadata,
+        input_type=input_type,
+        truncate=_optional(raw, "truncate", bool),
+        truncation_direction=direction,
+        normalize=_optional(raw, "normalize", bool),
+        prompt_name=_optional(raw, "prompt_name", str),
+    )
+
+
+def _decode_object(body: bytes) -> dict[str, Any]:
+    try:
+        raw = msgspec.json.decode(body)
+    except (msgspec.MsgspecError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+        raise invalid(
+            f"We could not parse the JSON body of your request ({exc}). "
+            "The body must be a JSON object, in UTF-8.",
+            code="invalid_json",
+        ) from exc
+    if not isinstance(raw, dict):
+        raise invalid(
+            f"The request body must be a JSON object, not {_kind(raw)}", code="invalid_json"
+        )
+    return raw
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", dict: "an object"}
+
+
+def _optional(raw: dict[str, Any], name: str, kind: type) -> Any:
+    """raw[name] when it is of `kind` (bool is not an int here), None when absent or null."""
+    value = raw.get(name)
+    if value is None:
+        return None
+    wrong = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+    if wrong:
+        raise invalid(
+            f"{name} must be {_TYPE_NAMES[kind]}, not {_kind(value)}",
+            param=name,
+            code="invalid_type",
+        )
+    return value
+
+
+def _kind(value: object) -> str:
+    return {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)

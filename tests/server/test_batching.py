@@ -1,0 +1,295 @@
+"""The batcher alone, with a fake model whose output says which sequence each row came from."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+from embedserve.batching import Batcher, BatcherClosedError, BatchStats, QueueFullError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+
+class FakeModel:
+    """forward() → rows [first id, length, batch number]; records every batch; can be held shut."""
+
+    def __init__(self, *, gated: bool = False) -> None:
+        self.batches: list[list[int]] = []
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        if not gated:
+            self.gate.set()
+
+    def forward(self, sequences: list[np.ndarray]) -> np.ndarray:
+        self.entered.set()
+        self.gate.wait(10)
+        self.batches.append([len(s) for s in sequences])
+        number = len(self.batches)
+        return np.array([[s[0], len(s), number] for s in sequences], dtype=np.float32)
+
+
+def seqs(tag: int, lengths: list[int]) -> list[np.ndarray]:
+    """Sequences whose first id encodes (request tag, input index)."""
+    return [np.full(n, tag * 1000 + i, dtype=np.int64) for i, n in enumerate(lengths)]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def make(model: FakeModel, **kwargs) -> Batcher:
+    batcher = Batcher(model.forward, 3, **kwargs)
+    batcher.start()
+    return batcher
+
+
+def test_results_come_back_in_input_order():
+    model = FakeModel()
+    batcher = make(model)
+
+    async def main():
+        ticket = batcher.submit(seqs(1, [3, 9, 1, 5]))
+        return await ticket.result()
+
+    out = run(main())
+    batcher.close()
+    assert out[:, 0].tolist() == [1000, 1001, 1002, 1003]
+    assert out[:, 1].tolist() == [3, 9, 1, 5]
+
+
+def test_a_request_larger_than_a_batch_is_split_and_reassembled():
+    model = FakeModel()
+    stats: list[BatchStats] = []
+    batcher = make(model, max_batch_tokens=20, on_batch=stats.append)
+
+    async def main():
+        return await batcher.submit(seqs(2, [10, 10, 4, 4, 4, 4, 10])).result()
+
+    out = run(main())
+    batcher.close()
+    assert out[:, 0].tolist() == [2000 + i for i in range(7)]
+    assert len(model.batches) > 1
+    for batch in model.batches:
+        assert max(batch) * len(batch) <= 20
+    assert sum(s.inputs for s in stats) == 7
+    assert all(
+        s.padded_tokens == max(b) * len(b) for s, b in zip(stats, model.batches, strict=True)
+    )
+
+
+def test_a_sequence_over_the_budget_still_gets_a_batch_of_its_own():
+    model = FakeModel()
+    batcher = make(model, max_batch_tokens=8)
+
+    async def main():
+        return await batcher.submit(seqs(3, [50, 2])).result()
+
+    out = run(main())
+    batcher.close()
+    assert out[:, 1].tolist() == [50, 2]
+    assert [50] in model.batches
+
+
+def test_concurrent_requests_share_batches_and_each_gets_its_own_rows():
+    model = FakeModel(gated=True)
+    stats: list[BatchStats] = []
+    batcher = make(model, on_batch=stats.append)
+
+    async def main():
+        first = batcher.submit(seqs(0, [4]))
+        await asyncio.to_thread(model.entered.wait, 5)  # the worker holds request 0 in forward()
+        rest = [batcher.submit(seqs(tag, [tag % 5 + 1] * (tag % 3 + 1))) for tag in range(1, 20)]
+        model.gate.set()
+        return await asyncio.gather(first.result(), *(t.result() for t in rest))
+
+    results = run(main())
+    batcher.close()
+    for tag, out in enumerate(results):
+        assert out[:, 0].tolist() == [tag * 1000 + i for i in range(len(out))]
+    assert max(s.requests for s in stats) == 19  # everyone queued behind request 0 rode together
+
+
+def test_requests_per_batch_are_capped():
+    model = FakeModel(gated=True)
+    stats: list[BatchStats] = []
+    batcher = make(model, max_batch_requests=3, on_batch=stats.append)
+
+    async def main():
+        first = batcher.submit(seqs(0, [2]))
+        await asyncio.to_thread(model.entered.wait, 5)
+        rest = [batcher.submit(seqs(tag, [2])) for tag in range(1, 8)]
+        model.gate.set()
+        await asyncio.gather(first.result(), *(t.result() for t in rest))
+
+    run(main())
+    batcher.close()
+    assert max(s.requests for s in stats) == 3
+
+
+def test_a_full_queue_refuses_at_once_but_an_empty_one_takes_anything():
+    model = FakeModel(gated=True)
+    batcher = make(model, max_queue_inputs=4)
+
+    async def main():
+        running = batcher.submit(seqs(0, [2]))
+        await asyncio.to_thread(model.entered.wait, 5)
+        big = batcher.submit(seqs(1, [2] * 3))  # queue empty (request 0 is running): accepted
+        assert batcher.queued_inputs == 3
+        batcher.submit(seqs(2, [2]))  # 4 queued: at the cap, still fine
+        with pytest.raises(QueueFullError) as info:
+            batcher.submit(seqs(3, [2]))
+        assert info.value.retry_after >= 1
+        model.gate.set()
+        await asyncio.gather(running.result(), big.result())
+
+    run(main())
+    batcher.close()
+
+    lone = make(FakeModel(), max_queue_inputs=2)
+
+    async def oversized():
+        return await lone.submit(seqs(4, [1] * 5)).result()
+
+    assert run(oversized()).shape == (5, 3)
+    lone.close()
+
+
+def test_cancelled_requests_are_dropped_before_they_are_batched():
+    model = FakeModel(gated=True)
+    batcher = make(model)
+
+    async def main():
+        running = batcher.submit(seqs(0, [3]))
+        await asyncio.to_thread(model.entered.wait, 5)
+        doomed = batcher.submit(seqs(1, [7, 7, 7]))
+        kept = batcher.submit(seqs(2, [5]))
+        assert batcher.queued_inputs == 4
+        doomed.cancel()
+        assert batcher.queued_inputs == 1
+        model.gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await doomed.result()
+        return await kept.result(), await running.result()
+
+    kept, _ = run(main())
+    batcher.close()
+    assert kept[:, 0].tolist() == [2000]
+    assert 7 not in [n for batch in model.batches for n in batch]
+
+
+def test_a_model_error_fails_its_requests_and_the_worker_carries_on():
+    calls = []
+
+    def forward(sequences):
+        calls.append(len(sequences))
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return np.zeros((len(sequences), 2), np.float32)
+
+    batcher = Batcher(forward, 2)
+    batcher.start()
+
+    async def main():
+        with pytest.raises(RuntimeError, match="boom"):
+            await batcher.submit(seqs(0, [1])).result()
+        return await batcher.submit(seqs(1, [1, 1])).result()
+
+    assert run(main()).shape == (2, 2)
+    batcher.close()
+
+
+def test_close_fails_what_is_still_queued():
+    model = FakeModel(gated=True)
+    batcher = make(model)
+
+    async def main():
+        batcher.submit(seqs(0, [1]))
+        await asyncio.to_thread(model.entered.wait, 5)
+        queued = batcher.submit(seqs(1, [1]))
+        closing = asyncio.get_running_loop().run_in_executor(None, batcher.close)
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        await closing
+        with pytest.raises(BatcherClosedError):
+            await queued.result()
+        with pytest.raises(BatcherClosedError):
+            batcher.submit(seqs(2, [1]))
+
+    run(main())
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    requests=st.lists(
+        st.lists(st.integers(1, 40), min_size=1, max_size=12), min_size=1, max_size=12
+    ),
+    budget=st.integers(1, 120),
+    cap=st.integers(1, 6),
+)
+def test_any_mix_of_requests_gets_its_own_rows_under_the_budget(requests, budget, cap):
+    model = FakeModel(gated=True)
+    batcher = make(model, max_batch_tokens=budget, max_batch_requests=cap)
+
+    async def main():
+        first = batcher.submit(seqs(99, [1]))
+        await asyncio.to_thread(model.entered.wait, 5)
+        tickets = [batcher.submit(seqs(tag, lengths)) for tag, lengths in enumerate(requests)]
+        model.gate.set()
+        await first.result()
+        return await asyncio.gather(*(t.result() for t in tickets))
+
+    results = run(main())
+    batcher.close()
+    for tag, (lengths, out) in enumerate(zip(requests, results, strict=True)):
+        assert out[:, 0].tolist() == [tag * 1000 + i for i in range(len(lengths))]
+        assert out[:, 1].tolist() == lengths
+    for batch in model.batches:
+        assert len(batch) == 1 or max(batch) * len(batch) <= budget
+    assert batcher.queued_inputs == 0
+
+
+def test_a_long_row_does_not_drag_short_rows_to_its_length():
+    model = FakeModel(gated=True)
+    stats: list[BatchStats] = []
+    batcher = make(model, on_batch=stats.append)
+
+    async def main():
+        first = batcher.submit(seqs(0, [1]))
+        await asyncio.to_thread(model.entered.wait, 5)
+        mixed = batcher.submit(seqs(1, [10] * 30 + [256] + [60, 40]))
+        other = batcher.submit(seqs(2, [12, 8]))
+        model.gate.set()
+        await first.result()
+        return await mixed.result(), await other.result()
+
+    mixed, other = run(main())
+    batcher.close()
+    assert mixed[:, 1].tolist() == [10] * 30 + [256, 60, 40] and other[:, 1].tolist() == [12, 8]
+    # Longest first; a new batch where padding would more than double a row (beyond the slack).
+    assert [sorted(b, reverse=True) for b in model.batches[1:]] == [
+        [256],
+        [60, 40],
+        [12] + [10] * 30 + [8],
+    ]
+    assert stats[1].requests == 1 and stats[3].requests == 2
+
+
+def test_windows_are_served_in_arrival_order():
+    model = FakeModel(gated=True)
+    batcher = make(model, max_batch_tokens=64)
+
+    async def main():
+        first = batcher.submit(seqs(0, [1]))
+        await asyncio.to_thread(model.entered.wait, 5)
+        tickets = [batcher.submit(seqs(tag, [n])) for tag, n in enumerate([3, 60, 5, 50], start=1)]
+        model.gate.set()
+        await first.result()
+        return await asyncio.gather(*(t.result() for t in tickets))
+
+    results = run(main())
+    batcher.close()
+    # Each window holds about 64 real tokens: {3, 60} then {5, 50}; inside one, longest first.
+    assert model.batches[1:] == [[60], [3], [50], [5]]
+    assert [int(r[0, 2]) for r in results] == [3, 2, 5, 4]

@@ -1,0 +1,198 @@
+"""`embedserve serve`: flags to config, and the real command in a subprocess with two workers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from embedserve.cli import _parser
+from embedserve.server.cli import config_from_args
+from embedserve.server.config import Limits, ModelSpec, ServerConfig, keys_from_env
+
+from .conftest import MODEL
+
+
+def parse(*argv: str, env: dict[str, str] | None = None) -> ServerConfig:
+    return config_from_args(_parser().parse_args(["serve", *argv]), env or {})
+
+
+def test_defaults():
+    config = parse()
+    assert config.models == (ModelSpec(MODEL),)
+    assert config.api_keys == ()
+    assert config.auto_truncate is True and config.allow_dimensions is False
+    assert config.limits == Limits()
+    assert (
+        config.limits.max_inputs,
+        config.limits.max_input_tokens,
+        config.limits.max_request_tokens,
+    ) == (2048, 8192, 300_000)
+
+
+def test_every_flag():
+    config = parse(
+        "--model",
+        MODEL,
+        "--model",
+        "/models/e5=e5",
+        "--api-key",
+        "a",
+        "--api-key",
+        "b",
+        "--no-auto-truncate",
+        "--allow-dimensions",
+        "--max-batch-tokens",
+        "4096",
+        "--max-batch-requests",
+        "8",
+        "--max-queue",
+        "100",
+        "--max-inputs",
+        "10",
+        "--max-input-tokens",
+        "512",
+        "--max-request-tokens",
+        "1000",
+        "--max-body-bytes",
+        "5000",
+        "--providers",
+        "cpu",
+        "--intra-op-threads",
+        "2",
+        env={"EMBEDSERVE_API_KEYS": "c, a,,"},
+    )
+    assert config.models == (ModelSpec(MODEL), ModelSpec("/models/e5", "e5"))
+    assert config.api_keys == ("a", "b", "c")
+    assert config.auto_truncate is False and config.allow_dimensions is True
+    assert (config.max_batch_tokens, config.max_batch_requests, config.max_queue) == (4096, 8, 100)
+    assert config.limits == Limits(
+        max_inputs=10, max_input_tokens=512, max_request_tokens=1000, max_body_bytes=5000
+    )
+    assert (config.providers, config.intra_op_threads) == ("cpu", 2)
+    assert ServerConfig.from_json(config.to_json()) == config  # what worker processes receive
+
+
+@pytest.mark.parametrize("argv", [["--max-queue", "0"], ["--workers", "-1"], ["--port", "x"]])
+def test_bad_flags_exit_with_usage(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        parse(*argv)
+    assert info.value.code == 2
+
+
+def test_model_specs():
+    assert ModelSpec.parse("BAAI/bge-small-en-v1.5").id == "BAAI/bge-small-en-v1.5"
+    assert ModelSpec.parse("BAAI/bge-small-en-v1.5=bge").id == "bge"
+    assert ModelSpec.parse("/a=b/c=alias") == ModelSpec("/a=b/c", "alias")
+    assert "sentence-transformers/all-MiniLM-L6-v2" in ModelSpec(MODEL).names
+    with pytest.raises(ValueError):
+        ModelSpec.parse("=alias")
+
+
+def test_keys_from_env():
+    assert keys_from_env({"EMBEDSERVE_API_KEYS": " k1 ,k2,, "}) == ("k1", "k2")
+    assert keys_from_env({}) == ()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_command_with_two_workers(engine, tmp_path: Path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "EMBEDSERVE_API_KEYS": "env-key"}
+    log = (tmp_path / "server.log").open("w+")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "embedserve.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--model",
+            f"{MODEL}=mini",
+            "--api-key",
+            "flag-key",
+            "--workers",
+            "2",
+            "--log-level",
+            "warning",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        # Both workers must be ready; any of them may answer a given request.
+        deadline, ready_in_a_row = time.monotonic() + 120, 0
+        while ready_in_a_row < 8:
+            assert process.poll() is None, Path(log.name).read_text()
+            assert time.monotonic() < deadline, Path(log.name).read_text()
+            try:
+                ready_in_a_row = (
+                    ready_in_a_row + 1 if httpx.get(url + "/ready").status_code == 200 else 0
+                )
+            except httpx.TransportError:
+                ready_in_a_row = 0
+            time.sleep(0.1)
+        expected = engine.embed(["from the command line"]).embeddings
+        for key, name in [("flag-key", "mini"), ("env-key", MODEL)]:
+            response = httpx.post(
+                url + "/v1/embeddings",
+                headers={"Authorization": f"Bearer {key}"},
+                json={
+                    "model": name,
+                    "input": ["from the command line"],
+                    "encoding_format": "float",
+                },
+            )
+            assert response.status_code == 200, response.text
+            assert response.json()["model"] == "mini"
+            np.testing.assert_allclose(
+                np.asarray([response.json()["data"][0]["embedding"]]), expected, atol=1e-6
+            )
+        assert (
+            httpx.post(url + "/v1/embeddings", json={"model": "mini", "input": "x"}).status_code
+            == 401
+        )
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def test_serve_fails_fast_for_an_unknown_model(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "embedserve.cli",
+            "serve",
+            "--model",
+            str(tmp_path / "missing"),
+            "--port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "embedserve: error:" in result.stderr and "missing" in result.stderr

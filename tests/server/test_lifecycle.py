@@ -1,0 +1,200 @@
+"""Overload (429), clients that hang up, models still loading or failing (503), several models."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from embedserve.server import registry as registry_module
+from embedserve.server.config import ModelSpec, ServerConfig
+
+from .conftest import MODEL, cosines, live_server, metric_samples
+from .test_http_errors import error_of
+
+
+class GatedEngine:
+    """The real engine, but forward() waits for `gate`; records the batch sizes it ran."""
+
+    def __init__(self, engine) -> None:
+        self._engine = engine
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.batches: list[int] = []
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def forward(self, sequences):
+        self.entered.set()
+        assert self.gate.wait(30), "test forgot to open the gate"
+        self.batches.append(len(sequences))
+        return self._engine.forward(sequences)
+
+
+def wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+def in_background(fn):
+    result: dict = {}
+
+    def target():
+        try:
+            result["value"] = fn()
+        except Exception as exc:  # noqa: BLE001 - handed to the test thread, which asserts on it
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, result
+
+
+def embed(url: str, texts, **kwargs) -> httpx.Response:
+    return httpx.post(url + "/v1/embeddings", json={"model": MODEL, "input": texts}, **kwargs)
+
+
+def test_a_full_queue_answers_429_at_once_with_retry_after(engine):
+    gated = GatedEngine(engine)
+    with live_server(ServerConfig(max_queue=3), engines={MODEL: gated}) as live:
+        batcher = live.state.registry.models[0].batcher
+        running, running_result = in_background(
+            lambda: embed(live.url, ["held in the model"], timeout=30)
+        )
+        assert gated.entered.wait(10)
+        queued, queued_result = in_background(lambda: embed(live.url, ["a", "b", "c"], timeout=30))
+        wait_for(lambda: batcher.queued_inputs == 3)
+
+        started = time.monotonic()
+        refused = embed(live.url, ["one more"], timeout=30)
+        assert time.monotonic() - started < 5
+        error_of(refused, 429, type="rate_limit_error", code="queue_full", param=None)
+        assert int(refused.headers["retry-after"]) >= 1
+
+        gated.gate.set()
+        running.join(30)
+        queued.join(30)
+        assert running_result["value"].status_code == 200
+        assert queued_result["value"].status_code == 200
+        assert embed(live.url, ["room again"], timeout=30).status_code == 200
+
+
+def test_a_client_that_hangs_up_has_its_queued_inputs_dropped(engine):
+    gated = GatedEngine(engine)
+    with live_server(ServerConfig(), engines={MODEL: gated}) as live:
+        batcher = live.state.registry.models[0].batcher
+        running, running_result = in_background(
+            lambda: embed(live.url, ["held in the model"], timeout=30)
+        )
+        assert gated.entered.wait(10)
+
+        # This client gives up after a second, closing its connection while its 5 inputs wait.
+        impatient, impatient_result = in_background(
+            lambda: embed(
+                live.url, ["x1", "x2", "x3", "x4", "x5"], timeout=httpx.Timeout(30, read=1.0)
+            )
+        )
+        wait_for(lambda: batcher.queued_inputs == 5)
+        impatient.join(10)
+        assert isinstance(impatient_result.get("error"), httpx.ReadTimeout)
+        wait_for(lambda: batcher.queued_inputs == 0)
+
+        gated.gate.set()
+        running.join(30)
+        assert running_result["value"].status_code == 200
+        assert embed(live.url, ["after"], timeout=30).status_code == 200
+        assert 5 not in gated.batches  # the abandoned inputs never reached the model
+        assert sorted(gated.batches) == [1, 1]
+        statuses = metric_samples(
+            httpx.get(live.url + "/metrics").text, "embedserve_requests_total"
+        )
+        assert (
+            statuses['embedserve_requests_total{method="POST",route="/v1/embeddings",status="499"}']
+            == 1
+        )
+
+
+def test_ready_is_503_while_the_model_loads(engine, monkeypatch):
+    release = threading.Event()
+
+    def slow_load(spec, **kwargs):
+        assert release.wait(30)
+        return engine
+
+    monkeypatch.setattr(registry_module.Engine, "from_pretrained", staticmethod(slow_load))
+    with live_server(ServerConfig(), wait_ready=False) as live:
+        assert httpx.get(live.url + "/health").status_code == 200
+        response = httpx.get(live.url + "/ready")
+        error = error_of(response, 503, type="server_error", code="model_not_ready", param=None)
+        assert MODEL in error["message"] and response.headers["retry-after"]
+        error_of(
+            embed(live.url, ["too early"]),
+            503,
+            type="server_error",
+            code="model_not_ready",
+            param=None,
+        )
+        assert (
+            httpx.get(live.url + "/v1/models").status_code == 200
+        )  # listing needs no loaded model
+
+        release.set()
+        wait_for(lambda: httpx.get(live.url + "/ready").status_code == 200)
+        assert embed(live.url, ["now"]).status_code == 200
+
+
+def test_a_model_that_fails_to_load_keeps_the_server_up_and_says_why():
+    config = ServerConfig(models=(ModelSpec("/nonexistent/model/folder", alias="broken"),))
+    with live_server(config, wait_ready=False) as live:
+        wait_for(lambda: "Failed" in httpx.get(live.url + "/ready").text)
+        error = error_of(
+            httpx.get(live.url + "/ready"),
+            503,
+            type="server_error",
+            code="model_load_failed",
+            param=None,
+        )
+        assert "broken" in error["message"]
+        response = httpx.post(live.url + "/v1/embeddings", json={"model": "broken", "input": "a"})
+        error = error_of(response, 503, type="server_error", code="model_not_ready", param=None)
+        assert "/nonexistent/model/folder" in error["message"]
+        assert httpx.get(live.url + "/health").status_code == 200
+
+
+def test_several_models_each_by_name_or_alias(engine, minilm_dir):
+    config = ServerConfig(models=(ModelSpec(MODEL), ModelSpec(str(minilm_dir), alias="mini")))
+    with live_server(config, engines={MODEL: engine, "mini": engine}) as live:
+        ids = [m["id"] for m in httpx.get(live.url + "/v1/models").json()["data"]]
+        assert ids == [MODEL, "mini"]
+        expected = engine.embed(["hello"]).embeddings
+        for name, served_as in [
+            (MODEL, MODEL),
+            ("mini", "mini"),
+            (str(minilm_dir), "mini"),
+            ("sentence-transformers/all-MiniLM-L6-v2", MODEL),
+            ("ALL-MINILM-L6-V2", MODEL),
+        ]:
+            body = httpx.post(
+                live.url + "/v1/embeddings",
+                json={"model": name, "input": ["hello"], "encoding_format": "float"},
+            ).json()
+            assert body["model"] == served_as
+            assert cosines(np.asarray([body["data"][0]["embedding"]]), expected).min() >= 0.999999
+        azure = httpx.post(live.url + "/embeddings?api-version=v1", json={"input": "hello"}).json()
+        assert azure["model"] == MODEL  # no model named: the first --model
+        deployment = httpx.post(
+            live.url + "/openai/deployments/mini/embeddings?api-version=2024-10-21",
+            json={"input": "hello"},
+        ).json()
+        assert deployment["model"] == "mini"
+
+
+def test_two_models_with_the_same_name_are_refused():
+    with pytest.raises(ValueError, match="used by both"):
+        ServerConfig(models=(ModelSpec(MODEL), ModelSpec("/some/folder", alias=MODEL)))
