@@ -40,8 +40,8 @@ def _load_baseline(model_dir, threads: int):
         return None
     torch.set_num_threads(threads)
     model = SentenceTransformer(str(model_dir), device="cpu")
-    return lambda batch: model.encode(batch, batch_size=max(len(batch), 1), normalize_embeddings=True,
-                                      convert_to_numpy=True)
+    # encode()'s own defaults (batch_size=32, length-sorted), as a user would call it.
+    return lambda batch: model.encode(batch, normalize_embeddings=True, convert_to_numpy=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     ours = lambda batch: engine.embed(batch).embeddings  # noqa: E731
 
     print(f"threads={args.threads} repeats={args.repeats} provider={engine.model_info.provider} "
-          f"quantize={args.quantize} max_batch_tokens={engine.max_batch_tokens}")
+          f"quantize={args.quantize} max_batch_tokens={engine.max_batch_tokens}", flush=True)
     header = f"{'set':<10}{'batch':>6}{'texts':>7}{'tok/text':>9}{'engine t/s':>12}{'engine tok/s':>14}"
     if baseline:
         header += f"{'st t/s':>10}{'ratio':>8}{'min cos':>10}"

@@ -174,3 +174,18 @@ def test_int8_onnx_file_paired_with_a_tokenizer(reference, minilm_dir, tmp_path)
     shutil.copyfile(resolve_model_dir("all-MiniLM-L6-v2-int8") / "model.onnx", tmp_path / "model.onnx")
     engine = Engine.from_pretrained(tmp_path, tokenizer=minilm_dir)
     assert _int8_report(engine, reference).min() >= 0.98
+
+
+def test_int8_quantized_compiled_model_is_close_and_cached(reference, minilm_dir):
+    engine = Engine.from_pretrained(minilm_dir, quantize="int8")
+    cos = _int8_report(engine, reference)
+    assert cos.min() >= 0.98 and cos.mean() >= 0.99
+    fp32_graph = onnx_for(minilm_dir)
+    assert engine.session.path != fp32_graph
+    assert onnx_for(minilm_dir, "int8") == engine.session.path  # built once, then reused
+    assert engine.session.path.stat().st_size < fp32_graph.stat().st_size / 3
+
+
+def test_unknown_quantize_mode_is_a_value_error(minilm_dir):
+    with pytest.raises(ValueError, match="int4"):
+        Engine.from_pretrained(minilm_dir, quantize="int4")

@@ -28,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
 
     pull = commands.add_parser("pull", help="fetch a model into the cache and prepare its ONNX graph")
     pull.add_argument("model", nargs="?", default=DEFAULT_MODEL)
+    pull.add_argument("--quantize", choices=["int8"], help="also build the int8 graph")
     pull.set_defaults(run=_pull)
 
     embed = commands.add_parser("embed", help="print the vectors of texts as JSON")
@@ -38,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--no-truncate", dest="truncate", action="store_false")
     embed.add_argument("--prompt-name")
     embed.add_argument("--providers", help="cpu, cuda, or an ONNX Runtime provider name")
+    embed.add_argument("--quantize", choices=["int8"], help="run the dynamically int8-quantized graph")
     embed.set_defaults(run=_embed)
 
     from embedserve.server.cli import add_serve_command
@@ -50,7 +52,7 @@ def _pull(args: argparse.Namespace) -> int:
     from embedserve.models import onnx_for, resolve_model_dir
 
     directory = resolve_model_dir(args.model)
-    graph = onnx_for(directory)
+    graph = onnx_for(directory, args.quantize)
     print(f"{args.model}: {directory}")
     print(f"onnx graph: {graph}")
     return 0
@@ -63,7 +65,7 @@ def _embed(args: argparse.Namespace) -> int:
     texts = list(args.texts)
     if not texts or texts == ["-"]:
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    engine = Engine.from_pretrained(args.model, providers=args.providers)
+    engine = Engine.from_pretrained(args.model, providers=args.providers, quantize=args.quantize)
     result = engine.embed(texts, dimensions=args.dimensions, normalize=args.normalize,
                           truncate=args.truncate, prompt_name=args.prompt_name)
     sys.stdout.write("[" + ",\n".join(_core.encode_json(result.embeddings)) + "]\n")

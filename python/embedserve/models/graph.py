@@ -9,9 +9,11 @@ from pathlib import Path
 
 from embedserve.models.cache import cache_root
 from embedserve.models.pull import sha256_of
+from embedserve.models.quantize import check_quantize
 
 # Bump when the compiler's output changes, so stale graphs in users' caches are rebuilt.
 COMPILER_VERSION = 1
+QUANTIZER_VERSION = 1
 ONNX_CANDIDATES = ("model.onnx", "onnx/model.onnx")
 
 
@@ -26,8 +28,8 @@ def shipped_onnx(directory: Path) -> Path | None:
     return None
 
 
-def weights_hash(weights: Path) -> str:
-    """sha256 of the weights, remembered beside the compiled graphs by size and mtime."""
+def file_hash(weights: Path) -> str:
+    """sha256 of a weights or graph file, remembered beside the compiled graphs by size and mtime."""
     stat = weights.stat()
     memo = cache_root() / "compiled" / "hashes.json"
     key = f"{weights.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
@@ -59,7 +61,7 @@ def compiled_onnx(directory: Path) -> Path:
     read_bert_config(config_path)  # an unsupported architecture fails here, cached graph or not
     # The graph depends on the config (eps, activation, heads) as well as on the weights.
     config_hash = hashlib.sha256(config_path.read_bytes()).hexdigest()[:8]
-    key = f"{weights_hash(weights)[:24]}-{config_hash}-v{COMPILER_VERSION}"
+    key = f"{file_hash(weights)[:24]}-{config_hash}-v{COMPILER_VERSION}"
     target = cache_root() / "compiled" / key / "model.onnx"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -67,6 +69,18 @@ def compiled_onnx(directory: Path) -> Path:
     return target
 
 
-def onnx_for(directory: Path) -> Path:
-    """The ONNX graph to run for a model folder: the one it ships, else a compiled one."""
-    return shipped_onnx(directory) or compiled_onnx(directory)
+def quantized_onnx(source: Path) -> Path:
+    """The cached int8 copy of the graph at `source`, built on first use."""
+    from embedserve.models.quantize import quantize_int8
+
+    target = cache_root() / "compiled" / f"{file_hash(source)[:32]}-int8-v{QUANTIZER_VERSION}" / "model.onnx"
+    if not target.exists():
+        quantize_int8(source, target)
+    return target
+
+
+def onnx_for(directory: Path, quantize: str | None = None) -> Path:
+    """The ONNX graph to run for a model folder: the one it ships, else a compiled one; int8 if asked."""
+    check_quantize(quantize)
+    graph = shipped_onnx(directory) or compiled_onnx(directory)
+    return quantized_onnx(graph) if quantize == "int8" else graph

@@ -7,11 +7,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from embedserve.batching import (
-    DEFAULT_MAX_BATCH_REQUESTS,
-    DEFAULT_MAX_BATCH_TOKENS,
-    DEFAULT_MAX_QUEUE_INPUTS,
-)
+from embedserve.batching import DEFAULT_MAX_BATCH_REQUESTS, DEFAULT_MAX_QUEUE_INPUTS
 from embedserve.models import DEFAULT_MODEL, find_entry
 
 API_KEYS_ENV = "EMBEDSERVE_API_KEYS"
@@ -74,11 +70,12 @@ class ServerConfig:
     api_keys: tuple[str, ...] = ()
     auto_truncate: bool = True
     allow_dimensions: bool = False
-    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
+    max_batch_tokens: int | None = None  # None: the engine's default for its provider
     max_batch_requests: int = DEFAULT_MAX_BATCH_REQUESTS
     max_queue: int = DEFAULT_MAX_QUEUE_INPUTS
     providers: str | None = None
     intra_op_threads: int | None = None
+    quantize: str | None = None
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:

@@ -103,6 +103,7 @@ class ModelRegistry:
                     providers=self.config.providers,
                     intra_op_threads=self.config.intra_op_threads,
                     max_batch_tokens=self.config.max_batch_tokens,
+                    quantize=self.config.quantize,
                 )
             except Exception as exc:  # noqa: BLE001 - the server stays up and says why in /ready and 503s
                 model.error = f"{type(exc).__name__}: {exc}"
@@ -123,7 +124,7 @@ class ModelRegistry:
             engine.forward,
             engine.model_info.dimension,
             name=model.id,
-            max_batch_tokens=self.config.max_batch_tokens,
+            max_batch_tokens=engine.max_batch_tokens,
             max_batch_requests=self.config.max_batch_requests,
             max_queue_inputs=self.config.max_queue,
             on_batch=self.metrics.batch_observer(model.id),

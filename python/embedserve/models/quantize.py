@@ -1,0 +1,42 @@
+"""Dynamic int8 quantization of an fp32 encoder graph (weights int8 per channel, activations at run time)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+QUANTIZE_MODES = ("int8",)
+
+
+def check_quantize(mode: str | None) -> None:
+    if mode is not None and mode not in QUANTIZE_MODES:
+        raise ValueError(f"quantize must be one of {QUANTIZE_MODES} or None, got {mode!r}")
+
+
+def quantize_int8(source: Path, target: Path) -> Path:
+    """Write an int8 copy of `source` to `target` atomically.
+
+    Per-channel weights and only MatMuls with a constant weight (not Q·Kᵀ or attention·V):
+    measured on all-MiniLM-L6-v2, per-tensor scales fell to cosine 0.90 against the fp32
+    vectors, per-channel kept 0.984 (mean 0.993) at the same speed (bench/NOTES.md).
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, staged = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        quantize_dynamic(
+            str(source),
+            staged,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            extra_options={"MatMulConstBOnly": True},
+        )
+        os.chmod(staged, 0o644)
+        os.replace(staged, target)
+    finally:
+        if os.path.exists(staged):
+            os.unlink(staged)
+    return target
