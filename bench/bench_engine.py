@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from bench.machine import describe_machine
 from bench.texts import SETS, make_texts
 from embedserve.engine import Engine
 from embedserve.models import resolve_model_dir
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sets", nargs="+", default=["short", "medium", "long", "mix"], choices=SETS)
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32, 2048])
-    parser.add_argument("--texts", type=int, default=2048, help="texts per set (batch size 1 uses --single)")
+    parser.add_argument("--texts", type=int, default=2048,
+                        help="texts per cell, at most 16 batches' worth (batch size 1 uses --single)")
     parser.add_argument("--single", type=int, default=64, help="texts for the batch-size-1 runs")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--max-batch-tokens", type=int, default=None)
@@ -68,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     baseline = None if args.no_baseline else _load_baseline(resolve_model_dir("all-MiniLM-L6-v2"), args.threads)
     ours = lambda batch: engine.embed(batch).embeddings  # noqa: E731
 
+    print(describe_machine())
     print(f"threads={args.threads} repeats={args.repeats} provider={engine.model_info.provider} "
           f"quantize={args.quantize} max_batch_tokens={engine.max_batch_tokens}", flush=True)
     header = f"{'set':<10}{'batch':>6}{'texts':>7}{'tok/text':>9}{'engine t/s':>12}{'engine tok/s':>14}"
@@ -76,7 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     print(header)
     for kind in args.sets:
         for batch_size in args.batch_sizes:
-            n = args.single if batch_size == 1 else args.texts
+            # Batch 1 runs --single calls; bigger batches run up to 16 calls of batch_size texts.
+            n = args.single if batch_size == 1 else max(batch_size, min(args.texts, 16 * batch_size))
             texts = make_texts(kind, n)
             tokens = int(engine.embed(texts).token_counts.sum())
             if baseline:

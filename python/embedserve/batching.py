@@ -7,9 +7,9 @@ dropped before they are batched; a full queue refuses new work at once (the call
 rather than letting latency grow without bound.
 
 One departure, for padding: the worker takes a *window* of requests from the head of the queue
-(about one budget of real tokens, at least one request) and cuts it into batches longest first,
-starting a new batch when a row would be padded to more than twice its length. A 256-token input
-then no longer drags 60 short ones to 256 tokens each. Windows are served in FIFO order, so no
+(about WINDOW_BUDGETS budgets of real tokens, at least one request) and cuts it into batches
+longest first with `planning.batch_rows`, the engine's own rule. A 256-token input then no longer
+drags 60 short ones to 256 tokens each. Windows are served in FIFO order, so no
 request waits behind one that arrived after it.
 """
 
@@ -25,14 +25,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from embedserve.planning import batch_rows
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH_TOKENS = 16_384
 DEFAULT_MAX_BATCH_REQUESTS = 128
 DEFAULT_MAX_QUEUE_INPUTS = 16_384
-# Rows shorter than this many tokens below the batch's longest never force a new batch: for
-# short sequences a little padding costs less than another model call.
-PADDING_SLACK = 32
+# A window holds this many batch budgets of real tokens: sorting a wider window pads less
+# (bench/NOTES.md), while windows still keep requests roughly in arrival order.
+WINDOW_BUDGETS = 8
 
 Forward = Callable[[list[np.ndarray]], np.ndarray]
 
@@ -230,17 +232,7 @@ class Batcher:
         self._window = [row for row in self._window if not row[1].cancelled]
         if not self._window:
             self._fill_window()
-        rows = 0
-        longest = 0
-        for length, _, _ in self._window:
-            if rows:
-                if longest * (rows + 1) > self.max_batch_tokens:
-                    break
-                if longest > 2 * length and longest - length > PADDING_SLACK:
-                    break
-            else:
-                longest = length  # the first row always goes in, even over the budget
-            rows += 1
+        rows = batch_rows([length for length, _, _ in self._window], 0, self.max_batch_tokens)
         taken, self._window = self._window[:rows], self._window[rows:]
         batch: dict[int, tuple[_Entry, list[int]]] = {}
         for _, entry, index in taken:
@@ -250,8 +242,8 @@ class Batcher:
         return list(batch.values())
 
     def _fill_window(self) -> None:
-        """Requests from the head of the queue: about one budget of real tokens, at least one
-        request, at most the per-batch request cap; their rows sorted longest first."""
+        """Requests from the head of the queue: about WINDOW_BUDGETS budgets of real tokens, at
+        least one request, at most the request cap; their rows sorted longest first."""
         rows: list[_Row] = []
         tokens = requests = 0
         while self._queue and requests < self.max_batch_requests:
@@ -260,7 +252,7 @@ class Batcher:
                 self._queue.popleft()
                 continue
             size = sum(entry.lengths)
-            if requests and tokens + size > self.max_batch_tokens:
+            if requests and tokens + size > WINDOW_BUDGETS * self.max_batch_tokens:
                 break
             self._queue.popleft()
             requests += 1

@@ -2,25 +2,49 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
+
 import numpy as np
 
 
-def plan_batches(lengths: np.ndarray, max_batch_tokens: int, max_batch_size: int | None = None) -> list[np.ndarray]:
-    """Index groups, longest sequences first; each group's padded cost (longest × count) fits the budget.
+# Rows shorter than this many tokens below the batch's longest never force a new batch: for
+# short sequences a little padding costs less than another model call.
+PADDING_SLACK = 32
+
+
+def batch_rows(lengths_desc: Sequence[int], start: int, max_batch_tokens: int) -> int:
+    """How many rows from `start` (lengths sorted longest first) make the next batch.
+
+    The batch's padded cost (longest × rows) stays under the budget, and a row that would be
+    padded to more than twice its length starts the next batch instead, so one 256-token input
+    does not drag sixty short ones to 256 tokens. The first row always goes in, even over budget.
+    """
+    longest = lengths_desc[start]
+    rows = 1
+    for length in itertools.islice(lengths_desc, start + 1, None):
+        if longest * (rows + 1) > max_batch_tokens:
+            break
+        if longest > 2 * length and longest - length > PADDING_SLACK:
+            break
+        rows += 1
+    return rows
+
+
+def plan_batches(lengths: np.ndarray, max_batch_tokens: int) -> list[np.ndarray]:
+    """Index groups, longest sequences first, each cut by `batch_rows`.
 
     Sorting means a group pads only to lengths near its own, so 2,000 mixed inputs do not all
-    pad to the longest one. A single sequence longer than the budget still gets a group of its own.
+    pad to the longest one.
     """
     order = np.argsort(-np.asarray(lengths), kind="stable")
+    lengths_desc = np.asarray(lengths)[order].tolist()
     batches: list[np.ndarray] = []
     start = 0
     while start < len(order):
-        longest = int(lengths[order[start]])
-        fit = max(1, max_batch_tokens // max(longest, 1))
-        if max_batch_size:
-            fit = min(fit, max_batch_size)
-        batches.append(order[start:start + fit])
-        start += fit
+        rows = batch_rows(lengths_desc, start, max_batch_tokens)
+        batches.append(order[start:start + rows])
+        start += rows
     return batches
 
 

@@ -7,7 +7,13 @@ import threading
 
 import numpy as np
 import pytest
-from embedserve.batching import Batcher, BatcherClosedError, BatchStats, QueueFullError
+from embedserve.batching import (
+    WINDOW_BUDGETS,
+    Batcher,
+    BatcherClosedError,
+    BatchStats,
+    QueueFullError,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -279,17 +285,20 @@ def test_a_long_row_does_not_drag_short_rows_to_its_length():
 def test_windows_are_served_in_arrival_order():
     model = FakeModel(gated=True)
     batcher = make(model, max_batch_tokens=64)
+    window = WINDOW_BUDGETS * 64
+    lengths = [3, window - 2, 5, window - 20]
 
     async def main():
         first = batcher.submit(seqs(0, [1]))
         await asyncio.to_thread(model.entered.wait, 5)
-        tickets = [batcher.submit(seqs(tag, [n])) for tag, n in enumerate([3, 60, 5, 50], start=1)]
+        tickets = [batcher.submit(seqs(tag, [n])) for tag, n in enumerate(lengths, start=1)]
         model.gate.set()
         await first.result()
         return await asyncio.gather(*(t.result() for t in tickets))
 
     results = run(main())
     batcher.close()
-    # Each window holds about 64 real tokens: {3, 60} then {5, 50}; inside one, longest first.
-    assert model.batches[1:] == [[60], [3], [50], [5]]
-    assert [int(r[0, 2]) for r in results] == [3, 2, 5, 4]
+    # Each window holds about WINDOW_BUDGETS budgets of real tokens: {3}, {window-2}, then
+    # {5, window-20}; inside a window, longest first.
+    assert model.batches[1:] == [[3], [window - 2], [window - 20], [5]]
+    assert [int(r[0, 2]) for r in results] == [2, 3, 5, 4]
