@@ -1,4 +1,4 @@
-"""`embedserve serve | embed | pull`: the command line."""
+"""`embedserve serve | embed | pull | bench`: the command line."""
 
 from __future__ import annotations
 
@@ -42,6 +42,17 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--quantize", choices=["int8"], help="run the dynamically int8-quantized graph")
     embed.set_defaults(run=_embed)
 
+    bench = commands.add_parser("bench", help="measure the engine's texts/s on this machine")
+    bench.add_argument("--model", default=DEFAULT_MODEL)
+    bench.add_argument("--texts", type=int, default=512)
+    bench.add_argument("--words", type=int, default=40, help="words per text (≈1.3 tokens a word)")
+    bench.add_argument("--batch-size", type=int, default=512, help="texts per embed() call")
+    bench.add_argument("--repeats", type=int, default=3)
+    bench.add_argument("--providers")
+    bench.add_argument("--quantize", choices=["int8"])
+    bench.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    bench.set_defaults(run=_bench)
+
     from embedserve.server.cli import add_serve_command
 
     add_serve_command(commands)
@@ -69,6 +80,33 @@ def _embed(args: argparse.Namespace) -> int:
     result = engine.embed(texts, dimensions=args.dimensions, normalize=args.normalize,
                           truncate=args.truncate, prompt_name=args.prompt_name)
     sys.stdout.write("[" + ",\n".join(_core.encode_json(result.embeddings)) + "]\n")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    """A quick self-check of speed; bench/ in the repository compares against baselines."""
+    import statistics
+    import time
+
+    from embedserve.engine import Engine
+
+    engine = Engine.from_pretrained(args.model, providers=args.providers, quantize=args.quantize,
+                                    intra_op_threads=args.threads)
+    words = ("embedding models turn text into vectors so that similar meanings land close "
+             "together in space for search clustering and deduplication").split()
+    texts = [" ".join(words[(i + j) % len(words)] for j in range(args.words)) for i in range(args.texts)]
+    engine.embed(texts[:8])
+    seconds, tokens = [], 0
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        for i in range(0, len(texts), args.batch_size):
+            tokens += engine.embed(texts[i:i + args.batch_size]).total_tokens
+        seconds.append(time.perf_counter() - start)
+    median = statistics.median(seconds)
+    per_run_tokens = tokens // args.repeats
+    print(f"{engine.model_info.name} on {engine.model_info.provider}: {args.texts / median:.1f} texts/s, "
+          f"{per_run_tokens / median:.0f} tokens/s (median of {args.repeats}, "
+          f"{per_run_tokens / args.texts:.1f} tokens a text, {args.batch_size} texts a call)")
     return 0
 
 

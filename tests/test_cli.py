@@ -1,0 +1,61 @@
+"""`embedserve embed | pull | bench` as a user runs them, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from embedserve.engine import Engine
+
+
+def embedserve(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "embedserve.cli", *args], input=stdin,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return Engine.from_pretrained("all-MiniLM-L6-v2")
+
+
+def test_embed_prints_the_engines_vectors_as_json(engine):
+    texts = ["a first sentence", "ünïcode and 中文 and 🙂"]
+    done = embedserve("embed", *texts)
+    assert done.returncode == 0, done.stderr
+    vectors = np.asarray(json.loads(done.stdout), dtype=np.float32)
+    np.testing.assert_array_equal(vectors, engine.embed(texts).embeddings)
+
+
+def test_embed_reads_stdin_and_cuts_dimensions(engine):
+    done = embedserve("embed", "--dimensions", "64", stdin="line one\nline two\n")
+    assert done.returncode == 0, done.stderr
+    vectors = np.asarray(json.loads(done.stdout), dtype=np.float32)
+    np.testing.assert_array_equal(vectors, engine.embed(["line one", "line two"], dimensions=64).embeddings)
+
+
+def test_embed_with_bad_dimensions_fails_with_a_message():
+    done = embedserve("embed", "--dimensions", "0", "text")
+    assert done.returncode == 1
+    assert "dimensions must be between 1 and 384, got 0" in done.stderr
+
+
+def test_pull_prints_the_model_folder_and_graph():
+    done = embedserve("pull", "all-MiniLM-L6-v2")
+    assert done.returncode == 0, done.stderr
+    assert "all-MiniLM-L6-v2" in done.stdout and "model.onnx" in done.stdout
+
+
+def test_pull_of_an_unknown_name_fails_with_the_catalog():
+    done = embedserve("pull", "./not-a-model-folder")
+    assert done.returncode == 1
+    assert "catalog name" in done.stderr
+
+
+def test_bench_reports_texts_per_second():
+    done = embedserve("bench", "--texts", "16", "--repeats", "1", "--batch-size", "8")
+    assert done.returncode == 0, done.stderr
+    assert "texts/s" in done.stdout and "CPUExecutionProvider" in done.stdout
