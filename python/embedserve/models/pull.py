@@ -27,13 +27,9 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def pulled_dir(entry: CatalogEntry, root: Path | None = None) -> Path:
-    return (root or cache_root()) / "models" / entry.name
-
-
 def pull(entry: CatalogEntry, root: Path | None = None) -> Path:
     """The model's folder in the cache, fetching it first if it is not there yet."""
-    target = pulled_dir(entry, root)
+    target = (root or cache_root()) / "models" / entry.name
     if (target / ".complete").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

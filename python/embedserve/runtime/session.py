@@ -40,7 +40,6 @@ class EncoderSession:
         if unknown:
             raise ValueError(f"{path}: model inputs {unknown} are not understood (known: {KNOWN_INPUTS})")
         self.output_name, self.hidden_size = _hidden_state_output(self._session, path)
-        self.float16 = "float16" in self._session.get_outputs()[0].type
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
