@@ -25,11 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from embedserve.planning import batch_rows
+from embedserve.planning import GPU_MAX_BATCH_TOKENS, batch_rows
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_BATCH_TOKENS = 16_384
 DEFAULT_MAX_BATCH_REQUESTS = 128
 DEFAULT_MAX_QUEUE_INPUTS = 16_384
 # A window holds this many batch budgets of real tokens: sorting a wider window pads less
@@ -137,7 +136,7 @@ class Batcher:
         dimension: int,
         *,
         name: str = "model",
-        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+        max_batch_tokens: int = GPU_MAX_BATCH_TOKENS,
         max_batch_requests: int = DEFAULT_MAX_BATCH_REQUESTS,
         max_queue_inputs: int = DEFAULT_MAX_QUEUE_INPUTS,
         on_batch: Callable[[BatchStats], None] | None = None,

@@ -13,19 +13,9 @@ from embedserve import _core
 from embedserve.errors import InputError
 from embedserve.inputs import Inputs, TextsOrTokens, classify_inputs
 from embedserve.models import DEFAULT_MODEL, ModelConfig, find_entry, load_model_config, onnx_for, resolve_model_dir
-from embedserve.planning import pad_batch, plan_batches
+from embedserve.planning import default_max_batch_tokens, pad_batch, plan_batches
 from embedserve.runtime import EncoderSession, SessionOptions
 from embedserve.tokenization import DIRECTIONS, ModelTokenizer
-
-# Padded tokens per model run. On a CPU, batches whose activations stay in cache run fastest
-# (1,024 beat 16,384 by 1.3-3x on a 2-core EPYC, bench/NOTES.md); a GPU wants big batches.
-CPU_MAX_BATCH_TOKENS = 1_024
-GPU_MAX_BATCH_TOKENS = 16_384
-
-
-def default_max_batch_tokens(provider: str) -> int:
-    return CPU_MAX_BATCH_TOKENS if provider == "CPUExecutionProvider" else GPU_MAX_BATCH_TOKENS
-
 
 @dataclass(frozen=True)
 class ModelInfo:

@@ -7,6 +7,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
+# Padded tokens per model run. On a CPU, batches whose activations stay in cache run fastest
+# (1,024 beat 16,384 by 1.3-3x on a 2-core EPYC, bench/NOTES.md); a GPU wants big batches.
+CPU_MAX_BATCH_TOKENS = 1_024
+GPU_MAX_BATCH_TOKENS = 16_384
+
+
+def default_max_batch_tokens(provider: str) -> int:
+    return CPU_MAX_BATCH_TOKENS if provider == "CPUExecutionProvider" else GPU_MAX_BATCH_TOKENS
+
 
 # Rows shorter than this many tokens below the batch's longest never force a new batch: for
 # short sequences a little padding costs less than another model call.
