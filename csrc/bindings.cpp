@@ -101,8 +101,18 @@ es::pool_mode parse_pool_mode(const std::string& mode) {
     if (mode == "last") {
         return es::pool_mode::last;
     }
+    if (mode == "max") {
+        return es::pool_mode::max;
+    }
+    if (mode == "mean_sqrt_len") {
+        return es::pool_mode::mean_sqrt_len;
+    }
+    if (mode == "weightedmean") {
+        return es::pool_mode::weightedmean;
+    }
     throw py::value_error("unknown pooling mode '" + mode +
-                          "'; allowed modes are 'mean', 'cls', 'last'");
+                          "'; allowed modes are 'mean', 'cls', 'last', 'max', 'mean_sqrt_len', "
+                          "'weightedmean'");
 }
 
 /// A new uninitialised C-contiguous float32 [rows, cols] array.
@@ -125,7 +135,7 @@ py::str new_ascii_str(std::size_t length, char*& buffer) {
 
 /// Binding of es::pool_f32 / es::pool_f16; see the docstring in PYBIND11_MODULE.
 py::array_t<float> pool(const py::object& hidden_obj, const py::object& mask_obj,
-                        const std::string& mode_name) {
+                        const std::string& mode_name, const py::object& skip_obj) {
     const py::array hidden = as_ndarray(hidden_obj, "hidden");
     if (hidden.ndim() != 3) {
         throw py::value_error("hidden must be a 3-D [batch, seq, dim] array, got shape " +
@@ -159,6 +169,22 @@ py::array_t<float> pool(const py::object& hidden_obj, const py::object& mask_obj
         throw py::value_error("attention_mask could not be converted to int64, shape " +
                               shape_of(mask));
     }
+    i64_array skip64;
+    const std::int64_t* skip_data = nullptr;
+    if (!skip_obj.is_none()) {
+        const py::array skip = as_ndarray(skip_obj, "skip");
+        const char skip_kind = skip.dtype().kind();
+        if (skip.ndim() != 1 || skip.shape(0) != batch || (skip_kind != 'i' && skip_kind != 'u')) {
+            throw py::value_error("skip must be None or a 1-D integer array of shape (" +
+                                  std::to_string(batch) + ",), one count per row, got " +
+                                  dtype_of(skip) + " with shape " + shape_of(skip));
+        }
+        skip64 = i64_array::ensure(skip);
+        if (!skip64) {
+            throw py::value_error("skip could not be converted to int64, shape " + shape_of(skip));
+        }
+        skip_data = skip64.data();
+    }
     py::array_t<float> out = new_matrix(static_cast<std::size_t>(batch),
                                         static_cast<std::size_t>(dim));
     float* out_data = out.mutable_data();
@@ -179,7 +205,7 @@ py::array_t<float> pool(const py::object& hidden_obj, const py::object& mask_obj
         const auto* data = static_cast<const std::uint16_t*>(half.data());
         // Safe without the GIL: only raw buffers of arrays this frame keeps alive are touched.
         py::gil_scoped_release release;
-        es::pool_f16(data, mask_data, geometry, mode, out_data);
+        es::pool_f16(data, mask_data, skip_data, geometry, mode, out_data);
     } else {
         const f32_array h = f32_array::ensure(hidden);
         if (!h) {
@@ -191,7 +217,7 @@ py::array_t<float> pool(const py::object& hidden_obj, const py::object& mask_obj
         const float* data = h.data();
         // Safe without the GIL: only raw buffers of arrays this frame keeps alive are touched.
         py::gil_scoped_release release;
-        es::pool_f32(data, mask_data, geometry, mode, out_data);
+        es::pool_f32(data, mask_data, skip_data, geometry, mode, out_data);
     }
     return out;
 }
@@ -320,20 +346,24 @@ PYBIND11_MODULE(_core, m) {
         "(ValueError naming the shape received) and releases the GIL while it loops.";
 
     m.def("pool", &pool, py::arg("hidden"), py::arg("attention_mask"), py::arg("mode"),
+          py::arg("skip") = py::none(),
           R"doc(Pool [batch, seq, dim] hidden states into a new float32 [batch, dim] array.
 
 hidden: float32 or float16 (read as float16, converted exactly per element; float64 is cast
 to float32); any layout (non-contiguous input is copied). attention_mask: [batch, seq] integer
-or bool; a token is present when its mask is nonzero.
+or bool; a token is present when its mask is nonzero. skip: None or int [batch], how many
+leading present tokens of each row to leave out (a prompt; sentence-transformers'
+include_prompt=False). The pooled tokens are the present ones after the skipped ones.
 
-mode "mean": mean of present tokens, sum(h * m) / max(sum(m), 1e-9) accumulated in double
-(sentence-transformers' rule for 0/1 masks). "cls": token 0 whatever the mask. "last": the
-present token with the highest index.
-A row with no present token gives zeros for "mean" and "last", and token 0 for "cls";
-seq == 0 counts as no token present (zeros for every mode). batch == 0 gives a (0, dim) array.
+Modes (sentence-transformers' Pooling, sums accumulated in double): "mean" sum / max(n, 1e-9);
+"mean_sqrt_len" sum / sqrt(max(n, 1e-9)); "weightedmean" weights t + 1 - first, where first is
+the row's first present token (so left padding does not shift them); "max" element-wise
+maximum; "cls" the first pooled token; "last" the pooled token with the highest index.
+A row with nothing pooled gives zeros, except "cls", which gives token 0 as
+sentence-transformers does. seq == 0 gives zeros; batch == 0 gives a (0, dim) array.
 
 Raises ValueError for a wrong ndim, a mask shape other than hidden.shape[:2], a non-float
-hidden or non-integer mask dtype, or an unknown mode.)doc");
+hidden or non-integer mask dtype, a skip that is not int [batch], or an unknown mode.)doc");
 
     m.def("cut_and_normalize", &cut_and_normalize, py::arg("x"),
           py::arg("dimensions") = py::none(), py::arg("normalize") = true,

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 SETTINGS = settings(max_examples=60, deadline=None)
-MODES = ("mean", "cls", "last")
+MODES = ("mean", "cls", "last", "max", "mean_sqrt_len", "weightedmean")
+SUMMING = ("mean", "mean_sqrt_len", "weightedmean")
 
 dims = st.one_of(st.sampled_from([1, 3, 7, 385]), st.integers(1, 24))
 f32_elements = st.floats(-1e3, 1e3, width=32)
@@ -38,19 +39,36 @@ def relayout(a: np.ndarray, layout: str) -> np.ndarray:
 # -- pooling -----------------------------------------------------------------------------------
 
 
-def ref_pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
-    """Float64 reference from the exact input values; present == mask != 0."""
+def ref_pool(hidden: np.ndarray, mask: np.ndarray, mode: str,
+             skip: np.ndarray | None = None) -> np.ndarray:
+    """Float64 reference from the exact input values; present == mask != 0.
+
+    The pooled tokens are the present ones after the first skip[b] of them; weights of
+    weightedmean count from the first present token.
+    """
     h = hidden.astype(np.float64)
     present = np.asarray(mask) != 0
     batch, seq, dim = h.shape
     out = np.zeros((batch, dim))
     for b in range(batch):
-        if mode == "mean":
-            out[b] = (h[b] * present[b, :, None]).sum(0) / max(present[b].sum(), 1e-9)
-        elif mode == "cls" and seq > 0:
-            out[b] = h[b, 0]
-        elif mode == "last" and present[b].any():
-            out[b] = h[b, np.nonzero(present[b])[0][-1]]
+        where = np.nonzero(present[b])[0]
+        first = where[0] if len(where) else 0
+        pooled = where[int(max(skip[b], 0)) if skip is not None else 0:]
+        if mode == "cls" and seq > 0:
+            out[b] = h[b, pooled[0] if len(pooled) else 0]
+        elif not len(pooled):
+            continue
+        elif mode == "last":
+            out[b] = h[b, pooled[-1]]
+        elif mode == "max":
+            out[b] = h[b, pooled].max(0)
+        elif mode == "mean":
+            out[b] = h[b, pooled].sum(0) / len(pooled)
+        elif mode == "mean_sqrt_len":
+            out[b] = h[b, pooled].sum(0) / np.sqrt(len(pooled))
+        elif mode == "weightedmean":
+            weights = (pooled + 1 - first).astype(np.float64)
+            out[b] = (h[b, pooled] * weights[:, None]).sum(0) / weights.sum()
     return out.astype(np.float32)
 
 
@@ -62,7 +80,7 @@ def st_mean_f32(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 @st.composite
-def pool_inputs(draw: st.DrawFn, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+def pool_inputs(draw: st.DrawFn, dtype: type) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     batch = draw(st.integers(0, 4))
     seq = draw(st.integers(0 if batch else 1, 9))
     dim = draw(dims)
@@ -71,37 +89,39 @@ def pool_inputs(draw: st.DrawFn, dtype: type) -> tuple[np.ndarray, np.ndarray]:
     mask = draw(hnp.arrays(np.int64, (batch, seq), elements=st.sampled_from([0, 1, 1, 1])))
     if batch and draw(st.booleans()):
         mask[draw(st.integers(0, batch - 1))] = 0  # an all-masked row
-    return hidden, mask
+    skip = None
+    if draw(st.booleans()):  # prompt tokens left out, some rows with more than they hold
+        skip = draw(hnp.arrays(np.int64, (batch,), elements=st.integers(-1, seq + 1)))
+    return hidden, mask, skip
 
 
 @SETTINGS
 @given(data=pool_inputs(np.float32), mode=st.sampled_from(MODES), layout=layouts)
-def test_pool_f32_matches_numpy(data: tuple[np.ndarray, np.ndarray], mode: str, layout: str):
-    hidden, mask = data
-    got = _core.pool(relayout(hidden, layout), relayout(mask, layout), mode)
+def test_pool_f32_matches_numpy(data: tuple, mode: str, layout: str):
+    hidden, mask, skip = data
+    got = _core.pool(relayout(hidden, layout), relayout(mask, layout), mode, skip)
     assert got.dtype == np.float32 and got.shape == (hidden.shape[0], hidden.shape[2])
-    want = ref_pool(hidden, mask, mode)
-    if mode == "mean":
+    want = ref_pool(hidden, mask, mode, skip)
+    if mode in SUMMING:
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-30)
-        scale = max(float(np.abs(hidden).max(initial=0.0)), 1.0)
-        np.testing.assert_allclose(got, st_mean_f32(hidden, mask), rtol=1e-5, atol=1e-6 * scale)
     else:
         np.testing.assert_array_equal(got, want)
+    if mode == "mean" and skip is None:
+        scale = max(float(np.abs(hidden).max(initial=0.0)), 1.0)
+        np.testing.assert_allclose(got, st_mean_f32(hidden, mask), rtol=1e-5, atol=1e-6 * scale)
 
 
 @SETTINGS
 @given(data=pool_inputs(np.float16), mode=st.sampled_from(MODES), layout=layouts)
-def test_pool_f16_matches_numpy(data: tuple[np.ndarray, np.ndarray], mode: str, layout: str):
-    hidden, mask = data
-    got = _core.pool(relayout(hidden, layout), relayout(mask, layout), mode)
+def test_pool_f16_matches_numpy(data: tuple, mode: str, layout: str):
+    hidden, mask, skip = data
+    got = _core.pool(relayout(hidden, layout), relayout(mask, layout), mode, skip)
     assert got.dtype == np.float32 and got.shape == (hidden.shape[0], hidden.shape[2])
-    if mode == "mean":
-        np.testing.assert_allclose(got, ref_pool(hidden, mask, mode), rtol=1e-6, atol=1e-30)
-        scale = max(float(np.abs(hidden.astype(np.float32)).max(initial=0.0)), 1.0)
-        np.testing.assert_allclose(got, st_mean_f32(hidden, mask), rtol=1e-5, atol=1e-6 * scale)
+    if mode in SUMMING:
+        np.testing.assert_allclose(got, ref_pool(hidden, mask, mode, skip), rtol=1e-6, atol=1e-30)
     else:
-        # cls/last copy one token: the fp16 -> fp32 conversion must be exact.
-        np.testing.assert_array_equal(got, ref_pool(hidden, mask, mode))
+        # cls/last/max pick fp16 values: the fp16 -> fp32 conversion must be exact.
+        np.testing.assert_array_equal(got, ref_pool(hidden, mask, mode, skip))
 
 
 def test_half_conversion_is_exact_for_all_65536_patterns():
@@ -126,6 +146,25 @@ def test_pool_all_masked_rows(mode: str):
     np.testing.assert_allclose(got, ref_pool(hidden, mask, mode), rtol=1e-6)
     if mode == "last":
         np.testing.assert_array_equal(got[2], hidden[2, 2])
+    # Skipping every present token leaves nothing pooled: the same defined result.
+    skipped = _core.pool(hidden, mask, mode, np.array([2, 0, 5]))
+    np.testing.assert_array_equal(skipped[0], hidden[0, 0] if mode == "cls" else np.zeros(5))
+
+
+def test_pool_left_padding_matches_right_padding():
+    """Same tokens, padded on either side: every mode gives the same vector."""
+    rng = np.random.default_rng(4)
+    tokens = rng.standard_normal((3, 5)).astype(np.float32)
+    right = np.zeros((1, 6, 5), np.float32)
+    left = np.zeros((1, 6, 5), np.float32)
+    right[0, :3], left[0, 3:] = tokens, tokens
+    right_mask, left_mask = np.array([[1, 1, 1, 0, 0, 0]]), np.array([[0, 0, 0, 1, 1, 1]])
+    for mode in MODES:
+        for skip in (None, np.array([1])):
+            np.testing.assert_allclose(
+                _core.pool(left, left_mask, mode, skip), _core.pool(right, right_mask, mode, skip),
+                rtol=1e-6, err_msg=mode,
+            )
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -180,14 +219,29 @@ def test_pool_float64_and_big_endian_hidden_are_cast():
         (
             np.zeros((2, 3, 4), np.float32),
             np.ones((2, 3), np.int64),
-            "max",
-            ["'max'", "'mean'", "'last'"],
+            "lasttoken",
+            ["'lasttoken'", "'mean'", "'last'", "'weightedmean'"],
         ),
     ],
 )
 def test_pool_rejects_bad_input(hidden, mask, mode, fragments):
     with pytest.raises(ValueError) as info:
         _core.pool(hidden, mask, mode)
+    for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("skip", "fragments"),
+    [
+        (np.zeros(3, np.int64), ["(2,)", "(3,)"]),
+        (np.zeros((2, 1), np.int64), ["(2,)", "(2, 1)"]),
+        (np.zeros(2, np.float32), ["integer", "float32"]),
+    ],
+)
+def test_pool_rejects_bad_skip(skip, fragments):
+    with pytest.raises(ValueError) as info:
+        _core.pool(np.zeros((2, 3, 4), np.float32), np.ones((2, 3), np.int64), "mean", skip)
     for fragment in fragments:
         assert fragment in str(info.value)
 

@@ -10,29 +10,36 @@ from typing import Literal, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-PoolMode: TypeAlias = Literal["mean", "cls", "last"]
+PoolMode: TypeAlias = Literal["mean", "cls", "last", "max", "mean_sqrt_len", "weightedmean"]
 
 def pool(
     hidden: npt.ArrayLike,
     attention_mask: npt.ArrayLike,
     mode: PoolMode,
+    skip: npt.ArrayLike | None = None,
 ) -> npt.NDArray[np.float32]:
     """Pool [batch, seq, dim] hidden states into a new float32 [batch, dim] array.
 
     hidden: float32 or float16 (float16 is read as-is and each element converted exactly in
     C++; float64 is cast to float32). Any layout works; non-contiguous input is copied.
     attention_mask: [batch, seq] integer or bool; a token is present when its mask is nonzero.
+    skip: None or integer [batch]: how many leading present tokens of each row to leave out
+    (an instruction prompt, sentence-transformers' include_prompt=False). The pooled tokens
+    are the present tokens after the skipped ones.
 
-    mode "mean": mean of present tokens, sum(h * m) / max(sum(m), 1e-9) accumulated in double
-    (sentence-transformers' rule for 0/1 masks; any nonzero mask value weighs 1).
-    "cls": token 0 whatever the mask (as sentence-transformers). "last": the present token with
-    the highest index.
+    Modes are sentence-transformers' Pooling modes (sums accumulated in double):
+    "mean" sum / max(n, 1e-9); "mean_sqrt_len" sum / sqrt(max(n, 1e-9)); "weightedmean"
+    weights t + 1 - first, first being the row's first present token (left padding does not
+    shift them; a skipped prompt keeps the remaining weights); "max" element-wise maximum;
+    "cls" the first pooled token; "last" the pooled token with the highest index (left or
+    right padding alike).
 
-    A row with no present token gives zeros for "mean" and "last", and token 0 for "cls".
-    seq == 0 counts as no token present (zeros for every mode). batch == 0 gives (0, dim).
+    A row with nothing pooled gives zeros, except "cls", which gives token 0 as
+    sentence-transformers does. seq == 0 gives zeros for every mode; batch == 0 gives (0, dim).
 
     Raises ValueError for hidden that is not 3-D or not floating, a mask whose shape is not
-    hidden.shape[:2] or whose dtype is not integer/bool, or an unknown mode.
+    hidden.shape[:2] or whose dtype is not integer/bool, a skip that is not integer [batch],
+    or an unknown mode.
     """
 
 def cut_and_normalize(
