@@ -65,8 +65,9 @@ def test_pooling_normalize_prompts_and_limits_follow_the_files(tmp_path, minilm_
 
     write_json(tmp_path / "pool" / "config.json", {"pooling_mode": "lasttoken"})
     assert load_model_config(tmp_path, "custom").pooling == "last"
-    write_json(tmp_path / "pool" / "config.json", {"pooling_mode_max_tokens": True})
-    with pytest.raises(ModelConfigError, match="pooling_mode_max_tokens"):
+    write_json(tmp_path / "pool" / "config.json", {"pooling_mode_max_tokens": True,
+                                                   "pooling_mode_mean_tokens": True})
+    with pytest.raises(ModelConfigError, match="concatenated"):
         load_model_config(tmp_path, "custom")
 
 

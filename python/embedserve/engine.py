@@ -13,9 +13,23 @@ from embedserve import _core
 from embedserve.errors import InputError
 from embedserve.inputs import Inputs, TextsOrTokens, classify_inputs
 from embedserve.models import DEFAULT_MODEL, ModelConfig, find_entry, load_model_config, onnx_for, resolve_model_dir
+from embedserve.models.dense import load_dense
 from embedserve.planning import default_max_batch_tokens, pad_batch, plan_batches
 from embedserve.runtime import EncoderSession, SessionOptions
 from embedserve.tokenization import DIRECTIONS, ModelTokenizer
+
+class TokenIds(np.ndarray):
+    """An id sequence whose first `pool_skip` tokens (an instruction prompt) are not pooled.
+
+    An ndarray subclass so the server's batcher, which only moves sequences around, carries
+    the count to `Engine.forward` without knowing about it.
+    """
+
+    pool_skip: int = 0
+
+    def __array_finalize__(self, obj: object) -> None:
+        self.pool_skip = getattr(obj, "pool_skip", 0)
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -60,7 +74,9 @@ class Engine:
         self.tokenizer = tokenizer
         self.session = session
         self.max_batch_tokens = max_batch_tokens or default_max_batch_tokens(session.provider)
-        dimension = session.hidden_size or config.dimension
+        # Dense heads after pooling (sentence-transformers' Dense modules), applied in order.
+        self.dense = [load_dense(path) for path in config.dense_paths]
+        dimension = self.dense[-1].out_features if self.dense else session.hidden_size or config.dimension
         if dimension is None:
             raise ValueError(f"{config.directory}: cannot tell the embedding dimension")
         self.model_info = ModelInfo(
@@ -115,8 +131,11 @@ class Engine:
                 param="truncation_direction",
             )
         parsed = inputs if isinstance(inputs, Inputs) else classify_inputs(inputs)
+        prompt = None
         if parsed.texts is not None:
-            content = self.tokenizer.content_ids(self._with_prompt(parsed.texts, prompt_name))
+            prompt = self._prompt(prompt_name)
+            texts = [prompt + text for text in parsed.texts] if prompt else parsed.texts
+            content = self.tokenizer.content_ids(texts)
         else:
             content = parsed.token_arrays or []
             self.tokenizer.check_token_ids(content)
@@ -126,13 +145,39 @@ class Engine:
             self.tokenizer.model_sequence(i, ids, truncate=truncate, direction=truncation_direction)
             for i, ids in enumerate(content)
         ]
+        if prompt and not self.config.include_prompt:
+            sequences = self._mark_prompt(sequences, content, prompt, truncation_direction)
         return Prepared(sequences, untruncated)
+
+    def _mark_prompt(self, sequences: list[np.ndarray], content: list[list[int]], prompt: str,
+                     direction: str) -> list[np.ndarray]:
+        """Sequences that know how many leading tokens sentence-transformers leaves out of pooling.
+
+        Its count is the prompt tokenized alone with special tokens, less a trailing special
+        token (so BERT's [CLS] counts, [SEP] does not); left truncation eats prompt tokens first.
+        """
+        prompt_content = len(self.tokenizer.content_ids([prompt])[0])
+        tokenizer = self.tokenizer
+        prompt_length = len(tokenizer.prefix) + prompt_content + max(len(tokenizer.suffix) - 1, 0)
+        marked = []
+        for seq, ids in zip(sequences, content):
+            removed = len(ids) - (len(seq) - tokenizer.specials) if direction == "left" else 0
+            ids_view = seq.view(TokenIds)
+            ids_view.pool_skip = prompt_length - min(removed, prompt_content)
+            marked.append(ids_view)
+        return marked
 
     def forward(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
         """Pooled float32 [n, hidden] for one padded batch (no cut, no normalization)."""
         ids, mask, types = pad_batch(list(sequences))
         hidden = self.session.run(ids, mask, types)
-        return _core.pool(hidden, mask, self.config.pooling)
+        skip = None
+        if not self.config.include_prompt:
+            skip = np.fromiter((getattr(s, "pool_skip", 0) for s in sequences), np.int64, len(sequences))
+        pooled = _core.pool(hidden, mask, self.config.pooling, skip)
+        for layer in self.dense:
+            pooled = layer(pooled)
+        return pooled
 
     def pooled(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
         """Pooled vectors for any number of sequences, in their order, via length-sorted micro-batches."""
@@ -173,17 +218,17 @@ class Engine:
         prepared = self.prepare(Inputs(texts=batch), truncate=truncate, truncation_direction=truncation_direction)
         return [s.tolist() for s in prepared.sequences]
 
-    def _with_prompt(self, texts: list[str], prompt_name: str | None) -> list[str]:
+    def _prompt(self, prompt_name: str | None) -> str | None:
+        """The instruction prepended to texts: `prompt_name`'s, else the model's default, if any."""
         name = prompt_name if prompt_name is not None else self.config.default_prompt_name
         if name is None:
-            return texts
+            return None
         prompts = self.config.prompts
         if name not in prompts:
             known = ", ".join(sorted(prompts)) or "none"
             raise InputError(f"prompt_name {name!r} is not one of this model's prompts ({known})",
                              param="prompt_name")
-        prefix = prompts[name]
-        return [prefix + text for text in texts] if prefix else texts
+        return prompts[name] or None
 
 
 def _display_name(spec: str | os.PathLike[str], model_dir: Path) -> str:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-POOLING_MODES = ("mean", "cls", "last")
+from embedserve.models.st_modules import ModelConfigError, load_module_stack, read_json
 
-
-class ModelConfigError(ValueError):
-    """The model folder's configuration asks for something embedserve cannot do."""
+__all__ = ["ModelConfig", "ModelConfigError", "card_metadata", "is_matryoshka", "load_model_config"]
 
 
 @dataclass(frozen=True)
@@ -26,76 +23,40 @@ class ModelConfig:
     default_prompt_name: str | None = None
     supports_dimensions: bool = False
     architecture: str | None = None
+    # False: prompt tokens are left out of pooling (sentence-transformers' include_prompt).
+    include_prompt: bool = True
+    # Dense module folders applied, in order, to the pooled vectors.
+    dense_paths: tuple[Path, ...] = ()
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {}
-    with path.open(encoding="utf-8") as f:
-        data = json.load(f)
-    return data if isinstance(data, dict) else {"_list": data}
+    data = read_json(path)
+    return data if isinstance(data, dict) else {}
 
 
 def load_model_config(directory: Path, name: str) -> ModelConfig:
     hf = _read_json(directory / "config.json")
-    modules = _read_json(directory / "modules.json").get("_list", [])
-    pooling_path, normalize = _modules_layout(modules)
-    pooling_config = _read_json(directory / pooling_path / "config.json")
+    stack = load_module_stack(directory)
     st_config = _read_json(directory / "config_sentence_transformers.json")
     architectures = hf.get("architectures") or [None]
+    dimension = stack.pooling.dimension or hf.get("hidden_size")
+    if stack.dense_paths:
+        dense_config = _read_json(stack.dense_paths[-1] / "config.json")
+        dimension = dense_config.get("out_features") or dimension
     return ModelConfig(
         name=name,
         directory=directory,
         max_seq_length=_max_seq_length(directory, hf),
-        pooling=_pooling_mode(pooling_config),
-        normalize=normalize,
-        dimension=pooling_config.get("word_embedding_dimension") or hf.get("hidden_size"),
+        pooling=stack.pooling.mode,
+        normalize=stack.normalize,
+        dimension=dimension,
         prompts=dict(st_config.get("prompts") or {}),
         default_prompt_name=st_config.get("default_prompt_name") or None,
-        supports_dimensions=_is_matryoshka(directory, st_config),
+        supports_dimensions=is_matryoshka(directory, st_config),
         architecture=architectures[0],
+        include_prompt=stack.pooling.include_prompt,
+        dense_paths=stack.dense_paths,
     )
-
-
-def _modules_layout(modules: list[dict[str, Any]]) -> tuple[str, bool]:
-    """Where the Pooling config lives, and whether a Normalize module follows it."""
-    if not modules:
-        # A bare transformer folder: TEI's defaults (mean pooling, normalized output).
-        return "1_Pooling", True
-    pooling_path = "1_Pooling"
-    normalize = False
-    for module in modules:
-        kind = str(module.get("type", ""))
-        if kind.endswith(".Pooling"):
-            pooling_path = module.get("path") or pooling_path
-        elif kind.endswith(".Normalize"):
-            normalize = True
-    return pooling_path, normalize
-
-
-def _pooling_mode(config: dict[str, Any]) -> str:
-    if not config:
-        return "mean"
-    named = config.get("pooling_mode")
-    if isinstance(named, str):
-        aliases = {"mean": "mean", "cls": "cls", "lasttoken": "last", "last": "last"}
-        if named in aliases:
-            return aliases[named]
-        raise ModelConfigError(f"pooling mode {named!r} is not supported (supported: {POOLING_MODES})")
-    flags = {
-        "cls": config.get("pooling_mode_cls_token"),
-        "mean": config.get("pooling_mode_mean_tokens"),
-        "last": config.get("pooling_mode_lasttoken"),
-    }
-    unsupported = [k for k in ("pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens",
-                               "pooling_mode_weightedmean_tokens") if config.get(k)]
-    chosen = [mode for mode, on in flags.items() if on]
-    if unsupported or len(chosen) != 1:
-        raise ModelConfigError(
-            f"pooling config {config} selects {chosen + unsupported}; embedserve supports exactly "
-            f"one of {POOLING_MODES}"
-        )
-    return chosen[0]
 
 
 def _max_seq_length(directory: Path, hf: dict[str, Any]) -> int:
@@ -109,12 +70,44 @@ def _max_seq_length(directory: Path, hf: dict[str, Any]) -> int:
     return limit
 
 
-def _is_matryoshka(directory: Path, st_config: dict[str, Any]) -> bool:
-    """Trained with MatryoshkaLoss, as the model card or config says; only then is cutting safe."""
-    if st_config.get("matryoshka_dims") or st_config.get("truncate_dim"):
-        return True
-    card = directory / "README.md"
-    if card.exists():
-        text = card.read_text(encoding="utf-8", errors="replace").lower()
-        return "matryoshka" in text
-    return False
+def is_matryoshka(directory: Path, st_config: dict[str, Any]) -> bool:
+    """Trained for Matryoshka cuts, as the model's configuration or card metadata says.
+
+    Only metadata counts: a `matryoshka*` entry or `truncate_dim` in
+    config_sentence_transformers.json, or a tag / loss in the model card's YAML front matter
+    naming Matryoshka. README prose never does (it may well say "not Matryoshka").
+    """
+    for key, value in st_config.items():
+        if value and ("matryoshka" in key.lower() or key == "truncate_dim"):
+            return True
+    front = card_metadata(directory / "README.md")
+    return any("matryoshka" in tag.lower() for tag in _strings(front.get("tags")))
+
+
+def card_metadata(card: Path) -> dict[str, Any]:
+    """The YAML front matter of a model card (between leading `---` lines), or {}."""
+    if not card.exists():
+        return {}
+    text = card.read_text(encoding="utf-8", errors="replace")
+    lines = text.lstrip("\ufeff").splitlines()
+    if not lines or lines[0].strip() != "---":
+        return {}
+    try:
+        end = next(i for i, line in enumerate(lines[1:], 1) if line.strip() == "---")
+    except StopIteration:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load("\n".join(lines[1:end]))
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, str)]
+    return []

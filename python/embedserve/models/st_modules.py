@@ -1,0 +1,122 @@
+"""sentence-transformers' module stack (modules.json), as written by versions 2.x through 6.x.
+
+Only what happens after the transformer matters here: the Pooling module's mode and
+include_prompt, Dense heads, and whether a Normalize module ends the stack.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# sentence-transformers' names (both config formats) -> the pooling kernel's names.
+POOLING_MODES = {
+    "cls": "cls",
+    "mean": "mean",
+    "max": "max",
+    "mean_sqrt_len_tokens": "mean_sqrt_len",
+    "weightedmean": "weightedmean",
+    "lasttoken": "last",
+}
+# The pre-5.x flags, in the order sentence-transformers concatenates them.
+LEGACY_POOLING_FLAGS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+# Modules that change nothing at inference time.
+_PASS_THROUGH = {"Dropout"}
+_KNOWN = {"Transformer", "Pooling", "Dense", "Normalize"} | _PASS_THROUGH
+
+
+class ModelConfigError(ValueError):
+    """The model folder's configuration asks for something embedserve cannot do."""
+
+
+@dataclass(frozen=True)
+class Pooling:
+    """The kernel's mode name, and whether prompt tokens are pooled."""
+
+    mode: str = "mean"
+    include_prompt: bool = True
+    dimension: int | None = None
+
+
+@dataclass(frozen=True)
+class ModuleStack:
+    pooling: Pooling
+    dense_paths: tuple[Path, ...]
+    normalize: bool
+
+
+def read_json(path: Path) -> Any:
+    if not path.exists():
+        return None
+    with path.open(encoding="utf-8") as f:
+        return json.load(f)
+
+
+def class_name(type_path: str) -> str:
+    """`sentence_transformers.models.Pooling` (2.x) and `…sentence_transformer.modules.pooling.Pooling`
+    (5.x/6.x) both name the class last."""
+    return type_path.rsplit(".", 1)[-1]
+
+
+def load_module_stack(directory: Path) -> ModuleStack:
+    modules = read_json(directory / "modules.json")
+    if not modules:
+        # A bare transformer folder: TEI's defaults (mean pooling, normalized output).
+        return ModuleStack(read_pooling(directory / "1_Pooling"), (), True)
+    if not isinstance(modules, list):
+        raise ModelConfigError(f"{directory / 'modules.json'} is not a list of modules")
+    pooling: Pooling | None = None
+    dense: list[Path] = []
+    normalize = False
+    for module in sorted(modules, key=lambda m: int(m.get("idx", 0))):
+        kind = class_name(str(module.get("type", "")))
+        path = directory / str(module.get("path") or "")
+        if kind not in _KNOWN:
+            raise ModelConfigError(
+                f"{directory.name}: sentence-transformers module {module.get('type')!r} is not "
+                f"supported (supported: {', '.join(sorted(_KNOWN))})"
+            )
+        if kind == "Pooling":
+            pooling = read_pooling(path)
+        elif kind == "Dense":
+            if pooling is None:
+                raise ModelConfigError(f"{directory.name}: a Dense module before Pooling is not supported")
+            dense.append(path)
+        elif kind == "Normalize":
+            normalize = True
+        elif kind == "Transformer" and normalize:
+            raise ModelConfigError(f"{directory.name}: Normalize before the Transformer")
+    if pooling is None:
+        raise ModelConfigError(f"{directory.name}: modules.json has no Pooling module")
+    return ModuleStack(pooling, tuple(dense), normalize)
+
+
+def read_pooling(folder: Path) -> Pooling:
+    """The pooling config in either format: `pooling_mode: "mean"` or `pooling_mode_mean_tokens: true`."""
+    config = read_json(folder / "config.json") or {}
+    dimension = config.get("embedding_dimension") or config.get("word_embedding_dimension")
+    include_prompt = bool(config.get("include_prompt", True))
+    named = config.get("pooling_mode")
+    if named is None:
+        named = [mode for flag, mode in LEGACY_POOLING_FLAGS.items() if config.get(flag)] or ["mean"]
+    if isinstance(named, (list, tuple)) and len(named) == 1:
+        named = named[0]
+    if not isinstance(named, str):
+        raise ModelConfigError(
+            f"{folder}: pooling modes {list(named)} are concatenated; embedserve supports one "
+            f"mode of {sorted(POOLING_MODES)}"
+        )
+    if named not in POOLING_MODES:
+        raise ModelConfigError(
+            f"{folder}: pooling mode {named!r} is not supported (supported: {sorted(POOLING_MODES)})"
+        )
+    return Pooling(POOLING_MODES[named], include_prompt, int(dimension) if dimension else None)
