@@ -1,0 +1,196 @@
+"""sentence-transformers module stacks on tiny random BERT models, against sentence-transformers.
+
+Each case saves a sentence-transformers folder (Transformer → Pooling → [Dense] → [Normalize])
+around the same tiny random BERT, loads it with embedserve (compiled by embedserve's own
+compiler) and compares with `SentenceTransformer.encode()` on real texts of mixed lengths,
+some past the model's 64-token limit.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sentence_transformers
+import torch
+import transformers
+from embedserve.engine import Engine
+from embedserve.models import load_model_config
+from embedserve.models.dense import read_torch_zip
+
+try:  # sentence-transformers 5.x/6.x; 2.x-4.x kept them in sentence_transformers.models
+    from sentence_transformers.sentence_transformer import modules as st_models
+except ImportError:  # pragma: no cover - older sentence-transformers
+    from sentence_transformers import models as st_models
+
+COSINE = 0.9999
+MAX_SEQ = 64
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
+@pytest.fixture(scope="module")
+def texts(reference) -> list[str]:
+    # Long and short texts together, so every batch pads and some texts are truncated.
+    chosen = reference["texts"][:24] + reference["texts"][-16:]
+    assert sum(n > MAX_SEQ for n in reference["tokens_untruncated"][:24]) >= 5
+    return chosen
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory, minilm_dir) -> Path:
+    """A 2-layer random BERT (seeded) with all-MiniLM's uncased WordPiece tokenizer."""
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    config = transformers.BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=128, hidden_act="gelu",
+    )
+    torch.manual_seed(1234)
+    transformers.BertModel(config).eval().save_pretrained(folder)
+    for name in TOKENIZER_FILES:
+        shutil.copy(minilm_dir / name, folder / name)
+    return folder
+
+
+def st_folder(tiny_bert: Path, target: Path, *, pooling: str, include_prompt: bool = True,
+              dense: str | None = None, normalize: bool = False,
+              prompts: dict[str, str] | None = None, default_prompt: str | None = None) -> Path:
+    """Save a sentence-transformers model around tiny_bert; return its folder."""
+    models = st_models
+    modules = [models.Transformer(str(tiny_bert), max_seq_length=MAX_SEQ)]
+    modules.append(models.Pooling(32, pooling_mode=pooling, include_prompt=include_prompt))
+    if dense is not None:
+        torch.manual_seed(99)
+        activation = {"tanh": torch.nn.Tanh(), "identity": torch.nn.Identity(),
+                      "gelu": torch.nn.GELU()}[dense]
+        modules.append(models.Dense(32, 24, activation_function=activation))
+    if normalize:
+        modules.append(models.Normalize())
+    model = sentence_transformers.SentenceTransformer(
+        modules=modules, prompts=prompts, default_prompt_name=default_prompt, device="cpu"
+    )
+    model.save(str(target))
+    return target
+
+
+def st_vectors(folder: Path, texts: list[str], prompt_name: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """sentence-transformers' vectors and token counts (prompt included) for `texts`."""
+    model = sentence_transformers.SentenceTransformer(str(folder), device="cpu")
+    vectors = model.encode(texts, batch_size=16, prompt_name=prompt_name, convert_to_numpy=True)
+    prompt = model.prompts.get(prompt_name or model.default_prompt_name or "", "")
+    counts = model.tokenize([prompt + t for t in texts])["attention_mask"].sum(1).numpy()
+    return vectors, counts
+
+
+def assert_same(folder: Path, texts: list[str], prompt_name: str | None = None) -> Engine:
+    want, want_counts = st_vectors(folder, texts, prompt_name)
+    engine = Engine.from_pretrained(folder)
+    result = engine.embed(texts, prompt_name=prompt_name)
+    assert result.embeddings.shape == want.shape
+    np.testing.assert_array_equal(result.token_counts, want_counts)
+    got, ref = result.embeddings.astype(np.float64), want.astype(np.float64)
+    cos = (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
+    assert cos.min() >= COSINE, f"worst cosine {cos.min():.7f} at text {int(cos.argmin())}"
+    # Not only the direction: the scale (normalized or not) must match too.
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), np.linalg.norm(ref, axis=1), rtol=1e-3)
+    return engine
+
+
+@pytest.mark.parametrize(
+    ("pooling", "normalize"),
+    [("cls", False), ("mean", True), ("max", False), ("mean_sqrt_len_tokens", False),
+     ("weightedmean", True), ("lasttoken", False)],
+)
+def test_pooling_modes_match_sentence_transformers(tiny_bert, tmp_path, texts, pooling, normalize):
+    folder = st_folder(tiny_bert, tmp_path / "m", pooling=pooling, normalize=normalize)
+    engine = assert_same(folder, texts)
+    assert engine.model_info.normalize is normalize
+
+
+def test_legacy_module_paths_and_pooling_flags(tiny_bert, tmp_path, texts):
+    """modules.json and 1_Pooling/config.json as sentence-transformers 2.x wrote them."""
+    folder = st_folder(tiny_bert, tmp_path / "m", pooling="max", normalize=True)
+    modules = json.loads((folder / "modules.json").read_text())
+    for module in modules:
+        module["type"] = "sentence_transformers.models." + module["type"].rsplit(".", 1)[-1]
+    (folder / "modules.json").write_text(json.dumps(modules))
+    new = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    assert new["pooling_mode"] == "max"  # the new format, which this test rewrites
+    legacy = {
+        "word_embedding_dimension": 32, "pooling_mode_cls_token": False,
+        "pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": True,
+        "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_weightedmean_tokens": False,
+        "pooling_mode_lasttoken": False,
+    }
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(legacy))
+    assert load_model_config(folder, "x").pooling == "max"
+    assert_same(folder, texts)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "gelu"])
+def test_dense_head_after_pooling(tiny_bert, tmp_path, texts, activation):
+    folder = st_folder(tiny_bert, tmp_path / "m", pooling="mean", dense=activation, normalize=True)
+    engine = assert_same(folder, texts)
+    assert engine.model_info.dimension == 24
+
+
+def test_dense_head_from_pytorch_bin_without_torch_at_run_time(tiny_bert, tmp_path, texts):
+    """Older repos ship 2_Dense/pytorch_model.bin; embedserve reads it without torch."""
+    folder = st_folder(tiny_bert, tmp_path / "m", pooling="cls", dense="identity")
+    from safetensors.torch import load_file
+
+    weights = load_file(str(folder / "2_Dense" / "model.safetensors"))
+    torch.save(weights, folder / "2_Dense" / "pytorch_model.bin")
+    (folder / "2_Dense" / "model.safetensors").unlink()
+    read = read_torch_zip(folder / "2_Dense" / "pytorch_model.bin")
+    np.testing.assert_array_equal(read["linear.weight"], weights["linear.weight"].numpy())
+    assert_same(folder, texts)
+
+
+def test_torch_zip_reader_refuses_other_pickled_objects(tmp_path):
+    torch.save({"linear.weight": torch.zeros(2, 2), "extra": torch.nn.Linear(2, 2)}, tmp_path / "x.bin")
+    with pytest.raises(ValueError, match="not allowed"):
+        read_torch_zip(tmp_path / "x.bin")
+
+
+@pytest.mark.parametrize("pooling", ["mean", "weightedmean", "cls"])
+def test_include_prompt_false_leaves_the_prompt_out(tiny_bert, tmp_path, texts, pooling):
+    prompts = {"query": "Represent this sentence for searching relevant passages: ", "passage": ""}
+    folder = st_folder(tiny_bert, tmp_path / "m", pooling=pooling, include_prompt=False,
+                       normalize=True, prompts=prompts, default_prompt="query")
+    engine = assert_same(folder, texts)  # the default prompt
+    assert_same(folder, texts, prompt_name="passage")
+    # Pooling the prompt's tokens too gives other vectors: the exclusion is real.
+    with_prompt = st_folder(tiny_bert, tmp_path / "w", pooling=pooling, normalize=True,
+                            prompts=prompts, default_prompt="query")
+    other = Engine.from_pretrained(with_prompt).embed(texts).embeddings
+    mine = engine.embed(texts).embeddings
+    assert float((other * mine).sum(1).min()) < 0.999
+
+
+def test_prompts_and_an_eos_appending_post_processor_with_last_token(tiny_bert, tmp_path, texts):
+    """A decoder-style tokenizer: no BOS, an EOS appended by the post-processor, an instruction
+    prompt from config_sentence_transformers.json, last-token pooling on the EOS."""
+    prompts = {"query": "Instruct: Given a web search query, retrieve relevant passages\nQuery:"}
+    folder = st_folder(tiny_bert, tmp_path / "m", pooling="lasttoken", normalize=True,
+                       prompts=prompts)
+    tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    tokenizer["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [{"Sequence": {"id": "A", "type_id": 0}},
+                   {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}},
+                 {"SpecialToken": {"id": "[SEP]", "type_id": 1}}],
+        "special_tokens": {"[SEP]": {"id": "[SEP]", "ids": [102], "tokens": ["[SEP]"]}},
+    }
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
+    # BertTokenizer would rebuild its own [CLS] … [SEP] template; the generic class keeps the file's.
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    engine = assert_same(folder, texts, prompt_name="query")
+    ids = engine.tokenize(["hello world"])[0]
+    assert ids[-1] == 102 and ids[0] != 101
+    assert_same(folder, texts)
