@@ -1,4 +1,4 @@
-"""`embedserve serve | embed | pull | bench`: the command line."""
+"""`embedserve serve | embed | pull | models | bench`: the command line."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import sys
 from collections.abc import Sequence
 
 from embedserve.models import DEFAULT_MODEL
+
+COMPILE_HELP = ("compile the safetensors weights even where the model ships an ONNX graph "
+                "(from a hub repo, download those weights instead of the graph)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,7 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     pull = commands.add_parser("pull", help="fetch a model into the cache and prepare its ONNX graph")
     pull.add_argument("model", nargs="?", default=DEFAULT_MODEL)
     pull.add_argument("--quantize", choices=["int8"], help="also build the int8 graph")
+    pull.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     pull.set_defaults(run=_pull)
+
+    models = commands.add_parser("models", help="list the catalog and what is in the cache")
+    models.set_defaults(run=_models)
 
     embed = commands.add_parser("embed", help="print the vectors of texts as JSON")
     embed.add_argument("texts", nargs="*", help="texts to embed; none or '-' reads lines from stdin")
@@ -40,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--prompt-name")
     embed.add_argument("--providers", help="cpu, cuda, or an ONNX Runtime provider name")
     embed.add_argument("--quantize", choices=["int8"], help="run the dynamically int8-quantized graph")
+    embed.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     embed.set_defaults(run=_embed)
 
     bench = commands.add_parser("bench", help="measure the engine's texts/s on this machine")
@@ -62,8 +70,8 @@ def _parser() -> argparse.ArgumentParser:
 def _pull(args: argparse.Namespace) -> int:
     from embedserve.models import onnx_for, resolve_model_dir
 
-    directory = resolve_model_dir(args.model)
-    graph = onnx_for(directory, args.quantize)
+    directory = resolve_model_dir(args.model, compile=args.compile)
+    graph = onnx_for(directory, args.quantize, compile=args.compile)
     print(f"{args.model}: {directory}")
     print(f"onnx graph: {graph}")
     return 0
@@ -76,10 +84,18 @@ def _embed(args: argparse.Namespace) -> int:
     texts = list(args.texts)
     if not texts or texts == ["-"]:
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    engine = Engine.from_pretrained(args.model, providers=args.providers, quantize=args.quantize)
+    engine = Engine.from_pretrained(args.model, providers=args.providers, quantize=args.quantize,
+                                    compile=args.compile)
     result = engine.embed(texts, dimensions=args.dimensions, normalize=args.normalize,
                           truncate=args.truncate, prompt_name=args.prompt_name)
     sys.stdout.write("[" + ",\n".join(_core.encode_json(result.embeddings)) + "]\n")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from embedserve.models.inventory import format_inventory, inventory
+
+    sys.stdout.write(format_inventory(inventory()))
     return 0
 
 

@@ -102,19 +102,22 @@ class Engine:
         inter_op_threads: int | None = None,
         max_batch_tokens: int | None = None,
         quantize: str | None = None,
+        compile: bool = False,
     ) -> Engine:
         """Load a model from a folder, a catalog name or a hub repo id.
 
         `tokenizer` names another model folder whose tokenizer.json and sentence-transformers
         configs to use, for an ONNX file shipped without them. `quantize="int8"` runs a
         dynamically quantized copy of the graph (cached), trading ~1% cosine for speed.
-        `max_batch_tokens` defaults to 1,024 on the CPU and 16,384 on a GPU.
+        `max_batch_tokens` defaults to 1,024 on the CPU and 16,384 on a GPU. `compile=True`
+        compiles the safetensors weights even where the model ships an ONNX graph (and
+        downloads those weights, not the graph, from a hub repo).
         """
-        model_dir = resolve_model_dir(spec)
+        model_dir = resolve_model_dir(spec, compile=compile)
         config_dir = resolve_model_dir(tokenizer) if tokenizer is not None else model_dir
         config = load_model_config(config_dir, name or _display_name(spec, model_dir))
         session = EncoderSession(
-            onnx_for(model_dir, quantize),
+            onnx_for(model_dir, quantize, compile=compile),
             SessionOptions(providers, intra_op_threads, inter_op_threads),
         )
         model_tokenizer = ModelTokenizer(config_dir / "tokenizer.json", config.max_seq_length)

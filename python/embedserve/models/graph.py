@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
+from embedserve.fileio import atomic_write_bytes
 from embedserve.models.cache import cache_root
 from embedserve.models.pull import sha256_of
 from embedserve.models.quantize import check_quantize
@@ -41,10 +41,7 @@ def file_hash(weights: Path) -> str:
             known = {}
     if key not in known:
         known[key] = sha256_of(weights)
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known))
-        os.replace(tmp, memo)
+        atomic_write_bytes(memo, json.dumps(known).encode())
     return known[key]
 
 
@@ -79,8 +76,10 @@ def quantized_onnx(source: Path) -> Path:
     return target
 
 
-def onnx_for(directory: Path, quantize: str | None = None) -> Path:
-    """The ONNX graph to run for a model folder: the one it ships, else a compiled one; int8 if asked."""
+def onnx_for(directory: Path, quantize: str | None = None, *, compile: bool = False) -> Path:
+    """The ONNX graph to run for a model folder: the one it ships (unless `compile`), else one
+    compiled from its safetensors; int8 if asked."""
     check_quantize(quantize)
-    graph = shipped_onnx(directory) or compiled_onnx(directory)
+    graph = None if compile else shipped_onnx(directory)
+    graph = graph or compiled_onnx(directory)
     return quantized_onnx(graph) if quantize == "int8" else graph

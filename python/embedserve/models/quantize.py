@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
+
+from embedserve.fileio import atomic_write_path
 
 QUANTIZE_MODES = ("int8",)
 
@@ -23,20 +23,12 @@ def quantize_int8(source: Path, target: Path) -> Path:
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, staged = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
-    os.close(fd)
-    try:
+    with atomic_write_path(target) as staged:
         quantize_dynamic(
             str(source),
-            staged,
+            str(staged),
             weight_type=QuantType.QInt8,
             per_channel=True,
             extra_options={"MatMulConstBOnly": True},
         )
-        os.chmod(staged, 0o644)
-        os.replace(staged, target)
-    finally:
-        if os.path.exists(staged):
-            os.unlink(staged)
     return target

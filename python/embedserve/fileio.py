@@ -1,0 +1,102 @@
+"""The one way embedserve writes files: readers see the old file or the whole new one, never half.
+
+A temporary file in the target's folder (so the rename stays on one filesystem), fsync, then
+`os.replace`; the file gets the mode a plain `open()` would give it (0o666 less the umask),
+not mkstemp's 0o600, so a cache shared by several users stays readable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+_umask_lock = threading.Lock()
+_umask: int | None = None
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (/proc), else once."""
+    global _umask
+    with _umask_lock:
+        if _umask is None:
+            try:
+                with open("/proc/self/status", encoding="ascii") as f:
+                    line = next(line for line in f if line.startswith("Umask:"))
+                _umask = int(line.split()[1], 8)
+            except (OSError, StopIteration, ValueError):
+                # os.umask can only be read by setting it: set it back at once, under the lock.
+                _umask = os.umask(0o022)
+                os.umask(_umask)
+        return _umask
+
+
+@contextlib.contextmanager
+def atomic_write_path(target: Path, *, mode: int = 0o666) -> Iterator[Path]:
+    """A temporary path to write `target`'s new content to; published when the block succeeds.
+
+    For writers that want a path (onnx.save, ONNX Runtime's quantizer). On an exception the
+    temporary file is removed and `target` is left as it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    staged = Path(name)
+    try:
+        yield staged
+        _fsync_file(staged)
+        os.chmod(staged, mode & ~current_umask())
+        os.replace(staged, target)
+        _fsync_dir(target.parent)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            staged.unlink()
+
+
+def atomic_write_bytes(target: Path, data: bytes, *, mode: int = 0o666) -> Path:
+    """Write `data` to `target` atomically; returns `target`."""
+    with atomic_write_path(target, mode=mode) as staged, staged.open("wb") as f:
+        f.write(data)
+    return Path(target)
+
+
+def atomic_copy(source: Path, target: Path) -> Path:
+    """Copy `source` to `target` atomically (streamed, for files of any size)."""
+    with atomic_write_path(target) as staged, open(source, "rb") as src, staged.open("wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    return Path(target)
+
+
+def replace_dir(staging: Path, target: Path) -> None:
+    """Publish a fully written folder `staging` (same parent as `target`) as `target`."""
+    for root, _, files in os.walk(staging):
+        for name in files:
+            _fsync_file(Path(root) / name)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staging, target)
+    _fsync_dir(target.parent)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    # The rename itself is durable only once the folder is synced; not every platform allows it.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
