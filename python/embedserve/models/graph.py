@@ -55,17 +55,24 @@ def compiled_onnx(directory: Path) -> Path:
         raise NoWeightsError(
             f"{directory} has no model.onnx, onnx/model.onnx or model.safetensors to load"
         )
+    from embedserve.models.bert_classifier import compile_bert_classifier_to_onnx
     from embedserve.models.bert_onnx import compile_bert_to_onnx, read_bert_config
+    from embedserve.models.kind import is_classifier, read_hf_config
 
     config_path = directory / "config.json"
     read_bert_config(config_path)  # an unsupported architecture fails here, cached graph or not
+    # A cross-encoder's graph ends in its classifier's logits rather than the hidden states.
+    compile_graph = (
+        compile_bert_classifier_to_onnx if is_classifier(read_hf_config(directory))
+        else compile_bert_to_onnx
+    )
     # The graph depends on the config (eps, activation, heads) as well as on the weights.
     config_hash = hashlib.sha256(config_path.read_bytes()).hexdigest()[:8]
     key = f"{file_hash(weights)[:24]}-{config_hash}-v{COMPILER_VERSION}"
     target = cache_root() / "compiled" / key / "model.onnx"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        compile_bert_to_onnx(directory, target)
+        compile_graph(directory, target)
     return target
 
 
