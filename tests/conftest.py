@@ -28,3 +28,16 @@ def minilm_dir() -> Path:
     from embedserve.models import resolve_model_dir
 
     return resolve_model_dir("all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def cross_encoder_dirs(tmp_path_factory, minilm_dir, reference) -> dict[str, tuple[Path, Path]]:
+    """Tiny random cross-encoders: name → (folder embedserve loads, folder CrossEncoder loads)."""
+    from .cross_encoders import bert_cross_encoder, export_onnx, xlm_roberta_cross_encoder
+
+    root = tmp_path_factory.mktemp("cross-encoders")
+    bert = bert_cross_encoder(root / "bert", minilm_dir)
+    bert3 = bert_cross_encoder(root / "bert3", minilm_dir, num_labels=3, seed=3)
+    xlmr = xlm_roberta_cross_encoder(root / "xlmr", reference["texts"])
+    xlmr_onnx = export_onnx(xlmr, root / "xlmr-onnx")
+    return {"bert": (bert, bert), "bert3": (bert3, bert3), "xlmr_onnx": (xlmr_onnx, xlmr)}
