@@ -81,6 +81,62 @@ def xlm_roberta_cross_encoder(
     return out
 
 
+def _wordpiece(tokenizer_dir: Path, max_length: int):
+    """The folder's BERT WordPiece, without token types (models that have none)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(
+        str(tokenizer_dir), model_max_length=max_length,
+        model_input_names=["input_ids", "attention_mask"],
+    )
+
+
+def distilbert_cross_encoder(
+    out: Path, tokenizer_dir: Path, *, num_labels: int = 1, max_length: int = 128, seed: int = 2
+) -> Path:
+    """DistilBertForSequenceClassification (pre_classifier + ReLU, classifier)."""
+    import torch
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    tokenizer = _wordpiece(tokenizer_dir, max_length)
+    config = DistilBertConfig(
+        vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+        max_position_embeddings=512, num_labels=num_labels, pad_token_id=0,
+    )
+    torch.manual_seed(seed)
+    model = DistilBertForSequenceClassification(config).eval()
+    _spread(model)
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return out
+
+
+def modernbert_cross_encoder(
+    out: Path, tokenizer_dir: Path, *, pooling: str = "mean", num_labels: int = 1,
+    max_length: int = 128, seed: int = 4,
+) -> Path:
+    """ModernBertForSequenceClassification (head dense + GELU + norm on CLS or the mean,
+    classifier), with a global layer and two 16-token sliding-window layers."""
+    import torch
+    from transformers import ModernBertConfig, ModernBertForSequenceClassification
+
+    tokenizer = _wordpiece(tokenizer_dir, max_length)
+    config = ModernBertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=512, local_attention=16,
+        global_attn_every_n_layers=3, classifier_pooling=pooling, num_labels=num_labels,
+        pad_token_id=tokenizer.pad_token_id, cls_token_id=tokenizer.cls_token_id,
+        sep_token_id=tokenizer.sep_token_id, bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+    )
+    torch.manual_seed(seed)
+    model = ModernBertForSequenceClassification(config).eval()
+    _spread(model)
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return out
+
+
 def export_onnx(model_dir: Path, out_dir: Path) -> Path:
     """`model_dir` as an ONNX graph with a `logits` output (torch.onnx), beside its configs."""
     import shutil
