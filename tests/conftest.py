@@ -33,11 +33,17 @@ def minilm_dir() -> Path:
 @pytest.fixture(scope="session")
 def cross_encoder_dirs(tmp_path_factory, minilm_dir, reference) -> dict[str, tuple[Path, Path]]:
     """Tiny random cross-encoders: name → (folder embedserve loads, folder CrossEncoder loads)."""
-    from .cross_encoders import bert_cross_encoder, export_onnx, xlm_roberta_cross_encoder
+    from . import cross_encoders as ce
 
     root = tmp_path_factory.mktemp("cross-encoders")
-    bert = bert_cross_encoder(root / "bert", minilm_dir)
-    bert3 = bert_cross_encoder(root / "bert3", minilm_dir, num_labels=3, seed=3)
-    xlmr = xlm_roberta_cross_encoder(root / "xlmr", reference["texts"])
-    xlmr_onnx = export_onnx(xlmr, root / "xlmr-onnx")
-    return {"bert": (bert, bert), "bert3": (bert3, bert3), "xlmr_onnx": (xlmr_onnx, xlmr)}
+    bert = ce.bert_cross_encoder(root / "bert", minilm_dir)
+    bert3 = ce.bert_cross_encoder(root / "bert3", minilm_dir, num_labels=3, seed=3)
+    xlmr = ce.xlm_roberta_cross_encoder(root / "xlmr", reference["texts"])
+    xlmr_onnx = ce.export_onnx(xlmr, root / "xlmr-onnx")
+    distilbert = ce.distilbert_cross_encoder(root / "distilbert", minilm_dir)
+    modernbert = ce.modernbert_cross_encoder(root / "modernbert", minilm_dir, pooling="mean")
+    modernbert_cls = ce.modernbert_cross_encoder(root / "modernbert-cls", minilm_dir,
+                                                 pooling="cls", seed=5)
+    folders = {"bert": bert, "bert3": bert3, "xlmr": xlmr, "distilbert": distilbert,
+               "modernbert": modernbert, "modernbert_cls": modernbert_cls}
+    return {**{name: (f, f) for name, f in folders.items()}, "xlmr_onnx": (xlmr_onnx, xlmr)}

@@ -23,7 +23,7 @@ from embedserve.models import (
     pull,
     resolve_model_dir,
 )
-from embedserve.models.bert_onnx import UnsupportedArchitectureError
+from embedserve.models.compiler import UnsupportedArchitectureError
 
 from .test_engine import FP32_COSINE, cosines
 
@@ -88,8 +88,8 @@ def test_unknown_architecture_is_named(tmp_path, minilm_dir):
     copy_configs(minilm_dir, tmp_path)
     shutil.copyfile(minilm_dir / "model.safetensors", tmp_path / "model.safetensors")
     config = json.loads((minilm_dir / "config.json").read_text())
-    write_json(tmp_path / "config.json", {**config, "architectures": ["XLMRobertaModel"], "model_type": "xlm-roberta"})
-    with pytest.raises(UnsupportedArchitectureError, match="XLMRobertaModel"):
+    write_json(tmp_path / "config.json", {**config, "architectures": ["T5EncoderModel"], "model_type": "t5"})
+    with pytest.raises(UnsupportedArchitectureError, match="T5EncoderModel"):
         Engine.from_pretrained(tmp_path)
 
 

@@ -1,8 +1,9 @@
 """The Reranker against sentence-transformers' CrossEncoder on tiny random-weight cross-encoders.
 
 Real query/document pairs (license paragraphs of mixed lengths, several past the 128-token limit,
-and a query long enough to be cut itself) through three models: a BERT compiled from safetensors
-with a 1-logit and a 3-label head, and an XLM-RoBERTa exported to ONNX by torch.
+and a query long enough to be cut itself) through cross-encoders compiled from safetensors by the
+layer library (BERT with a 1-logit and a 3-label head, XLM-RoBERTa, DistilBERT, ModernBERT with
+mean and CLS pooling) and an XLM-RoBERTa exported to ONNX by torch.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def _cross_encoder(folder: Path):
     return CrossEncoder(str(folder), device="cpu")
 
 
-@pytest.mark.parametrize("which", ["bert", "xlmr_onnx"])
+@pytest.mark.parametrize(
+    "which", ["bert", "xlmr", "xlmr_onnx", "distilbert", "modernbert", "modernbert_cls"]
+)
 def test_scores_match_cross_encoder(which, cross_encoder_dirs, documents):
     import torch
 
@@ -186,5 +189,5 @@ def test_bad_arguments(cross_encoder_dirs):
 
 def test_model_kind(cross_encoder_dirs, minilm_dir):
     assert model_kind(minilm_dir) == EMBEDDER
-    assert model_kind(cross_encoder_dirs["bert"][0]) == RERANKER
-    assert model_kind(cross_encoder_dirs["xlmr_onnx"][0]) == RERANKER
+    for folder, _ in cross_encoder_dirs.values():
+        assert model_kind(folder) == RERANKER

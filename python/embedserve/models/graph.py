@@ -12,7 +12,7 @@ from embedserve.models.pull import sha256_of
 from embedserve.models.quantize import check_quantize
 
 # Bump when the compiler's output changes, so stale graphs in users' caches are rebuilt.
-COMPILER_VERSION = 1
+COMPILER_VERSION = 2
 QUANTIZER_VERSION = 1
 ONNX_CANDIDATES = ("model.onnx", "onnx/model.onnx")
 
@@ -50,29 +50,34 @@ def file_hash(weights: Path) -> str:
 
 def compiled_onnx(directory: Path) -> Path:
     """The cached ONNX graph compiled from `directory`'s safetensors, built on first use."""
-    weights = directory / "model.safetensors"
-    if not weights.exists():
-        raise NoWeightsError(
-            f"{directory} has no model.onnx, onnx/model.onnx or model.safetensors to load"
-        )
-    from embedserve.models.bert_classifier import compile_bert_classifier_to_onnx
-    from embedserve.models.bert_onnx import compile_bert_to_onnx, read_bert_config
-    from embedserve.models.kind import is_classifier, read_hf_config
+    from embedserve.models.compiler import check_supported, compile_to_onnx
+    from embedserve.models.heads import classifier_head
+    from embedserve.models.kind import is_classifier
+    from embedserve.models.weights import weight_files
 
+    try:
+        shards = weight_files(directory)
+    except FileNotFoundError as exc:
+        raise NoWeightsError(
+            f"{directory} has no model.onnx, onnx/model.onnx or model.safetensors "
+            f"(single or sharded) to load"
+        ) from exc
     config_path = directory / "config.json"
-    read_bert_config(config_path)  # an unsupported architecture fails here, cached graph or not
+    config = check_supported(directory)  # an unsupported architecture fails here, cached or not
     # A cross-encoder's graph ends in its classifier's logits rather than the hidden states.
-    compile_graph = (
-        compile_bert_classifier_to_onnx if is_classifier(read_hf_config(directory))
-        else compile_bert_to_onnx
-    )
+    head = classifier_head(config) if is_classifier(config.raw) else None
     # The graph depends on the config (eps, activation, heads) as well as on the weights.
     config_hash = hashlib.sha256(config_path.read_bytes()).hexdigest()[:8]
-    key = f"{file_hash(weights)[:24]}-{config_hash}-v{COMPILER_VERSION}"
+    if len(shards) == 1:
+        weights_hash = file_hash(shards[0])
+    else:
+        joined = "".join(file_hash(s) for s in shards)
+        weights_hash = hashlib.sha256(joined.encode()).hexdigest()
+    key = f"{weights_hash[:24]}-{config_hash}-v{COMPILER_VERSION}"
     target = cache_root() / "compiled" / key / "model.onnx"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        compile_graph(directory, target)
+        compile_to_onnx(directory, target, head=head)
     return target
 
 

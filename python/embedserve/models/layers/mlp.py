@@ -1,0 +1,68 @@
+"""Feed-forward blocks: up -> activation -> down, and gated (GeGLU, SwiGLU) forms."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from embedserve.models.layers.builder import GraphBuilder
+from embedserve.models.layers.linear import activation, linear
+from embedserve.models.weights import Weights
+
+
+def feed_forward(
+    g: GraphBuilder,
+    w: Weights,
+    x: str,
+    name: str,
+    up: str,
+    down: str,
+    hidden: int,
+    inner: int,
+    act: str,
+    bias: bool | None = True,
+) -> str:
+    """``down(act(up(x)))`` (BERT's intermediate/output, DistilBERT's lin1/lin2)."""
+    h = linear(g, w, up, x, name + "/up", (inner, hidden), bias)
+    h = activation(g, act, h, name + "/" + act)
+    return linear(g, w, down, h, name + "/down", (hidden, inner), bias)
+
+
+def fused_gated(
+    g: GraphBuilder,
+    w: Weights,
+    x: str,
+    name: str,
+    up: str,
+    down: str,
+    hidden: int,
+    inner: int,
+    act: str,
+    bias: bool | None = True,
+) -> str:
+    """``down(act(a) * b)`` where ``up`` projects to [a | b] in one [2 * inner, hidden] matrix
+    (ModernBERT's Wi/Wo: GeGLU with act="gelu")."""
+    both = linear(g, w, up, x, name + "/up", (2 * inner, hidden), bias)
+    a, b = g.ops("Split", [both, g.const([inner, inner], np.int64)], name + "/split",
+                 outputs=2, axis=-1)
+    gated = g.op("Mul", [activation(g, act, a, name + "/" + act), b], name + "/gate")
+    return linear(g, w, down, gated, name + "/down", (hidden, inner), bias)
+
+
+def gated(
+    g: GraphBuilder,
+    w: Weights,
+    x: str,
+    name: str,
+    gate: str,
+    up: str,
+    down: str,
+    hidden: int,
+    inner: int,
+    act: str,
+    bias: bool | None = False,
+) -> str:
+    """``down(act(gate(x)) * up(x))`` with separate matrices (Llama / Qwen SwiGLU, act="silu")."""
+    gate_out = linear(g, w, gate, x, name + "/gate_proj", (inner, hidden), bias)
+    up_out = linear(g, w, up, x, name + "/up_proj", (inner, hidden), bias)
+    product = g.op("Mul", [activation(g, act, gate_out, name + "/" + act), up_out], name + "/gate")
+    return linear(g, w, down, product, name + "/down", (hidden, inner), bias)

@@ -1,0 +1,91 @@
+"""Rotary position embeddings (RoPE), as transformers' default and linear-scaled forms."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from embedserve.models.hf_config import UnsupportedArchitectureError
+from embedserve.models.layers.builder import GraphBuilder
+from embedserve.models.layers.embeddings import first_rows
+
+ROPE_TYPES = ("default", "linear")
+
+
+class Rotary:
+    """cos/sin tables for positions 0..max_positions-1, sliced to the batch's length once.
+
+    Tables are constants rather than Cos/Sin of a Range in the graph: values in [-1, 1] survive
+    a graph-level fp16 conversion, angles of thousands of radians would not. transformers
+    numbers positions 0..sequence-1 whatever the padding (encoders and, without a KV cache,
+    decoders alike), so one table slice serves every row.
+    """
+
+    def __init__(
+        self,
+        g: GraphBuilder,
+        name: str,
+        head_dim: int,
+        max_positions: int,
+        params: dict[str, Any],
+        source: object = "config.json",
+    ) -> None:
+        kind = params.get("rope_type", "default")
+        if kind not in ROPE_TYPES:
+            raise UnsupportedArchitectureError(
+                f"{source}: rope_type {kind!r} is not supported; supported: {', '.join(ROPE_TYPES)}"
+            )
+        if "rope_theta" not in params:
+            raise ValueError(f"{source} gives no rope_theta (nor rope_parameters.rope_theta)")
+        if float(params.get("partial_rotary_factor", 1.0)) != 1.0:
+            raise UnsupportedArchitectureError(f"{source}: partial_rotary_factor is not supported")
+        base = float(params["rope_theta"])
+        # transformers: 1 / base ** (arange(0, dim, 2) / dim) in float32.
+        exponents = np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(
+            head_dim
+        )
+        inv_freq = (1.0 / (np.float32(base) ** exponents)).astype(np.float32)
+        if kind == "linear":
+            inv_freq = (inv_freq / np.float32(params["factor"])).astype(np.float32)
+        angles = np.arange(max_positions, dtype=np.float32)[:, None] * inv_freq[None, :]
+        angles = np.concatenate([angles, angles], axis=-1)
+        cos = g.weight(name + ".cos", np.cos(angles).astype(np.float32))
+        sin = g.weight(name + ".sin", np.sin(angles).astype(np.float32))
+        self.head_dim = head_dim
+        self.cos = first_rows(g, cos, name + "/cos")  # [sequence, head_dim]
+        self.sin = first_rows(g, sin, name + "/sin")
+
+    def apply(self, g: GraphBuilder, x: str, name: str) -> str:
+        """``x * cos + rotate_half(x) * sin`` for x [batch, heads, sequence, head_dim]."""
+        half = self.head_dim // 2
+        first, second = g.ops(
+            "Split", [x, g.const([half, half], np.int64)], name + "/split", outputs=2, axis=-1
+        )
+        rotated = g.op(
+            "Concat", [g.op("Neg", [second], name + "/neg"), first], name + "/rotate_half",
+            axis=-1,
+        )
+        return g.op(
+            "Add",
+            [
+                g.op("Mul", [x, self.cos], name + "/mul_cos"),
+                g.op("Mul", [rotated, self.sin], name + "/mul_sin"),
+            ],
+            name,
+        )
+
+
+def rotary(
+    g: GraphBuilder,
+    head_dim: int,
+    max_positions: int,
+    params: dict[str, Any],
+    source: object = "config.json",
+) -> Rotary:
+    """The Rotary for these settings, shared by every layer that uses the same ones."""
+    key = f"rotary/{head_dim}/{max_positions}/{sorted(params.items())}"
+    if key not in g.shared:
+        name = f"rotary{sum(k.startswith('rotary/') for k in g.shared)}"
+        g.shared[key] = Rotary(g, name, head_dim, max_positions, params, source)
+    return g.shared[key]

@@ -1,0 +1,129 @@
+"""Read a safetensors checkpoint (single file or sharded) as float32 tensors, on demand."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+SINGLE_FILE = "model.safetensors"
+SHARD_INDEX = "model.safetensors.index.json"
+
+
+def weight_files(model_dir: Path) -> list[Path]:
+    """The safetensors files holding ``model_dir``'s weights, in a stable order.
+
+    Raises FileNotFoundError naming both layouts when there is neither.
+    """
+    single = model_dir / SINGLE_FILE
+    if single.exists():
+        return [single]
+    index = model_dir / SHARD_INDEX
+    if index.exists():
+        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map") or {}
+        shards = sorted(set(weight_map.values()))
+        missing = [s for s in shards if not (model_dir / s).exists()]
+        if not shards or missing:
+            raise FileNotFoundError(
+                f"{index} names shards that are not there: {missing or 'none listed'}"
+            )
+        return [model_dir / s for s in shards]
+    raise FileNotFoundError(f"no weights at {single} (nor a sharded {SHARD_INDEX})")
+
+
+class Weights:
+    """A checkpoint's tensors by name, read lazily and upcast to float32.
+
+    Architectures ask for names as the bare encoder stores them ("encoder.layer.0...");
+    checkpoints saved from a ``*For*`` class nest those under a prefix ("bert.", "roberta.",
+    "model.", "mpnet."), which ``anchor`` locates once. Names outside the prefix (a task
+    head's "classifier.weight") stay reachable by their full name.
+    """
+
+    def __init__(self, model_dir: Path, anchor: str) -> None:
+        self.source = model_dir
+        self.used: set[str] = set()
+        self._anchor = anchor
+        self._opened: tuple[list, dict[str, int], str] | None = None
+
+    def _open(self) -> tuple[list, dict[str, int], str]:
+        # Opened on first use, so that architectures validate config.json before a missing
+        # or mismatched checkpoint is reported.
+        if self._opened is None:
+            # Registers numpy's "bfloat16" dtype so safetensors can hand back bf16 checkpoints.
+            import ml_dtypes  # noqa: F401
+            from safetensors import safe_open
+
+            handles = [safe_open(str(f), framework="numpy") for f in weight_files(self.source)]
+            where: dict[str, int] = {}
+            for n, handle in enumerate(handles):
+                for key in handle.keys():  # noqa: SIM118 (safe_open is not iterable)
+                    where[key] = n
+            self._opened = (handles, where, self._find_prefix(where, self._anchor))
+        return self._opened
+
+    @property
+    def prefix(self) -> str:
+        return self._open()[2]
+
+    def _find_prefix(self, where: dict[str, int], anchor: str) -> str:
+        matches = sorted((k[: -len(anchor)] for k in where if k.endswith(anchor)), key=len)
+        # "bert.embeddings..." and not "...something_embeddings...": the prefix ends at a dot.
+        matches = [m for m in matches if m == "" or m.endswith(".")]
+        if not matches:
+            raise ValueError(
+                f"{self.source}: no tensor named {anchor!r} (with or without a prefix such as "
+                f"'bert.' or 'model.'); is this checkpoint the architecture config.json says?"
+            )
+        return matches[0]
+
+    def _key(self, name: str) -> str | None:
+        candidates = [name]
+        # Checkpoints converted from TensorFlow name LayerNorm parameters gamma/beta.
+        if name.endswith("LayerNorm.weight"):
+            candidates.append(name.removesuffix("weight") + "gamma")
+        elif name.endswith("LayerNorm.bias"):
+            candidates.append(name.removesuffix("bias") + "beta")
+        _, where, prefix = self._open()
+        for candidate in candidates:
+            for key in (prefix + candidate, candidate):
+                if key in where:
+                    return key
+        return None
+
+    def has(self, name: str) -> bool:
+        return self._key(name) is not None
+
+    def get(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+        """Tensor ``name`` as float32; checks ``shape`` when given. Errors name the tensor."""
+        key = self._key(name)
+        if key is None:
+            raise ValueError(
+                f"{self.source} lacks tensor {self.prefix + name!r}, which config.json calls for"
+            )
+        self.used.add(key)
+        handles, where, _ = self._open()
+        array = handles[where[key]].get_tensor(key)
+        if shape is not None and tuple(array.shape) != tuple(shape):
+            raise ValueError(
+                f"{self.source}: tensor {key!r} is {tuple(array.shape)}, config.json implies "
+                f"{tuple(shape)}"
+            )
+        return np.ascontiguousarray(array, dtype=np.float32)
+
+    def get_optional(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray | None:
+        return self.get(name, shape) if self.has(name) else None
+
+    def log_unused(self) -> None:
+        if self._opened is None:
+            return
+        unused = sorted(set(self._opened[1]) - self.used)
+        if unused:
+            logger.info(
+                "%s: ignoring %d tensors the graph does not use: %s",
+                self.source, len(unused), unused[:5],
+            )
