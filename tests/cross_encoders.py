@@ -81,6 +81,27 @@ def xlm_roberta_cross_encoder(
     return out
 
 
+def mpnet_cross_encoder(
+    out: Path, texts: list[str], *, num_labels: int = 1, max_length: int = 128, seed: int = 6
+) -> Path:
+    """MPNetForSequenceClassification (dense + tanh on <s>, out_proj), RoBERTa-style pairs."""
+    import torch
+    from transformers import MPNetConfig, MPNetForSequenceClassification
+
+    tokenizer = roberta_tokenizer(texts, max_length)
+    config = MPNetConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=max_length + 2, pad_token_id=1,
+        bos_token_id=0, eos_token_id=2, num_labels=num_labels,
+    )
+    torch.manual_seed(seed)
+    model = MPNetForSequenceClassification(config).eval()
+    _spread(model)
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return out
+
+
 def _wordpiece(tokenizer_dir: Path, max_length: int):
     """The folder's BERT WordPiece, without token types (models that have none)."""
     from transformers import AutoTokenizer

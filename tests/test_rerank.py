@@ -2,7 +2,7 @@
 
 Real query/document pairs (license paragraphs of mixed lengths, several past the 128-token limit,
 and a query long enough to be cut itself) through cross-encoders compiled from safetensors by the
-layer library (BERT with a 1-logit and a 3-label head, XLM-RoBERTa, DistilBERT, ModernBERT with
+layer library (BERT with a 1-logit and a 3-label head, XLM-RoBERTa, DistilBERT, MPNet, ModernBERT with
 mean and CLS pooling) and an XLM-RoBERTa exported to ONNX by torch.
 """
 
@@ -44,7 +44,8 @@ def _cross_encoder(folder: Path):
 
 
 @pytest.mark.parametrize(
-    "which", ["bert", "xlmr", "xlmr_onnx", "distilbert", "modernbert", "modernbert_cls"]
+    "which",
+    ["bert", "xlmr", "xlmr_onnx", "distilbert", "mpnet", "modernbert", "modernbert_cls"],
 )
 def test_scores_match_cross_encoder(which, cross_encoder_dirs, documents):
     import torch

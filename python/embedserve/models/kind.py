@@ -15,9 +15,9 @@ EMBEDDER = "embedder"
 RERANKER = "reranker"
 KINDS = (EMBEDDER, RERANKER)
 
-# transformers' RoBERTa family counts positions from padding_idx + 1, so two of
-# max_position_embeddings are never usable by text.
-_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert")
+# transformers' RoBERTa family (and MPNet) counts positions from padding_idx + 1, so
+# padding_idx + 1 of max_position_embeddings are never usable by text.
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet")
 
 
 def read_hf_config(directory: Path) -> dict[str, Any]:
