@@ -1,11 +1,16 @@
-"""`python -m bench kernels|engine|http [options]`."""
+"""`python -m bench kernels|engine|http|rerank [options]`."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-SUITES = {"kernels": "bench.bench_kernels", "engine": "bench.bench_engine", "http": "bench.bench_http"}
+SUITES = {
+    "kernels": "bench.bench_kernels",
+    "engine": "bench.bench_engine",
+    "http": "bench.bench_http",
+    "rerank": "bench.bench_rerank",
+}
 
 
 def main() -> None:

@@ -28,3 +28,23 @@ def minilm_dir() -> Path:
     from embedserve.models import resolve_model_dir
 
     return resolve_model_dir("all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def cross_encoder_dirs(tmp_path_factory, minilm_dir, reference) -> dict[str, tuple[Path, Path]]:
+    """Tiny random cross-encoders: name → (folder embedserve loads, folder CrossEncoder loads)."""
+    from . import cross_encoders as ce
+
+    root = tmp_path_factory.mktemp("cross-encoders")
+    bert = ce.bert_cross_encoder(root / "bert", minilm_dir)
+    bert3 = ce.bert_cross_encoder(root / "bert3", minilm_dir, num_labels=3, seed=3)
+    xlmr = ce.xlm_roberta_cross_encoder(root / "xlmr", reference["texts"])
+    xlmr_onnx = ce.export_onnx(xlmr, root / "xlmr-onnx")
+    distilbert = ce.distilbert_cross_encoder(root / "distilbert", minilm_dir)
+    mpnet = ce.mpnet_cross_encoder(root / "mpnet", reference["texts"])
+    modernbert = ce.modernbert_cross_encoder(root / "modernbert", minilm_dir, pooling="mean")
+    modernbert_cls = ce.modernbert_cross_encoder(root / "modernbert-cls", minilm_dir,
+                                                 pooling="cls", seed=5)
+    folders = {"bert": bert, "bert3": bert3, "xlmr": xlmr, "distilbert": distilbert, "mpnet": mpnet,
+               "modernbert": modernbert, "modernbert_cls": modernbert_cls}
+    return {**{name: (f, f) for name, f in folders.items()}, "xlmr_onnx": (xlmr_onnx, xlmr)}

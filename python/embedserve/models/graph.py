@@ -48,6 +48,8 @@ def file_hash(weights: Path) -> str:
 def compiled_onnx(directory: Path) -> Path:
     """The cached ONNX graph compiled from `directory`'s safetensors, built on first use."""
     from embedserve.models.compiler import check_supported, compile_to_onnx
+    from embedserve.models.heads import classifier_head
+    from embedserve.models.kind import is_classifier
     from embedserve.models.weights import weight_files
 
     try:
@@ -58,7 +60,9 @@ def compiled_onnx(directory: Path) -> Path:
             f"(single or sharded) to load"
         ) from exc
     config_path = directory / "config.json"
-    check_supported(directory)  # an unsupported architecture fails here, cached graph or not
+    config = check_supported(directory)  # an unsupported architecture fails here, cached or not
+    # A cross-encoder's graph ends in its classifier's logits rather than the hidden states.
+    head = classifier_head(config) if is_classifier(config.raw) else None
     # The graph depends on the config (eps, activation, heads) as well as on the weights.
     config_hash = hashlib.sha256(config_path.read_bytes()).hexdigest()[:8]
     if len(shards) == 1:
@@ -70,7 +74,7 @@ def compiled_onnx(directory: Path) -> Path:
     target = cache_root() / "compiled" / key / "model.onnx"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        compile_to_onnx(directory, target)
+        compile_to_onnx(directory, target, head=head)
     return target
 
 

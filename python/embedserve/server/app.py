@@ -10,11 +10,14 @@ from litestar import Litestar
 from litestar.datastructures import State
 
 from embedserve.engine import Engine
+from embedserve.reranker import Reranker
 from embedserve.server.auth import ApiKeys
 from embedserve.server.config import ServerConfig
 from embedserve.server.errors import EXCEPTION_HANDLERS
 from embedserve.server.metrics import Metrics, RequestMetrics
 from embedserve.server.registry import ModelRegistry
+from embedserve.server.rerank_routes import RERANK_ROUTES, SERVICE_KEY
+from embedserve.server.rerank_service import RerankService
 from embedserve.server.routes import ROUTES, ServerState
 from embedserve.server.service import EmbeddingService
 
@@ -22,7 +25,7 @@ CONFIG_ENV = "EMBEDSERVE_SERVER_CONFIG"
 
 
 def create_app(
-    config: ServerConfig | None = None, *, engines: Mapping[str, Engine] | None = None
+    config: ServerConfig | None = None, *, engines: Mapping[str, Engine | Reranker] | None = None
 ) -> Litestar:
     """An ASGI app serving `config.models`.
 
@@ -33,15 +36,17 @@ def create_app(
     metrics = Metrics()
     registry = ModelRegistry(config, metrics, engines)
     service = EmbeddingService(config, metrics)
+    reranking = RerankService(config, metrics)
     app = Litestar(
-        route_handlers=ROUTES,
+        route_handlers=[*ROUTES, *RERANK_ROUTES],
         exception_handlers=EXCEPTION_HANDLERS,
         on_startup=[registry.start],
-        on_shutdown=[registry.close, service.close],
+        on_shutdown=[registry.close, service.close, reranking.close],
         request_max_body_size=config.limits.max_body_bytes,
         state=State(
             {
                 "server": ServerState(config, registry, service, metrics),
+                SERVICE_KEY: reranking,
                 "api_keys": ApiKeys(config.api_keys),
                 "max_body_bytes": config.limits.max_body_bytes,
             }

@@ -26,7 +26,9 @@ def add_serve_command(commands: Any) -> argparse.ArgumentParser:
         dest="models",
         metavar="SPEC[=ALIAS]",
         help="model to serve (catalog name, folder or hub repo id), optionally under "
-        "another name; repeat to serve several (default: " + DEFAULT_MODEL + ")",
+        "another name; repeat to serve several. Cross-encoders (config.json names a "
+        "*ForSequenceClassification) serve /v1/rerank, the rest /v1/embeddings "
+        "(default: " + DEFAULT_MODEL + ")",
     )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
@@ -79,6 +81,13 @@ def add_serve_command(commands: Any) -> argparse.ArgumentParser:
         metavar="N",
         default=_LIMITS.max_inputs,
         help="inputs per request (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-documents",
+        type=_positive,
+        metavar="N",
+        default=_LIMITS.max_documents,
+        help="documents per rerank request (default: %(default)s)",
     )
     serve.add_argument(
         "--max-input-tokens",
@@ -149,6 +158,7 @@ def config_from_args(
         quantize=args.quantize,
         limits=Limits(
             max_inputs=args.max_inputs,
+            max_documents=args.max_documents,
             max_input_tokens=args.max_input_tokens,
             max_request_tokens=args.max_request_tokens,
             max_body_bytes=args.max_body_bytes,

@@ -62,6 +62,7 @@ class Limits:
     max_metadata_pairs: int = 16
     max_metadata_key_chars: int = 64
     max_metadata_value_chars: int = 512
+    max_documents: int = 1000  # per rerank request (Cohere's own cap)
 
 
 @dataclass(frozen=True)

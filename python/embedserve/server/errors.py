@@ -87,6 +87,19 @@ def not_ready(model: str, reason: str | None = None) -> ApiError:
     )
 
 
+def wrong_kind(model: str, kind: str, wanted: str) -> ApiError:
+    """A reranker asked for embeddings, or an embedder asked to rerank."""
+    route = "/v1/rerank" if kind == "reranker" else "/v1/embeddings"
+    return ApiError(
+        HTTP_400_BAD_REQUEST,
+        f"The model `{model}` is {'a reranker' if kind == 'reranker' else 'an embedding model'}, "
+        f"not {'a reranker' if wanted == 'reranker' else 'an embedding model'}; "
+        f"use it with {route}, or name a {wanted} model",
+        param="model",
+        code="wrong_model_kind",
+    )
+
+
 class ClientDisconnected(Exception):
     """The client closed the connection before its embeddings were ready."""
 

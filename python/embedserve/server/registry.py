@@ -11,11 +11,15 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from embedserve.batching import Batcher
 from embedserve.engine import Engine
+from embedserve.models import resolve_model_dir
+from embedserve.models.kind import EMBEDDER, RERANKER, model_kind
+from embedserve.reranker import Reranker
 from embedserve.server.config import ModelSpec, ServerConfig
-from embedserve.server.errors import model_not_found, not_ready
+from embedserve.server.errors import model_not_found, not_ready, wrong_kind
 from embedserve.server.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -26,7 +30,7 @@ class ServedModel:
         self.spec = spec
         self.id = spec.id
         self.created = int(time.time())
-        self.engine: Engine | None = None
+        self.engine: Any = None  # an Engine (embedder) or a Reranker
         self.batcher: Batcher | None = None
         self.error: str | None = None
 
@@ -34,16 +38,31 @@ class ServedModel:
     def ready(self) -> bool:
         return self.batcher is not None
 
-    def require(self) -> tuple[Engine, Batcher]:
-        """The engine and batcher, or a 503 while the model is still loading (or failed to)."""
+    @property
+    def kind(self) -> str | None:
+        """EMBEDDER or RERANKER once loaded; None before."""
+        return None if self.engine is None else kind_of(self.engine)
+
+    def require(self, kind: str = EMBEDDER) -> tuple[Any, Batcher]:
+        """The engine and batcher, a 503 while the model is still loading (or failed to), or a
+        400 when the model is of another kind than the route serves."""
         if self.engine is None or self.batcher is None:
             raise not_ready(self.id, self.error)
+        if self.kind != kind:
+            raise wrong_kind(self.id, self.kind or "", kind)
         return self.engine, self.batcher
+
+
+def kind_of(engine: object) -> str:
+    return getattr(engine, "kind", EMBEDDER)
 
 
 class ModelRegistry:
     def __init__(
-        self, config: ServerConfig, metrics: Metrics, engines: Mapping[str, Engine] | None = None
+        self,
+        config: ServerConfig,
+        metrics: Metrics,
+        engines: Mapping[str, Engine | Reranker] | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
@@ -97,8 +116,14 @@ class ModelRegistry:
                 continue
             started = time.perf_counter()
             try:
-                engine = Engine.from_pretrained(
-                    model.spec.spec,
+                model_dir = resolve_model_dir(model.spec.spec)
+                loader = (
+                    Reranker.from_pretrained
+                    if model_kind(model_dir) == RERANKER
+                    else Engine.from_pretrained
+                )
+                engine = loader(
+                    model_dir,
                     name=model.id,
                     providers=self.config.providers,
                     intra_op_threads=self.config.intra_op_threads,
@@ -119,10 +144,20 @@ class ModelRegistry:
                 time.perf_counter() - started,
             )
 
-    def _serve(self, model: ServedModel, engine: Engine) -> None:
+    def first_ready(self, kind: str) -> ServedModel | None:
+        """The first model of `kind` in `--model` order that is loaded."""
+        return next((m for m in self.models if m.ready and m.kind == kind), None)
+
+    def _serve(self, model: ServedModel, engine: Engine | Reranker) -> None:
+        # The batcher's rows: pooled vectors for an embedder, one logit per label for a reranker.
+        width = (
+            engine.model_info.num_labels
+            if isinstance(engine, Reranker)
+            else engine.model_info.dimension
+        )
         batcher = Batcher(
             engine.forward,
-            engine.model_info.dimension,
+            width,
             name=model.id,
             max_batch_tokens=engine.max_batch_tokens,
             max_batch_requests=self.config.max_batch_requests,

@@ -1,0 +1,188 @@
+"""Query-document pairs as a cross-encoder was trained to read them.
+
+The tokenizer's own pair template supplies the special tokens and token types (`[CLS] q [SEP] d
+[SEP]` with types 0/1 for BERT, `<s> q </s></s> d </s>` for RoBERTa), and truncation is the
+tokenizer's `longest_first`, which sentence-transformers' `CrossEncoder` asks for: the longer of
+query and document loses tokens first. Truncation is ours rather than the tokenizer's so each
+pair's untruncated length is known from one tokenizer pass (for `truncate=false` and limits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from embedserve.errors import InputError
+from embedserve.planning import pad_batch
+
+
+class Pair:
+    """One model input: the ids of a query-document pair and their token types."""
+
+    __slots__ = ("ids", "types")
+
+    def __init__(self, ids: np.ndarray, types: np.ndarray) -> None:
+        self.ids = ids
+        self.types = types
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class PairTooLongError(InputError):
+    code = "context_length_exceeded"
+
+    def __init__(self, index: int, tokens: int, limit: int, param: str = "documents") -> None:
+        super().__init__(
+            f"{param}[{index}] with the query makes {tokens} tokens, more than the model's limit "
+            f"of {limit}; shorten it or allow truncation",
+            index=index,
+            param=param,
+        )
+        self.tokens = tokens
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class PairTemplate:
+    """What the post-processor puts around a pair: prefix, A, middle, B, suffix, with types."""
+
+    prefix: tuple[int, ...]
+    middle: tuple[int, ...]
+    suffix: tuple[int, ...]
+    prefix_types: tuple[int, ...]
+    first_type: int
+    middle_types: tuple[int, ...]
+    second_type: int
+    suffix_types: tuple[int, ...]
+
+    @property
+    def specials(self) -> int:
+        return len(self.prefix) + len(self.middle) + len(self.suffix)
+
+    def build(self, first: list[int], second: list[int]) -> Pair:
+        ids = [*self.prefix, *first, *self.middle, *second, *self.suffix]
+        types = [
+            *self.prefix_types,
+            *([self.first_type] * len(first)),
+            *self.middle_types,
+            *([self.second_type] * len(second)),
+            *self.suffix_types,
+        ]
+        return Pair(np.asarray(ids, dtype=np.int64), np.asarray(types, dtype=np.int64))
+
+
+def longest_first(first: int, second: int, room: int) -> tuple[int, int]:
+    """How many tokens of each side to keep so both fit in `room`, as `tokenizers` decides.
+
+    The shorter side keeps all it can while the longer one fills the rest; if even that does not
+    fit, both get half (the second side the odd token). The same rule as transformers' slow
+    tokenizers, which drop one token at a time from whichever side is longer.
+    """
+    if first + second <= room:
+        return first, second
+    short, long_ = sorted((first, second))
+    long_ = short if short > room else max(short, room - short)
+    if short + long_ > room:
+        short = room // 2
+        long_ = short + room % 2
+    return (short, long_) if first <= second else (long_, short)
+
+
+@dataclass(frozen=True)
+class PreparedPairs:
+    pairs: list[Pair]
+    untruncated_tokens: np.ndarray
+
+    @property
+    def token_counts(self) -> np.ndarray:
+        return np.fromiter((len(p) for p in self.pairs), dtype=np.int64, count=len(self.pairs))
+
+
+class PairTokenizer:
+    """A `tokenizers` tokenizer turned to pairs: the template found by asking it, our truncation."""
+
+    def __init__(self, path: Path, max_length: int) -> None:
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: the model needs a tokenizer.json")
+        self._tokenizer = Tokenizer.from_file(str(path))
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+        self.max_length = max_length
+        self.template = _pair_template(self._tokenizer)
+        if self.template.specials >= max_length:
+            raise ValueError(f"max length {max_length} leaves no room for a pair's tokens")
+        self._encode_batch = getattr(self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch)
+
+    def content_ids(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text without special tokens (one batched call; releases the GIL)."""
+        return [encoding.ids for encoding in self._encode_batch(texts, add_special_tokens=False)]
+
+    def prepare(
+        self,
+        firsts: Sequence[list[int]],
+        seconds: Sequence[list[int]],
+        *,
+        truncate: bool = True,
+        max_second_tokens: int | None = None,
+        param: str = "documents",
+    ) -> PreparedPairs:
+        """Pairs from content ids, each cut to the model's limit by `longest_first` if allowed.
+
+        `max_second_tokens` first cuts the second text on its own (Cohere's `max_tokens_per_doc`).
+        """
+        room = self.max_length - self.template.specials
+        specials = self.template.specials
+        pairs: list[Pair] = []
+        untruncated = np.empty(len(seconds), dtype=np.int64)
+        for index, (first, second) in enumerate(zip(firsts, seconds)):
+            if max_second_tokens is not None:
+                second = second[:max_second_tokens]
+            total = len(first) + len(second)
+            untruncated[index] = total + specials
+            if total > room:
+                if not truncate:
+                    raise PairTooLongError(index, total + specials, self.max_length, param)
+                keep_first, keep_second = longest_first(len(first), len(second), room)
+                first, second = first[:keep_first], second[:keep_second]
+            pairs.append(self.template.build(first, second))
+        return PreparedPairs(pairs, untruncated)
+
+
+def pad_pairs(pairs: Sequence[Pair]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """input_ids, attention_mask, token_type_ids for one batch, padded on the right with 0."""
+    ids, mask, types = pad_batch([p.ids for p in pairs])
+    for row, pair in enumerate(pairs):
+        types[row, : len(pair)] = pair.types
+    return ids, mask, types
+
+
+def _pair_template(tokenizer: Tokenizer) -> PairTemplate:
+    """Find the special tokens and types around a pair by encoding a probe pair with and without."""
+    first, second = "hello", "world"
+    a = tokenizer.encode(first, add_special_tokens=False).ids
+    b = tokenizer.encode(second, add_special_tokens=False).ids
+    full = tokenizer.encode(first, second, add_special_tokens=True)
+    ids, types = full.ids, full.type_ids
+    for start in range(len(ids) - len(a) + 1):
+        if ids[start:start + len(a)] != a:
+            continue
+        after = start + len(a)
+        for middle_end in range(after, len(ids) - len(b) + 1):
+            if ids[middle_end:middle_end + len(b)] == b:
+                end = middle_end + len(b)
+                return PairTemplate(
+                    prefix=tuple(ids[:start]),
+                    middle=tuple(ids[after:middle_end]),
+                    suffix=tuple(ids[end:]),
+                    prefix_types=tuple(types[:start]),
+                    first_type=types[start],
+                    middle_types=tuple(types[after:middle_end]),
+                    second_type=types[middle_end],
+                    suffix_types=tuple(types[end:]),
+                )
+    raise ValueError("cannot find where the tokenizer's special tokens go around a pair")

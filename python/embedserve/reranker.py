@@ -1,0 +1,188 @@
+"""The reranking engine: query-document pairs → pair tokens → length-sorted micro-batches → scores."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from embedserve.engine import _display_name
+from embedserve.errors import InputError
+from embedserve.models import DEFAULT_MODEL, onnx_for, resolve_model_dir
+from embedserve.models.kind import RERANKER, RerankerConfig, load_reranker_config
+from embedserve.pairs import Pair, PairTokenizer, PreparedPairs, pad_pairs
+from embedserve.planning import default_max_batch_tokens, plan_batches
+from embedserve.runtime import SessionOptions
+from embedserve.runtime.classifier import ClassifierSession
+
+
+@dataclass(frozen=True)
+class RerankerInfo:
+    name: str
+    max_tokens: int
+    num_labels: int
+    labels: tuple[str, ...]
+    provider: str
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One document's place in a ranking: its index in the request, its score, its text."""
+
+    index: int
+    score: float
+    document: str
+
+
+class Reranker:
+    """Scores query-document pairs with a cross-encoder as sentence-transformers' CrossEncoder
+    does (same pair tokens, same truncation). Thread-safe: it holds no per-call state."""
+
+    kind = RERANKER
+
+    def __init__(self, config: RerankerConfig, tokenizer: PairTokenizer, session: ClassifierSession,
+                 *, max_batch_tokens: int | None = None) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.session = session
+        self.max_batch_tokens = max_batch_tokens or default_max_batch_tokens(session.provider)
+        labels = session.num_labels or config.num_labels
+        if labels != config.num_labels:
+            raise ValueError(
+                f"{config.directory}: the graph gives {labels} scores per pair, config.json "
+                f"names {config.num_labels} labels"
+            )
+        self.model_info = RerankerInfo(
+            name=config.name,
+            max_tokens=tokenizer.max_length,
+            num_labels=labels,
+            labels=config.labels,
+            provider=session.provider,
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        spec: str | os.PathLike[str] = DEFAULT_MODEL,
+        *,
+        tokenizer: str | os.PathLike[str] | None = None,
+        name: str | None = None,
+        providers: str | list[str] | None = None,
+        intra_op_threads: int | None = None,
+        inter_op_threads: int | None = None,
+        max_batch_tokens: int | None = None,
+        quantize: str | None = None,
+        max_length: int | None = None,
+    ) -> Reranker:
+        """Load a cross-encoder from a folder (safetensors compiled on first use, or an ONNX graph
+        ending in logits), a catalog name or a hub repo id. `tokenizer` names another folder
+        holding config.json and tokenizer.json, for a graph shipped without them."""
+        model_dir = resolve_model_dir(spec)
+        config_dir = resolve_model_dir(tokenizer) if tokenizer is not None else model_dir
+        config = load_reranker_config(config_dir, name or _display_name(spec, model_dir), max_length)
+        session = ClassifierSession(
+            onnx_for(model_dir, quantize), SessionOptions(providers, intra_op_threads, inter_op_threads)
+        )
+        pair_tokenizer = PairTokenizer(config_dir / "tokenizer.json", config.max_length)
+        return cls(config, pair_tokenizer, session, max_batch_tokens=max_batch_tokens)
+
+    # -- the steps, public so the server's batcher can run them separately --
+
+    def prepare(self, query: str, documents: Sequence[str], *, truncate: bool = True,
+                max_tokens_per_doc: int | None = None, param: str = "documents") -> PreparedPairs:
+        """The (query, document) pairs as the model will see them, query tokenized once; an error
+        about one document names it as `param[index]`."""
+        _check_text(query, "query")
+        docs = _check_texts(documents, "documents")
+        query_ids = self.tokenizer.content_ids([query])[0]
+        doc_ids = self.tokenizer.content_ids(docs) if docs else []
+        return self.tokenizer.prepare([query_ids] * len(docs), doc_ids, truncate=truncate,
+                                      max_second_tokens=max_tokens_per_doc, param=param)
+
+    def prepare_pairs(self, firsts: Sequence[str], seconds: Sequence[str], *,
+                      truncate: bool = True, param: str = "pairs") -> PreparedPairs:
+        """Any pairs (firsts[i], seconds[i]); the error for a too-long pair names `param[i]`."""
+        a, b = _check_texts(firsts, "text_1"), _check_texts(seconds, "text_2")
+        if len(a) != len(b):
+            raise InputError(f"{len(a)} first texts but {len(b)} second texts", param="text_2")
+        ids_a = self.tokenizer.content_ids(a) if a else []
+        ids_b = self.tokenizer.content_ids(b) if b else []
+        return self.tokenizer.prepare(ids_a, ids_b, truncate=truncate, param=param)
+
+    def forward(self, pairs: Sequence[Pair]) -> np.ndarray:
+        """Logits float32 [n, labels] for one padded batch."""
+        ids, mask, types = pad_pairs(pairs)
+        return self.session.run(ids, mask, types)
+
+    def logits(self, pairs: Sequence[Pair]) -> np.ndarray:
+        """Logits for any number of pairs, in their order, via length-sorted micro-batches."""
+        out = np.empty((len(pairs), self.model_info.num_labels), dtype=np.float32)
+        lengths = np.fromiter((len(p) for p in pairs), dtype=np.int64, count=len(pairs))
+        for group in plan_batches(lengths, self.max_batch_tokens):
+            out[group] = self.forward([pairs[i] for i in group])
+        return out
+
+    def scores(self, logits: np.ndarray, *, raw_scores: bool = False) -> np.ndarray:
+        """Scores from logits: [n] for a one-logit head (sigmoid unless `raw_scores`), [n, labels]
+        for a multi-label head (softmax over the labels unless `raw_scores`)."""
+        logits = np.asarray(logits, dtype=np.float64)
+        if logits.shape[1] == 1:
+            single = logits[:, 0]
+            return single if raw_scores else 1.0 / (1.0 + np.exp(-single))
+        if raw_scores:
+            return logits
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True)
+
+    def relevance(self, logits: np.ndarray, *, raw_scores: bool = False) -> np.ndarray:
+        """One relevance score per pair: a multi-label head's last label (the positive class of a
+        binary relevant/not-relevant head)."""
+        scores = self.scores(logits, raw_scores=raw_scores)
+        return scores if scores.ndim == 1 else scores[:, -1]
+
+    # -- the whole thing --
+
+    def score(self, pairs: Sequence[tuple[str, str]], *, raw_scores: bool = False,
+              truncate: bool = True) -> np.ndarray:
+        """Scores of (query, document) pairs in order, as `scores` shapes them."""
+        prepared = self.prepare_pairs([p[0] for p in pairs], [p[1] for p in pairs], truncate=truncate)
+        return self.scores(self.logits(prepared.pairs), raw_scores=raw_scores)
+
+    def rank(self, query: str, documents: Sequence[str], top_n: int | None = None, *,
+             raw_scores: bool = False, truncate: bool = True,
+             max_tokens_per_doc: int | None = None) -> list[Ranked]:
+        """`documents` ordered by relevance to `query`, best first (ties keep their order), cut to
+        `top_n` if given."""
+        if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+            raise InputError(f"top_n must be a positive integer, got {top_n!r}", param="top_n")
+        prepared = self.prepare(query, documents, truncate=truncate,
+                                max_tokens_per_doc=max_tokens_per_doc)
+        relevance = self.relevance(self.logits(prepared.pairs), raw_scores=raw_scores)
+        return [Ranked(int(i), float(relevance[i]), documents[i])
+                for i in ranking(relevance, top_n)]
+
+
+def ranking(relevance: np.ndarray, top_n: int | None = None) -> np.ndarray:
+    """Indices by descending score, ties in input order, at most `top_n` of them."""
+    order = np.argsort(-np.asarray(relevance), kind="stable")
+    return order if top_n is None else order[:top_n]
+
+
+def _check_text(value: object, param: str) -> str:
+    if not isinstance(value, str):
+        raise InputError(f"{param} must be a string, not {type(value).__name__}", param=param)
+    return value
+
+
+def _check_texts(values: Sequence[str], param: str) -> list[str]:
+    if isinstance(values, str) or not isinstance(values, Sequence):
+        raise InputError(f"{param} must be an array of strings, not {type(values).__name__}",
+                         param=param)
+    items = list(values)
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise InputError(f"{param}[{index}] must be a string, not {type(item).__name__}",
+                             index=index, param=param)
+    return items

@@ -1,0 +1,261 @@
+"""Rerank and score requests as clients send them, and the responses each API expects.
+
+One body parser for `/v1/rerank`, `/v2/rerank` and `/rerank`: a body with `documents` is the
+Cohere/Jina shape, a body with `texts` is TEI's. Both parse into one `RerankRequest`; limits are
+checked in `rerank_service.admit_pairs`, not here.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from embedserve.server.errors import invalid
+from embedserve.server.schemas import _decode_object, _kind, _optional
+
+COHERE = "cohere"
+TEI = "tei"
+# Cohere v1/v2 and Jina fields; `truncate` and `raw_scores` are embedserve's (and TEI's) extensions.
+COHERE_FIELDS = frozenset(
+    {"model", "query", "documents", "top_n", "return_documents", "max_tokens_per_doc",
+     "truncate", "raw_scores"}
+)
+TEI_FIELDS = frozenset(
+    {"model", "query", "texts", "truncate", "truncation_direction", "raw_scores", "return_text"}
+)
+SCORE_FIELDS = frozenset({"model", "text_1", "text_2", "truncate", "raw_scores"})
+
+
+@dataclass(frozen=True)
+class RerankRequest:
+    dialect: str  # COHERE or TEI
+    query: str
+    documents: list[str]
+    originals: list[Any]  # each document as sent, echoed by return_documents
+    model: str | None = None
+    top_n: int | None = None
+    return_documents: bool = False
+    max_tokens_per_doc: int | None = None
+    truncate: bool | None = None  # None: the server's --auto-truncate setting
+    raw_scores: bool = False
+
+    @property
+    def param(self) -> str:
+        """The field errors about one document name."""
+        return "texts" if self.dialect == TEI else "documents"
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """vLLM's `/v1/score`: one text against many, or two lists pairwise."""
+
+    firsts: list[str]
+    seconds: list[str]
+    model: str | None = None
+    truncate: bool | None = None
+    raw_scores: bool = False
+
+
+def parse_rerank_request(body: bytes) -> RerankRequest:
+    raw = _decode_object(body)
+    if "texts" in raw and "documents" in raw:
+        raise invalid(
+            "send either `documents` (Cohere/Jina) or `texts` (TEI), not both", param="texts"
+        )
+    dialect = TEI if "texts" in raw else COHERE
+    _refuse_unknown(raw, TEI_FIELDS if dialect == TEI else COHERE_FIELDS)
+    query = raw.get("query")
+    if not isinstance(query, str):
+        raise invalid(
+            "'query' is a required property and must be a string"
+            if query is None else f"query must be a string, not {_kind(query)}",
+            param="query",
+            code="missing_required_parameter" if query is None else "invalid_type",
+        )
+    if dialect == TEI:
+        if _optional(raw, "truncation_direction", str) not in (None, "right"):
+            raise invalid(
+                "truncation_direction must be 'right': pairs are cut the way the cross-encoder "
+                "was trained (longest side first, from the right)",
+                param="truncation_direction",
+            )
+        originals = _strings(raw.get("texts"), "texts")
+        documents = list(originals)
+        return RerankRequest(
+            dialect=TEI,
+            query=query,
+            documents=documents,
+            originals=originals,
+            model=_optional(raw, "model", str),
+            return_documents=bool(_optional(raw, "return_text", bool)),
+            truncate=_optional(raw, "truncate", bool),
+            raw_scores=bool(_optional(raw, "raw_scores", bool)),
+        )
+    originals, documents = _documents(raw.get("documents"))
+    return RerankRequest(
+        dialect=COHERE,
+        query=query,
+        documents=documents,
+        originals=originals,
+        model=_optional(raw, "model", str),
+        top_n=_positive(raw, "top_n"),
+        return_documents=bool(_optional(raw, "return_documents", bool)),
+        max_tokens_per_doc=_positive(raw, "max_tokens_per_doc"),
+        truncate=_optional(raw, "truncate", bool),
+        raw_scores=bool(_optional(raw, "raw_scores", bool)),
+    )
+
+
+def parse_score_request(body: bytes) -> ScoreRequest:
+    raw = _decode_object(body)
+    _refuse_unknown(raw, SCORE_FIELDS)
+    firsts = _one_or_many(raw.get("text_1"), "text_1")
+    seconds = _one_or_many(raw.get("text_2"), "text_2")
+    if len(firsts) == 1 and len(seconds) != 1:
+        firsts = firsts * len(seconds)
+    elif len(firsts) != len(seconds):
+        raise invalid(
+            f"text_1 has {len(firsts)} texts and text_2 {len(seconds)}: send one text_1 to score "
+            "against every text_2, or two lists of the same length to score pairwise",
+            param="text_2",
+        )
+    return ScoreRequest(
+        firsts=firsts,
+        seconds=seconds,
+        model=_optional(raw, "model", str),
+        truncate=_optional(raw, "truncate", bool),
+        raw_scores=bool(_optional(raw, "raw_scores", bool)),
+    )
+
+
+# -- responses --
+
+
+def cohere_body(request: RerankRequest, model: str, order: list[int], scores: list[float],
+                tokens: int, api_version: str) -> bytes:
+    """Cohere's response (`id`, `results`, `meta`) with Jina's `model` and `usage` alongside."""
+    results = []
+    for index in order:
+        item: dict[str, Any] = {"index": index, "relevance_score": scores[index]}
+        if request.return_documents:
+            original = request.originals[index]
+            item["document"] = original if isinstance(original, dict) else {"text": original}
+        results.append(item)
+    return msgspec.json.encode({
+        "id": str(uuid.uuid4()),
+        "model": model,
+        "results": results,
+        "meta": {
+            "api_version": {"version": api_version},
+            "billed_units": {"search_units": 1},
+            "tokens": {"input_tokens": tokens, "output_tokens": 0},
+        },
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    })
+
+
+def tei_body(request: RerankRequest, order: list[int], scores: list[float]) -> bytes:
+    results = []
+    for index in order:
+        item: dict[str, Any] = {"index": index, "score": scores[index]}
+        if request.return_documents:
+            item["text"] = request.documents[index]
+        results.append(item)
+    return msgspec.json.encode(results)
+
+
+def score_body(model: str, scores: list[Any], tokens: int) -> bytes:
+    """vLLM's score response; a multi-label head gives each pair a list of label scores."""
+    return msgspec.json.encode({
+        "id": f"score-{uuid.uuid4().hex}",
+        "object": "list",
+        "created": int(time.time()),
+        "model": model,
+        "data": [{"index": i, "object": "score", "score": s} for i, s in enumerate(scores)],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0},
+    })
+
+
+# -- fields --
+
+
+def _refuse_unknown(raw: dict[str, Any], known: frozenset[str]) -> None:
+    unknown = [key for key in raw if key not in known]
+    if unknown:
+        raise invalid(
+            f"Unrecognized request argument supplied: {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(known))})",
+            param=unknown[0],
+            code="unknown_parameter",
+        )
+
+
+def _strings(value: Any, param: str) -> list[str]:
+    if value is None:
+        raise invalid(
+            f"'{param}' is a required property", param=param, code="missing_required_parameter"
+        )
+    if not isinstance(value, list):
+        raise invalid(
+            f"{param} must be an array of strings, not {_kind(value)}", param=param,
+            code="invalid_type",
+        )
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise invalid(
+                f"{param}[{index}] must be a string, not {_kind(item)}", param=param,
+                code="invalid_type",
+            )
+    return value
+
+
+def _documents(value: Any) -> tuple[list[Any], list[str]]:
+    """Cohere's documents: strings, or objects whose `text` is ranked."""
+    if value is None:
+        raise invalid(
+            "'documents' is a required property", param="documents",
+            code="missing_required_parameter",
+        )
+    if not isinstance(value, list):
+        raise invalid(
+            f"documents must be an array of strings or of objects with a `text` field, not "
+            f"{_kind(value)}",
+            param="documents",
+            code="invalid_type",
+        )
+    texts: list[str] = []
+    for index, item in enumerate(value):
+        if isinstance(item, dict):
+            item = item.get("text")
+            if not isinstance(item, str):
+                raise invalid(
+                    f"documents[{index}] is an object without a string `text` field",
+                    param="documents",
+                    code="invalid_type",
+                )
+        elif not isinstance(item, str):
+            raise invalid(
+                f"documents[{index}] must be a string or an object with a `text` field, not "
+                f"{_kind(item)}",
+                param="documents",
+                code="invalid_type",
+            )
+        texts.append(item)
+    return value, texts
+
+
+def _one_or_many(value: Any, param: str) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    return _strings(value, param)
+
+
+def _positive(raw: dict[str, Any], name: str) -> int | None:
+    value = _optional(raw, name, int)
+    if value is not None and value < 1:
+        raise invalid(f"{name} must be at least 1, got {value}", param=name)
+    return value

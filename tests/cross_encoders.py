@@ -1,0 +1,210 @@
+"""Tiny random-weight cross-encoders built with transformers, saved as model folders.
+
+No reranker weights can be downloaded here (no model hub; none ship on the package index that we
+know of), so these are the fidelity proof: random weights exercise every tensor of the graph, and
+sentence-transformers' CrossEncoder loads the same folder as the reference.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+# Real queries for the license paragraphs of tests/data: short, medium, and one past any limit.
+QUERIES = [
+    "warranty",
+    "Can I link a proprietary program against the library?",
+    (
+        "What must I include when I distribute copies of the source code in any medium, and may "
+        "I charge a fee for the physical act of transferring a copy?"
+    ),
+]
+
+
+def bert_cross_encoder(
+    out: Path, tokenizer_dir: Path, *, num_labels: int = 1, max_length: int = 128, seed: int = 0,
+    layers: int = 2,
+) -> Path:
+    """BertForSequenceClassification (pooler + classifier) with the given folder's WordPiece."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), model_max_length=max_length)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=layers,
+        num_attention_heads=4, intermediate_size=64, max_position_embeddings=512,
+        num_labels=num_labels,
+    )
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(config).eval()
+    _spread(model)
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return out
+
+
+def roberta_tokenizer(texts: list[str], max_length: int):
+    """A byte-level BPE trained on `texts`, with RoBERTa's specials and `<s> A </s></s> B </s>`."""
+    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers.processors import RobertaProcessing
+    from transformers import RobertaTokenizerFast
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=2000, special_tokens=specials, show_progress=False)
+    bpe.post_processor = RobertaProcessing(("</s>", 2), ("<s>", 0))
+    return RobertaTokenizerFast(
+        tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+        cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
+        model_max_length=max_length,
+    )
+
+
+def xlm_roberta_cross_encoder(
+    out: Path, texts: list[str], *, num_labels: int = 1, max_length: int = 128, seed: int = 1
+) -> Path:
+    """XLMRobertaForSequenceClassification (dense + tanh on <s>, out_proj), RoBERTa tokens."""
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    tokenizer = roberta_tokenizer(texts, max_length)
+    config = XLMRobertaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=max_length + 2, type_vocab_size=1,
+        pad_token_id=1, bos_token_id=0, eos_token_id=2, num_labels=num_labels,
+    )
+    torch.manual_seed(seed)
+    model = XLMRobertaForSequenceClassification(config).eval()
+    _spread(model)
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return out
+
+
+def mpnet_cross_encoder(
+    out: Path, texts: list[str], *, num_labels: int = 1, max_length: int = 128, seed: int = 6
+) -> Path:
+    """MPNetForSequenceClassification (dense + tanh on <s>, out_proj), RoBERTa-style pairs."""
+    import torch
+    from transformers import MPNetConfig, MPNetForSequenceClassification
+
+    tokenizer = roberta_tokenizer(texts, max_length)
+    config = MPNetConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=max_length + 2, pad_token_id=1,
+        bos_token_id=0, eos_token_id=2, num_labels=num_labels,
+    )
+    torch.manual_seed(seed)
+    model = MPNetForSequenceClassification(config).eval()
+    _spread(model)
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return out
+
+
+def _wordpiece(tokenizer_dir: Path, max_length: int):
+    """The folder's BERT WordPiece, without token types (models that have none)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(
+        str(tokenizer_dir), model_max_length=max_length,
+        model_input_names=["input_ids", "attention_mask"],
+    )
+
+
+def distilbert_cross_encoder(
+    out: Path, tokenizer_dir: Path, *, num_labels: int = 1, max_length: int = 128, seed: int = 2
+) -> Path:
+    """DistilBertForSequenceClassification (pre_classifier + ReLU, classifier)."""
+    import torch
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    tokenizer = _wordpiece(tokenizer_dir, max_length)
+    config = DistilBertConfig(
+        vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+        max_position_embeddings=512, num_labels=num_labels, pad_token_id=0,
+    )
+    torch.manual_seed(seed)
+    model = DistilBertForSequenceClassification(config).eval()
+    _spread(model)
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return out
+
+
+def modernbert_cross_encoder(
+    out: Path, tokenizer_dir: Path, *, pooling: str = "mean", num_labels: int = 1,
+    max_length: int = 128, seed: int = 4,
+) -> Path:
+    """ModernBertForSequenceClassification (head dense + GELU + norm on CLS or the mean,
+    classifier), with a global layer and two 16-token sliding-window layers."""
+    import torch
+    from transformers import ModernBertConfig, ModernBertForSequenceClassification
+
+    tokenizer = _wordpiece(tokenizer_dir, max_length)
+    config = ModernBertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=512, local_attention=16,
+        global_attn_every_n_layers=3, classifier_pooling=pooling, num_labels=num_labels,
+        pad_token_id=tokenizer.pad_token_id, cls_token_id=tokenizer.cls_token_id,
+        sep_token_id=tokenizer.sep_token_id, bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+    )
+    torch.manual_seed(seed)
+    model = ModernBertForSequenceClassification(config).eval()
+    _spread(model)
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return out
+
+
+def export_onnx(model_dir: Path, out_dir: Path) -> Path:
+    """`model_dir` as an ONNX graph with a `logits` output (torch.onnx), beside its configs."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for item in model_dir.iterdir():
+        if item.suffix in (".json", ".txt", ".model"):
+            shutil.copy(item, out_dir / item.name)
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    ids = torch.ones((2, 8), dtype=torch.long)
+    # The TorchScript exporter (no onnxscript needed) warns that it is the legacy one, and its
+    # tracer warns about Python branches on shapes; neither changes this graph's numbers.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _export(torch, Logits(), ids, out_dir / "model.onnx")
+    return out_dir
+
+
+def _export(torch, module, ids, path: Path) -> None:
+    torch.onnx.export(
+        module, (ids, torch.ones_like(ids)), str(path),
+        input_names=["input_ids", "attention_mask"], output_names=["logits"],
+        dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
+                      "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}},
+        opset_version=17, dynamo=False,
+    )
+
+
+def _spread(model) -> None:
+    """Widen the random init (std 0.02 makes every score nearly equal) so rankings mean something."""
+    import torch
+
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.ndim == 2 and "embeddings" not in name:
+                param.normal_(0.0, 0.3)
+            elif name.endswith("bias"):
+                param.normal_(0.0, 0.1)
