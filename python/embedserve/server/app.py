@@ -13,6 +13,7 @@ from embedserve.engine import Engine
 from embedserve.server.auth import ApiKeys
 from embedserve.server.config import ServerConfig
 from embedserve.server.errors import EXCEPTION_HANDLERS
+from embedserve.server.lifecycle import Drain
 from embedserve.server.metrics import Metrics, RequestMetrics
 from embedserve.server.registry import ModelRegistry
 from embedserve.server.routes import ROUTES, ServerState
@@ -33,15 +34,16 @@ def create_app(
     metrics = Metrics()
     registry = ModelRegistry(config, metrics, engines)
     service = EmbeddingService(config, metrics)
+    drain = Drain(config.drain_seconds, registry.stop)
     app = Litestar(
         route_handlers=ROUTES,
         exception_handlers=EXCEPTION_HANDLERS,
-        on_startup=[registry.start],
+        on_startup=[registry.start, drain.attach],
         on_shutdown=[registry.close, service.close],
         request_max_body_size=config.limits.max_body_bytes,
         state=State(
             {
-                "server": ServerState(config, registry, service, metrics),
+                "server": ServerState(config, registry, service, metrics, drain),
                 "api_keys": ApiKeys(config.api_keys),
                 "max_body_bytes": config.limits.max_body_bytes,
             }
