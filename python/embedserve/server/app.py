@@ -10,6 +10,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 
 from embedserve.engine import Engine
+from embedserve.server import access, memory
 from embedserve.server.auth import ApiKeys
 from embedserve.server.config import ServerConfig
 from embedserve.server.errors import EXCEPTION_HANDLERS
@@ -33,8 +34,8 @@ def create_app(
     config = config or ServerConfig()
     metrics = Metrics()
     registry = ModelRegistry(config, metrics, engines)
-    service = EmbeddingService(config, metrics)
-    drain = Drain(config.drain_seconds, registry.stop)
+    drain = Drain(config.drain_seconds, registry.stop, lambda: service.active > 0)
+    service = EmbeddingService(config, metrics, drain)
     app = Litestar(
         route_handlers=ROUTES,
         exception_handlers=EXCEPTION_HANDLERS,
@@ -61,5 +62,7 @@ def app_from_env() -> Litestar:
     # uvicorn has configured its own loggers from --log-level by now; ours follow the same level.
     level = logging.getLogger("uvicorn.error").getEffectiveLevel()
     logging.basicConfig(level=level, format="%(levelname)s:     %(name)s: %(message)s")
+    access.install()
+    memory.return_freed_memory()
     text = os.environ.get(CONFIG_ENV)
     return create_app(ServerConfig.from_json(text) if text else ServerConfig())

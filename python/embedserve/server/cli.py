@@ -190,7 +190,8 @@ def run_serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         http=PROTOCOL,
         limit_concurrency=config.http.max_connections,
-        timeout_graceful_shutdown=int(config.drain_seconds + GRACE_SECONDS),
+        # uvicorn hears of the signal only when our drain is over (server/lifecycle.py).
+        timeout_graceful_shutdown=int(GRACE_SECONDS),
     )
     if args.workers > 1:
         _Supervisor = _supervisor_class(Multiprocess)

@@ -13,10 +13,11 @@ from functools import partial
 
 import numpy as np
 
-from embedserve.batching import Ticket
+from embedserve.batching import BatcherClosedError, Ticket
 from embedserve.engine import Engine, Prepared
 from embedserve.server.config import ServerConfig
 from embedserve.server.encoding import embeddings_body
+from embedserve.server.lifecycle import Drain
 from embedserve.server.limits import DEFAULT_TOKENS_PER_CHAR, Admission
 from embedserve.server.metrics import Metrics
 from embedserve.server.registry import ServedModel
@@ -38,9 +39,11 @@ class EmbeddingService:
     """Admission, tokenization, batching and encoding for any route: an API adapter parses its
     body into an `EmbeddingsRequest` and calls `embed` (or `prepare`, to render its own body)."""
 
-    def __init__(self, config: ServerConfig, metrics: Metrics) -> None:
+    def __init__(self, config: ServerConfig, metrics: Metrics, drain: Drain | None = None) -> None:
         self.config = config
         self.metrics = metrics
+        self.drain = drain
+        self.active = 0  # requests admitted and not yet answered: a drain waits for them
         # Tokenizing and encoding are CPU work: a few threads, sized to the cores, off the loop.
         # Each request keeps at most one bounded step in this pool's FIFO queue at a time, so
         # the steps of concurrent requests take turns: a 1-text request waits for at most one
@@ -61,6 +64,8 @@ class EmbeddingService:
         (429 from the estimated wait, before any tokenizing), then bounded tokenization.
         Returns the prepared inputs, the queued ticket and the seconds spent tokenizing."""
         engine, batcher = model.require()
+        if self.drain is not None and self.drain.draining:
+            raise BatcherClosedError("the server is shutting down")
         admission = Admission(
             request,
             engine,
@@ -90,19 +95,23 @@ class EmbeddingService:
         request's inputs that are still queued."""
         engine, _ = model.require()
         loop = asyncio.get_running_loop()
-        prepared, ticket, tokenization = await self.prepare(request, model)
+        self.active += 1
         try:
-            pooled = await ticket.result()
-        finally:
-            ticket.cancel()  # a no-op once computed; drops queued inputs if we were cancelled
+            prepared, ticket, tokenization = await self.prepare(request, model)
+            try:
+                pooled = await ticket.result()
+            finally:
+                ticket.cancel()  # a no-op once computed; drops queued inputs if we were cancelled
 
-        tokens = int(prepared.token_counts.sum())
-        finish = partial(_finish_and_encode, engine, pooled, request, model.id, tokens)
-        body = (
-            finish()
-            if pooled.size <= _INLINE_FLOATS
-            else await loop.run_in_executor(self._executor, finish)
-        )
+            tokens = int(prepared.token_counts.sum())
+            finish = partial(_finish_and_encode, engine, pooled, request, model.id, tokens)
+            body = (
+                finish()
+                if pooled.size <= _INLINE_FLOATS
+                else await loop.run_in_executor(self._executor, finish)
+            )
+        finally:
+            self.active -= 1
 
         labels = model.id
         self.metrics.tokens.labels(labels).inc(tokens)
