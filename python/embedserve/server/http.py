@@ -76,10 +76,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_headers = True
         self._header_bytes = 0
         self._header_count = 0
+        self._parsed_header_bytes = 0
         self._refusal: tuple[int, str, str] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._held = 0  # body bytes this connection's current request holds in the budget
-        self._body_started = False
 
     # -- connection --
 
@@ -128,10 +128,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._header_bytes = 0
             self._arm(self.limits.header_timeout_seconds, self._headers_timed_out)
         self._header_count = 0
-        self._body_started = False
+        self._parsed_header_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._parsed_header_bytes += len(url)
+        super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
+        self._parsed_header_bytes += len(name) + len(value) + 4  # ": " and CRLF
         if self._header_count > self.limits.max_headers:
             self._refuse(
                 431,
@@ -142,7 +147,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        if self._header_bytes > self.limits.max_header_bytes:
+        # Parsed bytes, not received ones: the chunk that ends the headers may hold body bytes.
+        if self._parsed_header_bytes > self.limits.max_header_bytes:
             self._refuse(
                 431,
                 "headers_too_large",
@@ -157,7 +163,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
-        self._body_started = True
         if _content_length(self.headers) is None and not self._take(len(body)):
             # A chunked body has no declared size: it is counted as it arrives.
             self._abandon_cycle()

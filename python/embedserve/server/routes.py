@@ -141,7 +141,13 @@ async def _unless_disconnected(request: Request[Any, Any, Any], work: Awaitable[
                 await task
     if task.cancelled():
         raise ClientDisconnected()
-    return task.result()
+    try:
+        return task.result()
+    finally:
+        # An exception raised here holds this frame in its traceback, and this frame holds the
+        # task, which holds the exception: a cycle that kept each refused request's body and
+        # texts (32 MB for a 16 MB body) until the next full garbage collection.
+        del task, watcher
 
 
 async def _disconnect(request: Request[Any, Any, Any]) -> None:
