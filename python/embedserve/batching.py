@@ -10,13 +10,21 @@ One departure, for padding: the worker takes a *window* of requests from the hea
 (about WINDOW_BUDGETS budgets of real tokens, at least one request) and cuts it into batches
 longest first with `planning.batch_rows`, the engine's own rule. A 256-token input then no longer
 drags 60 short ones to 256 tokens each. Windows are served in FIFO order, so no
-request waits behind one that arrived after it.
+request waits behind one that arrived after it. A window also holds at most WINDOW_SECONDS of
+work at the measured rate: a request's rows are spread over every batch of its window, so it
+finishes only when the window does, and a long window makes every request in it slow.
+
+Admission is by estimated wait (`reserve`), before the request is tokenized: the batcher measures
+its throughput in real tokens per second of model time (padding included, so the rate reflects
+the mix being served) and refuses a request that would finish more than `max_wait_seconds` from
+now, unless the queue is empty (a request is never refused for its own size alone).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -31,6 +39,13 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH_REQUESTS = 128
 DEFAULT_MAX_QUEUE_INPUTS = 16_384
+DEFAULT_MAX_WAIT_SECONDS = 10.0
+# A window holds at most this much work at the measured rate (see the module docstring).
+WINDOW_SECONDS = 0.5
+# Weight of the newest batch in the throughput estimate: a few batches adapt it to a new mix.
+RATE_SMOOTHING = 0.2
+# Retry-After never says more than this: a client should come back and look again.
+MAX_RETRY_AFTER = 60
 # A window holds this many batch budgets of real tokens: sorting a wider window pads less
 # (bench/NOTES.md), while windows still keep requests roughly in arrival order.
 WINDOW_BUDGETS = 8
@@ -39,14 +54,27 @@ Forward = Callable[[list[np.ndarray]], np.ndarray]
 
 
 class QueueFullError(RuntimeError):
-    """The queue holds too many inputs to take this request now; try again shortly."""
+    """The queue holds too much work to take this request now; try again after `retry_after`."""
 
-    def __init__(self, queued: int, wanted: int, limit: int, retry_after: int = 1) -> None:
-        super().__init__(
-            f"The server is busy: {queued} inputs are queued, this request adds {wanted}, "
-            f"and the queue holds at most {limit}. Retry after {retry_after}s."
-        )
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
         self.retry_after = retry_after
+
+    @classmethod
+    def inputs(cls, queued: int, wanted: int, limit: int) -> QueueFullError:
+        return cls(
+            f"The server is busy: {queued} inputs are queued, this request adds {wanted}, "
+            f"and the queue holds at most {limit}. Retry after 1s."
+        )
+
+    @classmethod
+    def wait(cls, wait: float, limit: float) -> QueueFullError:
+        retry = min(MAX_RETRY_AFTER, max(1, math.ceil(wait - limit)))
+        return cls(
+            f"The server is busy: this request would finish in about {wait:.1f}s, and the server "
+            f"admits work that finishes within {limit:g}s. Retry after {retry}s.",
+            retry,
+        )
 
 
 class BatcherClosedError(RuntimeError):
@@ -81,11 +109,28 @@ class _Entry:
         self.loop = loop
         self.future = future
         self.unbatched = len(sequences)  # inputs not yet handed to a batch
+        self.unbatched_tokens = sum(self.lengths)
         self.remaining = len(sequences)  # inputs not yet computed
         self.cancelled = False
         self.enqueued = time.perf_counter()
         self.started: float | None = None
         self.finished: float | None = None
+
+
+class Reservation:
+    """Room in the queue taken for a request before it is tokenized, from an estimate of its
+    size; `Batcher.submit` replaces the estimate by the real counts, `release` gives it back."""
+
+    def __init__(self, batcher: Batcher, inputs: int, tokens: int) -> None:
+        self._batcher = batcher
+        self.inputs = inputs
+        self.tokens = tokens
+        self.held = True
+
+    def release(self) -> None:
+        """Give the room back (idempotent): the request failed or left before it was queued."""
+        with self._batcher._cond:
+            self._batcher._unreserve(self)
 
 
 class Ticket:
@@ -139,22 +184,30 @@ class Batcher:
         max_batch_tokens: int = GPU_MAX_BATCH_TOKENS,
         max_batch_requests: int = DEFAULT_MAX_BATCH_REQUESTS,
         max_queue_inputs: int = DEFAULT_MAX_QUEUE_INPUTS,
+        max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS,
         on_batch: Callable[[BatchStats], None] | None = None,
     ) -> None:
         if min(max_batch_tokens, max_batch_requests, max_queue_inputs) < 1:
             raise ValueError(
                 "max_batch_tokens, max_batch_requests and max_queue_inputs must be >= 1"
             )
+        if max_wait_seconds <= 0:
+            raise ValueError("max_wait_seconds must be > 0")
         self.name = name
         self.dimension = dimension
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_requests = max_batch_requests
         self.max_queue_inputs = max_queue_inputs
+        self.max_wait_seconds = max_wait_seconds
         self._forward = forward
         self._on_batch = on_batch
         self._queue: deque[_Entry] = deque()
         self._window: list[_Row] = []  # taken from the queue, not yet batched; longest first
         self._queued_inputs = 0  # inputs in the queue and the window
+        self._queued_tokens = 0  # their tokens
+        self._reserved_inputs = 0  # admitted requests still being tokenized: estimates
+        self._reserved_tokens = 0
+        self._rate: float | None = None  # real tokens per second of model time; None: unmeasured
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(
@@ -166,42 +219,99 @@ class Batcher:
         """Inputs waiting for a batch (not those running now)."""
         return self._queued_inputs
 
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Measured model throughput in real tokens per second (None before the first batch)."""
+        return self._rate
+
+    def estimated_wait(self, tokens: int = 0) -> float:
+        """Seconds until a new request of `tokens` tokens would be computed (0 while unmeasured)."""
+        with self._cond:
+            return self._wait_for(tokens)
+
+    def _wait_for(self, tokens: int) -> float:
+        if self._rate is None:
+            return 0.0
+        return (self._queued_tokens + self._reserved_tokens + tokens) / self._rate
+
+    def reserve(self, inputs: int, tokens: int) -> Reservation:
+        """Admit a request of about `tokens` tokens, or raise QueueFullError with a Retry-After.
+
+        Called before tokenizing, so a refusal costs microseconds whatever the request's size.
+        With work queued, a request is refused when it would finish more than `max_wait_seconds`
+        from now (but never for its own compute time alone), or when it would take the queue
+        past `max_queue_inputs` inputs. An empty queue takes any request.
+        """
+        with self._cond:
+            if self._closed:
+                raise BatcherClosedError("the server is shutting down")
+            queued = self._queued_inputs + self._reserved_inputs
+            if queued:
+                if queued + inputs > self.max_queue_inputs:
+                    raise QueueFullError.inputs(queued, inputs, self.max_queue_inputs)
+                wait = self._wait_for(tokens)
+                own = tokens / self._rate if self._rate else 0.0
+                if wait > max(self.max_wait_seconds, own):
+                    raise QueueFullError.wait(wait, self.max_wait_seconds)
+            self._reserved_inputs += inputs
+            self._reserved_tokens += tokens
+        return Reservation(self, inputs, tokens)
+
+    def _unreserve(self, reservation: Reservation) -> None:
+        """(lock held)"""
+        if reservation.held:
+            reservation.held = False
+            self._reserved_inputs -= reservation.inputs
+            self._reserved_tokens -= reservation.tokens
+
     def start(self) -> None:
         self._thread.start()
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Stop taking work, fail what is still waiting, and wait for the running batch."""
+        self.stop()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def stop(self) -> None:
+        """Stop taking work and fail what is still waiting (BatcherClosedError); the running
+        batch finishes and its requests get their answers. Returns at once."""
         with self._cond:
             self._closed = True
             waiting = {id(e): e for e in [*self._queue, *(row[1] for row in self._window)]}
             self._queue.clear()
             self._window = []
-            self._queued_inputs = 0
+            self._queued_inputs = self._queued_tokens = 0
             self._cond.notify_all()
         for entry in waiting.values():
             _settle(entry, error=BatcherClosedError("the server is shutting down"))
-        if self._thread.is_alive():
-            self._thread.join(timeout)
 
-    def submit(self, sequences: Sequence[np.ndarray]) -> Ticket:
-        """Queue one request's id sequences; raises QueueFullError when the queue is full.
+    def submit(
+        self, sequences: Sequence[np.ndarray], reservation: Reservation | None = None
+    ) -> Ticket:
+        """Queue one request's id sequences.
 
-        An empty queue always takes the request, so a request larger than the queue's cap is
+        With a `reservation` (from `reserve`) the request was admitted already and takes the
+        reserved room. Without one, raises QueueFullError when the queue holds too many inputs;
+        an empty queue always takes the request, so a request larger than the queue's cap is
         served when the server is idle instead of being refused forever.
         """
         loop = asyncio.get_running_loop()
         entry = _Entry(sequences, self.dimension, loop, loop.create_future())
-        if not sequences:
-            entry.future.set_result(entry.out)
-            return Ticket(self, entry)
         with self._cond:
+            if reservation is not None:
+                self._unreserve(reservation)
+            if not sequences:
+                entry.future.set_result(entry.out)
+                return Ticket(self, entry)
             if self._closed:
                 raise BatcherClosedError("the server is shutting down")
-            queued = self._queued_inputs
-            if queued and queued + len(sequences) > self.max_queue_inputs:
-                raise QueueFullError(queued, len(sequences), self.max_queue_inputs)
+            queued = self._queued_inputs + self._reserved_inputs
+            if reservation is None and queued and queued + len(sequences) > self.max_queue_inputs:
+                raise QueueFullError.inputs(queued, len(sequences), self.max_queue_inputs)
             self._queue.append(entry)
             self._queued_inputs += len(sequences)
+            self._queued_tokens += entry.unbatched_tokens
             self._cond.notify()
         return Ticket(self, entry)
 
@@ -211,7 +321,8 @@ class Batcher:
             if not entry.cancelled:
                 entry.cancelled = True
                 self._queued_inputs -= entry.unbatched
-                entry.unbatched = 0
+                self._queued_tokens -= entry.unbatched_tokens
+                entry.unbatched = entry.unbatched_tokens = 0
 
     # -- worker thread --
 
@@ -234,24 +345,30 @@ class Batcher:
         rows = batch_rows([length for length, _, _ in self._window], 0, self.max_batch_tokens)
         taken, self._window = self._window[:rows], self._window[rows:]
         batch: dict[int, tuple[_Entry, list[int]]] = {}
-        for _, entry, index in taken:
+        for length, entry, index in taken:
             batch.setdefault(id(entry), (entry, []))[1].append(index)
             entry.unbatched -= 1
+            entry.unbatched_tokens -= length
+            self._queued_tokens -= length
         self._queued_inputs -= rows
         return list(batch.values())
 
     def _fill_window(self) -> None:
-        """Requests from the head of the queue: about WINDOW_BUDGETS budgets of real tokens, at
-        least one request, at most the request cap; their rows sorted longest first."""
+        """Requests from the head of the queue: about WINDOW_BUDGETS budgets of real tokens (and
+        at most WINDOW_SECONDS of work at the measured rate), at least one request, at most the
+        request cap; their rows sorted longest first."""
         rows: list[_Row] = []
         tokens = requests = 0
+        room = WINDOW_BUDGETS * self.max_batch_tokens
+        if self._rate is not None:
+            room = max(self.max_batch_tokens, min(room, int(self._rate * WINDOW_SECONDS)))
         while self._queue and requests < self.max_batch_requests:
             entry = self._queue[0]
             if entry.cancelled:
                 self._queue.popleft()
                 continue
             size = sum(entry.lengths)
-            if requests and tokens + size > WINDOW_BUDGETS * self.max_batch_tokens:
+            if requests and tokens + size > room:
                 break
             self._queue.popleft()
             requests += 1
@@ -275,6 +392,14 @@ class Batcher:
                 _settle(entry, error=exc)
             return
         end = time.perf_counter()
+        real = sum(len(s) for s in sequences)
+        with self._cond:
+            measured = real / max(end - start, 1e-6)
+            self._rate = (
+                measured
+                if self._rate is None
+                else self._rate + RATE_SMOOTHING * (measured - self._rate)
+            )
         row = 0
         for entry, taken in batch:
             entry.out[taken] = pooled[row : row + len(taken)]
@@ -290,7 +415,7 @@ class Batcher:
                     inputs=len(sequences),
                     requests=len(batch),
                     padded_tokens=max(lengths) * len(lengths),
-                    real_tokens=sum(lengths),
+                    real_tokens=real,
                     seconds=end - start,
                 )
             )

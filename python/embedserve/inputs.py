@@ -70,3 +70,18 @@ def _describe(item: object) -> str:
         bad = next((t for t in item if not _is_token(t)), None)
         return f"an array holding {bad!r}" if bad is not None else "an array of integers"
     return f"a {type(item).__name__} ({item!r:.40})"
+
+
+def chunk_ranges(lengths: Sequence[int], max_chars: int) -> list[range]:
+    """Consecutive index ranges whose lengths sum to at most `max_chars` (one item at least each):
+    the bounded units in which a request's texts are tokenized."""
+    ranges: list[range] = []
+    start = total = 0
+    for index, length in enumerate(lengths):
+        if index > start and total + length > max_chars:
+            ranges.append(range(start, index))
+            start, total = index, 0
+        total += length
+    if start < len(lengths):
+        ranges.append(range(start, len(lengths)))
+    return ranges

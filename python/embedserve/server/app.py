@@ -11,9 +11,11 @@ from litestar.datastructures import State
 
 from embedserve.engine import Engine
 from embedserve.reranker import Reranker
+from embedserve.server import access, memory
 from embedserve.server.auth import ApiKeys
 from embedserve.server.config import ServerConfig
 from embedserve.server.errors import EXCEPTION_HANDLERS
+from embedserve.server.lifecycle import Drain
 from embedserve.server.metrics import Metrics, RequestMetrics
 from embedserve.server.registry import ModelRegistry
 from embedserve.server.rerank_routes import RERANK_ROUTES, SERVICE_KEY
@@ -35,17 +37,18 @@ def create_app(
     config = config or ServerConfig()
     metrics = Metrics()
     registry = ModelRegistry(config, metrics, engines)
-    service = EmbeddingService(config, metrics)
+    drain = Drain(config.drain_seconds, registry.stop, lambda: service.active > 0)
+    service = EmbeddingService(config, metrics, drain)
     reranking = RerankService(config, metrics)
     app = Litestar(
         route_handlers=[*ROUTES, *RERANK_ROUTES],
         exception_handlers=EXCEPTION_HANDLERS,
-        on_startup=[registry.start],
+        on_startup=[registry.start, drain.attach],
         on_shutdown=[registry.close, service.close, reranking.close],
         request_max_body_size=config.limits.max_body_bytes,
         state=State(
             {
-                "server": ServerState(config, registry, service, metrics),
+                "server": ServerState(config, registry, service, metrics, drain),
                 SERVICE_KEY: reranking,
                 "api_keys": ApiKeys(config.api_keys),
                 "max_body_bytes": config.limits.max_body_bytes,
@@ -64,5 +67,7 @@ def app_from_env() -> Litestar:
     # uvicorn has configured its own loggers from --log-level by now; ours follow the same level.
     level = logging.getLogger("uvicorn.error").getEffectiveLevel()
     logging.basicConfig(level=level, format="%(levelname)s:     %(name)s: %(message)s")
+    access.install()
+    memory.return_freed_memory()
     text = os.environ.get(CONFIG_ENV)
     return create_app(ServerConfig.from_json(text) if text else ServerConfig())

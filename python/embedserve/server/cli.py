@@ -1,16 +1,29 @@
-"""`embedserve serve`: flags → ServerConfig → uvicorn."""
+"""`embedserve serve`: flags (generated from the settings declared in `config`) → ServerConfig →
+uvicorn, with our HTTP protocol limits and a drain on SIGTERM."""
 
 from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable, Mapping
+from dataclasses import Field
 from typing import Any
 
 from embedserve.models import DEFAULT_MODEL
-from embedserve.server.config import Limits, ModelSpec, ServerConfig, keys_from_env
+from embedserve.server.config import (
+    API_KEY_FILE_ENV,
+    API_KEYS_ENV,
+    ENV_PREFIX,
+    HttpLimits,
+    Limits,
+    ModelSpec,
+    ServerConfig,
+    declared_settings,
+    keys_from_env,
+    keys_from_file,
+)
 
 _DEFAULTS = ServerConfig()
-_LIMITS = Limits()
 
 
 def add_serve_command(commands: Any) -> argparse.ArgumentParser:
@@ -18,7 +31,8 @@ def add_serve_command(commands: Any) -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="serve embeddings over HTTP (OpenAI, Azure OpenAI and Azure AI inference APIs)",
-        description="Serve embeddings over HTTP. Routes, flags and errors: docs/server.md.",
+        description="Serve embeddings over HTTP. Every setting flag also reads "
+        f"{ENV_PREFIX}<NAME> from the environment (for example {ENV_PREFIX}MAX_WAIT_SECONDS).",
     )
     serve.add_argument(
         "--model",
@@ -38,78 +52,16 @@ def add_serve_command(commands: Any) -> argparse.ArgumentParser:
         dest="api_keys",
         default=[],
         metavar="KEY",
-        help="accept this key (repeatable; also EMBEDSERVE_API_KEYS=k1,k2); "
-        "without any key the server is open",
+        help="accept this key (repeatable; visible in `ps`: prefer --api-key-file or "
+        f"{API_KEYS_ENV}=k1,k2); without any key the server is open",
     )
     serve.add_argument(
-        "--auto-truncate",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="cut over-long inputs at the model's limit unless a request says "
-        "truncate=false (default: on)",
+        "--api-key-file",
+        metavar="PATH",
+        help=f"read accepted keys from this file, one a line (also {API_KEY_FILE_ENV})",
     )
-    serve.add_argument(
-        "--allow-dimensions",
-        action="store_true",
-        help="accept `dimensions` for models not trained for it (Matryoshka)",
-    )
-    serve.add_argument(
-        "--max-batch-tokens",
-        type=_positive,
-        metavar="N",
-        default=None,
-        help="padded tokens (longest × rows) per model batch (default: 1024 on the CPU, "
-        "16384 on a GPU)",
-    )
-    serve.add_argument(
-        "--max-batch-requests",
-        type=_positive,
-        metavar="N",
-        default=_DEFAULTS.max_batch_requests,
-        help="requests sharing one batch at most (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--max-queue",
-        type=_positive,
-        metavar="N",
-        default=_DEFAULTS.max_queue,
-        help="inputs waiting per model before new requests get 429 (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--max-inputs",
-        type=_positive,
-        metavar="N",
-        default=_LIMITS.max_inputs,
-        help="inputs per request (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--max-documents",
-        type=_positive,
-        metavar="N",
-        default=_LIMITS.max_documents,
-        help="documents per rerank request (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--max-input-tokens",
-        type=_positive,
-        metavar="N",
-        default=_LIMITS.max_input_tokens,
-        help="tokens per input before truncation (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--max-request-tokens",
-        type=_positive,
-        metavar="N",
-        default=_LIMITS.max_request_tokens,
-        help="tokens per request (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--max-body-bytes",
-        type=_positive,
-        metavar="N",
-        default=_LIMITS.max_body_bytes,
-        help="request body size; larger bodies get 413 (default: %(default)s)",
-    )
+    for owner, spec in declared_settings():
+        _add_setting(serve, owner, spec)
     serve.add_argument(
         "--workers",
         type=_positive,
@@ -118,59 +70,110 @@ def add_serve_command(commands: Any) -> argparse.ArgumentParser:
         help="uvicorn worker processes, each loading its own models (default: 1)",
     )
     serve.add_argument(
-        "--providers",
-        help="ONNX Runtime providers: cpu, cuda, or a provider name "
-        "(default: CUDA when a GPU is present, else CPU)",
-    )
-    serve.add_argument(
-        "--intra-op-threads",
-        type=_positive,
-        metavar="N",
-        help="ONNX Runtime threads per model (default: ONNX Runtime's choice)",
-    )
-    serve.add_argument(
-        "--quantize",
-        choices=["int8"],
-        help="run a dynamically int8-quantized copy of each model (faster on CPUs, ~1%% cosine)",
-    )
-    serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     serve.set_defaults(run=run_serve)
     return serve
 
 
+def flag_name(spec: Field[Any]) -> str:
+    return "--" + spec.name.replace("_", "-")
+
+
+def env_name(spec: Field[Any]) -> str:
+    return ENV_PREFIX + spec.name.upper()
+
+
+def _add_setting(parser: argparse.ArgumentParser, owner: str, spec: Field[Any]) -> None:
+    """One declared setting as a flag; its default is the field's, unless the env var is set
+    (read at parse time, in `config_from_args`, so tests can pass their own environment)."""
+    meta = spec.metadata
+    dest = f"{owner}.{spec.name}" if owner else spec.name
+    default = spec.default
+    shown = "on" if default is True else "off" if default is False else default
+    help_text = meta["help"] + ("" if default is None else f" (default: {shown})")
+    if isinstance(default, bool):
+        parser.add_argument(
+            flag_name(spec), dest=dest, action=argparse.BooleanOptionalAction, default=None,
+            help=help_text.replace("%", "%%"),
+        )
+        return
+    parser.add_argument(
+        flag_name(spec),
+        dest=dest,
+        type=_setting_type(spec),
+        choices=meta["choices"],
+        metavar=meta["metavar"] if meta["choices"] is None else None,
+        default=None,
+        help=help_text.replace("%", "%%"),
+    )
+
+
+def _setting_type(spec: Field[Any]) -> Callable[[str], Any]:
+    kind = spec.metadata["type"] or type(spec.default)
+    if kind is int:
+        return _positive
+    if kind is float:
+        return _positive_float
+    return kind
+
+
+def _setting_value(args: argparse.Namespace, owner: str, spec: Field[Any],
+                   environ: Mapping[str, str]) -> Any:
+    """The flag if given, else the environment variable, else the field's default."""
+    dest = f"{owner}.{spec.name}" if owner else spec.name
+    value = getattr(args, dest)
+    if value is not None:
+        return value
+    text = environ.get(env_name(spec))
+    if text is None or text == "":
+        return spec.default
+    if isinstance(spec.default, bool):
+        if text.lower() not in _BOOLEANS:
+            raise ValueError(f"{env_name(spec)}={text!r}: expected true or false")
+        return _BOOLEANS[text.lower()]
+    try:
+        value = _setting_type(spec)(text)
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        raise ValueError(f"{env_name(spec)}={text!r}: {exc}") from exc
+    choices = spec.metadata["choices"]
+    if choices is not None and value not in choices:
+        raise ValueError(f"{env_name(spec)}={text!r}: expected one of {', '.join(choices)}")
+    return value
+
+
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True,
+             "0": False, "false": False, "no": False, "off": False}
+
+
 def config_from_args(
-    args: argparse.Namespace, environ: dict[str, str] | None = None
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
 ) -> ServerConfig:
+    environ = os.environ if environ is None else environ
     models = tuple(ModelSpec.parse(m) for m in args.models) if args.models else _DEFAULTS.models
-    keys = tuple(dict.fromkeys([*args.api_keys, *keys_from_env(environ)]))
+    key_file = args.api_key_file or environ.get(API_KEY_FILE_ENV)
+    from_file = keys_from_file(key_file) if key_file else ()
+    keys = tuple(dict.fromkeys([*args.api_keys, *keys_from_env(environ), *from_file]))
+    values: dict[str, dict[str, Any]] = {"": {}, "limits": {}, "http": {}}
+    for owner, spec in declared_settings():
+        values[owner][spec.name] = _setting_value(args, owner, spec, environ)
     return ServerConfig(
         models=models,
         api_keys=keys,
-        auto_truncate=args.auto_truncate,
-        allow_dimensions=args.allow_dimensions,
-        max_batch_tokens=args.max_batch_tokens,
-        max_batch_requests=args.max_batch_requests,
-        max_queue=args.max_queue,
-        providers=args.providers,
-        intra_op_threads=args.intra_op_threads,
-        quantize=args.quantize,
-        limits=Limits(
-            max_inputs=args.max_inputs,
-            max_documents=args.max_documents,
-            max_input_tokens=args.max_input_tokens,
-            max_request_tokens=args.max_request_tokens,
-            max_body_bytes=args.max_body_bytes,
-        ),
+        limits=Limits(**values["limits"]),
+        http=HttpLimits(**values["http"]),
+        **values[""],
     )
 
 
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     from embedserve.models import onnx_for, resolve_model_dir
     from embedserve.server.app import CONFIG_ENV
+    from embedserve.server.http import PROTOCOL
+    from embedserve.server.lifecycle import GRACE_SECONDS
 
     config = config_from_args(args)
     # Fetch and compile models here, once, before workers start: a wrong name fails in seconds with
@@ -178,21 +181,53 @@ def run_serve(args: argparse.Namespace) -> int:
     # is created in this process; workers create their own after they start.
     for model in config.models:
         onnx_for(resolve_model_dir(model.spec), config.quantize)
+    # Workers read the config from here; keys travel with it, never on a command line.
     os.environ[CONFIG_ENV] = config.to_json()
-    uvicorn.run(
+    uv_config = uvicorn.Config(
         "embedserve.server.app:app_from_env",
         factory=True,
         host=args.host,
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
-        timeout_graceful_shutdown=10,
+        http=PROTOCOL,
+        limit_concurrency=config.http.max_connections,
+        # uvicorn hears of the signal only when our drain is over (server/lifecycle.py).
+        timeout_graceful_shutdown=int(GRACE_SECONDS),
     )
-    return 0
+    if args.workers > 1:
+        _Supervisor = _supervisor_class(Multiprocess)
+        _Supervisor(uv_config, sockets=[uv_config.bind_socket()]).run()
+        return 0
+    server = uvicorn.Server(uv_config)
+    server.run()
+    return 0 if server.started else 3
+
+
+def _supervisor_class(base: type) -> type:
+    class Supervisor(base):  # type: ignore[misc,valid-type]
+        """uvicorn's worker supervisor, but it closes its own copy of the listening socket
+        before telling the workers to stop. Otherwise the kernel keeps completing connections
+        on that copy during the drain that no worker will ever accept: they hang until the
+        supervisor exits. Closed, new connections are refused as with one worker."""
+
+        def terminate_all(self) -> None:
+            for sock in self.sockets:
+                sock.close()
+            super().terminate_all()
+
+    return Supervisor
 
 
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {value}")
     return value

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import Field, asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
-from embedserve.batching import DEFAULT_MAX_BATCH_REQUESTS, DEFAULT_MAX_QUEUE_INPUTS
+from embedserve.batching import (
+    DEFAULT_MAX_BATCH_REQUESTS,
+    DEFAULT_MAX_QUEUE_INPUTS,
+    DEFAULT_MAX_WAIT_SECONDS,
+)
 from embedserve.models import DEFAULT_MODEL, find_entry
 
 API_KEYS_ENV = "EMBEDSERVE_API_KEYS"
+API_KEY_FILE_ENV = "EMBEDSERVE_API_KEY_FILE"
+ENV_PREFIX = "EMBEDSERVE_"
 
 
 @dataclass(frozen=True)
@@ -51,33 +59,101 @@ class ModelSpec:
         return tuple(dict.fromkeys(names))
 
 
+def setting(default: Any, help: str, *, type: Callable[[str], Any] | None = None,
+            choices: tuple[str, ...] | None = None, metavar: str = "N") -> Any:
+    """A server setting, declared once: `embedserve serve` makes it a flag (`--field-name`) and
+    an environment variable (`EMBEDSERVE_FIELD_NAME`), and a test checks the README row."""
+    meta = {"help": help, "type": type, "choices": choices, "metavar": metavar}
+    return field(default=default, metadata=meta)
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Per-request limits; the defaults are OpenAI's and Azure's."""
+    """Per-request limits; the token and count defaults are OpenAI's and Azure's.
 
-    max_inputs: int = 2048
-    max_input_tokens: int = 8192
-    max_request_tokens: int = 300_000
-    max_body_bytes: int = 16 * 1024 * 1024
-    max_metadata_pairs: int = 16
-    max_metadata_key_chars: int = 64
-    max_metadata_value_chars: int = 512
-    max_documents: int = 1000  # per rerank request (Cohere's own cap)
+    The character limits allow 16 characters per allowed token (English averages about 4.5 with
+    WordPiece), so no input within the token limits is refused for its characters; they let the
+    server refuse an absurd request before tokenizing it.
+    """
+
+    max_inputs: int = setting(2048, "inputs per request")
+    max_input_tokens: int = setting(8192, "tokens per input, counted before truncation")
+    max_request_tokens: int = setting(300_000, "tokens per request, counted before truncation")
+    max_input_chars: int = setting(16 * 8192, "characters per input, checked before tokenizing")
+    max_request_chars: int = setting(
+        16 * 300_000, "characters per request, checked before tokenizing"
+    )
+    max_body_bytes: int = setting(16 * 1024 * 1024, "request body size; larger bodies get 413")
+    max_metadata_pairs: int = setting(16, "pairs in `metadata`")
+    max_metadata_key_chars: int = setting(64, "characters per `metadata` key")
+    max_metadata_value_chars: int = setting(512, "characters per `metadata` value")
+    max_documents: int = setting(1000, "documents per rerank request (Cohere's own cap)")
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """What one connection may hold or take: enforced below the app (`server/http.py`)."""
+
+    header_timeout_seconds: float = setting(
+        10.0, "time to send a request's headers; after it the connection gets 408 and closes"
+    )
+    body_timeout_seconds: float = setting(
+        60.0, "time to send a request's body once the headers are in; after it 408"
+    )
+    max_header_bytes: int = setting(
+        32 * 1024, "bytes of request line and headers; more gets 431 and the connection closes"
+    )
+    max_headers: int = setting(100, "headers per request; more gets 431")
+    max_connections: int = setting(
+        1024, "open connections; beyond it new requests get uvicorn's 503"
+    )
+    max_body_bytes_in_flight: int = setting(
+        256 * 1024 * 1024,
+        "bytes of request bodies held at once (all requests); beyond it 503 `server_busy`",
+    )
 
 
 @dataclass(frozen=True)
 class ServerConfig:
     models: tuple[ModelSpec, ...] = (ModelSpec(DEFAULT_MODEL),)
     api_keys: tuple[str, ...] = ()
-    auto_truncate: bool = True
-    allow_dimensions: bool = False
-    max_batch_tokens: int | None = None  # None: the engine's default for its provider
-    max_batch_requests: int = DEFAULT_MAX_BATCH_REQUESTS
-    max_queue: int = DEFAULT_MAX_QUEUE_INPUTS
-    providers: str | None = None
-    intra_op_threads: int | None = None
-    quantize: str | None = None
+    auto_truncate: bool = setting(
+        True, "cut over-long inputs at the model's limit unless a request says truncate=false"
+    )
+    allow_dimensions: bool = setting(
+        False, "accept `dimensions` for models not trained for it (Matryoshka)"
+    )
+    max_batch_tokens: int | None = setting(
+        None, "padded tokens (longest x rows) per model batch (default: 1024 on the CPU, "
+        "16384 on a GPU)", type=int
+    )
+    max_batch_requests: int = setting(
+        DEFAULT_MAX_BATCH_REQUESTS, "requests sharing one batch at most"
+    )
+    max_queue: int = setting(
+        DEFAULT_MAX_QUEUE_INPUTS, "inputs waiting per model before new requests get 429"
+    )
+    max_wait_seconds: float = setting(
+        DEFAULT_MAX_WAIT_SECONDS,
+        "a request that would finish later than this (estimated from the measured throughput) "
+        "gets 429 with Retry-After, before it is tokenized",
+    )
+    drain_seconds: float = setting(
+        30.0, "on SIGTERM/SIGINT, time to finish queued work before the rest gets 503"
+    )
+    providers: str | None = setting(
+        None, "ONNX Runtime providers: cpu, cuda, or a provider name (default: CUDA when a GPU "
+        "is present, else CPU)", type=str, metavar="NAMES"
+    )
+    intra_op_threads: int | None = setting(
+        None, "ONNX Runtime threads per model (default: ONNX Runtime's choice)", type=int
+    )
+    quantize: str | None = setting(
+        None, "run a dynamically int8-quantized copy of each model (faster on CPUs, ~1% cosine)",
+        type=str, choices=("int8",), metavar="KIND"
+    )
     limits: Limits = field(default_factory=Limits)
+    http: HttpLimits = field(default_factory=HttpLimits)
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -101,10 +177,26 @@ class ServerConfig:
         raw["models"] = tuple(ModelSpec(**m) for m in raw["models"])
         raw["api_keys"] = tuple(raw["api_keys"])
         raw["limits"] = Limits(**raw["limits"])
+        raw["http"] = HttpLimits(**raw["http"])
         return cls(**raw)
+
+
+def declared_settings() -> list[tuple[str, Field[Any]]]:
+    """Every declared setting as (owner, field): owner is "", "limits" or "http"."""
+    out: list[tuple[str, Field[Any]]] = []
+    for owner, kind in (("", ServerConfig), ("limits", Limits), ("http", HttpLimits)):
+        out += [(owner, f) for f in fields(kind) if "help" in f.metadata]
+    return out
 
 
 def keys_from_env(environ: dict[str, str] | None = None) -> tuple[str, ...]:
     """API keys from EMBEDSERVE_API_KEYS (comma-separated; blanks ignored)."""
     value = (os.environ if environ is None else environ).get(API_KEYS_ENV, "")
     return tuple(k.strip() for k in value.split(",") if k.strip())
+
+
+def keys_from_file(path: str | os.PathLike[str]) -> tuple[str, ...]:
+    """API keys from a file, one a line; blank lines and lines starting with '#' are ignored.
+    Keys in a file (or the environment) stay out of `ps` and shell history, unlike --api-key."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return tuple(k.strip() for k in lines if k.strip() and not k.lstrip().startswith("#"))

@@ -22,14 +22,13 @@ from litestar.status_codes import (
 
 from embedserve.batching import BatcherClosedError, QueueFullError
 from embedserve.errors import InputError
+from embedserve.server.access import CLIENT_CLOSED_REQUEST, log_client_closed
 
 log = logging.getLogger(__name__)
 
 INVALID_REQUEST = "invalid_request_error"
 SERVER_ERROR = "server_error"
 RATE_LIMIT = "rate_limit_error"
-# nginx's code for "the client went away before the answer"; the client never sees it.
-CLIENT_CLOSED_REQUEST = 499
 
 
 class ApiError(Exception):
@@ -148,7 +147,9 @@ def _from_closed(_: Request[Any, Any, Any], exc: BatcherClosedError) -> Response
     )
 
 
-def _from_disconnect(_: Request[Any, Any, Any], exc: ClientDisconnected) -> Response[bytes]:
+def _from_disconnect(request: Request[Any, Any, Any], exc: ClientDisconnected) -> Response[bytes]:
+    # uvicorn drops this response (the client is gone) and logs nothing, so log it here.
+    log_client_closed(request.scope)
     return error_response(
         ApiError(
             CLIENT_CLOSED_REQUEST, "client closed the connection", code="client_closed_request"

@@ -1,19 +1,37 @@
-"""The one function that enforces request limits, with tokenization in the middle of it.
+"""The one place that enforces request limits: cheap checks first, then bounded tokenization.
 
-Cheap checks (counts, empty inputs, metadata, dimensions) run before the tokenizer so a request
-that breaks them costs nothing; token limits run on the tokenizer's untruncated counts.
-It runs on a worker thread: tokenizing is CPU work that must stay off the event loop.
+`Admission(request, engine, limits)` runs every check that needs no tokenizer at once: counts,
+empty inputs, characters per input and per request, token-array lengths, metadata, dimensions.
+They cost microseconds, so the server can refuse a request (or decide it must wait: 429) before
+it spends anything on it. Characters cannot bound tokens from below, so the character limits are
+generous (16 per allowed token) and only refuse what no allowed input could be.
+
+`Admission.steps()` then tokenizes in chunks of at most CHUNK_CHARS characters, checking the token
+limits after each chunk: tokenizing stops at the first input over `max_input_tokens` and as soon
+as the request passes `max_request_tokens`, so no request holds a tokenizer thread for more than
+one chunk at a time, or allocates more than a chunk's worth of tokens past its limits. The server
+runs each step on its thread pool and queues the next only when the previous one is done, so
+chunks of concurrent requests take turns (see `EmbeddingService`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
+import numpy as np
+
 from embedserve.engine import ModelInfo, Prepared
-from embedserve.inputs import Inputs
+from embedserve.errors import InputTooLongError
+from embedserve.inputs import Inputs, chunk_ranges
 from embedserve.server.config import Limits
 from embedserve.server.errors import invalid
 from embedserve.server.schemas import EmbeddingsRequest
+
+# Characters tokenized per step: about 10-30 ms of one tokenizer thread on a slow core.
+CHUNK_CHARS = 64 * 1024
+# Tokens per character assumed before any request was measured (English with WordPiece: ~0.23).
+DEFAULT_TOKENS_PER_CHAR = 0.3
 
 
 class Preparer(Protocol):
@@ -29,6 +47,86 @@ class Preparer(Protocol):
     ) -> Prepared: ...
 
 
+class Admission:
+    """One request on its way through the limits. Construction runs the cheap checks (raising a
+    400 ApiError for the first violation); `steps()` tokenizes; `prepared()` gives the result."""
+
+    def __init__(
+        self,
+        request: EmbeddingsRequest,
+        engine: Preparer,
+        limits: Limits,
+        *,
+        auto_truncate: bool = True,
+        allow_dimensions: bool = False,
+    ) -> None:
+        self.request = request
+        self.engine = engine
+        self.limits = limits
+        self.info = engine.model_info
+        self.truncate = auto_truncate if request.truncate is None else request.truncate
+        self.characters = check_request(request, self.info, limits, allow_dimensions)
+        self._parts: list[Prepared] = []
+        self._tokens = 0
+
+    def estimated_tokens(self, tokens_per_char: float = DEFAULT_TOKENS_PER_CHAR) -> int:
+        """What the model will see, estimated without tokenizing: exact for token arrays, from
+        the characters for texts (special tokens added, each input cut at the model's limit)."""
+        inputs = self.request.inputs
+        cap = self.info.max_tokens
+        if inputs.token_arrays is not None:
+            return sum(min(len(ids) + 2, cap) for ids in inputs.token_arrays)
+        return sum(min(int(len(text) * tokens_per_char) + 2, cap) for text in inputs.texts or [])
+
+    def steps(self) -> Iterator[Callable[[], None]]:
+        """Bounded units of tokenizer work, to run in order (each may raise a 400)."""
+        inputs = self.request.inputs
+        if inputs.token_arrays is not None:
+            # Token arrays were counted by check_request; only their ids remain to be checked.
+            yield lambda: self._prepare(inputs, 0)
+            return
+        texts = inputs.texts or []
+        for chunk in chunk_ranges([len(t) for t in texts], CHUNK_CHARS):
+            yield lambda chunk=chunk: self._prepare(Inputs(texts=texts[chunk.start : chunk.stop]),
+                                                    chunk.start)
+
+    def prepared(self) -> Prepared:
+        if len(self._parts) == 1:
+            return self._parts[0]
+        return Prepared(
+            [s for part in self._parts for s in part.sequences],
+            np.concatenate([part.untruncated_tokens for part in self._parts]),
+        )
+
+    def _prepare(self, inputs: Inputs, start: int) -> None:
+        try:
+            part = self.engine.prepare(
+                inputs,
+                truncate=self.truncate,
+                truncation_direction=self.request.truncation_direction,
+                prompt_name=_prompt_name(self.request, self.info),
+            )
+        except InputTooLongError as exc:  # name the input by its index in the whole request
+            if not start:
+                raise
+            raise InputTooLongError(start + exc.index, exc.tokens, exc.limit) from exc
+        untruncated = part.untruncated_tokens
+        over = np.flatnonzero(untruncated > self.limits.max_input_tokens)
+        if over.size:
+            first = int(over[0])
+            raise _input_tokens_error(start + first, int(untruncated[first]), self.limits)
+        self._tokens += int(untruncated.sum())
+        if self._tokens > self.limits.max_request_tokens:
+            done = start + len(untruncated)
+            raise invalid(
+                f"the first {done} inputs already hold {self._tokens} tokens; at most "
+                f"{self.limits.max_request_tokens} are allowed per request",
+                param="input",
+                code="too_many_tokens",
+            )
+        self._parts.append(part)
+
+
 def admit(
     request: EmbeddingsRequest,
     engine: Preparer,
@@ -37,11 +135,19 @@ def admit(
     auto_truncate: bool = True,
     allow_dimensions: bool = False,
 ) -> Prepared:
-    """Check `request` against `limits` and the model, and tokenize it.
+    """Check `request` against `limits` and the model, and tokenize it, on this thread."""
+    admission = Admission(
+        request, engine, limits, auto_truncate=auto_truncate, allow_dimensions=allow_dimensions
+    )
+    for step in admission.steps():
+        step()
+    return admission.prepared()
 
-    The first violation raises a 400 ApiError (or the engine's InputError, also a 400).
-    """
-    info = engine.model_info
+
+def check_request(
+    request: EmbeddingsRequest, info: ModelInfo, limits: Limits, allow_dimensions: bool
+) -> int:
+    """Every limit that needs no tokenizer; returns the request's characters (0 for tokens)."""
     inputs = request.inputs
     count = len(inputs)
     if count == 0:
@@ -53,7 +159,8 @@ def admit(
             code="too_many_inputs",
         )
     items = inputs.texts if inputs.texts is not None else inputs.token_arrays or []
-    empty = next((i for i, item in enumerate(items) if len(item) == 0), None)
+    lengths = [len(item) for item in items]
+    empty = next((i for i, n in enumerate(lengths) if n == 0), None)
     if empty is not None:
         what = "an empty string" if inputs.texts is not None else "an empty token array"
         raise invalid(
@@ -61,29 +168,42 @@ def admit(
             param="input",
             code="empty_input",
         )
-
+    characters = 0
+    if inputs.texts is not None:
+        characters = _check_characters(lengths, limits)
+    else:
+        _check_token_arrays(lengths, limits)
     _check_metadata(request.metadata, limits)
     _check_dimensions(request.dimensions, info, allow_dimensions)
+    return characters
 
-    truncate = auto_truncate if request.truncate is None else request.truncate
-    prepared = engine.prepare(
-        inputs,
-        truncate=truncate,
-        truncation_direction=request.truncation_direction,
-        prompt_name=_prompt_name(request, info),
-    )
 
-    untruncated = prepared.untruncated_tokens
-    longest = int(untruncated.argmax())
-    if untruncated[longest] > limits.max_input_tokens:
+def _check_characters(lengths: list[int], limits: Limits) -> int:
+    longest = max(range(len(lengths)), key=lengths.__getitem__)
+    if lengths[longest] > limits.max_input_chars:
         raise invalid(
-            f"input[{longest}] has {int(untruncated[longest])} tokens; at most "
-            f"{limits.max_input_tokens} "
-            "are allowed per input, even when truncation is on",
+            f"input[{longest}] has {lengths[longest]} characters; at most "
+            f"{limits.max_input_chars} are allowed per input",
             param="input",
             code="context_length_exceeded",
         )
-    total = int(untruncated.sum())
+    total = sum(lengths)
+    if total > limits.max_request_chars:
+        raise invalid(
+            f"the inputs hold {total} characters in all; at most {limits.max_request_chars} "
+            "are allowed per request",
+            param="input",
+            code="too_many_tokens",
+        )
+    return total
+
+
+def _check_token_arrays(lengths: list[int], limits: Limits) -> None:
+    """Token arrays are counted exactly (the model's special tokens not included)."""
+    longest = max(range(len(lengths)), key=lengths.__getitem__)
+    if lengths[longest] > limits.max_input_tokens:
+        raise _input_tokens_error(longest, lengths[longest], limits)
+    total = sum(lengths)
     if total > limits.max_request_tokens:
         raise invalid(
             f"the inputs hold {total} tokens in all; at most {limits.max_request_tokens} are "
@@ -91,7 +211,15 @@ def admit(
             param="input",
             code="too_many_tokens",
         )
-    return prepared
+
+
+def _input_tokens_error(index: int, tokens: int, limits: Limits) -> Exception:
+    return invalid(
+        f"input[{index}] has {tokens} tokens; at most {limits.max_input_tokens} "
+        "are allowed per input, even when truncation is on",
+        param="input",
+        code="context_length_exceeded",
+    )
 
 
 def _check_metadata(metadata: dict[str, str] | None, limits: Limits) -> None:

@@ -105,6 +105,12 @@ class ModelRegistry:
             )
             self._loader.start()
 
+    def stop(self) -> None:
+        """Stop every batcher taking work; what still waits gets 503 (the end of a drain)."""
+        for model in self.models:
+            if model.batcher is not None:
+                model.batcher.stop()
+
     def close(self) -> None:
         for model in self.models:
             if model.batcher is not None:
@@ -162,6 +168,7 @@ class ModelRegistry:
             max_batch_tokens=engine.max_batch_tokens,
             max_batch_requests=self.config.max_batch_requests,
             max_queue_inputs=self.config.max_queue,
+            max_wait_seconds=self.config.max_wait_seconds,
             on_batch=self.metrics.batch_observer(model.id),
         )
         batcher.start()

@@ -27,6 +27,7 @@ from embedserve.server.errors import (
     deployment_not_found,
     error_response,
 )
+from embedserve.server.lifecycle import Drain
 from embedserve.server.metrics import Metrics
 from embedserve.server.registry import ModelRegistry, ServedModel
 from embedserve.server.schemas import (
@@ -49,6 +50,7 @@ class ServerState:
     registry: ModelRegistry
     service: EmbeddingService
     metrics: Metrics
+    drain: Drain
 
 
 def _state(request: Request[Any, Any, Any]) -> ServerState:
@@ -139,7 +141,13 @@ async def _unless_disconnected(request: Request[Any, Any, Any], work: Awaitable[
                 await task
     if task.cancelled():
         raise ClientDisconnected()
-    return task.result()
+    try:
+        return task.result()
+    finally:
+        # An exception raised here holds this frame in its traceback, and this frame holds the
+        # task, which holds the exception: a cycle that kept each refused request's body and
+        # texts (32 MB for a 16 MB body) until the next full garbage collection.
+        del task, watcher
 
 
 async def _disconnect(request: Request[Any, Any, Any]) -> None:
@@ -198,8 +206,19 @@ async def health() -> dict[str, str]:
 
 @get("/ready")
 async def ready(request: Request[Any, Any, Any]) -> Response[Any]:
-    """Readiness: every model is loaded and batching."""
-    registry = _state(request).registry
+    """Readiness: every model is loaded and batching, and the server is not draining."""
+    state = _state(request)
+    registry = state.registry
+    if state.drain.draining:
+        return error_response(
+            ApiError(
+                HTTP_503_SERVICE_UNAVAILABLE,
+                "The server is shutting down",
+                type=SERVER_ERROR,
+                code="shutting_down",
+                headers={"Retry-After": "5"},
+            )
+        )
     if registry.ready:
         return Response(
             {"status": "ready", "models": [m.id for m in registry.models]}, media_type=JSON

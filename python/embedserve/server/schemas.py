@@ -155,9 +155,14 @@ def parse_embeddings_request(body: bytes, *, extra_parameters: str = "error") ->
 
 
 def _decode_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object. A key given twice keeps its last value, as in Python's `json`,
+    JavaScript's `JSON.parse` and OpenAI's own API; refusing duplicates would need a second,
+    slower parse of every body for a mistake no SDK makes."""
     try:
         raw = msgspec.json.decode(body)
-    except (msgspec.MsgspecError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+    # RecursionError: absurdly deep nesting. UnicodeDecodeError: msgspec decodes strings lazily
+    # and reports bytes that are not UTF-8 this way, not as a MsgspecError.
+    except (msgspec.MsgspecError, RecursionError, UnicodeDecodeError) as exc:
         raise invalid(
             f"We could not parse the JSON body of your request ({exc}). "
             "The body must be a JSON object, in UTF-8.",

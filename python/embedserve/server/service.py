@@ -1,5 +1,6 @@
-"""One embeddings request from parsed body to response bytes: admit and tokenize (worker thread),
-queue for the model's batcher, then cut/normalize and encode. Knows nothing of HTTP."""
+"""One embeddings request from parsed body to response bytes: check limits, admit or refuse (429)
+on the estimated wait, tokenize in bounded steps (worker threads), queue for the model's batcher,
+then cut/normalize and encode. Knows nothing of HTTP."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from functools import partial
 
 import numpy as np
 
-from embedserve.engine import Engine
+from embedserve.batching import BatcherClosedError, Ticket
+from embedserve.engine import Engine, Prepared
 from embedserve.server.config import ServerConfig
 from embedserve.server.encoding import embeddings_body
-from embedserve.server.limits import admit
+from embedserve.server.lifecycle import Drain
+from embedserve.server.limits import DEFAULT_TOKENS_PER_CHAR, Admission
 from embedserve.server.metrics import Metrics
 from embedserve.server.registry import ServedModel
 from embedserve.server.schemas import EmbeddingsRequest
@@ -33,49 +36,82 @@ class Embedded:
 
 
 class EmbeddingService:
-    def __init__(self, config: ServerConfig, metrics: Metrics) -> None:
+    """Admission, tokenization, batching and encoding for any route: an API adapter parses its
+    body into an `EmbeddingsRequest` and calls `embed` (or `prepare`, to render its own body)."""
+
+    def __init__(self, config: ServerConfig, metrics: Metrics, drain: Drain | None = None) -> None:
         self.config = config
         self.metrics = metrics
+        self.drain = drain
+        self.active = 0  # requests admitted and not yet answered: a drain waits for them
         # Tokenizing and encoding are CPU work: a few threads, sized to the cores, off the loop.
+        # Each request keeps at most one bounded step in this pool's FIFO queue at a time, so
+        # the steps of concurrent requests take turns: a 1-text request waits for at most one
+        # step of each request ahead of it, never for a heavy request's whole tokenization.
         self._executor = ThreadPoolExecutor(
             max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="embedserve-cpu"
         )
+        # Measured tokens per character, per model, for estimating a request before tokenizing.
+        self._tokens_per_char: dict[str, float] = {}
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    async def prepare(
+        self, request: EmbeddingsRequest, model: ServedModel
+    ) -> tuple[Prepared, Ticket, float]:
+        """Admit `request` and queue it for `model`: the cheap limits, then the queue decision
+        (429 from the estimated wait, before any tokenizing), then bounded tokenization.
+        Returns the prepared inputs, the queued ticket and the seconds spent tokenizing."""
+        engine, batcher = model.require()
+        if self.drain is not None and self.drain.draining:
+            raise BatcherClosedError("the server is shutting down")
+        admission = Admission(
+            request,
+            engine,
+            self.config.limits,
+            auto_truncate=self.config.auto_truncate,
+            allow_dimensions=self.config.allow_dimensions,
+        )
+        ratio = self._tokens_per_char.get(model.id, DEFAULT_TOKENS_PER_CHAR)
+        reservation = batcher.reserve(len(request.inputs), admission.estimated_tokens(ratio))
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            for step in admission.steps():
+                await loop.run_in_executor(self._executor, step)
+            prepared = admission.prepared()
+            ticket = batcher.submit(prepared.sequences, reservation)
+        finally:
+            reservation.release()  # a no-op once submitted
+        if admission.characters:
+            measured = (int(prepared.untruncated_tokens.sum()) - 2 * len(prepared.sequences))
+            measured = min(2.0, max(0.01, measured / admission.characters))
+            self._tokens_per_char[model.id] = ratio + 0.2 * (measured - ratio)
+        return prepared, ticket, time.perf_counter() - started
+
     async def embed(self, request: EmbeddingsRequest, model: ServedModel) -> Embedded:
         """Vectors for `request` as a response body. Cancelling the awaiting task drops the
         request's inputs that are still queued."""
-        engine, batcher = model.require()
+        engine, _ = model.require()
         loop = asyncio.get_running_loop()
-        started = time.perf_counter()
-        prepared = await loop.run_in_executor(
-            self._executor,
-            partial(
-                admit,
-                request,
-                engine,
-                self.config.limits,
-                auto_truncate=self.config.auto_truncate,
-                allow_dimensions=self.config.allow_dimensions,
-            ),
-        )
-        tokenization = time.perf_counter() - started
-
-        ticket = batcher.submit(prepared.sequences)
+        self.active += 1
         try:
-            pooled = await ticket.result()
-        finally:
-            ticket.cancel()  # a no-op once computed; drops queued inputs if we were cancelled
+            prepared, ticket, tokenization = await self.prepare(request, model)
+            try:
+                pooled = await ticket.result()
+            finally:
+                ticket.cancel()  # a no-op once computed; drops queued inputs if we were cancelled
 
-        tokens = int(prepared.token_counts.sum())
-        finish = partial(_finish_and_encode, engine, pooled, request, model.id, tokens)
-        body = (
-            finish()
-            if pooled.size <= _INLINE_FLOATS
-            else await loop.run_in_executor(self._executor, finish)
-        )
+            tokens = int(prepared.token_counts.sum())
+            finish = partial(_finish_and_encode, engine, pooled, request, model.id, tokens)
+            body = (
+                finish()
+                if pooled.size <= _INLINE_FLOATS
+                else await loop.run_in_executor(self._executor, finish)
+            )
+        finally:
+            self.active -= 1
 
         labels = model.id
         self.metrics.tokens.labels(labels).inc(tokens)

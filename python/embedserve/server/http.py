@@ -1,0 +1,287 @@
+"""HTTP/1.1 limits below the app: header and body read timeouts, header size and count caps, and
+a cap on request-body bytes held at once. uvicorn has none of these (it has a connection cap,
+`limit_concurrency`, which `embedserve serve` sets), and an ASGI layer cannot see a request
+before its headers are complete, so they live in a subclass of uvicorn's httptools protocol
+(bench/NOTES.md says why not another server).
+
+Every refusal is a JSON error in the OpenAI shape, written straight to the socket with
+`connection: close`:
+
+- 408 `request_timeout`: headers not complete `header_timeout_seconds` after the connection
+  opened (or after the request's first byte, on a kept-alive connection), or the body not
+  complete `body_timeout_seconds` after the headers;
+- 431 `headers_too_large`: request line and headers over `max_header_bytes`, or more than
+  `max_headers` headers;
+- 503 `server_busy` (with `Retry-After`): the request's declared body (or the bytes it has sent
+  so far, for a chunked body) would take the bodies held by this process past
+  `max_body_bytes_in_flight`. A body counts from its headers until its response is complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+import httptools
+import msgspec
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from embedserve.server.config import HttpLimits
+
+log = logging.getLogger(__name__)
+
+
+class BodyBudget:
+    """Request-body bytes held at once by one process (all connections): one event loop, so
+    no lock."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, size: int) -> bool:
+        if self.held and self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.held -= size
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits above.
+
+    uvicorn takes it by import path (`Config(http=PROTOCOL)`), which survives the trip to worker
+    processes; each process reads the limits from the server config in its environment, or
+    from `configure` (an app served in-process).
+    """
+
+    limits: HttpLimits | None = None
+    budget: BodyBudget | None = None
+
+    @classmethod
+    def configure(cls, limits: HttpLimits) -> None:
+        cls.limits = limits
+        cls.budget = BodyBudget(limits.max_body_bytes_in_flight)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if LimitedHttpToolsProtocol.limits is None:
+            LimitedHttpToolsProtocol.configure(_limits_from_env())
+        self.limits: HttpLimits = LimitedHttpToolsProtocol.limits  # type: ignore[assignment]
+        self.budget: BodyBudget = LimitedHttpToolsProtocol.budget  # type: ignore[assignment]
+        self._in_headers = True
+        self._header_bytes = 0
+        self._header_count = 0
+        self._parsed_header_bytes = 0
+        self._refusal: tuple[int, str, str] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._held = 0  # body bytes this connection's current request holds in the budget
+
+    # -- connection --
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(self.limits.header_timeout_seconds, self._headers_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        self._release()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refusal is not None:
+            return  # refused: the connection is closing, ignore whatever else arrives
+        if self._in_headers:
+            self._header_bytes += len(data)
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError:
+            if self._refusal is None:
+                msg = "Invalid HTTP request received."
+                self.logger.warning(msg)
+                self.send_400_response(msg)
+            return
+        if self._in_headers and self._header_bytes > self.limits.max_header_bytes:
+            self._refuse(
+                431,
+                "headers_too_large",
+                f"The request line and headers exceed {self.limits.max_header_bytes} bytes",
+            )
+
+    # -- parser callbacks --
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if not self._in_headers:  # the next request on a kept-alive connection
+            self._in_headers = True
+            self._header_bytes = 0
+            self._arm(self.limits.header_timeout_seconds, self._headers_timed_out)
+        self._header_count = 0
+        self._parsed_header_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._parsed_header_bytes += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        self._parsed_header_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        if self._header_count > self.limits.max_headers:
+            self._refuse(
+                431,
+                "headers_too_large",
+                f"The request has more than {self.limits.max_headers} headers",
+            )
+            raise _Refused  # stops the parser: no app task starts for this request
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        # Parsed bytes, not received ones: the chunk that ends the headers may hold body bytes.
+        if self._parsed_header_bytes > self.limits.max_header_bytes:
+            self._refuse(
+                431,
+                "headers_too_large",
+                f"The request line and headers exceed {self.limits.max_header_bytes} bytes",
+            )
+            raise _Refused
+        self._in_headers = False
+        declared = _content_length(self.headers)
+        if declared and not self._take(declared):
+            raise _Refused
+        self._arm(self.limits.body_timeout_seconds, self._body_timed_out)
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if _content_length(self.headers) is None and not self._take(len(body)):
+            # A chunked body has no declared size: it is counted as it arrives.
+            self._abandon_cycle()
+            raise _Refused
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        self._release()
+        super().on_response_complete()
+
+    # -- helpers --
+
+    def _take(self, size: int) -> bool:
+        if self.budget.take(size):
+            self._held += size
+            return True
+        self._refuse(
+            503,
+            "server_busy",
+            "The server is receiving too many request bodies at once; retry shortly",
+            retry_after=True,
+        )
+        return False
+
+    def _release(self) -> None:
+        if self._held:
+            self.budget.give(self._held)
+            self._held = 0
+
+    def _arm(self, seconds: float, callback: Any) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(seconds, callback)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _headers_timed_out(self) -> None:
+        if self._in_headers and not self.transport.is_closing():
+            self._refuse(
+                408,
+                "request_timeout",
+                f"The request headers did not arrive within "
+                f"{self.limits.header_timeout_seconds:g}s",
+            )
+
+    def _body_timed_out(self) -> None:
+        cycle = self.cycle
+        if cycle is None or self.transport.is_closing():
+            return
+        if cycle.response_started:
+            self.transport.close()  # answered already (a 413 or 429 before the body was read)
+            return
+        self._abandon_cycle()
+        self._refuse(
+            408,
+            "request_timeout",
+            f"The request body did not arrive within {self.limits.body_timeout_seconds:g}s",
+        )
+
+    def _abandon_cycle(self) -> None:
+        """Tell the app its client is gone, so whatever it sends next is dropped."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True
+            cycle.message_event.set()
+
+    def _refuse(self, status: int, code: str, message: str, *, retry_after: bool = False) -> None:
+        if self._refusal is not None or self.transport.is_closing():
+            return
+        self._refusal = (status, code, message)
+        self._disarm()
+        self._release()
+        log.warning("%s: %d %s", _peer(self.client), status, message)
+        error = {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+        if status >= 500:
+            error["type"] = "server_error"
+        body = msgspec.json.encode({"error": error})
+        head = [
+            STATUS_LINE[status],
+            b"content-type: application/json\r\n",
+            b"content-length: " + str(len(body)).encode() + b"\r\n",
+            b"connection: close\r\n",
+        ]
+        if retry_after:
+            head.append(b"retry-after: 1\r\n")
+        self.transport.write(b"".join([*head, b"\r\n", body]))
+        self.transport.close()
+
+
+class _Refused(Exception):
+    """Raised in a parser callback to stop parsing a request that was just refused."""
+
+
+def _content_length(headers: list[tuple[bytes, bytes]] | None) -> int | None:
+    for name, value in headers or ():
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # httptools refuses a malformed length itself
+    return None
+
+
+def _peer(client: tuple[str, int] | None) -> str:
+    return f"{client[0]}:{client[1]}" if client else "client"
+
+
+PROTOCOL = "embedserve.server.http:LimitedHttpToolsProtocol"
+
+
+def _limits_from_env() -> HttpLimits:
+    from embedserve.server.app import CONFIG_ENV
+    from embedserve.server.config import ServerConfig
+
+    text = os.environ.get(CONFIG_ENV)
+    return ServerConfig.from_json(text).http if text else HttpLimits()

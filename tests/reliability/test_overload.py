@@ -1,0 +1,125 @@
+"""Problem 4: under 10x load the server tokenized a request before deciding it had no room
+(a 2,048-input request took 0.34 s to get its 429), and spent model time on clients that had
+already left. Now the queue decision comes first, from the estimated wait, and a departed
+client's rows never reach the model, even those already taken into a batching window."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+from embedserve.server.config import ServerConfig
+
+from ..server.conftest import live_server
+from .conftest import MODEL, embed, error_of
+
+
+class GatedEngine:
+    """The real engine; forward() waits for `gate`, and every call is recorded."""
+
+    def __init__(self, engine) -> None:
+        self._engine = engine
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.forwards: list[list[list[int]]] = []
+        self.prepares = 0
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def prepare(self, *args, **kwargs):
+        self.prepares += 1
+        return self._engine.prepare(*args, **kwargs)
+
+    def forward(self, sequences):
+        self.entered.set()
+        assert self.gate.wait(30), "test forgot to open the gate"
+        self.forwards.append([s.tolist() for s in sequences])
+        return self._engine.forward(sequences)
+
+
+def wait_for(condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def background(fn):
+    out: dict = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except Exception as exc:  # noqa: BLE001 - the test asserts on it
+            out["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+LONG = "the quick brown fox jumps over the lazy dog while the server keeps its queue short " * 3
+
+
+def test_the_queue_decision_comes_before_tokenizing(engine):
+    gated = GatedEngine(engine)
+    gated.gate.set()
+    with live_server(ServerConfig(max_wait_seconds=0.5), engines={MODEL: gated}) as server:
+        batcher = server.state.registry.models[0].batcher
+        assert embed(server.url, {"model": MODEL, "input": [LONG] * 64}).status_code == 200
+        assert batcher.tokens_per_second is not None  # measured on that request
+
+        gated.gate.clear()
+        gated.entered.clear()
+        held, _ = background(lambda: embed(server.url, {"model": MODEL, "input": "held"}))
+        assert gated.entered.wait(10)
+        # 2,048 x ~60 tokens: well over half a second of work at any CPU rate.
+        queued, queued_out = background(
+            lambda: embed(server.url, {"model": MODEL, "input": [LONG] * 2048}, timeout=3)
+        )
+        wait_for(lambda: batcher.queued_inputs == 2048)
+
+        prepares = gated.prepares
+        for inputs in ([LONG] * 2048, ["one short text"]):
+            refused = embed(server.url, {"model": MODEL, "input": inputs})
+            error = error_of(refused, 429, "queue_full")
+            assert error["type"] == "rate_limit_error"
+            assert "would finish in about" in error["message"]
+            retry = int(refused.headers["retry-after"])
+            assert 1 <= retry <= 60
+            assert retry >= min(60, int(batcher.estimated_wait() - 0.5))
+        assert gated.prepares == prepares, "a refused request was tokenized"
+
+        queued.join(10)  # its client gives up after 3 s: its 2,048 rows are dropped unseen
+        assert isinstance(queued_out.get("error"), httpx.TimeoutException)
+        wait_for(lambda: batcher.queued_inputs == 0)
+        gated.gate.set()
+        held.join(10)
+        assert len(gated.forwards[-1]) == 1  # only the held request's row reached the model
+        # With the queue empty again, the same big request is admitted and served.
+        gated.forwards.clear()
+        assert embed(server.url, {"model": MODEL, "input": [LONG] * 64}).status_code == 200
+
+
+def test_a_departed_clients_rows_in_the_window_never_reach_the_model(engine):
+    gated = GatedEngine(engine)
+    gated.max_batch_tokens = 64  # many small batches, so one request spans a whole window
+    with live_server(engines={MODEL: gated}) as server:
+        batcher = server.state.registry.models[0].batcher
+        texts = [f"zebra number {i} crosses the road" for i in range(40)]
+        zebra = engine.tokenizer.content_ids(["zebra"])[0][0]
+        left, left_out = background(
+            lambda: embed(server.url, {"model": MODEL, "input": texts}, timeout=1.5)
+        )
+        assert gated.entered.wait(10)  # its first batch is in the model, the rest in the window
+        left.join(10)
+        assert isinstance(left_out.get("error"), httpx.TimeoutException)
+        wait_for(lambda: batcher.queued_inputs == 0)
+        gated.gate.set()
+        kept = embed(server.url, {"model": MODEL, "input": ["a client that stays"]})
+        assert kept.status_code == 200, kept.text
+        with_zebra = [f for f in gated.forwards if any(zebra in seq for seq in f)]
+        assert len(with_zebra) == 1  # the batch that was already running, and no other
+        assert len(with_zebra[0]) < len(texts)
