@@ -57,10 +57,12 @@ RECIPES = {
          "vocab_size": 30522, "rope_theta": 10000.0, "tie_word_embeddings": False},
         pooling="lasttoken", normalize=True, max_seq_length=48, exact_in="float16",
     ),
+    # Qwen2 with its causal sliding window (8 tokens) in layer 1, full attention in layer 0.
     "qwen2": Recipe(
         "qwen2", "qwen2",
         {**ENCODER, "num_key_value_heads": 2, "max_position_embeddings": 128,
-         "vocab_size": 30522, "rope_theta": 10000.0, "tie_word_embeddings": False},
+         "vocab_size": 30522, "rope_theta": 10000.0, "tie_word_embeddings": False,
+         "use_sliding_window": True, "sliding_window": 8, "max_window_layers": 1},
         pooling="lasttoken", normalize=False, max_seq_length=48,
     ),
 }
