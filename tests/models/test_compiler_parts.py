@@ -146,3 +146,37 @@ def test_head_reads_the_hidden_state_and_its_own_tensors(tmp_path: Path) -> None
 
     score = load_file(str(tmp_path / "model.safetensors"))["score.weight"]
     np.testing.assert_allclose(logits, hidden[:, -1] @ score.T, rtol=1e-5, atol=1e-6)
+
+
+def _shard(directory: Path) -> None:
+    """Split directory's model.safetensors into two shards plus an index."""
+    from safetensors.numpy import load_file
+
+    weights = load_file(str(directory / "model.safetensors"))
+    (directory / "model.safetensors").unlink()
+    names = sorted(weights)
+    weight_map = {}
+    for n, part in enumerate((names[::2], names[1::2])):
+        shard = f"model-{n + 1:05d}-of-00002.safetensors"
+        save_file({k: weights[k] for k in part}, str(directory / shard))
+        weight_map.update(dict.fromkeys(part, shard))
+    (directory / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+
+
+def test_sharded_checkpoint_is_compiled_once_and_keyed_by_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from embedserve.models.graph import onnx_for
+
+    monkeypatch.setenv("EMBEDSERVE_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "model"
+    model.mkdir()
+    _tiny_qwen3(model)
+    _shard(model)
+    first = onnx_for(model)
+    assert first.is_relative_to(tmp_path / "cache")
+    built_at = first.stat().st_mtime_ns
+    assert onnx_for(model) == first and first.stat().st_mtime_ns == built_at
+    raw = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**raw, "rms_norm_eps": 1e-5}))
+    assert onnx_for(model) != first  # the graph bakes in eps: another config, another graph
