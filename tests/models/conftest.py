@@ -52,11 +52,12 @@ def xlmr_tokenizer_dir() -> Path:
     return target
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def isolated_cache(
     tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path, xlmr_tokenizer_dir: Path
 ):
-    """Compiled graphs of throwaway tiny models go to a temporary cache, not the user's.
+    """Compiled graphs of throwaway tiny models go to a temporary cache, not the user's,
+    for the module that asks (later modules see the real cache again).
 
     Depends on the fixtures that fill the real cache, so they resolve against it first.
     """

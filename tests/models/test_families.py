@@ -57,10 +57,12 @@ RECIPES = {
          "vocab_size": 30522, "rope_theta": 10000.0, "tie_word_embeddings": False},
         pooling="lasttoken", normalize=True, max_seq_length=48, exact_in="float16",
     ),
+    # Qwen2 with its causal sliding window (8 tokens) in layer 1, full attention in layer 0.
     "qwen2": Recipe(
         "qwen2", "qwen2",
         {**ENCODER, "num_key_value_heads": 2, "max_position_embeddings": 128,
-         "vocab_size": 30522, "rope_theta": 10000.0, "tie_word_embeddings": False},
+         "vocab_size": 30522, "rope_theta": 10000.0, "tie_word_embeddings": False,
+         "use_sliding_window": True, "sliding_window": 8, "max_window_layers": 1},
         pooling="lasttoken", normalize=False, max_seq_length=48,
     ),
 }
@@ -158,3 +160,27 @@ def test_checkpoint_variants(
     family, edits = VARIANTS[variant]
     folder, want, counts = built[family]
     _check(rewrite(folder, tmp_path / variant, **edits), texts, want, counts)
+
+
+def test_causal_mask_with_left_padding(built: dict, tmp_path: Path) -> None:
+    """Qwen3's graph gives the last token the same state whether the row is left-padded in a
+    batch or alone: padded keys are masked and fully-masked query rows stay finite."""
+    import onnxruntime as ort
+    from embedserve.models.compiler import compile_to_onnx
+
+    folder = built["qwen3"][0]
+    session = ort.InferenceSession(
+        str(compile_to_onnx(folder, tmp_path / "model.onnx")), providers=["CPUExecutionProvider"]
+    )
+    ids = np.asarray([[101, 2023, 2003, 1037, 3231, 102], [101, 7592, 102, 0, 0, 0]])
+    mask = (np.arange(6) < np.asarray([[6], [3]])).astype(np.int64)
+    left_ids = np.asarray([ids[0], np.roll(ids[1], 3)])
+    left_mask = np.asarray([mask[0], np.roll(mask[1], 3)])
+    (right,) = session.run(None, {"input_ids": ids, "attention_mask": mask})
+    (left,) = session.run(None, {"input_ids": left_ids, "attention_mask": left_mask})
+    (alone,) = session.run(None, {"input_ids": ids[1:, :3], "attention_mask": mask[1:, :3]})
+    assert np.isfinite(left).all()
+    np.testing.assert_allclose(right[1, 2], alone[0, 2], atol=1e-5)
+    # Left padding shifts rotary positions (transformers numbers them 0..n-1 regardless), so
+    # only the unpadded row is position-for-position identical.
+    np.testing.assert_allclose(left[0], right[0], atol=1e-5)
