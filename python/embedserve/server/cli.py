@@ -125,6 +125,12 @@ def add_serve_command(commands: Any) -> argparse.ArgumentParser:
         help="run a dynamically int8-quantized copy of each model (faster on CPUs, ~1%% cosine)",
     )
     serve.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile each model's safetensors even where it ships an ONNX graph "
+        "(from a hub repo, download those weights instead of the graph)",
+    )
+    serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     serve.set_defaults(run=run_serve)
@@ -147,6 +153,7 @@ def config_from_args(
         providers=args.providers,
         intra_op_threads=args.intra_op_threads,
         quantize=args.quantize,
+        compile=args.compile,
         limits=Limits(
             max_inputs=args.max_inputs,
             max_input_tokens=args.max_input_tokens,
@@ -167,7 +174,8 @@ def run_serve(args: argparse.Namespace) -> int:
     # a clear message, and workers do not race to compile the same graph. No session or tokenizer
     # is created in this process; workers create their own after they start.
     for model in config.models:
-        onnx_for(resolve_model_dir(model.spec), config.quantize)
+        onnx_for(resolve_model_dir(model.spec, compile=config.compile), config.quantize,
+                 compile=config.compile)
     os.environ[CONFIG_ENV] = config.to_json()
     uvicorn.run(
         "embedserve.server.app:app_from_env",

@@ -76,6 +76,8 @@ class ServerConfig:
     providers: str | None = None
     intra_op_threads: int | None = None
     quantize: str | None = None
+    # Compile safetensors even where a model ships an ONNX graph (hub: fetch the weights instead).
+    compile: bool = False
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
