@@ -20,11 +20,7 @@ import transformers
 from embedserve.engine import Engine
 from embedserve.models import load_model_config
 from embedserve.models.dense import read_torch_zip
-
-try:  # sentence-transformers 5.x/6.x; 2.x-4.x kept them in sentence_transformers.models
-    from sentence_transformers.sentence_transformer import modules as st_models
-except ImportError:  # pragma: no cover - older sentence-transformers
-    from sentence_transformers import models as st_models
+from sentence_transformers.sentence_transformer import modules as st_models
 
 COSINE = 0.9999
 MAX_SEQ = 64
