@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quantize:
         options["quantize"] = args.quantize
     engine = Engine.from_pretrained(args.model, **options)
-    baseline = None if args.no_baseline else _load_baseline(resolve_model_dir("all-MiniLM-L6-v2"), args.threads)
+    baseline = None if args.no_baseline else _load_baseline(resolve_model_dir(args.model), args.threads)
     ours = lambda batch: engine.embed(batch).embeddings  # noqa: E731
 
     print(describe_machine())

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-
 from embedserve.engine import Engine
 from embedserve.models import ModelNotFoundError, onnx_for, resolve_model_dir
 from embedserve.models.resolve import hub_files

@@ -11,7 +11,6 @@ import json
 
 import numpy as np
 import pytest
-
 from embedserve.engine import Engine
 from embedserve.models import load_model_config, resolve_model_dir
 

@@ -20,11 +20,7 @@ import transformers
 from embedserve.engine import Engine
 from embedserve.models import load_model_config
 from embedserve.models.dense import read_torch_zip
-
-try:  # sentence-transformers 5.x/6.x; 2.x-4.x kept them in sentence_transformers.models
-    from sentence_transformers.sentence_transformer import modules as st_models
-except ImportError:  # pragma: no cover - older sentence-transformers
-    from sentence_transformers import models as st_models
+from sentence_transformers.sentence_transformer import modules as st_models
 
 COSINE = 0.9999
 MAX_SEQ = 64
@@ -194,3 +190,25 @@ def test_prompts_and_an_eos_appending_post_processor_with_last_token(tiny_bert, 
     ids = engine.tokenize(["hello world"])[0]
     assert ids[-1] == 102 and ids[0] != 101
     assert_same(folder, texts)
+
+
+def test_server_batches_keep_the_prompt_out_of_pooling(tiny_bert, tmp_path, texts):
+    """Through the HTTP server's batcher, which mixes requests with and without a prompt."""
+    import httpx
+    from embedserve.server.config import ModelSpec, ServerConfig
+
+    from .server.conftest import live_server
+
+    prompts = {"query": "query: ", "passage": ""}
+    folder = st_folder(tiny_bert, tmp_path / "m", pooling="mean", include_prompt=False,
+                       normalize=True, prompts=prompts)
+    want = {name: st_vectors(folder, texts[:12], prompt_name=name)[0] for name in prompts}
+    engine = Engine.from_pretrained(folder, name="tiny")
+    config = ServerConfig(models=(ModelSpec("tiny"),))
+    with live_server(config, engines={"tiny": engine}) as server, httpx.Client() as client:
+        for name in ("query", "passage", "query"):
+            reply = client.post(f"{server.url}/v1/embeddings", timeout=60, json={
+                "model": "tiny", "input": texts[:12], "prompt_name": name})
+            assert reply.status_code == 200, reply.text
+            got = np.asarray([d["embedding"] for d in reply.json()["data"]], dtype=np.float64)
+            assert (got * want[name]).sum(1).min() >= COSINE, name

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from embedserve.engine import Engine
 from embedserve.errors import InvalidTokenError
 from embedserve.models import CatalogEntry, pull

@@ -12,11 +12,19 @@ import numpy as np
 from embedserve import _core
 from embedserve.errors import InputError
 from embedserve.inputs import Inputs, TextsOrTokens, classify_inputs
-from embedserve.models import DEFAULT_MODEL, ModelConfig, find_entry, load_model_config, onnx_for, resolve_model_dir
+from embedserve.models import (
+    DEFAULT_MODEL,
+    ModelConfig,
+    find_entry,
+    load_model_config,
+    onnx_for,
+    resolve_model_dir,
+)
 from embedserve.models.dense import load_dense
 from embedserve.planning import default_max_batch_tokens, pad_batch, plan_batches
 from embedserve.runtime import EncoderSession, SessionOptions
 from embedserve.tokenization import DIRECTIONS, ModelTokenizer
+
 
 class TokenIds(np.ndarray):
     """An id sequence whose first `pool_skip` tokens (an instruction prompt) are not pooled.

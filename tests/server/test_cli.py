@@ -28,6 +28,7 @@ def test_defaults():
     assert config.models == (ModelSpec(MODEL),)
     assert config.api_keys == ()
     assert config.auto_truncate is True and config.allow_dimensions is False
+    assert config.compile is False
     assert config.limits == Limits()
     assert (
         config.limits.max_inputs,
@@ -66,6 +67,7 @@ def test_every_flag():
         "cpu",
         "--intra-op-threads",
         "2",
+        "--compile",
         env={"EMBEDSERVE_API_KEYS": "c, a,,"},
     )
     assert config.models == (ModelSpec(MODEL), ModelSpec("/models/e5", "e5"))
@@ -75,7 +77,7 @@ def test_every_flag():
     assert config.limits == Limits(
         max_inputs=10, max_input_tokens=512, max_request_tokens=1000, max_body_bytes=5000
     )
-    assert (config.providers, config.intra_op_threads) == ("cpu", 2)
+    assert (config.providers, config.intra_op_threads, config.compile) == ("cpu", 2, True)
     assert ServerConfig.from_json(config.to_json()) == config  # what worker processes receive
 
 

@@ -14,7 +14,6 @@ from embedserve.fileio import atomic_copy, replace_dir
 from embedserve.models.cache import cache_root
 from embedserve.models.catalog import CatalogEntry, find_entry
 
-
 # Windows Explorer's folder settings, left in some zipped model folders.
 IGNORED_NAMES = frozenset({"desktop.ini", ".DS_Store", "Thumbs.db"})
 

@@ -92,7 +92,7 @@ def _download_from_hub(repo_id: str, *, compile: bool = False) -> Path:
         return Path(snapshot_download(repo_id, allow_patterns=wanted, etag_timeout=HUB_TIMEOUT_S))
     except ModelNotFoundError:
         raise
-    except Exception as exc:  # noqa: BLE001 - the hub's errors come from several HTTP stacks
+    except Exception as exc:  # the hub's errors come from several HTTP stacks; all mean "not here"
         cached = _cached_snapshot(repo_id)
         if cached is not None:
             return cached

@@ -180,7 +180,8 @@ def run_serve(args: argparse.Namespace) -> int:
     # a clear message, and workers do not race to compile the same graph. No session or tokenizer
     # is created in this process; workers create their own after they start.
     for model in config.models:
-        onnx_for(resolve_model_dir(model.spec), config.quantize)
+        onnx_for(resolve_model_dir(model.spec, compile=config.compile), config.quantize,
+                 compile=config.compile)
     # Workers read the config from here; keys travel with it, never on a command line.
     os.environ[CONFIG_ENV] = config.to_json()
     uv_config = uvicorn.Config(

@@ -152,6 +152,10 @@ class ServerConfig:
         None, "run a dynamically int8-quantized copy of each model (faster on CPUs, ~1% cosine)",
         type=str, choices=("int8",), metavar="KIND"
     )
+    compile: bool = setting(
+        False, "compile each model's safetensors even where it ships an ONNX graph (from a hub "
+        "repo, download those weights instead of the graph)"
+    )
     limits: Limits = field(default_factory=Limits)
     http: HttpLimits = field(default_factory=HttpLimits)
 

@@ -135,6 +135,7 @@ class ModelRegistry:
                     intra_op_threads=self.config.intra_op_threads,
                     max_batch_tokens=self.config.max_batch_tokens,
                     quantize=self.config.quantize,
+                    compile=self.config.compile,
                 )
             except Exception as exc:  # noqa: BLE001 - the server stays up and says why in /ready and 503s
                 model.error = f"{type(exc).__name__}: {exc}"

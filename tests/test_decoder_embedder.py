@@ -1,0 +1,100 @@
+"""A decoder embedder as Qwen3-Embedding is packaged: a tiny random Qwen3 (GQA, causal), a
+tokenizer that pads on the LEFT and whose post-processor appends an EOS, last-token pooling,
+and an instruction prompt from config_sentence_transformers.json; against sentence-transformers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from embedserve.engine import Engine
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+
+COSINE = 0.9999
+MAX_SEQ = 48
+EOS = 102  # the MiniLM vocabulary's [SEP], used as end-of-text
+PROMPTS = {"query": "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:",
+           "document": ""}
+
+
+def decoder_tokenizer(minilm_dir: Path, out: Path) -> Path:
+    """all-MiniLM's WordPiece vocabulary with a decoder's conventions: no BOS, EOS appended by
+    the post-processor, padding on the left."""
+    out.mkdir(parents=True)
+    tokenizer = json.loads((minilm_dir / "tokenizer.json").read_text())
+    tokenizer["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [{"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 0}},
+                 {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+        "special_tokens": {"[SEP]": {"id": "[SEP]", "ids": [EOS], "tokens": ["[SEP]"]}},
+    }
+    tokenizer["padding"] = None
+    tokenizer["truncation"] = None
+    (out / "tokenizer.json").write_text(json.dumps(tokenizer))
+    (out / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "padding_side": "left",
+        "eos_token": "[SEP]", "pad_token": "[PAD]", "unk_token": "[UNK]", "model_max_length": MAX_SEQ,
+    }))
+    return out
+
+
+@pytest.fixture(scope="module")
+def qwen3_folder(tmp_path_factory, minilm_dir) -> Path:
+    root = tmp_path_factory.mktemp("qwen3-embedder")
+    tokenizer_dir = decoder_tokenizer(minilm_dir, root / "tokenizer")
+    config = transformers.Qwen3Config(
+        vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=128,
+        rope_theta=10000.0, tie_word_embeddings=False, rms_norm_eps=1e-6,
+    )
+    torch.manual_seed(7)
+    model = transformers.Qwen3Model(config).eval()
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():  # a trained-looking scale: init's std 0.02 makes attention near uniform
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=generator) * 0.2
+            p.copy_(1.0 + 0.5 * noise if "norm" in name else noise)
+    model.save_pretrained(root / "hf")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(tokenizer_dir / name, root / "hf" / name)
+    transformer = Transformer(str(root / "hf"), max_seq_length=MAX_SEQ,
+                              tokenizer_name_or_path=str(tokenizer_dir))
+    assert transformer.tokenizer.padding_side == "left"
+    st = SentenceTransformer(modules=[transformer, Pooling(32, pooling_mode="lasttoken"), Normalize()],
+                             prompts=PROMPTS, device="cpu")
+    st.save(str(root / "st"))
+    return root / "st"
+
+
+@pytest.fixture(scope="module")
+def texts(reference) -> list[str]:
+    return reference["texts"][:16] + reference["texts"][-16:]
+
+
+@pytest.mark.parametrize("prompt_name", ["query", "document"])
+def test_decoder_embedder_matches_sentence_transformers(qwen3_folder, texts, prompt_name):
+    st = SentenceTransformer(str(qwen3_folder), device="cpu")
+    assert st.tokenizer.padding_side == "left"
+    want = st.encode(texts, batch_size=8, prompt_name=prompt_name, convert_to_numpy=True)
+    prompt = PROMPTS[prompt_name]
+    want_counts = st.tokenize([prompt + t for t in texts])["attention_mask"].sum(1).numpy()
+
+    engine = Engine.from_pretrained(qwen3_folder)
+    assert engine.model_info.pooling == "last"
+    result = engine.embed(texts, prompt_name=prompt_name)
+    np.testing.assert_array_equal(result.token_counts, want_counts)
+    assert max(want_counts) == MAX_SEQ, "some texts are truncated, so batches pad"
+    got, ref = result.embeddings.astype(np.float64), want.astype(np.float64)
+    cos = (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
+    assert cos.min() >= COSINE, f"worst cosine {cos.min():.7f} at text {int(cos.argmin())}"
+    # Every sequence ends in the EOS, even the truncated ones, and starts with no BOS.
+    sequences = engine.prepare(texts, prompt_name=prompt_name).sequences
+    assert all(s[-1] == EOS for s in sequences)
+    assert all(s[0] != 101 for s in sequences)
