@@ -18,6 +18,7 @@ HUB_PATTERNS = [
     "model.onnx",
     "model.onnx_data",
     "model.safetensors",
+    "model-*-of-*.safetensors",  # sharded checkpoints, with model.safetensors.index.json
     "vocab.txt",
     "sentencepiece.bpe.model",
 ]

@@ -9,9 +9,9 @@ from embedserve.models.layers.builder import GraphBuilder
 from embedserve.models.weights import Weights
 
 # transformers' ACT2FN names, grouped by the function they compute.
-GELU_ERF = ("gelu",)
+GELU_ERF = ("gelu", "gelu_python")
 GELU_TANH = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
-ACTIVATIONS = (*GELU_ERF, *GELU_TANH, "relu", "silu", "swish")
+ACTIVATIONS = (*GELU_ERF, *GELU_TANH, "quick_gelu", "relu", "silu", "swish")
 
 
 def linear(
@@ -53,6 +53,9 @@ def activation(g: GraphBuilder, kind: str, x: str, name: str) -> str:
         return g.op("Relu", [x], name)
     if kind in ("silu", "swish"):
         return g.op("Mul", [x, g.op("Sigmoid", [x], name + "/sigmoid")], name)
+    if kind == "quick_gelu":
+        scaled = g.op("Mul", [x, g.const(1.702)], name + "/scale")
+        return g.op("Mul", [x, g.op("Sigmoid", [scaled], name + "/sigmoid")], name)
     if kind in GELU_ERF:
         # Exact GELU 0.5 * x * (1 + erf(x / sqrt(2))), in the node order torch exports, which
         # ONNX Runtime fuses into one Gelu kernel.
