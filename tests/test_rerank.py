@@ -17,7 +17,7 @@ from embedserve.errors import InputError
 from embedserve.models.kind import EMBEDDER, RERANKER, model_kind
 from embedserve.pairs import PairTooLongError, longest_first
 from embedserve.reranker import Reranker
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from .cross_encoders import QUERIES
@@ -117,6 +117,7 @@ def one_token_per_word():
     return tokenizer
 
 
+@settings(deadline=None)  # a shared 2-core machine; each case is microseconds when idle
 @given(st.integers(1, 400), st.integers(1, 400), st.integers(1, 300))
 def test_longest_first_is_the_tokenizers_rule(one_token_per_word, first, second, room):
     """Against `tokenizers` itself (its rule gives the odd token to the second text, where

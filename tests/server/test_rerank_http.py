@@ -35,7 +35,7 @@ def both(engine, reranker, cross_encoder_dirs) -> Iterator[LiveServer]:
     config = ServerConfig(
         models=(ModelSpec(MODEL), ModelSpec(str(cross_encoder_dirs["bert"][0]), RERANKER)),
         api_keys=(KEY,),
-        limits=Limits(max_documents=40, max_input_tokens=1200),
+        limits=Limits(max_documents=40, max_input_tokens=1200, max_body_bytes=1_000_000),
     )
     with live_server(config, engines={MODEL: engine, RERANKER: reranker}) as live:
         yield live
@@ -274,6 +274,9 @@ def test_keys_models_and_body_limits(both):
     status, error = _error(both.url, {"model": "nope", "query": "q", "documents": ["d"]},
                            route="/v2/rerank")
     assert status == 404 and error["code"] == "model_not_found"
+    status, error = _error(both.url, {"model": RERANKER, "query": "q", "texts": ["x" * 600_000] * 2},
+                           route="/rerank")
+    assert status == 413 and "1000000 bytes" in error["message"]
 
 
 def test_tei_shape_without_any_reranker(server):
