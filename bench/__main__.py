@@ -1,11 +1,17 @@
-"""`python -m bench kernels|engine|http [options]`."""
+"""`python -m bench kernels|engine|http|overload|soak [options]`."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-SUITES = {"kernels": "bench.bench_kernels", "engine": "bench.bench_engine", "http": "bench.bench_http"}
+SUITES = {
+    "kernels": "bench.bench_kernels",
+    "engine": "bench.bench_engine",
+    "http": "bench.bench_http",
+    "overload": "bench.bench_overload",
+    "soak": "bench.bench_soak",
+}
 
 
 def main() -> None:
