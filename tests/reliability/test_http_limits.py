@@ -41,7 +41,7 @@ def read_response(sock: socket.socket) -> tuple[int, dict, bytes]:
     try:
         while chunk := sock.recv(65536):
             data += chunk
-    except (ConnectionResetError, socket.timeout):
+    except (ConnectionResetError, TimeoutError):
         pass
     if not data:
         return 0, {}, b""
