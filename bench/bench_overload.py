@@ -66,10 +66,13 @@ async def run_phase(url: str, phase: Phase, texts: list[str], per_request: int, 
                 index += per_request * phase.clients
                 sent = time.monotonic()
                 try:
-                    response = await client.post(
-                        "/v1/embeddings", json={"model": MODEL, "input": batch}
+                    # The timeout is the client's patience for the whole request (httpx's own
+                    # applies to each read and write separately).
+                    response = await asyncio.wait_for(
+                        client.post("/v1/embeddings", json={"model": MODEL, "input": batch}),
+                        timeout,
                     )
-                except httpx.TimeoutException:
+                except (httpx.TimeoutException, asyncio.TimeoutError):
                     phase.timeouts += 1
                     continue
                 except httpx.TransportError as exc:
