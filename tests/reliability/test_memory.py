@@ -1,6 +1,7 @@
 """Problem 2 (a 16 MB body of commas tokenized in full: ~1.9 GB peak, 3.6 GB for three at once)
-and the memory side of problem 6 (aborted uploads left ~950 MB resident). Memory is read from
-/proc/PID/status of a real `embedserve serve` process."""
+and the memory side of problem 6 (aborted uploads left ~950 MB resident; not reproduced on the
+current code, kept as a guard). Memory is read from /proc/PID/status of a real
+`embedserve serve` process."""
 
 from __future__ import annotations
 
