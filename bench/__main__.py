@@ -1,4 +1,4 @@
-"""`python -m bench kernels|engine|http|rerank [options]`."""
+"""`python -m bench SUITE [options]`: one of the suites below."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ SUITES = {
     "engine": "bench.bench_engine",
     "http": "bench.bench_http",
     "rerank": "bench.bench_rerank",
+    "overload": "bench.bench_overload",
+    "soak": "bench.bench_soak",
 }
 
 

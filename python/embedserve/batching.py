@@ -224,6 +224,16 @@ class Batcher:
         """Measured model throughput in real tokens per second (None before the first batch)."""
         return self._rate
 
+    def record_throughput(self, tokens: int, seconds: float) -> None:
+        """Fold one batch (`tokens` real tokens in `seconds` of model time) into the rate."""
+        measured = tokens / max(seconds, 1e-6)
+        with self._cond:
+            self._rate = (
+                measured
+                if self._rate is None
+                else self._rate + RATE_SMOOTHING * (measured - self._rate)
+            )
+
     def estimated_wait(self, tokens: int = 0) -> float:
         """Seconds until a new request of `tokens` tokens would be computed (0 while unmeasured)."""
         with self._cond:
@@ -393,13 +403,7 @@ class Batcher:
             return
         end = time.perf_counter()
         real = sum(len(s) for s in sequences)
-        with self._cond:
-            measured = real / max(end - start, 1e-6)
-            self._rate = (
-                measured
-                if self._rate is None
-                else self._rate + RATE_SMOOTHING * (measured - self._rate)
-            )
+        self.record_throughput(real, end - start)
         row = 0
         for entry, taken in batch:
             entry.out[taken] = pooled[row : row + len(taken)]

@@ -91,6 +91,10 @@ def test_the_queue_decision_comes_before_tokenizing(engine):
             assert 1 <= retry <= 60
             assert retry >= min(60, int(batcher.estimated_wait() - 0.5))
         assert gated.prepares == prepares, "a refused request was tokenized"
+        # With the queue over the limit for every model, even an 8 MB body is refused before
+        # it is read or decoded.
+        huge = embed(server.url, {"model": MODEL, "input": ["x" * 4000] * 2048})
+        error_of(huge, 429, "queue_full")
 
         queued.join(10)  # its client gives up after 3 s: its 2,048 rows are dropped unseen
         assert isinstance(queued_out.get("error"), httpx.TimeoutException)

@@ -63,11 +63,23 @@ class Drain:
                 signal.signal(sig, self._chained(previous))
 
     def _chained(self, previous: Callable[[int, Any], Any]) -> Callable[[int, Any], None]:
+        # uvicorn's handler is its server's bound `handle_exit`, which records the signal and
+        # raises it again once the server has stopped, so the process would die of it (exit
+        # status -15). After a drain the shutdown is an orderly one: ask the server to stop
+        # through its public `should_exit` instead, and the process exits 0.
+        server = getattr(previous, "__self__", None)
+
+        def stop_server() -> None:
+            if server is not None and hasattr(server, "should_exit"):
+                server.should_exit = True
+            else:
+                previous(signal.SIGTERM, None)
+
         def handle(sig: int, frame: Any) -> None:
             if self.draining or self._loop is None or self._loop.is_closed():
-                previous(sig, frame)
+                previous(sig, frame)  # a second signal: uvicorn's own way, at once
                 return
-            self.begin(lambda: previous(sig, frame))
+            self.begin(stop_server)
 
         return handle
 

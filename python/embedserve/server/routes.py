@@ -91,6 +91,7 @@ async def _embeddings(
     state = _state(request)
     check_api_version(request.query_params.get("api-version"))
     policy = check_extra_parameters(request.headers.get("extra-parameters"))
+    state.service.refuse_early(state.registry.models)
     try:
         body = await request.body()
     except InternalServerException as exc:  # Litestar's way to say the client left mid-body

@@ -13,7 +13,7 @@ from functools import partial
 
 import numpy as np
 
-from embedserve.batching import BatcherClosedError, Ticket
+from embedserve.batching import BatcherClosedError, QueueFullError, Ticket
 from embedserve.engine import Engine, Prepared
 from embedserve.server.config import ServerConfig
 from embedserve.server.encoding import embeddings_body
@@ -56,6 +56,16 @@ class EmbeddingService:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def refuse_early(self, models: list[ServedModel]) -> None:
+        """Before a body is read: 503 while draining, and 429 when every model's queue already
+        holds more than `--max-wait-seconds` of work (a request for any of them would be
+        refused), so a refusal costs the same whatever the body's size."""
+        if self.drain is not None and self.drain.draining:
+            raise BatcherClosedError("the server is shutting down")
+        waits = [m.batcher.estimated_wait() for m in models if m.batcher is not None]
+        if waits and min(waits) > self.config.max_wait_seconds:
+            raise QueueFullError.wait(min(waits), self.config.max_wait_seconds)
 
     async def prepare(
         self, request: EmbeddingsRequest, model: ServedModel

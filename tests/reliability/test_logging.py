@@ -1,0 +1,63 @@
+"""Problem 7: the access log showed no 499 for a client that hung up (the README said it would),
+and a key sent in a query string was written to it verbatim. Keys from a file or the
+environment stay out of `ps`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+
+from .conftest import MODEL, cli_server
+
+SECRET = "sk-secret-from-a-file"
+
+
+def wait_for_log(server, text: str, timeout: float = 20.0) -> str:
+    deadline = time.monotonic() + timeout
+    while text not in server.log():
+        assert time.monotonic() < deadline, server.log()[-3000:]
+        time.sleep(0.05)
+    return server.log()
+
+
+def test_keys_from_a_file_query_keys_redacted_and_499_logged(tmp_path: Path):
+    key_file = tmp_path / "keys"
+    key_file.write_text(f"# one key a line\n{SECRET}\n")
+    with cli_server(tmp_path, "--api-key-file", str(key_file), "--log-level", "info") as server:
+        cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes()
+        assert SECRET.encode() not in cmdline
+
+        headers = {"Authorization": f"Bearer {SECRET}"}
+        ok = httpx.post(
+            server.url + "/v1/embeddings",
+            headers=headers,
+            json={"model": MODEL, "input": "a"},
+            timeout=30,
+        )
+        assert ok.status_code == 200, ok.text
+
+        leaked = "sk-typed-into-a-url"
+        refused = httpx.post(
+            server.url + f"/v1/embeddings?api-key={leaked}&x=1",
+            json={"model": MODEL, "input": "a"},
+            timeout=30,
+        )
+        assert refused.status_code == 401
+        log = wait_for_log(server, "api-key=REDACTED&x=1")
+        assert leaked not in log and SECRET not in log
+
+        # A request far longer than its client waits: the client hangs up, the log says 499.
+        texts = ["a client that will not wait for these many long texts to be embedded"] * 1024
+        try:
+            httpx.post(
+                server.url + "/v1/embeddings",
+                headers=headers,
+                json={"model": MODEL, "input": texts},
+                timeout=0.5,
+            )
+        except httpx.TimeoutException:
+            pass
+        log = wait_for_log(server, '"POST /v1/embeddings HTTP/1.1" 499')
+        assert SECRET not in log

@@ -1,0 +1,100 @@
+"""Problem 5: SIGTERM with queued work answered plain-text 500s after a hard-coded 10 s, and with
+--workers 2 connections accepted during the drain were never answered. Now: a drain of
+--drain-seconds, new work gets 503 `shutting_down` JSON while /ready says 503, work that does
+not fit gets the same 503, every connection is answered, and the process exits 0."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import httpx
+import pytest
+from embedserve.server.config import ServerConfig
+
+from ..server.conftest import live_server
+from .conftest import MODEL, cli_server
+
+TEXTS = ["the server drains its queue before it exits, or says 503 to what does not fit"] * 32
+
+
+def load(url: str, stop: threading.Event, results: list, errors: list) -> None:
+    """One closed-loop client on fresh connections (no keep-alive races), until `stop`."""
+    while not stop.is_set():
+        sent = time.monotonic()
+        try:
+            response = httpx.post(
+                url + "/v1/embeddings", json={"model": MODEL, "input": TEXTS}, timeout=30
+            )
+        except httpx.ConnectError:
+            continue  # refused: the listener is closed, nothing was accepted
+        except httpx.TransportError as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+            continue
+        results.append((sent, response.status_code, response.headers, response.content))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_under_load_drains_and_exits_0(tmp_path, workers):
+    flags = ["--drain-seconds", "2", "--workers", str(workers), "--log-level", "warning"]
+    with cli_server(tmp_path, *flags, in_a_row=4 * workers) as server:
+        stop = threading.Event()
+        results: list = []
+        errors: list = []
+        clients = [
+            threading.Thread(target=load, args=(server.url, stop, results, errors), daemon=True)
+            for _ in range(8)
+        ]
+        for client in clients:
+            client.start()
+        # Wait for queued work: 8 clients x 32 texts is more than a 2 s drain on this machine.
+        deadline = time.monotonic() + 20
+        while len(results) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1)
+        signalled = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+
+        # While draining, a probe on a new connection is answered: not ready, but alive.
+        ready = httpx.get(server.url + "/ready", timeout=10)
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["error"]["code"] == "shutting_down"
+        assert httpx.get(server.url + "/health", timeout=10).status_code == 200
+
+        # Once new work is being turned away, the clients can stop: the rest is the exit.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(
+            sent > signalled and status == 503 for sent, status, _, _ in results
+        ):
+            time.sleep(0.05)
+        stop.set()
+        code = server.process.wait(45)
+        for client in clients:
+            client.join(35)
+
+    assert code == 0, server.log()
+    assert errors == [], errors  # no connection accepted and then dropped
+    statuses = {}
+    for _sent, status, headers, content in results:
+        statuses[status] = statuses.get(status, 0) + 1
+        assert status in (200, 429, 503), (status, content[:300])
+        if status == 503:
+            assert httpx.Response(503, content=content).json()["error"]["code"] == "shutting_down"
+            assert int(headers["retry-after"]) >= 1
+    after = [s for sent, s, _, _ in results if sent > signalled + 0.5]
+    assert 503 in after, statuses  # new work during the drain was told to go elsewhere
+    assert statuses.get(200, 0) > 0, statuses
+    assert "Traceback" not in server.log() and "Internal Server Error" not in server.log()
+
+
+def test_ready_turns_503_as_soon_as_the_drain_begins(engine):
+    with live_server(ServerConfig(drain_seconds=30), engines={MODEL: engine}) as server:
+        assert httpx.get(server.url + "/ready").status_code == 200
+        server.state.drain.begin()
+        response = httpx.get(server.url + "/ready")
+        assert response.status_code == 503 and response.headers["retry-after"]
+        refused = httpx.post(server.url + "/v1/embeddings", json={"model": MODEL, "input": "a"})
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "shutting_down"
+        assert httpx.get(server.url + "/health").status_code == 200
