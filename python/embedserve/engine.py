@@ -15,6 +15,7 @@ from embedserve.inputs import Inputs, TextsOrTokens, classify_inputs
 from embedserve.models import DEFAULT_MODEL, ModelConfig, find_entry, load_model_config, onnx_for, resolve_model_dir
 from embedserve.planning import default_max_batch_tokens, pad_batch, plan_batches
 from embedserve.runtime import EncoderSession, SessionOptions
+from embedserve.runtime.cuda import BoundEncoderSession, on_gpu
 from embedserve.tokenization import DIRECTIONS, ModelTokenizer
 
 @dataclass(frozen=True)
@@ -86,21 +87,27 @@ class Engine:
         inter_op_threads: int | None = None,
         max_batch_tokens: int | None = None,
         quantize: str | None = None,
+        precision: str | None = None,
     ) -> Engine:
         """Load a model from a folder, a catalog name or a hub repo id.
 
         `tokenizer` names another model folder whose tokenizer.json and sentence-transformers
         configs to use, for an ONNX file shipped without them. `quantize="int8"` runs a
         dynamically quantized copy of the graph (cached), trading ~1% cosine for speed.
-        `max_batch_tokens` defaults to 1,024 on the CPU and 16,384 on a GPU.
+        `max_batch_tokens` defaults to 1,024 on the CPU and 16,384 on a GPU. `precision`
+        ("fp32", "fp16", "int8") defaults to fp16 on CUDA, where the graph also pools, cuts and
+        normalizes on the device and runs through IOBinding (runtime/cuda.py), else fp32.
         """
         model_dir = resolve_model_dir(spec)
         config_dir = resolve_model_dir(tokenizer) if tokenizer is not None else model_dir
         config = load_model_config(config_dir, name or _display_name(spec, model_dir))
-        session = EncoderSession(
-            onnx_for(model_dir, quantize),
-            SessionOptions(providers, intra_op_threads, inter_op_threads),
-        )
+        options = SessionOptions(providers, intra_op_threads, inter_op_threads)
+        if on_gpu(providers):
+            graph = onnx_for(model_dir, quantize, precision=precision or ("int8" if quantize else "fp16"),
+                             pooling=config.pooling)
+            session = BoundEncoderSession(graph, options, max_sequence=config.max_seq_length)
+        else:
+            session = EncoderSession(onnx_for(model_dir, quantize, precision=precision), options)
         model_tokenizer = ModelTokenizer(config_dir / "tokenizer.json", config.max_seq_length)
         return cls(config, model_tokenizer, session, max_batch_tokens=max_batch_tokens)
 
@@ -131,8 +138,8 @@ class Engine:
     def forward(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
         """Pooled float32 [n, hidden] for one padded batch (no cut, no normalization)."""
         ids, mask, types = pad_batch(list(sequences))
-        hidden = self.session.run(ids, mask, types)
-        return _core.pool(hidden, mask, self.config.pooling)
+        out = self.session.run(ids, mask, types)
+        return out if self.session.pooled else _core.pool(out, mask, self.config.pooling)
 
     def pooled(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
         """Pooled vectors for any number of sequences, in their order, via length-sorted micro-batches."""

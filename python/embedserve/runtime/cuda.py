@@ -24,7 +24,7 @@ import numpy as np
 import onnxruntime as ort
 
 from embedserve.models.pooling_graph import POOLED_OUTPUT
-from embedserve.runtime.providers import CUDA
+from embedserve.runtime.providers import CUDA, resolve_providers
 from embedserve.runtime.session import KNOWN_INPUTS, SessionOptions, _hidden_state_output, _open
 
 SEQUENCE_MULTIPLE = 16
@@ -42,6 +42,11 @@ def bucket_shape(rows: int, sequence: int, max_sequence: int | None = None) -> t
         seq = max(sequence, min(seq, max_sequence))
     padded = 1 << (rows - 1).bit_length() if rows <= ROW_STEP else -(-rows // ROW_STEP) * ROW_STEP
     return padded, seq
+
+
+def on_gpu(providers: str | list[str] | None) -> bool:
+    """Whether these providers put the model on CUDA first (auto: when a device is present)."""
+    return resolve_providers(providers)[0] == CUDA
 
 
 class _CudaRuntime:
