@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,3 +53,17 @@ def test_gpu_setup_split_and_join_reproduce_the_file(tmp_path):
     bad = subprocess.run(["bash", script, "join", str(tmp_path / "parts"), str(tmp_path / "again")],
                          env=env, timeout=60, capture_output=True, text=True, check=False)
     assert bad.returncode != 0 and not (tmp_path / "again").exists()
+
+
+def test_embed_command_takes_a_precision():
+    texts = ["a GPU runs the float16 graph", "the CPU path stays float32"]
+    vectors = {}
+    for precision in ("fp32", "fp16"):
+        done = subprocess.run(
+            [sys.executable, "-m", "embedserve.cli", "embed", "--providers", "cpu", "--precision",
+             precision, *texts], capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        vectors[precision] = np.asarray(json.loads(done.stdout), dtype=np.float64)
+    assert vectors["fp16"].shape == (2, 384)
+    cos = (vectors["fp16"] * vectors["fp32"]).sum(1)  # both unit length
+    assert cos.min() >= 0.9999 and not np.array_equal(vectors["fp16"], vectors["fp32"])
