@@ -32,10 +32,21 @@ from embedserve.pipeline import Pipeline
 from bench.machine import describe_machine
 from bench.texts import SETS, make_texts
 
-FULL = {"batch_sizes": [32, 256, 2048], "texts": 4096, "repeats": 3,
-        "concurrency": [32, 256], "texts_per_request": 32}
-SMOKE = {"batch_sizes": [4, 8], "texts": 8, "repeats": 1, "sets": ["short", "mix"],
-         "concurrency": [2], "texts_per_request": 2}
+FULL = {
+    "batch_sizes": [32, 256, 2048],
+    "texts": 4096,
+    "repeats": 3,
+    "concurrency": [32, 256],
+    "texts_per_request": 32,
+}
+SMOKE = {
+    "batch_sizes": [4, 8],
+    "texts": 8,
+    "repeats": 1,
+    "sets": ["short", "mix"],
+    "concurrency": [2],
+    "texts_per_request": 2,
+}
 
 
 def _cosine_min(a: np.ndarray, b: np.ndarray) -> float:
@@ -44,13 +55,14 @@ def _cosine_min(a: np.ndarray, b: np.ndarray) -> float:
     return float(cos.min())
 
 
-def _timed(encode: Callable[[list[str]], np.ndarray], texts: list[str], batch: int,
-           repeats: int) -> tuple[float, np.ndarray]:
+def _timed(
+    encode: Callable[[list[str]], np.ndarray], texts: list[str], batch: int, repeats: int
+) -> tuple[float, np.ndarray]:
     """Median seconds over `repeats` passes of `texts` in calls of `batch`, and the last output."""
     seconds, out = [], np.empty(0)
     for _ in range(repeats):
         start = time.perf_counter()
-        out = np.concatenate([encode(texts[i:i + batch]) for i in range(0, len(texts), batch)])
+        out = np.concatenate([encode(texts[i : i + batch]) for i in range(0, len(texts), batch)])
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds), out
 
@@ -67,8 +79,9 @@ def _split(engine: Engine, texts: list[str]) -> str:
     return f"{(t1 - t0) * 1e3:.0f}/{(t2 - t1) * 1e3:.0f}/{(t3 - t2) * 1e3:.0f}"
 
 
-def _sentence_transformers(model_dir: str, device: str,
-                           half: bool) -> Callable[[list[str]], np.ndarray] | None:
+def _sentence_transformers(
+    model_dir: str, device: str, half: bool
+) -> Callable[[list[str]], np.ndarray] | None:
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:
@@ -78,8 +91,9 @@ def _sentence_transformers(model_dir: str, device: str,
     if half:
         model = model.half()
     # batch 256, as issue 12 asks; encode() sorts by length itself.
-    return lambda batch: model.encode(batch, batch_size=256, normalize_embeddings=True,
-                                      convert_to_numpy=True).astype(np.float32)
+    return lambda batch: model.encode(
+        batch, batch_size=256, normalize_embeddings=True, convert_to_numpy=True
+    ).astype(np.float32)
 
 
 @contextlib.contextmanager
@@ -90,9 +104,17 @@ def gpu_utilization() -> Iterator[list[float]]:
         yield samples
         return
     proc = subprocess.Popen(
-        ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
-         "-lms", "200"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        [
+            "nvidia-smi",
+            "--query-gpu=utilization.gpu",
+            "--format=csv,noheader,nounits",
+            "-lms",
+            "200",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
 
     def read() -> None:
         assert proc.stdout is not None
@@ -128,16 +150,23 @@ def bench_model(args: argparse.Namespace, sizes: dict, model: str) -> None:
     texts = {kind: make_texts(kind, sizes["texts"], seed=7) for kind in sets}
     outputs: dict[tuple[str, str, int], np.ndarray] = {}
     print(f"\n## {model}")
-    print(f"{'precision':<10}{'set':<8}{'batch':>6}{'texts/s':>10}{'tokens/s':>11}"
-          f"{'split ms tok/model/enc':>24}{'min cos fp32':>14}{'st fp16 t/s':>13}{'ratio':>7}",
-          flush=True)
+    print(
+        f"{'precision':<10}{'set':<8}{'batch':>6}{'texts/s':>10}{'tokens/s':>11}"
+        f"{'split ms tok/model/enc':>24}{'min cos fp32':>14}{'st fp16 t/s':>13}{'ratio':>7}",
+        flush=True,
+    )
     baseline = None
     if not args.no_baseline:
-        baseline = _sentence_transformers(str(model_dir), args.torch_device,
-                                          half=args.torch_device != "cpu")
+        baseline = _sentence_transformers(
+            str(model_dir), args.torch_device, half=args.torch_device != "cpu"
+        )
     for precision in args.precisions:
-        engine = Engine.from_pretrained(model_dir, providers=args.providers, precision=precision,
-                                        max_batch_tokens=args.max_batch_tokens)
+        engine = Engine.from_pretrained(
+            model_dir,
+            providers=args.providers,
+            precision=precision,
+            max_batch_tokens=args.max_batch_tokens,
+        )
         pipeline = Pipeline(engine)
         try:
             pipeline.embed(texts[sets[0]][:8])  # warm-up: sessions, arenas, buckets
@@ -145,16 +174,19 @@ def bench_model(args: argparse.Namespace, sizes: dict, model: str) -> None:
                 pool = texts[kind]
                 tokens = int(engine.prepare(pool).token_counts.sum())
                 for batch in sizes["batch_sizes"]:
-                    calls = pool[:max(batch, min(len(pool), 8 * batch))]
+                    calls = pool[: max(batch, min(len(pool), 8 * batch))]
                     share = tokens * len(calls) / len(pool)
-                    seconds, out = _timed(lambda b, p=pipeline: p.embed(b).embeddings, calls,
-                                          batch, sizes["repeats"])
+                    seconds, out = _timed(
+                        lambda b, p=pipeline: p.embed(b).embeddings, calls, batch, sizes["repeats"]
+                    )
                     outputs[(precision, kind, batch)] = out
                     reference = outputs.get(("fp32", kind, batch))
                     compare = reference is not None and precision != "fp32"
                     cos = f"{_cosine_min(out, reference):.6f}" if compare else "-"
-                    row = (f"{precision:<10}{kind:<8}{batch:>6}{len(calls) / seconds:>10.1f}"
-                           f"{share / seconds:>11.0f}{_split(engine, calls[:batch]):>24}{cos:>14}")
+                    row = (
+                        f"{precision:<10}{kind:<8}{batch:>6}{len(calls) / seconds:>10.1f}"
+                        f"{share / seconds:>11.0f}{_split(engine, calls[:batch]):>24}{cos:>14}"
+                    )
                     if baseline is not None and batch == sizes["batch_sizes"][-1]:
                         st_seconds, _ = _timed(baseline, calls, batch, sizes["repeats"])
                         row += f"{len(calls) / st_seconds:>13.1f}{st_seconds / seconds:>6.2f}x"
@@ -167,39 +199,81 @@ def bench_model(args: argparse.Namespace, sizes: dict, model: str) -> None:
 def bench_server(args: argparse.Namespace, sizes: dict, model: str) -> None:
     from bench import bench_http
 
-    argv = ["--model", model, "--providers", args.providers, "--set", "mix", "--formats", "base64",
-            "--concurrency", *map(str, sizes["concurrency"]),
-            "--texts-per-request", str(sizes["texts_per_request"])]
+    argv = [
+        "--model",
+        model,
+        "--providers",
+        args.providers,
+        "--set",
+        "mix",
+        "--formats",
+        "base64",
+        "--concurrency",
+        *map(str, sizes["concurrency"]),
+        "--texts-per-request",
+        str(sizes["texts_per_request"]),
+    ]
     if args.smoke:
-        argv += ["--requests", "4", "--min-seconds", "0", "--max-seconds", "5", "--pool", "64",
-                 "--warmup", "1", "--engine-seconds", "1", "--single", "2"]
+        argv += [
+            "--requests",
+            "4",
+            "--min-seconds",
+            "0",
+            "--max-seconds",
+            "5",
+            "--pool",
+            "64",
+            "--warmup",
+            "1",
+            "--engine-seconds",
+            "1",
+            "--single",
+            "2",
+        ]
     print(f"\n## HTTP server, {model}: python -m bench http {' '.join(argv)}", flush=True)
     with gpu_utilization() as samples:
         bench_http.main(argv)
     if samples:
-        print(f"GPU utilization while serving: median {statistics.median(samples):.0f}%, "
-              f"max {max(samples):.0f}% ({len(samples)} samples)")
+        print(
+            f"GPU utilization while serving: median {statistics.median(samples):.0f}%, "
+            f"max {max(samples):.0f}% ({len(samples)} samples)"
+        )
     else:
         print("GPU utilization: n/a (no nvidia-smi)")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench gpu", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench gpu",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--models", nargs="+", default=["all-MiniLM-L6-v2", "all-mpnet-base-v2"])
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "fp16"],
-                        choices=["fp32", "fp16"],
-                        help="fp32 first: fp16's cosine is taken against it")
-    parser.add_argument("--sets", nargs="+", default=["short", "medium", "long", "mix"],
-                        choices=SETS)
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["fp32", "fp16"],
+        choices=["fp32", "fp16"],
+        help="fp32 first: fp16's cosine is taken against it",
+    )
+    parser.add_argument(
+        "--sets", nargs="+", default=["short", "medium", "long", "mix"], choices=SETS
+    )
     parser.add_argument("--providers", default="cuda")
     parser.add_argument("--torch-device", default="cuda")
-    parser.add_argument("--max-batch-tokens", type=int, default=None,
-                        help="the engine's padded-token budget (default: planning.py's GPU value)")
+    parser.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        default=None,
+        help="the engine's padded-token budget (default: planning.py's GPU value)",
+    )
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--no-server", action="store_true")
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny sizes on the CPU provider and CPU torch: checks the bench runs")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes on the CPU provider and CPU torch: checks the bench runs",
+    )
     args = parser.parse_args(argv)
     sizes = SMOKE if args.smoke else FULL
     if args.smoke:

@@ -111,8 +111,12 @@ def _rms_norm_graph(width: int) -> onnx.ModelProto:
         numpy_helper.from_array(np.linspace(0.5, 1.5, width, dtype=np.float32), "gamma"),
     ]
     graph = helper.make_graph(
-        nodes, "rms", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", width])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", width])], inits)
+        nodes,
+        "rms",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", width])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
@@ -126,19 +130,29 @@ def test_norm_statistics_stay_float32_where_float16_would_overflow():
     (kept,) = _session(round_like_fp16_kernels(convert_to_fp16(model))).run(None, {"x": x})
     np.testing.assert_allclose(kept, exact, rtol=2e-3, atol=2e-3)
     # The same graph all in float16 overflows: the reason for the float32 list.
-    (naive,) = _session(round_like_fp16_kernels(convert_to_fp16(model, keep_fp32=()))).run(None, {"x": x})
+    (naive,) = _session(round_like_fp16_kernels(convert_to_fp16(model, keep_fp32=()))).run(
+        None, {"x": x}
+    )
     assert not np.isfinite(naive).all() or np.abs(naive - exact).max() > 0.1
 
 
 def test_subgraphs_are_refused_with_a_clear_error():
-    branch = helper.make_graph([helper.make_node("Identity", ["x"], ["z"])], "b", [],
-                               [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1])])
+    branch = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["z"])],
+        "b",
+        [],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1])],
+    )
     node = helper.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=branch)
     graph = helper.make_graph(
-        [node], "g",
-        [helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+        [node],
+        "g",
+        [
+            helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(Fp16ConversionError, match="subgraph"):
         convert_to_fp16(model)

@@ -46,17 +46,31 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
 def _passthrough(width: int = 8) -> onnx.ModelProto:
     """A stand-in encoder whose hidden states are an input, so tests choose them."""
     graph = helper.make_graph(
-        [helper.make_node("Identity", ["hidden"], ["last_hidden_state"])], "stand_in",
-        [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", "sequence", width]),
-         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "sequence"])],
-        [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "sequence", width])])
+        [helper.make_node("Identity", ["hidden"], ["last_hidden_state"])],
+        "stand_in",
+        [
+            helper.make_tensor_value_info(
+                "hidden", TensorProto.FLOAT, ["batch", "sequence", width]
+            ),
+            helper.make_tensor_value_info(
+                "attention_mask", TensorProto.INT64, ["batch", "sequence"]
+            ),
+        ],
+        [
+            helper.make_tensor_value_info(
+                "last_hidden_state", TensorProto.FLOAT, ["batch", "sequence", width]
+            )
+        ],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
 
 
 @functools.cache
-def _pooling_session(mode: str, dimensions: int | None, normalize: bool, fp16: bool) -> ort.InferenceSession:
+def _pooling_session(
+    mode: str, dimensions: int | None, normalize: bool, fp16: bool
+) -> ort.InferenceSession:
     model = append_pooling(_passthrough(), mode, dimensions=dimensions, normalize=normalize)
     return _session(convert_to_fp16(model) if fp16 else model)
 
@@ -65,7 +79,9 @@ def _pooling_session(mode: str, dimensions: int | None, normalize: bool, fp16: b
 @given(
     mode=st.sampled_from(["mean", "cls", "last"]),
     cut=st.sampled_from([(None, False), (None, True), (3, True), (5, False)]),
-    rows=st.integers(1, 5), seq=st.integers(1, 9), seed=st.integers(0, 2**16),
+    rows=st.integers(1, 5),
+    seq=st.integers(1, 9),
+    seed=st.integers(0, 2**16),
 )
 def test_in_graph_pooling_matches_the_cpp_kernels(mode, cut, rows, seq, seed):
     dimensions, normalize = cut
@@ -92,7 +108,8 @@ def test_last_pooling_is_exact_past_float16_integers():
     mask = np.ones((1, seq), dtype=np.int64)
     mask[0, 2_999:] = 0
     (got,) = _pooling_session("last", None, False, True).run(
-        [POOLED_OUTPUT], {"hidden": hidden, "attention_mask": mask})
+        [POOLED_OUTPUT], {"hidden": hidden, "attention_mask": mask}
+    )
     assert got[0, 0] == np.float32(np.float16(2_998))
 
 
@@ -103,10 +120,18 @@ def test_pooling_pass_refuses_what_it_cannot_do():
         append_pooling(_passthrough(), "mean", dimensions=9)
 
 
-@pytest.mark.parametrize(("rows", "seq", "bucket"), [
-    (1, 1, (1, 16)), (3, 16, (4, 16)), (5, 17, (8, 32)), (64, 30, (64, 32)), (65, 250, (128, 256)),
-    (200, 256, (256, 256)), (3, 250, (4, 256)),
-])
+@pytest.mark.parametrize(
+    ("rows", "seq", "bucket"),
+    [
+        (1, 1, (1, 16)),
+        (3, 16, (4, 16)),
+        (5, 17, (8, 32)),
+        (64, 30, (64, 32)),
+        (65, 250, (128, 256)),
+        (200, 256, (256, 256)),
+        (3, 250, (4, 256)),
+    ],
+)
 def test_bucket_shapes(rows, seq, bucket):
     assert bucket_shape(rows, seq, max_sequence=256) == bucket
 
@@ -129,7 +154,9 @@ def bound(minilm_dir) -> BoundEncoderSession:
     return BoundEncoderSession(onnx_for(minilm_dir, pooling="mean"), max_sequence=256)
 
 
-def _batch(rng: np.random.Generator, rows: int, seq: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _batch(
+    rng: np.random.Generator, rows: int, seq: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ids = rng.integers(1_000, 20_000, (rows, seq))
     mask = np.ones_like(ids)
     lengths = rng.integers(1, seq + 1, rows)
@@ -184,8 +211,10 @@ def test_iobinding_session_runs_from_several_threads(plain, bound):
 def gpu_style_engine(minilm_dir) -> Engine:
     """The engine as CUDA builds it (fp16, pooled graph, IOBinding), on the CPU provider."""
     config = load_model_config(minilm_dir, "all-MiniLM-L6-v2")
-    session = BoundEncoderSession(onnx_for(minilm_dir, precision="fp16", pooling=config.pooling),
-                                  max_sequence=config.max_seq_length)
+    session = BoundEncoderSession(
+        onnx_for(minilm_dir, precision="fp16", pooling=config.pooling),
+        max_sequence=config.max_seq_length,
+    )
     tokenizer = ModelTokenizer(minilm_dir / "tokenizer.json", config.max_seq_length)
     return Engine(config, tokenizer, session, max_batch_tokens=4_096)
 

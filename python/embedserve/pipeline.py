@@ -30,31 +30,53 @@ CHUNK_TEXTS = 1_024
 class Pipeline:
     """Runs `engine` with tokenization ahead of the model. Thread-safe; `close()` when done."""
 
-    def __init__(self, engine: Engine, *, tokenize_threads: int = TOKENIZE_THREADS,
-                 in_flight: int = IN_FLIGHT, chunk_texts: int = CHUNK_TEXTS) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        tokenize_threads: int = TOKENIZE_THREADS,
+        in_flight: int = IN_FLIGHT,
+        chunk_texts: int = CHUNK_TEXTS,
+    ) -> None:
         if tokenize_threads < 1 or in_flight < 1 or chunk_texts < 1:
             raise ValueError("tokenize_threads, in_flight and chunk_texts must be at least 1")
         self.engine = engine
         self.chunk_texts = chunk_texts
-        self._tokenizers = ThreadPoolExecutor(tokenize_threads, thread_name_prefix="embedserve-tokenize")
+        self._tokenizers = ThreadPoolExecutor(
+            tokenize_threads, thread_name_prefix="embedserve-tokenize"
+        )
         self._model = ThreadPoolExecutor(in_flight, thread_name_prefix="embedserve-model")
 
     def close(self) -> None:
         self._tokenizers.shutdown(wait=True)
         self._model.shutdown(wait=True)
 
-    def embed(self, texts: Sequence[str], *, dimensions: int | None = None,
-              normalize: bool | None = None, truncate: bool = True,
-              truncation_direction: str = "right", prompt_name: str | None = None) -> EmbeddingResult:
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        dimensions: int | None = None,
+        normalize: bool | None = None,
+        truncate: bool = True,
+        truncation_direction: str = "right",
+        prompt_name: str | None = None,
+    ) -> EmbeddingResult:
         """`Engine.embed` for a list of texts, pipelined; the same vectors in the same order."""
         engine = self.engine
         engine.check_dimensions(dimensions)
         texts = list(texts)
-        options = {"truncate": truncate, "truncation_direction": truncation_direction,
-                   "prompt_name": prompt_name}
+        options = {
+            "truncate": truncate,
+            "truncation_direction": truncation_direction,
+            "prompt_name": prompt_name,
+        }
         starts = range(0, len(texts), self.chunk_texts)
-        chunks = [self._tokenizers.submit(engine.prepare, Inputs(texts=texts[s:s + self.chunk_texts]),
-                                          **options) for s in starts]
+        chunks = [
+            self._tokenizers.submit(
+                engine.prepare, Inputs(texts=texts[s : s + self.chunk_texts]), **options
+            )
+            for s in starts
+        ]
         pooled = np.empty((len(texts), engine.model_info.dimension), dtype=np.float32)
         counts = np.empty(len(texts), dtype=np.int64)
         runs: list[tuple[np.ndarray, Future[np.ndarray]]] = []
@@ -67,7 +89,7 @@ class Pipeline:
                     # list so the message names it by its index in the caller's list.
                     engine.prepare(Inputs(texts=texts), **options)
                     raise
-                counts[start:start + len(prepared.sequences)] = prepared.token_counts
+                counts[start : start + len(prepared.sequences)] = prepared.token_counts
                 sequences = prepared.sequences
                 for group in plan_batches(prepared.token_counts, engine.max_batch_tokens):
                     batch = [sequences[i] for i in group]

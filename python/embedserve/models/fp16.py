@@ -30,18 +30,47 @@ FP16_MAX = float(np.finfo(np.float16).max)
 
 # Ops whose float work stays float32: statistics (sum of squares overflows float16 past
 # |x| ≈ 256) and the reductions of pooling / normalization appended to the graph.
-DEFAULT_KEEP_FP32 = frozenset({
-    "Pow", "Sqrt", "Reciprocal", "ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL2",
-    "ReduceLogSumExp", "RMSNormalization", "SimplifiedLayerNormalization",
-})
+DEFAULT_KEEP_FP32 = frozenset(
+    {
+        "Pow",
+        "Sqrt",
+        "Reciprocal",
+        "ReduceMean",
+        "ReduceSum",
+        "ReduceSumSquare",
+        "ReduceL2",
+        "ReduceLogSumExp",
+        "RMSNormalization",
+        "SimplifiedLayerNormalization",
+    }
+)
 # Elementwise and data-movement ops follow their inputs: float32 when any computed (not
 # constant) float input is, so a float32 statistic is applied in float32 and a float32 tail
 # (pooling, normalization) is not narrowed by a Slice or Reshape on its way out.
-FOLLOWERS = frozenset({
-    "Add", "Sub", "Mul", "Div", "Max", "Min", "Clip", "Neg", "Abs",
-    "Identity", "Slice", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Expand",
-    "Concat", "Gather", "Split",
-})
+FOLLOWERS = frozenset(
+    {
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Max",
+        "Min",
+        "Clip",
+        "Neg",
+        "Abs",
+        "Identity",
+        "Slice",
+        "Reshape",
+        "Transpose",
+        "Squeeze",
+        "Unsqueeze",
+        "Flatten",
+        "Expand",
+        "Concat",
+        "Gather",
+        "Split",
+    }
+)
 # Ops that take any tensor type and produce no float from it: never worth a Cast.
 TYPE_AGNOSTIC = frozenset({"Shape", "Size"})
 # Outputs that are float32 by definition whatever the op's input type (LayerNorm's stash_type).
@@ -52,8 +81,9 @@ class Fp16ConversionError(ValueError):
     """The graph holds something the pass does not convert (a subgraph, an untyped value)."""
 
 
-def convert_to_fp16(model: onnx.ModelProto,
-                    keep_fp32: Iterable[str] = DEFAULT_KEEP_FP32) -> onnx.ModelProto:
+def convert_to_fp16(
+    model: onnx.ModelProto, keep_fp32: Iterable[str] = DEFAULT_KEEP_FP32
+) -> onnx.ModelProto:
     """A float16 copy of `model` (float32 in, float32 out); `model` is left untouched."""
     keep = frozenset(keep_fp32)
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
@@ -62,9 +92,14 @@ def convert_to_fp16(model: onnx.ModelProto,
     out.CopyFrom(model)
     graph = out.graph
     for node in graph.node:
-        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
-            raise Fp16ConversionError(f"node {node.name or node.op_type!r} has a subgraph; "
-                                      "the fp16 pass handles flat graphs only")
+        if any(
+            a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+            for a in node.attribute
+        ):
+            raise Fp16ConversionError(
+                f"node {node.name or node.op_type!r} has a subgraph; "
+                "the fp16 pass handles flat graphs only"
+            )
     _Pass(graph, elem, keep).run()
     del graph.value_info[:]  # stale float32 types; ONNX Runtime infers them again
     return out
@@ -93,7 +128,9 @@ class _Pass:
 
     def run(self) -> None:
         graph = self.graph
-        outputs = {o.name for o in graph.output if o.type.tensor_type.elem_type == TensorProto.FLOAT}
+        outputs = {
+            o.name for o in graph.output if o.type.tensor_type.elem_type == TensorProto.FLOAT
+        }
         # Graph outputs keep their names and float32: the producer writes an internal name
         # and a final Cast restores the public one.
         internal = {name: f"{name}/fp16_internal" for name in outputs}
@@ -124,7 +161,9 @@ class _Pass:
         if node.op_type in self.keep:
             return TensorProto.FLOAT
         if node.op_type in FOLLOWERS:
-            computed = [n for n in node.input if n and self._is_float(n) and n not in self.initializers]
+            computed = [
+                n for n in node.input if n and self._is_float(n) and n not in self.initializers
+            ]
             if any(self.now.get(n) == TensorProto.FLOAT for n in computed):
                 return TensorProto.FLOAT
         return TensorProto.FLOAT16
@@ -139,7 +178,10 @@ class _Pass:
             node.input[:] = [self._input_as(name, mode) for name in node.input]
         if mode == TensorProto.FLOAT16:
             for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT:
+                if (
+                    attr.type == onnx.AttributeProto.TENSOR
+                    and attr.t.data_type == TensorProto.FLOAT
+                ):
                     attr.t.CopyFrom(_to_fp16_tensor(attr.t))
         fixed = FIXED_FP32_OUTPUTS.get(node.op_type, ())
         for index, name in enumerate(node.output):
@@ -213,8 +255,11 @@ def round_like_fp16_kernels(model16: onnx.ModelProto) -> onnx.ModelProto:
                 rounded.append(_Pass._cast_node(node.output[slot], TensorProto.FLOAT16, name))
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT16:
-                attr.t.CopyFrom(numpy_helper.from_array(
-                    numpy_helper.to_array(attr.t).astype(np.float32), attr.t.name))
+                attr.t.CopyFrom(
+                    numpy_helper.from_array(
+                        numpy_helper.to_array(attr.t).astype(np.float32), attr.t.name
+                    )
+                )
         nodes.append(node)
         nodes.extend(rounded)
     del graph.node[:]

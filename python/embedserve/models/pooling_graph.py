@@ -31,18 +31,23 @@ def hidden_state_output(graph: onnx.GraphProto) -> str:
         if out.name == "last_hidden_state":
             return out.name
     if not outputs:
-        raise ValueError(f"no [batch, sequence, hidden] output among {[o.name for o in graph.output]}")
+        raise ValueError(
+            f"no [batch, sequence, hidden] output among {[o.name for o in graph.output]}"
+        )
     return outputs[0].name
 
 
-def append_pooling(model: onnx.ModelProto, pooling: str, *, dimensions: int | None = None,
-                   normalize: bool = False) -> onnx.ModelProto:
+def append_pooling(
+    model: onnx.ModelProto, pooling: str, *, dimensions: int | None = None, normalize: bool = False
+) -> onnx.ModelProto:
     """A copy of `model` whose only output is `embeddings`: float32 [batch, d]."""
     if pooling not in POOLING_MODES:
         raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < MIN_OPSET:
-        raise ValueError(f"in-graph pooling needs opset {MIN_OPSET} or newer, the graph has {opset}")
+        raise ValueError(
+            f"in-graph pooling needs opset {MIN_OPSET} or newer, the graph has {opset}"
+        )
     if "attention_mask" not in {i.name for i in model.graph.input}:
         raise ValueError("in-graph pooling needs an attention_mask input")
     out = onnx.ModelProto()
@@ -51,7 +56,11 @@ def append_pooling(model: onnx.ModelProto, pooling: str, *, dimensions: int | No
     hidden = hidden_state_output(graph)
     hidden_info = next(o for o in graph.output if o.name == hidden)
     width = hidden_info.type.tensor_type.shape.dim[2]
-    if dimensions is not None and width.HasField("dim_value") and not 1 <= dimensions <= width.dim_value:
+    if (
+        dimensions is not None
+        and width.HasField("dim_value")
+        and not 1 <= dimensions <= width.dim_value
+    ):
         raise ValueError(f"dimensions must be between 1 and {width.dim_value}, got {dimensions}")
 
     b = _Builder(graph)
@@ -62,12 +71,19 @@ def append_pooling(model: onnx.ModelProto, pooling: str, *, dimensions: int | No
         pooled = _l2_normalize(b, pooled)
     b.op("Identity", [pooled], "output", output=POOLED_OUTPUT)
 
-    size: str | int = dimensions if dimensions is not None else (
-        width.dim_value if width.HasField("dim_value") else "hidden")
+    size: str | int = (
+        dimensions
+        if dimensions is not None
+        else (width.dim_value if width.HasField("dim_value") else "hidden")
+    )
     batch = hidden_info.type.tensor_type.shape.dim[0]
-    batch_dim: str | int = batch.dim_value if batch.HasField("dim_value") else (batch.dim_param or "batch")
+    batch_dim: str | int = (
+        batch.dim_value if batch.HasField("dim_value") else (batch.dim_param or "batch")
+    )
     del graph.output[:]
-    graph.output.append(helper.make_tensor_value_info(POOLED_OUTPUT, TensorProto.FLOAT, [batch_dim, size]))
+    graph.output.append(
+        helper.make_tensor_value_info(POOLED_OUTPUT, TensorProto.FLOAT, [batch_dim, size])
+    )
     return out
 
 
@@ -85,10 +101,13 @@ class _Builder:
         self.graph.initializer.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
 
-    def op(self, op_type: str, inputs: list[str], stem: str, output: str | None = None,
-           **attrs: object) -> str:
+    def op(
+        self, op_type: str, inputs: list[str], stem: str, output: str | None = None, **attrs: object
+    ) -> str:
         out = output or self.name(stem)
-        self.graph.node.append(helper.make_node(op_type, inputs, [out], name=self.name(stem), **attrs))
+        self.graph.node.append(
+            helper.make_node(op_type, inputs, [out], name=self.name(stem), **attrs)
+        )
         return out
 
 
@@ -119,13 +138,21 @@ def _last(b: _Builder, hidden: str) -> str:
     mask = _mask_as(b, TensorProto.DOUBLE)
     seq = b.op("Gather", [b.op("Shape", ["attention_mask"], "shape"), b.const(1)], "seq", axis=0)
     positions = b.op("Range", [b.const(0), seq, b.const(1)], "positions")
-    rank = b.op("Add", [b.op("Cast", [positions], "positions_f", to=TensorProto.DOUBLE),
-                        b.const(1.0, np.float64)], "rank")
+    rank = b.op(
+        "Add",
+        [b.op("Cast", [positions], "positions_f", to=TensorProto.DOUBLE), b.const(1.0, np.float64)],
+        "rank",
+    )
     last = b.op("ArgMax", [b.op("Mul", [mask, rank], "ranked")], "last", axis=1, keepdims=1)
-    present = b.op("Greater", [_sum_tokens(b, mask, keepdims=1), b.const(0.0, np.float64)], "present")
+    present = b.op(
+        "Greater", [_sum_tokens(b, mask, keepdims=1), b.const(0.0, np.float64)], "present"
+    )
     chosen = b.op("And", [b.op("Equal", [positions, last], "is_last"), present], "chosen")
-    weights = b.op("Unsqueeze", [b.op("Cast", [chosen], "chosen_f", to=TensorProto.FLOAT),
-                                 b.const([2])], "chosen_3d")
+    weights = b.op(
+        "Unsqueeze",
+        [b.op("Cast", [chosen], "chosen_f", to=TensorProto.FLOAT), b.const([2])],
+        "chosen_3d",
+    )
     return _sum_tokens(b, b.op("Mul", [hidden, weights], "selected"), keepdims=0)
 
 
@@ -133,6 +160,8 @@ def _l2_normalize(b: _Builder, x: str) -> str:
     # Pow, not Mul(x, x): the fp16 pass keeps Pow and ReduceSum in float32, so squares of
     # large components cannot overflow.
     squares = b.op("Pow", [x, b.const(2.0, np.float32)], "squares")
-    norm = b.op("Sqrt", [b.op("ReduceSum", [squares, b.const([1])], "sum_squares", keepdims=1)], "norm")
+    norm = b.op(
+        "Sqrt", [b.op("ReduceSum", [squares, b.const([1])], "sum_squares", keepdims=1)], "norm"
+    )
     norm = b.op("Max", [norm, b.const([1e-12], np.float32)], "norm_floor")
     return b.op("Div", [x, norm], "normalized")

@@ -64,7 +64,12 @@ class _CudaRuntime:
     def pin(self, array: np.ndarray) -> bool:
         if self.lib is None:
             return False
-        ok = self.lib.cudaHostRegister(ctypes.c_void_p(array.ctypes.data), ctypes.c_size_t(array.nbytes), 0) == 0
+        ok = (
+            self.lib.cudaHostRegister(
+                ctypes.c_void_p(array.ctypes.data), ctypes.c_size_t(array.nbytes), 0
+            )
+            == 0
+        )
         if ok:
             weakref.finalize(array, self.lib.cudaHostUnregister, ctypes.c_void_p(array.ctypes.data))
         return ok
@@ -88,8 +93,9 @@ class BoundEncoderSession:
     Safe to call from several threads: each run takes its own bucket buffers.
     """
 
-    def __init__(self, path: Path, options: SessionOptions | None = None, *,
-                 max_sequence: int | None = None) -> None:
+    def __init__(
+        self, path: Path, options: SessionOptions | None = None, *, max_sequence: int | None = None
+    ) -> None:
         self.path = path
         self._session = _open(path, options or SessionOptions())
         self.provider = self._session.get_providers()[0]
@@ -98,7 +104,9 @@ class BoundEncoderSession:
         self.input_names = [i.name for i in self._session.get_inputs()]
         unknown = [n for n in self.input_names if n not in KNOWN_INPUTS]
         if unknown:
-            raise ValueError(f"{path}: model inputs {unknown} are not understood (known: {KNOWN_INPUTS})")
+            raise ValueError(
+                f"{path}: model inputs {unknown} are not understood (known: {KNOWN_INPUTS})"
+            )
         outputs = {o.name: o for o in self._session.get_outputs()}
         self.pooled = POOLED_OUTPUT in outputs and len(outputs[POOLED_OUTPUT].shape) == 2
         if self.pooled:
@@ -112,12 +120,18 @@ class BoundEncoderSession:
         self._free: OrderedDict[tuple[int, int], list[_Buffers]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
+    def run(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray
+    ) -> np.ndarray:
         rows, seq = input_ids.shape
         shape = bucket_shape(rows, seq, self.max_sequence)
         buffers = self._take(shape)
         try:
-            feeds = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+            feeds = {
+                "input_ids": input_ids,
+                "attention_mask": attention_mask,
+                "token_type_ids": token_type_ids,
+            }
             for name in self.input_names:
                 host = buffers.host[name]
                 host.fill(0)  # padding: rows and columns past the batch have mask 0
@@ -158,15 +172,21 @@ class BoundEncoderSession:
             else:
                 if self._cuda is not None:
                     self.pinned = self._cuda.pin(host[name]) or self.pinned
-                device[name] = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.int64, self.device, 0)
+                device[name] = ort.OrtValue.ortvalue_from_shape_and_type(
+                    shape, np.int64, self.device, 0
+                )
             binding.bind_ortvalue_input(name, device[name])
         output = None
         if self.pooled and self.hidden_size is not None:
             output = np.zeros((shape[0], self.hidden_size), dtype=np.float32)
             if self.device == "cpu":
-                binding.bind_ortvalue_output(self.output_name, ort.OrtValue.ortvalue_from_numpy(output))
+                binding.bind_ortvalue_output(
+                    self.output_name, ort.OrtValue.ortvalue_from_numpy(output)
+                )
             else:
-                value = ort.OrtValue.ortvalue_from_shape_and_type(output.shape, np.float32, self.device, 0)
+                value = ort.OrtValue.ortvalue_from_shape_and_type(
+                    output.shape, np.float32, self.device, 0
+                )
                 device[self.output_name] = value
                 binding.bind_ortvalue_output(self.output_name, value)
         else:
