@@ -95,16 +95,17 @@ class Engine:
         configs to use, for an ONNX file shipped without them. `quantize="int8"` runs a
         dynamically quantized copy of the graph (cached), trading ~1% cosine for speed.
         `max_batch_tokens` defaults to 1,024 on the CPU and 16,384 on a GPU. `precision`
-        ("fp32", "fp16", "int8") defaults to fp16 on CUDA, where the graph also pools, cuts and
-        normalizes on the device and runs through IOBinding (runtime/cuda.py), else fp32.
+        ("fp32", "fp16", "int8") defaults to fp16 on CUDA, where the graph also pools on the
+        device (the per-request cut and normalization run on the [n, d] rows) and runs through
+        IOBinding (runtime/cuda.py); elsewhere fp32.
         """
         model_dir = resolve_model_dir(spec)
         config_dir = resolve_model_dir(tokenizer) if tokenizer is not None else model_dir
         config = load_model_config(config_dir, name or _display_name(spec, model_dir))
         options = SessionOptions(providers, intra_op_threads, inter_op_threads)
         if on_gpu(providers):
-            graph = onnx_for(model_dir, quantize, precision=precision or ("int8" if quantize else "fp16"),
-                             pooling=config.pooling)
+            chosen = precision or ("int8" if quantize else "fp16")
+            graph = onnx_for(model_dir, quantize, precision=chosen, pooling=config.pooling)
             session = BoundEncoderSession(graph, options, max_sequence=config.max_seq_length)
         else:
             session = EncoderSession(onnx_for(model_dir, quantize, precision=precision), options)
