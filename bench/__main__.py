@@ -12,6 +12,7 @@ SUITES = {
     "rerank": "bench.bench_rerank",
     "overload": "bench.bench_overload",
     "soak": "bench.bench_soak",
+    "gpu": "bench.bench_gpu",
 }
 
 

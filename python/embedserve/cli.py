@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--providers", help="cpu, cuda, or an ONNX Runtime provider name")
     embed.add_argument("--quantize", choices=["int8"], help="run the dynamically int8-quantized graph")
     embed.add_argument("--compile", action="store_true", help=COMPILE_HELP)
+    embed.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+                       help="graph precision (default: fp16 on CUDA, else fp32)")
     embed.set_defaults(run=_embed)
 
     bench = commands.add_parser("bench", help="measure the engine's texts/s on this machine")
@@ -58,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=3)
     bench.add_argument("--providers")
     bench.add_argument("--quantize", choices=["int8"])
+    bench.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+                       help="graph precision (default: fp16 on CUDA, else fp32)")
     bench.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     bench.set_defaults(run=_bench)
 
@@ -85,7 +89,7 @@ def _embed(args: argparse.Namespace) -> int:
     if not texts or texts == ["-"]:
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     engine = Engine.from_pretrained(args.model, providers=args.providers, quantize=args.quantize,
-                                    compile=args.compile)
+                                    compile=args.compile, precision=args.precision)
     result = engine.embed(texts, dimensions=args.dimensions, normalize=args.normalize,
                           truncate=args.truncate, prompt_name=args.prompt_name)
     sys.stdout.write("[" + ",\n".join(_core.encode_json(result.embeddings)) + "]\n")
@@ -107,9 +111,8 @@ def _bench(args: argparse.Namespace) -> int:
     from embedserve.engine import Engine
 
     engine = Engine.from_pretrained(args.model, providers=args.providers, quantize=args.quantize,
-                                    intra_op_threads=args.threads)
-    words = ("embedding models turn text into vectors so that similar meanings land close "
-             "together in space for search clustering and deduplication").split()
+                                    precision=args.precision, intra_op_threads=args.threads)
+    words = ["embedding", "models", "turn", "text", "into", "vectors", "so", "that", "similar", "meanings", "land", "close", "together", "in", "space", "for", "search", "clustering", "and", "deduplication"]
     texts = [" ".join(words[(i + j) % len(words)] for j in range(args.words)) for i in range(args.texts)]
     engine.embed(texts[:8])
     seconds, tokens = [], 0

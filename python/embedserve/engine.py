@@ -21,8 +21,10 @@ from embedserve.models import (
     resolve_model_dir,
 )
 from embedserve.models.dense import load_dense
+from embedserve.models.pooling_graph import POOLING_MODES
 from embedserve.planning import default_max_batch_tokens, pad_batch, plan_batches
 from embedserve.runtime import EncoderSession, SessionOptions
+from embedserve.runtime.cuda import BoundEncoderSession, on_gpu
 from embedserve.tokenization import DIRECTIONS, ModelTokenizer
 
 
@@ -111,6 +113,7 @@ class Engine:
         max_batch_tokens: int | None = None,
         quantize: str | None = None,
         compile: bool = False,
+        precision: str | None = None,
     ) -> Engine:
         """Load a model from a folder, a catalog name or a hub repo id.
 
@@ -119,15 +122,25 @@ class Engine:
         dynamically quantized copy of the graph (cached), trading ~1% cosine for speed.
         `max_batch_tokens` defaults to 1,024 on the CPU and 16,384 on a GPU. `compile=True`
         compiles the safetensors weights even where the model ships an ONNX graph (and
-        downloads those weights, not the graph, from a hub repo).
+        downloads those weights, not the graph, from a hub repo). `precision`
+        ("fp32", "fp16", "int8") defaults to fp16 on CUDA, where the graph also pools on the
+        device (the per-request cut and normalization run on the [n, d] rows) and runs through
+        IOBinding (runtime/cuda.py); elsewhere fp32.
         """
         model_dir = resolve_model_dir(spec, compile=compile)
         config_dir = resolve_model_dir(tokenizer) if tokenizer is not None else model_dir
         config = load_model_config(config_dir, name or _display_name(spec, model_dir))
-        session = EncoderSession(
-            onnx_for(model_dir, quantize, compile=compile),
-            SessionOptions(providers, intra_op_threads, inter_op_threads),
-        )
+        options = SessionOptions(providers, intra_op_threads, inter_op_threads)
+        if on_gpu(providers):
+            chosen = precision or ("int8" if quantize else "fp16")
+            # Pooling moves into the graph only where the graph pass has the mode and every
+            # token is pooled; otherwise the C++ kernels pool the hidden states, as on the CPU.
+            in_graph = config.pooling if config.pooling in POOLING_MODES and config.include_prompt else None
+            graph = onnx_for(model_dir, quantize, precision=chosen, pooling=in_graph, compile=compile)
+            session = BoundEncoderSession(graph, options, max_sequence=config.max_seq_length)
+        else:
+            graph = onnx_for(model_dir, quantize, precision=precision, compile=compile)
+            session = EncoderSession(graph, options)
         model_tokenizer = ModelTokenizer(config_dir / "tokenizer.json", config.max_seq_length)
         return cls(config, model_tokenizer, session, max_batch_tokens=max_batch_tokens)
 
@@ -181,11 +194,14 @@ class Engine:
     def forward(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
         """Pooled float32 [n, hidden] for one padded batch (no cut, no normalization)."""
         ids, mask, types = pad_batch(list(sequences))
-        hidden = self.session.run(ids, mask, types)
-        skip = None
-        if not self.config.include_prompt:
-            skip = np.fromiter((getattr(s, "pool_skip", 0) for s in sequences), np.int64, len(sequences))
-        pooled = _core.pool(hidden, mask, self.config.pooling, skip)
+        out = self.session.run(ids, mask, types)
+        if self.session.pooled:
+            pooled = out
+        else:
+            skip = None
+            if not self.config.include_prompt:
+                skip = np.fromiter((getattr(s, "pool_skip", 0) for s in sequences), np.int64, len(sequences))
+            pooled = _core.pool(out, mask, self.config.pooling, skip)
         for layer in self.dense:
             pooled = layer(pooled)
         return pooled

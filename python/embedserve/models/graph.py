@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from embedserve.fileio import atomic_write_bytes
 from embedserve.models.cache import cache_root
 from embedserve.models.pull import sha256_of
 from embedserve.models.quantize import check_quantize
 
+if TYPE_CHECKING:
+    import onnx
+
 # Bump when the compiler's output changes, so stale graphs in users' caches are rebuilt.
 COMPILER_VERSION = 2
 QUANTIZER_VERSION = 1
+GPU_PASSES_VERSION = 1  # the fp16 and in-graph pooling passes
 ONNX_CANDIDATES = ("model.onnx", "onnx/model.onnx")
 
 
@@ -88,10 +94,57 @@ def quantized_onnx(source: Path) -> Path:
     return target
 
 
-def onnx_for(directory: Path, quantize: str | None = None, *, compile: bool = False) -> Path:
+def _derived_onnx(source: Path, tag: str, transform: Callable[[onnx.ModelProto], onnx.ModelProto]) -> Path:
+    """The cached result of a graph pass over `source`, built on first use."""
+    import onnx
+
+    from embedserve.models.compiler import save_model_atomically
+
+    key = f"{file_hash(source)[:32]}-{tag}-v{GPU_PASSES_VERSION}"
+    target = cache_root() / "compiled" / key / "model.onnx"
+    if not target.exists():
+        save_model_atomically(transform(onnx.load(str(source))), target)
+    return target
+
+
+def fp16_onnx(source: Path) -> Path:
+    """The cached float16 copy of the graph at `source` (float32 inputs and outputs)."""
+    from embedserve.models.fp16 import convert_to_fp16
+
+    return _derived_onnx(source, "fp16", convert_to_fp16)
+
+
+def pooled_onnx(source: Path, pooling: str) -> Path:
+    """The cached copy of `source` that pools in the graph: output `embeddings`, [n, hidden]."""
+    from embedserve.models.pooling_graph import append_pooling
+
+    return _derived_onnx(source, f"pool-{pooling}", lambda m: append_pooling(m, pooling))
+
+
+# precision -> the pass that turns the float32 graph into it (None: the graph as it is).
+PRECISIONS: dict[str, Callable[[Path], Path] | None] = {
+    "fp32": None,
+    "int8": quantized_onnx,
+    "fp16": fp16_onnx,
+}
+
+
+def onnx_for(directory: Path, quantize: str | None = None, *, precision: str | None = None,
+             pooling: str | None = None, compile: bool = False) -> Path:
     """The ONNX graph to run for a model folder: the one it ships (unless `compile`), else one
-    compiled from its safetensors; int8 if asked."""
+    compiled from its safetensors.
+
+    `pooling` appends that pooling to the float32 graph first (so the fp16 pass keeps its
+    sums in float32); `precision` then picks the pass from PRECISIONS (`quantize="int8"` is
+    the older spelling of `precision="int8"`).
+    """
     check_quantize(quantize)
+    chosen = precision or quantize or "fp32"
+    if chosen not in PRECISIONS:
+        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {chosen!r}")
     graph = None if compile else shipped_onnx(directory)
     graph = graph or compiled_onnx(directory)
-    return quantized_onnx(graph) if quantize == "int8" else graph
+    if pooling is not None:
+        graph = pooled_onnx(graph, pooling)
+    convert = PRECISIONS[chosen]
+    return convert(graph) if convert is not None else graph

@@ -28,6 +28,9 @@ def cuda_device_present() -> bool:
     count = ctypes.c_int(0)
     if libcuda.cuInit(0) != 0 or libcuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
         return False
+    if count.value > 0 and hasattr(ort, "preload_dlls"):
+        # CUDA and cuDNN from the nvidia-* pip packages, where no system CUDA is installed.
+        ort.preload_dlls()
     return count.value > 0
 
 

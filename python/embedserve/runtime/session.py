@@ -30,6 +30,8 @@ class EncoderSession:
     releases the GIL while the model runs.
     """
 
+    pooled = False  # the graph returns hidden states; the C++ kernels pool them
+
     def __init__(self, path: Path, options: SessionOptions | None = None) -> None:
         options = options or SessionOptions()
         self.path = path
