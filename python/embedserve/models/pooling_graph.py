@@ -129,7 +129,19 @@ def _mean(b: _Builder, hidden: str) -> str:
 
 
 def _cls(b: _Builder, hidden: str) -> str:
-    return b.op("Gather", [hidden, b.const(0)], "cls", axis=1)
+    # The first present token, as the C++ kernel takes it (the [CLS] of a left-padded row); an
+    # all-masked row takes position 0. ArgMax keeps the first of equal maxima.
+    mask = _mask_as(b, TensorProto.DOUBLE)
+    first = b.op("ArgMax", [mask], "first", axis=1, keepdims=1)
+    seq = b.op("Gather", [b.op("Shape", ["attention_mask"], "shape"), b.const(1)], "seq", axis=0)
+    positions = b.op("Range", [b.const(0), seq, b.const(1)], "positions")
+    chosen = b.op("Equal", [positions, first], "is_first")
+    weights = b.op(
+        "Unsqueeze",
+        [b.op("Cast", [chosen], "first_f", to=TensorProto.FLOAT), b.const([2])],
+        "first_3d",
+    )
+    return _sum_tokens(b, b.op("Mul", [hidden, weights], "selected"), keepdims=0)
 
 
 def _last(b: _Builder, hidden: str) -> str:
