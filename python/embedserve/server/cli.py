@@ -8,6 +8,7 @@ from typing import Any
 
 from embedserve.models import DEFAULT_MODEL
 from embedserve.server.config import Limits, ModelSpec, ServerConfig, keys_from_env
+from embedserve.token_encodings import TOKEN_ENCODINGS
 
 _DEFAULTS = ServerConfig()
 _LIMITS = Limits()
@@ -125,6 +126,14 @@ def add_serve_command(commands: Any) -> argparse.ArgumentParser:
         help="run a dynamically int8-quantized copy of each model (faster on CPUs, ~1%% cosine)",
     )
     serve.add_argument(
+        "--token-encoding",
+        choices=TOKEN_ENCODINGS,
+        default=_DEFAULTS.token_encoding,
+        help="what token-array inputs are: tiktoken ids, decoded to text as OpenAI reads them "
+        "(cl100k_base, o200k_base), or ids in the model's own vocabulary (model) "
+        "(default: %(default)s)",
+    )
+    serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     serve.set_defaults(run=run_serve)
@@ -147,6 +156,7 @@ def config_from_args(
         providers=args.providers,
         intra_op_threads=args.intra_op_threads,
         quantize=args.quantize,
+        token_encoding=args.token_encoding,
         limits=Limits(
             max_inputs=args.max_inputs,
             max_input_tokens=args.max_input_tokens,
@@ -161,6 +171,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from embedserve.models import onnx_for, resolve_model_dir
     from embedserve.server.app import CONFIG_ENV
+    from embedserve.server.token_arrays import TokenArrays
 
     config = config_from_args(args)
     # Fetch and compile models here, once, before workers start: a wrong name fails in seconds with
@@ -168,6 +179,8 @@ def run_serve(args: argparse.Namespace) -> int:
     # is created in this process; workers create their own after they start.
     for model in config.models:
         onnx_for(resolve_model_dir(model.spec), config.quantize)
+    # The same for tiktoken's rank files: fetched here or a clear error now, not at a request.
+    TokenArrays.for_encoding(config.token_encoding)
     os.environ[CONFIG_ENV] = config.to_json()
     uvicorn.run(
         "embedserve.server.app:app_from_env",

@@ -77,6 +77,8 @@ class ServerConfig:
     intra_op_threads: int | None = None
     quantize: str | None = None
     limits: Limits = field(default_factory=Limits)
+    # What token-array inputs mean: tiktoken ids (decoded to text) or the model's own ids.
+    token_encoding: str = "cl100k_base"
 
     def __post_init__(self) -> None:
         if not self.models:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import numpy as np
+
 from embedserve.engine import ModelInfo, Prepared
 from embedserve.inputs import Inputs
 from embedserve.server.config import Limits
@@ -74,6 +76,8 @@ def admit(
     )
 
     untruncated = prepared.untruncated_tokens
+    if request.sent_token_counts is not None:  # decoded token arrays count as the ids sent
+        untruncated = np.asarray(request.sent_token_counts, dtype=np.int64)
     longest = int(untruncated.argmax())
     if untruncated[longest] > limits.max_input_tokens:
         raise invalid(
