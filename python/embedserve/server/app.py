@@ -10,6 +10,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 
 from embedserve.engine import Engine
+from embedserve.server.adapters import ROUTES as ADAPTER_ROUTES
 from embedserve.server.auth import ApiKeys
 from embedserve.server.config import ServerConfig
 from embedserve.server.errors import EXCEPTION_HANDLERS
@@ -34,7 +35,7 @@ def create_app(
     registry = ModelRegistry(config, metrics, engines)
     service = EmbeddingService(config, metrics)
     app = Litestar(
-        route_handlers=ROUTES,
+        route_handlers=[*ROUTES, *ADAPTER_ROUTES],
         exception_handlers=EXCEPTION_HANDLERS,
         on_startup=[registry.start],
         on_shutdown=[registry.close, service.close],
