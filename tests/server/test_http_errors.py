@@ -97,8 +97,14 @@ def test_success_body_has_exactly_the_openai_shape(server):
         ({"model": 7, "input": "a"}, "model", "invalid_type"),
         ({"input": "a"}, "model", "missing_required_parameter"),
         (
-            {"model": MODEL, "input": "a", "encoding_format": "int8"},
+            {"model": MODEL, "input": "a", "encoding_format": "float16"},
             "encoding_format",
+            "invalid_value",
+        ),
+        ({"model": MODEL, "input": "a", "encoding_format": ""}, "encoding_format", "invalid_value"),
+        (
+            {"model": MODEL, "input": "a", "truncation_direction": ""},
+            "truncation_direction",
             "invalid_value",
         ),
         ({"model": MODEL, "input": "a", "encoding_format": 1}, "encoding_format", "invalid_type"),

@@ -15,6 +15,7 @@ from embedserve.server.auth import ApiKeys
 from embedserve.server.config import ServerConfig
 from embedserve.server.errors import EXCEPTION_HANDLERS
 from embedserve.server.metrics import Metrics, RequestMetrics
+from embedserve.server.openapi import ROUTES as OPENAPI_ROUTES
 from embedserve.server.registry import ModelRegistry
 from embedserve.server.routes import ROUTES, ServerState
 from embedserve.server.service import EmbeddingService
@@ -35,7 +36,7 @@ def create_app(
     registry = ModelRegistry(config, metrics, engines)
     service = EmbeddingService(config, metrics)
     app = Litestar(
-        route_handlers=[*ROUTES, *ADAPTER_ROUTES],
+        route_handlers=[*ROUTES, *ADAPTER_ROUTES, *OPENAPI_ROUTES],
         exception_handlers=EXCEPTION_HANDLERS,
         on_startup=[registry.start],
         on_shutdown=[registry.close, service.close],
