@@ -130,6 +130,12 @@ def load_encoding(name: str, *, fetch: bool = True, root: Path | None = None) ->
                 "server with --token-encoding model"
             )
         path = rank_file(name, root)
+    actual = sha256_of(path)
+    if actual != spec.sha256:
+        raise PullError(
+            f"{path} has sha256 {actual}, but {name} is {spec.sha256}; delete it and run "
+            "`embedserve pull tiktoken`"
+        )
     ranks = load_tiktoken_bpe(str(path), expected_hash=spec.sha256)
     return tiktoken.Encoding(
         name=name, pat_str=spec.pattern, mergeable_ranks=ranks, special_tokens=spec.special_tokens
