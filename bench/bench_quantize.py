@@ -17,7 +17,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from embedserve import _core
 
 DEFAULT_VECTORS = Path(__file__).resolve().parent.parent / "tests/data/all-MiniLM-L6-v2.public.json"

@@ -65,17 +65,7 @@ ENCODINGS: dict[str, BpeFile] = {
     "o200k_base": BpeFile(
         "o200k_base",
         "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
-        "|".join(
-            [
-                r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
-                r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
-                r"""\p{N}{1,3}""",
-                r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
-                r"""\s*[\r\n]+""",
-                r"""\s+(?!\S)""",
-                r"""\s+""",
-            ]
-        ),
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+""",
         {_ENDOFTEXT: 199999, _ENDOFPROMPT: 200018},
     ),
 }
@@ -149,8 +139,8 @@ class TokenDecoder:
         self.encoding = encoding
         self.name = encoding.name
         # Not every id below n_vocab exists (cl100k_base skips 100256 and 100261..100275).
-        self._known = frozenset(encoding._mergeable_ranks.values()) | frozenset(  # noqa: SLF001
-            encoding._special_tokens.values()  # noqa: SLF001
+        self._known = frozenset(encoding._mergeable_ranks.values()) | frozenset(
+            encoding._special_tokens.values()
         )
 
     def decode(self, arrays: list[list[int]]) -> list[str]:

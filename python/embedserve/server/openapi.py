@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, get
@@ -19,7 +19,7 @@ from embedserve import __version__
 from embedserve.server.adapters import cohere, ollama, tei
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
-Input = Union[str, list[Union[str, int, list[int]]]]
+Input = str | list[str | int | list[int]]
 EncodingFormat = Literal["float", "base64", "int8", "uint8", "binary", "ubinary"]
 
 
@@ -28,24 +28,24 @@ class OpenAIEmbeddingsRequest(msgspec.Struct, kw_only=True):
     normalize, prompt_name, the byte encodings) and Azure AI inference's input_type."""
 
     input: Input
-    model: Union[str, None] = None
-    encoding_format: Union[EncodingFormat, None] = None
-    dimensions: Union[Positive, None] = None
-    user: Union[str, None] = None
-    metadata: Union[dict[str, str], None] = None
-    input_type: Union[Literal["text", "query", "document"], None] = None
-    extra_body: Union[dict[str, Any], None] = None
-    truncate: Union[bool, None] = None
-    truncation_direction: Union[Literal["right", "left"], None] = None
-    normalize: Union[bool, None] = None
-    prompt_name: Union[str, None] = None
+    model: str | None = None
+    encoding_format: EncodingFormat | None = None
+    dimensions: Positive | None = None
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    input_type: Literal["text", "query", "document"] | None = None
+    extra_body: dict[str, Any] | None = None
+    truncate: bool | None = None
+    truncation_direction: Literal["right", "left"] | None = None
+    normalize: bool | None = None
+    prompt_name: str | None = None
 
 
 class OpenAIEmbedding(msgspec.Struct):
     object: Literal["embedding"]
     index: int
     # floats; base64 of little-endian float32; or byte values for int8/uint8/binary/ubinary.
-    embedding: Union[list[float], str]
+    embedding: list[float] | str
 
 
 class Usage(msgspec.Struct):
@@ -63,8 +63,8 @@ class OpenAIEmbeddingsResponse(msgspec.Struct):
 class OpenAIErrorBody(msgspec.Struct):
     message: str
     type: str
-    param: Union[str, None]
-    code: Union[str, None]
+    param: str | None
+    code: str | None
 
 
 class OpenAIError(msgspec.Struct):
@@ -198,8 +198,8 @@ async def docs() -> Response[str]:
     document = build_document()
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>embedserve API</title>",
-        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
-        "code{background:#f4f4f4}td,th{padding:0 1em 0 0;text-align:left}</style></head><body>",
+        ("<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
+        "code{background:#f4f4f4}td,th{padding:0 1em 0 0;text-align:left}</style></head><body>"),
         f"<h1>embedserve {html.escape(__version__)}</h1>",
         "<p>Machine-readable: <a href='/openapi.json'>/openapi.json</a> (OpenAPI 3.1).</p>",
     ]

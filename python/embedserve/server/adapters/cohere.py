@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, post
@@ -51,18 +51,18 @@ class EmbedRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     model: str
     texts: list[str]
     input_type: InputType
-    embedding_types: Union[list[EmbeddingType], None] = None
-    output_dimension: Union[Positive, None] = None
+    embedding_types: list[EmbeddingType] | None = None
+    output_dimension: Positive | None = None
     truncate: Literal["NONE", "START", "END"] = "END"
 
 
 class Embeddings(msgspec.Struct, omit_defaults=True, rename={"float_": "float"}):
-    float_: Union[list[list[float]], None] = None
-    int8: Union[list[list[int]], None] = None
-    uint8: Union[list[list[int]], None] = None
-    binary: Union[list[list[int]], None] = None
-    ubinary: Union[list[list[int]], None] = None
-    base64: Union[list[str], None] = None
+    float_: list[list[float]] | None = None
+    int8: list[list[int]] | None = None
+    uint8: list[list[int]] | None = None
+    binary: list[list[int]] | None = None
+    ubinary: list[list[int]] | None = None
+    base64: list[str] | None = None
 
 
 class ApiVersion(msgspec.Struct):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -30,17 +30,17 @@ from embedserve.server.registry import ModelRegistry, ServedModel
 from embedserve.server.schemas import EmbeddingsRequest as Internal
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
-KeepAlive = Union[str, float, None]
+KeepAlive = str | float | None
 
 
 class EmbedRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """`POST /api/embed`."""
 
     model: str
-    input: Union[str, list[str]]
-    truncate: Union[bool, None] = None
-    dimensions: Union[Positive, None] = None
-    options: Union[dict[str, Any], None] = None
+    input: str | list[str]
+    truncate: bool | None = None
+    dimensions: Positive | None = None
+    options: dict[str, Any] | None = None
     keep_alive: KeepAlive = None
 
 
@@ -57,7 +57,7 @@ class LegacyEmbedRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
 
     model: str
     prompt: str
-    options: Union[dict[str, Any], None] = None
+    options: dict[str, Any] | None = None
     keep_alive: KeepAlive = None
 
 
@@ -68,7 +68,7 @@ class LegacyEmbedResponse(msgspec.Struct):
 class ModelDetails(msgspec.Struct):
     format: str
     family: str
-    families: Union[list[str], None]
+    families: list[str] | None
     parameter_size: str
     quantization_level: str
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -42,31 +42,31 @@ Positive = Annotated[int, msgspec.Meta(ge=1)]
 class EmbedParameters(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Settings of `POST /embed`, at the top level or under `parameters`."""
 
-    normalize: Union[bool, None] = None
-    truncate: Union[bool, None] = None
-    truncation_direction: Union[Direction, None] = None
-    prompt_name: Union[str, None] = None
-    dimensions: Union[Positive, None] = None
+    normalize: bool | None = None
+    truncate: bool | None = None
+    truncation_direction: Direction | None = None
+    prompt_name: str | None = None
+    dimensions: Positive | None = None
     # huggingface_hub can send it; only TEI's default is served.
-    encoding_format: Union[Literal["float"], None] = None
+    encoding_format: Literal["float"] | None = None
 
 
 class EmbedRequest(EmbedParameters, kw_only=True):
     """TEI's `POST /embed` body."""
 
-    inputs: Union[str, list[str]]
-    parameters: Union[EmbedParameters, None] = None
+    inputs: str | list[str]
+    parameters: EmbedParameters | None = None
 
 
 class TokenizeRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    inputs: Union[str, list[str]]
+    inputs: str | list[str]
     add_special_tokens: bool = True
 
 
 class DecodeRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # One id array, or a list of them (msgspec allows one array type per union, so the items are
     # the union and the handler checks that they are all of one kind).
-    ids: list[Union[int, list[int]]]
+    ids: list[int | list[int]]
     skip_special_tokens: bool = True
 
 
@@ -74,27 +74,27 @@ class SimpleToken(msgspec.Struct):
     id: int
     text: str
     special: bool
-    start: Union[int, None]
-    stop: Union[int, None]
+    start: int | None
+    stop: int | None
 
 
 class Info(msgspec.Struct):
     """TEI's `GET /info`."""
 
     model_id: str
-    model_sha: Union[str, None]
+    model_sha: str | None
     model_dtype: str
     model_type: dict[str, dict[str, str]]
     max_concurrent_requests: int
     max_input_length: int
     max_batch_tokens: int
-    max_batch_requests: Union[int, None]
+    max_batch_requests: int | None
     max_client_batch_size: int
     auto_truncate: bool
     tokenization_workers: int
     version: str
-    sha: Union[str, None]
-    docker_label: Union[str, None]
+    sha: str | None
+    docker_label: str | None
 
 
 class Error(msgspec.Struct):
