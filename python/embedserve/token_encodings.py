@@ -112,6 +112,9 @@ def load_encoding(name: str, *, fetch: bool = True, root: Path | None = None) ->
 
     spec = _spec(name)
     path = (root or cache_root()) / "tiktoken" / f"{name}.tiktoken"
+    loaded = _LOADED.get(path)
+    if loaded is not None:
+        return loaded
     if not path.exists():
         if not fetch:
             raise PullError(
@@ -127,9 +130,15 @@ def load_encoding(name: str, *, fetch: bool = True, root: Path | None = None) ->
             "`embedserve pull tiktoken`"
         )
     ranks = load_tiktoken_bpe(str(path), expected_hash=spec.sha256)
-    return tiktoken.Encoding(
+    encoding = tiktoken.Encoding(
         name=name, pat_str=spec.pattern, mergeable_ranks=ranks, special_tokens=spec.special_tokens
     )
+    _LOADED[path] = encoding
+    return encoding
+
+
+# Checked files loaded once per process (seconds each): every app in a process shares them.
+_LOADED: dict[Path, tiktoken.Encoding] = {}
 
 
 class TokenDecoder:
