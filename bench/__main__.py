@@ -13,6 +13,7 @@ SUITES = {
     "overload": "bench.bench_overload",
     "soak": "bench.bench_soak",
     "gpu": "bench.bench_gpu",
+    "quantize": "bench.bench_quantize",
 }
 
 

@@ -7,7 +7,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -77,12 +76,17 @@ f32_array float_matrix(const py::object& obj, const char* name) {
     return out;
 }
 
-/// Resolves `dimensions` against the row length d: None keeps all d columns.
-std::size_t resolve_dimensions(const std::optional<py::ssize_t>& dimensions, py::ssize_t d) {
-    if (!dimensions) {
+/// Resolves `dimensions` against the row length d: None keeps all d columns. A bool is refused
+/// (Python's True is an int, and would otherwise cut every row to one column).
+std::size_t resolve_dimensions(const py::object& dimensions, py::ssize_t d) {
+    if (dimensions.is_none()) {
         return static_cast<std::size_t>(d);
     }
-    const py::ssize_t k = *dimensions;
+    if (py::isinstance<py::bool_>(dimensions) || !py::isinstance<py::int_>(dimensions)) {
+        throw py::type_error("dimensions must be an int or None, got " +
+                             py::str(py::type::of(dimensions).attr("__name__")).cast<std::string>());
+    }
+    const auto k = dimensions.cast<py::ssize_t>();
     if (k < 1 || k > d) {
         throw py::value_error("dimensions must be between 1 and " + std::to_string(d) + ", got " +
                               std::to_string(k));
@@ -224,7 +228,7 @@ py::array_t<float> pool(const py::object& hidden_obj, const py::object& mask_obj
 
 /// Binding of es::cut_and_normalize into a new array.
 py::array_t<float> cut_and_normalize(const py::object& x_obj,
-                                     const std::optional<py::ssize_t>& dimensions,
+                                     const py::object& dimensions,
                                      bool normalize) {
     const f32_array x = float_matrix(x_obj, "x");
     const std::size_t k = resolve_dimensions(dimensions, x.shape(1));
@@ -244,7 +248,7 @@ py::array_t<float> cut_and_normalize(const py::object& x_obj,
 
 /// Binding of es::cut_and_normalize writing into x itself; returns the view x[:, :k].
 py::object cut_and_normalize_inplace(const py::object& x_obj,
-                                     const std::optional<py::ssize_t>& dimensions,
+                                     const py::object& dimensions,
                                      bool normalize) {
     if (!py::isinstance<py::array>(x_obj)) {
         throw py::value_error(
@@ -337,6 +341,66 @@ py::list encode_json(const py::object& x_obj) {
     return rows;
 }
 
+/// A new C-contiguous [rows, cols] int8 (is_signed) or uint8 array.
+py::array new_byte_matrix(std::size_t rows, std::size_t cols, bool is_signed) {
+    const std::vector<py::ssize_t> shape{static_cast<py::ssize_t>(rows),
+                                         static_cast<py::ssize_t>(cols)};
+    if (is_signed) {
+        return py::array_t<std::int8_t>(shape);
+    }
+    return py::array_t<std::uint8_t>(shape);
+}
+
+/// Checks that `obj` is a 1-D float array of length d, returned as contiguous float32.
+f32_array float_vector(const py::object& obj, const char* name, py::ssize_t d) {
+    const py::array arr = as_ndarray(obj, name);
+    if (arr.ndim() != 1 || arr.shape(0) != d || arr.dtype().kind() != 'f') {
+        throw py::value_error(std::string(name) + " must be a 1-D float array of shape (" +
+                              std::to_string(d) + ",) to match x, got " + dtype_of(arr) +
+                              " with shape " + shape_of(arr));
+    }
+    return f32_array::ensure(arr);
+}
+
+/// Binding of es::quantize_rows.
+py::array quantize(const py::object& x_obj, const py::object& lo_obj, const py::object& hi_obj,
+                   bool is_signed) {
+    const f32_array x = float_matrix(x_obj, "x");
+    const f32_array lo = float_vector(lo_obj, "lo", x.shape(1));
+    const f32_array hi = float_vector(hi_obj, "hi", x.shape(1));
+    const auto n = static_cast<std::size_t>(x.shape(0));
+    const auto d = static_cast<std::size_t>(x.shape(1));
+    py::array out = new_byte_matrix(n, d, is_signed);
+    auto* out_data = static_cast<std::uint8_t*>(out.mutable_data());
+    const float* x_data = x.data();
+    const float* lo_data = lo.data();
+    const float* hi_data = hi.data();
+    const std::ptrdiff_t stride = element_stride<float>(x, 0);
+    {
+        // Safe without the GIL: only raw buffers of arrays this frame keeps alive are touched.
+        py::gil_scoped_release release;
+        es::quantize_rows(x_data, n, d, stride, lo_data, hi_data, is_signed, out_data);
+    }
+    return out;
+}
+
+/// Binding of es::pack_sign_bits.
+py::array pack_bits(const py::object& x_obj, bool is_signed) {
+    const f32_array x = float_matrix(x_obj, "x");
+    const auto n = static_cast<std::size_t>(x.shape(0));
+    const auto d = static_cast<std::size_t>(x.shape(1));
+    py::array out = new_byte_matrix(n, es::packed_bits_length(d), is_signed);
+    auto* out_data = static_cast<std::uint8_t*>(out.mutable_data());
+    const float* x_data = x.data();
+    const std::ptrdiff_t stride = element_stride<float>(x, 0);
+    {
+        // Safe without the GIL: only raw buffers of arrays this frame keeps alive are touched.
+        py::gil_scoped_release release;
+        es::pack_sign_bits(x_data, n, d, stride, is_signed, out_data);
+    }
+    return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -385,6 +449,20 @@ result is written into x[:, :dimensions]; columns past dimensions are left untou
 
 Equal to [base64.b64encode(row.astype("<f4").tobytes()).decode() for row in x], standard
 alphabet with '=' padding. float16/float64 input is cast to float32 first.)doc");
+
+    m.def("quantize", &quantize, py::arg("x"), py::arg("lo"), py::arg("hi"),
+          py::arg("signed") = true,
+          R"doc(Quantize each value of a 2-D float array to one byte, per column ranges [lo, hi].
+
+With step = (hi[j] - lo[j]) / 255, q = clamp(floor((x - lo[j]) / step), 0, 255) computed in
+double (0 where step is 0 or x is NaN), as sentence-transformers' quantize_embeddings. Returns
+int8 q - 128 when signed, else uint8 q, shape [n, d]. lo and hi are 1-D of length d.)doc");
+
+    m.def("pack_bits", &pack_bits, py::arg("x"), py::arg("signed") = true,
+          R"doc(Pack the sign bits (x > 0) of each row 8 per byte, first column in the top bit.
+
+Equal to numpy.packbits(x > 0, axis=1): uint8 [n, ceil(d / 8)] when not signed (Cohere's
+"ubinary"), that minus 128 as int8 when signed ("binary").)doc");
 
     m.def("encode_json", &encode_json, py::arg("x"),
           R"doc(Encode each row of a 2-D float32 array as JSON array text "[a,b,...]" (no spaces).

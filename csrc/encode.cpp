@@ -134,4 +134,43 @@ json_status encode_json_rows(const float* x, std::size_t rows, std::size_t cols,
     return json_status{true, 0, 0, 0.0f};
 }
 
+void quantize_rows(const float* x, std::size_t rows, std::size_t cols, std::ptrdiff_t row_stride,
+                   const float* lo, const float* hi, bool is_signed, std::uint8_t* out) noexcept {
+    // Signed output is the unsigned bin minus 128, i.e. the bin with its top bit flipped.
+    const std::uint8_t flip = is_signed ? 0x80u : 0u;
+    for (std::size_t r = 0; r < rows; ++r) {
+        const float* row = x + static_cast<std::ptrdiff_t>(r) * row_stride;
+        std::uint8_t* dst = out + r * cols;
+        for (std::size_t j = 0; j < cols; ++j) {
+            const double step = (static_cast<double>(hi[j]) - static_cast<double>(lo[j])) / 255.0;
+            double bin = 0.0;
+            if (step > 0.0) {
+                bin = std::floor((static_cast<double>(row[j]) - static_cast<double>(lo[j])) / step);
+            }
+            // !(bin >= 0) also catches NaN.
+            const double clamped = !(bin >= 0.0) ? 0.0 : std::min(bin, 255.0);
+            dst[j] = static_cast<std::uint8_t>(static_cast<unsigned>(clamped) ^ flip);
+        }
+    }
+}
+
+void pack_sign_bits(const float* x, std::size_t rows, std::size_t cols, std::ptrdiff_t row_stride,
+                    bool is_signed, std::uint8_t* out) noexcept {
+    const std::uint8_t flip = is_signed ? 0x80u : 0u;
+    const std::size_t width = packed_bits_length(cols);
+    for (std::size_t r = 0; r < rows; ++r) {
+        const float* row = x + static_cast<std::ptrdiff_t>(r) * row_stride;
+        std::uint8_t* dst = out + r * width;
+        for (std::size_t k = 0; k < width; ++k) {
+            unsigned byte = 0;
+            for (std::size_t b = 0; b < 8; ++b) {
+                const std::size_t j = k * 8 + b;
+                const unsigned bit = (j < cols && row[j] > 0.0f) ? 1u : 0u;
+                byte |= bit << (7 - b);
+            }
+            dst[k] = static_cast<std::uint8_t>(byte ^ flip);
+        }
+    }
+}
+
 }  // namespace embedserve

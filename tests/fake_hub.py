@@ -26,6 +26,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 CHUNK = 1 << 20
+CDN_HOST = "127.0.0.2"
 # What git-lfs tracks in a typical model repo: weights by extension, anything else above 10 MiB.
 LFS_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".pt", ".h5", ".msgpack")
 LFS_MIN_SIZE = 10 << 20
@@ -119,9 +120,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = False
     block_on_close = True
 
-    def __init__(self, hub: FakeHub) -> None:
+    def __init__(self, hub: FakeHub, host: str = "127.0.0.1") -> None:
         self.hub = hub
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__((host, 0), _Handler)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -239,7 +240,9 @@ class FakeHub:
         self.requests: list[tuple[str, str, str]] = []
         self._lock = threading.Lock()
         self.hub_server = _Server(self)
-        self.cdn_server = _Server(self)
+        # Another loopback address, so the CDN is another host: huggingface_hub 1.x follows a
+        # redirect to the same host name whatever the port, and would miss the Hub's headers.
+        self.cdn_server = _Server(self, CDN_HOST)
         self._threads = [
             threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
             for s in (self.hub_server, self.cdn_server)
@@ -251,7 +254,7 @@ class FakeHub:
 
     @property
     def cdn_endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.cdn_server.server_address[1]}"
+        return f"http://{CDN_HOST}:{self.cdn_server.server_address[1]}"
 
     def add_repo(self, repo_id: str, files: Mapping[str, Path | bytes]) -> Repo:
         published = {path: hub_file(path, content) for path, content in files.items()}

@@ -1,7 +1,49 @@
-"""embedserve: text embeddings with a compiled core and an OpenAI-compatible server."""
+"""embedserve: text embeddings with a compiled core and an OpenAI-compatible server.
+
+    from embedserve import Engine
+    engine = Engine.from_pretrained("all-MiniLM-L6-v2")
+    vectors = engine.embed(["a text", "another"]).embeddings
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from embedserve._version import __version__
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:
+    from embedserve.engine import EmbeddingResult, Engine, ModelInfo
+    from embedserve.errors import InputError, InputTooLongError, InvalidTokenError
+
+__all__ = [
+    "EmbeddingResult",
+    "Engine",
+    "InputError",
+    "InputTooLongError",
+    "InvalidTokenError",
+    "ModelInfo",
+    "__version__",
+]
+
+_LAZY = {
+    "Engine": "embedserve.engine",
+    "EmbeddingResult": "embedserve.engine",
+    "ModelInfo": "embedserve.engine",
+    "InputError": "embedserve.errors",
+    "InputTooLongError": "embedserve.errors",
+    "InvalidTokenError": "embedserve.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `import embedserve` (and the CLI's --help) should not load ONNX Runtime.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,6 +1,7 @@
 """embedserve's compiled kernels (C++17 core, pybind11 bindings).
 
-Pooling, Matryoshka cut + L2 normalisation, and the base64 / JSON encodings of embedding rows.
+Pooling, Matryoshka cut + L2 normalisation, the base64 / JSON encodings of embedding rows, and
+int8/uint8 scalar quantization and packed sign bits.
 Every kernel checks ndim and dtype first (ValueError whose message states the shape received
 and the shape wanted) and releases the GIL while it loops, so threads can run them in parallel.
 """
@@ -51,7 +52,8 @@ def cut_and_normalize(
 
     The Matryoshka cut comes first; then, if normalize, each cut row is divided by
     max(its L2 norm, 1e-12), the norm accumulated in double, so an all-zero row stays zero.
-    dimensions=None keeps all d columns; otherwise it must be between 1 and d (ValueError).
+    dimensions=None keeps all d columns; otherwise an int between 1 and d (ValueError; a bool
+    is a TypeError).
     x must be 2-D floating (float16/float64 are cast to float32). n == 0 is fine.
     """
 
@@ -83,4 +85,23 @@ def encode_json(x: npt.ArrayLike) -> list[str]:
     ("1.0", "-0.0"), exponents look like "1e-05". float16/float64 are cast to float32 first.
 
     Raises ValueError naming the row and column of the first nan/inf (not valid JSON).
+    """
+
+def quantize(
+    x: npt.ArrayLike, lo: npt.ArrayLike, hi: npt.ArrayLike, signed: bool = True
+) -> npt.NDArray[np.int8] | npt.NDArray[np.uint8]:
+    """Quantize each value of a 2-D float array to one byte, per column ranges [lo, hi].
+
+    With step = (hi[j] - lo[j]) / 255, q = clamp(floor((x - lo[j]) / step), 0, 255) computed in
+    double (0 where step is 0 or x is NaN), as sentence-transformers' quantize_embeddings.
+    Returns int8 q - 128 when signed, else uint8 q, shape [n, d]. lo, hi: 1-D of length d.
+    """
+
+def pack_bits(
+    x: npt.ArrayLike, signed: bool = True
+) -> npt.NDArray[np.int8] | npt.NDArray[np.uint8]:
+    """Pack the sign bits (x > 0) of each row 8 per byte, first column in the top bit.
+
+    Equal to numpy.packbits(x > 0, axis=1): uint8 [n, ceil(d / 8)] when not signed (Cohere's
+    "ubinary"), that minus 128 as int8 when signed ("binary").
     """

@@ -29,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="embedserve", description=__doc__)
     commands = parser.add_subparsers(title="commands")
 
-    pull = commands.add_parser("pull", help="fetch a model into the cache and prepare its ONNX graph")
+    pull = commands.add_parser("pull", help="fetch a model into the cache and prepare its ONNX graph "
+                               "(`pull tiktoken`: the rank files that decode OpenAI token arrays)")
     pull.add_argument("model", nargs="?", default=DEFAULT_MODEL)
     pull.add_argument("--quantize", choices=["int8"], help="also build the int8 graph")
     pull.add_argument("--compile", action="store_true", help=COMPILE_HELP)
@@ -74,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
 def _pull(args: argparse.Namespace) -> int:
     from embedserve.models import onnx_for, resolve_model_dir
 
+    if args.model == "tiktoken":
+        from embedserve.token_encodings import pull_all
+
+        for path in pull_all():
+            print(f"{path.stem}: {path}")
+        return 0
     directory = resolve_model_dir(args.model, compile=args.compile)
     graph = onnx_for(directory, args.quantize, compile=args.compile)
     print(f"{args.model}: {directory}")

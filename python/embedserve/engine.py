@@ -148,12 +148,10 @@ class Engine:
 
     def prepare(self, inputs: TextsOrTokens | Inputs, *, truncate: bool = True,
                 truncation_direction: str = "right", prompt_name: str | None = None) -> Prepared:
-        """Tokenize (or check token arrays), add special tokens and apply the length limit."""
-        if truncation_direction not in DIRECTIONS:
-            raise InputError(
-                f"truncation_direction must be one of {DIRECTIONS}, got {truncation_direction!r}",
-                param="truncation_direction",
-            )
+        """Tokenize (or check token arrays), add special tokens and apply the length limit.
+
+        Trusts `truncation_direction`: the server's schema and `embed` check it at their boundary.
+        """
         parsed = inputs if isinstance(inputs, Inputs) else classify_inputs(inputs)
         prompt = None
         if parsed.texts is not None:
@@ -216,15 +214,24 @@ class Engine:
 
     def finish(self, pooled: np.ndarray, *, dimensions: int | None = None,
                normalize: bool | None = None) -> np.ndarray:
-        """Matryoshka cut to `dimensions`, then L2 normalization if asked (default: the model's)."""
-        self.check_dimensions(dimensions)
+        """Matryoshka cut to `dimensions`, then L2 normalization if asked (default: the model's).
+
+        Trusts `dimensions` (the server's limits and `embed` check it); the C++ kernel still refuses
+        an out-of-range value rather than read past a row.
+        """
         wanted = self.config.normalize if normalize is None else normalize
         return _core.cut_and_normalize_(pooled, dimensions, wanted)
 
-    def check_dimensions(self, dimensions: int | None) -> None:
+    def _check_arguments(self, dimensions: int | None, truncation_direction: str) -> None:
+        """The library boundary's checks (the server checks the same fields in its schema)."""
         size = self.model_info.dimension
         if dimensions is not None and (isinstance(dimensions, bool) or not 1 <= dimensions <= size):
             raise InputError(f"dimensions must be between 1 and {size}, got {dimensions!r}", param="dimensions")
+        if truncation_direction not in DIRECTIONS:
+            raise InputError(
+                f"truncation_direction must be one of {DIRECTIONS}, got {truncation_direction!r}",
+                param="truncation_direction",
+            )
 
     # -- the whole thing --
 
@@ -232,7 +239,7 @@ class Engine:
               truncate: bool = True, truncation_direction: str = "right",
               prompt_name: str | None = None) -> EmbeddingResult:
         """Vectors for `inputs` (a string, strings, one token array or token arrays), in input order."""
-        self.check_dimensions(dimensions)
+        self._check_arguments(dimensions, truncation_direction)
         prepared = self.prepare(inputs, truncate=truncate, truncation_direction=truncation_direction,
                                 prompt_name=prompt_name)
         vectors = self.finish(self.pooled(prepared.sequences), dimensions=dimensions, normalize=normalize)
@@ -241,6 +248,7 @@ class Engine:
     def tokenize(self, texts: str | Sequence[str], *, truncate: bool = True,
                  truncation_direction: str = "right") -> list[list[int]]:
         """Token ids each text becomes, special tokens included, as the model would see them."""
+        self._check_arguments(None, truncation_direction)
         batch = [texts] if isinstance(texts, str) else list(texts)
         prepared = self.prepare(Inputs(texts=batch), truncate=truncate, truncation_direction=truncation_direction)
         return [s.tolist() for s in prepared.sequences]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from embedserve.errors import InputTooLongError, InvalidTokenError
 
@@ -38,6 +38,16 @@ class ModelTokenizer:
     def content_ids(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each text without special tokens (one batched call; releases the GIL)."""
         return [encoding.ids for encoding in self._encode_batch(texts, add_special_tokens=False)]
+
+    def encodings(self, texts: list[str], *, add_special_tokens: bool) -> list[Encoding]:
+        """The tokenizer's own encodings (ids, token strings, character offsets), untruncated."""
+        # Not encode_batch_fast: it skips the offsets.
+        return self._tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)
+
+    def decode(self, arrays: list[list[int]], *, skip_special_tokens: bool = True) -> list[str]:
+        """Texts of model-vocabulary id arrays; InvalidTokenError names an array with a bad id."""
+        self.check_token_ids(arrays)
+        return self._tokenizer.decode_batch(arrays, skip_special_tokens=skip_special_tokens)
 
     def check_token_ids(self, arrays: list[list[int]]) -> None:
         for index, ids in enumerate(arrays):

@@ -97,8 +97,14 @@ def test_success_body_has_exactly_the_openai_shape(server):
         ({"model": 7, "input": "a"}, "model", "invalid_type"),
         ({"input": "a"}, "model", "missing_required_parameter"),
         (
-            {"model": MODEL, "input": "a", "encoding_format": "int8"},
+            {"model": MODEL, "input": "a", "encoding_format": "float16"},
             "encoding_format",
+            "invalid_value",
+        ),
+        ({"model": MODEL, "input": "a", "encoding_format": ""}, "encoding_format", "invalid_value"),
+        (
+            {"model": MODEL, "input": "a", "truncation_direction": ""},
+            "truncation_direction",
             "invalid_value",
         ),
         ({"model": MODEL, "input": "a", "encoding_format": 1}, "encoding_format", "invalid_type"),
@@ -134,7 +140,8 @@ def test_malformed_requests_are_400_naming_the_field(server, body, param, code):
         ({"model": MODEL, "input": ["a", ""]}, 1, "empty_input"),
         ({"model": MODEL, "input": [[1, 2], []]}, 1, "empty_input"),
         ({"model": MODEL, "input": [[]]}, 0, "empty_input"),
-        ({"model": MODEL, "input": [[5, 7], [1, 30522]]}, 1, "invalid_token_id"),
+        # Token arrays are cl100k_base ids by default: 100256 is a hole in that encoding.
+        ({"model": MODEL, "input": [[5, 7], [1, 100256]]}, 1, "invalid_token_id"),
         ({"model": MODEL, "input": [-1]}, 0, "invalid_token_id"),
         (
             {"model": MODEL, "input": ["ok", "word " * 300], "truncate": False},
@@ -390,9 +397,13 @@ def test_right_key_in_each_header_form(server, headers):
 
 
 def test_model_and_info_routes_need_the_key(server):
-    for path in ("/v1/models", "/models", f"/v1/models/{MODEL}", "/info", "/models/info"):
+    for path in ("/v1/models", "/models", f"/v1/models/{MODEL}", "/models/info"):
         error_of(httpx.get(server.url + path), 401, code="missing_api_key", param=None)
         assert httpx.get(server.url + path, headers=auth()).status_code == 200
+    # GET /info is TEI's route (Azure's with api-version), so its errors have TEI's shape.
+    missing = httpx.get(server.url + "/info")
+    assert missing.status_code == 401 and missing.json()["error_type"] == "Validation"
+    assert httpx.get(server.url + "/info", headers=auth()).status_code == 200
 
 
 def test_probes_and_metrics_need_no_key(server):
@@ -507,7 +518,8 @@ def test_error_snapshots(server, body, headers, status, error):
 
 
 def test_success_bytes_snapshot(server):
-    response = post(server, {"model": MODEL, "input": [[101, 102]], "encoding_format": "base64"})
+    # [15339, 1917] is "hello world" in cl100k_base: 2 model tokens plus [CLS] and [SEP].
+    response = post(server, {"model": MODEL, "input": [[15339, 1917]], "encoding_format": "base64"})
     raw = response.content
     assert raw.startswith(b'{"object":"list","data":[{"object":"embedding","index":0,"embedding":"')
     assert raw.endswith(

@@ -3,6 +3,7 @@
 /// Wire encodings of embedding rows: base64 of little-endian float32, and JSON number arrays.
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -47,5 +48,21 @@ struct json_status {
 json_status encode_json_rows(const float* x, std::size_t rows, std::size_t cols,
                              std::ptrdiff_t row_stride, std::string& text,
                              std::vector<std::size_t>& offsets);
+
+/// Packed size of `cols` sign bits: ceil(cols / 8) bytes.
+constexpr std::size_t packed_bits_length(std::size_t cols) noexcept { return (cols + 7) / 8; }
+
+/// Scalar quantization of each of `rows` rows of `cols` floats to one byte per value, as
+/// sentence-transformers' quantize_embeddings does: with step_j = (hi[j] - lo[j]) / 255,
+/// q = clamp(floor((x - lo[j]) / step_j), 0, 255) in double (q = 0 where step_j is 0 or x is
+/// NaN). Writes q (uint8) or q - 128 (int8, when `is_signed`) to out[r * cols + j].
+void quantize_rows(const float* x, std::size_t rows, std::size_t cols, std::ptrdiff_t row_stride,
+                   const float* lo, const float* hi, bool is_signed, std::uint8_t* out) noexcept;
+
+/// Sign bits of each row (1 where x > 0), packed 8 per byte with the first column in the most
+/// significant bit and the last byte zero-padded (numpy.packbits). Writes the byte (ubinary) or
+/// the byte - 128 (binary, when `is_signed`) to out[r * packed_bits_length(cols) + k].
+void pack_sign_bits(const float* x, std::size_t rows, std::size_t cols, std::ptrdiff_t row_stride,
+                    bool is_signed, std::uint8_t* out) noexcept;
 
 }  // namespace embedserve

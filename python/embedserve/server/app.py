@@ -12,11 +12,13 @@ from litestar.datastructures import State
 from embedserve.engine import Engine
 from embedserve.reranker import Reranker
 from embedserve.server import access, memory
+from embedserve.server.adapters import ROUTES as ADAPTER_ROUTES
 from embedserve.server.auth import ApiKeys
 from embedserve.server.config import ServerConfig
 from embedserve.server.errors import EXCEPTION_HANDLERS
 from embedserve.server.lifecycle import Drain
 from embedserve.server.metrics import Metrics, RequestMetrics
+from embedserve.server.openapi import ROUTES as OPENAPI_ROUTES
 from embedserve.server.registry import ModelRegistry
 from embedserve.server.rerank_routes import RERANK_ROUTES, SERVICE_KEY
 from embedserve.server.rerank_service import RerankService
@@ -41,7 +43,7 @@ def create_app(
     service = EmbeddingService(config, metrics, drain)
     reranking = RerankService(config, metrics)
     app = Litestar(
-        route_handlers=[*ROUTES, *RERANK_ROUTES],
+        route_handlers=[*ROUTES, *ADAPTER_ROUTES, *RERANK_ROUTES, *OPENAPI_ROUTES],
         exception_handlers=EXCEPTION_HANDLERS,
         on_startup=[registry.start, drain.attach],
         on_shutdown=[registry.close, service.close, reranking.close],

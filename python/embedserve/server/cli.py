@@ -174,6 +174,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from embedserve.server.app import CONFIG_ENV
     from embedserve.server.http import PROTOCOL
     from embedserve.server.lifecycle import GRACE_SECONDS
+    from embedserve.server.token_arrays import TokenArrays
 
     config = config_from_args(args)
     # Fetch and compile models here, once, before workers start: a wrong name fails in seconds with
@@ -183,6 +184,8 @@ def run_serve(args: argparse.Namespace) -> int:
         onnx_for(resolve_model_dir(model.spec, compile=config.compile), config.quantize,
                  compile=config.compile)
     # Workers read the config from here; keys travel with it, never on a command line.
+    # The same for tiktoken's rank files: fetched here or a clear error now, not at a request.
+    TokenArrays.for_encoding(config.token_encoding)
     os.environ[CONFIG_ENV] = config.to_json()
     uv_config = uvicorn.Config(
         "embedserve.server.app:app_from_env",

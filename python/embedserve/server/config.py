@@ -15,6 +15,7 @@ from embedserve.batching import (
     DEFAULT_MAX_WAIT_SECONDS,
 )
 from embedserve.models import DEFAULT_MODEL, find_entry
+from embedserve.token_encodings import TOKEN_ENCODINGS
 
 API_KEYS_ENV = "EMBEDSERVE_API_KEYS"
 API_KEY_FILE_ENV = "EMBEDSERVE_API_KEY_FILE"
@@ -157,6 +158,11 @@ class ServerConfig:
         "repo, download those weights instead of the graph)"
     )
     limits: Limits = field(default_factory=Limits)
+    token_encoding: str = setting(
+        "cl100k_base", "what token-array inputs are: tiktoken ids, decoded to text as OpenAI reads "
+        "them (cl100k_base, o200k_base), or ids in the model's own vocabulary (model)",
+        type=str, choices=TOKEN_ENCODINGS, metavar="NAME"
+    )
     http: HttpLimits = field(default_factory=HttpLimits)
 
     def __post_init__(self) -> None:

@@ -6,6 +6,7 @@ import msgspec
 import numpy as np
 
 from embedserve import _core
+from embedserve.quantization import BYTE_ENCODINGS, quantize
 
 
 def embeddings_body(
@@ -20,6 +21,9 @@ def embeddings_body(
     matrix = np.ascontiguousarray(vectors, dtype=np.float32)
     if encoding_format == "base64":
         rows = [f'"{row}"' for row in _core.encode_base64(matrix)]
+    elif encoding_format in BYTE_ENCODINGS:
+        # Infinity's extension: arrays of byte values; integers are cheap to write from Python.
+        rows = byte_rows(quantize(matrix, encoding_format))
     else:
         rows = _core.encode_json(matrix)
     items = ",".join(
@@ -31,3 +35,8 @@ def embeddings_body(
     )
     # tail is '{"model":...,"usage":...}': drop its opening brace to continue the outer object.
     return b'{"object":"list","data":[' + items.encode("ascii") + b"]," + tail[1:]
+
+
+def byte_rows(codes: np.ndarray) -> list[str]:
+    """Each row of an int8/uint8 matrix as JSON array text."""
+    return [msgspec.json.encode(row).decode("ascii") for row in codes.tolist()]

@@ -59,8 +59,12 @@ class Admission:
         *,
         auto_truncate: bool = True,
         allow_dimensions: bool = False,
+        resolve: Callable[[EmbeddingsRequest], EmbeddingsRequest] | None = None,
     ) -> None:
         self.request = request
+        # Turns token arrays into texts (tiktoken ids decoded, server.token_arrays); it runs as
+        # the first step, after the cheap checks have counted the ids as sent.
+        self._resolve = resolve
         self.engine = engine
         self.limits = limits
         self.info = engine.model_info
@@ -81,6 +85,9 @@ class Admission:
     def steps(self) -> Iterator[Callable[[], None]]:
         """Bounded units of tokenizer work, to run in order (each may raise a 400)."""
         inputs = self.request.inputs
+        if inputs.token_arrays is not None and self._resolve is not None:
+            yield self._decode
+            inputs = self.request.inputs
         if inputs.token_arrays is not None:
             # Token arrays were counted by check_request; only their ids remain to be checked.
             yield lambda: self._prepare(inputs, 0)
@@ -98,6 +105,10 @@ class Admission:
             np.concatenate([part.untruncated_tokens for part in self._parts]),
         )
 
+    def _decode(self) -> None:
+        assert self._resolve is not None
+        self.request = self._resolve(self.request)
+
     def _prepare(self, inputs: Inputs, start: int) -> None:
         try:
             part = self.engine.prepare(
@@ -111,6 +122,10 @@ class Admission:
                 raise
             raise InputTooLongError(start + exc.index, exc.tokens, exc.limit) from exc
         untruncated = part.untruncated_tokens
+        if self.request.sent_token_counts is not None:
+            # Decoded token arrays: the token limits counted the ids as sent (check_request).
+            self._parts.append(part)
+            return
         over = np.flatnonzero(untruncated > self.limits.max_input_tokens)
         if over.size:
             first = int(over[0])
@@ -134,10 +149,16 @@ def admit(
     *,
     auto_truncate: bool = True,
     allow_dimensions: bool = False,
+    resolve: Callable[[EmbeddingsRequest], EmbeddingsRequest] | None = None,
 ) -> Prepared:
     """Check `request` against `limits` and the model, and tokenize it, on this thread."""
     admission = Admission(
-        request, engine, limits, auto_truncate=auto_truncate, allow_dimensions=allow_dimensions
+        request,
+        engine,
+        limits,
+        auto_truncate=auto_truncate,
+        allow_dimensions=allow_dimensions,
+        resolve=resolve,
     )
     for step in admission.steps():
         step()

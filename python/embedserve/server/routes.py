@@ -186,9 +186,14 @@ async def retrieve_model(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return _model_card(_state(request).registry.get(request.path_params["model_id"].lstrip("/")))
 
 
-@get(["/info", "/models/info"], guards=[require_api_key])
+@get("/models/info", guards=[require_api_key])
 async def model_info(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    """Azure AI inference's get_model_info; `?model=` picks a model, else the default one."""
+    """Azure AI inference's get_model_info; `?model=` picks a model, else the default one.
+    (`GET /info` is TEI's, or this when it carries `api-version`: adapters/tei.py.)"""
+    return azure_model_info(request)
+
+
+def azure_model_info(request: Request[Any, Any, Any]) -> dict[str, Any]:
     check_api_version(request.query_params.get("api-version"))
     registry = _state(request).registry
     name = request.query_params.get("model")

@@ -18,7 +18,8 @@ from embedserve.inputs import Inputs, classify_inputs
 from embedserve.server.errors import invalid
 from embedserve.tokenization import DIRECTIONS
 
-ENCODING_FORMATS = ("float", "base64")
+# int8/uint8/binary/ubinary are an extension (as Infinity has): arrays of byte values.
+ENCODING_FORMATS = ("float", "base64", "int8", "uint8", "binary", "ubinary")
 INPUT_TYPES = ("text", "query", "document")
 EXTRA_PARAMETERS = ("error", "drop", "pass-through")
 STANDARD_FIELDS = frozenset(
@@ -51,6 +52,9 @@ class EmbeddingsRequest:
     truncation_direction: str = "right"
     normalize: bool | None = None  # None: the model's own setting
     prompt_name: str | None = None
+    # Token arrays decoded to text (server.token_arrays): the ids each input arrived as, which the
+    # token limits count instead of the model's tokens.
+    sent_token_counts: tuple[int, ...] | None = None
 
 
 def check_api_version(value: str | None) -> str | None:
@@ -110,7 +114,9 @@ def parse_embeddings_request(body: bytes, *, extra_parameters: str = "error") ->
     except InputError as exc:
         raise invalid(str(exc), param="input", code="invalid_type") from exc
 
-    encoding_format = _optional(raw, "encoding_format", str) or "float"
+    # An explicit "" is a mistake, not a request for the default: only null or absent is that.
+    encoding_format = _optional(raw, "encoding_format", str)
+    encoding_format = "float" if encoding_format is None else encoding_format
     if encoding_format not in ENCODING_FORMATS:
         raise invalid(
             f"encoding_format must be one of {', '.join(ENCODING_FORMATS)}, "
@@ -123,7 +129,8 @@ def parse_embeddings_request(body: bytes, *, extra_parameters: str = "error") ->
             f"input_type must be one of {', '.join(INPUT_TYPES)}, got {input_type!r}",
             param="input_type",
         )
-    direction = _optional(raw, "truncation_direction", str) or "right"
+    direction = _optional(raw, "truncation_direction", str)
+    direction = "right" if direction is None else direction
     if direction not in DIRECTIONS:
         raise invalid(
             f"truncation_direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}",

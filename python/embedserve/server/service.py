@@ -22,6 +22,7 @@ from embedserve.server.limits import DEFAULT_TOKENS_PER_CHAR, Admission
 from embedserve.server.metrics import Metrics
 from embedserve.server.registry import ServedModel
 from embedserve.server.schemas import EmbeddingsRequest
+from embedserve.server.token_arrays import TokenArrays
 
 # Below this many floats, finishing and encoding on the event loop costs less than a thread hop.
 _INLINE_FLOATS = 64 * 1024
@@ -30,6 +31,17 @@ _INLINE_FLOATS = 64 * 1024
 @dataclass(frozen=True)
 class Embedded:
     body: bytes
+    tokenization_seconds: float
+    queue_seconds: float
+    inference_seconds: float
+
+
+@dataclass(frozen=True)
+class Vectors:
+    """A request's finished vectors (cut, normalized as asked), for an adapter to render."""
+
+    vectors: np.ndarray
+    prompt_tokens: int
     tokenization_seconds: float
     queue_seconds: float
     inference_seconds: float
@@ -44,6 +56,8 @@ class EmbeddingService:
         self.metrics = metrics
         self.drain = drain
         self.active = 0  # requests admitted and not yet answered: a drain waits for them
+        # Loaded now, so a server that cannot read token arrays fails at start, not at a request.
+        self.token_arrays = TokenArrays.for_encoding(config.token_encoding)
         # Tokenizing and encoding are CPU work: a few threads, sized to the cores, off the loop.
         # Each request keeps at most one bounded step in this pool's FIFO queue at a time, so
         # the steps of concurrent requests take turns: a 1-text request waits for at most one
@@ -82,6 +96,7 @@ class EmbeddingService:
             self.config.limits,
             auto_truncate=self.config.auto_truncate,
             allow_dimensions=self.config.allow_dimensions,
+            resolve=self.token_arrays.resolve,
         )
         ratio = self._tokens_per_char.get(model.id, DEFAULT_TOKENS_PER_CHAR)
         reservation = batcher.reserve(len(request.inputs), admission.estimated_tokens(ratio))
@@ -101,8 +116,17 @@ class EmbeddingService:
         return prepared, ticket, time.perf_counter() - started
 
     async def embed(self, request: EmbeddingsRequest, model: ServedModel) -> Embedded:
-        """Vectors for `request` as a response body. Cancelling the awaiting task drops the
-        request's inputs that are still queued."""
+        """Vectors for `request` as an OpenAI response body. Cancelling the awaiting task drops
+        the request's inputs that are still queued."""
+        return await self._run(request, model, openai_body=True)
+
+    async def embed_vectors(self, request: EmbeddingsRequest, model: ServedModel) -> Vectors:
+        """The finished vectors for `request`, for adapters that render their own wire format."""
+        return await self._run(request, model, openai_body=False)
+
+    async def _run(
+        self, request: EmbeddingsRequest, model: ServedModel, *, openai_body: bool
+    ) -> Embedded | Vectors:
         engine, _ = model.require()
         loop = asyncio.get_running_loop()
         self.active += 1
@@ -114,8 +138,11 @@ class EmbeddingService:
                 ticket.cancel()  # a no-op once computed; drops queued inputs if we were cancelled
 
             tokens = int(prepared.token_counts.sum())
-            finish = partial(_finish_and_encode, engine, pooled, request, model.id, tokens)
-            body = (
+            finish = partial(
+                _finish_and_encode if openai_body else _finish,
+                engine, pooled, request, model.id, tokens,
+            )
+            result = (
                 finish()
                 if pooled.size <= _INLINE_FLOATS
                 else await loop.run_in_executor(self._executor, finish)
@@ -129,13 +156,22 @@ class EmbeddingService:
         self.metrics.tokenization.labels(labels).observe(tokenization)
         self.metrics.queue.labels(labels).observe(ticket.queue_seconds)
         self.metrics.inference.labels(labels).observe(ticket.inference_seconds)
-        return Embedded(body, tokenization, ticket.queue_seconds, ticket.inference_seconds)
+        timings = (tokenization, ticket.queue_seconds, ticket.inference_seconds)
+        if openai_body:
+            return Embedded(result, *timings)
+        return Vectors(result, tokens, *timings)
+
+
+def _finish(
+    engine: Engine, pooled: np.ndarray, request: EmbeddingsRequest, model: str, tokens: int
+) -> np.ndarray:
+    return engine.finish(pooled, dimensions=request.dimensions, normalize=request.normalize)
 
 
 def _finish_and_encode(
     engine: Engine, pooled: np.ndarray, request: EmbeddingsRequest, model: str, tokens: int
 ) -> bytes:
-    vectors = engine.finish(pooled, dimensions=request.dimensions, normalize=request.normalize)
+    vectors = _finish(engine, pooled, request, model, tokens)
     return embeddings_body(
         vectors, encoding_format=request.encoding_format, model=model, prompt_tokens=tokens
     )

@@ -1,0 +1,137 @@
+"""Cohere's v2 embed API: `POST /v2/embed` (`cohere.ClientV2(base_url=...)`).
+
+`input_type` picks the model's prompt of the matching name when it has one (`search_query` →
+`query`, `search_document` → `document` or `passage`, `classification`, `clustering`), else none.
+`embedding_types` returns any of float, int8, uint8, binary, ubinary (embedserve.quantization)
+and base64 (little-endian float32, as OpenAI's). `truncate`: `END` (default) cuts the end of an
+over-long text, `START` its start, `NONE` refuses it. Errors are `{"message": ...}`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Request, Response, post
+
+from embedserve import _core
+from embedserve.engine import ModelInfo
+from embedserve.inputs import Inputs
+from embedserve.quantization import quantize
+from embedserve.server.adapters.base import (
+    compute,
+    decode,
+    error_handlers,
+    json_response,
+    read_body,
+    state,
+    timing_headers,
+)
+from embedserve.server.auth import require_api_key
+from embedserve.server.schemas import EmbeddingsRequest as Internal
+
+InputType = Literal["search_document", "search_query", "classification", "clustering"]
+EmbeddingType = Literal["float", "int8", "uint8", "binary", "ubinary", "base64"]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+# Cohere's input types → prompt names models use for them, first match wins.
+PROMPTS: dict[str, tuple[str, ...]] = {
+    "search_query": ("search_query", "query"),
+    "search_document": ("search_document", "document", "passage"),
+    "classification": ("classification",),
+    "clustering": ("clustering",),
+}
+
+
+class EmbedRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`POST /v2/embed` (texts only)."""
+
+    model: str
+    texts: list[str]
+    input_type: InputType
+    embedding_types: list[EmbeddingType] | None = None
+    output_dimension: Positive | None = None
+    truncate: Literal["NONE", "START", "END"] = "END"
+
+
+class Embeddings(msgspec.Struct, omit_defaults=True, rename={"float_": "float"}):
+    float_: list[list[float]] | None = None
+    int8: list[list[int]] | None = None
+    uint8: list[list[int]] | None = None
+    binary: list[list[int]] | None = None
+    ubinary: list[list[int]] | None = None
+    base64: list[str] | None = None
+
+
+class ApiVersion(msgspec.Struct):
+    version: str
+
+
+class BilledUnits(msgspec.Struct):
+    input_tokens: int
+
+
+class Meta(msgspec.Struct):
+    api_version: ApiVersion
+    billed_units: BilledUnits
+
+
+class EmbedResponse(msgspec.Struct):
+    id: str
+    embeddings: Embeddings
+    texts: list[str]
+    meta: Meta
+    response_type: Literal["embeddings_by_type"] = "embeddings_by_type"
+
+
+class Error(msgspec.Struct):
+    message: str
+
+
+def render_error(status: int, error: dict[str, Any], headers: dict[str, str]) -> Response[bytes]:
+    return json_response(Error(message=error["message"]), status=status, headers=headers)
+
+
+HANDLERS = error_handlers(render_error)
+
+
+def prompt_for(input_type: str, info: ModelInfo) -> str | None:
+    return next((name for name in PROMPTS[input_type] if name in info.prompts), None)
+
+
+@post("/v2/embed", guards=[require_api_key], status_code=200, exception_handlers=HANDLERS)
+async def embed(request: Request[Any, Any, Any]) -> Response[bytes]:
+    started = time.perf_counter()
+    body = decode(await read_body(request), EmbedRequest)
+    model = state(request).registry.get(body.model)
+    engine, _ = model.require()
+    internal = Internal(
+        inputs=Inputs(texts=body.texts),
+        model=model.id,
+        dimensions=body.output_dimension,
+        truncate=body.truncate != "NONE",
+        truncation_direction="left" if body.truncate == "START" else "right",
+        prompt_name=prompt_for(body.input_type, engine.model_info),
+    )
+    done = await compute(request, internal, model)
+    vectors = done.vectors
+    embeddings = Embeddings()
+    for kind in dict.fromkeys(body.embedding_types or ["float"]):
+        if kind == "float":
+            embeddings.float_ = vectors.tolist()
+        elif kind == "base64":
+            embeddings.base64 = _core.encode_base64(vectors)
+        else:
+            setattr(embeddings, kind, quantize(vectors, kind).tolist())
+    response = EmbedResponse(
+        id=str(uuid.uuid4()),
+        embeddings=embeddings,
+        texts=body.texts,
+        meta=Meta(ApiVersion("2"), BilledUnits(done.prompt_tokens)),
+    )
+    return json_response(response, headers=timing_headers(done, started))
+
+
+ROUTES = [embed]

@@ -1,0 +1,163 @@
+"""Ollama's API: `POST /api/embed`, the legacy `POST /api/embeddings`, and `GET /api/tags` /
+`GET /api/version` so clients that list models (Open WebUI) find ours. Errors are `{"error": ...}`.
+
+Model names may carry Ollama's `:latest` tag; it is dropped before the lookup. `options` and
+`keep_alive` are accepted and ignored (models stay loaded; there are no sampling options).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, get, post
+
+from embedserve import __version__
+from embedserve.inputs import Inputs
+from embedserve.server.adapters.base import (
+    compute,
+    decode,
+    error_handlers,
+    json_response,
+    read_body,
+    state,
+    timing_headers,
+)
+from embedserve.server.auth import require_api_key
+from embedserve.server.registry import ModelRegistry, ServedModel
+from embedserve.server.schemas import EmbeddingsRequest as Internal
+
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+KeepAlive = str | float | None
+
+
+class EmbedRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`POST /api/embed`."""
+
+    model: str
+    input: str | list[str]
+    truncate: bool | None = None
+    dimensions: Positive | None = None
+    options: dict[str, Any] | None = None
+    keep_alive: KeepAlive = None
+
+
+class EmbedResponse(msgspec.Struct):
+    model: str
+    embeddings: list[list[float]]
+    total_duration: int
+    load_duration: int
+    prompt_eval_count: int
+
+
+class LegacyEmbedRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The legacy `POST /api/embeddings`: one `prompt`, one `embedding`."""
+
+    model: str
+    prompt: str
+    options: dict[str, Any] | None = None
+    keep_alive: KeepAlive = None
+
+
+class LegacyEmbedResponse(msgspec.Struct):
+    embedding: list[float]
+
+
+class ModelDetails(msgspec.Struct):
+    format: str
+    family: str
+    families: list[str] | None
+    parameter_size: str
+    quantization_level: str
+
+
+class ModelTag(msgspec.Struct):
+    name: str
+    model: str
+    modified_at: str
+    size: int
+    digest: str
+    details: ModelDetails
+
+
+class TagsResponse(msgspec.Struct):
+    models: list[ModelTag]
+
+
+class VersionResponse(msgspec.Struct):
+    version: str
+
+
+class Error(msgspec.Struct):
+    error: str
+
+
+def render_error(status: int, error: dict[str, Any], headers: dict[str, str]) -> Response[bytes]:
+    return json_response(Error(error=error["message"]), status=status, headers=headers)
+
+
+HANDLERS = error_handlers(render_error)
+
+
+def find_model(registry: ModelRegistry, name: str) -> ServedModel:
+    model = registry.find(name)
+    if model is None and name.endswith(":latest"):
+        model = registry.find(name[: -len(":latest")])
+    return model if model is not None else registry.get(name)  # get: the 404
+
+
+@post("/api/embed", guards=[require_api_key], status_code=200, exception_handlers=HANDLERS)
+async def embed(request: Request[Any, Any, Any]) -> Response[bytes]:
+    started = time.perf_counter()
+    body = decode(await read_body(request), EmbedRequest)
+    model = find_model(state(request).registry, body.model)
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    internal = Internal(
+        inputs=Inputs(texts=texts), model=model.id, truncate=body.truncate, dimensions=body.dimensions
+    )
+    done = await compute(request, internal, model)
+    # Ollama's durations are nanoseconds.
+    response = EmbedResponse(
+        model=body.model,
+        embeddings=done.vectors.tolist(),
+        total_duration=int((time.perf_counter() - started) * 1e9),
+        load_duration=0,
+        prompt_eval_count=done.prompt_tokens,
+    )
+    return json_response(response, headers=timing_headers(done, started))
+
+
+@post("/api/embeddings", guards=[require_api_key], status_code=200, exception_handlers=HANDLERS)
+async def embeddings(request: Request[Any, Any, Any]) -> Response[bytes]:
+    started = time.perf_counter()
+    body = decode(await read_body(request), LegacyEmbedRequest)
+    model = find_model(state(request).registry, body.model)
+    internal = Internal(inputs=Inputs(texts=[body.prompt]), model=model.id)
+    done = await compute(request, internal, model)
+    return json_response(
+        LegacyEmbedResponse(embedding=done.vectors[0].tolist()),
+        headers=timing_headers(done, started),
+    )
+
+
+@get("/api/tags", guards=[require_api_key], exception_handlers=HANDLERS)
+async def tags(request: Request[Any, Any, Any]) -> Response[bytes]:
+    models = []
+    for model in state(request).registry.models:
+        modified = datetime.fromtimestamp(model.created, tz=timezone.utc).isoformat()
+        details = ModelDetails(
+            format="onnx", family="embedding", families=None, parameter_size="",
+            quantization_level=state(request).config.quantize or "F32",
+        )
+        models.append(ModelTag(model.id, model.id, modified, 0, "", details))
+    return json_response(TagsResponse(models))
+
+
+@get("/api/version", exception_handlers=HANDLERS)
+async def version() -> Response[bytes]:
+    return json_response(VersionResponse(__version__))
+
+
+ROUTES = [embed, embeddings, tags, version]

@@ -1,0 +1,249 @@
+"""Text Embeddings Inference's API: `POST /embed` and `POST /` (bare `[[floats]]`), `/tokenize`,
+`/decode` and `GET /info`, with TEI's error body `{"error": ..., "error_type": ...}`.
+
+`huggingface_hub.InferenceClient(url).feature_extraction(text)` posts to `/` with its settings
+under `parameters`, as the Inference API takes them; TEI's own clients put them at the top level.
+Both are accepted (a key given in both places takes the `parameters` value).
+
+`GET /info` is asked by TEI clients and by Azure AI inference's `get_model_info`; the Azure SDK
+always sends `api-version` and TEI clients never do, so that query parameter picks the shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Request, Response, get, post
+
+from embedserve import __version__
+from embedserve.inputs import Inputs
+from embedserve.server.adapters.base import (
+    compute,
+    decode,
+    error_handlers,
+    float_rows,
+    json_response,
+    read_body,
+    state,
+    timing_headers,
+)
+from embedserve.server.auth import require_api_key
+from embedserve.server.errors import invalid
+from embedserve.server.routes import azure_model_info
+from embedserve.server.schemas import EmbeddingsRequest
+
+Direction = Literal["Left", "Right", "left", "right"]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class EmbedParameters(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Settings of `POST /embed`, at the top level or under `parameters`."""
+
+    normalize: bool | None = None
+    truncate: bool | None = None
+    truncation_direction: Direction | None = None
+    prompt_name: str | None = None
+    dimensions: Positive | None = None
+    # huggingface_hub can send it; only TEI's default is served.
+    encoding_format: Literal["float"] | None = None
+
+
+class EmbedRequest(EmbedParameters, kw_only=True):
+    """TEI's `POST /embed` body."""
+
+    inputs: str | list[str]
+    parameters: EmbedParameters | None = None
+
+
+class TokenizeRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    inputs: str | list[str]
+    add_special_tokens: bool = True
+
+
+class DecodeRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    # One id array, or a list of them (msgspec allows one array type per union, so the items are
+    # the union and the handler checks that they are all of one kind).
+    ids: list[int | list[int]]
+    skip_special_tokens: bool = True
+
+
+class SimpleToken(msgspec.Struct):
+    id: int
+    text: str
+    special: bool
+    start: int | None
+    stop: int | None
+
+
+class Info(msgspec.Struct):
+    """TEI's `GET /info`."""
+
+    model_id: str
+    model_sha: str | None
+    model_dtype: str
+    model_type: dict[str, dict[str, str]]
+    max_concurrent_requests: int
+    max_input_length: int
+    max_batch_tokens: int
+    max_batch_requests: int | None
+    max_client_batch_size: int
+    auto_truncate: bool
+    tokenization_workers: int
+    version: str
+    sha: str | None
+    docker_label: str | None
+
+
+class Error(msgspec.Struct):
+    error: str
+    error_type: str
+
+
+def _error_type(status: int) -> str:
+    if status == 429:
+        return "Overloaded"
+    if status == 503:
+        return "Unhealthy"
+    if status >= 500:
+        return "Backend"
+    return "Validation"
+
+
+def render_error(status: int, error: dict[str, Any], headers: dict[str, str]) -> Response[bytes]:
+    body = Error(error=error["message"], error_type=_error_type(status))
+    return json_response(body, status=status, headers=headers)
+
+
+HANDLERS = error_handlers(render_error)
+
+
+def to_internal(body: EmbedRequest) -> EmbeddingsRequest:
+    merged = {f: getattr(body, f) for f in EmbedParameters.__struct_fields__}
+    if body.parameters is not None:
+        for name in EmbedParameters.__struct_fields__:
+            value = getattr(body.parameters, name)
+            if value is not None:
+                merged[name] = value
+    texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
+    direction = merged["truncation_direction"]
+    return EmbeddingsRequest(
+        inputs=Inputs(texts=texts),
+        dimensions=merged["dimensions"],
+        truncate=merged["truncate"],
+        truncation_direction="right" if direction is None else direction.lower(),
+        # TEI normalizes unless told not to.
+        normalize=True if merged["normalize"] is None else merged["normalize"],
+        prompt_name=merged["prompt_name"],
+    )
+
+
+async def _embed(request: Request[Any, Any, Any]) -> Response[bytes]:
+    started = time.perf_counter()
+    internal = to_internal(decode(await read_body(request), EmbedRequest))
+    done = await compute(request, internal, state(request).registry.default)
+    return json_response(float_rows(done.vectors), headers=timing_headers(done, started))
+
+
+@post("/embed", guards=[require_api_key], status_code=200, exception_handlers=HANDLERS)
+async def embed(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Embeddings of `inputs` as a bare array of float arrays."""
+    return await _embed(request)
+
+
+@post("/", guards=[require_api_key], status_code=200, exception_handlers=HANDLERS)
+async def root(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """TEI's root route, where `InferenceClient(url).feature_extraction` posts: as `/embed`."""
+    return await _embed(request)
+
+
+def _check_count(request: Request[Any, Any, Any], count: int, field: str) -> None:
+    limit = state(request).config.limits.max_inputs
+    if count == 0:
+        raise invalid(f"{field} must not be empty", param=field, code="empty_input")
+    if count > limit:
+        raise invalid(
+            f"{field} has {count} items; at most {limit} are allowed per request",
+            param=field,
+            code="too_many_inputs",
+        )
+
+
+@post("/tokenize", guards=[require_api_key], status_code=200, exception_handlers=HANDLERS)
+async def tokenize(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """The model's tokens of each input, with character offsets (null for special tokens)."""
+    body = decode(await read_body(request), TokenizeRequest)
+    texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
+    _check_count(request, len(texts), "inputs")
+    engine, _ = state(request).registry.default.require()
+
+    def run() -> list[list[SimpleToken]]:
+        encodings = engine.tokenizer.encodings(texts, add_special_tokens=body.add_special_tokens)
+        out = []
+        for text, encoding in zip(texts, encodings):
+            tokens = []
+            for token_id, token, special, (start, stop) in zip(
+                encoding.ids, encoding.tokens, encoding.special_tokens_mask, encoding.offsets
+            ):
+                if special:
+                    tokens.append(SimpleToken(token_id, token, True, None, None))
+                else:
+                    tokens.append(SimpleToken(token_id, text[start:stop], False, start, stop))
+            out.append(tokens)
+        return out
+
+    return json_response(await asyncio.get_running_loop().run_in_executor(None, run))
+
+
+@post("/decode", guards=[require_api_key], status_code=200, exception_handlers=HANDLERS)
+async def decode_ids(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Texts of model-vocabulary id arrays (one string per array)."""
+    body = decode(await read_body(request), DecodeRequest)
+    ids = body.ids
+    if all(isinstance(i, int) for i in ids):
+        arrays: list[list[int]] = [ids]  # type: ignore[list-item]
+    elif all(isinstance(i, list) for i in ids):
+        arrays = ids  # type: ignore[assignment]
+    else:
+        raise invalid(
+            "ids must be an array of integers or an array of arrays of integers, not a mix",
+            param="ids",
+        )
+    _check_count(request, len(arrays), "ids")
+    engine, _ = state(request).registry.default.require()
+    texts = engine.tokenizer.decode(arrays, skip_special_tokens=body.skip_special_tokens)
+    return json_response(texts)
+
+
+@get("/info", guards=[require_api_key], exception_handlers=HANDLERS)
+async def info(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """TEI's model description; Azure AI inference's when the query carries `api-version`."""
+    if "api-version" in request.query_params:
+        return json_response(azure_model_info(request))
+    server = state(request)
+    model = server.registry.default
+    engine, _ = model.require()
+    config = server.config
+    return json_response(
+        Info(
+            model_id=model.id,
+            model_sha=None,
+            model_dtype="int8" if config.quantize == "int8" else "float32",
+            model_type={"embedding": {"pooling": engine.model_info.pooling}},
+            max_concurrent_requests=config.max_queue,
+            max_input_length=engine.model_info.max_tokens,
+            max_batch_tokens=engine.max_batch_tokens,
+            max_batch_requests=config.max_batch_requests,
+            max_client_batch_size=config.limits.max_inputs,
+            auto_truncate=config.auto_truncate,
+            tokenization_workers=1,
+            version=__version__,
+            sha=None,
+            docker_label=None,
+        )
+    )
+
+
+ROUTES = [embed, root, tokenize, decode_ids, info]

@@ -1,0 +1,46 @@
+"""Token arrays in a request, read as `--token-encoding` says: tiktoken ids decoded to text (the
+default, what OpenAI means), or ids in the model's own vocabulary (`model`).
+
+Decoded arrays then go the way texts go (prompts, truncation, the model's tokenizer); the
+per-input and per-request token limits count the ids as sent, and `usage` counts the model's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from embedserve.inputs import Inputs
+from embedserve.server.schemas import EmbeddingsRequest
+from embedserve.token_encodings import MODEL_ENCODING, TokenDecoder, load_encoding
+
+
+class TokenArrays:
+    def __init__(self, decoder: TokenDecoder | None) -> None:
+        self.decoder = decoder
+
+    @classmethod
+    def for_encoding(cls, name: str) -> TokenArrays:
+        """Load `name`'s rank file now (fetching it if need be); PullError if it cannot be had."""
+        if name == MODEL_ENCODING:
+            return cls(None)
+        return cls(TokenDecoder(load_encoding(name)))
+
+    @property
+    def encoding(self) -> str:
+        return self.decoder.name if self.decoder is not None else MODEL_ENCODING
+
+    def resolve(self, request: EmbeddingsRequest) -> EmbeddingsRequest:
+        """`request` with its token arrays decoded to texts; unchanged for texts or `model` ids.
+
+        Runs on a worker thread (decoding is CPU work). InvalidTokenError names the input whose
+        ids the encoding does not have.
+        """
+        arrays = request.inputs.token_arrays
+        if self.decoder is None or arrays is None:
+            return request
+        texts = self.decoder.decode(arrays)
+        return dataclasses.replace(
+            request,
+            inputs=Inputs(texts=texts),
+            sent_token_counts=tuple(len(ids) for ids in arrays),
+        )

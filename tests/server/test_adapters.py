@@ -1,0 +1,116 @@
+"""TEI, Ollama and Cohere wire formats over real HTTP: shapes, options and error bodies. (The
+real client SDKs are in test_clients.py.)"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+from embedserve.engine import ModelInfo
+from embedserve.server.adapters.cohere import prompt_for
+from embedserve.server.config import ServerConfig
+
+from tests.server.conftest import KEY, MODEL, LiveServer, auth, cosines, live_server
+
+LONG = "word " * 400  # past the model's 256 tokens
+
+
+@pytest.fixture(scope="module")
+def server(engine) -> Iterator[LiveServer]:
+    with live_server(ServerConfig(api_keys=(KEY,)), engines={MODEL: engine}) as live:
+        yield live
+
+
+def post(server: LiveServer, path: str, body, key: str = KEY) -> httpx.Response:
+    return httpx.post(server.url + path, json=body, headers=auth(key), timeout=60)
+
+
+def test_tei_embed_options_match_the_engine(server, engine):
+    texts = ["hello world", LONG]
+    for path in ("/embed", "/"):
+        got = np.asarray(post(server, path, {"inputs": texts}).json(), np.float32)
+        assert cosines(got, engine.embed(texts).embeddings).min() >= 0.99999
+    raw = post(server, "/embed", {"inputs": "hello", "normalize": False}).json()
+    want = engine.embed(["hello"], normalize=False).embeddings
+    np.testing.assert_allclose(raw, want, rtol=1e-4, atol=1e-5)
+    # huggingface_hub's `parameters` wrapper; TEI's capitalized direction.
+    left = post(server, "/", {"inputs": LONG + "end", "parameters": {"truncation_direction": "Left"}})
+    want = engine.embed([LONG + "end"], truncation_direction="left").embeddings
+    assert cosines(np.asarray(left.json(), np.float32), want).min() >= 0.99999
+
+
+def test_tei_errors_have_tei_shape(server):
+    response = post(server, "/embed", {"inputs": "a", "truncate": False, "normalize": "yes"})
+    assert response.status_code == 400
+    body = response.json()
+    assert set(body) == {"error", "error_type"} and body["error_type"] == "Validation"
+    assert "$.normalize" in body["error"]
+    too_long = post(server, "/embed", {"inputs": ["a", LONG], "truncate": False})
+    assert too_long.status_code == 400 and too_long.json()["error"].startswith("input[1] has")
+    assert post(server, "/embed", {"inputs": "a"}, key="wrong").json()["error_type"] == "Validation"
+    assert post(server, "/embed", {"inputs": "a", "dimensions": 8}).status_code == 400
+
+
+def test_tei_tokenize_decode_and_info(server, engine):
+    tokens = post(server, "/tokenize", {"inputs": ["hello world"]}).json()[0]
+    assert [t["id"] for t in tokens] == engine.tokenize(["hello world"])[0]
+    assert [t["text"] for t in tokens] == ["[CLS]", "hello", "world", "[SEP]"]
+    assert (tokens[0]["special"], tokens[0]["start"]) == (True, None)
+    assert (tokens[2]["start"], tokens[2]["stop"]) == (6, 11)
+    ids = engine.tokenize(["hello world"])[0]
+    assert post(server, "/decode", {"ids": ids}).json() == ["hello world"]
+    assert post(server, "/decode", {"ids": [ids, ids[1:2]]}).json() == ["hello world", "hello"]
+    bad = post(server, "/decode", {"ids": [ids, [10**9]]})
+    assert bad.status_code == 400 and bad.json()["error"].startswith("input[1]")
+    info = httpx.get(server.url + "/info", headers=auth()).json()
+    assert info["model_id"] == MODEL and info["max_input_length"] == 256
+    assert info["model_type"] == {"embedding": {"pooling": "mean"}}
+    azure = httpx.get(server.url + "/info?api-version=2024-05-01-preview", headers=auth()).json()
+    assert azure == httpx.get(server.url + "/models/info", headers=auth()).json()
+    assert azure["model_name"] == MODEL
+
+
+def test_ollama_routes(server, engine):
+    response = post(server, "/api/embed", {"model": MODEL, "input": "hi", "keep_alive": "5m"})
+    body = response.json()
+    assert set(body) == {"model", "embeddings", "total_duration", "load_duration", "prompt_eval_count"}
+    assert body["prompt_eval_count"] == 3
+    legacy = post(server, "/api/embeddings", {"model": MODEL + ":latest", "prompt": "hi"}).json()
+    got = np.asarray([body["embeddings"][0], legacy["embedding"]], np.float32)
+    assert cosines(got, np.repeat(engine.embed(["hi"]).embeddings, 2, 0)).min() >= 0.99999
+    missing = post(server, "/api/embed", {"model": "nope", "input": "hi"})
+    assert missing.status_code == 404 and set(missing.json()) == {"error"}
+    assert httpx.get(server.url + "/api/version").json()["version"]
+
+
+def test_cohere_truncate_and_errors(server, engine):
+    def cohere(texts, **extra):
+        body = {"model": MODEL, "texts": texts, "input_type": "search_document", **extra}
+        return post(server, "/v2/embed", body)
+
+    start = cohere([LONG + "end"], truncate="START").json()["embeddings"]["float"]
+    want = engine.embed([LONG + "end"], truncation_direction="left").embeddings
+    assert cosines(np.asarray(start, np.float32), want).min() >= 0.99999
+    refused = cohere(["a", LONG], truncate="NONE")
+    assert refused.status_code == 400 and refused.json()["message"].startswith("input[1] has")
+    wrong = cohere(["a"], embedding_types=["float16"])
+    assert wrong.status_code == 400 and set(wrong.json()) == {"message"}
+
+
+def test_openai_byte_encodings(server, engine):
+    from embedserve.quantization import quantize
+
+    for kind in ("int8", "uint8", "binary", "ubinary"):
+        body = {"model": MODEL, "input": ["hello world"], "encoding_format": kind}
+        got = np.asarray(post(server, "/v1/embeddings", body).json()["data"][0]["embedding"])
+        want = quantize(engine.embed(["hello world"]).embeddings, kind)[0]
+        assert got.shape == want.shape and np.abs(got - want.astype(int)).max() <= 1
+
+
+def test_cohere_input_types_pick_the_models_prompts():
+    info = ModelInfo("m", 8, 16, "mean", True, False, "cpu", {"query": "q: ", "passage": "p: "})
+    assert prompt_for("search_query", info) == "query"
+    assert prompt_for("search_document", info) == "passage"
+    assert prompt_for("clustering", info) is None

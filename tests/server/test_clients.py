@@ -1,0 +1,219 @@
+"""Popular clients, unmodified, against the real server on loopback: each must get the engine's
+own vectors for the same texts (cosine >= 0.9999).
+
+LangChain's `OpenAIEmbeddings` at its defaults sends tiktoken `cl100k_base` ids, not text; the
+server decodes them (server/token_arrays.py). tiktoken in the client reads its rank file from
+TIKTOKEN_CACHE_DIR, named by the sha1 of its download URL, as tiktoken itself caches it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from embedserve.quantization import quantize
+from embedserve.server.config import ServerConfig
+from embedserve.token_encodings import rank_file
+
+from tests.server.conftest import KEY, MODEL, LiveServer, cosines, live_server
+
+CLIENT_COSINE = 0.9999
+TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
+
+
+@pytest.fixture(scope="module")
+def texts(reference) -> list[str]:
+    # Paragraphs, one past the model's 256 tokens, and the short edge cases (unicode, CJK, emoji,
+    # code, surrounding spaces).
+    return reference["texts"][:4] + reference["texts"][187:188] + reference["texts"][190:]
+
+
+@pytest.fixture(scope="module")
+def expected(engine, texts) -> np.ndarray:
+    return engine.embed(texts).embeddings
+
+
+@pytest.fixture(scope="module")
+def server(engine) -> Iterator[LiveServer]:
+    with live_server(ServerConfig(api_keys=(KEY,)), engines={MODEL: engine}) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def tiktoken_cache(tmp_path_factory) -> Iterator[Path]:
+    """tiktoken's own cache, filled from our checked rank files, so the client never downloads."""
+    folder = tmp_path_factory.mktemp("tiktoken-cache")
+    for name in ("cl100k_base", "o200k_base"):
+        key = hashlib.sha1(TIKTOKEN_URL.format(name).encode()).hexdigest()
+        shutil.copyfile(rank_file(name), folder / key)
+    old = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("TIKTOKEN_CACHE_DIR", None)
+    else:
+        os.environ["TIKTOKEN_CACHE_DIR"] = old
+
+
+def test_tiktoken_cache_names_are_the_ones_tiktoken_reads(tiktoken_cache):
+    assert sorted(p.name for p in tiktoken_cache.iterdir()) == [
+        "9b5ad71b2ce5302211f9c61530b329a4922fc6a4",
+        "fb374d419588a4632f3f557e76b4b70aebbca790",
+    ]
+
+
+class BodyRecorder:
+    """An httpx event hook keeping the JSON bodies a client sends, to see what went on the wire."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+
+    def __call__(self, request: httpx.Request) -> None:
+        self.bodies.append(json.loads(request.read()))
+
+
+def assert_same(got, expected: np.ndarray) -> None:
+    got = np.asarray(got, dtype=np.float32)
+    assert got.shape == expected.shape
+    assert cosines(got, expected).min() >= CLIENT_COSINE
+
+
+def test_langchain_openai_defaults_send_token_ids(server, texts, expected, tiktoken_cache):
+    from langchain_openai import OpenAIEmbeddings
+
+    recorder = BodyRecorder()
+    with httpx.Client(event_hooks={"request": [recorder]}) as http:
+        client = OpenAIEmbeddings(
+            model=MODEL, base_url=server.url + "/v1", api_key=KEY, http_client=http
+        )
+        assert client.check_embedding_ctx_length and client.tiktoken_enabled  # the defaults
+        assert_same(client.embed_documents(texts), expected)
+        assert_same([client.embed_query(texts[0])], expected[:1])
+    # What went over the wire was cl100k_base ids, not text.
+    sent = recorder.bodies[0]["input"]
+    assert all(isinstance(ids, list) and all(isinstance(t, int) for t in ids) for ids in sent)
+    assert max(max(ids) for ids in sent) > 30_521  # past MiniLM's vocabulary: not model ids
+
+
+def test_langchain_openai_without_ctx_length_check_sends_text(server, texts, expected):
+    from langchain_openai import OpenAIEmbeddings
+
+    recorder = BodyRecorder()
+    with httpx.Client(event_hooks={"request": [recorder]}) as http:
+        client = OpenAIEmbeddings(
+            model=MODEL,
+            base_url=server.url + "/v1",
+            api_key=KEY,
+            check_embedding_ctx_length=False,
+            http_client=http,
+        )
+        assert_same(client.embed_documents(texts), expected)
+    assert recorder.bodies[0]["input"] == texts
+
+
+def test_langchain_azure_openai(server, texts, expected, tiktoken_cache):
+    from langchain_openai import AzureOpenAIEmbeddings
+
+    client = AzureOpenAIEmbeddings(
+        azure_endpoint=server.url,
+        azure_deployment=MODEL,
+        api_version="2024-02-01",
+        api_key=KEY,
+    )
+    assert_same(client.embed_documents(texts), expected)
+
+
+def test_llama_index_openai_like(server, texts, expected):
+    from llama_index.embeddings.openai_like import OpenAILikeEmbedding
+
+    client = OpenAILikeEmbedding(model_name=MODEL, api_base=server.url + "/v1", api_key=KEY)
+    assert_same(client.get_text_embedding_batch(texts), expected)
+    assert_same([client.get_query_embedding(texts[0])], expected[:1])
+
+
+def test_litellm(server, texts, expected, monkeypatch):
+    # Read litellm's bundled price list instead of fetching one (there is no network here).
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    response = litellm.embedding(
+        model=f"openai/{MODEL}", input=texts, api_base=server.url + "/v1", api_key=KEY
+    )
+    assert_same([item["embedding"] for item in response.data], expected)
+
+
+def test_huggingface_hub_feature_extraction(server, texts, expected):
+    from huggingface_hub import InferenceClient
+
+    client = InferenceClient(server.url, api_key=KEY)
+    got = np.concatenate([client.feature_extraction(text) for text in texts[:3]])
+    assert_same(got, expected[:3])
+
+
+def test_ollama_embed(server, texts, expected):
+    import ollama
+
+    with ollama.Client(host=server.url, headers={"Authorization": f"Bearer {KEY}"}) as client:
+        response = client.embed(model=MODEL, input=texts)
+        assert_same(response.embeddings, expected)
+        assert response.prompt_eval_count > len(texts)
+        assert [m.model for m in client.list().models] == [MODEL]
+        # Ollama's ":latest" tag names the same model.
+        assert_same(client.embed(model=MODEL + ":latest", input=texts[:1]).embeddings, expected[:1])
+
+
+@pytest.fixture(scope="module")
+def cohere_client(server):
+    import cohere
+
+    with httpx.Client() as http:  # ours, so it is closed when the module is done
+        yield cohere.ClientV2(base_url=server.url, api_key=KEY, httpx_client=http)
+
+
+def test_cohere_float_and_base64(cohere_client, texts, expected):
+    response = cohere_client.embed(
+        texts=texts, model=MODEL, input_type="search_document", embedding_types=["float", "base64"]
+    )
+    assert_same(response.embeddings.float_, expected)
+    decoded = [np.frombuffer(base64.b64decode(row), dtype="<f4") for row in response.embeddings.base64]
+    assert_same(decoded, expected)
+    assert response.meta.billed_units.input_tokens > len(texts)
+
+
+@pytest.mark.parametrize("kind", ["int8", "uint8"])
+def test_cohere_scalar_quantized(cohere_client, texts, expected, kind):
+    response = cohere_client.embed(
+        texts=texts, model=MODEL, input_type="search_document", embedding_types=[kind]
+    )
+    got = np.asarray(getattr(response.embeddings, kind))
+    want = quantize(expected, kind)
+    assert got.shape == want.shape
+    # Batches differ from the engine's run in the last float bits; a value may cross a bin edge.
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+    # Bin centres (bins are floors) on the fixed [-0.3, 0.3] range point where the floats do, up
+    # to the step of 0.6 / 255 (measured cosine 0.9996).
+    centered = got + (0.5 if kind == "int8" else -127.5)
+    assert cosines(centered, expected).min() >= 0.999
+
+
+@pytest.mark.parametrize("kind", ["binary", "ubinary"])
+def test_cohere_binary(cohere_client, texts, expected, kind):
+    response = cohere_client.embed(
+        texts=texts, model=MODEL, input_type="search_document", embedding_types=[kind]
+    )
+    got = np.asarray(getattr(response.embeddings, kind))
+    assert got.shape == (len(texts), expected.shape[1] // 8)
+    raw = (got + 128 if kind == "binary" else got).astype(np.uint8)
+    bits = np.unpackbits(raw, axis=1)
+    want = (expected > 0).astype(np.uint8)
+    # Only components within float noise of zero may flip sign between two runs.
+    flipped = bits != want
+    assert np.abs(expected[flipped]).max(initial=0) < 1e-5
