@@ -75,15 +75,18 @@ class Reranker:
         max_batch_tokens: int | None = None,
         quantize: str | None = None,
         max_length: int | None = None,
+        compile: bool = False,
     ) -> Reranker:
         """Load a cross-encoder from a folder (safetensors compiled on first use, or an ONNX graph
         ending in logits), a catalog name or a hub repo id. `tokenizer` names another folder
-        holding config.json and tokenizer.json, for a graph shipped without them."""
-        model_dir = resolve_model_dir(spec)
+        holding config.json and tokenizer.json, for a graph shipped without them. `compile=True`
+        compiles the safetensors even where the model ships an ONNX graph."""
+        model_dir = resolve_model_dir(spec, compile=compile)
         config_dir = resolve_model_dir(tokenizer) if tokenizer is not None else model_dir
         config = load_reranker_config(config_dir, name or _display_name(spec, model_dir), max_length)
         session = ClassifierSession(
-            onnx_for(model_dir, quantize), SessionOptions(providers, intra_op_threads, inter_op_threads)
+            onnx_for(model_dir, quantize, compile=compile),
+            SessionOptions(providers, intra_op_threads, inter_op_threads),
         )
         pair_tokenizer = PairTokenizer(config_dir / "tokenizer.json", config.max_length)
         return cls(config, pair_tokenizer, session, max_batch_tokens=max_batch_tokens)

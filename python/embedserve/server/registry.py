@@ -122,7 +122,7 @@ class ModelRegistry:
                 continue
             started = time.perf_counter()
             try:
-                model_dir = resolve_model_dir(model.spec.spec)
+                model_dir = resolve_model_dir(model.spec.spec, compile=self.config.compile)
                 loader = (
                     Reranker.from_pretrained
                     if model_kind(model_dir) == RERANKER
