@@ -44,7 +44,7 @@ def add_embed_file_command(commands: Any) -> argparse.ArgumentParser:
     cmd.add_argument("--providers", help="cpu, cuda, or an ONNX Runtime provider name")
     cmd.add_argument("--threads", type=_positive, metavar="N", help="ONNX Runtime intra-op threads")
     cmd.add_argument("--quiet", action="store_true", help="no progress bar, only the summary")
-    cmd.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+    cmd.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                      help="embed on a Ray cluster through Ray Data (ADDRESS: the head, e.g. "
                      "ray://host:10001; 'auto' or nothing: RAY_ADDRESS or a local instance)")
     cmd.add_argument("--ray-actors", type=_positive, metavar="N",

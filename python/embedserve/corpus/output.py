@@ -49,7 +49,24 @@ class Chunk:
     texts: list[str] = field(default_factory=list)
     skipped: list[tuple[int, str]] = field(default_factory=list)
     vectors: np.ndarray | None = None  # [len(rows), width] once embedded
-    tokens: int = 0
+    token_counts: np.ndarray | None = None  # [len(rows)] once embedded
+
+    @property
+    def tokens(self) -> int:
+        return 0 if self.token_counts is None else int(self.token_counts.sum())
+
+    def split(self, rows: int) -> tuple[Chunk, Chunk]:
+        """The first `rows` embeddable rows (and the skipped rows before the last of them), and the rest."""
+        cut = self.rows[rows - 1] + 1
+        head = Chunk(self.start, cut, self.rows[:rows], self.ids[:rows], self.texts[:rows],
+                     [s for s in self.skipped if s[0] < cut])
+        tail = Chunk(cut, self.end, self.rows[rows:], self.ids[rows:], self.texts[rows:],
+                     [s for s in self.skipped if s[0] >= cut])
+        if self.vectors is not None:
+            head.vectors, tail.vectors = self.vectors[:rows], self.vectors[rows:]
+        if self.token_counts is not None:
+            head.token_counts, tail.token_counts = self.token_counts[:rows], self.token_counts[rows:]
+        return head, tail
 
 
 def fsync_replace(tmp: Path, target: Path) -> None:
@@ -158,7 +175,11 @@ def _diff(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
 
 
 class PartWriter:
-    """Chunks in, parts out: each chunk becomes a row group of the current part."""
+    """Chunks in, parts out: each chunk becomes a row group of the current part.
+
+    Every part but the last holds exactly `rows_per_part` rows (chunks are split to fit), so
+    the parts are the same however the rows were chunked: locally, on Ray, or across a resume.
+    """
 
     def __init__(self, manifest: Manifest, embedding_type: str, dimension: int,
                  rows_per_part: int) -> None:
@@ -171,6 +192,21 @@ class PartWriter:
         self._part: dict[str, Any] | None = None
 
     def write(self, chunk: Chunk) -> None:
+        while True:
+            if self._part is None:
+                self._open(chunk.start)
+            room = self.rows_per_part - self._part["rows"]
+            # A full part ends right after its last row: skipped rows after it open the next one.
+            fits = len(chunk.rows) < room or (len(chunk.rows) == room and chunk.end == chunk.rows[-1] + 1)
+            if fits:
+                self._append(chunk)
+                return
+            head, chunk = chunk.split(room)
+            self._append(head)
+            if chunk.end == chunk.start:
+                return
+
+    def _append(self, chunk: Chunk) -> None:
         if self._part is None:
             self._open(chunk.start)
         part = self._part

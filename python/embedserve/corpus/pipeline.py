@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+
 from embedserve.corpus.encode import EMBEDDING_TYPES, quantize
 from embedserve.corpus.output import Chunk, Manifest, PartWriter
 from embedserve.corpus.progress import Progress, summary
@@ -177,7 +179,7 @@ class LocalEmbedder:
             vectors = self.engine.finish(self.engine.pooled(sequences),
                                          dimensions=self.options.dimensions)
             chunk.vectors = quantize(vectors, self.options.embedding_type)
-            chunk.tokens = sum(len(s) for s in sequences)
+            chunk.token_counts = np.fromiter((len(s) for s in sequences), np.int64, len(sequences))
         chunk.texts = []  # not needed past the model; free them before the writer's queue
         return chunk
 
