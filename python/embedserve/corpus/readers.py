@@ -199,11 +199,11 @@ def _parquet(path: Path, columns: Columns, skip: int) -> Iterator[Row | None]:
         raise CorpusError(f"{path}: no column {columns.text!r} (columns: {', '.join(names)})")
     wanted = [columns.text] + ([columns.id] if columns.id in names else [])
     seen = 0
-    # Whole row groups before `skip` are passed over from the footer, unread.
+    # Leading row groups wholly before `skip` are passed over from the footer, unread.
     groups = []
     for index in range(parquet.num_row_groups):
         rows = parquet.metadata.row_group(index).num_rows
-        if seen + rows <= skip:
+        if not groups and seen + rows <= skip:
             seen += rows
             yield from (None for _ in range(rows))
         else:
