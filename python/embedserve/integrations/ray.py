@@ -153,13 +153,15 @@ def _to_chunk(batch: dict[str, np.ndarray]) -> Chunk:
     rows = batch["row"].tolist()
     chunk = Chunk(rows[0], rows[-1] + 1) if rows else Chunk(0, 0)
     good = []
+    # Ray's NumPy batches may turn nulls in string columns into None or NaN: only str is a value.
     for at, (row, reason) in enumerate(zip(rows, batch["reason"])):
-        if reason is None:
+        if not isinstance(reason, str):
             good.append(at)
             chunk.rows.append(row)
-            chunk.ids.append(batch["id"][at])
+            ident = batch["id"][at]
+            chunk.ids.append(ident if isinstance(ident, str) else None)
         else:
-            chunk.skipped.append((row, str(reason)))
+            chunk.skipped.append((row, reason))
     chunk.vectors = np.ascontiguousarray(batch["embedding"][good])
     chunk.token_counts = np.asarray(batch["tokens"][good], dtype=np.int64)
     return chunk
