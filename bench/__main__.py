@@ -1,11 +1,12 @@
-"""`python -m bench kernels|engine|http [options]`."""
+"""`python -m bench kernels|engine|http|corpus|replicas [options]`."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-SUITES = {"kernels": "bench.bench_kernels", "engine": "bench.bench_engine", "http": "bench.bench_http"}
+SUITES = {"kernels": "bench.bench_kernels", "engine": "bench.bench_engine", "http": "bench.bench_http",
+          "corpus": "bench.bench_corpus", "replicas": "bench.bench_replicas"}
 
 
 def main() -> None:

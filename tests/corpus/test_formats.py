@@ -9,10 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from embedserve.corpus import CorpusError, EmbedFileOptions, embed_file
 from embedserve.corpus.output import OutputError
 from embedserve.corpus.readers import Columns, count_rows, find_inputs, read_rows
+
 from tests.corpus.conftest import cosines, read_output, write_csv, write_jsonl, write_parquet
 
 

@@ -29,8 +29,7 @@ for corpus, out in zip(sys.argv[2::2], sys.argv[3::2]):
 
 def _corpus(path: Path, rows: int) -> Path:
     with open(path, "w", encoding="utf-8") as f:
-        for i in range(rows):
-            f.write(json.dumps({"id": i, "text": f"row {i} of the corpus", "pad": PAD}) + "\n")
+        f.writelines(json.dumps({"id": i, "text": f"row {i} of the corpus", "pad": PAD}) + "\n" for i in range(rows))
     return path
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+
 import numpy as np
 import pytest
-
 from embedserve.corpus import EmbedFileOptions, embed_file
+
 from tests.corpus.conftest import read_output, write_csv, write_jsonl, write_parquet
 
 # Ray warns about its own deprecated settings when it starts; none of them are ours.

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from embedserve.corpus import EmbedFileOptions, embed_file
 from embedserve.corpus.output import MANIFEST, Manifest
+
 from tests.corpus.conftest import read_output, write_jsonl
 
 BATCH, PART = 8, 24

@@ -19,7 +19,14 @@ import numpy as np
 from embedserve.corpus.encode import EMBEDDING_TYPES, quantize
 from embedserve.corpus.output import Chunk, Manifest, PartWriter
 from embedserve.corpus.progress import Progress, summary
-from embedserve.corpus.readers import Columns, CorpusError, InputFile, count_rows, find_inputs, read_rows
+from embedserve.corpus.readers import (
+    Columns,
+    CorpusError,
+    InputFile,
+    count_rows,
+    find_inputs,
+    read_rows,
+)
 from embedserve.models import DEFAULT_MODEL
 
 T = TypeVar("T")
@@ -133,7 +140,7 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
                 if not put(item):
                     return
             put(end)
-        except BaseException as exc:  # carried to the consumer, raised there
+        except BaseException as exc:  # noqa: BLE001 (carried to the consumer and raised there)
             put(_Failure(exc))
 
     thread = threading.Thread(target=work, name="embedserve-prefetch", daemon=True)

@@ -44,8 +44,8 @@ def summary(totals: dict[str, Any], *, out: str, this_run_rows: int, this_run_to
             seconds: float, resumed_from: int, show_skipped: int = 20) -> str:
     """A few lines for the end of a run: counts, speeds of this run, skipped rows by number."""
     lines = [
-        f"embedded {totals['rows']:,} rows ({totals['tokens']:,} tokens) into {out} "
-        f"({totals['parts']} parts); skipped {totals['skipped']:,}"
+        (f"embedded {totals['rows']:,} rows ({totals['tokens']:,} tokens) into {out} "
+         f"({totals['parts']} parts); skipped {totals['skipped']:,}")
     ]
     if resumed_from:
         lines.append(f"resumed at row {resumed_from:,}")

@@ -27,7 +27,13 @@ import pyarrow as pa
 
 from embedserve.corpus.encode import quantize, width
 from embedserve.corpus.output import Chunk
-from embedserve.corpus.pipeline import EmbedFileOptions, FileSlice, chunks_of, embed_file, load_engine
+from embedserve.corpus.pipeline import (
+    EmbedFileOptions,
+    FileSlice,
+    chunks_of,
+    embed_file,
+    load_engine,
+)
 from embedserve.corpus.readers import Columns, InputFile
 from embedserve.models import DEFAULT_MODEL
 
