@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -111,8 +112,7 @@ def test_bad_rows_are_skipped_and_reported_by_number(engine, tmp_path, capsys):
         b'{"id": "j", "text": "another good row"}',
     ]
     (tmp_path / "bad.jsonl").write_bytes(b"\n".join(lines))  # and no final newline
-    totals = embed_file(tmp_path / "bad.jsonl", tmp_path / "out", EmbedFileOptions(quiet=True),
-                        engine=engine)
+    totals = embed_file(tmp_path / "bad.jsonl", tmp_path / "out", EmbedFileOptions(), engine=engine)
     rows, ids, _ = read_output(tmp_path / "out")
     assert rows == [0, 9] and ids == ["a", "j"]
     reasons = dict(totals["skipped_rows"])
@@ -125,8 +125,11 @@ def test_bad_rows_are_skipped_and_reported_by_number(engine, tmp_path, capsys):
     assert reasons[6] == "not a JSON object (a list)"
     assert reasons[7] == "empty line"
     assert reasons[8].startswith("not valid UTF-8")
-    printed = capsys.readouterr().out
-    assert "skipped 8" in printed and "skipped row 3: not valid UTF-8" in printed
+    captured = capsys.readouterr()
+    assert "skipped 8" in captured.out and "skipped row 3: not valid UTF-8" in captured.out
+    # The progress bar: rows done of the total, docs/s, ETA, tokens/s and the skipped count.
+    assert "10/10 [" in captured.err and "doc/s" in captured.err
+    assert re.search(r"\d+ tok/s, skipped 8", captured.err)
 
     with pytest.raises(CorpusError, match=r"row 1 .*no 'text' field"):
         embed_file(tmp_path / "bad.jsonl", tmp_path / "fail",

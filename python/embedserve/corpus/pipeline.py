@@ -142,6 +142,11 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
             put(end)
         except BaseException as exc:  # noqa: BLE001 (carried to the consumer and raised there)
             put(_Failure(exc))
+        finally:
+            # Stops an upstream prefetch too when this one ends early (an error downstream).
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
 
     thread = threading.Thread(target=work, name="embedserve-prefetch", daemon=True)
     thread.start()
@@ -226,7 +231,7 @@ def embed_file(
         if log:
             log(summary(manifest.totals(), out=str(out), this_run_rows=0, this_run_tokens=0,
                         seconds=0.0, resumed_from=0) + "\n(already complete)")
-        return manifest.totals()
+        return {**manifest.totals(), "seconds": 0.0, "this_run_rows": 0}
     counts = [count_rows(f) for f in files]
     writer = PartWriter(manifest, options.embedding_type, _width_dimension(options, engine),
                         options.rows_per_part)
