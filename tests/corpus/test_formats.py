@@ -167,3 +167,17 @@ def test_missing_column_and_unusable_output(engine, tmp_path):
                    engine=engine, log=None)
     with pytest.raises(CorpusError, match="no such file"):
         find_inputs(tmp_path / "nope.jsonl")
+
+
+def test_command_line_errors_are_one_line_and_exit_1(tmp_path, capsys):
+    from embedserve.cli import main
+
+    assert main(["embed-file", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o")]) == 1
+    assert "embedserve: error:" in capsys.readouterr().err
+    (tmp_path / "notes.md").write_text("x")
+    assert main(["embed-file", str(tmp_path / "notes.md"), "--out", str(tmp_path / "o")]) == 1
+    assert "notes.md: unknown format" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["embed-file", "x.jsonl", "--out", "o", "--precision", "fp8"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'fp8'" in capsys.readouterr().err
