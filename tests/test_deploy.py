@@ -49,13 +49,15 @@ def _flags_and_values(args: list[str]) -> dict[str, str]:
     return pairs
 
 
-def _drain_seconds(serve_help: str) -> int:
-    """The server's drain after SIGTERM: --drain-seconds's default when the CLI has it."""
-    match = re.search(r"--drain-seconds\b[^\n]*(?:\n\s+[^\n-][^\n]*)*", serve_help)
-    if match:
-        default = re.search(r"default:?\s*(\d+)", match.group(0))
-        assert default, f"--drain-seconds help names no default: {match.group(0)!r}"
-        return int(default.group(1))
+def _drain_seconds() -> int:
+    """The server's drain after SIGTERM: the default of `serve --drain-seconds`, from the parser."""
+    from embedserve.cli import _parser
+
+    [sub] = [a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    serve = sub.choices["serve"]
+    action = serve._option_string_actions.get("--drain-seconds")
+    if action is not None:
+        return int(action.default)
     # Before --drain-seconds existed, uvicorn's timeout_graceful_shutdown was fixed at 10 s.
     return 10
 
@@ -84,7 +86,7 @@ def test_deployment_matches_the_server(serve_flags, serve_help):
     # Kubelet: preStop, then SIGTERM, then the drain; all of it inside the grace period.
     pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
-    assert pod["terminationGracePeriodSeconds"] >= int(pre_stop[1]) + _drain_seconds(serve_help)
+    assert pod["terminationGracePeriodSeconds"] >= int(pre_stop[1]) + _drain_seconds()
 
     env = {e["name"] for e in container.get("env", [])}
     assert env <= {"EMBEDSERVE_API_KEYS"}  # the one variable the server reads
