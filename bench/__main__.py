@@ -14,6 +14,8 @@ SUITES = {
     "soak": "bench.bench_soak",
     "gpu": "bench.bench_gpu",
     "quantize": "bench.bench_quantize",
+    "corpus": "bench.bench_corpus",
+    "replicas": "bench.bench_replicas",
 }
 
 

@@ -1,4 +1,4 @@
-"""`embedserve serve | embed | pull | models | bench`: the command line."""
+"""`embedserve serve | embed | embed-file | pull | models | bench`: the command line."""
 
 from __future__ import annotations
 
@@ -66,9 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     bench.set_defaults(run=_bench)
 
+    from embedserve.corpus.cli import add_embed_file_command
     from embedserve.server.cli import add_serve_command
 
     add_serve_command(commands)
+    add_embed_file_command(commands)
     return parser
 
 

@@ -1,0 +1,264 @@
+"""`embed_file`: read → tokenize → model → write, each on its own thread, through small queues.
+
+The stages overlap: while the model runs a batch (ONNX Runtime releases the GIL), the next
+batch is being read and tokenized (`tokenizers` releases it too) and the previous one written.
+Each queue holds two chunks at most, so memory does not grow with the corpus.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from embedserve.corpus.encode import EMBEDDING_TYPES, quantize
+from embedserve.corpus.output import Chunk, Manifest, PartWriter
+from embedserve.corpus.progress import Progress, summary
+from embedserve.corpus.readers import (
+    Columns,
+    CorpusError,
+    InputFile,
+    count_rows,
+    find_inputs,
+    read_rows,
+)
+from embedserve.models import DEFAULT_MODEL
+
+T = TypeVar("T")
+
+# Model precision → the engine's `quantize` argument.
+PRECISIONS = {"fp32": None, "int8": "int8"}
+ON_ERROR = ("skip", "fail")
+
+
+@dataclass(frozen=True)
+class EmbedFileOptions:
+    model: str = DEFAULT_MODEL
+    text_column: str = "text"
+    id_column: str | None = "id"
+    dimensions: int | None = None
+    precision: str = "fp32"
+    embedding_type: str = "float32"
+    batch_texts: int = 1024
+    rows_per_part: int = 32_768
+    on_error: str = "skip"
+    providers: str | None = None
+    threads: int | None = None
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.embedding_type not in EMBEDDING_TYPES:
+            raise ValueError(f"embedding type must be one of {', '.join(EMBEDDING_TYPES)}, "
+                             f"got {self.embedding_type!r}")
+        if self.on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be skip or fail, got {self.on_error!r}")
+        if self.batch_texts < 1 or self.rows_per_part < 1:
+            raise ValueError("batch_texts and rows_per_part must be at least 1")
+
+    @property
+    def columns(self) -> Columns:
+        return Columns(self.text_column, self.id_column)
+
+    def fingerprint(self, files: list[InputFile]) -> dict[str, Any]:
+        """What a resumed run must share with the first one for the rows to mean the same."""
+        keep = ("model", "text_column", "id_column", "dimensions", "precision", "embedding_type")
+        options = {key: value for key, value in asdict(self).items() if key in keep}
+        options["inputs"] = [[str(f.path.resolve()), f.size] for f in files]
+        return options
+
+
+@dataclass(frozen=True)
+class FileSlice:
+    """One input file, the global number of its first row, and how many of its rows are done."""
+
+    file: InputFile
+    offset: int
+    skip: int
+
+
+def plan(files: list[InputFile], counts: list[int], next_row: int) -> list[FileSlice]:
+    """The files still to read for a run that has written rows [0, next_row)."""
+    slices, offset = [], 0
+    for file, count in zip(files, counts):
+        if offset + count > next_row:
+            slices.append(FileSlice(file, offset, max(next_row - offset, 0)))
+        offset += count
+    return slices
+
+
+def chunks_of(part: FileSlice, columns: Columns, batch_texts: int,
+              on_error: str = "skip") -> Iterator[Chunk]:
+    """Chunks of up to `batch_texts` embeddable rows (and the bad rows among them) from one file."""
+    start = part.offset + part.skip
+    chunk = Chunk(start, start)
+    for number, row in enumerate(read_rows(part.file, columns, part.skip), part.offset):
+        if row is None:
+            continue
+        ident, text, reason = row
+        if text is None:
+            if on_error == "fail":
+                raise CorpusError(f"row {number} ({part.file.path}, row {number - part.offset} "
+                                  f"of the file): {reason}")
+            chunk.skipped.append((number, reason or "unreadable"))
+        else:
+            chunk.rows.append(number)
+            chunk.ids.append(ident)
+            chunk.texts.append(text)
+        chunk.end = number + 1
+        if len(chunk.rows) >= batch_texts:
+            yield chunk
+            chunk = Chunk(chunk.end, chunk.end)
+    if chunk.end > chunk.start:
+        yield chunk
+
+
+def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Iterate `items` on a background thread, at most `depth` ahead; its errors re-raise here."""
+    slots: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(end)
+        except BaseException as exc:  # noqa: BLE001 (carried to the consumer and raised there)
+            put(_Failure(exc))
+        finally:
+            # Stops an upstream prefetch too when this one ends early (an error downstream).
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=work, name="embedserve-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is end:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+
+
+@dataclass(frozen=True)
+class _Failure:
+    exc: BaseException
+
+
+class LocalEmbedder:
+    """The in-process model stage: one Engine, tokenizing one chunk ahead of the model."""
+
+    def __init__(self, engine: Any, options: EmbedFileOptions) -> None:
+        self.engine = engine
+        self.options = options
+
+    def __call__(self, slices: list[FileSlice]) -> Iterator[Chunk]:
+        options = self.options
+        chunks = (c for s in slices
+                  for c in chunks_of(s, options.columns, options.batch_texts, options.on_error))
+        tokenized = prefetch(((c, self._tokenize(c)) for c in chunks), depth=2)
+        return prefetch((self._embed(c, seqs) for c, seqs in tokenized), depth=2)
+
+    def _tokenize(self, chunk: Chunk) -> list[Any]:
+        from embedserve.inputs import Inputs
+
+        return self.engine.prepare(Inputs(texts=chunk.texts)).sequences if chunk.texts else []
+
+    def _embed(self, chunk: Chunk, sequences: list[Any]) -> Chunk:
+        if sequences:
+            vectors = self.engine.finish(self.engine.pooled(sequences),
+                                         dimensions=self.options.dimensions)
+            chunk.vectors = quantize(vectors, self.options.embedding_type)
+            chunk.token_counts = np.fromiter((len(s) for s in sequences), np.int64, len(sequences))
+        chunk.texts = []  # not needed past the model; free them before the writer's queue
+        return chunk
+
+
+def load_engine(options: EmbedFileOptions) -> Any:
+    from embedserve.engine import Engine
+
+    engine = Engine.from_pretrained(options.model, providers=options.providers,
+                                    quantize=PRECISIONS[options.precision],
+                                    intra_op_threads=options.threads)
+    engine.check_dimensions(options.dimensions)
+    return engine
+
+
+def embed_file(
+    source: str | Path,
+    out: str | Path,
+    options: EmbedFileOptions | None = None,
+    *,
+    embedder: Callable[[list[FileSlice]], Iterable[Chunk]] | None = None,
+    engine: Any = None,
+    log: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
+    """Embed every row of `source` into the Parquet parts of folder `out`; resume if it holds a run.
+
+    `embedder` replaces the in-process model stage (the Ray integration passes its own); the
+    reading plan, the output and the manifest are the same either way. Returns the totals.
+    """
+    options = options or EmbedFileOptions()
+    files = find_inputs(source)
+    if embedder is None:
+        engine = engine or load_engine(options)
+        embedder = LocalEmbedder(engine, options)
+    manifest = Manifest.open(Path(out), options.fingerprint(files))
+    resumed_from = manifest.next_row
+    if manifest.complete:
+        if log:
+            log(summary(manifest.totals(), out=str(out), this_run_rows=0, this_run_tokens=0,
+                        seconds=0.0, resumed_from=0) + "\n(already complete)")
+        return {**manifest.totals(), "seconds": 0.0, "this_run_rows": 0}
+    counts = [count_rows(f) for f in files]
+    writer = PartWriter(manifest, options.embedding_type, _width_dimension(options, engine),
+                        options.rows_per_part)
+    progress = Progress(sum(counts), resumed_from, quiet=options.quiet)
+    try:
+        for chunk in embedder(plan(files, counts, resumed_from)):
+            writer.write(chunk)
+            progress.update(chunk)
+        writer.flush()
+        manifest.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        progress.close()
+    totals = manifest.totals()
+    if log:
+        log(summary(totals, out=str(out), this_run_rows=progress.rows, this_run_tokens=progress.tokens,
+                    seconds=progress.elapsed, resumed_from=resumed_from))
+    totals["seconds"] = progress.elapsed
+    totals["this_run_rows"] = progress.rows
+    return totals
+
+
+def _width_dimension(options: EmbedFileOptions, engine: Any) -> int:
+    if options.dimensions is not None:
+        return options.dimensions
+    if engine is None:
+        raise ValueError("the output dimension is unknown: pass an engine or --dimensions")
+    return int(engine.model_info.dimension)

@@ -1,0 +1,226 @@
+"""Find a corpus's files and stream their rows: (id, text) or the reason a row cannot be embedded.
+
+Line formats (JSONL, CSV, plain text) are parsed row by row in Python so that one bad row (not
+UTF-8, not JSON, no text) is reported by its number and never fails a whole block. Parquet is
+read with pyarrow in batches. Every reader yields exactly one item per input row, and
+`count_rows` agrees with it, so row numbers are the same on every run (resume) and every machine
+(Ray) without reading twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+FORMATS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".txt": "text",
+    ".text": "text",
+}
+
+# (id, text, reason): text is None exactly when reason says why the row is skipped.
+Row = tuple[str | None, str | None, str | None]
+
+# The CSV module refuses fields over 128 KiB by default; documents can be longer.
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+class CorpusError(ValueError):
+    """The corpus as a whole cannot be read (no files, unknown format, no text column)."""
+
+
+@dataclass(frozen=True)
+class Columns:
+    text: str = "text"
+    id: str | None = "id"
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: Path
+    format: str
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+
+def format_of(path: Path) -> str | None:
+    return FORMATS.get(path.suffix.lower())
+
+
+def find_inputs(spec: str | os.PathLike[str]) -> list[InputFile]:
+    """The files `spec` names: one file, a directory (searched recursively) or a glob, in name order."""
+    text = str(spec)
+    path = Path(text).expanduser()
+    if path.is_file():
+        fmt = format_of(path)
+        if fmt is None:
+            raise CorpusError(f"{path}: unknown format; use one of {', '.join(sorted(FORMATS))}")
+        return [InputFile(path, fmt)]
+    if path.is_dir():
+        candidates = sorted(p for p in path.rglob("*") if p.is_file())
+    elif glob.has_magic(text):
+        candidates = sorted(Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True))
+    else:
+        raise CorpusError(f"{text}: no such file or directory")
+    files = [InputFile(p, fmt) for p in candidates if p.is_file() and (fmt := format_of(p))]
+    if not files:
+        raise CorpusError(f"{text}: no {', '.join(sorted(FORMATS))} files found")
+    return files
+
+
+def count_rows(file: InputFile) -> int:
+    """Rows `read_rows` will yield for `file`, without parsing them (except CSV's quoting)."""
+    if file.format == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(file.path).metadata.num_rows
+    if file.format == "csv":
+        with open(file.path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+            return max(sum(1 for _ in csv.reader(f)) - 1, 0)
+    lines, last = 0, b"\n"
+    with open(file.path, "rb") as f:
+        while block := f.read(1 << 20):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    return lines + (last != b"\n")
+
+
+def read_rows(file: InputFile, columns: Columns, skip: int = 0) -> Iterator[Row | None]:
+    """One item per row of `file`: None for the first `skip` rows (not parsed), then a `Row`."""
+    readers = {"jsonl": _jsonl, "text": _text, "csv": _csv, "parquet": _parquet}
+    return readers[file.format](file.path, columns, skip)
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        for line in f:
+            yield line.rstrip(b"\n").rstrip(b"\r")
+
+
+def _decode(raw: bytes) -> tuple[str | None, str | None]:
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        return None, f"not valid UTF-8 (byte {exc.start})"
+
+
+def _check_text(value: object, column: str) -> tuple[str | None, str | None]:
+    if value is None:
+        return None, f"no {column!r} field"
+    if not isinstance(value, str):
+        return None, f"{column!r} is a {type(value).__name__}, not a string"
+    if not value.strip():
+        return None, "empty text"
+    try:
+        # JSON escapes and surrogate-escaped CSV bytes can hold lone surrogates: not UTF-8 text.
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return None, f"not valid UTF-8 (character {exc.start})"
+    return value, None
+
+
+def _id(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _text(path: Path, columns: Columns, skip: int) -> Iterator[Row | None]:
+    for number, raw in enumerate(_lines(path)):
+        if number < skip:
+            yield None
+            continue
+        text, reason = _decode(raw)
+        if text is not None:
+            text, reason = _check_text(text, columns.text)
+        yield None, text, reason
+
+
+def _jsonl(path: Path, columns: Columns, skip: int) -> Iterator[Row | None]:
+    for number, raw in enumerate(_lines(path)):
+        if number < skip:
+            yield None
+            continue
+        line, reason = _decode(raw)
+        if line is None:
+            yield None, None, reason
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            yield None, None, f"not valid JSON ({exc.msg})" if line.strip() else "empty line"
+            continue
+        if not isinstance(record, dict):
+            yield None, None, f"not a JSON object (a {type(record).__name__})"
+            continue
+        text, reason = _check_text(record.get(columns.text), columns.text)
+        yield _id(record.get(columns.id)) if columns.id else None, text, reason
+
+
+def _csv(path: Path, columns: Columns, skip: int) -> Iterator[Row | None]:
+    # surrogateescape keeps undecodable bytes as lone surrogates: _check_text reports the row.
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            return
+        if columns.text not in header:
+            raise CorpusError(f"{path}: no column {columns.text!r} (columns: {', '.join(header)})")
+        text_at = header.index(columns.text)
+        id_at = header.index(columns.id) if columns.id in header else None
+        for number, record in enumerate(reader):
+            if number < skip:
+                yield None
+                continue
+            value = record[text_at] if text_at < len(record) else None
+            text, reason = _check_text(value, columns.text)
+            ident = record[id_at] if id_at is not None and id_at < len(record) else None
+            if ident is not None:  # an id is kept even when not UTF-8: bad bytes become U+FFFD
+                ident = ident.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            yield ident, text, reason
+
+
+def _parquet(path: Path, columns: Columns, skip: int) -> Iterator[Row | None]:
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path)
+    names = parquet.schema_arrow.names
+    if columns.text not in names:
+        raise CorpusError(f"{path}: no column {columns.text!r} (columns: {', '.join(names)})")
+    wanted = [columns.text] + ([columns.id] if columns.id in names else [])
+    seen = 0
+    # Leading row groups wholly before `skip` are passed over from the footer, unread.
+    groups = []
+    for index in range(parquet.num_row_groups):
+        rows = parquet.metadata.row_group(index).num_rows
+        if not groups and seen + rows <= skip:
+            seen += rows
+            yield from (None for _ in range(rows))
+        else:
+            groups.append(index)
+    for batch in parquet.iter_batches(batch_size=4096, row_groups=groups, columns=wanted):
+        texts = batch.column(0).to_pylist()
+        ids = batch.column(1).to_pylist() if len(wanted) > 1 else [None] * len(texts)
+        for value, ident in zip(texts, ids):
+            if seen < skip:
+                seen += 1
+                yield None
+                continue
+            seen += 1
+            if isinstance(value, bytes):
+                value, reason = _decode(value)
+                if value is None:
+                    yield _id(ident), None, reason
+                    continue
+            text, reason = _check_text(value, columns.text)
+            yield _id(ident), text, reason

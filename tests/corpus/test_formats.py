@@ -1,0 +1,183 @@
+"""embed-file in process: every input format, folders and globs, output types, bad rows."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from embedserve.corpus import CorpusError, EmbedFileOptions, embed_file
+from embedserve.corpus.output import OutputError
+from embedserve.corpus.readers import Columns, count_rows, find_inputs, read_rows
+
+from tests.corpus.conftest import cosines, read_output, write_csv, write_jsonl, write_parquet
+
+
+def _records(texts: list[str], first: int) -> list[dict]:
+    return [{"id": f"doc-{first + i}", "text": t} for i, t in enumerate(texts)]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, reference) -> Path:
+    """The 200 reference texts split over one file of each format (text lines can't hold '\\n')."""
+    texts = reference["texts"]
+    root = tmp_path_factory.mktemp("corpus")
+    assert not any("\n" in t for t in texts[100:150])
+    write_jsonl(root / "a.jsonl", _records(texts[0:50], 0))
+    write_csv(root / "b.csv", _records(texts[50:100], 50))
+    (root / "c.txt").write_text("\n".join(texts[100:150]) + "\n", encoding="utf-8")
+    write_parquet(root / "d.parquet", _records(texts[150:200], 150))
+    return root
+
+
+def test_folder_of_every_format_matches_sentence_transformers(corpus, engine, reference, tmp_path):
+    totals = embed_file(corpus, tmp_path / "out", EmbedFileOptions(batch_texts=32, rows_per_part=64,
+                                                                   quiet=True),
+                        engine=engine, log=None)
+    rows, ids, vectors = read_output(tmp_path / "out")
+    assert rows == list(range(200))
+    # Plain text has no ids.
+    assert ids == [f"doc-{i}" for i in range(100)] + [None] * 50 + [f"doc-{i}" for i in range(150, 200)]
+    assert vectors.dtype == np.float32 and vectors.shape == (200, 384)
+    assert cosines(vectors, reference["normalized"]).min() >= 0.99999
+    assert totals["rows"] == 200 and totals["skipped"] == 0 and totals["parts"] == 4
+    assert totals["tokens"] == sum(reference["tokens_truncated"])
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert manifest["complete"] is True
+    assert [(p["start"], p["end"], p["rows"]) for p in manifest["parts"]] == [
+        (0, 64, 64), (64, 128, 64), (128, 192, 64), (192, 200, 8)]
+    schema = pq.read_schema(tmp_path / "out" / "part-000000.parquet")
+    assert schema.field("embedding").type == pa.list_(pa.float32(), 384)
+    assert schema.names == ["id", "row", "embedding"]
+
+
+@pytest.mark.parametrize("name", ["a.jsonl", "b.csv", "c.txt", "d.parquet"])
+def test_each_format_reads_its_rows_and_counts_agree(corpus, reference, name):
+    first = "abcd".index(name[0]) * 50
+    [file] = find_inputs(corpus / name)
+    rows = list(read_rows(file, Columns()))
+    assert [text for _, text, _ in rows] == reference["texts"][first:first + 50]
+    assert count_rows(file) == 50
+    # Resuming skips rows without parsing them: None for each, then the rest as usual.
+    assert list(read_rows(file, Columns(), skip=20)) == [None] * 20 + rows[20:]
+
+
+def test_glob_picks_files_in_name_order(corpus, engine, reference, tmp_path):
+    assert [f.path.name for f in find_inputs(str(corpus / "[bd].*"))] == ["b.csv", "d.parquet"]
+    assert [f.path.name for f in find_inputs(str(corpus / "**" / "*.jsonl"))] == ["a.jsonl"]
+
+
+def test_stored_types_dimensions_and_precision(corpus, engine, reference, tmp_path):
+    ref = reference["normalized"][:20]
+    write_jsonl(tmp_path / "small.jsonl", _records(reference["texts"][:20], 0))
+    outputs = {}
+    for kind in ("float16", "int8", "binary"):
+        out = tmp_path / kind
+        embed_file(tmp_path / "small.jsonl", out, EmbedFileOptions(embedding_type=kind, quiet=True),
+                   engine=engine, log=None)
+        outputs[kind] = read_output(out)[2]
+    assert outputs["float16"].dtype == np.float16
+    assert np.abs(outputs["float16"].astype(np.float32) - ref).max() < 1e-3
+    assert outputs["int8"].dtype == np.int8 and outputs["int8"].shape == (20, 384)
+    assert np.abs(outputs["int8"].astype(np.float32) / 127 - ref).max() <= 0.5 / 127 + 1e-4
+    assert outputs["binary"].dtype == np.uint8 and outputs["binary"].shape == (20, 48)
+    bits = np.unpackbits(outputs["binary"], axis=1).astype(bool)
+    clear = np.abs(ref) > 1e-4  # signs of values this close to 0 may differ from the reference
+    assert (bits[clear] == (ref > 0)[clear]).all()
+
+    cut = tmp_path / "cut"
+    embed_file(tmp_path / "small.jsonl", cut, EmbedFileOptions(dimensions=64, quiet=True),
+               engine=engine, log=None)
+    vectors = read_output(cut)[2]
+    assert vectors.shape == (20, 64)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert cosines(vectors, ref[:, :64]).min() >= 0.99999
+
+
+def test_bad_rows_are_skipped_and_reported_by_number(engine, tmp_path, capsys):
+    lines = [
+        b'{"id": "a", "text": "a good row"}',
+        b'{"id": "b"}',                                   # 1: no text field
+        b'{"id": "c", "text": "   "}',                    # 2: empty
+        b'{"id": "d", "text": "caf\xe9 au lait"}',        # 3: Latin-1 byte, not UTF-8
+        b'{"id": "e", "text": 12}',                       # 4: not a string
+        b'not json at all',                               # 5
+        b'["a", "list"]',                                 # 6: not an object
+        b'',                                              # 7: blank line
+        b'{"id": "i", "text": "lone \\ud800 surrogate"}', # 8: not encodable as UTF-8
+        b'{"id": "j", "text": "another good row"}',
+    ]
+    (tmp_path / "bad.jsonl").write_bytes(b"\n".join(lines))  # and no final newline
+    totals = embed_file(tmp_path / "bad.jsonl", tmp_path / "out", EmbedFileOptions(), engine=engine)
+    rows, ids, _ = read_output(tmp_path / "out")
+    assert rows == [0, 9] and ids == ["a", "j"]
+    reasons = dict(totals["skipped_rows"])
+    assert sorted(reasons) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert reasons[1] == "no 'text' field"
+    assert reasons[2] == "empty text"
+    assert reasons[3].startswith("not valid UTF-8")
+    assert reasons[4] == "'text' is a int, not a string"
+    assert reasons[5].startswith("not valid JSON")
+    assert reasons[6] == "not a JSON object (a list)"
+    assert reasons[7] == "empty line"
+    assert reasons[8].startswith("not valid UTF-8")
+    captured = capsys.readouterr()
+    assert "skipped 8" in captured.out and "skipped row 3: not valid UTF-8" in captured.out
+    # The progress bar: rows done of the total, docs/s, ETA, tokens/s and the skipped count.
+    assert "10/10 [" in captured.err and "doc/s" in captured.err
+    assert re.search(r"\d+ tok/s, skipped 8", captured.err)
+
+    with pytest.raises(CorpusError, match=r"row 1 .*no 'text' field"):
+        embed_file(tmp_path / "bad.jsonl", tmp_path / "fail",
+                   EmbedFileOptions(on_error="fail", quiet=True), engine=engine, log=None)
+
+
+def test_bad_rows_in_csv_and_parquet(engine, tmp_path):
+    (tmp_path / "x.csv").write_bytes(b'id,text\n1,fine\n2,\n3,bad \xff byte\n4\n5,"multi\nline"\n')
+    write_parquet(tmp_path / "y.parquet", [{"id": 6, "text": "ok"}, {"id": 7, "text": None}])
+    totals = embed_file(tmp_path, tmp_path / "out", EmbedFileOptions(quiet=True), engine=engine,
+                        log=None)
+    rows, ids, _ = read_output(tmp_path / "out")
+    assert rows == [0, 4, 5] and ids == ["1", "5", "6"]
+    assert totals["skipped_rows"] == [(1, "empty text"), (2, "not valid UTF-8 (character 4)"),
+                                      (3, "no 'text' field"), (6, "no 'text' field")]
+
+
+def test_missing_column_and_unusable_output(engine, tmp_path):
+    write_csv(tmp_path / "x.csv", [{"id": 1, "body": "x"}], fields=("id", "body"))
+    with pytest.raises(CorpusError, match=r"no column 'text' \(columns: id, body\)"):
+        embed_file(tmp_path / "x.csv", tmp_path / "out", EmbedFileOptions(quiet=True),
+                   engine=engine, log=None)
+    embed_file(tmp_path / "x.csv", tmp_path / "out2", EmbedFileOptions(text_column="body", quiet=True),
+               engine=engine, log=None)
+    assert read_output(tmp_path / "out2")[:2] == ([0], ["1"])
+    # Resuming with other options would mix two kinds of vectors: refused, with what changed.
+    with pytest.raises(OutputError, match="dimensions: None then, 8 now"):
+        embed_file(tmp_path / "x.csv", tmp_path / "out2",
+                   EmbedFileOptions(text_column="body", dimensions=8, quiet=True),
+                   engine=engine, log=None)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="not empty"):
+        embed_file(tmp_path / "x.csv", tmp_path / "other", EmbedFileOptions(quiet=True),
+                   engine=engine, log=None)
+    with pytest.raises(CorpusError, match="no such file"):
+        find_inputs(tmp_path / "nope.jsonl")
+
+
+def test_command_line_errors_are_one_line_and_exit_1(tmp_path, capsys):
+    from embedserve.cli import main
+
+    assert main(["embed-file", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o")]) == 1
+    assert "embedserve: error:" in capsys.readouterr().err
+    (tmp_path / "notes.md").write_text("x")
+    assert main(["embed-file", str(tmp_path / "notes.md"), "--out", str(tmp_path / "o")]) == 1
+    assert "notes.md: unknown format" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["embed-file", "x.jsonl", "--out", "o", "--precision", "fp8"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'fp8'" in capsys.readouterr().err

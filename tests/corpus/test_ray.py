@@ -1,0 +1,60 @@
+"""embed-file on a local Ray instance (ray.init(num_cpus=2)): the same parts, rows and vectors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from embedserve.corpus import EmbedFileOptions, embed_file
+
+from tests.corpus.conftest import read_output, write_csv, write_jsonl, write_parquet
+
+# Ray warns about its own deprecated settings when it starts; none of them are ours.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_output_equals_the_local_output(local_ray, engine, reference, tmp_path, minilm_dir):
+    from embedserve.integrations.ray import EmbedBatch, embed_file_on_ray
+
+    texts = [t[:120] for t in reference["texts"][:40]]
+    records = [{"id": f"x{i}", "text": t} for i, t in enumerate(texts)]
+    records[7] = {"id": "x7"}  # a bad row travels through Ray as a skipped row
+    (tmp_path / "in").mkdir()
+    write_jsonl(tmp_path / "in" / "a.jsonl", records[:20])
+    write_csv(tmp_path / "in" / "b.csv", records[20:30])
+    write_parquet(tmp_path / "in" / "c.parquet", records[30:])
+    options = EmbedFileOptions(model=str(minilm_dir), batch_texts=8, rows_per_part=16, quiet=True)
+
+    local = embed_file(tmp_path / "in", tmp_path / "local", options, engine=engine, log=None)
+    on_ray = embed_file_on_ray(tmp_path / "in", tmp_path / "ray", options, actors=1)
+
+    rows, ids, vectors = read_output(tmp_path / "local")
+    ray_rows, ray_ids, ray_vectors = read_output(tmp_path / "ray")
+    assert ray_rows == rows == [r for r in range(40) if r != 7]
+    assert ray_ids == ids
+    np.testing.assert_allclose(ray_vectors, vectors, atol=1e-5)
+    assert on_ray["skipped_rows"] == local["skipped_rows"] == [(7, "no 'text' field")]
+    names = sorted(p.name for p in (tmp_path / "local").iterdir())
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == names
+    local_parts = json.loads((tmp_path / "local" / "_manifest.json").read_text())["parts"]
+    ray_parts = json.loads((tmp_path / "ray" / "_manifest.json").read_text())["parts"]
+    assert ray_parts == local_parts
+
+    # The callable class on its own, on a Dataset a user built.
+    ds = local_ray.data.from_items([{"text": t} for t in texts[:6]]).map_batches(
+        EmbedBatch, fn_constructor_kwargs={"model": str(minilm_dir), "dimensions": 32},
+        batch_size=4, compute=local_ray.data.ActorPoolStrategy(size=1), num_cpus=1)
+    got = np.stack([row["embedding"] for row in ds.take_all()])
+    expected = engine.embed(texts[:6], dimensions=32).embeddings
+    np.testing.assert_allclose(got, expected, atol=1e-5)

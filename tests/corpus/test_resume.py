@@ -1,0 +1,140 @@
+"""embed-file killed with SIGKILL at random rows, then resumed: every row exactly once, in order."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from embedserve.corpus import EmbedFileOptions, embed_file
+from embedserve.corpus.output import MANIFEST, Manifest
+
+from tests.corpus.conftest import read_output, write_jsonl
+
+BATCH, PART = 8, 24
+CLI = [sys.executable, "-m", "embedserve.cli", "embed-file"]
+
+
+def _options() -> EmbedFileOptions:
+    return EmbedFileOptions(batch_texts=BATCH, rows_per_part=PART, quiet=True)
+
+
+def _flags() -> list[str]:
+    return ["--batch-texts", str(BATCH), "--rows-per-part", str(PART), "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, reference) -> Path:
+    """240 short texts cut from the reference prose, with a bad row every 37 rows."""
+    words = " ".join(reference["texts"]).split()
+    rng = random.Random(7)
+    records: list[dict] = []
+    for i in range(240):
+        start = rng.randrange(len(words) - 20)
+        record = {"id": f"r{i}", "text": " ".join(words[start:start + rng.randint(3, 12)])}
+        if i % 37 == 5:
+            record.pop("text")
+        records.append(record)
+    root = tmp_path_factory.mktemp("resume")
+    # Two files, so a resume may start in the second one.
+    write_jsonl(root / "part1.jsonl", records[:100])
+    write_jsonl(root / "part2.jsonl", records[100:])
+    return root
+
+
+@pytest.fixture(scope="module")
+def expected(corpus, engine, tmp_path_factory):
+    out = tmp_path_factory.mktemp("expected") / "out"
+    totals = embed_file(corpus, out, _options(), engine=engine, log=None)
+    return read_output(out), totals
+
+
+def _manifest(out: Path) -> dict | None:
+    try:
+        return json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _assert_same(out: Path, expected) -> None:
+    (rows, ids, vectors), totals = expected
+    got_rows, got_ids, got_vectors = read_output(out)
+    assert got_rows == rows  # every row once, in input order
+    assert got_ids == ids
+    np.testing.assert_allclose(got_vectors, vectors, atol=1e-5)
+    manifest = _manifest(out)
+    assert manifest["complete"]
+    skipped = [tuple(s) for p in manifest["parts"] for s in p["skipped"]]
+    assert skipped == totals["skipped_rows"]
+    ends = [p["end"] for p in manifest["parts"]]
+    assert [p["start"] for p in manifest["parts"]] == [0, *ends[:-1]]  # no gap, no overlap
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_kill_9_at_a_random_row_then_resume(corpus, expected, engine, tmp_path, seed):
+    rng = random.Random(seed)
+    out = tmp_path / "out"
+    parts_total = -(-len(expected[0][0]) // PART)
+    # Wait for this many committed parts, then a little more: the kill lands anywhere after it.
+    wait_parts = rng.randrange(parts_total - 2)
+    extra = rng.uniform(0.0, 0.4)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([*CLI, str(corpus), "--out", str(out), *_flags()], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            manifest = _manifest(out)
+            if manifest is not None and len(manifest["parts"]) >= wait_parts:
+                break
+            time.sleep(0.01)
+        time.sleep(extra)
+        assert process.poll() is None, "the run ended before it could be killed"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.communicate()
+    killed = _manifest(out)
+    assert killed is not None and not killed["complete"]
+    assert len(killed["parts"]) < parts_total
+
+    # The same command again, in this process (same code path, one model load saved).
+    totals = embed_file(corpus, out, _options(), engine=engine, log=None)
+    assert totals["this_run_rows"] == expected[1]["rows"] - sum(p["rows"] for p in killed["parts"])
+    _assert_same(out, expected)
+
+
+def test_crash_between_part_rename_and_manifest(corpus, expected, engine, tmp_path, monkeypatch):
+    """The narrowest window: the part file is in place but the manifest does not list it yet."""
+    out = tmp_path / "out"
+    original = Manifest.add
+    calls = {"n": 0}
+
+    def crash_on_third(self, part):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            assert (self.directory / part["file"]).exists()
+            raise KeyboardInterrupt  # stands for the kill: nothing after this line runs
+        original(self, part)
+
+    monkeypatch.setattr(Manifest, "add", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        embed_file(corpus, out, _options(), engine=engine, log=None)
+    assert len(_manifest(out)["parts"]) == 2 and (out / "part-000002.parquet").exists()
+    monkeypatch.setattr(Manifest, "add", original)
+    embed_file(corpus, out, _options(), engine=engine, log=None)
+    _assert_same(out, expected)
+
+    # Run again once complete: nothing to do, nothing changes.
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    totals = embed_file(corpus, out, _options(), engine=engine, log=None)
+    assert totals["rows"] == len(expected[0][0])
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before

@@ -1,0 +1,181 @@
+"""deploy/: the Kubernetes manifests and Dockerfiles name ports, paths, flags and metrics the server
+really has (its `serve --help`, its route table, its /metrics), since none can be applied here."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from embedserve.server.metrics import Metrics
+from embedserve.server.routes import ROUTES
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+
+
+def _load(name: str) -> dict:
+    return yaml.safe_load((DEPLOY / "k8s" / name).read_text())
+
+
+@pytest.fixture(scope="module")
+def serve_help() -> str:
+    done = subprocess.run([sys.executable, "-m", "embedserve.cli", "serve", "--help"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def serve_flags(serve_help) -> set[str]:
+    return set(re.findall(r"(--[a-z][a-z0-9-]*)", serve_help))
+
+
+def _get_paths() -> set[str]:
+    return {path for handler in ROUTES if "GET" in (handler.http_methods or ())
+            for path in handler.paths}
+
+
+def _flags_and_values(args: list[str]) -> dict[str, str]:
+    pairs = {}
+    for at, arg in enumerate(args):
+        if arg.startswith("--"):
+            name, _, value = arg.partition("=")
+            nxt = args[at + 1] if at + 1 < len(args) else ""
+            pairs[name] = value or ("" if nxt.startswith("--") else nxt)
+    return pairs
+
+
+def _drain_seconds() -> int:
+    """The server's drain after SIGTERM: the default of `serve --drain-seconds`, from the parser."""
+    from embedserve.cli import _parser
+
+    [sub] = [a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    serve = sub.choices["serve"]
+    action = serve._option_string_actions.get("--drain-seconds")
+    if action is not None:
+        return int(action.default)
+    # Before --drain-seconds existed, uvicorn's timeout_graceful_shutdown was fixed at 10 s.
+    return 10
+
+
+def test_deployment_matches_the_server(serve_flags, serve_help):
+    deployment = _load("deployment.yaml")
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    args = _flags_and_values(container["args"])
+    assert set(args) <= serve_flags, set(args) - serve_flags
+    port = int(args["--port"])
+    assert args["--host"] == "0.0.0.0"  # reachable from the pod network, not loopback only
+    [named] = [p for p in container["ports"] if p["name"] == "http"]
+    assert named["containerPort"] == port
+    template = deployment["spec"]["template"]
+    assert template["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+
+    paths = _get_paths()
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health" in paths
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready" in paths
+    assert template["metadata"]["annotations"]["prometheus.io/path"] in paths
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["port"] in ("http", port)
+
+    # Kubelet: preStop, then SIGTERM, then the drain; all of it inside the grace period.
+    pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    assert pod["terminationGracePeriodSeconds"] >= int(pre_stop[1]) + _drain_seconds()
+
+    env = {e["name"] for e in container.get("env", [])}
+    assert env <= {"EMBEDSERVE_API_KEYS"}  # the one variable the server reads
+    assert "EMBEDSERVE_API_KEYS" in serve_help
+    requests, limits = container["resources"]["requests"], container["resources"]["limits"]
+    assert _mib(requests["memory"]) <= _mib(limits["memory"])
+
+
+def _mib(quantity: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)(Mi|Gi)", quantity).groups()
+    return int(number) * (1024 if unit == "Gi" else 1)
+
+
+def test_service_and_autoscalers_point_at_the_deployment():
+    deployment = _load("deployment.yaml")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    service = _load("service.yaml")
+    assert service["spec"]["selector"].items() <= labels.items()
+    port_names = {p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    assert {p["targetPort"] for p in service["spec"]["ports"]} <= port_names
+    for name in ("hpa.yaml", "hpa-queue.yaml"):
+        hpa = _load(name)
+        target = hpa["spec"]["scaleTargetRef"]
+        assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+        assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    assert _load("hpa.yaml")["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    # Every container of a CPU-scaled pod needs a CPU request, or the HPA has nothing to divide by.
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"]
+
+
+def test_queue_metric_exists_in_the_server_exposition():
+    exposition = Metrics().exposition().decode()
+    served = set(re.findall(r"^# TYPE (\S+) (\S+)", exposition, re.MULTILINE))
+    gauges = {name for name, kind in served if kind == "gauge"}
+    metric = _load("hpa-queue.yaml")["spec"]["metrics"][0]["pods"]["metric"]["name"]
+    assert metric in gauges
+    [rule] = _load("prometheus-adapter-rules.yaml")["rules"]["custom"]
+    assert rule["name"]["as"] == metric
+    assert rule["seriesQuery"].split("{")[0] in gauges
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.cuda"])
+def test_dockerfiles_run_real_commands(name, serve_flags):
+    text = (DEPLOY / name).read_text()
+    instructions = [line.split(None, 1) for line in _joined_lines(text)]
+    entry = _exec_form(_only(instructions, "ENTRYPOINT"))
+    cmd = _exec_form(_only(instructions, "CMD"))
+    assert entry == ["embedserve", "serve"]
+    args = _flags_and_values(cmd)
+    assert set(args) <= serve_flags
+    assert f"EXPOSE {args['--port']}" in text
+    assert args["--host"] == "0.0.0.0"
+    runs = [body for word, body in instructions if word == "RUN"]
+    pulls = [r for r in runs if "embedserve pull" in r]
+    assert pulls, "the model is pulled at build time"
+    assert any("pip install" in r and ".whl" in r for r in runs)
+    pull_words = shlex.split(pulls[0].split("&&")[0])
+    assert pull_words[:2] == ["embedserve", "pull"]
+    assert {"serve", "pull"} <= _subcommands()
+    if name.endswith("cuda"):
+        assert args["--providers"] == "cuda"
+
+
+def _subcommands() -> set[str]:
+    from embedserve.cli import _parser
+
+    [sub] = [a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return set(sub.choices)
+
+
+def _joined_lines(text: str) -> list[str]:
+    lines, current = [], ""
+    for raw in text.splitlines():
+        if raw.lstrip().startswith("#") or not raw.strip():
+            continue
+        current += raw.rstrip("\\").strip() + " "
+        if not raw.rstrip().endswith("\\"):
+            lines.append(current.strip())
+            current = ""
+    return lines
+
+
+def _only(instructions: list[list[str]], word: str) -> str:
+    found = [body for w, body in instructions if w == word]
+    assert len(found) == 1, f"{word}: {found}"
+    return found[0]
+
+
+def _exec_form(body: str) -> list[str]:
+    parsed = yaml.safe_load(body)  # a JSON array is YAML too
+    assert isinstance(parsed, list), body
+    return parsed
