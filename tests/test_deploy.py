@@ -4,6 +4,7 @@ really has (its `serve --help`, its route table, its /metrics), since none can b
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import shlex
 import subprocess
@@ -50,16 +51,10 @@ def _flags_and_values(args: list[str]) -> dict[str, str]:
 
 
 def _drain_seconds() -> int:
-    """The server's drain after SIGTERM: the default of `serve --drain-seconds`, from the parser."""
-    from embedserve.cli import _parser
+    """The server's drain after SIGTERM: `--drain-seconds`'s default, from its one declaration."""
+    from embedserve.server.config import ServerConfig
 
-    [sub] = [a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)]
-    serve = sub.choices["serve"]
-    action = serve._option_string_actions.get("--drain-seconds")
-    if action is not None:
-        return int(action.default)
-    # Before --drain-seconds existed, uvicorn's timeout_graceful_shutdown was fixed at 10 s.
-    return 10
+    return math.ceil(ServerConfig().drain_seconds)
 
 
 def test_deployment_matches_the_server(serve_flags, serve_help):

@@ -222,7 +222,7 @@ class Engine:
         wanted = self.config.normalize if normalize is None else normalize
         return _core.cut_and_normalize_(pooled, dimensions, wanted)
 
-    def _check_arguments(self, dimensions: int | None, truncation_direction: str) -> None:
+    def check_arguments(self, dimensions: int | None, truncation_direction: str = "right") -> None:
         """The library boundary's checks (the server checks the same fields in its schema)."""
         size = self.model_info.dimension
         if dimensions is not None and (isinstance(dimensions, bool) or not 1 <= dimensions <= size):
@@ -239,7 +239,7 @@ class Engine:
               truncate: bool = True, truncation_direction: str = "right",
               prompt_name: str | None = None) -> EmbeddingResult:
         """Vectors for `inputs` (a string, strings, one token array or token arrays), in input order."""
-        self._check_arguments(dimensions, truncation_direction)
+        self.check_arguments(dimensions, truncation_direction)
         prepared = self.prepare(inputs, truncate=truncate, truncation_direction=truncation_direction,
                                 prompt_name=prompt_name)
         vectors = self.finish(self.pooled(prepared.sequences), dimensions=dimensions, normalize=normalize)
@@ -248,7 +248,7 @@ class Engine:
     def tokenize(self, texts: str | Sequence[str], *, truncate: bool = True,
                  truncation_direction: str = "right") -> list[list[int]]:
         """Token ids each text becomes, special tokens included, as the model would see them."""
-        self._check_arguments(None, truncation_direction)
+        self.check_arguments(None, truncation_direction)
         batch = [texts] if isinstance(texts, str) else list(texts)
         prepared = self.prepare(Inputs(texts=batch), truncate=truncate, truncation_direction=truncation_direction)
         return [s.tolist() for s in prepared.sequences]

@@ -63,7 +63,7 @@ class Pipeline:
     ) -> EmbeddingResult:
         """`Engine.embed` for a list of texts, pipelined; the same vectors in the same order."""
         engine = self.engine
-        engine.check_dimensions(dimensions)
+        engine.check_arguments(dimensions)
         texts = list(texts)
         options = {
             "truncate": truncate,

@@ -202,7 +202,7 @@ def load_engine(options: EmbedFileOptions) -> Any:
     engine = Engine.from_pretrained(options.model, providers=options.providers,
                                     quantize=PRECISIONS[options.precision],
                                     intra_op_threads=options.threads)
-    engine.check_dimensions(options.dimensions)
+    engine.check_arguments(options.dimensions)
     return engine
 
 
