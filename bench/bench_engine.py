@@ -13,11 +13,11 @@ import statistics
 import time
 
 import numpy as np
+from embedserve.engine import Engine
+from embedserve.models import resolve_model_dir
 
 from bench.machine import describe_machine
 from bench.texts import SETS, make_texts
-from embedserve.engine import Engine
-from embedserve.models import resolve_model_dir
 
 
 def _cosine_min(a: np.ndarray, b: np.ndarray) -> float:
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         options["quantize"] = args.quantize
     engine = Engine.from_pretrained(args.model, **options)
     baseline = None if args.no_baseline else _load_baseline(resolve_model_dir(args.model), args.threads)
-    ours = lambda batch: engine.embed(batch).embeddings  # noqa: E731
+    ours = lambda batch: engine.embed(batch).embeddings
 
     print(describe_machine())
     print(f"threads={args.threads} repeats={args.repeats} provider={engine.model_info.provider} "

@@ -52,9 +52,9 @@ from typing import Any
 
 import httpx
 import numpy as np
+from embedserve.models import DEFAULT_MODEL
 
 from bench.texts import SETS, make_texts
-from embedserve.models import DEFAULT_MODEL
 
 try:  # the client shares the server's cores: parse answers as cheaply as we can
     import orjson

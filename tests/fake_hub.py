@@ -23,7 +23,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 CHUNK = 1 << 20
 CDN_HOST = "127.0.0.2"
@@ -307,7 +311,7 @@ class FakeHub:
                 paths.append(path.split("/", 5)[5])
         return paths
 
-    def __enter__(self) -> FakeHub:
+    def __enter__(self) -> Self:
         for t in self._threads:
             t.start()
         return self

@@ -8,13 +8,12 @@ import sys
 
 import numpy as np
 import pytest
-
 from embedserve.engine import Engine
 
 
 def embedserve(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "embedserve.cli", *args], input=stdin,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,9 @@ import threading
 
 import numpy as np
 import pytest
-from tokenizers import Tokenizer
-
 from embedserve.engine import Engine
 from embedserve.errors import InputError, InputTooLongError, InvalidTokenError
+from tokenizers import Tokenizer
 
 FP32_COSINE = 0.99999
 

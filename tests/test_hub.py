@@ -12,12 +12,11 @@ from pathlib import Path
 import huggingface_hub.constants as hf_constants
 import numpy as np
 import pytest
-from huggingface_hub.errors import RepositoryNotFoundError
-from huggingface_hub.utils import close_session
-
 from embedserve.engine import Engine
 from embedserve.models import ModelNotFoundError, resolve_model_dir
 from embedserve.models.resolve import HUB_PATTERNS
+from huggingface_hub.errors import RepositoryNotFoundError
+from huggingface_hub.utils import close_session
 
 from .fake_hub import FakeHub, folder_files
 

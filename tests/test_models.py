@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
-
 from embedserve.engine import Engine
 from embedserve.models import (
     ModelConfigError,
@@ -24,6 +22,7 @@ from embedserve.models import (
     resolve_model_dir,
 )
 from embedserve.models.compiler import UnsupportedArchitectureError
+from onnx import TensorProto, helper
 
 from .test_engine import FP32_COSINE, cosines
 

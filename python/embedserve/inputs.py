@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Union
 
 from embedserve.errors import InputError
 
-TextsOrTokens = Union[str, Sequence[str], Sequence[int], Sequence[Sequence[int]]]
+TextsOrTokens = str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]]
 
 
 @dataclass(frozen=True)
