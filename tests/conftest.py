@@ -6,8 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 DATA = Path(__file__).parent / "data"
+
+# CI shares 2 cores with a whole server and model: a per-example deadline measures the machine,
+# not the code, so it is off (each test still bounds its examples).
+settings.register_profile("embedserve", deadline=None)
+settings.load_profile("embedserve")
 
 
 @pytest.fixture(scope="session")
