@@ -1,11 +1,12 @@
-"""`python -m bench kernels|engine|http [options]`."""
+"""`python -m bench kernels|engine|http|peers [options]`."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-SUITES = {"kernels": "bench.bench_kernels", "engine": "bench.bench_engine", "http": "bench.bench_http"}
+SUITES = {"kernels": "bench.bench_kernels", "engine": "bench.bench_engine", "http": "bench.bench_http",
+          "peers": "bench.bench_peers"}
 
 
 def main() -> None:

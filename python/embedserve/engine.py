@@ -12,9 +12,12 @@ import numpy as np
 from embedserve import _core
 from embedserve.errors import InputError
 from embedserve.inputs import Inputs, TextsOrTokens, classify_inputs
-from embedserve.models import DEFAULT_MODEL, ModelConfig, find_entry, load_model_config, onnx_for, resolve_model_dir
+from embedserve.models import DEFAULT_MODEL, ModelConfig, find_entry, load_model_config, resolve_model_dir
+from embedserve.models.variants import graph_for
 from embedserve.planning import default_max_batch_tokens, pad_batch, plan_batches
+from embedserve.precision import resolve_precision
 from embedserve.runtime import EncoderSession, SessionOptions
+from embedserve.runtime.backends import Backend, choose_runtime, open_backend
 from embedserve.tokenization import DIRECTIONS, ModelTokenizer
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class ModelInfo:
     supports_dimensions: bool
     provider: str
     prompts: dict[str, str] = field(default_factory=dict)
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -54,8 +58,8 @@ class EmbeddingResult:
 class Engine:
     """Turns texts or token arrays into the vectors sentence-transformers gives. Thread-safe."""
 
-    def __init__(self, config: ModelConfig, tokenizer: ModelTokenizer, session: EncoderSession,
-                 *, max_batch_tokens: int | None = None) -> None:
+    def __init__(self, config: ModelConfig, tokenizer: ModelTokenizer, session: EncoderSession | Backend,
+                 *, max_batch_tokens: int | None = None, precision: str = "fp32") -> None:
         self.config = config
         self.tokenizer = tokenizer
         self.session = session
@@ -72,6 +76,7 @@ class Engine:
             supports_dimensions=config.supports_dimensions,
             provider=session.provider,
             prompts=dict(config.prompts),
+            precision=precision,
         )
 
     @classmethod
@@ -86,23 +91,31 @@ class Engine:
         inter_op_threads: int | None = None,
         max_batch_tokens: int | None = None,
         quantize: str | None = None,
+        precision: str | None = None,
+        runtime: str | None = None,
     ) -> Engine:
         """Load a model from a folder, a catalog name or a hub repo id.
 
         `tokenizer` names another model folder whose tokenizer.json and sentence-transformers
-        configs to use, for an ONNX file shipped without them. `quantize="int8"` runs a
-        dynamically quantized copy of the graph (cached), trading ~1% cosine for speed.
-        `max_batch_tokens` defaults to 1,024 on the CPU and 16,384 on a GPU.
+        configs to use, for an ONNX file shipped without them. `precision` is "fp32" (exact),
+        "bf16" (near-exact, OpenVINO on CPUs with native bf16) or "int8" (a statically quantized
+        copy of the graph, cached); `quantize="int8"` is the older spelling of the last.
+        `runtime` is "onnxruntime", "openvino" or "auto" (the faster one for the precision).
+        `max_batch_tokens` defaults to the precision's CPU budget, and 16,384 on a GPU.
         """
         model_dir = resolve_model_dir(spec)
         config_dir = resolve_model_dir(tokenizer) if tokenizer is not None else model_dir
         config = load_model_config(config_dir, name or _display_name(spec, model_dir))
-        session = EncoderSession(
-            onnx_for(model_dir, quantize),
-            SessionOptions(providers, intra_op_threads, inter_op_threads),
-        )
+        chosen = resolve_precision(precision, quantize)
+        runtime_name = choose_runtime(runtime, chosen, providers)
+        graph = graph_for(model_dir, chosen, config_dir)
+        session = open_backend(graph, chosen, runtime_name,
+                               SessionOptions(providers, intra_op_threads, inter_op_threads))
+        if max_batch_tokens is None and session.provider in ("CPUExecutionProvider", "OpenVINO:CPU"):
+            max_batch_tokens = chosen.cpu_batch_tokens
         model_tokenizer = ModelTokenizer(config_dir / "tokenizer.json", config.max_seq_length)
-        return cls(config, model_tokenizer, session, max_batch_tokens=max_batch_tokens)
+        return cls(config, model_tokenizer, session, max_batch_tokens=max_batch_tokens,
+                   precision=chosen.name)
 
     # -- the steps, public so the server's batcher can run them separately --
 

@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from embedserve.models import DEFAULT_MODEL
+from embedserve.precision import add_precision_arguments
 from embedserve.server.config import Limits, ModelSpec, ServerConfig, keys_from_env
 
 _DEFAULTS = ServerConfig()
@@ -122,8 +123,9 @@ def add_serve_command(commands: Any) -> argparse.ArgumentParser:
     serve.add_argument(
         "--quantize",
         choices=["int8"],
-        help="run a dynamically int8-quantized copy of each model (faster on CPUs, ~1%% cosine)",
+        help="older spelling of --precision int8",
     )
+    add_precision_arguments(serve)
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
@@ -147,6 +149,8 @@ def config_from_args(
         providers=args.providers,
         intra_op_threads=args.intra_op_threads,
         quantize=args.quantize,
+        precision=args.precision,
+        runtime=args.runtime,
         limits=Limits(
             max_inputs=args.max_inputs,
             max_input_tokens=args.max_input_tokens,
@@ -159,15 +163,18 @@ def config_from_args(
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from embedserve.models import onnx_for, resolve_model_dir
+    from embedserve.models import resolve_model_dir
+    from embedserve.models.variants import graph_for
+    from embedserve.precision import resolve_precision
     from embedserve.server.app import CONFIG_ENV
 
     config = config_from_args(args)
     # Fetch and compile models here, once, before workers start: a wrong name fails in seconds with
     # a clear message, and workers do not race to compile the same graph. No session or tokenizer
     # is created in this process; workers create their own after they start.
+    precision = resolve_precision(config.precision, config.quantize)
     for model in config.models:
-        onnx_for(resolve_model_dir(model.spec), config.quantize)
+        graph_for(resolve_model_dir(model.spec), precision)
     os.environ[CONFIG_ENV] = config.to_json()
     uvicorn.run(
         "embedserve.server.app:app_from_env",

@@ -76,6 +76,8 @@ class ServerConfig:
     providers: str | None = None
     intra_op_threads: int | None = None
     quantize: str | None = None
+    precision: str | None = None  # None: fp32 (or int8 when quantize says so)
+    runtime: str | None = None  # None: the faster runtime for the precision here
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:

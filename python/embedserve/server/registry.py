@@ -104,6 +104,8 @@ class ModelRegistry:
                     intra_op_threads=self.config.intra_op_threads,
                     max_batch_tokens=self.config.max_batch_tokens,
                     quantize=self.config.quantize,
+                    precision=self.config.precision,
+                    runtime=self.config.runtime,
                 )
             except Exception as exc:  # noqa: BLE001 - the server stays up and says why in /ready and 503s
                 model.error = f"{type(exc).__name__}: {exc}"
