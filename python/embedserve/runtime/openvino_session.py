@@ -62,7 +62,9 @@ class OpenVINOSession:
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         self._compiled = core.compile_model(model, "CPU", config)
-        self.inference_precision = str(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
+        # What the plugin settled on: "bf16", or "f32" where the CPU has no bf16 (hint ignored).
+        chosen = self._compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.inference_precision = chosen.to_string() if hasattr(chosen, "to_string") else str(chosen)
         self.provider = PROVIDER
         self.output_index, self.hidden_size = _hidden_state_output(model, path)
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
