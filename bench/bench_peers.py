@@ -36,7 +36,8 @@ MODEL = "all-MiniLM-L6-v2"
 REFERENCE = Path(__file__).resolve().parent.parent / "tests" / "data" / f"{MODEL}.public.json"
 ST_BATCH = 32  # encode()'s default
 PEERS = ("st-torch", "st-onnx", "st-openvino", "st-onnx-int8", "st-openvino-int8")
-OURS = ("embedserve-fp32", "embedserve-bf16", "embedserve-int8", "embedserve-int8-openvino")
+OURS = ("embedserve-fp32", "embedserve-fp32-openvino", "embedserve-bf16", "embedserve-int8",
+        "embedserve-int8-openvino")
 EXACT_PEERS = ("st-torch", "st-onnx")
 INT8_PEERS = ("st-onnx-int8", "st-openvino-int8")
 
@@ -83,9 +84,8 @@ def prepare() -> Path:
 def _export_ov_static_int8(ov_model, target: Path, export) -> None:
     """sentence-transformers' static int8 helper, calibrated on a local dataset (no hub)."""
     import datasets
-    from optimum.intel import OVQuantizationConfig
-
     from embedserve.models.static_int8 import calibration_texts
+    from optimum.intel import OVQuantizationConfig
 
     local = datasets.Dataset.from_dict({"text": calibration_texts()})
     original = datasets.load_dataset
@@ -131,6 +131,7 @@ def _encoder(runner: str, threads: int):
     from embedserve.engine import Engine
 
     precision = runner.split("-")[1]
+    # "-openvino" forces that runtime; otherwise the engine picks ("auto").
     runtime = "openvino" if runner.endswith("-openvino") else None
     engine = Engine.from_pretrained(MODEL, precision=precision, runtime=runtime, providers="cpu",
                                     intra_op_threads=threads, inter_op_threads=1)
@@ -157,7 +158,7 @@ def _run_worker(runner: str, copies: int, threads: int) -> dict | None:
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "peers", "--worker", runner, "--copies", str(copies),
          "--threads", str(threads)],
-        capture_output=True, text=True, env=env, timeout=900,
+        check=False, capture_output=True, text=True, env=env, timeout=900,
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from embedserve.engine import Engine
 from embedserve.models import find_entry
 from embedserve.models.static_int8 import calibration_texts, sensitive_nodes
@@ -79,7 +78,6 @@ def test_static_int8_vectors_do_not_depend_on_the_batch(engines, reference):
 
 def test_int8_keeps_sensitive_layers_in_float(engines, minilm_dir):
     import onnx
-
     from embedserve.models import onnx_for
 
     engine = engines("all-MiniLM-L6-v2", "int8", "onnxruntime")
@@ -128,13 +126,13 @@ def test_quantize_alias_loads_the_int8_graph(engines, minilm_dir):
 
 def test_cli_precision_flag(engines):
     texts = ["a first sentence", "and a second one"]
-    done = subprocess.run([sys.executable, "-m", "embedserve.cli", "embed", "--precision", "int8",
-                           "--runtime", "onnxruntime", *texts],
-                          capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-m", "embedserve.cli", "embed", "--precision", "int8",
+               "--runtime", "onnxruntime", *texts]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     vectors = np.asarray(json.loads(done.stdout), dtype=np.float32)
     expected = engines("all-MiniLM-L6-v2", "int8", "onnxruntime").embed(texts).embeddings
     np.testing.assert_allclose(vectors, expected, atol=1e-6)
     bad = subprocess.run([sys.executable, "-m", "embedserve.cli", "embed", "--precision", "fp8", "x"],
-                         capture_output=True, text=True, timeout=60)
+                         check=False, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "invalid choice: 'fp8'" in bad.stderr

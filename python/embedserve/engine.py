@@ -12,13 +12,20 @@ import numpy as np
 from embedserve import _core
 from embedserve.errors import InputError
 from embedserve.inputs import Inputs, TextsOrTokens, classify_inputs
-from embedserve.models import DEFAULT_MODEL, ModelConfig, find_entry, load_model_config, resolve_model_dir
+from embedserve.models import (
+    DEFAULT_MODEL,
+    ModelConfig,
+    find_entry,
+    load_model_config,
+    resolve_model_dir,
+)
 from embedserve.models.variants import graph_for
 from embedserve.planning import default_max_batch_tokens, pad_batch, plan_batches
 from embedserve.precision import resolve_precision
 from embedserve.runtime import EncoderSession, SessionOptions
 from embedserve.runtime.backends import Backend, choose_runtime, open_backend
 from embedserve.tokenization import DIRECTIONS, ModelTokenizer
+
 
 @dataclass(frozen=True)
 class ModelInfo:
