@@ -155,10 +155,16 @@ def worker(runner: str, copies: int, threads: int) -> dict:
             "mean_cos": float(cos.mean())}
 
 
-def _run_worker(runner: str, copies: int, threads: int) -> dict | None:
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run_worker(runner: str, copies: int, threads: int, python: str) -> dict | None:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false")
+    if python != sys.executable:
+        # Another environment (the peers' pins clash with ours): find bench/ and the package.
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "python")])
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "peers", "--worker", runner, "--copies", str(copies),
+        [python, "-m", "bench", "peers", "--worker", runner, "--copies", str(copies),
          "--threads", str(threads)],
         check=False, capture_output=True, text=True, env=env, timeout=900,
     )
@@ -177,6 +183,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runners", nargs="+", default=[*PEERS, *OURS], choices=[*PEERS, *OURS])
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--peer-python", default=sys.executable,
+                        help="interpreter for the sentence-transformers runners, e.g. a venv "
+                        "with sentence-transformers 5.x + optimum-onnx + optimum-intel "
+                        "(they cannot share one with sentence-transformers 6.2, bench/NOTES.md)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -186,7 +196,12 @@ def main(argv: list[str] | None = None) -> None:
     runners = list(args.runners)
     if any(r.startswith("st-") and r != "st-torch" for r in runners):
         try:
-            prepare()
+            if args.peer_python == sys.executable:
+                prepare()
+            else:
+                env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "python")]))
+                subprocess.run([args.peer_python, "-c", "from bench.bench_peers import prepare; prepare()"],
+                               check=True, env=env, timeout=1800)
         except Exception as exc:  # noqa: BLE001 - say why, then measure what can be measured
             print(f"peer exports failed ({type(exc).__name__}: {exc}); "
                   "running without the ONNX / OpenVINO peers", flush=True)
@@ -197,7 +212,8 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, list[dict]] = {r: [] for r in runners}
     for number in range(args.rounds):
         for runner in runners:
-            row = _run_worker(runner, args.copies, args.threads)
+            python = args.peer_python if runner.startswith("st-") else sys.executable
+            row = _run_worker(runner, args.copies, args.threads, python)
             if row is not None:
                 results[runner].append(row)
                 print(f"  round {number + 1}: {runner:<26} {row['texts_per_s']:8.1f} texts/s", flush=True)
