@@ -36,8 +36,13 @@ MODEL = "all-MiniLM-L6-v2"
 REFERENCE = Path(__file__).resolve().parent.parent / "tests" / "data" / f"{MODEL}.public.json"
 ST_BATCH = 32  # encode()'s default
 PEERS = ("st-torch", "st-onnx", "st-openvino", "st-onnx-int8", "st-openvino-int8")
-OURS = ("embedserve-fp32", "embedserve-fp32-openvino", "embedserve-bf16", "embedserve-int8",
-        "embedserve-int8-openvino")
+OURS = (
+    "embedserve-fp32",
+    "embedserve-fp32-openvino",
+    "embedserve-bf16",
+    "embedserve-int8",
+    "embedserve-int8-openvino",
+)
 EXACT_PEERS = ("st-torch", "st-onnx")
 INT8_PEERS = ("st-onnx-int8", "st-openvino-int8")
 
@@ -92,9 +97,15 @@ def _export_ov_static_int8(ov_model, target: Path, export) -> None:
     # The helper calls load_dataset(name, config, split=...); hand it the local corpus instead.
     datasets.load_dataset = lambda *args, **kwargs: local
     try:
-        export(ov_model, quantization_config=OVQuantizationConfig(num_samples=len(local)),
-               model_name_or_path=str(target), dataset_name="local", dataset_config_name="local",
-               dataset_split="train", column_name="text")
+        export(
+            ov_model,
+            quantization_config=OVQuantizationConfig(num_samples=len(local)),
+            model_name_or_path=str(target),
+            dataset_name="local",
+            dataset_config_name="local",
+            dataset_split="train",
+            column_name="text",
+        )
     finally:
         datasets.load_dataset = original
 
@@ -110,33 +121,61 @@ def _st_model(runner: str, threads: int):
 
         return SentenceTransformer(str(resolve_model_dir(MODEL)), device="cpu")
     if runner == "st-onnx":
-        return SentenceTransformer(str(peer), backend="onnx", device="cpu",
-                                   model_kwargs={"provider": "CPUExecutionProvider"})
+        return SentenceTransformer(
+            str(peer),
+            backend="onnx",
+            device="cpu",
+            model_kwargs={"provider": "CPUExecutionProvider"},
+        )
     if runner == "st-onnx-int8":
-        return SentenceTransformer(str(peer), backend="onnx", device="cpu", model_kwargs={
-            "file_name": f"onnx/model_qint8_{_int8_config()}.onnx", "provider": "CPUExecutionProvider"})
+        return SentenceTransformer(
+            str(peer),
+            backend="onnx",
+            device="cpu",
+            model_kwargs={
+                "file_name": f"onnx/model_qint8_{_int8_config()}.onnx",
+                "provider": "CPUExecutionProvider",
+            },
+        )
     if runner == "st-openvino":
-        return SentenceTransformer(str(peer), backend="openvino", device="cpu",
-                                   model_kwargs={"ov_config": {"INFERENCE_NUM_THREADS": threads}})
+        return SentenceTransformer(
+            str(peer),
+            backend="openvino",
+            device="cpu",
+            model_kwargs={"ov_config": {"INFERENCE_NUM_THREADS": threads}},
+        )
     if runner == "st-openvino-int8":
-        return SentenceTransformer(str(peer), backend="openvino", device="cpu", model_kwargs={
-            "file_name": "openvino/openvino_model_qint8_quantized.xml",
-            "ov_config": {"INFERENCE_NUM_THREADS": threads}})
+        return SentenceTransformer(
+            str(peer),
+            backend="openvino",
+            device="cpu",
+            model_kwargs={
+                "file_name": "openvino/openvino_model_qint8_quantized.xml",
+                "ov_config": {"INFERENCE_NUM_THREADS": threads},
+            },
+        )
     raise ValueError(runner)
 
 
 def _encoder(runner: str, threads: int):
     if runner.startswith("st-"):
         model = _st_model(runner, threads)
-        return lambda texts: model.encode(texts, batch_size=ST_BATCH, normalize_embeddings=True,
-                                          convert_to_numpy=True)
+        return lambda texts: model.encode(
+            texts, batch_size=ST_BATCH, normalize_embeddings=True, convert_to_numpy=True
+        )
     from embedserve.engine import Engine
 
     precision = runner.split("-")[1]
     # "-openvino" forces that runtime; otherwise the engine picks ("auto").
     runtime = "openvino" if runner.endswith("-openvino") else None
-    engine = Engine.from_pretrained(MODEL, precision=precision, runtime=runtime, providers="cpu",
-                                    intra_op_threads=threads, inter_op_threads=1)
+    engine = Engine.from_pretrained(
+        MODEL,
+        precision=precision,
+        runtime=runtime,
+        providers="cpu",
+        intra_op_threads=threads,
+        inter_op_threads=1,
+    )
     return lambda texts: engine.embed(texts).embeddings
 
 
@@ -151,8 +190,12 @@ def worker(runner: str, copies: int, threads: int) -> dict:
     ref = np.asarray(reference["normalized"], dtype=np.float64)
     ours = vectors[: len(ref)].astype(np.float64)
     cos = (ours * ref).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(ref, axis=1))
-    return {"runner": runner, "texts_per_s": len(texts) / seconds, "min_cos": float(cos.min()),
-            "mean_cos": float(cos.mean())}
+    return {
+        "runner": runner,
+        "texts_per_s": len(texts) / seconds,
+        "min_cos": float(cos.min()),
+        "mean_cos": float(cos.mean()),
+    }
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,29 +207,54 @@ def _run_worker(runner: str, copies: int, threads: int, python: str) -> dict | N
         # Another environment (the peers' pins clash with ours): find bench/ and the package.
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "python")])
     proc = subprocess.run(
-        [python, "-m", "bench", "peers", "--worker", runner, "--copies", str(copies),
-         "--threads", str(threads)],
-        check=False, capture_output=True, text=True, env=env, timeout=900,
+        [
+            python,
+            "-m",
+            "bench",
+            "peers",
+            "--worker",
+            runner,
+            "--copies",
+            str(copies),
+            "--threads",
+            str(threads),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
-        print(f"  {runner}: failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}", flush=True)
+        print(
+            f"  {runner}: failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}",
+            flush=True,
+        )
         return None
     return json.loads(lines[-1])
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench peers", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench peers",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--copies", type=int, default=4, help="times the 200 reference texts are repeated")
+    parser.add_argument(
+        "--copies", type=int, default=4, help="times the 200 reference texts are repeated"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runners", nargs="+", default=[*PEERS, *OURS], choices=[*PEERS, *OURS])
     parser.add_argument("--json", type=Path, help="also write the rows here")
-    parser.add_argument("--peer-python", default=sys.executable,
-                        help="interpreter for the sentence-transformers runners, e.g. a venv "
-                        "with sentence-transformers 5.x + optimum-onnx + optimum-intel "
-                        "(they cannot share one with sentence-transformers 6.2, bench/NOTES.md)")
+    parser.add_argument(
+        "--peer-python",
+        default=sys.executable,
+        help="interpreter for the sentence-transformers runners, e.g. a venv "
+        "with sentence-transformers 5.x + optimum-onnx + optimum-intel "
+        "(they cannot share one with sentence-transformers 6.2, bench/NOTES.md)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -199,16 +267,28 @@ def main(argv: list[str] | None = None) -> None:
             if args.peer_python == sys.executable:
                 prepare()
             else:
-                env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "python")]))
-                subprocess.run([args.peer_python, "-c", "from bench.bench_peers import prepare; prepare()"],
-                               check=True, env=env, timeout=1800)
+                env = dict(
+                    os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "python")])
+                )
+                subprocess.run(
+                    [args.peer_python, "-c", "from bench.bench_peers import prepare; prepare()"],
+                    check=True,
+                    env=env,
+                    timeout=1800,
+                )
         except Exception as exc:  # noqa: BLE001 - say why, then measure what can be measured
-            print(f"peer exports failed ({type(exc).__name__}: {exc}); "
-                  "running without the ONNX / OpenVINO peers", flush=True)
+            print(
+                f"peer exports failed ({type(exc).__name__}: {exc}); "
+                "running without the ONNX / OpenVINO peers",
+                flush=True,
+            )
             runners = [r for r in runners if not r.startswith("st-") or r == "st-torch"]
     print(describe_machine())
-    print(f"{args.copies} x 200 reference texts, {args.threads} threads, {args.rounds} alternated "
-          "rounds, one process per runner per round", flush=True)
+    print(
+        f"{args.copies} x 200 reference texts, {args.threads} threads, {args.rounds} alternated "
+        "rounds, one process per runner per round",
+        flush=True,
+    )
     results: dict[str, list[dict]] = {r: [] for r in runners}
     for number in range(args.rounds):
         for runner in runners:
@@ -216,10 +296,21 @@ def main(argv: list[str] | None = None) -> None:
             row = _run_worker(runner, args.copies, args.threads, python)
             if row is not None:
                 results[runner].append(row)
-                print(f"  round {number + 1}: {runner:<26} {row['texts_per_s']:8.1f} texts/s", flush=True)
-    rows = {r: {"runner": r, "texts_per_s": statistics.median(x["texts_per_s"] for x in rs),
-                "min_cos": rs[0]["min_cos"], "mean_cos": rs[0]["mean_cos"], "rounds": len(rs)}
-            for r, rs in results.items() if rs}
+                print(
+                    f"  round {number + 1}: {runner:<26} {row['texts_per_s']:8.1f} texts/s",
+                    flush=True,
+                )
+    rows = {
+        r: {
+            "runner": r,
+            "texts_per_s": statistics.median(x["texts_per_s"] for x in rs),
+            "min_cos": rs[0]["min_cos"],
+            "mean_cos": rs[0]["mean_cos"],
+            "rounds": len(rs),
+        }
+        for r, rs in results.items()
+        if rs
+    }
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps(list(rows.values()), indent=1))
@@ -232,12 +323,22 @@ def _best(rows: dict[str, dict], names: tuple[str, ...]) -> dict | None:
 
 def print_table(rows: dict[str, dict]) -> None:
     exact, ov, int8 = _best(rows, EXACT_PEERS), rows.get("st-openvino"), _best(rows, INT8_PEERS)
-    print("\n| runner | texts/s | min cos | mean cos | vs best exact peer | vs OpenVINO default | vs best int8 peer |")
+    print(
+        "\n| runner | texts/s | min cos | mean cos | vs best exact peer | vs OpenVINO default"
+        " | vs best int8 peer |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for row in rows.values():
-        ratios = [f"{row['texts_per_s'] / base['texts_per_s']:.2f}x" if base else "-" for base in (exact, ov, int8)]
-        print(f"| {row['runner']} | {row['texts_per_s']:.1f} | {row['min_cos']:.6f} | {row['mean_cos']:.6f} | "
-              + " | ".join(ratios) + " |")
+        ratios = [
+            f"{row['texts_per_s'] / base['texts_per_s']:.2f}x" if base else "-"
+            for base in (exact, ov, int8)
+        ]
+        print(
+            f"| {row['runner']} | {row['texts_per_s']:.1f} | {row['min_cos']:.6f} "
+            f"| {row['mean_cos']:.6f} | "
+            + " | ".join(ratios)
+            + " |"
+        )
     for label, base in (("best exact peer", exact), ("best int8 peer", int8)):
         if base:
             print(f"{label}: {base['runner']}")

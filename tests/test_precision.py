@@ -21,7 +21,8 @@ from .test_engine import cosines
 DATA = Path(__file__).parent / "data"
 # Every catalog model that has sentence-transformers reference vectors here.
 REFERENCE_MODELS = sorted(
-    p.name.removesuffix(".public.json") for p in DATA.glob("*.public.json")
+    p.name.removesuffix(".public.json")
+    for p in DATA.glob("*.public.json")
     if find_entry(p.name.removesuffix(".public.json")) is not None
 )
 COMBINATIONS = [(p.name, runtime) for p in PRECISIONS.values() for runtime in p.runtimes]
@@ -40,8 +41,9 @@ def engines():
     def get(model: str, precision: str, runtime: str) -> Engine:
         key = (model, precision, runtime)
         if key not in cache:
-            cache[key] = Engine.from_pretrained(model, precision=precision, runtime=runtime,
-                                                providers="cpu")
+            cache[key] = Engine.from_pretrained(
+                model, precision=precision, runtime=runtime, providers="cpu"
+            )
         return cache[key]
 
     return get
@@ -58,7 +60,9 @@ def test_each_precision_holds_its_fidelity_floor(engines, model, precision, runt
     ref = _reference(model)
     engine = engines(model, precision, runtime)
     assert engine.model_info.precision == precision
-    assert engine.model_info.provider == ("OpenVINO:CPU" if runtime == "openvino" else "CPUExecutionProvider")
+    assert engine.model_info.provider == (
+        "OpenVINO:CPU" if runtime == "openvino" else "CPUExecutionProvider"
+    )
     cos = cosines(engine.embed(ref["texts"]).embeddings, ref["normalized"])
     floor = get_precision(precision)
     print(f"{model} {precision} on {runtime}: min cos {cos.min():.6f}, mean {cos.mean():.6f}")
@@ -83,7 +87,9 @@ def test_int8_keeps_sensitive_layers_in_float(engines, minilm_dir):
     engine = engines("all-MiniLM-L6-v2", "int8", "onnxruntime")
     graph = onnx.load(str(engine.session.path), load_external_data=False).graph
     dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
-    in_float = {n.name for n in graph.node if n.op_type == "MatMul" and n.input[0] not in dequantized}
+    in_float = {
+        n.name for n in graph.node if n.op_type == "MatMul" and n.input[0] not in dequantized
+    }
     expected = set(sensitive_nodes(onnx_for(minilm_dir)))
     # FFN down-projections of every layer and all of the last layer, and nothing else with a weight.
     assert {"layer0/output_matmul", "layer4/output_matmul", "layer5/query_matmul"} <= expected
@@ -105,14 +111,18 @@ def test_precision_arguments_and_the_quantize_alias():
     assert resolve_precision("INT8", "int8").name == "int8"
     with pytest.raises(ValueError, match="contradicts"):
         resolve_precision("bf16", "int8")
-    with pytest.raises(ValueError, match=r"precision must be one of \['bf16', 'fp32', 'int8'\], got 'fp8'"):
+    with pytest.raises(
+        ValueError, match=r"precision must be one of \['bf16', 'fp32', 'int8'\], got 'fp8'"
+    ):
         resolve_precision("fp8", None)
     with pytest.raises(ValueError, match="quantize must be one of"):
         resolve_precision(None, "int4")
 
 
 def test_runtime_must_suit_the_precision(minilm_dir):
-    with pytest.raises(ValueError, match="precision 'bf16' runs on \\('openvino',\\), not on 'onnxruntime'"):
+    with pytest.raises(
+        ValueError, match="precision 'bf16' runs on \\('openvino',\\), not on 'onnxruntime'"
+    ):
         Engine.from_pretrained(minilm_dir, precision="bf16", runtime="onnxruntime")
     with pytest.raises(ValueError, match="runtime must be one of"):
         Engine.from_pretrained(minilm_dir, runtime="tensorrt")
@@ -126,13 +136,27 @@ def test_quantize_alias_loads_the_int8_graph(engines, minilm_dir):
 
 def test_cli_precision_flag(engines):
     texts = ["a first sentence", "and a second one"]
-    command = [sys.executable, "-m", "embedserve.cli", "embed", "--precision", "int8",
-               "--runtime", "onnxruntime", *texts]
+    command = [
+        sys.executable,
+        "-m",
+        "embedserve.cli",
+        "embed",
+        "--precision",
+        "int8",
+        "--runtime",
+        "onnxruntime",
+        *texts,
+    ]
     done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     vectors = np.asarray(json.loads(done.stdout), dtype=np.float32)
     expected = engines("all-MiniLM-L6-v2", "int8", "onnxruntime").embed(texts).embeddings
     np.testing.assert_allclose(vectors, expected, atol=1e-6)
-    bad = subprocess.run([sys.executable, "-m", "embedserve.cli", "embed", "--precision", "fp8", "x"],
-                         check=False, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "embedserve.cli", "embed", "--precision", "fp8", "x"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "invalid choice: 'fp8'" in bad.stderr

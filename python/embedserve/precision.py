@@ -32,12 +32,33 @@ class Precision:
 PRECISIONS: dict[str, Precision] = {
     p.name: p
     for p in (
-        Precision("fp32", "fp32", ("onnxruntime", "openvino"), 0.99999, 0.999995, 1_024,
-                  "exact: float32 everywhere"),
-        Precision("bf16", "fp32", ("openvino",), 0.9999, 0.99995, 1_024,
-                  "near-exact: bfloat16 matrix products on CPUs with native bf16 (OpenVINO)"),
-        Precision("int8", "int8-static", ("onnxruntime", "openvino"), 0.985, 0.99, 1_024,
-                  "int8 weights and activations (static, calibrated), sensitive layers in fp32"),
+        Precision(
+            "fp32",
+            "fp32",
+            ("onnxruntime", "openvino"),
+            0.99999,
+            0.999995,
+            1_024,
+            "exact: float32 everywhere",
+        ),
+        Precision(
+            "bf16",
+            "fp32",
+            ("openvino",),
+            0.9999,
+            0.99995,
+            1_024,
+            "near-exact: bfloat16 matrix products on CPUs with native bf16 (OpenVINO)",
+        ),
+        Precision(
+            "int8",
+            "int8-static",
+            ("onnxruntime", "openvino"),
+            0.985,
+            0.99,
+            1_024,
+            "int8 weights and activations (static, calibrated), sensitive layers in fp32",
+        ),
     )
 }
 # Older spelling: Engine.from_pretrained(quantize="int8").
@@ -56,7 +77,9 @@ def resolve_precision(precision: str | None, quantize: str | None) -> Precision:
     """`precision` and the older `quantize` argument reconciled into one entry."""
     if quantize is not None:
         if quantize not in QUANTIZE_ALIASES:
-            raise ValueError(f"quantize must be one of {sorted(QUANTIZE_ALIASES)} or None, got {quantize!r}")
+            raise ValueError(
+                f"quantize must be one of {sorted(QUANTIZE_ALIASES)} or None, got {quantize!r}"
+            )
         alias = QUANTIZE_ALIASES[quantize]
         if precision is not None and get_precision(precision).name != alias:
             raise ValueError(f"quantize={quantize!r} contradicts precision={precision!r}")
@@ -67,10 +90,15 @@ def resolve_precision(precision: str | None, quantize: str | None) -> Precision:
 def add_precision_arguments(parser: argparse.ArgumentParser) -> None:
     """`--precision` and `--runtime`, the same on every command that loads a model."""
     parser.add_argument(
-        "--precision", choices=sorted(PRECISIONS), type=str.lower,
-        help="; ".join(f"{p.name}: {p.description}" for p in PRECISIONS.values()) + " (default: fp32)",
+        "--precision",
+        choices=sorted(PRECISIONS),
+        type=str.lower,
+        help="; ".join(f"{p.name}: {p.description}" for p in PRECISIONS.values())
+        + " (default: fp32)",
     )
     parser.add_argument(
-        "--runtime", choices=RUNTIMES, type=str.lower,
+        "--runtime",
+        choices=RUNTIMES,
+        type=str.lower,
         help="inference runtime (default: auto, the faster one for the precision on this machine)",
     )

@@ -56,8 +56,11 @@ def sensitive_nodes(graph_path: Path) -> list[str]:
 
     model = onnx.load(str(graph_path), load_external_data=False)
     shapes = {init.name: tuple(init.dims) for init in model.graph.initializer}
-    dense = [n for n in model.graph.node if n.op_type == "MatMul" and len(n.input) == 2
-             and len(shapes.get(n.input[1], ())) == 2]
+    dense = [
+        n
+        for n in model.graph.node
+        if n.op_type == "MatMul" and len(n.input) == 2 and len(shapes.get(n.input[1], ())) == 2
+    ]
     scopes = [n.name.split("/")[0] for n in dense if "/" in n.name]
     last_scope = scopes[-1] if scopes else None
     keep = []
@@ -68,18 +71,22 @@ def sensitive_nodes(graph_path: Path) -> list[str]:
     return keep
 
 
-def calibration_batches(tokenizer_json: Path, max_length: int, input_names: list[str]) -> list[dict[str, np.ndarray]]:
+def calibration_batches(
+    tokenizer_json: Path, max_length: int, input_names: list[str]
+) -> list[dict[str, np.ndarray]]:
     from embedserve.planning import pad_batch
     from embedserve.tokenization import ModelTokenizer
 
     tokenizer = ModelTokenizer(tokenizer_json, max_length)
     content = tokenizer.content_ids(calibration_texts())
-    sequences = [tokenizer.model_sequence(i, ids, truncate=True, direction="right")
-                 for i, ids in enumerate(content)]
+    sequences = [
+        tokenizer.model_sequence(i, ids, truncate=True, direction="right")
+        for i, ids in enumerate(content)
+    ]
     sequences.sort(key=len)
     batches = []
     for start in range(0, len(sequences), CALIBRATION_BATCH):
-        ids, mask, types = pad_batch(sequences[start:start + CALIBRATION_BATCH])
+        ids, mask, types = pad_batch(sequences[start : start + CALIBRATION_BATCH])
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         batches.append({name: feeds[name] for name in input_names})
     return batches
@@ -95,8 +102,13 @@ def quantized_inputs(model: object, keep_float: list[str]) -> dict[str, list[str
     return wanted
 
 
-def activation_ranges(source: Path, tensors: list[str], batches: list[dict[str, np.ndarray]],
-                      percentile: float = PERCENTILE, seed: int = 0) -> dict[str, tuple[float, float]]:
+def activation_ranges(
+    source: Path,
+    tensors: list[str],
+    batches: list[dict[str, np.ndarray]],
+    percentile: float = PERCENTILE,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
     """(low, high) of each tensor over the real tokens of the calibration batches.
 
     Padding positions are left out (onnxruntime's own calibrators count them, and a padded row's
@@ -113,7 +125,9 @@ def activation_ranges(source: Path, tensors: list[str], batches: list[dict[str, 
             model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        model.SerializeToString(), so, providers=["CPUExecutionProvider"]
+    )
     rng = np.random.default_rng(seed)
     samples: dict[str, list[np.ndarray]] = {name: [] for name in tensors}
     for feeds in batches:
@@ -131,8 +145,14 @@ def activation_ranges(source: Path, tensors: list[str], batches: list[dict[str, 
     return ranges
 
 
-def quantize_static_int8(source: Path, target: Path, tokenizer_json: Path, max_length: int,
-                         keep_float: list[str] | None = None, percentile: float = PERCENTILE) -> Path:
+def quantize_static_int8(
+    source: Path,
+    target: Path,
+    tokenizer_json: Path,
+    max_length: int,
+    keep_float: list[str] | None = None,
+    percentile: float = PERCENTILE,
+) -> Path:
     """Write a QDQ int8 copy of `source` to `target` atomically; MatMuls with constant weights only
     (Q·Kᵀ and attention·V stay fp32), `keep_float` node names (default: `sensitive_nodes`) too."""
     import onnx
@@ -146,13 +166,26 @@ def quantize_static_int8(source: Path, target: Path, tokenizer_json: Path, max_l
     input_names = [i.name for i in model.graph.input]
     batches = calibration_batches(tokenizer_json, max_length, input_names)
     ranges = activation_ranges(source, sorted(wanted), batches, percentile)
-    data = TensorsData(CalibrationMethod.MinMax, {
-        name: TensorData(lowest=np.float32(low), highest=np.float32(high)) for name, (low, high) in ranges.items()
-    })
+    data = TensorsData(
+        CalibrationMethod.MinMax,
+        {
+            name: TensorData(lowest=np.float32(low), highest=np.float32(high))
+            for name, (low, high) in ranges.items()
+        },
+    )
     nodes = [node for names in wanted.values() for node in names]
-    quantizer = QDQQuantizer(model, True, False, QuantType.QInt8, QuantType.QUInt8, data,
-                             nodes, exclude, ["MatMul"],
-                             {"MatMulConstBOnly": True, "OpTypesToExcludeOutputQuantization": ["MatMul"]})
+    quantizer = QDQQuantizer(
+        model,
+        True,
+        False,
+        QuantType.QInt8,
+        QuantType.QUInt8,
+        data,
+        nodes,
+        exclude,
+        ["MatMul"],
+        {"MatMulConstBOnly": True, "OpTypesToExcludeOutputQuantization": ["MatMul"]},
+    )
     quantizer.quantize_model()
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, staged = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
@@ -165,6 +198,7 @@ def quantize_static_int8(source: Path, target: Path, tokenizer_json: Path, max_l
         if os.path.exists(staged):
             os.unlink(staged)
     return target
+
 
 def static_int8_onnx(source: Path, tokenizer_json: Path, max_length: int) -> Path:
     """The cached static int8 copy of the graph at `source`, built on first use (~1 minute)."""

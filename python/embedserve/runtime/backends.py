@@ -28,11 +28,14 @@ class Backend(Protocol):
     input_names: list[str]
     hidden_size: int | None
 
-    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray,
-            token_type_ids: np.ndarray) -> np.ndarray: ...
+    def run(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray
+    ) -> np.ndarray: ...
 
 
-def choose_runtime(runtime: str | None, precision: Precision, providers: str | list[str] | None) -> str:
+def choose_runtime(
+    runtime: str | None, precision: Precision, providers: str | list[str] | None
+) -> str:
     """The runtime to use: the one asked for (checked against the precision), or the default."""
     name = (runtime or "auto").lower()
     if name not in RUNTIMES:
@@ -48,16 +51,22 @@ def choose_runtime(runtime: str | None, precision: Precision, providers: str | l
                     raise ValueError(_needs_openvino(precision))
                 name = "onnxruntime"
     if name not in precision.runtimes:
-        raise ValueError(f"precision {precision.name!r} runs on {precision.runtimes}, not on {name!r}")
+        raise ValueError(
+            f"precision {precision.name!r} runs on {precision.runtimes}, not on {name!r}"
+        )
     if name == "openvino":
         if wants_gpu:
-            raise ValueError("runtime 'openvino' runs on the CPU; drop --providers or use runtime 'onnxruntime'")
+            raise ValueError(
+                "runtime 'openvino' runs on the CPU; drop --providers or use runtime 'onnxruntime'"
+            )
         if not _openvino_importable():
             raise ValueError(_needs_openvino(precision))
     return name
 
 
-def open_backend(path: Path, precision: Precision, runtime: str, options: SessionOptions) -> Backend:
+def open_backend(
+    path: Path, precision: Precision, runtime: str, options: SessionOptions
+) -> Backend:
     if runtime == "openvino":
         from embedserve.runtime.openvino_session import OpenVINOSession, cpu_has_native_bf16
 
@@ -79,5 +88,7 @@ def _openvino_importable() -> bool:
 
 
 def _needs_openvino(precision: Precision) -> str:
-    return (f"precision {precision.name!r} needs the OpenVINO runtime: "
-            "pip install 'embedserve[openvino]'")
+    return (
+        f"precision {precision.name!r} needs the OpenVINO runtime: "
+        "pip install 'embedserve[openvino]'"
+    )

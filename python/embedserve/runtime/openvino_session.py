@@ -26,7 +26,7 @@ def openvino_available() -> bool:
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether OpenVINO's CPU plugin runs bf16 natively here (it lists bf16 among its capabilities)."""
+    """Whether OpenVINO's CPU plugin runs bf16 natively here (it lists BF16 in its capabilities)."""
     if not openvino_available():
         return False
     import openvino as ov
@@ -41,8 +41,14 @@ class OpenVINOSession:
     reentrant), and OpenVINO releases the GIL while it infers.
     """
 
-    def __init__(self, path: Path, *, inference_precision: str = "f32",
-                 threads: int | None = None, requests: int = 2) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        inference_precision: str = "f32",
+        threads: int | None = None,
+        requests: int = 2,
+    ) -> None:
         import openvino as ov
 
         self.path = path
@@ -51,7 +57,9 @@ class OpenVINOSession:
         self.input_names = [i.get_any_name() for i in model.inputs]
         unknown = [n for n in self.input_names if n not in KNOWN_INPUTS]
         if unknown:
-            raise ValueError(f"{path}: model inputs {unknown} are not understood (known: {KNOWN_INPUTS})")
+            raise ValueError(
+                f"{path}: model inputs {unknown} are not understood (known: {KNOWN_INPUTS})"
+            )
         config: dict[str, object] = {
             "INFERENCE_PRECISION_HINT": inference_precision,
             # Throughput hints split the cores into streams; one stream on all cores is what a
@@ -64,15 +72,23 @@ class OpenVINOSession:
         self._compiled = core.compile_model(model, "CPU", config)
         # What the plugin settled on: "bf16", or "f32" where the CPU has no bf16 (hint ignored).
         chosen = self._compiled.get_property("INFERENCE_PRECISION_HINT")
-        self.inference_precision = chosen.to_string() if hasattr(chosen, "to_string") else str(chosen)
+        self.inference_precision = (
+            chosen.to_string() if hasattr(chosen, "to_string") else str(chosen)
+        )
         self.provider = PROVIDER
         self.output_index, self.hidden_size = _hidden_state_output(model, path)
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         for _ in range(max(1, requests)):
             self._requests.put(self._compiled.create_infer_request())
 
-    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
-        feeds = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+    def run(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray
+    ) -> np.ndarray:
+        feeds = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "token_type_ids": token_type_ids,
+        }
         request = self._requests.get()
         try:
             request.infer({n: feeds[n] for n in self.input_names})
