@@ -16,6 +16,7 @@ SUITES = {
     "quantize": "bench.bench_quantize",
     "corpus": "bench.bench_corpus",
     "replicas": "bench.bench_replicas",
+    "peers": "bench.bench_peers",
 }
 
 

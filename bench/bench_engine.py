@@ -15,6 +15,7 @@ import time
 import numpy as np
 from embedserve.engine import Engine
 from embedserve.models import resolve_model_dir
+from embedserve.precision import add_precision_arguments
 
 from bench.machine import describe_machine
 from bench.texts import SETS, make_texts
@@ -57,7 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--single", type=int, default=64, help="texts for the batch-size-1 runs")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--max-batch-tokens", type=int, default=None)
-    parser.add_argument("--quantize", choices=["int8"], default=None)
+    parser.add_argument("--quantize", choices=["int8"], default=None,
+                        help="older spelling of --precision int8")
+    add_precision_arguments(parser)
     parser.add_argument("--no-baseline", action="store_true")
     args = parser.parse_args(argv)
 
@@ -66,13 +69,15 @@ def main(argv: list[str] | None = None) -> None:
         options["max_batch_tokens"] = args.max_batch_tokens
     if args.quantize:
         options["quantize"] = args.quantize
+    options["precision"], options["runtime"] = args.precision, args.runtime
     engine = Engine.from_pretrained(args.model, **options)
     baseline = None if args.no_baseline else _load_baseline(resolve_model_dir(args.model), args.threads)
     ours = lambda batch: engine.embed(batch).embeddings
 
     print(describe_machine())
     print(f"threads={args.threads} repeats={args.repeats} provider={engine.model_info.provider} "
-          f"quantize={args.quantize} max_batch_tokens={engine.max_batch_tokens}", flush=True)
+          f"precision={engine.model_info.precision} max_batch_tokens={engine.max_batch_tokens}",
+          flush=True)
     header = f"{'set':<10}{'batch':>6}{'texts':>7}{'tok/text':>9}{'engine t/s':>12}{'engine tok/s':>14}"
     if baseline:
         header += f"{'st t/s':>10}{'ratio':>8}{'min cos':>10}"

@@ -15,6 +15,8 @@ import pytest
 from embedserve import _core
 from embedserve.models import onnx_for
 from embedserve.models.fp16 import Fp16ConversionError, convert_to_fp16, round_like_fp16_kernels
+from embedserve.models.variants import graph_for
+from embedserve.precision import get_precision
 from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer
 
@@ -159,13 +161,14 @@ def test_subgraphs_are_refused_with_a_clear_error():
 
 
 def test_fp16_graph_is_cached_and_reused(minilm_dir):
-    first = onnx_for(minilm_dir, precision="fp16")
-    assert first == onnx_for(minilm_dir, precision="fp16")
+    fp16 = get_precision("fp16")
+    first = graph_for(minilm_dir, fp16)
+    assert first == graph_for(minilm_dir, fp16)
     assert first != onnx_for(minilm_dir)
     stamp = first.stat().st_mtime_ns
-    onnx_for(minilm_dir, precision="fp16")
+    graph_for(minilm_dir, fp16)
     assert first.stat().st_mtime_ns == stamp
     loaded = onnx.load(str(first))
     assert any(t.data_type == TensorProto.FLOAT16 for t in loaded.graph.initializer)
     with pytest.raises(ValueError, match="precision must be one of"):
-        onnx_for(minilm_dir, precision="fp8")
+        get_precision("fp8")

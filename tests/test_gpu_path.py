@@ -21,7 +21,9 @@ from embedserve.models import onnx_for
 from embedserve.models.config import load_model_config
 from embedserve.models.fp16 import convert_to_fp16
 from embedserve.models.pooling_graph import POOLED_OUTPUT, append_pooling
+from embedserve.models.variants import graph_for
 from embedserve.pipeline import Pipeline
+from embedserve.precision import get_precision
 from embedserve.runtime import EncoderSession
 from embedserve.runtime.cuda import BoundEncoderSession, bucket_shape, on_gpu
 from embedserve.tokenization import ModelTokenizer
@@ -212,7 +214,7 @@ def gpu_style_engine(minilm_dir) -> Engine:
     """The engine as CUDA builds it (fp16, pooled graph, IOBinding), on the CPU provider."""
     config = load_model_config(minilm_dir, "all-MiniLM-L6-v2")
     session = BoundEncoderSession(
-        onnx_for(minilm_dir, precision="fp16", pooling=config.pooling),
+        graph_for(minilm_dir, get_precision("fp16"), pooling=config.pooling),
         max_sequence=config.max_seq_length,
     )
     tokenizer = ModelTokenizer(minilm_dir / "tokenizer.json", config.max_seq_length)

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from embedserve.models import DEFAULT_MODEL
+from embedserve.precision import PRECISIONS, add_precision_arguments
 
 COMPILE_HELP = ("compile the safetensors weights even where the model ships an ONNX graph "
                 "(from a hub repo, download those weights instead of the graph)")
@@ -32,7 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     pull = commands.add_parser("pull", help="fetch a model into the cache and prepare its ONNX graph "
                                "(`pull tiktoken`: the rank files that decode OpenAI token arrays)")
     pull.add_argument("model", nargs="?", default=DEFAULT_MODEL)
-    pull.add_argument("--quantize", choices=["int8"], help="also build the int8 graph")
+    pull.add_argument("--quantize", choices=["int8"], help="older spelling of --precision int8")
+    pull.add_argument("--precision", choices=sorted(PRECISIONS), type=str.lower,
+                      help="also build the graph this precision runs (int8: calibrate and quantize)")
     pull.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     pull.set_defaults(run=_pull)
 
@@ -47,10 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--no-truncate", dest="truncate", action="store_false")
     embed.add_argument("--prompt-name")
     embed.add_argument("--providers", help="cpu, cuda, or an ONNX Runtime provider name")
-    embed.add_argument("--quantize", choices=["int8"], help="run the dynamically int8-quantized graph")
+    embed.add_argument("--quantize", choices=["int8"], help="older spelling of --precision int8")
+    add_precision_arguments(embed)
     embed.add_argument("--compile", action="store_true", help=COMPILE_HELP)
-    embed.add_argument("--precision", choices=["fp32", "fp16", "int8"],
-                       help="graph precision (default: fp16 on CUDA, else fp32)")
     embed.set_defaults(run=_embed)
 
     bench = commands.add_parser("bench", help="measure the engine's texts/s on this machine")
@@ -60,9 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-size", type=int, default=512, help="texts per embed() call")
     bench.add_argument("--repeats", type=int, default=3)
     bench.add_argument("--providers")
-    bench.add_argument("--quantize", choices=["int8"])
-    bench.add_argument("--precision", choices=["fp32", "fp16", "int8"],
-                       help="graph precision (default: fp16 on CUDA, else fp32)")
+    bench.add_argument("--quantize", choices=["int8"], help="older spelling of --precision int8")
+    add_precision_arguments(bench)
     bench.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     bench.set_defaults(run=_bench)
 
@@ -75,7 +76,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _pull(args: argparse.Namespace) -> int:
-    from embedserve.models import onnx_for, resolve_model_dir
+    from embedserve.models import resolve_model_dir
+    from embedserve.models.variants import graph_for
+    from embedserve.precision import resolve_precision
 
     if args.model == "tiktoken":
         from embedserve.token_encodings import pull_all
@@ -84,7 +87,8 @@ def _pull(args: argparse.Namespace) -> int:
             print(f"{path.stem}: {path}")
         return 0
     directory = resolve_model_dir(args.model, compile=args.compile)
-    graph = onnx_for(directory, args.quantize, compile=args.compile)
+    graph = graph_for(directory, resolve_precision(args.precision, args.quantize),
+                      compile=args.compile)
     print(f"{args.model}: {directory}")
     print(f"onnx graph: {graph}")
     return 0
@@ -98,7 +102,8 @@ def _embed(args: argparse.Namespace) -> int:
     if not texts or texts == ["-"]:
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     engine = Engine.from_pretrained(args.model, providers=args.providers, quantize=args.quantize,
-                                    compile=args.compile, precision=args.precision)
+                                    compile=args.compile, precision=args.precision,
+                                    runtime=args.runtime)
     result = engine.embed(texts, dimensions=args.dimensions, normalize=args.normalize,
                           truncate=args.truncate, prompt_name=args.prompt_name)
     sys.stdout.write("[" + ",\n".join(_core.encode_json(result.embeddings)) + "]\n")
@@ -120,8 +125,11 @@ def _bench(args: argparse.Namespace) -> int:
     from embedserve.engine import Engine
 
     engine = Engine.from_pretrained(args.model, providers=args.providers, quantize=args.quantize,
-                                    precision=args.precision, intra_op_threads=args.threads)
-    words = ["embedding", "models", "turn", "text", "into", "vectors", "so", "that", "similar", "meanings", "land", "close", "together", "in", "space", "for", "search", "clustering", "and", "deduplication"]
+                                    precision=args.precision, runtime=args.runtime,
+                                    intra_op_threads=args.threads)
+    words = ["embedding", "models", "turn", "text", "into", "vectors", "so", "that", "similar",
+             "meanings", "land", "close", "together", "in", "space", "for", "search",
+             "clustering", "and", "deduplication"]
     texts = [" ".join(words[(i + j) % len(words)] for j in range(args.words)) for i in range(args.texts)]
     engine.embed(texts[:8])
     seconds, tokens = [], 0
@@ -132,7 +140,8 @@ def _bench(args: argparse.Namespace) -> int:
         seconds.append(time.perf_counter() - start)
     median = statistics.median(seconds)
     per_run_tokens = tokens // args.repeats
-    print(f"{engine.model_info.name} on {engine.model_info.provider}: {args.texts / median:.1f} texts/s, "
+    info = engine.model_info
+    print(f"{info.name} on {info.provider} ({info.precision}): {args.texts / median:.1f} texts/s, "
           f"{per_run_tokens / median:.0f} tokens/s (median of {args.repeats}, "
           f"{per_run_tokens / args.texts:.1f} tokens a text, {args.batch_size} texts a call)")
     return 0

@@ -17,13 +17,15 @@ from embedserve.models import (
     ModelConfig,
     find_entry,
     load_model_config,
-    onnx_for,
     resolve_model_dir,
 )
 from embedserve.models.dense import load_dense
 from embedserve.models.pooling_graph import POOLING_MODES
+from embedserve.models.variants import graph_for
 from embedserve.planning import default_max_batch_tokens, pad_batch, plan_batches
+from embedserve.precision import resolve_precision
 from embedserve.runtime import EncoderSession, SessionOptions
+from embedserve.runtime.backends import Backend, choose_runtime, open_backend
 from embedserve.runtime.cuda import BoundEncoderSession, on_gpu
 from embedserve.tokenization import DIRECTIONS, ModelTokenizer
 
@@ -51,6 +53,7 @@ class ModelInfo:
     supports_dimensions: bool
     provider: str
     prompts: dict[str, str] = field(default_factory=dict)
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,8 @@ class EmbeddingResult:
 class Engine:
     """Turns texts or token arrays into the vectors sentence-transformers gives. Thread-safe."""
 
-    def __init__(self, config: ModelConfig, tokenizer: ModelTokenizer, session: EncoderSession,
-                 *, max_batch_tokens: int | None = None) -> None:
+    def __init__(self, config: ModelConfig, tokenizer: ModelTokenizer, session: EncoderSession | Backend,
+                 *, max_batch_tokens: int | None = None, precision: str = "fp32") -> None:
         self.config = config
         self.tokenizer = tokenizer
         self.session = session
@@ -98,6 +101,7 @@ class Engine:
             supports_dimensions=config.supports_dimensions,
             provider=session.provider,
             prompts=dict(config.prompts),
+            precision=precision,
         )
 
     @classmethod
@@ -114,35 +118,48 @@ class Engine:
         quantize: str | None = None,
         compile: bool = False,
         precision: str | None = None,
+        runtime: str | None = None,
     ) -> Engine:
         """Load a model from a folder, a catalog name or a hub repo id.
 
         `tokenizer` names another model folder whose tokenizer.json and sentence-transformers
-        configs to use, for an ONNX file shipped without them. `quantize="int8"` runs a
-        dynamically quantized copy of the graph (cached), trading ~1% cosine for speed.
-        `max_batch_tokens` defaults to 1,024 on the CPU and 16,384 on a GPU. `compile=True`
+        configs to use, for an ONNX file shipped without them. `precision` is "fp32" (exact),
+        "bf16" (near-exact, OpenVINO on CPUs with native bf16) or "int8" (a statically quantized
+        copy of the graph, cached); `quantize="int8"` is the older spelling of the last.
+        `runtime` is "onnxruntime", "openvino" or "auto" (the faster one for the precision).
+        `max_batch_tokens` defaults to the precision's CPU budget, and 16,384 on a GPU. `compile=True`
         compiles the safetensors weights even where the model ships an ONNX graph (and
-        downloads those weights, not the graph, from a hub repo). `precision`
-        ("fp32", "fp16", "int8") defaults to fp16 on CUDA, where the graph also pools on the
-        device (the per-request cut and normalization run on the [n, d] rows) and runs through
-        IOBinding (runtime/cuda.py); elsewhere fp32.
+        downloads those weights, not the graph, from a hub repo). On CUDA the default precision
+        is "fp16", the graph also pools on the device (the per-request cut and normalization
+        run on the [n, d] rows) and it runs through IOBinding (runtime/cuda.py).
         """
         model_dir = resolve_model_dir(spec, compile=compile)
         config_dir = resolve_model_dir(tokenizer) if tokenizer is not None else model_dir
         config = load_model_config(config_dir, name or _display_name(spec, model_dir))
         options = SessionOptions(providers, intra_op_threads, inter_op_threads)
-        if on_gpu(providers):
-            chosen = precision or ("int8" if quantize else "fp16")
-            # Pooling moves into the graph only where the graph pass has the mode and every
-            # token is pooled; otherwise the C++ kernels pool the hidden states, as on the CPU.
-            in_graph = config.pooling if config.pooling in POOLING_MODES and config.include_prompt else None
-            graph = onnx_for(model_dir, quantize, precision=chosen, pooling=in_graph, compile=compile)
+        if on_gpu(providers) and runtime in (None, "auto", "onnxruntime"):
+            chosen = resolve_precision(precision or (None if quantize else "fp16"), quantize)
+            # Pooling moves into the graph only where the graph pass has the mode, every token
+            # is pooled and the graph is a float one; otherwise the C++ kernels pool.
+            in_graph = (
+                config.pooling
+                if config.pooling in POOLING_MODES and config.include_prompt
+                and chosen.graph != "int8-static"
+                else None
+            )
+            graph = graph_for(model_dir, chosen, config_dir, pooling=in_graph, compile=compile)
             session = BoundEncoderSession(graph, options, max_sequence=config.max_seq_length)
         else:
-            graph = onnx_for(model_dir, quantize, precision=precision, compile=compile)
-            session = EncoderSession(graph, options)
+            chosen = resolve_precision(precision, quantize)
+            runtime_name = choose_runtime(runtime, chosen, providers)
+            graph = graph_for(model_dir, chosen, config_dir, compile=compile)
+            session = open_backend(graph, chosen, runtime_name, options)
+            if max_batch_tokens is None and session.provider in ("CPUExecutionProvider",
+                                                                 "OpenVINO:CPU"):
+                max_batch_tokens = chosen.cpu_batch_tokens
         model_tokenizer = ModelTokenizer(config_dir / "tokenizer.json", config.max_seq_length)
-        return cls(config, model_tokenizer, session, max_batch_tokens=max_batch_tokens)
+        return cls(config, model_tokenizer, session, max_batch_tokens=max_batch_tokens,
+                   precision=chosen.name)
 
     # -- the steps, public so the server's batcher can run them separately --
 

@@ -6,8 +6,9 @@ import argparse
 from typing import Any
 
 from embedserve.corpus.encode import EMBEDDING_TYPES
-from embedserve.corpus.pipeline import ON_ERROR, PRECISIONS, EmbedFileOptions
+from embedserve.corpus.pipeline import ON_ERROR, EmbedFileOptions
 from embedserve.models import DEFAULT_MODEL
+from embedserve.precision import PRECISIONS
 
 _DEFAULTS = EmbedFileOptions()
 
@@ -29,7 +30,7 @@ def add_embed_file_command(commands: Any) -> argparse.ArgumentParser:
     cmd.add_argument("--dimensions", type=_positive, metavar="N",
                      help="keep the first N dimensions (Matryoshka), then normalize")
     cmd.add_argument("--precision", choices=list(PRECISIONS), default=_DEFAULTS.precision,
-                     help="model precision: fp32, or int8 (dynamically quantized graph)")
+                     help="model precision (see `embedserve embed --help`)")
     cmd.add_argument("--embedding-type", choices=EMBEDDING_TYPES, default=_DEFAULTS.embedding_type,
                      help="stored values: float32, float16, int8 (x*127) or binary (1 bit a "
                      "dimension, packed) (default: %(default)s)")

@@ -28,11 +28,10 @@ from embedserve.corpus.readers import (
     read_rows,
 )
 from embedserve.models import DEFAULT_MODEL
+from embedserve.precision import PRECISIONS
 
 T = TypeVar("T")
 
-# Model precision → the engine's `quantize` argument.
-PRECISIONS = {"fp32": None, "int8": "int8"}
 ON_ERROR = ("skip", "fail")
 
 
@@ -200,7 +199,7 @@ def load_engine(options: EmbedFileOptions) -> Any:
     from embedserve.engine import Engine
 
     engine = Engine.from_pretrained(options.model, providers=options.providers,
-                                    quantize=PRECISIONS[options.precision],
+                                    precision=options.precision,
                                     intra_op_threads=options.threads)
     engine.check_arguments(options.dimensions)
     return engine

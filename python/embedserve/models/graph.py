@@ -121,30 +121,17 @@ def pooled_onnx(source: Path, pooling: str) -> Path:
     return _derived_onnx(source, f"pool-{pooling}", lambda m: append_pooling(m, pooling))
 
 
-# precision -> the pass that turns the float32 graph into it (None: the graph as it is).
-PRECISIONS: dict[str, Callable[[Path], Path] | None] = {
-    "fp32": None,
-    "int8": quantized_onnx,
-    "fp16": fp16_onnx,
-}
+def onnx_for(directory: Path, quantize: str | None = None, *, pooling: str | None = None,
+             compile: bool = False) -> Path:
+    """The float32 ONNX graph to run for a model folder: the one it ships (unless `compile`),
+    else one compiled from its safetensors; with `pooling`, a copy that pools in the graph.
 
-
-def onnx_for(directory: Path, quantize: str | None = None, *, precision: str | None = None,
-             pooling: str | None = None, compile: bool = False) -> Path:
-    """The ONNX graph to run for a model folder: the one it ships (unless `compile`), else one
-    compiled from its safetensors.
-
-    `pooling` appends that pooling to the float32 graph first (so the fp16 pass keeps its
-    sums in float32); `precision` then picks the pass from PRECISIONS (`quantize="int8"` is
-    the older spelling of `precision="int8"`).
+    `quantize="int8"` gives the dynamically quantized copy (the precisions the engine runs,
+    static int8 and fp16 among them, come from `models.variants.graph_for`).
     """
     check_quantize(quantize)
-    chosen = precision or quantize or "fp32"
-    if chosen not in PRECISIONS:
-        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {chosen!r}")
     graph = None if compile else shipped_onnx(directory)
     graph = graph or compiled_onnx(directory)
     if pooling is not None:
         graph = pooled_onnx(graph, pooling)
-    convert = PRECISIONS[chosen]
-    return convert(graph) if convert is not None else graph
+    return quantized_onnx(graph) if quantize == "int8" else graph

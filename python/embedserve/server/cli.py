@@ -170,7 +170,9 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    from embedserve.models import onnx_for, resolve_model_dir
+    from embedserve.models import resolve_model_dir
+    from embedserve.models.variants import graph_for
+    from embedserve.precision import resolve_precision
     from embedserve.server.app import CONFIG_ENV
     from embedserve.server.http import PROTOCOL
     from embedserve.server.lifecycle import GRACE_SECONDS
@@ -180,9 +182,10 @@ def run_serve(args: argparse.Namespace) -> int:
     # Fetch and compile models here, once, before workers start: a wrong name fails in seconds with
     # a clear message, and workers do not race to compile the same graph. No session or tokenizer
     # is created in this process; workers create their own after they start.
+    precision = resolve_precision(config.precision, config.quantize)
     for model in config.models:
-        onnx_for(resolve_model_dir(model.spec, compile=config.compile), config.quantize,
-                 compile=config.compile)
+        graph_for(resolve_model_dir(model.spec, compile=config.compile), precision,
+                  compile=config.compile)
     # Workers read the config from here; keys travel with it, never on a command line.
     # The same for tiktoken's rank files: fetched here or a clear error now, not at a request.
     TokenArrays.for_encoding(config.token_encoding)

@@ -15,6 +15,7 @@ from embedserve.batching import (
     DEFAULT_MAX_WAIT_SECONDS,
 )
 from embedserve.models import DEFAULT_MODEL, find_entry
+from embedserve.precision import PRECISIONS, RUNTIMES
 from embedserve.token_encodings import TOKEN_ENCODINGS
 
 API_KEYS_ENV = "EMBEDSERVE_API_KEYS"
@@ -150,8 +151,16 @@ class ServerConfig:
         None, "ONNX Runtime threads per model (default: ONNX Runtime's choice)", type=int
     )
     quantize: str | None = setting(
-        None, "run a dynamically int8-quantized copy of each model (faster on CPUs, ~1% cosine)",
-        type=str, choices=("int8",), metavar="KIND"
+        None, "the older spelling of --precision int8", type=str, choices=("int8",),
+        metavar="KIND"
+    )
+    precision: str | None = setting(
+        None, "fp32 (exact, the CPU default), bf16, int8 or fp16 (the CUDA default); see README "
+        "Precision and runtime", type=str, choices=tuple(PRECISIONS), metavar="NAME"
+    )
+    runtime: str | None = setting(
+        None, "onnxruntime, openvino or auto (the faster one for the precision)", type=str,
+        choices=RUNTIMES, metavar="NAME"
     )
     compile: bool = setting(
         False, "compile each model's safetensors even where it ships an ONNX graph (from a hub "

@@ -136,6 +136,8 @@ class ModelRegistry:
                     max_batch_tokens=self.config.max_batch_tokens,
                     quantize=self.config.quantize,
                     compile=self.config.compile,
+                    precision=self.config.precision,
+                    runtime=self.config.runtime,
                 )
             except Exception as exc:  # noqa: BLE001 - the server stays up and says why in /ready and 503s
                 model.error = f"{type(exc).__name__}: {exc}"

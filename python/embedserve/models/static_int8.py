@@ -1,0 +1,216 @@
+"""Static int8 (QDQ) copies of fp32 encoder graphs, activations calibrated on a public corpus.
+
+The calibration corpus is the prose of Python's own documentation (`pydoc_data.topics`, PSF
+license), which ships with every CPython: no download, and disjoint from the reference texts
+the fidelity tests and benchmarks use. Weights are int8 per output channel; activations uint8
+with one scale per tensor fixed at calibration time, so a text's vector does not depend on the
+batch it lands in (dynamic int8's does).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+# Bump when the recipe below changes, so cached graphs are rebuilt.
+STATIC_INT8_VERSION = 3
+CALIBRATION_TEXTS = 256
+CALIBRATION_BATCH = 16
+# Activation ranges span this percentile of the calibration values. 100 (the extremes): BERT's
+# LayerNorm outputs have a few outlier channels that carry meaning, and clipping them at 99.99
+# dropped the minimum cosine to 0.58 (bench/NOTES.md §R2.3).
+PERCENTILE = 100.0
+
+
+def calibration_texts(count: int = CALIBRATION_TEXTS) -> list[str]:
+    """`count` paragraphs of Python's documentation, spread over all topics, in a fixed order."""
+    from pydoc_data.topics import topics
+
+    paragraphs = []
+    for key in sorted(topics):
+        for block in topics[key].split("\n\n"):
+            text = re.sub(r"\s+", " ", block).strip()
+            # Prose only: code samples and one-line headings calibrate nothing a user sends.
+            if len(text.split()) >= 8 and not text.startswith((">>>", "...", "*")):
+                paragraphs.append(text)
+    paragraphs = list(dict.fromkeys(paragraphs))  # some topics share paragraphs
+    step = max(1, len(paragraphs) // count)
+    return paragraphs[::step][:count]
+
+
+def sensitive_nodes(graph_path: Path) -> list[str]:
+    """MatMuls kept in float, where int8 costs the most cosine (bench/NOTES.md §R2.3):
+
+    - each layer's FFN down-projection (a constant [k, n] weight with k > n): its input, after
+      GELU, has the widest range of any activation;
+    - every MatMul of the last layer, whose error reaches the pooled vector undamped.
+
+    Found by weight shape and by the compiler's `layer{n}/` node scopes, so it holds for every
+    architecture the compiler emits.
+    """
+    import onnx
+
+    model = onnx.load(str(graph_path), load_external_data=False)
+    shapes = {init.name: tuple(init.dims) for init in model.graph.initializer}
+    dense = [
+        n
+        for n in model.graph.node
+        if n.op_type == "MatMul" and len(n.input) == 2 and len(shapes.get(n.input[1], ())) == 2
+    ]
+    scopes = [n.name.split("/")[0] for n in dense if "/" in n.name]
+    last_scope = scopes[-1] if scopes else None
+    keep = []
+    for node in dense:
+        rows, cols = shapes[node.input[1]]
+        if rows > cols or (last_scope is not None and node.name.split("/")[0] == last_scope):
+            keep.append(node.name)
+    return keep
+
+
+def calibration_batches(
+    tokenizer_json: Path, max_length: int, input_names: list[str]
+) -> list[dict[str, np.ndarray]]:
+    from embedserve.planning import pad_batch
+    from embedserve.tokenization import ModelTokenizer
+
+    tokenizer = ModelTokenizer(tokenizer_json, max_length)
+    content = tokenizer.content_ids(calibration_texts())
+    sequences = [
+        tokenizer.model_sequence(i, ids, truncate=True, direction="right")
+        for i, ids in enumerate(content)
+    ]
+    sequences.sort(key=len)
+    batches = []
+    for start in range(0, len(sequences), CALIBRATION_BATCH):
+        ids, mask, types = pad_batch(sequences[start : start + CALIBRATION_BATCH])
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        batches.append({name: feeds[name] for name in input_names})
+    return batches
+
+
+def quantized_inputs(model: object, keep_float: list[str]) -> dict[str, list[str]]:
+    """Activation tensors to quantize (the data input of each constant-weight MatMul) -> nodes."""
+    constants = {init.name for init in model.graph.initializer}  # type: ignore[attr-defined]
+    wanted: dict[str, list[str]] = {}
+    for node in model.graph.node:  # type: ignore[attr-defined]
+        if node.op_type == "MatMul" and node.input[1] in constants and node.name not in keep_float:
+            wanted.setdefault(node.input[0], []).append(node.name)
+    return wanted
+
+
+def activation_ranges(
+    source: Path,
+    tensors: list[str],
+    batches: list[dict[str, np.ndarray]],
+    percentile: float = PERCENTILE,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """(low, high) of each tensor over the real tokens of the calibration batches.
+
+    Padding positions are left out (onnxruntime's own calibrators count them, and a padded row's
+    states are not what any text produces), and the range is the `percentile` of the values,
+    not their extremes: a handful of outliers would otherwise stretch the scale of every token.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(source))
+    known = {o.name for o in model.graph.output}
+    for name in tensors:
+        if name not in known:
+            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    session = ort.InferenceSession(
+        model.SerializeToString(), so, providers=["CPUExecutionProvider"]
+    )
+    rng = np.random.default_rng(seed)
+    samples: dict[str, list[np.ndarray]] = {name: [] for name in tensors}
+    for feeds in batches:
+        outputs = session.run(tensors, feeds)
+        real = feeds["attention_mask"].astype(bool)
+        # A quarter of the real tokens is plenty for a percentile and keeps memory small.
+        keep = real & (rng.random(real.shape) < 0.25)
+        for name, value in zip(tensors, outputs):
+            samples[name].append(value[keep].ravel() if value.ndim == 3 else value.ravel())
+    ranges = {}
+    for name, parts in samples.items():
+        values = np.concatenate(parts)
+        low, high = np.percentile(values, [100.0 - percentile, percentile])
+        ranges[name] = (float(min(low, 0.0)), float(max(high, 0.0)))
+    return ranges
+
+
+def quantize_static_int8(
+    source: Path,
+    target: Path,
+    tokenizer_json: Path,
+    max_length: int,
+    keep_float: list[str] | None = None,
+    percentile: float = PERCENTILE,
+) -> Path:
+    """Write a QDQ int8 copy of `source` to `target` atomically; MatMuls with constant weights only
+    (Q·Kᵀ and attention·V stay fp32), `keep_float` node names (default: `sensitive_nodes`) too."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantType
+    from onnxruntime.quantization.calibrate import TensorData, TensorsData
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+
+    model = onnx.load(str(source))
+    exclude = sensitive_nodes(source) if keep_float is None else keep_float
+    wanted = quantized_inputs(model, exclude)
+    input_names = [i.name for i in model.graph.input]
+    batches = calibration_batches(tokenizer_json, max_length, input_names)
+    ranges = activation_ranges(source, sorted(wanted), batches, percentile)
+    data = TensorsData(
+        CalibrationMethod.MinMax,
+        {
+            name: TensorData(lowest=np.float32(low), highest=np.float32(high))
+            for name, (low, high) in ranges.items()
+        },
+    )
+    nodes = [node for names in wanted.values() for node in names]
+    quantizer = QDQQuantizer(
+        model,
+        True,
+        False,
+        QuantType.QInt8,
+        QuantType.QUInt8,
+        data,
+        nodes,
+        exclude,
+        ["MatMul"],
+        {"MatMulConstBOnly": True, "OpTypesToExcludeOutputQuantization": ["MatMul"]},
+    )
+    quantizer.quantize_model()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, staged = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        onnx.save(quantizer.model.model, staged)
+        os.chmod(staged, 0o644)
+        os.replace(staged, target)
+    finally:
+        if os.path.exists(staged):
+            os.unlink(staged)
+    return target
+
+
+def static_int8_onnx(source: Path, tokenizer_json: Path, max_length: int) -> Path:
+    """The cached static int8 copy of the graph at `source`, built on first use (~1 minute)."""
+    import hashlib
+
+    from embedserve.models.cache import cache_root
+    from embedserve.models.graph import file_hash
+
+    # The scales depend on the tokenizer (which ids the corpus becomes) as well as the weights.
+    tok_hash = hashlib.sha256(tokenizer_json.read_bytes()).hexdigest()[:8]
+    key = f"{file_hash(source)[:32]}-{tok_hash}-{max_length}-int8s-v{STATIC_INT8_VERSION}"
+    target = cache_root() / "compiled" / key / "model.onnx"
+    if not target.exists():
+        quantize_static_int8(source, target, tokenizer_json, max_length)
+    return target

@@ -1,0 +1,29 @@
+"""The graph file a precision runs: the model's fp32 graph, or a cached int8 or fp16 copy of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from embedserve.models.config import load_model_config
+from embedserve.models.graph import fp16_onnx, onnx_for
+from embedserve.precision import Precision
+
+
+def graph_for(model_dir: Path, precision: Precision, config_dir: Path | None = None, *,
+              pooling: str | None = None, compile: bool = False) -> Path:
+    """Compile (and quantize or convert) on first use; later calls hit the cache.
+
+    `config_dir` holds the tokenizer when the graph's folder has none: int8 calibration
+    tokenizes its corpus with the model's own tokenizer. `pooling` appends that pooling to the
+    float32 graph before any conversion, so the fp16 pass keeps its sums in float32.
+    """
+    graph = onnx_for(model_dir, pooling=pooling, compile=compile)
+    if precision.graph == "int8-static":
+        from embedserve.models.static_int8 import static_int8_onnx
+
+        configs = config_dir or model_dir
+        max_length = load_model_config(configs, configs.name).max_seq_length
+        graph = static_int8_onnx(graph, configs / "tokenizer.json", max_length)
+    elif precision.graph == "fp16":
+        graph = fp16_onnx(graph)
+    return graph

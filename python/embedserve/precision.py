@@ -1,0 +1,114 @@
+"""Numeric precisions the engine runs in: one table, read by the engine, the CLI, tests and bench.
+
+A precision says which ONNX graph to load (the fp32 graph, or an int8 copy of it), which
+runtimes can run it, and how close its vectors must stay to the fp32 reference (cosine over the
+reference texts of every catalog model; asserted in tests). Adding one (say `fp16` for GPUs) is
+one entry here plus whatever makes its graph.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+RUNTIMES = ("auto", "onnxruntime", "openvino")
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str
+    # Which graph variant: "fp32" (compiled or shipped) or "int8-static" (QDQ copy of it).
+    graph: str
+    # Runtimes that run it, best first ("onnxruntime", "openvino").
+    runtimes: tuple[str, ...]
+    # Fidelity floors against the fp32 reference vectors: (min, mean) cosine over all texts.
+    min_cosine: float
+    mean_cosine: float
+    # Padded tokens per model run on a CPU (bench/NOTES.md, per precision).
+    cpu_batch_tokens: int
+    description: str
+
+
+PRECISIONS: dict[str, Precision] = {
+    p.name: p
+    for p in (
+        Precision(
+            "fp32",
+            "fp32",
+            ("onnxruntime", "openvino"),
+            0.99999,
+            0.999995,
+            1_024,
+            "exact: float32 everywhere",
+        ),
+        Precision(
+            "bf16",
+            "fp32",
+            ("openvino",),
+            0.9999,
+            0.99995,
+            1_024,
+            "near-exact: bfloat16 matrix products on CPUs with native bf16 (OpenVINO)",
+        ),
+        Precision(
+            "int8",
+            "int8-static",
+            ("onnxruntime", "openvino"),
+            0.985,
+            0.99,
+            1_024,
+            "int8 weights and activations (static, calibrated), sensitive layers in fp32",
+        ),
+        Precision(
+            "fp16",
+            "fp16",
+            ("onnxruntime",),
+            0.9999,
+            0.99999,
+            1_024,
+            "float16 weights and activations, norms and sums in float32: the CUDA default "
+            "(on a CPU, ONNX Runtime computes most of it in float32)",
+        ),
+    )
+}
+# Older spelling: Engine.from_pretrained(quantize="int8").
+QUANTIZE_ALIASES = {"int8": "int8"}
+
+
+def get_precision(name: str | None) -> Precision:
+    """The table entry for `name` (None means fp32), or a ValueError naming the choices."""
+    key = "fp32" if name is None else str(name).lower()
+    if key not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {name!r}")
+    return PRECISIONS[key]
+
+
+def resolve_precision(precision: str | None, quantize: str | None) -> Precision:
+    """`precision` and the older `quantize` argument reconciled into one entry."""
+    if quantize is not None:
+        if quantize not in QUANTIZE_ALIASES:
+            raise ValueError(
+                f"quantize must be one of {sorted(QUANTIZE_ALIASES)} or None, got {quantize!r}"
+            )
+        alias = QUANTIZE_ALIASES[quantize]
+        if precision is not None and get_precision(precision).name != alias:
+            raise ValueError(f"quantize={quantize!r} contradicts precision={precision!r}")
+        return get_precision(alias)
+    return get_precision(precision)
+
+
+def add_precision_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--precision` and `--runtime`, the same on every command that loads a model."""
+    parser.add_argument(
+        "--precision",
+        choices=sorted(PRECISIONS),
+        type=str.lower,
+        help="; ".join(f"{p.name}: {p.description}" for p in PRECISIONS.values())
+        + " (default: fp32)",
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        type=str.lower,
+        help="inference runtime (default: auto, the faster one for the precision on this machine)",
+    )

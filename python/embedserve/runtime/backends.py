@@ -1,0 +1,94 @@
+"""Choose and open the runtime that runs a graph: ONNX Runtime or OpenVINO, behind one contract.
+
+A backend has `provider` (a name for logs and /info), `input_names`, `hidden_size`, and
+`run(input_ids, attention_mask, token_type_ids) -> float32 [batch, seq, hidden]`, callable from
+several threads at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from embedserve.precision import RUNTIMES, Precision
+from embedserve.runtime.providers import cuda_device_present, resolve_providers
+from embedserve.runtime.session import CPU, EncoderSession, SessionOptions
+
+log = logging.getLogger(__name__)
+# `auto` on a CPU, per precision, from `python -m bench peers` on the development machine
+# (bench/NOTES.md §R2): the fastest runtime that holds the precision's fidelity floor.
+CPU_DEFAULT_RUNTIME = {"fp32": "onnxruntime", "bf16": "openvino", "int8": "onnxruntime"}
+
+
+class Backend(Protocol):
+    provider: str
+    input_names: list[str]
+    hidden_size: int | None
+
+    def run(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray
+    ) -> np.ndarray: ...
+
+
+def choose_runtime(
+    runtime: str | None, precision: Precision, providers: str | list[str] | None
+) -> str:
+    """The runtime to use: the one asked for (checked against the precision), or the default."""
+    name = (runtime or "auto").lower()
+    if name not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    wants_gpu = providers not in (None, "auto") and resolve_providers(providers)[0] != CPU
+    if name == "auto":
+        if wants_gpu or (providers in (None, "auto") and cuda_device_present()):
+            name = "onnxruntime"
+        else:
+            name = CPU_DEFAULT_RUNTIME.get(precision.name, precision.runtimes[0])
+            if name == "openvino" and not _openvino_importable():
+                if "onnxruntime" not in precision.runtimes:
+                    raise ValueError(_needs_openvino(precision))
+                name = "onnxruntime"
+    if name not in precision.runtimes:
+        raise ValueError(
+            f"precision {precision.name!r} runs on {precision.runtimes}, not on {name!r}"
+        )
+    if name == "openvino":
+        if wants_gpu:
+            raise ValueError(
+                "runtime 'openvino' runs on the CPU; drop --providers or use runtime 'onnxruntime'"
+            )
+        if not _openvino_importable():
+            raise ValueError(_needs_openvino(precision))
+    return name
+
+
+def open_backend(
+    path: Path, precision: Precision, runtime: str, options: SessionOptions
+) -> Backend:
+    if runtime == "openvino":
+        from embedserve.runtime.openvino_session import OpenVINOSession, cpu_has_native_bf16
+
+        hint = "f32"
+        if precision.name == "bf16":
+            if cpu_has_native_bf16():
+                hint = "bf16"
+            else:
+                # Emulated bf16 would be slower than f32; run exact and say so once.
+                log.warning("this CPU has no native bf16; precision 'bf16' runs in f32")
+        return OpenVINOSession(path, inference_precision=hint, threads=options.intra_op_threads)
+    return EncoderSession(path, options)
+
+
+def _openvino_importable() -> bool:
+    from embedserve.runtime.openvino_session import openvino_available
+
+    return openvino_available()
+
+
+def _needs_openvino(precision: Precision) -> str:
+    return (
+        f"precision {precision.name!r} needs the OpenVINO runtime: "
+        "pip install 'embedserve[openvino]'"
+    )

@@ -1,0 +1,162 @@
+"""Precisions (fp32, bf16, int8) on both runtimes: fidelity against sentence-transformers' vectors
+for every catalog model with reference data in tests/data, and the argument rules around them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from embedserve.engine import Engine
+from embedserve.models import find_entry
+from embedserve.models.static_int8 import calibration_texts, sensitive_nodes
+from embedserve.precision import PRECISIONS, get_precision, resolve_precision
+from embedserve.runtime.openvino_session import openvino_available
+
+from .test_engine import cosines
+
+DATA = Path(__file__).parent / "data"
+# Every catalog model that has sentence-transformers reference vectors here.
+REFERENCE_MODELS = sorted(
+    p.name.removesuffix(".public.json")
+    for p in DATA.glob("*.public.json")
+    if find_entry(p.name.removesuffix(".public.json")) is not None
+)
+COMBINATIONS = [(p.name, runtime) for p in PRECISIONS.values() for runtime in p.runtimes]
+
+
+def _reference(name: str) -> dict:
+    ref = json.loads((DATA / f"{name}.public.json").read_text())
+    ref["normalized"] = np.asarray(ref["normalized"], dtype=np.float32)
+    return ref
+
+
+@pytest.fixture(scope="module")
+def engines():
+    cache: dict[tuple[str, str, str], Engine] = {}
+
+    def get(model: str, precision: str, runtime: str) -> Engine:
+        key = (model, precision, runtime)
+        if key not in cache:
+            cache[key] = Engine.from_pretrained(
+                model, precision=precision, runtime=runtime, providers="cpu"
+            )
+        return cache[key]
+
+    return get
+
+
+def test_openvino_is_installed_where_tests_run():
+    # The test extra installs it, so the OpenVINO half of this file runs in CI rather than skips.
+    assert openvino_available()
+
+
+@pytest.mark.parametrize("model", REFERENCE_MODELS)
+@pytest.mark.parametrize(("precision", "runtime"), COMBINATIONS)
+def test_each_precision_holds_its_fidelity_floor(engines, model, precision, runtime):
+    ref = _reference(model)
+    engine = engines(model, precision, runtime)
+    assert engine.model_info.precision == precision
+    assert engine.model_info.provider == (
+        "OpenVINO:CPU" if runtime == "openvino" else "CPUExecutionProvider"
+    )
+    cos = cosines(engine.embed(ref["texts"]).embeddings, ref["normalized"])
+    floor = get_precision(precision)
+    print(f"{model} {precision} on {runtime}: min cos {cos.min():.6f}, mean {cos.mean():.6f}")
+    assert cos.min() >= floor.min_cosine, f"worst text {cos.argmin()}: {cos.min()}"
+    assert cos.mean() >= floor.mean_cosine
+
+
+def test_static_int8_vectors_do_not_depend_on_the_batch(engines, reference):
+    # Fixed activation scales: a text alone and the same text among 63 others get the same
+    # vector (dynamic int8 scaled per batch and moved it to cosine ~0.99).
+    engine = engines("all-MiniLM-L6-v2", "int8", "onnxruntime")
+    texts = reference["texts"][:64]
+    together = engine.embed(texts).embeddings
+    alone = np.concatenate([engine.embed([t]).embeddings for t in texts[:8]])
+    assert cosines(alone, together[:8]).min() >= 0.99999
+
+
+def test_int8_keeps_sensitive_layers_in_float(engines, minilm_dir):
+    import onnx
+    from embedserve.models import onnx_for
+
+    engine = engines("all-MiniLM-L6-v2", "int8", "onnxruntime")
+    graph = onnx.load(str(engine.session.path), load_external_data=False).graph
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    in_float = {
+        n.name for n in graph.node if n.op_type == "MatMul" and n.input[0] not in dequantized
+    }
+    expected = set(sensitive_nodes(onnx_for(minilm_dir)))
+    # FFN down-projections of every layer and all of the last layer, and nothing else with a weight.
+    assert {"layer0/output_matmul", "layer4/output_matmul", "layer5/query_matmul"} <= expected
+    assert "layer0/query_matmul" not in expected
+    attention_products = {f"layer{n}/{part}" for n in range(6) for part in ("scores", "context")}
+    assert in_float == expected | attention_products
+
+
+def test_calibration_corpus_is_held_out_from_the_reference_texts(reference):
+    corpus = calibration_texts()
+    assert len(corpus) == 256 and len(set(corpus)) == len(corpus)
+    assert not set(corpus) & set(reference["texts"])
+    assert min(len(t.split()) for t in corpus) >= 8
+
+
+def test_precision_arguments_and_the_quantize_alias():
+    assert resolve_precision(None, None).name == "fp32"
+    assert resolve_precision(None, "int8").name == "int8"
+    assert resolve_precision("INT8", "int8").name == "int8"
+    with pytest.raises(ValueError, match="contradicts"):
+        resolve_precision("bf16", "int8")
+    with pytest.raises(
+        ValueError, match=r"precision must be one of \['bf16', 'fp32', 'int8'\], got 'fp8'"
+    ):
+        resolve_precision("fp8", None)
+    with pytest.raises(ValueError, match="quantize must be one of"):
+        resolve_precision(None, "int4")
+
+
+def test_runtime_must_suit_the_precision(minilm_dir):
+    with pytest.raises(
+        ValueError, match="precision 'bf16' runs on \\('openvino',\\), not on 'onnxruntime'"
+    ):
+        Engine.from_pretrained(minilm_dir, precision="bf16", runtime="onnxruntime")
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        Engine.from_pretrained(minilm_dir, runtime="tensorrt")
+
+
+def test_quantize_alias_loads_the_int8_graph(engines, minilm_dir):
+    by_alias = Engine.from_pretrained(minilm_dir, quantize="int8", runtime="onnxruntime")
+    assert by_alias.model_info.precision == "int8"
+    assert by_alias.session.path == engines("all-MiniLM-L6-v2", "int8", "onnxruntime").session.path
+
+
+def test_cli_precision_flag(engines):
+    texts = ["a first sentence", "and a second one"]
+    command = [
+        sys.executable,
+        "-m",
+        "embedserve.cli",
+        "embed",
+        "--precision",
+        "int8",
+        "--runtime",
+        "onnxruntime",
+        *texts,
+    ]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    vectors = np.asarray(json.loads(done.stdout), dtype=np.float32)
+    expected = engines("all-MiniLM-L6-v2", "int8", "onnxruntime").embed(texts).embeddings
+    np.testing.assert_allclose(vectors, expected, atol=1e-6)
+    bad = subprocess.run(
+        [sys.executable, "-m", "embedserve.cli", "embed", "--precision", "fp8", "x"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "invalid choice: 'fp8'" in bad.stderr
