@@ -71,6 +71,9 @@ PRECISIONS: dict[str, Precision] = {
         ),
     )
 }
+# Architectures whose int8 graphs (static and dynamic alike) lose the vector: on all-mpnet-base-v2
+# both give cosine < 0 against fp32 (bench/NOTES.md, "int8 and MPNet"). Refused, not served wrong.
+INT8_REFUSED_MODEL_TYPES = frozenset({"mpnet"})
 # Older spelling: Engine.from_pretrained(quantize="int8").
 QUANTIZE_ALIASES = {"int8": "int8"}
 

@@ -14,6 +14,7 @@ from embedserve.models import DEFAULT_MODEL, onnx_for, resolve_model_dir
 from embedserve.models.kind import RERANKER, RerankerConfig, load_reranker_config
 from embedserve.pairs import Pair, PairTokenizer, PreparedPairs, pad_pairs
 from embedserve.planning import default_max_batch_tokens, plan_batches
+from embedserve.precision import resolve_precision
 from embedserve.runtime import SessionOptions
 from embedserve.runtime.classifier import ClassifierSession
 
@@ -76,11 +77,22 @@ class Reranker:
         quantize: str | None = None,
         max_length: int | None = None,
         compile: bool = False,
+        precision: str | None = None,
+        runtime: str | None = None,
     ) -> Reranker:
         """Load a cross-encoder from a folder (safetensors compiled on first use, or an ONNX graph
         ending in logits), a catalog name or a hub repo id. `tokenizer` names another folder
         holding config.json and tokenizer.json, for a graph shipped without them. `compile=True`
-        compiles the safetensors even where the model ships an ONNX graph."""
+        compiles the safetensors even where the model ships an ONNX graph. Cross-encoders run on
+        ONNX Runtime in fp32, or `precision="int8"` (the dynamically quantized graph; its effect
+        on scores is not measured)."""
+        chosen = resolve_precision(precision, quantize)
+        if chosen.name not in ("fp32", "int8") or runtime not in (None, "auto", "onnxruntime"):
+            raise ValueError(
+                f"cross-encoders run fp32 or int8 on onnxruntime, not {chosen.name!r} on "
+                f"{runtime!r}"
+            )
+        quantize = "int8" if chosen.name == "int8" else None
         model_dir = resolve_model_dir(spec, compile=compile)
         config_dir = resolve_model_dir(tokenizer) if tokenizer is not None else model_dir
         config = load_reranker_config(config_dir, name or _display_name(spec, model_dir), max_length)

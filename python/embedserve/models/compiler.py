@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
+from embedserve.fileio import atomic_write_bytes
 from embedserve.models.architectures import Encoded, family_for
 from embedserve.models.hf_config import HFConfig, UnsupportedArchitectureError
 from embedserve.models.layers.builder import GraphBuilder
@@ -110,16 +110,7 @@ def save_model_atomically(model: onnx.ModelProto, output_path: Path) -> None:
 
 
 def _write_single_file(model: onnx.ModelProto, output_path: Path) -> None:
-    # Not mkstemp: its 0600 mode would survive the rename and hide a shared cache from
-    # other users. A unique name opened exclusively gets the umask's usual permissions.
-    tmp = output_path.with_name(f"{output_path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with tmp.open("xb") as f:
-            f.write(model.SerializeToString())
-        os.replace(tmp, output_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(output_path, model.SerializeToString())
 
 
 def _write_with_external_data(model: onnx.ModelProto, output_path: Path) -> None:

@@ -27,6 +27,7 @@ class Backend(Protocol):
     provider: str
     input_names: list[str]
     hidden_size: int | None
+    pooled: bool  # True when the graph pools (output [batch, hidden])
 
     def run(
         self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray

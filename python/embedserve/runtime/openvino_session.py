@@ -41,6 +41,8 @@ class OpenVINOSession:
     reentrant), and OpenVINO releases the GIL while it infers.
     """
 
+    pooled = False  # hidden states out; the C++ kernels pool them
+
     def __init__(
         self,
         path: Path,
