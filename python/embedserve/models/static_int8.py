@@ -9,12 +9,12 @@ batch it lands in (dynamic int8's does).
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from embedserve.fileio import atomic_write_path
 
 # Bump when the recipe below changes, so cached graphs are rebuilt.
 STATIC_INT8_VERSION = 3
@@ -187,16 +187,8 @@ def quantize_static_int8(
         {"MatMulConstBOnly": True, "OpTypesToExcludeOutputQuantization": ["MatMul"]},
     )
     quantizer.quantize_model()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, staged = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
-    os.close(fd)
-    try:
-        onnx.save(quantizer.model.model, staged)
-        os.chmod(staged, 0o644)
-        os.replace(staged, target)
-    finally:
-        if os.path.exists(staged):
-            os.unlink(staged)
+    with atomic_write_path(target) as staged:
+        onnx.save(quantizer.model.model, str(staged))
     return target
 
 
