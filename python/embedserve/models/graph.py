@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 # Bump when the compiler's output changes, so stale graphs in users' caches are rebuilt.
 COMPILER_VERSION = 2
-QUANTIZER_VERSION = 1
+QUANTIZER_VERSION = 2
 GPU_PASSES_VERSION = 1  # the fp16 and in-graph pooling passes
 ONNX_CANDIDATES = ("model.onnx", "onnx/model.onnx")
 
