@@ -188,7 +188,8 @@ def test_int8_quantized_compiled_model_is_close_and_cached(reference, minilm_dir
     assert graph_for(minilm_dir, get_precision("int8")) == engine.session.path
     assert engine.session.path.stat().st_size < fp32_graph.stat().st_size
     # onnx_for's own int8 is still the dynamic graph, with int8 embeddings too.
-    assert onnx_for(minilm_dir, "int8").stat().st_size < fp32_graph.stat().st_size / 3
+    # int8 weights, except the MatMuls kept in float (FFN down-projections, the last layer).
+    assert onnx_for(minilm_dir, "int8").stat().st_size < fp32_graph.stat().st_size / 2
 
 
 def test_unknown_quantize_mode_is_a_value_error(minilm_dir):
