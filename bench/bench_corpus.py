@@ -26,8 +26,11 @@ from bench.texts import SETS, make_texts
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench corpus", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench corpus",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
     parser.add_argument("--set", default="mix", choices=SETS)
     parser.add_argument("--texts", type=int, default=4096)
@@ -37,25 +40,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
 
-    engine = Engine.from_pretrained(args.model, providers="cpu", intra_op_threads=args.threads,
-                                    quantize="int8" if args.precision == "int8" else None)
+    engine = Engine.from_pretrained(
+        args.model,
+        providers="cpu",
+        intra_op_threads=args.threads,
+        quantize="int8" if args.precision == "int8" else None,
+    )
     texts = make_texts(args.set, args.texts)
     work = Path(tempfile.mkdtemp(prefix="bench-corpus-"))
     corpus = work / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)))
-    options = EmbedFileOptions(model=args.model, precision=args.precision,
-                               batch_texts=args.batch_texts, quiet=True)
+    options = EmbedFileOptions(
+        model=args.model, precision=args.precision, batch_texts=args.batch_texts, quiet=True
+    )
     engine.embed(texts[:64])  # warm-up
-    tokens = sum(engine.embed(texts[i:i + 256]).total_tokens for i in range(0, len(texts), 256))
+    tokens = sum(engine.embed(texts[i : i + 256]).total_tokens for i in range(0, len(texts), 256))
     print(describe_machine())
-    print(f"set={args.set} texts={len(texts)} tokens/text={tokens / len(texts):.1f} "
-          f"batch_texts={args.batch_texts} precision={args.precision} repeats={args.repeats}")
+    print(
+        f"set={args.set} texts={len(texts)} tokens/text={tokens / len(texts):.1f} "
+        f"batch_texts={args.batch_texts} precision={args.precision} repeats={args.repeats}"
+    )
     engine_s, file_s = [], []
     try:
         for repeat in range(args.repeats):
             start = time.perf_counter()
             for i in range(0, len(texts), args.batch_texts):
-                engine.embed(texts[i:i + args.batch_texts])
+                engine.embed(texts[i : i + args.batch_texts])
             engine_s.append(time.perf_counter() - start)
             out = work / f"out-{repeat}"
             start = time.perf_counter()
@@ -63,8 +73,11 @@ def main(argv: list[str] | None = None) -> None:
             file_s.append(time.perf_counter() - start)
             assert totals["rows"] == len(texts)
             shutil.rmtree(out)
-            print(f"  repeat {repeat}: engine {len(texts) / engine_s[-1]:.1f} texts/s, "
-                  f"embed-file {len(texts) / file_s[-1]:.1f} texts/s", flush=True)
+            print(
+                f"  repeat {repeat}: engine {len(texts) / engine_s[-1]:.1f} texts/s, "
+                f"embed-file {len(texts) / file_s[-1]:.1f} texts/s",
+                flush=True,
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     e, f = statistics.median(engine_s), statistics.median(file_s)

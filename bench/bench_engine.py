@@ -29,7 +29,7 @@ def _cosine_min(a: np.ndarray, b: np.ndarray) -> float:
 
 def _run_batches(encode, texts: list[str], batch_size: int) -> tuple[float, np.ndarray]:
     start = time.perf_counter()
-    parts = [encode(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)]
+    parts = [encode(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
     return time.perf_counter() - start, np.concatenate(parts)
 
 
@@ -47,19 +47,29 @@ def _load_baseline(model_dir, threads: int):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench engine", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench engine",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--sets", nargs="+", default=["short", "medium", "long", "mix"], choices=SETS)
+    parser.add_argument(
+        "--sets", nargs="+", default=["short", "medium", "long", "mix"], choices=SETS
+    )
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32, 2048])
-    parser.add_argument("--texts", type=int, default=2048,
-                        help="texts per cell, at most 16 batches' worth (batch size 1 uses --single)")
+    parser.add_argument(
+        "--texts",
+        type=int,
+        default=2048,
+        help="texts per cell, at most 16 batches' worth (batch size 1 uses --single)",
+    )
     parser.add_argument("--single", type=int, default=64, help="texts for the batch-size-1 runs")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--max-batch-tokens", type=int, default=None)
-    parser.add_argument("--quantize", choices=["int8"], default=None,
-                        help="older spelling of --precision int8")
+    parser.add_argument(
+        "--quantize", choices=["int8"], default=None, help="older spelling of --precision int8"
+    )
     add_precision_arguments(parser)
     parser.add_argument("--no-baseline", action="store_true")
     args = parser.parse_args(argv)
@@ -71,21 +81,31 @@ def main(argv: list[str] | None = None) -> None:
         options["quantize"] = args.quantize
     options["precision"], options["runtime"] = args.precision, args.runtime
     engine = Engine.from_pretrained(args.model, **options)
-    baseline = None if args.no_baseline else _load_baseline(resolve_model_dir(args.model), args.threads)
+    baseline = (
+        None if args.no_baseline else _load_baseline(resolve_model_dir(args.model), args.threads)
+    )
     ours = lambda batch: engine.embed(batch).embeddings
 
     print(describe_machine())
-    print(f"threads={args.threads} repeats={args.repeats} provider={engine.model_info.provider} "
-          f"precision={engine.model_info.precision} max_batch_tokens={engine.max_batch_tokens}",
-          flush=True)
-    header = f"{'set':<10}{'batch':>6}{'texts':>7}{'tok/text':>9}{'engine t/s':>12}{'engine tok/s':>14}"
+    print(
+        f"threads={args.threads} repeats={args.repeats} provider={engine.model_info.provider} "
+        f"precision={engine.model_info.precision} max_batch_tokens={engine.max_batch_tokens}",
+        flush=True,
+    )
+    header = (
+        f"{'set':<10}{'batch':>6}{'texts':>7}{'tok/text':>9}{'engine t/s':>12}{'engine tok/s':>14}"
+    )
     if baseline:
         header += f"{'st t/s':>10}{'ratio':>8}{'min cos':>10}"
     print(header)
     for kind in args.sets:
         for batch_size in args.batch_sizes:
             # Batch 1 runs --single calls; bigger batches run up to 16 calls of batch_size texts.
-            n = args.single if batch_size == 1 else max(batch_size, min(args.texts, 16 * batch_size))
+            n = (
+                args.single
+                if batch_size == 1
+                else max(batch_size, min(args.texts, 16 * batch_size))
+            )
             texts = make_texts(kind, n)
             tokens = int(engine.embed(texts).token_counts.sum())
             if baseline:

@@ -70,9 +70,13 @@ except ImportError:  # pragma: no cover - orjson is optional
 
 PHASES = ("x-tokenization-time", "x-queue-time", "x-inference-time", "x-total-time")
 # Counters read from GET /metrics before and after a cell, summed over models.
-SCRAPED = ("embedserve_batch_inputs_count", "embedserve_batch_inputs_sum",
-           "embedserve_batch_padded_tokens_sum", "embedserve_batch_inference_seconds_sum",
-           "embedserve_tokens_total")
+SCRAPED = (
+    "embedserve_batch_inputs_count",
+    "embedserve_batch_inputs_sum",
+    "embedserve_batch_padded_tokens_sum",
+    "embedserve_batch_inference_seconds_sum",
+    "embedserve_tokens_total",
+)
 PATH = "/v1/embeddings"
 # A cell gives up after this many failed requests: a dead server fails fast and often.
 MAX_ERRORS = 50
@@ -108,8 +112,9 @@ def _take(pool: list[str], start: int, count: int) -> list[str]:
     return [pool[(start + k) % len(pool)] for k in range(count)]
 
 
-def measure_engine(args: argparse.Namespace, pool: list[str], sizes: list[int],
-                   references: int) -> EngineBaseline:
+def measure_engine(
+    args: argparse.Namespace, pool: list[str], sizes: list[int], references: int
+) -> EngineBaseline:
     from embedserve.engine import Engine
 
     engine = Engine.from_pretrained(args.model, **engine_options(args))
@@ -131,8 +136,10 @@ def measure_engine(args: argparse.Namespace, pool: list[str], sizes: list[int],
             if elapsed >= args.engine_seconds or elapsed >= args.max_seconds or calls >= 100_000:
                 break
         rates[size] = done / elapsed
-        print(f"  engine: {size:>5} texts a call: {rates[size]:8.1f} texts/s ({calls} calls)",
-              flush=True)
+        print(
+            f"  engine: {size:>5} texts a call: {rates[size]:8.1f} texts/s ({calls} calls)",
+            flush=True,
+        )
     return EngineBaseline(
         single_ms=float(np.median(singles)) * 1e3,
         single_calls=len(singles),
@@ -153,8 +160,20 @@ def _free_port() -> int:
 
 
 def serve_command(args: argparse.Namespace, port: int) -> list[str]:
-    command = [sys.executable, "-m", "embedserve.cli", "serve", "--model", args.model,
-               "--host", "127.0.0.1", "--port", str(port), "--log-level", args.server_log_level]
+    command = [
+        sys.executable,
+        "-m",
+        "embedserve.cli",
+        "serve",
+        "--model",
+        args.model,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        args.server_log_level,
+    ]
     if args.providers:
         command += ["--providers", args.providers]
     if args.threads:
@@ -174,16 +193,19 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _wait_ready(url: str, timeout: float, process: subprocess.Popen[bytes] | None,
-                log: Path | None) -> None:
+def _wait_ready(
+    url: str, timeout: float, process: subprocess.Popen[bytes] | None, log: Path | None
+) -> None:
     deadline = time.monotonic() + timeout
     last = "no answer yet"
     with httpx.Client(timeout=5, trust_env=False) as client:
         while time.monotonic() < deadline:
             if process is not None and process.poll() is not None:
                 tail = _tail(log) if log else ""
-                raise RuntimeError(f"the server exited with code {process.returncode} before "
-                                   f"it was ready; its output ends with:\n{tail}")
+                raise RuntimeError(
+                    f"the server exited with code {process.returncode} before "
+                    f"it was ready; its output ends with:\n{tail}"
+                )
             try:
                 answer = client.get(url + "/ready")
                 if answer.status_code == 200:
@@ -193,8 +215,7 @@ def _wait_ready(url: str, timeout: float, process: subprocess.Popen[bytes] | Non
                 last = f"{type(exc).__name__}: {exc}"
             time.sleep(0.2)
     tail = f"; its output ends with:\n{_tail(log)}" if log else ""
-    raise RuntimeError(f"{url}/ready did not answer 200 within {timeout:.0f}s "
-                       f"(last: {last}){tail}")
+    raise RuntimeError(f"{url}/ready did not answer 200 within {timeout:.0f}s (last: {last}){tail}")
 
 
 def _stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
@@ -243,8 +264,13 @@ def running_server(args: argparse.Namespace) -> Iterator[Server]:
     log = Path(name)
     # Own session: a ctrl-C in the terminal reaches us only, and we stop the server in order.
     with os.fdopen(handle, "wb") as out:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     server = Server(f"http://127.0.0.1:{port}", process, log, command)
     try:
         _wait_ready(server.url, args.start_timeout, process, log)
@@ -252,11 +278,16 @@ def running_server(args: argparse.Namespace) -> Iterator[Server]:
     finally:
         _stop(process)
         text = log.read_text(errors="replace") if log.exists() else ""
-        trouble = [line for line in text.splitlines()
-                   if "Traceback" in line or line.startswith(("ERROR", "CRITICAL"))]
+        trouble = [
+            line
+            for line in text.splitlines()
+            if "Traceback" in line or line.startswith(("ERROR", "CRITICAL"))
+        ]
         if trouble:
-            print(f"\nserver log has {len(trouble)} error lines; it ends with:\n{_tail(log)}\n"
-                  f"(kept at {log})")
+            print(
+                f"\nserver log has {len(trouble)} error lines; it ends with:\n{_tail(log)}\n"
+                f"(kept at {log})"
+            )
         else:
             log.unlink(missing_ok=True)
 
@@ -292,8 +323,9 @@ class Cell:
     complete: bool = False  # False: cut short by ctrl-C (or not run)
 
 
-def _check(answer: httpx.Response, texts: int, encoding: str, dim: int | None,
-           want_vectors: bool) -> tuple[str | None, Any, np.ndarray | None]:
+def _check(
+    answer: httpx.Response, texts: int, encoding: str, dim: int | None, want_vectors: bool
+) -> tuple[str | None, Any, np.ndarray | None]:
     """(problem or None, parsed body, vectors if asked) for one answer."""
     if answer.status_code != 200:
         return f"HTTP {answer.status_code}: {answer.text[:200]}", None, None
@@ -320,8 +352,14 @@ def _check(answer: httpx.Response, texts: int, encoding: str, dim: int | None,
             size = len(embedding) if isinstance(embedding, list) else -1
             row = np.asarray(embedding, dtype=np.float32) if want_vectors and size > 0 else None
         if dim is not None and size != dim:
-            return (f"row {index}: {size} floats, expected {dim}"
-                    + (f" ({len(raw)} base64 bytes)" if encoding == "base64" else "")), body, None
+            return (
+                (
+                    f"row {index}: {size} floats, expected {dim}"
+                    + (f" ({len(raw)} base64 bytes)" if encoding == "base64" else "")
+                ),
+                body,
+                None,
+            )
         rows.append(row)
     return None, body, (np.stack(rows) if want_vectors and rows else None)
 
@@ -343,8 +381,7 @@ async def _scrape(client: httpx.AsyncClient) -> dict[str, float] | None:
     return totals
 
 
-def _batching(cell: Cell, before: dict[str, float] | None,
-              after: dict[str, float] | None) -> None:
+def _batching(cell: Cell, before: dict[str, float] | None, after: dict[str, float] | None) -> None:
     if before is None or after is None:
         return
     delta = {name: after[name] - before[name] for name in SCRAPED}
@@ -371,8 +408,12 @@ def _describe(exc: BaseException) -> str:
 def _bodies(pool: list[str], model: str, texts: int, encoding: str) -> list[bytes]:
     """Request bodies built once, so the timed loop spends no client CPU on JSON encoding."""
     count = max(1, len(pool) // texts)
-    return [_dumps({"model": model, "input": _take(pool, k * texts, texts),
-                    "encoding_format": encoding}) for k in range(count)]
+    return [
+        _dumps(
+            {"model": model, "input": _take(pool, k * texts, texts), "encoding_format": encoding}
+        )
+        for k in range(count)
+    ]
 
 
 def _cosine_min(a: np.ndarray, b: np.ndarray) -> float:
@@ -392,9 +433,15 @@ class _Tally:
     last_done: float = 0.0
 
 
-async def run_cell(clients: list[httpx.AsyncClient], server: Server, cell: Cell,
-                   bodies: list[bytes], args: argparse.Namespace, dim: int | None,
-                   reference: np.ndarray | None) -> Cell:
+async def run_cell(
+    clients: list[httpx.AsyncClient],
+    server: Server,
+    cell: Cell,
+    bodies: list[bytes],
+    args: argparse.Namespace,
+    dim: int | None,
+    reference: np.ndarray | None,
+) -> Cell:
     """Warm up, then load the server with `cell.concurrency` tasks; task i sends through
     `clients[i % len(clients)]`."""
     texts = cell.texts_per_request
@@ -418,7 +465,7 @@ async def run_cell(clients: list[httpx.AsyncClient], server: Server, cell: Cell,
             continue
         first = (k % len(bodies)) * texts
         if reference is not None and vectors is not None and first + texts <= len(reference):
-            cosines.append(_cosine_min(vectors, reference[first:first + texts]))
+            cosines.append(_cosine_min(vectors, reference[first : first + texts]))
     if cosines:
         cell.warmup_min_cosine = min(cosines)
     if cell.errors >= args.warmup > 0:
@@ -462,8 +509,9 @@ async def run_cell(clients: list[httpx.AsyncClient], server: Server, cell: Cell,
     deadline = start + args.max_seconds
     enough = start + min(args.min_seconds, args.max_seconds)
     try:
-        await asyncio.gather(*(one_client(clients[i % len(clients)])
-                               for i in range(cell.concurrency)))
+        await asyncio.gather(
+            *(one_client(clients[i % len(clients)]) for i in range(cell.concurrency))
+        )
         cell.complete = True
     finally:  # on ctrl-C too: what finished so far is still worth reporting
         end = tally.last_done if tally.last_done > start else time.perf_counter()
@@ -485,8 +533,12 @@ def _summarize(cell: Cell, tally: _Tally) -> None:
     cell.texts_per_s = cell.texts / cell.seconds if cell.seconds > 0 else 0.0
     if tally.latencies_ms:
         p50, p95, p99 = np.percentile(tally.latencies_ms, [50, 95, 99])
-        cell.latency_ms = {"p50": float(p50), "p95": float(p95), "p99": float(p99),
-                           "max": float(max(tally.latencies_ms))}
+        cell.latency_ms = {
+            "p50": float(p50),
+            "p95": float(p95),
+            "p99": float(p99),
+            "max": float(max(tally.latencies_ms)),
+        }
         cell.prompt_tokens_per_text = tally.tokens / cell.texts
     for name, values in tally.phases_ms.items():
         if values:
@@ -507,9 +559,28 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-COLUMNS = ("c", "texts/req", "format", "requests", "errors", "texts/s", "p50 ms", "p95 ms",
-           "p99 ms", "srv tok ms", "srv queue ms", "srv infer ms", "srv total ms", "batch",
-           "pad", "busy", "engine t/s", "ratio", "cli cpu", "srv cpu")
+COLUMNS = (
+    "c",
+    "texts/req",
+    "format",
+    "requests",
+    "errors",
+    "texts/s",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms",
+    "srv tok ms",
+    "srv queue ms",
+    "srv infer ms",
+    "srv total ms",
+    "batch",
+    "pad",
+    "busy",
+    "engine t/s",
+    "ratio",
+    "cli cpu",
+    "srv cpu",
+)
 
 
 def _row(cell: Cell) -> str:
@@ -519,13 +590,25 @@ def _row(cell: Cell) -> str:
     def num(value: float | None, digits: int = 1) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
 
-    values = [str(cell.concurrency), str(cell.texts_per_request), cell.encoding,
-              str(cell.requests), str(cell.errors), num(cell.texts_per_s),
-              num(lat.get("p50")), num(lat.get("p95")), num(lat.get("p99")),
-              *(num(mean.get(name), 2) for name in PHASES),
-              num(cell.batch_inputs), num(cell.padding, 2), num(cell.model_busy, 2),
-              num(cell.engine_texts_per_s), num(cell.ratio, 2), num(cell.client_cores, 2),
-              num(cell.server_cores, 2)]
+    values = [
+        str(cell.concurrency),
+        str(cell.texts_per_request),
+        cell.encoding,
+        str(cell.requests),
+        str(cell.errors),
+        num(cell.texts_per_s),
+        num(lat.get("p50")),
+        num(lat.get("p95")),
+        num(lat.get("p99")),
+        *(num(mean.get(name), 2) for name in PHASES),
+        num(cell.batch_inputs),
+        num(cell.padding, 2),
+        num(cell.model_busy, 2),
+        num(cell.engine_texts_per_s),
+        num(cell.ratio, 2),
+        num(cell.client_cores, 2),
+        num(cell.server_cores, 2),
+    ]
     return "| " + " | ".join(values) + " |"
 
 
@@ -533,21 +616,26 @@ def _summary(cells: list[Cell], engine: EngineBaseline | None) -> list[str]:
     lines = []
     if engine is None:
         return ["engine phase skipped (--no-engine): no ratios"]
-    lines.append(f"engine, one text: {engine.single_ms:.2f} ms median of {engine.single_calls} "
-                 f"calls")
+    lines.append(
+        f"engine, one text: {engine.single_ms:.2f} ms median of {engine.single_calls} calls"
+    )
     for cell in cells:
         if cell.concurrency == 1 and cell.texts_per_request == 1 and cell.latency_ms:
             ratio = cell.latency_ms["p50"] / engine.single_ms
             verdict = "ok" if ratio <= 1.5 else "over target"
-            lines.append(f"latency ratio, 1 x 1 {cell.encoding}: p50 {cell.latency_ms['p50']:.2f}"
-                         f" ms / engine {engine.single_ms:.2f} ms = {ratio:.2f} "
-                         f"(target <= 1.5: {verdict})")
+            lines.append(
+                f"latency ratio, 1 x 1 {cell.encoding}: p50 {cell.latency_ms['p50']:.2f}"
+                f" ms / engine {engine.single_ms:.2f} ms = {ratio:.2f} "
+                f"(target <= 1.5: {verdict})"
+            )
     for cell in cells:
         if cell.concurrency == 32 and cell.texts_per_request == 32 and cell.ratio is not None:
             verdict = "ok" if cell.ratio >= 0.85 else "under target"
-            lines.append(f"overhead ratio, 32 x 32 {cell.encoding}: {cell.texts_per_s:.1f} / "
-                         f"{cell.engine_texts_per_s:.1f} texts/s = {cell.ratio:.2f} "
-                         f"(target >= 0.85: {verdict})")
+            lines.append(
+                f"overhead ratio, 32 x 32 {cell.encoding}: {cell.texts_per_s:.1f} / "
+                f"{cell.engine_texts_per_s:.1f} texts/s = {cell.ratio:.2f} "
+                f"(target >= 0.85: {verdict})"
+            )
     return lines
 
 
@@ -555,61 +643,144 @@ def _summary(cells: list[Cell], engine: EngineBaseline | None) -> list[str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench http", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None,
-                        help=f"model spec for the server and the engine (default: {DEFAULT_MODEL};"
-                        " with --url, the server's first model)")
-    parser.add_argument("--url", help="load this running server instead of starting one "
-                        "(e.g. http://127.0.0.1:8000); it must be on this machine")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench http",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help=f"model spec for the server and the engine (default: {DEFAULT_MODEL};"
+        " with --url, the server's first model)",
+    )
+    parser.add_argument(
+        "--url",
+        help="load this running server instead of starting one "
+        "(e.g. http://127.0.0.1:8000); it must be on this machine",
+    )
     parser.add_argument("--api-key", help="Bearer key for --url (also EMBEDSERVE_API_KEYS)")
-    parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 8, 32, 128],
-                        metavar="C", help="concurrent clients (default: 1 8 32 128)")
-    parser.add_argument("--texts-per-request", nargs="+", type=int, default=[1, 32],
-                        metavar="T", help="texts in each request (default: 1 32)")
-    parser.add_argument("--formats", nargs="+", default=["float", "base64"],
-                        choices=["float", "base64"], help="encoding_format (default: both)")
-    parser.add_argument("--set", default="short", choices=SETS,
-                        help="text set from bench.texts (default: short, ~10 tokens)")
-    parser.add_argument("--pool", type=int, default=4096,
-                        help="distinct texts cycled through (at least 2 x the largest C x T)")
-    parser.add_argument("--requests", type=int, default=200,
-                        help="requests per client per cell: a cell sends C x this many, more if "
-                        "--min-seconds have not passed yet, never over 10x (default: 200)")
-    parser.add_argument("--min-seconds", type=float, default=3.0,
-                        help="keep a cell sending at least this long, within the 10x cap "
-                        "(default: 3)")
-    parser.add_argument("--max-seconds", type=float, default=20.0,
-                        help="stop sending after this long in a cell; requests in flight finish "
-                        "(default: 20)")
-    parser.add_argument("--warmup", type=int, default=5,
-                        help="unmeasured requests, one at a time, before each cell (default: 5)")
-    parser.add_argument("--shared-client", action="store_true",
-                        help="one httpx.AsyncClient with C connections for all tasks, instead of "
-                        "one client (one connection) per task; its pool costs O(C^2) CPU")
-    parser.add_argument("--timeout", type=float, default=300.0,
-                        help="seconds one request may take (default: 300)")
-    parser.add_argument("--engine-seconds", type=float, default=5.0,
-                        help="seconds of engine.embed() calls per in-flight size (default: 5)")
-    parser.add_argument("--single", type=int, default=50,
-                        help="one-text engine calls for the latency baseline (default: 50)")
+    parser.add_argument(
+        "--concurrency",
+        nargs="+",
+        type=int,
+        default=[1, 8, 32, 128],
+        metavar="C",
+        help="concurrent clients (default: 1 8 32 128)",
+    )
+    parser.add_argument(
+        "--texts-per-request",
+        nargs="+",
+        type=int,
+        default=[1, 32],
+        metavar="T",
+        help="texts in each request (default: 1 32)",
+    )
+    parser.add_argument(
+        "--formats",
+        nargs="+",
+        default=["float", "base64"],
+        choices=["float", "base64"],
+        help="encoding_format (default: both)",
+    )
+    parser.add_argument(
+        "--set",
+        default="short",
+        choices=SETS,
+        help="text set from bench.texts (default: short, ~10 tokens)",
+    )
+    parser.add_argument(
+        "--pool",
+        type=int,
+        default=4096,
+        help="distinct texts cycled through (at least 2 x the largest C x T)",
+    )
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=200,
+        help="requests per client per cell: a cell sends C x this many, more if "
+        "--min-seconds have not passed yet, never over 10x (default: 200)",
+    )
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        default=3.0,
+        help="keep a cell sending at least this long, within the 10x cap (default: 3)",
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=20.0,
+        help="stop sending after this long in a cell; requests in flight finish (default: 20)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=5,
+        help="unmeasured requests, one at a time, before each cell (default: 5)",
+    )
+    parser.add_argument(
+        "--shared-client",
+        action="store_true",
+        help="one httpx.AsyncClient with C connections for all tasks, instead of "
+        "one client (one connection) per task; its pool costs O(C^2) CPU",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds one request may take (default: 300)"
+    )
+    parser.add_argument(
+        "--engine-seconds",
+        type=float,
+        default=5.0,
+        help="seconds of engine.embed() calls per in-flight size (default: 5)",
+    )
+    parser.add_argument(
+        "--single",
+        type=int,
+        default=50,
+        help="one-text engine calls for the latency baseline (default: 50)",
+    )
     parser.add_argument("--no-engine", action="store_true", help="skip the engine phase")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="ONNX Runtime intra-op threads, engine and server "
-                        "(default: ONNX Runtime's choice, as `embedserve serve`)")
-    parser.add_argument("--providers", default="cpu",
-                        help="ONNX Runtime providers, engine and server (default: cpu)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="ONNX Runtime intra-op threads, engine and server "
+        "(default: ONNX Runtime's choice, as `embedserve serve`)",
+    )
+    parser.add_argument(
+        "--providers",
+        default="cpu",
+        help="ONNX Runtime providers, engine and server (default: cpu)",
+    )
     parser.add_argument("--quantize", choices=["int8"], default=None)
-    parser.add_argument("--max-batch-tokens", type=int, default=None,
-                        help="engine and server batch budget (default: the engine's, 1024 on CPU)")
-    parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
-                        help="extra `embedserve serve` argument, repeatable; write flags with "
-                        "'=': --server-arg=--max-batch-requests=64")
-    parser.add_argument("--server-log-level", default="warning",
-                        choices=["critical", "error", "warning", "info", "debug"],
-                        help="the server's --log-level; info logs every request (default: warning)")
-    parser.add_argument("--start-timeout", type=float, default=180.0,
-                        help="seconds to wait for GET /ready == 200 (default: 180)")
+    parser.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        default=None,
+        help="engine and server batch budget (default: the engine's, 1024 on CPU)",
+    )
+    parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra `embedserve serve` argument, repeatable; write flags with "
+        "'=': --server-arg=--max-batch-requests=64",
+    )
+    parser.add_argument(
+        "--server-log-level",
+        default="warning",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="the server's --log-level; info logs every request (default: warning)",
+    )
+    parser.add_argument(
+        "--start-timeout",
+        type=float,
+        default=180.0,
+        help="seconds to wait for GET /ready == 200 (default: 180)",
+    )
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the results here")
     return parser
 
@@ -635,11 +806,12 @@ def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
 
 def _remote_model(url: str, headers: dict[str, str], timeout: float) -> str:
     _wait_ready(url.rstrip("/"), timeout, None, None)
-    answer = httpx.get(url.rstrip("/") + "/v1/models", headers=headers, timeout=10,
-                       trust_env=False)
+    answer = httpx.get(url.rstrip("/") + "/v1/models", headers=headers, timeout=10, trust_env=False)
     if answer.status_code != 200:
-        raise RuntimeError(f"GET {url}/v1/models answered {answer.status_code} "
-                           f"({answer.text[:200]}); pass --model, or --api-key if it needs one")
+        raise RuntimeError(
+            f"GET {url}/v1/models answered {answer.status_code} "
+            f"({answer.text[:200]}); pass --model, or --api-key if it needs one"
+        )
     return str(answer.json()["data"][0]["id"])
 
 
@@ -647,8 +819,14 @@ def _sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # unwind through the `finally` that stops the server
 
 
-async def _load(args: argparse.Namespace, server: Server, cells: list[Cell], pool: list[str],
-                headers: dict[str, str], engine: EngineBaseline | None) -> None:
+async def _load(
+    args: argparse.Namespace,
+    server: Server,
+    cells: list[Cell],
+    pool: list[str],
+    headers: dict[str, str],
+    engine: EngineBaseline | None,
+) -> None:
     most = max(c.concurrency for c in cells)
     async with contextlib.AsyncExitStack() as stack:
         # httpcore's pool scans every waiting request against every connection whenever one
@@ -656,34 +834,50 @@ async def _load(args: argparse.Namespace, server: Server, cells: list[Cell], poo
         # server, runs out of CPU. Hence one client, one connection, per task by default.
         count, size = (1, most) if args.shared_client else (most, 1)
         limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-        clients = [await stack.enter_async_context(httpx.AsyncClient(
-            base_url=server.url, headers=headers, limits=limits,
-            timeout=httpx.Timeout(args.timeout), trust_env=False)) for _ in range(count)]
+        clients = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(
+                    base_url=server.url,
+                    headers=headers,
+                    limits=limits,
+                    timeout=httpx.Timeout(args.timeout),
+                    trust_env=False,
+                )
+            )
+            for _ in range(count)
+        ]
         dim = engine.dimension if engine else None
         print()
         print("| " + " | ".join(COLUMNS) + " |")
-        print("|" + "|".join("---" if name == "format" else "---:" for name in COLUMNS) + "|",
-              flush=True)
+        print(
+            "|" + "|".join("---" if name == "format" else "---:" for name in COLUMNS) + "|",
+            flush=True,
+        )
         bodies: dict[tuple[int, str], list[bytes]] = {}
         for cell in cells:
             if not server.alive():
-                raise RuntimeError(f"the server died (exit code {server.process.returncode}); "
-                                   f"its output ends with:\n{_tail(server.log)}")
+                raise RuntimeError(
+                    f"the server died (exit code {server.process.returncode}); "
+                    f"its output ends with:\n{_tail(server.log)}"
+                )
             key = (cell.texts_per_request, cell.encoding)
             if key not in bodies:
                 bodies[key] = _bodies(pool, args.model, *key)
             if dim is None:  # --no-engine: learn the dimension from the first answer
                 answer = await clients[0].post(PATH, content=bodies[key][0])
-                problem, _, vectors = _check(answer, cell.texts_per_request, cell.encoding,
-                                             None, want_vectors=True)
+                problem, _, vectors = _check(
+                    answer, cell.texts_per_request, cell.encoding, None, want_vectors=True
+                )
                 if problem:
                     raise RuntimeError(f"first request failed: {problem}")
                 dim = vectors.shape[1]
-            await run_cell(clients, server, cell, bodies[key], args, dim,
-                           engine.reference if engine else None)
+            await run_cell(
+                clients, server, cell, bodies[key], args, dim, engine.reference if engine else None
+            )
             if engine is not None:
-                cell.engine_texts_per_s = engine.texts_per_s[cell.concurrency
-                                                             * cell.texts_per_request]
+                cell.engine_texts_per_s = engine.texts_per_s[
+                    cell.concurrency * cell.texts_per_request
+                ]
                 cell.ratio = cell.texts_per_s / cell.engine_texts_per_s
             print(_row(cell), flush=True)
 
@@ -694,20 +888,26 @@ def main(argv: list[str] | None = None) -> None:
     _validate(parser, args)
     signal.signal(signal.SIGTERM, _sigterm)
 
-    key = args.api_key or next((k.strip() for k in os.environ.get("EMBEDSERVE_API_KEYS", "")
-                                .split(",") if k.strip()), None)
+    key = args.api_key or next(
+        (k.strip() for k in os.environ.get("EMBEDSERVE_API_KEYS", "").split(",") if k.strip()), None
+    )
     headers = {"content-type": "application/json"}
     if key:
         headers["authorization"] = f"Bearer {key}"
     if args.model is None:
         try:
-            args.model = _remote_model(args.url, headers, args.start_timeout) if args.url \
-                else DEFAULT_MODEL
+            args.model = (
+                _remote_model(args.url, headers, args.start_timeout) if args.url else DEFAULT_MODEL
+            )
         except (RuntimeError, httpx.HTTPError) as exc:
             sys.exit(f"bench http: {exc}")
 
-    cells = [Cell(c, t, f) for c in args.concurrency for t in args.texts_per_request
-             for f in args.formats]
+    cells = [
+        Cell(c, t, f)
+        for c in args.concurrency
+        for t in args.texts_per_request
+        for f in args.formats
+    ]
     sizes = sorted({c.concurrency * c.texts_per_request for c in cells})
     pool = make_texts(args.set, max(args.pool, 2 * sizes[-1]))
     references = min(len(pool), max(64, args.warmup * max(args.texts_per_request)))
@@ -735,19 +935,26 @@ def main(argv: list[str] | None = None) -> None:
         "engine_method": "engine.embed() on chunks of C x T pool texts, one call after another",
     }
     print(f"command: {meta['command']}")
-    print(f"date: {meta['date']}  cpu: {meta['cpu']}  cores: {meta['cores']}  "
-          f"python {meta['python']}  onnxruntime {ort_version}")
-    print(f"model={args.model} quantize={args.quantize} threads={args.threads or 'ORT default'} "
-          f"providers={args.providers} max_batch_tokens={args.max_batch_tokens or 'default'} "
-          f"set={args.set} pool={len(pool)}", flush=True)
+    print(
+        f"date: {meta['date']}  cpu: {meta['cpu']}  cores: {meta['cores']}  "
+        f"python {meta['python']}  onnxruntime {ort_version}"
+    )
+    print(
+        f"model={args.model} quantize={args.quantize} threads={args.threads or 'ORT default'} "
+        f"providers={args.providers} max_batch_tokens={args.max_batch_tokens or 'default'} "
+        f"set={args.set} pool={len(pool)}",
+        flush=True,
+    )
 
     engine: EngineBaseline | None = None
     interrupted, failure = False, None
     try:
         if not args.no_engine:
             if args.url:
-                print("note: --url: the engine phase runs here while that server sits idle; its "
-                      "settings must match this bench's for the ratios to mean anything")
+                print(
+                    "note: --url: the engine phase runs here while that server sits idle; its "
+                    "settings must match this bench's for the ratios to mean anything"
+                )
             print("engine phase (no server running yet):", flush=True)
             engine = measure_engine(args, pool, sizes, references)
             gc.collect()  # the engine's session and arenas go before the server loads its own
@@ -759,8 +966,10 @@ def main(argv: list[str] | None = None) -> None:
             asyncio.run(_load(args, server, cells, pool, headers, engine))
     except KeyboardInterrupt:
         interrupted = True
-        print("\ninterrupted (any server we started is stopped); results so far follow",
-              file=sys.stderr)
+        print(
+            "\ninterrupted (any server we started is stopped); results so far follow",
+            file=sys.stderr,
+        )
     except RuntimeError as exc:  # the server would not start, or died: say why, keep results
         failure = f"bench http: {exc}"
 
@@ -770,21 +979,26 @@ def main(argv: list[str] | None = None) -> None:
         print(line)
     for cell in done:
         if not cell.complete:
-            print(f"cut short, {cell.concurrency} x {cell.texts_per_request} {cell.encoding}: "
-                  f"{cell.ok} requests in {cell.seconds:.1f}s (not in the table)")
+            print(
+                f"cut short, {cell.concurrency} x {cell.texts_per_request} {cell.encoding}: "
+                f"{cell.ok} requests in {cell.seconds:.1f}s (not in the table)"
+            )
         for sample in cell.error_samples:
-            print(f"error, {cell.concurrency} x {cell.texts_per_request} {cell.encoding}: "
-                  f"{sample}")
+            print(f"error, {cell.concurrency} x {cell.texts_per_request} {cell.encoding}: {sample}")
         if cell.warmup_min_cosine is not None and cell.warmup_min_cosine < MIN_COSINE:
             # int8 graphs quantize activations per tensor, so a vector depends on its batch.
             why = " (int8: batch-dependent)" if args.quantize else ""
-            print(f"warning, {cell.concurrency} x {cell.texts_per_request} {cell.encoding}: "
-                  f"server vectors differ from the engine's (min cosine "
-                  f"{cell.warmup_min_cosine:.6f}){why}")
+            print(
+                f"warning, {cell.concurrency} x {cell.texts_per_request} {cell.encoding}: "
+                f"server vectors differ from the engine's (min cosine "
+                f"{cell.warmup_min_cosine:.6f}){why}"
+            )
     if args.json:
         report = {
             "meta": meta,
-            "engine": None if engine is None else {
+            "engine": None
+            if engine is None
+            else {
                 "single_ms": engine.single_ms,
                 "single_calls": engine.single_calls,
                 "texts_per_s": {str(k): v for k, v in engine.texts_per_s.items()},

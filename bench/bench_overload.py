@@ -52,9 +52,12 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) * 1e3 if values else float("nan")
 
 
-async def run_phase(url: str, phase: Phase, texts: list[str], per_request: int, seconds: float,
-                    timeout: float) -> Phase:
-    limits = httpx.Limits(max_connections=phase.clients + 4, max_keepalive_connections=phase.clients)
+async def run_phase(
+    url: str, phase: Phase, texts: list[str], per_request: int, seconds: float, timeout: float
+) -> Phase:
+    limits = httpx.Limits(
+        max_connections=phase.clients + 4, max_keepalive_connections=phase.clients
+    )
     stop = time.monotonic() + seconds
 
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as client:
@@ -118,8 +121,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--timeout", type=float, default=15.0, help="client timeout, s")
     parser.add_argument("--multipliers", type=int, nargs="+", default=[2, 5, 10])
     parser.add_argument("--json", help="write the results here too")
-    parser.add_argument("serve_flags", nargs=argparse.REMAINDER,
-                        help="after --, flags for `embedserve serve`")
+    parser.add_argument(
+        "serve_flags", nargs=argparse.REMAINDER, help="after --, flags for `embedserve serve`"
+    )
     args = parser.parse_args(argv)
     flags = [f for f in args.serve_flags if f != "--"]
     texts = make_texts("short", 4096, seed=7)
@@ -127,27 +131,44 @@ def main(argv: list[str]) -> None:
     phases: list[Phase] = []
     with serve(["--model", MODEL, "--log-level", "warning", *flags]) as server:
         asyncio.run(run_phase(server.url, Phase("warm-up", 8), texts, args.texts, 5, 60))
-        capacity = asyncio.run(run_phase(server.url, Phase("capacity", args.base_clients), texts,
-                                         args.texts, args.seconds, 60))
+        capacity = asyncio.run(
+            run_phase(
+                server.url,
+                Phase("capacity", args.base_clients),
+                texts,
+                args.texts,
+                args.seconds,
+                60,
+            )
+        )
         phases.append(capacity)
         for m in args.multipliers:
             phase = Phase(f"{m}x", args.base_clients * m)
-            phases.append(asyncio.run(run_phase(server.url, phase, texts, args.texts,
-                                                args.seconds, args.timeout)))
+            phases.append(
+                asyncio.run(
+                    run_phase(server.url, phase, texts, args.texts, args.seconds, args.timeout)
+                )
+            )
         rss_mb = server.status_kb("VmHWM") / 1024
 
     base = capacity.goodput
-    print(f"\n{args.texts} short texts a request, {args.seconds:g} s a phase, client timeout "
-          f"{args.timeout:g} s, 429s honoured; server VmHWM {rss_mb:.0f} MB")
-    header = ("| load | clients | goodput texts/s | % of capacity | 200 p50 ms | 200 p99 ms | "
-              "429s | 429 p50 ms | 429 p99 ms | timeouts | other | /health p99 ms |")
+    print(
+        f"\n{args.texts} short texts a request, {args.seconds:g} s a phase, client timeout "
+        f"{args.timeout:g} s, 429s honoured; server VmHWM {rss_mb:.0f} MB"
+    )
+    header = (
+        "| load | clients | goodput texts/s | % of capacity | 200 p50 ms | 200 p99 ms | "
+        "429s | 429 p50 ms | 429 p99 ms | timeouts | other | /health p99 ms |"
+    )
     print(header)
     print("|---" * 12 + "|")
     for p in phases:
-        print(f"| {p.name} | {p.clients} | {p.goodput:.1f} | {100 * p.goodput / base:.0f} % | "
-              f"{pct(p.ok, 50):.0f} | {pct(p.ok, 99):.0f} | {len(p.refused)} | "
-              f"{pct(p.refused, 50):.1f} | {pct(p.refused, 99):.1f} | {p.timeouts} | "
-              f"{p.other or '-'} | {pct(p.health, 99):.1f} |")
+        print(
+            f"| {p.name} | {p.clients} | {p.goodput:.1f} | {100 * p.goodput / base:.0f} % | "
+            f"{pct(p.ok, 50):.0f} | {pct(p.ok, 99):.0f} | {len(p.refused)} | "
+            f"{pct(p.refused, 50):.1f} | {pct(p.refused, 99):.1f} | {p.timeouts} | "
+            f"{p.other or '-'} | {pct(p.health, 99):.1f} |"
+        )
     if args.json:
         with open(args.json, "w") as out:
             json.dump([{**asdict(p), "goodput": p.goodput} for p in phases], out)

@@ -335,9 +335,7 @@ def print_table(rows: dict[str, dict]) -> None:
         ]
         print(
             f"| {row['runner']} | {row['texts_per_s']:.1f} | {row['min_cos']:.6f} "
-            f"| {row['mean_cos']:.6f} | "
-            + " | ".join(ratios)
-            + " |"
+            f"| {row['mean_cos']:.6f} | " + " | ".join(ratios) + " |"
         )
     for label, base in (("best exact peer", exact), ("best int8 peer", int8)):
         if base:

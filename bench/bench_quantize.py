@@ -62,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def add(name: str, coded: np.ndarray) -> None:
         coded = coded.astype(np.float64)
-        rows.append((name, recall_at_k(scored, coded, args.k),
-                     recall_at_k(scored, coded, args.k, l2=True)))
+        rows.append(
+            (name, recall_at_k(scored, coded, args.k), recall_at_k(scored, coded, args.k, l2=True))
+        )
 
     for scale in (1.0, 0.5, 0.3, 0.2):
         lo, hi = np.full(d, -scale, np.float32), np.full(d, scale, np.float32)
@@ -74,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     add("uint8 per-dimension min/max, calibrated", _core.quantize(scored, lo, hi, signed=False))
     add("binary (sign bits as ±1)", hamming_scores(_core.pack_bits(scored, signed=False)))
 
-    print(f"{args.vectors.name}: {len(scored)} texts scored ({half} used to calibrate), "
-          f"dimension {d}, recall@{args.k} against float32")
+    print(
+        f"{args.vectors.name}: {len(scored)} texts scored ({half} used to calibrate), "
+        f"dimension {d}, recall@{args.k} against float32"
+    )
     width = max(len(name) for name, _, _ in rows)
     print(f"  {'encoding':<{width}}  dot    L2")
     for name, dot, l2 in rows:

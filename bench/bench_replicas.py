@@ -68,11 +68,31 @@ async def _proxy(port: int, backends: list[int]) -> None:
 
 
 def _serve(model: str, port: int, threads: int, workers: int = 1) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "embedserve.cli", "serve", "--model", model, "--host",
-               "127.0.0.1", "--port", str(port), "--intra-op-threads", str(threads),
-               "--workers", str(workers), "--log-level", "warning"]
-    return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "embedserve.cli",
+        "serve",
+        "--model",
+        model,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--intra-op-threads",
+        str(threads),
+        "--workers",
+        str(workers),
+        "--log-level",
+        "warning",
+    ]
+    return subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 @contextlib.contextmanager
@@ -93,16 +113,28 @@ def layout(name: str, model: str, cores: int) -> Iterator[str]:
             processes += [_serve(model, p, 1) for p in ports]
             urls = [f"http://127.0.0.1:{p}" for p in ports]
             port = _free_port()
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "bench.bench_replicas", "--proxy", str(port), *map(str, ports)],
-                start_new_session=True))
+            processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.bench_replicas",
+                        "--proxy",
+                        str(port),
+                        *map(str, ports),
+                    ],
+                    start_new_session=True,
+                )
+            )
             urls.append(f"http://127.0.0.1:{port}")
         for url in urls:
             _wait_ready(url, 300, None, None)
         yield urls[-1]
         peaks = [_peak_mib(pid) for p in processes for pid in _family(p.pid)]
-        print(f"  {name}: peak RSS per process (MiB): {', '.join(f'{m:.0f}' for m in peaks if m)}",
-              flush=True)
+        print(
+            f"  {name}: peak RSS per process (MiB): {', '.join(f'{m:.0f}' for m in peaks if m)}",
+            flush=True,
+        )
     finally:
         for process in processes:
             _stop(process)
@@ -122,35 +154,43 @@ def _peak_mib(pid: int) -> float:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return 0.0
-    return next((int(line.split()[1]) / 1024 for line in status.splitlines()
-                 if line.startswith("VmHWM")), 0.0)
+    return next(
+        (int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM")),
+        0.0,
+    )
 
 
 # -- the load --
 
 
-async def _client(url: str, bodies: list[bytes], stop_at: float, counts: list[int],
-                  texts: int) -> None:
+async def _client(
+    url: str, bodies: list[bytes], stop_at: float, counts: list[int], texts: int
+) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=120, trust_env=False) as client:
         for body in itertools.cycle(bodies):
             if time.perf_counter() >= stop_at:
                 return
-            answer = await client.post("/v1/embeddings", content=body,
-                                       headers={"content-type": "application/json"})
+            answer = await client.post(
+                "/v1/embeddings", content=body, headers={"content-type": "application/json"}
+            )
             answer.raise_for_status()
             counts.append(texts)
 
 
-async def _load(url: str, concurrency: int, texts: int, seconds: float, pool: list[str],
-                model: str) -> float:
-    bodies = [json.dumps({"model": model, "input": pool[i:i + texts]}).encode()
-              for i in range(0, len(pool) - texts, max(texts, 1))][:64]
+async def _load(
+    url: str, concurrency: int, texts: int, seconds: float, pool: list[str], model: str
+) -> float:
+    bodies = [
+        json.dumps({"model": model, "input": pool[i : i + texts]}).encode()
+        for i in range(0, len(pool) - texts, max(texts, 1))
+    ][:64]
     counts: list[int] = []
     warm_until = time.perf_counter() + 1.0
     await asyncio.gather(*(_client(url, bodies, warm_until, [], texts) for _ in range(concurrency)))
     start = time.perf_counter()
-    await asyncio.gather(*(_client(url, bodies, start + seconds, counts, texts)
-                           for _ in range(concurrency)))
+    await asyncio.gather(
+        *(_client(url, bodies, start + seconds, counts, texts) for _ in range(concurrency))
+    )
     return sum(counts) / (time.perf_counter() - start)
 
 
@@ -159,12 +199,19 @@ def main(argv: list[str] | None = None) -> None:
     if argv[:1] == ["--proxy"]:
         asyncio.run(_proxy(int(argv[1]), [int(p) for p in argv[2:]]))
         return
-    parser = argparse.ArgumentParser(prog="python -m bench replicas", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench replicas",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--layouts", nargs="+", default=["one", "workers", "proxy"],
-                        choices=["one", "workers", "proxy"])
+    parser.add_argument(
+        "--layouts",
+        nargs="+",
+        default=["one", "workers", "proxy"],
+        choices=["one", "workers", "proxy"],
+    )
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 16])
     parser.add_argument("--texts-per-request", nargs="+", type=int, default=[1, 32])
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -178,17 +225,28 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.layouts:
         with layout(name, args.model, args.cores) as url:
             for c, t in itertools.product(args.concurrency, args.texts_per_request):
-                runs = [asyncio.run(_load(url, c, t, args.seconds, pool, args.model))
-                        for _ in range(args.repeats)]
+                runs = [
+                    asyncio.run(_load(url, c, t, args.seconds, pool, args.model))
+                    for _ in range(args.repeats)
+                ]
                 results[(name, c, t)] = statistics.median(runs)
-                print(f"  {name:<8} C={c:<3} T={t:<3} {results[(name, c, t)]:8.1f} texts/s", flush=True)
-    print(f"\n{'C x T':<10}" + "".join(f"{n:>12}" for n in args.layouts)
-          + "".join(f"{n + '/one':>14}" for n in args.layouts if n != "one"))
+                print(
+                    f"  {name:<8} C={c:<3} T={t:<3} {results[(name, c, t)]:8.1f} texts/s",
+                    flush=True,
+                )
+    print(
+        f"\n{'C x T':<10}"
+        + "".join(f"{n:>12}" for n in args.layouts)
+        + "".join(f"{n + '/one':>14}" for n in args.layouts if n != "one")
+    )
     for c, t in itertools.product(args.concurrency, args.texts_per_request):
         row = f"{f'{c} x {t}':<10}" + "".join(f"{results[(n, c, t)]:>12.1f}" for n in args.layouts)
         if "one" in args.layouts:
-            row += "".join(f"{results[(n, c, t)] / results[('one', c, t)]:>13.2f}x"
-                           for n in args.layouts if n != "one")
+            row += "".join(
+                f"{results[(n, c, t)] / results[('one', c, t)]:>13.2f}x"
+                for n in args.layouts
+                if n != "one"
+            )
         print(row)
 
 

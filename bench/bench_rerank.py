@@ -69,8 +69,11 @@ def _time(score, docs: list[str]) -> tuple[float, np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench rerank", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench rerank",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--docs", type=int, default=100, help="documents per query")
     parser.add_argument("--sets", nargs="+", default=["medium", "long", "mix"], choices=SETS)
@@ -82,8 +85,12 @@ def main(argv: list[str] | None = None) -> None:
 
     folder = minilm_cross_encoder()
     reranker = Reranker.from_pretrained(
-        folder, intra_op_threads=args.threads, inter_op_threads=1, providers="cpu",
-        max_batch_tokens=args.max_batch_tokens, quantize=args.quantize,
+        folder,
+        intra_op_threads=args.threads,
+        inter_op_threads=1,
+        providers="cpu",
+        max_batch_tokens=args.max_batch_tokens,
+        quantize=args.quantize,
     )
     baseline = None if args.no_baseline else _baseline(folder, args.threads)
 
@@ -92,9 +99,12 @@ def main(argv: list[str] | None = None) -> None:
         return reranker.relevance(reranker.logits(prepared.pairs))
 
     print(describe_machine())
-    print(f"threads={args.threads} repeats={args.repeats} docs/query={args.docs} "
-          f"queries={len(QUERIES)} quantize={args.quantize} "
-          f"max_batch_tokens={reranker.max_batch_tokens}", flush=True)
+    print(
+        f"threads={args.threads} repeats={args.repeats} docs/query={args.docs} "
+        f"queries={len(QUERIES)} quantize={args.quantize} "
+        f"max_batch_tokens={reranker.max_batch_tokens}",
+        flush=True,
+    )
     header = f"{'set':<10}{'pairs':>7}{'tok/pair':>9}{'embedserve p/s':>16}"
     if baseline:
         header += f"{'st p/s':>10}{'ratio':>8}{'max |diff|':>12}"

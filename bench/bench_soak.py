@@ -61,8 +61,12 @@ class Soak:
 
     def post(self, client: httpx.Client, content: bytes, timeout: float = 60.0) -> None:
         try:
-            response = client.post("/v1/embeddings", content=content, timeout=timeout,
-                                   headers={"content-type": "application/json"})
+            response = client.post(
+                "/v1/embeddings",
+                content=content,
+                timeout=timeout,
+                headers={"content-type": "application/json"},
+            )
             self.count(str(response.status_code))
         except httpx.TimeoutException:
             self.count("client timeout")
@@ -75,22 +79,28 @@ class Soak:
         if kind == "valid":
             n = rng.choice([1, 4, 8, 32, 64])
             start = rng.randrange(len(self.texts) - n)
-            body = {"model": MODEL, "input": self.texts[start:start + n]}
+            body = {"model": MODEL, "input": self.texts[start : start + n]}
             if rng.random() < 0.3:
                 body["encoding_format"] = "base64"
             self.post(client, json.dumps(body).encode())
         elif kind == "invalid":
-            self.post(client, rng.choice([
-                b'{"model": "all-MiniLM-L6-v2", "input": "\xff"}',
-                b'{"model": "all-MiniLM-L6-v2", "input": [1, "a"]}',
-                b'{"model": "all-MiniLM-L6-v2", "input": []}',
-                b'{"model": "all-MiniLM-L6-v2", "input": "a", "temperature": 1}',
-                b'{"model": "all-MiniLM-L6-v2", "input": ',
-                b'[1, 2, 3]',
-            ]))
+            self.post(
+                client,
+                rng.choice(
+                    [
+                        b'{"model": "all-MiniLM-L6-v2", "input": "\xff"}',
+                        b'{"model": "all-MiniLM-L6-v2", "input": [1, "a"]}',
+                        b'{"model": "all-MiniLM-L6-v2", "input": []}',
+                        b'{"model": "all-MiniLM-L6-v2", "input": "a", "temperature": 1}',
+                        b'{"model": "all-MiniLM-L6-v2", "input": ',
+                        b"[1, 2, 3]",
+                    ]
+                ),
+            )
         else:
-            what = rng.choice(["commas", "word", "too big", "partial headers", "aborted upload",
-                               "hang up"])
+            what = rng.choice(
+                ["commas", "word", "too big", "partial headers", "aborted upload", "hang up"]
+            )
             self.count(f"abuse: {what}")
             if what == "commas":
                 self.post(client, self.commas)
@@ -101,8 +111,12 @@ class Soak:
             elif what == "partial headers":
                 _raw(self.port, b"POST /v1/embeddings HTTP/1.1\r\nhost: x\r\n", timeout=30)
             elif what == "aborted upload":
-                _raw(self.port, b"POST /v1/embeddings HTTP/1.1\r\nhost: x\r\ncontent-length: "
-                     b"4000000\r\n\r\n" + b" " * 2_000_000, read=False)
+                _raw(
+                    self.port,
+                    b"POST /v1/embeddings HTTP/1.1\r\nhost: x\r\ncontent-length: "
+                    b"4000000\r\n\r\n" + b" " * 2_000_000,
+                    read=False,
+                )
             else:
                 body = {"model": MODEL, "input": self.texts[:256]}
                 try:
@@ -115,8 +129,9 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench soak", description=__doc__)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=6)
-    parser.add_argument("serve_flags", nargs=argparse.REMAINDER,
-                        help="after --, flags for `embedserve serve`")
+    parser.add_argument(
+        "serve_flags", nargs=argparse.REMAINDER, help="after --, flags for `embedserve serve`"
+    )
     args = parser.parse_args(argv)
     flags = [f for f in args.serve_flags if f != "--"]
     seconds = args.minutes * 60
@@ -145,8 +160,11 @@ def main(argv: list[str]) -> None:
                 rss = server.status_kb("VmRSS")
                 readings.append((now - started, rss))
                 total = sum(sum(s.statuses.values()) for s in soaks)
-                print(f"| {now - started:.0f} | {rss / 1024:.0f} | "
-                      f"{server.status_kb('VmHWM') / 1024:.0f} | {total} |", flush=True)
+                print(
+                    f"| {now - started:.0f} | {rss / 1024:.0f} | "
+                    f"{server.status_kb('VmHWM') / 1024:.0f} | {total} |",
+                    flush=True,
+                )
                 next_sample += SAMPLE_SECONDS
             if now - started >= seconds:
                 break
@@ -166,8 +184,10 @@ def main(argv: list[str]) -> None:
     else:
         worst = max(rss for t, rss in readings if t >= BASELINE_SECONDS)
         growth = worst / baseline - 1
-        print(f"RSS at 1 min {baseline / 1024:.0f} MB, highest after {worst / 1024:.0f} MB "
-              f"({100 * growth:+.1f} %, limit +{100 * GROWTH:.0f} %)")
+        print(
+            f"RSS at 1 min {baseline / 1024:.0f} MB, highest after {worst / 1024:.0f} MB "
+            f"({100 * growth:+.1f} %, limit +{100 * GROWTH:.0f} %)"
+        )
         failed = growth > GROWTH
     if statuses.get("500"):
         print(f"{statuses['500']} answers were 500")

@@ -22,6 +22,8 @@ def cpu_model() -> str:
 def describe_machine() -> str:
     import onnxruntime
 
-    return (f"{datetime.date.today()} | {cpu_model()} | {os.cpu_count()} cores | "
-            f"Python {platform.python_version()} | onnxruntime {onnxruntime.__version__} | "
-            f"command: {' '.join(sys.argv)}")
+    return (
+        f"{datetime.date.today()} | {cpu_model()} | {os.cpu_count()} cores | "
+        f"Python {platform.python_version()} | onnxruntime {onnxruntime.__version__} | "
+        f"command: {' '.join(sys.argv)}"
+    )

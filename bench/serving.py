@@ -43,7 +43,9 @@ def serve(flags: list[str], start_timeout: float = 180.0) -> Iterator[Served]:
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "embedserve.cli", "serve", "--port", str(port), *flags],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     served = Served(f"http://127.0.0.1:{port}", process, log)
     try:

@@ -6,7 +6,9 @@ import json
 import random
 from pathlib import Path
 
-REFERENCE = Path(__file__).resolve().parent.parent / "tests" / "data" / "all-MiniLM-L6-v2.public.json"
+REFERENCE = (
+    Path(__file__).resolve().parent.parent / "tests" / "data" / "all-MiniLM-L6-v2.public.json"
+)
 SETS = ("short", "medium", "long", "mix", "reference")
 TARGET_TOKENS = {"short": 10, "medium": 60, "long": 250}
 
@@ -22,7 +24,7 @@ def _words() -> list[str]:
 def _cut(words: list[str], start: int, tokens: int) -> str:
     # Prose runs ≈ 1.3 tokens a word with this tokenizer, [CLS]/[SEP] included.
     count = max(1, round((tokens - 2) / 1.3))
-    return " ".join(words[start:start + count])
+    return " ".join(words[start : start + count])
 
 
 def make_texts(kind: str, n: int, seed: int = 0) -> list[str]:

@@ -49,8 +49,16 @@ def cross_encoder_dirs(tmp_path_factory, minilm_dir, reference) -> dict[str, tup
     distilbert = ce.distilbert_cross_encoder(root / "distilbert", minilm_dir)
     mpnet = ce.mpnet_cross_encoder(root / "mpnet", reference["texts"])
     modernbert = ce.modernbert_cross_encoder(root / "modernbert", minilm_dir, pooling="mean")
-    modernbert_cls = ce.modernbert_cross_encoder(root / "modernbert-cls", minilm_dir,
-                                                 pooling="cls", seed=5)
-    folders = {"bert": bert, "bert3": bert3, "xlmr": xlmr, "distilbert": distilbert, "mpnet": mpnet,
-               "modernbert": modernbert, "modernbert_cls": modernbert_cls}
+    modernbert_cls = ce.modernbert_cross_encoder(
+        root / "modernbert-cls", minilm_dir, pooling="cls", seed=5
+    )
+    folders = {
+        "bert": bert,
+        "bert3": bert3,
+        "xlmr": xlmr,
+        "distilbert": distilbert,
+        "mpnet": mpnet,
+        "modernbert": modernbert,
+        "modernbert_cls": modernbert_cls,
+    }
     return {**{name: (f, f) for name, f in folders.items()}, "xlmr_onnx": (xlmr_onnx, xlmr)}

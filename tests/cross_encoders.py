@@ -22,7 +22,12 @@ QUERIES = [
 
 
 def bert_cross_encoder(
-    out: Path, tokenizer_dir: Path, *, num_labels: int = 1, max_length: int = 128, seed: int = 0,
+    out: Path,
+    tokenizer_dir: Path,
+    *,
+    num_labels: int = 1,
+    max_length: int = 128,
+    seed: int = 0,
     layers: int = 2,
 ) -> Path:
     """BertForSequenceClassification (pooler + classifier) with the given folder's WordPiece."""
@@ -31,8 +36,12 @@ def bert_cross_encoder(
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), model_max_length=max_length)
     config = BertConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=layers,
-        num_attention_heads=4, intermediate_size=64, max_position_embeddings=512,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=512,
         num_labels=num_labels,
     )
     torch.manual_seed(seed)
@@ -54,8 +63,14 @@ def roberta_tokenizer(texts: list[str], max_length: int):
     bpe.train_from_iterator(texts, vocab_size=2000, special_tokens=specials, show_progress=False)
     bpe.post_processor = RobertaProcessing(("</s>", 2), ("<s>", 0))
     return RobertaTokenizerFast(
-        tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>",
-        cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
+        tokenizer_object=bpe._tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
         model_max_length=max_length,
     )
 
@@ -69,9 +84,17 @@ def xlm_roberta_cross_encoder(
 
     tokenizer = roberta_tokenizer(texts, max_length)
     config = XLMRobertaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=max_length + 2, type_vocab_size=1,
-        pad_token_id=1, bos_token_id=0, eos_token_id=2, num_labels=num_labels,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=max_length + 2,
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        num_labels=num_labels,
     )
     torch.manual_seed(seed)
     model = XLMRobertaForSequenceClassification(config).eval()
@@ -90,9 +113,16 @@ def mpnet_cross_encoder(
 
     tokenizer = roberta_tokenizer(texts, max_length)
     config = MPNetConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=max_length + 2, pad_token_id=1,
-        bos_token_id=0, eos_token_id=2, num_labels=num_labels,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=max_length + 2,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        num_labels=num_labels,
     )
     torch.manual_seed(seed)
     model = MPNetForSequenceClassification(config).eval()
@@ -107,7 +137,8 @@ def _wordpiece(tokenizer_dir: Path, max_length: int):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(
-        str(tokenizer_dir), model_max_length=max_length,
+        str(tokenizer_dir),
+        model_max_length=max_length,
         model_input_names=["input_ids", "attention_mask"],
     )
 
@@ -121,8 +152,14 @@ def distilbert_cross_encoder(
 
     tokenizer = _wordpiece(tokenizer_dir, max_length)
     config = DistilBertConfig(
-        vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=4, hidden_dim=64,
-        max_position_embeddings=512, num_labels=num_labels, pad_token_id=0,
+        vocab_size=len(tokenizer),
+        dim=32,
+        n_layers=2,
+        n_heads=4,
+        hidden_dim=64,
+        max_position_embeddings=512,
+        num_labels=num_labels,
+        pad_token_id=0,
     )
     torch.manual_seed(seed)
     model = DistilBertForSequenceClassification(config).eval()
@@ -133,8 +170,13 @@ def distilbert_cross_encoder(
 
 
 def modernbert_cross_encoder(
-    out: Path, tokenizer_dir: Path, *, pooling: str = "mean", num_labels: int = 1,
-    max_length: int = 128, seed: int = 4,
+    out: Path,
+    tokenizer_dir: Path,
+    *,
+    pooling: str = "mean",
+    num_labels: int = 1,
+    max_length: int = 128,
+    seed: int = 4,
 ) -> Path:
     """ModernBertForSequenceClassification (head dense + GELU + norm on CLS or the mean,
     classifier), with a global layer and two 16-token sliding-window layers."""
@@ -143,11 +185,20 @@ def modernbert_cross_encoder(
 
     tokenizer = _wordpiece(tokenizer_dir, max_length)
     config = ModernBertConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=512, local_attention=16,
-        global_attn_every_n_layers=3, classifier_pooling=pooling, num_labels=num_labels,
-        pad_token_id=tokenizer.pad_token_id, cls_token_id=tokenizer.cls_token_id,
-        sep_token_id=tokenizer.sep_token_id, bos_token_id=tokenizer.cls_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        local_attention=16,
+        global_attn_every_n_layers=3,
+        classifier_pooling=pooling,
+        num_labels=num_labels,
+        pad_token_id=tokenizer.pad_token_id,
+        cls_token_id=tokenizer.cls_token_id,
+        sep_token_id=tokenizer.sep_token_id,
+        bos_token_id=tokenizer.cls_token_id,
         eos_token_id=tokenizer.sep_token_id,
     )
     torch.manual_seed(seed)
@@ -190,11 +241,18 @@ def export_onnx(model_dir: Path, out_dir: Path) -> Path:
 
 def _export(torch, module, ids, path: Path) -> None:
     torch.onnx.export(
-        module, (ids, torch.ones_like(ids)), str(path),
-        input_names=["input_ids", "attention_mask"], output_names=["logits"],
-        dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
-                      "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}},
-        opset_version=17, dynamo=False,
+        module,
+        (ids, torch.ones_like(ids)),
+        str(path),
+        input_names=["input_ids", "attention_mask"],
+        output_names=["logits"],
+        dynamic_axes={
+            "input_ids": {0: "batch", 1: "sequence"},
+            "attention_mask": {0: "batch", 1: "sequence"},
+            "logits": {0: "batch"},
+        },
+        opset_version=17,
+        dynamo=False,
     )
 
 

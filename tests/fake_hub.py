@@ -105,7 +105,7 @@ class Repo:
         for path, f in sorted(self.files.items()):
             if not path.startswith(base):
                 continue
-            parts = path[len(base):].split("/")
+            parts = path[len(base) :].split("/")
             for depth in range(1, len(parts) if recursive else min(2, len(parts))):
                 folders.add(base + "/".join(parts[:depth]))
             if recursive or len(parts) == 1:
@@ -200,13 +200,20 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {"X-Error-Code": "RevisionNotFound", "X-Error-Message": "Invalid rev id"}
         self._send_json({"error": "Invalid rev id"}, 404, headers, body=body)
 
-    def _send_json(self, obj: object, status: int = 200, headers: Mapping[str, str] | None = None,
-                   *, body: bool) -> None:
+    def _send_json(
+        self,
+        obj: object,
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+        *,
+        body: bool,
+    ) -> None:
         data = json.dumps(obj).encode()
         self._send(status, data, {"Content-Type": "application/json", **(headers or {})}, body=body)
 
-    def _send(self, status: int, data: bytes, headers: Mapping[str, str] | None = None,
-              *, body: bool) -> None:
+    def _send(
+        self, status: int, data: bytes, headers: Mapping[str, str] | None = None, *, body: bool
+    ) -> None:
         self.send_response(status)
         for name, value in (headers or {}).items():
             self.send_header(name, value)

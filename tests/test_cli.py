@@ -12,8 +12,14 @@ from embedserve.engine import Engine
 
 
 def embedserve(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "embedserve.cli", *args], input=stdin,
-                          capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "embedserve.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +39,9 @@ def test_embed_reads_stdin_and_cuts_dimensions(engine):
     done = embedserve("embed", "--dimensions", "64", stdin="line one\nline two\n")
     assert done.returncode == 0, done.stderr
     vectors = np.asarray(json.loads(done.stdout), dtype=np.float32)
-    np.testing.assert_array_equal(vectors, engine.embed(["line one", "line two"], dimensions=64).embeddings)
+    np.testing.assert_array_equal(
+        vectors, engine.embed(["line one", "line two"], dimensions=64).embeddings
+    )
 
 
 def test_embed_with_bad_dimensions_fails_with_a_message():

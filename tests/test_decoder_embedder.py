@@ -19,8 +19,10 @@ from sentence_transformers.sentence_transformer.modules import Normalize, Poolin
 COSINE = 0.9999
 MAX_SEQ = 48
 EOS = 102  # the MiniLM vocabulary's [SEP], used as end-of-text
-PROMPTS = {"query": "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:",
-           "document": ""}
+PROMPTS = {
+    "query": "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:",
+    "document": "",
+}
 
 
 def decoder_tokenizer(minilm_dir: Path, out: Path) -> Path:
@@ -30,18 +32,32 @@ def decoder_tokenizer(minilm_dir: Path, out: Path) -> Path:
     tokenizer = json.loads((minilm_dir / "tokenizer.json").read_text())
     tokenizer["post_processor"] = {
         "type": "TemplateProcessing",
-        "single": [{"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
-        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 0}},
-                 {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+        "single": [
+            {"Sequence": {"id": "A", "type_id": 0}},
+            {"SpecialToken": {"id": "[SEP]", "type_id": 0}},
+        ],
+        "pair": [
+            {"Sequence": {"id": "A", "type_id": 0}},
+            {"Sequence": {"id": "B", "type_id": 0}},
+            {"SpecialToken": {"id": "[SEP]", "type_id": 0}},
+        ],
         "special_tokens": {"[SEP]": {"id": "[SEP]", "ids": [EOS], "tokens": ["[SEP]"]}},
     }
     tokenizer["padding"] = None
     tokenizer["truncation"] = None
     (out / "tokenizer.json").write_text(json.dumps(tokenizer))
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "padding_side": "left",
-        "eos_token": "[SEP]", "pad_token": "[PAD]", "unk_token": "[UNK]", "model_max_length": MAX_SEQ,
-    }))
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "padding_side": "left",
+                "eos_token": "[SEP]",
+                "pad_token": "[PAD]",
+                "unk_token": "[UNK]",
+                "model_max_length": MAX_SEQ,
+            }
+        )
+    )
     return out
 
 
@@ -50,9 +66,17 @@ def qwen3_folder(tmp_path_factory, minilm_dir) -> Path:
     root = tmp_path_factory.mktemp("qwen3-embedder")
     tokenizer_dir = decoder_tokenizer(minilm_dir, root / "tokenizer")
     config = transformers.Qwen3Config(
-        vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=128,
-        rope_theta=10000.0, tie_word_embeddings=False, rms_norm_eps=1e-6,
+        vocab_size=30522,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=128,
+        rope_theta=10000.0,
+        tie_word_embeddings=False,
+        rms_norm_eps=1e-6,
     )
     torch.manual_seed(7)
     model = transformers.Qwen3Model(config).eval()
@@ -64,11 +88,15 @@ def qwen3_folder(tmp_path_factory, minilm_dir) -> Path:
     model.save_pretrained(root / "hf")
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copyfile(tokenizer_dir / name, root / "hf" / name)
-    transformer = Transformer(str(root / "hf"), max_seq_length=MAX_SEQ,
-                              tokenizer_name_or_path=str(tokenizer_dir))
+    transformer = Transformer(
+        str(root / "hf"), max_seq_length=MAX_SEQ, tokenizer_name_or_path=str(tokenizer_dir)
+    )
     assert transformer.tokenizer.padding_side == "left"
-    st = SentenceTransformer(modules=[transformer, Pooling(32, pooling_mode="lasttoken"), Normalize()],
-                             prompts=PROMPTS, device="cpu")
+    st = SentenceTransformer(
+        modules=[transformer, Pooling(32, pooling_mode="lasttoken"), Normalize()],
+        prompts=PROMPTS,
+        device="cpu",
+    )
     st.save(str(root / "st"))
     return root / "st"
 

@@ -25,8 +25,13 @@ def _load(name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def serve_help() -> str:
-    done = subprocess.run([sys.executable, "-m", "embedserve.cli", "serve", "--help"],
-                          capture_output=True, text=True, timeout=60, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "embedserve.cli", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return done.stdout
 
 
@@ -36,8 +41,12 @@ def serve_flags(serve_help) -> set[str]:
 
 
 def _get_paths() -> set[str]:
-    return {path for handler in ROUTES if "GET" in (handler.http_methods or ())
-            for path in handler.paths}
+    return {
+        path
+        for handler in ROUTES
+        if "GET" in (handler.http_methods or ())
+        for path in handler.paths
+    }
 
 
 def _flags_and_values(args: list[str]) -> dict[str, str]:
@@ -69,7 +78,10 @@ def test_deployment_matches_the_server(serve_flags, serve_help):
     assert named["containerPort"] == port
     template = deployment["spec"]["template"]
     assert template["metadata"]["annotations"]["prometheus.io/port"] == str(port)
-    assert deployment["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+    assert (
+        deployment["spec"]["selector"]["matchLabels"].items()
+        <= template["metadata"]["labels"].items()
+    )
 
     paths = _get_paths()
     assert container["livenessProbe"]["httpGet"]["path"] == "/health" in paths
@@ -100,7 +112,9 @@ def test_service_and_autoscalers_point_at_the_deployment():
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     service = _load("service.yaml")
     assert service["spec"]["selector"].items() <= labels.items()
-    port_names = {p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    port_names = {
+        p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+    }
     assert {p["targetPort"] for p in service["spec"]["ports"]} <= port_names
     for name in ("hpa.yaml", "hpa-queue.yaml"):
         hpa = _load(name)

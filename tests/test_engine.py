@@ -33,7 +33,12 @@ def raw_tokenizer(minilm_dir) -> Tokenizer:
 
 def test_model_info_comes_from_the_model_files(engine):
     info = engine.model_info
-    assert (info.dimension, info.max_tokens, info.pooling, info.normalize) == (384, 256, "mean", True)
+    assert (info.dimension, info.max_tokens, info.pooling, info.normalize) == (
+        384,
+        256,
+        "mean",
+        True,
+    )
     assert info.supports_dimensions is False
     assert info.provider == "CPUExecutionProvider"
 
@@ -108,7 +113,7 @@ def test_long_token_arrays_are_truncated_like_texts(engine, reference, raw_token
     index = next(i for i, n in enumerate(reference["tokens_untruncated"]) if n > 256)
     ids = raw_tokenizer.encode(reference["texts"][index], add_special_tokens=False).ids
     vector = engine.embed([ids]).embeddings
-    assert cosines(vector, reference["normalized"][index:index + 1])[0] >= FP32_COSINE
+    assert cosines(vector, reference["normalized"][index : index + 1])[0] >= FP32_COSINE
     with pytest.raises(InputTooLongError):
         engine.embed([ids], truncate=False)
 

@@ -84,7 +84,7 @@ def point_hub_client_at(monkeypatch: pytest.MonkeyPatch, endpoint: str, home: Pa
     original_home = hf_constants.HF_HOME
     for name, value in list(vars(hf_constants).items()):
         if name.isupper() and isinstance(value, str) and value.startswith(original_home):
-            monkeypatch.setattr(hf_constants, name, str(home) + value[len(original_home):])
+            monkeypatch.setattr(hf_constants, name, str(home) + value[len(original_home) :])
     constants = {
         "ENDPOINT": endpoint,
         "HUGGINGFACE_CO_URL_TEMPLATE": endpoint + "/{repo_id}/resolve/{revision}/{filename}",
@@ -114,8 +114,9 @@ def hub_home(fake_hub: FakeHub, hf_home: Path, monkeypatch: pytest.MonkeyPatch) 
     return hf_home
 
 
-def test_hub_repo_downloads_what_an_embedding_model_needs(fake_hub, hub_home, repo_files,
-                                                          minilm_dir):
+def test_hub_repo_downloads_what_an_embedding_model_needs(
+    fake_hub, hub_home, repo_files, minilm_dir
+):
     before = len(fake_hub.downloads())
     folder = resolve_model_dir(REPO_ID)
 

@@ -25,8 +25,14 @@ def onnx_repo(minilm_dir: Path, tmp_path_factory) -> dict[str, Path | bytes]:
     """MiniLM as a repo like bge-m3's: safetensors, plus onnx/model.onnx with external data."""
     graph = onnx.load(str(onnx_for(minilm_dir)))
     out = tmp_path_factory.mktemp("onnx")
-    onnx.save_model(graph, str(out / "model.onnx"), save_as_external_data=True,
-                    all_tensors_to_one_file=True, location="model.onnx_data", size_threshold=1024)
+    onnx.save_model(
+        graph,
+        str(out / "model.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="model.onnx_data",
+        size_threshold=1024,
+    )
     assert (out / "model.onnx_data").stat().st_size > 80e6  # the weights really are outside
     files: dict[str, Path | bytes] = folder_files(minilm_dir, skip=(".complete",))
     files["onnx/model.onnx"] = out / "model.onnx"
@@ -57,15 +63,34 @@ def home(hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_file_selection_rules():
-    files = ["config.json", "model.safetensors", "onnx/model.onnx", "onnx/model.onnx_data",
-             "onnx/model_quantized.onnx", "model.onnx", "pytorch_model.bin", "README.md",
-             "1_Pooling/config.json", "2_Dense/config.json", "2_Dense/pytorch_model.bin",
-             "3_Dense/config.json", "3_Dense/pytorch_model.bin", "3_Dense/model.safetensors"]
+    files = [
+        "config.json",
+        "model.safetensors",
+        "onnx/model.onnx",
+        "onnx/model.onnx_data",
+        "onnx/model_quantized.onnx",
+        "model.onnx",
+        "pytorch_model.bin",
+        "README.md",
+        "1_Pooling/config.json",
+        "2_Dense/config.json",
+        "2_Dense/pytorch_model.bin",
+        "3_Dense/config.json",
+        "3_Dense/pytorch_model.bin",
+        "3_Dense/model.safetensors",
+    ]
     chosen = set(hub_files(files))
     # The root graph wins over onnx/; no safetensors, no other graph, no pickles beside safetensors.
     assert "model.onnx" in chosen and "onnx/model.onnx" not in chosen
-    assert not {"model.safetensors", "onnx/model_quantized.onnx", "pytorch_model.bin",
-                "3_Dense/pytorch_model.bin"} & chosen
+    assert (
+        not {
+            "model.safetensors",
+            "onnx/model_quantized.onnx",
+            "pytorch_model.bin",
+            "3_Dense/pytorch_model.bin",
+        }
+        & chosen
+    )
     assert {"2_Dense/pytorch_model.bin", "3_Dense/model.safetensors", "README.md"} <= chosen
     compiled = set(hub_files(files, compile=True))
     assert "model.safetensors" in compiled and not {"model.onnx", "onnx/model.onnx"} & compiled
@@ -99,7 +124,9 @@ def test_compile_downloads_the_safetensors_instead(hub, home, reference, tmp_pat
 
 
 def test_repo_without_weights_is_named(hub, home):
-    with pytest.raises(ModelNotFoundError, match="configs-only.*no model.onnx or model.safetensors"):
+    with pytest.raises(
+        ModelNotFoundError, match="configs-only.*no model.onnx or model.safetensors"
+    ):
         resolve_model_dir("embedserve-test/configs-only")
     with pytest.raises(ModelNotFoundError, match="no model.safetensors to compile"):
         resolve_model_dir("embedserve-test/configs-only", compile=True)

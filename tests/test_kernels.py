@@ -39,8 +39,9 @@ def relayout(a: np.ndarray, layout: str) -> np.ndarray:
 # -- pooling -----------------------------------------------------------------------------------
 
 
-def ref_pool(hidden: np.ndarray, mask: np.ndarray, mode: str,
-             skip: np.ndarray | None = None) -> np.ndarray:
+def ref_pool(
+    hidden: np.ndarray, mask: np.ndarray, mode: str, skip: np.ndarray | None = None
+) -> np.ndarray:
     """Float64 reference from the exact input values; present == mask != 0.
 
     The pooled tokens are the present ones after the first skip[b] of them; weights of
@@ -53,7 +54,7 @@ def ref_pool(hidden: np.ndarray, mask: np.ndarray, mode: str,
     for b in range(batch):
         where = np.nonzero(present[b])[0]
         first = where[0] if len(where) else 0
-        pooled = where[int(max(skip[b], 0)) if skip is not None else 0:]
+        pooled = where[int(max(skip[b], 0)) if skip is not None else 0 :]
         if mode == "cls" and seq > 0:
             out[b] = h[b, pooled[0] if len(pooled) else 0]
         elif not len(pooled):
@@ -162,8 +163,10 @@ def test_pool_left_padding_matches_right_padding():
     for mode in MODES:
         for skip in (None, np.array([1])):
             np.testing.assert_allclose(
-                _core.pool(left, left_mask, mode, skip), _core.pool(right, right_mask, mode, skip),
-                rtol=1e-6, err_msg=mode,
+                _core.pool(left, left_mask, mode, skip),
+                _core.pool(right, right_mask, mode, skip),
+                rtol=1e-6,
+                err_msg=mode,
             )
 
 

@@ -46,8 +46,9 @@ def test_readme_prose_never_turns_matryoshka_on(folder):
     )
     assert load_model_config(folder, "m").supports_dimensions is False
     # Front matter without a Matryoshka tag, prose that mentions it: still off.
-    (folder / "README.md").write_text(FRONT_MATTER.format(tag="feature-extraction")
-                                      + "Unlike matryoshka models, this one ...\n")
+    (folder / "README.md").write_text(
+        FRONT_MATTER.format(tag="feature-extraction") + "Unlike matryoshka models, this one ...\n"
+    )
     assert load_model_config(folder, "m").supports_dimensions is False
 
 
@@ -57,8 +58,9 @@ def test_card_front_matter_tag_turns_matryoshka_on(folder, tag):
     assert load_model_config(folder, "m").supports_dimensions is True
 
 
-@pytest.mark.parametrize("entry", [{"matryoshka_dims": [768, 512, 256]}, {"truncate_dim": 256},
-                                   {"matryoshka": True}])
+@pytest.mark.parametrize(
+    "entry", [{"matryoshka_dims": [768, 512, 256]}, {"truncate_dim": 256}, {"matryoshka": True}]
+)
 def test_sentence_transformers_config_entry_turns_matryoshka_on(folder, entry):
     config = json.loads((folder / "config_sentence_transformers.json").read_text())
     write_json(folder / "config_sentence_transformers.json", {**config, **entry})
@@ -75,8 +77,18 @@ def test_broken_front_matter_is_ignored(folder):
 
 def test_unsupported_modules_and_modes_are_named(folder):
     modules = json.loads((folder / "modules.json").read_text())
-    write_json(folder / "modules.json", [*modules, {"idx": 9, "name": "9", "path": "9_LayerNorm",
-                                                    "type": "sentence_transformers.models.LayerNorm"}])
+    write_json(
+        folder / "modules.json",
+        [
+            *modules,
+            {
+                "idx": 9,
+                "name": "9",
+                "path": "9_LayerNorm",
+                "type": "sentence_transformers.models.LayerNorm",
+            },
+        ],
+    )
     with pytest.raises(ModelConfigError, match="LayerNorm.*supported: Dense, Dropout, Normalize"):
         load_model_config(folder, "m")
     write_json(folder / "modules.json", modules)
@@ -89,13 +101,15 @@ def test_unsupported_modules_and_modes_are_named(folder):
 
 
 def test_both_pooling_formats_read_the_same(folder):
-    for config, mode in [({"pooling_mode": "mean_sqrt_len_tokens"}, "mean_sqrt_len"),
-                         ({"pooling_mode_mean_sqrt_len_tokens": True}, "mean_sqrt_len"),
-                         ({"pooling_mode": "lasttoken", "include_prompt": False}, "last"),
-                         ({"pooling_mode_lasttoken": True}, "last"),
-                         ({"pooling_mode_weightedmean_tokens": True}, "weightedmean"),
-                         ({"pooling_mode": ["max"]}, "max"),
-                         ({"word_embedding_dimension": 384}, "mean")]:
+    for config, mode in [
+        ({"pooling_mode": "mean_sqrt_len_tokens"}, "mean_sqrt_len"),
+        ({"pooling_mode_mean_sqrt_len_tokens": True}, "mean_sqrt_len"),
+        ({"pooling_mode": "lasttoken", "include_prompt": False}, "last"),
+        ({"pooling_mode_lasttoken": True}, "last"),
+        ({"pooling_mode_weightedmean_tokens": True}, "weightedmean"),
+        ({"pooling_mode": ["max"]}, "max"),
+        ({"word_embedding_dimension": 384}, "mean"),
+    ]:
         write_json(folder / "1_Pooling" / "config.json", config)
         loaded = load_model_config(folder, "m")
         assert loaded.pooling == mode, config
@@ -106,11 +120,14 @@ def test_dense_with_unknown_activation_or_no_weights_is_a_clear_error(folder):
     from embedserve.models.dense import load_dense
 
     modules = json.loads((folder / "modules.json").read_text())
-    modules.insert(2, {"idx": 2, "name": "2", "path": "2_Dense",
-                       "type": "sentence_transformers.models.Dense"})
+    modules.insert(
+        2, {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
+    )
     write_json(folder / "modules.json", modules)
-    write_json(folder / "2_Dense" / "config.json", {"in_features": 384, "out_features": 8,
-                                                     "activation_function": "torch.nn.Softplus"})
+    write_json(
+        folder / "2_Dense" / "config.json",
+        {"in_features": 384, "out_features": 8, "activation_function": "torch.nn.Softplus"},
+    )
     assert load_model_config(folder, "m").dimension == 8
     with pytest.raises(ModelConfigError, match="Softplus.*supported"):
         load_dense(folder / "2_Dense")
@@ -164,8 +181,14 @@ def test_models_command_lists_the_catalog_and_the_cache(tmp_path, minilm_dir):
     assert by_name["all-MiniLM-L6-v2"].cached and not by_name["all-mpnet-base-v2"].cached
     assert [m.name for m in inv.others] == ["leftover"]
 
-    done = subprocess.run([sys.executable, "-m", "embedserve.cli", "models"], capture_output=True, check=False,
-                          text=True, timeout=60, env={**os.environ, "EMBEDSERVE_CACHE": str(cache)})
+    done = subprocess.run(
+        [sys.executable, "-m", "embedserve.cli", "models"],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=60,
+        env={**os.environ, "EMBEDSERVE_CACHE": str(cache)},
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     minilm = next(line for line in lines if line.strip().startswith("all-MiniLM-L6-v2 "))
@@ -182,12 +205,19 @@ def test_engine_dimension_follows_a_dense_head(folder, minilm_dir):
     from safetensors.numpy import save_file
 
     modules = json.loads((folder / "modules.json").read_text())
-    modules.insert(2, {"idx": 2, "name": "2", "path": "2_Dense",
-                       "type": "sentence_transformers.models.Dense"})
+    modules.insert(
+        2, {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
+    )
     write_json(folder / "modules.json", modules)
-    write_json(folder / "2_Dense" / "config.json", {"in_features": 384, "out_features": 8,
-                                                     "bias": False,
-                                                     "activation_function": "torch.nn.modules.linear.Identity"})
+    write_json(
+        folder / "2_Dense" / "config.json",
+        {
+            "in_features": 384,
+            "out_features": 8,
+            "bias": False,
+            "activation_function": "torch.nn.modules.linear.Identity",
+        },
+    )
     weight = np.eye(8, 384, dtype=np.float32)  # keeps the first 8 pooled columns
     save_file({"linear.weight": weight}, str(folder / "2_Dense" / "model.safetensors"))
     os.symlink(minilm_dir / "model.safetensors", folder / "model.safetensors")

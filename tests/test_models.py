@@ -28,8 +28,14 @@ from onnx import TensorProto, helper
 
 from .test_engine import FP32_COSINE, cosines
 
-CONFIG_FILES = ("config.json", "tokenizer.json", "modules.json", "sentence_bert_config.json",
-                "config_sentence_transformers.json", "1_Pooling/config.json")
+CONFIG_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "1_Pooling/config.json",
+)
 
 
 def copy_configs(source: Path, target: Path) -> None:
@@ -45,20 +51,33 @@ def write_json(path: Path, data: object) -> None:
 
 def test_minilm_config_is_read_from_its_files(minilm_dir):
     config = load_model_config(minilm_dir, "m")
-    assert (config.pooling, config.normalize, config.max_seq_length, config.dimension) == ("mean", True, 256, 384)
+    assert (config.pooling, config.normalize, config.max_seq_length, config.dimension) == (
+        "mean",
+        True,
+        256,
+        384,
+    )
     assert config.architecture == "BertModel"
 
 
 def test_pooling_normalize_prompts_and_limits_follow_the_files(tmp_path, minilm_dir):
     copy_configs(minilm_dir, tmp_path)
-    write_json(tmp_path / "modules.json", [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "pool", "type": "sentence_transformers.models.Pooling"},
-    ])
-    write_json(tmp_path / "pool" / "config.json", {"word_embedding_dimension": 384, "pooling_mode_cls_token": True})
+    write_json(
+        tmp_path / "modules.json",
+        [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "pool", "type": "sentence_transformers.models.Pooling"},
+        ],
+    )
+    write_json(
+        tmp_path / "pool" / "config.json",
+        {"word_embedding_dimension": 384, "pooling_mode_cls_token": True},
+    )
     write_json(tmp_path / "sentence_bert_config.json", {"max_seq_length": 128})
-    write_json(tmp_path / "config_sentence_transformers.json",
-               {"prompts": {"query": "query: ", "document": ""}, "default_prompt_name": "query"})
+    write_json(
+        tmp_path / "config_sentence_transformers.json",
+        {"prompts": {"query": "query: ", "document": ""}, "default_prompt_name": "query"},
+    )
     config = load_model_config(tmp_path, "custom")
     assert (config.pooling, config.normalize, config.max_seq_length) == ("cls", False, 128)
     assert config.prompts == {"query": "query: ", "document": ""}
@@ -66,8 +85,10 @@ def test_pooling_normalize_prompts_and_limits_follow_the_files(tmp_path, minilm_
 
     write_json(tmp_path / "pool" / "config.json", {"pooling_mode": "lasttoken"})
     assert load_model_config(tmp_path, "custom").pooling == "last"
-    write_json(tmp_path / "pool" / "config.json", {"pooling_mode_max_tokens": True,
-                                                   "pooling_mode_mean_tokens": True})
+    write_json(
+        tmp_path / "pool" / "config.json",
+        {"pooling_mode_max_tokens": True, "pooling_mode_mean_tokens": True},
+    )
     with pytest.raises(ModelConfigError, match="concatenated"):
         load_model_config(tmp_path, "custom")
 
@@ -75,22 +96,35 @@ def test_pooling_normalize_prompts_and_limits_follow_the_files(tmp_path, minilm_
 def test_prompts_are_prepended_to_texts(tmp_path, minilm_dir):
     copy_configs(minilm_dir, tmp_path)
     shutil.copyfile(minilm_dir / "model.safetensors", tmp_path / "model.safetensors")
-    write_json(tmp_path / "config_sentence_transformers.json",
-               {"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": "query"})
+    write_json(
+        tmp_path / "config_sentence_transformers.json",
+        {"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": "query"},
+    )
     engine = Engine.from_pretrained(tmp_path)
     plain = Engine.from_pretrained(minilm_dir)
     by_default = engine.embed(["what is a license"])
-    assert by_default.token_counts.tolist() == plain.embed(["query: what is a license"]).token_counts.tolist()
+    assert (
+        by_default.token_counts.tolist()
+        == plain.embed(["query: what is a license"]).token_counts.tolist()
+    )
     expected = plain.embed(["query: what is a license", "passage: what is a license"]).embeddings
     assert cosines(by_default.embeddings, expected[:1])[0] >= 0.999999
-    assert cosines(engine.embed(["what is a license"], prompt_name="passage").embeddings, expected[1:])[0] >= 0.999999
+    assert (
+        cosines(
+            engine.embed(["what is a license"], prompt_name="passage").embeddings, expected[1:]
+        )[0]
+        >= 0.999999
+    )
 
 
 def test_unknown_architecture_is_named(tmp_path, minilm_dir):
     copy_configs(minilm_dir, tmp_path)
     shutil.copyfile(minilm_dir / "model.safetensors", tmp_path / "model.safetensors")
     config = json.loads((minilm_dir / "config.json").read_text())
-    write_json(tmp_path / "config.json", {**config, "architectures": ["T5EncoderModel"], "model_type": "t5"})
+    write_json(
+        tmp_path / "config.json",
+        {**config, "architectures": ["T5EncoderModel"], "model_type": "t5"},
+    )
     with pytest.raises(UnsupportedArchitectureError, match="T5EncoderModel"):
         Engine.from_pretrained(tmp_path)
 
@@ -141,13 +175,22 @@ def _odd_graph(source: Path, target: Path) -> None:
         node.output[:] = ["sentence_states" if o == old_out else o for o in node.output]
     graph.output[0].name = "sentence_states"
     # An extra 2-D output first, so picking "the first output" would be wrong.
-    graph.output.insert(0, helper.make_tensor_value_info("attention_mask_out", TensorProto.INT64, ["b", "s"]))
+    graph.output.insert(
+        0, helper.make_tensor_value_info("attention_mask_out", TensorProto.INT64, ["b", "s"])
+    )
     graph.node.append(helper.make_node("Identity", ["attention_mask"], ["attention_mask_out"]))
     token_types = next(i for i in graph.input if i.name == "token_type_ids")
     graph.input.remove(token_types)
     graph.node.insert(0, helper.make_node("Shape", ["input_ids"], ["ids_shape"]))
-    graph.node.insert(1, helper.make_node("ConstantOfShape", ["ids_shape"], ["token_type_ids"],
-                                          value=helper.make_tensor("zero", TensorProto.INT64, [1], [0])))
+    graph.node.insert(
+        1,
+        helper.make_node(
+            "ConstantOfShape",
+            ["ids_shape"],
+            ["token_type_ids"],
+            value=helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
+        ),
+    )
     onnx.save(model, str(target))
 
 
@@ -173,7 +216,9 @@ def test_int8_catalog_model_is_close_to_the_reference(reference):
 
 
 def test_int8_onnx_file_paired_with_a_tokenizer(reference, minilm_dir, tmp_path):
-    shutil.copyfile(resolve_model_dir("all-MiniLM-L6-v2-int8") / "model.onnx", tmp_path / "model.onnx")
+    shutil.copyfile(
+        resolve_model_dir("all-MiniLM-L6-v2-int8") / "model.onnx", tmp_path / "model.onnx"
+    )
     engine = Engine.from_pretrained(tmp_path, tokenizer=minilm_dir)
     assert _int8_report(engine, reference).min() >= 0.98
 

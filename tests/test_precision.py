@@ -106,7 +106,11 @@ def test_int8_keeps_sensitive_layers_in_float(engines, minilm_dir):
     }
     expected = set(sensitive_nodes(onnx_for(minilm_dir)))
     # FFN down-projections of every layer and all of the last layer, and nothing else with a weight.
-    assert {"layer.0/mlp/down/matmul", "layer.4/mlp/down/matmul", "layer.5/query/matmul"} <= expected
+    assert {
+        "layer.0/mlp/down/matmul",
+        "layer.4/mlp/down/matmul",
+        "layer.5/query/matmul",
+    } <= expected
     assert "layer.0/query/matmul" not in expected
     attention_products = {
         f"layer.{n}/attention/{part}" for n in range(6) for part in ("scores", "context")

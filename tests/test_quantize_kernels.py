@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 finite = st.floats(-2, 2, width=32, allow_nan=False)
-matrices = hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=2, min_side=0, max_side=40),
-                      elements=finite)
+matrices = hnp.arrays(
+    np.float32, hnp.array_shapes(min_dims=2, max_dims=2, min_side=0, max_side=40), elements=finite
+)
 
 
 def numpy_quantize(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, signed: bool) -> np.ndarray:
@@ -32,8 +33,9 @@ def test_quantize_matches_numpy(x, signed, transposed, data):
         x = np.ascontiguousarray(x.T).T  # a non-C-contiguous view of the same values
     d = x.shape[1]
     lo = np.asarray(data.draw(st.lists(finite, min_size=d, max_size=d)), np.float32)
-    width = np.asarray(data.draw(st.lists(st.floats(0, 3, width=32), min_size=d, max_size=d)),
-                       np.float32)
+    width = np.asarray(
+        data.draw(st.lists(st.floats(0, 3, width=32), min_size=d, max_size=d)), np.float32
+    )
     hi = (lo + width).astype(np.float32)
     got = _core.quantize(x, lo, hi, signed=signed)
     assert got.dtype == (np.int8 if signed else np.uint8) and got.shape == x.shape

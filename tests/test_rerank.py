@@ -59,14 +59,16 @@ def test_scores_match_cross_encoder(which, cross_encoder_dirs, documents):
         got = reranker.score(pairs)
         np.testing.assert_allclose(got, expected, atol=SCORE_ATOL, rtol=0)
         raw = ce.predict(pairs, batch_size=16, activation_fn=torch.nn.Identity())
-        np.testing.assert_allclose(reranker.score(pairs, raw_scores=True), raw, atol=SCORE_ATOL,
-                                   rtol=0)
+        np.testing.assert_allclose(
+            reranker.score(pairs, raw_scores=True), raw, atol=SCORE_ATOL, rtol=0
+        )
         ranked = reranker.rank(query, documents, top_n=10)
         want = ce.rank(query, documents, top_k=10, batch_size=16)
         assert [r.index for r in ranked] == [w["corpus_id"] for w in want]
         assert [r.document for r in ranked] == [documents[w["corpus_id"]] for w in want]
-        np.testing.assert_allclose([r.score for r in ranked], [w["score"] for w in want],
-                                   atol=SCORE_ATOL, rtol=0)
+        np.testing.assert_allclose(
+            [r.score for r in ranked], [w["score"] for w in want], atol=SCORE_ATOL, rtol=0
+        )
     assert np.std(got) > 0.01  # the random head separates documents: the order is a real test
 
 
@@ -95,8 +97,9 @@ def test_pair_tokens_match_transformers(which, max_length, cross_encoder_dirs, d
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     for query in [*QUERIES, documents[-1]]:
         prepared = reranker.prepare(query, documents)
-        want = tokenizer([query] * len(documents), documents, truncation="longest_first",
-                         max_length=max_length)
+        want = tokenizer(
+            [query] * len(documents), documents, truncation="longest_first", max_length=max_length
+        )
         assert [p.ids.tolist() for p in prepared.pairs] == want["input_ids"]
         types = want.get("token_type_ids") or [[0] * len(ids) for ids in want["input_ids"]]
         assert [p.types.tolist() for p in prepared.pairs] == types

@@ -24,7 +24,12 @@ from sentence_transformers.sentence_transformer import modules as st_models
 
 COSINE = 0.9999
 MAX_SEQ = 64
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +45,13 @@ def tiny_bert(tmp_path_factory, minilm_dir) -> Path:
     """A 2-layer random BERT (seeded) with all-MiniLM's uncased WordPiece tokenizer."""
     folder = tmp_path_factory.mktemp("tiny-bert")
     config = transformers.BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=128, hidden_act="gelu",
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        hidden_act="gelu",
     )
     torch.manual_seed(1234)
     transformers.BertModel(config).eval().save_pretrained(folder)
@@ -50,17 +60,28 @@ def tiny_bert(tmp_path_factory, minilm_dir) -> Path:
     return folder
 
 
-def st_folder(tiny_bert: Path, target: Path, *, pooling: str, include_prompt: bool = True,
-              dense: str | None = None, normalize: bool = False,
-              prompts: dict[str, str] | None = None, default_prompt: str | None = None) -> Path:
+def st_folder(
+    tiny_bert: Path,
+    target: Path,
+    *,
+    pooling: str,
+    include_prompt: bool = True,
+    dense: str | None = None,
+    normalize: bool = False,
+    prompts: dict[str, str] | None = None,
+    default_prompt: str | None = None,
+) -> Path:
     """Save a sentence-transformers model around tiny_bert; return its folder."""
     models = st_models
     modules = [models.Transformer(str(tiny_bert), max_seq_length=MAX_SEQ)]
     modules.append(models.Pooling(32, pooling_mode=pooling, include_prompt=include_prompt))
     if dense is not None:
         torch.manual_seed(99)
-        activation = {"tanh": torch.nn.Tanh(), "identity": torch.nn.Identity(),
-                      "gelu": torch.nn.GELU()}[dense]
+        activation = {
+            "tanh": torch.nn.Tanh(),
+            "identity": torch.nn.Identity(),
+            "gelu": torch.nn.GELU(),
+        }[dense]
         modules.append(models.Dense(32, 24, activation_function=activation))
     if normalize:
         modules.append(models.Normalize())
@@ -71,7 +92,9 @@ def st_folder(tiny_bert: Path, target: Path, *, pooling: str, include_prompt: bo
     return target
 
 
-def st_vectors(folder: Path, texts: list[str], prompt_name: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def st_vectors(
+    folder: Path, texts: list[str], prompt_name: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """sentence-transformers' vectors and token counts (prompt included) for `texts`."""
     model = sentence_transformers.SentenceTransformer(str(folder), device="cpu")
     vectors = model.encode(texts, batch_size=16, prompt_name=prompt_name, convert_to_numpy=True)
@@ -96,8 +119,14 @@ def assert_same(folder: Path, texts: list[str], prompt_name: str | None = None) 
 
 @pytest.mark.parametrize(
     ("pooling", "normalize"),
-    [("cls", False), ("mean", True), ("max", False), ("mean_sqrt_len_tokens", False),
-     ("weightedmean", True), ("lasttoken", False)],
+    [
+        ("cls", False),
+        ("mean", True),
+        ("max", False),
+        ("mean_sqrt_len_tokens", False),
+        ("weightedmean", True),
+        ("lasttoken", False),
+    ],
 )
 def test_pooling_modes_match_sentence_transformers(tiny_bert, tmp_path, texts, pooling, normalize):
     folder = st_folder(tiny_bert, tmp_path / "m", pooling=pooling, normalize=normalize)
@@ -115,9 +144,12 @@ def test_legacy_module_paths_and_pooling_flags(tiny_bert, tmp_path, texts):
     new = json.loads((folder / "1_Pooling" / "config.json").read_text())
     assert new["pooling_mode"] == "max"  # the new format, which this test rewrites
     legacy = {
-        "word_embedding_dimension": 32, "pooling_mode_cls_token": False,
-        "pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": True,
-        "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_weightedmean_tokens": False,
+        "word_embedding_dimension": 32,
+        "pooling_mode_cls_token": False,
+        "pooling_mode_mean_tokens": False,
+        "pooling_mode_max_tokens": True,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+        "pooling_mode_weightedmean_tokens": False,
         "pooling_mode_lasttoken": False,
     }
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(legacy))
@@ -146,7 +178,9 @@ def test_dense_head_from_pytorch_bin_without_torch_at_run_time(tiny_bert, tmp_pa
 
 
 def test_torch_zip_reader_refuses_other_pickled_objects(tmp_path):
-    torch.save({"linear.weight": torch.zeros(2, 2), "extra": torch.nn.Linear(2, 2)}, tmp_path / "x.bin")
+    torch.save(
+        {"linear.weight": torch.zeros(2, 2), "extra": torch.nn.Linear(2, 2)}, tmp_path / "x.bin"
+    )
     with pytest.raises(ValueError, match="not allowed"):
         read_torch_zip(tmp_path / "x.bin")
 
@@ -154,13 +188,26 @@ def test_torch_zip_reader_refuses_other_pickled_objects(tmp_path):
 @pytest.mark.parametrize("pooling", ["mean", "weightedmean", "cls"])
 def test_include_prompt_false_leaves_the_prompt_out(tiny_bert, tmp_path, texts, pooling):
     prompts = {"query": "Represent this sentence for searching relevant passages: ", "passage": ""}
-    folder = st_folder(tiny_bert, tmp_path / "m", pooling=pooling, include_prompt=False,
-                       normalize=True, prompts=prompts, default_prompt="query")
+    folder = st_folder(
+        tiny_bert,
+        tmp_path / "m",
+        pooling=pooling,
+        include_prompt=False,
+        normalize=True,
+        prompts=prompts,
+        default_prompt="query",
+    )
     engine = assert_same(folder, texts)  # the default prompt
     assert_same(folder, texts, prompt_name="passage")
     # Pooling the prompt's tokens too gives other vectors: the exclusion is real.
-    with_prompt = st_folder(tiny_bert, tmp_path / "w", pooling=pooling, normalize=True,
-                            prompts=prompts, default_prompt="query")
+    with_prompt = st_folder(
+        tiny_bert,
+        tmp_path / "w",
+        pooling=pooling,
+        normalize=True,
+        prompts=prompts,
+        default_prompt="query",
+    )
     other = Engine.from_pretrained(with_prompt).embed(texts).embeddings
     mine = engine.embed(texts).embeddings
     assert float((other * mine).sum(1).min()) < 0.999
@@ -170,15 +217,21 @@ def test_prompts_and_an_eos_appending_post_processor_with_last_token(tiny_bert, 
     """A decoder-style tokenizer: no BOS, an EOS appended by the post-processor, an instruction
     prompt from config_sentence_transformers.json, last-token pooling on the EOS."""
     prompts = {"query": "Instruct: Given a web search query, retrieve relevant passages\nQuery:"}
-    folder = st_folder(tiny_bert, tmp_path / "m", pooling="lasttoken", normalize=True,
-                       prompts=prompts)
+    folder = st_folder(
+        tiny_bert, tmp_path / "m", pooling="lasttoken", normalize=True, prompts=prompts
+    )
     tokenizer = json.loads((folder / "tokenizer.json").read_text())
     tokenizer["post_processor"] = {
         "type": "TemplateProcessing",
-        "single": [{"Sequence": {"id": "A", "type_id": 0}},
-                   {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
-        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}},
-                 {"SpecialToken": {"id": "[SEP]", "type_id": 1}}],
+        "single": [
+            {"Sequence": {"id": "A", "type_id": 0}},
+            {"SpecialToken": {"id": "[SEP]", "type_id": 0}},
+        ],
+        "pair": [
+            {"Sequence": {"id": "A", "type_id": 0}},
+            {"Sequence": {"id": "B", "type_id": 1}},
+            {"SpecialToken": {"id": "[SEP]", "type_id": 1}},
+        ],
         "special_tokens": {"[SEP]": {"id": "[SEP]", "ids": [102], "tokens": ["[SEP]"]}},
     }
     (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
@@ -200,15 +253,24 @@ def test_server_batches_keep_the_prompt_out_of_pooling(tiny_bert, tmp_path, text
     from .server.conftest import live_server
 
     prompts = {"query": "query: ", "passage": ""}
-    folder = st_folder(tiny_bert, tmp_path / "m", pooling="mean", include_prompt=False,
-                       normalize=True, prompts=prompts)
+    folder = st_folder(
+        tiny_bert,
+        tmp_path / "m",
+        pooling="mean",
+        include_prompt=False,
+        normalize=True,
+        prompts=prompts,
+    )
     want = {name: st_vectors(folder, texts[:12], prompt_name=name)[0] for name in prompts}
     engine = Engine.from_pretrained(folder, name="tiny")
     config = ServerConfig(models=(ModelSpec("tiny"),))
     with live_server(config, engines={"tiny": engine}) as server, httpx.Client() as client:
         for name in ("query", "passage", "query"):
-            reply = client.post(f"{server.url}/v1/embeddings", timeout=60, json={
-                "model": "tiny", "input": texts[:12], "prompt_name": name})
+            reply = client.post(
+                f"{server.url}/v1/embeddings",
+                timeout=60,
+                json={"model": "tiny", "input": texts[:12], "prompt_name": name},
+            )
             assert reply.status_code == 200, reply.text
             got = np.asarray([d["embedding"] for d in reply.json()["data"]], dtype=np.float64)
             assert (got * want[name]).sum(1).min() >= COSINE, name

@@ -65,8 +65,10 @@ def test_special_tokens_and_vocabulary(tokenizer):
 
 def test_ids_equal_transformers_with_truncation(tokenizer, hf_tokenizer, texts):
     content = tokenizer.content_ids(texts)
-    ours = [tokenizer.model_sequence(i, ids, truncate=True, direction="right").tolist()
-            for i, ids in enumerate(content)]
+    ours = [
+        tokenizer.model_sequence(i, ids, truncate=True, direction="right").tolist()
+        for i, ids in enumerate(content)
+    ]
     theirs = hf_tokenizer(texts, truncation=True, max_length=MAX)["input_ids"]
     assert ours == theirs
     assert max(len(ids) for ids in ours) == MAX
@@ -83,7 +85,7 @@ def test_left_truncation_keeps_both_special_tokens(tokenizer, hf_tokenizer, text
     finally:
         hf_tokenizer.truncation_side = "right"
     assert left == theirs
-    assert left[0] == 0 and left[-1] == 2 and left[1:-1] == ids[-(MAX - 2):]
+    assert left[0] == 0 and left[-1] == 2 and left[1:-1] == ids[-(MAX - 2) :]
 
 
 def test_token_arrays_get_the_special_tokens_and_are_checked(minilm_dir, xlmr_dir, hf_tokenizer):

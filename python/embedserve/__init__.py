@@ -1,8 +1,8 @@
 """embedserve: text embeddings with a compiled core and an OpenAI-compatible server.
 
-    from embedserve import Engine
-    engine = Engine.from_pretrained("all-MiniLM-L6-v2")
-    vectors = engine.embed(["a text", "another"]).embeddings
+from embedserve import Engine
+engine = Engine.from_pretrained("all-MiniLM-L6-v2")
+vectors = engine.embed(["a text", "another"]).embeddings
 """
 
 from __future__ import annotations

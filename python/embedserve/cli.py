@@ -9,8 +9,10 @@ from collections.abc import Sequence
 from embedserve.models import DEFAULT_MODEL
 from embedserve.precision import PRECISIONS, add_precision_arguments
 
-COMPILE_HELP = ("compile the safetensors weights even where the model ships an ONNX graph "
-                "(from a hub repo, download those weights instead of the graph)")
+COMPILE_HELP = (
+    "compile the safetensors weights even where the model ships an ONNX graph "
+    "(from a hub repo, download those weights instead of the graph)"
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,12 +32,19 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="embedserve", description=__doc__)
     commands = parser.add_subparsers(title="commands")
 
-    pull = commands.add_parser("pull", help="fetch a model into the cache and prepare its ONNX graph "
-                               "(`pull tiktoken`: the rank files that decode OpenAI token arrays)")
+    pull = commands.add_parser(
+        "pull",
+        help="fetch a model into the cache and prepare its ONNX graph "
+        "(`pull tiktoken`: the rank files that decode OpenAI token arrays)",
+    )
     pull.add_argument("model", nargs="?", default=DEFAULT_MODEL)
     pull.add_argument("--quantize", choices=["int8"], help="older spelling of --precision int8")
-    pull.add_argument("--precision", choices=sorted(PRECISIONS), type=str.lower,
-                      help="also build the graph this precision runs (int8: calibrate and quantize)")
+    pull.add_argument(
+        "--precision",
+        choices=sorted(PRECISIONS),
+        type=str.lower,
+        help="also build the graph this precision runs (int8: calibrate and quantize)",
+    )
     pull.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     pull.set_defaults(run=_pull)
 
@@ -43,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     models.set_defaults(run=_models)
 
     embed = commands.add_parser("embed", help="print the vectors of texts as JSON")
-    embed.add_argument("texts", nargs="*", help="texts to embed; none or '-' reads lines from stdin")
+    embed.add_argument(
+        "texts", nargs="*", help="texts to embed; none or '-' reads lines from stdin"
+    )
     embed.add_argument("--model", default=DEFAULT_MODEL)
     embed.add_argument("--dimensions", type=int)
     embed.add_argument("--no-normalize", dest="normalize", action="store_false", default=None)
@@ -87,8 +98,9 @@ def _pull(args: argparse.Namespace) -> int:
             print(f"{path.stem}: {path}")
         return 0
     directory = resolve_model_dir(args.model, compile=args.compile)
-    graph = graph_for(directory, resolve_precision(args.precision, args.quantize),
-                      compile=args.compile)
+    graph = graph_for(
+        directory, resolve_precision(args.precision, args.quantize), compile=args.compile
+    )
     print(f"{args.model}: {directory}")
     print(f"onnx graph: {graph}")
     return 0
@@ -101,11 +113,21 @@ def _embed(args: argparse.Namespace) -> int:
     texts = list(args.texts)
     if not texts or texts == ["-"]:
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    engine = Engine.from_pretrained(args.model, providers=args.providers, quantize=args.quantize,
-                                    compile=args.compile, precision=args.precision,
-                                    runtime=args.runtime)
-    result = engine.embed(texts, dimensions=args.dimensions, normalize=args.normalize,
-                          truncate=args.truncate, prompt_name=args.prompt_name)
+    engine = Engine.from_pretrained(
+        args.model,
+        providers=args.providers,
+        quantize=args.quantize,
+        compile=args.compile,
+        precision=args.precision,
+        runtime=args.runtime,
+    )
+    result = engine.embed(
+        texts,
+        dimensions=args.dimensions,
+        normalize=args.normalize,
+        truncate=args.truncate,
+        prompt_name=args.prompt_name,
+    )
     sys.stdout.write("[" + ",\n".join(_core.encode_json(result.embeddings)) + "]\n")
     return 0
 
@@ -124,26 +146,54 @@ def _bench(args: argparse.Namespace) -> int:
 
     from embedserve.engine import Engine
 
-    engine = Engine.from_pretrained(args.model, providers=args.providers, quantize=args.quantize,
-                                    precision=args.precision, runtime=args.runtime,
-                                    intra_op_threads=args.threads)
-    words = ["embedding", "models", "turn", "text", "into", "vectors", "so", "that", "similar",
-             "meanings", "land", "close", "together", "in", "space", "for", "search",
-             "clustering", "and", "deduplication"]
-    texts = [" ".join(words[(i + j) % len(words)] for j in range(args.words)) for i in range(args.texts)]
+    engine = Engine.from_pretrained(
+        args.model,
+        providers=args.providers,
+        quantize=args.quantize,
+        precision=args.precision,
+        runtime=args.runtime,
+        intra_op_threads=args.threads,
+    )
+    words = [
+        "embedding",
+        "models",
+        "turn",
+        "text",
+        "into",
+        "vectors",
+        "so",
+        "that",
+        "similar",
+        "meanings",
+        "land",
+        "close",
+        "together",
+        "in",
+        "space",
+        "for",
+        "search",
+        "clustering",
+        "and",
+        "deduplication",
+    ]
+    texts = [
+        " ".join(words[(i + j) % len(words)] for j in range(args.words)) for i in range(args.texts)
+    ]
     engine.embed(texts[:8])
     seconds, tokens = [], 0
     for _ in range(args.repeats):
         start = time.perf_counter()
         for i in range(0, len(texts), args.batch_size):
-            tokens += engine.embed(texts[i:i + args.batch_size]).total_tokens
+            tokens += engine.embed(texts[i : i + args.batch_size]).total_tokens
         seconds.append(time.perf_counter() - start)
     median = statistics.median(seconds)
     per_run_tokens = tokens // args.repeats
     info = engine.model_info
-    print(f"{info.name} on {info.provider} ({info.precision}): {args.texts / median:.1f} texts/s, "
-          f"{per_run_tokens / median:.0f} tokens/s (median of {args.repeats}, "
-          f"{per_run_tokens / args.texts:.1f} tokens a text, {args.batch_size} texts a call)")
+    print(
+        f"{info.name} on {info.provider} ({info.precision}): {args.texts / median:.1f} texts/s, "
+        f"{per_run_tokens / median:.0f} tokens/s (median of {args.repeats}, "
+        f"{per_run_tokens / args.texts:.1f} tokens a text, {args.batch_size} texts a call)"
+    )
     return 0
 
 

@@ -65,7 +65,9 @@ class Prepared:
 
     @property
     def token_counts(self) -> np.ndarray:
-        return np.fromiter((len(s) for s in self.sequences), dtype=np.int64, count=len(self.sequences))
+        return np.fromiter(
+            (len(s) for s in self.sequences), dtype=np.int64, count=len(self.sequences)
+        )
 
 
 @dataclass(frozen=True)
@@ -81,15 +83,24 @@ class EmbeddingResult:
 class Engine:
     """Turns texts or token arrays into the vectors sentence-transformers gives. Thread-safe."""
 
-    def __init__(self, config: ModelConfig, tokenizer: ModelTokenizer, session: EncoderSession | Backend,
-                 *, max_batch_tokens: int | None = None, precision: str = "fp32") -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        tokenizer: ModelTokenizer,
+        session: EncoderSession | Backend,
+        *,
+        max_batch_tokens: int | None = None,
+        precision: str = "fp32",
+    ) -> None:
         self.config = config
         self.tokenizer = tokenizer
         self.session = session
         self.max_batch_tokens = max_batch_tokens or default_max_batch_tokens(session.provider)
         # Dense heads after pooling (sentence-transformers' Dense modules), applied in order.
         self.dense = [load_dense(path) for path in config.dense_paths]
-        dimension = self.dense[-1].out_features if self.dense else session.hidden_size or config.dimension
+        dimension = (
+            self.dense[-1].out_features if self.dense else session.hidden_size or config.dimension
+        )
         if dimension is None:
             raise ValueError(f"{config.directory}: cannot tell the embedding dimension")
         self.model_info = ModelInfo(
@@ -143,7 +154,8 @@ class Engine:
             # is pooled and the graph is a float one; otherwise the C++ kernels pool.
             in_graph = (
                 config.pooling
-                if config.pooling in POOLING_MODES and config.include_prompt
+                if config.pooling in POOLING_MODES
+                and config.include_prompt
                 and chosen.graph != "int8-static"
                 else None
             )
@@ -154,17 +166,30 @@ class Engine:
             runtime_name = choose_runtime(runtime, chosen, providers)
             graph = graph_for(model_dir, chosen, config_dir, compile=compile)
             session = open_backend(graph, chosen, runtime_name, options)
-            if max_batch_tokens is None and session.provider in ("CPUExecutionProvider",
-                                                                 "OpenVINO:CPU"):
+            if max_batch_tokens is None and session.provider in (
+                "CPUExecutionProvider",
+                "OpenVINO:CPU",
+            ):
                 max_batch_tokens = chosen.cpu_batch_tokens
         model_tokenizer = ModelTokenizer(config_dir / "tokenizer.json", config.max_seq_length)
-        return cls(config, model_tokenizer, session, max_batch_tokens=max_batch_tokens,
-                   precision=chosen.name)
+        return cls(
+            config,
+            model_tokenizer,
+            session,
+            max_batch_tokens=max_batch_tokens,
+            precision=chosen.name,
+        )
 
     # -- the steps, public so the server's batcher can run them separately --
 
-    def prepare(self, inputs: TextsOrTokens | Inputs, *, truncate: bool = True,
-                truncation_direction: str = "right", prompt_name: str | None = None) -> Prepared:
+    def prepare(
+        self,
+        inputs: TextsOrTokens | Inputs,
+        *,
+        truncate: bool = True,
+        truncation_direction: str = "right",
+        prompt_name: str | None = None,
+    ) -> Prepared:
         """Tokenize (or check token arrays), add special tokens and apply the length limit.
 
         Trusts `truncation_direction`: the server's schema and `embed` check it at their boundary.
@@ -179,7 +204,9 @@ class Engine:
             content = parsed.token_arrays or []
             self.tokenizer.check_token_ids(content)
         specials = self.tokenizer.specials
-        untruncated = np.fromiter((len(ids) + specials for ids in content), dtype=np.int64, count=len(content))
+        untruncated = np.fromiter(
+            (len(ids) + specials for ids in content), dtype=np.int64, count=len(content)
+        )
         sequences = [
             self.tokenizer.model_sequence(i, ids, truncate=truncate, direction=truncation_direction)
             for i, ids in enumerate(content)
@@ -188,8 +215,9 @@ class Engine:
             sequences = self._mark_prompt(sequences, content, prompt, truncation_direction)
         return Prepared(sequences, untruncated)
 
-    def _mark_prompt(self, sequences: list[np.ndarray], content: list[list[int]], prompt: str,
-                     direction: str) -> list[np.ndarray]:
+    def _mark_prompt(
+        self, sequences: list[np.ndarray], content: list[list[int]], prompt: str, direction: str
+    ) -> list[np.ndarray]:
         """Sequences that know how many leading tokens sentence-transformers leaves out of pooling.
 
         Its count is the prompt tokenized alone with special tokens, less a trailing special
@@ -215,7 +243,9 @@ class Engine:
         else:
             skip = None
             if not self.config.include_prompt:
-                skip = np.fromiter((getattr(s, "pool_skip", 0) for s in sequences), np.int64, len(sequences))
+                skip = np.fromiter(
+                    (getattr(s, "pool_skip", 0) for s in sequences), np.int64, len(sequences)
+                )
             pooled = _core.pool(out, mask, self.config.pooling, skip)
         for layer in self.dense:
             pooled = layer(pooled)
@@ -229,8 +259,9 @@ class Engine:
             out[group] = self.forward([sequences[i] for i in group])
         return out
 
-    def finish(self, pooled: np.ndarray, *, dimensions: int | None = None,
-               normalize: bool | None = None) -> np.ndarray:
+    def finish(
+        self, pooled: np.ndarray, *, dimensions: int | None = None, normalize: bool | None = None
+    ) -> np.ndarray:
         """Matryoshka cut to `dimensions`, then L2 normalization if asked (default: the model's).
 
         Trusts `dimensions` (the server's limits and `embed` check it); the C++ kernel still refuses
@@ -243,7 +274,9 @@ class Engine:
         """The library boundary's checks (the server checks the same fields in its schema)."""
         size = self.model_info.dimension
         if dimensions is not None and (isinstance(dimensions, bool) or not 1 <= dimensions <= size):
-            raise InputError(f"dimensions must be between 1 and {size}, got {dimensions!r}", param="dimensions")
+            raise InputError(
+                f"dimensions must be between 1 and {size}, got {dimensions!r}", param="dimensions"
+            )
         if truncation_direction not in DIRECTIONS:
             raise InputError(
                 f"truncation_direction must be one of {DIRECTIONS}, got {truncation_direction!r}",
@@ -252,22 +285,42 @@ class Engine:
 
     # -- the whole thing --
 
-    def embed(self, inputs: TextsOrTokens, *, dimensions: int | None = None, normalize: bool | None = None,
-              truncate: bool = True, truncation_direction: str = "right",
-              prompt_name: str | None = None) -> EmbeddingResult:
+    def embed(
+        self,
+        inputs: TextsOrTokens,
+        *,
+        dimensions: int | None = None,
+        normalize: bool | None = None,
+        truncate: bool = True,
+        truncation_direction: str = "right",
+        prompt_name: str | None = None,
+    ) -> EmbeddingResult:
         """Vectors for `inputs` (a string, strings, one token array or token arrays), in input order."""
         self.check_arguments(dimensions, truncation_direction)
-        prepared = self.prepare(inputs, truncate=truncate, truncation_direction=truncation_direction,
-                                prompt_name=prompt_name)
-        vectors = self.finish(self.pooled(prepared.sequences), dimensions=dimensions, normalize=normalize)
+        prepared = self.prepare(
+            inputs,
+            truncate=truncate,
+            truncation_direction=truncation_direction,
+            prompt_name=prompt_name,
+        )
+        vectors = self.finish(
+            self.pooled(prepared.sequences), dimensions=dimensions, normalize=normalize
+        )
         return EmbeddingResult(np.ascontiguousarray(vectors), prepared.token_counts)
 
-    def tokenize(self, texts: str | Sequence[str], *, truncate: bool = True,
-                 truncation_direction: str = "right") -> list[list[int]]:
+    def tokenize(
+        self,
+        texts: str | Sequence[str],
+        *,
+        truncate: bool = True,
+        truncation_direction: str = "right",
+    ) -> list[list[int]]:
         """Token ids each text becomes, special tokens included, as the model would see them."""
         self.check_arguments(None, truncation_direction)
         batch = [texts] if isinstance(texts, str) else list(texts)
-        prepared = self.prepare(Inputs(texts=batch), truncate=truncate, truncation_direction=truncation_direction)
+        prepared = self.prepare(
+            Inputs(texts=batch), truncate=truncate, truncation_direction=truncation_direction
+        )
         return [s.tolist() for s in prepared.sequences]
 
     def _prompt(self, prompt_name: str | None) -> str | None:
@@ -278,8 +331,10 @@ class Engine:
         prompts = self.config.prompts
         if name not in prompts:
             known = ", ".join(sorted(prompts)) or "none"
-            raise InputError(f"prompt_name {name!r} is not one of this model's prompts ({known})",
-                             param="prompt_name")
+            raise InputError(
+                f"prompt_name {name!r} is not one of this model's prompts ({known})",
+                param="prompt_name",
+            )
         return prompts[name] or None
 
 

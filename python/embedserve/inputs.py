@@ -49,8 +49,11 @@ def classify_inputs(inputs: TextsOrTokens) -> Inputs:
 
 
 def _is_token_array(item: object) -> bool:
-    return (isinstance(item, Sequence) and not isinstance(item, (str, bytes))
-            and all(_is_token(t) for t in item))
+    return (
+        isinstance(item, Sequence)
+        and not isinstance(item, (str, bytes))
+        and all(_is_token(t) for t in item)
+    )
 
 
 def _check_all(items: list[object], accepts, expected: str) -> None:

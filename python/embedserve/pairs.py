@@ -125,7 +125,9 @@ class PairTokenizer:
         self.template = _pair_template(self._tokenizer)
         if self.template.specials >= max_length:
             raise ValueError(f"max length {max_length} leaves no room for a pair's tokens")
-        self._encode_batch = getattr(self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch)
+        self._encode_batch = getattr(
+            self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch
+        )
 
     def content_ids(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each text without special tokens (one batched call; releases the GIL)."""
@@ -178,11 +180,11 @@ def _pair_template(tokenizer: Tokenizer) -> PairTemplate:
     full = tokenizer.encode(first, second, add_special_tokens=True)
     ids, types = full.ids, full.type_ids
     for start in range(len(ids) - len(a) + 1):
-        if ids[start:start + len(a)] != a:
+        if ids[start : start + len(a)] != a:
             continue
         after = start + len(a)
         for middle_end in range(after, len(ids) - len(b) + 1):
-            if ids[middle_end:middle_end + len(b)] == b:
+            if ids[middle_end : middle_end + len(b)] == b:
                 end = middle_end + len(b)
                 return PairTemplate(
                     prefix=tuple(ids[:start]),

@@ -52,7 +52,7 @@ def plan_batches(lengths: np.ndarray, max_batch_tokens: int) -> list[np.ndarray]
     start = 0
     while start < len(order):
         rows = batch_rows(lengths_desc, start, max_batch_tokens)
-        batches.append(order[start:start + rows])
+        batches.append(order[start : start + rows])
         start += rows
     return batches
 

@@ -43,8 +43,14 @@ class Reranker:
 
     kind = RERANKER
 
-    def __init__(self, config: RerankerConfig, tokenizer: PairTokenizer, session: ClassifierSession,
-                 *, max_batch_tokens: int | None = None) -> None:
+    def __init__(
+        self,
+        config: RerankerConfig,
+        tokenizer: PairTokenizer,
+        session: ClassifierSession,
+        *,
+        max_batch_tokens: int | None = None,
+    ) -> None:
         self.config = config
         self.tokenizer = tokenizer
         self.session = session
@@ -95,7 +101,9 @@ class Reranker:
         quantize = "int8" if chosen.name == "int8" else None
         model_dir = resolve_model_dir(spec, compile=compile)
         config_dir = resolve_model_dir(tokenizer) if tokenizer is not None else model_dir
-        config = load_reranker_config(config_dir, name or _display_name(spec, model_dir), max_length)
+        config = load_reranker_config(
+            config_dir, name or _display_name(spec, model_dir), max_length
+        )
         session = ClassifierSession(
             onnx_for(model_dir, quantize, compile=compile),
             SessionOptions(providers, intra_op_threads, inter_op_threads),
@@ -105,19 +113,37 @@ class Reranker:
 
     # -- the steps, public so the server's batcher can run them separately --
 
-    def prepare(self, query: str, documents: Sequence[str], *, truncate: bool = True,
-                max_tokens_per_doc: int | None = None, param: str = "documents") -> PreparedPairs:
+    def prepare(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        truncate: bool = True,
+        max_tokens_per_doc: int | None = None,
+        param: str = "documents",
+    ) -> PreparedPairs:
         """The (query, document) pairs as the model will see them, query tokenized once; an error
         about one document names it as `param[index]`."""
         _check_text(query, "query")
         docs = _check_texts(documents, "documents")
         query_ids = self.tokenizer.content_ids([query])[0]
         doc_ids = self.tokenizer.content_ids(docs) if docs else []
-        return self.tokenizer.prepare([query_ids] * len(docs), doc_ids, truncate=truncate,
-                                      max_second_tokens=max_tokens_per_doc, param=param)
+        return self.tokenizer.prepare(
+            [query_ids] * len(docs),
+            doc_ids,
+            truncate=truncate,
+            max_second_tokens=max_tokens_per_doc,
+            param=param,
+        )
 
-    def prepare_pairs(self, firsts: Sequence[str], seconds: Sequence[str], *,
-                      truncate: bool = True, param: str = "pairs") -> PreparedPairs:
+    def prepare_pairs(
+        self,
+        firsts: Sequence[str],
+        seconds: Sequence[str],
+        *,
+        truncate: bool = True,
+        param: str = "pairs",
+    ) -> PreparedPairs:
         """Any pairs (firsts[i], seconds[i]); the error for a too-long pair names `param[i]`."""
         a, b = _check_texts(firsts, "text_1"), _check_texts(seconds, "text_2")
         if len(a) != len(b):
@@ -159,24 +185,38 @@ class Reranker:
 
     # -- the whole thing --
 
-    def score(self, pairs: Sequence[tuple[str, str]], *, raw_scores: bool = False,
-              truncate: bool = True) -> np.ndarray:
+    def score(
+        self, pairs: Sequence[tuple[str, str]], *, raw_scores: bool = False, truncate: bool = True
+    ) -> np.ndarray:
         """Scores of (query, document) pairs in order, as `scores` shapes them."""
-        prepared = self.prepare_pairs([p[0] for p in pairs], [p[1] for p in pairs], truncate=truncate)
+        prepared = self.prepare_pairs(
+            [p[0] for p in pairs], [p[1] for p in pairs], truncate=truncate
+        )
         return self.scores(self.logits(prepared.pairs), raw_scores=raw_scores)
 
-    def rank(self, query: str, documents: Sequence[str], top_n: int | None = None, *,
-             raw_scores: bool = False, truncate: bool = True,
-             max_tokens_per_doc: int | None = None) -> list[Ranked]:
+    def rank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        top_n: int | None = None,
+        *,
+        raw_scores: bool = False,
+        truncate: bool = True,
+        max_tokens_per_doc: int | None = None,
+    ) -> list[Ranked]:
         """`documents` ordered by relevance to `query`, best first (ties keep their order), cut to
         `top_n` if given."""
-        if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+        if top_n is not None and (
+            isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1
+        ):
             raise InputError(f"top_n must be a positive integer, got {top_n!r}", param="top_n")
-        prepared = self.prepare(query, documents, truncate=truncate,
-                                max_tokens_per_doc=max_tokens_per_doc)
+        prepared = self.prepare(
+            query, documents, truncate=truncate, max_tokens_per_doc=max_tokens_per_doc
+        )
         relevance = self.relevance(self.logits(prepared.pairs), raw_scores=raw_scores)
-        return [Ranked(int(i), float(relevance[i]), documents[i])
-                for i in ranking(relevance, top_n)]
+        return [
+            Ranked(int(i), float(relevance[i]), documents[i]) for i in ranking(relevance, top_n)
+        ]
 
 
 def ranking(relevance: np.ndarray, top_n: int | None = None) -> np.ndarray:
@@ -193,11 +233,15 @@ def _check_text(value: object, param: str) -> str:
 
 def _check_texts(values: Sequence[str], param: str) -> list[str]:
     if isinstance(values, str) or not isinstance(values, Sequence):
-        raise InputError(f"{param} must be an array of strings, not {type(values).__name__}",
-                         param=param)
+        raise InputError(
+            f"{param} must be an array of strings, not {type(values).__name__}", param=param
+        )
     items = list(values)
     for index, item in enumerate(items):
         if not isinstance(item, str):
-            raise InputError(f"{param}[{index}] must be a string, not {type(item).__name__}",
-                             index=index, param=param)
+            raise InputError(
+                f"{param}[{index}] must be a string, not {type(item).__name__}",
+                index=index,
+                param=param,
+            )
     return items

@@ -29,7 +29,9 @@ class ModelTokenizer:
         self.max_length = max_length
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
         self.prefix, self.suffix = _special_tokens(self._tokenizer)
-        self._encode_batch = getattr(self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch)
+        self._encode_batch = getattr(
+            self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch
+        )
 
     @property
     def specials(self) -> int:
@@ -61,13 +63,15 @@ class ModelTokenizer:
                     index=index,
                 )
 
-    def model_sequence(self, index: int, ids: list[int], *, truncate: bool, direction: str) -> np.ndarray:
+    def model_sequence(
+        self, index: int, ids: list[int], *, truncate: bool, direction: str
+    ) -> np.ndarray:
         """Special tokens around `ids`, cut to the model's limit on the `direction` side if allowed."""
         room = self.max_length - self.specials
         if len(ids) > room:
             if not truncate:
                 raise InputTooLongError(index, len(ids) + self.specials, self.max_length)
-            ids = ids[:room] if direction == "right" else ids[len(ids) - room:]
+            ids = ids[:room] if direction == "right" else ids[len(ids) - room :]
         return np.asarray(self.prefix + ids + self.suffix, dtype=np.int64)
 
 
@@ -77,6 +81,6 @@ def _special_tokens(tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
     plain = tokenizer.encode(probe, add_special_tokens=False).ids
     full = tokenizer.encode(probe, add_special_tokens=True).ids
     for start in range(len(full) - len(plain) + 1):
-        if full[start:start + len(plain)] == plain:
-            return full[:start], full[start + len(plain):]
+        if full[start : start + len(plain)] == plain:
+            return full[:start], full[start + len(plain) :]
     raise ValueError("cannot find where the tokenizer's special tokens go")

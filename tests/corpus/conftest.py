@@ -37,7 +37,11 @@ def write_parquet(path: Path, records: list[dict], row_group_size: int = 16) -> 
 
 def read_output(out: Path) -> tuple[list[int], list[str | None], np.ndarray]:
     table = pq.read_table(out)
-    vectors = np.stack(table.column("embedding").to_numpy(zero_copy_only=False)) if table.num_rows else None
+    vectors = (
+        np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
+        if table.num_rows
+        else None
+    )
     return table.column("row").to_pylist(), table.column("id").to_pylist(), vectors
 
 

@@ -35,13 +35,19 @@ def corpus(tmp_path_factory, reference) -> Path:
 
 
 def test_folder_of_every_format_matches_sentence_transformers(corpus, engine, reference, tmp_path):
-    totals = embed_file(corpus, tmp_path / "out", EmbedFileOptions(batch_texts=32, rows_per_part=64,
-                                                                   quiet=True),
-                        engine=engine, log=None)
+    totals = embed_file(
+        corpus,
+        tmp_path / "out",
+        EmbedFileOptions(batch_texts=32, rows_per_part=64, quiet=True),
+        engine=engine,
+        log=None,
+    )
     rows, ids, vectors = read_output(tmp_path / "out")
     assert rows == list(range(200))
     # Plain text has no ids.
-    assert ids == [f"doc-{i}" for i in range(100)] + [None] * 50 + [f"doc-{i}" for i in range(150, 200)]
+    assert ids == [f"doc-{i}" for i in range(100)] + [None] * 50 + [
+        f"doc-{i}" for i in range(150, 200)
+    ]
     assert vectors.dtype == np.float32 and vectors.shape == (200, 384)
     assert cosines(vectors, reference["normalized"]).min() >= 0.99999
     assert totals["rows"] == 200 and totals["skipped"] == 0 and totals["parts"] == 4
@@ -49,7 +55,11 @@ def test_folder_of_every_format_matches_sentence_transformers(corpus, engine, re
     manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
     assert manifest["complete"] is True
     assert [(p["start"], p["end"], p["rows"]) for p in manifest["parts"]] == [
-        (0, 64, 64), (64, 128, 64), (128, 192, 64), (192, 200, 8)]
+        (0, 64, 64),
+        (64, 128, 64),
+        (128, 192, 64),
+        (192, 200, 8),
+    ]
     schema = pq.read_schema(tmp_path / "out" / "part-000000.parquet")
     assert schema.field("embedding").type == pa.list_(pa.float32(), 384)
     assert schema.names == ["id", "row", "embedding"]
@@ -60,7 +70,7 @@ def test_each_format_reads_its_rows_and_counts_agree(corpus, reference, name):
     first = "abcd".index(name[0]) * 50
     [file] = find_inputs(corpus / name)
     rows = list(read_rows(file, Columns()))
-    assert [text for _, text, _ in rows] == reference["texts"][first:first + 50]
+    assert [text for _, text, _ in rows] == reference["texts"][first : first + 50]
     assert count_rows(file) == 50
     # Resuming skips rows without parsing them: None for each, then the rest as usual.
     assert list(read_rows(file, Columns(), skip=20)) == [None] * 20 + rows[20:]
@@ -77,8 +87,13 @@ def test_stored_types_dimensions_and_precision(corpus, engine, reference, tmp_pa
     outputs = {}
     for kind in ("float16", "int8", "binary"):
         out = tmp_path / kind
-        embed_file(tmp_path / "small.jsonl", out, EmbedFileOptions(embedding_type=kind, quiet=True),
-                   engine=engine, log=None)
+        embed_file(
+            tmp_path / "small.jsonl",
+            out,
+            EmbedFileOptions(embedding_type=kind, quiet=True),
+            engine=engine,
+            log=None,
+        )
         outputs[kind] = read_output(out)[2]
     assert outputs["float16"].dtype == np.float16
     assert np.abs(outputs["float16"].astype(np.float32) - ref).max() < 1e-3
@@ -90,8 +105,13 @@ def test_stored_types_dimensions_and_precision(corpus, engine, reference, tmp_pa
     assert (bits[clear] == (ref > 0)[clear]).all()
 
     cut = tmp_path / "cut"
-    embed_file(tmp_path / "small.jsonl", cut, EmbedFileOptions(dimensions=64, quiet=True),
-               engine=engine, log=None)
+    embed_file(
+        tmp_path / "small.jsonl",
+        cut,
+        EmbedFileOptions(dimensions=64, quiet=True),
+        engine=engine,
+        log=None,
+    )
     vectors = read_output(cut)[2]
     assert vectors.shape == (20, 64)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
@@ -101,14 +121,14 @@ def test_stored_types_dimensions_and_precision(corpus, engine, reference, tmp_pa
 def test_bad_rows_are_skipped_and_reported_by_number(engine, tmp_path, capsys):
     lines = [
         b'{"id": "a", "text": "a good row"}',
-        b'{"id": "b"}',                                   # 1: no text field
-        b'{"id": "c", "text": "   "}',                    # 2: empty
-        b'{"id": "d", "text": "caf\xe9 au lait"}',        # 3: Latin-1 byte, not UTF-8
-        b'{"id": "e", "text": 12}',                       # 4: not a string
-        b'not json at all',                               # 5
-        b'["a", "list"]',                                 # 6: not an object
-        b'',                                              # 7: blank line
-        b'{"id": "i", "text": "lone \\ud800 surrogate"}', # 8: not encodable as UTF-8
+        b'{"id": "b"}',  # 1: no text field
+        b'{"id": "c", "text": "   "}',  # 2: empty
+        b'{"id": "d", "text": "caf\xe9 au lait"}',  # 3: Latin-1 byte, not UTF-8
+        b'{"id": "e", "text": 12}',  # 4: not a string
+        b"not json at all",  # 5
+        b'["a", "list"]',  # 6: not an object
+        b"",  # 7: blank line
+        b'{"id": "i", "text": "lone \\ud800 surrogate"}',  # 8: not encodable as UTF-8
         b'{"id": "j", "text": "another good row"}',
     ]
     (tmp_path / "bad.jsonl").write_bytes(b"\n".join(lines))  # and no final newline
@@ -132,39 +152,68 @@ def test_bad_rows_are_skipped_and_reported_by_number(engine, tmp_path, capsys):
     assert re.search(r"\d+ tok/s, skipped 8", captured.err)
 
     with pytest.raises(CorpusError, match=r"row 1 .*no 'text' field"):
-        embed_file(tmp_path / "bad.jsonl", tmp_path / "fail",
-                   EmbedFileOptions(on_error="fail", quiet=True), engine=engine, log=None)
+        embed_file(
+            tmp_path / "bad.jsonl",
+            tmp_path / "fail",
+            EmbedFileOptions(on_error="fail", quiet=True),
+            engine=engine,
+            log=None,
+        )
 
 
 def test_bad_rows_in_csv_and_parquet(engine, tmp_path):
     (tmp_path / "x.csv").write_bytes(b'id,text\n1,fine\n2,\n3,bad \xff byte\n4\n5,"multi\nline"\n')
     write_parquet(tmp_path / "y.parquet", [{"id": 6, "text": "ok"}, {"id": 7, "text": None}])
-    totals = embed_file(tmp_path, tmp_path / "out", EmbedFileOptions(quiet=True), engine=engine,
-                        log=None)
+    totals = embed_file(
+        tmp_path, tmp_path / "out", EmbedFileOptions(quiet=True), engine=engine, log=None
+    )
     rows, ids, _ = read_output(tmp_path / "out")
     assert rows == [0, 4, 5] and ids == ["1", "5", "6"]
-    assert totals["skipped_rows"] == [(1, "empty text"), (2, "not valid UTF-8 (character 4)"),
-                                      (3, "no 'text' field"), (6, "no 'text' field")]
+    assert totals["skipped_rows"] == [
+        (1, "empty text"),
+        (2, "not valid UTF-8 (character 4)"),
+        (3, "no 'text' field"),
+        (6, "no 'text' field"),
+    ]
 
 
 def test_missing_column_and_unusable_output(engine, tmp_path):
     write_csv(tmp_path / "x.csv", [{"id": 1, "body": "x"}], fields=("id", "body"))
     with pytest.raises(CorpusError, match=r"no column 'text' \(columns: id, body\)"):
-        embed_file(tmp_path / "x.csv", tmp_path / "out", EmbedFileOptions(quiet=True),
-                   engine=engine, log=None)
-    embed_file(tmp_path / "x.csv", tmp_path / "out2", EmbedFileOptions(text_column="body", quiet=True),
-               engine=engine, log=None)
+        embed_file(
+            tmp_path / "x.csv",
+            tmp_path / "out",
+            EmbedFileOptions(quiet=True),
+            engine=engine,
+            log=None,
+        )
+    embed_file(
+        tmp_path / "x.csv",
+        tmp_path / "out2",
+        EmbedFileOptions(text_column="body", quiet=True),
+        engine=engine,
+        log=None,
+    )
     assert read_output(tmp_path / "out2")[:2] == ([0], ["1"])
     # Resuming with other options would mix two kinds of vectors: refused, with what changed.
     with pytest.raises(OutputError, match="dimensions: None then, 8 now"):
-        embed_file(tmp_path / "x.csv", tmp_path / "out2",
-                   EmbedFileOptions(text_column="body", dimensions=8, quiet=True),
-                   engine=engine, log=None)
+        embed_file(
+            tmp_path / "x.csv",
+            tmp_path / "out2",
+            EmbedFileOptions(text_column="body", dimensions=8, quiet=True),
+            engine=engine,
+            log=None,
+        )
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(OutputError, match="not empty"):
-        embed_file(tmp_path / "x.csv", tmp_path / "other", EmbedFileOptions(quiet=True),
-                   engine=engine, log=None)
+        embed_file(
+            tmp_path / "x.csv",
+            tmp_path / "other",
+            EmbedFileOptions(quiet=True),
+            engine=engine,
+            log=None,
+        )
     with pytest.raises(CorpusError, match="no such file"):
         find_inputs(tmp_path / "nope.jsonl")
 

@@ -29,7 +29,10 @@ for corpus, out in zip(sys.argv[2::2], sys.argv[3::2]):
 
 def _corpus(path: Path, rows: int) -> Path:
     with open(path, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps({"id": i, "text": f"row {i} of the corpus", "pad": PAD}) + "\n" for i in range(rows))
+        f.writelines(
+            json.dumps({"id": i, "text": f"row {i} of the corpus", "pad": PAD}) + "\n"
+            for i in range(rows)
+        )
     return path
 
 
@@ -40,12 +43,25 @@ def test_peak_memory_does_not_grow_with_the_corpus(tmp_path, minilm_dir):
     corpus_mib = (large.stat().st_size + 2_000 * 384 * 4) / 2**20  # text in + vectors out
     assert corpus_mib > 3 * budget_mib
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(minilm_dir), str(small), str(tmp_path / "small-out"),
-         str(large), str(tmp_path / "large-out")],
-        capture_output=True, text=True, timeout=170, check=True,
+        [
+            sys.executable,
+            "-c",
+            SCRIPT,
+            str(minilm_dir),
+            str(small),
+            str(tmp_path / "small-out"),
+            str(large),
+            str(tmp_path / "large-out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=True,
     )
     small_peak, large_peak = (int(v) / 1024 for v in done.stdout.split()[-2:])
-    print(f"peak RSS {small_peak:.0f} MiB after 500 rows, {large_peak:.0f} MiB after 2,000 more "
-          f"({corpus_mib:.0f} MiB in and out)")
+    print(
+        f"peak RSS {small_peak:.0f} MiB after 500 rows, {large_peak:.0f} MiB after 2,000 more "
+        f"({corpus_mib:.0f} MiB in and out)"
+    )
     assert large_peak - small_peak < budget_mib
     assert pq.read_table(tmp_path / "large-out").num_rows == 2_000

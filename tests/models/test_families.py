@@ -16,54 +16,122 @@ N_TEXTS = 28
 
 # Small enough to build in a second, large enough for several heads, layers and windows.
 ENCODER = {
-    "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
     "intermediate_size": 48,
 }
 
 RECIPES = {
     "bert": Recipe(
-        "bert", "bert", {**ENCODER, "max_position_embeddings": 64, "vocab_size": 30522},
-        pooling="mean", normalize=True, max_seq_length=48,
+        "bert",
+        "bert",
+        {**ENCODER, "max_position_embeddings": 64, "vocab_size": 30522},
+        pooling="mean",
+        normalize=True,
+        max_seq_length=48,
     ),
     "xlm-roberta": Recipe(
-        "xlm-roberta", "xlm-roberta",
-        {**ENCODER, "max_position_embeddings": 66, "vocab_size": 250002, "type_vocab_size": 1,
-         "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2, "hidden_act": "gelu_new"},
-        pooling="cls", normalize=False, max_seq_length=64, tokenizer="xlmr", exact_in="bfloat16",
+        "xlm-roberta",
+        "xlm-roberta",
+        {
+            **ENCODER,
+            "max_position_embeddings": 66,
+            "vocab_size": 250002,
+            "type_vocab_size": 1,
+            "pad_token_id": 1,
+            "bos_token_id": 0,
+            "eos_token_id": 2,
+            "hidden_act": "gelu_new",
+        },
+        pooling="cls",
+        normalize=False,
+        max_seq_length=64,
+        tokenizer="xlmr",
+        exact_in="bfloat16",
     ),
     "distilbert": Recipe(
-        "distilbert", "distilbert",
-        {"dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 48, "vocab_size": 30522,
-         "max_position_embeddings": 64},
-        pooling="mean", normalize=False, max_seq_length=40,
+        "distilbert",
+        "distilbert",
+        {
+            "dim": 32,
+            "n_layers": 2,
+            "n_heads": 4,
+            "hidden_dim": 48,
+            "vocab_size": 30522,
+            "max_position_embeddings": 64,
+        },
+        pooling="mean",
+        normalize=False,
+        max_seq_length=40,
     ),
     # Distances past 128 reach MPNet's last, clamped relative-position bucket.
     "mpnet": Recipe(
-        "mpnet", "mpnet", {**ENCODER, "max_position_embeddings": 514, "vocab_size": 30522},
-        pooling="mean", normalize=True, max_seq_length=200, model_class="MPNetForMaskedLM",
+        "mpnet",
+        "mpnet",
+        {**ENCODER, "max_position_embeddings": 514, "vocab_size": 30522},
+        pooling="mean",
+        normalize=True,
+        max_seq_length=200,
+        model_class="MPNetForMaskedLM",
     ),
     # Global attention in layer 0, then two local layers that see 4 tokens either side.
     "modernbert": Recipe(
-        "modernbert", "modernbert",
-        {**ENCODER, "num_hidden_layers": 3, "max_position_embeddings": 128, "vocab_size": 30522,
-         "pad_token_id": 0, "bos_token_id": 101, "eos_token_id": 102, "cls_token_id": 101,
-         "sep_token_id": 102, "local_attention": 8, "global_attn_every_n_layers": 3},
-        pooling="mean", normalize=True, max_seq_length=64,
+        "modernbert",
+        "modernbert",
+        {
+            **ENCODER,
+            "num_hidden_layers": 3,
+            "max_position_embeddings": 128,
+            "vocab_size": 30522,
+            "pad_token_id": 0,
+            "bos_token_id": 101,
+            "eos_token_id": 102,
+            "cls_token_id": 101,
+            "sep_token_id": 102,
+            "local_attention": 8,
+            "global_attn_every_n_layers": 3,
+        },
+        pooling="mean",
+        normalize=True,
+        max_seq_length=64,
     ),
     # GQA (4 query heads over 2 kv heads), head_dim 16 so heads * head_dim != hidden_size.
     "qwen3": Recipe(
-        "qwen3", "qwen3",
-        {**ENCODER, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 128,
-         "vocab_size": 30522, "rope_theta": 10000.0, "tie_word_embeddings": False},
-        pooling="lasttoken", normalize=True, max_seq_length=48, exact_in="float16",
+        "qwen3",
+        "qwen3",
+        {
+            **ENCODER,
+            "num_key_value_heads": 2,
+            "head_dim": 16,
+            "max_position_embeddings": 128,
+            "vocab_size": 30522,
+            "rope_theta": 10000.0,
+            "tie_word_embeddings": False,
+        },
+        pooling="lasttoken",
+        normalize=True,
+        max_seq_length=48,
+        exact_in="float16",
     ),
     # Qwen2 with its causal sliding window (8 tokens) in layer 1, full attention in layer 0.
     "qwen2": Recipe(
-        "qwen2", "qwen2",
-        {**ENCODER, "num_key_value_heads": 2, "max_position_embeddings": 128,
-         "vocab_size": 30522, "rope_theta": 10000.0, "tie_word_embeddings": False,
-         "use_sliding_window": True, "sliding_window": 8, "max_window_layers": 1},
-        pooling="lasttoken", normalize=False, max_seq_length=48,
+        "qwen2",
+        "qwen2",
+        {
+            **ENCODER,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 128,
+            "vocab_size": 30522,
+            "rope_theta": 10000.0,
+            "tie_word_embeddings": False,
+            "use_sliding_window": True,
+            "sliding_window": 8,
+            "max_window_layers": 1,
+        },
+        pooling="lasttoken",
+        normalize=False,
+        max_seq_length=48,
     ),
 }
 
@@ -88,8 +156,9 @@ def built(
     tokenizers = {"minilm": minilm_tokenizer_dir, "xlmr": xlmr_tokenizer_dir}
     out = {}
     for name, recipe in RECIPES.items():
-        folder, st = quiet(build, recipe, tokenizers[recipe.tokenizer],
-                           tmp_path_factory.mktemp(name))
+        folder, st = quiet(
+            build, recipe, tokenizers[recipe.tokenizer], tmp_path_factory.mktemp(name)
+        )
         vectors, counts = quiet(reference, st, texts)
         out[name] = (folder, vectors, counts)
     return out
@@ -109,9 +178,7 @@ def _check(folder: Path, texts: list[str], want: np.ndarray, want_counts: np.nda
 
 
 @pytest.mark.parametrize("family", list(RECIPES))
-def test_family_matches_sentence_transformers(
-    family: str, built: dict, texts: list[str]
-) -> None:
+def test_family_matches_sentence_transformers(family: str, built: dict, texts: list[str]) -> None:
     folder, want, counts = built[family]
     # Lengths mixed (so batches carry padding), some texts cut at the model's limit.
     assert len(set(counts.tolist())) >= 10
@@ -125,38 +192,54 @@ def test_family_matches_sentence_transformers(
 VARIANTS = {
     # BertForMaskedLM-style names, in three shards.
     "bert-prefixed-sharded": (
-        "bert", {"prefix": "bert.", "shards": 3, "config": {"architectures": ["BertForMaskedLM"]}},
+        "bert",
+        {"prefix": "bert.", "shards": 3, "config": {"architectures": ["BertForMaskedLM"]}},
     ),
     # bf16 storage (the recipe's weights are bf16-exact) under "roberta.", as CamemBERT.
     "camembert-bf16-prefixed": (
         "xlm-roberta",
-        {"prefix": "roberta.", "dtype": "bfloat16",
-         "config": {"model_type": "camembert", "architectures": ["CamembertModel"]}},
+        {
+            "prefix": "roberta.",
+            "dtype": "bfloat16",
+            "config": {"model_type": "camembert", "architectures": ["CamembertModel"]},
+        },
     ),
     "distilbert-prefixed": ("distilbert", {"prefix": "distilbert."}),
     # A transformers 4.x config: separate rope thetas, no layer_types, torch_dtype.
     "modernbert-4x-config": (
         "modernbert",
-        {"prefix": "model.", "shards": 2,
-         "config": {"global_rope_theta": 160000.0, "local_rope_theta": 10000.0,
-                    "global_attn_every_n_layers": 3, "torch_dtype": "float32"},
-         "drop": ("rope_parameters", "layer_types", "dtype")},
+        {
+            "prefix": "model.",
+            "shards": 2,
+            "config": {
+                "global_rope_theta": 160000.0,
+                "local_rope_theta": 10000.0,
+                "global_attn_every_n_layers": 3,
+                "torch_dtype": "float32",
+            },
+            "drop": ("rope_parameters", "layer_types", "dtype"),
+        },
     ),
     # 4.x config (rope_theta at top level) with fp16 shards under "model.".
     "qwen3-4x-config-fp16-sharded": (
         "qwen3",
-        {"prefix": "model.", "dtype": "float16", "shards": 2,
-         "config": {"rope_theta": 10000.0, "torch_dtype": "float16",
-                    "architectures": ["Qwen3ForCausalLM"]},
-         "drop": ("rope_parameters", "layer_types", "dtype")},
+        {
+            "prefix": "model.",
+            "dtype": "float16",
+            "shards": 2,
+            "config": {
+                "rope_theta": 10000.0,
+                "torch_dtype": "float16",
+                "architectures": ["Qwen3ForCausalLM"],
+            },
+            "drop": ("rope_parameters", "layer_types", "dtype"),
+        },
     ),
 }
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_checkpoint_variants(
-    variant: str, built: dict, texts: list[str], tmp_path: Path
-) -> None:
+def test_checkpoint_variants(variant: str, built: dict, texts: list[str], tmp_path: Path) -> None:
     family, edits = VARIANTS[variant]
     folder, want, counts = built[family]
     _check(rewrite(folder, tmp_path / variant, **edits), texts, want, counts)

@@ -13,7 +13,10 @@ from typing import Any
 import numpy as np
 
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
 )
 
 
@@ -78,7 +81,8 @@ def build(recipe: Recipe, tokenizer_dir: Path, out: Path) -> tuple[Path, Any]:
     # The tokenizer from its own folder: transformers 5 would otherwise pick a tokenizer class
     # by model_type (Qwen2Tokenizer for qwen2) and re-read the vocabulary as something else.
     transformer = Transformer(
-        str(hf_dir), max_seq_length=recipe.max_seq_length,
+        str(hf_dir),
+        max_seq_length=recipe.max_seq_length,
         tokenizer_name_or_path=str(tokenizer_dir),
     )
     modules = [transformer, Pooling(config.hidden_size, pooling_mode=recipe.pooling)]

@@ -42,8 +42,17 @@ class CliServer:
         self.log_path = log_path
         self._log = log_path.open("w+")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "embedserve.cli", "serve", "--port", str(self.port),
-             "--model", MODEL, *flags],
+            [
+                sys.executable,
+                "-m",
+                "embedserve.cli",
+                "serve",
+                "--port",
+                str(self.port),
+                "--model",
+                MODEL,
+                *flags,
+            ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
@@ -88,8 +97,9 @@ class CliServer:
 
 
 @contextmanager
-def cli_server(tmp_path: Path, *flags: str, in_a_row: int = 1,
-               env: dict[str, str] | None = None) -> Iterator[CliServer]:
+def cli_server(
+    tmp_path: Path, *flags: str, in_a_row: int = 1, env: dict[str, str] | None = None
+) -> Iterator[CliServer]:
     server = CliServer(list(flags), tmp_path / f"server-{time.monotonic_ns()}.log", env)
     try:
         yield server.wait_ready(in_a_row=in_a_row)
@@ -105,8 +115,12 @@ def engine(minilm_dir) -> Engine:
 def embed(url: str, body: object, **kwargs) -> httpx.Response:
     kwargs.setdefault("timeout", 30)
     if isinstance(body, (bytes, str)):
-        return httpx.post(url + "/v1/embeddings", content=body,
-                          headers={"content-type": "application/json"}, **kwargs)
+        return httpx.post(
+            url + "/v1/embeddings",
+            content=body,
+            headers={"content-type": "application/json"},
+            **kwargs,
+        )
     return httpx.post(url + "/v1/embeddings", json=body, **kwargs)
 
 

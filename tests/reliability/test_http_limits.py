@@ -82,7 +82,7 @@ def test_a_body_shorter_than_its_content_length_times_out_with_408(server):
 
 def test_a_partial_chunked_body_times_out_with_408(server):
     with connect(server) as sock:
-        sock.sendall(POST + b"transfer-encoding: chunked\r\n\r\n" + b"5\r\n{\"mod\r\n")
+        sock.sendall(POST + b"transfer-encoding: chunked\r\n\r\n" + b'5\r\n{"mod\r\n')
         status, _, body = read_response(sock)
     assert (status, error_code(body)) == (408, "request_timeout")
 

@@ -25,8 +25,9 @@ HEAVY = ["a long input that takes the model a while " * 40] * 700
 
 def heavy(url: str, results: list) -> None:
     try:
-        response = httpx.post(url + "/v1/embeddings", json={"model": MODEL, "input": HEAVY},
-                              timeout=60)
+        response = httpx.post(
+            url + "/v1/embeddings", json={"model": MODEL, "input": HEAVY}, timeout=60
+        )
     except httpx.TransportError as exc:
         results.append(f"{type(exc).__name__}: {exc}")
         return
@@ -51,8 +52,16 @@ def load(url: str, stop: threading.Event, results: list, errors: list) -> None:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_under_load_drains_and_exits_0(tmp_path, workers):
-    flags = ["--drain-seconds", "2", "--max-wait-seconds", "600", "--workers", str(workers),
-             "--log-level", "warning"]
+    flags = [
+        "--drain-seconds",
+        "2",
+        "--max-wait-seconds",
+        "600",
+        "--workers",
+        str(workers),
+        "--log-level",
+        "warning",
+    ]
     with cli_server(tmp_path, *flags, in_a_row=4 * workers) as server:
         stop = threading.Event()
         results: list = []
@@ -88,8 +97,9 @@ def test_sigterm_under_load_drains_and_exits_0(tmp_path, workers):
         assert ready.json()["error"]["code"] == "shutting_down"
         assert httpx.get(server.url + "/health", timeout=10).status_code == 200
         # New work during the drain is told to go elsewhere, on a new connection, at once.
-        refused = httpx.post(server.url + "/v1/embeddings", json={"model": MODEL, "input": "a"},
-                             timeout=10)
+        refused = httpx.post(
+            server.url + "/v1/embeddings", json={"model": MODEL, "input": "a"}, timeout=10
+        )
         assert refused.status_code == 503, refused.text
         assert refused.json()["error"]["code"] == "shutting_down"
 

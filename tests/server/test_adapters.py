@@ -36,7 +36,9 @@ def test_tei_embed_options_match_the_engine(server, engine):
     want = engine.embed(["hello"], normalize=False).embeddings
     np.testing.assert_allclose(raw, want, rtol=1e-4, atol=1e-5)
     # huggingface_hub's `parameters` wrapper; TEI's capitalized direction.
-    left = post(server, "/", {"inputs": LONG + "end", "parameters": {"truncation_direction": "Left"}})
+    left = post(
+        server, "/", {"inputs": LONG + "end", "parameters": {"truncation_direction": "Left"}}
+    )
     want = engine.embed([LONG + "end"], truncation_direction="left").embeddings
     assert cosines(np.asarray(left.json(), np.float32), want).min() >= 0.99999
 
@@ -75,7 +77,13 @@ def test_tei_tokenize_decode_and_info(server, engine):
 def test_ollama_routes(server, engine):
     response = post(server, "/api/embed", {"model": MODEL, "input": "hi", "keep_alive": "5m"})
     body = response.json()
-    assert set(body) == {"model", "embeddings", "total_duration", "load_duration", "prompt_eval_count"}
+    assert set(body) == {
+        "model",
+        "embeddings",
+        "total_duration",
+        "load_duration",
+        "prompt_eval_count",
+    }
     assert body["prompt_eval_count"] == 3
     legacy = post(server, "/api/embeddings", {"model": MODEL + ":latest", "prompt": "hi"}).json()
     got = np.asarray([body["embeddings"][0], legacy["embedding"]], np.float32)

@@ -183,7 +183,9 @@ def test_cohere_float_and_base64(cohere_client, texts, expected):
         texts=texts, model=MODEL, input_type="search_document", embedding_types=["float", "base64"]
     )
     assert_same(response.embeddings.float_, expected)
-    decoded = [np.frombuffer(base64.b64decode(row), dtype="<f4") for row in response.embeddings.base64]
+    decoded = [
+        np.frombuffer(base64.b64decode(row), dtype="<f4") for row in response.embeddings.base64
+    ]
     assert_same(decoded, expected)
     assert response.meta.billed_units.input_tokens > len(texts)
 

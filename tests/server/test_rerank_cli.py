@@ -30,9 +30,23 @@ def test_serve_an_embedder_and_a_reranker(engine, cross_encoder_dirs, tmp_path: 
     url = f"http://127.0.0.1:{port}"
     log = (tmp_path / "server.log").open("w+")
     process = subprocess.Popen(
-        [sys.executable, "-m", "embedserve.cli", "serve", "--port", str(port),
-         "--model", MODEL, "--model", f"{folder}=reranker", "--log-level", "warning"],
-        stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
+        [
+            sys.executable,
+            "-m",
+            "embedserve.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--model",
+            MODEL,
+            "--model",
+            f"{folder}=reranker",
+            "--log-level",
+            "warning",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ),
     )
     try:
         deadline = time.monotonic() + 60
@@ -46,15 +60,18 @@ def test_serve_an_embedder_and_a_reranker(engine, cross_encoder_dirs, tmp_path: 
                 pass
             time.sleep(0.1)
         documents = ["a cat sat on the mat", "stock prices fell sharply", "kittens and cats"]
-        ranked = httpx.post(url + "/v1/rerank", json={
-            "model": "reranker", "query": "cats", "documents": documents}).json()
+        ranked = httpx.post(
+            url + "/v1/rerank", json={"model": "reranker", "query": "cats", "documents": documents}
+        ).json()
         want = Reranker.from_pretrained(folder).rank("cats", documents)
         assert [r["index"] for r in ranked["results"]] == [r.index for r in want]
-        np.testing.assert_allclose([r["relevance_score"] for r in ranked["results"]],
-                                   [r.score for r in want], atol=1e-6)
+        np.testing.assert_allclose(
+            [r["relevance_score"] for r in ranked["results"]], [r.score for r in want], atol=1e-6
+        )
         embedded = httpx.post(url + "/v1/embeddings", json={"model": MODEL, "input": ["cats"]})
-        np.testing.assert_allclose([embedded.json()["data"][0]["embedding"]],
-                                   engine.embed(["cats"]).embeddings, atol=1e-6)
+        np.testing.assert_allclose(
+            [embedded.json()["data"][0]["embedding"]], engine.embed(["cats"]).embeddings, atol=1e-6
+        )
         models = [m["id"] for m in httpx.get(url + "/v1/models").json()["data"]]
         assert models == [MODEL, "reranker"]
     finally:

@@ -59,15 +59,17 @@ def test_cohere_v2_client(both, reranker, documents, http_client):
         response = client.rerank(model=RERANKER, query=query, documents=documents, top_n=7)
         order, scores = expected(reranker, query, documents)
         assert [r.index for r in response.results] == order[:7]
-        np.testing.assert_allclose([r.relevance_score for r in response.results], scores[:7],
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            [r.relevance_score for r in response.results], scores[:7], atol=1e-6
+        )
     assert response.meta.api_version.version == "2"
 
 
 def test_cohere_v1_client_returns_documents(both, reranker, documents, http_client):
     client = cohere.Client(api_key=KEY, base_url=both.url, httpx_client=http_client)
-    response = client.rerank(model=RERANKER, query=QUERIES[1], documents=documents,
-                             return_documents=True)
+    response = client.rerank(
+        model=RERANKER, query=QUERIES[1], documents=documents, return_documents=True
+    )
     order, scores = expected(reranker, QUERIES[1], documents)
     assert [r.index for r in response.results] == order
     assert [r.document.text for r in response.results] == [documents[i] for i in order]
@@ -87,14 +89,15 @@ def test_langchain_cohere_rerank(both, reranker, documents, request):
     assert [g["index"] for g in got] == order[:3]
     kept = compressor.compress_documents([Document(page_content=d) for d in documents], QUERIES[2])
     assert [d.page_content for d in kept] == [documents[i] for i in order[:3]]
-    np.testing.assert_allclose([d.metadata["relevance_score"] for d in kept], scores[:3],
-                               atol=1e-6)
+    np.testing.assert_allclose([d.metadata["relevance_score"] for d in kept], scores[:3], atol=1e-6)
 
 
 def test_tei_shape_without_a_model(both, reranker, documents):
     response = httpx.post(
-        both.url + "/rerank", headers=auth(),
-        json={"query": QUERIES[0], "texts": documents, "return_text": True}, timeout=30,
+        both.url + "/rerank",
+        headers=auth(),
+        json={"query": QUERIES[0], "texts": documents, "return_text": True},
+        timeout=30,
     )
     assert response.status_code == 200, response.text
     body = response.json()
@@ -105,7 +108,8 @@ def test_tei_shape_without_a_model(both, reranker, documents):
     assert all(0.0 < s < 1.0 for s in scores)
 
     raw = httpx.post(
-        both.url + "/rerank", headers=auth(),
+        both.url + "/rerank",
+        headers=auth(),
         json={"query": QUERIES[0], "texts": documents, "raw_scores": True, "model": RERANKER},
         timeout=30,
     ).json()
@@ -118,9 +122,15 @@ def test_tei_shape_without_a_model(both, reranker, documents):
 def test_jina_shape_with_objects_and_usage(both, reranker, documents):
     docs = [{"text": d, "id": n} for n, d in enumerate(documents[:10])]
     response = httpx.post(
-        both.url + "/v1/rerank", headers=auth(),
-        json={"model": RERANKER, "query": QUERIES[1], "documents": docs, "top_n": 50,
-              "return_documents": True},
+        both.url + "/v1/rerank",
+        headers=auth(),
+        json={
+            "model": RERANKER,
+            "query": QUERIES[1],
+            "documents": docs,
+            "top_n": 50,
+            "return_documents": True,
+        },
         timeout=30,
     )
     assert response.status_code == 200, response.text
@@ -137,9 +147,14 @@ def test_jina_shape_with_objects_and_usage(both, reranker, documents):
 
 def test_max_tokens_per_doc(both, reranker, documents):
     body = httpx.post(
-        both.url + "/v2/rerank", headers=auth(),
-        json={"model": RERANKER, "query": QUERIES[0], "documents": documents,
-              "max_tokens_per_doc": 4},
+        both.url + "/v2/rerank",
+        headers=auth(),
+        json={
+            "model": RERANKER,
+            "query": QUERIES[0],
+            "documents": documents,
+            "max_tokens_per_doc": 4,
+        },
         timeout=30,
     ).json()
     prepared = reranker.prepare(QUERIES[0], documents, max_tokens_per_doc=4)
@@ -150,8 +165,10 @@ def test_max_tokens_per_doc(both, reranker, documents):
 
 def test_score_route(both, reranker, documents):
     one_to_many = httpx.post(
-        both.url + "/v1/score", headers=auth(),
-        json={"model": RERANKER, "text_1": QUERIES[1], "text_2": documents[:6]}, timeout=30,
+        both.url + "/v1/score",
+        headers=auth(),
+        json={"model": RERANKER, "text_1": QUERIES[1], "text_2": documents[:6]},
+        timeout=30,
     )
     assert one_to_many.status_code == 200, one_to_many.text
     body = one_to_many.json()
@@ -159,8 +176,10 @@ def test_score_route(both, reranker, documents):
     assert [d["index"] for d in body["data"]] == list(range(6))
     np.testing.assert_allclose([d["score"] for d in body["data"]], want, atol=1e-6)
     pairwise = httpx.post(
-        both.url + "/v1/score", headers=auth(),
-        json={"text_1": QUERIES, "text_2": documents[:3], "raw_scores": True}, timeout=30,
+        both.url + "/v1/score",
+        headers=auth(),
+        json={"text_1": QUERIES, "text_2": documents[:3], "raw_scores": True},
+        timeout=30,
     ).json()
     want = reranker.score(list(zip(QUERIES, documents[:3])), raw_scores=True)
     np.testing.assert_allclose([d["score"] for d in pairwise["data"]], want, atol=1e-5)
@@ -168,27 +187,39 @@ def test_score_route(both, reranker, documents):
 
 def test_rerank_metrics(both, documents):
     before = metric_samples(httpx.get(both.url + "/metrics").text, "embedserve_inputs_total")
-    httpx.post(both.url + "/v1/rerank", headers=auth(),
-               json={"model": RERANKER, "query": "q", "documents": documents[:4]}, timeout=30)
+    httpx.post(
+        both.url + "/v1/rerank",
+        headers=auth(),
+        json={"model": RERANKER, "query": "q", "documents": documents[:4]},
+        timeout=30,
+    )
     after = metric_samples(httpx.get(both.url + "/metrics").text, "embedserve_inputs_total")
     key = f'embedserve_inputs_total{{model="{RERANKER}"}}'
     assert after[key] - before.get(key, 0.0) == 4
 
 
 def test_each_route_refuses_the_other_kind(both):
-    response = httpx.post(both.url + "/v1/rerank", headers=auth(),
-                          json={"model": MODEL, "query": "q", "documents": ["d"]})
+    response = httpx.post(
+        both.url + "/v1/rerank",
+        headers=auth(),
+        json={"model": MODEL, "query": "q", "documents": ["d"]},
+    )
     assert response.status_code == 400
     error = response.json()["error"]
     assert (error["code"], error["param"]) == ("wrong_model_kind", "model")
     assert f"`{MODEL}` is an embedding model, not a reranker" in error["message"]
-    response = httpx.post(both.url + "/v1/embeddings", headers=auth(),
-                          json={"model": RERANKER, "input": "x"})
+    response = httpx.post(
+        both.url + "/v1/embeddings", headers=auth(), json={"model": RERANKER, "input": "x"}
+    )
     assert response.status_code == 400
     assert "is a reranker, not an embedding model" in response.json()["error"]["message"]
     # The embedder still embeds, on the same server.
-    assert httpx.post(both.url + "/v1/embeddings", headers=auth(),
-                      json={"model": MODEL, "input": "x"}).status_code == 200
+    assert (
+        httpx.post(
+            both.url + "/v1/embeddings", headers=auth(), json={"model": MODEL, "input": "x"}
+        ).status_code
+        == 200
+    )
 
 
 def test_truncate_false_names_the_document(both, reranker, documents):
@@ -196,9 +227,11 @@ def test_truncate_false_names_the_document(both, reranker, documents):
     first = int(np.argmax(lengths > LIMIT))
     assert lengths[first] > LIMIT
     for field, route in [("documents", "/v1/rerank"), ("texts", "/rerank")]:
-        response = httpx.post(both.url + route, headers=auth(),
-                              json={"model": RERANKER, "query": QUERIES[0], field: documents,
-                                    "truncate": False})
+        response = httpx.post(
+            both.url + route,
+            headers=auth(),
+            json={"model": RERANKER, "query": QUERIES[0], field: documents, "truncate": False},
+        )
         assert response.status_code == 400, response.text
         error = response.json()["error"]
         assert error["code"] == "context_length_exceeded" and error["param"] == field
@@ -207,8 +240,12 @@ def test_truncate_false_names_the_document(both, reranker, documents):
 
 def _error(url: str, body, route: str = "/v1/rerank", headers=None) -> tuple[int, dict]:
     content = body if isinstance(body, bytes) else None
-    response = httpx.post(url + route, headers=headers if headers is not None else auth(),
-                          json=None if content else body, content=content)
+    response = httpx.post(
+        url + route,
+        headers=headers if headers is not None else auth(),
+        json=None if content else body,
+        content=content,
+    )
     return response.status_code, response.json()["error"]
 
 
@@ -216,38 +253,93 @@ def _error(url: str, body, route: str = "/v1/rerank", headers=None) -> tuple[int
     ("body", "param", "code", "words"),
     [
         ({"model": RERANKER, "documents": ["d"]}, "query", "missing_required_parameter", "query"),
-        ({"model": RERANKER, "query": 3, "documents": ["d"]}, "query", "invalid_type",
-         "query must be a string, not an integer"),
+        (
+            {"model": RERANKER, "query": 3, "documents": ["d"]},
+            "query",
+            "invalid_type",
+            "query must be a string, not an integer",
+        ),
         ({"model": RERANKER, "query": "", "documents": ["d"]}, "query", "empty_input", "empty"),
-        ({"model": RERANKER, "query": "q"}, "documents", "missing_required_parameter",
-         "documents"),
-        ({"model": RERANKER, "query": "q", "documents": "d"}, "documents", "invalid_type",
-         "not a string"),
-        ({"model": RERANKER, "query": "q", "documents": ["a", 5]}, "documents", "invalid_type",
-         "documents[1] must be a string or an object"),
-        ({"model": RERANKER, "query": "q", "documents": [{"title": "t"}]}, "documents",
-         "invalid_type", "documents[0] is an object without a string `text`"),
-        ({"model": RERANKER, "query": "q", "documents": []}, "documents", "empty_input",
-         "must not be an empty array"),
-        ({"model": RERANKER, "query": "q", "documents": ["d"] * 41}, "documents",
-         "too_many_inputs", "41 items; at most 40"),
-        ({"model": RERANKER, "query": "q", "texts": ["d"] * 41}, "texts", "too_many_inputs",
-         "41 items; at most 40"),
-        ({"model": RERANKER, "query": "q", "documents": ["d"], "top_n": 0}, "top_n",
-         "invalid_value", "top_n must be at least 1"),
-        ({"model": RERANKER, "query": "q", "documents": ["d"], "top_n": True}, "top_n",
-         "invalid_type", "top_n must be an integer, not a boolean"),
-        ({"model": RERANKER, "query": "q", "documents": ["d"], "max_tokens_per_doc": 0},
-         "max_tokens_per_doc", "invalid_value", "at least 1"),
-        ({"model": RERANKER, "query": "q", "documents": ["d"], "rank_fields": ["x"]},
-         "rank_fields", "unknown_parameter", "rank_fields"),
-        ({"model": RERANKER, "query": "q", "documents": ["d"], "texts": ["d"]}, "texts",
-         "invalid_value", "not both"),
+        ({"model": RERANKER, "query": "q"}, "documents", "missing_required_parameter", "documents"),
+        (
+            {"model": RERANKER, "query": "q", "documents": "d"},
+            "documents",
+            "invalid_type",
+            "not a string",
+        ),
+        (
+            {"model": RERANKER, "query": "q", "documents": ["a", 5]},
+            "documents",
+            "invalid_type",
+            "documents[1] must be a string or an object",
+        ),
+        (
+            {"model": RERANKER, "query": "q", "documents": [{"title": "t"}]},
+            "documents",
+            "invalid_type",
+            "documents[0] is an object without a string `text`",
+        ),
+        (
+            {"model": RERANKER, "query": "q", "documents": []},
+            "documents",
+            "empty_input",
+            "must not be an empty array",
+        ),
+        (
+            {"model": RERANKER, "query": "q", "documents": ["d"] * 41},
+            "documents",
+            "too_many_inputs",
+            "41 items; at most 40",
+        ),
+        (
+            {"model": RERANKER, "query": "q", "texts": ["d"] * 41},
+            "texts",
+            "too_many_inputs",
+            "41 items; at most 40",
+        ),
+        (
+            {"model": RERANKER, "query": "q", "documents": ["d"], "top_n": 0},
+            "top_n",
+            "invalid_value",
+            "top_n must be at least 1",
+        ),
+        (
+            {"model": RERANKER, "query": "q", "documents": ["d"], "top_n": True},
+            "top_n",
+            "invalid_type",
+            "top_n must be an integer, not a boolean",
+        ),
+        (
+            {"model": RERANKER, "query": "q", "documents": ["d"], "max_tokens_per_doc": 0},
+            "max_tokens_per_doc",
+            "invalid_value",
+            "at least 1",
+        ),
+        (
+            {"model": RERANKER, "query": "q", "documents": ["d"], "rank_fields": ["x"]},
+            "rank_fields",
+            "unknown_parameter",
+            "rank_fields",
+        ),
+        (
+            {"model": RERANKER, "query": "q", "documents": ["d"], "texts": ["d"]},
+            "texts",
+            "invalid_value",
+            "not both",
+        ),
         ({"query": "q", "documents": ["d"]}, "model", "missing_required_parameter", "model"),
-        ({"query": "q", "texts": ["d"], "truncation_direction": "left"}, "truncation_direction",
-         "invalid_value", "must be 'right'"),
-        ({"model": RERANKER, "query": "q", "documents": ["word " * 1300]}, "documents",
-         "context_length_exceeded", "documents[0] with the query has 1304 tokens; at most 1200"),
+        (
+            {"query": "q", "texts": ["d"], "truncation_direction": "left"},
+            "truncation_direction",
+            "invalid_value",
+            "must be 'right'",
+        ),
+        (
+            {"model": RERANKER, "query": "q", "documents": ["word " * 1300]},
+            "documents",
+            "context_length_exceeded",
+            "documents[0] with the query has 1304 tokens; at most 1200",
+        ),
         (b"{not json", None, "invalid_json", "could not parse"),
     ],
 )
@@ -260,26 +352,32 @@ def test_bad_requests(both, body, param, code, words):
 
 
 def test_score_errors(both):
-    status, error = _error(both.url, {"text_1": ["a", "b"], "text_2": ["c", "d", "e"]},
-                           route="/v1/score")
+    status, error = _error(
+        both.url, {"text_1": ["a", "b"], "text_2": ["c", "d", "e"]}, route="/v1/score"
+    )
     assert status == 400 and error["param"] == "text_2" and "same length" in error["message"]
     status, error = _error(both.url, {"text_1": "a", "text_2": [1]}, route="/v1/score")
     assert status == 400 and "text_2[0] must be a string" in error["message"]
 
 
 def test_keys_models_and_body_limits(both):
-    status, error = _error(both.url, {"model": RERANKER, "query": "q", "documents": ["d"]},
-                           headers={})
+    status, error = _error(
+        both.url, {"model": RERANKER, "query": "q", "documents": ["d"]}, headers={}
+    )
     assert status == 401 and error["code"] == "missing_api_key"
-    status, error = _error(both.url, {"model": "nope", "query": "q", "documents": ["d"]},
-                           route="/v2/rerank")
+    status, error = _error(
+        both.url, {"model": "nope", "query": "q", "documents": ["d"]}, route="/v2/rerank"
+    )
     assert status == 404 and error["code"] == "model_not_found"
-    status, error = _error(both.url, {"model": RERANKER, "query": "q", "texts": ["x" * 600_000] * 2},
-                           route="/rerank")
+    status, error = _error(
+        both.url, {"model": RERANKER, "query": "q", "texts": ["x" * 600_000] * 2}, route="/rerank"
+    )
     assert status == 413 and "1000000 bytes" in error["message"]
 
 
 def test_tei_shape_without_any_reranker(server):
     """The default fixture server embeds only: TEI's shape has no reranker to fall back on."""
     status, error = _error(server.url, {"query": "q", "texts": ["d"]}, route="/rerank")
-    assert status == 400 and error["param"] == "model" and "no reranker is served" in error["message"]
+    assert (
+        status == 400 and error["param"] == "model" and "no reranker is served" in error["message"]
+    )

@@ -16,7 +16,13 @@ from embedserve.token_encodings import load_encoding, rank_file
 
 from tests.server.conftest import MODEL, LiveServer, cosines, live_server
 
-TEXTS = ["hello world", "wait ... ... ...", "Ünïcödé façade — naïve café", "日本語のテキスト", "emoji 🚀 test"]
+TEXTS = [
+    "hello world",
+    "wait ... ... ...",
+    "Ünïcödé façade — naïve café",
+    "日本語のテキスト",
+    "emoji 🚀 test",
+]
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +70,9 @@ def test_ids_the_encoding_lacks_are_400_naming_the_input(servers, bad):
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == "invalid_token_id" and error["param"] == "input"
-    assert error["message"].startswith("input[1] holds token id") and "cl100k_base" in error["message"]
+    assert (
+        error["message"].startswith("input[1] holds token id") and "cl100k_base" in error["message"]
+    )
 
 
 def test_the_per_input_limit_counts_the_ids_as_sent(servers, engine):

@@ -6,5 +6,12 @@ from embedserve.corpus.encode import EMBEDDING_TYPES, quantize
 from embedserve.corpus.pipeline import EmbedFileOptions, embed_file
 from embedserve.corpus.readers import Columns, CorpusError, find_inputs
 
-__all__ = ["EMBEDDING_TYPES", "Columns", "CorpusError", "EmbedFileOptions", "embed_file",
-           "find_inputs", "quantize"]
+__all__ = [
+    "EMBEDDING_TYPES",
+    "Columns",
+    "CorpusError",
+    "EmbedFileOptions",
+    "embed_file",
+    "find_inputs",
+    "quantize",
+]

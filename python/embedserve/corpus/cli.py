@@ -21,35 +21,76 @@ def add_embed_file_command(commands: Any) -> argparse.ArgumentParser:
         description="Embed every row of INPUT into Parquet parts in folder OUT, with a manifest. "
         "Run the same command again to resume after an interruption.",
     )
-    cmd.add_argument("input", metavar="INPUT", help="a file, a folder (searched recursively) or a glob")
+    cmd.add_argument(
+        "input", metavar="INPUT", help="a file, a folder (searched recursively) or a glob"
+    )
     cmd.add_argument("--out", required=True, metavar="OUT", help="output folder")
     cmd.add_argument("--model", default=DEFAULT_MODEL)
     cmd.add_argument("--text-column", default=_DEFAULTS.text_column, metavar="NAME")
-    cmd.add_argument("--id-column", default=_DEFAULTS.id_column, metavar="NAME",
-                     help="copied to the output's `id` (default: %(default)s; null when absent)")
-    cmd.add_argument("--dimensions", type=_positive, metavar="N",
-                     help="keep the first N dimensions (Matryoshka), then normalize")
-    cmd.add_argument("--precision", choices=list(PRECISIONS), default=_DEFAULTS.precision,
-                     help="model precision (see `embedserve embed --help`)")
-    cmd.add_argument("--embedding-type", choices=EMBEDDING_TYPES, default=_DEFAULTS.embedding_type,
-                     help="stored values: float32, float16, int8 (x*127) or binary (1 bit a "
-                     "dimension, packed) (default: %(default)s)")
-    cmd.add_argument("--batch-texts", type=_positive, default=_DEFAULTS.batch_texts, metavar="N",
-                     help="texts per model call and per row group (default: %(default)s)")
-    cmd.add_argument("--rows-per-part", type=_positive, default=_DEFAULTS.rows_per_part,
-                     metavar="N", help="rows per Parquet part: the work a kill can lose "
-                     "(default: %(default)s)")
-    cmd.add_argument("--on-error", choices=ON_ERROR, default=_DEFAULTS.on_error,
-                     help="bad rows (missing text, empty, not UTF-8): skip and report them, or stop "
-                     "(default: %(default)s)")
+    cmd.add_argument(
+        "--id-column",
+        default=_DEFAULTS.id_column,
+        metavar="NAME",
+        help="copied to the output's `id` (default: %(default)s; null when absent)",
+    )
+    cmd.add_argument(
+        "--dimensions",
+        type=_positive,
+        metavar="N",
+        help="keep the first N dimensions (Matryoshka), then normalize",
+    )
+    cmd.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        default=_DEFAULTS.precision,
+        help="model precision (see `embedserve embed --help`)",
+    )
+    cmd.add_argument(
+        "--embedding-type",
+        choices=EMBEDDING_TYPES,
+        default=_DEFAULTS.embedding_type,
+        help="stored values: float32, float16, int8 (x*127) or binary (1 bit a "
+        "dimension, packed) (default: %(default)s)",
+    )
+    cmd.add_argument(
+        "--batch-texts",
+        type=_positive,
+        default=_DEFAULTS.batch_texts,
+        metavar="N",
+        help="texts per model call and per row group (default: %(default)s)",
+    )
+    cmd.add_argument(
+        "--rows-per-part",
+        type=_positive,
+        default=_DEFAULTS.rows_per_part,
+        metavar="N",
+        help="rows per Parquet part: the work a kill can lose (default: %(default)s)",
+    )
+    cmd.add_argument(
+        "--on-error",
+        choices=ON_ERROR,
+        default=_DEFAULTS.on_error,
+        help="bad rows (missing text, empty, not UTF-8): skip and report them, or stop "
+        "(default: %(default)s)",
+    )
     cmd.add_argument("--providers", help="cpu, cuda, or an ONNX Runtime provider name")
     cmd.add_argument("--threads", type=_positive, metavar="N", help="ONNX Runtime intra-op threads")
     cmd.add_argument("--quiet", action="store_true", help="no progress bar, only the summary")
-    cmd.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                     help="embed on a Ray cluster through Ray Data (ADDRESS: the head, e.g. "
-                     "ray://host:10001; 'auto' or nothing: RAY_ADDRESS or a local instance)")
-    cmd.add_argument("--ray-actors", type=_positive, metavar="N",
-                     help="with --ray: model actors (default: one per --ray-cpus-per-actor CPUs)")
+    cmd.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="embed on a Ray cluster through Ray Data (ADDRESS: the head, e.g. "
+        "ray://host:10001; 'auto' or nothing: RAY_ADDRESS or a local instance)",
+    )
+    cmd.add_argument(
+        "--ray-actors",
+        type=_positive,
+        metavar="N",
+        help="with --ray: model actors (default: one per --ray-cpus-per-actor CPUs)",
+    )
     cmd.add_argument("--ray-cpus-per-actor", type=float, default=1.0, metavar="N")
     cmd.add_argument("--ray-gpus-per-actor", type=float, default=0.0, metavar="N")
     cmd.set_defaults(run=run_embed_file)
@@ -82,8 +123,15 @@ def run_embed_file(args: argparse.Namespace) -> int:
         return 0
     from embedserve.integrations.ray import embed_file_on_ray
 
-    embed_file_on_ray(args.input, args.out, options, address=args.ray, actors=args.ray_actors,
-                      num_cpus=args.ray_cpus_per_actor, num_gpus=args.ray_gpus_per_actor)
+    embed_file_on_ray(
+        args.input,
+        args.out,
+        options,
+        address=args.ray,
+        actors=args.ray_actors,
+        num_cpus=args.ray_cpus_per_actor,
+        num_gpus=args.ray_gpus_per_actor,
+    )
     return 0
 
 

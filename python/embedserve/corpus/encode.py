@@ -40,7 +40,9 @@ def quantize(vectors: np.ndarray, embedding_type: str) -> np.ndarray:
         return np.clip(np.rint(vectors * 127.0), -127, 127).astype(np.int8)
     if embedding_type == "binary":
         return np.packbits(vectors > 0, axis=1)
-    raise ValueError(f"embedding type must be one of {', '.join(EMBEDDING_TYPES)}, got {embedding_type!r}")
+    raise ValueError(
+        f"embedding type must be one of {', '.join(EMBEDDING_TYPES)}, got {embedding_type!r}"
+    )
 
 
 def to_arrow(values: np.ndarray, embedding_type: str, dimension: int) -> pa.FixedSizeListArray:

@@ -58,14 +58,29 @@ class Chunk:
     def split(self, rows: int) -> tuple[Chunk, Chunk]:
         """The first `rows` embeddable rows (and the skipped rows before the last of them), and the rest."""
         cut = self.rows[rows - 1] + 1
-        head = Chunk(self.start, cut, self.rows[:rows], self.ids[:rows], self.texts[:rows],
-                     [s for s in self.skipped if s[0] < cut])
-        tail = Chunk(cut, self.end, self.rows[rows:], self.ids[rows:], self.texts[rows:],
-                     [s for s in self.skipped if s[0] >= cut])
+        head = Chunk(
+            self.start,
+            cut,
+            self.rows[:rows],
+            self.ids[:rows],
+            self.texts[:rows],
+            [s for s in self.skipped if s[0] < cut],
+        )
+        tail = Chunk(
+            cut,
+            self.end,
+            self.rows[rows:],
+            self.ids[rows:],
+            self.texts[rows:],
+            [s for s in self.skipped if s[0] >= cut],
+        )
         if self.vectors is not None:
             head.vectors, tail.vectors = self.vectors[:rows], self.vectors[rows:]
         if self.token_counts is not None:
-            head.token_counts, tail.token_counts = self.token_counts[:rows], self.token_counts[rows:]
+            head.token_counts, tail.token_counts = (
+                self.token_counts[:rows],
+                self.token_counts[rows:],
+            )
         return head, tail
 
 
@@ -128,11 +143,16 @@ class Manifest:
             manifest._remove_strays()
             return manifest
         if directory.exists() and any(directory.iterdir()):
-            raise OutputError(f"{directory} exists, is not empty and holds no {MANIFEST}: "
-                              "give --out a new or empty folder")
+            raise OutputError(
+                f"{directory} exists, is not empty and holds no {MANIFEST}: "
+                "give --out a new or empty folder"
+            )
         directory.mkdir(parents=True, exist_ok=True)
-        manifest = cls(directory, options, {"version": MANIFEST_VERSION, "options": options,
-                                            "parts": [], "complete": False})
+        manifest = cls(
+            directory,
+            options,
+            {"version": MANIFEST_VERSION, "options": options, "parts": [], "complete": False},
+        )
         manifest.save()
         return manifest
 
@@ -169,8 +189,11 @@ class Manifest:
 
 def _diff(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
     old = old or {}
-    changed = [f"{key}: {old.get(key)!r} then, {new.get(key)!r} now"
-               for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+    changed = [
+        f"{key}: {old.get(key)!r} then, {new.get(key)!r} now"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    ]
     return "; ".join(changed)
 
 
@@ -181,8 +204,9 @@ class PartWriter:
     the parts are the same however the rows were chunked: locally, on Ray, or across a resume.
     """
 
-    def __init__(self, manifest: Manifest, embedding_type: str, dimension: int,
-                 rows_per_part: int) -> None:
+    def __init__(
+        self, manifest: Manifest, embedding_type: str, dimension: int, rows_per_part: int
+    ) -> None:
         self.manifest = manifest
         self.embedding_type = embedding_type
         self.dimension = dimension
@@ -197,7 +221,9 @@ class PartWriter:
                 self._open(chunk.start)
             room = self.rows_per_part - self._part["rows"]
             # A full part ends right after its last row: skipped rows after it open the next one.
-            fits = len(chunk.rows) < room or (len(chunk.rows) == room and chunk.end == chunk.rows[-1] + 1)
+            fits = len(chunk.rows) < room or (
+                len(chunk.rows) == room and chunk.end == chunk.rows[-1] + 1
+            )
             if fits:
                 self._append(chunk)
                 return
@@ -216,8 +242,11 @@ class PartWriter:
         if chunk.rows:
             assert chunk.vectors is not None
             table = pa.Table.from_arrays(
-                [pa.array(chunk.ids, pa.string()), pa.array(chunk.rows, pa.int64()),
-                 to_arrow(chunk.vectors, self.embedding_type, self.dimension)],
+                [
+                    pa.array(chunk.ids, pa.string()),
+                    pa.array(chunk.rows, pa.int64()),
+                    to_arrow(chunk.vectors, self.embedding_type, self.dimension),
+                ],
                 schema=self.schema,
             )
             self._writer.write_table(table, row_group_size=max(len(chunk.rows), 1))
@@ -226,7 +255,7 @@ class PartWriter:
         part["tokens"] += chunk.tokens
         part["skipped_count"] += len(chunk.skipped)
         room = MAX_LISTED_SKIPS - len(part["skipped"])
-        part["skipped"].extend([list(s) for s in chunk.skipped[:max(room, 0)]])
+        part["skipped"].extend([list(s) for s in chunk.skipped[: max(room, 0)]])
         if part["rows"] >= self.rows_per_part:
             self.flush()
 
@@ -242,8 +271,15 @@ class PartWriter:
 
     def _open(self, start: int) -> None:
         name = part_name(len(self.manifest.parts))
-        self._part = {"file": name, "start": start, "end": start, "rows": 0, "tokens": 0,
-                      "skipped_count": 0, "skipped": []}
+        self._part = {
+            "file": name,
+            "start": start,
+            "end": start,
+            "rows": 0,
+            "tokens": 0,
+            "skipped_count": 0,
+            "skipped": [],
+        }
         self._writer = pq.ParquetWriter(
             self.manifest.directory / f".{name}.tmp",
             self.schema,

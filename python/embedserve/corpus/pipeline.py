@@ -52,10 +52,14 @@ class EmbedFileOptions:
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
         if self.embedding_type not in EMBEDDING_TYPES:
-            raise ValueError(f"embedding type must be one of {', '.join(EMBEDDING_TYPES)}, "
-                             f"got {self.embedding_type!r}")
+            raise ValueError(
+                f"embedding type must be one of {', '.join(EMBEDDING_TYPES)}, "
+                f"got {self.embedding_type!r}"
+            )
         if self.on_error not in ON_ERROR:
             raise ValueError(f"on_error must be skip or fail, got {self.on_error!r}")
         if self.batch_texts < 1 or self.rows_per_part < 1:
@@ -92,8 +96,9 @@ def plan(files: list[InputFile], counts: list[int], next_row: int) -> list[FileS
     return slices
 
 
-def chunks_of(part: FileSlice, columns: Columns, batch_texts: int,
-              on_error: str = "skip") -> Iterator[Chunk]:
+def chunks_of(
+    part: FileSlice, columns: Columns, batch_texts: int, on_error: str = "skip"
+) -> Iterator[Chunk]:
     """Chunks of up to `batch_texts` embeddable rows (and the bad rows among them) from one file."""
     start = part.offset + part.skip
     chunk = Chunk(start, start)
@@ -103,8 +108,10 @@ def chunks_of(part: FileSlice, columns: Columns, batch_texts: int,
         ident, text, reason = row
         if text is None:
             if on_error == "fail":
-                raise CorpusError(f"row {number} ({part.file.path}, row {number - part.offset} "
-                                  f"of the file): {reason}")
+                raise CorpusError(
+                    f"row {number} ({part.file.path}, row {number - part.offset} "
+                    f"of the file): {reason}"
+                )
             chunk.skipped.append((number, reason or "unreadable"))
         else:
             chunk.rows.append(number)
@@ -175,8 +182,11 @@ class LocalEmbedder:
 
     def __call__(self, slices: list[FileSlice]) -> Iterator[Chunk]:
         options = self.options
-        chunks = (c for s in slices
-                  for c in chunks_of(s, options.columns, options.batch_texts, options.on_error))
+        chunks = (
+            c
+            for s in slices
+            for c in chunks_of(s, options.columns, options.batch_texts, options.on_error)
+        )
         tokenized = prefetch(((c, self._tokenize(c)) for c in chunks), depth=2)
         return prefetch((self._embed(c, seqs) for c, seqs in tokenized), depth=2)
 
@@ -187,8 +197,9 @@ class LocalEmbedder:
 
     def _embed(self, chunk: Chunk, sequences: list[Any]) -> Chunk:
         if sequences:
-            vectors = self.engine.finish(self.engine.pooled(sequences),
-                                         dimensions=self.options.dimensions)
+            vectors = self.engine.finish(
+                self.engine.pooled(sequences), dimensions=self.options.dimensions
+            )
             chunk.vectors = quantize(vectors, self.options.embedding_type)
             chunk.token_counts = np.fromiter((len(s) for s in sequences), np.int64, len(sequences))
         chunk.texts = []  # not needed past the model; free them before the writer's queue
@@ -198,9 +209,12 @@ class LocalEmbedder:
 def load_engine(options: EmbedFileOptions) -> Any:
     from embedserve.engine import Engine
 
-    engine = Engine.from_pretrained(options.model, providers=options.providers,
-                                    precision=options.precision,
-                                    intra_op_threads=options.threads)
+    engine = Engine.from_pretrained(
+        options.model,
+        providers=options.providers,
+        precision=options.precision,
+        intra_op_threads=options.threads,
+    )
     engine.check_arguments(options.dimensions)
     return engine
 
@@ -228,12 +242,22 @@ def embed_file(
     resumed_from = manifest.next_row
     if manifest.complete:
         if log:
-            log(summary(manifest.totals(), out=str(out), this_run_rows=0, this_run_tokens=0,
-                        seconds=0.0, resumed_from=0) + "\n(already complete)")
+            log(
+                summary(
+                    manifest.totals(),
+                    out=str(out),
+                    this_run_rows=0,
+                    this_run_tokens=0,
+                    seconds=0.0,
+                    resumed_from=0,
+                )
+                + "\n(already complete)"
+            )
         return {**manifest.totals(), "seconds": 0.0, "this_run_rows": 0}
     counts = [count_rows(f) for f in files]
-    writer = PartWriter(manifest, options.embedding_type, _width_dimension(options, engine),
-                        options.rows_per_part)
+    writer = PartWriter(
+        manifest, options.embedding_type, _width_dimension(options, engine), options.rows_per_part
+    )
     progress = Progress(sum(counts), resumed_from, quiet=options.quiet)
     try:
         for chunk in embedder(plan(files, counts, resumed_from)):
@@ -248,8 +272,16 @@ def embed_file(
         progress.close()
     totals = manifest.totals()
     if log:
-        log(summary(totals, out=str(out), this_run_rows=progress.rows, this_run_tokens=progress.tokens,
-                    seconds=progress.elapsed, resumed_from=resumed_from))
+        log(
+            summary(
+                totals,
+                out=str(out),
+                this_run_rows=progress.rows,
+                this_run_tokens=progress.tokens,
+                seconds=progress.elapsed,
+                resumed_from=resumed_from,
+            )
+        )
     totals["seconds"] = progress.elapsed
     totals["this_run_rows"] = progress.rows
     return totals

@@ -20,16 +20,25 @@ class Progress:
         self.rows = 0
         self.tokens = 0
         self.skipped = 0
-        self._bar = tqdm(total=total, initial=done, unit="doc", disable=quiet, file=self.stream,
-                         dynamic_ncols=True, smoothing=0.1, mininterval=0.5)
+        self._bar = tqdm(
+            total=total,
+            initial=done,
+            unit="doc",
+            disable=quiet,
+            file=self.stream,
+            dynamic_ncols=True,
+            smoothing=0.1,
+            mininterval=0.5,
+        )
 
     def update(self, chunk: Chunk) -> None:
         self.rows += len(chunk.rows)
         self.tokens += chunk.tokens
         self.skipped += len(chunk.skipped)
         elapsed = max(time.perf_counter() - self.start, 1e-9)
-        self._bar.set_postfix_str(f"{self.tokens / elapsed:,.0f} tok/s, skipped {self.skipped}",
-                                  refresh=False)
+        self._bar.set_postfix_str(
+            f"{self.tokens / elapsed:,.0f} tok/s, skipped {self.skipped}", refresh=False
+        )
         self._bar.update(chunk.end - chunk.start)
 
     def close(self) -> None:
@@ -40,22 +49,36 @@ class Progress:
         return time.perf_counter() - self.start
 
 
-def summary(totals: dict[str, Any], *, out: str, this_run_rows: int, this_run_tokens: int,
-            seconds: float, resumed_from: int, show_skipped: int = 20) -> str:
+def summary(
+    totals: dict[str, Any],
+    *,
+    out: str,
+    this_run_rows: int,
+    this_run_tokens: int,
+    seconds: float,
+    resumed_from: int,
+    show_skipped: int = 20,
+) -> str:
     """A few lines for the end of a run: counts, speeds of this run, skipped rows by number."""
     lines = [
-        (f"embedded {totals['rows']:,} rows ({totals['tokens']:,} tokens) into {out} "
-         f"({totals['parts']} parts); skipped {totals['skipped']:,}")
+        (
+            f"embedded {totals['rows']:,} rows ({totals['tokens']:,} tokens) into {out} "
+            f"({totals['parts']} parts); skipped {totals['skipped']:,}"
+        )
     ]
     if resumed_from:
         lines.append(f"resumed at row {resumed_from:,}")
     if seconds > 0 and this_run_rows:
-        lines.append(f"this run: {this_run_rows:,} rows in {seconds:.1f} s, "
-                     f"{this_run_rows / seconds:,.1f} docs/s, {this_run_tokens / seconds:,.0f} tokens/s")
+        lines.append(
+            f"this run: {this_run_rows:,} rows in {seconds:.1f} s, "
+            f"{this_run_rows / seconds:,.1f} docs/s, {this_run_tokens / seconds:,.0f} tokens/s"
+        )
     skipped = totals["skipped_rows"]
     for row, reason in skipped[:show_skipped]:
         lines.append(f"  skipped row {row}: {reason}")
     if totals["skipped"] > min(len(skipped), show_skipped):
-        lines.append(f"  ... {totals['skipped'] - min(len(skipped), show_skipped):,} more "
-                     f"(listed per part in {out}/_manifest.json)")
+        lines.append(
+            f"  ... {totals['skipped'] - min(len(skipped), show_skipped):,} more "
+            f"(listed per part in {out}/_manifest.json)"
+        )
     return "\n".join(lines)

@@ -37,8 +37,9 @@ from embedserve.corpus.pipeline import (
 from embedserve.corpus.readers import Columns, InputFile
 from embedserve.models import DEFAULT_MODEL
 
-_READ_SCHEMA = pa.schema([("row", pa.int64()), ("id", pa.string()), ("text", pa.string()),
-                          ("reason", pa.string())])
+_READ_SCHEMA = pa.schema(
+    [("row", pa.int64()), ("id", pa.string()), ("text", pa.string()), ("reason", pa.string())]
+)
 
 
 class EmbedBatch:
@@ -49,13 +50,27 @@ class EmbedBatch:
     tokens (embed-file marks them skipped before they get here and drops them after).
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, *, text_column: str = "text",
-                 dimensions: int | None = None, precision: str = "fp32",
-                 embedding_type: str = "float32", providers: str | None = None,
-                 threads: int | None = None, output_column: str = "embedding") -> None:
-        self.options = EmbedFileOptions(model=model, text_column=text_column, dimensions=dimensions,
-                                        precision=precision, embedding_type=embedding_type,
-                                        providers=providers, threads=threads)
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        text_column: str = "text",
+        dimensions: int | None = None,
+        precision: str = "fp32",
+        embedding_type: str = "float32",
+        providers: str | None = None,
+        threads: int | None = None,
+        output_column: str = "embedding",
+    ) -> None:
+        self.options = EmbedFileOptions(
+            model=model,
+            text_column=text_column,
+            dimensions=dimensions,
+            precision=precision,
+            embedding_type=embedding_type,
+            providers=providers,
+            threads=threads,
+        )
         self.output_column = output_column
         self.engine = load_engine(self.options)
         self.dimension = dimensions or self.engine.model_info.dimension
@@ -78,10 +93,13 @@ class EmbedBatch:
         return {**batch, self.output_column: out, "tokens": tokens}
 
 
-def read_slices(batch: dict[str, np.ndarray], *, columns: Columns, batch_texts: int,
-                on_error: str) -> Iterator[pa.Table]:
+def read_slices(
+    batch: dict[str, np.ndarray], *, columns: Columns, batch_texts: int, on_error: str
+) -> Iterator[pa.Table]:
     """map_batches function: each input row names a file slice; yields its rows as tables."""
-    for path, fmt, offset, skip in zip(batch["path"], batch["format"], batch["offset"], batch["skip"]):
+    for path, fmt, offset, skip in zip(
+        batch["path"], batch["format"], batch["offset"], batch["skip"]
+    ):
         part = FileSlice(InputFile(Path(str(path)), str(fmt)), int(offset), int(skip))
         for chunk in chunks_of(part, columns, batch_texts, on_error):
             yield _chunk_table(chunk)
@@ -106,8 +124,14 @@ def _chunk_table(chunk: Chunk) -> pa.Table:
 class RayEmbedder:
     """embed-file's model stage on Ray Data: file slices in, embedded chunks out, in row order."""
 
-    def __init__(self, options: EmbedFileOptions, *, actors: int | None = None,
-                 num_cpus: float = 1.0, num_gpus: float = 0.0) -> None:
+    def __init__(
+        self,
+        options: EmbedFileOptions,
+        *,
+        actors: int | None = None,
+        num_cpus: float = 1.0,
+        num_gpus: float = 0.0,
+    ) -> None:
         self.options = options
         self.actors = actors
         self.num_cpus = num_cpus
@@ -122,28 +146,44 @@ class RayEmbedder:
         # Rows must reach the driver in input order: the parts and resume depend on it.
         context.execution_options.preserve_order = True
         options = self.options
-        items = [{"path": str(s.file.path), "format": s.file.format, "offset": s.offset,
-                  "skip": s.skip} for s in slices]
+        items = [
+            {"path": str(s.file.path), "format": s.file.format, "offset": s.offset, "skip": s.skip}
+            for s in slices
+        ]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         # Readers are light next to the model: a fraction of a CPU keeps them from starving actors.
-        ds = ds.map_batches(read_slices, batch_size=1, num_cpus=0.25,
-                            fn_kwargs={"columns": options.columns, "batch_texts": options.batch_texts,
-                                       "on_error": options.on_error})
+        ds = ds.map_batches(
+            read_slices,
+            batch_size=1,
+            num_cpus=0.25,
+            fn_kwargs={
+                "columns": options.columns,
+                "batch_texts": options.batch_texts,
+                "on_error": options.on_error,
+            },
+        )
         threads = options.threads or max(1, int(self.num_cpus))
         ds = ds.map_batches(
             EmbedBatch,
-            fn_constructor_kwargs={"model": options.model, "text_column": "text",
-                                   "dimensions": options.dimensions, "precision": options.precision,
-                                   "embedding_type": options.embedding_type,
-                                   "providers": options.providers, "threads": threads},
+            fn_constructor_kwargs={
+                "model": options.model,
+                "text_column": "text",
+                "dimensions": options.dimensions,
+                "precision": options.precision,
+                "embedding_type": options.embedding_type,
+                "providers": options.providers,
+                "threads": threads,
+            },
             batch_size=options.batch_texts,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=self.actors or self._default_actors()),
             num_cpus=self.num_cpus,
             num_gpus=self.num_gpus or None,
         )
-        return (_to_chunk(batch) for batch in ds.iter_batches(batch_size=options.batch_texts,
-                                                         batch_format="numpy"))
+        return (
+            _to_chunk(batch)
+            for batch in ds.iter_batches(batch_size=options.batch_texts, batch_format="numpy")
+        )
 
     def _default_actors(self) -> int:
         import ray
@@ -173,20 +213,32 @@ def _to_chunk(batch: dict[str, np.ndarray]) -> Chunk:
     return chunk
 
 
-def embed_file_on_ray(source: str | Path, out: str | Path, options: EmbedFileOptions | None = None,
-                      *, address: str | None = None, actors: int | None = None,
-                      num_cpus: float = 1.0, num_gpus: float = 0.0) -> dict[str, Any]:
+def embed_file_on_ray(
+    source: str | Path,
+    out: str | Path,
+    options: EmbedFileOptions | None = None,
+    *,
+    address: str | None = None,
+    actors: int | None = None,
+    num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
+) -> dict[str, Any]:
     """`embed_file` with Ray Data doing the reading and embedding (connects or starts Ray)."""
     import ray
 
     options = options or EmbedFileOptions()
     if not ray.is_initialized():
         # No address (or 'auto' with RAY_ADDRESS unset): Ray starts a local instance.
-        ray.init(address=None if address in (None, "", "local") else address,
-                 log_to_driver=False)
+        ray.init(address=None if address in (None, "", "local") else address, log_to_driver=False)
     # The driver loads the model once too, on the CPU: it fails fast on a wrong name and tells
     # the output's dimension before any cluster work starts.
-    probe = load_engine(EmbedFileOptions(model=options.model, precision=options.precision,
-                                         dimensions=options.dimensions, providers="cpu"))
+    probe = load_engine(
+        EmbedFileOptions(
+            model=options.model,
+            precision=options.precision,
+            dimensions=options.dimensions,
+            providers="cpu",
+        )
+    )
     embedder = RayEmbedder(options, actors=actors, num_cpus=num_cpus, num_gpus=num_gpus)
     return embed_file(source, out, options, embedder=embedder, engine=probe)

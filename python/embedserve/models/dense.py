@@ -16,7 +16,9 @@ from embedserve.models.st_modules import ModelConfigError, class_name, read_json
 def _gelu(x: np.ndarray) -> np.ndarray:
     from math import erf  # exact (erf) GELU, as torch.nn.GELU() by default
 
-    return (0.5 * x * (1.0 + np.vectorize(erf, otypes=[np.float64])(x / np.sqrt(2.0)))).astype(x.dtype)
+    return (0.5 * x * (1.0 + np.vectorize(erf, otypes=[np.float64])(x / np.sqrt(2.0)))).astype(
+        x.dtype
+    )
 
 
 # torch.nn activation class names -> NumPy, computed in float64 and cast back by the caller.
@@ -51,7 +53,9 @@ class DenseLayer:
 def load_dense(folder: Path) -> DenseLayer:
     """A Dense module folder: config.json plus model.safetensors or (older) pytorch_model.bin."""
     config = read_json(folder / "config.json") or {}
-    activation = class_name(str(config.get("activation_function") or "torch.nn.modules.activation.Tanh"))
+    activation = class_name(
+        str(config.get("activation_function") or "torch.nn.modules.activation.Tanh")
+    )
     if activation not in ACTIVATIONS:
         raise ModelConfigError(
             f"{folder}: Dense activation {config.get('activation_function')!r} is not supported "
@@ -65,8 +69,9 @@ def load_dense(folder: Path) -> DenseLayer:
     expected = (config.get("out_features"), config.get("in_features"))
     if None not in expected and tuple(weight.shape) != tuple(int(v) for v in expected):
         raise ModelConfigError(f"{folder}: linear.weight is {weight.shape}, config says {expected}")
-    return DenseLayer(weight.astype(np.float64), None if bias is None else bias.astype(np.float64),
-                      activation)
+    return DenseLayer(
+        weight.astype(np.float64), None if bias is None else bias.astype(np.float64), activation
+    )
 
 
 def _read_weights(folder: Path) -> dict[str, np.ndarray]:
@@ -76,12 +81,16 @@ def _read_weights(folder: Path) -> dict[str, np.ndarray]:
         return load_file(str(folder / "model.safetensors"))
     if (folder / "pytorch_model.bin").exists():
         return read_torch_zip(folder / "pytorch_model.bin")
-    raise ModelConfigError(f"{folder} has no model.safetensors or pytorch_model.bin for its Dense module")
+    raise ModelConfigError(
+        f"{folder} has no model.safetensors or pytorch_model.bin for its Dense module"
+    )
 
 
 # torch's zip checkpoints without torch: pickled tensors whose storages live in data/<key>.
 _STORAGE_DTYPES = {
-    "FloatStorage": np.float32, "HalfStorage": np.float16, "DoubleStorage": np.float64,
+    "FloatStorage": np.float32,
+    "HalfStorage": np.float16,
+    "DoubleStorage": np.float64,
     "BFloat16Storage": None,
 }
 
@@ -103,10 +112,17 @@ def read_torch_zip(path: Path) -> dict[str, np.ndarray]:
             dtype = _STORAGE_DTYPES.get(dtype_name)
             if dtype is None:
                 raise ModelConfigError(f"{path}: storage type {dtype_name} is not supported")
-            return np.frombuffer(archive.read(f"{prefix}data/{key}"), dtype=np.dtype(dtype).newbyteorder("<"))
+            return np.frombuffer(
+                archive.read(f"{prefix}data/{key}"), dtype=np.dtype(dtype).newbyteorder("<")
+            )
 
-        def rebuild(storage_array: np.ndarray, offset: int, size: tuple[int, ...],
-                    stride: tuple[int, ...], *_: object) -> np.ndarray:
+        def rebuild(
+            storage_array: np.ndarray,
+            offset: int,
+            size: tuple[int, ...],
+            stride: tuple[int, ...],
+            *_: object,
+        ) -> np.ndarray:
             itemsize = storage_array.itemsize
             return np.lib.stride_tricks.as_strided(
                 storage_array[offset:], shape=size, strides=[s * itemsize for s in stride]
@@ -120,7 +136,9 @@ def read_torch_zip(path: Path) -> dict[str, np.ndarray]:
                     return name
                 if module == "collections" and name == "OrderedDict":
                     return dict
-                raise ModelConfigError(f"{path}: pickle refers to {module}.{name}, which is not allowed")
+                raise ModelConfigError(
+                    f"{path}: pickle refers to {module}.{name}, which is not allowed"
+                )
 
             def persistent_load(self, pid: tuple) -> np.ndarray:
                 _, dtype_name, key, *_ = pid

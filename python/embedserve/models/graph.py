@@ -88,13 +88,20 @@ def quantized_onnx(source: Path) -> Path:
     """The cached int8 copy of the graph at `source`, built on first use."""
     from embedserve.models.quantize import quantize_int8
 
-    target = cache_root() / "compiled" / f"{file_hash(source)[:32]}-int8-v{QUANTIZER_VERSION}" / "model.onnx"
+    target = (
+        cache_root()
+        / "compiled"
+        / f"{file_hash(source)[:32]}-int8-v{QUANTIZER_VERSION}"
+        / "model.onnx"
+    )
     if not target.exists():
         quantize_int8(source, target)
     return target
 
 
-def _derived_onnx(source: Path, tag: str, transform: Callable[[onnx.ModelProto], onnx.ModelProto]) -> Path:
+def _derived_onnx(
+    source: Path, tag: str, transform: Callable[[onnx.ModelProto], onnx.ModelProto]
+) -> Path:
     """The cached result of a graph pass over `source`, built on first use."""
     import onnx
 
@@ -121,8 +128,13 @@ def pooled_onnx(source: Path, pooling: str) -> Path:
     return _derived_onnx(source, f"pool-{pooling}", lambda m: append_pooling(m, pooling))
 
 
-def onnx_for(directory: Path, quantize: str | None = None, *, pooling: str | None = None,
-             compile: bool = False) -> Path:
+def onnx_for(
+    directory: Path,
+    quantize: str | None = None,
+    *,
+    pooling: str | None = None,
+    compile: bool = False,
+) -> Path:
     """The float32 ONNX graph to run for a model folder: the one it ships (unless `compile`),
     else one compiled from its safetensors; with `pooling`, a copy that pools in the graph.
 

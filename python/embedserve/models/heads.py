@@ -35,14 +35,25 @@ def _masked_mean(g: GraphBuilder, hidden: str) -> str:
     """Mean of the hidden states over the real (unpadded) tokens."""
     mask = g.op("Cast", [g.input("attention_mask")], "head/mask", to=TensorProto.FLOAT)
     weights = g.op("Unsqueeze", [mask, g.const([-1], np.int64)], "head/mask_3d")
-    summed = g.op("ReduceSum", [g.op("Mul", [hidden, weights], "head/masked"),
-                                g.const([1], np.int64)], "head/sum", keepdims=0)
+    summed = g.op(
+        "ReduceSum",
+        [g.op("Mul", [hidden, weights], "head/masked"), g.const([1], np.int64)],
+        "head/sum",
+        keepdims=0,
+    )
     count = g.op("ReduceSum", [mask, g.const([1], np.int64)], "head/count", keepdims=1)
     return g.op("Div", [summed, count], "head/mean")
 
 
-def _logits(g: GraphBuilder, w: Weights, prefix: str, x: str, c: HFConfig, hidden: int,
-            bias: bool | None = True) -> Output:
+def _logits(
+    g: GraphBuilder,
+    w: Weights,
+    prefix: str,
+    x: str,
+    c: HFConfig,
+    hidden: int,
+    bias: bool | None = True,
+) -> Output:
     labels = num_labels(c)
     out = linear(g, w, prefix, x, "head/classifier", (labels, hidden), bias)
     g.op("Identity", [out], LOGITS, output=LOGITS)
@@ -66,8 +77,9 @@ def roberta_head(g: GraphBuilder, c: HFConfig, w: Weights, encoded: Encoded) -> 
 def distilbert_head(g: GraphBuilder, c: HFConfig, w: Weights, encoded: Encoded) -> Output:
     """`pre_classifier` + ReLU on [CLS], then `classifier`."""
     h = encoded.hidden_size
-    x = linear(g, w, "pre_classifier", _first_token(g, encoded.hidden), "head/pre_classifier",
-               (h, h))
+    x = linear(
+        g, w, "pre_classifier", _first_token(g, encoded.hidden), "head/pre_classifier", (h, h)
+    )
     return _logits(g, w, "classifier", g.op("Relu", [x], "head/relu"), c, h)
 
 
@@ -78,11 +90,20 @@ def modernbert_head(g: GraphBuilder, c: HFConfig, w: Weights, encoded: Encoded) 
     pooling = c.choice("classifier_pooling", ("cls", "mean"), "cls")
     x = _first_token(g, encoded.hidden) if pooling == "cls" else _masked_mean(g, encoded.hidden)
     act = check_activation(c.get("classifier_activation", default="gelu"), c.path)
-    x = linear(g, w, "head.dense", x, "head/dense", (h, h),
-               bool(c.get("classifier_bias", default=False)))
+    x = linear(
+        g, w, "head.dense", x, "head/dense", (h, h), bool(c.get("classifier_bias", default=False))
+    )
     x = activation(g, act, x, "head/activation")
-    x = layer_norm(g, w, "head.norm", x, "head/norm", h, c.float("norm_eps", default=1e-5),
-                   bias=bool(c.get("norm_bias", default=False)))
+    x = layer_norm(
+        g,
+        w,
+        "head.norm",
+        x,
+        "head/norm",
+        h,
+        c.float("norm_eps", default=1e-5),
+        bias=bool(c.get("norm_bias", default=False)),
+    )
     return _logits(g, w, "classifier", x, c, h)
 
 

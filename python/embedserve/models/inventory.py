@@ -40,16 +40,33 @@ def inventory(root: Path | None = None) -> Inventory:
     for entry in CATALOG:
         folder = models / entry.name
         cached = (folder / ".complete").exists()
-        source = " + ".join(entry.requirements) if len(entry.requirements) < 3 else (
-            f"{entry.requirements[0]} … {entry.requirements[-1]} ({len(entry.requirements)} wheels)"
+        source = (
+            " + ".join(entry.requirements)
+            if len(entry.requirements) < 3
+            else (
+                f"{entry.requirements[0]} … {entry.requirements[-1]} ({len(entry.requirements)} wheels)"
+            )
         )
-        catalog.append(CachedModel(entry.name, entry.description, source, folder, cached,
-                                   _size(folder) if cached else 0))
+        catalog.append(
+            CachedModel(
+                entry.name,
+                entry.description,
+                source,
+                folder,
+                cached,
+                _size(folder) if cached else 0,
+            )
+        )
     known = {entry.name for entry in CATALOG}
-    others = [
-        CachedModel(p.name, "", "", p, (p / ".complete").exists(), _size(p))
-        for p in sorted(models.iterdir()) if p.is_dir() and not p.name.startswith(".") and p.name not in known
-    ] if models.exists() else []
+    others = (
+        [
+            CachedModel(p.name, "", "", p, (p / ".complete").exists(), _size(p))
+            for p in sorted(models.iterdir())
+            if p.is_dir() and not p.name.startswith(".") and p.name not in known
+        ]
+        if models.exists()
+        else []
+    )
     compiled = root / "compiled"
     graphs = sorted(compiled.glob("*/model.onnx")) if compiled.exists() else []
     return Inventory(root, catalog, others, len(graphs), sum(_size(g.parent) for g in graphs))

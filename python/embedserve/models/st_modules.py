@@ -89,7 +89,9 @@ def load_module_stack(directory: Path) -> ModuleStack:
             pooling = read_pooling(path)
         elif kind == "Dense":
             if pooling is None:
-                raise ModelConfigError(f"{directory.name}: a Dense module before Pooling is not supported")
+                raise ModelConfigError(
+                    f"{directory.name}: a Dense module before Pooling is not supported"
+                )
             dense.append(path)
         elif kind == "Normalize":
             normalize = True
@@ -107,7 +109,9 @@ def read_pooling(folder: Path) -> Pooling:
     include_prompt = bool(config.get("include_prompt", True))
     named = config.get("pooling_mode")
     if named is None:
-        named = [mode for flag, mode in LEGACY_POOLING_FLAGS.items() if config.get(flag)] or ["mean"]
+        named = [mode for flag, mode in LEGACY_POOLING_FLAGS.items() if config.get(flag)] or [
+            "mean"
+        ]
     if isinstance(named, (list, tuple)) and len(named) == 1:
         named = named[0]
     if not isinstance(named, str):

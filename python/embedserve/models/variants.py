@@ -10,8 +10,14 @@ from embedserve.models.graph import fp16_onnx, onnx_for
 from embedserve.precision import INT8_REFUSED_MODEL_TYPES, Precision
 
 
-def graph_for(model_dir: Path, precision: Precision, config_dir: Path | None = None, *,
-              pooling: str | None = None, compile: bool = False) -> Path:
+def graph_for(
+    model_dir: Path,
+    precision: Precision,
+    config_dir: Path | None = None,
+    *,
+    pooling: str | None = None,
+    compile: bool = False,
+) -> Path:
     """Compile (and quantize or convert) on first use; later calls hit the cache.
 
     `config_dir` holds the tokenizer when the graph's folder has none: int8 calibration

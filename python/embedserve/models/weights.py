@@ -125,5 +125,7 @@ class Weights:
         if unused:
             logger.info(
                 "%s: ignoring %d tensors the graph does not use: %s",
-                self.source, len(unused), unused[:5],
+                self.source,
+                len(unused),
+                unused[:5],
             )

@@ -23,11 +23,19 @@ class ClassifierSession:
         self.input_names = [i.name for i in self._session.get_inputs()]
         unknown = [n for n in self.input_names if n not in KNOWN_INPUTS]
         if unknown:
-            raise ValueError(f"{path}: model inputs {unknown} are not understood (known: {KNOWN_INPUTS})")
+            raise ValueError(
+                f"{path}: model inputs {unknown} are not understood (known: {KNOWN_INPUTS})"
+            )
         self.output_name, self.num_labels = _logits_output(self._session, path)
 
-    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
-        feeds = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+    def run(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray
+    ) -> np.ndarray:
+        feeds = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "token_type_ids": token_type_ids,
+        }
         (logits,) = self._session.run([self.output_name], {n: feeds[n] for n in self.input_names})
         return np.asarray(logits, dtype=np.float32)
 

@@ -40,11 +40,19 @@ class EncoderSession:
         self.input_names = [i.name for i in self._session.get_inputs()]
         unknown = [n for n in self.input_names if n not in KNOWN_INPUTS]
         if unknown:
-            raise ValueError(f"{path}: model inputs {unknown} are not understood (known: {KNOWN_INPUTS})")
+            raise ValueError(
+                f"{path}: model inputs {unknown} are not understood (known: {KNOWN_INPUTS})"
+            )
         self.output_name, self.hidden_size = _hidden_state_output(self._session, path)
 
-    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
-        feeds = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+    def run(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray
+    ) -> np.ndarray:
+        feeds = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "token_type_ids": token_type_ids,
+        }
         (hidden,) = self._session.run([self.output_name], {n: feeds[n] for n in self.input_names})
         return hidden
 

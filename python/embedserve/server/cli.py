@@ -94,7 +94,10 @@ def _add_setting(parser: argparse.ArgumentParser, owner: str, spec: Field[Any]) 
     help_text = meta["help"] + ("" if default is None else f" (default: {shown})")
     if isinstance(default, bool):
         parser.add_argument(
-            flag_name(spec), dest=dest, action=argparse.BooleanOptionalAction, default=None,
+            flag_name(spec),
+            dest=dest,
+            action=argparse.BooleanOptionalAction,
+            default=None,
             help=help_text.replace("%", "%%"),
         )
         return
@@ -118,8 +121,9 @@ def _setting_type(spec: Field[Any]) -> Callable[[str], Any]:
     return kind
 
 
-def _setting_value(args: argparse.Namespace, owner: str, spec: Field[Any],
-                   environ: Mapping[str, str]) -> Any:
+def _setting_value(
+    args: argparse.Namespace, owner: str, spec: Field[Any], environ: Mapping[str, str]
+) -> Any:
     """The flag if given, else the environment variable, else the field's default."""
     dest = f"{owner}.{spec.name}" if owner else spec.name
     value = getattr(args, dest)
@@ -142,8 +146,16 @@ def _setting_value(args: argparse.Namespace, owner: str, spec: Field[Any],
     return value
 
 
-_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True,
-             "0": False, "false": False, "no": False, "off": False}
+_BOOLEANS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
 
 
 def config_from_args(
@@ -184,8 +196,9 @@ def run_serve(args: argparse.Namespace) -> int:
     # is created in this process; workers create their own after they start.
     precision = resolve_precision(config.precision, config.quantize)
     for model in config.models:
-        graph_for(resolve_model_dir(model.spec, compile=config.compile), precision,
-                  compile=config.compile)
+        graph_for(
+            resolve_model_dir(model.spec, compile=config.compile), precision, compile=config.compile
+        )
     # Workers read the config from here; keys travel with it, never on a command line.
     # The same for tiktoken's rank files: fetched here or a clear error now, not at a request.
     TokenArrays.for_encoding(config.token_encoding)

@@ -61,8 +61,14 @@ class ModelSpec:
         return tuple(dict.fromkeys(names))
 
 
-def setting(default: Any, help: str, *, type: Callable[[str], Any] | None = None,
-            choices: tuple[str, ...] | None = None, metavar: str = "N") -> Any:
+def setting(
+    default: Any,
+    help: str,
+    *,
+    type: Callable[[str], Any] | None = None,
+    choices: tuple[str, ...] | None = None,
+    metavar: str = "N",
+) -> Any:
     """A server setting, declared once: `embedserve serve` makes it a flag (`--field-name`) and
     an environment variable (`EMBEDSERVE_FIELD_NAME`), and a test checks the README row."""
     meta = {"help": help, "type": type, "choices": choices, "metavar": metavar}
@@ -126,8 +132,9 @@ class ServerConfig:
         False, "accept `dimensions` for models not trained for it (Matryoshka)"
     )
     max_batch_tokens: int | None = setting(
-        None, "padded tokens (longest x rows) per model batch (default: 1024 on the CPU, "
-        "16384 on a GPU)", type=int
+        None,
+        "padded tokens (longest x rows) per model batch (default: 1024 on the CPU, 16384 on a GPU)",
+        type=int,
     )
     max_batch_requests: int = setting(
         DEFAULT_MAX_BATCH_REQUESTS, "requests sharing one batch at most"
@@ -144,33 +151,46 @@ class ServerConfig:
         30.0, "on SIGTERM/SIGINT, time to finish queued work before the rest gets 503"
     )
     providers: str | None = setting(
-        None, "ONNX Runtime providers: cpu, cuda, or a provider name (default: CUDA when a GPU "
-        "is present, else CPU)", type=str, metavar="NAMES"
+        None,
+        "ONNX Runtime providers: cpu, cuda, or a provider name (default: CUDA when a GPU "
+        "is present, else CPU)",
+        type=str,
+        metavar="NAMES",
     )
     intra_op_threads: int | None = setting(
         None, "ONNX Runtime threads per model (default: ONNX Runtime's choice)", type=int
     )
     quantize: str | None = setting(
-        None, "the older spelling of --precision int8", type=str, choices=("int8",),
-        metavar="KIND"
+        None, "the older spelling of --precision int8", type=str, choices=("int8",), metavar="KIND"
     )
     precision: str | None = setting(
-        None, "fp32 (exact, the CPU default), bf16, int8 or fp16 (the CUDA default); see README "
-        "Precision and runtime", type=str, choices=tuple(PRECISIONS), metavar="NAME"
+        None,
+        "fp32 (exact, the CPU default), bf16, int8 or fp16 (the CUDA default); see README "
+        "Precision and runtime",
+        type=str,
+        choices=tuple(PRECISIONS),
+        metavar="NAME",
     )
     runtime: str | None = setting(
-        None, "onnxruntime, openvino or auto (the faster one for the precision)", type=str,
-        choices=RUNTIMES, metavar="NAME"
+        None,
+        "onnxruntime, openvino or auto (the faster one for the precision)",
+        type=str,
+        choices=RUNTIMES,
+        metavar="NAME",
     )
     compile: bool = setting(
-        False, "compile each model's safetensors even where it ships an ONNX graph (from a hub "
-        "repo, download those weights instead of the graph)"
+        False,
+        "compile each model's safetensors even where it ships an ONNX graph (from a hub "
+        "repo, download those weights instead of the graph)",
     )
     limits: Limits = field(default_factory=Limits)
     token_encoding: str = setting(
-        "cl100k_base", "what token-array inputs are: tiktoken ids, decoded to text as OpenAI reads "
+        "cl100k_base",
+        "what token-array inputs are: tiktoken ids, decoded to text as OpenAI reads "
         "them (cl100k_base, o200k_base), or ids in the model's own vocabulary (model)",
-        type=str, choices=TOKEN_ENCODINGS, metavar="NAME"
+        type=str,
+        choices=TOKEN_ENCODINGS,
+        metavar="NAME",
     )
     http: HttpLimits = field(default_factory=HttpLimits)
 

@@ -37,9 +37,7 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 class Drain:
     """One app's drain. `begin` may be called from any thread (a signal handler's, too)."""
 
-    def __init__(
-        self, seconds: float, stop: Callable[[], None], busy: Callable[[], bool]
-    ) -> None:
+    def __init__(self, seconds: float, stop: Callable[[], None], busy: Callable[[], bool]) -> None:
         self.seconds = seconds
         self._stop = stop  # fail what still waits
         self._busy = busy  # whether admitted requests are still in flight

@@ -94,8 +94,9 @@ class Admission:
             return
         texts = inputs.texts or []
         for chunk in chunk_ranges([len(t) for t in texts], CHUNK_CHARS):
-            yield lambda chunk=chunk: self._prepare(Inputs(texts=texts[chunk.start : chunk.stop]),
-                                                    chunk.start)
+            yield lambda chunk=chunk: self._prepare(
+                Inputs(texts=texts[chunk.start : chunk.stop]), chunk.start
+            )
 
     def prepared(self) -> Prepared:
         if len(self._parts) == 1:

@@ -97,34 +97,126 @@ class Operation:
 
 
 OPERATIONS: tuple[Operation, ...] = (
-    Operation("post", "/v1/embeddings", "OpenAI embeddings", "OpenAI", OpenAIEmbeddingsResponse,
-              OpenAIError, OpenAIEmbeddingsRequest),
-    Operation("post", "/embeddings", "OpenAI embeddings; Azure AI inference with api-version",
-              "OpenAI", OpenAIEmbeddingsResponse, OpenAIError, OpenAIEmbeddingsRequest),
-    Operation("post", "/models/embeddings", "Azure AI inference embeddings", "Azure",
-              OpenAIEmbeddingsResponse, OpenAIError, OpenAIEmbeddingsRequest),
-    Operation("get", "/v1/models", "Models served", "OpenAI", ModelList, OpenAIError,
-              errors=(401,)),
-    Operation("post", "/embed", "TEI embeddings: a bare array of float arrays", "TEI",
-              list[list[float]], tei.Error, tei.EmbedRequest),
-    Operation("post", "/", "TEI's root route (InferenceClient.feature_extraction): as /embed",
-              "TEI", list[list[float]], tei.Error, tei.EmbedRequest),
-    Operation("post", "/tokenize", "TEI: the model's tokens of each input", "TEI",
-              list[list[tei.SimpleToken]], tei.Error, tei.TokenizeRequest),
-    Operation("post", "/decode", "TEI: texts of model-vocabulary id arrays", "TEI", list[str],
-              tei.Error, tei.DecodeRequest),
-    Operation("get", "/info", "TEI's model description (Azure's with ?api-version=)", "TEI",
-              tei.Info, tei.Error, errors=(401, 503)),
-    Operation("post", "/api/embed", "Ollama embeddings", "Ollama", ollama.EmbedResponse,
-              ollama.Error, ollama.EmbedRequest),
-    Operation("post", "/api/embeddings", "Ollama's legacy single embedding", "Ollama",
-              ollama.LegacyEmbedResponse, ollama.Error, ollama.LegacyEmbedRequest),
-    Operation("get", "/api/tags", "Ollama: models served", "Ollama", ollama.TagsResponse,
-              ollama.Error, errors=(401,)),
-    Operation("get", "/api/version", "Ollama: server version", "Ollama", ollama.VersionResponse,
-              ollama.Error, errors=()),
-    Operation("post", "/v2/embed", "Cohere v2 embeddings", "Cohere", cohere.EmbedResponse,
-              cohere.Error, cohere.EmbedRequest),
+    Operation(
+        "post",
+        "/v1/embeddings",
+        "OpenAI embeddings",
+        "OpenAI",
+        OpenAIEmbeddingsResponse,
+        OpenAIError,
+        OpenAIEmbeddingsRequest,
+    ),
+    Operation(
+        "post",
+        "/embeddings",
+        "OpenAI embeddings; Azure AI inference with api-version",
+        "OpenAI",
+        OpenAIEmbeddingsResponse,
+        OpenAIError,
+        OpenAIEmbeddingsRequest,
+    ),
+    Operation(
+        "post",
+        "/models/embeddings",
+        "Azure AI inference embeddings",
+        "Azure",
+        OpenAIEmbeddingsResponse,
+        OpenAIError,
+        OpenAIEmbeddingsRequest,
+    ),
+    Operation(
+        "get", "/v1/models", "Models served", "OpenAI", ModelList, OpenAIError, errors=(401,)
+    ),
+    Operation(
+        "post",
+        "/embed",
+        "TEI embeddings: a bare array of float arrays",
+        "TEI",
+        list[list[float]],
+        tei.Error,
+        tei.EmbedRequest,
+    ),
+    Operation(
+        "post",
+        "/",
+        "TEI's root route (InferenceClient.feature_extraction): as /embed",
+        "TEI",
+        list[list[float]],
+        tei.Error,
+        tei.EmbedRequest,
+    ),
+    Operation(
+        "post",
+        "/tokenize",
+        "TEI: the model's tokens of each input",
+        "TEI",
+        list[list[tei.SimpleToken]],
+        tei.Error,
+        tei.TokenizeRequest,
+    ),
+    Operation(
+        "post",
+        "/decode",
+        "TEI: texts of model-vocabulary id arrays",
+        "TEI",
+        list[str],
+        tei.Error,
+        tei.DecodeRequest,
+    ),
+    Operation(
+        "get",
+        "/info",
+        "TEI's model description (Azure's with ?api-version=)",
+        "TEI",
+        tei.Info,
+        tei.Error,
+        errors=(401, 503),
+    ),
+    Operation(
+        "post",
+        "/api/embed",
+        "Ollama embeddings",
+        "Ollama",
+        ollama.EmbedResponse,
+        ollama.Error,
+        ollama.EmbedRequest,
+    ),
+    Operation(
+        "post",
+        "/api/embeddings",
+        "Ollama's legacy single embedding",
+        "Ollama",
+        ollama.LegacyEmbedResponse,
+        ollama.Error,
+        ollama.LegacyEmbedRequest,
+    ),
+    Operation(
+        "get",
+        "/api/tags",
+        "Ollama: models served",
+        "Ollama",
+        ollama.TagsResponse,
+        ollama.Error,
+        errors=(401,),
+    ),
+    Operation(
+        "get",
+        "/api/version",
+        "Ollama: server version",
+        "Ollama",
+        ollama.VersionResponse,
+        ollama.Error,
+        errors=(),
+    ),
+    Operation(
+        "post",
+        "/v2/embed",
+        "Cohere v2 embeddings",
+        "Cohere",
+        cohere.EmbedResponse,
+        cohere.Error,
+        cohere.EmbedRequest,
+    ),
 )
 
 
@@ -142,7 +234,10 @@ def build_document() -> dict[str, Any]:
         response_schema, error_schema = next(by_type), next(by_type)
         request_schema = next(by_type) if op.request is not None else None
         responses: dict[str, Any] = {
-            "200": {"description": "OK", "content": {"application/json": {"schema": response_schema}}}
+            "200": {
+                "description": "OK",
+                "content": {"application/json": {"schema": response_schema}},
+            }
         }
         for status in op.errors:
             responses[str(status)] = {
@@ -198,8 +293,10 @@ async def docs() -> Response[str]:
     document = build_document()
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>embedserve API</title>",
-        ("<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
-        "code{background:#f4f4f4}td,th{padding:0 1em 0 0;text-align:left}</style></head><body>"),
+        (
+            "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
+            "code{background:#f4f4f4}td,th{padding:0 1em 0 0;text-align:left}</style></head><body>"
+        ),
         f"<h1>embedserve {html.escape(__version__)}</h1>",
         "<p>Machine-readable: <a href='/openapi.json'>/openapi.json</a> (OpenAPI 3.1).</p>",
     ]
@@ -219,7 +316,9 @@ async def docs() -> Response[str]:
                 for name, prop in schema["properties"].items():
                     kind = html.escape(msgspec.json.encode(prop).decode()[:120])
                     flag = "required" if name in required else ""
-                    parts.append(f"<tr><td><code>{name}</code></td><td>{kind}</td><td>{flag}</td></tr>")
+                    parts.append(
+                        f"<tr><td><code>{name}</code></td><td>{kind}</td><td>{flag}</td></tr>"
+                    )
                 parts.append("</table>")
             statuses = ", ".join(op["responses"])
             parts.append(f"<p>Responses: {statuses}</p>")

@@ -21,8 +21,16 @@ COHERE = "cohere"
 TEI = "tei"
 # Cohere v1/v2 and Jina fields; `truncate` and `raw_scores` are embedserve's (and TEI's) extensions.
 COHERE_FIELDS = frozenset(
-    {"model", "query", "documents", "top_n", "return_documents", "max_tokens_per_doc",
-     "truncate", "raw_scores"}
+    {
+        "model",
+        "query",
+        "documents",
+        "top_n",
+        "return_documents",
+        "max_tokens_per_doc",
+        "truncate",
+        "raw_scores",
+    }
 )
 TEI_FIELDS = frozenset(
     {"model", "query", "texts", "truncate", "truncation_direction", "raw_scores", "return_text"}
@@ -72,7 +80,8 @@ def parse_rerank_request(body: bytes) -> RerankRequest:
     if not isinstance(query, str):
         raise invalid(
             "'query' is a required property and must be a string"
-            if query is None else f"query must be a string, not {_kind(query)}",
+            if query is None
+            else f"query must be a string, not {_kind(query)}",
             param="query",
             code="missing_required_parameter" if query is None else "invalid_type",
         )
@@ -135,8 +144,14 @@ def parse_score_request(body: bytes) -> ScoreRequest:
 # -- responses --
 
 
-def cohere_body(request: RerankRequest, model: str, order: list[int], scores: list[float],
-                tokens: int, api_version: str) -> bytes:
+def cohere_body(
+    request: RerankRequest,
+    model: str,
+    order: list[int],
+    scores: list[float],
+    tokens: int,
+    api_version: str,
+) -> bytes:
     """Cohere's response (`id`, `results`, `meta`) with Jina's `model` and `usage` alongside."""
     results = []
     for index in order:
@@ -145,17 +160,19 @@ def cohere_body(request: RerankRequest, model: str, order: list[int], scores: li
             original = request.originals[index]
             item["document"] = original if isinstance(original, dict) else {"text": original}
         results.append(item)
-    return msgspec.json.encode({
-        "id": str(uuid.uuid4()),
-        "model": model,
-        "results": results,
-        "meta": {
-            "api_version": {"version": api_version},
-            "billed_units": {"search_units": 1},
-            "tokens": {"input_tokens": tokens, "output_tokens": 0},
-        },
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    })
+    return msgspec.json.encode(
+        {
+            "id": str(uuid.uuid4()),
+            "model": model,
+            "results": results,
+            "meta": {
+                "api_version": {"version": api_version},
+                "billed_units": {"search_units": 1},
+                "tokens": {"input_tokens": tokens, "output_tokens": 0},
+            },
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+    )
 
 
 def tei_body(request: RerankRequest, order: list[int], scores: list[float]) -> bytes:
@@ -170,14 +187,16 @@ def tei_body(request: RerankRequest, order: list[int], scores: list[float]) -> b
 
 def score_body(model: str, scores: list[Any], tokens: int) -> bytes:
     """vLLM's score response; a multi-label head gives each pair a list of label scores."""
-    return msgspec.json.encode({
-        "id": f"score-{uuid.uuid4().hex}",
-        "object": "list",
-        "created": int(time.time()),
-        "model": model,
-        "data": [{"index": i, "object": "score", "score": s} for i, s in enumerate(scores)],
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0},
-    })
+    return msgspec.json.encode(
+        {
+            "id": f"score-{uuid.uuid4().hex}",
+            "object": "list",
+            "created": int(time.time()),
+            "model": model,
+            "data": [{"index": i, "object": "score", "score": s} for i, s in enumerate(scores)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0},
+        }
+    )
 
 
 # -- fields --
@@ -201,13 +220,15 @@ def _strings(value: Any, param: str) -> list[str]:
         )
     if not isinstance(value, list):
         raise invalid(
-            f"{param} must be an array of strings, not {_kind(value)}", param=param,
+            f"{param} must be an array of strings, not {_kind(value)}",
+            param=param,
             code="invalid_type",
         )
     for index, item in enumerate(value):
         if not isinstance(item, str):
             raise invalid(
-                f"{param}[{index}] must be a string, not {_kind(item)}", param=param,
+                f"{param}[{index}] must be a string, not {_kind(item)}",
+                param=param,
                 code="invalid_type",
             )
     return value
@@ -217,7 +238,8 @@ def _documents(value: Any) -> tuple[list[Any], list[str]]:
     """Cohere's documents: strings, or objects whose `text` is ranked."""
     if value is None:
         raise invalid(
-            "'documents' is a required property", param="documents",
+            "'documents' is a required property",
+            param="documents",
             code="missing_required_parameter",
         )
     if not isinstance(value, list):

@@ -102,8 +102,11 @@ class RerankService:
             reranker,
             self.config.limits,
             prepare=lambda cut: reranker.prepare(
-                request.query, request.documents, truncate=cut,
-                max_tokens_per_doc=request.max_tokens_per_doc, param=request.param,
+                request.query,
+                request.documents,
+                truncate=cut,
+                max_tokens_per_doc=request.max_tokens_per_doc,
+                param=request.param,
             ),
             count=len(request.documents),
             param=request.param,  # errors name the request's own field: TEI says `texts`
@@ -126,8 +129,9 @@ class RerankService:
             admit_pairs,
             reranker,
             self.config.limits,
-            prepare=lambda cut: reranker.prepare_pairs(request.firsts, request.seconds,
-                                                       truncate=cut, param="text_2"),
+            prepare=lambda cut: reranker.prepare_pairs(
+                request.firsts, request.seconds, truncate=cut, param="text_2"
+            ),
             count=len(request.seconds),
             param="text_2",
             truncate=self._truncate(request.truncate),

@@ -110,7 +110,7 @@ class EmbeddingService:
         finally:
             reservation.release()  # a no-op once submitted
         if admission.characters:
-            measured = (int(prepared.untruncated_tokens.sum()) - 2 * len(prepared.sequences))
+            measured = int(prepared.untruncated_tokens.sum()) - 2 * len(prepared.sequences)
             measured = min(2.0, max(0.01, measured / admission.characters))
             self._tokens_per_char[model.id] = ratio + 0.2 * (measured - ratio)
         return prepared, ticket, time.perf_counter() - started
@@ -140,7 +140,11 @@ class EmbeddingService:
             tokens = int(prepared.token_counts.sum())
             finish = partial(
                 _finish_and_encode if openai_body else _finish,
-                engine, pooled, request, model.id, tokens,
+                engine,
+                pooled,
+                request,
+                model.id,
+                tokens,
             )
             result = (
                 finish()

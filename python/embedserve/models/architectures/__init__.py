@@ -42,7 +42,9 @@ def supported() -> str:
     """The supported model types and architecture classes, for error messages and docs."""
     types = sorted(t for f in FAMILIES for t in f.model_types)
     classes = sorted(stem + "Model" for f in FAMILIES for stem in f.classes)
-    return f"model_type {', '.join(types)} (architectures {', '.join(classes)} and their *For* heads)"
+    return (
+        f"model_type {', '.join(types)} (architectures {', '.join(classes)} and their *For* heads)"
+    )
 
 
 def family_for(config: HFConfig) -> Family:

@@ -39,22 +39,49 @@ def build_post_norm_encoder(
 
     x = tokens(g, w, "embeddings.word_embeddings", "embeddings/word", hidden)
     types = token_types(
-        g, w, "embeddings.token_type_embeddings", "embeddings/token_type",
-        c.int("type_vocab_size", default=2), hidden,
+        g,
+        w,
+        "embeddings.token_type_embeddings",
+        "embeddings/token_type",
+        c.int("type_vocab_size", default=2),
+        hidden,
     )
     x = g.op("Add", [x, types], "embeddings/add_token_type")
     pos = positions(
-        g, w, "embeddings.position_embeddings", "embeddings/position",
-        c.int("max_position_embeddings", default=512), hidden,
+        g,
+        w,
+        "embeddings.position_embeddings",
+        "embeddings/position",
+        c.int("max_position_embeddings", default=512),
+        hidden,
     )
     x = g.op("Add", [x, pos], "embeddings/add_position")
-    x = layer_norm(g, w, "embeddings.LayerNorm", x, "embeddings/layer_norm", hidden, eps,
-                   output=HIDDEN_STATE if layers == 0 else None)
+    x = layer_norm(
+        g,
+        w,
+        "embeddings.LayerNorm",
+        x,
+        "embeddings/layer_norm",
+        hidden,
+        eps,
+        output=HIDDEN_STATE if layers == 0 else None,
+    )
     mask = padding_mask(g)
     for n in range(layers):
         x = post_norm_layer(
-            g, w, x, mask, f"encoder.layer.{n}.", BERT_NAMES, heads, hidden, inner, act, eps,
-            name=f"layer.{n}", output=HIDDEN_STATE if n == layers - 1 else None,
+            g,
+            w,
+            x,
+            mask,
+            f"encoder.layer.{n}.",
+            BERT_NAMES,
+            heads,
+            hidden,
+            inner,
+            act,
+            eps,
+            name=f"layer.{n}",
+            output=HIDDEN_STATE if n == layers - 1 else None,
         )
     return Encoded(HIDDEN_STATE, hidden)
 

@@ -36,17 +36,40 @@ def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
 
     x = tokens(g, w, "embeddings.word_embeddings", "embeddings/word", hidden)
     pos = positions_from_zero(
-        g, w, "embeddings.position_embeddings", "embeddings/position",
-        c.int("max_position_embeddings", default=512), hidden,
+        g,
+        w,
+        "embeddings.position_embeddings",
+        "embeddings/position",
+        c.int("max_position_embeddings", default=512),
+        hidden,
     )
     x = g.op("Add", [x, pos], "embeddings/add_position")
-    x = layer_norm(g, w, "embeddings.LayerNorm", x, "embeddings/layer_norm", hidden, EPS,
-                   output=HIDDEN_STATE if layers == 0 else None)
+    x = layer_norm(
+        g,
+        w,
+        "embeddings.LayerNorm",
+        x,
+        "embeddings/layer_norm",
+        hidden,
+        EPS,
+        output=HIDDEN_STATE if layers == 0 else None,
+    )
     mask = padding_mask(g)
     for n in range(layers):
         x = post_norm_layer(
-            g, w, x, mask, f"transformer.layer.{n}.", NAMES, heads, hidden, inner, act, EPS,
-            name=f"layer.{n}", output=HIDDEN_STATE if n == layers - 1 else None,
+            g,
+            w,
+            x,
+            mask,
+            f"transformer.layer.{n}.",
+            NAMES,
+            heads,
+            hidden,
+            inner,
+            act,
+            EPS,
+            name=f"layer.{n}",
+            output=HIDDEN_STATE if n == layers - 1 else None,
         )
     return Encoded(HIDDEN_STATE, hidden)
 

@@ -66,20 +66,29 @@ def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
         elif kind == FULL:
             mask = padding_mask(g)
         else:
-            raise ValueError(f"{c.path}: layer_types[{n}] is {kind!r}; expected {FULL} or {SLIDING}")
+            raise ValueError(
+                f"{c.path}: layer_types[{n}] is {kind!r}; expected {FULL} or {SLIDING}"
+            )
         rope = rotary(g, heads.head_dim, max_positions, _rope(c, kind), c.path)
         # Layer 0 has no attn_norm (an Identity in transformers): the embeddings' norm serves.
         h = norm(p + "attn_norm", x, scope + "/attn_norm") if n else x
         qkv = linear(g, w, p + "attn.Wqkv", h, scope + "/qkv", (3 * hidden, hidden), attn_bias)
-        q, k, v = g.ops("Split", [qkv, g.const([hidden] * 3, np.int64)], scope + "/qkv_split",
-                        outputs=3, axis=-1)
+        q, k, v = g.ops(
+            "Split",
+            [qkv, g.const([hidden] * 3, np.int64)],
+            scope + "/qkv_split",
+            outputs=3,
+            axis=-1,
+        )
         context = attention(g, q, k, v, mask, heads, scope + "/attention", rotary=rope)
-        out = linear(g, w, p + "attn.Wo", context, scope + "/attention_out", (hidden, hidden),
-                     attn_bias)
+        out = linear(
+            g, w, p + "attn.Wo", context, scope + "/attention_out", (hidden, hidden), attn_bias
+        )
         x = g.op("Add", [x, out], scope + "/attention_residual")
         h = norm(p + "mlp_norm", x, scope + "/mlp_norm")
-        ff = fused_gated(g, w, h, scope + "/mlp", p + "mlp.Wi", p + "mlp.Wo", hidden, inner, act,
-                         mlp_bias)
+        ff = fused_gated(
+            g, w, h, scope + "/mlp", p + "mlp.Wi", p + "mlp.Wo", hidden, inner, act, mlp_bias
+        )
         x = g.op("Add", [x, ff], scope + "/mlp_residual")
     x = norm("final_norm", x, "final_norm", output=HIDDEN_STATE)
     return Encoded(HIDDEN_STATE, hidden)

@@ -47,9 +47,11 @@ def relative_position_bucket(relative: np.ndarray) -> np.ndarray:
     max_exact = half // 2
     is_small = n < max_exact
     with np.errstate(divide="ignore"):
-        scaled = np.log(n.astype(np.float32) / np.float32(max_exact)) / np.float32(
-            math.log(MAX_DISTANCE / max_exact)
-        ) * np.float32(half - max_exact)
+        scaled = (
+            np.log(n.astype(np.float32) / np.float32(max_exact))
+            / np.float32(math.log(MAX_DISTANCE / max_exact))
+            * np.float32(half - max_exact)
+        )
     large = max_exact + np.where(is_small, 0, scaled).astype(np.int64)
     large = np.minimum(large, half - 1)
     return ret + np.where(is_small, n, large)
@@ -70,7 +72,8 @@ def position_bias(g: GraphBuilder, w: Weights, max_positions: int, num_heads: in
         table[relative_position_bucket(distances)],
     )
     positions = g.op(
-        "Range", [g.const(0, np.int64), sequence_scalar(g), g.const(1, np.int64)],
+        "Range",
+        [g.const(0, np.int64), sequence_scalar(g), g.const(1, np.int64)],
         "position_bias/positions",
     )
     rows = g.op("Unsqueeze", [positions, g.const([1], np.int64)], "position_bias/queries")
@@ -94,18 +97,43 @@ def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
 
     x = tokens(g, w, "embeddings.word_embeddings", "embeddings/word", hidden)
     pos = positions_after_padding_idx(
-        g, w, "embeddings.position_embeddings", "embeddings/position", max_positions, hidden,
+        g,
+        w,
+        "embeddings.position_embeddings",
+        "embeddings/position",
+        max_positions,
+        hidden,
         PADDING_IDX,
     )
     x = g.op("Add", [x, pos], "embeddings/add_position")
-    x = layer_norm(g, w, "embeddings.LayerNorm", x, "embeddings/layer_norm", hidden, eps,
-                   output=HIDDEN_STATE if layers == 0 else None)
+    x = layer_norm(
+        g,
+        w,
+        "embeddings.LayerNorm",
+        x,
+        "embeddings/layer_norm",
+        hidden,
+        eps,
+        output=HIDDEN_STATE if layers == 0 else None,
+    )
     mask = padding_mask(g)
     bias = position_bias(g, w, max_positions, num_heads)
     for n in range(layers):
         x = post_norm_layer(
-            g, w, x, mask, f"encoder.layer.{n}.", NAMES, heads, hidden, inner, act, eps,
-            name=f"layer.{n}", bias=bias, output=HIDDEN_STATE if n == layers - 1 else None,
+            g,
+            w,
+            x,
+            mask,
+            f"encoder.layer.{n}.",
+            NAMES,
+            heads,
+            hidden,
+            inner,
+            act,
+            eps,
+            name=f"layer.{n}",
+            bias=bias,
+            output=HIDDEN_STATE if n == layers - 1 else None,
         )
     return Encoded(HIDDEN_STATE, hidden)
 

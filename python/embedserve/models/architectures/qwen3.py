@@ -62,15 +62,35 @@ def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
         k = linear(g, w, p + "self_attn.k_proj", h, scope + "/k", (heads.kv_width, hidden), None)
         v = linear(g, w, p + "self_attn.v_proj", h, scope + "/v", (heads.kv_width, hidden), None)
         context = attention(
-            g, q, k, v, mask, heads, scope + "/attention", rotary=rope,
-            q_norm=head_norm(p + "self_attn.q_norm"), k_norm=head_norm(p + "self_attn.k_norm"),
+            g,
+            q,
+            k,
+            v,
+            mask,
+            heads,
+            scope + "/attention",
+            rotary=rope,
+            q_norm=head_norm(p + "self_attn.q_norm"),
+            k_norm=head_norm(p + "self_attn.k_norm"),
         )
-        out = linear(g, w, p + "self_attn.o_proj", context, scope + "/o", (hidden, heads.width),
-                     None)
+        out = linear(
+            g, w, p + "self_attn.o_proj", context, scope + "/o", (hidden, heads.width), None
+        )
         x = g.op("Add", [x, out], scope + "/attention_residual")
         h = rms_norm(g, w, p + "post_attention_layernorm", x, scope + "/mlp_norm", hidden, eps)
-        ff = gated(g, w, h, scope + "/mlp", p + "mlp.gate_proj", p + "mlp.up_proj",
-                   p + "mlp.down_proj", hidden, inner, act, None)
+        ff = gated(
+            g,
+            w,
+            h,
+            scope + "/mlp",
+            p + "mlp.gate_proj",
+            p + "mlp.up_proj",
+            p + "mlp.down_proj",
+            hidden,
+            inner,
+            act,
+            None,
+        )
         x = g.op("Add", [x, ff], scope + "/mlp_residual")
     x = rms_norm(g, w, "norm", x, "norm", hidden, eps, output=HIDDEN_STATE)
     return Encoded(HIDDEN_STATE, hidden)

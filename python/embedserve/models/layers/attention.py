@@ -83,9 +83,7 @@ def structured_mask(g: GraphBuilder, causal: bool, window: int | None = None) ->
     keys = g.op("Unsqueeze", [keys, g.const([1, 2], np.int64)], scope + "/keys_b11s")
     if allowed is not None:
         keys = g.op("And", [keys, allowed], scope + "/allowed")
-    g.shared[key] = g.op(
-        "Where", [keys, g.const(0.0), g.const(MASK_VALUE)], scope + "/additive"
-    )
+    g.shared[key] = g.op("Where", [keys, g.const(0.0), g.const(MASK_VALUE)], scope + "/additive")
     return g.shared[key]
 
 

@@ -13,9 +13,7 @@ def sequence_scalar(g: GraphBuilder) -> str:
     """input_ids' sequence length as an int64 scalar (for Range)."""
     if "seq/length" not in g.shared:
         shape = g.op("Shape", [g.input("input_ids")], "seq/shape")
-        g.shared["seq/length"] = g.op(
-            "Gather", [shape, g.const(1, np.int64)], "seq/length", axis=0
-        )
+        g.shared["seq/length"] = g.op("Gather", [shape, g.const(1, np.int64)], "seq/length", axis=0)
     return g.shared["seq/length"]
 
 
@@ -70,8 +68,13 @@ def positions_from_zero(
     ids = g.weight(prefix + ".ids", np.arange(max_positions, dtype=np.int64)[None, :])
     sliced = g.op(
         "Slice",
-        [ids, g.const([0], np.int64), sequence_length(g), g.const([1], np.int64),
-         g.const([1], np.int64)],
+        [
+            ids,
+            g.const([0], np.int64),
+            sequence_length(g),
+            g.const([1], np.int64),
+            g.const([1], np.int64),
+        ],
         name + "/ids",
     )
     return g.op("Gather", [table, sliced], name)
@@ -92,8 +95,9 @@ def positions_after_padding_idx(
     transformers does."""
     table = g.weight(prefix + ".weight", w.get(prefix + ".weight", (max_positions, hidden)))
     is_pad = g.op("Equal", [g.input("input_ids"), g.const(padding_idx, np.int64)], name + "/is_pad")
-    keep = g.op("Cast", [g.op("Not", [is_pad], name + "/not_pad")], name + "/keep",
-                to=TensorProto.INT64)
+    keep = g.op(
+        "Cast", [g.op("Not", [is_pad], name + "/not_pad")], name + "/keep", to=TensorProto.INT64
+    )
     counted = g.op("CumSum", [keep, g.const(1, np.int64)], name + "/cumsum")
     counted = g.op("Mul", [counted, keep], name + "/masked")
     ids = g.op("Add", [counted, g.const(padding_idx, np.int64)], name + "/ids")

@@ -42,8 +42,9 @@ def fused_gated(
     """``down(act(a) * b)`` where ``up`` projects to [a | b] in one [2 * inner, hidden] matrix
     (ModernBERT's Wi/Wo: GeGLU with act="gelu")."""
     both = linear(g, w, up, x, name + "/up", (2 * inner, hidden), bias)
-    a, b = g.ops("Split", [both, g.const([inner, inner], np.int64)], name + "/split",
-                 outputs=2, axis=-1)
+    a, b = g.ops(
+        "Split", [both, g.const([inner, inner], np.int64)], name + "/split", outputs=2, axis=-1
+    )
     gated = g.op("Mul", [activation(g, act, a, name + "/" + act), b], name + "/gate")
     return linear(g, w, down, gated, name + "/down", (hidden, inner), bias)
 

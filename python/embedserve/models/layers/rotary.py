@@ -63,7 +63,9 @@ class Rotary:
             "Split", [x, g.const([half, half], np.int64)], name + "/split", outputs=2, axis=-1
         )
         rotated = g.op(
-            "Concat", [g.op("Neg", [second], name + "/neg"), first], name + "/rotate_half",
+            "Concat",
+            [g.op("Neg", [second], name + "/neg"), first],
+            name + "/rotate_half",
             axis=-1,
         )
         return g.op(

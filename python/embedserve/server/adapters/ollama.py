@@ -115,7 +115,10 @@ async def embed(request: Request[Any, Any, Any]) -> Response[bytes]:
     model = find_model(state(request).registry, body.model)
     texts = [body.input] if isinstance(body.input, str) else body.input
     internal = Internal(
-        inputs=Inputs(texts=texts), model=model.id, truncate=body.truncate, dimensions=body.dimensions
+        inputs=Inputs(texts=texts),
+        model=model.id,
+        truncate=body.truncate,
+        dimensions=body.dimensions,
     )
     done = await compute(request, internal, model)
     # Ollama's durations are nanoseconds.
@@ -148,7 +151,10 @@ async def tags(request: Request[Any, Any, Any]) -> Response[bytes]:
     for model in state(request).registry.models:
         modified = datetime.fromtimestamp(model.created, tz=timezone.utc).isoformat()
         details = ModelDetails(
-            format="onnx", family="embedding", families=None, parameter_size="",
+            format="onnx",
+            family="embedding",
+            families=None,
+            parameter_size="",
             quantization_level=state(request).config.quantize or "F32",
         )
         models.append(ModelTag(model.id, model.id, modified, 0, "", details))
