@@ -13,7 +13,8 @@ Three phases, one after another, never overlapping (on a 2-core machine they wou
 2. server: started as a subprocess on a free loopback port (or `--url` for one already running),
    then polled until GET /ready answers 200.
 3. load: per cell (concurrency C × texts per request T × encoding), C asyncio tasks, each with
-   its own httpx keep-alive connection (`--shared-client`: one pool for all), send HTTP/1.1
+   its own keep-alive connection (a lean client, bench/rawhttp.py; `--client httpx` for httpx,
+   `--shared-client`: one httpx pool for all), send HTTP/1.1
    POST /v1/embeddings back to back, each request with different texts from the pool, until
    C × `--requests` requests and `--min-seconds` are done, or `--max-seconds` have passed, or
    10 × C × `--requests` requests were sent; requests in flight finish. Every answer is
@@ -54,6 +55,7 @@ import httpx
 import numpy as np
 from embedserve.models import DEFAULT_MODEL
 
+from bench.rawhttp import RawClient
 from bench.texts import SETS, make_texts
 
 try:  # the client shares the server's cores: parse answers as cheaply as we can
@@ -721,6 +723,14 @@ def _parser() -> argparse.ArgumentParser:
         help="unmeasured requests, one at a time, before each cell (default: 5)",
     )
     parser.add_argument(
+        "--client",
+        choices=("raw", "httpx"),
+        default="raw",
+        help="raw: a lean keep-alive HTTP/1.1 client (bench/rawhttp.py), so the numbers are the "
+        "server's; httpx: what a Python app would use, ~1 ms of client CPU a request on the same "
+        "cores (default: raw)",
+    )
+    parser.add_argument(
         "--shared-client",
         action="store_true",
         help="one httpx.AsyncClient with C connections for all tasks, instead of "
@@ -834,18 +844,23 @@ async def _load(
         # server, runs out of CPU. Hence one client, one connection, per task by default.
         count, size = (1, most) if args.shared_client else (most, 1)
         limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-        clients = [
-            await stack.enter_async_context(
-                httpx.AsyncClient(
-                    base_url=server.url,
-                    headers=headers,
-                    limits=limits,
-                    timeout=httpx.Timeout(args.timeout),
-                    trust_env=False,
+        if args.client == "raw":
+            clients = [RawClient(server.url, headers) for _ in range(most)]
+            for client in clients:
+                stack.callback(client.close)
+        else:
+            clients = [
+                await stack.enter_async_context(
+                    httpx.AsyncClient(
+                        base_url=server.url,
+                        headers=headers,
+                        limits=limits,
+                        timeout=httpx.Timeout(args.timeout),
+                        trust_env=False,
+                    )
                 )
-            )
-            for _ in range(count)
-        ]
+                for _ in range(count)
+            ]
         dim = engine.dimension if engine else None
         print()
         print("| " + " | ".join(COLUMNS) + " |")

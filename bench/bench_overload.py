@@ -22,9 +22,9 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 
-import httpx
 import numpy as np
 
+from bench.rawhttp import Connection, post_json, prober, run
 from bench.serving import serve
 from bench.texts import make_texts
 
@@ -55,62 +55,107 @@ def pct(values: list[float], q: float) -> float:
 async def run_phase(
     url: str, phase: Phase, texts: list[str], per_request: int, seconds: float, timeout: float
 ) -> Phase:
-    limits = httpx.Limits(
-        max_connections=phase.clients + 4, max_keepalive_connections=phase.clients
-    )
     stop = time.monotonic() + seconds
 
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as client:
+    async def one_client(seed: int) -> None:
+        connection = Connection(url)
+        index = seed * per_request
+        while time.monotonic() < stop:
+            batch = [texts[(index + i) % len(texts)] for i in range(per_request)]
+            index += per_request * phase.clients
+            raw = post_json(
+                url, "/v1/embeddings", json.dumps({"model": MODEL, "input": batch}).encode()
+            )
+            sent = time.monotonic()
+            try:
+                # The timeout is the client's patience for the whole request; a client that
+                # gives up hangs up, as a real one would.
+                answer = await asyncio.wait_for(connection.request(raw), timeout)
+            except asyncio.TimeoutError:
+                connection.close()
+                phase.timeouts += 1
+                continue
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                key = type(exc).__name__
+                phase.other[key] = phase.other.get(key, 0) + 1
+                await asyncio.sleep(0.1)
+                continue
+            took = time.monotonic() - sent
+            if answer.status == 200:
+                if time.monotonic() <= stop + timeout:
+                    phase.ok.append(took)
+                    phase.ok_texts += per_request
+            elif answer.status == 429:
+                phase.refused.append(took)
+                retry = float(answer.headers.get("retry-after", "1"))
+                await asyncio.sleep(min(retry, max(0.0, stop - time.monotonic())))
+            else:
+                key = str(answer.status)
+                phase.other[key] = phase.other.get(key, 0) + 1
+        connection.close()
 
-        async def one_client(seed: int) -> None:
-            index = seed * per_request
-            while time.monotonic() < stop:
-                batch = [texts[(index + i) % len(texts)] for i in range(per_request)]
-                index += per_request * phase.clients
-                sent = time.monotonic()
-                try:
-                    # The timeout is the client's patience for the whole request (httpx's own
-                    # applies to each read and write separately).
-                    response = await asyncio.wait_for(
-                        client.post("/v1/embeddings", json={"model": MODEL, "input": batch}),
-                        timeout,
-                    )
-                except (httpx.TimeoutException, asyncio.TimeoutError):
-                    phase.timeouts += 1
-                    continue
-                except httpx.TransportError as exc:
-                    key = type(exc).__name__
-                    phase.other[key] = phase.other.get(key, 0) + 1
-                    await asyncio.sleep(0.1)
-                    continue
-                took = time.monotonic() - sent
-                if response.status_code == 200:
-                    if time.monotonic() <= stop + timeout:
-                        phase.ok.append(took)
-                        phase.ok_texts += per_request
-                elif response.status_code == 429:
-                    phase.refused.append(took)
-                    retry = float(response.headers.get("retry-after", "1"))
-                    await asyncio.sleep(min(retry, max(0.0, stop - time.monotonic())))
-                else:
-                    key = str(response.status_code)
-                    phase.other[key] = phase.other.get(key, 0) + 1
-
-        async def prober() -> None:
-            async with httpx.AsyncClient(base_url=url, timeout=10) as probe:
-                while time.monotonic() < stop:
-                    sent = time.monotonic()
-                    try:
-                        await probe.get("/health")
-                        phase.health.append(time.monotonic() - sent)
-                    except httpx.TransportError:
-                        phase.health.append(10.0)
-                    await asyncio.sleep(0.1)
-
-        started = time.monotonic()
-        await asyncio.gather(prober(), *(one_client(i) for i in range(phase.clients)))
+    started = time.monotonic()
+    with prober(url, seconds) as health:
+        await asyncio.gather(*(one_client(i) for i in range(phase.clients)))
         phase.seconds = min(time.monotonic(), stop) - started
+    phase.health = health
     return phase
+
+
+def measure_round(url: str, args: argparse.Namespace, texts: list[str]) -> list[Phase]:
+    """Capacity, then each multiplier, on a warm server."""
+    capacity = run(
+        lambda: run_phase(
+            url, Phase("capacity", args.base_clients), texts, args.texts, args.seconds, 60
+        )
+    )
+    phases = [capacity]
+    for m in args.multipliers:
+        phase = Phase(f"{m}x", args.base_clients * m)
+        phases.append(
+            run(
+                lambda phase=phase: run_phase(
+                    url, phase, texts, args.texts, args.seconds, args.timeout
+                )
+            )
+        )
+    return phases
+
+
+def print_table(phases: list[Phase]) -> None:
+    base = phases[0].goodput
+    print(
+        "| load | clients | goodput texts/s | % of capacity | 200 p50 ms | 200 p99 ms | "
+        "p99 / capacity p99 | 429s | 429 p50 ms | 429 p99 ms | timeouts | other | "
+        "/health p99 ms |"
+    )
+    print("|---" * 13 + "|")
+    for p in phases:
+        print(
+            f"| {p.name} | {p.clients} | {p.goodput:.1f} | {100 * p.goodput / base:.0f} % | "
+            f"{pct(p.ok, 50):.0f} | {pct(p.ok, 99):.0f} | "
+            f"{pct(p.ok, 99) / pct(phases[0].ok, 99):.2f} | {len(p.refused)} | "
+            f"{pct(p.refused, 50):.1f} | {pct(p.refused, 99):.1f} | {p.timeouts} | "
+            f"{p.other or '-'} | {pct(p.health, 99):.1f} |"
+        )
+
+
+def print_medians(rounds: list[list[Phase]]) -> None:
+    """Per load: the median over rounds of each ratio and percentile (each round is its own
+    baseline: goodput is divided by the same round's capacity)."""
+    print(
+        f"\nmedians of {len(rounds)} rounds: | load | % of capacity | p99 / capacity p99 | "
+        "429 p50 ms | /health p99 ms |"
+    )
+    for i, first in enumerate(rounds[0]):
+        rows = [r[i] for r in rounds]
+        share = [100 * p.goodput / r[0].goodput for p, r in zip(rows, rounds, strict=True)]
+        ratio = [pct(p.ok, 99) / pct(r[0].ok, 99) for p, r in zip(rows, rounds, strict=True)]
+        print(
+            f"| {first.name} | {np.median(share):.0f} % | {np.median(ratio):.2f} | "
+            f"{np.median([pct(p.refused, 50) for p in rows]):.1f} | "
+            f"{np.median([pct(p.health, 99) for p in rows]):.1f} |"
+        )
 
 
 def main(argv: list[str]) -> None:
@@ -120,6 +165,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--texts", type=int, default=8, help="texts per request")
     parser.add_argument("--timeout", type=float, default=15.0, help="client timeout, s")
     parser.add_argument("--multipliers", type=int, nargs="+", default=[2, 5, 10])
+    parser.add_argument("--rounds", type=int, default=1, help="rounds; medians are printed too")
     parser.add_argument("--json", help="write the results here too")
     parser.add_argument(
         "serve_flags", nargs=argparse.REMAINDER, help="after --, flags for `embedserve serve`"
@@ -128,47 +174,25 @@ def main(argv: list[str]) -> None:
     flags = [f for f in args.serve_flags if f != "--"]
     texts = make_texts("short", 4096, seed=7)
 
-    phases: list[Phase] = []
+    rounds: list[list[Phase]] = []
     with serve(["--model", MODEL, "--log-level", "warning", *flags]) as server:
-        asyncio.run(run_phase(server.url, Phase("warm-up", 8), texts, args.texts, 5, 60))
-        capacity = asyncio.run(
-            run_phase(
-                server.url,
-                Phase("capacity", args.base_clients),
-                texts,
-                args.texts,
-                args.seconds,
-                60,
-            )
-        )
-        phases.append(capacity)
-        for m in args.multipliers:
-            phase = Phase(f"{m}x", args.base_clients * m)
-            phases.append(
-                asyncio.run(
-                    run_phase(server.url, phase, texts, args.texts, args.seconds, args.timeout)
-                )
-            )
+        run(lambda: run_phase(server.url, Phase("warm-up", 8), texts, args.texts, 5, 60))
+        for _ in range(args.rounds):
+            rounds.append(measure_round(server.url, args, texts))
         rss_mb = server.status_kb("VmHWM") / 1024
 
-    base = capacity.goodput
     print(
         f"\n{args.texts} short texts a request, {args.seconds:g} s a phase, client timeout "
-        f"{args.timeout:g} s, 429s honoured; server VmHWM {rss_mb:.0f} MB"
+        f"{args.timeout:g} s, 429s honoured; server flags {flags or 'default'}; "
+        f"server VmHWM {rss_mb:.0f} MB"
     )
-    header = (
-        "| load | clients | goodput texts/s | % of capacity | 200 p50 ms | 200 p99 ms | "
-        "429s | 429 p50 ms | 429 p99 ms | timeouts | other | /health p99 ms |"
-    )
-    print(header)
-    print("|---" * 12 + "|")
-    for p in phases:
-        print(
-            f"| {p.name} | {p.clients} | {p.goodput:.1f} | {100 * p.goodput / base:.0f} % | "
-            f"{pct(p.ok, 50):.0f} | {pct(p.ok, 99):.0f} | {len(p.refused)} | "
-            f"{pct(p.refused, 50):.1f} | {pct(p.refused, 99):.1f} | {p.timeouts} | "
-            f"{p.other or '-'} | {pct(p.health, 99):.1f} |"
-        )
+    for number, phases in enumerate(rounds, 1):
+        print(f"\nround {number}")
+        print_table(phases)
+    if len(rounds) > 1:
+        print_medians(rounds)
     if args.json:
         with open(args.json, "w") as out:
-            json.dump([{**asdict(p), "goodput": p.goodput} for p in phases], out)
+            json.dump(
+                [[{**asdict(p), "goodput": p.goodput} for p in phases] for phases in rounds], out
+            )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from collections.abc import Callable
@@ -59,6 +60,14 @@ class ModelSpec:
         if entry is not None:
             names += [entry.name, *entry.aliases]
         return tuple(dict.fromkeys(names))
+
+
+def nice_value(text: str) -> int:
+    """A Linux nice increment: 0 (off) to 19."""
+    value = int(text)
+    if not 0 <= value <= 19:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 19, got {value}")
+    return value
 
 
 def setting(
@@ -159,6 +168,12 @@ class ServerConfig:
     )
     intra_op_threads: int | None = setting(
         None, "ONNX Runtime threads per model (default: ONNX Runtime's choice)", type=int
+    )
+    model_nice: int = setting(
+        5,
+        "nice value added to the models' threads (ONNX Runtime's and the batcher's), so the "
+        "HTTP side, which answers /health and 429s, gets a core first when the model is busy",
+        type=nice_value,
     )
     quantize: str | None = setting(
         None, "the older spelling of --precision int8", type=str, choices=("int8",), metavar="KIND"

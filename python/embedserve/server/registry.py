@@ -7,7 +7,9 @@ fork — as sessions and tokenizers must be created there.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -117,6 +119,10 @@ class ModelRegistry:
                 model.batcher.close()
 
     def _load_all(self) -> None:
+        # Threads inherit the nice value of the thread that starts them: ONNX Runtime's pool
+        # (started with the session) and the batcher (started in `_serve`) run below the event
+        # loop, so a busy model cannot delay /health, 429s or admission (bench/NOTES.md).
+        _lower_this_thread(self.config.model_nice)
         for model in self.models:
             if model.ready:
                 continue
@@ -178,3 +184,12 @@ class ModelRegistry:
         self.metrics.watch_queue(model.id, lambda: batcher.queued_inputs)
         model.engine = engine
         model.batcher = batcher  # set last: `ready` reads it
+
+
+def _lower_this_thread(nice: int) -> None:
+    """Add `nice` to the calling thread's nice value (Linux: per thread; elsewhere a no-op)."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    tid = threading.get_native_id()
+    with contextlib.suppress(OSError):  # raising one's own nice value needs no privilege
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))

@@ -26,6 +26,9 @@ from embedserve.server.token_arrays import TokenArrays
 
 # Below this many floats, finishing and encoding on the event loop costs less than a thread hop.
 _INLINE_FLOATS = 64 * 1024
+# Up to about this many tokens, tokenizing on the event loop (tens of microseconds) costs less than
+# the hop to a worker thread and back (~0.4 ms of a 1-text request's latency, bench/NOTES.md).
+_INLINE_TOKENS = 256
 
 
 @dataclass(frozen=True)
@@ -99,12 +102,17 @@ class EmbeddingService:
             resolve=self.token_arrays.resolve,
         )
         ratio = self._tokens_per_char.get(model.id, DEFAULT_TOKENS_PER_CHAR)
-        reservation = batcher.reserve(len(request.inputs), admission.estimated_tokens(ratio))
+        estimate = admission.estimated_tokens(ratio)
+        reservation = batcher.reserve(len(request.inputs), estimate)
         loop = asyncio.get_running_loop()
+        inline = estimate <= _INLINE_TOKENS
         started = time.perf_counter()
         try:
             for step in admission.steps():
-                await loop.run_in_executor(self._executor, step)
+                if inline:
+                    step()
+                else:
+                    await loop.run_in_executor(self._executor, step)
             prepared = admission.prepared()
             ticket = batcher.submit(prepared.sequences, reservation)
         finally:

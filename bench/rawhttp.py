@@ -1,0 +1,199 @@
+"""A lean HTTP/1.1 keep-alive client for load generation, and a /health prober in its own process.
+
+Why not httpx: it costs about a millisecond of CPU a request in Python. With 320 closed-loop
+clients on the same two cores as the server, the load generator's own event loop fell seconds
+behind. Its clients then reported latencies the server never had: a 429 decided in 1 ms showed
+as 4 s, and /health as 2.3 s, while curl from another process saw 1 ms (bench/NOTES.md, "Overload
+measured with a lean client"). This client prebuilds each request's bytes, and parses only the
+status line, the headers it needs, and a Content-Length or chunked body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import multiprocessing
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: dict[str, str]  # lower-cased names
+    body: bytes
+
+
+def post_json(url: str, path: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
+    """The bytes of one keep-alive POST of a JSON body."""
+    host = urlsplit(url).netloc
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+    head = (
+        f"POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n{extra}\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+class Connection:
+    """One keep-alive connection, reopened when the server closes it. Not for concurrent use."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def request(self, raw: bytes) -> Answer:
+        """Send `raw` and read the answer. A connection the server closed while idle is reopened
+        and the request sent once more (nothing of it was processed)."""
+        reused = self._writer is not None
+        try:
+            return await self._exchange(raw)
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            self.close()
+            if reused and _nothing_read(exc):
+                return await self._exchange(raw)
+            raise
+
+    def close(self) -> None:
+        """Hang up (also what a client that gave up does: the server sees the disconnect)."""
+        if self._writer is not None:
+            self._writer.transport.abort()
+        self._reader = self._writer = None
+
+    async def _exchange(self, raw: bytes) -> Answer:
+        if self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self._reader, self._writer
+        assert reader is not None
+        writer.write(raw)
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = {}
+        for line in lines[1:]:
+            if line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        if "content-length" in headers:
+            body = await reader.readexactly(int(headers["content-length"]))
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            body = await _read_chunked(reader)
+        else:
+            body = b""
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return Answer(status, headers, body)
+
+
+def _nothing_read(exc: BaseException) -> bool:
+    return not isinstance(exc, asyncio.IncompleteReadError) or not exc.partial
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    parts = []
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+        if size == 0:
+            await reader.readuntil(b"\r\n")
+            return b"".join(parts)
+        parts.append(await reader.readexactly(size))
+        await reader.readexactly(2)
+
+
+def run(main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """Run a coroutine on uvloop when it is installed (the server's own loop), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main())
+    return uvloop.run(main())
+
+
+def _probe(url: str, path: str, seconds: float, every: float, out: Any) -> None:
+    parts = urlsplit(url)
+    latencies: list[float] = []
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    stop = time.monotonic() + seconds
+    while time.monotonic() < stop:
+        sent = time.monotonic()
+        try:
+            connection.request("GET", path)
+            connection.getresponse().read()
+            latencies.append(time.monotonic() - sent)
+        except (OSError, http.client.HTTPException):
+            latencies.append(10.0)
+            connection.close()
+        time.sleep(every)
+    connection.close()
+    out.send(latencies)
+    out.close()
+
+
+@contextlib.contextmanager
+def prober(url: str, seconds: float, path: str = "/health", every: float = 0.1):
+    """GET `path` every `every` s for `seconds` from a separate process, so its latencies are
+    the server's (not the load generator's event loop lag). Yields a list filled on exit."""
+    receive, send = multiprocessing.Pipe(duplex=False)
+    process = multiprocessing.get_context("spawn").Process(
+        target=_probe, args=(url, path, seconds, every, send), daemon=True
+    )
+    process.start()
+    latencies: list[float] = []
+    try:
+        yield latencies
+    finally:
+        if receive.poll(seconds + 30):
+            latencies.extend(receive.recv())
+        process.join(5)
+        if process.is_alive():
+            process.kill()
+
+
+class RawResponse:
+    """The parts of an httpx.Response that the benches read."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.status_code = answer.status
+        self.headers = answer.headers
+        self.content = answer.body
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+
+class RawClient:
+    """One `Connection` behind httpx.AsyncClient's `post`/`get`, so a bench can swap clients.
+    Transport failures are raised as httpx.TransportError, as the httpx client would."""
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
+        self.url = url
+        self.headers = dict(headers or {})
+        self._connection = Connection(url)
+
+    async def post(self, path: str, content: bytes) -> RawResponse:
+        return await self._send(post_json(self.url, path, content, self.headers))
+
+    async def get(self, path: str) -> RawResponse:
+        host = urlsplit(self.url).netloc
+        extra = "".join(f"{name}: {value}\r\n" for name, value in self.headers.items())
+        return await self._send(f"GET {path} HTTP/1.1\r\nhost: {host}\r\n{extra}\r\n".encode())
+
+    async def _send(self, raw: bytes) -> RawResponse:
+        import httpx
+
+        try:
+            return RawResponse(await self._connection.request(raw))
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            self._connection.close()
+            raise httpx.TransportError(f"{type(exc).__name__}: {exc}") from exc
+
+    def close(self) -> None:
+        self._connection.close()
