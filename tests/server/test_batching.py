@@ -302,3 +302,28 @@ def test_windows_are_served_in_arrival_order():
     # {5, window-20}; inside a window, longest first.
     assert model.batches[1:] == [[3], [window - 2], [window - 20], [5]]
     assert [int(r[0, 2]) for r in results] == [2, 3, 5, 4]
+
+
+@pytest.mark.parametrize(
+    ("max_wait", "batches"),
+    [
+        # 0.5 s windows at 100 tokens/s: 64 tokens, so {10, 30, 10} then {30}.
+        (2.0, [[30, 10], [10], [30]]),
+        # A quarter of 40 s: the window is WINDOW_BUDGETS budgets, all four sorted together.
+        (40.0, [[30, 30], [10, 10]]),
+    ],
+)
+def test_the_window_follows_the_admitted_wait(max_wait, batches):
+    model = FakeModel()
+    batcher = Batcher(model.forward, 3, max_batch_tokens=64, max_wait_seconds=max_wait)
+    batcher.record_throughput(100, 1.0)  # as if measured: 100 real tokens a second
+
+    async def main():
+        tickets = [batcher.submit(seqs(tag, [n])) for tag, n in enumerate([10, 30, 10, 30])]
+        batcher.start()  # every request is queued before the first window is taken
+        return await asyncio.gather(*(t.result() for t in tickets))
+
+    results = run(main())
+    batcher.close()
+    assert model.batches == batches
+    assert [int(r[0, 1]) for r in results] == [10, 30, 10, 30]
