@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from embedserve.engine import Engine
-from embedserve.models import find_entry, resolve_model_dir
+from embedserve.models import find_entry
 from embedserve.models.static_int8 import calibration_texts, sensitive_nodes
 from embedserve.precision import (
-    INT8_REFUSED_MODEL_TYPES,
     PRECISIONS,
     get_precision,
     resolve_precision,
@@ -32,10 +31,6 @@ REFERENCE_MODELS = sorted(
     if find_entry(p.name.removesuffix(".public.json")) is not None
 )
 COMBINATIONS = [(p.name, runtime) for p in PRECISIONS.values() for runtime in p.runtimes]
-
-
-def _model_type(name: str) -> str | None:
-    return json.loads((resolve_model_dir(name) / "config.json").read_text()).get("model_type")
 
 
 def _reference(name: str) -> dict:
@@ -67,10 +62,6 @@ def test_openvino_is_installed_where_tests_run():
 @pytest.mark.parametrize("model", REFERENCE_MODELS)
 @pytest.mark.parametrize(("precision", "runtime"), COMBINATIONS)
 def test_each_precision_holds_its_fidelity_floor(engines, model, precision, runtime):
-    if precision == "int8" and _model_type(model) in INT8_REFUSED_MODEL_TYPES:
-        with pytest.raises(ValueError, match="precision 'int8' is not available"):
-            engines(model, precision, runtime)
-        return
     ref = _reference(model)
     engine = engines(model, precision, runtime)
     assert engine.model_info.precision == precision
@@ -180,3 +171,26 @@ def test_cli_precision_flag(engines):
         timeout=60,
     )
     assert bad.returncode == 2 and "invalid choice: 'fp8'" in bad.stderr
+
+
+def test_smoothing_outlier_channels_leaves_the_float_graph_unchanged(minilm_dir):
+    import onnx
+    import onnxruntime as ort
+    from embedserve.models import onnx_for
+    from embedserve.models.static_int8 import calibration_batches, smooth_outlier_channels
+
+    source = onnx_for(minilm_dir)
+    model = onnx.load(str(source))
+    names = [i.name for i in model.graph.input]
+    batches = calibration_batches(minilm_dir / "tokenizer.json", 256, names)
+    original = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    smoothed = smooth_outlier_channels(model, batches[:4], sensitive_nodes(source))
+    # Two LayerNorm outputs per layer feed quantized MatMuls (Q/K/V, FFN up); the last layer is
+    # kept in float, so 2 x 5 for MiniLM-L6.
+    assert smoothed == 10
+    assert sum(n.op_type == "Mul" and n.name.endswith("/smoothing") for n in model.graph.node) == 10
+    after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for feeds in batches[-3:]:  # held out from the peaks above
+        want = original.run(None, feeds)[0]
+        got = after.run(None, feeds)[0]
+        assert np.allclose(got, want, rtol=1e-4, atol=1e-4)

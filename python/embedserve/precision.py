@@ -71,11 +71,6 @@ PRECISIONS: dict[str, Precision] = {
         ),
     )
 }
-# Architectures whose int8 graphs miss the int8 floor: all-mpnet-base-v2's hidden states have one
-# channel ~20x the others, which stretches every per-tensor activation scale (min cos 0.934
-# static, 0.969 dynamic over 50 reference texts, against the 0.985 floor; bench/NOTES.md, "int8
-# and MPNet"). Refused rather than served below the stated bound.
-INT8_REFUSED_MODEL_TYPES = frozenset({"mpnet"})
 # Older spelling: Engine.from_pretrained(quantize="int8").
 QUANTIZE_ALIASES = {"int8": "int8"}
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from embedserve.models.config import load_model_config
 from embedserve.models.graph import fp16_onnx, onnx_for
-from embedserve.precision import INT8_REFUSED_MODEL_TYPES, Precision
+from embedserve.precision import Precision
 
 
 def graph_for(
@@ -24,8 +23,6 @@ def graph_for(
     tokenizes its corpus with the model's own tokenizer. `pooling` appends that pooling to the
     float32 graph before any conversion, so the fp16 pass keeps its sums in float32.
     """
-    if precision.name == "int8":
-        _check_int8_supported(config_dir or model_dir)
     graph = onnx_for(model_dir, pooling=pooling, compile=compile)
     if precision.graph == "int8-static":
         from embedserve.models.static_int8 import static_int8_onnx
@@ -36,14 +33,3 @@ def graph_for(
     elif precision.graph == "fp16":
         graph = fp16_onnx(graph)
     return graph
-
-
-def _check_int8_supported(config_dir: Path) -> None:
-    config = config_dir / "config.json"
-    model_type = json.loads(config.read_text()).get("model_type") if config.exists() else None
-    if model_type in INT8_REFUSED_MODEL_TYPES:
-        raise ValueError(
-            f"precision 'int8' is not available for {model_type} models: its int8 graph stays "
-            "below the int8 floor (min cosine 0.934 against fp32 on all-mpnet-base-v2, floor "
-            "0.985); use fp32"
-        )
