@@ -157,6 +157,7 @@ def _run_worker(runner: str, copies: int, threads: int, peer_python: Path | None
     proc = subprocess.run(
         [python, "-m", "bench", "peers", *command],
         check=False,
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         env=env,
