@@ -1,19 +1,21 @@
 """embedserve's precisions against sentence-transformers' own fast backends, one process each.
 
+    python -m bench peers --setup          # once: the peers' venv and their exported models
     python -m bench peers --rounds 3 --copies 4 --threads 2
 
 Runners: sentence-transformers with torch, ONNX (fp32 and dynamic int8) and OpenVINO (default
 and static int8), as its "Speeding up Inference" docs set them up, and embedserve in each of
 its precisions. The texts are the 200 reference texts (tests/data) repeated `--copies` times;
 each runner embeds them in its own fresh process, the runners take turns round after round,
-and the table shows medians. Fidelity is min / mean cosine of the first copy against the fp32
-sentence-transformers reference vectors.
+and the table shows medians, then issue #10's ratios. Fidelity is min / mean cosine of the first
+copy against the fp32 sentence-transformers reference vectors.
 
-The peers' models are exported once, offline, into the cache (`bench-peers/`): ONNX and
-OpenVINO exports via optimum, dynamic int8 with sentence-transformers' own helper, and static
-int8 with its OpenVINO helper fed a local dataset. Both static int8 models (the peer's and
-embedserve's) calibrate on the same corpus, Python's documentation prose, so the reference
-texts are held out from calibration for everyone.
+The peers run in their own venv (bench/peers_env.py, bench/peers-requirements.txt): their
+optimum pins cannot share the test extra's environment. Their models are exported once,
+offline, into the cache (`bench-peers/`) by bench/peers_st.py: ONNX and OpenVINO exports,
+dynamic int8 with sentence-transformers' own helper, and static int8 with its OpenVINO helper
+fed a local dataset. Both static int8 models (the peer's and embedserve's) calibrate on the
+same corpus, Python's documentation prose, so the reference texts are held out for everyone.
 """
 
 from __future__ import annotations
