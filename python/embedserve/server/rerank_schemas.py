@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from embedserve.server.errors import invalid
-from embedserve.server.schemas import _decode_object, _kind, _optional
+from embedserve.server.fields import decode_object, kind_of, optional
 
 COHERE = "cohere"
 TEI = "tei"
@@ -69,7 +69,7 @@ class ScoreRequest:
 
 
 def parse_rerank_request(body: bytes) -> RerankRequest:
-    raw = _decode_object(body)
+    raw = decode_object(body)
     if "texts" in raw and "documents" in raw:
         raise invalid(
             "send either `documents` (Cohere/Jina) or `texts` (TEI), not both", param="texts"
@@ -81,12 +81,12 @@ def parse_rerank_request(body: bytes) -> RerankRequest:
         raise invalid(
             "'query' is a required property and must be a string"
             if query is None
-            else f"query must be a string, not {_kind(query)}",
+            else f"query must be a string, not {kind_of(query)}",
             param="query",
             code="missing_required_parameter" if query is None else "invalid_type",
         )
     if dialect == TEI:
-        if _optional(raw, "truncation_direction", str) not in (None, "right"):
+        if optional(raw, "truncation_direction", str) not in (None, "right"):
             raise invalid(
                 "truncation_direction must be 'right': pairs are cut the way the cross-encoder "
                 "was trained (longest side first, from the right)",
@@ -99,10 +99,10 @@ def parse_rerank_request(body: bytes) -> RerankRequest:
             query=query,
             documents=documents,
             originals=originals,
-            model=_optional(raw, "model", str),
-            return_documents=bool(_optional(raw, "return_text", bool)),
-            truncate=_optional(raw, "truncate", bool),
-            raw_scores=bool(_optional(raw, "raw_scores", bool)),
+            model=optional(raw, "model", str),
+            return_documents=bool(optional(raw, "return_text", bool)),
+            truncate=optional(raw, "truncate", bool),
+            raw_scores=bool(optional(raw, "raw_scores", bool)),
         )
     originals, documents = _documents(raw.get("documents"))
     return RerankRequest(
@@ -110,17 +110,17 @@ def parse_rerank_request(body: bytes) -> RerankRequest:
         query=query,
         documents=documents,
         originals=originals,
-        model=_optional(raw, "model", str),
+        model=optional(raw, "model", str),
         top_n=_positive(raw, "top_n"),
-        return_documents=bool(_optional(raw, "return_documents", bool)),
+        return_documents=bool(optional(raw, "return_documents", bool)),
         max_tokens_per_doc=_positive(raw, "max_tokens_per_doc"),
-        truncate=_optional(raw, "truncate", bool),
-        raw_scores=bool(_optional(raw, "raw_scores", bool)),
+        truncate=optional(raw, "truncate", bool),
+        raw_scores=bool(optional(raw, "raw_scores", bool)),
     )
 
 
 def parse_score_request(body: bytes) -> ScoreRequest:
-    raw = _decode_object(body)
+    raw = decode_object(body)
     _refuse_unknown(raw, SCORE_FIELDS)
     firsts = _one_or_many(raw.get("text_1"), "text_1")
     seconds = _one_or_many(raw.get("text_2"), "text_2")
@@ -135,9 +135,9 @@ def parse_score_request(body: bytes) -> ScoreRequest:
     return ScoreRequest(
         firsts=firsts,
         seconds=seconds,
-        model=_optional(raw, "model", str),
-        truncate=_optional(raw, "truncate", bool),
-        raw_scores=bool(_optional(raw, "raw_scores", bool)),
+        model=optional(raw, "model", str),
+        truncate=optional(raw, "truncate", bool),
+        raw_scores=bool(optional(raw, "raw_scores", bool)),
     )
 
 
@@ -220,14 +220,14 @@ def _strings(value: Any, param: str) -> list[str]:
         )
     if not isinstance(value, list):
         raise invalid(
-            f"{param} must be an array of strings, not {_kind(value)}",
+            f"{param} must be an array of strings, not {kind_of(value)}",
             param=param,
             code="invalid_type",
         )
     for index, item in enumerate(value):
         if not isinstance(item, str):
             raise invalid(
-                f"{param}[{index}] must be a string, not {_kind(item)}",
+                f"{param}[{index}] must be a string, not {kind_of(item)}",
                 param=param,
                 code="invalid_type",
             )
@@ -245,7 +245,7 @@ def _documents(value: Any) -> tuple[list[Any], list[str]]:
     if not isinstance(value, list):
         raise invalid(
             f"documents must be an array of strings or of objects with a `text` field, not "
-            f"{_kind(value)}",
+            f"{kind_of(value)}",
             param="documents",
             code="invalid_type",
         )
@@ -262,7 +262,7 @@ def _documents(value: Any) -> tuple[list[Any], list[str]]:
         elif not isinstance(item, str):
             raise invalid(
                 f"documents[{index}] must be a string or an object with a `text` field, not "
-                f"{_kind(item)}",
+                f"{kind_of(item)}",
                 param="documents",
                 code="invalid_type",
             )
@@ -277,7 +277,7 @@ def _one_or_many(value: Any, param: str) -> list[str]:
 
 
 def _positive(raw: dict[str, Any], name: str) -> int | None:
-    value = _optional(raw, name, int)
+    value = optional(raw, name, int)
     if value is not None and value < 1:
         raise invalid(f"{name} must be at least 1, got {value}", param=name)
     return value
