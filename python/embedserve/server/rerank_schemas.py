@@ -76,46 +76,27 @@ def parse_rerank_request(body: bytes) -> RerankRequest:
         )
     dialect = TEI if "texts" in raw else COHERE
     _refuse_unknown(raw, TEI_FIELDS if dialect == TEI else COHERE_FIELDS)
-    query = raw.get("query")
-    if not isinstance(query, str):
-        raise invalid(
-            "'query' is a required property and must be a string"
-            if query is None
-            else f"query must be a string, not {kind_of(query)}",
-            param="query",
-            code="missing_required_parameter" if query is None else "invalid_type",
-        )
+    query = _query(raw)
     if dialect == TEI:
-        if optional(raw, "truncation_direction", str) not in (None, "right"):
-            raise invalid(
-                "truncation_direction must be 'right': pairs are cut the way the cross-encoder "
-                "was trained (longest side first, from the right)",
-                param="truncation_direction",
-            )
+        _tei_direction(raw)
         originals = _strings(raw.get("texts"), "texts")
         documents = list(originals)
+    else:
+        originals, documents = _documents(raw.get("documents"))
+    shared = _shared(raw)
+    if dialect == TEI:
         return RerankRequest(
-            dialect=TEI,
-            query=query,
-            documents=documents,
-            originals=originals,
-            model=optional(raw, "model", str),
-            return_documents=bool(optional(raw, "return_text", bool)),
-            truncate=optional(raw, "truncate", bool),
-            raw_scores=bool(optional(raw, "raw_scores", bool)),
+            TEI, query, documents, originals, return_documents=_flag(raw, "return_text"), **shared
         )
-    originals, documents = _documents(raw.get("documents"))
     return RerankRequest(
-        dialect=COHERE,
-        query=query,
-        documents=documents,
-        originals=originals,
-        model=optional(raw, "model", str),
+        COHERE,
+        query,
+        documents,
+        originals,
         top_n=_positive(raw, "top_n"),
-        return_documents=bool(optional(raw, "return_documents", bool)),
+        return_documents=_flag(raw, "return_documents"),
         max_tokens_per_doc=_positive(raw, "max_tokens_per_doc"),
-        truncate=optional(raw, "truncate", bool),
-        raw_scores=bool(optional(raw, "raw_scores", bool)),
+        **shared,
     )
 
 
@@ -132,13 +113,7 @@ def parse_score_request(body: bytes) -> ScoreRequest:
             "against every text_2, or two lists of the same length to score pairwise",
             param="text_2",
         )
-    return ScoreRequest(
-        firsts=firsts,
-        seconds=seconds,
-        model=optional(raw, "model", str),
-        truncate=optional(raw, "truncate", bool),
-        raw_scores=bool(optional(raw, "raw_scores", bool)),
-    )
+    return ScoreRequest(firsts, seconds, **_shared(raw))
 
 
 # -- responses --
@@ -210,6 +185,42 @@ def _refuse_unknown(raw: dict[str, Any], known: frozenset[str]) -> None:
             f"(known: {', '.join(sorted(known))})",
             param=unknown[0],
             code="unknown_parameter",
+        )
+
+
+def _shared(raw: dict[str, Any]) -> dict[str, Any]:
+    """The fields every body shape (Cohere/Jina, TEI, score) has, parsed one way for all."""
+    return {
+        "model": optional(raw, "model", str),
+        "truncate": optional(raw, "truncate", bool),
+        "raw_scores": _flag(raw, "raw_scores"),
+    }
+
+
+def _flag(raw: dict[str, Any], name: str) -> bool:
+    """An optional boolean whose absence (or null) means false."""
+    return bool(optional(raw, name, bool))
+
+
+def _query(raw: dict[str, Any]) -> str:
+    query = raw.get("query")
+    if not isinstance(query, str):
+        raise invalid(
+            "'query' is a required property and must be a string"
+            if query is None
+            else f"query must be a string, not {kind_of(query)}",
+            param="query",
+            code="missing_required_parameter" if query is None else "invalid_type",
+        )
+    return query
+
+
+def _tei_direction(raw: dict[str, Any]) -> None:
+    if optional(raw, "truncation_direction", str) not in (None, "right"):
+        raise invalid(
+            "truncation_direction must be 'right': pairs are cut the way the cross-encoder "
+            "was trained (longest side first, from the right)",
+            param="truncation_direction",
         )
 
 
