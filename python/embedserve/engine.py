@@ -5,28 +5,21 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from embedserve import _core
 from embedserve.errors import InputError
 from embedserve.inputs import Inputs, TextsOrTokens, classify_inputs
-from embedserve.models import (
-    DEFAULT_MODEL,
-    ModelConfig,
-    find_entry,
-    load_model_config,
-    resolve_model_dir,
-)
+from embedserve.loading import CUDA_BOUND, plan_load
+from embedserve.models import DEFAULT_MODEL, ModelConfig, load_model_config
 from embedserve.models.dense import load_dense
 from embedserve.models.pooling_graph import POOLING_MODES
 from embedserve.models.variants import graph_for
 from embedserve.planning import default_max_batch_tokens, pad_batch, plan_batches
-from embedserve.precision import resolve_precision
-from embedserve.runtime import EncoderSession, SessionOptions
-from embedserve.runtime.backends import Backend, choose_runtime, open_backend
-from embedserve.runtime.cuda import BoundEncoderSession, on_gpu
+from embedserve.runtime import EncoderSession
+from embedserve.runtime.backends import Backend, open_backend
+from embedserve.runtime.cuda import BoundEncoderSession
 from embedserve.tokenization import DIRECTIONS, ModelTokenizer
 
 
@@ -144,12 +137,22 @@ class Engine:
         is "fp16", the graph also pools on the device (the per-request cut and normalization
         run on the [n, d] rows) and it runs through IOBinding (runtime/cuda.py).
         """
-        model_dir = resolve_model_dir(spec, compile=compile)
-        config_dir = resolve_model_dir(tokenizer) if tokenizer is not None else model_dir
-        config = load_model_config(config_dir, name or _display_name(spec, model_dir))
-        options = SessionOptions(providers, intra_op_threads, inter_op_threads)
-        if on_gpu(providers) and runtime in (None, "auto", "onnxruntime"):
-            chosen = resolve_precision(precision or (None if quantize else "fp16"), quantize)
+        plan = plan_load(
+            spec,
+            tokenizer=tokenizer,
+            name=name,
+            compile=compile,
+            providers=providers,
+            intra_op_threads=intra_op_threads,
+            inter_op_threads=inter_op_threads,
+            precision=precision,
+            quantize=quantize,
+            runtime=runtime,
+            cuda_precision="fp16",
+        )
+        config_dir, chosen = plan.config_dir, plan.precision
+        config = load_model_config(config_dir, plan.name)
+        if plan.runtime == CUDA_BOUND:
             # Pooling moves into the graph only where the graph pass has the mode, every token
             # is pooled and the graph is a float one; otherwise the C++ kernels pool.
             in_graph = (
@@ -159,13 +162,11 @@ class Engine:
                 and chosen.graph != "int8-static"
                 else None
             )
-            graph = graph_for(model_dir, chosen, config_dir, pooling=in_graph, compile=compile)
-            session = BoundEncoderSession(graph, options, max_sequence=config.max_seq_length)
+            graph = graph_for(plan.model_dir, chosen, config_dir, pooling=in_graph, compile=compile)
+            session = BoundEncoderSession(graph, plan.options, max_sequence=config.max_seq_length)
         else:
-            chosen = resolve_precision(precision, quantize)
-            runtime_name = choose_runtime(runtime, chosen, providers)
-            graph = graph_for(model_dir, chosen, config_dir, compile=compile)
-            session = open_backend(graph, chosen, runtime_name, options)
+            graph = graph_for(plan.model_dir, chosen, config_dir, compile=compile)
+            session = open_backend(graph, chosen, plan.runtime, plan.options)
             if max_batch_tokens is None and session.provider in (
                 "CPUExecutionProvider",
                 "OpenVINO:CPU",
@@ -336,10 +337,3 @@ class Engine:
                 param="prompt_name",
             )
         return prompts[name] or None
-
-
-def _display_name(spec: str | os.PathLike[str], model_dir: Path) -> str:
-    entry = find_entry(str(spec))
-    if entry is not None:
-        return entry.name
-    return model_dir.name if Path(spec).expanduser().is_dir() else str(spec)

@@ -49,13 +49,33 @@ def atomic_write_path(target: Path, *, mode: int = 0o666) -> Iterator[Path]:
     staged = Path(name)
     try:
         yield staged
-        _fsync_file(staged)
-        os.chmod(staged, mode & ~current_umask())
-        os.replace(staged, target)
-        _fsync_dir(target.parent)
+        publish_file(staged, target, mode=mode)
     finally:
         with contextlib.suppress(FileNotFoundError):
             staged.unlink()
+
+
+def publish_file(staged: Path, target: Path, *, mode: int = 0o666) -> None:
+    """Publish a fully written file `staged` (in `target`'s folder) as `target`: fsync, the
+    umask's mode, rename, then sync the folder so the rename itself is durable."""
+    _fsync_file(staged)
+    os.chmod(staged, mode & ~current_umask())
+    os.replace(staged, target)
+    _fsync_dir(target.parent)
+
+
+@contextlib.contextmanager
+def staging_dir(target: Path) -> Iterator[Path]:
+    """A scratch folder beside `target` for writers that emit several files at once (a graph and
+    its external data), to be published one by one with `publish_file`; removed afterwards with
+    whatever was not published."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def atomic_write_bytes(target: Path, data: bytes, *, mode: int = 0o666) -> Path:

@@ -8,14 +8,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from embedserve.engine import _display_name
 from embedserve.errors import InputError
-from embedserve.models import DEFAULT_MODEL, onnx_for, resolve_model_dir
+from embedserve.loading import plan_load
+from embedserve.models import DEFAULT_MODEL, onnx_for
 from embedserve.models.kind import RERANKER, RerankerConfig, load_reranker_config
 from embedserve.pairs import Pair, PairTokenizer, PreparedPairs, pad_pairs
 from embedserve.planning import default_max_batch_tokens, plan_batches
 from embedserve.precision import resolve_precision
-from embedserve.runtime import SessionOptions
 from embedserve.runtime.classifier import ClassifierSession
 
 
@@ -98,15 +97,24 @@ class Reranker:
                 f"cross-encoders run fp32 or int8 on onnxruntime, not {chosen.name!r} on "
                 f"{runtime!r}"
             )
-        quantize = "int8" if chosen.name == "int8" else None
-        model_dir = resolve_model_dir(spec, compile=compile)
-        config_dir = resolve_model_dir(tokenizer) if tokenizer is not None else model_dir
-        config = load_reranker_config(
-            config_dir, name or _display_name(spec, model_dir), max_length
+        plan = plan_load(
+            spec,
+            tokenizer=tokenizer,
+            name=name,
+            compile=compile,
+            providers=providers,
+            intra_op_threads=intra_op_threads,
+            inter_op_threads=inter_op_threads,
+            precision=chosen.name,
+            quantize=None,
+            runtime="onnxruntime",
         )
+        config_dir = plan.config_dir
+        config = load_reranker_config(config_dir, plan.name, max_length)
+        # int8 is the dynamically quantized graph (models.graph), not the engine's static one.
+        dynamic = "int8" if chosen.name == "int8" else None
         session = ClassifierSession(
-            onnx_for(model_dir, quantize, compile=compile),
-            SessionOptions(providers, intra_op_threads, inter_op_threads),
+            onnx_for(plan.model_dir, dynamic, compile=compile), plan.options
         )
         pair_tokenizer = PairTokenizer(config_dir / "tokenizer.json", config.max_length)
         return cls(config, pair_tokenizer, session, max_batch_tokens=max_batch_tokens)

@@ -8,7 +8,7 @@ from embedserve.engine import ModelInfo, Prepared
 from embedserve.inputs import Inputs
 from embedserve.server.config import Limits
 from embedserve.server.errors import ApiError
-from embedserve.server.limits import admit
+from embedserve.server.limits import Admission
 from embedserve.server.schemas import (
     EmbeddingsRequest,
     check_api_version,
@@ -85,6 +85,14 @@ def test_header_and_query_checks():
     for bad in ("", "1", "2024-5-1", "v1 "):
         with pytest.raises(ApiError):
             check_api_version(bad)
+
+
+def admit(request: EmbeddingsRequest, preparer: FakePreparer, limits: Limits, **kwargs) -> Prepared:
+    """Admit and tokenize on this thread, as `EmbeddingService.prepare` does on its pool."""
+    admission = Admission(request, preparer, limits, **kwargs)
+    for step in admission.steps():
+        step()
+    return admission.prepared()
 
 
 def run_admit(body: bytes, limits: Limits | None = None, **kwargs):

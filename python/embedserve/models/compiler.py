@@ -7,8 +7,6 @@ the pieces they are made of in ``layers``.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +14,7 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
-from embedserve.fileio import atomic_write_bytes
+from embedserve.fileio import atomic_write_bytes, publish_file, staging_dir
 from embedserve.models.architectures import Encoded, family_for
 from embedserve.models.hf_config import HFConfig, UnsupportedArchitectureError
 from embedserve.models.layers.builder import GraphBuilder
@@ -114,11 +112,10 @@ def _write_single_file(model: onnx.ModelProto, output_path: Path) -> None:
 
 
 def _write_with_external_data(model: onnx.ModelProto, output_path: Path) -> None:
-    # Both files are written in a scratch folder beside the target, then moved data first,
+    # Both files are written in a scratch folder beside the target, then published data first,
     # so a graph that is visible always finds its own data next to it.
     data_name = output_path.name + ".data"
-    scratch = Path(tempfile.mkdtemp(dir=output_path.parent, prefix=output_path.name + "."))
-    try:
+    with staging_dir(output_path) as scratch:
         staged = scratch / output_path.name
         onnx.save_model(
             model,
@@ -129,9 +126,5 @@ def _write_with_external_data(model: onnx.ModelProto, output_path: Path) -> None
             size_threshold=1024,
         )
         onnx.checker.check_model(str(staged))
-        os.replace(scratch / data_name, output_path.parent / data_name)
-        os.replace(staged, output_path)
-    finally:
-        for leftover in scratch.iterdir():
-            leftover.unlink()
-        scratch.rmdir()
+        publish_file(scratch / data_name, output_path.parent / data_name)
+        publish_file(staged, output_path)

@@ -19,10 +19,11 @@ from embedserve.server.errors import EXCEPTION_HANDLERS
 from embedserve.server.lifecycle import Drain
 from embedserve.server.metrics import Metrics, RequestMetrics
 from embedserve.server.openapi import ROUTES as OPENAPI_ROUTES
+from embedserve.server.plumbing import ServerState
 from embedserve.server.registry import ModelRegistry
 from embedserve.server.rerank_routes import RERANK_ROUTES, SERVICE_KEY
 from embedserve.server.rerank_service import RerankService
-from embedserve.server.routes import ROUTES, ServerState
+from embedserve.server.routes import ROUTES
 from embedserve.server.service import EmbeddingService
 
 CONFIG_ENV = "EMBEDSERVE_SERVER_CONFIG"

@@ -143,29 +143,6 @@ class Admission:
         self._parts.append(part)
 
 
-def admit(
-    request: EmbeddingsRequest,
-    engine: Preparer,
-    limits: Limits,
-    *,
-    auto_truncate: bool = True,
-    allow_dimensions: bool = False,
-    resolve: Callable[[EmbeddingsRequest], EmbeddingsRequest] | None = None,
-) -> Prepared:
-    """Check `request` against `limits` and the model, and tokenize it, on this thread."""
-    admission = Admission(
-        request,
-        engine,
-        limits,
-        auto_truncate=auto_truncate,
-        allow_dimensions=allow_dimensions,
-        resolve=resolve,
-    )
-    for step in admission.steps():
-        step()
-    return admission.prepared()
-
-
 def check_request(
     request: EmbeddingsRequest, info: ModelInfo, limits: Limits, allow_dimensions: bool
 ) -> int:

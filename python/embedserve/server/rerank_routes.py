@@ -10,28 +10,20 @@ import time
 from typing import Any
 
 from litestar import Request, Response, post
-from litestar.exceptions import InternalServerException
 
 from embedserve.models.kind import RERANKER
 from embedserve.server.auth import require_api_key
-from embedserve.server.errors import ClientDisconnected, invalid
+from embedserve.server.errors import invalid
+from embedserve.server.plumbing import JSON, read_body, state, timing_headers, unless_disconnected
 from embedserve.server.registry import ModelRegistry, ServedModel
 from embedserve.server.rerank_schemas import TEI, parse_rerank_request, parse_score_request
 from embedserve.server.rerank_service import RerankService
-from embedserve.server.routes import JSON, _state, _timing_headers, _unless_disconnected
 
 SERVICE_KEY = "rerank"
 
 
 def _service(request: Request[Any, Any, Any]) -> RerankService:
     return request.app.state[SERVICE_KEY]
-
-
-async def _body(request: Request[Any, Any, Any]) -> bytes:
-    try:
-        return await request.body()
-    except InternalServerException as exc:  # Litestar's way to say the client left mid-body
-        raise ClientDisconnected() from exc
 
 
 def _reranker_for(registry: ModelRegistry, name: str | None, required: bool) -> ServedModel:
@@ -57,10 +49,10 @@ def _reranker_for(registry: ModelRegistry, name: str | None, required: bool) -> 
 
 async def _rerank(request: Request[Any, Any, Any], api_version: str) -> Response[bytes]:
     started = time.perf_counter()
-    parsed = parse_rerank_request(await _body(request))
-    model = _reranker_for(_state(request).registry, parsed.model, required=parsed.dialect != TEI)
-    done = await _unless_disconnected(request, _service(request).rerank(parsed, model, api_version))
-    return Response(content=done.body, media_type=JSON, headers=_timing_headers(done, started))
+    parsed = parse_rerank_request(await read_body(request))
+    model = _reranker_for(state(request).registry, parsed.model, required=parsed.dialect != TEI)
+    done = await unless_disconnected(request, _service(request).rerank(parsed, model, api_version))
+    return Response(content=done.body, media_type=JSON, headers=timing_headers(done, started))
 
 
 @post(["/v1/rerank", "/rerank"], guards=[require_api_key], status_code=200)
@@ -76,10 +68,10 @@ async def rerank_v2(request: Request[Any, Any, Any]) -> Response[bytes]:
 @post(["/v1/score", "/score"], guards=[require_api_key], status_code=200)
 async def score(request: Request[Any, Any, Any]) -> Response[bytes]:
     started = time.perf_counter()
-    parsed = parse_score_request(await _body(request))
-    model = _reranker_for(_state(request).registry, parsed.model, required=False)
-    done = await _unless_disconnected(request, _service(request).score(parsed, model))
-    return Response(content=done.body, media_type=JSON, headers=_timing_headers(done, started))
+    parsed = parse_score_request(await read_body(request))
+    model = _reranker_for(state(request).registry, parsed.model, required=False)
+    done = await unless_disconnected(request, _service(request).score(parsed, model))
+    return Response(content=done.body, media_type=JSON, headers=timing_headers(done, started))
 
 
 RERANK_ROUTES = [rerank_v1, rerank_v2, score]

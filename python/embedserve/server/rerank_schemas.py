@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from embedserve.server.errors import invalid
-from embedserve.server.schemas import _decode_object, _kind, _optional
+from embedserve.server.fields import decode_object, kind_of, optional
 
 COHERE = "cohere"
 TEI = "tei"
@@ -69,58 +69,39 @@ class ScoreRequest:
 
 
 def parse_rerank_request(body: bytes) -> RerankRequest:
-    raw = _decode_object(body)
+    raw = decode_object(body)
     if "texts" in raw and "documents" in raw:
         raise invalid(
             "send either `documents` (Cohere/Jina) or `texts` (TEI), not both", param="texts"
         )
     dialect = TEI if "texts" in raw else COHERE
     _refuse_unknown(raw, TEI_FIELDS if dialect == TEI else COHERE_FIELDS)
-    query = raw.get("query")
-    if not isinstance(query, str):
-        raise invalid(
-            "'query' is a required property and must be a string"
-            if query is None
-            else f"query must be a string, not {_kind(query)}",
-            param="query",
-            code="missing_required_parameter" if query is None else "invalid_type",
-        )
+    query = _query(raw)
     if dialect == TEI:
-        if _optional(raw, "truncation_direction", str) not in (None, "right"):
-            raise invalid(
-                "truncation_direction must be 'right': pairs are cut the way the cross-encoder "
-                "was trained (longest side first, from the right)",
-                param="truncation_direction",
-            )
+        _tei_direction(raw)
         originals = _strings(raw.get("texts"), "texts")
         documents = list(originals)
+    else:
+        originals, documents = _documents(raw.get("documents"))
+    shared = _shared(raw)
+    if dialect == TEI:
         return RerankRequest(
-            dialect=TEI,
-            query=query,
-            documents=documents,
-            originals=originals,
-            model=_optional(raw, "model", str),
-            return_documents=bool(_optional(raw, "return_text", bool)),
-            truncate=_optional(raw, "truncate", bool),
-            raw_scores=bool(_optional(raw, "raw_scores", bool)),
+            TEI, query, documents, originals, return_documents=_flag(raw, "return_text"), **shared
         )
-    originals, documents = _documents(raw.get("documents"))
     return RerankRequest(
-        dialect=COHERE,
-        query=query,
-        documents=documents,
-        originals=originals,
-        model=_optional(raw, "model", str),
+        COHERE,
+        query,
+        documents,
+        originals,
         top_n=_positive(raw, "top_n"),
-        return_documents=bool(_optional(raw, "return_documents", bool)),
+        return_documents=_flag(raw, "return_documents"),
         max_tokens_per_doc=_positive(raw, "max_tokens_per_doc"),
-        truncate=_optional(raw, "truncate", bool),
-        raw_scores=bool(_optional(raw, "raw_scores", bool)),
+        **shared,
     )
 
 
 def parse_score_request(body: bytes) -> ScoreRequest:
-    raw = _decode_object(body)
+    raw = decode_object(body)
     _refuse_unknown(raw, SCORE_FIELDS)
     firsts = _one_or_many(raw.get("text_1"), "text_1")
     seconds = _one_or_many(raw.get("text_2"), "text_2")
@@ -132,13 +113,7 @@ def parse_score_request(body: bytes) -> ScoreRequest:
             "against every text_2, or two lists of the same length to score pairwise",
             param="text_2",
         )
-    return ScoreRequest(
-        firsts=firsts,
-        seconds=seconds,
-        model=_optional(raw, "model", str),
-        truncate=_optional(raw, "truncate", bool),
-        raw_scores=bool(_optional(raw, "raw_scores", bool)),
-    )
+    return ScoreRequest(firsts, seconds, **_shared(raw))
 
 
 # -- responses --
@@ -213,6 +188,42 @@ def _refuse_unknown(raw: dict[str, Any], known: frozenset[str]) -> None:
         )
 
 
+def _shared(raw: dict[str, Any]) -> dict[str, Any]:
+    """The fields every body shape (Cohere/Jina, TEI, score) has, parsed one way for all."""
+    return {
+        "model": optional(raw, "model", str),
+        "truncate": optional(raw, "truncate", bool),
+        "raw_scores": _flag(raw, "raw_scores"),
+    }
+
+
+def _flag(raw: dict[str, Any], name: str) -> bool:
+    """An optional boolean whose absence (or null) means false."""
+    return bool(optional(raw, name, bool))
+
+
+def _query(raw: dict[str, Any]) -> str:
+    query = raw.get("query")
+    if not isinstance(query, str):
+        raise invalid(
+            "'query' is a required property and must be a string"
+            if query is None
+            else f"query must be a string, not {kind_of(query)}",
+            param="query",
+            code="missing_required_parameter" if query is None else "invalid_type",
+        )
+    return query
+
+
+def _tei_direction(raw: dict[str, Any]) -> None:
+    if optional(raw, "truncation_direction", str) not in (None, "right"):
+        raise invalid(
+            "truncation_direction must be 'right': pairs are cut the way the cross-encoder "
+            "was trained (longest side first, from the right)",
+            param="truncation_direction",
+        )
+
+
 def _strings(value: Any, param: str) -> list[str]:
     if value is None:
         raise invalid(
@@ -220,14 +231,14 @@ def _strings(value: Any, param: str) -> list[str]:
         )
     if not isinstance(value, list):
         raise invalid(
-            f"{param} must be an array of strings, not {_kind(value)}",
+            f"{param} must be an array of strings, not {kind_of(value)}",
             param=param,
             code="invalid_type",
         )
     for index, item in enumerate(value):
         if not isinstance(item, str):
             raise invalid(
-                f"{param}[{index}] must be a string, not {_kind(item)}",
+                f"{param}[{index}] must be a string, not {kind_of(item)}",
                 param=param,
                 code="invalid_type",
             )
@@ -245,7 +256,7 @@ def _documents(value: Any) -> tuple[list[Any], list[str]]:
     if not isinstance(value, list):
         raise invalid(
             f"documents must be an array of strings or of objects with a `text` field, not "
-            f"{_kind(value)}",
+            f"{kind_of(value)}",
             param="documents",
             code="invalid_type",
         )
@@ -262,7 +273,7 @@ def _documents(value: Any) -> tuple[list[Any], list[str]]:
         elif not isinstance(item, str):
             raise invalid(
                 f"documents[{index}] must be a string or an object with a `text` field, not "
-                f"{_kind(item)}",
+                f"{kind_of(item)}",
                 param="documents",
                 code="invalid_type",
             )
@@ -277,7 +288,7 @@ def _one_or_many(value: Any, param: str) -> list[str]:
 
 
 def _positive(raw: dict[str, Any], name: str) -> int | None:
-    value = _optional(raw, name, int)
+    value = optional(raw, name, int)
     if value is not None and value < 1:
         raise invalid(f"{name} must be at least 1, got {value}", param=name)
     return value

@@ -2,20 +2,18 @@
 type, so every mistake gets an OpenAI-shaped 400 that names the field.
 
 Limits (how many inputs, how many tokens, metadata sizes, dimensions) are not checked here but in
-`limits.admit`, the one place that enforces them.
+`limits.Admission`, the one place that enforces them.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
-
-import msgspec
 
 from embedserve.errors import InputError
 from embedserve.inputs import Inputs, classify_inputs
 from embedserve.server.errors import invalid
+from embedserve.server.fields import decode_object, kind_of, optional
 from embedserve.tokenization import DIRECTIONS
 
 # int8/uint8/binary/ubinary are an extension (as Infinity has): arrays of byte values.
@@ -87,12 +85,12 @@ def parse_embeddings_request(body: bytes, *, extra_parameters: str = "error") ->
     standard nor embedserve extensions are refused under `extra_parameters="error"` and ignored
     under `drop` or `pass-through` (the model has no other parameters to pass them to).
     """
-    raw = _decode_object(body)
+    raw = decode_object(body)
     extra = raw.pop("extra_body", None)
     if extra is not None:
         if not isinstance(extra, dict):
             raise invalid(
-                f"extra_body must be an object, not {_kind(extra)}",
+                f"extra_body must be an object, not {kind_of(extra)}",
                 param="extra_body",
                 code="invalid_type",
             )
@@ -115,7 +113,7 @@ def parse_embeddings_request(body: bytes, *, extra_parameters: str = "error") ->
         raise invalid(str(exc), param="input", code="invalid_type") from exc
 
     # An explicit "" is a mistake, not a request for the default: only null or absent is that.
-    encoding_format = _optional(raw, "encoding_format", str)
+    encoding_format = optional(raw, "encoding_format", str)
     encoding_format = "float" if encoding_format is None else encoding_format
     if encoding_format not in ENCODING_FORMATS:
         raise invalid(
@@ -123,90 +121,39 @@ def parse_embeddings_request(body: bytes, *, extra_parameters: str = "error") ->
             f"got {encoding_format!r}",
             param="encoding_format",
         )
-    input_type = _optional(raw, "input_type", str)
+    input_type = optional(raw, "input_type", str)
     if input_type is not None and input_type not in INPUT_TYPES:
         raise invalid(
             f"input_type must be one of {', '.join(INPUT_TYPES)}, got {input_type!r}",
             param="input_type",
         )
-    direction = _optional(raw, "truncation_direction", str)
+    direction = optional(raw, "truncation_direction", str)
     direction = "right" if direction is None else direction
     if direction not in DIRECTIONS:
         raise invalid(
             f"truncation_direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}",
             param="truncation_direction",
         )
-    metadata = _optional(raw, "metadata", dict)
+    metadata = optional(raw, "metadata", dict)
     if metadata is not None:
         bad = next((k for k, v in metadata.items() if not isinstance(v, str)), None)
         if bad is not None:
             raise invalid(
-                f"metadata[{bad!r}] must be a string, not {_kind(metadata[bad])}",
+                f"metadata[{bad!r}] must be a string, not {kind_of(metadata[bad])}",
                 param="metadata",
                 code="invalid_type",
             )
 
     return EmbeddingsRequest(
         inputs=inputs,
-        model=_optional(raw, "model", str),
+        model=optional(raw, "model", str),
         encoding_format=encoding_format,
-        dimensions=_optional(raw, "dimensions", int),
-        user=_optional(raw, "user", str),
+        dimensions=optional(raw, "dimensions", int),
+        user=optional(raw, "user", str),
         metadata=metadata,
         input_type=input_type,
-        truncate=_optional(raw, "truncate", bool),
+        truncate=optional(raw, "truncate", bool),
         truncation_direction=direction,
-        normalize=_optional(raw, "normalize", bool),
-        prompt_name=_optional(raw, "prompt_name", str),
+        normalize=optional(raw, "normalize", bool),
+        prompt_name=optional(raw, "prompt_name", str),
     )
-
-
-def _decode_object(body: bytes) -> dict[str, Any]:
-    """The body as a JSON object. A key given twice keeps its last value, as in Python's `json`,
-    JavaScript's `JSON.parse` and OpenAI's own API; refusing duplicates would need a second,
-    slower parse of every body for a mistake no SDK makes."""
-    try:
-        raw = msgspec.json.decode(body)
-    # RecursionError: absurdly deep nesting. UnicodeDecodeError: msgspec decodes strings lazily
-    # and reports bytes that are not UTF-8 this way, not as a MsgspecError.
-    except (msgspec.MsgspecError, RecursionError, UnicodeDecodeError) as exc:
-        raise invalid(
-            f"We could not parse the JSON body of your request ({exc}). "
-            "The body must be a JSON object, in UTF-8.",
-            code="invalid_json",
-        ) from exc
-    if not isinstance(raw, dict):
-        raise invalid(
-            f"The request body must be a JSON object, not {_kind(raw)}", code="invalid_json"
-        )
-    return raw
-
-
-_TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", dict: "an object"}
-
-
-def _optional(raw: dict[str, Any], name: str, kind: type) -> Any:
-    """raw[name] when it is of `kind` (bool is not an int here), None when absent or null."""
-    value = raw.get(name)
-    if value is None:
-        return None
-    wrong = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
-    if wrong:
-        raise invalid(
-            f"{name} must be {_TYPE_NAMES[kind]}, not {_kind(value)}",
-            param=name,
-            code="invalid_type",
-        )
-    return value
-
-
-def _kind(value: object) -> str:
-    return {
-        dict: "an object",
-        list: "an array",
-        str: "a string",
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        type(None): "null",
-    }.get(type(value), type(value).__name__)

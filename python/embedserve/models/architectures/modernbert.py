@@ -13,7 +13,7 @@ from embedserve.models.layers.attention import Heads, attention, padding_mask, s
 from embedserve.models.layers.builder import GraphBuilder
 from embedserve.models.layers.embeddings import tokens
 from embedserve.models.layers.linear import check_activation, linear
-from embedserve.models.layers.mlp import fused_gated
+from embedserve.models.layers.mlp import feed_forward
 from embedserve.models.layers.norms import layer_norm
 from embedserve.models.layers.rotary import rotary
 from embedserve.models.weights import Weights
@@ -86,8 +86,18 @@ def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
         )
         x = g.op("Add", [x, out], scope + "/attention_residual")
         h = norm(p + "mlp_norm", x, scope + "/mlp_norm")
-        ff = fused_gated(
-            g, w, h, scope + "/mlp", p + "mlp.Wi", p + "mlp.Wo", hidden, inner, act, mlp_bias
+        ff = feed_forward(
+            g,
+            w,
+            h,
+            scope + "/mlp",
+            p + "mlp.Wi",
+            p + "mlp.Wo",
+            hidden,
+            inner,
+            act,
+            mlp_bias,
+            fused_gate=True,
         )
         x = g.op("Add", [x, ff], scope + "/mlp_residual")
     x = norm("final_norm", x, "final_norm", output=HIDDEN_STATE)

@@ -4,21 +4,20 @@ positions plus a relative-position bias shared by every layer."""
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 
 from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family
+from embedserve.models.architectures.bert import encoder_dims
 from embedserve.models.hf_config import HFConfig
-from embedserve.models.layers.attention import Heads, padding_mask
-from embedserve.models.layers.blocks import PostNormNames, post_norm_layer
+from embedserve.models.layers.blocks import PostNormNames, post_norm_encoder
 from embedserve.models.layers.builder import GraphBuilder
 from embedserve.models.layers.embeddings import (
+    bert_embeddings,
     positions_after_padding_idx,
     sequence_scalar,
-    tokens,
 )
-from embedserve.models.layers.linear import check_activation
-from embedserve.models.layers.norms import layer_norm
 from embedserve.models.weights import Weights
 
 PADDING_IDX = 1  # hard-coded in transformers' MPNetEmbeddings, whatever pad_token_id says
@@ -86,56 +85,21 @@ def position_bias(g: GraphBuilder, w: Weights, max_positions: int, num_heads: in
 
 
 def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
-    hidden = c.int("hidden_size")
-    layers = c.int("num_hidden_layers")
-    num_heads = c.int("num_attention_heads")
-    heads = Heads(num_heads, num_heads, hidden // num_heads)
-    inner = c.int("intermediate_size")
-    eps = c.float("layer_norm_eps", default=1e-12)
-    act = check_activation(c.get("hidden_act", default="gelu"), c.path)
+    dims = encoder_dims(c, c.float("layer_norm_eps", default=1e-12))
     max_positions = c.int("max_position_embeddings", default=514)
-
-    x = tokens(g, w, "embeddings.word_embeddings", "embeddings/word", hidden)
-    pos = positions_after_padding_idx(
+    positions = partial(positions_after_padding_idx, padding_idx=PADDING_IDX)
+    x = bert_embeddings(g, w, dims.hidden, positions, max_positions)
+    post_norm_encoder(
         g,
         w,
-        "embeddings.position_embeddings",
-        "embeddings/position",
-        max_positions,
-        hidden,
-        PADDING_IDX,
-    )
-    x = g.op("Add", [x, pos], "embeddings/add_position")
-    x = layer_norm(
-        g,
-        w,
-        "embeddings.LayerNorm",
         x,
-        "embeddings/layer_norm",
-        hidden,
-        eps,
-        output=HIDDEN_STATE if layers == 0 else None,
+        dims,
+        layer_prefix="encoder.layer.",
+        names=NAMES,
+        output=HIDDEN_STATE,
+        bias=lambda: position_bias(g, w, max_positions, dims.heads.num_heads),
     )
-    mask = padding_mask(g)
-    bias = position_bias(g, w, max_positions, num_heads)
-    for n in range(layers):
-        x = post_norm_layer(
-            g,
-            w,
-            x,
-            mask,
-            f"encoder.layer.{n}.",
-            NAMES,
-            heads,
-            hidden,
-            inner,
-            act,
-            eps,
-            name=f"layer.{n}",
-            bias=bias,
-            output=HIDDEN_STATE if n == layers - 1 else None,
-        )
-    return Encoded(HIDDEN_STATE, hidden)
+    return Encoded(HIDDEN_STATE, dims.hidden)
 
 
 FAMILY = Family(

@@ -12,7 +12,8 @@ them. Pieces:
 - ``linear``, ``mlp``: projections with or without bias; GELU (erf, tanh), ReLU, SiLU; plain,
   fused-gated (GeGLU) and gated (SwiGLU) feed-forwards
 - ``norms``: LayerNorm with or without bias, RMSNorm
-- ``blocks``: a whole post-LN (BERT-style) layer wired by tensor names
+- ``blocks``: a whole post-LN (BERT-style) layer wired by tensor names, and the stack of them
+  over the summed embeddings (``embeddings.bert_embeddings``)
 
 Architectures (``embedserve.models.architectures``) compose these.
 """

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from embedserve.models.layers.attention import Heads, attention
+from embedserve.models.layers.attention import Heads, attention, padding_mask
 from embedserve.models.layers.builder import GraphBuilder
 from embedserve.models.layers.linear import linear
 from embedserve.models.layers.mlp import feed_forward
@@ -72,3 +73,66 @@ def post_norm_layer(
     return layer_norm(
         g, w, p + names.output_norm, residual, name + "/output_norm", hidden, eps, output=output
     )
+
+
+@dataclass(frozen=True)
+class EncoderDims:
+    """The sizes a stack of post-LN layers is built with, read from each family's config."""
+
+    hidden: int
+    layers: int
+    heads: Heads
+    inner: int
+    act: str
+    eps: float
+
+
+def post_norm_encoder(
+    g: GraphBuilder,
+    w: Weights,
+    embedded: str,
+    dims: EncoderDims,
+    *,
+    layer_prefix: str,
+    names: PostNormNames,
+    output: str,
+    bias: Callable[[], str] | None = None,
+) -> str:
+    """The summed embeddings' LayerNorm (``embeddings.LayerNorm``), then ``dims.layers`` post-LN
+    layers (``{layer_prefix}{n}.``) over one padding mask; the last of them (the norm, with no
+    layers) writes ``output``.
+
+    ``bias`` builds an additive position bias shared by every layer (MPNet); it is built after
+    the mask so that the graph's nodes stay in the order the families always emitted them.
+    """
+    hidden, layers, eps = dims.hidden, dims.layers, dims.eps
+    x = layer_norm(
+        g,
+        w,
+        "embeddings.LayerNorm",
+        embedded,
+        "embeddings/layer_norm",
+        hidden,
+        eps,
+        output=output if layers == 0 else None,
+    )
+    mask = padding_mask(g)
+    shared_bias = bias() if bias is not None else None
+    for n in range(layers):
+        x = post_norm_layer(
+            g,
+            w,
+            x,
+            mask,
+            f"{layer_prefix}{n}.",
+            names,
+            dims.heads,
+            hidden,
+            dims.inner,
+            dims.act,
+            eps,
+            name=f"layer.{n}",
+            bias=shared_bias,
+            output=output if n == layers - 1 else None,
+        )
+    return x

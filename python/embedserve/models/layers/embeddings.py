@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from onnx import TensorProto
 
@@ -102,3 +104,29 @@ def positions_after_padding_idx(
     counted = g.op("Mul", [counted, keep], name + "/masked")
     ids = g.op("Add", [counted, g.const(padding_idx, np.int64)], name + "/ids")
     return g.op("Gather", [table, ids], name)
+
+
+# Positions for [batch, sequence] input_ids: (graph, weights, table prefix, scope, rows, hidden).
+Positions = Callable[[GraphBuilder, Weights, str, str, int, int], str]
+
+
+def bert_embeddings(
+    g: GraphBuilder,
+    w: Weights,
+    hidden: int,
+    positions: Positions,
+    max_positions: int,
+    type_vocab: int | None = None,
+) -> str:
+    """Word + token-type (when ``type_vocab`` is given) + position embeddings under BERT's
+    tensor names (``embeddings.*``), before their LayerNorm: BERT, RoBERTa, DistilBERT, MPNet."""
+    x = tokens(g, w, "embeddings.word_embeddings", "embeddings/word", hidden)
+    if type_vocab is not None:
+        types = token_types(
+            g, w, "embeddings.token_type_embeddings", "embeddings/token_type", type_vocab, hidden
+        )
+        x = g.op("Add", [x, types], "embeddings/add_token_type")
+    pos = positions(
+        g, w, "embeddings.position_embeddings", "embeddings/position", max_positions, hidden
+    )
+    return g.op("Add", [x, pos], "embeddings/add_position")

@@ -20,33 +20,21 @@ def feed_forward(
     inner: int,
     act: str,
     bias: bool | None = True,
+    *,
+    fused_gate: bool = False,
 ) -> str:
-    """``down(act(up(x)))`` (BERT's intermediate/output, DistilBERT's lin1/lin2)."""
-    h = linear(g, w, up, x, name + "/up", (inner, hidden), bias)
+    """``down(act(up(x)))`` (BERT's intermediate/output, DistilBERT's lin1/lin2); with
+    ``fused_gate``, ``down(act(a) * b)`` where ``up`` projects to [a | b] in one
+    [2 * inner, hidden] matrix (ModernBERT's Wi/Wo: GeGLU with act="gelu")."""
+    h = linear(g, w, up, x, name + "/up", ((2 if fused_gate else 1) * inner, hidden), bias)
+    if fused_gate:
+        h, b = g.ops(
+            "Split", [h, g.const([inner, inner], np.int64)], name + "/split", outputs=2, axis=-1
+        )
     h = activation(g, act, h, name + "/" + act)
+    if fused_gate:
+        h = g.op("Mul", [h, b], name + "/gate")
     return linear(g, w, down, h, name + "/down", (hidden, inner), bias)
-
-
-def fused_gated(
-    g: GraphBuilder,
-    w: Weights,
-    x: str,
-    name: str,
-    up: str,
-    down: str,
-    hidden: int,
-    inner: int,
-    act: str,
-    bias: bool | None = True,
-) -> str:
-    """``down(act(a) * b)`` where ``up`` projects to [a | b] in one [2 * inner, hidden] matrix
-    (ModernBERT's Wi/Wo: GeGLU with act="gelu")."""
-    both = linear(g, w, up, x, name + "/up", (2 * inner, hidden), bias)
-    a, b = g.ops(
-        "Split", [both, g.const([inner, inner], np.int64)], name + "/split", outputs=2, axis=-1
-    )
-    gated = g.op("Mul", [activation(g, act, a, name + "/" + act), b], name + "/gate")
-    return linear(g, w, down, gated, name + "/down", (hidden, inner), bias)
 
 
 def gated(

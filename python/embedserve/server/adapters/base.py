@@ -1,21 +1,20 @@
-"""What every adapter shares: body decoding into Structs, running the internal request, timing
-headers, float rows as JSON, and error bodies in the adapter's own shape."""
+"""What every adapter shares: body decoding into Structs, running the internal request, float rows
+as JSON, and error bodies in the adapter's own shape (reading the body, the server's state and the
+timing headers are every handler's: `server.plumbing`)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
 import numpy as np
 from litestar import Request, Response
-from litestar.exceptions import InternalServerException
 
 from embedserve import _core
-from embedserve.server.errors import EXCEPTION_HANDLERS, ClientDisconnected, invalid
+from embedserve.server.errors import EXCEPTION_HANDLERS, invalid
+from embedserve.server.plumbing import state, unless_disconnected
 from embedserve.server.registry import ServedModel
-from embedserve.server.routes import ServerState, _unless_disconnected
 from embedserve.server.schemas import EmbeddingsRequest
 from embedserve.server.service import Vectors
 
@@ -23,17 +22,6 @@ T = TypeVar("T")
 JSON = "application/json"
 # (status, OpenAI error object, headers) → the adapter's response.
 ErrorRenderer = Callable[[int, dict[str, Any], dict[str, str]], Response[Any]]
-
-
-def state(request: Request[Any, Any, Any]) -> ServerState:
-    return request.app.state["server"]
-
-
-async def read_body(request: Request[Any, Any, Any]) -> bytes:
-    try:
-        return await request.body()
-    except InternalServerException as exc:  # Litestar's way to say the client left mid-body
-        raise ClientDisconnected() from exc
 
 
 def decode(body: bytes, kind: type[T]) -> T:
@@ -55,20 +43,7 @@ async def compute(
 ) -> Vectors:
     """Run the internal request through the service (admission, limits, batching, metrics),
     dropping it from the queue if the client hangs up."""
-    return await _unless_disconnected(
-        request, state(request).service.embed_vectors(internal, model)
-    )
-
-
-def timing_headers(done: Vectors, started: float) -> dict[str, str]:
-    """Per-request phases in milliseconds, under TEI's header names (as the OpenAI routes)."""
-    total = time.perf_counter() - started
-    return {
-        "x-tokenization-time": f"{done.tokenization_seconds * 1e3:.3f}",
-        "x-queue-time": f"{done.queue_seconds * 1e3:.3f}",
-        "x-inference-time": f"{done.inference_seconds * 1e3:.3f}",
-        "x-total-time": f"{total * 1e3:.3f}",
-    }
+    return await unless_disconnected(request, state(request).service.embed_vectors(internal, model))
 
 
 def float_rows(vectors: np.ndarray) -> bytes:

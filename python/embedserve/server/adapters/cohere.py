@@ -25,11 +25,9 @@ from embedserve.server.adapters.base import (
     decode,
     error_handlers,
     json_response,
-    read_body,
-    state,
-    timing_headers,
 )
 from embedserve.server.auth import require_api_key
+from embedserve.server.plumbing import read_body, state, timing_headers
 from embedserve.server.schemas import EmbeddingsRequest as Internal
 
 InputType = Literal["search_document", "search_query", "classification", "clustering"]

@@ -21,11 +21,9 @@ from embedserve.server.adapters.base import (
     decode,
     error_handlers,
     json_response,
-    read_body,
-    state,
-    timing_headers,
 )
 from embedserve.server.auth import require_api_key
+from embedserve.server.plumbing import read_body, state, timing_headers
 from embedserve.server.registry import ModelRegistry, ServedModel
 from embedserve.server.schemas import EmbeddingsRequest as Internal
 

@@ -26,13 +26,11 @@ from embedserve.server.adapters.base import (
     error_handlers,
     float_rows,
     json_response,
-    read_body,
-    state,
-    timing_headers,
 )
+from embedserve.server.adapters.openai import azure_model_info
 from embedserve.server.auth import require_api_key
 from embedserve.server.errors import invalid
-from embedserve.server.routes import azure_model_info
+from embedserve.server.plumbing import read_body, state, timing_headers
 from embedserve.server.schemas import EmbeddingsRequest
 
 Direction = Literal["Left", "Right", "left", "right"]

@@ -1,0 +1,62 @@
+"""Hand-parsed JSON bodies, field by field: the object itself, a type-checked optional field, and
+how a wrong value is named in the error. Shared by the OpenAI (`schemas`) and rerank
+(`rerank_schemas`) parsers, so every body gets the same messages and codes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from embedserve.server.errors import invalid
+
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", dict: "an object"}
+
+
+def decode_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object. A key given twice keeps its last value, as in Python's `json`,
+    JavaScript's `JSON.parse` and OpenAI's own API; refusing duplicates would need a second,
+    slower parse of every body for a mistake no SDK makes."""
+    try:
+        raw = msgspec.json.decode(body)
+    # RecursionError: absurdly deep nesting. UnicodeDecodeError: msgspec decodes strings lazily
+    # and reports bytes that are not UTF-8 this way, not as a MsgspecError.
+    except (msgspec.MsgspecError, RecursionError, UnicodeDecodeError) as exc:
+        raise invalid(
+            f"We could not parse the JSON body of your request ({exc}). "
+            "The body must be a JSON object, in UTF-8.",
+            code="invalid_json",
+        ) from exc
+    if not isinstance(raw, dict):
+        raise invalid(
+            f"The request body must be a JSON object, not {kind_of(raw)}", code="invalid_json"
+        )
+    return raw
+
+
+def optional(raw: dict[str, Any], name: str, kind: type) -> Any:
+    """raw[name] when it is of `kind` (bool is not an int here), None when absent or null."""
+    value = raw.get(name)
+    if value is None:
+        return None
+    wrong = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+    if wrong:
+        raise invalid(
+            f"{name} must be {_TYPE_NAMES[kind]}, not {kind_of(value)}",
+            param=name,
+            code="invalid_type",
+        )
+    return value
+
+
+def kind_of(value: object) -> str:
+    """A JSON value's type as an error message names it: `an array`, `null`..."""
+    return {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)

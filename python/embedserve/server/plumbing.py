@@ -1,0 +1,109 @@
+"""What every HTTP handler shares, whichever API it serves: the server's state, reading the body,
+cancelling work when the client hangs up, and the timing headers.
+
+Handlers take the raw `Request` so Litestar never parses a body: each API's parser decodes it, so
+every malformed body gets that API's error shape and message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from litestar import Request
+from litestar.exceptions import InternalServerException
+
+from embedserve.server.config import ServerConfig
+from embedserve.server.errors import ClientDisconnected
+from embedserve.server.lifecycle import Drain
+from embedserve.server.metrics import Metrics
+from embedserve.server.registry import ModelRegistry
+from embedserve.server.service import EmbeddingService
+
+T = TypeVar("T")
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """What handlers need, kept in `app.state["server"]`."""
+
+    config: ServerConfig
+    registry: ModelRegistry
+    service: EmbeddingService
+    metrics: Metrics
+    drain: Drain
+
+
+class Timed(Protocol):
+    """A finished request's phases, in seconds (embeddings, vectors, rerank scores)."""
+
+    @property
+    def tokenization_seconds(self) -> float: ...
+
+    @property
+    def queue_seconds(self) -> float: ...
+
+    @property
+    def inference_seconds(self) -> float: ...
+
+
+def state(request: Request[Any, Any, Any]) -> ServerState:
+    return request.app.state["server"]
+
+
+async def read_body(request: Request[Any, Any, Any]) -> bytes:
+    try:
+        return await request.body()
+    except InternalServerException as exc:  # Litestar's way to say the client left mid-body
+        raise ClientDisconnected() from exc
+
+
+async def unless_disconnected(request: Request[Any, Any, Any], work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it (which drops its queued inputs) if the client hangs up.
+
+    Neither uvicorn nor Litestar cancels a handler when its client goes away, so listen for
+    `http.disconnect` on the ASGI channel ourselves; the body is already read, so nothing else
+    arrives on it.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnect(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        raise ClientDisconnected()
+    try:
+        return task.result()
+    finally:
+        # An exception raised here holds this frame in its traceback, and this frame holds the
+        # task, which holds the exception: a cycle that kept each refused request's body and
+        # texts (32 MB for a 16 MB body) until the next full garbage collection.
+        del task, watcher
+
+
+async def _disconnect(request: Request[Any, Any, Any]) -> None:
+    """Return when the client disconnects; never, if the server sends anything else (a server
+    that answered `receive` at once with empty messages would otherwise make this spin)."""
+    if (await request.receive())["type"] != "http.disconnect":
+        await asyncio.get_running_loop().create_future()
+
+
+def timing_headers(done: Timed, started: float) -> dict[str, str]:
+    """Per-request phases in milliseconds, under TEI's header names."""
+    total = time.perf_counter() - started
+    return {
+        "x-tokenization-time": f"{done.tokenization_seconds * 1e3:.3f}",
+        "x-queue-time": f"{done.queue_seconds * 1e3:.3f}",
+        "x-inference-time": f"{done.inference_seconds * 1e3:.3f}",
+        "x-total-time": f"{total * 1e3:.3f}",
+    }
