@@ -7,7 +7,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from embedserve.runtime.session import KNOWN_INPUTS, SessionOptions, _open
+from embedserve.runtime.session import (
+    SessionOptions,
+    checked_inputs,
+    graph_feeds,
+    open_session,
+)
 
 
 class ClassifierSession:
@@ -18,25 +23,16 @@ class ClassifierSession:
 
     def __init__(self, path: Path, options: SessionOptions | None = None) -> None:
         self.path = path
-        self._session = _open(path, options or SessionOptions())
+        self._session = open_session(path, options or SessionOptions())
         self.provider = self._session.get_providers()[0]
-        self.input_names = [i.name for i in self._session.get_inputs()]
-        unknown = [n for n in self.input_names if n not in KNOWN_INPUTS]
-        if unknown:
-            raise ValueError(
-                f"{path}: model inputs {unknown} are not understood (known: {KNOWN_INPUTS})"
-            )
+        self.input_names = checked_inputs([i.name for i in self._session.get_inputs()], path)
         self.output_name, self.num_labels = _logits_output(self._session, path)
 
     def run(
         self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray
     ) -> np.ndarray:
-        feeds = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "token_type_ids": token_type_ids,
-        }
-        (logits,) = self._session.run([self.output_name], {n: feeds[n] for n in self.input_names})
+        feeds = graph_feeds(self.input_names, input_ids, attention_mask, token_type_ids)
+        (logits,) = self._session.run([self.output_name], feeds)
         return np.asarray(logits, dtype=np.float32)
 
 

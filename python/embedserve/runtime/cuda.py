@@ -25,7 +25,13 @@ import onnxruntime as ort
 
 from embedserve.models.pooling_graph import POOLED_OUTPUT
 from embedserve.runtime.providers import CUDA, resolve_providers
-from embedserve.runtime.session import KNOWN_INPUTS, SessionOptions, _hidden_state_output, _open
+from embedserve.runtime.session import (
+    SessionOptions,
+    checked_inputs,
+    graph_feeds,
+    hidden_state_output,
+    open_session,
+)
 
 SEQUENCE_MULTIPLE = 16
 ROW_STEP = 64  # rows go by powers of two up to this, then by multiples of it
@@ -97,16 +103,11 @@ class BoundEncoderSession:
         self, path: Path, options: SessionOptions | None = None, *, max_sequence: int | None = None
     ) -> None:
         self.path = path
-        self._session = _open(path, options or SessionOptions())
+        self._session = open_session(path, options or SessionOptions())
         self.provider = self._session.get_providers()[0]
         self.device = "cuda" if self.provider == CUDA else "cpu"
         self.max_sequence = max_sequence
-        self.input_names = [i.name for i in self._session.get_inputs()]
-        unknown = [n for n in self.input_names if n not in KNOWN_INPUTS]
-        if unknown:
-            raise ValueError(
-                f"{path}: model inputs {unknown} are not understood (known: {KNOWN_INPUTS})"
-            )
+        self.input_names = checked_inputs([i.name for i in self._session.get_inputs()], path)
         outputs = {o.name: o for o in self._session.get_outputs()}
         self.pooled = POOLED_OUTPUT in outputs and len(outputs[POOLED_OUTPUT].shape) == 2
         if self.pooled:
@@ -114,7 +115,7 @@ class BoundEncoderSession:
             width = outputs[POOLED_OUTPUT].shape[1]
             self.hidden_size = width if isinstance(width, int) else None
         else:
-            self.output_name, self.hidden_size = _hidden_state_output(self._session, path)
+            self.output_name, self.hidden_size = hidden_state_output(self._session, path)
         self._cuda = _CudaRuntime() if self.device == "cuda" else None
         self.pinned = False
         self._free: OrderedDict[tuple[int, int], list[_Buffers]] = OrderedDict()
@@ -127,15 +128,11 @@ class BoundEncoderSession:
         shape = bucket_shape(rows, seq, self.max_sequence)
         buffers = self._take(shape)
         try:
-            feeds = {
-                "input_ids": input_ids,
-                "attention_mask": attention_mask,
-                "token_type_ids": token_type_ids,
-            }
-            for name in self.input_names:
+            feeds = graph_feeds(self.input_names, input_ids, attention_mask, token_type_ids)
+            for name, values in feeds.items():
                 host = buffers.host[name]
                 host.fill(0)  # padding: rows and columns past the batch have mask 0
-                host[:rows, :seq] = feeds[name]
+                host[:rows, :seq] = values
                 if self.device != "cpu":
                     buffers.device[name].update_inplace(host)
             self._session.run_with_iobinding(buffers.binding)

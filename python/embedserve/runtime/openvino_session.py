@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedserve.runtime.session import KNOWN_INPUTS
+from embedserve.runtime.session import checked_inputs, graph_feeds
 
 PROVIDER = "OpenVINO:CPU"
 
@@ -56,12 +56,7 @@ class OpenVINOSession:
         self.path = path
         core = ov.Core()
         model = core.read_model(str(path))
-        self.input_names = [i.get_any_name() for i in model.inputs]
-        unknown = [n for n in self.input_names if n not in KNOWN_INPUTS]
-        if unknown:
-            raise ValueError(
-                f"{path}: model inputs {unknown} are not understood (known: {KNOWN_INPUTS})"
-            )
+        self.input_names = checked_inputs([i.get_any_name() for i in model.inputs], path)
         config: dict[str, object] = {
             "INFERENCE_PRECISION_HINT": inference_precision,
             # Throughput hints split the cores into streams; one stream on all cores is what a
@@ -86,14 +81,10 @@ class OpenVINOSession:
     def run(
         self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray
     ) -> np.ndarray:
-        feeds = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "token_type_ids": token_type_ids,
-        }
+        feeds = graph_feeds(self.input_names, input_ids, attention_mask, token_type_ids)
         request = self._requests.get()
         try:
-            request.infer({n: feeds[n] for n in self.input_names})
+            request.infer(feeds)
             # Copy out: the request's output buffer is reused by its next call.
             return np.array(request.get_output_tensor(self.output_index).data, dtype=np.float32)
         finally:

@@ -35,29 +35,45 @@ class EncoderSession:
     def __init__(self, path: Path, options: SessionOptions | None = None) -> None:
         options = options or SessionOptions()
         self.path = path
-        self._session = _open(path, options)
+        self._session = open_session(path, options)
         self.provider = self._session.get_providers()[0]
-        self.input_names = [i.name for i in self._session.get_inputs()]
-        unknown = [n for n in self.input_names if n not in KNOWN_INPUTS]
-        if unknown:
-            raise ValueError(
-                f"{path}: model inputs {unknown} are not understood (known: {KNOWN_INPUTS})"
-            )
-        self.output_name, self.hidden_size = _hidden_state_output(self._session, path)
+        self.input_names = checked_inputs([i.name for i in self._session.get_inputs()], path)
+        self.output_name, self.hidden_size = hidden_state_output(self._session, path)
 
     def run(
         self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray
     ) -> np.ndarray:
-        feeds = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "token_type_ids": token_type_ids,
-        }
-        (hidden,) = self._session.run([self.output_name], {n: feeds[n] for n in self.input_names})
+        feeds = graph_feeds(self.input_names, input_ids, attention_mask, token_type_ids)
+        (hidden,) = self._session.run([self.output_name], feeds)
         return hidden
 
 
-def _open(path: Path, options: SessionOptions) -> ort.InferenceSession:
+def checked_inputs(names: list[str], path: Path) -> list[str]:
+    """A graph's input names, once each is known to be one the engine feeds (KNOWN_INPUTS)."""
+    unknown = [n for n in names if n not in KNOWN_INPUTS]
+    if unknown:
+        raise ValueError(
+            f"{path}: model inputs {unknown} are not understood (known: {KNOWN_INPUTS})"
+        )
+    return names
+
+
+def graph_feeds(
+    input_names: list[str],
+    input_ids: np.ndarray,
+    attention_mask: np.ndarray,
+    token_type_ids: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The arrays a graph takes, by its input names (many graphs have no token_type_ids)."""
+    feeds = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "token_type_ids": token_type_ids,
+    }
+    return {name: feeds[name] for name in input_names}
+
+
+def open_session(path: Path, options: SessionOptions) -> ort.InferenceSession:
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if options.intra_op_threads:
@@ -76,7 +92,7 @@ def _open(path: Path, options: SessionOptions) -> ort.InferenceSession:
         return ort.InferenceSession(str(path), sess_options=so, providers=[CPU])
 
 
-def _hidden_state_output(session: ort.InferenceSession, path: Path) -> tuple[str, int | None]:
+def hidden_state_output(session: ort.InferenceSession, path: Path) -> tuple[str, int | None]:
     """The [batch, seq, hidden] output, whatever the exporter called it."""
     outputs = session.get_outputs()
     for out in outputs:
