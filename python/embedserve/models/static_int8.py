@@ -196,17 +196,14 @@ def smooth_outlier_channels(
     graph = model.graph  # type: ignore[attr-defined]
     weights = {init.name: init for init in graph.initializer}
     producers = {out: node for node in graph.node for out in node.output}
-    readers: dict[str, list[object]] = {}
-    for node in graph.node:
-        producer = producers.get(node.input[0]) if node.input else None
-        if (
-            node.op_type == "MatMul"
-            and node.input[1] in weights
-            and node.name not in keep_float
-            and producer is not None
-            and producer.op_type == "LayerNormalization"
-        ):
-            readers.setdefault(node.input[0], []).append(node)
+    by_name = {node.name: node for node in graph.node}
+    # The MatMuls that will be quantized, grouped by the activation they read: only those whose
+    # activation is a LayerNorm output are smoothed.
+    readers = {
+        tensor: [by_name[name] for name in names]
+        for tensor, names in quantized_inputs(model, keep_float).items()
+        if tensor in producers and producers[tensor].op_type == "LayerNormalization"
+    }
     peaks = channel_peaks(model, sorted(readers), batches)
     smoothing = {}
     for tensor, nodes in readers.items():
