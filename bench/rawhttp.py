@@ -28,15 +28,24 @@ class Answer:
     body: bytes
 
 
+def request_bytes(
+    url: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> bytes:
+    """The bytes of one keep-alive request; a `body` is sent as JSON."""
+    lines = [f"{method} {path} HTTP/1.1", f"host: {urlsplit(url).netloc}"]
+    if body is not None:
+        lines += ["content-type: application/json", f"content-length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+
+
 def post_json(url: str, path: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
     """The bytes of one keep-alive POST of a JSON body."""
-    host = urlsplit(url).netloc
-    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
-    head = (
-        f"POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\n{extra}\r\n"
-    )
-    return head.encode("latin-1") + body
+    return request_bytes(url, "POST", path, body, headers)
 
 
 class Connection:
@@ -182,9 +191,7 @@ class RawClient:
         return await self._send(post_json(self.url, path, content, self.headers))
 
     async def get(self, path: str) -> RawResponse:
-        host = urlsplit(self.url).netloc
-        extra = "".join(f"{name}: {value}\r\n" for name, value in self.headers.items())
-        return await self._send(f"GET {path} HTTP/1.1\r\nhost: {host}\r\n{extra}\r\n".encode())
+        return await self._send(request_bytes(self.url, "GET", path, headers=self.headers))
 
     async def _send(self, raw: bytes) -> RawResponse:
         import httpx
