@@ -31,7 +31,6 @@ def bert_cross_encoder(
     layers: int = 2,
 ) -> Path:
     """BertForSequenceClassification (pooler + classifier) with the given folder's WordPiece."""
-    import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), model_max_length=max_length)
@@ -44,12 +43,7 @@ def bert_cross_encoder(
         max_position_embeddings=512,
         num_labels=num_labels,
     )
-    torch.manual_seed(seed)
-    model = BertForSequenceClassification(config).eval()
-    _spread(model)
-    model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-    return out
+    return _save_random(BertForSequenceClassification, config, tokenizer, out, seed)
 
 
 def roberta_tokenizer(texts: list[str], max_length: int):
@@ -79,7 +73,6 @@ def xlm_roberta_cross_encoder(
     out: Path, texts: list[str], *, num_labels: int = 1, max_length: int = 128, seed: int = 1
 ) -> Path:
     """XLMRobertaForSequenceClassification (dense + tanh on <s>, out_proj), RoBERTa tokens."""
-    import torch
     from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
     tokenizer = roberta_tokenizer(texts, max_length)
@@ -96,19 +89,13 @@ def xlm_roberta_cross_encoder(
         eos_token_id=2,
         num_labels=num_labels,
     )
-    torch.manual_seed(seed)
-    model = XLMRobertaForSequenceClassification(config).eval()
-    _spread(model)
-    model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-    return out
+    return _save_random(XLMRobertaForSequenceClassification, config, tokenizer, out, seed)
 
 
 def mpnet_cross_encoder(
     out: Path, texts: list[str], *, num_labels: int = 1, max_length: int = 128, seed: int = 6
 ) -> Path:
     """MPNetForSequenceClassification (dense + tanh on <s>, out_proj), RoBERTa-style pairs."""
-    import torch
     from transformers import MPNetConfig, MPNetForSequenceClassification
 
     tokenizer = roberta_tokenizer(texts, max_length)
@@ -124,12 +111,7 @@ def mpnet_cross_encoder(
         eos_token_id=2,
         num_labels=num_labels,
     )
-    torch.manual_seed(seed)
-    model = MPNetForSequenceClassification(config).eval()
-    _spread(model)
-    model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-    return out
+    return _save_random(MPNetForSequenceClassification, config, tokenizer, out, seed)
 
 
 def _wordpiece(tokenizer_dir: Path, max_length: int):
@@ -147,7 +129,6 @@ def distilbert_cross_encoder(
     out: Path, tokenizer_dir: Path, *, num_labels: int = 1, max_length: int = 128, seed: int = 2
 ) -> Path:
     """DistilBertForSequenceClassification (pre_classifier + ReLU, classifier)."""
-    import torch
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
     tokenizer = _wordpiece(tokenizer_dir, max_length)
@@ -161,12 +142,7 @@ def distilbert_cross_encoder(
         num_labels=num_labels,
         pad_token_id=0,
     )
-    torch.manual_seed(seed)
-    model = DistilBertForSequenceClassification(config).eval()
-    _spread(model)
-    model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-    return out
+    return _save_random(DistilBertForSequenceClassification, config, tokenizer, out, seed)
 
 
 def modernbert_cross_encoder(
@@ -180,7 +156,6 @@ def modernbert_cross_encoder(
 ) -> Path:
     """ModernBertForSequenceClassification (head dense + GELU + norm on CLS or the mean,
     classifier), with a global layer and two 16-token sliding-window layers."""
-    import torch
     from transformers import ModernBertConfig, ModernBertForSequenceClassification
 
     tokenizer = _wordpiece(tokenizer_dir, max_length)
@@ -201,12 +176,7 @@ def modernbert_cross_encoder(
         bos_token_id=tokenizer.cls_token_id,
         eos_token_id=tokenizer.sep_token_id,
     )
-    torch.manual_seed(seed)
-    model = ModernBertForSequenceClassification(config).eval()
-    _spread(model)
-    model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-    return out
+    return _save_random(ModernBertForSequenceClassification, config, tokenizer, out, seed)
 
 
 def export_onnx(model_dir: Path, out_dir: Path) -> Path:
@@ -254,6 +224,19 @@ def _export(torch, module, ids, path: Path) -> None:
         opset_version=17,
         dynamo=False,
     )
+
+
+def _save_random(model_class, config, tokenizer, out: Path, seed: int) -> Path:
+    """A seeded random `model_class(config)`, its weights spread (`_spread`), saved with
+    `tokenizer` into `out`."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = model_class(config).eval()
+    _spread(model)
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return out
 
 
 def _spread(model) -> None:
