@@ -17,6 +17,7 @@ SUITES = {
     "corpus": "bench.bench_corpus",
     "replicas": "bench.bench_replicas",
     "peers": "bench.bench_peers",
+    "ceiling": "bench.bench_ceiling",
 }
 
 

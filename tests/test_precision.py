@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from embedserve.engine import Engine
 from embedserve.models import find_entry
-from embedserve.models.static_int8 import calibration_texts, sensitive_nodes
+from embedserve.models.static_int8 import calibration_texts, check_texts, sensitive_nodes
 from embedserve.precision import (
     PRECISIONS,
     get_precision,
@@ -85,28 +85,65 @@ def test_static_int8_vectors_do_not_depend_on_the_batch(engines, reference):
     assert cosines(alone, together[:8]).min() >= 0.99999
 
 
-def test_int8_keeps_sensitive_layers_in_float(engines, minilm_dir):
+def _float_matmuls(graph) -> set[str]:
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    return {n.name for n in graph.node if n.op_type == "MatMul" and n.input[0] not in dequantized}
+
+
+def test_int8_graph_records_its_mix_and_keeps_exactly_that_in_float(engines):
     import onnx
-    from embedserve.models import onnx_for
+    from embedserve.models.static_int8 import CHECK_MIN_COSINE
 
     engine = engines("all-MiniLM-L6-v2", "int8", "onnxruntime")
-    graph = onnx.load(str(engine.session.path), load_external_data=False).graph
-    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
-    in_float = {
-        n.name for n in graph.node if n.op_type == "MatMul" and n.input[0] not in dequantized
-    }
-    expected = set(sensitive_nodes(onnx_for(minilm_dir)))
-    # FFN down-projections of every layer and all of the last layer, and nothing else with a weight.
-    assert {
-        "layer.0/mlp/down/matmul",
-        "layer.4/mlp/down/matmul",
-        "layer.5/query/matmul",
-    } <= expected
-    assert "layer.0/query/matmul" not in expected
+    model = onnx.load(str(engine.session.path), load_external_data=False)
+    props = {p.key: p.value for p in model.metadata_props}
+    recorded = {name for name in props["embedserve.int8.float_matmuls"].split(",") if name}
+    assert float(props["embedserve.int8.check_min_cosine"]) >= CHECK_MIN_COSINE
     attention_products = {
         f"layer.{n}/attention/{part}" for n in range(6) for part in ("scores", "context")
     }
-    assert in_float == expected | attention_products
+    assert _float_matmuls(model.graph) == recorded | attention_products
+    # Most of the 36 weight MatMuls run in int8: that is where the speed comes from.
+    assert len(recorded) <= 6
+
+
+def test_int8_mix_returns_the_least_quantizable_matmuls_to_float_until_the_check_holds(
+    minilm_dir,
+):
+    import onnx
+    from embedserve.models import onnx_for
+    from embedserve.models.static_int8 import (
+        activation_stats,
+        calibration_batches,
+        check_texts,
+        choose_int8_mix,
+        pooled_vectors,
+        quantized_inputs,
+        smooth_outlier_channels,
+    )
+
+    model = onnx.load(str(onnx_for(minilm_dir)))
+    names = [i.name for i in model.graph.input]
+    batches = calibration_batches(minilm_dir / "tokenizer.json", 256, names)[::4]
+    smooth_outlier_channels(model, batches, [])
+    readers = quantized_inputs(model, [])
+    stats = activation_stats(model, sorted(readers), batches)
+    check = calibration_batches(minilm_dir / "tokenizer.json", 256, names, check_texts(16))
+    reference = pooled_vectors(model, check)
+
+    loose = choose_int8_mix(model, stats, check, min_cosine=0.9)
+    strict = choose_int8_mix(model, stats, check, min_cosine=0.999)
+    assert loose.keep_float == [] and loose.quantized == 36
+    assert 0 < len(strict.keep_float) < 36
+    for choice in (loose, strict):  # what each claims is what its graph does
+        got = (pooled_vectors(choice.model, check) * reference).sum(axis=1).min()
+        assert abs(got - choice.check_min_cosine) < 1e-6
+        assert _float_matmuls(choice.model.graph) >= set(choice.keep_float)
+    assert strict.check_min_cosine >= 0.999 > loose.check_min_cosine
+    # The ones kept in float are those whose inputs have the widest crest (range over RMS).
+    kept = {t for t, nodes in readers.items() if set(nodes) <= set(strict.keep_float)}
+    narrowest_kept = min(stats[t].crest for t in kept)
+    assert all(stats[t].crest <= narrowest_kept for t in set(readers) - kept)
 
 
 def test_calibration_corpus_is_held_out_from_the_reference_texts(reference):
@@ -114,6 +151,8 @@ def test_calibration_corpus_is_held_out_from_the_reference_texts(reference):
     assert len(corpus) == 256 and len(set(corpus)) == len(corpus)
     assert not set(corpus) & set(reference["texts"])
     assert min(len(t.split()) for t in corpus) >= 8
+    check = check_texts()
+    assert len(check) == 128 and not set(check) & (set(corpus) | set(reference["texts"]))
 
 
 def test_precision_arguments_and_the_quantize_alias():

@@ -57,7 +57,7 @@ PRECISIONS: dict[str, Precision] = {
             0.985,
             0.99,
             1_024,
-            "int8 weights and activations (static, calibrated), sensitive layers in fp32",
+            "int8 weights and activations (static, calibrated); a check keeps the least quantizable MatMuls in fp32",
         ),
         Precision(
             "fp16",

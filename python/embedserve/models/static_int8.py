@@ -12,25 +12,36 @@ and their weights' rows are multiplied by `s`. The product is unchanged, but a c
 reaches -42 while the rest sit near +-2 (all-mpnet-base-v2) no longer stretches the one scale
 of its tensor. The residual path keeps the unscaled tensor (these models are post-LayerNorm), so
 the division is an explicit `Mul` on the MatMuls' branch only.
+
+Which MatMuls run in int8 is checked, not assumed: the int8 graph's vectors are compared with
+the float graph's on paragraphs and short fragments of the same corpus that calibration did not
+see, and MatMuls go back to float, least quantizable first, until the worst of them keeps
+`CHECK_MIN_COSINE` (`choose_int8_mix`). all-MiniLM-L6-v2 keeps 3 of its 36 in float,
+all-mpnet-base-v2 9 of 72 (post-GELU FFN inputs, the widest-ranged activations in both).
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from embedserve.fileio import atomic_write_path
 
+log = logging.getLogger(__name__)
+
 # Bump when the recipe below changes, so cached graphs are rebuilt.
-STATIC_INT8_VERSION = 5
+STATIC_INT8_VERSION = 6
 CALIBRATION_TEXTS = 256
+# Paragraphs of the same corpus, unseen by calibration, that check the chosen mix (below).
+CHECK_TEXTS = 64
 CALIBRATION_BATCH = 16
-# Activation ranges span this percentile of the calibration values. 100 (the extremes): BERT's
-# LayerNorm outputs have a few outlier channels that carry meaning, and clipping them at 99.99
-# dropped the minimum cosine to 0.58 (bench/NOTES.md §R2.3).
-PERCENTILE = 100.0
+# Activation ranges are the extremes of the calibration values: BERT's LayerNorm outputs have a
+# few outlier channels that carry meaning, and clipping them at the 99.99th percentile dropped
+# the minimum cosine to 0.58 (bench/NOTES.md §R2.3).
 # Weights in 7 bits (reduce_range). Without a VNNI/AMX unit, ORT's u8 x s8 MatMul kernel (AVX2
 # vpmaddubsw) adds pairs of products in saturating int16: 2 * 255 * 127 > 32767. MPNet's
 # activations are lopsided (one LayerNorm channel reaches -40 while the rest sit near +-2), so
@@ -42,10 +53,13 @@ REDUCE_RANGE = True
 # models). Min cos over the 200 reference texts, before -> after: all-MiniLM-L6-v2 0.988 -> 0.997,
 # all-mpnet-base-v2 0.934 -> 0.994 (bench/NOTES.md, "Smoothing outlier channels").
 SMOOTHING_ALPHA = 0.5
+# The int8 graph must keep this cosine (mean-pooled, worst check paragraph) against the float
+# graph; MatMuls go back to float, least quantizable first, until it does. It sits above the
+# int8 precision's floor (0.985 over the reference texts) to leave room for other texts.
+CHECK_MIN_COSINE = 0.99
 
 
-def calibration_texts(count: int = CALIBRATION_TEXTS) -> list[str]:
-    """`count` paragraphs of Python's documentation, spread over all topics, in a fixed order."""
+def _documentation_paragraphs() -> list[str]:
     from pydoc_data.topics import topics
 
     paragraphs = []
@@ -55,13 +69,30 @@ def calibration_texts(count: int = CALIBRATION_TEXTS) -> list[str]:
             # Prose only: code samples and one-line headings calibrate nothing a user sends.
             if len(text.split()) >= 8 and not text.startswith((">>>", "...", "*")):
                 paragraphs.append(text)
-    paragraphs = list(dict.fromkeys(paragraphs))  # some topics share paragraphs
+    return list(dict.fromkeys(paragraphs))  # some topics share paragraphs
+
+
+def calibration_texts(count: int = CALIBRATION_TEXTS) -> list[str]:
+    """`count` paragraphs of Python's documentation, spread over all topics, in a fixed order."""
+    paragraphs = _documentation_paragraphs()
     step = max(1, len(paragraphs) // count)
     return paragraphs[::step][:count]
 
 
+def check_texts(count: int = CHECK_TEXTS) -> list[str]:
+    """`count` paragraphs of the same documentation that `calibration_texts` leaves out, and as
+    many short fragments of them (their first 1 to 6 words): short texts average the fewest
+    token states, so int8's error shows most in them, and queries are short."""
+    seen = set(calibration_texts())
+    unseen = [text for text in _documentation_paragraphs() if text not in seen]
+    paragraphs = unseen[:: max(1, len(unseen) // count)][:count]
+    fragments = [" ".join(text.split()[: 1 + i % 6]) for i, text in enumerate(paragraphs)]
+    return paragraphs + fragments
+
+
 def sensitive_nodes(graph_path: Path) -> list[str]:
-    """MatMuls kept in float, where int8 costs the most cosine (bench/NOTES.md §R2.3):
+    """MatMuls the dynamic int8 copy (`models/quantize.py`) keeps in float, by a fixed rule from
+    round 2's measurements (bench/NOTES.md §R2.3; the static copy checks instead):
 
     - each layer's FFN down-projection (a constant [k, n] weight with k > n): its input, after
       GELU, has the widest range of any activation;
@@ -90,13 +121,14 @@ def sensitive_nodes(graph_path: Path) -> list[str]:
 
 
 def calibration_batches(
-    tokenizer_json: Path, max_length: int, input_names: list[str]
+    tokenizer_json: Path, max_length: int, input_names: list[str], texts: list[str] | None = None
 ) -> list[dict[str, np.ndarray]]:
+    """`texts` (default: the calibration corpus) as length-sorted model feeds."""
     from embedserve.planning import pad_batch
     from embedserve.tokenization import ModelTokenizer
 
     tokenizer = ModelTokenizer(tokenizer_json, max_length)
-    content = tokenizer.content_ids(calibration_texts())
+    content = tokenizer.content_ids(calibration_texts() if texts is None else texts)
     sequences = [
         tokenizer.model_sequence(i, ids, truncate=True, direction="right")
         for i, ids in enumerate(content)
@@ -138,35 +170,46 @@ def _session_with_outputs(model: object, tensors: list[str]) -> object:
     )
 
 
-def activation_ranges(
-    model: object,
-    tensors: list[str],
-    batches: list[dict[str, np.ndarray]],
-    percentile: float = PERCENTILE,
-    seed: int = 0,
-) -> dict[str, tuple[float, float]]:
-    """(low, high) of each tensor over the real tokens of the calibration batches.
+@dataclass(frozen=True)
+class ActivationStats:
+    """One activation tensor over the real tokens of the calibration batches."""
 
-    Padding positions are left out (onnxruntime's own calibrators count them, and a padded row's
-    states are not what any text produces), and the range is the `percentile` of the values,
-    not their extremes: a handful of outliers would otherwise stretch the scale of every token.
+    low: float  # <= 0: uint8's range must hold zero exactly
+    high: float  # >= 0
+    rms: float
+
+    @property
+    def crest(self) -> float:
+        """Range over RMS. A uniform 8-bit quantizer's signal-to-noise ratio is about
+        59 dB - 20·log10(crest), so the widest crest is the least quantizable tensor."""
+        return (self.high - self.low) / max(self.rms, 1e-12)
+
+
+def activation_stats(
+    model: object, tensors: list[str], batches: list[dict[str, np.ndarray]]
+) -> dict[str, ActivationStats]:
+    """Range and RMS of each tensor over the real tokens of the calibration batches.
+
+    Padding positions are left out: onnxruntime's own calibrators count them, and a padded row's
+    states are not what any text produces.
     """
     session = _session_with_outputs(model, tensors)
-    rng = np.random.default_rng(seed)
-    samples: dict[str, list[np.ndarray]] = {name: [] for name in tensors}
+    low = dict.fromkeys(tensors, 0.0)
+    high = dict.fromkeys(tensors, 0.0)
+    squares = dict.fromkeys(tensors, 0.0)
+    count = dict.fromkeys(tensors, 0)
     for feeds in batches:
-        outputs = session.run(tensors, feeds)  # type: ignore[attr-defined]
         real = feeds["attention_mask"].astype(bool)
-        # A quarter of the real tokens is plenty for a percentile and keeps memory small.
-        keep = real & (rng.random(real.shape) < 0.25)
-        for name, value in zip(tensors, outputs):
-            samples[name].append(value[keep].ravel() if value.ndim == 3 else value.ravel())
-    ranges = {}
-    for name, parts in samples.items():
-        values = np.concatenate(parts)
-        low, high = np.percentile(values, [100.0 - percentile, percentile])
-        ranges[name] = (float(min(low, 0.0)), float(max(high, 0.0)))
-    return ranges
+        for name, value in zip(tensors, session.run(tensors, feeds)):  # type: ignore[attr-defined]
+            values = value[real] if value.ndim == 3 else value
+            low[name] = min(low[name], float(values.min()))
+            high[name] = max(high[name], float(values.max()))
+            squares[name] += float(np.square(values, dtype=np.float64).sum())
+            count[name] += values.size
+    return {
+        name: ActivationStats(low[name], high[name], (squares[name] / max(count[name], 1)) ** 0.5)
+        for name in tensors
+    }
 
 
 def channel_peaks(
@@ -235,52 +278,149 @@ def smooth_outlier_channels(
     return len(smoothing)
 
 
-def quantize_static_int8(
-    source: Path,
-    target: Path,
-    tokenizer_json: Path,
-    max_length: int,
-    keep_float: list[str] | None = None,
-    percentile: float = PERCENTILE,
-) -> Path:
-    """Write a QDQ int8 copy of `source` to `target` atomically; MatMuls with constant weights only
-    (Q·Kᵀ and attention·V stay fp32), `keep_float` node names (default: `sensitive_nodes`) too."""
+def qdq_int8_model(model: object, stats: dict[str, ActivationStats], keep_float: list[str]):
+    """A QDQ int8 copy of `model`: MatMuls with constant weights only (Q·Kᵀ and attention·V stay
+    fp32), except the `keep_float` node names; activation scales from `stats`."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantType
     from onnxruntime.quantization.calibrate import TensorData, TensorsData
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
 
-    model = onnx.load(str(source))
-    exclude = sensitive_nodes(source) if keep_float is None else keep_float
-    input_names = [i.name for i in model.graph.input]
-    batches = calibration_batches(tokenizer_json, max_length, input_names)
-    smooth_outlier_channels(model, batches, exclude)
-    wanted = quantized_inputs(model, exclude)
-    ranges = activation_ranges(model, sorted(wanted), batches, percentile)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)  # type: ignore[arg-type]
+    wanted = quantized_inputs(copy, keep_float)
+    if not wanted:  # every MatMul kept in float (an empty node list would mean "all" to ORT)
+        return copy
     data = TensorsData(
         CalibrationMethod.MinMax,
         {
-            name: TensorData(lowest=np.float32(low), highest=np.float32(high))
-            for name, (low, high) in ranges.items()
+            name: TensorData(
+                lowest=np.float32(stats[name].low), highest=np.float32(stats[name].high)
+            )
+            for name in wanted
         },
     )
     nodes = [node for names in wanted.values() for node in names]
     quantizer = QDQQuantizer(
-        model,
+        copy,
         True,
         REDUCE_RANGE,
         QuantType.QInt8,
         QuantType.QUInt8,
         data,
         nodes,
-        exclude,
+        keep_float,
         ["MatMul"],
         {"MatMulConstBOnly": True, "OpTypesToExcludeOutputQuantization": ["MatMul"]},
     )
     quantizer.quantize_model()
+    return quantizer.model.model
+
+
+def pooled_vectors(model: object, batches: list[dict[str, np.ndarray]]) -> np.ndarray:
+    """Unit-length mean-pooled vectors of the batches' texts (or the graph's own pooled output)."""
+    session = _session_with_outputs(model, [])
+    vectors = []
+    for feeds in batches:
+        hidden = session.run(None, feeds)[0]  # type: ignore[attr-defined]
+        if hidden.ndim == 3:
+            mask = feeds["attention_mask"][..., None].astype(np.float32)
+            hidden = (hidden * mask).sum(axis=1) / mask.sum(axis=1)
+        vectors.append(hidden / np.linalg.norm(hidden, axis=1, keepdims=True))
+    return np.concatenate(vectors)
+
+
+@dataclass(frozen=True)
+class Int8Choice:
+    model: object  # the QDQ onnx.ModelProto
+    keep_float: list[str]
+    quantized: int  # MatMuls in int8
+    check_min_cosine: float
+
+
+def choose_int8_mix(
+    model: object,
+    stats: dict[str, ActivationStats],
+    check_batches: list[dict[str, np.ndarray]],
+    min_cosine: float = CHECK_MIN_COSINE,
+) -> Int8Choice:
+    """The int8 graph with the most MatMuls in int8 whose worst check text keeps `min_cosine`
+    against the float graph.
+
+    All of them first: all-MiniLM-L6-v2 passes so. Otherwise MatMul inputs go back to float in
+    order of their crest (range over RMS: the least quantizable first), and a binary search finds
+    the fewest that must; all-mpnet-base-v2's post-GELU FFN inputs reach 60-100 at an RMS of ~0.5,
+    and those are the ones it finds. Keeping one more input in float is assumed never to make the
+    check worse, which is what the binary search needs.
+    """
+    readers = quantized_inputs(model, [])
+    order = sorted(readers, key=lambda tensor: stats[tensor].crest, reverse=True)
+    reference = pooled_vectors(model, check_batches)
+
+    def attempt(count: int) -> Int8Choice:
+        keep = [node for tensor in order[:count] for node in readers[tensor]]
+        candidate = qdq_int8_model(model, stats, keep)
+        cosines = (pooled_vectors(candidate, check_batches) * reference).sum(axis=1)
+        quantized = sum(len(readers[tensor]) for tensor in order[count:])
+        return Int8Choice(candidate, keep, quantized, float(cosines.min()))
+
+    best = attempt(0)
+    if best.check_min_cosine >= min_cosine:
+        return best
+    low, high = 1, len(order)  # `high` inputs in float always passes: that is the float graph
+    best = Int8Choice(model, [n for names in readers.values() for n in names], 0, 1.0)
+    while low < high:
+        middle = (low + high) // 2
+        choice = attempt(middle)
+        if choice.check_min_cosine >= min_cosine:
+            best, high = choice, middle
+        else:
+            low = middle + 1
+    return best
+
+
+def quantize_static_int8(
+    source: Path,
+    target: Path,
+    tokenizer_json: Path,
+    max_length: int,
+    keep_float: list[str] | None = None,
+) -> Int8Choice:
+    """Write a QDQ int8 copy of `source` to `target` atomically. `keep_float` names the MatMuls to
+    leave in float; by default `choose_int8_mix` finds them. The choice is logged and written
+    into the graph's metadata (`embedserve.int8.*`)."""
+    import onnx
+
+    model = onnx.load(str(source))
+    input_names = [i.name for i in model.graph.input]
+    batches = calibration_batches(tokenizer_json, max_length, input_names)
+    smooth_outlier_channels(model, batches, keep_float or [])
+    stats = activation_stats(model, sorted(quantized_inputs(model, [])), batches)
+    check = calibration_batches(tokenizer_json, max_length, input_names, check_texts())
+    if keep_float is None:
+        choice = choose_int8_mix(model, stats, check)
+    else:
+        quantized = qdq_int8_model(model, stats, keep_float)
+        cosines = (pooled_vectors(quantized, check) * pooled_vectors(model, check)).sum(axis=1)
+        count = sum(len(n) for n in quantized_inputs(model, keep_float).values())
+        choice = Int8Choice(quantized, keep_float, count, float(cosines.min()))
+    onnx.helper.set_model_props(
+        choice.model,
+        {
+            "embedserve.int8.float_matmuls": ",".join(choice.keep_float),
+            "embedserve.int8.check_min_cosine": f"{choice.check_min_cosine:.6f}",
+        },
+    )
+    log.info(
+        "static int8 of %s: %d MatMuls in int8, %d kept in float; worst check text cos %.4f",
+        source,
+        choice.quantized,
+        len(choice.keep_float),
+        choice.check_min_cosine,
+    )
     with atomic_write_path(target) as staged:
-        onnx.save(quantizer.model.model, str(staged))
-    return target
+        onnx.save(choice.model, str(staged))
+    return choice
 
 
 def static_int8_onnx(source: Path, tokenizer_json: Path, max_length: int) -> Path:
