@@ -121,7 +121,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     args = parser.parse_args(argv)
     print(describe_machine())
-    print(f"threads {args.threads}, {TOKENS_PER_RUN} tokens per MatMul, medians of {args.repeats}\n")
+    print(
+        f"threads {args.threads}, {TOKENS_PER_RUN} tokens per MatMul, medians of {args.repeats}\n"
+    )
     print("| model | kernel | GEMM GFLOP/s | GFLOP per text | ceiling texts/s |")
     print("|---|---|---:|---:|---:|")
     for model in args.models:
