@@ -39,9 +39,6 @@ CALIBRATION_TEXTS = 256
 # Paragraphs of the same corpus, unseen by calibration, that check the chosen mix (below).
 CHECK_TEXTS = 64
 CALIBRATION_BATCH = 16
-# Activation ranges are the extremes of the calibration values: BERT's LayerNorm outputs have a
-# few outlier channels that carry meaning, and clipping them at the 99.99th percentile dropped
-# the minimum cosine to 0.58 (bench/NOTES.md §R2.3).
 # Weights in 7 bits (reduce_range). Without a VNNI/AMX unit, ORT's u8 x s8 MatMul kernel (AVX2
 # vpmaddubsw) adds pairs of products in saturating int16: 2 * 255 * 127 > 32767. MPNet's
 # activations are lopsided (one LayerNorm channel reaches -40 while the rest sit near +-2), so
@@ -53,7 +50,7 @@ REDUCE_RANGE = True
 # models). Min cos over the 200 reference texts, before -> after: all-MiniLM-L6-v2 0.988 -> 0.997,
 # all-mpnet-base-v2 0.934 -> 0.994 (bench/NOTES.md, "Smoothing outlier channels").
 SMOOTHING_ALPHA = 0.5
-# The int8 graph must keep this cosine (mean-pooled, worst check paragraph) against the float
+# The int8 graph must keep this cosine (mean-pooled, worst check text) against the float
 # graph; MatMuls go back to float, least quantizable first, until it does. It sits above the
 # int8 precision's floor (0.985 over the reference texts) to leave room for other texts.
 CHECK_MIN_COSINE = 0.99
@@ -191,7 +188,9 @@ def activation_stats(
     """Range and RMS of each tensor over the real tokens of the calibration batches.
 
     Padding positions are left out: onnxruntime's own calibrators count them, and a padded row's
-    states are not what any text produces.
+    states are not what any text produces. The range is the extremes, not a percentile: BERT's
+    LayerNorm outputs have a few outlier channels that carry meaning, and clipping them at the
+    99.99th percentile dropped the minimum cosine to 0.58 (bench/NOTES.md §R2.3).
     """
     session = _session_with_outputs(model, tensors)
     low = dict.fromkeys(tensors, 0.0)
