@@ -379,30 +379,20 @@ def choose_int8_mix(
 
 
 def quantize_static_int8(
-    source: Path,
-    target: Path,
-    tokenizer_json: Path,
-    max_length: int,
-    keep_float: list[str] | None = None,
+    source: Path, target: Path, tokenizer_json: Path, max_length: int
 ) -> Int8Choice:
-    """Write a QDQ int8 copy of `source` to `target` atomically. `keep_float` names the MatMuls to
-    leave in float; by default `choose_int8_mix` finds them. The choice is logged and written
-    into the graph's metadata (`embedserve.int8.*`)."""
+    """Write a QDQ int8 copy of `source` to `target` atomically, with the MatMuls
+    `choose_int8_mix` keeps in float. The choice is logged and written into the graph's metadata
+    (`embedserve.int8.*`)."""
     import onnx
 
     model = onnx.load(str(source))
     input_names = [i.name for i in model.graph.input]
     batches = calibration_batches(tokenizer_json, max_length, input_names)
-    smooth_outlier_channels(model, batches, keep_float or [])
+    smooth_outlier_channels(model, batches, [])
     stats = activation_stats(model, sorted(quantized_inputs(model, [])), batches)
     check = calibration_batches(tokenizer_json, max_length, input_names, check_texts())
-    if keep_float is None:
-        choice = choose_int8_mix(model, stats, check)
-    else:
-        quantized = qdq_int8_model(model, stats, keep_float)
-        cosines = (pooled_vectors(quantized, check) * pooled_vectors(model, check)).sum(axis=1)
-        count = sum(len(n) for n in quantized_inputs(model, keep_float).values())
-        choice = Int8Choice(quantized, keep_float, count, float(cosines.min()))
+    choice = choose_int8_mix(model, stats, check)
     onnx.helper.set_model_props(
         choice.model,
         {
