@@ -22,6 +22,7 @@ all-mpnet-base-v2 9 of 72 (post-GELU FFN inputs, the widest-ranged activations i
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -56,7 +57,8 @@ SMOOTHING_ALPHA = 0.5
 CHECK_MIN_COSINE = 0.99
 
 
-def _documentation_paragraphs() -> list[str]:
+@functools.cache  # calibration and check texts are both cut from it, in one build
+def _documentation_paragraphs() -> tuple[str, ...]:
     from pydoc_data.topics import topics
 
     paragraphs = []
@@ -66,14 +68,14 @@ def _documentation_paragraphs() -> list[str]:
             # Prose only: code samples and one-line headings calibrate nothing a user sends.
             if len(text.split()) >= 8 and not text.startswith((">>>", "...", "*")):
                 paragraphs.append(text)
-    return list(dict.fromkeys(paragraphs))  # some topics share paragraphs
+    return tuple(dict.fromkeys(paragraphs))  # some topics share paragraphs
 
 
 def calibration_texts(count: int = CALIBRATION_TEXTS) -> list[str]:
     """`count` paragraphs of Python's documentation, spread over all topics, in a fixed order."""
     paragraphs = _documentation_paragraphs()
     step = max(1, len(paragraphs) // count)
-    return paragraphs[::step][:count]
+    return list(paragraphs[::step][:count])
 
 
 def check_texts(count: int = CHECK_TEXTS) -> list[str]:
