@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BATCH_REQUESTS = 128
 DEFAULT_MAX_QUEUE_INPUTS = 16_384
 DEFAULT_MAX_WAIT_SECONDS = 10.0
-# A window holds at most this much work at the measured rate (see the module docstring).
 # A window holds at most this share of the admitted wait of work, and at least this long.
 WINDOW_SHARE_OF_WAIT = 0.25
 MIN_WINDOW_SECONDS = 0.5
