@@ -13,18 +13,25 @@ reaches -42 while the rest sit near +-2 (all-mpnet-base-v2) no longer stretches 
 of its tensor. The residual path keeps the unscaled tensor (these models are post-LayerNorm), so
 the division is an explicit `Mul` on the MatMuls' branch only.
 
-Which MatMuls run in int8 is checked, not assumed: the int8 graph's vectors are compared with
-the float graph's on paragraphs and short fragments of the same corpus that calibration did not
-see, and MatMuls go back to float, least quantizable first, until the worst of them keeps
-`CHECK_MIN_COSINE` (`choose_int8_mix`). all-MiniLM-L6-v2 keeps 3 of its 36 in float,
-all-mpnet-base-v2 9 of 72 (post-GELU FFN inputs, the widest-ranged activations in both).
+Smoothing can't help the post-GELU FFN inputs (no LayerNorm to divide), where one to four
+channels reach 4-20x the rest. Those channels are split off instead (LLM.int8(), Dettmers et al.
+2022): multiplied in float beside an int8 product of the other channels, whose range no longer
+holds them (`split_outlier_channels`).
+
+What runs in int8 is checked, not assumed: the int8 graph's vectors are compared with the float
+graph's on paragraphs and short fragments of the same corpus that calibration did not see, and
+the least quantizable inputs get their outliers split off, then go back to float, until the
+worst of them keeps `CHECK_MIN_COSINE` (`choose_int8_mix`). all-MiniLM-L6-v2 and
+all-mpnet-base-v2 both run every weight MatMul in int8, with outliers of 6 and 25 inputs split.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +42,7 @@ from embedserve.fileio import atomic_write_path
 log = logging.getLogger(__name__)
 
 # Bump when the recipe below changes, so cached graphs are rebuilt.
-STATIC_INT8_VERSION = 6
+STATIC_INT8_VERSION = 7
 CALIBRATION_TEXTS = 256
 # Paragraphs of the same corpus, unseen by calibration, that check the chosen mix (below).
 CHECK_TEXTS = 64
@@ -51,6 +58,15 @@ REDUCE_RANGE = True
 # models). Min cos over the 200 reference texts, before -> after: all-MiniLM-L6-v2 0.988 -> 0.997,
 # all-mpnet-base-v2 0.934 -> 0.994 (bench/NOTES.md, "Smoothing outlier channels").
 SMOOTHING_ALPHA = 0.5
+# LLM.int8()'s decomposition (Dettmers et al. 2022): a channel whose peak |x| is over this many
+# times the 99th percentile of its tensor's channel peaks is multiplied in float, beside an int8
+# product of the rest. Post-GELU FFN inputs have 1-4 such channels (MiniLM's layer 0: 24.7 against
+# a 99th percentile of 5.1; MPNet's layer 7: 102 against 4.5), and they alone set the range.
+OUTLIER_PEAK_RATIO = 2.0
+# At most this many per tensor: a few channels keep the float part's cost small.
+MAX_OUTLIER_CHANNELS = 8
+# Name suffix of the float MatMuls over outlier channels, which are never quantized.
+OUTLIER_SUFFIX = "/outlier_channels"
 # The int8 graph must keep this cosine (mean-pooled, worst check text) against the float
 # graph; MatMuls go back to float, least quantizable first, until it does. It sits above the
 # int8 precision's floor (0.985 over the reference texts) to leave room for other texts.
@@ -146,7 +162,12 @@ def quantized_inputs(model: object, keep_float: list[str]) -> dict[str, list[str
     constants = {init.name for init in model.graph.initializer}  # type: ignore[attr-defined]
     wanted: dict[str, list[str]] = {}
     for node in model.graph.node:  # type: ignore[attr-defined]
-        if node.op_type == "MatMul" and node.input[1] in constants and node.name not in keep_float:
+        if (
+            node.op_type == "MatMul"
+            and node.input[1] in constants
+            and node.name not in keep_float
+            and not node.name.endswith(OUTLIER_SUFFIX)
+        ):
             wanted.setdefault(node.input[0], []).append(node.name)
     return wanted
 
@@ -184,10 +205,34 @@ class ActivationStats:
         return (self.high - self.low) / max(self.rms, 1e-12)
 
 
-def activation_stats(
+@dataclass(frozen=True)
+class ChannelStats:
+    """One activation tensor's extremes and mean square per channel (its last axis)."""
+
+    low: np.ndarray
+    high: np.ndarray
+    mean_square: np.ndarray
+
+    @property
+    def peaks(self) -> np.ndarray:
+        return np.maximum(-self.low, self.high)
+
+    def tensor(self, excluding: np.ndarray | None = None) -> ActivationStats:
+        """The whole tensor's stats, leaving out the `excluding` channels."""
+        kept = np.ones(self.low.shape, dtype=bool)
+        if excluding is not None:
+            kept[excluding] = False
+        return ActivationStats(
+            min(0.0, float(self.low[kept].min())),
+            max(0.0, float(self.high[kept].max())),
+            float(np.sqrt(self.mean_square[kept].mean())),
+        )
+
+
+def channel_stats(
     model: object, tensors: list[str], batches: list[dict[str, np.ndarray]]
-) -> dict[str, ActivationStats]:
-    """Range and RMS of each tensor over the real tokens of the calibration batches.
+) -> dict[str, ChannelStats]:
+    """Per-channel range and mean square of each tensor over the real tokens of the batches.
 
     Padding positions are left out: onnxruntime's own calibrators count them, and a padded row's
     states are not what any text produces. The range is the extremes, not a percentile: BERT's
@@ -195,36 +240,25 @@ def activation_stats(
     99.99th percentile dropped the minimum cosine to 0.58 (bench/NOTES.md §R2.3).
     """
     session = _session_with_outputs(model, tensors)
-    low = dict.fromkeys(tensors, 0.0)
-    high = dict.fromkeys(tensors, 0.0)
-    squares = dict.fromkeys(tensors, 0.0)
-    count = dict.fromkeys(tensors, 0)
+    low: dict[str, np.ndarray] = {}
+    high: dict[str, np.ndarray] = {}
+    squares: dict[str, np.ndarray] = {}
+    count = 0
     for feeds in batches:
         real = feeds["attention_mask"].astype(bool)
+        count += int(real.sum())
         for name, value in zip(tensors, session.run(tensors, feeds)):  # type: ignore[attr-defined]
-            values = value[real] if value.ndim == 3 else value
-            low[name] = min(low[name], float(values.min()))
-            high[name] = max(high[name], float(values.max()))
-            squares[name] += float(np.square(values, dtype=np.float64).sum())
-            count[name] += values.size
+            rows = value[real]  # [real tokens, channels]
+            if name not in low:
+                low[name], high[name] = rows.min(axis=0), rows.max(axis=0)
+                squares[name] = np.square(rows, dtype=np.float64).sum(axis=0)
+                continue
+            low[name] = np.minimum(low[name], rows.min(axis=0))
+            high[name] = np.maximum(high[name], rows.max(axis=0))
+            squares[name] += np.square(rows, dtype=np.float64).sum(axis=0)
     return {
-        name: ActivationStats(low[name], high[name], (squares[name] / max(count[name], 1)) ** 0.5)
-        for name in tensors
+        name: ChannelStats(low[name], high[name], squares[name] / max(count, 1)) for name in tensors
     }
-
-
-def channel_peaks(
-    model: object, tensors: list[str], batches: list[dict[str, np.ndarray]]
-) -> dict[str, np.ndarray]:
-    """Each [batch, tokens, channels] tensor's largest |value| per channel, over real tokens."""
-    session = _session_with_outputs(model, tensors)
-    peaks: dict[str, np.ndarray] = {}
-    for feeds in batches:
-        real = feeds["attention_mask"].astype(bool)
-        for name, value in zip(tensors, session.run(tensors, feeds)):  # type: ignore[attr-defined]
-            peak = np.abs(value[real]).max(axis=0)
-            peaks[name] = np.maximum(peaks[name], peak) if name in peaks else peak
-    return peaks
 
 
 def smooth_outlier_channels(
@@ -248,7 +282,7 @@ def smooth_outlier_channels(
         for tensor, names in quantized_inputs(model, keep_float).items()
         if tensor in producers and producers[tensor].op_type == "LayerNormalization"
     }
-    peaks = channel_peaks(model, sorted(readers), batches)
+    peaks = {t: stats.peaks for t, stats in channel_stats(model, sorted(readers), batches).items()}
     smoothing = {}
     for tensor, nodes in readers.items():
         arrays = [numpy_helper.to_array(weights[n.input[1]]) for n in nodes]  # type: ignore[attr-defined]
@@ -277,6 +311,83 @@ def smooth_outlier_channels(
     del graph.node[:]
     graph.node.extend(ordered)
     return len(smoothing)
+
+
+def outlier_channels(peaks: np.ndarray) -> np.ndarray:
+    """The channels whose peak is over `OUTLIER_PEAK_RATIO` times the tensor's 99th percentile
+    channel peak, the highest `MAX_OUTLIER_CHANNELS` of them, in ascending order."""
+    threshold = OUTLIER_PEAK_RATIO * np.quantile(peaks, 0.99)
+    highest = np.argsort(peaks)[::-1][:MAX_OUTLIER_CHANNELS]
+    return np.sort(highest[peaks[highest] > threshold])
+
+
+def int8_input(tensor: str) -> str:
+    """The copy of `tensor` that its int8 MatMuls read once its outlier channels are split off."""
+    return f"{tensor}/int8_input"
+
+
+def split_outlier_channels(model: object, channels: dict[str, np.ndarray]) -> None:
+    """Multiply the given outlier channels of each tensor in float, in place.
+
+    ``x @ w`` becomes ``x' @ w0 + x[..., c] @ w[c]`` for every quantizable MatMul reading
+    ``x``: ``w0`` is ``w`` with the outlier rows ``c`` zeroed, and ``x'`` (`int8_input`) is a
+    copy of ``x`` whose int8 range is calibrated without ``c``; the int8 copy saturates those
+    channels, and their zero weights make that harmless. ``x[..., c] @ w[c]`` is a small float
+    MatMul (`OUTLIER_SUFFIX`). The copy exists because the quantizer hands its int8 values to
+    every reader of the tensor it quantizes, and the float part needs the float ones.
+    """
+    from onnx import helper, numpy_helper
+
+    graph = model.graph  # type: ignore[attr-defined]
+    weights = {init.name: init for init in graph.initializer}
+    by_name = {node.name: node for node in graph.node}
+    readers = quantized_inputs(model, [])
+    # Reader name -> nodes that go right before it (the copy and the Gather) and right after it.
+    before: dict[str, list[object]] = {}
+    after: dict[str, list[object]] = {}
+    for tensor, outliers in channels.items():
+        index = numpy_helper.from_array(outliers.astype(np.int64), name=f"{tensor}/outlier_index")
+        graph.initializer.append(index)
+        gathered = f"{tensor}/outliers"
+        names = readers[tensor]  # in graph order
+        before[names[0]] = [
+            helper.make_node("Identity", [tensor], [int8_input(tensor)], name=f"{tensor}/copy"),
+            helper.make_node(
+                "Gather", [tensor, index.name], [gathered], name=f"{tensor}/outliers", axis=-1
+            ),
+        ]
+        for name in names:
+            node = by_name[name]
+            node.input[0] = int8_input(tensor)
+            w = numpy_helper.to_array(weights[node.input[1]])
+            float_rows = numpy_helper.from_array(w[outliers], name=f"{name}/outlier_weight")
+            graph.initializer.append(float_rows)
+            w = w.copy()
+            w[outliers] = 0.0
+            weights[node.input[1]].CopyFrom(numpy_helper.from_array(w, node.input[1]))
+            output = node.output[0]
+            node.output[0] = f"{output}/int8_part"
+            after[name] = [
+                helper.make_node(
+                    "MatMul",
+                    [gathered, float_rows.name],
+                    [f"{output}/outlier_part"],
+                    name=name + OUTLIER_SUFFIX,
+                ),
+                helper.make_node(
+                    "Add",
+                    [node.output[0], f"{output}/outlier_part"],
+                    [output],
+                    name=f"{name}/add_outliers",
+                ),
+            ]
+    ordered = []
+    for node in graph.node:
+        ordered.extend(before.get(node.name, []))
+        ordered.append(node)
+        ordered.extend(after.get(node.name, []))
+    del graph.node[:]
+    graph.node.extend(ordered)
 
 
 def qdq_int8_model(model: object, stats: dict[str, ActivationStats], keep_float: list[str]):
@@ -334,50 +445,75 @@ def pooled_vectors(model: object, batches: list[dict[str, np.ndarray]]) -> np.nd
 @dataclass(frozen=True)
 class Int8Choice:
     model: object  # the QDQ onnx.ModelProto
-    keep_float: list[str]
+    split: dict[str, list[int]]  # tensor -> its outlier channels, multiplied in float
+    keep_float: list[str]  # MatMuls wholly in float
     quantized: int  # MatMuls in int8
     check_min_cosine: float
 
 
 def choose_int8_mix(
     model: object,
-    stats: dict[str, ActivationStats],
+    stats: dict[str, ChannelStats],
     check_batches: list[dict[str, np.ndarray]],
     min_cosine: float = CHECK_MIN_COSINE,
 ) -> Int8Choice:
-    """The int8 graph with the most MatMuls in int8 whose worst check text keeps `min_cosine`
-    against the float graph.
+    """The cheapest int8 graph whose worst check text keeps `min_cosine` against the float graph.
 
-    All of them first: all-MiniLM-L6-v2 passes so. Otherwise MatMul inputs go back to float in
-    order of their crest (range over RMS: the least quantizable first), and a binary search finds
-    the fewest that must; all-mpnet-base-v2's post-GELU FFN inputs reach 60-100 at an RMS of ~0.5,
-    and those are the ones it finds. Keeping one more input in float is assumed never to make the
-    check worse, which is what the binary search needs.
+    In order, the first that passes:
+    1. every MatMul in int8 (all-MiniLM-L6-v2 nearly passes so);
+    2. the outlier channels (`outlier_channels`) of the widest-crested inputs split off into
+       float, the fewest inputs that pass (MiniLM: the FFN inputs of layers 0-2);
+    3. every outlier split off, and whole MatMuls back to float, widest crest first, the fewest
+       that pass (the float graph always does).
+    Binary searches find "the fewest": one more input treated is assumed never to make the
+    check worse.
     """
     readers = quantized_inputs(model, [])
-    order = sorted(readers, key=lambda tensor: stats[tensor].crest, reverse=True)
+    order = sorted(readers, key=lambda tensor: stats[tensor].tensor().crest, reverse=True)
+    outliers = {tensor: outlier_channels(stats[tensor].peaks) for tensor in order}
+    splittable = [tensor for tensor in order if outliers[tensor].size]
     reference = pooled_vectors(model, check_batches)
 
-    def attempt(count: int) -> Int8Choice:
-        keep = [node for tensor in order[:count] for node in readers[tensor]]
-        candidate = qdq_int8_model(model, stats, keep)
-        cosines = (pooled_vectors(candidate, check_batches) * reference).sum(axis=1)
-        quantized = sum(len(readers[tensor]) for tensor in order[count:])
-        return Int8Choice(candidate, keep, quantized, float(cosines.min()))
+    def attempt(split: Sequence[str], floats: Sequence[str] = ()) -> Int8Choice:
+        import onnx
 
-    best = attempt(0)
-    if best.check_min_cosine >= min_cosine:
+        split = [tensor for tensor in split if tensor not in floats]
+        candidate = onnx.ModelProto()
+        candidate.CopyFrom(model)  # type: ignore[arg-type]
+        split_outlier_channels(candidate, {tensor: outliers[tensor] for tensor in split})
+        ranges = {tensor: stats[tensor].tensor() for tensor in order}
+        ranges.update({int8_input(t): stats[t].tensor(excluding=outliers[t]) for t in split})
+        keep = [node for tensor in floats for node in readers[tensor]]
+        candidate = qdq_int8_model(candidate, ranges, keep)
+        cosines = (pooled_vectors(candidate, check_batches) * reference).sum(axis=1)
+        quantized = sum(len(readers[tensor]) for tensor in order if tensor not in floats)
+        split_channels = {tensor: outliers[tensor].tolist() for tensor in split}
+        return Int8Choice(candidate, split_channels, keep, quantized, float(cosines.min()))
+
+    def fewest(count: int, make: Callable[[int], Int8Choice], passing: Int8Choice) -> Int8Choice:
+        """The passing attempt with the smallest n in 1..count, given make(count) passes."""
+        low, high, best = 1, count, passing
+        while low < high:
+            middle = (low + high) // 2
+            choice = make(middle)
+            if choice.check_min_cosine >= min_cosine:
+                best, high = choice, middle
+            else:
+                low = middle + 1
         return best
-    low, high = 1, len(order)  # `high` inputs in float always passes: that is the float graph
-    best = Int8Choice(model, [n for names in readers.values() for n in names], 0, 1.0)
-    while low < high:
-        middle = (low + high) // 2
-        choice = attempt(middle)
-        if choice.check_min_cosine >= min_cosine:
-            best, high = choice, middle
-        else:
-            low = middle + 1
-    return best
+
+    plain = attempt([])
+    if plain.check_min_cosine >= min_cosine:
+        return plain
+    all_split = attempt(splittable)
+    if all_split.check_min_cosine >= min_cosine:
+        return fewest(len(splittable), lambda n: attempt(splittable[:n]), all_split)
+    # Every outlier split off; now whole inputs back to float, by their crest without outliers.
+    by_crest = sorted(
+        order, key=lambda tensor: stats[tensor].tensor(outliers[tensor]).crest, reverse=True
+    )
+    float_graph = Int8Choice(model, {}, [n for names in readers.values() for n in names], 0, 1.0)
+    return fewest(len(by_crest), lambda n: attempt(splittable, by_crest[:n]), float_graph)
 
 
 def quantize_static_int8(
@@ -392,20 +528,23 @@ def quantize_static_int8(
     input_names = [i.name for i in model.graph.input]
     batches = calibration_batches(tokenizer_json, max_length, input_names)
     smooth_outlier_channels(model, batches, [])
-    stats = activation_stats(model, sorted(quantized_inputs(model, [])), batches)
+    stats = channel_stats(model, sorted(quantized_inputs(model, [])), batches)
     check = calibration_batches(tokenizer_json, max_length, input_names, check_texts())
     choice = choose_int8_mix(model, stats, check)
     onnx.helper.set_model_props(
         choice.model,
         {
             "embedserve.int8.float_matmuls": ",".join(choice.keep_float),
+            "embedserve.int8.outlier_channels": json.dumps(choice.split),
             "embedserve.int8.check_min_cosine": f"{choice.check_min_cosine:.6f}",
         },
     )
     log.info(
-        "static int8 of %s: %d MatMuls in int8, %d kept in float; worst check text cos %.4f",
+        "static int8 of %s: %d MatMuls in int8 (outlier channels of %d inputs in float), "
+        "%d kept in float; worst check text cos %.4f",
         source,
         choice.quantized,
+        len(choice.split),
         len(choice.keep_float),
         choice.check_min_cosine,
     )
