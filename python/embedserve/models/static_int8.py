@@ -554,7 +554,7 @@ def quantize_static_int8(
 
 
 def static_int8_onnx(source: Path, tokenizer_json: Path, max_length: int) -> Path:
-    """The cached static int8 copy of the graph at `source`, built on first use (~1 minute)."""
+    """The cached static int8 copy of the graph at `source`, built on first use (20 s to minutes)."""
     import hashlib
 
     from embedserve.models.cache import cache_root
