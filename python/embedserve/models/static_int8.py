@@ -243,12 +243,13 @@ def channel_stats(
     low: dict[str, np.ndarray] = {}
     high: dict[str, np.ndarray] = {}
     squares: dict[str, np.ndarray] = {}
-    count = 0
+    rows_seen = dict.fromkeys(tensors, 0)
     for feeds in batches:
         real = feeds["attention_mask"].astype(bool)
-        count += int(real.sum())
         for name, value in zip(tensors, session.run(tensors, feeds)):  # type: ignore[attr-defined]
-            rows = value[real]  # [real tokens, channels]
+            # [real tokens, channels]; a tensor without a token axis (after pooling) as it is.
+            rows = value[real] if value.ndim == 3 else value.reshape(-1, value.shape[-1])
+            rows_seen[name] += rows.shape[0]
             if name not in low:
                 low[name], high[name] = rows.min(axis=0), rows.max(axis=0)
                 squares[name] = np.square(rows, dtype=np.float64).sum(axis=0)
@@ -257,7 +258,8 @@ def channel_stats(
             high[name] = np.maximum(high[name], rows.max(axis=0))
             squares[name] += np.square(rows, dtype=np.float64).sum(axis=0)
     return {
-        name: ChannelStats(low[name], high[name], squares[name] / max(count, 1)) for name in tensors
+        name: ChannelStats(low[name], high[name], squares[name] / max(rows_seen[name], 1))
+        for name in tensors
     }
 
 
