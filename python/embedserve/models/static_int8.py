@@ -393,18 +393,16 @@ def split_outlier_channels(model: object, channels: dict[str, np.ndarray]) -> No
 
 
 def qdq_int8_model(model: object, stats: dict[str, ActivationStats], keep_float: list[str]):
-    """A QDQ int8 copy of `model`: MatMuls with constant weights only (Q·Kᵀ and attention·V stay
-    fp32), except the `keep_float` node names; activation scales from `stats`."""
-    import onnx
+    """`model` quantized to QDQ int8, in place (pass a copy you own): MatMuls with constant
+    weights only (Q·Kᵀ and attention·V stay fp32), except the `keep_float` node names;
+    activation scales from `stats`."""
     from onnxruntime.quantization import CalibrationMethod, QuantType
     from onnxruntime.quantization.calibrate import TensorData, TensorsData
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
 
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)  # type: ignore[arg-type]
-    wanted = quantized_inputs(copy, keep_float)
+    wanted = quantized_inputs(model, keep_float)
     if not wanted:  # every MatMul kept in float (an empty node list would mean "all" to ORT)
-        return copy
+        return model
     data = TensorsData(
         CalibrationMethod.MinMax,
         {
@@ -416,7 +414,7 @@ def qdq_int8_model(model: object, stats: dict[str, ActivationStats], keep_float:
     )
     nodes = [node for names in wanted.values() for node in names]
     quantizer = QDQQuantizer(
-        copy,
+        model,
         True,
         REDUCE_RANGE,
         QuantType.QInt8,
@@ -475,16 +473,18 @@ def choose_int8_mix(
     outliers = {tensor: outlier_channels(stats[tensor].peaks) for tensor in order}
     splittable = [tensor for tensor in order if outliers[tensor].size]
     reference = pooled_vectors(model, check_batches)
+    whole_ranges = {tensor: stats[tensor].tensor() for tensor in order}
 
     def attempt(split: Sequence[str], floats: Sequence[str] = ()) -> Int8Choice:
         import onnx
 
         split = [tensor for tensor in split if tensor not in floats]
-        candidate = onnx.ModelProto()
+        candidate = onnx.ModelProto()  # the one copy: splitting and quantizing work in place
         candidate.CopyFrom(model)  # type: ignore[arg-type]
         split_outlier_channels(candidate, {tensor: outliers[tensor] for tensor in split})
-        ranges = {tensor: stats[tensor].tensor() for tensor in order}
-        ranges.update({int8_input(t): stats[t].tensor(excluding=outliers[t]) for t in split})
+        ranges = whole_ranges | {
+            int8_input(t): stats[t].tensor(excluding=outliers[t]) for t in split
+        }
         keep = [node for tensor in floats for node in readers[tensor]]
         candidate = qdq_int8_model(candidate, ranges, keep)
         cosines = (pooled_vectors(candidate, check_batches) * reference).sum(axis=1)
