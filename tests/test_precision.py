@@ -126,13 +126,22 @@ def test_int8_graph_records_its_mix_and_keeps_exactly_that_in_float(engines):
     assert not recorded
 
 
+def _minilm_graph(minilm_dir: Path, texts: list[str] | None = None):
+    """MiniLM's fp32 graph, loaded afresh (the passes under test change it in place), and
+    `texts` (default: the calibration corpus) as its feeds."""
+    import onnx
+    from embedserve.models import onnx_for
+    from embedserve.models.static_int8 import calibration_batches
+
+    model = onnx.load(str(onnx_for(minilm_dir)))
+    names = [i.name for i in model.graph.input]
+    return model, calibration_batches(minilm_dir / "tokenizer.json", 256, names, texts)
+
+
 def test_int8_mix_returns_the_least_quantizable_matmuls_to_float_until_the_check_holds(
     minilm_dir,
 ):
-    import onnx
-    from embedserve.models import onnx_for
     from embedserve.models.static_int8 import (
-        calibration_batches,
         channel_stats,
         check_texts,
         choose_int8_mix,
@@ -142,13 +151,12 @@ def test_int8_mix_returns_the_least_quantizable_matmuls_to_float_until_the_check
         smooth_outlier_channels,
     )
 
-    model = onnx.load(str(onnx_for(minilm_dir)))
-    names = [i.name for i in model.graph.input]
-    batches = calibration_batches(minilm_dir / "tokenizer.json", 256, names)[::4]
+    model, batches = _minilm_graph(minilm_dir)
+    batches = batches[::4]
     smooth_outlier_channels(model, batches, [])
     readers = quantized_inputs(model, [])
     stats = channel_stats(model, sorted(readers), batches)
-    check = calibration_batches(minilm_dir / "tokenizer.json", 256, names, check_texts(16))
+    _, check = _minilm_graph(minilm_dir, check_texts(16))
     reference = pooled_vectors(model, check)
 
     loose = choose_int8_mix(model, stats, check, min_cosine=0.9)
@@ -177,21 +185,16 @@ def test_int8_mix_returns_the_least_quantizable_matmuls_to_float_until_the_check
 
 
 def test_splitting_outlier_channels_leaves_the_float_graph_unchanged(minilm_dir):
-    import onnx
     import onnxruntime as ort
-    from embedserve.models import onnx_for
     from embedserve.models.static_int8 import (
-        OUTLIER_SUFFIX,
-        calibration_batches,
         channel_stats,
+        int8_input,
         outlier_channels,
         quantized_inputs,
         split_outlier_channels,
     )
 
-    model = onnx.load(str(onnx_for(minilm_dir)))
-    names = [i.name for i in model.graph.input]
-    batches = calibration_batches(minilm_dir / "tokenizer.json", 256, names)
+    model, batches = _minilm_graph(minilm_dir)
     readers = quantized_inputs(model, [])
     stats = channel_stats(model, sorted(readers), batches[:4])
     channels = {t: outlier_channels(s.peaks) for t, s in stats.items()}
@@ -203,7 +206,7 @@ def test_splitting_outlier_channels_leaves_the_float_graph_unchanged(minilm_dir)
     split_outlier_channels(model, channels)
     parts = [n for n in model.graph.node if n.name.endswith(OUTLIER_SUFFIX)]
     assert len(parts) == sum(len(readers[t]) for t in channels)
-    assert set(quantized_inputs(model, [])) >= {f"{t}/int8_input" for t in channels}
+    assert set(quantized_inputs(model, [])) >= {int8_input(t) for t in channels}
     after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     for feeds in batches[-3:]:
         want = original.run(None, feeds)[0]
@@ -278,17 +281,13 @@ def test_cli_precision_flag(engines):
 
 
 def test_smoothing_outlier_channels_leaves_the_float_graph_unchanged(minilm_dir):
-    import onnx
     import onnxruntime as ort
     from embedserve.models import onnx_for
-    from embedserve.models.static_int8 import calibration_batches, smooth_outlier_channels
+    from embedserve.models.static_int8 import smooth_outlier_channels
 
-    source = onnx_for(minilm_dir)
-    model = onnx.load(str(source))
-    names = [i.name for i in model.graph.input]
-    batches = calibration_batches(minilm_dir / "tokenizer.json", 256, names)
+    model, batches = _minilm_graph(minilm_dir)
     original = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    smoothed = smooth_outlier_channels(model, batches[:4], sensitive_nodes(source))
+    smoothed = smooth_outlier_channels(model, batches[:4], sensitive_nodes(onnx_for(minilm_dir)))
     # Two LayerNorm outputs per layer feed quantized MatMuls (Q/K/V, FFN up); the last layer is
     # kept in float, so 2 x 5 for MiniLM-L6.
     assert smoothed == 10
