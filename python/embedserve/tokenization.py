@@ -46,21 +46,33 @@ class ModelTokenizer:
         # Not encode_batch_fast: it skips the offsets.
         return self._tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)
 
-    def decode(self, arrays: list[list[int]], *, skip_special_tokens: bool = True) -> list[str]:
-        """Texts of model-vocabulary id arrays; InvalidTokenError names an array with a bad id."""
-        self.check_token_ids(arrays)
+    def decode(
+        self,
+        arrays: list[list[int]],
+        *,
+        skip_special_tokens: bool = True,
+        param: str = "input",
+        start: int = 0,
+    ) -> list[str]:
+        """Texts of model-vocabulary id arrays; InvalidTokenError names an array with a bad id
+        as `param[start + index]`."""
+        self.check_token_ids(arrays, param=param, start=start)
         return self._tokenizer.decode_batch(arrays, skip_special_tokens=skip_special_tokens)
 
-    def check_token_ids(self, arrays: list[list[int]]) -> None:
-        for index, ids in enumerate(arrays):
+    def check_token_ids(
+        self, arrays: list[list[int]], *, param: str = "input", start: int = 0
+    ) -> None:
+        for index, ids in enumerate(arrays, start):
             if not ids:
                 continue
             low, high = min(ids), max(ids)
             if low < 0 or high >= self.vocab_size:
                 bad = low if low < 0 else high
                 raise InvalidTokenError(
-                    f"input[{index}] holds token id {bad}, outside the vocabulary (0..{self.vocab_size - 1})",
+                    f"{param}[{index}] holds token id {bad}, outside the vocabulary "
+                    f"(0..{self.vocab_size - 1})",
                     index=index,
+                    param=param,
                 )
 
     def model_sequence(

@@ -65,7 +65,7 @@ def test_tei_tokenize_decode_and_info(server, engine):
     assert post(server, "/decode", {"ids": ids}).json() == ["hello world"]
     assert post(server, "/decode", {"ids": [ids, ids[1:2]]}).json() == ["hello world", "hello"]
     bad = post(server, "/decode", {"ids": [ids, [10**9]]})
-    assert bad.status_code == 400 and bad.json()["error"].startswith("input[1]")
+    assert bad.status_code == 400 and bad.json()["error"].startswith("ids[1]")
     info = httpx.get(server.url + "/info", headers=auth()).json()
     assert info["model_id"] == MODEL and info["max_input_length"] == 256
     assert info["model_type"] == {"embedding": {"pooling": "mean"}}

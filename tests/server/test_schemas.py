@@ -1,4 +1,4 @@
-"""The request layer alone: parsing and the one limits function, with a fake tokenizer step."""
+"""The request layer alone: parsing and the embed job's limits, with a fake tokenizer step."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 from embedserve.engine import ModelInfo, Prepared
 from embedserve.inputs import Inputs
-from embedserve.server.config import Limits
+from embedserve.server.config import Limits, ServerConfig
 from embedserve.server.errors import ApiError
-from embedserve.server.limits import Admission
 from embedserve.server.schemas import (
     EmbeddingsRequest,
     check_api_version,
     check_extra_parameters,
     parse_embeddings_request,
 )
+from embedserve.server.tasks.embed import EmbedJob, vectors
 
 INFO = ModelInfo(
     name="m",
@@ -88,11 +88,11 @@ def test_header_and_query_checks():
 
 
 def admit(request: EmbeddingsRequest, preparer: FakePreparer, limits: Limits, **kwargs) -> Prepared:
-    """Admit and tokenize on this thread, as `EmbeddingService.prepare` does on its pool."""
-    admission = Admission(request, preparer, limits, **kwargs)
-    for step in admission.steps():
+    """Check and tokenize on this thread, as the pipeline does on its pool."""
+    job = EmbedJob(request, preparer, ServerConfig(limits=limits, **kwargs), vectors)
+    for step in job.steps():
         step()
-    return admission.prepared()
+    return job.prepared
 
 
 def run_admit(body: bytes, limits: Limits | None = None, **kwargs):

@@ -19,12 +19,11 @@ from embedserve.server.errors import EXCEPTION_HANDLERS
 from embedserve.server.lifecycle import Drain
 from embedserve.server.metrics import Metrics, RequestMetrics
 from embedserve.server.openapi import ROUTES as OPENAPI_ROUTES
+from embedserve.server.pipeline import RequestPipeline
 from embedserve.server.plumbing import ServerState
 from embedserve.server.registry import ModelRegistry
-from embedserve.server.rerank_routes import RERANK_ROUTES, SERVICE_KEY
-from embedserve.server.rerank_service import RerankService
 from embedserve.server.routes import ROUTES
-from embedserve.server.service import EmbeddingService
+from embedserve.server.token_arrays import TokenArrays
 
 CONFIG_ENV = "EMBEDSERVE_SERVER_CONFIG"
 
@@ -40,19 +39,19 @@ def create_app(
     config = config or ServerConfig()
     metrics = Metrics()
     registry = ModelRegistry(config, metrics, engines)
-    drain = Drain(config.drain_seconds, registry.stop, lambda: service.active > 0)
-    service = EmbeddingService(config, metrics, drain)
-    reranking = RerankService(config, metrics)
+    drain = Drain(config.drain_seconds, registry.stop, lambda: pipeline.active > 0)
+    pipeline = RequestPipeline(config, metrics, drain)
+    # Loaded now, so a server that cannot read token arrays fails at start, not at a request.
+    token_arrays = TokenArrays.for_encoding(config.token_encoding)
     app = Litestar(
-        route_handlers=[*ROUTES, *ADAPTER_ROUTES, *RERANK_ROUTES, *OPENAPI_ROUTES],
+        route_handlers=[*ROUTES, *ADAPTER_ROUTES, *OPENAPI_ROUTES],
         exception_handlers=EXCEPTION_HANDLERS,
         on_startup=[registry.start, drain.attach],
-        on_shutdown=[registry.close, service.close, reranking.close],
+        on_shutdown=[registry.close, pipeline.close],
         request_max_body_size=config.limits.max_body_bytes,
         state=State(
             {
-                "server": ServerState(config, registry, service, metrics, drain),
-                SERVICE_KEY: reranking,
+                "server": ServerState(config, registry, pipeline, metrics, drain, token_arrays),
                 "api_keys": ApiKeys(config.api_keys),
                 "max_body_bytes": config.limits.max_body_bytes,
             }

@@ -1,5 +1,6 @@
-"""OpenAI-shaped errors: one exception type for the API, and handlers that turn anything raised into
-`{"error": {"message", "type", "param", "code"}}` with the right status."""
+"""Errors: one exception type for the API, and handlers that turn anything raised into an error
+body with the right status, in the shape of the API whose route was called (server/shapes.py);
+OpenAI's `{"error": {"message", "type", "param", "code"}}` where a route has no API of its own."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from litestar.status_codes import (
 from embedserve.batching import BatcherClosedError, QueueFullError
 from embedserve.errors import InputError
 from embedserve.server.access import CLIENT_CLOSED_REQUEST, log_client_closed
+from embedserve.server.shapes import OPENAI, api_for_path, error_body
 
 log = logging.getLogger(__name__)
 
@@ -103,57 +105,66 @@ class ClientDisconnected(Exception):
     """The client closed the connection before its embeddings were ready."""
 
 
-def error_response(error: ApiError) -> Response[bytes]:
-    """The OpenAI error body; like OpenAI's, it does not repeat the status."""
+def error_response(error: ApiError, api: str = OPENAI) -> Response[bytes]:
+    """The error body in `api`'s shape; like OpenAI's, it does not repeat the status."""
     body = {"message": error.message, "type": error.type, "param": error.param, "code": error.code}
     return Response(
-        content=msgspec.json.encode({"error": body}),
+        content=msgspec.json.encode(error_body(api, error.status, body)),
         status_code=error.status,
         media_type="application/json",
         headers=error.headers,
     )
 
 
-def _from_api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[bytes]:
-    return error_response(exc)
+def _respond(request: Request[Any, Any, Any], error: ApiError) -> Response[bytes]:
+    return error_response(error, api_for_path(request.url.path))
 
 
-def _from_input_error(_: Request[Any, Any, Any], exc: InputError) -> Response[bytes]:
+def _from_api_error(request: Request[Any, Any, Any], exc: ApiError) -> Response[bytes]:
+    return _respond(request, exc)
+
+
+def _from_input_error(request: Request[Any, Any, Any], exc: InputError) -> Response[bytes]:
     # The message names the input's index; `param` stays the field name, as OpenAI's does.
-    return error_response(ApiError(HTTP_400_BAD_REQUEST, str(exc), param=exc.param, code=exc.code))
+    return _respond(
+        request, ApiError(HTTP_400_BAD_REQUEST, str(exc), param=exc.param, code=exc.code)
+    )
 
 
-def _from_queue_full(_: Request[Any, Any, Any], exc: QueueFullError) -> Response[bytes]:
-    return error_response(
+def _from_queue_full(request: Request[Any, Any, Any], exc: QueueFullError) -> Response[bytes]:
+    return _respond(
+        request,
         ApiError(
             HTTP_429_TOO_MANY_REQUESTS,
             str(exc),
             type=RATE_LIMIT,
             code="queue_full",
             headers={"Retry-After": str(exc.retry_after)},
-        )
+        ),
     )
 
 
-def _from_closed(_: Request[Any, Any, Any], exc: BatcherClosedError) -> Response[bytes]:
-    return error_response(
+def _from_closed(request: Request[Any, Any, Any], exc: BatcherClosedError) -> Response[bytes]:
+    return _respond(
+        request,
         ApiError(
             HTTP_503_SERVICE_UNAVAILABLE,
             str(exc),
             type=SERVER_ERROR,
             code="shutting_down",
             headers={"Retry-After": "5"},
-        )
+        ),
     )
 
 
 def _from_disconnect(request: Request[Any, Any, Any], exc: ClientDisconnected) -> Response[bytes]:
     # uvicorn drops this response (the client is gone) and logs nothing, so log it here.
     log_client_closed(request.scope)
-    return error_response(
+    return _respond(
+        request,
         ApiError(
             CLIENT_CLOSED_REQUEST, "client closed the connection", code="client_closed_request"
-        )
+        ),
     )
 
 
@@ -183,26 +194,28 @@ def _from_http_exception(request: Request[Any, Any, Any], exc: HTTPException) ->
         if isinstance(exc, ValidationException) and exc.extra:
             message = f"{message}: {exc.extra}"
     headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
-    return error_response(
+    return _respond(
+        request,
         ApiError(
             status,
             message,
             type=INVALID_REQUEST,
             code=_HTTP_CODES.get(status, "invalid_request"),
             headers=headers,
-        )
+        ),
     )
 
 
 def _from_bug(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(
+    return _respond(
+        request,
         ApiError(
             HTTP_500_INTERNAL_SERVER_ERROR,
             "The server had an internal error.",
             type=SERVER_ERROR,
             code="internal_error",
-        )
+        ),
     )
 
 

@@ -1,6 +1,6 @@
 """Hand-parsed JSON bodies, field by field: the object itself, a type-checked optional field, and
 how a wrong value is named in the error. Shared by the OpenAI (`schemas`) and rerank
-(`rerank_schemas`) parsers, so every body gets the same messages and codes."""
+(`adapters.rerank_schemas`) parsers, so every body gets the same messages and codes."""
 
 from __future__ import annotations
 

@@ -21,8 +21,9 @@ from embedserve.server.config import ServerConfig
 from embedserve.server.errors import ClientDisconnected
 from embedserve.server.lifecycle import Drain
 from embedserve.server.metrics import Metrics
+from embedserve.server.pipeline import RequestPipeline
 from embedserve.server.registry import ModelRegistry
-from embedserve.server.service import EmbeddingService
+from embedserve.server.token_arrays import TokenArrays
 
 T = TypeVar("T")
 JSON = "application/json"
@@ -34,9 +35,10 @@ class ServerState:
 
     config: ServerConfig
     registry: ModelRegistry
-    service: EmbeddingService
+    pipeline: RequestPipeline
     metrics: Metrics
     drain: Drain
+    token_arrays: TokenArrays
 
 
 class Timed(Protocol):
@@ -57,6 +59,10 @@ def state(request: Request[Any, Any, Any]) -> ServerState:
 
 
 async def read_body(request: Request[Any, Any, Any]) -> bytes:
+    """The body of a request that the pipeline would admit now: before a byte of it is read,
+    503 while draining and 429 when every model's queue is over its wait (`refuse_early`)."""
+    server = state(request)
+    server.pipeline.refuse_early(server.registry.models)
     try:
         return await request.body()
     except InternalServerException as exc:  # Litestar's way to say the client left mid-body

@@ -1,7 +1,7 @@
 """Operational routes that belong to no API: liveness, readiness and Prometheus metrics.
 
-The APIs' own routes are adapters (`server/adapters/`: OpenAI/Azure, TEI, Ollama, Cohere) and
-`rerank_routes`; what handlers share is in `plumbing`.
+The APIs' own routes are adapters (`server/adapters/`: OpenAI/Azure, TEI, Ollama, Cohere,
+rerank); what handlers share is in `plumbing`.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ To add an API (rerank routes, say): write `adapters/NAME.py` with its Structs, h
 
 from __future__ import annotations
 
-from embedserve.server.adapters import cohere, ollama, openai, tei
+from embedserve.server.adapters import cohere, ollama, openai, rerank, tei
 
-ROUTES = [*openai.ROUTES, *tei.ROUTES, *ollama.ROUTES, *cohere.ROUTES]
+ROUTES = [*openai.ROUTES, *tei.ROUTES, *ollama.ROUTES, *cohere.ROUTES, *rerank.ROUTES]
 
 __all__ = ["ROUTES"]

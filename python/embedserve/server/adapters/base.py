@@ -1,10 +1,9 @@
-"""What every adapter shares: body decoding into Structs, running the internal request, float rows
-as JSON, and error bodies in the adapter's own shape (reading the body, the server's state and the
-timing headers are every handler's: `server.plumbing`)."""
+"""What every adapter shares: body decoding into Structs, building and running a task's job on the
+shared pipeline, and float rows as JSON (reading the body, the server's state and the timing
+headers are every handler's: `server.plumbing`; error shapes are `server.shapes`')."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
@@ -12,16 +11,16 @@ import numpy as np
 from litestar import Request, Response
 
 from embedserve import _core
-from embedserve.server.errors import EXCEPTION_HANDLERS, invalid
+from embedserve.server.errors import invalid
+from embedserve.server.pipeline import Done
 from embedserve.server.plumbing import state, unless_disconnected
 from embedserve.server.registry import ServedModel
 from embedserve.server.schemas import EmbeddingsRequest
-from embedserve.server.service import Vectors
+from embedserve.server.tasks.embed import EmbedJob, Render, vectors
 
 T = TypeVar("T")
+R = TypeVar("R")
 JSON = "application/json"
-# (status, OpenAI error object, headers) → the adapter's response.
-ErrorRenderer = Callable[[int, dict[str, Any], dict[str, str]], Response[Any]]
 
 
 def decode(body: bytes, kind: type[T]) -> T:
@@ -39,11 +38,17 @@ def decode(body: bytes, kind: type[T]) -> T:
 
 
 async def compute(
-    request: Request[Any, Any, Any], internal: EmbeddingsRequest, model: ServedModel
-) -> Vectors:
-    """Run the internal request through the service (admission, limits, batching, metrics),
-    dropping it from the queue if the client hangs up."""
-    return await unless_disconnected(request, state(request).service.embed_vectors(internal, model))
+    request: Request[Any, Any, Any],
+    internal: EmbeddingsRequest,
+    model: ServedModel,
+    render: Render[R] = vectors,  # type: ignore[assignment]
+) -> Done[R]:
+    """Run the internal request through the pipeline (admission, limits, batching, metrics),
+    dropping it from the queue if the client hangs up; `render` shapes the finished vectors."""
+    server = state(request)
+    engine, batcher = model.require()
+    job = EmbedJob(internal, engine, server.config, render, resolve=server.token_arrays.resolve)
+    return await unless_disconnected(request, server.pipeline.run(job, model.id, batcher))
 
 
 def float_rows(vectors: np.ndarray) -> bytes:
@@ -59,20 +64,7 @@ def json_response(
     return Response(content=body, status_code=status, media_type=JSON, headers=headers or {})
 
 
-def error_handlers(render: ErrorRenderer) -> dict[type[Exception], Any]:
-    """Route-level handlers for every exception the app handles, re-rendered by `render`.
-
-    The app's handlers decide status, message and headers (one place for that); this only
-    changes the body's shape. Route-level handlers win over app-level ones for the same class.
-    """
-
-    def reshape(handler: Any) -> Any:
-        def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-            openai = handler(request, exc)
-            error = msgspec.json.decode(openai.content)["error"]
-            headers = {k: v for k, v in dict(openai.headers).items() if k.lower() != "content-type"}
-            return render(openai.status_code, error, headers)
-
-        return handle
-
-    return {kind: reshape(handler) for kind, handler in EXCEPTION_HANDLERS.items()}
+def raw_float_rows(vectors: np.ndarray, tokens: int = 0) -> msgspec.Raw:
+    """A render: the rows as JSON, ready to place in any response Struct (msgspec writes a Raw
+    as it is), written on the pipeline's worker thread when the answer is large."""
+    return msgspec.Raw(float_rows(vectors))

@@ -14,18 +14,14 @@ import uuid
 from typing import Annotated, Any, Literal
 
 import msgspec
+import numpy as np
 from litestar import Request, Response, post
 
 from embedserve import _core
 from embedserve.engine import ModelInfo
 from embedserve.inputs import Inputs
 from embedserve.quantization import quantize
-from embedserve.server.adapters.base import (
-    compute,
-    decode,
-    error_handlers,
-    json_response,
-)
+from embedserve.server.adapters.base import compute, decode, json_response, raw_float_rows
 from embedserve.server.auth import require_api_key
 from embedserve.server.plumbing import read_body, state, timing_headers
 from embedserve.server.schemas import EmbeddingsRequest as Internal
@@ -88,18 +84,24 @@ class Error(msgspec.Struct):
     message: str
 
 
-def render_error(status: int, error: dict[str, Any], headers: dict[str, str]) -> Response[bytes]:
-    return json_response(Error(message=error["message"]), status=status, headers=headers)
-
-
-HANDLERS = error_handlers(render_error)
-
-
 def prompt_for(input_type: str, info: ModelInfo) -> str | None:
     return next((name for name in PROMPTS[input_type] if name in info.prompts), None)
 
 
-@post("/v2/embed", guards=[require_api_key], status_code=200, exception_handlers=HANDLERS)
+def _embeddings(vectors: np.ndarray, kinds: list[str]) -> Embeddings:
+    """The vectors in each asked type (on the pipeline's worker thread when they are many)."""
+    embeddings = Embeddings()
+    for kind in kinds:
+        if kind == "float":
+            embeddings.float_ = raw_float_rows(vectors)  # type: ignore[assignment]
+        elif kind == "base64":
+            embeddings.base64 = _core.encode_base64(vectors)
+        else:
+            setattr(embeddings, kind, quantize(vectors, kind).tolist())
+    return embeddings
+
+
+@post("/v2/embed", guards=[require_api_key], status_code=200)
 async def embed(request: Request[Any, Any, Any]) -> Response[bytes]:
     started = time.perf_counter()
     body = decode(await read_body(request), EmbedRequest)
@@ -113,21 +115,13 @@ async def embed(request: Request[Any, Any, Any]) -> Response[bytes]:
         truncation_direction="left" if body.truncate == "START" else "right",
         prompt_name=prompt_for(body.input_type, engine.model_info),
     )
-    done = await compute(request, internal, model)
-    vectors = done.vectors
-    embeddings = Embeddings()
-    for kind in dict.fromkeys(body.embedding_types or ["float"]):
-        if kind == "float":
-            embeddings.float_ = vectors.tolist()
-        elif kind == "base64":
-            embeddings.base64 = _core.encode_base64(vectors)
-        else:
-            setattr(embeddings, kind, quantize(vectors, kind).tolist())
+    kinds = list(dict.fromkeys(body.embedding_types or ["float"]))
+    done = await compute(request, internal, model, lambda vectors, _: _embeddings(vectors, kinds))
     response = EmbedResponse(
         id=str(uuid.uuid4()),
-        embeddings=embeddings,
+        embeddings=done.result,
         texts=body.texts,
-        meta=Meta(ApiVersion("2"), BilledUnits(done.prompt_tokens)),
+        meta=Meta(ApiVersion("2"), BilledUnits(done.tokens)),
     )
     return json_response(response, headers=timing_headers(done, started))
 

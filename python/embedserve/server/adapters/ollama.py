@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Annotated, Any
 
 import msgspec
+import numpy as np
 from litestar import Request, Response, get, post
 
 from embedserve import __version__
@@ -19,8 +20,9 @@ from embedserve.inputs import Inputs
 from embedserve.server.adapters.base import (
     compute,
     decode,
-    error_handlers,
+    float_rows,
     json_response,
+    raw_float_rows,
 )
 from embedserve.server.auth import require_api_key
 from embedserve.server.plumbing import read_body, state, timing_headers
@@ -92,13 +94,6 @@ class Error(msgspec.Struct):
     error: str
 
 
-def render_error(status: int, error: dict[str, Any], headers: dict[str, str]) -> Response[bytes]:
-    return json_response(Error(error=error["message"]), status=status, headers=headers)
-
-
-HANDLERS = error_handlers(render_error)
-
-
 def find_model(registry: ModelRegistry, name: str) -> ServedModel:
     model = registry.find(name)
     if model is None and name.endswith(":latest"):
@@ -106,7 +101,11 @@ def find_model(registry: ModelRegistry, name: str) -> ServedModel:
     return model if model is not None else registry.get(name)  # get: the 404
 
 
-@post("/api/embed", guards=[require_api_key], status_code=200, exception_handlers=HANDLERS)
+def _first_row(vectors: np.ndarray, tokens: int) -> msgspec.Raw:
+    return msgspec.Raw(float_rows(vectors[:1])[1:-1])  # `[[...]]` less the outer brackets
+
+
+@post("/api/embed", guards=[require_api_key], status_code=200)
 async def embed(request: Request[Any, Any, Any]) -> Response[bytes]:
     started = time.perf_counter()
     body = decode(await read_body(request), EmbedRequest)
@@ -118,32 +117,32 @@ async def embed(request: Request[Any, Any, Any]) -> Response[bytes]:
         truncate=body.truncate,
         dimensions=body.dimensions,
     )
-    done = await compute(request, internal, model)
+    done = await compute(request, internal, model, raw_float_rows)
     # Ollama's durations are nanoseconds.
     response = EmbedResponse(
         model=body.model,
-        embeddings=done.vectors.tolist(),
+        embeddings=done.result,
         total_duration=int((time.perf_counter() - started) * 1e9),
         load_duration=0,
-        prompt_eval_count=done.prompt_tokens,
+        prompt_eval_count=done.tokens,
     )
     return json_response(response, headers=timing_headers(done, started))
 
 
-@post("/api/embeddings", guards=[require_api_key], status_code=200, exception_handlers=HANDLERS)
+@post("/api/embeddings", guards=[require_api_key], status_code=200)
 async def embeddings(request: Request[Any, Any, Any]) -> Response[bytes]:
     started = time.perf_counter()
     body = decode(await read_body(request), LegacyEmbedRequest)
     model = find_model(state(request).registry, body.model)
     internal = Internal(inputs=Inputs(texts=[body.prompt]), model=model.id)
-    done = await compute(request, internal, model)
+    done = await compute(request, internal, model, _first_row)
     return json_response(
-        LegacyEmbedResponse(embedding=done.vectors[0].tolist()),
+        LegacyEmbedResponse(embedding=done.result),
         headers=timing_headers(done, started),
     )
 
 
-@get("/api/tags", guards=[require_api_key], exception_handlers=HANDLERS)
+@get("/api/tags", guards=[require_api_key])
 async def tags(request: Request[Any, Any, Any]) -> Response[bytes]:
     models = []
     for model in state(request).registry.models:
@@ -159,7 +158,7 @@ async def tags(request: Request[Any, Any, Any]) -> Response[bytes]:
     return json_response(TagsResponse(models))
 
 
-@get("/api/version", exception_handlers=HANDLERS)
+@get("/api/version")
 async def version() -> Response[bytes]:
     return json_response(VersionResponse(__version__))
 

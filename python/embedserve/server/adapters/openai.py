@@ -4,8 +4,8 @@
 (`GET /v1/models`, `/models`, `/v1/models/{id}`, Azure AI inference's `GET /models/info`).
 
 The body is parsed by hand in `server.schemas` (the request type is the internal one, and every
-mistake gets an OpenAI-shaped 400 that names the field); the service renders OpenAI's response
-body itself, and the app's error handlers already speak OpenAI's error shape.
+mistake gets an OpenAI-shaped 400 that names the field); the response body is encoded by
+`server.encoding` on the pipeline's worker thread when it is large.
 """
 
 from __future__ import annotations
@@ -13,18 +13,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 from litestar import Request, Response, get, post
 from litestar.status_codes import HTTP_400_BAD_REQUEST
 
+from embedserve.server.adapters.base import compute
 from embedserve.server.auth import require_api_key
+from embedserve.server.encoding import embeddings_body
 from embedserve.server.errors import ApiError, deployment_not_found
-from embedserve.server.plumbing import (
-    JSON,
-    read_body,
-    state,
-    timing_headers,
-    unless_disconnected,
-)
+from embedserve.server.plumbing import JSON, read_body, state, timing_headers
 from embedserve.server.registry import ModelRegistry, ServedModel
 from embedserve.server.schemas import (
     EmbeddingsRequest,
@@ -67,11 +64,16 @@ async def _embeddings(
     server = state(request)
     check_api_version(request.query_params.get("api-version"))
     policy = check_extra_parameters(request.headers.get("extra-parameters"))
-    server.service.refuse_early(server.registry.models)
     parsed = parse_embeddings_request(await read_body(request), extra_parameters=policy)
     model = _model_for(server.registry, parsed, dialect, deployment)
-    done = await unless_disconnected(request, server.service.embed(parsed, model))
-    return Response(content=done.body, media_type=JSON, headers=timing_headers(done, started))
+
+    def render(vectors: np.ndarray, tokens: int) -> bytes:
+        return embeddings_body(
+            vectors, encoding_format=parsed.encoding_format, model=model.id, prompt_tokens=tokens
+        )
+
+    done = await compute(request, parsed, model, render)
+    return Response(content=done.result, media_type=JSON, headers=timing_headers(done, started))
 
 
 def _model_for(

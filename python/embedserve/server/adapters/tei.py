@@ -11,27 +11,22 @@ always sends `api-version` and TEI clients never do, so that query parameter pic
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, get, post
+from tokenizers import Encoding
 
 from embedserve import __version__
 from embedserve.inputs import Inputs
-from embedserve.server.adapters.base import (
-    compute,
-    decode,
-    error_handlers,
-    float_rows,
-    json_response,
-)
+from embedserve.server.adapters.base import compute, decode, json_response, raw_float_rows
 from embedserve.server.adapters.openai import azure_model_info
 from embedserve.server.auth import require_api_key
 from embedserve.server.errors import invalid
-from embedserve.server.plumbing import read_body, state, timing_headers
+from embedserve.server.plumbing import read_body, state, timing_headers, unless_disconnected
 from embedserve.server.schemas import EmbeddingsRequest
+from embedserve.server.tasks.tokens import DecodeJob, TokenizeJob
 
 Direction = Literal["Left", "Right", "left", "right"]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -100,24 +95,6 @@ class Error(msgspec.Struct):
     error_type: str
 
 
-def _error_type(status: int) -> str:
-    if status == 429:
-        return "Overloaded"
-    if status == 503:
-        return "Unhealthy"
-    if status >= 500:
-        return "Backend"
-    return "Validation"
-
-
-def render_error(status: int, error: dict[str, Any], headers: dict[str, str]) -> Response[bytes]:
-    body = Error(error=error["message"], error_type=_error_type(status))
-    return json_response(body, status=status, headers=headers)
-
-
-HANDLERS = error_handlers(render_error)
-
-
 def to_internal(body: EmbedRequest) -> EmbeddingsRequest:
     merged = {f: getattr(body, f) for f in EmbedParameters.__struct_fields__}
     if body.parameters is not None:
@@ -141,61 +118,54 @@ def to_internal(body: EmbedRequest) -> EmbeddingsRequest:
 async def _embed(request: Request[Any, Any, Any]) -> Response[bytes]:
     started = time.perf_counter()
     internal = to_internal(decode(await read_body(request), EmbedRequest))
-    done = await compute(request, internal, state(request).registry.default)
-    return json_response(float_rows(done.vectors), headers=timing_headers(done, started))
+    done = await compute(request, internal, state(request).registry.default, raw_float_rows)
+    return json_response(done.result, headers=timing_headers(done, started))
 
 
-@post("/embed", guards=[require_api_key], status_code=200, exception_handlers=HANDLERS)
+@post("/embed", guards=[require_api_key], status_code=200)
 async def embed(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Embeddings of `inputs` as a bare array of float arrays."""
     return await _embed(request)
 
 
-@post("/", guards=[require_api_key], status_code=200, exception_handlers=HANDLERS)
+@post("/", guards=[require_api_key], status_code=200)
 async def root(request: Request[Any, Any, Any]) -> Response[bytes]:
     """TEI's root route, where `InferenceClient(url).feature_extraction` posts: as `/embed`."""
     return await _embed(request)
 
 
-def _check_count(request: Request[Any, Any, Any], count: int, field: str) -> None:
-    limit = state(request).config.limits.max_inputs
-    if count == 0:
-        raise invalid(f"{field} must not be empty", param=field, code="empty_input")
-    if count > limit:
-        raise invalid(
-            f"{field} has {count} items; at most {limit} are allowed per request",
-            param=field,
-            code="too_many_inputs",
-        )
+def _tokens(pairs: list[tuple[str, Encoding]]) -> bytes:
+    """Each text's tokens with character offsets (null for special tokens), as TEI answers."""
+    out = []
+    for text, encoding in pairs:
+        tokens = []
+        for token_id, token, special, (start, stop) in zip(
+            encoding.ids, encoding.tokens, encoding.special_tokens_mask, encoding.offsets
+        ):
+            if special:
+                tokens.append(SimpleToken(token_id, token, True, None, None))
+            else:
+                tokens.append(SimpleToken(token_id, text[start:stop], False, start, stop))
+        out.append(tokens)
+    return msgspec.json.encode(out)
 
 
-@post("/tokenize", guards=[require_api_key], status_code=200, exception_handlers=HANDLERS)
+@post("/tokenize", guards=[require_api_key], status_code=200)
 async def tokenize(request: Request[Any, Any, Any]) -> Response[bytes]:
     """The model's tokens of each input, with character offsets (null for special tokens)."""
     body = decode(await read_body(request), TokenizeRequest)
+    server = state(request)
+    model = server.registry.default
+    engine, _ = model.require()
     texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
-    _check_count(request, len(texts), "inputs")
-    engine, _ = state(request).registry.default.require()
-
-    def run() -> list[list[SimpleToken]]:
-        encodings = engine.tokenizer.encodings(texts, add_special_tokens=body.add_special_tokens)
-        out = []
-        for text, encoding in zip(texts, encodings):
-            tokens = []
-            for token_id, token, special, (start, stop) in zip(
-                encoding.ids, encoding.tokens, encoding.special_tokens_mask, encoding.offsets
-            ):
-                if special:
-                    tokens.append(SimpleToken(token_id, token, True, None, None))
-                else:
-                    tokens.append(SimpleToken(token_id, text[start:stop], False, start, stop))
-            out.append(tokens)
-        return out
-
-    return json_response(await asyncio.get_running_loop().run_in_executor(None, run))
+    job = TokenizeJob(
+        engine, server.config, _tokens, texts=texts, add_special_tokens=body.add_special_tokens
+    )
+    done = await unless_disconnected(request, server.pipeline.run(job, model.id))
+    return json_response(done.result)
 
 
-@post("/decode", guards=[require_api_key], status_code=200, exception_handlers=HANDLERS)
+@post("/decode", guards=[require_api_key], status_code=200)
 async def decode_ids(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Texts of model-vocabulary id arrays (one string per array)."""
     body = decode(await read_body(request), DecodeRequest)
@@ -209,13 +179,21 @@ async def decode_ids(request: Request[Any, Any, Any]) -> Response[bytes]:
             "ids must be an array of integers or an array of arrays of integers, not a mix",
             param="ids",
         )
-    _check_count(request, len(arrays), "ids")
-    engine, _ = state(request).registry.default.require()
-    texts = engine.tokenizer.decode(arrays, skip_special_tokens=body.skip_special_tokens)
-    return json_response(texts)
+    server = state(request)
+    model = server.registry.default
+    engine, _ = model.require()
+    job = DecodeJob(
+        engine,
+        server.config,
+        msgspec.json.encode,
+        arrays=arrays,
+        skip_special_tokens=body.skip_special_tokens,
+    )
+    done = await unless_disconnected(request, server.pipeline.run(job, model.id))
+    return json_response(done.result)
 
 
-@get("/info", guards=[require_api_key], exception_handlers=HANDLERS)
+@get("/info", guards=[require_api_key])
 async def info(request: Request[Any, Any, Any]) -> Response[bytes]:
     """TEI's model description; Azure AI inference's when the query carries `api-version`."""
     if "api-version" in request.query_params:

@@ -2,7 +2,7 @@
 
 One body parser for `/v1/rerank`, `/v2/rerank` and `/rerank`: a body with `documents` is the
 Cohere/Jina shape, a body with `texts` is TEI's. Both parse into one `RerankRequest`; limits are
-checked in `rerank_service.admit_pairs`, not here.
+checked by the pairs task (`server.tasks.pairs`, through `server.limits`), not here.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ class RerankRequest:
 
 @dataclass(frozen=True)
 class ScoreRequest:
-    """vLLM's `/v1/score`: one text against many, or two lists pairwise."""
+    """vLLM's `/v1/score`: one text against many (`firsts` holds it once), or two lists
+    pairwise."""
 
     firsts: list[str]
     seconds: list[str]
@@ -105,9 +106,7 @@ def parse_score_request(body: bytes) -> ScoreRequest:
     _refuse_unknown(raw, SCORE_FIELDS)
     firsts = _one_or_many(raw.get("text_1"), "text_1")
     seconds = _one_or_many(raw.get("text_2"), "text_2")
-    if len(firsts) == 1 and len(seconds) != 1:
-        firsts = firsts * len(seconds)
-    elif len(firsts) != len(seconds):
+    if len(firsts) != 1 and len(firsts) != len(seconds):
         raise invalid(
             f"text_1 has {len(firsts)} texts and text_2 {len(seconds)}: send one text_1 to score "
             "against every text_2, or two lists of the same length to score pairwise",

@@ -1,0 +1,132 @@
+"""Cross-encoder routes: Cohere/Jina and TEI reranking, vLLM-style pair scores.
+
+`/v1/rerank` (what `cohere.Client` calls), `/v2/rerank` (`cohere.ClientV2`) and `/rerank` take
+either body shape (`documents` or TEI's `texts`); errors follow the route (Cohere's on the
+`/v1` and `/v2` routes, TEI's on `/rerank`, OpenAI's on the score routes: server/shapes.py).
+Everything else is the shared pipeline's: admission, limits, batching, drain, metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from litestar import Request, Response, post
+
+from embedserve.models.kind import RERANKER
+from embedserve.reranker import Reranker, ranking
+from embedserve.server.adapters.rerank_schemas import (
+    TEI,
+    RerankRequest,
+    cohere_body,
+    parse_rerank_request,
+    parse_score_request,
+    score_body,
+    tei_body,
+)
+from embedserve.server.auth import require_api_key
+from embedserve.server.errors import invalid
+from embedserve.server.plumbing import JSON, read_body, state, timing_headers, unless_disconnected
+from embedserve.server.registry import ModelRegistry, ServedModel
+from embedserve.server.tasks.pairs import PairsJob
+
+
+def _reranker_for(registry: ModelRegistry, name: str | None, required: bool) -> ServedModel:
+    """The named model; without a name, the first reranker served (TEI serves one model)."""
+    if name is not None:
+        return registry.get(name)
+    if required:
+        raise invalid(
+            "you must provide a model parameter", param="model", code="missing_required_parameter"
+        )
+    model = registry.first_ready(RERANKER)
+    if model is None:
+        if not registry.ready:
+            return next(m for m in registry.models if not m.ready)  # its require() says 503
+        raise invalid(
+            "no reranker is served; start the server with a cross-encoder "
+            "(--model PATH, config.json naming a *ForSequenceClassification)",
+            param="model",
+            code="model_not_found",
+        )
+    return model
+
+
+def _ranked(
+    parsed: RerankRequest, reranker: Reranker, model: str, api_version: str
+) -> Callable[[np.ndarray, int], bytes]:
+    """The render of a rerank: relevance, order and the body of the request's own dialect."""
+
+    def render(logits: np.ndarray, tokens: int) -> bytes:
+        relevance = reranker.relevance(logits, raw_scores=parsed.raw_scores)
+        order = ranking(relevance, parsed.top_n).tolist()
+        scores = relevance.tolist()
+        if parsed.dialect == TEI:
+            return tei_body(parsed, order, scores)
+        return cohere_body(parsed, model, order, scores, tokens, api_version)
+
+    return render
+
+
+async def _rerank(request: Request[Any, Any, Any], api_version: str) -> Response[bytes]:
+    started = time.perf_counter()
+    server = state(request)
+    parsed = parse_rerank_request(await read_body(request))
+    model = _reranker_for(server.registry, parsed.model, required=parsed.dialect != TEI)
+    reranker, batcher = model.require(RERANKER)
+    job = PairsJob(
+        reranker,
+        server.config,
+        _ranked(parsed, reranker, model.id, api_version),
+        firsts=[parsed.query],
+        seconds=parsed.documents,
+        first_param="query",
+        param=parsed.param,  # errors name the request's own field: TEI says `texts`
+        noun=parsed.param,
+        truncate=parsed.truncate,
+        max_second_tokens=parsed.max_tokens_per_doc,
+    )
+    done = await unless_disconnected(request, server.pipeline.run(job, model.id, batcher))
+    return Response(content=done.result, media_type=JSON, headers=timing_headers(done, started))
+
+
+@post(["/v1/rerank", "/rerank"], guards=[require_api_key], status_code=200)
+async def rerank_v1(request: Request[Any, Any, Any]) -> Response[bytes]:
+    return await _rerank(request, "1")
+
+
+@post("/v2/rerank", guards=[require_api_key], status_code=200)
+async def rerank_v2(request: Request[Any, Any, Any]) -> Response[bytes]:
+    return await _rerank(request, "2")
+
+
+@post(["/v1/score", "/score"], guards=[require_api_key], status_code=200)
+async def score(request: Request[Any, Any, Any]) -> Response[bytes]:
+    started = time.perf_counter()
+    server = state(request)
+    parsed = parse_score_request(await read_body(request))
+    model = _reranker_for(server.registry, parsed.model, required=False)
+    reranker, batcher = model.require(RERANKER)
+
+    def render(logits: np.ndarray, tokens: int) -> bytes:
+        scores = reranker.scores(logits, raw_scores=parsed.raw_scores).tolist()
+        return score_body(model.id, scores, tokens)
+
+    job = PairsJob(
+        reranker,
+        server.config,
+        render,
+        firsts=parsed.firsts,
+        seconds=parsed.seconds,
+        first_param="text_1",
+        param="text_2",
+        noun="pairs",
+        truncate=parsed.truncate,
+    )
+    done = await unless_disconnected(request, server.pipeline.run(job, model.id, batcher))
+    return Response(content=done.result, media_type=JSON, headers=timing_headers(done, started))
+
+
+ROUTES = [rerank_v1, rerank_v2, score]

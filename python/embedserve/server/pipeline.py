@@ -1,0 +1,186 @@
+"""One path for every request, whatever its task (embed, rerank, score, tokenize, decode, ...) and
+whatever wire format asked for it. Knows nothing of HTTP, of tasks, or of wire formats.
+
+A route adapter parses its body into a task's `Job` and hands it to `RequestPipeline.run`:
+
+1. before the body is read, `refuse_early`: 503 while draining, 429 when every model's queue
+   already holds more than `--max-wait-seconds` of work (a refusal costs the same whatever the
+   body's size);
+2. building the job runs the task's cheap checks (counts, characters: `server.limits`), which
+   need no tokenizer;
+3. admission: 503 while draining; room on the model's batcher reserved from the job's estimated
+   tokens, or 429 with `Retry-After` from the estimated wait, before any tokenizing;
+4. the job's bounded tokenization steps, each checking the token limits, on a shared worker pool
+   (one step per request in the pool's FIFO at a time, so concurrent requests take turns);
+5. the model's batcher (shared with every other request for that model);
+6. the job's finish (scores, cut and normalize, render), off the loop when it is large.
+
+Every admitted request counts in `active` until it is answered: a drain waits for all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from embedserve.batching import Batcher, BatcherClosedError, QueueFullError, Reservation
+from embedserve.server.config import ServerConfig
+from embedserve.server.lifecycle import Drain
+from embedserve.server.limits import DEFAULT_TOKENS_PER_CHAR
+from embedserve.server.metrics import Metrics
+from embedserve.server.registry import ServedModel
+
+R = TypeVar("R")
+
+# Up to about this many tokens, tokenizing on the event loop (tens of microseconds) costs less than
+# the hop to a worker thread and back (~0.4 ms of a 1-text request's latency, bench/NOTES.md).
+INLINE_TOKENS = 256
+# Below this many values, finishing and rendering on the event loop costs less than a thread hop.
+INLINE_VALUES = 64 * 1024
+
+
+class Job(ABC, Generic[R]):
+    """One request of one task on its way through the pipeline.
+
+    Its constructor runs the task's cheap checks; `steps` tokenize in bounded units (each may
+    raise a 400); `rows` are what the model's batcher computes; `finish` turns the batcher's
+    output (None for a task that runs no model) into the adapter's result.
+    """
+
+    #: Rows the job queues on the model's batcher.
+    size: int = 0
+    #: Characters of text the job tokenizes (0 for token ids): the tokens-per-character estimate.
+    characters: int = 0
+
+    def estimated_tokens(self, tokens_per_char: float) -> int:
+        """Tokens the model will see, estimated without tokenizing."""
+        return 0
+
+    @abstractmethod
+    def steps(self) -> Iterable[Callable[[], None]]:
+        """Bounded units of tokenizer work, run in order."""
+
+    def rows(self) -> Sequence[Any]:
+        return ()
+
+    @property
+    def usage_tokens(self) -> int:
+        """Tokens the model saw (after truncation, special tokens included): `usage`."""
+        return 0
+
+    @property
+    def content_tokens(self) -> int:
+        """Tokens the `characters` became (untruncated, special tokens left out)."""
+        return 0
+
+    def finish_cost(self, outputs: np.ndarray | None) -> int:
+        """About how many values `finish` writes: decides whether it runs on the loop."""
+        return 0 if outputs is None else int(outputs.size)
+
+    @abstractmethod
+    def finish(self, outputs: np.ndarray | None) -> R: ...
+
+
+@dataclass(frozen=True)
+class Done(Generic[R]):
+    """A finished request: the job's result, its usage and its phases in seconds."""
+
+    result: R
+    tokens: int
+    tokenization_seconds: float
+    queue_seconds: float
+    inference_seconds: float
+
+
+class RequestPipeline:
+    def __init__(self, config: ServerConfig, metrics: Metrics, drain: Drain | None = None) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.drain = drain
+        self.active = 0  # requests admitted and not yet answered: a drain waits for them
+        # Tokenizing and rendering are CPU work: a few threads, sized to the cores, off the loop.
+        self._executor = ThreadPoolExecutor(
+            max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="embedserve-cpu"
+        )
+        # Measured tokens per character, per model, for estimating a request before tokenizing.
+        self._tokens_per_char: dict[str, float] = {}
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def refuse_if_draining(self) -> None:
+        if self.drain is not None and self.drain.draining:
+            raise BatcherClosedError("the server is shutting down")
+
+    def refuse_early(self, models: Sequence[ServedModel]) -> None:
+        """Before a body is read: 503 while draining, and 429 when every model's queue already
+        holds more than `--max-wait-seconds` of work (a request for any of them would be
+        refused), so a refusal costs the same whatever the body's size."""
+        self.refuse_if_draining()
+        waits = [m.batcher.estimated_wait() for m in models if m.batcher is not None]
+        if waits and min(waits) > self.config.max_wait_seconds:
+            raise QueueFullError.wait(min(waits), self.config.max_wait_seconds)
+
+    async def run(self, job: Job[R], model: str, batcher: Batcher | None = None) -> Done[R]:
+        """Admit `job`, tokenize it, compute its rows on `batcher` (None: a task that runs no
+        model, such as tokenize) and finish it. Cancelling the awaiting task drops the job's
+        rows that are still queued."""
+        self.refuse_if_draining()
+        loop = asyncio.get_running_loop()
+        ratio = self._tokens_per_char.get(model, DEFAULT_TOKENS_PER_CHAR)
+        estimate = job.estimated_tokens(ratio)
+        reservation: Reservation | None = None
+        queue = inference = 0.0
+        self.active += 1
+        try:
+            if batcher is not None:
+                reservation = batcher.reserve(job.size, estimate)
+            started = time.perf_counter()
+            inline = estimate <= INLINE_TOKENS
+            for step in job.steps():
+                if inline:
+                    step()
+                else:
+                    await loop.run_in_executor(self._executor, step)
+            tokenization = time.perf_counter() - started
+            outputs = None
+            if batcher is not None:
+                ticket = batcher.submit(job.rows(), reservation)
+                try:
+                    outputs = await ticket.result()
+                finally:
+                    ticket.cancel()  # a no-op once computed; drops queued rows if we were cancelled
+                queue, inference = ticket.queue_seconds, ticket.inference_seconds
+            if job.finish_cost(outputs) <= INLINE_VALUES:
+                result = job.finish(outputs)
+            else:
+                result = await loop.run_in_executor(self._executor, job.finish, outputs)
+        finally:
+            if reservation is not None:
+                reservation.release()  # a no-op once submitted
+            self.active -= 1
+        self._learn(model, job)
+        tokens = job.usage_tokens
+        if batcher is not None:
+            self.metrics.tokens.labels(model).inc(tokens)
+            self.metrics.inputs.labels(model).inc(job.size)
+            self.metrics.tokenization.labels(model).observe(tokenization)
+            self.metrics.queue.labels(model).observe(queue)
+            self.metrics.inference.labels(model).observe(inference)
+        return Done(result, tokens, tokenization, queue, inference)
+
+    def _learn(self, model: str, job: Job[Any]) -> None:
+        """Fold the job's measured tokens per character into the model's estimate."""
+        if not job.characters:
+            return
+        ratio = self._tokens_per_char.get(model, DEFAULT_TOKENS_PER_CHAR)
+        measured = min(2.0, max(0.01, job.content_tokens / job.characters))
+        self._tokens_per_char[model] = ratio + 0.2 * (measured - ratio)

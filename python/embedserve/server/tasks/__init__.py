@@ -1,0 +1,11 @@
+"""The server's tasks: what each one hands the shared request pipeline (`server.pipeline`).
+
+A task module turns an internal request into a `pipeline.Job`: its cheap checks (through
+`server.limits`), its bounded tokenization steps, the rows its model computes, and how the
+model's output becomes the adapter's result. Admission, batching, drain, metrics and error shapes
+are the pipeline's and the adapters'; a task knows no HTTP and no wire format.
+
+- `embed`: pooled vectors (every embeddings route of every API);
+- `pairs`: cross-encoder scores of text pairs (rerank, score);
+- `tokens`: the model's tokens of texts, and texts of token ids (tokenize, decode).
+"""

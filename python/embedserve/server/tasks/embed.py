@@ -1,0 +1,169 @@
+"""Embeddings: texts or token arrays → pooled vectors, cut and normalized as asked."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+import numpy as np
+
+from embedserve.engine import Engine, Prepared
+from embedserve.errors import InputTooLongError
+from embedserve.inputs import Inputs, chunk_ranges
+from embedserve.server.config import ServerConfig
+from embedserve.server.limits import (
+    CHUNK_CHARS,
+    DEFAULT_TOKENS_PER_CHAR,
+    TokenBudget,
+    check_characters,
+    check_count,
+    check_dimensions,
+    check_metadata,
+    check_not_empty,
+    check_token_arrays,
+)
+from embedserve.server.pipeline import Job
+from embedserve.server.schemas import EmbeddingsRequest
+
+R = TypeVar("R")
+# The finished vectors and the request's usage tokens → the adapter's result.
+Render = Callable[[np.ndarray, int], R]
+Resolve = Callable[[EmbeddingsRequest], EmbeddingsRequest]
+
+
+def vectors(matrix: np.ndarray, tokens: int) -> np.ndarray:
+    """The default render: the finished vectors themselves."""
+    return matrix
+
+
+class EmbedJob(Job[R], Generic[R]):
+    """One embeddings request. Construction runs the cheap checks (raising a 400 for the first
+    violation): counts, empty inputs, characters per input and per request, token-array lengths,
+    metadata, dimensions."""
+
+    def __init__(
+        self,
+        request: EmbeddingsRequest,
+        engine: Engine,
+        config: ServerConfig,
+        render: Render[R],
+        *,
+        resolve: Resolve | None = None,
+    ) -> None:
+        self.request = request
+        self.engine = engine
+        self.info = engine.model_info
+        self.render = render
+        # Turns token arrays into texts (tiktoken ids decoded, server.token_arrays); it runs as
+        # the first step, after the cheap checks have counted the ids as sent.
+        self._resolve = resolve
+        limits = config.limits
+        self.truncate = config.auto_truncate if request.truncate is None else request.truncate
+        inputs = request.inputs
+        self.size = len(inputs)
+        check_count(self.size, limits.max_inputs, "input")
+        if inputs.texts is not None:
+            lengths = [len(text) for text in inputs.texts]
+            check_not_empty(lengths, "input")
+            self.characters = check_characters(lengths, limits, "input")
+        else:
+            lengths = [len(ids) for ids in inputs.token_arrays or []]
+            check_not_empty(lengths, "input", "an empty token array")
+            check_token_arrays(lengths, limits)
+        check_metadata(request.metadata, limits)
+        check_dimensions(request.dimensions, self.info, config.allow_dimensions)
+        self._budget = TokenBudget(limits, "input")
+        self._parts: list[Prepared] = []
+        self._prepared: Prepared | None = None
+
+    def estimated_tokens(self, tokens_per_char: float = DEFAULT_TOKENS_PER_CHAR) -> int:
+        """Exact for token arrays, from the characters for texts (special tokens added, each
+        input cut at the model's limit)."""
+        inputs = self.request.inputs
+        cap = self.info.max_tokens
+        if inputs.token_arrays is not None:
+            return sum(min(len(ids) + 2, cap) for ids in inputs.token_arrays)
+        return sum(min(int(len(text) * tokens_per_char) + 2, cap) for text in inputs.texts or [])
+
+    def steps(self) -> Iterator[Callable[[], None]]:
+        inputs = self.request.inputs
+        if inputs.token_arrays is not None and self._resolve is not None:
+            yield self._decode
+            inputs = self.request.inputs
+        if inputs.token_arrays is not None:
+            # Token arrays were counted by the cheap checks; only their ids remain to be checked.
+            yield lambda: self._prepare(inputs, 0)
+            return
+        texts = inputs.texts or []
+        for chunk in chunk_ranges([len(t) for t in texts], CHUNK_CHARS):
+            yield lambda chunk=chunk: self._prepare(
+                Inputs(texts=texts[chunk.start : chunk.stop]), chunk.start
+            )
+
+    @property
+    def prepared(self) -> Prepared:
+        if self._prepared is None:
+            parts = self._parts
+            self._prepared = (
+                parts[0]
+                if len(parts) == 1
+                else Prepared(
+                    [s for part in parts for s in part.sequences],
+                    np.concatenate([part.untruncated_tokens for part in parts]),
+                )
+            )
+        return self._prepared
+
+    def rows(self) -> list[np.ndarray]:
+        return self.prepared.sequences
+
+    @property
+    def usage_tokens(self) -> int:
+        return int(self.prepared.token_counts.sum())
+
+    @property
+    def content_tokens(self) -> int:
+        prepared = self.prepared
+        return int(prepared.untruncated_tokens.sum()) - self.engine.tokenizer.specials * len(
+            prepared.sequences
+        )
+
+    def finish(self, outputs: np.ndarray | None) -> R:
+        assert outputs is not None
+        request = self.request
+        matrix = self.engine.finish(
+            outputs, dimensions=request.dimensions, normalize=request.normalize
+        )
+        return self.render(matrix, self.usage_tokens)
+
+    def _decode(self) -> None:
+        assert self._resolve is not None
+        self.request = self._resolve(self.request)
+        self.characters = sum(len(text) for text in self.request.inputs.texts or [])
+
+    def _prepare(self, inputs: Inputs, start: int) -> None:
+        try:
+            part = self.engine.prepare(
+                inputs,
+                truncate=self.truncate,
+                truncation_direction=self.request.truncation_direction,
+                prompt_name=_prompt_name(self.request, self.info.prompts),
+            )
+        except InputTooLongError as exc:  # name the input by its index in the whole request
+            if not start:
+                raise
+            raise InputTooLongError(start + exc.index, exc.tokens, exc.limit) from exc
+        if self.request.sent_token_counts is None:
+            # Decoded token arrays skip this: the cheap checks counted their ids as sent.
+            self._budget.add(part.untruncated_tokens, start)
+        self._parts.append(part)
+
+
+def _prompt_name(request: EmbeddingsRequest, prompts: dict[str, str]) -> str | None:
+    """An explicit prompt_name wins; Azure's input_type picks the model's prompt of that name if it
+    has one, and is ignored otherwise (the model's default prompt, if any, applies)."""
+    if request.prompt_name is not None:
+        return request.prompt_name
+    if request.input_type in ("query", "document") and request.input_type in prompts:
+        return request.input_type
+    return None
