@@ -11,6 +11,7 @@ import time
 
 import httpx
 import pytest
+from embedserve.server.http import BodyBudget
 
 from .conftest import MODEL, cli_server, embed
 
@@ -108,25 +109,48 @@ def test_too_many_headers_get_431(server):
     assert (status, error_code(body)) == (431, "headers_too_large")
 
 
-def test_bodies_in_flight_are_capped(server):
-    held = []
+def stream(server, declared: int, sent: int) -> socket.socket:
+    """A connection that sends `sent` real bytes of a body of `declared` bytes, then stalls."""
+    sock = connect(server)
     try:
-        for _ in range(3):  # 3 x 1 MB declared: exactly the 3 MB cap
-            sock = connect(server)
-            sock.sendall(POST + b"content-length: 1000000\r\n\r\n" + b" " * 1000)
-            held.append(sock)
+        sock.sendall(POST + b"content-length: %d\r\n\r\n" % declared + b" " * sent)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # refused before all of it was sent
+    return sock
+
+
+def test_slow_bodies_hold_at_most_half_the_budget(server):
+    """Bodies still arriving count as their bytes arrive, and may hold half of the 3 MB budget
+    together: a second slow 1 MB upload gets 503, a whole request is still served, and an
+    upload whose client hangs up gives its room back at once."""
+    first = stream(server, 1_000_001, 1_000_000)
+    try:
         time.sleep(0.2)
-        with connect(server) as sock:
-            sock.sendall(POST + b"content-length: 1000000\r\n\r\n")
-            status, headers, body = read_response(sock)
+        with stream(server, 1_000_001, 1_000_000) as second:
+            status, headers, body = read_response(second)
         assert (status, error_code(body)) == (503, "server_busy")
         assert headers["retry-after"] == "1"
+        assert embed(server.url, {"model": MODEL, "input": "arrives whole"}).status_code == 200
     finally:
-        for sock in held:
-            sock.close()
-    # The stalled bodies time out (408) and give their room back.
-    time.sleep(1.5)
-    assert embed(server.url, {"model": MODEL, "input": "room again"}).status_code == 200
+        first.close()
+    time.sleep(0.1)  # well before the first body's 1 s timeout would have freed its room
+    with stream(server, 1_000_001, 1_000_000) as third:
+        status, _, body = read_response(third)
+    assert (status, error_code(body)) == (408, "request_timeout")  # stalled, not refused
+
+
+def test_body_budget_policy():
+    """The whole budget for bodies, half of it for bodies still arriving, one body always."""
+    budget = BodyBudget(100)
+    assert budget.take(200, complete=False)  # alone: any size
+    budget.give(200, 200)
+    assert budget.take(50, complete=False) and not budget.take(1, complete=False)
+    assert budget.take(50, complete=True)  # a body that ends here may use the other half
+    assert not budget.take(1, complete=True)
+    budget.settle(50)  # the slow one completed: its bytes are held, no longer arriving
+    assert (budget.held, budget.arriving) == (100, 0)
+    budget.give(100, 0)
+    assert (budget.held, budget.arriving) == (0, 0)
 
 
 def test_connections_over_the_cap_get_503(server):
@@ -151,3 +175,82 @@ def test_normal_requests_still_work(server):
     with httpx.Client(base_url=server.url, timeout=10) as client:
         for _ in range(3):
             assert client.post("/v1/embeddings", json={"model": MODEL, "input": "x"}).is_success
+
+
+# -- the body budget counts bytes that arrived, not bytes promised --
+
+KEY = "sk-budget-test"
+MAX_BODY = 16 * 1024 * 1024  # the default max_body_bytes; 16 of them fill the default budget
+BODY_TIMEOUT = 5
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory):
+    """Default body limits (16 MiB a body, 256 MiB in flight), a key, and a body timeout long
+    enough for other clients to be served while bodies stall."""
+    flags = ["--api-key", KEY, "--body-timeout-seconds", str(BODY_TIMEOUT)]
+    with cli_server(tmp_path_factory.mktemp("budget"), *flags) as live:
+        yield live
+
+
+def keyed_post(path: str, declared: int) -> bytes:
+    return (
+        b"POST %s HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"authorization: Bearer %s\r\ncontent-length: %d\r\n\r\n"
+        % (path.encode(), KEY.encode(), declared)
+    )
+
+
+def test_promised_bodies_do_not_lock_others_out(keyed):
+    """16 authenticated connections that send headers declaring 16 MiB each and then nothing
+    used to take the whole 256 MiB budget: every POST on every route got 503 `server_busy`
+    until their 408s. They hold nothing now."""
+    stalled = []
+    try:
+        for _ in range(16):
+            sock = socket.create_connection(("127.0.0.1", keyed.port), timeout=BODY_TIMEOUT + 10)
+            sock.sendall(keyed_post("/v1/embeddings", MAX_BODY))
+            stalled.append(sock)
+        time.sleep(0.3)  # the server has read all 16 sets of headers
+        started = time.monotonic()
+        headers = {"authorization": f"Bearer {KEY}"}
+        with httpx.Client(base_url=keyed.url, headers=headers, timeout=10) as client:
+            embedded = client.post("/v1/embeddings", json={"model": MODEL, "input": "still served"})
+            assert embedded.status_code == 200, embedded.text
+            tokenized = client.post("/tokenize", json={"inputs": "still served"})
+            assert tokenized.status_code == 200, tokenized.text
+            tei = client.post("/embed", json={"inputs": "still served"})
+            assert tei.status_code == 200, tei.text
+        assert time.monotonic() - started < BODY_TIMEOUT  # served while the 16 still stall
+        for sock in stalled:
+            status, _, body = read_response(sock)
+            assert (status, error_code(body)) == (408, "request_timeout")
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def read_head_and_body(sock: socket.socket) -> tuple[bytes, bytes]:
+    """One response by its content-length, without waiting for the server to close."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head, body
+
+
+def test_a_declared_body_over_the_limit_is_413_at_once(keyed):
+    with socket.create_connection(("127.0.0.1", keyed.port), timeout=BODY_TIMEOUT + 10) as sock:
+        sock.sendall(keyed_post("/v1/embeddings", MAX_BODY + 1))
+        started = time.monotonic()
+        head, body = read_head_and_body(sock)
+    assert time.monotonic() - started < BODY_TIMEOUT / 2  # refused from the headers alone
+    assert head.startswith(b"HTTP/1.1 413 ")
+    assert error_code(body) == "request_too_large"

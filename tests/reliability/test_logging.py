@@ -45,7 +45,7 @@ def test_keys_from_a_file_query_keys_redacted_and_499_logged(tmp_path: Path):
             timeout=30,
         )
         assert refused.status_code == 401
-        log = wait_for_log(server, "api-key=REDACTED&x=1")
+        log = wait_for_log(server, "api-key=REDACTED&x=REDACTED")
         assert leaked not in log and SECRET not in log
 
         # A request far longer than its client waits: the client hangs up, the log says 499.
@@ -61,3 +61,45 @@ def test_keys_from_a_file_query_keys_redacted_and_499_logged(tmp_path: Path):
             pass
         log = wait_for_log(server, '"POST /v1/embeddings HTTP/1.1" 499')
         assert SECRET not in log
+
+
+# A query string as a client might send it -> what the access log may show of it. Every value is
+# hidden whatever its parameter is called; a name is kept only when it plainly is one.
+QUERIES = {
+    "sk=sk-query-secret-1": "sk=REDACTED",
+    "jwt=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJxIn0.query-secret-2": "jwt=REDACTED",
+    "session=query-secret-3&x=1": "session=REDACTED&x=REDACTED",
+    "api-key%3Dsk-query-secret-4": "REDACTED",  # an encoded `=`: no name to keep
+    "sk-query-secret-5": "REDACTED",  # a pair with no `=` at all
+    "a%3Dsk-query-secret-6=1;b=query-secret-7": "REDACTED=REDACTED",  # encoded name, `;`
+}
+
+
+def test_query_string_values_never_reach_the_access_log(tmp_path: Path):
+    with cli_server(tmp_path, "--api-key", SECRET, "--log-level", "info") as server:
+        headers = {"Authorization": f"Bearer {SECRET}"}
+        for query, shown in QUERIES.items():
+            response = httpx.post(
+                f"{server.url}/v1/embeddings?{query}",
+                headers=headers,
+                json={"model": MODEL, "input": "a"},
+                timeout=30,
+            )
+            assert response.status_code == 200, response.text
+            wait_for_log(server, f'"POST /v1/embeddings?{shown} HTTP/1.1" 200')
+
+        # The 499 line for a client that hung up is written by us, not uvicorn: hidden as well.
+        texts = ["a client that will not wait for these many long texts to be embedded"] * 1024
+        try:
+            httpx.post(
+                f"{server.url}/v1/embeddings?session=query-secret-8&api-version=2024-10-21",
+                headers=headers,
+                json={"model": MODEL, "input": texts},
+                timeout=0.5,
+            )
+        except httpx.TimeoutException:
+            pass
+        log = wait_for_log(
+            server, '"POST /v1/embeddings?session=REDACTED&api-version=REDACTED HTTP/1.1" 499'
+        )
+    assert "query-secret" not in log and SECRET not in log

@@ -271,7 +271,13 @@ def test_unknown_deployment_is_404(server):
     )
 
 
-@pytest.mark.parametrize("version", ["2024-05", "v2", "latest", "2024-05-01-beta", ""])
+@pytest.mark.parametrize(
+    "version",
+    [
+        *("2024-05", "v2", "latest", "2024-05-01-beta", ""),
+        *("2024-13-45", "2023-02-29", "2024-00-10", "2024-04-31-preview", "0000-01-01"),
+    ],
+)
 def test_malformed_api_version_is_400(server, version):
     error_of(
         post(server, {"input": "a"}, path=f"/embeddings?api-version={version}"),
@@ -281,7 +287,9 @@ def test_malformed_api_version_is_400(server, version):
     )
 
 
-@pytest.mark.parametrize("version", ["v1", "preview", "2024-05-01-preview", "2024-10-21"])
+@pytest.mark.parametrize(
+    "version", ["v1", "preview", "2024-05-01-preview", "2024-10-21", "2024-02-29"]
+)
 def test_azure_api_versions_are_accepted(server, version):
     response = post(server, {"input": "a"}, path=f"/models/embeddings?api-version={version}")
     assert response.status_code == 200 and response.json()["model"] == MODEL

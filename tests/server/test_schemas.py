@@ -80,9 +80,19 @@ def test_unknown_fields_follow_the_policy():
 def test_header_and_query_checks():
     assert check_extra_parameters(None) == "error"
     assert check_extra_parameters("drop") == "drop"
-    for good in (None, "v1", "preview", "2024-05-01-preview", "2024-10-21"):
+    for good in (None, "v1", "preview", "2024-05-01-preview", "2024-10-21", "2024-02-29"):
         assert check_api_version(good) == good
-    for bad in ("", "1", "2024-5-1", "v1 "):
+    for bad in (
+        "",
+        "1",
+        "2024-5-1",
+        "v1 ",
+        "2024-13-45",
+        "2023-02-29",
+        "2024-02-30-preview",
+        "v1\n",
+        "٢٠٢٤-01-01",
+    ):
         with pytest.raises(ApiError):
             check_api_version(bad)
 

@@ -1,10 +1,12 @@
-"""The access log: secrets in query strings redacted, and a line for clients that hung up.
+"""The access log: no query-string value ever written, and a line for clients that hung up.
 
 uvicorn writes the full path with its query string, so a key sent as `?api-key=...` (refused:
-keys go in headers) would land in the log verbatim; `RedactSecrets` rewrites such values to
-`REDACTED` on uvicorn's access logger. uvicorn writes no line at all for a request whose client
-left before the response (it drops the response), so `log_client_closed` writes one, with the
-status 499 that nginx uses for it.
+keys go in headers), a token, a session id or a signed URL's signature would land in the log
+verbatim. Guessing which parameters are secret by their names misses some (`?sk=`, `?jwt=`), so
+`RedactSecrets` replaces every value with `REDACTED` on uvicorn's access logger and keeps a
+parameter's name only when it plainly is one. uvicorn writes no line at all for a request whose
+client left before the response (it drops the response), so `log_client_closed` writes one,
+with the status 499 that nginx uses for it, redacted the same way.
 """
 
 from __future__ import annotations
@@ -16,22 +18,27 @@ from typing import Any
 
 ACCESS_LOGGER = "uvicorn.access"
 CLIENT_CLOSED_REQUEST = 499
-# Query parameters whose value may be a credential, by name (case-insensitive).
-_SECRET = re.compile(r"key|token|secret|passw|auth|sig|credential|code", re.IGNORECASE)
-_PARAM = re.compile(r"([^&=?]+)=([^&]*)")
+HIDDEN = "REDACTED"
+# A name worth keeping: short, unencoded, no separator. Anything else (`api-key%3DKEY`, a bare
+# `KEY` with no `=`) may be a value itself.
+_PLAIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,31}")
 
 
 def redact(path: str) -> str:
-    """`path?query` with the values of credential-like parameters replaced by REDACTED."""
+    """`path?query` with every query value replaced by REDACTED, and every name that is not
+    plainly a name too; the path before the `?` as it was."""
     base, sep, query = path.partition("?")
     if not sep:
         return path
+    return base + sep + "&".join(_redact_pair(pair) for pair in query.split("&"))
 
-    def hide(match: re.Match[str]) -> str:
-        name = urllib.parse.unquote_plus(match.group(1))
-        return f"{match.group(1)}=REDACTED" if _SECRET.search(name) else match.group(0)
 
-    return base + sep + _PARAM.sub(hide, query)
+def _redact_pair(pair: str) -> str:
+    if not pair:
+        return pair
+    name, sep, _ = pair.partition("=")
+    shown = name if _PLAIN_NAME.fullmatch(name) else HIDDEN
+    return f"{shown}={HIDDEN}" if sep else HIDDEN
 
 
 class RedactSecrets(logging.Filter):
@@ -60,7 +67,7 @@ def log_client_closed(scope: Any) -> None:
     path = urllib.parse.quote(scope.get("path", ""))
     query = scope.get("query_string") or b""
     if query:
-        path = f"{path}?{query.decode('ascii', 'replace')}"
+        path = redact(f"{path}?{query.decode('ascii', 'replace')}")
     logger.info(
         '%s - "%s %s HTTP/%s" %d',
         f"{client[0]}:{client[1]}" if client else "-",

@@ -12,9 +12,23 @@ Every refusal is a JSON error in the OpenAI shape, written straight to the socke
   complete `body_timeout_seconds` after the headers;
 - 431 `headers_too_large`: request line and headers over `max_header_bytes`, or more than
   `max_headers` headers;
-- 503 `server_busy` (with `Retry-After`): the request's declared body (or the bytes it has sent
-  so far, for a chunked body) would take the bodies held by this process past
-  `max_body_bytes_in_flight`. A body counts from its headers until its response is complete.
+- 503 `server_busy` (with `Retry-After`): the body bytes that just arrived would take the bodies
+  held by this process past `max_body_bytes_in_flight`, or take bodies still arriving past half
+  of it (`BodyBudget`).
+
+A body counts as its bytes arrive, never by the size its headers declare: headers that promise
+16 MiB and send nothing hold nothing, so they cannot lock others out. Its bytes count until its
+response is complete, and are given back at once when it is refused, times out or its client
+hangs up. A declared size over `max_body_bytes` is refused from the headers alone (413, by the
+app, before any body byte is read).
+
+What a client streaming real bytes slowly can still hold: its bytes, until the body timeout
+(counted from the headers, not extended by progress), so holding N bytes for a minute costs
+sending N bytes a minute. And bodies still arriving may hold at most half the budget together,
+so a body that arrives whole in one read (a typical request) still finds room when slow
+uploads fill their half; only other large, slow bodies get 503 then.
+
+The body of each refusal is built by `refusal_body`, the one place that shapes them.
 """
 
 from __future__ import annotations
@@ -22,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import urllib.parse
 from typing import Any
 
 import httptools
@@ -35,20 +50,38 @@ log = logging.getLogger(__name__)
 
 class BodyBudget:
     """Request-body bytes held at once by one process (all connections): one event loop, so
-    no lock."""
+    no lock.
+
+    `held` counts every body byte that has arrived and whose response is not complete;
+    `arriving` the part of it whose bodies are not complete yet, which may not pass half the
+    limit, so slow uploads cannot take the room that whole bodies need. One body alone always
+    fits (an empty budget takes any size; the app's `max_body_bytes` bounds it).
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.held = 0
+        self.arriving = 0
 
-    def take(self, size: int) -> bool:
+    def take(self, size: int, *, complete: bool) -> bool:
+        """Room for `size` more bytes of a body; `complete`: they end it."""
         if self.held and self.held + size > self.limit:
             return False
+        if not complete and self.arriving and self.arriving + size > self.limit // 2:
+            return False
         self.held += size
+        if not complete:
+            self.arriving += size
         return True
 
-    def give(self, size: int) -> None:
+    def settle(self, size: int) -> None:
+        """`size` bytes taken as arriving belong to a body that is complete now."""
+        self.arriving -= size
+
+    def give(self, size: int, arriving: int) -> None:
+        """Give back `size` bytes, `arriving` of them from a body that never completed."""
         self.held -= size
+        self.arriving -= arriving
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -79,7 +112,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._parsed_header_bytes = 0
         self._refusal: tuple[int, str, str] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._held = 0  # body bytes this connection's current request holds in the budget
+        self._path: str | None = None  # the request's URL path, once its request line is read
+        self._declared: int | None = None  # the request's Content-Length; None when chunked
+        self._received = 0  # body bytes of the request so far
+        self._held = 0  # body bytes this connection's requests hold in the budget
+        self._arriving = 0  # the part of them whose body is not complete yet
 
     # -- connection --
 
@@ -129,10 +166,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._arm(self.limits.header_timeout_seconds, self._headers_timed_out)
         self._header_count = 0
         self._parsed_header_bytes = 0
+        self._path = None
 
     def on_url(self, url: bytes) -> None:
         self._parsed_header_bytes += len(url)
         super().on_url(url)
+        # Called again if the URL arrives in pieces: a refusal before the rest names a prefix.
+        self._path = _url_path(self.url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
@@ -156,21 +196,26 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             )
             raise _Refused
         self._in_headers = False
-        declared = _content_length(self.headers)
-        if declared and not self._take(declared):
-            raise _Refused
+        # Nothing is taken from the budget for the declared size: bytes count as they arrive.
+        self._declared = _content_length(self.headers)
+        self._received = 0
         self._arm(self.limits.body_timeout_seconds, self._body_timed_out)
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
-        if _content_length(self.headers) is None and not self._take(len(body)):
-            # A chunked body has no declared size: it is counted as it arrives.
-            self._abandon_cycle()
-            raise _Refused
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:  # else uvicorn drops the bytes
+            self._received += len(body)
+            # A chunked body's end is known only at on_message_complete: arriving until then.
+            complete = self._declared is not None and self._received >= self._declared
+            if not self._take(len(body), complete=complete):
+                self._abandon_cycle()
+                raise _Refused
         super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._disarm()
+        self._settle()
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
@@ -179,9 +224,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     # -- helpers --
 
-    def _take(self, size: int) -> bool:
-        if self.budget.take(size):
+    def _take(self, size: int, *, complete: bool) -> bool:
+        if self.budget.take(size, complete=complete):
             self._held += size
+            if complete:
+                self._settle()
+            else:
+                self._arriving += size
             return True
         self._refuse(
             503,
@@ -191,10 +240,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         )
         return False
 
+    def _settle(self) -> None:
+        if self._arriving:
+            self.budget.settle(self._arriving)
+            self._arriving = 0
+
     def _release(self) -> None:
         if self._held:
-            self.budget.give(self._held)
-            self._held = 0
+            self.budget.give(self._held, self._arriving)
+            self._held = self._arriving = 0
 
     def _arm(self, seconds: float, callback: Any) -> None:
         self._disarm()
@@ -242,10 +296,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()
         self._release()
         log.warning("%s: %d %s", _peer(self.client), status, message)
-        error = {"message": message, "type": "invalid_request_error", "param": None, "code": code}
-        if status >= 500:
-            error["type"] = "server_error"
-        body = msgspec.json.encode({"error": error})
+        body = refusal_body(status, code, message, self._path)
         head = [
             STATUS_LINE[status],
             b"content-type: application/json\r\n",
@@ -256,6 +307,16 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             head.append(b"retry-after: 1\r\n")
         self.transport.write(b"".join([*head, b"\r\n", body]))
         self.transport.close()
+
+
+def refusal_body(status: int, code: str, message: str, path: str | None) -> bytes:
+    """The JSON body of a refusal written below the app (408, 431, 503): the one place that
+    shapes them. `path`: the request's URL path as sent (no query), None when the request line
+    had not arrived (it may be a prefix of the path if the refusal came before the rest)."""
+    # Every refusal takes the OpenAI shape for now, whichever route `path` names.
+    error_type = "server_error" if status >= 500 else "invalid_request_error"
+    error = {"message": message, "type": error_type, "param": None, "code": code}
+    return msgspec.json.encode({"error": error})
 
 
 class _Refused(Exception):
@@ -270,6 +331,17 @@ def _content_length(headers: list[tuple[bytes, bytes]] | None) -> int | None:
             except ValueError:
                 return None  # httptools refuses a malformed length itself
     return None
+
+
+def _url_path(url: bytes) -> str | None:
+    """The path of a request target, percent-decoded as uvicorn puts it in the ASGI scope."""
+    try:
+        raw = httptools.parse_url(url).path
+    except httptools.HttpParserInvalidURLError:
+        return None
+    if raw is None:
+        return None
+    return urllib.parse.unquote(raw.decode("latin-1"))
 
 
 def _peer(client: tuple[str, int] | None) -> str:

@@ -7,6 +7,7 @@ Limits (how many inputs, how many tokens, metadata sizes, dimensions) are not ch
 
 from __future__ import annotations
 
+import datetime
 import re
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ STANDARD_FIELDS = frozenset(
 )
 EXTENSION_FIELDS = frozenset({"truncate", "truncation_direction", "normalize", "prompt_name"})
 # Azure AI Foundry's versions: `v1`, `preview`, or a date with an optional `-preview`.
-_API_VERSION = re.compile(r"^(v1|preview|\d{4}-\d{2}-\d{2}(-preview)?)$")
+_API_VERSION = re.compile(r"v1|preview|([0-9]{4})-([0-9]{2})-([0-9]{2})(?:-preview)?")
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class EmbeddingsRequest:
 
 
 def check_api_version(value: str | None) -> str | None:
-    if value is not None and not _API_VERSION.match(value):
+    if value is not None and not _is_api_version(value):
         raise invalid(
             f"api-version {value!r} is not valid; use 'v1', 'preview', or a date such as "
             "'2024-05-01-preview'",
@@ -64,6 +65,19 @@ def check_api_version(value: str | None) -> str | None:
             code="invalid_api_version",
         )
     return value
+
+
+def _is_api_version(value: str) -> bool:
+    match = _API_VERSION.fullmatch(value)
+    if match is None:
+        return False
+    if match.group(1) is None:
+        return True  # v1 or preview
+    try:  # a real calendar day: 2024-13-45 and 2023-02-29 are not versions
+        datetime.date(*(int(part) for part in match.group(1, 2, 3)))
+    except ValueError:
+        return False
+    return True
 
 
 def check_extra_parameters(value: str | None) -> str:
