@@ -4,7 +4,8 @@ a cap on request-body bytes held at once. uvicorn has none of these (it has a co
 before its headers are complete, so they live in a subclass of uvicorn's httptools protocol
 (bench/NOTES.md says why not another server).
 
-Every refusal is a JSON error in the OpenAI shape, written straight to the socket with
+Every refusal is a JSON error in the shape of the API whose route was asked (server/shapes.py;
+OpenAI's before the request line is in), written straight to the socket with
 `connection: close`:
 
 - 408 `request_timeout`: headers not complete `header_timeout_seconds` after the connection
@@ -44,6 +45,7 @@ import msgspec
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from embedserve.server.config import HttpLimits
+from embedserve.server.shapes import OPENAI, api_for_path, error_body
 
 log = logging.getLogger(__name__)
 
@@ -313,10 +315,10 @@ def refusal_body(status: int, code: str, message: str, path: str | None) -> byte
     """The JSON body of a refusal written below the app (408, 431, 503): the one place that
     shapes them. `path`: the request's URL path as sent (no query), None when the request line
     had not arrived (it may be a prefix of the path if the refusal came before the rest)."""
-    # Every refusal takes the OpenAI shape for now, whichever route `path` names.
     error_type = "server_error" if status >= 500 else "invalid_request_error"
     error = {"message": message, "type": error_type, "param": None, "code": code}
-    return msgspec.json.encode({"error": error})
+    api = OPENAI if path is None else api_for_path(path)
+    return msgspec.json.encode(error_body(api, status, error))
 
 
 class _Refused(Exception):

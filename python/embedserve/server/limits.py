@@ -97,6 +97,24 @@ def check_token_arrays(lengths: Sequence[int], limits: Limits, param: str = "inp
         )
 
 
+def check_id_count(body: memoryview, limits: Limits, param: str) -> None:
+    """Refuse a JSON body of ids (an array of ids, or of id arrays, and a few other fields but no
+    strings) holding more ids than a request may, from its bytes, before decoding it: counting
+    bytes takes milliseconds where decoding three million ids takes a second. Each comma but
+    one per array (`[]` adds a comma and no id) and one per other field stands after an id."""
+    data = np.frombuffer(body, dtype=np.uint8)
+    commas = int(np.count_nonzero(data == ord(",")))
+    arrays = int(np.count_nonzero(data == ord("[")))
+    at_least = commas - arrays - 8
+    if at_least > limits.max_request_tokens:
+        raise invalid(
+            f"{param} holds at least {at_least} ids; at most {limits.max_request_tokens} are "
+            "allowed per request",
+            param=param,
+            code="too_many_tokens",
+        )
+
+
 def input_tokens_error(
     param: str, index: int, tokens: int, limits: Limits, paired_with: str | None = None
 ) -> ApiError:

@@ -165,11 +165,8 @@ class ModelRegistry:
 
     def _serve(self, model: ServedModel, engine: Engine | Reranker) -> None:
         # The batcher's rows: pooled vectors for an embedder, one logit per label for a reranker.
-        width = (
-            engine.model_info.num_labels
-            if isinstance(engine, Reranker)
-            else engine.model_info.dimension
-        )
+        info = engine.model_info
+        width = info.num_labels if kind_of(engine) == RERANKER else info.dimension
         batcher = Batcher(
             engine.forward,
             width,
