@@ -454,9 +454,10 @@ alphabet with '=' padding. float16/float64 input is cast to float32 first.)doc")
           py::arg("signed") = true,
           R"doc(Quantize each value of a 2-D float array to one byte, per column ranges [lo, hi].
 
-With step = (hi[j] - lo[j]) / 255, q = clamp(floor((x - lo[j]) / step), 0, 255) computed in
-double (0 where step is 0 or x is NaN), as sentence-transformers' quantize_embeddings. Returns
-int8 q - 128 when signed, else uint8 q, shape [n, d]. lo and hi are 1-D of length d.)doc");
+Bit for bit sentence-transformers' quantize_embeddings(x, "int8" or "uint8", ranges=[lo, hi]):
+in float32, step = (hi[j] - lo[j]) / 255 (1 where that is 0), q = clamp(floor((x - lo[j]) /
+step), 0, 255) (0 where x is NaN). Returns int8 q - 128 when signed, else uint8 q, shape
+[n, d]. lo and hi are 1-D of length d.)doc");
 
     m.def("pack_bits", &pack_bits, py::arg("x"), py::arg("signed") = true,
           R"doc(Pack the sign bits (x > 0) of each row 8 per byte, first column in the top bit.

@@ -136,19 +136,21 @@ json_status encode_json_rows(const float* x, std::size_t rows, std::size_t cols,
 
 void quantize_rows(const float* x, std::size_t rows, std::size_t cols, std::ptrdiff_t row_stride,
                    const float* lo, const float* hi, bool is_signed, std::uint8_t* out) noexcept {
+    // float32 throughout, as sentence-transformers computes on float32 arrays: in double, a value
+    // on a bin edge lands in the other bin (1 of the 76,800 values of MiniLM's reference vectors).
     // Signed output is the unsigned bin minus 128, i.e. the bin with its top bit flipped.
     const std::uint8_t flip = is_signed ? 0x80u : 0u;
     for (std::size_t r = 0; r < rows; ++r) {
         const float* row = x + static_cast<std::ptrdiff_t>(r) * row_stride;
         std::uint8_t* dst = out + r * cols;
         for (std::size_t j = 0; j < cols; ++j) {
-            const double step = (static_cast<double>(hi[j]) - static_cast<double>(lo[j])) / 255.0;
-            double bin = 0.0;
-            if (step > 0.0) {
-                bin = std::floor((static_cast<double>(row[j]) - static_cast<double>(lo[j])) / step);
+            float step = (hi[j] - lo[j]) / 255.0f;
+            if (step == 0.0f) {
+                step = 1.0f;  // sentence-transformers' np.where(steps == 0, 1, steps)
             }
+            const float bin = std::floor((row[j] - lo[j]) / step);
             // !(bin >= 0) also catches NaN.
-            const double clamped = !(bin >= 0.0) ? 0.0 : std::min(bin, 255.0);
+            const float clamped = !(bin >= 0.0f) ? 0.0f : std::min(bin, 255.0f);
             dst[j] = static_cast<std::uint8_t>(static_cast<unsigned>(clamped) ^ flip);
         }
     }

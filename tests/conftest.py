@@ -62,3 +62,17 @@ def cross_encoder_dirs(tmp_path_factory, minilm_dir, reference) -> dict[str, tup
         "modernbert_cls": modernbert_cls,
     }
     return {**{name: (f, f) for name, f in folders.items()}, "xlmr_onnx": (xlmr_onnx, xlmr)}
+
+
+@pytest.fixture(scope="session")
+def st_quantize():
+    """sentence-transformers' own `quantize_embeddings` with embedserve's fixed ranges: what
+    every byte encoding (int8, uint8, binary, ubinary) must equal, byte for byte."""
+    from embedserve.quantization import fixed_ranges
+    from sentence_transformers import quantize_embeddings
+
+    def quantize(vectors: np.ndarray, precision: str) -> np.ndarray:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        return quantize_embeddings(vectors, precision, ranges=fixed_ranges(vectors.shape[1]))
+
+    return quantize

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from embedserve.engine import Engine
 from embedserve.models import find_entry
+from embedserve.models.quantize import sensitive_nodes
 from embedserve.models.static_int8 import (
     MAX_OUTLIER_CHANNELS,
     OUTLIER_SUFFIX,
     calibration_texts,
     check_texts,
-    sensitive_nodes,
 )
 from embedserve.precision import (
     PRECISIONS,

@@ -1,15 +1,16 @@
-"""The C++ byte encodings against NumPy: scalar quantization (sentence-transformers' rule) and
-packed sign bits (numpy.packbits), on awkward shapes, layouts and values."""
+"""The C++ byte encodings against their definitions: scalar quantization against
+sentence-transformers' own quantize_embeddings, packed sign bits against numpy.packbits, on
+awkward shapes, layouts and values."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from embedserve import _core
-from embedserve.quantization import UNIT_RANGE, quantize
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from sentence_transformers import quantize_embeddings
 
 finite = st.floats(-2, 2, width=32, allow_nan=False)
 matrices = hnp.arrays(
@@ -17,18 +18,9 @@ matrices = hnp.arrays(
 )
 
 
-def numpy_quantize(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, signed: bool) -> np.ndarray:
-    step = (hi.astype(np.float64) - lo) / 255
-    with np.errstate(divide="ignore", invalid="ignore"):
-        bins = np.floor((x.astype(np.float64) - lo) / step)
-    bins = np.where(step > 0, bins, 0)
-    bins = np.clip(np.nan_to_num(bins, nan=0.0), 0, 255).astype(np.int16)
-    return (bins - 128).astype(np.int8) if signed else bins.astype(np.uint8)
-
-
 @settings(max_examples=60, deadline=None)
 @given(matrices, st.booleans(), st.booleans(), st.data())
-def test_quantize_matches_numpy(x, signed, transposed, data):
+def test_quantize_matches_sentence_transformers(x, signed, transposed, data):
     if transposed:
         x = np.ascontiguousarray(x.T).T  # a non-C-contiguous view of the same values
     d = x.shape[1]
@@ -36,30 +28,40 @@ def test_quantize_matches_numpy(x, signed, transposed, data):
     width = np.asarray(
         data.draw(st.lists(st.floats(0, 3, width=32), min_size=d, max_size=d)), np.float32
     )
-    hi = (lo + width).astype(np.float32)
+    hi = (lo + width).astype(np.float32)  # width 0 (a zero step) included
     got = _core.quantize(x, lo, hi, signed=signed)
-    assert got.dtype == (np.int8 if signed else np.uint8) and got.shape == x.shape
-    np.testing.assert_array_equal(got, numpy_quantize(x, lo, hi, signed))
+    # A subnormal step overflows the quotient to inf (bin 255), in NumPy as in the kernel.
+    with np.errstate(over="ignore"):
+        want = quantize_embeddings(x, "int8" if signed else "uint8", ranges=np.stack([lo, hi]))
+    assert got.dtype == want.dtype and got.shape == x.shape
+    np.testing.assert_array_equal(got, want)
 
 
 @settings(max_examples=60, deadline=None)
 @given(matrices, st.booleans())
-def test_pack_bits_matches_numpy(x, signed):
+def test_pack_bits_matches_numpy_and_sentence_transformers(x, signed):
     got = _core.pack_bits(x, signed=signed)
     want = np.packbits(x > 0, axis=1)
     if signed:
         want = (want.astype(np.int16) - 128).astype(np.int8)
     assert got.dtype == want.dtype and got.shape == (x.shape[0], (x.shape[1] + 7) // 8)
     np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, quantize_embeddings(x, "binary" if signed else "ubinary"))
 
 
-def test_quantize_edges_nan_and_flat_ranges():
-    x = np.asarray([[-1.0, -0.3, 0.0, 0.3, 1.0, np.nan]], np.float32)
-    lo, hi = np.full(6, -0.3, np.float32), np.full(6, 0.3, np.float32)
-    assert _core.quantize(x, lo, hi, signed=False).tolist() == [[0, 0, 127, 255, 255, 0]]
-    assert _core.quantize(x, lo, hi, signed=True).tolist() == [[-128, -128, -1, 127, 127, -128]]
-    flat = np.zeros(6, np.float32)
-    assert _core.quantize(x, flat, flat, signed=False).tolist() == [[0] * 6]
+def test_quantize_edges_infinities_nan_and_flat_ranges():
+    x = np.asarray([[-1.0, -0.3, 0.0, 0.3, 1.0, np.inf, -np.inf]], np.float32)
+    lo, hi = np.full(7, -0.3, np.float32), np.full(7, 0.3, np.float32)
+    assert _core.quantize(x, lo, hi, signed=False).tolist() == [[0, 0, 127, 255, 255, 255, 0]]
+    assert _core.quantize(x, lo, hi, signed=True).tolist() == [
+        [-128, -128, -1, 127, 127, 127, -128]
+    ]
+    # A zero step is 1, as sentence-transformers has it: floor(x - lo), clipped.
+    flat = np.zeros(7, np.float32)
+    assert _core.quantize(x, flat, flat, signed=False).tolist() == [[0, 0, 0, 0, 1, 255, 0]]
+    # NaN is bin 0 (sentence-transformers' cast of NaN to an integer is undefined).
+    nan = np.asarray([[np.nan]], np.float32)
+    assert _core.quantize(nan, lo[:1], hi[:1], signed=False).tolist() == [[0]]
 
 
 def test_quantize_and_pack_bits_reject_bad_shapes():
@@ -76,15 +78,6 @@ def test_dimensions_refuses_bool_in_the_kernel():
     with pytest.raises(TypeError, match="bool"):
         _core.cut_and_normalize(np.ones((1, 4), np.float32), True)
     assert _core.cut_and_normalize(np.ones((1, 4), np.float32), 1).shape == (1, 1)
-
-
-def test_scalar_encodings_quantize_the_unit_vector():
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((5, 16)).astype(np.float32)
-    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
-    lo = np.full(16, -UNIT_RANGE, np.float32)
-    np.testing.assert_array_equal(quantize(x * 7, "int8"), numpy_quantize(unit, lo, -lo, True))
-    np.testing.assert_array_equal(quantize(x, "ubinary"), np.packbits(x > 0, axis=1))
 
 
 def test_package_root_exports_the_engine():

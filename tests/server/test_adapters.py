@@ -3,12 +3,14 @@ real client SDKs are in test_clients.py.)"""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 
 import httpx
 import numpy as np
 import pytest
 from embedserve.engine import ModelInfo
+from embedserve.quantization import BYTE_ENCODINGS
 from embedserve.server.adapters.cohere import prompt_for
 from embedserve.server.config import ServerConfig
 
@@ -107,14 +109,38 @@ def test_cohere_truncate_and_errors(server, engine):
     assert wrong.status_code == 400 and set(wrong.json()) == {"message"}
 
 
-def test_openai_byte_encodings(server, engine):
-    from embedserve.quantization import quantize
+# Text 80's dimension 334 (0.0105882) sits on a bin edge: int8 4 in float32, 3 in double.
+EDGE_TEXTS = slice(75, 87)
 
-    for kind in ("int8", "uint8", "binary", "ubinary"):
-        body = {"model": MODEL, "input": ["hello world"], "encoding_format": kind}
-        got = np.asarray(post(server, "/v1/embeddings", body).json()["data"][0]["embedding"])
-        want = quantize(engine.embed(["hello world"]).embeddings, kind)[0]
-        assert got.shape == want.shape and np.abs(got - want.astype(int)).max() <= 1
+
+def _floats(rows: list[str]) -> np.ndarray:
+    return np.stack([np.frombuffer(base64.b64decode(row), dtype="<f4") for row in rows])
+
+
+def test_openai_byte_encodings_are_sentence_transformers_own(server, reference, st_quantize):
+    # The same request twice runs the same batch, so its float32 vectors (base64, exact) are the
+    # ones the byte encodings were made from.
+    body = {"model": MODEL, "input": reference["texts"][EDGE_TEXTS]}
+    answer = post(server, "/v1/embeddings", {**body, "encoding_format": "base64"}).json()
+    floats = _floats([item["embedding"] for item in answer["data"]])
+    for kind in BYTE_ENCODINGS:
+        data = post(server, "/v1/embeddings", {**body, "encoding_format": kind}).json()["data"]
+        got = np.asarray([item["embedding"] for item in data])
+        np.testing.assert_array_equal(got, st_quantize(floats, kind), err_msg=kind)
+
+
+def test_cohere_embedding_types_are_sentence_transformers_own(server, reference, st_quantize):
+    kinds = ["base64", *BYTE_ENCODINGS]
+    body = {
+        "model": MODEL,
+        "texts": reference["texts"][EDGE_TEXTS],
+        "input_type": "search_document",
+    }
+    embeddings = post(server, "/v2/embed", {**body, "embedding_types": kinds}).json()["embeddings"]
+    floats = _floats(embeddings["base64"])
+    for kind in BYTE_ENCODINGS:
+        got = np.asarray(embeddings[kind])
+        np.testing.assert_array_equal(got, st_quantize(floats, kind), err_msg=kind)
 
 
 def test_cohere_input_types_pick_the_models_prompts():

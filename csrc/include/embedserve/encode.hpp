@@ -52,10 +52,11 @@ json_status encode_json_rows(const float* x, std::size_t rows, std::size_t cols,
 /// Packed size of `cols` sign bits: ceil(cols / 8) bytes.
 constexpr std::size_t packed_bits_length(std::size_t cols) noexcept { return (cols + 7) / 8; }
 
-/// Scalar quantization of each of `rows` rows of `cols` floats to one byte per value, as
-/// sentence-transformers' quantize_embeddings does: with step_j = (hi[j] - lo[j]) / 255,
-/// q = clamp(floor((x - lo[j]) / step_j), 0, 255) in double (q = 0 where step_j is 0 or x is
-/// NaN). Writes q (uint8) or q - 128 (int8, when `is_signed`) to out[r * cols + j].
+/// Scalar quantization of each of `rows` rows of `cols` floats to one byte per value, bit for
+/// bit as sentence-transformers' quantize_embeddings with ranges [lo; hi]: in float32,
+/// step_j = (hi[j] - lo[j]) / 255 (1 where that is 0), q = clamp(floor((x - lo[j]) / step_j),
+/// 0, 255) (q = 0 where x is NaN). Writes q (uint8) or q - 128 (int8, when `is_signed`) to
+/// out[r * cols + j].
 void quantize_rows(const float* x, std::size_t rows, std::size_t cols, std::ptrdiff_t row_stride,
                    const float* lo, const float* hi, bool is_signed, std::uint8_t* out) noexcept;
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from embedserve.corpus.encode import EMBEDDING_TYPES, quantize
+from embedserve.corpus.encode import EMBEDDING_TYPES
 from embedserve.corpus.pipeline import EmbedFileOptions, embed_file
 from embedserve.corpus.readers import Columns, CorpusError, find_inputs
 
@@ -13,5 +13,4 @@ __all__ = [
     "EmbedFileOptions",
     "embed_file",
     "find_inputs",
-    "quantize",
 ]

@@ -9,6 +9,7 @@ from embedserve.corpus.encode import EMBEDDING_TYPES
 from embedserve.corpus.pipeline import ON_ERROR, EmbedFileOptions
 from embedserve.models import DEFAULT_MODEL
 from embedserve.precision import PRECISIONS
+from embedserve.quantization import BYTE_RULE
 
 _DEFAULTS = EmbedFileOptions()
 
@@ -49,8 +50,8 @@ def add_embed_file_command(commands: Any) -> argparse.ArgumentParser:
         "--embedding-type",
         choices=EMBEDDING_TYPES,
         default=_DEFAULTS.embedding_type,
-        help="stored values: float32, float16, int8 (x*127) or binary (1 bit a "
-        "dimension, packed) (default: %(default)s)",
+        help=f"stored values: float32, float16, or int8, uint8, binary, ubinary by {BYTE_RULE} "
+        "(README, Byte encodings) (default: %(default)s)",
     )
     cmd.add_argument(
         "--batch-texts",

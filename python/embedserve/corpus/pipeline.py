@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from embedserve.corpus.encode import EMBEDDING_TYPES, quantize
+from embedserve.corpus.encode import EMBEDDING_TYPES
 from embedserve.corpus.output import Chunk, Manifest, PartWriter
 from embedserve.corpus.progress import Progress, summary
 from embedserve.corpus.readers import (
@@ -29,6 +29,7 @@ from embedserve.corpus.readers import (
 )
 from embedserve.models import DEFAULT_MODEL
 from embedserve.precision import PRECISIONS
+from embedserve.quantization import BYTE_ENCODINGS, BYTE_RULE, quantize
 
 T = TypeVar("T")
 
@@ -74,6 +75,10 @@ class EmbedFileOptions:
         keep = ("model", "text_column", "id_column", "dimensions", "precision", "embedding_type")
         options = {key: value for key, value in asdict(self).items() if key in keep}
         options["inputs"] = [[str(f.path.resolve()), f.size] for f in files]
+        if self.embedding_type in BYTE_ENCODINGS:
+            # Runs before this rule stored int8 as round(x * 127) and binary unsigned: a resume
+            # must not append other bytes under the same name.
+            options["byte_rule"] = BYTE_RULE
         return options
 
 

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from embedserve.corpus.encode import quantize, width
 from embedserve.corpus.output import Chunk
 from embedserve.corpus.pipeline import (
     EmbedFileOptions,
@@ -36,6 +35,7 @@ from embedserve.corpus.pipeline import (
 )
 from embedserve.corpus.readers import Columns, InputFile
 from embedserve.models import DEFAULT_MODEL
+from embedserve.quantization import dtype, quantize, width
 
 _READ_SCHEMA = pa.schema(
     [("row", pa.int64()), ("id", pa.string()), ("text", pa.string()), ("reason", pa.string())]
@@ -88,8 +88,7 @@ class EmbedBatch:
             out[good] = values
             tokens[good] = result.token_counts
         else:
-            dtype = quantize(np.zeros((1, self.dimension), np.float32), kind).dtype
-            out = np.zeros((len(texts), width(kind, self.dimension)), dtype=dtype)
+            out = np.zeros((len(texts), width(kind, self.dimension)), dtype=dtype(kind))
         return {**batch, self.output_column: out, "tokens": tokens}
 
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from embedserve.fileio import atomic_write_bytes
-from embedserve.models.cache import cache_root
-from embedserve.models.pull import sha256_of
-from embedserve.models.quantize import check_quantize
+from embedserve.models.cache import compiled_graph, file_hash
+from embedserve.models.quantize import check_quantize, quantize_int8
 
 if TYPE_CHECKING:
     import onnx
@@ -32,23 +29,6 @@ def shipped_onnx(directory: Path) -> Path | None:
         if (directory / candidate).exists():
             return directory / candidate
     return None
-
-
-def file_hash(weights: Path) -> str:
-    """sha256 of a weights or graph file, remembered beside the compiled graphs by size and mtime."""
-    stat = weights.stat()
-    memo = cache_root() / "compiled" / "hashes.json"
-    key = f"{weights.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-    known: dict[str, str] = {}
-    if memo.exists():
-        try:
-            known = json.loads(memo.read_text())
-        except ValueError:
-            known = {}
-    if key not in known:
-        known[key] = sha256_of(weights)
-        atomic_write_bytes(memo, json.dumps(known).encode())
-    return known[key]
 
 
 def compiled_onnx(directory: Path) -> Path:
@@ -77,7 +57,7 @@ def compiled_onnx(directory: Path) -> Path:
         joined = "".join(file_hash(s) for s in shards)
         weights_hash = hashlib.sha256(joined.encode()).hexdigest()
     key = f"{weights_hash[:24]}-{config_hash}-v{COMPILER_VERSION}"
-    target = cache_root() / "compiled" / key / "model.onnx"
+    target = compiled_graph(key)
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         compile_to_onnx(directory, target, head=head)
@@ -86,14 +66,7 @@ def compiled_onnx(directory: Path) -> Path:
 
 def quantized_onnx(source: Path) -> Path:
     """The cached int8 copy of the graph at `source`, built on first use."""
-    from embedserve.models.quantize import quantize_int8
-
-    target = (
-        cache_root()
-        / "compiled"
-        / f"{file_hash(source)[:32]}-int8-v{QUANTIZER_VERSION}"
-        / "model.onnx"
-    )
+    target = compiled_graph(f"{file_hash(source)[:32]}-int8-v{QUANTIZER_VERSION}")
     if not target.exists():
         quantize_int8(source, target)
     return target
@@ -107,8 +80,7 @@ def _derived_onnx(
 
     from embedserve.models.compiler import save_model_atomically
 
-    key = f"{file_hash(source)[:32]}-{tag}-v{GPU_PASSES_VERSION}"
-    target = cache_root() / "compiled" / key / "model.onnx"
+    target = compiled_graph(f"{file_hash(source)[:32]}-{tag}-v{GPU_PASSES_VERSION}")
     if not target.exists():
         save_model_atomically(transform(onnx.load(str(source))), target)
     return target

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from embedserve.fileio import atomic_copy, replace_dir
+from embedserve.fileio import atomic_copy, replace_dir, sha256_of
 from embedserve.models.cache import cache_root
 from embedserve.models.catalog import CatalogEntry, find_entry
 
@@ -20,14 +19,6 @@ IGNORED_NAMES = frozenset({"desktop.ini", ".DS_Store", "Thumbs.db"})
 
 class PullError(RuntimeError):
     """A catalog model could not be fetched or failed its checksum."""
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def pull(entry: CatalogEntry, root: Path | None = None) -> Path:

@@ -30,8 +30,6 @@ def quantize_int8(source: Path, target: Path) -> Path:
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from embedserve.models.static_int8 import sensitive_nodes
-
     with atomic_write_path(target) as staged:
         quantize_dynamic(
             str(source),
@@ -43,3 +41,33 @@ def quantize_int8(source: Path, target: Path) -> Path:
             extra_options={"MatMulConstBOnly": True},
         )
     return target
+
+
+def sensitive_nodes(graph_path: Path) -> list[str]:
+    """MatMuls the dynamic int8 copy keeps in float, by a fixed rule from round 2's
+    measurements (bench/NOTES.md §R2.3; the static copy in `static_int8` checks instead):
+
+    - each layer's FFN down-projection (a constant [k, n] weight with k > n): its input, after
+      GELU, has the widest range of any activation;
+    - every MatMul of the last layer, whose error reaches the pooled vector undamped.
+
+    Found by weight shape and by the compiler's `layer{n}/` node scopes, so it holds for every
+    architecture the compiler emits.
+    """
+    import onnx
+
+    model = onnx.load(str(graph_path), load_external_data=False)
+    shapes = {init.name: tuple(init.dims) for init in model.graph.initializer}
+    dense = [
+        n
+        for n in model.graph.node
+        if n.op_type == "MatMul" and len(n.input) == 2 and len(shapes.get(n.input[1], ())) == 2
+    ]
+    scopes = [n.name.split("/")[0] for n in dense if "/" in n.name]
+    last_scope = scopes[-1] if scopes else None
+    keep = []
+    for node in dense:
+        rows, cols = shapes[node.input[1]]
+        if rows > cols or (last_scope is not None and node.name.split("/")[0] == last_scope):
+            keep.append(node.name)
+    return keep

@@ -28,6 +28,7 @@ all-mpnet-base-v2 both run every weight MatMul in int8, with outliers of 6 and 2
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import re
@@ -38,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from embedserve.fileio import atomic_write_path
+from embedserve.models.cache import compiled_graph, file_hash
 
 log = logging.getLogger(__name__)
 
@@ -103,36 +105,6 @@ def check_texts(count: int = CHECK_TEXTS) -> list[str]:
     paragraphs = unseen[:: max(1, len(unseen) // count)][:count]
     fragments = [" ".join(text.split()[: 1 + i % 6]) for i, text in enumerate(paragraphs)]
     return paragraphs + fragments
-
-
-def sensitive_nodes(graph_path: Path) -> list[str]:
-    """MatMuls the dynamic int8 copy (`models/quantize.py`) keeps in float, by a fixed rule from
-    round 2's measurements (bench/NOTES.md §R2.3; the static copy checks instead):
-
-    - each layer's FFN down-projection (a constant [k, n] weight with k > n): its input, after
-      GELU, has the widest range of any activation;
-    - every MatMul of the last layer, whose error reaches the pooled vector undamped.
-
-    Found by weight shape and by the compiler's `layer{n}/` node scopes, so it holds for every
-    architecture the compiler emits.
-    """
-    import onnx
-
-    model = onnx.load(str(graph_path), load_external_data=False)
-    shapes = {init.name: tuple(init.dims) for init in model.graph.initializer}
-    dense = [
-        n
-        for n in model.graph.node
-        if n.op_type == "MatMul" and len(n.input) == 2 and len(shapes.get(n.input[1], ())) == 2
-    ]
-    scopes = [n.name.split("/")[0] for n in dense if "/" in n.name]
-    last_scope = scopes[-1] if scopes else None
-    keep = []
-    for node in dense:
-        rows, cols = shapes[node.input[1]]
-        if rows > cols or (last_scope is not None and node.name.split("/")[0] == last_scope):
-            keep.append(node.name)
-    return keep
 
 
 def calibration_batches(
@@ -557,15 +529,10 @@ def quantize_static_int8(
 
 def static_int8_onnx(source: Path, tokenizer_json: Path, max_length: int) -> Path:
     """The cached static int8 copy of the graph at `source`, built on first use (20 s to minutes)."""
-    import hashlib
-
-    from embedserve.models.cache import cache_root
-    from embedserve.models.graph import file_hash
-
     # The scales depend on the tokenizer (which ids the corpus becomes) as well as the weights.
     tok_hash = hashlib.sha256(tokenizer_json.read_bytes()).hexdigest()[:8]
     key = f"{file_hash(source)[:32]}-{tok_hash}-{max_length}-int8s-v{STATIC_INT8_VERSION}"
-    target = cache_root() / "compiled" / key / "model.onnx"
+    target = compiled_graph(key)
     if not target.exists():
         quantize_static_int8(source, target, tokenizer_json, max_length)
     return target

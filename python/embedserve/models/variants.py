@@ -6,6 +6,7 @@ from pathlib import Path
 
 from embedserve.models.config import load_model_config
 from embedserve.models.graph import fp16_onnx, onnx_for
+from embedserve.models.static_int8 import static_int8_onnx
 from embedserve.precision import Precision
 
 
@@ -25,8 +26,6 @@ def graph_for(
     """
     graph = onnx_for(model_dir, pooling=pooling, compile=compile)
     if precision.graph == "int8-static":
-        from embedserve.models.static_int8 import static_int8_onnx
-
         configs = config_dir or model_dir
         max_length = load_model_config(configs, configs.name).max_seq_length
         graph = static_int8_onnx(graph, configs / "tokenizer.json", max_length)

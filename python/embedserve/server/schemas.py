@@ -13,12 +13,13 @@ from dataclasses import dataclass
 
 from embedserve.errors import InputError
 from embedserve.inputs import Inputs, classify_inputs
+from embedserve.quantization import BYTE_ENCODINGS
 from embedserve.server.errors import invalid
 from embedserve.server.fields import decode_object, kind_of, optional
 from embedserve.tokenization import DIRECTIONS
 
 # int8/uint8/binary/ubinary are an extension (as Infinity has): arrays of byte values.
-ENCODING_FORMATS = ("float", "base64", "int8", "uint8", "binary", "ubinary")
+ENCODING_FORMATS = ("float", "base64", *BYTE_ENCODINGS)
 INPUT_TYPES = ("text", "query", "document")
 EXTRA_PARAMETERS = ("error", "drop", "pass-through")
 STANDARD_FIELDS = frozenset(
