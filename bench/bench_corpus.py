@@ -20,6 +20,7 @@ from pathlib import Path
 
 from embedserve.corpus import EmbedFileOptions, embed_file
 from embedserve.engine import Engine
+from embedserve.loading import LoadOptions
 
 from bench.machine import describe_machine
 from bench.texts import SETS, make_texts
@@ -51,7 +52,10 @@ def main(argv: list[str] | None = None) -> None:
     corpus = work / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)))
     options = EmbedFileOptions(
-        model=args.model, precision=args.precision, batch_texts=args.batch_texts, quiet=True
+        model=args.model,
+        batch_texts=args.batch_texts,
+        quiet=True,
+        load=LoadOptions(precision=args.precision),
     )
     engine.embed(texts[:64])  # warm-up
     tokens = sum(engine.embed(texts[i : i + 256]).total_tokens for i in range(0, len(texts), 256))

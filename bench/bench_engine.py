@@ -14,8 +14,9 @@ import time
 
 import numpy as np
 from embedserve.engine import Engine
+from embedserve.loading import LoadOptions, LoadSettings
 from embedserve.models import resolve_model_dir
-from embedserve.precision import add_precision_arguments
+from embedserve.settings import add_settings, settings_from_args
 
 from bench.machine import describe_machine
 from bench.texts import SETS, make_texts
@@ -66,21 +67,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--single", type=int, default=64, help="texts for the batch-size-1 runs")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--max-batch-tokens", type=int, default=None)
-    parser.add_argument(
-        "--quantize", choices=["int8"], default=None, help="older spelling of --precision int8"
-    )
-    add_precision_arguments(parser)
+    # The engine's own flags; threads and providers are the bench's (both runs share them).
+    settings = ("max_batch_tokens", "quantize", "precision", "runtime")
+    add_settings(parser, LoadSettings, settings)
     parser.add_argument("--no-baseline", action="store_true")
     args = parser.parse_args(argv)
 
-    options = {"intra_op_threads": args.threads, "inter_op_threads": 1, "providers": "cpu"}
-    if args.max_batch_tokens:
-        options["max_batch_tokens"] = args.max_batch_tokens
-    if args.quantize:
-        options["quantize"] = args.quantize
-    options["precision"], options["runtime"] = args.precision, args.runtime
-    engine = Engine.from_pretrained(args.model, **options)
+    options = LoadOptions(
+        **settings_from_args(args, LoadSettings, settings),
+        intra_op_threads=args.threads,
+        inter_op_threads=1,
+        providers="cpu",
+    )
+    engine = Engine.from_pretrained(args.model, options=options)
     baseline = (
         None if args.no_baseline else _load_baseline(resolve_model_dir(args.model), args.threads)
     )

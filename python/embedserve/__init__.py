@@ -1,8 +1,10 @@
 """embedserve: text embeddings with a compiled core and an OpenAI-compatible server.
 
-from embedserve import Engine
-engine = Engine.from_pretrained("all-MiniLM-L6-v2")
+from embedserve import Engine, Reranker
+engine = Engine.from_pretrained("all-MiniLM-L6-v2", providers="cpu")
 vectors = engine.embed(["a text", "another"]).embeddings
+reranker = Reranker.from_pretrained("./my-cross-encoder")
+ranked = reranker.rank("a query", ["a document", "another"])
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from embedserve._version import __version__
 if TYPE_CHECKING:
     from embedserve.engine import EmbeddingResult, Engine, ModelInfo
     from embedserve.errors import InputError, InputTooLongError, InvalidTokenError
+    from embedserve.loading import LoadOptions
+    from embedserve.reranker import Ranked, Reranker, RerankerInfo
 
 __all__ = [
     "EmbeddingResult",
@@ -21,7 +25,11 @@ __all__ = [
     "InputError",
     "InputTooLongError",
     "InvalidTokenError",
+    "LoadOptions",
     "ModelInfo",
+    "Ranked",
+    "Reranker",
+    "RerankerInfo",
     "__version__",
 ]
 
@@ -32,6 +40,10 @@ _LAZY = {
     "InputError": "embedserve.errors",
     "InputTooLongError": "embedserve.errors",
     "InvalidTokenError": "embedserve.errors",
+    "LoadOptions": "embedserve.loading",
+    "Reranker": "embedserve.reranker",
+    "RerankerInfo": "embedserve.reranker",
+    "Ranked": "embedserve.reranker",
 }
 
 

@@ -6,12 +6,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from embedserve.loading import LoadOptions, LoadSettings
 from embedserve.models import DEFAULT_MODEL
-from embedserve.precision import PRECISIONS, add_precision_arguments
+from embedserve.settings import ENV_PREFIX, add_settings, settings_from_args
 
-COMPILE_HELP = (
-    "compile the safetensors weights even where the model ships an ONNX graph "
-    "(from a hub repo, download those weights instead of the graph)"
+# What decides the files `pull` prepares; the commands that load a model take every LoadSetting.
+PULL_SETTINGS = ("precision", "quantize", "compile")
+SETTINGS_NOTE = (
+    f"Flags that say how the model loads also read {ENV_PREFIX}<NAME> from the environment, "
+    f"as `serve` does (for example {ENV_PREFIX}PRECISION)."
 )
 
 
@@ -36,22 +39,19 @@ def _parser() -> argparse.ArgumentParser:
         "pull",
         help="fetch a model into the cache and prepare its ONNX graph "
         "(`pull tiktoken`: the rank files that decode OpenAI token arrays)",
+        description="Fetch a model into the cache and build the graph its precision runs "
+        "(int8: calibrate and quantize). " + SETTINGS_NOTE,
     )
     pull.add_argument("model", nargs="?", default=DEFAULT_MODEL)
-    pull.add_argument("--quantize", choices=["int8"], help="older spelling of --precision int8")
-    pull.add_argument(
-        "--precision",
-        choices=sorted(PRECISIONS),
-        type=str.lower,
-        help="also build the graph this precision runs (int8: calibrate and quantize)",
-    )
-    pull.add_argument("--compile", action="store_true", help=COMPILE_HELP)
+    add_settings(pull, LoadSettings, PULL_SETTINGS)
     pull.set_defaults(run=_pull)
 
     models = commands.add_parser("models", help="list the catalog and what is in the cache")
     models.set_defaults(run=_models)
 
-    embed = commands.add_parser("embed", help="print the vectors of texts as JSON")
+    embed = commands.add_parser(
+        "embed", help="print the vectors of texts as JSON", description=SETTINGS_NOTE
+    )
     embed.add_argument(
         "texts", nargs="*", help="texts to embed; none or '-' reads lines from stdin"
     )
@@ -60,22 +60,18 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--no-normalize", dest="normalize", action="store_false", default=None)
     embed.add_argument("--no-truncate", dest="truncate", action="store_false")
     embed.add_argument("--prompt-name")
-    embed.add_argument("--providers", help="cpu, cuda, or an ONNX Runtime provider name")
-    embed.add_argument("--quantize", choices=["int8"], help="older spelling of --precision int8")
-    add_precision_arguments(embed)
-    embed.add_argument("--compile", action="store_true", help=COMPILE_HELP)
+    add_settings(embed, LoadSettings)
     embed.set_defaults(run=_embed)
 
-    bench = commands.add_parser("bench", help="measure the engine's texts/s on this machine")
+    bench = commands.add_parser(
+        "bench", help="measure the engine's texts/s on this machine", description=SETTINGS_NOTE
+    )
     bench.add_argument("--model", default=DEFAULT_MODEL)
     bench.add_argument("--texts", type=int, default=512)
     bench.add_argument("--words", type=int, default=40, help="words per text (≈1.3 tokens a word)")
     bench.add_argument("--batch-size", type=int, default=512, help="texts per embed() call")
     bench.add_argument("--repeats", type=int, default=3)
-    bench.add_argument("--providers")
-    bench.add_argument("--quantize", choices=["int8"], help="older spelling of --precision int8")
-    add_precision_arguments(bench)
-    bench.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    add_settings(bench, LoadSettings, aliases={"intra_op_threads": ["--threads"]})
     bench.set_defaults(run=_bench)
 
     from embedserve.corpus.cli import add_embed_file_command
@@ -86,10 +82,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def load_options(args: argparse.Namespace, names: Sequence[str] | None = None) -> LoadOptions:
+    """The LoadOptions a command's settings flags (`add_settings`) and the environment give."""
+    return LoadOptions(**settings_from_args(args, LoadSettings, names))
+
+
 def _pull(args: argparse.Namespace) -> int:
     from embedserve.models import resolve_model_dir
     from embedserve.models.variants import graph_for
-    from embedserve.precision import resolve_precision
+    from embedserve.precision import get_precision
 
     if args.model == "tiktoken":
         from embedserve.token_encodings import pull_all
@@ -97,10 +98,9 @@ def _pull(args: argparse.Namespace) -> int:
         for path in pull_all():
             print(f"{path.stem}: {path}")
         return 0
-    directory = resolve_model_dir(args.model, compile=args.compile)
-    graph = graph_for(
-        directory, resolve_precision(args.precision, args.quantize), compile=args.compile
-    )
+    options = load_options(args, PULL_SETTINGS)
+    directory = resolve_model_dir(args.model, compile=options.compile)
+    graph = graph_for(directory, get_precision(options.precision), compile=options.compile)
     print(f"{args.model}: {directory}")
     print(f"onnx graph: {graph}")
     return 0
@@ -113,14 +113,7 @@ def _embed(args: argparse.Namespace) -> int:
     texts = list(args.texts)
     if not texts or texts == ["-"]:
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    engine = Engine.from_pretrained(
-        args.model,
-        providers=args.providers,
-        quantize=args.quantize,
-        compile=args.compile,
-        precision=args.precision,
-        runtime=args.runtime,
-    )
+    engine = Engine.from_pretrained(args.model, options=load_options(args))
     result = engine.embed(
         texts,
         dimensions=args.dimensions,
@@ -146,14 +139,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     from embedserve.engine import Engine
 
-    engine = Engine.from_pretrained(
-        args.model,
-        providers=args.providers,
-        quantize=args.quantize,
-        precision=args.precision,
-        runtime=args.runtime,
-        intra_op_threads=args.threads,
-    )
+    engine = Engine.from_pretrained(args.model, options=load_options(args))
     words = [
         "embedding",
         "models",

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from embedserve import _core
 from embedserve.errors import InputError
 from embedserve.inputs import Inputs, TextsOrTokens, classify_inputs
-from embedserve.loading import CUDA_BOUND, plan_load
-from embedserve.models import DEFAULT_MODEL, ModelConfig, load_model_config
+from embedserve.loading import LoadPlan, Pretrained, Runs
+from embedserve.models import ModelConfig, load_model_config
 from embedserve.models.dense import load_dense
 from embedserve.models.pooling_graph import POOLING_MODES
 from embedserve.models.variants import graph_for
 from embedserve.planning import default_max_batch_tokens, pad_batch, plan_batches
+from embedserve.precision import CUDA_BOUND
 from embedserve.runtime import EncoderSession
 from embedserve.runtime.backends import Backend, open_backend
-from embedserve.runtime.cuda import BoundEncoderSession
 from embedserve.tokenization import DIRECTIONS, ModelTokenizer
 
 
@@ -73,8 +72,16 @@ class EmbeddingResult:
         return int(self.token_counts.sum())
 
 
-class Engine:
-    """Turns texts or token arrays into the vectors sentence-transformers gives. Thread-safe."""
+class Engine(Pretrained):
+    """Turns texts or token arrays into the vectors sentence-transformers gives. Thread-safe.
+
+    `Engine.from_pretrained(spec, **options)` loads one (see loading.Pretrained, LoadOptions).
+    """
+
+    # Every precision and runtime. On CUDA the default precision is fp16, the graph also pools on
+    # the device (the per-request cut and normalization run on the [n, d] rows) and it runs
+    # through IOBinding (runtime/cuda.py).
+    runs = Runs("embedders", cuda_precision="fp16")
 
     def __init__(
         self,
@@ -109,75 +116,32 @@ class Engine:
         )
 
     @classmethod
-    def from_pretrained(
-        cls,
-        spec: str | os.PathLike[str] = DEFAULT_MODEL,
-        *,
-        tokenizer: str | os.PathLike[str] | None = None,
-        name: str | None = None,
-        providers: str | list[str] | None = None,
-        intra_op_threads: int | None = None,
-        inter_op_threads: int | None = None,
-        max_batch_tokens: int | None = None,
-        quantize: str | None = None,
-        compile: bool = False,
-        precision: str | None = None,
-        runtime: str | None = None,
-    ) -> Engine:
-        """Load a model from a folder, a catalog name or a hub repo id.
-
-        `tokenizer` names another model folder whose tokenizer.json and sentence-transformers
-        configs to use, for an ONNX file shipped without them. `precision` is "fp32" (exact),
-        "bf16" (near-exact, OpenVINO on CPUs with native bf16) or "int8" (a statically quantized
-        copy of the graph, cached); `quantize="int8"` is the older spelling of the last.
-        `runtime` is "onnxruntime", "openvino" or "auto" (the faster one for the precision).
-        `max_batch_tokens` defaults to the precision's CPU budget, and 16,384 on a GPU. `compile=True`
-        compiles the safetensors weights even where the model ships an ONNX graph (and
-        downloads those weights, not the graph, from a hub repo). On CUDA the default precision
-        is "fp16", the graph also pools on the device (the per-request cut and normalization
-        run on the [n, d] rows) and it runs through IOBinding (runtime/cuda.py).
-        """
-        plan = plan_load(
-            spec,
-            tokenizer=tokenizer,
-            name=name,
-            compile=compile,
-            providers=providers,
-            intra_op_threads=intra_op_threads,
-            inter_op_threads=inter_op_threads,
-            precision=precision,
-            quantize=quantize,
-            runtime=runtime,
-            cuda_precision="fp16",
+    def from_plan(cls, plan: LoadPlan) -> Engine:
+        config = load_model_config(plan.config_dir, plan.name)
+        if plan.options.max_length is not None:
+            config = replace(config, max_seq_length=plan.options.max_length)
+        chosen = plan.precision
+        # On CUDA, pooling moves into the graph where the graph pass has the mode, every token
+        # is pooled and the graph is a float one; otherwise the C++ kernels pool.
+        in_graph = (
+            config.pooling
+            if plan.runtime == CUDA_BOUND
+            and config.pooling in POOLING_MODES
+            and config.include_prompt
+            and chosen.graph != "int8-static"
+            else None
         )
-        config_dir, chosen = plan.config_dir, plan.precision
-        config = load_model_config(config_dir, plan.name)
-        if plan.runtime == CUDA_BOUND:
-            # Pooling moves into the graph only where the graph pass has the mode, every token
-            # is pooled and the graph is a float one; otherwise the C++ kernels pool.
-            in_graph = (
-                config.pooling
-                if config.pooling in POOLING_MODES
-                and config.include_prompt
-                and chosen.graph != "int8-static"
-                else None
-            )
-            graph = graph_for(plan.model_dir, chosen, config_dir, pooling=in_graph, compile=compile)
-            session = BoundEncoderSession(graph, plan.options, max_sequence=config.max_seq_length)
-        else:
-            graph = graph_for(plan.model_dir, chosen, config_dir, compile=compile)
-            session = open_backend(graph, chosen, plan.runtime, plan.options)
-            if max_batch_tokens is None and session.provider in (
-                "CPUExecutionProvider",
-                "OpenVINO:CPU",
-            ):
-                max_batch_tokens = chosen.cpu_batch_tokens
-        model_tokenizer = ModelTokenizer(config_dir / "tokenizer.json", config.max_seq_length)
+        graph = graph_for(
+            plan.model_dir, chosen, plan.config_dir, pooling=in_graph, compile=plan.options.compile
+        )
+        session = open_backend(
+            graph, chosen, plan.runtime, plan.session_options, max_sequence=config.max_seq_length
+        )
         return cls(
             config,
-            model_tokenizer,
+            ModelTokenizer(plan.config_dir / "tokenizer.json", config.max_seq_length),
             session,
-            max_batch_tokens=max_batch_tokens,
+            max_batch_tokens=plan.max_batch_tokens(session.provider),
             precision=chosen.name,
         )
 

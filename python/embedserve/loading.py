@@ -1,77 +1,278 @@
-"""What loading any model shares, embedder or cross-encoder: where its files are, what it is
-called, the precision and runtime it runs at, and the session options. `Engine.from_pretrained`
-and `Reranker.from_pretrained` each build their own session from this plan."""
+"""How every kind of model loads — embedder, cross-encoder, or a head to come — along one path.
+
+`LoadOptions` says how (providers, threads, precision, runtime, compile, batch budget, ...); it
+is validated once, when it is made (`validate_load_options`). `Pretrained.from_pretrained`, every
+kind's, chooses the precision and runtime the kind runs (its `Runs`), resolves the files and the
+name (`plan_load`), and hands the `LoadPlan` to the kind's `from_plan`, which reads its config,
+picks its graph, opens its session (`runtime.backends`) and assembles the model.
+
+`LoadSettings`, the part of LoadOptions that a user sets per process, is declared with
+`settings.setting`: each field is a flag and an environment variable on `serve` (ServerConfig is
+a LoadSettings), `embed`, `bench`, `embed-file` and, the ones that decide the files, `pull`.
+
+Light on purpose: the CLI builds its flags from these before ONNX Runtime is imported.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from embedserve.models import find_entry, resolve_model_dir
-from embedserve.precision import Precision, resolve_precision
-from embedserve.runtime import SessionOptions
-from embedserve.runtime.backends import choose_runtime
-from embedserve.runtime.cuda import on_gpu
+from typing_extensions import Self
 
-# What `runtime` is on the CUDA path: ONNX Runtime with IOBinding (runtime/cuda.py).
-CUDA_BOUND = "onnxruntime-cuda"
+from embedserve.models import DEFAULT_MODEL
+from embedserve.precision import (
+    CUDA_BOUND,
+    PRECISIONS,
+    RUNTIMES,
+    Precision,
+    get_precision,
+    resolve_precision,
+)
+from embedserve.settings import setting
+
+if TYPE_CHECKING:
+    from embedserve.runtime.session import SessionOptions
+
+# Runtimes a model may be asked to run on, "auto" aside.
+NAMED_RUNTIMES = tuple(r for r in RUNTIMES if r != "auto")
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """How to load a model, as every command takes it: each field is a flag and an env var."""
+
+    max_batch_tokens: int | None = setting(
+        None,
+        "padded tokens (longest x rows) per model batch (default: 1024 on the CPU, 16384 on a GPU)",
+        type=int,
+    )
+    providers: str | Sequence[str] | None = setting(
+        None,
+        "ONNX Runtime providers: cpu, cuda, or a provider name (default: CUDA when a GPU "
+        "is present, else CPU)",
+        type=str,
+        metavar="NAMES",
+    )
+    intra_op_threads: int | None = setting(
+        None, "ONNX Runtime threads per model (default: ONNX Runtime's choice)", type=int
+    )
+    quantize: str | None = setting(
+        None, "the older spelling of --precision int8", type=str, choices=("int8",), metavar="KIND"
+    )
+    precision: str | None = setting(
+        None,
+        "fp32 (exact, the CPU default), bf16, int8 or fp16 (the CUDA default); see README "
+        "Precision and runtime",
+        type=str.lower,
+        choices=tuple(PRECISIONS),
+        metavar="NAME",
+    )
+    runtime: str | None = setting(
+        None,
+        "onnxruntime, openvino or auto (the faster one for the precision)",
+        type=str.lower,
+        choices=RUNTIMES,
+        metavar="NAME",
+    )
+    compile: bool = setting(
+        False,
+        "compile each model's safetensors even where it ships an ONNX graph (from a hub "
+        "repo, download those weights instead of the graph)",
+    )
+
+    def __post_init__(self) -> None:
+        validate_load_options(self)
+
+
+@dataclass(frozen=True)
+class LoadOptions(LoadSettings):
+    """Everything loading takes, for any kind of model: the settings above, plus what a library
+    caller (or the server, per model) sets for one model.
+
+    `precision` is "fp32" (exact), "bf16" (OpenVINO on CPUs with native bf16), "int8" or "fp16";
+    None lets the kind choose (fp32, or a kind's CUDA precision on a GPU); `quantize="int8"` is
+    the older spelling of "int8" and is folded into `precision` here. `runtime` is
+    "onnxruntime", "openvino" or "auto" (the faster one for the precision). `compile=True`
+    compiles the safetensors even where the model ships an ONNX graph (and downloads those
+    weights, not the graph, from a hub repo). `max_batch_tokens` defaults to the precision's CPU
+    budget on a CPU, 16,384 on a GPU.
+    """
+
+    # Another model folder whose tokenizer.json and configs to use, for a graph shipped without.
+    tokenizer: str | os.PathLike[str] | None = None
+    # The model's name in `model_info` (default: its catalog name, folder name or repo id).
+    name: str | None = None
+    inter_op_threads: int | None = None
+    # Tokens per input the model sees, special tokens included (default: the model's own limit).
+    max_length: int | None = None
+
+    @classmethod
+    def of(cls, options: LoadSettings | None = None, **changes: Any) -> LoadOptions:
+        """`options` with `changes`, validated: a LoadOptions, or any LoadSettings (the server's
+        config) whose settings it takes; `changes` are LoadOptions' field names."""
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(changes) - set(known))
+        if unknown:
+            raise TypeError(f"unknown load option(s) {unknown}; the options are {known}")
+        taken = fields(cls if isinstance(options, LoadOptions) else LoadSettings)
+        base = {f.name: getattr(options, f.name) for f in taken} if options is not None else {}
+        return cls(**{**base, **changes})
+
+
+def validate_load_options(options: LoadSettings) -> None:
+    """Check every option once, where options are made, and normalize them: `precision` becomes
+    a precision's name (with `quantize` folded in) or None, `runtime` lower case, `providers` a
+    string or a tuple. Raises ValueError naming the option, what it got and what is allowed."""
+    precision = None
+    if options.precision is not None or options.quantize is not None:
+        precision = resolve_precision(options.precision, options.quantize).name
+    runtime = options.runtime
+    if runtime is not None:
+        if not isinstance(runtime, str) or runtime.lower() not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        runtime = runtime.lower()
+    providers = options.providers
+    if providers is not None and not isinstance(providers, str):
+        providers = tuple(providers)
+        if not providers or not all(isinstance(p, str) for p in providers):
+            raise ValueError(f"providers must be a name or a list of names, got {providers!r}")
+    for name in ("max_batch_tokens", "intra_op_threads", "inter_op_threads", "max_length"):
+        value = getattr(options, name, None)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+    if not isinstance(options.compile, bool):
+        raise TypeError(f"compile must be True or False, got {options.compile!r}")
+    # Frozen: the normalized values are set once, here, before anyone reads them.
+    object.__setattr__(options, "precision", precision)
+    object.__setattr__(options, "runtime", runtime)
+    object.__setattr__(options, "providers", providers)
+
+
+@dataclass(frozen=True)
+class Runs:
+    """What one kind of model runs: its precisions and runtimes, and the precision it runs at on
+    CUDA through IOBinding (None: on CUDA it takes ONNX Runtime's plain session too)."""
+
+    kind: str  # the kind's name in messages, plural: "embedders"
+    precisions: tuple[str, ...] = tuple(PRECISIONS)
+    runtimes: tuple[str, ...] = NAMED_RUNTIMES
+    cuda_precision: str | None = None
 
 
 @dataclass(frozen=True)
 class LoadPlan:
+    """Where a model's files are, what it is called, and the precision and runtime it runs at."""
+
     model_dir: Path  # the graph or safetensors
     config_dir: Path  # config.json and tokenizer.json: the model's own, or `tokenizer`'s folder
     name: str
     precision: Precision
-    runtime: str  # a runtime name (backends.RUNTIMES), or CUDA_BOUND
-    options: SessionOptions
+    runtime: str  # a runtime name (backends.choose_runtime), or CUDA_BOUND
+    options: LoadOptions
+
+    @property
+    def session_options(self) -> SessionOptions:
+        from embedserve.runtime.session import SessionOptions
+
+        options = self.options
+        return SessionOptions(options.providers, options.intra_op_threads, options.inter_op_threads)
+
+    def max_batch_tokens(self, provider: str) -> int:
+        """The batch budget asked for, else the precision's on a CPU, else the GPU one."""
+        from embedserve.planning import default_max_batch_tokens
+
+        asked = self.options.max_batch_tokens
+        return asked or default_max_batch_tokens(provider, self.precision.cpu_batch_tokens)
 
 
-def plan_load(
-    spec: str | os.PathLike[str],
-    *,
-    tokenizer: str | os.PathLike[str] | None,
-    name: str | None,
-    compile: bool,
-    providers: str | list[str] | None,
-    intra_op_threads: int | None,
-    inter_op_threads: int | None,
-    precision: str | None,
-    quantize: str | None,
-    runtime: str | None,
-    cuda_precision: str | None = None,
-) -> LoadPlan:
-    """Resolve `spec` (a folder, a catalog name or a hub repo id; downloaded or compiled on first
-    use) and choose how to run it.
+P = TypeVar("P", bound="Pretrained")
 
-    On CUDA, when the runtime asked for is ONNX Runtime's (or left to choose), the model runs
-    through IOBinding at `cuda_precision` unless a precision is given; elsewhere the runtime is
-    the one asked for, or the faster one for the precision on this machine.
+
+class Pretrained:
+    """A kind of model — embedder, cross-encoder, a head to come — loaded along the one path: the
+    kind says what it runs (`runs`) and assembles itself from a plan (`from_plan`);
+    `from_pretrained` is every kind's."""
+
+    runs: ClassVar[Runs]
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        spec: str | os.PathLike[str] = DEFAULT_MODEL,
+        *,
+        options: LoadOptions | None = None,
+        **changes: Any,
+    ) -> Self:
+        """Load a model of this kind from a folder, a catalog name or a hub repo id (downloaded
+        or compiled on first use).
+
+        How it loads is `options` (a LoadOptions) and/or LoadOptions' fields as keyword
+        arguments: `providers`, `intra_op_threads`, `inter_op_threads`, `precision`, `quantize`,
+        `runtime`, `compile`, `max_batch_tokens`, `tokenizer`, `name`, `max_length`. The
+        precisions and runtimes the kind runs are its `runs`.
+        """
+        return cls.from_plan(plan_load(spec, LoadOptions.of(options, **changes), cls.runs))
+
+    @classmethod
+    def from_plan(cls, plan: LoadPlan) -> Self:
+        """The model from a plan's files, precision and runtime: the kind reads its config,
+        picks its graph, opens its session (runtime.backends) and assembles itself."""
+        raise NotImplementedError(f"{cls.__name__} does not say how it loads")
+
+
+def plan_load(spec: str | os.PathLike[str], options: LoadOptions, runs: Runs) -> LoadPlan:
+    """Choose how to run `spec` as a kind that runs `runs`, then find its files.
+
+    On CUDA, a kind with a `cuda_precision` runs through IOBinding (CUDA_BOUND) at that precision
+    unless one is given, when the runtime asked for is ONNX Runtime's (or left to choose);
+    elsewhere the runtime is the one asked for, or the faster one for the precision here.
     """
-    bound = cuda_precision is not None and (
-        on_gpu(providers) and runtime in (None, "auto", "onnxruntime")
+    from embedserve.models import resolve_model_dir
+    from embedserve.runtime.backends import choose_runtime
+    from embedserve.runtime.cuda import on_gpu
+
+    chosen = get_precision(options.precision)
+    runtime = options.runtime
+    if chosen.name not in runs.precisions or runtime not in (None, "auto", *runs.runtimes):
+        raise ValueError(
+            f"{runs.kind} run {' or '.join(runs.precisions)} on {' or '.join(runs.runtimes)}, "
+            f"not {chosen.name!r} on {runtime!r}"
+        )
+    bound = (
+        runs.cuda_precision is not None
+        and runtime in (None, "auto", "onnxruntime")
+        and on_gpu(options.providers)
     )
     if bound:
-        chosen = resolve_precision(precision or (None if quantize else cuda_precision), quantize)
+        chosen = get_precision(options.precision or runs.cuda_precision)
         runtime_name = CUDA_BOUND
     else:
-        chosen = resolve_precision(precision, quantize)
-        runtime_name = choose_runtime(runtime, chosen, providers)
-    model_dir = resolve_model_dir(spec, compile=compile)
+        if runtime in (None, "auto") and len(runs.runtimes) == 1:
+            runtime = runs.runtimes[0]  # "auto" among one runtime
+        runtime_name = choose_runtime(runtime, chosen, options.providers)
+    model_dir = resolve_model_dir(spec, compile=options.compile)
+    tokenizer = options.tokenizer
     config_dir = resolve_model_dir(tokenizer) if tokenizer is not None else model_dir
     return LoadPlan(
         model_dir=model_dir,
         config_dir=config_dir,
-        name=name or display_name(spec, model_dir),
+        name=options.name or display_name(spec, model_dir),
         precision=chosen,
         runtime=runtime_name,
-        options=SessionOptions(providers, intra_op_threads, inter_op_threads),
+        options=options,
     )
 
 
 def display_name(spec: str | os.PathLike[str], model_dir: Path) -> str:
     """The catalog's name for `spec`, a folder's own name, or the spec as given (a repo id)."""
+    from embedserve.models import find_entry
+
     entry = find_entry(str(spec))
     if entry is not None:
         return entry.name

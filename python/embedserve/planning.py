@@ -13,8 +13,13 @@ CPU_MAX_BATCH_TOKENS = 1_024
 GPU_MAX_BATCH_TOKENS = 16_384
 
 
-def default_max_batch_tokens(provider: str) -> int:
-    return CPU_MAX_BATCH_TOKENS if provider == "CPUExecutionProvider" else GPU_MAX_BATCH_TOKENS
+CPU_PROVIDERS = ("CPUExecutionProvider", "OpenVINO:CPU")
+
+
+def default_max_batch_tokens(provider: str, cpu_tokens: int = CPU_MAX_BATCH_TOKENS) -> int:
+    """The budget for a session on `provider`: `cpu_tokens` (a precision's own, see
+    precision.py) on a CPU, GPU_MAX_BATCH_TOKENS elsewhere."""
+    return cpu_tokens if provider in CPU_PROVIDERS else GPU_MAX_BATCH_TOKENS
 
 
 # Rows shorter than this many tokens below the batch's longest never force a new batch: for

@@ -8,10 +8,12 @@ one entry here plus whatever makes its graph.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 RUNTIMES = ("auto", "onnxruntime", "openvino")
+# The runtime a model is planned on when it runs on CUDA through ONNX Runtime's IOBinding
+# (runtime/cuda.py): never asked for by name, chosen by `loading` for kinds that take it.
+CUDA_BOUND = "onnxruntime-cuda"
 
 
 @dataclass(frozen=True)
@@ -95,20 +97,3 @@ def resolve_precision(precision: str | None, quantize: str | None) -> Precision:
             raise ValueError(f"quantize={quantize!r} contradicts precision={precision!r}")
         return get_precision(alias)
     return get_precision(precision)
-
-
-def add_precision_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--precision` and `--runtime`, the same on every command that loads a model."""
-    parser.add_argument(
-        "--precision",
-        choices=sorted(PRECISIONS),
-        type=str.lower,
-        help="; ".join(f"{p.name}: {p.description}" for p in PRECISIONS.values())
-        + " (default: fp32)",
-    )
-    parser.add_argument(
-        "--runtime",
-        choices=RUNTIMES,
-        type=str.lower,
-        help="inference runtime (default: auto, the faster one for the precision on this machine)",
-    )

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from embedserve.errors import InputError
-from embedserve.loading import plan_load
-from embedserve.models import DEFAULT_MODEL, onnx_for
+from embedserve.loading import LoadPlan, Pretrained, Runs
+from embedserve.models import onnx_for
 from embedserve.models.kind import RERANKER, RerankerConfig, load_reranker_config
 from embedserve.pairs import Pair, PairTokenizer, PreparedPairs, pad_pairs
 from embedserve.planning import default_max_batch_tokens, plan_batches
-from embedserve.precision import resolve_precision
+from embedserve.runtime.backends import open_classifier
 from embedserve.runtime.classifier import ClassifierSession
 
 
@@ -36,11 +35,20 @@ class Ranked:
     document: str
 
 
-class Reranker:
+class Reranker(Pretrained):
     """Scores query-document pairs with a cross-encoder as sentence-transformers' CrossEncoder
-    does (same pair tokens, same truncation). Thread-safe: it holds no per-call state."""
+    does (same pair tokens, same truncation). Thread-safe: it holds no per-call state.
+
+    `Reranker.from_pretrained(spec, **options)` loads one (see loading.Pretrained, LoadOptions):
+    a folder (safetensors compiled on first use, or an ONNX graph ending in logits), a catalog
+    name or a hub repo id.
+    """
 
     kind = RERANKER
+
+    # fp32, or int8 (the dynamically quantized graph, not the engine's static one: its effect on
+    # scores is not measured), on ONNX Runtime. `max_length` overrides the pair limit.
+    runs = Runs("cross-encoders", precisions=("fp32", "int8"), runtimes=("onnxruntime",))
 
     def __init__(
         self,
@@ -69,55 +77,17 @@ class Reranker:
         )
 
     @classmethod
-    def from_pretrained(
-        cls,
-        spec: str | os.PathLike[str] = DEFAULT_MODEL,
-        *,
-        tokenizer: str | os.PathLike[str] | None = None,
-        name: str | None = None,
-        providers: str | list[str] | None = None,
-        intra_op_threads: int | None = None,
-        inter_op_threads: int | None = None,
-        max_batch_tokens: int | None = None,
-        quantize: str | None = None,
-        max_length: int | None = None,
-        compile: bool = False,
-        precision: str | None = None,
-        runtime: str | None = None,
-    ) -> Reranker:
-        """Load a cross-encoder from a folder (safetensors compiled on first use, or an ONNX graph
-        ending in logits), a catalog name or a hub repo id. `tokenizer` names another folder
-        holding config.json and tokenizer.json, for a graph shipped without them. `compile=True`
-        compiles the safetensors even where the model ships an ONNX graph. Cross-encoders run on
-        ONNX Runtime in fp32, or `precision="int8"` (the dynamically quantized graph; its effect
-        on scores is not measured)."""
-        chosen = resolve_precision(precision, quantize)
-        if chosen.name not in ("fp32", "int8") or runtime not in (None, "auto", "onnxruntime"):
-            raise ValueError(
-                f"cross-encoders run fp32 or int8 on onnxruntime, not {chosen.name!r} on "
-                f"{runtime!r}"
-            )
-        plan = plan_load(
-            spec,
-            tokenizer=tokenizer,
-            name=name,
-            compile=compile,
-            providers=providers,
-            intra_op_threads=intra_op_threads,
-            inter_op_threads=inter_op_threads,
-            precision=chosen.name,
-            quantize=None,
-            runtime="onnxruntime",
+    def from_plan(cls, plan: LoadPlan) -> Reranker:
+        config = load_reranker_config(plan.config_dir, plan.name, plan.options.max_length)
+        dynamic = "int8" if plan.precision.name == "int8" else None
+        graph = onnx_for(plan.model_dir, dynamic, compile=plan.options.compile)
+        session = open_classifier(graph, plan.runtime, plan.session_options)
+        return cls(
+            config,
+            PairTokenizer(plan.config_dir / "tokenizer.json", config.max_length),
+            session,
+            max_batch_tokens=plan.max_batch_tokens(session.provider),
         )
-        config_dir = plan.config_dir
-        config = load_reranker_config(config_dir, plan.name, max_length)
-        # int8 is the dynamically quantized graph (models.graph), not the engine's static one.
-        dynamic = "int8" if chosen.name == "int8" else None
-        session = ClassifierSession(
-            onnx_for(plan.model_dir, dynamic, compile=compile), plan.options
-        )
-        pair_tokenizer = PairTokenizer(config_dir / "tokenizer.json", config.max_length)
-        return cls(config, pair_tokenizer, session, max_batch_tokens=max_batch_tokens)
 
     # -- the steps, public so the server's batcher can run them separately --
 

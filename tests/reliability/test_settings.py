@@ -1,16 +1,20 @@
-"""Settings are declared once (a `ServerConfig`/`Limits`/`HttpLimits` field): the flag and the
-environment variable come from the field, and the README's flag table must list each one with
-its default."""
+"""Settings are declared once (a `ServerConfig`/`Limits`/`HttpLimits` field, the model-loading
+ones a `LoadSettings` field): the flag and the environment variable come from the field, on
+`serve` and on every other command that takes them, and the README's flag table must list each
+one with its default."""
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
 import pytest
-from embedserve.cli import _parser
-from embedserve.server.cli import config_from_args, env_name, flag_name
+from embedserve.cli import PULL_SETTINGS, _parser
+from embedserve.loading import LoadSettings
+from embedserve.server.cli import config_from_args
 from embedserve.server.config import declared_settings
+from embedserve.settings import env_name, flag_name, settings_of
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -70,3 +74,59 @@ def test_a_flag_wins_over_the_environment():
 def test_a_bad_environment_value_is_a_clear_error():
     with pytest.raises(ValueError, match="EMBEDSERVE_MAX_INPUTS='zero'"):
         parse(env={"EMBEDSERVE_MAX_INPUTS": "zero"})
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    (commands,) = (a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(commands.choices)
+
+
+def _flags(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {option: a for a in parser._actions for option in a.option_strings}
+
+
+@pytest.mark.parametrize(
+    ("command", "names"),
+    [
+        ("embed", None),
+        ("bench", None),
+        ("embed-file", None),
+        ("pull", PULL_SETTINGS),
+    ],
+)
+def test_every_command_takes_the_load_settings_serve_declares(command, names):
+    """One declaration per flag: `serve`'s --precision, --providers, ... are the same arguments
+    (help, choices, type) on every command that loads a model."""
+    serve, other = _flags(_subcommands()["serve"]), _flags(_subcommands()[command])
+    specs = settings_of(LoadSettings, names)
+    assert {flag_name(s) for s in specs} <= set(serve)
+    for spec in specs:
+        mine, servers = other[flag_name(spec)], serve[flag_name(spec)]
+        assert (mine.help, mine.choices, mine.type, mine.dest) == (
+            servers.help,
+            servers.choices,
+            servers.type,
+            servers.dest,
+        )
+    # Flags a command declares by hand must not shadow a load setting under another help.
+    load_flags = {flag_name(s) for s in settings_of(LoadSettings)}
+    assert load_flags & set(other) == {flag_name(s) for s in specs}
+
+
+def test_load_settings_read_the_environment_on_every_command(monkeypatch):
+    from embedserve.cli import load_options
+    from embedserve.corpus.cli import options_from_args
+
+    monkeypatch.setenv("EMBEDSERVE_PRECISION", "INT8")
+    monkeypatch.setenv("EMBEDSERVE_PROVIDERS", "cpu")
+    embed = load_options(_parser().parse_args(["embed", "--intra-op-threads", "3"]))
+    assert (embed.precision, embed.providers, embed.intra_op_threads) == ("int8", "cpu", 3)
+    # Older flag names stay: --threads is --intra-op-threads on bench and embed-file.
+    bench = load_options(_parser().parse_args(["bench", "--threads", "2", "--precision", "fp32"]))
+    assert (bench.intra_op_threads, bench.precision) == (2, "fp32")
+    corpus = options_from_args(_parser().parse_args(["embed-file", "in.jsonl", "--out", "o"]))
+    assert (corpus.load.precision, corpus.load.providers) == ("int8", "cpu")
+    monkeypatch.delenv("EMBEDSERVE_PRECISION")
+    corpus = options_from_args(_parser().parse_args(["embed-file", "in.jsonl", "--out", "o"]))
+    assert corpus.load.precision == "fp32"  # pinned for a corpus run, on a GPU too
+    assert parse(env={"EMBEDSERVE_PRECISION": "Int8"}).precision == "int8"

@@ -7,9 +7,10 @@ from typing import Any
 
 from embedserve.corpus.encode import EMBEDDING_TYPES
 from embedserve.corpus.pipeline import ON_ERROR, EmbedFileOptions
+from embedserve.loading import LoadOptions, LoadSettings
 from embedserve.models import DEFAULT_MODEL
-from embedserve.precision import PRECISIONS
 from embedserve.quantization import BYTE_RULE
+from embedserve.settings import ENV_PREFIX, add_settings, positive, settings_from_args
 
 _DEFAULTS = EmbedFileOptions()
 
@@ -20,7 +21,9 @@ def add_embed_file_command(commands: Any) -> argparse.ArgumentParser:
         "embed-file",
         help="embed a corpus (JSONL, CSV, Parquet, text; a file, folder or glob) into Parquet",
         description="Embed every row of INPUT into Parquet parts in folder OUT, with a manifest. "
-        "Run the same command again to resume after an interruption.",
+        "Run the same command again to resume after an interruption. Flags that say how the "
+        f"model loads also read {ENV_PREFIX}<NAME> from the environment, as `serve` does; the "
+        "precision is fp32 unless one is given, on a GPU too.",
     )
     cmd.add_argument(
         "input", metavar="INPUT", help="a file, a folder (searched recursively) or a glob"
@@ -36,15 +39,9 @@ def add_embed_file_command(commands: Any) -> argparse.ArgumentParser:
     )
     cmd.add_argument(
         "--dimensions",
-        type=_positive,
+        type=positive,
         metavar="N",
         help="keep the first N dimensions (Matryoshka), then normalize",
-    )
-    cmd.add_argument(
-        "--precision",
-        choices=list(PRECISIONS),
-        default=_DEFAULTS.precision,
-        help="model precision (see `embedserve embed --help`)",
     )
     cmd.add_argument(
         "--embedding-type",
@@ -55,14 +52,14 @@ def add_embed_file_command(commands: Any) -> argparse.ArgumentParser:
     )
     cmd.add_argument(
         "--batch-texts",
-        type=_positive,
+        type=positive,
         default=_DEFAULTS.batch_texts,
         metavar="N",
         help="texts per model call and per row group (default: %(default)s)",
     )
     cmd.add_argument(
         "--rows-per-part",
-        type=_positive,
+        type=positive,
         default=_DEFAULTS.rows_per_part,
         metavar="N",
         help="rows per Parquet part: the work a kill can lose (default: %(default)s)",
@@ -74,8 +71,7 @@ def add_embed_file_command(commands: Any) -> argparse.ArgumentParser:
         help="bad rows (missing text, empty, not UTF-8): skip and report them, or stop "
         "(default: %(default)s)",
     )
-    cmd.add_argument("--providers", help="cpu, cuda, or an ONNX Runtime provider name")
-    cmd.add_argument("--threads", type=_positive, metavar="N", help="ONNX Runtime intra-op threads")
+    add_settings(cmd, LoadSettings, aliases={"intra_op_threads": ["--threads"]})
     cmd.add_argument("--quiet", action="store_true", help="no progress bar, only the summary")
     cmd.add_argument(
         "--ray",
@@ -88,7 +84,7 @@ def add_embed_file_command(commands: Any) -> argparse.ArgumentParser:
     )
     cmd.add_argument(
         "--ray-actors",
-        type=_positive,
+        type=positive,
         metavar="N",
         help="with --ray: model actors (default: one per --ray-cpus-per-actor CPUs)",
     )
@@ -104,14 +100,12 @@ def options_from_args(args: argparse.Namespace) -> EmbedFileOptions:
         text_column=args.text_column,
         id_column=args.id_column or None,
         dimensions=args.dimensions,
-        precision=args.precision,
         embedding_type=args.embedding_type,
         batch_texts=args.batch_texts,
         rows_per_part=args.rows_per_part,
         on_error=args.on_error,
-        providers=args.providers,
-        threads=args.threads,
         quiet=args.quiet,
+        load=LoadOptions(**settings_from_args(args, LoadSettings)),
     )
 
 
@@ -134,10 +128,3 @@ def run_embed_file(args: argparse.Namespace) -> int:
         num_gpus=args.ray_gpus_per_actor,
     )
     return 0
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value

@@ -10,7 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,8 +27,8 @@ from embedserve.corpus.readers import (
     find_inputs,
     read_rows,
 )
+from embedserve.loading import LoadOptions
 from embedserve.models import DEFAULT_MODEL
-from embedserve.precision import PRECISIONS
 from embedserve.quantization import BYTE_ENCODINGS, BYTE_RULE, quantize
 
 T = TypeVar("T")
@@ -42,20 +42,18 @@ class EmbedFileOptions:
     text_column: str = "text"
     id_column: str | None = "id"
     dimensions: int | None = None
-    precision: str = "fp32"
     embedding_type: str = "float32"
     batch_texts: int = 1024
     rows_per_part: int = 32_768
     on_error: str = "skip"
-    providers: str | None = None
-    threads: int | None = None
     quiet: bool = False
+    # How the model loads. Its precision is pinned (fp32 unless asked) rather than left to the
+    # machine, so a run resumed elsewhere, or on a GPU (fp16 by default), cannot mix precisions.
+    load: LoadOptions = field(default_factory=LoadOptions)
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
-            )
+        if self.load.precision is None:
+            object.__setattr__(self, "load", replace(self.load, precision="fp32"))
         if self.embedding_type not in EMBEDDING_TYPES:
             raise ValueError(
                 f"embedding type must be one of {', '.join(EMBEDDING_TYPES)}, "
@@ -72,8 +70,14 @@ class EmbedFileOptions:
 
     def fingerprint(self, files: list[InputFile]) -> dict[str, Any]:
         """What a resumed run must share with the first one for the rows to mean the same."""
-        keep = ("model", "text_column", "id_column", "dimensions", "precision", "embedding_type")
-        options = {key: value for key, value in asdict(self).items() if key in keep}
+        options: dict[str, Any] = {
+            "model": self.model,
+            "text_column": self.text_column,
+            "id_column": self.id_column,
+            "dimensions": self.dimensions,
+            "precision": self.load.precision,
+            "embedding_type": self.embedding_type,
+        }
         options["inputs"] = [[str(f.path.resolve()), f.size] for f in files]
         if self.embedding_type in BYTE_ENCODINGS:
             # Runs before this rule stored int8 as round(x * 127) and binary unsigned: a resume
@@ -214,12 +218,7 @@ class LocalEmbedder:
 def load_engine(options: EmbedFileOptions) -> Any:
     from embedserve.engine import Engine
 
-    engine = Engine.from_pretrained(
-        options.model,
-        providers=options.providers,
-        precision=options.precision,
-        intra_op_threads=options.threads,
-    )
+    engine = Engine.from_pretrained(options.model, options=options.load)
     engine.check_arguments(options.dimensions)
     return engine
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from embedserve.corpus.pipeline import (
     load_engine,
 )
 from embedserve.corpus.readers import Columns, InputFile
+from embedserve.loading import LoadOptions
 from embedserve.models import DEFAULT_MODEL
 from embedserve.quantization import dtype, quantize, width
 
@@ -47,7 +49,9 @@ class EmbedBatch:
 
     Adds `embedding` ([n, width] array: float32, or the `embedding_type` asked for) and `tokens`
     to each batch. Rows whose `text_column` is not a non-empty string get a zero vector and 0
-    tokens (embed-file marks them skipped before they get here and drops them after).
+    tokens (embed-file marks them skipped before they get here and drops them after). How the
+    model loads is `load` (a LoadOptions) and/or its fields as keyword arguments (`precision`,
+    `providers`, `intra_op_threads`, ...), as for `Engine.from_pretrained`.
     """
 
     def __init__(
@@ -56,20 +60,17 @@ class EmbedBatch:
         *,
         text_column: str = "text",
         dimensions: int | None = None,
-        precision: str = "fp32",
         embedding_type: str = "float32",
-        providers: str | None = None,
-        threads: int | None = None,
         output_column: str = "embedding",
+        load: LoadOptions | None = None,
+        **changes: Any,
     ) -> None:
         self.options = EmbedFileOptions(
             model=model,
             text_column=text_column,
             dimensions=dimensions,
-            precision=precision,
             embedding_type=embedding_type,
-            providers=providers,
-            threads=threads,
+            load=LoadOptions.of(load, **changes),
         )
         self.output_column = output_column
         self.engine = load_engine(self.options)
@@ -161,17 +162,15 @@ class RayEmbedder:
                 "on_error": options.on_error,
             },
         )
-        threads = options.threads or max(1, int(self.num_cpus))
+        threads = options.load.intra_op_threads or max(1, int(self.num_cpus))
         ds = ds.map_batches(
             EmbedBatch,
             fn_constructor_kwargs={
                 "model": options.model,
                 "text_column": "text",
                 "dimensions": options.dimensions,
-                "precision": options.precision,
                 "embedding_type": options.embedding_type,
-                "providers": options.providers,
-                "threads": threads,
+                "load": replace(options.load, intra_op_threads=threads),
             },
             batch_size=options.batch_texts,
             batch_format="numpy",
@@ -231,13 +230,6 @@ def embed_file_on_ray(
         ray.init(address=None if address in (None, "", "local") else address, log_to_driver=False)
     # The driver loads the model once too, on the CPU: it fails fast on a wrong name and tells
     # the output's dimension before any cluster work starts.
-    probe = load_engine(
-        EmbedFileOptions(
-            model=options.model,
-            precision=options.precision,
-            dimensions=options.dimensions,
-            providers="cpu",
-        )
-    )
+    probe = load_engine(replace(options, load=replace(options.load, providers="cpu")))
     embedder = RayEmbedder(options, actors=actors, num_cpus=num_cpus, num_gpus=num_gpus)
     return embed_file(source, out, options, embedder=embedder, engine=probe)

@@ -1,4 +1,5 @@
-"""Choose and open the runtime that runs a graph: ONNX Runtime or OpenVINO, behind one contract.
+"""Choose and open the runtime that runs a graph: ONNX Runtime (on the CPU or through IOBinding on
+the GPU) or OpenVINO, behind one contract; a classifier's graph opens here too.
 
 A backend has `provider` (a name for logs and /info), `input_names`, `hidden_size`, and
 `run(input_ids, attention_mask, token_type_ids) -> float32 [batch, seq, hidden]`, callable from
@@ -8,14 +9,18 @@ several threads at once.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from embedserve.precision import RUNTIMES, Precision
+from embedserve.precision import CUDA_BOUND, RUNTIMES, Precision
 from embedserve.runtime.providers import cuda_device_present, resolve_providers
 from embedserve.runtime.session import CPU, EncoderSession, SessionOptions
+
+if TYPE_CHECKING:
+    from embedserve.runtime.classifier import ClassifierSession
 
 log = logging.getLogger(__name__)
 # `auto` on a CPU, per precision, from `python -m bench peers` on the development machine
@@ -35,7 +40,7 @@ class Backend(Protocol):
 
 
 def choose_runtime(
-    runtime: str | None, precision: Precision, providers: str | list[str] | None
+    runtime: str | None, precision: Precision, providers: str | Sequence[str] | None
 ) -> str:
     """The runtime to use: the one asked for (checked against the precision), or the default."""
     name = (runtime or "auto").lower()
@@ -66,8 +71,20 @@ def choose_runtime(
 
 
 def open_backend(
-    path: Path, precision: Precision, runtime: str, options: SessionOptions
+    path: Path,
+    precision: Precision,
+    runtime: str,
+    options: SessionOptions,
+    *,
+    max_sequence: int | None = None,
 ) -> Backend:
+    """The session that runs an encoder's graph on `runtime` (`choose_runtime`'s answer, or
+    CUDA_BOUND, where `max_sequence` caps the bucketed sequence length at the model's positions).
+    """
+    if runtime == CUDA_BOUND:
+        from embedserve.runtime.cuda import BoundEncoderSession
+
+        return BoundEncoderSession(path, options, max_sequence=max_sequence)
     if runtime == "openvino":
         from embedserve.runtime.openvino_session import OpenVINOSession, cpu_has_native_bf16
 
@@ -80,6 +97,15 @@ def open_backend(
                 log.warning("this CPU has no native bf16; precision 'bf16' runs in f32")
         return OpenVINOSession(path, inference_precision=hint, threads=options.intra_op_threads)
     return EncoderSession(path, options)
+
+
+def open_classifier(path: Path, runtime: str, options: SessionOptions) -> ClassifierSession:
+    """The session that runs a classifier's graph (ending in logits): ONNX Runtime's."""
+    if runtime != "onnxruntime":
+        raise ValueError(f"a classifier's graph runs on onnxruntime, not on {runtime!r}")
+    from embedserve.runtime.classifier import ClassifierSession
+
+    return ClassifierSession(path, options)
 
 
 def _openvino_importable() -> bool:

@@ -17,6 +17,7 @@ import ctypes
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def bucket_shape(rows: int, sequence: int, max_sequence: int | None = None) -> t
     return padded, seq
 
 
-def on_gpu(providers: str | list[str] | None) -> bool:
+def on_gpu(providers: str | Sequence[str] | None) -> bool:
     """Whether these providers put the model on CUDA first (auto: when a device is present)."""
     return resolve_providers(providers)[0] == CUDA
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+from collections.abc import Sequence
 
 import onnxruntime as ort
 
@@ -34,7 +35,7 @@ def cuda_device_present() -> bool:
     return count.value > 0
 
 
-def resolve_providers(requested: str | list[str] | None) -> list[str]:
+def resolve_providers(requested: str | Sequence[str] | None) -> list[str]:
     """Providers to try, in order. `None`/"auto": CUDA if a device is present, then CPU."""
     if requested is None or requested == "auto":
         return [CUDA, CPU] if cuda_device_present() else [CPU]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 @dataclass(frozen=True)
 class SessionOptions:
-    providers: str | list[str] | None = None
+    providers: str | Sequence[str] | None = None
     intra_op_threads: int | None = None
     inter_op_threads: int | None = None
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import Field
+from collections.abc import Mapping
 from typing import Any
 
 from embedserve.models import DEFAULT_MODEL
 from embedserve.server.config import (
     API_KEY_FILE_ENV,
     API_KEYS_ENV,
-    ENV_PREFIX,
     HttpLimits,
     Limits,
     ModelSpec,
@@ -22,6 +20,7 @@ from embedserve.server.config import (
     keys_from_env,
     keys_from_file,
 )
+from embedserve.settings import ENV_PREFIX, add_setting, positive, setting_value
 
 _DEFAULTS = ServerConfig()
 
@@ -61,10 +60,10 @@ def add_serve_command(commands: Any) -> argparse.ArgumentParser:
         help=f"read accepted keys from this file, one a line (also {API_KEY_FILE_ENV})",
     )
     for owner, spec in declared_settings():
-        _add_setting(serve, owner, spec)
+        add_setting(serve, spec, owner=owner)
     serve.add_argument(
         "--workers",
-        type=_positive,
+        type=positive,
         metavar="N",
         default=1,
         help="uvicorn worker processes, each loading its own models (default: 1)",
@@ -74,88 +73,6 @@ def add_serve_command(commands: Any) -> argparse.ArgumentParser:
     )
     serve.set_defaults(run=run_serve)
     return serve
-
-
-def flag_name(spec: Field[Any]) -> str:
-    return "--" + spec.name.replace("_", "-")
-
-
-def env_name(spec: Field[Any]) -> str:
-    return ENV_PREFIX + spec.name.upper()
-
-
-def _add_setting(parser: argparse.ArgumentParser, owner: str, spec: Field[Any]) -> None:
-    """One declared setting as a flag; its default is the field's, unless the env var is set
-    (read at parse time, in `config_from_args`, so tests can pass their own environment)."""
-    meta = spec.metadata
-    dest = f"{owner}.{spec.name}" if owner else spec.name
-    default = spec.default
-    shown = "on" if default is True else "off" if default is False else default
-    help_text = meta["help"] + ("" if default is None else f" (default: {shown})")
-    if isinstance(default, bool):
-        parser.add_argument(
-            flag_name(spec),
-            dest=dest,
-            action=argparse.BooleanOptionalAction,
-            default=None,
-            help=help_text.replace("%", "%%"),
-        )
-        return
-    parser.add_argument(
-        flag_name(spec),
-        dest=dest,
-        type=_setting_type(spec),
-        choices=meta["choices"],
-        metavar=meta["metavar"] if meta["choices"] is None else None,
-        default=None,
-        help=help_text.replace("%", "%%"),
-    )
-
-
-def _setting_type(spec: Field[Any]) -> Callable[[str], Any]:
-    kind = spec.metadata["type"] or type(spec.default)
-    if kind is int:
-        return _positive
-    if kind is float:
-        return _positive_float
-    return kind
-
-
-def _setting_value(
-    args: argparse.Namespace, owner: str, spec: Field[Any], environ: Mapping[str, str]
-) -> Any:
-    """The flag if given, else the environment variable, else the field's default."""
-    dest = f"{owner}.{spec.name}" if owner else spec.name
-    value = getattr(args, dest)
-    if value is not None:
-        return value
-    text = environ.get(env_name(spec))
-    if text is None or text == "":
-        return spec.default
-    if isinstance(spec.default, bool):
-        if text.lower() not in _BOOLEANS:
-            raise ValueError(f"{env_name(spec)}={text!r}: expected true or false")
-        return _BOOLEANS[text.lower()]
-    try:
-        value = _setting_type(spec)(text)
-    except (ValueError, argparse.ArgumentTypeError) as exc:
-        raise ValueError(f"{env_name(spec)}={text!r}: {exc}") from exc
-    choices = spec.metadata["choices"]
-    if choices is not None and value not in choices:
-        raise ValueError(f"{env_name(spec)}={text!r}: expected one of {', '.join(choices)}")
-    return value
-
-
-_BOOLEANS = {
-    "1": True,
-    "true": True,
-    "yes": True,
-    "on": True,
-    "0": False,
-    "false": False,
-    "no": False,
-    "off": False,
-}
 
 
 def config_from_args(
@@ -168,7 +85,7 @@ def config_from_args(
     keys = tuple(dict.fromkeys([*args.api_keys, *keys_from_env(environ), *from_file]))
     values: dict[str, dict[str, Any]] = {"": {}, "limits": {}, "http": {}}
     for owner, spec in declared_settings():
-        values[owner][spec.name] = _setting_value(args, owner, spec, environ)
+        values[owner][spec.name] = setting_value(args, spec, environ, owner=owner)
     return ServerConfig(
         models=models,
         api_keys=keys,
@@ -237,17 +154,3 @@ def _supervisor_class(base: type) -> type:
             super().terminate_all()
 
     return Supervisor
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {value}")
-    return value

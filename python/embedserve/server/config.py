@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Callable
-from dataclasses import Field, asdict, dataclass, field, fields
+from dataclasses import Field, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +14,13 @@ from embedserve.batching import (
     DEFAULT_MAX_QUEUE_INPUTS,
     DEFAULT_MAX_WAIT_SECONDS,
 )
+from embedserve.loading import LoadSettings
 from embedserve.models import DEFAULT_MODEL, find_entry
-from embedserve.precision import PRECISIONS, RUNTIMES
+from embedserve.settings import setting, settings_of
 from embedserve.token_encodings import TOKEN_ENCODINGS
 
 API_KEYS_ENV = "EMBEDSERVE_API_KEYS"
 API_KEY_FILE_ENV = "EMBEDSERVE_API_KEY_FILE"
-ENV_PREFIX = "EMBEDSERVE_"
 
 
 @dataclass(frozen=True)
@@ -68,20 +67,6 @@ def nice_value(text: str) -> int:
     if not 0 <= value <= 19:
         raise argparse.ArgumentTypeError(f"must be from 0 to 19, got {value}")
     return value
-
-
-def setting(
-    default: Any,
-    help: str,
-    *,
-    type: Callable[[str], Any] | None = None,
-    choices: tuple[str, ...] | None = None,
-    metavar: str = "N",
-) -> Any:
-    """A server setting, declared once: `embedserve serve` makes it a flag (`--field-name`) and
-    an environment variable (`EMBEDSERVE_FIELD_NAME`), and a test checks the README row."""
-    meta = {"help": help, "type": type, "choices": choices, "metavar": metavar}
-    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
@@ -131,7 +116,10 @@ class HttpLimits:
 
 
 @dataclass(frozen=True)
-class ServerConfig:
+class ServerConfig(LoadSettings):
+    """A server's settings; those of how its models load (LoadSettings: providers, precision, ...)
+    are the ones `embed`, `bench` and `embed-file` take too."""
+
     models: tuple[ModelSpec, ...] = (ModelSpec(DEFAULT_MODEL),)
     api_keys: tuple[str, ...] = ()
     auto_truncate: bool = setting(
@@ -139,11 +127,6 @@ class ServerConfig:
     )
     allow_dimensions: bool = setting(
         False, "accept `dimensions` for models not trained for it (Matryoshka)"
-    )
-    max_batch_tokens: int | None = setting(
-        None,
-        "padded tokens (longest x rows) per model batch (default: 1024 on the CPU, 16384 on a GPU)",
-        type=int,
     )
     max_batch_requests: int = setting(
         DEFAULT_MAX_BATCH_REQUESTS, "requests sharing one batch at most"
@@ -159,44 +142,11 @@ class ServerConfig:
     drain_seconds: float = setting(
         30.0, "on SIGTERM/SIGINT, time to finish queued work before the rest gets 503"
     )
-    providers: str | None = setting(
-        None,
-        "ONNX Runtime providers: cpu, cuda, or a provider name (default: CUDA when a GPU "
-        "is present, else CPU)",
-        type=str,
-        metavar="NAMES",
-    )
-    intra_op_threads: int | None = setting(
-        None, "ONNX Runtime threads per model (default: ONNX Runtime's choice)", type=int
-    )
     model_nice: int = setting(
         5,
         "nice value added to the models' threads (ONNX Runtime's and the batcher's), so the "
         "HTTP side, which answers /health and 429s, gets a core first when the model is busy",
         type=nice_value,
-    )
-    quantize: str | None = setting(
-        None, "the older spelling of --precision int8", type=str, choices=("int8",), metavar="KIND"
-    )
-    precision: str | None = setting(
-        None,
-        "fp32 (exact, the CPU default), bf16, int8 or fp16 (the CUDA default); see README "
-        "Precision and runtime",
-        type=str,
-        choices=tuple(PRECISIONS),
-        metavar="NAME",
-    )
-    runtime: str | None = setting(
-        None,
-        "onnxruntime, openvino or auto (the faster one for the precision)",
-        type=str,
-        choices=RUNTIMES,
-        metavar="NAME",
-    )
-    compile: bool = setting(
-        False,
-        "compile each model's safetensors even where it ships an ONNX graph (from a hub "
-        "repo, download those weights instead of the graph)",
     )
     limits: Limits = field(default_factory=Limits)
     token_encoding: str = setting(
@@ -210,6 +160,7 @@ class ServerConfig:
     http: HttpLimits = field(default_factory=HttpLimits)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.models:
             raise ValueError("at least one model is needed")
         seen: dict[str, int] = {}
@@ -239,7 +190,7 @@ def declared_settings() -> list[tuple[str, Field[Any]]]:
     """Every declared setting as (owner, field): owner is "", "limits" or "http"."""
     out: list[tuple[str, Field[Any]]] = []
     for owner, kind in (("", ServerConfig), ("limits", Limits), ("http", HttpLimits)):
-        out += [(owner, f) for f in fields(kind) if "help" in f.metadata]
+        out += [(owner, f) for f in settings_of(kind)]
     return out
 
 

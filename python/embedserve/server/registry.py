@@ -17,6 +17,7 @@ from typing import Any
 
 from embedserve.batching import Batcher
 from embedserve.engine import Engine
+from embedserve.loading import LoadOptions
 from embedserve.models import resolve_model_dir
 from embedserve.models.kind import EMBEDDER, RERANKER, model_kind
 from embedserve.reranker import Reranker
@@ -128,23 +129,10 @@ class ModelRegistry:
                 continue
             started = time.perf_counter()
             try:
-                model_dir = resolve_model_dir(model.spec.spec, compile=self.config.compile)
-                loader = (
-                    Reranker.from_pretrained
-                    if model_kind(model_dir) == RERANKER
-                    else Engine.from_pretrained
-                )
-                engine = loader(
-                    model_dir,
-                    name=model.id,
-                    providers=self.config.providers,
-                    intra_op_threads=self.config.intra_op_threads,
-                    max_batch_tokens=self.config.max_batch_tokens,
-                    quantize=self.config.quantize,
-                    compile=self.config.compile,
-                    precision=self.config.precision,
-                    runtime=self.config.runtime,
-                )
+                options = LoadOptions.of(self.config, name=model.id)
+                model_dir = resolve_model_dir(model.spec.spec, compile=options.compile)
+                kind = Reranker if model_kind(model_dir) == RERANKER else Engine
+                engine = kind.from_pretrained(model_dir, options=options)
             except Exception as exc:  # noqa: BLE001 - the server stays up and says why in /ready and 503s
                 model.error = f"{type(exc).__name__}: {exc}"
                 log.error(

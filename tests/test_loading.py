@@ -1,0 +1,157 @@
+"""One loader for every kind of model: LoadOptions validated once, the same plan for an embedder
+and a cross-encoder, and every session (the GPU's IOBinding one too) opened by `open_backend`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import fields, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from embedserve.engine import Engine
+from embedserve.loading import LoadOptions, LoadPlan, LoadSettings
+from embedserve.models.graph import onnx_for
+from embedserve.precision import CUDA_BOUND, get_precision
+from embedserve.reranker import Reranker
+from embedserve.runtime.backends import open_backend, open_classifier
+from embedserve.runtime.classifier import ClassifierSession
+from embedserve.runtime.cuda import BoundEncoderSession
+from embedserve.runtime.session import EncoderSession, SessionOptions
+from embedserve.server.config import ServerConfig
+
+from .cross_encoders import bert_cross_encoder
+
+FP32 = get_precision("fp32")
+
+
+@pytest.fixture(scope="module")
+def cross_encoder_dir(tmp_path_factory, minilm_dir) -> Path:
+    return bert_cross_encoder(tmp_path_factory.mktemp("loading") / "bert", minilm_dir)
+
+
+def test_options_are_checked_and_normalized_when_made():
+    assert LoadOptions(quantize="int8").precision == "int8"
+    assert LoadOptions(precision="FP16", runtime="OpenVINO").precision == "fp16"
+    assert LoadOptions(runtime="OpenVINO").runtime == "openvino"
+    assert LoadOptions(providers=["cuda", "cpu"]).providers == ("cuda", "cpu")
+    assert LoadOptions().precision is None  # left to the kind and the machine
+    with pytest.raises(ValueError, match="contradicts"):
+        LoadOptions(precision="bf16", quantize="int8")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        LoadOptions(precision="fp8")
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        LoadOptions(runtime="tensorrt")
+    for name in ("max_batch_tokens", "intra_op_threads", "inter_op_threads", "max_length"):
+        with pytest.raises(ValueError, match=f"{name} must be a positive integer or None, got 0"):
+            LoadOptions(**{name: 0})
+    with pytest.raises(ValueError, match="providers must be a name or a list of names"):
+        LoadOptions(providers=[])
+    # replace() makes a new one: it is checked again.
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        replace(LoadOptions(), runtime="tvm")
+
+
+def test_options_of_a_server_config_take_its_settings_only():
+    config = ServerConfig(
+        providers="cpu", intra_op_threads=2, max_batch_tokens=512, quantize="int8", compile=True
+    )
+    options = LoadOptions.of(config, name="mini")
+    settings = [f.name for f in fields(LoadSettings)]
+    assert {s: getattr(options, s) for s in settings} == {s: getattr(config, s) for s in settings}
+    assert (options.precision, options.name, options.tokenizer) == ("int8", "mini", None)
+    assert LoadOptions.of(options, max_length=64) == replace(options, max_length=64)
+    with pytest.raises(TypeError, match=r"unknown load option\(s\) \['threads'\]"):
+        LoadOptions.of(None, threads=2)
+
+
+def test_keywords_and_options_load_the_same_model(minilm_dir, cross_encoder_dir):
+    by_keywords = Engine.from_pretrained(minilm_dir, providers="cpu", max_batch_tokens=300)
+    by_options = Engine.from_pretrained(
+        minilm_dir, options=LoadOptions(providers="cpu", max_batch_tokens=300)
+    )
+    assert by_keywords.model_info == by_options.model_info
+    assert by_keywords.max_batch_tokens == by_options.max_batch_tokens == 300
+    texts = ["a first sentence", "and a second one"]
+    np.testing.assert_array_equal(
+        by_keywords.embed(texts).embeddings, by_options.embed(texts).embeddings
+    )
+    # Keywords change the options they are given.
+    reranker = Reranker.from_pretrained(
+        cross_encoder_dir, options=LoadOptions(name="ce", max_length=64), max_batch_tokens=128
+    )
+    assert (reranker.model_info.name, reranker.model_info.max_tokens) == ("ce", 64)
+    assert reranker.max_batch_tokens == 128
+
+
+def test_each_kind_refuses_what_it_does_not_run(cross_encoder_dir):
+    with pytest.raises(
+        ValueError, match="cross-encoders run fp32 or int8 on onnxruntime, not 'bf16' on None"
+    ):
+        Reranker.from_pretrained(cross_encoder_dir, precision="bf16")
+    with pytest.raises(ValueError, match="not 'fp32' on 'openvino'"):
+        Reranker.from_pretrained(cross_encoder_dir, runtime="openvino")
+    # "auto" among the one runtime a cross-encoder runs on, with the CPU budget of its precision.
+    reranker = Reranker.from_pretrained(cross_encoder_dir, runtime="auto", providers="cpu")
+    assert type(reranker.session) is ClassifierSession
+    assert reranker.max_batch_tokens == FP32.cpu_batch_tokens
+
+
+def test_max_length_cuts_an_embedders_inputs(minilm_dir):
+    engine = Engine.from_pretrained(minilm_dir, providers="cpu")
+    cut = Engine.from_pretrained(minilm_dir, providers="cpu", max_length=32)
+    assert cut.model_info.max_tokens == 32
+    text = "a long text " * 40
+    sequence = cut.prepare([text]).sequences[0]
+    assert len(sequence) == 32
+    # The cut model's vector is the full model's for the same 30 content tokens.
+    np.testing.assert_allclose(
+        cut.embed([text]).embeddings,
+        engine.embed([sequence[1:-1].tolist()]).embeddings,
+        atol=1e-6,
+    )
+
+
+def test_the_runtime_opens_every_session(minilm_dir, cross_encoder_dir):
+    cpu = SessionOptions("cpu")
+    plain = open_backend(onnx_for(minilm_dir), FP32, "onnxruntime", cpu)
+    assert type(plain) is EncoderSession
+    # The CUDA path's IOBinding session; with the CPU provider it runs here, shapes bucketed.
+    pooled = onnx_for(minilm_dir, pooling="mean")
+    bound = open_backend(pooled, FP32, CUDA_BOUND, cpu, max_sequence=256)
+    assert type(bound) is BoundEncoderSession and bound.pooled and bound.max_sequence == 256
+    classifier = open_classifier(onnx_for(cross_encoder_dir), "onnxruntime", cpu)
+    assert type(classifier) is ClassifierSession and classifier.num_labels == 1
+    with pytest.raises(ValueError, match="a classifier's graph runs on onnxruntime, not on"):
+        open_classifier(onnx_for(cross_encoder_dir), CUDA_BOUND, cpu)
+
+
+def test_an_engine_planned_for_cuda_loads_the_pooled_bound_path(minilm_dir):
+    """What `plan_load` gives on a GPU, run with the CPU provider: the pooling graph in the
+    IOBinding session, and the same vectors as the plain path."""
+    options = LoadOptions(providers="cpu")
+    plan = LoadPlan(minilm_dir, minilm_dir, "mini", FP32, CUDA_BOUND, options)
+    bound = Engine.from_plan(plan)
+    assert type(bound.session) is BoundEncoderSession and bound.session.pooled
+    assert bound.session.max_sequence == bound.model_info.max_tokens == 256
+    plain = Engine.from_pretrained(minilm_dir, options=options)
+    texts = ["a first sentence", "and a much longer second one, " * 5]
+    np.testing.assert_allclose(
+        bound.embed(texts).embeddings, plain.embed(texts).embeddings, atol=1e-5
+    )
+
+
+def test_the_package_exports_both_kinds_without_loading_onnxruntime():
+    code = (
+        "import sys, embedserve\n"
+        "from embedserve.cli import _parser\n"
+        "_parser()\n"
+        "assert 'onnxruntime' not in sys.modules, 'the CLI parser loaded onnxruntime'\n"
+        "from embedserve import Engine, LoadOptions, Reranker\n"
+        "from embedserve.engine import Engine as E\n"
+        "from embedserve.reranker import Reranker as R\n"
+        "assert (Engine, Reranker) == (E, R) and LoadOptions().compile is False\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
