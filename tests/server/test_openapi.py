@@ -14,6 +14,7 @@ import httpx
 import jsonschema
 import pytest
 from embedserve.reranker import Reranker
+from embedserve.server.adapters.rerank_schemas import COHERE_FIELDS, SCORE_FIELDS, TEI_FIELDS
 from embedserve.server.app import create_app
 from embedserve.server.auth import require_api_key
 from embedserve.server.config import Limits, ModelSpec, ServerConfig
@@ -26,8 +27,8 @@ from embedserve.server.openapi import (
     TeiRerankRequest,
     build_document,
 )
-from embedserve.server.rerank_schemas import COHERE_FIELDS, SCORE_FIELDS, TEI_FIELDS
 from embedserve.server.schemas import EXTENSION_FIELDS, STANDARD_FIELDS
+from embedserve.server.shapes import ERROR_BODIES, api_for_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -38,10 +39,6 @@ EXAMPLES = 14
 NEGATIVE_EXAMPLES = 6
 RERANKER = "reranker"
 BODY_LIMIT = 256 * 1024
-# Rerank errors are still OpenAI-shaped; the lead is moving them to their routes' own shapes (Cohere
-# `{"message"}` on /v1/rerank and /v2/rerank, TEI's on /rerank), which the document already gives.
-# When that lands, the strict xfails below fail: delete this set.
-ERROR_SHAPE_PENDING = frozenset({"/v1/rerank", "/v2/rerank", "/rerank"})
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +102,13 @@ def test_every_route_of_the_app_is_documented_with_its_key():
             assert ("401" in op["responses"]) == bool(op["security"])
 
 
+def test_each_operation_documents_the_error_body_its_path_sends():
+    """The document's error shapes come from the same table the error handlers read."""
+    for op in OPERATIONS:
+        if op.error is not None:
+            assert op.error is ERROR_BODIES[api_for_path(op.path)], (op.method, op.path)
+
+
 def test_without_keys_the_key_is_optional_and_no_route_answers_401():
     document = build_document(api_keys=False)
     for methods in document["paths"].values():
@@ -155,12 +159,7 @@ def test_a_server_without_keys_serves_the_document_without_them(engine):
 
 
 def _route_case(op: Any) -> Any:
-    if op.path not in ERROR_SHAPE_PENDING:
-        return pytest.param(op, id=f"{op.method} {op.path}")
-    reason = "rerank errors are OpenAI-shaped until the lead's switch"
-    return pytest.param(
-        op, id=f"{op.method} {op.path}", marks=pytest.mark.xfail(reason=reason, strict=True)
-    )
+    return pytest.param(op, id=f"{op.method} {op.path}")
 
 
 def _url(server: LiveServer, path: str) -> str:
@@ -272,8 +271,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(fuzz_server,
         _name_a_served_model(case, name)
         response = case.call(base_url=fuzz_server.url, timeout=30)
         case.validate_response(response, checks=checks)
-        if response.status_code < 400 or op.path not in ERROR_SHAPE_PENDING:
-            case.validate_response(response, checks=[response_schema_conformance])
+        case.validate_response(response, checks=[response_schema_conformance])
 
     run()
 

@@ -1,6 +1,6 @@
 """`GET /openapi.json` and `GET /docs`: the API description, built from the request and response
 types the routes use (the adapters' msgspec Structs; for the routes whose body is parsed by hand —
-OpenAI's in `schemas.py`, rerank and score in `rerank_schemas.py` — Structs below that a test holds
+OpenAI's in `schemas.py`, rerank and score in `adapters/rerank_schemas.py` — Structs below that a test holds
 equal to that parser's field list).
 
 Every route the app answers is in `OPERATIONS`, each error in its route's own shape, and each
@@ -21,7 +21,8 @@ from litestar import Request, Response, get
 
 from embedserve import __version__
 from embedserve.server.adapters import cohere, ollama, tei
-from embedserve.server.schemas import _API_VERSION, EXTRA_PARAMETERS
+from embedserve.server.schemas import API_VERSION, EXTRA_PARAMETERS
+from embedserve.server.shapes import CohereError, OllamaError, OpenAIError, TeiError
 
 JSON = "application/json"
 _REF = "#/components/schemas/"
@@ -95,17 +96,6 @@ class OpenAIEmbeddingsResponse(msgspec.Struct):
     data: list[OpenAIEmbedding]
     model: str
     usage: Usage
-
-
-class OpenAIErrorBody(msgspec.Struct):
-    message: str
-    type: str
-    param: str | None
-    code: str | None
-
-
-class OpenAIError(msgspec.Struct):
-    error: OpenAIErrorBody
 
 
 class ModelCard(msgspec.Struct):
@@ -258,7 +248,7 @@ API_VERSION = Param(
     "api-version",
     "query",
     # The pattern the server checks (`schemas.check_api_version`), so they cannot drift apart.
-    {"type": "string", "pattern": _API_VERSION.pattern},
+    {"type": "string", "pattern": API_VERSION.pattern},
     "Azure's API version: `v1`, `preview`, or a date with an optional `-preview`",
 )
 EXTRA_PARAMETERS_HEADER = Param(
@@ -420,7 +410,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "TEI embeddings: a bare array of float arrays",
         "TEI",
         list[list[float]],
-        tei.Error,
+        TeiError,
         tei.EmbedRequest,
         DEFAULT_MODEL_ERRORS,
     ),
@@ -430,7 +420,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "TEI's root route (InferenceClient.feature_extraction): as /embed",
         "TEI",
         list[list[float]],
-        tei.Error,
+        TeiError,
         tei.EmbedRequest,
         DEFAULT_MODEL_ERRORS,
     ),
@@ -440,7 +430,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "TEI: the model's tokens of each input",
         "TEI",
         list[list[tei.SimpleToken]],
-        tei.Error,
+        TeiError,
         tei.TokenizeRequest,
         TOKENIZER_ERRORS,
     ),
@@ -450,7 +440,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "TEI: texts of model-vocabulary id arrays",
         "TEI",
         list[str],
-        tei.Error,
+        TeiError,
         tei.DecodeRequest,
         TOKENIZER_ERRORS,
     ),
@@ -460,7 +450,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "TEI's model description; Azure AI inference's with ?api-version=",
         "TEI",
         (tei.Info, AzureModelInfo),
-        tei.Error,
+        TeiError,
         errors=(400, 401, 404, 503),
         params=(API_VERSION, MODEL_QUERY_AZURE),
     ),
@@ -471,7 +461,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Ollama embeddings",
         "Ollama",
         ollama.EmbedResponse,
-        ollama.Error,
+        OllamaError,
         ollama.EmbedRequest,
         EMBEDDINGS_ERRORS,
     ),
@@ -481,7 +471,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Ollama's legacy single embedding",
         "Ollama",
         ollama.LegacyEmbedResponse,
-        ollama.Error,
+        OllamaError,
         ollama.LegacyEmbedRequest,
         EMBEDDINGS_ERRORS,
     ),
@@ -491,7 +481,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Ollama: models served",
         "Ollama",
         ollama.TagsResponse,
-        ollama.Error,
+        OllamaError,
         errors=(401,),
     ),
     Operation(
@@ -509,14 +499,14 @@ OPERATIONS: tuple[Operation, ...] = (
         "Cohere v2 embeddings",
         "Cohere",
         cohere.EmbedResponse,
-        cohere.Error,
+        CohereError,
         cohere.EmbedRequest,
         EMBEDDINGS_ERRORS,
     ),
-    # Rerank and score (rerank_routes.py): each route's errors in its own API's shape.
-    _rerank("/v1/rerank", "Cohere v1 (cohere.Client) and Jina rerank", "Cohere", cohere.Error),
-    _rerank("/v2/rerank", "Cohere v2 rerank (cohere.ClientV2)", "Cohere", cohere.Error),
-    _rerank("/rerank", "TEI rerank (also takes Cohere's body)", "TEI", tei.Error),
+    # Rerank and score (adapters/rerank.py): each route's errors in its own API's shape.
+    _rerank("/v1/rerank", "Cohere v1 (cohere.Client) and Jina rerank", "Cohere", CohereError),
+    _rerank("/v2/rerank", "Cohere v2 rerank (cohere.ClientV2)", "Cohere", CohereError),
+    _rerank("/rerank", "TEI rerank (also takes Cohere's body)", "TEI", TeiError),
     _score("/v1/score"),
     _score("/score"),
     # Operations (routes.py and this module): no key, probes and scrapers carry none.
@@ -633,7 +623,7 @@ def build_document(*, api_keys: bool = True) -> dict[str, Any]:
         types += _alternatives(op.request) if op.request is not None else ()
         types += (op.error,) if op.error is not None else ()
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF + "{name}")
-    # msgspec names Structs whose names clash by their module path; `tei.Error` is `TeiError`.
+    # msgspec names Structs whose names clash by their module path; `TeiError` is `TeiError`.
     renamed = {name: _short_name(name) for name in components}
     schemas = _renamed(schemas, renamed)
     components = {renamed[name]: _renamed(schema, renamed) for name, schema in components.items()}

@@ -36,7 +36,7 @@ STANDARD_FIELDS = frozenset(
 )
 EXTENSION_FIELDS = frozenset({"truncate", "truncation_direction", "normalize", "prompt_name"})
 # Azure AI Foundry's versions: `v1`, `preview`, or a date with an optional `-preview`.
-_API_VERSION = re.compile(r"v1|preview|([0-9]{4})-([0-9]{2})-([0-9]{2})(?:-preview)?")
+API_VERSION = re.compile(r"^(?:v1|preview|([0-9]{4})-([0-9]{2})-([0-9]{2})(?:-preview)?)$")
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def check_api_version(value: str | None) -> str | None:
 
 
 def _is_api_version(value: str) -> bool:
-    match = _API_VERSION.fullmatch(value)
+    match = API_VERSION.fullmatch(value)
     if match is None:
         return False
     if match.group(1) is None:

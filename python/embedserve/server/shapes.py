@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 OPENAI = "openai"
 TEI = "tei"
 OLLAMA = "ollama"
@@ -45,12 +47,45 @@ def tei_error_type(status: int) -> str:
     return "Validation"
 
 
-def error_body(api: str, status: int, error: dict[str, Any]) -> dict[str, Any]:
+class OpenAIErrorBody(msgspec.Struct):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIError(msgspec.Struct):
+    error: OpenAIErrorBody
+
+
+class TeiError(msgspec.Struct):
+    error: str
+    error_type: str
+
+
+class OllamaError(msgspec.Struct):
+    error: str
+
+
+class CohereError(msgspec.Struct):
+    message: str
+
+
+#: Each API's error body: what `error_body` builds, and what /openapi.json documents.
+ERROR_BODIES: dict[str, type[msgspec.Struct]] = {
+    OPENAI: OpenAIError,
+    TEI: TeiError,
+    OLLAMA: OllamaError,
+    COHERE: CohereError,
+}
+
+
+def error_body(api: str, status: int, error: dict[str, Any]) -> msgspec.Struct:
     """`error` is OpenAI's error object (message, type, param, code); the body `api` sends."""
     if api == TEI:
-        return {"error": error["message"], "error_type": tei_error_type(status)}
+        return TeiError(error["message"], tei_error_type(status))
     if api == OLLAMA:
-        return {"error": error["message"]}
+        return OllamaError(error["message"])
     if api == COHERE:
-        return {"message": error["message"]}
-    return {"error": error}
+        return CohereError(error["message"])
+    return OpenAIError(OpenAIErrorBody(**error))

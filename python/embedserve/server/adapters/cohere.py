@@ -80,10 +80,6 @@ class EmbedResponse(msgspec.Struct):
     response_type: Literal["embeddings_by_type"] = "embeddings_by_type"
 
 
-class Error(msgspec.Struct):
-    message: str
-
-
 def prompt_for(input_type: str, info: ModelInfo) -> str | None:
     return next((name for name in PROMPTS[input_type] if name in info.prompts), None)
 

@@ -90,10 +90,6 @@ class VersionResponse(msgspec.Struct):
     version: str
 
 
-class Error(msgspec.Struct):
-    error: str
-
-
 def find_model(registry: ModelRegistry, name: str) -> ServedModel:
     model = registry.find(name)
     if model is None and name.endswith(":latest"):

@@ -90,11 +90,6 @@ class Info(msgspec.Struct):
     docker_label: str | None
 
 
-class Error(msgspec.Struct):
-    error: str
-    error_type: str
-
-
 def to_internal(body: EmbedRequest) -> EmbeddingsRequest:
     merged = {f: getattr(body, f) for f in EmbedParameters.__struct_fields__}
     if body.parameters is not None:
