@@ -13,7 +13,6 @@ test_logging.py.) Each test here failed on that server.
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -75,26 +74,39 @@ def poll_health(url: str, stop: threading.Event, latencies: list[float]) -> None
             time.sleep(0.005)
 
 
-def test_decode_of_millions_of_ids_keeps_the_event_loop_free(served):
-    # Encoded before the probe starts: encoding it holds this process's GIL, the probe's too.
-    body = msgspec.json.encode({"ids": [1000 + i % 9000 for i in range(3_300_000)]})
-    assert len(body) > 16_000_000
+def health_p99(url: str, seconds: float, during=None) -> float:
+    """/health's p99 latency over `seconds`, while `during()` runs (if given)."""
     stop, latencies = threading.Event(), []
-    poller = threading.Thread(target=poll_health, args=(served.url, stop, latencies))
+    poller = threading.Thread(target=poll_health, args=(url, stop, latencies))
     poller.start()
     try:
-        time.sleep(0.2)
-        for _ in range(3):
-            response = httpx.post(served.url + "/decode", content=body, headers=HEADERS, timeout=60)
-            assert response.status_code == 400, response.text[:300]
-            assert "at most 300000" in response.json()["error"]
-        time.sleep(0.2)
+        time.sleep(seconds / 2)
+        if during is not None:
+            during()
+        time.sleep(seconds / 2)
     finally:
         stop.set()
         poller.join(30)
     assert len(latencies) > 10
-    p99 = float(np.percentile(latencies, 99))
-    assert p99 < 0.1, (p99, statistics.median(latencies))
+    return float(np.percentile(latencies, 99))
+
+
+def test_decode_of_millions_of_ids_keeps_the_event_loop_free(served):
+    # Encoded before the probe starts: encoding it holds this process's GIL, the probe's too.
+    body = msgspec.json.encode({"ids": [1000 + i % 9000 for i in range(3_300_000)]})
+    assert len(body) > 16_000_000
+
+    def decode_three_times() -> None:
+        for _ in range(3):
+            response = httpx.post(served.url + "/decode", content=body, headers=HEADERS, timeout=60)
+            assert response.status_code == 400, response.text[:300]
+            assert "at most 300000" in response.json()["error"]
+
+    # The old server stalled /health for 9.5 s per request; the goal is p99 < 100 ms. A busy
+    # machine slows every probe: the bound is 100 ms or twice the unloaded p99, if higher.
+    unloaded = health_p99(served.url, 1.0)
+    loaded = health_p99(served.url, 0.4, decode_three_times)
+    assert loaded < max(0.1, 2 * unloaded), (loaded, unloaded)
     # Nested arrays, within the limit, still decode.
     ids = post(served.url, "/tokenize", {"inputs": "hello world", "add_special_tokens": False})
     arrays = [[t["id"] for t in ids[0].json()[0]]] * 3

@@ -25,7 +25,7 @@ def test_a_5mb_word_is_refused_on_characters(engine):
         )
         # Refused before the tokenizer: the request never spent time in it.
         assert float(response.headers.get("x-tokenization-time", "0")) == 0.0
-        assert len(server.state.service._tokens_per_char) == 0
+        assert len(server.state.pipeline._tokens_per_char) == 0
 
 
 WORDS = [
@@ -78,13 +78,13 @@ def test_heavy_requests_do_not_starve_a_light_one(engine):
         threads = [threading.Thread(target=send, args=(f"heavy{i}",)) for i in range(2)]
         for thread in threads:
             thread.start()
-        service = server.state.service
+        pipeline = server.state.pipeline
         # Wait until both heavy requests are admitted (they are then being tokenized).
         for _ in range(600):
-            if service.active >= 2:
+            if pipeline.active >= 2:
                 break
             threading.Event().wait(0.05)
-        assert service.active >= 2, "the heavy requests never started"
+        assert pipeline.active >= 2, "the heavy requests never started"
         light = embed(server.url, {"model": MODEL, "input": "a light request"})
         heavy_done_before_light = sorted(done)
         for thread in threads:
