@@ -20,6 +20,7 @@ from embedserve.precision import CUDA_BOUND
 from embedserve.runtime import EncoderSession
 from embedserve.runtime.backends import Backend, open_backend
 from embedserve.tokenization import DIRECTIONS, ModelTokenizer
+from embedserve.vector_cache import DEFAULT_CACHE_BYTES, VectorCache, merge_cached, split_cached
 
 
 class TokenIds(np.ndarray):
@@ -91,10 +92,13 @@ class Engine(Pretrained):
         *,
         max_batch_tokens: int | None = None,
         precision: str = "fp32",
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self.config = config
         self.tokenizer = tokenizer
         self.session = session
+        # Pooled vectors by the exact ids the model saw, for the library and every server route.
+        self.cache = VectorCache(cache_bytes)
         self.max_batch_tokens = max_batch_tokens or default_max_batch_tokens(session.provider)
         # Dense heads after pooling (sentence-transformers' Dense modules), applied in order.
         self.dense = [load_dense(path) for path in config.dense_paths]
@@ -143,6 +147,7 @@ class Engine(Pretrained):
             session,
             max_batch_tokens=plan.max_batch_tokens(session.provider),
             precision=chosen.name,
+            cache_bytes=plan.options.cache_bytes,
         )
 
     # -- the steps, public so the server's batcher can run them separately --
@@ -217,12 +222,17 @@ class Engine(Pretrained):
         return pooled
 
     def pooled(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
-        """Pooled vectors for any number of sequences, in their order, via length-sorted micro-batches."""
-        out = np.empty((len(sequences), self.model_info.dimension), dtype=np.float32)
-        lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+        """Pooled vectors for any number of sequences, in their order: cached ones from the cache,
+        the rest via length-sorted micro-batches."""
+        found, missing = split_cached(self.cache, sequences)
+        todo = [sequences[i] for i in missing]
+        computed = np.empty((len(todo), self.model_info.dimension), dtype=np.float32)
+        lengths = np.fromiter((len(s) for s in todo), dtype=np.int64, count=len(todo))
         for group in plan_batches(lengths, self.max_batch_tokens):
-            out[group] = self.forward([sequences[i] for i in group])
-        return out
+            computed[group] = self.forward([todo[i] for i in group])
+        return merge_cached(
+            self.cache, sequences, found, missing, computed, self.model_info.dimension
+        )
 
     def finish(
         self, pooled: np.ndarray, *, dimensions: int | None = None, normalize: bool | None = None

@@ -21,8 +21,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from typing_extensions import Self
-
 from embedserve.models import DEFAULT_MODEL
 from embedserve.precision import (
     CUDA_BOUND,
@@ -33,8 +31,11 @@ from embedserve.precision import (
     resolve_precision,
 )
 from embedserve.settings import setting
+from embedserve.vector_cache import DEFAULT_CACHE_BYTES
 
 if TYPE_CHECKING:
+    from typing_extensions import Self  # typing's from Python 3.11
+
     from embedserve.runtime.session import SessionOptions
 
 # Runtimes a model may be asked to run on, "auto" aside.
@@ -83,6 +84,12 @@ class LoadSettings:
         "compile each model's safetensors even where it ships an ONNX graph (from a hub "
         "repo, download those weights instead of the graph)",
     )
+    cache_bytes: int = setting(
+        DEFAULT_CACHE_BYTES,
+        "bytes of each embedding model's exact result cache: vectors by the ids the model saw, "
+        "shared by every route (0 turns it off)",
+        type=int,
+    )
 
     def __post_init__(self) -> None:
         validate_load_options(self)
@@ -127,6 +134,8 @@ def validate_load_options(options: LoadSettings) -> None:
     """Check every option once, where options are made, and normalize them: `precision` becomes
     a precision's name (with `quantize` folded in) or None, `runtime` lower case, `providers` a
     string or a tuple. Raises ValueError naming the option, what it got and what is allowed."""
+    if options.cache_bytes < 0:
+        raise ValueError(f"cache_bytes must be >= 0, got {options.cache_bytes}")
     precision = None
     if options.precision is not None or options.quantize is not None:
         precision = resolve_precision(options.precision, options.quantize).name

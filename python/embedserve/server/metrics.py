@@ -9,6 +9,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from embedserve.batching import BatchStats
+from embedserve.vector_cache import VectorCache
 
 _LATENCY = (
     0.001,
@@ -100,6 +101,16 @@ class Metrics:
         self.queue_depth = Gauge(
             "embedserve_queue_inputs", "Inputs waiting for a batch", ["model"], registry=r
         )
+        # The exact result cache (embedserve.vector_cache), read when scraped.
+        self.cache_hits = Gauge(
+            "embedserve_cache_hits", "Inputs answered from the result cache", ["model"], registry=r
+        )
+        self.cache_misses = Gauge(
+            "embedserve_cache_misses", "Inputs the result cache did not hold", ["model"], registry=r
+        )
+        self.cache_bytes = Gauge(
+            "embedserve_cache_bytes", "Bytes held by the result cache", ["model"], registry=r
+        )
 
     def batch_observer(self, model: str) -> Callable[[BatchStats], None]:
         inputs = self.batch_inputs.labels(model)
@@ -117,6 +128,11 @@ class Metrics:
 
     def watch_queue(self, model: str, depth: Callable[[], int]) -> None:
         self.queue_depth.labels(model).set_function(depth)
+
+    def watch_cache(self, model: str, cache: VectorCache) -> None:
+        self.cache_hits.labels(model).set_function(lambda: cache.hits)
+        self.cache_misses.labels(model).set_function(lambda: cache.misses)
+        self.cache_bytes.labels(model).set_function(lambda: cache.bytes)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -167,6 +167,9 @@ class ModelRegistry:
         )
         batcher.start()
         self.metrics.watch_queue(model.id, lambda: batcher.queued_inputs)
+        cache = getattr(engine, "cache", None)
+        if cache is not None:
+            self.metrics.watch_cache(model.id, cache)
         model.engine = engine
         model.batcher = batcher  # set last: `ready` reads it
 

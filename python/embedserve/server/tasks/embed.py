@@ -24,6 +24,7 @@ from embedserve.server.limits import (
 )
 from embedserve.server.pipeline import Job
 from embedserve.server.schemas import EmbeddingsRequest
+from embedserve.vector_cache import merge_cached, split_cached
 
 R = TypeVar("R")
 # The finished vectors and the request's usage tokens → the adapter's result.
@@ -75,6 +76,8 @@ class EmbedJob(Job[R], Generic[R]):
         self._budget = TokenBudget(limits, "input")
         self._parts: list[Prepared] = []
         self._prepared: Prepared | None = None
+        self._found: list[np.ndarray | None] = []
+        self._missing: list[int] = []
 
     def estimated_tokens(self, tokens_per_char: float = DEFAULT_TOKENS_PER_CHAR) -> int:
         """Exact for token arrays, from the characters for texts (special tokens added, each
@@ -115,7 +118,10 @@ class EmbedJob(Job[R], Generic[R]):
         return self._prepared
 
     def rows(self) -> list[np.ndarray]:
-        return self.prepared.sequences
+        """The sequences the model has not computed before (the engine's exact cache)."""
+        sequences = self.prepared.sequences
+        self._found, self._missing = split_cached(self.engine.cache, sequences)
+        return [sequences[i] for i in self._missing]
 
     @property
     def usage_tokens(self) -> int:
@@ -128,11 +134,22 @@ class EmbedJob(Job[R], Generic[R]):
             prepared.sequences
         )
 
+    def finish_cost(self, outputs: np.ndarray | None) -> int:
+        return self.size * self.info.dimension
+
     def finish(self, outputs: np.ndarray | None) -> R:
         assert outputs is not None
+        pooled = merge_cached(
+            self.engine.cache,
+            self.prepared.sequences,
+            self._found,
+            self._missing,
+            outputs,
+            self.info.dimension,
+        )
         request = self.request
         matrix = self.engine.finish(
-            outputs, dimensions=request.dimensions, normalize=request.normalize
+            pooled, dimensions=request.dimensions, normalize=request.normalize
         )
         return self.render(matrix, self.usage_tokens)
 
