@@ -272,7 +272,8 @@ def main(argv: list[str]) -> None:
     print(
         f"\n{task.name}: {args.texts} {task.text_set} texts a request to {task.path} "
         f"({model}), {args.seconds:g} s a phase, client timeout {args.timeout:g} s, 429s "
-        f"honoured; server flags {flags or 'default'}; server VmHWM {rss_mb:.0f} MB"
+        f"honoured; server flags {flags or 'default'}; server VmHWM {rss_mb:.0f} MB; "
+        f"server log {server.log}"
     )
     for number, phases in enumerate(rounds, 1):
         print(f"\nround {number}")
