@@ -1,13 +1,19 @@
 """Overload: capacity, then goodput at 2x/5x/10x offered load, with `Retry-After` honoured.
 
-    python -m bench overload [--seconds 30] [--base-clients 32] [--texts 8] [--timeout 15]
+    python -m bench overload [--task embed|rerank] [--seconds 30] [--base-clients 32] [--texts 8]
 
-1. Capacity: `--base-clients` closed-loop clients, each sending `--texts` short texts per request
-   back to back for `--seconds`: texts/s answered 200, and the latency p50/p99 ("unloaded" in
-   the goals below: the server is busy but not overloaded).
+`--task embed` (the default) sends `--texts` short texts a request to /v1/embeddings of
+all-MiniLM-L6-v2; `--task rerank` sends one query and `--texts` medium documents (about 60
+tokens) a request to /v1/rerank of a cross-encoder (`--reranker`, by default ms-marco-MiniLM-L-6's
+shape: bench/cross_encoder.py); goodput then counts query-document pairs.
+
+1. Capacity: `--base-clients` closed-loop clients, each sending requests back to back for
+   `--seconds`: items/s answered 200, and the latency p50/p99 ("unloaded" in the goals below: the
+   server is busy but not overloaded).
 2. For each multiplier M: M x base clients, closed loop, each request with a client timeout of
    `--timeout` s; a 429 makes that client sleep `Retry-After` seconds before its next request.
-   Goodput = texts/s answered 200 within the timeout. A prober reads GET /health every 100 ms.
+   Goodput = items/s answered 200 within the timeout, each 200 checked to hold one result per
+   item. A prober reads GET /health every 100 ms. Any 5xx is counted and its first body printed.
 
 Goals (issue #7): at 10x, goodput >= 80 % of capacity, admitted p99 <= 3x the capacity run's
 p99, /health p99 < 100 ms, and every 429 answered in < 5 ms (server side; the client's view is
@@ -20,10 +26,13 @@ import argparse
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from bench.cross_encoder import QUERIES, RERANKER, model_flag
 from bench.rawhttp import Connection, post_json, prober, run
 from bench.serving import serve
 from bench.texts import make_texts
@@ -31,21 +40,65 @@ from bench.texts import make_texts
 MODEL = "all-MiniLM-L6-v2"
 
 
+@dataclass(frozen=True)
+class Task:
+    """What the clients send: the route, a request's body for a batch of texts, and the marker
+    that appears once per item in a good answer (so a 200 with the wrong count is caught)."""
+
+    name: str
+    unit: str  # what goodput counts
+    path: str
+    text_set: str
+    body: Callable[[list[str], int], bytes]  # (texts, request number) -> JSON body
+    per_item: bytes
+
+
+def embed_task() -> Task:
+    return Task(
+        "embed",
+        "texts",
+        "/v1/embeddings",
+        "short",
+        lambda texts, _: json.dumps({"model": MODEL, "input": texts}).encode(),
+        b'"embedding":',
+    )
+
+
+def rerank_task() -> Task:
+    def body(texts: list[str], number: int) -> bytes:
+        query = QUERIES[number % len(QUERIES)]
+        return json.dumps({"model": RERANKER, "query": query, "documents": texts}).encode()
+
+    return Task("rerank", "pairs", "/v1/rerank", "medium", body, b'"relevance_score":')
+
+
 @dataclass
 class Phase:
     name: str
     clients: int
     seconds: float = 0.0
-    ok_texts: int = 0
+    sent: int = 0
+    ok_items: int = 0
     ok: list[float] = field(default_factory=list)  # latency of 200s, s
     refused: list[float] = field(default_factory=list)  # latency of 429s, s
     timeouts: int = 0
-    other: dict[str, int] = field(default_factory=dict)
+    server_errors: int = 0  # 5xx answers
+    other: dict[str, int] = field(default_factory=dict)  # other statuses, transport errors
+    bodies: dict[str, str] = field(default_factory=dict)  # the first body of each 5xx/other
     health: list[float] = field(default_factory=list)
 
     @property
     def goodput(self) -> float:
-        return self.ok_texts / self.seconds if self.seconds else 0.0
+        return self.ok_items / self.seconds if self.seconds else 0.0
+
+    @property
+    def refused_share(self) -> float:
+        """429s as a share of the requests sent."""
+        return len(self.refused) / self.sent if self.sent else 0.0
+
+    def note(self, key: str, body: bytes = b"") -> None:
+        self.other[key] = self.other.get(key, 0) + 1
+        self.bodies.setdefault(key, body[:300].decode("utf-8", "replace"))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -53,19 +106,26 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def run_phase(
-    url: str, phase: Phase, texts: list[str], per_request: int, seconds: float, timeout: float
+    url: str,
+    task: Task,
+    phase: Phase,
+    texts: list[str],
+    per_request: int,
+    seconds: float,
+    timeout: float,
 ) -> Phase:
     stop = time.monotonic() + seconds
 
     async def one_client(seed: int) -> None:
         connection = Connection(url)
         index = seed * per_request
+        number = seed
         while time.monotonic() < stop:
             batch = [texts[(index + i) % len(texts)] for i in range(per_request)]
             index += per_request * phase.clients
-            raw = post_json(
-                url, "/v1/embeddings", json.dumps({"model": MODEL, "input": batch}).encode()
-            )
+            number += phase.clients
+            raw = post_json(url, task.path, task.body(batch, number))
+            phase.sent += 1
             sent = time.monotonic()
             try:
                 # The timeout is the client's patience for the whole request; a client that
@@ -76,22 +136,23 @@ async def run_phase(
                 phase.timeouts += 1
                 continue
             except (OSError, asyncio.IncompleteReadError) as exc:
-                key = type(exc).__name__
-                phase.other[key] = phase.other.get(key, 0) + 1
+                phase.note(type(exc).__name__)
                 await asyncio.sleep(0.1)
                 continue
             took = time.monotonic() - sent
-            if answer.status == 200:
+            if answer.status == 200 and answer.body.count(task.per_item) != per_request:
+                phase.note("200 with a wrong result count", answer.body)
+            elif answer.status == 200:
                 if time.monotonic() <= stop + timeout:
                     phase.ok.append(took)
-                    phase.ok_texts += per_request
+                    phase.ok_items += per_request
             elif answer.status == 429:
                 phase.refused.append(took)
                 retry = float(answer.headers.get("retry-after", "1"))
                 await asyncio.sleep(min(retry, max(0.0, stop - time.monotonic())))
             else:
-                key = str(answer.status)
-                phase.other[key] = phase.other.get(key, 0) + 1
+                phase.server_errors += answer.status >= 500
+                phase.note(str(answer.status), answer.body)
         connection.close()
 
     started = time.monotonic()
@@ -102,11 +163,11 @@ async def run_phase(
     return phase
 
 
-def measure_round(url: str, args: argparse.Namespace, texts: list[str]) -> list[Phase]:
+def measure_round(url: str, task: Task, args: argparse.Namespace, texts: list[str]) -> list[Phase]:
     """Capacity, then each multiplier, on a warm server."""
     capacity = run(
         lambda: run_phase(
-            url, Phase("capacity", args.base_clients), texts, args.texts, args.seconds, 60
+            url, task, Phase("capacity", args.base_clients), texts, args.texts, args.seconds, 60
         )
     )
     phases = [capacity]
@@ -115,29 +176,34 @@ def measure_round(url: str, args: argparse.Namespace, texts: list[str]) -> list[
         phases.append(
             run(
                 lambda phase=phase: run_phase(
-                    url, phase, texts, args.texts, args.seconds, args.timeout
+                    url, task, phase, texts, args.texts, args.seconds, args.timeout
                 )
             )
         )
     return phases
 
 
-def print_table(phases: list[Phase]) -> None:
+def print_table(phases: list[Phase], unit: str) -> None:
     base = phases[0].goodput
     print(
-        "| load | clients | goodput texts/s | % of capacity | 200 p50 ms | 200 p99 ms | "
-        "p99 / capacity p99 | 429s | 429 p50 ms | 429 p99 ms | timeouts | other | "
-        "/health p99 ms |"
+        f"| load | clients | goodput {unit}/s | % of capacity | 200 p50 ms | 200 p99 ms | "
+        "p99 / capacity p99 | 429s | 429 share | 429 p50 ms | 429 p99 ms | timeouts | 5xx | "
+        "other | /health p99 ms |"
     )
-    print("|---" * 13 + "|")
+    print("|---" * 15 + "|")
     for p in phases:
         print(
             f"| {p.name} | {p.clients} | {p.goodput:.1f} | {100 * p.goodput / base:.0f} % | "
             f"{pct(p.ok, 50):.0f} | {pct(p.ok, 99):.0f} | "
             f"{pct(p.ok, 99) / pct(phases[0].ok, 99):.2f} | {len(p.refused)} | "
+            f"{100 * p.refused_share:.0f} % | "
             f"{pct(p.refused, 50):.1f} | {pct(p.refused, 99):.1f} | {p.timeouts} | "
-            f"{p.other or '-'} | {pct(p.health, 99):.1f} |"
+            f"{p.server_errors} | {p.other or '-'} | {pct(p.health, 99):.1f} |"
         )
+    for p in phases:
+        for key, body in p.bodies.items():
+            if body:
+                print(f"{p.name}: first {key} answer: {body!r}")
 
 
 def print_medians(rounds: list[list[Phase]]) -> None:
@@ -159,10 +225,23 @@ def print_medians(rounds: list[list[Phase]]) -> None:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench overload", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench overload",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--task", choices=["embed", "rerank"], default="embed")
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--warm-up", type=float, default=5.0, help="seconds of warm-up load")
     parser.add_argument("--base-clients", type=int, default=32)
-    parser.add_argument("--texts", type=int, default=8, help="texts per request")
+    parser.add_argument(
+        "--texts", type=int, default=8, help="texts per request (rerank: documents per query)"
+    )
+    parser.add_argument(
+        "--reranker",
+        type=Path,
+        help="cross-encoder folder for --task rerank (default: bench/cross_encoder.py's)",
+    )
     parser.add_argument("--timeout", type=float, default=15.0, help="client timeout, s")
     parser.add_argument("--multipliers", type=int, nargs="+", default=[2, 5, 10])
     parser.add_argument("--rounds", type=int, default=1, help="rounds; medians are printed too")
@@ -172,23 +251,33 @@ def main(argv: list[str]) -> None:
     )
     args = parser.parse_args(argv)
     flags = [f for f in args.serve_flags if f != "--"]
-    texts = make_texts("short", 4096, seed=7)
+    if args.task == "rerank":
+        task = rerank_task()
+        model = model_flag(args.reranker)
+    else:
+        task, model = embed_task(), MODEL
+    texts = make_texts(task.text_set, 4096, seed=7)
 
     rounds: list[list[Phase]] = []
-    with serve(["--model", MODEL, "--log-level", "warning", *flags]) as server:
-        run(lambda: run_phase(server.url, Phase("warm-up", 8), texts, args.texts, 5, 60))
+    with serve(["--model", model, "--log-level", "warning", *flags]) as server:
+        run(
+            lambda: run_phase(
+                server.url, task, Phase("warm-up", 8), texts, args.texts, args.warm_up, 60
+            )
+        )
         for _ in range(args.rounds):
-            rounds.append(measure_round(server.url, args, texts))
+            rounds.append(measure_round(server.url, task, args, texts))
         rss_mb = server.status_kb("VmHWM") / 1024
 
     print(
-        f"\n{args.texts} short texts a request, {args.seconds:g} s a phase, client timeout "
-        f"{args.timeout:g} s, 429s honoured; server flags {flags or 'default'}; "
-        f"server VmHWM {rss_mb:.0f} MB"
+        f"\n{task.name}: {args.texts} {task.text_set} texts a request to {task.path} "
+        f"({model}), {args.seconds:g} s a phase, client timeout {args.timeout:g} s, 429s "
+        f"honoured; server flags {flags or 'default'}; server VmHWM {rss_mb:.0f} MB; "
+        f"server log {server.log}"
     )
     for number, phases in enumerate(rounds, 1):
         print(f"\nround {number}")
-        print_table(phases)
+        print_table(phases, task.unit)
     if len(rounds) > 1:
         print_medians(rounds)
     if args.json:

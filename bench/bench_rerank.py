@@ -2,11 +2,9 @@
 
     python -m bench rerank --threads 2 --docs 100 --sets medium long mix
 
-The model is ms-marco-MiniLM-L-6-v2's shape (BertForSequenceClassification, 6 layers, 384 wide,
-limit 512): all-MiniLM-L6-v2's encoder with a random 1-logit head, built with transformers once
-and kept in the cache. No reranker checkpoint is downloadable here, and speed depends on the
-shape, not on the weights. Each call ranks `--docs` documents for one query, as a RAG pipeline
-does; both sides run in this process, alternately, so a noisy neighbour hurts both.
+The model is ms-marco-MiniLM-L-6-v2's shape with a random head (bench/cross_encoder.py). Each
+call ranks `--docs` documents for one query, as a RAG pipeline does; both sides run in this
+process, alternately, so a noisy neighbour hurts both.
 """
 
 from __future__ import annotations
@@ -17,36 +15,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from embedserve.models import resolve_model_dir
-from embedserve.models.cache import cache_root
 from embedserve.reranker import Reranker
 
+from bench.cross_encoder import QUERIES, minilm_cross_encoder
 from bench.machine import describe_machine
 from bench.texts import SETS, make_texts
-
-QUERIES = [
-    "Can I link a proprietary program against the library?",
-    "warranty disclaimer",
-    "What must I include when I distribute copies of the source code?",
-    "patent license termination",
-]
-
-
-def minilm_cross_encoder() -> Path:
-    """A MiniLM-L6 cross-encoder folder (random head), built on first use."""
-    folder = cache_root() / "bench" / "minilm-l6-cross-encoder"
-    if (folder / "model.safetensors").exists():
-        return folder
-    import torch
-    from transformers import AutoTokenizer, BertForSequenceClassification
-
-    source = resolve_model_dir("all-MiniLM-L6-v2")
-    torch.manual_seed(0)
-    model = BertForSequenceClassification.from_pretrained(str(source), num_labels=1)
-    tokenizer = AutoTokenizer.from_pretrained(str(source), model_max_length=512)
-    model.save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return folder
 
 
 def _baseline(folder: Path, threads: int):
