@@ -166,6 +166,7 @@ def bench_model(args: argparse.Namespace, sizes: dict, model: str) -> None:
             providers=args.providers,
             precision=precision,
             max_batch_tokens=args.max_batch_tokens,
+            cache_bytes=0,  # each round embeds the same texts: they must reach the model
         )
         pipeline = Pipeline(engine)
         try:

@@ -100,7 +100,9 @@ class EngineBaseline:
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     """The server's engine settings: `embedserve serve` passes these and no others."""
-    options: dict[str, Any] = {"providers": args.providers}
+    # Each round sends the same texts: they must reach the model (the server runs with the
+    # cache off too: bench/__main__.py).
+    options: dict[str, Any] = {"providers": args.providers, "cache_bytes": 0}
     if args.threads:
         options["intra_op_threads"] = args.threads
     if args.max_batch_tokens:

@@ -124,6 +124,7 @@ def _encoder(runner: str, threads: int, model_dir: Path | None):
         providers="cpu",
         intra_op_threads=threads,
         inter_op_threads=1,
+        cache_bytes=0,  # each round embeds the same texts: they must reach the model
     )
     return lambda texts: engine.embed(texts).embeddings
 

@@ -10,6 +10,7 @@ import time
 
 import httpx
 from embedserve.server.config import ServerConfig
+from embedserve.vector_cache import VectorCache
 
 from ..server.conftest import live_server
 from .conftest import MODEL, embed, error_of
@@ -20,6 +21,8 @@ class GatedEngine:
 
     def __init__(self, engine) -> None:
         self._engine = engine
+        # Its own, empty cache: every input reaches the model and its queue, repeats too.
+        self.cache = VectorCache(0)
         self.gate = threading.Event()
         self.entered = threading.Event()
         self.forwards: list[list[list[int]]] = []

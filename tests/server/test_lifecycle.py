@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from embedserve.server import registry as registry_module
 from embedserve.server.config import ModelSpec, ServerConfig
+from embedserve.vector_cache import VectorCache
 
 from .conftest import MODEL, cosines, live_server, metric_samples
 from .test_http_errors import error_of
@@ -20,6 +21,8 @@ class GatedEngine:
 
     def __init__(self, engine) -> None:
         self._engine = engine
+        # Its own, empty cache: every input reaches the model and its queue, repeats too.
+        self.cache = VectorCache(0)
         self.gate = threading.Event()
         self.entered = threading.Event()
         self.batches: list[int] = []
