@@ -30,7 +30,7 @@ from embedserve.precision import (
     get_precision,
     resolve_precision,
 )
-from embedserve.settings import setting
+from embedserve.settings import non_negative, setting
 from embedserve.vector_cache import DEFAULT_CACHE_BYTES
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class LoadSettings:
         DEFAULT_CACHE_BYTES,
         "bytes of each embedding model's exact result cache: vectors by the ids the model saw, "
         "shared by every route (0 turns it off)",
-        type=int,
+        type=non_negative,
     )
 
     def __post_init__(self) -> None:
