@@ -8,12 +8,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from embedserve.server.config import Limits, ServerConfig
+from embedserve.server.config import Limits
 from embedserve.server.openapi import OPERATIONS, OpenAIEmbeddingsRequest, build_document
 from embedserve.server.schemas import EXTENSION_FIELDS, STANDARD_FIELDS
 from hypothesis import HealthCheck, given, settings
 
-from tests.server.conftest import MODEL, LiveServer, live_server
+from tests.server.conftest import MODEL, LiveServer, live_server, unhurried
 
 EXAMPLES = 12
 
@@ -22,7 +22,7 @@ EXAMPLES = 12
 def fuzz_server(engine) -> Iterator[LiveServer]:
     # Small limits keep generated requests cheap; the limits' own errors are documented 400s.
     limits = Limits(max_inputs=8, max_request_tokens=4096)
-    with live_server(ServerConfig(limits=limits), engines={MODEL: engine}) as live:
+    with live_server(unhurried(limits=limits), engines={MODEL: engine}) as live:
         yield live
 
 
