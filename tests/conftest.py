@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,6 +25,24 @@ def reference() -> dict:
     ref["normalized"] = np.asarray(ref["normalized"], dtype=np.float32)
     ref["unnormalized"] = np.asarray(ref["unnormalized"], dtype=np.float32)
     return ref
+
+
+@pytest.fixture(scope="session")
+def embedded() -> Callable[[Any, Sequence[str]], Any]:
+    """`engine.embed(texts)`, computed once a session for each graph, runtime, precision and
+    list of texts. Two engines that agree on all of them give the same vectors; test_mpnet and
+    test_precision's fp32 floor both embed all-mpnet-base-v2's 200 reference texts with its fp32
+    graph on ONNX Runtime's CPU provider (most of a minute on two cores, twice over)."""
+    results: dict[tuple, Any] = {}
+
+    def embed(engine: Any, texts: Sequence[str]) -> Any:
+        info = engine.model_info
+        key = (str(engine.session.path), info.provider, info.precision, info.pooling, tuple(texts))
+        if key not in results:
+            results[key] = engine.embed(list(texts))
+        return results[key]
+
+    return embed
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from embedserve.models import load_model_config, resolve_model_dir
 from .conftest import DATA
 
 COSINE = 0.99999
-CHUNKS = 4  # the 200 texts in four tests, each well inside a minute on two cores
+CHUNKS = 4  # the 200 texts' results in four tests, so a failure names its quarter
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +42,15 @@ def test_catalog_folder_and_config():
 
 
 @pytest.mark.parametrize("chunk", range(CHUNKS))
-def test_mpnet_matches_sentence_transformers(mpnet, mpnet_reference, chunk):
+def test_mpnet_matches_sentence_transformers(mpnet, mpnet_reference, embedded, chunk):
     size = len(mpnet_reference["texts"]) // CHUNKS
     part = slice(chunk * size, (chunk + 1) * size)
-    texts = mpnet_reference["texts"][part]
-    result = mpnet.embed(texts)
-    assert result.embeddings.shape == (len(texts), 768)
-    np.testing.assert_array_equal(result.token_counts, mpnet_reference["tokens_truncated"][part])
-    got = result.embeddings.astype(np.float64)
+    # All 200 embedded once (shared with test_precision's fp32 run where the engines agree).
+    result = embedded(mpnet, mpnet_reference["texts"])
+    embeddings, token_counts = result.embeddings[part], result.token_counts[part]
+    assert embeddings.shape == (size, 768)
+    np.testing.assert_array_equal(token_counts, mpnet_reference["tokens_truncated"][part])
+    got = embeddings.astype(np.float64)
     want = mpnet_reference["normalized"][part].astype(np.float64)
     cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
     assert cos.min() >= COSINE, f"text {chunk * size + int(cos.argmin())}: cosine {cos.min():.7f}"

@@ -67,14 +67,14 @@ def test_openvino_is_installed_where_tests_run():
 
 @pytest.mark.parametrize("model", REFERENCE_MODELS)
 @pytest.mark.parametrize(("precision", "runtime"), COMBINATIONS)
-def test_each_precision_holds_its_fidelity_floor(engines, model, precision, runtime):
+def test_each_precision_holds_its_fidelity_floor(engines, embedded, model, precision, runtime):
     ref = _reference(model)
     engine = engines(model, precision, runtime)
     assert engine.model_info.precision == precision
     assert engine.model_info.provider == (
         "OpenVINO:CPU" if runtime == "openvino" else "CPUExecutionProvider"
     )
-    cos = cosines(engine.embed(ref["texts"]).embeddings, ref["normalized"])
+    cos = cosines(embedded(engine, ref["texts"]).embeddings, ref["normalized"])
     floor = get_precision(precision)
     print(f"{model} {precision} on {runtime}: min cos {cos.min():.6f}, mean {cos.mean():.6f}")
     assert cos.min() >= floor.min_cosine, f"worst text {cos.argmin()}: {cos.min()}"

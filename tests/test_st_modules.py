@@ -248,9 +248,9 @@ def test_prompts_and_an_eos_appending_post_processor_with_last_token(tiny_bert, 
 def test_server_batches_keep_the_prompt_out_of_pooling(tiny_bert, tmp_path, texts):
     """Through the HTTP server's batcher, which mixes requests with and without a prompt."""
     import httpx
-    from embedserve.server.config import ModelSpec, ServerConfig
+    from embedserve.server.config import ModelSpec
 
-    from .server.conftest import live_server
+    from .server.conftest import live_server, unhurried
 
     prompts = {"query": "query: ", "passage": ""}
     folder = st_folder(
@@ -263,7 +263,7 @@ def test_server_batches_keep_the_prompt_out_of_pooling(tiny_bert, tmp_path, text
     )
     want = {name: st_vectors(folder, texts[:12], prompt_name=name)[0] for name in prompts}
     engine = Engine.from_pretrained(folder, name="tiny")
-    config = ServerConfig(models=(ModelSpec("tiny"),))
+    config = unhurried(models=(ModelSpec("tiny"),))
     with live_server(config, engines={"tiny": engine}) as server, httpx.Client() as client:
         for name in ("query", "passage", "query"):
             reply = client.post(

@@ -16,6 +16,8 @@ import httpx
 import pytest
 from embedserve.engine import Engine
 
+from ..server.conftest import UNHURRIED_FLAGS, metric_samples
+
 MODEL = "all-MiniLM-L6-v2"
 
 
@@ -34,7 +36,8 @@ def proc_status_kb(pid: int, field: str) -> int:
 
 
 class CliServer:
-    """`python -m embedserve.cli serve` in a subprocess, its log in a file."""
+    """`python -m embedserve.cli serve` in a subprocess, its log in a file; admission as
+    UNHURRIED unless `flags` say otherwise."""
 
     def __init__(self, flags: list[str], log_path: Path, env: dict[str, str] | None = None):
         self.port = free_port()
@@ -51,6 +54,7 @@ class CliServer:
                 str(self.port),
                 "--model",
                 MODEL,
+                *UNHURRIED_FLAGS,  # first: a test's own flags win
                 *flags,
             ],
             stdout=self._log,
@@ -65,7 +69,7 @@ class CliServer:
     def log(self) -> str:
         return self.log_path.read_text()
 
-    def wait_ready(self, timeout: float = 90.0, in_a_row: int = 1) -> CliServer:
+    def wait_ready(self, timeout: float = 300.0, in_a_row: int = 1) -> CliServer:
         deadline, ok = time.monotonic() + timeout, 0
         while ok < in_a_row:
             assert self.process.poll() is None, self.log()
@@ -129,3 +133,10 @@ def error_of(response: httpx.Response, status: int, code: str) -> dict:
     error = response.json()["error"]
     assert error["code"] == code, error
     return error
+
+
+def queued_inputs(url: str) -> float:
+    """The server's `embedserve_queue_inputs` (with several workers: the one that answered)."""
+    text = httpx.get(url + "/metrics", timeout=30).text
+    samples = metric_samples(text, "embedserve_queue_inputs")
+    return samples[f'embedserve_queue_inputs{{model="{MODEL}"}}']

@@ -23,11 +23,11 @@ import msgspec
 import numpy as np
 import pytest
 from embedserve.reranker import Reranker
-from embedserve.server.config import ServerConfig
+from embedserve.server.config import ModelSpec, ServerConfig
 
-from ..server.conftest import live_server
+from ..server.conftest import live_server, unhurried, wait_for
 from .conftest import MODEL, cli_server
-from .test_overload import background, wait_for
+from .test_overload import background
 
 RERANKER = "ce"
 KEY = "sk-every-route"
@@ -179,9 +179,9 @@ class GatedReranker:
 
 
 def config(**kwargs) -> ServerConfig:
-    from embedserve.server.config import ModelSpec
-
-    return ServerConfig(models=(ModelSpec(MODEL), ModelSpec("ce-folder", RERANKER)), **kwargs)
+    """The embedder and the gated reranker, admitting whatever the machine's speed unless a
+    test sets its own admission."""
+    return unhurried(models=(ModelSpec(MODEL), ModelSpec("ce-folder", RERANKER)), **kwargs)
 
 
 def rerank(url: str, documents: list[str], timeout: float = 60) -> httpx.Response:

@@ -13,21 +13,29 @@ import httpx
 import pytest
 from embedserve.server.http import BodyBudget
 
+from ..server.conftest import wait_for
 from .conftest import MODEL, cli_server, embed
 
-FLAGS = [
-    "--header-timeout-seconds", "1",
-    "--body-timeout-seconds", "1",
+SIZES = [
     "--max-header-bytes", "4096",
     "--max-headers", "20",
     "--max-body-bytes-in-flight", "3000000",
     "--max-connections", "30",
 ]  # fmt: skip
+SHORT_TIMEOUTS = ["--header-timeout-seconds", "1", "--body-timeout-seconds", "1"]
+# For the capacity tests: the connections they hold open must not time out while they count.
+LONG_TIMEOUTS = ["--header-timeout-seconds", "120", "--body-timeout-seconds", "120"]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with cli_server(tmp_path_factory.mktemp("http"), *FLAGS) as live:
+    with cli_server(tmp_path_factory.mktemp("http"), *SIZES, *SHORT_TIMEOUTS) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def patient_server(tmp_path_factory):
+    with cli_server(tmp_path_factory.mktemp("http-patient"), *SIZES, *LONG_TIMEOUTS) as live:
         yield live
 
 
@@ -109,6 +117,10 @@ def test_too_many_headers_get_431(server):
     assert (status, error_code(body)) == (431, "headers_too_large")
 
 
+def embeds(server, text: str) -> bool:
+    return embed(server.url, {"model": MODEL, "input": text}).status_code == 200
+
+
 def stream(server, declared: int, sent: int) -> socket.socket:
     """A connection that sends `sent` real bytes of a body of `declared` bytes, then stalls."""
     sock = connect(server)
@@ -153,19 +165,26 @@ def test_body_budget_policy():
     assert (budget.held, budget.arriving) == (0, 0)
 
 
-def test_connections_over_the_cap_get_503(server):
-    idle = [connect(server) for _ in range(30)]
+def test_stalled_bodies_time_out_and_give_their_room_back(server):
+    with connect(server) as sock:  # 3 MB declared, the whole cap, and never sent
+        sock.sendall(POST + b"content-length: 3000000\r\n\r\n" + b" " * 1000)
+        status, _, body = read_response(sock)
+        assert (status, error_code(body)) == (408, "request_timeout")
+    assert embeds(server, "room again")
+
+
+def test_connections_over_the_cap_get_503(patient_server):
+    idle = [connect(patient_server) for _ in range(30)]
     try:
-        time.sleep(0.2)
+        time.sleep(0.2)  # as above: slack, the 30 are accepted first
         response = httpx.post(
-            server.url + "/v1/embeddings", json={"model": MODEL, "input": "x"}, timeout=10
+            patient_server.url + "/v1/embeddings", json={"model": MODEL, "input": "x"}, timeout=30
         )
         assert response.status_code == 503
     finally:
         for sock in idle:
             sock.close()
-    time.sleep(0.2)
-    assert embed(server.url, {"model": MODEL, "input": "fine again"}).status_code == 200
+    wait_for(lambda: embeds(patient_server, "fine again"))
 
 
 def test_normal_requests_still_work(server):

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from .conftest import MODEL, cli_server
+from ..server.conftest import RawRequest, wait_for
+from .conftest import MODEL, cli_server, queued_inputs
 
 SECRET = "sk-secret-from-a-file"
 
@@ -48,17 +49,12 @@ def test_keys_from_a_file_query_keys_redacted_and_499_logged(tmp_path: Path):
         log = wait_for_log(server, "api-key=REDACTED&x=REDACTED")
         assert leaked not in log and SECRET not in log
 
-        # A request far longer than its client waits: the client hangs up, the log says 499.
-        texts = ["a client that will not wait for these many long texts to be embedded"] * 1024
-        try:
-            httpx.post(
-                server.url + "/v1/embeddings",
-                headers=headers,
-                json={"model": MODEL, "input": texts},
-                timeout=0.5,
-            )
-        except httpx.TimeoutException:
-            pass
+        # The client hangs up while its inputs wait in the queue: the log says 499.
+        texts = ["a client that will not wait for these many long texts to be embedded"] * 2048
+        body = {"model": MODEL, "input": texts}
+        request = RawRequest(server.url, "/v1/embeddings", body, headers)
+        wait_for(lambda: queued_inputs(server.url) > 0)
+        request.hang_up()
         log = wait_for_log(server, '"POST /v1/embeddings HTTP/1.1" 499')
         assert SECRET not in log
 

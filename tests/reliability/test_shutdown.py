@@ -11,16 +11,16 @@ import time
 
 import httpx
 import pytest
-from embedserve.server.config import ServerConfig
 
-from ..server.conftest import live_server
-from .conftest import MODEL, cli_server
+from ..server.conftest import live_server, unhurried, wait_for
+from .conftest import MODEL, cli_server, queued_inputs
 
 TEXTS = ["the server drains its queue before it exits, or says 503 to what does not fit"] * 32
 # One request whose work outlasts any short drain on any machine (700 texts of ~360 tokens,
-# admitted by a long --max-wait-seconds): it keeps the drain open for its whole length, so new
-# work during it must meet a 503.
+# admitted on a slow machine too by cli_server's UNHURRIED wait): it keeps the drain open for
+# its whole length, so new work during it must meet a 503.
 HEAVY = ["a long input that takes the model a while " * 40] * 700
+CLIENTS = 8  # closed-loop clients sending TEXTS: at most CLIENTS x 32 inputs queued at once
 
 
 def heavy(url: str, results: list) -> None:
@@ -55,8 +55,6 @@ def test_sigterm_under_load_drains_and_exits_0(tmp_path, workers):
     flags = [
         "--drain-seconds",
         "2",
-        "--max-wait-seconds",
-        "600",
         "--workers",
         str(workers),
         "--log-level",
@@ -68,7 +66,7 @@ def test_sigterm_under_load_drains_and_exits_0(tmp_path, workers):
         errors: list = []
         clients = [
             threading.Thread(target=load, args=(server.url, stop, results, errors), daemon=True)
-            for _ in range(8)
+            for _ in range(CLIENTS)
         ]
         for client in clients:
             client.start()
@@ -82,13 +80,15 @@ def test_sigterm_under_load_drains_and_exits_0(tmp_path, workers):
         ]
         for thread in heavies:
             thread.start()
-        time.sleep(1)
+        # The signal once a heavy request is queued (then it holds the drain open), whatever
+        # the machine's speed: more inputs are queued than the clients' requests hold.
+        wait_for(lambda: queued_inputs(server.url) > CLIENTS * len(TEXTS))
         signalled = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
 
         # While draining, a probe on a new connection is answered: not ready, but alive. (With
         # several workers the signal reaches them through the supervisor: allow it a moment.)
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30
         ready = httpx.get(server.url + "/ready", timeout=10)
         while ready.status_code == 200 and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -131,7 +131,7 @@ def test_sigterm_under_load_drains_and_exits_0(tmp_path, workers):
 
 
 def test_ready_turns_503_as_soon_as_the_drain_begins(engine):
-    with live_server(ServerConfig(drain_seconds=30), engines={MODEL: engine}) as server:
+    with live_server(unhurried(drain_seconds=30), engines={MODEL: engine}) as server:
         assert httpx.get(server.url + "/ready").status_code == 200
         server.state.drain.begin()
         response = httpx.get(server.url + "/ready")

@@ -9,9 +9,9 @@ import threading
 
 import httpx
 import pytest
-from embedserve.server.config import Limits, ServerConfig
+from embedserve.server.config import Limits
 
-from ..server.conftest import live_server
+from ..server.conftest import live_server, unhurried
 from .conftest import MODEL, embed, error_of
 
 
@@ -68,7 +68,7 @@ def test_heavy_requests_do_not_starve_a_light_one(engine):
     # stops it; a 1-text request sent after two of them must not wait for either to finish.
     rng = random.Random(1)
     heavy = json.dumps({"model": MODEL, "input": [text(rng, 3000) for _ in range(2048)]})
-    config = ServerConfig(limits=Limits(max_request_chars=10**8, max_request_tokens=400_000))
+    config = unhurried(limits=Limits(max_request_chars=10**8, max_request_tokens=400_000))
     with live_server(config, engines={MODEL: engine}) as server:
         done: dict[str, httpx.Response] = {}
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -20,6 +22,57 @@ from embedserve.server.config import ServerConfig
 MODEL = "all-MiniLM-L6-v2"
 KEY = "sk-test-key"
 FP32_COSINE = 0.99999
+# Admission for every test server that is not testing admission. A server refuses work that
+# would finish more than `max_wait_seconds` from now at the throughput it measures, so the same
+# burst of requests is served on a fast machine and gets 429s on a slow one (a 2-core CI machine
+# twice as slow as ours refused the 64-client test). These limits refuse nothing a test sends,
+# and keep the batching window at WINDOW_BUDGETS budgets whatever the rate. Tests of admission
+# set their own limits and set or measure the rate.
+UNHURRIED = {"max_wait_seconds": 3600.0, "max_queue": 1_000_000}
+# The same, as `embedserve serve` flags (a flag is its setting's name; later flags win).
+UNHURRIED_FLAGS = [
+    word
+    for name, value in UNHURRIED.items()
+    for word in (f"--{name.replace('_', '-')}", str(value))
+]
+
+
+def unhurried(**settings: Any) -> ServerConfig:
+    """A ServerConfig with UNHURRIED admission; `settings` may override it."""
+    return ServerConfig(**{**UNHURRIED, **settings})
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 60.0) -> None:
+    """Poll `condition` until it holds; the timeout only bounds a test that is already failing."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+class RawRequest:
+    """A POST sent over a plain socket whose answer is never read: its client leaves exactly
+    when the test calls `hang_up`, after it has seen the request reach the state it tests. A
+    client timeout instead races the server: a slow machine may not have queued the request yet
+    when the client gives up, and a fast one may have answered it."""
+
+    def __init__(
+        self, url: str, path: str, body: object, headers: Mapping[str, str] | None = None
+    ) -> None:
+        address = urlsplit(url)
+        payload = json.dumps(body).encode()
+        head = {
+            "host": address.netloc,
+            "content-type": "application/json",
+            "content-length": str(len(payload)),
+            **(headers or {}),
+        }
+        lines = [f"POST {path} HTTP/1.1", *(f"{k}: {v}" for k, v in head.items()), "", ""]
+        self._sock = socket.create_connection((address.hostname, address.port), timeout=30)
+        self._sock.sendall("\r\n".join(lines).encode("latin-1") + payload)
+
+    def hang_up(self) -> None:
+        self._sock.close()
 
 
 class LiveServer:
@@ -48,7 +101,7 @@ class LiveServer:
     def state(self) -> Any:
         return self.app.state["server"]
 
-    def start(self, *, wait_ready: bool = True, timeout: float = 60.0) -> LiveServer:
+    def start(self, *, wait_ready: bool = True, timeout: float = 300.0) -> LiveServer:
         self._thread.start()
         deadline = time.monotonic() + timeout
         wanted = "/ready" if wait_ready else "/health"
@@ -75,7 +128,9 @@ def live_server(
     engines: Mapping[str, Any] | None = None,
     wait_ready: bool = True,
 ) -> Iterator[LiveServer]:
-    server = LiveServer(create_app(config, engines=engines)).start(wait_ready=wait_ready)
+    """A server for `config` (default: `unhurried()`)."""
+    app = create_app(unhurried() if config is None else config, engines=engines)
+    server = LiveServer(app).start(wait_ready=wait_ready)
     try:
         yield server
     finally:
@@ -90,7 +145,7 @@ def engine(minilm_dir) -> Engine:
 @pytest.fixture(scope="module")
 def server(engine) -> Iterator[LiveServer]:
     """The default server with one key; one per test module."""
-    with live_server(ServerConfig(api_keys=(KEY,)), engines={MODEL: engine}) as live:
+    with live_server(unhurried(api_keys=(KEY,)), engines={MODEL: engine}) as live:
         yield live
 
 

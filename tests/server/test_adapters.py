@@ -12,16 +12,15 @@ import pytest
 from embedserve.engine import ModelInfo
 from embedserve.quantization import BYTE_ENCODINGS
 from embedserve.server.adapters.cohere import prompt_for
-from embedserve.server.config import ServerConfig
 
-from tests.server.conftest import KEY, MODEL, LiveServer, auth, cosines, live_server
+from tests.server.conftest import KEY, MODEL, LiveServer, auth, cosines, live_server, unhurried
 
 LONG = "word " * 400  # past the model's 256 tokens
 
 
 @pytest.fixture(scope="module")
 def server(engine) -> Iterator[LiveServer]:
-    with live_server(ServerConfig(api_keys=(KEY,)), engines={MODEL: engine}) as live:
+    with live_server(unhurried(api_keys=(KEY,)), engines={MODEL: engine}) as live:
         yield live
 
 

@@ -17,6 +17,8 @@ from embedserve.batching import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from .conftest import UNHURRIED
+
 
 class FakeModel:
     """forward() → rows [first id, length, batch number]; records every batch; can be held shut."""
@@ -46,6 +48,10 @@ def run(coro):
 
 
 def make(model: FakeModel, **kwargs) -> Batcher:
+    # A window holds at most a share of max_wait_seconds of work at the measured rate, and the
+    # first batch here is measured while the test holds it at the gate: UNHURRIED's wait keeps
+    # windows at WINDOW_BUDGETS budgets however long that hold lasts on this machine.
+    kwargs.setdefault("max_wait_seconds", UNHURRIED["max_wait_seconds"])
     batcher = Batcher(model.forward, 3, **kwargs)
     batcher.start()
     return batcher
@@ -215,7 +221,8 @@ def test_close_fails_what_is_still_queued():
         await asyncio.to_thread(model.entered.wait, 5)
         queued = batcher.submit(seqs(1, [1]))
         closing = asyncio.get_running_loop().run_in_executor(None, batcher.close)
-        await asyncio.sleep(0.05)
+        while batcher.queued_inputs:  # until close() has taken the queued request away
+            await asyncio.sleep(0.01)
         model.gate.set()
         await closing
         with pytest.raises(BatcherClosedError):

@@ -138,7 +138,7 @@ def test_serve_command_with_two_workers(engine, tmp_path: Path):
     )
     try:
         # Both workers must be ready; any of them may answer a given request.
-        deadline, ready_in_a_row = time.monotonic() + 120, 0
+        deadline, ready_in_a_row = time.monotonic() + 300, 0
         while ready_in_a_row < 8:
             assert process.poll() is None, Path(log.name).read_text()
             assert time.monotonic() < deadline, Path(log.name).read_text()

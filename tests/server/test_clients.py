@@ -20,10 +20,9 @@ import httpx
 import numpy as np
 import pytest
 from embedserve.quantization import quantize
-from embedserve.server.config import ServerConfig
 from embedserve.token_encodings import rank_file
 
-from tests.server.conftest import KEY, MODEL, LiveServer, cosines, live_server
+from tests.server.conftest import KEY, MODEL, LiveServer, cosines, live_server, unhurried
 
 CLIENT_COSINE = 0.9999
 TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
@@ -43,7 +42,7 @@ def expected(engine, texts) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def server(engine) -> Iterator[LiveServer]:
-    with live_server(ServerConfig(api_keys=(KEY,)), engines={MODEL: engine}) as live:
+    with live_server(unhurried(api_keys=(KEY,)), engines={MODEL: engine}) as live:
         yield live
 
 

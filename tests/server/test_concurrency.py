@@ -50,7 +50,7 @@ def make_requests(reference) -> list[dict]:
 async def send_all(url: str, requests: list[dict]) -> list[httpx.Response]:
     limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
     async with httpx.AsyncClient(
-        base_url=url, headers=auth(), timeout=120, limits=limits
+        base_url=url, headers=auth(), timeout=600, limits=limits
     ) as client:
         start = asyncio.Event()
 

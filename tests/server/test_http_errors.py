@@ -6,9 +6,9 @@ import json
 
 import httpx
 import pytest
-from embedserve.server.config import Limits, ServerConfig
+from embedserve.server.config import Limits
 
-from .conftest import KEY, MODEL, auth, live_server
+from .conftest import KEY, MODEL, auth, live_server, unhurried
 
 ERROR_KEYS = {"message", "type", "param", "code"}
 
@@ -49,7 +49,7 @@ def error_of(
 def small(engine):
     """A server with tight limits so each one is cheap to hit."""
     limits = Limits(max_inputs=4, max_input_tokens=40, max_request_tokens=60, max_body_bytes=2000)
-    config = ServerConfig(api_keys=(KEY,), auto_truncate=True, limits=limits)
+    config = unhurried(api_keys=(KEY,), auto_truncate=True, limits=limits)
     with live_server(config, engines={MODEL: engine}) as live:
         yield live
 
@@ -421,7 +421,7 @@ def test_probes_and_metrics_need_no_key(server):
 
 
 def test_several_keys_and_no_keys(engine):
-    config = ServerConfig(api_keys=("k-one", "k-two"))
+    config = unhurried(api_keys=("k-one", "k-two"))
     with live_server(config, engines={MODEL: engine}) as live:
         for key in ("k-one", "k-two"):
             assert post(live, {"model": MODEL, "input": "a"}, headers=auth(key)).status_code == 200
@@ -431,7 +431,7 @@ def test_several_keys_and_no_keys(engine):
             code="invalid_api_key",
             param=None,
         )
-    with live_server(ServerConfig(), engines={MODEL: engine}) as open_server:
+    with live_server(unhurried(), engines={MODEL: engine}) as open_server:
         assert post(open_server, {"model": MODEL, "input": "a"}, headers={}).status_code == 200
 
 

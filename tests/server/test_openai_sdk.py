@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import openai
 import pytest
-from embedserve.server.config import ServerConfig
 
-from .conftest import FP32_COSINE, KEY, MODEL, cosines, live_server
+from .conftest import FP32_COSINE, KEY, MODEL, cosines, live_server, unhurried
 
 TEXTS = ["The quick brown fox.", "Embeddings map text to vectors.", "ü ñ 日本語 🙂", "a"]
 
@@ -144,7 +143,7 @@ def test_azure_openai_client_with_a_wrong_key(server):
 
 
 def test_dimensions_with_allow_dimensions(engine):
-    config = ServerConfig(api_keys=(KEY,), allow_dimensions=True)
+    config = unhurried(api_keys=(KEY,), allow_dimensions=True)
     with (
         live_server(config, engines={MODEL: engine}) as live,
         openai.OpenAI(base_url=live.url + "/v1", api_key=KEY, max_retries=0) as client,

@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from .. import cross_encoders
-from .conftest import KEY, MODEL, LiveServer, live_server
+from .conftest import KEY, MODEL, LiveServer, live_server, unhurried
 
 EXAMPLES = 14
 NEGATIVE_EXAMPLES = 6
@@ -50,7 +50,7 @@ def reranker(tmp_path_factory, minilm_dir) -> Reranker:
 @pytest.fixture(scope="module")
 def fuzz_server(engine, reranker) -> Iterator[LiveServer]:
     # Small limits keep generated requests cheap; the limits' own errors are documented 400s.
-    config = ServerConfig(
+    config = unhurried(
         models=(ModelSpec(MODEL), ModelSpec(RERANKER, RERANKER)),
         api_keys=(KEY,),
         limits=Limits(

@@ -10,10 +10,10 @@ import httpx
 import numpy as np
 import pytest
 from embedserve.reranker import Reranker
-from embedserve.server.config import Limits, ModelSpec, ServerConfig
+from embedserve.server.config import Limits, ModelSpec
 
 from ..cross_encoders import QUERIES
-from .conftest import KEY, MODEL, LiveServer, auth, live_server, metric_samples
+from .conftest import KEY, MODEL, LiveServer, auth, live_server, metric_samples, unhurried
 
 RERANKER = "reranker"
 LIMIT = 128
@@ -32,7 +32,7 @@ def documents(reference) -> list[str]:
 @pytest.fixture(scope="module")
 def both(engine, reranker, cross_encoder_dirs) -> Iterator[LiveServer]:
     """An embedder first, the reranker second: TEI's shape must find the reranker anyway."""
-    config = ServerConfig(
+    config = unhurried(
         models=(ModelSpec(MODEL), ModelSpec(str(cross_encoder_dirs["bert"][0]), RERANKER)),
         api_keys=(KEY,),
         limits=Limits(max_documents=40, max_input_tokens=1200, max_body_bytes=1_000_000),

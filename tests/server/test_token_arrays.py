@@ -14,7 +14,7 @@ from embedserve.server.app import create_app
 from embedserve.server.config import ServerConfig
 from embedserve.token_encodings import load_encoding, rank_file
 
-from tests.server.conftest import MODEL, LiveServer, cosines, live_server
+from tests.server.conftest import MODEL, LiveServer, cosines, live_server, unhurried
 
 TEXTS = [
     "hello world",
@@ -28,9 +28,9 @@ TEXTS = [
 @pytest.fixture(scope="module")
 def servers(engine) -> Iterator[dict[str, LiveServer]]:
     with (
-        live_server(ServerConfig(), engines={MODEL: engine}) as cl100k,
-        live_server(ServerConfig(token_encoding="o200k_base"), engines={MODEL: engine}) as o200k,
-        live_server(ServerConfig(token_encoding="model"), engines={MODEL: engine}) as model,
+        live_server(unhurried(), engines={MODEL: engine}) as cl100k,
+        live_server(unhurried(token_encoding="o200k_base"), engines={MODEL: engine}) as o200k,
+        live_server(unhurried(token_encoding="model"), engines={MODEL: engine}) as model,
     ):
         yield {"cl100k_base": cl100k, "o200k_base": o200k, "model": model}
 
