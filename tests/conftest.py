@@ -59,7 +59,7 @@ def minilm_dir() -> Path:
 @pytest.fixture(scope="session")
 def cross_encoder_dirs(tmp_path_factory, minilm_dir, reference) -> dict[str, tuple[Path, Path]]:
     """Tiny random cross-encoders: name → (folder embedserve loads, folder CrossEncoder loads)."""
-    from . import cross_encoders as ce
+    from .support import cross_encoders as ce
 
     root = tmp_path_factory.mktemp("cross-encoders")
     bert = ce.bert_cross_encoder(root / "bert", minilm_dir)

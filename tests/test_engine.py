@@ -10,12 +10,7 @@ from embedserve.engine import Engine
 from embedserve.errors import InputError, InputTooLongError, InvalidTokenError
 from tokenizers import Tokenizer
 
-FP32_COSINE = 0.99999
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    return (a64 * b64).sum(1) / (np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1))
+from .support import FP32_COSINE, cosines
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from embedserve.runtime.cuda import BoundEncoderSession
 from embedserve.runtime.session import EncoderSession, SessionOptions
 from embedserve.server.config import ServerConfig
 
-from .cross_encoders import bert_cross_encoder
+from .support.cross_encoders import bert_cross_encoder
 
 FP32 = get_precision("fp32")
 

@@ -20,7 +20,7 @@ from embedserve.reranker import Reranker
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from .cross_encoders import QUERIES
+from .support.cross_encoders import QUERIES
 
 SCORE_ATOL = 1e-4
 MAX_LENGTH = 128

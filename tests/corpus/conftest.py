@@ -43,8 +43,3 @@ def read_output(out: Path) -> tuple[list[int], list[str | None], np.ndarray]:
         else None
     )
     return table.column("row").to_pylist(), table.column("id").to_pylist(), vectors
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    return (a64 * b64).sum(1) / (np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1))

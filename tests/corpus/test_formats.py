@@ -15,7 +15,8 @@ from embedserve.corpus.output import OutputError
 from embedserve.corpus.readers import Columns, count_rows, find_inputs, read_rows
 from embedserve.quantization import BYTE_ENCODINGS, BYTE_RULE, dtype, width
 
-from tests.corpus.conftest import cosines, read_output, write_csv, write_jsonl, write_parquet
+from tests.corpus.conftest import read_output, write_csv, write_jsonl, write_parquet
+from tests.support import cosines
 
 
 def _records(texts: list[str], first: int) -> list[dict]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from embedserve.engine import Engine
 
-from tests.models.tiny import Recipe, build, quiet, reference, rewrite
+from tests.support.tiny import Recipe, build, quiet, reference, rewrite
 
 COSINE = 0.99999
 N_TEXTS = 28

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,15 +15,11 @@ import httpx
 import pytest
 from embedserve.engine import Engine
 
+from tests.support import free_port
+
 from ..server.conftest import UNHURRIED_FLAGS, metric_samples
 
 MODEL = "all-MiniLM-L6-v2"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def proc_status_kb(pid: int, field: str) -> int:

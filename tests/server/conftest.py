@@ -12,7 +12,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import numpy as np
 import pytest
 import uvicorn
 from embedserve.engine import Engine
@@ -21,7 +20,6 @@ from embedserve.server.config import ServerConfig
 
 MODEL = "all-MiniLM-L6-v2"
 KEY = "sk-test-key"
-FP32_COSINE = 0.99999
 # Admission for every test server that is not testing admission. A server refuses work that
 # would finish more than `max_wait_seconds` from now at the throughput it measures, so the same
 # burst of requests is served on a fast machine and gets 429s on a slow one (a 2-core CI machine
@@ -151,11 +149,6 @@ def server(engine) -> Iterator[LiveServer]:
 
 def auth(key: str = KEY) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return (a64 * b64).sum(1) / (np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1))
 
 
 def metric_samples(text: str, name: str) -> dict[str, float]:

@@ -13,7 +13,8 @@ from embedserve.engine import ModelInfo
 from embedserve.quantization import BYTE_ENCODINGS
 from embedserve.server.adapters.cohere import prompt_for
 
-from tests.server.conftest import KEY, MODEL, LiveServer, auth, cosines, live_server, unhurried
+from tests.server.conftest import KEY, MODEL, LiveServer, auth, live_server, unhurried
+from tests.support import cosines
 
 LONG = "word " * 400  # past the model's 256 tokens
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ import pytest
 from embedserve.cli import _parser
 from embedserve.server.cli import config_from_args
 from embedserve.server.config import Limits, ModelSpec, ServerConfig, keys_from_env
+
+from tests.support import free_port
 
 from .conftest import MODEL
 
@@ -100,12 +101,6 @@ def test_model_specs():
 def test_keys_from_env():
     assert keys_from_env({"EMBEDSERVE_API_KEYS": " k1 ,k2,, "}) == ("k1", "k2")
     assert keys_from_env({}) == ()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_serve_command_with_two_workers(engine, tmp_path: Path):

@@ -22,7 +22,8 @@ import pytest
 from embedserve.quantization import quantize
 from embedserve.token_encodings import rank_file
 
-from tests.server.conftest import KEY, MODEL, LiveServer, cosines, live_server, unhurried
+from tests.server.conftest import KEY, MODEL, LiveServer, live_server, unhurried
+from tests.support import cosines
 
 CLIENT_COSINE = 0.9999
 TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"

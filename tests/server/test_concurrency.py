@@ -9,7 +9,9 @@ import random
 import httpx
 import numpy as np
 
-from .conftest import MODEL, auth, cosines, metric_samples
+from tests.support import cosines
+
+from .conftest import MODEL, auth, metric_samples
 
 CLIENTS = 64
 

@@ -12,7 +12,9 @@ from embedserve.server import registry as registry_module
 from embedserve.server.config import ModelSpec, ServerConfig
 from embedserve.vector_cache import VectorCache
 
-from .conftest import MODEL, RawRequest, cosines, live_server, metric_samples, unhurried, wait_for
+from tests.support import cosines
+
+from .conftest import MODEL, RawRequest, live_server, metric_samples, unhurried, wait_for
 from .test_http_errors import error_of
 
 

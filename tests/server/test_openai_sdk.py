@@ -6,7 +6,9 @@ import numpy as np
 import openai
 import pytest
 
-from .conftest import FP32_COSINE, KEY, MODEL, cosines, live_server, unhurried
+from tests.support import FP32_COSINE, cosines
+
+from .conftest import KEY, MODEL, live_server, unhurried
 
 TEXTS = ["The quick brown fox.", "Embeddings map text to vectors.", "ü ñ 日本語 🙂", "a"]
 

@@ -32,7 +32,7 @@ from embedserve.server.shapes import ERROR_BODIES, api_for_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .. import cross_encoders
+from ..support import cross_encoders
 from .conftest import KEY, MODEL, LiveServer, live_server, unhurried
 
 EXAMPLES = 14

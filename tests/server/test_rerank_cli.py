@@ -14,8 +14,9 @@ from embedserve.cli import _parser
 from embedserve.reranker import Reranker
 from embedserve.server.cli import config_from_args
 
+from tests.support import free_port
+
 from .conftest import MODEL
-from .test_cli import free_port
 
 
 def test_max_documents_flag():

@@ -12,7 +12,7 @@ import pytest
 from embedserve.reranker import Reranker
 from embedserve.server.config import Limits, ModelSpec
 
-from ..cross_encoders import QUERIES
+from ..support.cross_encoders import QUERIES
 from .conftest import KEY, MODEL, LiveServer, auth, live_server, metric_samples, unhurried
 
 RERANKER = "reranker"

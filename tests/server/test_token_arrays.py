@@ -14,7 +14,8 @@ from embedserve.server.app import create_app
 from embedserve.server.config import ServerConfig
 from embedserve.token_encodings import load_encoding, rank_file
 
-from tests.server.conftest import MODEL, LiveServer, cosines, live_server, unhurried
+from tests.server.conftest import MODEL, LiveServer, live_server, unhurried
+from tests.support import cosines
 
 TEXTS = [
     "hello world",

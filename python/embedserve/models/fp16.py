@@ -15,7 +15,7 @@ Works on any graph of standard ops (no subgraphs), whatever architecture emitted
 LayerNormalization itself stays float16: the ONNX spec computes its mean and variance in
 `stash_type` (float32 by default), and ONNX Runtime's CUDA kernel does so. Softmax stays
 float16 too: ONNX Runtime's kernels accumulate float16 softmax in float32, and the Casts
-around it would stop ONNX Runtime fusing attention. Both are measured in tests/test_fp16.py.
+around it would stop ONNX Runtime fusing attention. Both are measured in tests/models/test_fp16.py.
 """
 
 from __future__ import annotations

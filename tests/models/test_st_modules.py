@@ -250,7 +250,7 @@ def test_server_batches_keep_the_prompt_out_of_pooling(tiny_bert, tmp_path, text
     import httpx
     from embedserve.server.config import ModelSpec
 
-    from .server.conftest import live_server, unhurried
+    from ..server.conftest import live_server, unhurried
 
     prompts = {"query": "query: ", "passage": ""}
     folder = st_folder(

@@ -18,7 +18,7 @@ from embedserve.models.resolve import HUB_PATTERNS
 from huggingface_hub.errors import RepositoryNotFoundError
 from huggingface_hub.utils import close_session
 
-from .fake_hub import FakeHub, folder_files
+from ..support.fake_hub import FakeHub, folder_files
 
 # Made up, so it cannot be confused with the catalog's "sentence-transformers/all-MiniLM-L6-v2".
 REPO_ID = "embedserve-test/mini-lm"

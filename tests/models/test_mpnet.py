@@ -14,7 +14,7 @@ import pytest
 from embedserve.engine import Engine
 from embedserve.models import load_model_config, resolve_model_dir
 
-from .conftest import DATA
+from ..conftest import DATA
 
 COSINE = 0.99999
 CHUNKS = 4  # the 200 texts' results in four tests, so a failure names its quarter

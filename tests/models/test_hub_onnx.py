@@ -13,7 +13,7 @@ from embedserve.engine import Engine
 from embedserve.models import ModelNotFoundError, onnx_for, resolve_model_dir
 from embedserve.models.resolve import hub_files
 
-from .fake_hub import FakeHub, folder_files
+from ..support.fake_hub import FakeHub, folder_files
 from .test_hub import point_hub_client_at
 
 REPO_ID = "embedserve-test/mini-lm-onnx"

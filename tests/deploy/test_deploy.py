@@ -16,7 +16,7 @@ import yaml
 from embedserve.server.metrics import Metrics
 from embedserve.server.routes import ROUTES
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
 def _load(name: str) -> dict:

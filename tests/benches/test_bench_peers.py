@@ -16,7 +16,7 @@ import pytest
 from bench import bench_peers, peers_env
 from bench.peers_st import int8_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _row(runner: str, texts_per_s: float, min_cos: float) -> dict:

@@ -26,7 +26,7 @@ from embedserve.models.variants import graph_for
 from embedserve.precision import get_precision
 from onnx import TensorProto, helper
 
-from .test_engine import FP32_COSINE, cosines
+from ..support import FP32_COSINE, cosines
 
 CONFIG_FILES = (
     "config.json",

@@ -27,9 +27,9 @@ from embedserve.precision import (
 )
 from embedserve.runtime.openvino_session import openvino_available
 
-from .test_engine import cosines
+from ..support import cosines
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 # Every catalog model that has sentence-transformers reference vectors here.
 REFERENCE_MODELS = sorted(
     p.name.removesuffix(".public.json")

@@ -14,9 +14,9 @@ import pytest
 
 from bench import bench_soak
 
-from .cross_encoders import bert_cross_encoder
+from ..support.cross_encoders import bert_cross_encoder
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
