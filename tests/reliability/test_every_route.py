@@ -26,8 +26,8 @@ from embedserve.reranker import Reranker
 from embedserve.server.config import ModelSpec, ServerConfig
 
 from ..server.conftest import live_server, unhurried, wait_for
+from ..support.gated import background
 from .conftest import MODEL, cli_server
-from .test_overload import background
 
 RERANKER = "ce"
 KEY = "sk-every-route"

@@ -5,53 +5,9 @@ client's rows never reach the model, even those already taken into a batching wi
 
 from __future__ import annotations
 
-import threading
-
-from embedserve.vector_cache import VectorCache
-
 from ..server.conftest import RawRequest, live_server, unhurried, wait_for
+from ..support.gated import GatedEngine, background
 from .conftest import MODEL, embed, error_of
-
-
-class GatedEngine:
-    """The real engine; forward() waits for `gate`, and every call is recorded."""
-
-    def __init__(self, engine) -> None:
-        self._engine = engine
-        # Its own, empty cache: every input reaches the model and its queue, repeats too.
-        self.cache = VectorCache(0)
-        self.gate = threading.Event()
-        self.entered = threading.Event()
-        self.forwards: list[list[list[int]]] = []
-        self.prepares = 0
-
-    def __getattr__(self, name):
-        return getattr(self._engine, name)
-
-    def prepare(self, *args, **kwargs):
-        self.prepares += 1
-        return self._engine.prepare(*args, **kwargs)
-
-    def forward(self, sequences):
-        self.entered.set()
-        assert self.gate.wait(120), "test forgot to open the gate"
-        self.forwards.append([s.tolist() for s in sequences])
-        return self._engine.forward(sequences)
-
-
-def background(fn):
-    out: dict = {}
-
-    def run():
-        try:
-            out["value"] = fn()
-        except Exception as exc:  # noqa: BLE001 - the test asserts on it
-            out["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, out
-
 
 LONG = "the quick brown fox jumps over the lazy dog while the server keeps its queue short " * 3
 

@@ -10,47 +10,11 @@ import numpy as np
 import pytest
 from embedserve.server import registry as registry_module
 from embedserve.server.config import ModelSpec, ServerConfig
-from embedserve.vector_cache import VectorCache
 
-from tests.support import cosines
-
+from ..support import cosines
+from ..support.gated import GatedEngine, background
 from .conftest import MODEL, RawRequest, live_server, metric_samples, unhurried, wait_for
 from .test_http_errors import error_of
-
-
-class GatedEngine:
-    """The real engine, but forward() waits for `gate`; records the batch sizes it ran."""
-
-    def __init__(self, engine) -> None:
-        self._engine = engine
-        # Its own, empty cache: every input reaches the model and its queue, repeats too.
-        self.cache = VectorCache(0)
-        self.gate = threading.Event()
-        self.entered = threading.Event()
-        self.batches: list[int] = []
-
-    def __getattr__(self, name):
-        return getattr(self._engine, name)
-
-    def forward(self, sequences):
-        self.entered.set()
-        assert self.gate.wait(120), "test forgot to open the gate"
-        self.batches.append(len(sequences))
-        return self._engine.forward(sequences)
-
-
-def in_background(fn):
-    result: dict = {}
-
-    def target():
-        try:
-            result["value"] = fn()
-        except Exception as exc:  # noqa: BLE001 - handed to the test thread, which asserts on it
-            result["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread, result
 
 
 def embed(url: str, texts, **kwargs) -> httpx.Response:
@@ -61,11 +25,11 @@ def test_a_full_queue_answers_429_at_once_with_retry_after(engine):
     gated = GatedEngine(engine)
     with live_server(unhurried(max_queue=3), engines={MODEL: gated}) as live:
         batcher = live.state.registry.models[0].batcher
-        running, running_result = in_background(
+        running, running_result = background(
             lambda: embed(live.url, ["held in the model"], timeout=30)
         )
         assert gated.entered.wait(10)
-        queued, queued_result = in_background(lambda: embed(live.url, ["a", "b", "c"], timeout=30))
+        queued, queued_result = background(lambda: embed(live.url, ["a", "b", "c"], timeout=30))
         wait_for(lambda: batcher.queued_inputs == 3)
 
         started = time.monotonic()
@@ -86,7 +50,7 @@ def test_a_client_that_hangs_up_has_its_queued_inputs_dropped(engine):
     gated = GatedEngine(engine)
     with live_server(unhurried(), engines={MODEL: gated}) as live:
         batcher = live.state.registry.models[0].batcher
-        running, running_result = in_background(
+        running, running_result = background(
             lambda: embed(live.url, ["held in the model"], timeout=30)
         )
         assert gated.entered.wait(10)

@@ -1,0 +1,55 @@
+"""A real engine the test holds at the model's door, and a call run on a background thread."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from embedserve.vector_cache import VectorCache
+
+
+class GatedEngine:
+    """The real engine; forward() waits for `gate`, and every call is recorded."""
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+        # Its own, empty cache: every input reaches the model and its queue, repeats too.
+        self.cache = VectorCache(0)
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.forwards: list[list[list[int]]] = []
+        self.prepares = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    @property
+    def batches(self) -> list[int]:
+        """The size of each batch the model ran."""
+        return [len(forward) for forward in self.forwards]
+
+    def prepare(self, *args: Any, **kwargs: Any) -> Any:
+        self.prepares += 1
+        return self._engine.prepare(*args, **kwargs)
+
+    def forward(self, sequences: Any) -> Any:
+        self.entered.set()
+        assert self.gate.wait(120), "test forgot to open the gate"
+        self.forwards.append([s.tolist() for s in sequences])
+        return self._engine.forward(sequences)
+
+
+def background(fn: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
+    """Run `fn` on a thread: its result lands in `out["value"]`, or its error in `out["error"]`."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["value"] = fn()
+        except Exception as exc:  # noqa: BLE001 - handed to the test thread, which asserts on it
+            out["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
