@@ -116,12 +116,7 @@ def test_text_ids_equal_transformers(name, folders, hf_tokenizers):
     as_saved = ModelTokenizer(folders[name] / "tokenizer.json", MAX, "as-saved")
     differ = [t for t, a, b in zip(EDGE_TEXTS, as_saved.content_ids(EDGE_TEXTS), ours) if a != b]
     if name == "modernbert-generic":
-        assert (
-            tokenizer_class(
-                folders[name], json.loads((folders[name] / "tokenizer_config.json").read_text())
-            )
-            is None
-        )
+        assert tokenizer_class(folders[name], {"tokenizer_class": "BertTokenizer"}) is None
         assert not differ
     else:
         # What the rebuild is for: the file as saved tokenizes some of these differently.

@@ -44,9 +44,10 @@ def load_tokenizer(path: Path, mode: str = "transformers") -> Tokenizer:
 
 
 def tokenizer_class(folder: Path, config: Config) -> str | None:
-    """The tokenizer class AutoTokenizer picks for `folder`, without a `Fast` suffix: the one
-    tokenizer_config.json names, else config.json's, else its model type's. None for the
-    generic class, which takes tokenizer.json as it is."""
+    """The tokenizer class AutoTokenizer picks for `folder` (`config` is its
+    tokenizer_config.json), without a `Fast` suffix: the one tokenizer_config.json names, else
+    config.json's, else its model type's; None where it takes the generic class whatever the
+    files name, or none is known. Only the classes in `_REBUILDS` change the file's pipeline."""
     model = _read_json(folder / "config.json")
     model_type = model.get("model_type")
     if model_type in _GENERIC_MODEL_TYPES:
