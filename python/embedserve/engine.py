@@ -143,7 +143,11 @@ class Engine(Pretrained):
         )
         return cls(
             config,
-            ModelTokenizer(plan.config_dir / "tokenizer.json", config.max_seq_length),
+            ModelTokenizer(
+                plan.config_dir / "tokenizer.json",
+                config.max_seq_length,
+                plan.options.tokenizer_mode,
+            ),
             session,
             max_batch_tokens=plan.max_batch_tokens(session.provider),
             precision=chosen.name,

@@ -31,6 +31,7 @@ from embedserve.precision import (
     resolve_precision,
 )
 from embedserve.settings import non_negative, setting
+from embedserve.tokenizer_pipeline import TOKENIZER_MODES
 from embedserve.vector_cache import DEFAULT_CACHE_BYTES
 
 if TYPE_CHECKING:
@@ -89,6 +90,15 @@ class LoadSettings:
         "bytes of each embedding model's exact result cache: vectors by the ids the model saw, "
         "shared by every route (0 turns it off)",
         type=non_negative,
+    )
+    tokenizer_mode: str = setting(
+        "transformers",
+        "how tokenizer.json is read: transformers (the pipeline transformers 5 and so "
+        "sentence-transformers build from it and the tokenizer class) or as-saved (the file as "
+        "it is, as TEI reads it); see README Models",
+        type=str.lower,
+        choices=TOKENIZER_MODES,
+        metavar="MODE",
     )
 
     def __post_init__(self) -> None:
@@ -157,10 +167,14 @@ def validate_load_options(options: LoadSettings) -> None:
             raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
     if not isinstance(options.compile, bool):
         raise TypeError(f"compile must be True or False, got {options.compile!r}")
+    tokenizer_mode = options.tokenizer_mode
+    if not isinstance(tokenizer_mode, str) or tokenizer_mode.lower() not in TOKENIZER_MODES:
+        raise ValueError(f"tokenizer_mode must be one of {TOKENIZER_MODES}, got {tokenizer_mode!r}")
     # Frozen: the normalized values are set once, here, before anyone reads them.
     object.__setattr__(options, "precision", precision)
     object.__setattr__(options, "runtime", runtime)
     object.__setattr__(options, "providers", providers)
+    object.__setattr__(options, "tokenizer_mode", tokenizer_mode.lower())
 
 
 @dataclass(frozen=True)
@@ -223,7 +237,7 @@ class Pretrained:
 
         How it loads is `options` (a LoadOptions) and/or LoadOptions' fields as keyword
         arguments: `providers`, `intra_op_threads`, `inter_op_threads`, `precision`, `quantize`,
-        `runtime`, `compile`, `max_batch_tokens`, `tokenizer`, `name`, `max_length`. The
+        `runtime`, `compile`, `max_batch_tokens`, `tokenizer_mode`, `tokenizer`, `name`, `max_length`. The
         precisions and runtimes the kind runs are its `runs`.
         """
         return cls.from_plan(plan_load(spec, LoadOptions.of(options, **changes), cls.runs))

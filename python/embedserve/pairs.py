@@ -18,6 +18,7 @@ from tokenizers import Tokenizer
 
 from embedserve.errors import InputError
 from embedserve.planning import pad_batch
+from embedserve.tokenizer_pipeline import load_tokenizer
 
 
 class Pair:
@@ -113,14 +114,11 @@ class PreparedPairs:
 
 
 class PairTokenizer:
-    """A `tokenizers` tokenizer turned to pairs: the template found by asking it, our truncation."""
+    """A `tokenizers` tokenizer turned to pairs: the template found by asking it, our truncation.
+    `mode` is how tokenizer.json is read (tokenizer_pipeline.load_tokenizer)."""
 
-    def __init__(self, path: Path, max_length: int) -> None:
-        if not path.exists():
-            raise FileNotFoundError(f"{path} not found: the model needs a tokenizer.json")
-        self._tokenizer = Tokenizer.from_file(str(path))
-        self._tokenizer.no_padding()
-        self._tokenizer.no_truncation()
+    def __init__(self, path: Path, max_length: int, mode: str = "transformers") -> None:
+        self._tokenizer = load_tokenizer(path, mode)
         self.max_length = max_length
         self.template = _pair_template(self._tokenizer)
         if self.template.specials >= max_length:

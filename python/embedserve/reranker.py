@@ -84,7 +84,9 @@ class Reranker(Pretrained):
         session = open_classifier(graph, plan.runtime, plan.session_options)
         return cls(
             config,
-            PairTokenizer(plan.config_dir / "tokenizer.json", config.max_length),
+            PairTokenizer(
+                plan.config_dir / "tokenizer.json", config.max_length, plan.options.tokenizer_mode
+            ),
             session,
             max_batch_tokens=plan.max_batch_tokens(session.provider),
         )

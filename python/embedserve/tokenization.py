@@ -8,6 +8,7 @@ import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from embedserve.errors import InputTooLongError, InvalidTokenError
+from embedserve.tokenizer_pipeline import load_tokenizer
 
 DIRECTIONS = ("right", "left")
 
@@ -16,16 +17,12 @@ class ModelTokenizer:
     """A `tokenizers` tokenizer with dynamic padding, our own truncation, and its special tokens known.
 
     Truncation is ours, not the tokenizer's, so each input's untruncated length is known
-    (for `truncate=False` errors and request limits) from a single tokenizer pass.
+    (for `truncate=False` errors and request limits) from a single tokenizer pass. `mode` is how
+    tokenizer.json is read (tokenizer_pipeline.load_tokenizer).
     """
 
-    def __init__(self, path: Path, max_length: int) -> None:
-        if not path.exists():
-            raise FileNotFoundError(f"{path} not found: the model needs a tokenizer.json")
-        self._tokenizer = Tokenizer.from_file(str(path))
-        # Shipped files may pin padding/truncation (all-MiniLM's pads to 128); batches pad themselves.
-        self._tokenizer.no_padding()
-        self._tokenizer.no_truncation()
+    def __init__(self, path: Path, max_length: int, mode: str = "transformers") -> None:
+        self._tokenizer = load_tokenizer(path, mode)
         self.max_length = max_length
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
         self.prefix, self.suffix = _special_tokens(self._tokenizer)

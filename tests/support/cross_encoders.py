@@ -92,6 +92,37 @@ def xlm_roberta_cross_encoder(
     return _save_random(XLMRobertaForSequenceClassification, config, tokenizer, out, seed)
 
 
+def xlm_roberta_cross_encoder_over(
+    out: Path, tokenizer_dir: Path, *, max_length: int = 128, seed: int = 7
+) -> Path:
+    """XLMRobertaForSequenceClassification over a real XLM-R tokenizer folder's files, copied as
+    their authors saved them: `save_pretrained` would write transformers 5's own pipeline."""
+    import json
+    import shutil
+
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    config = XLMRobertaConfig(
+        vocab_size=250_002,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=max_length + 2,
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        num_labels=1,
+    )
+    _save_random(XLMRobertaForSequenceClassification, config, None, out, seed)
+    shutil.copyfile(tokenizer_dir / "tokenizer.json", out / "tokenizer.json")
+    tokenizer_config = json.loads((tokenizer_dir / "tokenizer_config.json").read_text())
+    tokenizer_config["model_max_length"] = max_length
+    (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    return out
+
+
 def mpnet_cross_encoder(
     out: Path, texts: list[str], *, num_labels: int = 1, max_length: int = 128, seed: int = 6
 ) -> Path:
@@ -228,14 +259,15 @@ def _export(torch, module, ids, path: Path) -> None:
 
 def _save_random(model_class, config, tokenizer, out: Path, seed: int) -> Path:
     """A seeded random `model_class(config)`, its weights spread (`_spread`), saved with
-    `tokenizer` into `out`."""
+    `tokenizer` (if any) into `out`."""
     import torch
 
     torch.manual_seed(seed)
     model = model_class(config).eval()
     _spread(model)
     model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(out))
     return out
 
 

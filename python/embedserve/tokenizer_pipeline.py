@@ -1,0 +1,164 @@
+"""A model folder's tokenizer.json read as transformers 5, and so sentence-transformers, reads it.
+
+transformers 5 no longer takes tokenizer.json as it is for most tokenizer classes: it keeps the
+vocabulary, merges, added tokens, post-processor and SentencePiece charsmap from the file and
+builds the normalizer, pre-tokenizer and decoder from the class and tokenizer_config.json (each
+class's `__init__`). Files saved by transformers 4 can differ from that: XLM-R's bare Metaspace
+gives trailing whitespace its own `▁` token, which transformers 5's `WhitespaceSplit` drops; a
+cased BERT file whose tokenizer_config.json does not say `do_lower_case` is lowercased.
+`load_tokenizer` rebuilds those parts as the class does, for the classes where they can differ;
+"as-saved" takes the file as it is, as text-embeddings-inference does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers
+
+TOKENIZER_MODES = ("transformers", "as-saved")
+
+Config = dict[str, Any]
+
+
+def load_tokenizer(path: Path, mode: str = "transformers") -> Tokenizer:
+    """The tokenizer in `path` (a tokenizer.json) without padding or truncation, its pipeline
+    as transformers 5 builds it from the folder (mode "transformers") or as saved ("as-saved")."""
+    if mode not in TOKENIZER_MODES:
+        raise ValueError(f"tokenizer_mode must be one of {TOKENIZER_MODES}, got {mode!r}")
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: the model needs a tokenizer.json")
+    tokenizer = Tokenizer.from_file(str(path))
+    # Shipped files may pin padding/truncation (all-MiniLM's pads to 128); batches pad themselves.
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    if mode == "transformers":
+        config = _read_json(path.parent / "tokenizer_config.json")
+        rebuild = _REBUILDS.get(tokenizer_class(path.parent, config) or "")
+        if rebuild is not None:
+            rebuild(tokenizer, config)
+    return tokenizer
+
+
+def tokenizer_class(folder: Path, config: Config) -> str | None:
+    """The tokenizer class AutoTokenizer picks for `folder` (`config` is its
+    tokenizer_config.json), without a `Fast` suffix: the one tokenizer_config.json names, else
+    config.json's, else its model type's; None where it takes the generic class whatever the
+    files name, or none is known. Only the classes in `_REBUILDS` change the file's pipeline."""
+    model = _read_json(folder / "config.json")
+    model_type = model.get("model_type")
+    if model_type in _GENERIC_MODEL_TYPES:
+        return None
+    name = config.get("tokenizer_class") or model.get("tokenizer_class")
+    if isinstance(name, str):
+        return name.removesuffix("Fast")
+    return _MODEL_TYPE_CLASSES.get(model_type) if isinstance(model_type, str) else None
+
+
+# -- each class's pipeline, as its __init__ in transformers 5.x builds it ---------------------
+
+
+def _bert(tokenizer: Tokenizer, config: Config) -> None:
+    """BertTokenizer (DistilBERT's, ELECTRA's) and MPNetTokenizer: a BertNormalizer set by
+    tokenizer_config.json's flags, with the class defaults when it does not say."""
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True,
+        handle_chinese_chars=config.get("tokenize_chinese_chars", True),
+        strip_accents=config.get("strip_accents"),
+        lowercase=config.get("do_lower_case", True),
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
+
+
+def _sentencepiece(always_prepend: bool) -> Callable[[Tokenizer, Config], None]:
+    """XLM-R, CamemBERT and T5: the charsmap alone, then whitespace split before Metaspace."""
+
+    def rebuild(tokenizer: Tokenizer, config: Config) -> None:
+        prepend = "always" if always_prepend or config.get("add_prefix_space", True) else "never"
+        tokenizer.normalizer = _precompiled(tokenizer)
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.WhitespaceSplit(),
+                pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=prepend, split=True),
+            ]
+        )
+        tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=prepend)
+
+    return rebuild
+
+
+def _deberta_v2(tokenizer: Tokenizer, config: Config) -> None:
+    steps: list[normalizers.Normalizer] = []
+    if config.get("do_lower_case", False):
+        steps.append(normalizers.Lowercase())
+    charsmap = _precompiled(tokenizer)
+    if charsmap is not None:
+        steps += [
+            charsmap,
+            normalizers.Strip(left=False, right=True),
+            normalizers.Replace(Regex(" {2,}"), " "),
+        ]
+    else:
+        steps += [
+            normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "),
+            normalizers.NFC(),
+            normalizers.Strip(left=False, right=True),
+        ]
+    tokenizer.normalizer = normalizers.Sequence(steps)
+    prepend = "always" if config.get("add_prefix_space", True) else "first"
+    splits: list[pre_tokenizers.PreTokenizer] = []
+    if config.get("split_by_punct", False):
+        splits.append(pre_tokenizers.Punctuation(behavior="isolated"))
+    splits.append(pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=prepend))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(splits)
+    tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=prepend)
+
+
+_REBUILDS: dict[str, Callable[[Tokenizer, Config], None]] = {
+    "BertTokenizer": _bert,
+    "DistilBertTokenizer": _bert,
+    "ElectraTokenizer": _bert,
+    "MPNetTokenizer": _bert,
+    "XLMRobertaTokenizer": _sentencepiece(always_prepend=False),
+    "CamembertTokenizer": _sentencepiece(always_prepend=False),
+    "T5Tokenizer": _sentencepiece(always_prepend=True),
+    "DebertaV2Tokenizer": _deberta_v2,
+}
+
+# AutoTokenizer's class for a model type when no file names one (transformers' auto mapping).
+_MODEL_TYPE_CLASSES = {
+    "bert": "BertTokenizer",
+    "distilbert": "BertTokenizer",
+    "electra": "BertTokenizer",
+    "nomic_bert": "BertTokenizer",
+    "mpnet": "MPNetTokenizer",
+    "xlm-roberta": "XLMRobertaTokenizer",
+    "camembert": "CamembertTokenizer",
+    "t5": "T5Tokenizer",
+    "deberta-v2": "DebertaV2Tokenizer",
+}
+# Model types AutoTokenizer loads with the generic class whatever class their files name.
+_GENERIC_MODEL_TYPES = frozenset({"modernbert"})
+
+
+def _precompiled(tokenizer: Tokenizer) -> normalizers.Normalizer | None:
+    """The file's SentencePiece charsmap normalizer (alone or first in a Sequence), if any."""
+    found = tokenizer.normalizer
+    if isinstance(found, normalizers.Sequence):
+        state = json.loads(found.__getstate__())
+        for index, step in enumerate(state["normalizers"]):
+            if step.get("type") == "Precompiled":
+                return found[index]
+        return None
+    return found if isinstance(found, normalizers.Precompiled) else None
+
+
+def _read_json(path: Path) -> Config:
+    if not path.exists():
+        return {}
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    return raw if isinstance(raw, dict) else {}
