@@ -2,7 +2,7 @@
 type, so every mistake gets an OpenAI-shaped 400 that names the field.
 
 Limits (how many inputs, how many tokens, metadata sizes, dimensions) are not checked here but in
-`limits.Admission`, the one place that enforces them.
+the embed task (`server.tasks.embed`), through `server.limits`, the one place that holds them.
 """
 
 from __future__ import annotations

@@ -1,25 +1,23 @@
-"""Wire formats: each API is an adapter over one internal request.
+"""Wire formats: each API is an adapter over one internal request and the shared pipeline.
 
-An adapter module (`openai`, `tei`, `ollama`, `cohere`) does three things and nothing else:
+An adapter module (`openai`, `tei`, `ollama`, `cohere`, `rerank`) does three things and nothing
+else:
 
 1. **Parse** its body with a msgspec `Struct` (`forbid_unknown_fields`; the same Struct documents
-   the route in `/openapi.json`) and map it onto the internal request,
-   `server.schemas.EmbeddingsRequest` (inputs, model, dimensions, truncate, truncation_direction,
-   normalize, prompt_name). Each field is checked here, once; later layers trust it.
-2. **Run** it with `base.compute`, which goes through `EmbeddingService.embed_vectors`: the same
-   admission, token limits, batching, cancellation and metrics for every API, none of which
-   learns which API called.
-3. **Render** the finished vectors (`service.Vectors`) in its own response shape, and its own
-   error shape: `base.error_handlers(render)` turns every error the server raises into the
-   adapter's body, at the status the OpenAI routes would use.
+   the route in `/openapi.json`), or by hand where a field needs its own message (`server.schemas`,
+   `rerank_schemas`), and map it onto a task's internal request: `server.schemas.EmbeddingsRequest`
+   for every embeddings route. Each field is checked here, once; later layers trust it.
+2. **Run** it as a task's job (`server/tasks/`) on the one `server.pipeline.RequestPipeline`:
+   `base.compute` for embeddings; rerank, score, tokenize and decode build their own job. The
+   same admission, limits, bounded tokenization, batching, cancellation, drain and metrics apply
+   to every route, none of which learns which API called.
+3. **Render** the result in its own response shape, through a `render` the job runs (on a worker
+   thread when the answer is large). Errors take the route's API shape without the adapter's
+   help: `server.shapes` maps each path to its API.
 
-`openai` differs at steps 1 and 3 for reasons of its own: its body is parsed by hand
-(`server.schemas`, so each mistake gets OpenAI's 400 naming the field and `extra-parameters` can
-relax unknown fields), and `EmbeddingService.embed` encodes its response body on a worker thread
-(base64 and the byte encodings, in C++); the app-wide error handlers already speak its error shape.
-
-To add an API (rerank routes, say): write `adapters/NAME.py` with its Structs, handlers and a
-`ROUTES` list, add it to `ROUTES` below and to `server/openapi.py`'s table; nothing else changes.
+To add an API: write `adapters/NAME.py` with its Structs, handlers and a `ROUTES` list, add it to
+`ROUTES` below, to `server/openapi.py`'s table and, if its errors have a shape of their own, to
+`server/shapes.py`; nothing else changes.
 """
 
 from __future__ import annotations
