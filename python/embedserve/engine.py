@@ -287,6 +287,28 @@ class Engine(Pretrained):
         )
         return EmbeddingResult(np.ascontiguousarray(vectors), prepared.token_counts)
 
+    def similarity(
+        self,
+        source_sentence: str,
+        sentences: Sequence[str],
+        *,
+        truncate: bool = True,
+        truncation_direction: str = "right",
+        prompt_name: str | None = None,
+    ) -> np.ndarray:
+        """Cosine similarity of `source_sentence` with each of `sentences` (TEI's /similarity,
+        sentence-transformers' `similarity` with the default cosine): float32 [len(sentences)]."""
+        if isinstance(sentences, str) or not sentences:
+            raise InputError("sentences must be a non-empty array of strings", param="sentences")
+        vectors = self.embed(
+            [source_sentence, *sentences],
+            normalize=True,
+            truncate=truncate,
+            truncation_direction=truncation_direction,
+            prompt_name=prompt_name,
+        ).embeddings
+        return vectors[1:] @ vectors[0]
+
     def tokenize(
         self,
         texts: str | Sequence[str],

@@ -148,3 +148,41 @@ def test_cohere_input_types_pick_the_models_prompts():
     assert prompt_for("search_query", info) == "query"
     assert prompt_for("search_document", info) == "passage"
     assert prompt_for("clustering", info) is None
+
+
+def test_similarity_matches_sentence_transformers_through_inference_client(server, minilm_dir):
+    """TEI's /similarity, as huggingface_hub's InferenceClient calls it, against
+    sentence-transformers' own cosine of its own vectors."""
+    from huggingface_hub import InferenceClient
+    from sentence_transformers import SentenceTransformer
+
+    source = "How do I cancel my subscription?"
+    sentences = ["Cancel it in the account settings.", "Our office opens at nine.", LONG]
+    model = SentenceTransformer(str(minilm_dir), device="cpu")
+    vectors = model.encode([source, *sentences], convert_to_tensor=True)
+    want = model.similarity(vectors[:1], vectors[1:])[0].numpy()
+    client = InferenceClient(server.url + "/similarity", token=KEY)
+    got = np.asarray(client.sentence_similarity(source, other_sentences=sentences))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    assert np.argmax(got) == 0
+    # The top-level settings and `parameters`, as /embed takes them; errors in TEI's shape.
+    left = post(
+        server,
+        "/similarity",
+        {
+            "inputs": {"source_sentence": source, "sentences": [LONG]},
+            "truncation_direction": "Left",
+        },
+    ).json()
+    want_left = engine_similarity(minilm_dir, source, [LONG], truncation_direction="left")
+    np.testing.assert_allclose(left, want_left, rtol=0, atol=1e-5)
+    empty = post(server, "/similarity", {"inputs": {"source_sentence": source, "sentences": []}})
+    assert empty.status_code == 400 and empty.json()["error_type"] == "Validation"
+    bad = post(server, "/similarity", {"inputs": {"source_sentence": source}})
+    assert bad.status_code == 400 and "sentences" in bad.json()["error"]
+
+
+def engine_similarity(minilm_dir, source, sentences, **kwargs):
+    from embedserve.engine import Engine
+
+    return Engine.from_pretrained(minilm_dir, cache_bytes=0).similarity(source, sentences, **kwargs)

@@ -426,6 +426,16 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "post",
+        "/similarity",
+        "TEI: cosine similarity of source_sentence with each of sentences",
+        "TEI",
+        list[float],
+        TeiError,
+        tei.SimilarityRequest,
+        DEFAULT_MODEL_ERRORS,
+    ),
+    Operation(
+        "post",
         "/tokenize",
         "TEI: the model's tokens of each input",
         "TEI",

@@ -1,5 +1,6 @@
-"""Text Embeddings Inference's API: `POST /embed` and `POST /` (bare `[[floats]]`), `/tokenize`,
-`/decode` and `GET /info`, with TEI's error body `{"error": ..., "error_type": ...}`.
+"""Text Embeddings Inference's API: `POST /embed` and `POST /` (bare `[[floats]]`), `/similarity`
+(`InferenceClient("URL/similarity").sentence_similarity`), `/tokenize`, `/decode` and `GET /info`,
+with TEI's error body `{"error": ..., "error_type": ...}`.
 
 `huggingface_hub.InferenceClient(url).feature_extraction(text)` posts to `/` with its settings
 under `parameters`, as the Inference API takes them; TEI's own clients put them at the top level.
@@ -15,6 +16,7 @@ import time
 from typing import Annotated, Any, Literal
 
 import msgspec
+import numpy as np
 from litestar import Request, Response, get, post
 from tokenizers import Encoding
 
@@ -50,6 +52,26 @@ class EmbedRequest(EmbedParameters, kw_only=True):
 
     inputs: str | list[str]
     parameters: EmbedParameters | None = None
+
+
+class SimilarityInputs(msgspec.Struct, forbid_unknown_fields=True):
+    source_sentence: str
+    sentences: list[str]
+
+
+class SimilarityParameters(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Settings of `POST /similarity`, at the top level or under `parameters`."""
+
+    truncate: bool | None = None
+    truncation_direction: Direction | None = None
+    prompt_name: str | None = None
+
+
+class SimilarityRequest(SimilarityParameters, kw_only=True):
+    """TEI's `POST /similarity` body (what `InferenceClient(url).sentence_similarity` sends)."""
+
+    inputs: SimilarityInputs
+    parameters: SimilarityParameters | None = None
 
 
 class TokenizeRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -90,20 +112,29 @@ class Info(msgspec.Struct):
     docker_label: str | None
 
 
-def to_internal(body: EmbedRequest) -> EmbeddingsRequest:
-    merged = {f: getattr(body, f) for f in EmbedParameters.__struct_fields__}
+def _merged(body: Any, kind: type[msgspec.Struct]) -> dict[str, Any]:
+    """The settings of `kind` from the top level, overridden by those under `parameters`."""
+    merged = {f: getattr(body, f) for f in kind.__struct_fields__}
     if body.parameters is not None:
-        for name in EmbedParameters.__struct_fields__:
+        for name in kind.__struct_fields__:
             value = getattr(body.parameters, name)
             if value is not None:
                 merged[name] = value
+    return merged
+
+
+def _direction(value: str | None) -> str:
+    return "right" if value is None else value.lower()
+
+
+def to_internal(body: EmbedRequest) -> EmbeddingsRequest:
+    merged = _merged(body, EmbedParameters)
     texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
-    direction = merged["truncation_direction"]
     return EmbeddingsRequest(
         inputs=Inputs(texts=texts),
         dimensions=merged["dimensions"],
         truncate=merged["truncate"],
-        truncation_direction="right" if direction is None else direction.lower(),
+        truncation_direction=_direction(merged["truncation_direction"]),
         # TEI normalizes unless told not to.
         normalize=True if merged["normalize"] is None else merged["normalize"],
         prompt_name=merged["prompt_name"],
@@ -127,6 +158,31 @@ async def embed(request: Request[Any, Any, Any]) -> Response[bytes]:
 async def root(request: Request[Any, Any, Any]) -> Response[bytes]:
     """TEI's root route, where `InferenceClient(url).feature_extraction` posts: as `/embed`."""
     return await _embed(request)
+
+
+def _similarities(vectors: np.ndarray, tokens: int) -> bytes:
+    """Cosine of each sentence with the source (row 0); the rows are unit length."""
+    return msgspec.json.encode((vectors[1:] @ vectors[0]).tolist())
+
+
+@post("/similarity", guards=[require_api_key], status_code=200)
+async def similarity(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Cosine similarity of `source_sentence` with each of `sentences`: the embed task on the
+    source and the sentences together, normalized, rendered as one score per sentence."""
+    started = time.perf_counter()
+    body = decode(await read_body(request), SimilarityRequest)
+    if not body.inputs.sentences:
+        raise invalid("sentences must not be an empty array", param="sentences", code="empty_input")
+    merged = _merged(body, SimilarityParameters)
+    internal = EmbeddingsRequest(
+        inputs=Inputs(texts=[body.inputs.source_sentence, *body.inputs.sentences]),
+        truncate=merged["truncate"],
+        truncation_direction=_direction(merged["truncation_direction"]),
+        normalize=True,
+        prompt_name=merged["prompt_name"],
+    )
+    done = await compute(request, internal, state(request).registry.default, _similarities)
+    return json_response(done.result, headers=timing_headers(done, started))
 
 
 def _tokens(pairs: list[tuple[str, Encoding]]) -> bytes:
@@ -230,4 +286,4 @@ async def info(request: Request[Any, Any, Any]) -> Response[bytes]:
     )
 
 
-ROUTES = [embed, root, tokenize, decode_ids, info]
+ROUTES = [embed, root, similarity, tokenize, decode_ids, info]
