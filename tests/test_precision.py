@@ -156,7 +156,7 @@ def test_int8_mix_returns_the_least_quantizable_matmuls_to_float_until_the_check
     smooth_outlier_channels(model, batches, [])
     readers = quantized_inputs(model, [])
     stats = channel_stats(model, sorted(readers), batches)
-    _, check = _minilm_graph(minilm_dir, check_texts(16))
+    _, check = _minilm_graph(minilm_dir, check_texts(16, 64, 32))
     reference = pooled_vectors(model, check)
 
     loose = choose_int8_mix(model, stats, check, min_cosine=0.9)
@@ -220,7 +220,18 @@ def test_calibration_corpus_is_held_out_from_the_reference_texts(reference):
     assert not set(corpus) & set(reference["texts"])
     assert min(len(t.split()) for t in corpus) >= 8
     check = check_texts()
-    assert len(check) == 128 and not set(check) & (set(corpus) | set(reference["texts"]))
+    assert len(check) == 64 + 768 + 256 and len(set(check)) == len(check)
+    assert not set(check) & (set(corpus) | set(reference["texts"]))
+
+
+def test_int8_cache_key_changes_with_the_recipe(minilm_dir, monkeypatch):
+    # A graph built by another recipe must not be reused, even where the version was not bumped.
+    from embedserve.models import onnx_for, static_int8
+
+    args = (onnx_for(minilm_dir), minilm_dir / "tokenizer.json", 256)
+    before = static_int8.static_int8_key(*args)
+    monkeypatch.setattr(static_int8, "CHECK_MIN_COSINE", static_int8.CHECK_MIN_COSINE + 0.001)
+    assert static_int8.static_int8_key(*args) != before
 
 
 def test_precision_arguments_and_the_quantize_alias():
