@@ -43,11 +43,15 @@ PRECISIONS: dict[str, Precision] = {
             1_024,
             "exact: float32 everywhere",
         ),
+        # Measured with real bf16 (Xeon, AMX; OpenVINO 2026.4): min / mean cos 0.99997 / 0.99999
+        # (all-MiniLM-L6-v2), 0.99983 / 0.99999 (all-mpnet-base-v2, whose worst text is an
+        # outlier: the next is 0.99991). Where the CPU has no native bf16, OpenVINO runs f32
+        # and the vectors are exact; tests hold that case to fp32's floor instead.
         Precision(
             "bf16",
             "fp32",
             ("openvino",),
-            0.9999,
+            0.9997,
             0.99995,
             1_024,
             "near-exact: bfloat16 matrix products on CPUs with native bf16 (OpenVINO)",
