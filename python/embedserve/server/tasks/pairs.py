@@ -78,7 +78,6 @@ class PairsJob(Job[R], Generic[R]):
         self._budget = TokenBudget(limits, param, noun, paired_with)
         self._shared_ids: list[int] | None = None
         self._pairs: list[Pair] = []
-        self._untruncated: list[np.ndarray] = []
         self._content = 0
 
     def estimated_tokens(self, tokens_per_char: float = DEFAULT_TOKENS_PER_CHAR) -> int:
