@@ -13,14 +13,13 @@ from litestar import Request, Response
 from embedserve import _core
 from embedserve.server.errors import invalid
 from embedserve.server.pipeline import Done
-from embedserve.server.plumbing import state, unless_disconnected
+from embedserve.server.plumbing import JSON, state, unless_disconnected
 from embedserve.server.registry import ServedModel
 from embedserve.server.schemas import EmbeddingsRequest
 from embedserve.server.tasks.embed import EmbedJob, Render, vectors
 
 T = TypeVar("T")
 R = TypeVar("R")
-JSON = "application/json"
 
 
 def decode(body: bytes, kind: type[T]) -> T:
