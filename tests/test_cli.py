@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,3 +68,15 @@ def test_bench_reports_texts_per_second():
     done = embedserve("bench", "--texts", "16", "--repeats", "1", "--batch-size", "8")
     assert done.returncode == 0, done.stderr
     assert "texts/s" in done.stdout and "CPUExecutionProvider" in done.stdout
+
+
+def test_version_is_the_packages_one_version():
+    from embedserve import __version__
+
+    done = embedserve("--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"embedserve {__version__}"
+    # Semantic versioning: MAJOR.MINOR.PATCH, optionally a pre-release or dev suffix.
+    assert re.fullmatch(r"\d+\.\d+\.\d+([-.]?(a|b|rc|dev)\d+)?", __version__), __version__
+    changelog = (Path(__file__).resolve().parents[1] / "CHANGELOG.md").read_text()
+    assert f"## [{__version__}]" in changelog

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from embedserve._version import __version__
 from embedserve.loading import LoadOptions, LoadSettings
 from embedserve.models import DEFAULT_MODEL
 from embedserve.settings import ENV_PREFIX, add_settings, settings_from_args
@@ -33,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="embedserve", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"embedserve {__version__}")
     commands = parser.add_subparsers(title="commands")
 
     pull = commands.add_parser(
