@@ -11,12 +11,12 @@ from typing import Literal, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-PoolMode: TypeAlias = Literal["mean", "cls", "last", "max", "mean_sqrt_len", "weightedmean"]
+_PoolMode: TypeAlias = Literal["mean", "cls", "last", "max", "mean_sqrt_len", "weightedmean"]
 
 def pool(
     hidden: npt.ArrayLike,
     attention_mask: npt.ArrayLike,
-    mode: PoolMode,
+    mode: _PoolMode,
     skip: npt.ArrayLike | None = None,
 ) -> npt.NDArray[np.float32]:
     """Pool [batch, seq, dim] hidden states into a new float32 [batch, dim] array.
