@@ -67,7 +67,7 @@ class LoadSettings:
     )
     precision: str | None = setting(
         None,
-        "fp32 (exact, the CPU default), bf16, int8 or fp16 (the CUDA default); see README "
+        "fp32 (exact, the CPU default), bf16, int8 or fp16 (the CUDA default); see docs/models.md "
         "Precision and runtime",
         type=str.lower,
         choices=tuple(PRECISIONS),
@@ -95,7 +95,7 @@ class LoadSettings:
         "transformers",
         "how tokenizer.json is read: transformers (the pipeline transformers 5 and so "
         "sentence-transformers build from it and the tokenizer class) or as-saved (the file as "
-        "it is, as TEI reads it); see README Models",
+        "it is, as TEI reads it); see docs/models.md",
         type=str.lower,
         choices=TOKENIZER_MODES,
         metavar="MODE",

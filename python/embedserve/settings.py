@@ -1,5 +1,5 @@
 """Settings declared once: a dataclass field made with `setting()` is a command-line flag
-(`--field-name`), an environment variable (`EMBEDSERVE_FIELD_NAME`) and a README row (checked by
+(`--field-name`), an environment variable (`EMBEDSERVE_FIELD_NAME`) and a row in docs/server.md (checked by
 tests/reliability/test_settings.py). `serve` takes every declared setting; the other commands take
 the model-loading ones (`loading.LoadSettings`) through the same two functions here.
 
@@ -26,7 +26,7 @@ def setting(
     metavar: str = "N",
 ) -> Any:
     """A setting, declared once: a flag (`--field-name`) and an environment variable
-    (`EMBEDSERVE_FIELD_NAME`) on each command that takes it, and a row in the README's table."""
+    (`EMBEDSERVE_FIELD_NAME`) on each command that takes it, and a row in docs/server.md's flag table."""
     meta = {"help": help, "type": type, "choices": choices, "metavar": metavar}
     return field(default=default, metadata=meta)
 

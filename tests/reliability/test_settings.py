@@ -1,7 +1,7 @@
 """Settings are declared once (a `ServerConfig`/`Limits`/`HttpLimits` field, the model-loading
 ones a `LoadSettings` field): the flag and the environment variable come from the field, on
-`serve` and on every other command that takes them, and the README's flag table must list each
-one with its default."""
+`serve` and on every other command that takes them, and the docs' flag table (docs/server.md)
+must list each one with its default."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from embedserve.server.cli import config_from_args
 from embedserve.server.config import declared_settings
 from embedserve.settings import env_name, flag_name, settings_of
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+FLAGS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "server.md"
 
 
 def parse(*argv: str, env: dict[str, str] | None = None):
@@ -30,11 +30,13 @@ def value_of(config, owner: str, name: str):
 @pytest.mark.parametrize(
     ("owner", "spec"), declared_settings(), ids=lambda x: getattr(x, "name", x)
 )
-def test_each_setting_has_a_flag_an_env_var_and_a_readme_row(owner, spec):
+def test_each_setting_has_a_flag_an_env_var_and_a_docs_row(owner, spec):
     rows = [
-        line for line in README.read_text().splitlines() if line.startswith(f"| `{flag_name(spec)}")
+        line
+        for line in FLAGS_PAGE.read_text().splitlines()
+        if line.startswith(f"| `{flag_name(spec)}")
     ]
-    assert rows, f"README has no row for {flag_name(spec)}"
+    assert rows, f"docs/server.md has no row for {flag_name(spec)}"
     default = spec.default
     if isinstance(default, bool):
         shown = "on" if default else "off"

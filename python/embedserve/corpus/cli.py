@@ -48,7 +48,7 @@ def add_embed_file_command(commands: Any) -> argparse.ArgumentParser:
         choices=EMBEDDING_TYPES,
         default=_DEFAULTS.embedding_type,
         help=f"stored values: float32, float16, or int8, uint8, binary, ubinary by {BYTE_RULE} "
-        "(README, Byte encodings) (default: %(default)s)",
+        "(docs/server.md, Byte encodings) (default: %(default)s)",
     )
     cmd.add_argument(
         "--batch-texts",
