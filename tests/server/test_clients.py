@@ -9,10 +9,8 @@ TIKTOKEN_CACHE_DIR, named by the sha1 of its download URL, as tiktoken itself ca
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,13 +18,11 @@ import httpx
 import numpy as np
 import pytest
 from embedserve.quantization import quantize
-from embedserve.token_encodings import rank_file
 
 from tests.server.conftest import KEY, MODEL, LiveServer, live_server, unhurried
-from tests.support import cosines
+from tests.support import cosines, fill_tiktoken_cache
 
 CLIENT_COSINE = 0.9999
-TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +46,7 @@ def server(engine) -> Iterator[LiveServer]:
 @pytest.fixture(scope="module")
 def tiktoken_cache(tmp_path_factory) -> Iterator[Path]:
     """tiktoken's own cache, filled from our checked rank files, so the client never downloads."""
-    folder = tmp_path_factory.mktemp("tiktoken-cache")
-    for name in ("cl100k_base", "o200k_base"):
-        key = hashlib.sha1(TIKTOKEN_URL.format(name).encode()).hexdigest()
-        shutil.copyfile(rank_file(name), folder / key)
+    folder = fill_tiktoken_cache(tmp_path_factory.mktemp("tiktoken-cache"))
     old = os.environ.get("TIKTOKEN_CACHE_DIR")
     os.environ["TIKTOKEN_CACHE_DIR"] = str(folder)
     yield folder

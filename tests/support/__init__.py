@@ -1,11 +1,16 @@
-"""What several test folders share: vector comparisons and a free loopback port here; tiny
+"""What several test folders share: vector comparisons, a free loopback port and a filled
+tiktoken cache here; tiny
 random models (`tiny`, `cross_encoders`) and a fake model hub (`fake_hub`) beside it."""
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 import socket
+from pathlib import Path
 
 import numpy as np
+from embedserve.token_encodings import rank_file
 
 # sentence-transformers' fp32 vectors and ours agree to this cosine per text (the fidelity goal).
 FP32_COSINE = 0.99999
@@ -21,3 +26,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
+
+
+def fill_tiktoken_cache(folder: Path) -> Path:
+    """tiktoken's own cache (for TIKTOKEN_CACHE_DIR), filled from our checked rank files under
+    the names tiktoken reads (the sha1 of the download URL), so a client never downloads."""
+    for name in ("cl100k_base", "o200k_base"):
+        key = hashlib.sha1(TIKTOKEN_URL.format(name).encode()).hexdigest()
+        shutil.copyfile(rank_file(name), folder / key)
+    return folder

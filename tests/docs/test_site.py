@@ -1,0 +1,35 @@
+"""The documentation site builds in strict mode (a broken link, anchor or include fails), and the
+README stays a short front page whose test command is CI's."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .examples import ROOT
+
+
+def test_site_builds_in_strict_mode(tmp_path: Path):
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for page in ("quickstart", "library", "models", "server", "clients", "reference", "design"):
+        assert (tmp_path / page / "index.html").is_file(), page
+
+
+def test_readme_test_command_is_the_last_line_of_ci():
+    ci_last = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert ci_last in (ROOT / "README.md").read_text().splitlines()
+
+
+def test_readme_is_a_front_page():
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 150
