@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -99,6 +100,8 @@ def venv(wheel: Path, tmp_path_factory) -> Path:
     dependencies = [path for path in sys.path if path.endswith("site-packages")]
     (site / "zz_dependencies.pth").write_text("\n".join(dependencies) + "\n")
     env = _no_compiler(folder)
+    compilers = ("cc", "gcc", "c++", "g++", "clang", "cmake", "zig")
+    assert not [name for name in compilers if shutil.which(name, path=env["PATH"])]
     subprocess.run(
         [str(folder / "bin" / "python"), "-m", "pip", "install", "--no-deps", "--no-index"]
         + ["--only-binary", "embedserve", "--ignore-installed", str(wheel)],
@@ -112,7 +115,7 @@ def venv(wheel: Path, tmp_path_factory) -> Path:
 def _no_compiler(venv: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "CMAKE_ARGS"}}
     env["CC"] = env["CXX"] = "/nonexistent/cc"
-    env["PATH"] = f"{venv / 'bin'}:/usr/bin:/bin"
+    env["PATH"] = str(venv / "bin")
     return env
 
 
