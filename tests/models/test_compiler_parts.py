@@ -30,6 +30,8 @@ def _config(raw: dict) -> HFConfig:
         ({"model_type": "qwen2"}, "qwen3"),
         ({"model_type": "modernbert"}, "modernbert"),
         ({"architectures": ["DistilBertModel"]}, "distilbert"),
+        ({"model_type": "nomic_bert", "architectures": ["NomicBertModel"]}, "nomic_bert"),
+        ({"architectures": ["NomicBertModel"]}, "nomic_bert"),  # not "Bert" by substring
     ],
 )
 def test_registry_finds_family(raw: dict, family: str) -> None:
@@ -39,8 +41,7 @@ def test_registry_finds_family(raw: dict, family: str) -> None:
 @pytest.mark.parametrize(
     "raw",
     [
-        {"architectures": ["NomicBertModel"], "model_type": "nomic_bert"},
-        {"architectures": ["NomicBertModel"]},  # not "Bert" by substring
+        {"architectures": ["LongformerModel"], "model_type": "longformer"},
         {"architectures": ["T5EncoderModel"]},
         {},
     ],
