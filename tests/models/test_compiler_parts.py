@@ -32,6 +32,7 @@ def _config(raw: dict) -> HFConfig:
         ({"architectures": ["DistilBertModel"]}, "distilbert"),
         ({"model_type": "nomic_bert", "architectures": ["NomicBertModel"]}, "nomic_bert"),
         ({"architectures": ["NomicBertModel"]}, "nomic_bert"),  # not "Bert" by substring
+        ({"model_type": "new", "architectures": ["NewModel"]}, "gte"),
     ],
 )
 def test_registry_finds_family(raw: dict, family: str) -> None:

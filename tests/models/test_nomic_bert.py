@@ -21,8 +21,7 @@ from embedserve.engine import Engine
 from embedserve.models.hf_config import UnsupportedArchitectureError
 
 from tests.models.test_families import COSINE, N_TEXTS, _check
-from tests.support.edge_texts import EDGE_TEXTS
-from tests.support.remote_code import cosines, encode, save_folder
+from tests.support.remote_code import cosines, encode, mixed_texts, save_folder
 from tests.support.tiny import quiet
 
 AUTO_MAP = {
@@ -246,11 +245,7 @@ def _reference(config: dict[str, Any]) -> Any:
 
 @pytest.fixture(scope="module")
 def texts(reference: dict) -> list[str]:
-    """Real texts spread over lengths (the longest past every max_seq_length), then the edge
-    texts."""
-    order = np.argsort(reference["tokens_truncated"], kind="stable")
-    picks = order[np.linspace(0, len(order) - 1, N_TEXTS).astype(int)]
-    return [reference["texts"][i] for i in picks] + EDGE_TEXTS
+    return mixed_texts(reference, N_TEXTS)
 
 
 @pytest.fixture(scope="module")

@@ -120,3 +120,13 @@ def encode(
 def cosines(got: np.ndarray, want: np.ndarray) -> np.ndarray:
     a, b = got.astype(np.float64), want.astype(np.float64)
     return (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def mixed_texts(reference: dict, count: int) -> list[str]:
+    """``count`` real texts spread over lengths (the longest past every test's max_seq_length),
+    then the edge texts."""
+    from tests.support.edge_texts import EDGE_TEXTS
+
+    order = np.argsort(reference["tokens_truncated"], kind="stable")
+    picks = order[np.linspace(0, len(order) - 1, count).astype(int)]
+    return [reference["texts"][i] for i in picks] + EDGE_TEXTS

@@ -25,6 +25,7 @@ from __future__ import annotations
 from embedserve.models.architectures import (
     bert,
     distilbert,
+    gte,
     modernbert,
     mpnet,
     nomic_bert,
@@ -42,6 +43,7 @@ FAMILIES: tuple[Family, ...] = (
     modernbert.FAMILY,
     qwen3.FAMILY,
     nomic_bert.FAMILY,
+    gte.FAMILY,
 )
 
 __all__ = ["FAMILIES", "HIDDEN_STATE", "Encoded", "Family", "family_for", "supported"]

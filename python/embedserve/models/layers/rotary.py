@@ -1,4 +1,5 @@
-"""Rotary position embeddings (RoPE), as transformers' default and linear-scaled forms, over
+"""Rotary position embeddings (RoPE), as transformers' default and linear-scaled forms and the
+fixed NTK scaling of Alibaba's GTE ("ntk"), over
 all of each head or its first ``partial_rotary_factor`` share, in halves (GPT-NeoX) or in
 interleaved pairs (GPT-J)."""
 
@@ -12,7 +13,7 @@ from embedserve.models.hf_config import UnsupportedArchitectureError
 from embedserve.models.layers.builder import GraphBuilder
 from embedserve.models.layers.embeddings import first_rows
 
-ROPE_TYPES = ("default", "linear")
+ROPE_TYPES = ("default", "linear", "ntk")
 
 
 class Rotary:
@@ -49,11 +50,16 @@ class Rotary:
                 f"{dim} of {head_dim} dims per head; it must rotate an even number above 0"
             )
         base = float(params["rope_theta"])
+        mixed_b = params.get("mixed_b")
+        if kind == "ntk" and mixed_b is None:
+            base *= float(params["factor"])
         # transformers: 1 / base ** (arange(0, dim, 2) / dim) in float32.
         exponents = np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim)
         inv_freq = (1.0 / (np.float32(base) ** exponents)).astype(np.float32)
         if kind == "linear":
             inv_freq = (inv_freq / np.float32(params["factor"])).astype(np.float32)
+        elif kind == "ntk":
+            inv_freq = _ntk(inv_freq, float(params["factor"]), dim, mixed_b)
         angles = np.arange(max_positions, dtype=np.float32)[:, None] * inv_freq[None, :]
         # Each frequency serves a pair: dims i and i + dim/2, or (interleaved) 2i and 2i + 1.
         if interleaved:
@@ -114,6 +120,18 @@ class Rotary:
             name + "/rotate_half",
             axis=-1,
         )
+
+
+def _ntk(inv_freq: np.ndarray, factor: float, dim: int, mixed_b: float | None) -> np.ndarray:
+    """GTE's NTKScalingRotaryEmbedding (https://kexue.fm/archives/9706), which its tables
+    always use (they are built for max_position_embeddings * factor): base * factor and
+    frequencies / factor ** (2 / dim), or with ``mixed_b`` each frequency i divided by
+    exp(log(factor) / (dim / 2) ** b * i ** b)."""
+    if mixed_b is None:
+        return (inv_freq / np.float32(factor ** (2 / dim))).astype(np.float32)
+    a = np.float32(np.log(np.float32(factor)) / (dim / 2) ** mixed_b)
+    ranks = np.arange(1, dim // 2 + 1, dtype=np.float32)
+    return (inv_freq / np.exp(a * ranks ** np.float32(mixed_b))).astype(np.float32)
 
 
 def rotary(
