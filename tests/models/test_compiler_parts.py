@@ -33,6 +33,8 @@ def _config(raw: dict) -> HFConfig:
         ({"model_type": "nomic_bert", "architectures": ["NomicBertModel"]}, "nomic_bert"),
         ({"architectures": ["NomicBertModel"]}, "nomic_bert"),  # not "Bert" by substring
         ({"model_type": "new", "architectures": ["NewModel"]}, "gte"),
+        ({"model_type": "bert", "architectures": ["JinaBertForMaskedLM"]}, "jina_bert"),
+        ({"model_type": "bert", "position_embedding_type": "alibi"}, "jina_bert"),
     ],
 )
 def test_registry_finds_family(raw: dict, family: str) -> None:
