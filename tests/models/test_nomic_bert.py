@@ -1,9 +1,15 @@
-"""NomicBERT (nomic-embed-text v1 / v1.5) against a PyTorch reference written from its remote
-code: nomic-ai/contrastors, src/contrastors/models/huggingface/modeling_hf_nomic_bert.py at
-commit 613ddfd37309e538cceadb05b1e6423e7b09f603 (the file the hub's nomic-ai/nomic-bert-2048
+"""NomicBERT (nomic-embed-text v1 / v1.5 / v2-moe) against a PyTorch reference written from its
+remote code: nomic-ai/contrastors, src/contrastors/models/huggingface/modeling_hf_nomic_bert.py
+at commit 613ddfd37309e538cceadb05b1e6423e7b09f603 (the file the hub's nomic-ai/nomic-bert-2048
 serves as ``modeling_hf_nomic_bert.py``): NomicBertEmbeddings, NomicBertAttention with
 NomicBertRotaryEmbedding / apply_rotary_emb, NomicBertGatedMLP (sic "NomciBertGatedMLP") and
-NomicBertMLP, the post-norm branch of NomicBertBlock, and NomicBertModel.forward.
+NomicBertMLP, the post-norm branch of NomicBertBlock, and NomicBertModel.forward. The v2 mixture
+of experts follows the same commit's src/contrastors/layers/moe.py (MoEBlock: softmax router,
+top-k, weighted expert sum, shared bias), layers/block.py (megablocks dMoE arguments,
+moe_normalize_expert_weights) and models/encoder/modeling_nomic_bert.py (Block(moe=i % every_n
+== 1)), with megablocks' tensor layout as huggingface/text-embeddings-inference@0d124dc9 reads
+it in backends/candle/src/models/nomic.rs (router.layer, experts.mlp.w1 / w2 as [experts * ffn,
+hidden], experts.bias).
 
 Folders carry nomic-embed-text-v1.5's config.json fields (GPT-2 names, auto_map to the remote
 code) and its tensor names; embedserve never runs that code, it compiles the weights.
@@ -109,6 +115,55 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "normalize": False,
         "max_seq_length": 64,
     },
+    # nomic-embed-text-v2-moe's layout: XLM-R vocabulary, biases, experts in layers 1 and 3
+    # (4 experts, top 2, weights as the router gives them).
+    "v2-moe": {
+        "config": {
+            "activation_function": "gelu",
+            "n_layer": 4,
+            "n_inner": 48,
+            "n_positions": 2048,
+            "num_experts": 4,
+            "moe_top_k": 2,
+            "moe_every_n_layers": 2,
+            "moe_impl": "megablocks",
+            "moe_normalize_expert_weights": False,
+            "num_shared_experts": 0,
+            "expert_choice_router": False,
+            "ffn_div": 1,
+            "mlp_fc1_bias": True,
+            "mlp_fc2_bias": True,
+            "qkv_proj_bias": True,
+            "rotary_emb_base": 10000,
+            "type_vocab_size": 1,
+            "layer_norm_epsilon": 1e-5,
+            "pad_token_id": 1,
+            "vocab_size": 250048,
+        },
+        "tokenizer": "xlmr",
+        "pooling": "mean",
+        "normalize": True,
+        "max_seq_length": 64,
+    },
+    # Top-3 of 4 experts with their weights L2-normalized, in every other layer of three.
+    "v2-moe-normalized": {
+        "config": {
+            "activation_function": "gelu",
+            "n_layer": 3,
+            "n_inner": 48,
+            "num_experts": 4,
+            "moe_top_k": 3,
+            "moe_every_n_layers": 2,
+            "moe_normalize_expert_weights": 2,
+            "type_vocab_size": 1,
+            "pad_token_id": 1,
+            "vocab_size": 250048,
+        },
+        "tokenizer": "xlmr",
+        "pooling": "cls",
+        "normalize": False,
+        "max_seq_length": 48,
+    },
     # No rotary: learned absolute positions, the plain (exact-GELU) MLP, one token type.
     "absolute-gelu": {
         "config": {
@@ -146,19 +201,55 @@ def _reference(config: dict[str, Any]) -> Any:
     def linear(n_in: int, n_out: int, bias: bool) -> nn.Linear:
         return nn.Linear(n_in, n_out, bias=bias)
 
-    class Block(nn.Module):
+    experts = config.get("num_experts", 0)
+    every = config.get("moe_every_n_layers", 0)
+
+    class Experts(nn.Module):
+        """megablocks' dMoE parameters as the checkpoint names them."""
+
         def __init__(self) -> None:
+            super().__init__()
+            ffn = config["n_inner"]
+            self.router = nn.Module()
+            self.router.layer = nn.Linear(hidden, experts, bias=False)
+            self.experts = nn.Module()
+            self.experts.mlp = nn.Module()
+            self.experts.mlp.w1 = nn.Parameter(torch.empty(experts * ffn, hidden))
+            self.experts.mlp.w2 = nn.Parameter(torch.empty(experts * ffn, hidden))
+            self.experts.bias = nn.Parameter(torch.zeros(hidden))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            shape = x.shape
+            x = x.reshape(-1, hidden)
+            probs = F.softmax(self.router.layer(x), dim=-1)
+            weights, chosen = torch.topk(probs, config["moe_top_k"], dim=-1)
+            p = config.get("moe_normalize_expert_weights")
+            if p:
+                weights = weights / torch.norm(weights, p=p, dim=-1, keepdim=True)
+            w1 = self.experts.mlp.w1.view(experts, -1, hidden)
+            w2 = self.experts.mlp.w2.view(experts, -1, hidden)
+            out = torch.zeros_like(x)
+            for e in range(experts):
+                rows, nth = torch.where(chosen == e)
+                y = F.gelu(x[rows] @ w1[e].t()) @ w2[e]
+                out[rows] += weights[rows, nth].unsqueeze(-1) * y
+            return (out + self.experts.bias).reshape(shape)
+
+    class Block(nn.Module):
+        def __init__(self, moe: bool) -> None:
             super().__init__()
             self.attn = nn.Module()
             self.attn.Wqkv = linear(hidden, 3 * hidden, config["qkv_proj_bias"])
             self.attn.out_proj = linear(hidden, hidden, config["qkv_proj_bias"])
-            self.mlp = nn.Module()
-            if gated:
+            self.moe = moe
+            self.mlp = Experts() if moe else nn.Module()
+            if gated and not moe:
                 self.mlp.fc11 = linear(hidden, inner, config["mlp_fc1_bias"])
                 self.mlp.fc12 = linear(hidden, inner, config["mlp_fc1_bias"])
-            else:
+            elif not moe:
                 self.mlp.fc1 = linear(hidden, inner, config["mlp_fc1_bias"])
-            self.mlp.fc2 = linear(inner, hidden, config["mlp_fc2_bias"])
+            if not moe:
+                self.mlp.fc2 = linear(inner, hidden, config["mlp_fc2_bias"])
             self.norm1 = nn.LayerNorm(hidden, eps=eps)
             self.norm2 = nn.LayerNorm(hidden, eps=eps)
 
@@ -196,7 +287,9 @@ def _reference(config: dict[str, Any]) -> Any:
                 )
             self.emb_ln = nn.LayerNorm(hidden, eps=eps)
             self.encoder = nn.Module()
-            self.encoder.layers = nn.ModuleList(Block() for _ in range(config["n_layer"]))
+            self.encoder.layers = nn.ModuleList(
+                Block(every > 0 and i % every == 1) for i in range(config["n_layer"])
+            )
 
         def forward(self, input_ids, attention_mask, token_type_ids=None):
             batch, seqlen = input_ids.shape
@@ -228,7 +321,9 @@ def _reference(config: dict[str, Any]) -> Any:
                 context = (F.softmax(scores, dim=-1) @ v).permute(0, 2, 1, 3)
                 attn = layer.attn.out_proj(context.reshape(batch, seqlen, hidden))
                 x = layer.norm1(attn + x)
-                if gated:
+                if layer.moe:
+                    mlp = layer.mlp(x)
+                elif gated:
                     y, gate = layer.mlp.fc11(x), layer.mlp.fc12(x)
                     if act == "glu":
                         y = F.glu(torch.cat([y, gate], dim=-1), dim=-1)
@@ -250,33 +345,36 @@ def texts(reference: dict) -> list[str]:
 
 @pytest.fixture(scope="module")
 def built(
-    tmp_path_factory: pytest.TempPathFactory, minilm_tokenizer_dir: Path, isolated_cache: None
-) -> dict[str, tuple[Path, Any, dict[str, Any]]]:
+    tmp_path_factory: pytest.TempPathFactory,
+    minilm_tokenizer_dir: Path,
+    xlmr_tokenizer_dir: Path,
+    isolated_cache: None,
+) -> dict[str, tuple[Path, Any, dict[str, Any], Path]]:
     import torch
 
     torch.set_num_threads(1)
+    tokenizers = {"minilm": minilm_tokenizer_dir, "xlmr": xlmr_tokenizer_dir}
     out = {}
     for name, variant in VARIANTS.items():
         config = {**V15, **variant["config"]}
         model = _reference(config)
+        tokenizer_dir = tokenizers[variant.get("tokenizer", "minilm")]
         folder = save_folder(
             tmp_path_factory.mktemp(name),
             model,
             config,
-            minilm_tokenizer_dir,
+            tokenizer_dir,
             pooling=variant["pooling"],
             normalize=variant["normalize"],
             max_seq_length=variant["max_seq_length"],
             prompts=PROMPTS,
         )
-        out[name] = (folder, model, variant)
+        out[name] = (folder, model, variant, tokenizer_dir)
     return out
 
 
-def _want(
-    built: dict, name: str, tokenizer_dir: Path, texts: list[str]
-) -> tuple[np.ndarray, np.ndarray]:
-    _, model, variant = built[name]
+def _want(built: dict, name: str, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    _, model, variant, tokenizer_dir = built[name]
     return quiet(
         encode,
         model,
@@ -289,22 +387,18 @@ def _want(
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_nomic_bert_matches_reference(
-    variant: str, built: dict, texts: list[str], minilm_tokenizer_dir: Path
-) -> None:
-    want, counts = _want(built, variant, minilm_tokenizer_dir, texts)
+def test_nomic_bert_matches_reference(variant: str, built: dict, texts: list[str]) -> None:
+    want, counts = _want(built, variant, texts)
     assert len(set(counts.tolist())) >= 10
     assert counts.max() == VARIANTS[variant]["max_seq_length"]
     _check(built[variant][0], texts, want, counts)
 
 
 @pytest.mark.parametrize("prompt_name", ["search_query", "search_document"])
-def test_nomic_prompts(
-    prompt_name: str, built: dict, texts: list[str], minilm_tokenizer_dir: Path
-) -> None:
+def test_nomic_prompts(prompt_name: str, built: dict, texts: list[str]) -> None:
     """nomic's task prefixes come from config_sentence_transformers.json's prompts."""
     prompt = PROMPTS[prompt_name]
-    want, counts = _want(built, "v1.5", minilm_tokenizer_dir, [prompt + t for t in texts])
+    want, counts = _want(built, "v1.5", [prompt + t for t in texts])
     engine = Engine.from_pretrained(built["v1.5"][0])
     got = engine.embed(texts, prompt_name=prompt_name)
     assert got.token_counts.tolist() == counts.tolist()
@@ -316,7 +410,7 @@ def test_nomic_prompts(
     [
         ({"prenorm": True}, "prenorm"),
         ({"rotary_scaling_factor": 2.0}, "rotary_scaling_factor"),
-        ({"moe_every_n_layers": 2, "num_experts": 8, "moe_top_k": 2}, "moe_every_n_layers"),
+        ({"moe_every_n_layers": 2, "num_shared_experts": 1}, "num_shared_experts"),
         ({"activation_function": "relu"}, "activation_function"),
     ],
 )
@@ -336,14 +430,12 @@ def test_nomic_refuses_what_it_does_not_compile(
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
-def test_nomic_precisions_hold_their_floors(
-    precision: str, built: dict, texts: list[str], minilm_tokenizer_dir: Path
-) -> None:
+def test_nomic_precisions_hold_their_floors(precision: str, built: dict, texts: list[str]) -> None:
     """The fp16 graph pass and static int8 apply to the compiled graph as to any other."""
     from embedserve.precision import get_precision
 
     floor = get_precision(precision)
-    want, _ = _want(built, "v1.5", minilm_tokenizer_dir, texts)
+    want, _ = _want(built, "v1.5", texts)
     got = Engine.from_pretrained(built["v1.5"][0], precision=precision).embed(texts)
     cos = cosines(got.embeddings, want)
     assert cos.min() >= floor.min_cosine and cos.mean() >= floor.mean_cosine, (
