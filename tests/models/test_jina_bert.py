@@ -5,7 +5,10 @@ derivative): huggingface/text-embeddings-inference at commit
 JinaAttention, JinaBertLayer's GLU: act(first half) * second half, wo, layernorm) and
 backends/candle/src/alibi.rs (alibi_head_slopes, build_alibi_tensor: -slope * |k - q| added
 with the padding mask to the scaled scores), which backends/python/.../jinaBert_model.py
-repeats in PyTorch (rebuild_alibi_tensor).
+repeats in PyTorch (rebuild_alibi_tensor). jina-embeddings-v2-base-code's variant
+(jinaai/jina-bert-v2-qk-post-norm) follows the same commit's jinaBert_model.py
+(JinaBertSelfAttention's layer_norm_q / layer_norm_k, JinaBertLayer's layer_norm_1 / layer_norm_2,
+JinaBertGLUMLP: up_gated_layer's first half times act(second half)) and jina_code.rs.
 
 Folders carry jina-embeddings-v2-base-en's config.json fields (model_type "bert", auto_map to
 jinaai/jina-bert-implementation, position_embedding_type "alibi", feed_forward_type "geglu")
@@ -76,6 +79,20 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "normalize": False,
         "max_seq_length": 48,
     },
+    # jina-embeddings-v2-base-code: q/k LayerNorms, layer_norm_1/2, up_gated_layer/down_layer.
+    "v2-base-code": {
+        "config": {
+            "_name_or_path": "jinaai/jina-bert-v2-qk-post-norm",
+            "auto_map": {
+                k: v.replace("jina-bert-implementation", "jina-bert-v2-qk-post-norm")
+                for k, v in AUTO_MAP.items()
+            },
+            "vocab_size": 30528,
+        },
+        "pooling": "mean",
+        "normalize": True,
+        "max_seq_length": 56,
+    },
     # JinaBertConfig's default feed-forward: BERT's intermediate/output, still with ALiBi.
     "original-ffn": {
         "config": {"feed_forward_type": "original"},
@@ -108,6 +125,7 @@ def _reference(config: dict[str, Any]) -> Any:
     inner = config["intermediate_size"]
     eps = config["layer_norm_eps"]
     ff = config["feed_forward_type"]
+    qk = "qk-post-norm" in json.dumps(config["auto_map"])
 
     def act(x: torch.Tensor) -> torch.Tensor:
         return F.relu(x) if ff == "reglu" else F.gelu(x)
@@ -119,10 +137,19 @@ def _reference(config: dict[str, Any]) -> Any:
             self.attention.self = nn.Module()
             for name in ("query", "key", "value"):
                 setattr(self.attention.self, name, nn.Linear(hidden, hidden))
+            if qk:
+                self.attention.self.layer_norm_q = nn.LayerNorm(hidden, eps=eps)
+                self.attention.self.layer_norm_k = nn.LayerNorm(hidden, eps=eps)
+                self.layer_norm_1 = nn.LayerNorm(hidden, eps=eps)
+                self.layer_norm_2 = nn.LayerNorm(hidden, eps=eps)
             self.attention.output = nn.Module()
             self.attention.output.dense = nn.Linear(hidden, hidden)
             self.attention.output.LayerNorm = nn.LayerNorm(hidden, eps=eps)
-            if ff == "original":
+            if qk:
+                self.mlp = nn.Module()
+                self.mlp.up_gated_layer = nn.Linear(hidden, 2 * inner, bias=False)
+                self.mlp.down_layer = nn.Linear(inner, hidden)
+            elif ff == "original":
                 self.intermediate = nn.Module()
                 self.intermediate.dense = nn.Linear(hidden, inner)
                 self.output = nn.Module()
@@ -161,13 +188,21 @@ def _reference(config: dict[str, Any]) -> Any:
             bias = mask + (slopes[:, None, None] * distance)[None]
             for layer in self.encoder.layer:
                 s = layer.attention.self
+                q, k, v = s.query(x), s.key(x), s.value(x)
+                if qk:
+                    q, k = s.layer_norm_q(q), s.layer_norm_k(k)
                 q, k, v = (
-                    t.view(batch, seqlen, heads, head_dim).transpose(1, 2)
-                    for t in (s.query(x), s.key(x), s.value(x))
+                    t.view(batch, seqlen, heads, head_dim).transpose(1, 2) for t in (q, k, v)
                 )
                 scores = q @ k.transpose(-1, -2) / math.sqrt(head_dim) + bias
                 context = (scores.softmax(-1) @ v).transpose(1, 2).reshape(batch, seqlen, hidden)
                 out = layer.attention.output
+                if qk:
+                    x = layer.layer_norm_1(out.LayerNorm(out.dense(context) + x) + x)
+                    h = layer.mlp.up_gated_layer(x)
+                    h = h[..., :inner] * act(h[..., inner:])
+                    x = layer.layer_norm_2(layer.mlp.down_layer(h) + x)
+                    continue
                 x = out.LayerNorm(out.dense(context) + x)
                 if ff == "original":
                     h = layer.output.dense(F.gelu(layer.intermediate.dense(x)))
@@ -277,7 +312,8 @@ def test_jina_precisions_hold_their_floors(
             {
                 "auto_map": {
                     "AutoModel": "jinaai/jina-bert-v2-qk-post-norm--modeling_bert.JinaBertModel"
-                }
+                },
+                "feed_forward_type": "original",
             },
             "jina-bert-v2-qk-post-norm",
         ),

@@ -14,24 +14,13 @@ from embedserve.models.hf_config import HFConfig, UnsupportedArchitectureError
 from embedserve.models.layers.attention import Heads, attention, padding_mask
 from embedserve.models.layers.builder import GraphBuilder
 from embedserve.models.layers.embeddings import positions_from_zero, token_types, tokens
-from embedserve.models.layers.linear import activation, check_activation, linear
+from embedserve.models.layers.linear import check_activation, linear
+from embedserve.models.layers.mlp import feed_forward
 from embedserve.models.layers.norms import layer_norm, rms_norm
 from embedserve.models.layers.rotary import Rotary, rotary
 from embedserve.models.weights import Weights
 
 NORMS = ("layer_norm", "rms_norm")
-
-
-def _glu(
-    g: GraphBuilder, w: Weights, x: str, prefix: str, name: str, hidden: int, inner: int, act: str
-) -> str:
-    """NewGatedMLP: [up | gate] = up_gate_proj(x) (no bias); down_proj(up * act(gate))."""
-    both = linear(g, w, prefix + "up_gate_proj", x, name + "/up_gate", (2 * inner, hidden), False)
-    up, gate = g.ops(
-        "Split", [both, g.const([inner, inner], np.int64)], name + "/split", outputs=2, axis=-1
-    )
-    gated = g.op("Mul", [up, activation(g, act, gate, name + "/" + act)], name + "/gate")
-    return linear(g, w, prefix + "down_proj", gated, name + "/down", (hidden, inner), True)
 
 
 def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
@@ -97,7 +86,21 @@ def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
         )
         x = g.op("Add", [x, out], scope + "/attention_residual")
         x = norm(p + "attn_ln", x, scope + "/attention_norm")
-        ff = _glu(g, w, x, p + "mlp.", scope + "/mlp", hidden, inner, act)
+        # NewGatedMLP: [up | gate] = up_gate_proj(x) (no bias); down_proj(up * act(gate)).
+        ff = feed_forward(
+            g,
+            w,
+            x,
+            scope + "/mlp",
+            p + "mlp.up_gate_proj",
+            p + "mlp.down_proj",
+            hidden,
+            inner,
+            act,
+            None,
+            fused_gate=True,
+            gate_second=True,
+        )
         x = g.op("Add", [x, ff], scope + "/mlp_residual")
         x = norm(p + "mlp_ln", x, scope + "/mlp_norm", HIDDEN_STATE if n == layers - 1 else None)
     if layers == 0:
