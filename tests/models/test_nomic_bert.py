@@ -442,3 +442,11 @@ def test_nomic_precisions_hold_their_floors(precision: str, built: dict, texts: 
         cos.min(),
         cos.mean(),
     )
+
+
+def test_nomic_moe_on_openvino(built: dict, texts: list[str]) -> None:
+    """The MoE's TopK / GreaterOrEqual / Where routing runs on OpenVINO as on ONNX Runtime."""
+    want, counts = _want(built, "v2-moe", texts)
+    got = Engine.from_pretrained(built["v2-moe"][0], runtime="openvino").embed(texts)
+    assert got.token_counts.tolist() == counts.tolist()
+    assert cosines(got.embeddings, want).min() >= COSINE
