@@ -139,7 +139,7 @@ def test_padding_does_not_change_a_text(
     [
         ({"architectures": ["T5EncoderModel"], "model_type": "t5"}, "T5EncoderModel"),
         ({"architectures": ["T5EncoderModel"]}, "T5EncoderModel"),
-        ({"architectures": ["NomicBertModel"], "model_type": "nomic_bert"}, "NomicBertModel"),
+        ({"architectures": ["LongformerModel"], "model_type": "longformer"}, "LongformerModel"),
         ({"model_type": "bert", "position_embedding_type": "relative_key"}, "relative_key"),
         ({"model_type": "bert", "hidden_act": "mish"}, "mish"),
     ],

@@ -30,6 +30,11 @@ def _config(raw: dict) -> HFConfig:
         ({"model_type": "qwen2"}, "qwen3"),
         ({"model_type": "modernbert"}, "modernbert"),
         ({"architectures": ["DistilBertModel"]}, "distilbert"),
+        ({"model_type": "nomic_bert", "architectures": ["NomicBertModel"]}, "nomic_bert"),
+        ({"architectures": ["NomicBertModel"]}, "nomic_bert"),  # not "Bert" by substring
+        ({"model_type": "new", "architectures": ["NewModel"]}, "gte"),
+        ({"model_type": "bert", "architectures": ["JinaBertForMaskedLM"]}, "jina_bert"),
+        ({"model_type": "bert", "position_embedding_type": "alibi"}, "jina_bert"),
     ],
 )
 def test_registry_finds_family(raw: dict, family: str) -> None:
@@ -39,8 +44,7 @@ def test_registry_finds_family(raw: dict, family: str) -> None:
 @pytest.mark.parametrize(
     "raw",
     [
-        {"architectures": ["NomicBertModel"], "model_type": "nomic_bert"},
-        {"architectures": ["NomicBertModel"]},  # not "Bert" by substring
+        {"architectures": ["LongformerModel"], "model_type": "longformer"},
         {"architectures": ["T5EncoderModel"]},
         {},
     ],

@@ -113,6 +113,10 @@ HEADS: dict[str, Head] = {
     "mpnet": roberta_head,
     "distilbert": distilbert_head,
     "modernbert": modernbert_head,
+    # JinaBertForSequenceClassification (jina-reranker-v1) and NewForSequenceClassification
+    # (gte-multilingual-reranker-base): their remote code keeps BERT's pooler + classifier.
+    "jina_bert": bert_head,
+    "gte": bert_head,
 }
 
 

@@ -22,7 +22,17 @@ sit outside the encoder prefix ("classifier.weight"); ``weights.get`` finds them
 
 from __future__ import annotations
 
-from embedserve.models.architectures import bert, distilbert, modernbert, mpnet, qwen3, roberta
+from embedserve.models.architectures import (
+    bert,
+    distilbert,
+    gte,
+    jina_bert,
+    modernbert,
+    mpnet,
+    nomic_bert,
+    qwen3,
+    roberta,
+)
 from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family
 from embedserve.models.hf_config import HFConfig, UnsupportedArchitectureError
 
@@ -33,6 +43,9 @@ FAMILIES: tuple[Family, ...] = (
     mpnet.FAMILY,
     modernbert.FAMILY,
     qwen3.FAMILY,
+    nomic_bert.FAMILY,
+    gte.FAMILY,
+    jina_bert.FAMILY,
 )
 
 __all__ = ["FAMILIES", "HIDDEN_STATE", "Encoded", "Family", "family_for", "supported"]
@@ -50,9 +63,13 @@ def supported() -> str:
 def family_for(config: HFConfig) -> Family:
     """The family that compiles ``config``, else UnsupportedArchitectureError naming it.
 
+    A family's ``claims`` comes first (remote code that reuses another model_type); then
     model_type is authoritative when present (NomicBertModel says "nomic_bert", which a
     substring test on the class name would wrongly accept); architectures is the fallback.
     """
+    for family in FAMILIES:
+        if family.claims is not None and family.claims(config):
+            return family
     model_type = config.model_type
     for family in FAMILIES:
         if model_type is not None:

@@ -32,6 +32,8 @@ class Family:
     matched as ``<stem>Model`` or ``<stem>For*`` in ``architectures`` when model_type is absent.
     ``anchor`` is one tensor every checkpoint of the family has, named as the bare model names
     it; it locates the prefix (``bert.``, ``model.``, ...) a ``*For*`` checkpoint adds.
+    ``claims`` picks out configs of this family that another family's model_type names
+    (JinaBERT's remote code says model_type "bert"); it is asked before any model_type.
     """
 
     name: str
@@ -39,6 +41,7 @@ class Family:
     classes: tuple[str, ...]
     anchor: str
     build: Build
+    claims: Callable[[HFConfig], bool] | None = None
 
     def matches_class(self, class_name: str) -> bool:
         return any(

@@ -150,3 +150,36 @@ def _repeat_kv(g: GraphBuilder, x: str, heads: Heads, name: str) -> str:
     x = g.op("Expand", [x, g.const([1, 1, 1, group, 1], np.int64)], name + "/expand")
     shape = g.const([0, 0, heads.num_heads, heads.head_dim], np.int64)
     return g.op("Reshape", [x, shape], name)
+
+
+def alibi_slopes(num_heads: int) -> list[float]:
+    """ALiBi's per-head slopes (Press et al.): a geometric series for 2^a heads, else those of
+    the nearest lower power of two plus every other slope of the next one."""
+
+    def power_of_2(n: int) -> list[float]:
+        start = 2 ** (-(2 ** -(math.log2(n) - 3)))
+        return [start * start**i for i in range(n)]
+
+    if math.log2(num_heads).is_integer():
+        return power_of_2(num_heads)
+    closest = 2 ** math.floor(math.log2(num_heads))
+    return power_of_2(closest) + alibi_slopes(2 * closest)[0::2][: num_heads - closest]
+
+
+def alibi(g: GraphBuilder, num_heads: int) -> str:
+    """Symmetric ALiBi bias -slope_h * |q - k| as [1, heads, sequence, sequence] (JinaBERT);
+    built once, added to every layer's scores beside the padding mask."""
+    key = f"alibi/{num_heads}"
+    if key in g.shared:
+        return g.shared[key]
+    length = sequence_scalar(g)
+    positions = g.op(
+        "Range", [g.const(0, np.int64), length, g.const(1, np.int64)], "alibi/positions"
+    )
+    rows = g.op("Unsqueeze", [positions, g.const([1], np.int64)], "alibi/queries")
+    cols = g.op("Unsqueeze", [positions, g.const([0], np.int64)], "alibi/keys")
+    distance = g.op("Abs", [g.op("Sub", [cols, rows], "alibi/offset")], "alibi/distance")
+    distance = g.op("Cast", [distance], "alibi/distance_float", to=TensorProto.FLOAT)
+    slopes = -np.asarray(alibi_slopes(num_heads), dtype=np.float32).reshape(1, num_heads, 1, 1)
+    g.shared[key] = g.op("Mul", [g.const(slopes), distance], "alibi/bias")
+    return g.shared[key]

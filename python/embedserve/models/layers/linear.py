@@ -11,7 +11,7 @@ from embedserve.models.weights import Weights
 # transformers' ACT2FN names, grouped by the function they compute.
 GELU_ERF = ("gelu", "gelu_python")
 GELU_TANH = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
-ACTIVATIONS = (*GELU_ERF, *GELU_TANH, "quick_gelu", "relu", "silu", "swish")
+ACTIVATIONS = (*GELU_ERF, *GELU_TANH, "quick_gelu", "relu", "silu", "swish", "sigmoid")
 
 
 def linear(
@@ -51,6 +51,8 @@ def activation(g: GraphBuilder, kind: str, x: str, name: str) -> str:
     """transformers' ACT2FN[kind] in standard ops."""
     if kind == "relu":
         return g.op("Relu", [x], name)
+    if kind == "sigmoid":
+        return g.op("Sigmoid", [x], name)
     if kind in ("silu", "swish"):
         return g.op("Mul", [x, g.op("Sigmoid", [x], name + "/sigmoid")], name)
     if kind == "quick_gelu":

@@ -22,15 +22,19 @@ def feed_forward(
     bias: bool | None = True,
     *,
     fused_gate: bool = False,
+    gate_second: bool = False,
 ) -> str:
     """``down(act(up(x)))`` (BERT's intermediate/output, DistilBERT's lin1/lin2); with
     ``fused_gate``, ``down(act(a) * b)`` where ``up`` projects to [a | b] in one
-    [2 * inner, hidden] matrix (ModernBERT's Wi/Wo: GeGLU with act="gelu")."""
+    [2 * inner, hidden] matrix (ModernBERT's Wi/Wo: GeGLU with act="gelu"), or with
+    ``gate_second`` ``down(a * act(b))`` (GTE's up_gate_proj, JinaBERT-code's up_gated_layer)."""
     h = linear(g, w, up, x, name + "/up", ((2 if fused_gate else 1) * inner, hidden), bias)
     if fused_gate:
         h, b = g.ops(
             "Split", [h, g.const([inner, inner], np.int64)], name + "/split", outputs=2, axis=-1
         )
+        if gate_second:
+            h, b = b, h
     h = activation(g, act, h, name + "/" + act)
     if fused_gate:
         h = g.op("Mul", [h, b], name + "/gate")
