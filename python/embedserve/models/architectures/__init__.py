@@ -25,6 +25,7 @@ from __future__ import annotations
 from embedserve.models.architectures import (
     bert,
     distilbert,
+    gemma3,
     llama,
     modernbert,
     mpnet,
@@ -42,6 +43,7 @@ FAMILIES: tuple[Family, ...] = (
     modernbert.FAMILY,
     qwen3.FAMILY,
     llama.FAMILY,
+    gemma3.FAMILY,
 )
 
 __all__ = ["FAMILIES", "HIDDEN_STATE", "Encoded", "Family", "family_for", "supported"]
