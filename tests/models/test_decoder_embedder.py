@@ -144,3 +144,13 @@ def test_decoder_embedder_matches_sentence_transformers(decoder_folder, texts, p
     sequences = engine.prepare(texts, prompt_name=prompt_name).sequences
     assert all(s[-1] == EOS for s in sequences)
     assert all(s[0] != 101 for s in sequences)
+
+
+def test_decoder_fp16_option(decoder_folder, texts):
+    """The fp16 graph pass takes each decoder graph (x86 ONNX Runtime runs much of it in
+    float32 behind casts: this checks the option, not fp16 kernels' rounding)."""
+    want = Engine.from_pretrained(decoder_folder).embed(texts, prompt_name="query").embeddings
+    got = Engine.from_pretrained(decoder_folder, precision="fp16").embed(texts, prompt_name="query")
+    a, b = got.embeddings.astype(np.float64), want.astype(np.float64)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cos.min() >= COSINE, f"worst cosine {cos.min():.7f} at text {int(cos.argmin())}"

@@ -130,3 +130,14 @@ def test_gemma3_4x_config(texts, built, tmp_path) -> None:
         drop=("rope_parameters",),
     )
     _check(legacy, st, texts, "query")
+
+
+def test_gemma3_fp16_option(texts, built) -> None:
+    """The fp16 graph pass takes the Gemma 3 graph (on x86 ONNX Runtime runs much of it in
+    float32 behind casts, so this checks the option works, not fp16 kernels' rounding)."""
+    folder, _ = built["embeddinggemma"]
+    want = Engine.from_pretrained(folder).embed(texts, prompt_name="query").embeddings
+    got = Engine.from_pretrained(folder, precision="fp16").embed(texts, prompt_name="query")
+    a, b = got.embeddings.astype(np.float64), want.astype(np.float64)
+    cosines = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosines.min() >= 0.9999
