@@ -34,6 +34,7 @@ def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
     layers = c.int("num_hidden_layers")
     # MistralModel masks every layer with sliding_window when it is set; Llama has none.
     window = c.get("sliding_window") if c.model_type == "mistral" else None
+    window = None if window is None else int(window)
     rope = rotary(
         g, dims.heads.head_dim, c.int("max_position_embeddings"), c.rope_parameters(), c.path
     )
