@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--single", type=int, default=64, help="texts for the batch-size-1 runs")
     parser.add_argument("--repeats", type=int, default=5)
     # The engine's own flags; threads and providers are the bench's (both runs share them).
-    settings = ("max_batch_tokens", "quantize", "precision", "runtime")
+    settings = ("max_batch_tokens", "quantize", "precision", "runtime", "cache_bytes")
     add_settings(parser, LoadSettings, settings)
     parser.add_argument("--no-baseline", action="store_true")
     args = parser.parse_args(argv)

@@ -5,7 +5,8 @@ vocabulary, merges, added tokens, post-processor and SentencePiece charsmap from
 builds the normalizer, pre-tokenizer and decoder from the class and tokenizer_config.json (each
 class's `__init__`). Files saved by transformers 4 can differ from that: XLM-R's bare Metaspace
 gives trailing whitespace its own `▁` token, which transformers 5's `WhitespaceSplit` drops; a
-cased BERT file whose tokenizer_config.json does not say `do_lower_case` is lowercased.
+cased BERT file whose tokenizer_config.json does not say `do_lower_case` is lowercased; a Llama 2
+file's Prepend normalizer gives a leading space a `▁` of its own, Metaspace does not.
 `load_tokenizer` rebuilds those parts as the class does, for the classes where they can differ;
 "as-saved" takes the file as it is, as text-embeddings-inference does.
 """
@@ -118,6 +119,30 @@ def _deberta_v2(tokenizer: Tokenizer, config: Config) -> None:
     tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=prepend)
 
 
+def _llama(tokenizer: Tokenizer, config: Config) -> None:
+    """LlamaTokenizer (Llama 2, and Mistral files that name it): no normalizer, Metaspace without
+    splitting, prefix "first" (legacy: "always", add_prefix_space false: "never"). Files saved
+    by transformers 4 with the legacy Prepend + Replace normalizer put a second `▁` before a
+    leading space, which Metaspace does not. Byte-level files that name the class (Llama 3)
+    are loaded by transformers with the generic class, as saved."""
+    if '"ByteLevel"' in tokenizer.to_str():
+        return
+    add_prefix_space = config.get("add_prefix_space")
+    add_prefix_space = True if add_prefix_space is None else bool(add_prefix_space)
+    if not add_prefix_space:
+        prepend = "never"
+    else:
+        prepend = "always" if config.get("legacy") else "first"
+    tokenizer.normalizer = None
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(
+        replacement="▁", prepend_scheme=prepend, split=False
+    )
+    steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    if add_prefix_space:
+        steps.append(decoders.Strip(content=" ", left=1, right=0))
+    tokenizer.decoder = decoders.Sequence(steps)
+
+
 _REBUILDS: dict[str, Callable[[Tokenizer, Config], None]] = {
     "BertTokenizer": _bert,
     "DistilBertTokenizer": _bert,
@@ -127,6 +152,9 @@ _REBUILDS: dict[str, Callable[[Tokenizer, Config], None]] = {
     "CamembertTokenizer": _sentencepiece(always_prepend=False),
     "T5Tokenizer": _sentencepiece(always_prepend=True),
     "DebertaV2Tokenizer": _deberta_v2,
+    "LlamaTokenizer": _llama,
+    # GemmaTokenizer and Qwen2Tokenizer build what their files hold (checked on the layouts
+    # transformers 4 saved), and keep the file's post-processor as every class does.
 }
 
 # AutoTokenizer's class for a model type when no file names one (transformers' auto mapping).
@@ -140,9 +168,11 @@ _MODEL_TYPE_CLASSES = {
     "camembert": "CamembertTokenizer",
     "t5": "T5Tokenizer",
     "deberta-v2": "DebertaV2Tokenizer",
+    "llama": "LlamaTokenizer",
 }
-# Model types AutoTokenizer loads with the generic class whatever class their files name.
-_GENERIC_MODEL_TYPES = frozenset({"modernbert"})
+# Model types AutoTokenizer loads with the generic class whatever class their files name
+# (Mistral's registered class is generic unless mistral-common is installed).
+_GENERIC_MODEL_TYPES = frozenset({"modernbert", "mistral", "mixtral"})
 
 
 def _precompiled(tokenizer: Tokenizer) -> normalizers.Normalizer | None:

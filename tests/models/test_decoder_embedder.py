@@ -1,6 +1,8 @@
-"""A decoder embedder as Qwen3-Embedding is packaged: a tiny random Qwen3 (GQA, causal), a
-tokenizer that pads on the LEFT and whose post-processor appends an EOS, last-token pooling,
-and an instruction prompt from config_sentence_transformers.json; against sentence-transformers."""
+"""Decoder embedders as Qwen3-Embedding and e5-mistral are packaged: a tiny random Qwen3,
+Mistral (sliding window) or Llama (llama3 rope scaling), all GQA and causal, a tokenizer that
+pads on the LEFT and whose post-processor appends an EOS, last-token pooling, and an
+instruction prompt from config_sentence_transformers.json; against sentence-transformers on
+real texts of mixed lengths (some cut at the limit) and the edge texts."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import transformers
 from embedserve.engine import Engine
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+
+from tests.support.edge_texts import EDGE_TEXTS
 
 COSINE = 0.9999
 MAX_SEQ = 48
@@ -61,25 +65,39 @@ def decoder_tokenizer(minilm_dir: Path, out: Path) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def qwen3_folder(tmp_path_factory, minilm_dir) -> Path:
-    root = tmp_path_factory.mktemp("qwen3-embedder")
+SIZES = {
+    "vocab_size": 30522,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 8,
+    "max_position_embeddings": 128,
+    "tie_word_embeddings": False,
+    "rms_norm_eps": 1e-6,
+}
+LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "rope_theta": 500000.0,
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 16,
+}
+CONFIGS = {
+    "qwen3": lambda: transformers.Qwen3Config(**SIZES, rope_theta=10000.0),
+    "mistral": lambda: transformers.MistralConfig(**SIZES, rope_theta=10000.0, sliding_window=8),
+    "llama": lambda: transformers.LlamaConfig(**SIZES, rope_parameters=LLAMA3_ROPE),
+}
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS))
+def decoder_folder(request, tmp_path_factory, minilm_dir, isolated_cache) -> Path:
+    root = tmp_path_factory.mktemp(f"{request.param}-embedder")
     tokenizer_dir = decoder_tokenizer(minilm_dir, root / "tokenizer")
-    config = transformers.Qwen3Config(
-        vocab_size=30522,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        max_position_embeddings=128,
-        rope_theta=10000.0,
-        tie_word_embeddings=False,
-        rms_norm_eps=1e-6,
-    )
     torch.manual_seed(7)
-    model = transformers.Qwen3Model(config).eval()
+    model = transformers.AutoModel.from_config(CONFIGS[request.param]()).eval()
     generator = torch.Generator().manual_seed(7)
     with torch.no_grad():  # a trained-looking scale: init's std 0.02 makes attention near uniform
         for name, p in model.named_parameters():
@@ -103,18 +121,18 @@ def qwen3_folder(tmp_path_factory, minilm_dir) -> Path:
 
 @pytest.fixture(scope="module")
 def texts(reference) -> list[str]:
-    return reference["texts"][:16] + reference["texts"][-16:]
+    return reference["texts"][:16] + reference["texts"][-16:] + EDGE_TEXTS
 
 
 @pytest.mark.parametrize("prompt_name", ["query", "document"])
-def test_decoder_embedder_matches_sentence_transformers(qwen3_folder, texts, prompt_name):
-    st = SentenceTransformer(str(qwen3_folder), device="cpu")
+def test_decoder_embedder_matches_sentence_transformers(decoder_folder, texts, prompt_name):
+    st = SentenceTransformer(str(decoder_folder), device="cpu")
     assert st.tokenizer.padding_side == "left"
     want = st.encode(texts, batch_size=8, prompt_name=prompt_name, convert_to_numpy=True)
     prompt = PROMPTS[prompt_name]
     want_counts = st.tokenize([prompt + t for t in texts])["attention_mask"].sum(1).numpy()
 
-    engine = Engine.from_pretrained(qwen3_folder)
+    engine = Engine.from_pretrained(decoder_folder)
     assert engine.model_info.pooling == "last"
     result = engine.embed(texts, prompt_name=prompt_name)
     np.testing.assert_array_equal(result.token_counts, want_counts)
@@ -126,3 +144,13 @@ def test_decoder_embedder_matches_sentence_transformers(qwen3_folder, texts, pro
     sequences = engine.prepare(texts, prompt_name=prompt_name).sequences
     assert all(s[-1] == EOS for s in sequences)
     assert all(s[0] != 101 for s in sequences)
+
+
+def test_decoder_fp16_option(decoder_folder, texts):
+    """The fp16 graph pass takes each decoder graph (x86 ONNX Runtime runs much of it in
+    float32 behind casts: this checks the option, not fp16 kernels' rounding)."""
+    want = Engine.from_pretrained(decoder_folder).embed(texts, prompt_name="query").embeddings
+    got = Engine.from_pretrained(decoder_folder, precision="fp16").embed(texts, prompt_name="query")
+    a, b = got.embeddings.astype(np.float64), want.astype(np.float64)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cos.min() >= COSINE, f"worst cosine {cos.min():.7f} at text {int(cos.argmin())}"

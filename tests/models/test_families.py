@@ -133,6 +133,49 @@ RECIPES = {
         normalize=False,
         max_seq_length=48,
     ),
+    # Llama 3.1's rope scaling (an original context of 16 puts frequencies in all three of its
+    # bands), GQA, and the attention/MLP biases some Llama derivatives switch on.
+    "llama": Recipe(
+        "llama",
+        "llama",
+        {
+            **ENCODER,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 128,
+            "vocab_size": 30522,
+            "rope_parameters": {
+                "rope_type": "llama3",
+                "rope_theta": 500000.0,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 16,
+            },
+            "attention_bias": True,
+            "mlp_bias": True,
+            "tie_word_embeddings": False,
+        },
+        pooling="lasttoken",
+        normalize=True,
+        max_seq_length=48,
+    ),
+    # Mistral's causal sliding window (8 tokens) in every layer.
+    "mistral": Recipe(
+        "mistral",
+        "mistral",
+        {
+            **ENCODER,
+            "num_key_value_heads": 1,
+            "max_position_embeddings": 128,
+            "vocab_size": 30522,
+            "rope_theta": 10000.0,
+            "sliding_window": 8,
+            "tie_word_embeddings": False,
+        },
+        pooling="lasttoken",
+        normalize=True,
+        max_seq_length=48,
+    ),
 }
 
 

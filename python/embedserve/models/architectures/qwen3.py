@@ -1,16 +1,13 @@
-"""Qwen3 and Qwen2 decoders as embedders: causal attention, GQA, RMSNorm, rotary, SwiGLU;
-Qwen3 adds per-head q/k RMSNorm, Qwen2 has q/k/v biases instead."""
+"""Qwen3 and Qwen2 decoders as embedders: Llama's stack (see ``llama``); Qwen3 adds per-head
+q/k RMSNorm, Qwen2 has q/k/v biases instead, and sliding windows follow use_sliding_window."""
 
 from __future__ import annotations
 
 from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family
+from embedserve.models.architectures.llama import decoder_dims
 from embedserve.models.hf_config import HFConfig
-from embedserve.models.layers.attention import Heads, HeadTransform, attention, structured_mask
+from embedserve.models.layers.blocks import pre_norm_decoder
 from embedserve.models.layers.builder import GraphBuilder
-from embedserve.models.layers.embeddings import tokens
-from embedserve.models.layers.linear import check_activation, linear
-from embedserve.models.layers.mlp import gated
-from embedserve.models.layers.norms import rms_norm
 from embedserve.models.layers.rotary import rotary
 from embedserve.models.weights import Weights
 
@@ -32,68 +29,16 @@ def _layer_types(c: HFConfig, layers: int) -> list[str]:
 
 
 def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
-    hidden = c.int("hidden_size")
+    dims = decoder_dims(c)
     layers = c.int("num_hidden_layers")
-    num_heads = c.int("num_attention_heads")
-    kv_heads = c.int("num_key_value_heads", default=num_heads)
-    head_dim = c.int("head_dim", default=hidden // num_heads)
-    heads = Heads(num_heads, kv_heads, head_dim)
-    inner = c.int("intermediate_size")
-    eps = c.float("rms_norm_eps", default=1e-6)
-    act = check_activation(c.get("hidden_act", default="silu"), c.path)
-    max_positions = c.int("max_position_embeddings")
-    rope = rotary(g, head_dim, max_positions, c.rope_parameters(), c.path)
-    types = _layer_types(c, layers)
-
-    def head_norm(prefix: str) -> HeadTransform | None:
-        # Qwen3's q_norm/k_norm: RMSNorm over head_dim of each head; Qwen2 has none.
-        if not w.has(prefix + ".weight"):
-            return None
-        return lambda gb, x, name: rms_norm(gb, w, prefix, x, name, head_dim, eps)
-
-    x = tokens(g, w, "embed_tokens", "embed_tokens", hidden)
-    for n, kind in enumerate(types):
-        p, scope = f"layers.{n}.", f"layer.{n}"
-        window = c.int("sliding_window") if kind == SLIDING else None
-        mask = structured_mask(g, causal=True, window=window)
-        h = rms_norm(g, w, p + "input_layernorm", x, scope + "/input_norm", hidden, eps)
-        # Biases as the checkpoint has them: Qwen2 on q/k/v only, Qwen3 per attention_bias.
-        q = linear(g, w, p + "self_attn.q_proj", h, scope + "/q", (heads.width, hidden), None)
-        k = linear(g, w, p + "self_attn.k_proj", h, scope + "/k", (heads.kv_width, hidden), None)
-        v = linear(g, w, p + "self_attn.v_proj", h, scope + "/v", (heads.kv_width, hidden), None)
-        context = attention(
-            g,
-            q,
-            k,
-            v,
-            mask,
-            heads,
-            scope + "/attention",
-            rotary=rope,
-            q_norm=head_norm(p + "self_attn.q_norm"),
-            k_norm=head_norm(p + "self_attn.k_norm"),
-        )
-        out = linear(
-            g, w, p + "self_attn.o_proj", context, scope + "/o", (hidden, heads.width), None
-        )
-        x = g.op("Add", [x, out], scope + "/attention_residual")
-        h = rms_norm(g, w, p + "post_attention_layernorm", x, scope + "/mlp_norm", hidden, eps)
-        ff = gated(
-            g,
-            w,
-            h,
-            scope + "/mlp",
-            p + "mlp.gate_proj",
-            p + "mlp.up_proj",
-            p + "mlp.down_proj",
-            hidden,
-            inner,
-            act,
-            None,
-        )
-        x = g.op("Add", [x, ff], scope + "/mlp_residual")
-    x = rms_norm(g, w, "norm", x, "norm", hidden, eps, output=HIDDEN_STATE)
-    return Encoded(HIDDEN_STATE, hidden)
+    windows = [c.int("sliding_window") if t == SLIDING else None for t in _layer_types(c, layers)]
+    rope = rotary(
+        g, dims.heads.head_dim, c.int("max_position_embeddings"), c.rope_parameters(), c.path
+    )
+    # Qwen3's q_norm/k_norm: RMSNorm over head_dim of each head; Qwen2 has none.
+    head_norms = w.has("layers.0.self_attn.q_norm.weight")
+    pre_norm_decoder(g, w, dims, windows, rope, output=HIDDEN_STATE, head_norms=head_norms)
+    return Encoded(HIDDEN_STATE, dims.hidden)
 
 
 FAMILY = Family(

@@ -6,14 +6,15 @@ ops), so the graphs run on any ONNX Runtime provider and a graph-level fp16 pass
 them. Pieces:
 
 - ``embeddings``: token, token-type, absolute positions (from 0, or RoBERTa's padding_idx + 1)
-- ``rotary``: RoPE tables (default and linear scaling), applied to [batch, heads, seq, dim]
+- ``rotary``: RoPE tables (default, linear and llama3 scaling), applied to [batch, heads, seq, dim]
 - ``attention``: padding / causal / sliding-window masks; MHA and GQA with q/k norms, rotary
   and an additive position bias (MPNet)
 - ``linear``, ``mlp``: projections with or without bias; GELU (erf, tanh), ReLU, SiLU; plain,
   fused-gated (GeGLU) and gated (SwiGLU) feed-forwards
 - ``norms``: LayerNorm with or without bias, RMSNorm
 - ``blocks``: a whole post-LN (BERT-style) layer wired by tensor names, and the stack of them
-  over the summed embeddings (``embeddings.bert_embeddings``)
+  over the summed embeddings (``embeddings.bert_embeddings``); a pre-norm decoder
+  stack (Llama, Mistral, Qwen)
 
 Architectures (``embedserve.models.architectures``) compose these.
 """

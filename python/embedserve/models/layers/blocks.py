@@ -1,15 +1,24 @@
-"""Whole transformer layers in the two common arrangements, wired by tensor names."""
+"""Whole transformer layers in the two common arrangements, wired by tensor names: post-LN
+encoders (BERT) and pre-norm decoders (Llama, Mistral, Qwen)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from embedserve.models.layers.attention import Heads, attention, padding_mask
+from embedserve.models.layers.attention import (
+    Heads,
+    HeadTransform,
+    attention,
+    padding_mask,
+    structured_mask,
+)
 from embedserve.models.layers.builder import GraphBuilder
+from embedserve.models.layers.embeddings import tokens
 from embedserve.models.layers.linear import linear
-from embedserve.models.layers.mlp import feed_forward
-from embedserve.models.layers.norms import layer_norm
+from embedserve.models.layers.mlp import feed_forward, gated
+from embedserve.models.layers.norms import layer_norm, rms_norm
+from embedserve.models.layers.rotary import Rotary
 from embedserve.models.weights import Weights
 
 
@@ -136,3 +145,78 @@ def post_norm_encoder(
             output=output if n == layers - 1 else None,
         )
     return x
+
+
+@dataclass(frozen=True)
+class DecoderDims:
+    """The sizes a Llama-style decoder is built with, read from each family's config."""
+
+    hidden: int
+    heads: Heads
+    inner: int
+    act: str
+    eps: float
+
+
+def pre_norm_decoder(
+    g: GraphBuilder,
+    w: Weights,
+    dims: DecoderDims,
+    windows: list[int | None],
+    rope: Rotary,
+    *,
+    output: str,
+    head_norms: bool = False,
+) -> str:
+    """Llama's stack over ``embed_tokens``: per layer x += attn(RMSNorm(x)); x += mlp(RMSNorm(x))
+    with causal attention (a causal sliding window where ``windows[n]`` is set), rotary, GQA
+    and SwiGLU, then the final ``norm`` writing ``output``. Biases are used where the checkpoint
+    has them (Qwen2's q/k/v, Llama's attention_bias / mlp_bias). ``head_norms`` adds Qwen3's
+    per-head RMSNorm of q and k (``self_attn.q_norm`` / ``k_norm``)."""
+    hidden, heads, eps = dims.hidden, dims.heads, dims.eps
+
+    def head_norm(prefix: str) -> HeadTransform | None:
+        if not head_norms:
+            return None
+        return lambda gb, x, name: rms_norm(gb, w, prefix, x, name, heads.head_dim, eps)
+
+    x = tokens(g, w, "embed_tokens", "embed_tokens", hidden)
+    for n, window in enumerate(windows):
+        p, scope = f"layers.{n}.", f"layer.{n}"
+        mask = structured_mask(g, causal=True, window=window)
+        h = rms_norm(g, w, p + "input_layernorm", x, scope + "/input_norm", hidden, eps)
+        q = linear(g, w, p + "self_attn.q_proj", h, scope + "/q", (heads.width, hidden), None)
+        k = linear(g, w, p + "self_attn.k_proj", h, scope + "/k", (heads.kv_width, hidden), None)
+        v = linear(g, w, p + "self_attn.v_proj", h, scope + "/v", (heads.kv_width, hidden), None)
+        context = attention(
+            g,
+            q,
+            k,
+            v,
+            mask,
+            heads,
+            scope + "/attention",
+            rotary=rope,
+            q_norm=head_norm(p + "self_attn.q_norm"),
+            k_norm=head_norm(p + "self_attn.k_norm"),
+        )
+        out = linear(
+            g, w, p + "self_attn.o_proj", context, scope + "/o", (hidden, heads.width), None
+        )
+        x = g.op("Add", [x, out], scope + "/attention_residual")
+        h = rms_norm(g, w, p + "post_attention_layernorm", x, scope + "/mlp_norm", hidden, eps)
+        ff = gated(
+            g,
+            w,
+            h,
+            scope + "/mlp",
+            p + "mlp.gate_proj",
+            p + "mlp.up_proj",
+            p + "mlp.down_proj",
+            hidden,
+            dims.inner,
+            dims.act,
+            None,
+        )
+        x = g.op("Add", [x, ff], scope + "/mlp_residual")
+    return rms_norm(g, w, "norm", x, "norm", hidden, eps, output=output)

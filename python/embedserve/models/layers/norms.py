@@ -33,13 +33,18 @@ def rms_norm(
     size: int,
     eps: float,
     output: str | None = None,
+    offset: float = 0.0,
 ) -> str:
-    """``weight * x / sqrt(mean(x^2) + eps)`` over the last axis (Llama/Qwen RMSNorm).
+    """``(offset + weight) * x / sqrt(mean(x^2) + eps)`` over the last axis (Llama/Qwen
+    RMSNorm; Gemma stores its weight as a difference from 1, so it passes ``offset=1``).
 
     Pow/ReduceMean/Add/Sqrt/Div/Mul is the pattern ONNX Runtime fuses into
     SimplifiedLayerNormalization; opset 17 has no RMSNormalization op of its own.
     """
-    weight = g.weight(prefix + ".weight", w.get(prefix + ".weight", (size,)))
+    weight = w.get(prefix + ".weight", (size,))
+    if offset:
+        weight = weight + offset  # float32 stays float32: a Python float is a weak scalar
+    weight = g.weight(prefix + ".weight", weight)
     squared = g.op("Pow", [x, g.const(2.0)], name + "/pow")
     mean = g.op("ReduceMean", [squared], name + "/mean", axes=[-1], keepdims=1)
     shifted = g.op("Add", [mean, g.const(eps)], name + "/add_eps")

@@ -1,7 +1,6 @@
-"""Rotary position embeddings (RoPE), as transformers' default and linear-scaled forms and the
-fixed NTK scaling of Alibaba's GTE ("ntk"), over
-all of each head or its first ``partial_rotary_factor`` share, in halves (GPT-NeoX) or in
-interleaved pairs (GPT-J)."""
+"""Rotary position embeddings (RoPE), as transformers' default, linear and llama3 forms and the
+fixed NTK scaling of Alibaba's GTE ("ntk"), over all of each head or its first
+``partial_rotary_factor`` share, in halves (GPT-NeoX) or in interleaved pairs (GPT-J)."""
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ from embedserve.models.hf_config import UnsupportedArchitectureError
 from embedserve.models.layers.builder import GraphBuilder
 from embedserve.models.layers.embeddings import first_rows
 
-ROPE_TYPES = ("default", "linear", "ntk")
+ROPE_TYPES = ("default", "linear", "llama3", "ntk")
 
 
 class Rotary:
@@ -58,6 +57,8 @@ class Rotary:
         inv_freq = (1.0 / (np.float32(base) ** exponents)).astype(np.float32)
         if kind == "linear":
             inv_freq = (inv_freq / np.float32(params["factor"])).astype(np.float32)
+        elif kind == "llama3":
+            inv_freq = _llama3(inv_freq, params)
         elif kind == "ntk":
             inv_freq = _ntk(inv_freq, float(params["factor"]), dim, mixed_b)
         angles = np.arange(max_positions, dtype=np.float32)[:, None] * inv_freq[None, :]
@@ -132,6 +133,22 @@ def _ntk(inv_freq: np.ndarray, factor: float, dim: int, mixed_b: float | None) -
     a = np.float32(np.log(np.float32(factor)) / (dim / 2) ** mixed_b)
     ranks = np.arange(1, dim // 2 + 1, dtype=np.float32)
     return (inv_freq / np.exp(a * ranks ** np.float32(mixed_b))).astype(np.float32)
+
+
+def _llama3(inv_freq: np.ndarray, params: dict[str, Any]) -> np.ndarray:
+    """Llama 3.1's frequency-dependent scaling (transformers' _compute_llama3_parameters, in
+    float32 as torch computes it): long wavelengths divided by ``factor``, short ones kept,
+    the band between blended smoothly."""
+    f32 = np.float32
+    factor, low, high = (f32(params[k]) for k in ("factor", "low_freq_factor", "high_freq_factor"))
+    old_context = f32(params["original_max_position_embeddings"])
+    low_wavelen, high_wavelen = old_context / low, old_context / high
+    wavelen = (f32(2 * np.pi) / inv_freq).astype(f32)
+    scaled = np.where(wavelen > low_wavelen, inv_freq / factor, inv_freq).astype(f32)
+    smooth = ((old_context / wavelen - low) / (high - low)).astype(f32)
+    smoothed = ((1 - smooth) * scaled / factor + smooth * scaled).astype(f32)
+    medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+    return np.where(medium, smoothed, scaled).astype(f32)
 
 
 def rotary(
