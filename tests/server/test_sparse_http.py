@@ -1,0 +1,85 @@
+"""TEI's /embed_sparse on a real server: the library's vectors, pruning and decoded tokens, and
+bad input answered 400 in TEI's shape (a server without a sparse model too), never a 500."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from embedserve.server.config import ModelSpec
+from embedserve.sparse import SparseEncoder
+
+from .conftest import MODEL, live_server, unhurried
+
+SPLADE = "splade"
+TEXTS = ["Sparse retrieval with lexical expansion", "hello", "a <mask> between words"]
+
+
+@pytest.fixture(scope="module")
+def encoder(splade_dir) -> SparseEncoder:
+    return SparseEncoder.from_pretrained(splade_dir, name=SPLADE)
+
+
+@pytest.fixture(scope="module")
+def both(engine, encoder, splade_dir):
+    config = unhurried(models=(ModelSpec(MODEL), ModelSpec(str(splade_dir), SPLADE)))
+    with live_server(config, engines={MODEL: engine, SPLADE: encoder}) as server:
+        yield server
+
+
+def post(server, body: object) -> httpx.Response:
+    return httpx.post(server.url + "/embed_sparse", json=body, timeout=60)
+
+
+def test_vectors_are_the_library_s(both, encoder):
+    response = post(both, {"inputs": TEXTS})
+    assert response.status_code == 200, response.text
+    want = encoder.encode(TEXTS)
+    got = response.json()
+    assert [{p["index"]: p["value"] for p in row} for row in got] == [w.to_dict() for w in want]
+    assert all(set(p) == {"index", "value"} for row in got for p in row)
+    single = post(both, {"inputs": TEXTS[0]}).json()
+    assert single == got[:1]
+
+
+def test_pruning_and_tokens(both, encoder):
+    body = {"inputs": TEXTS, "top_k": 3, "threshold": 0.5, "return_tokens": True}
+    got = post(both, body).json()
+    want = encoder.encode(TEXTS, top_k=3, threshold=0.5)
+    for row, vector in zip(got, want, strict=True):
+        assert [p["index"] for p in row] == vector.indices.tolist()
+        assert [p["token"] for p in row] == encoder.tokens(vector)
+        assert len(row) <= 3 and all(p["value"] > 0.5 for p in row)
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"inputs": []}, "must not be an empty array"),
+        ({"inputs": ["ok", ""]}, "inputs[1] is an empty string"),
+        ({"inputs": "x", "top_k": 0}, "top_k"),
+        ({"inputs": "x", "threshold": -1}, "threshold"),
+        ({"inputs": "x", "pooling": "splade"}, "pooling"),
+        ({"inputs": "x", "prompt_name": "nope"}, "prompt_name 'nope'"),
+        ({"inputs": "word " * 600, "truncate": False}, "tokens"),
+    ],
+)
+def test_bad_input_is_a_tei_400(both, body, words):
+    response = post(both, body)
+    assert response.status_code in (400, 413), response.text
+    error = response.json()
+    assert set(error) == {"error", "error_type"} and error["error_type"] == "Validation"
+    assert words in error["error"]
+
+
+def test_a_server_without_a_sparse_model_says_so(server):
+    response = httpx.post(
+        server.url + "/embed_sparse",
+        json={"inputs": "x"},
+        headers={"Authorization": "Bearer sk-test-key"},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json() == {
+        "error": f"The model `{MODEL}` is an embedding model, not a sparse encoder; use it with "
+        "/v1/embeddings, or name a sparse model",
+        "error_type": "Validation",
+    }
