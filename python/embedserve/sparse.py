@@ -29,20 +29,20 @@ from embedserve.models import ModelConfig, ModelConfigError
 from embedserve.models.bge_m3 import SPARSE_LINEAR, dropped_special_tokens, is_bge_m3, read_linear
 from embedserve.models.config import max_seq_length
 from embedserve.models.kind import SPARSE, is_masked_lm, read_hf_config
-from embedserve.models.st_modules import class_name, read_json
+from embedserve.models.splade_layout import is_splade, splade_layout
+from embedserve.models.st_modules import read_json
 from embedserve.planning import default_max_batch_tokens, pad_batch, plan_batches
 from embedserve.preparing import TextPreparer
 from embedserve.tokenization import DIRECTIONS, ModelTokenizer
 
 SPLADE = "splade"
 BGE_M3 = "bge-m3"
-# SpladePooling's activations: log1p(relu(x)), and OpenSearch's log1p(log1p(relu(x))).
-SPLADE_ACTIVATIONS = {"relu": 1, "log1p_relu": 2}
 
 
 @dataclass(frozen=True)
 class SparseVector:
-    """One text's sparse vector: ascending token ids and their float32 weights (all > 0)."""
+    """One text's sparse vector: ascending token ids and their float32 weights (non-zero; > 0
+    but for an inference-free query table's own weights)."""
 
     indices: np.ndarray
     values: np.ndarray
@@ -69,6 +69,8 @@ class SparseInfo:
     provider: str
     prompts: dict[str, str] = field(default_factory=dict)
     precision: str = "fp32"
+    # Queries are weighted by a table (SparseStaticEmbedding), not run through the model.
+    inference_free_queries: bool = False
 
 
 class SparseHead(Protocol):
@@ -143,6 +145,51 @@ def prune(
     return SparseVector(indices, values)
 
 
+class StaticQuery:
+    """sentence-transformers' SparseStaticEmbedding: a query's vector is the table's weight of
+    each token id it holds (once, however often it occurs), tokenized without special tokens
+    and cut at the tokenizer's limit. No model runs."""
+
+    def __init__(self, tokenizer: ModelTokenizer, weight: np.ndarray) -> None:
+        self.tokenizer = tokenizer
+        self.weight = weight
+
+    @classmethod
+    def load(cls, folder: Path, mode: str = "transformers") -> StaticQuery:
+        from safetensors.numpy import load_file
+
+        weight = load_file(str(folder / "model.safetensors")).get("weight")
+        if weight is None or weight.ndim != 1:
+            raise ModelConfigError(f"{folder}: SparseStaticEmbedding has no 1-D `weight`")
+        limit = (read_json(folder / "tokenizer_config.json") or {}).get("model_max_length")
+        limit = limit if isinstance(limit, int) and limit < 1_000_000 else 512
+        tokenizer = ModelTokenizer(folder / "tokenizer.json", limit, mode)
+        return cls(tokenizer, np.asarray(weight, dtype=np.float32))
+
+    def prepare(
+        self, texts: list[str], direction: str = "right"
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Each text's untruncated token count, and its ids without special tokens cut to the
+        limit on `direction`'s side."""
+        limit = self.tokenizer.max_length
+        content = self.tokenizer.content_ids(texts)
+        counts = np.fromiter((len(ids) for ids in content), dtype=np.int64, count=len(content))
+        cut = [
+            ids[:limit] if direction == "right" else ids[max(len(ids) - limit, 0) :]
+            for ids in content
+        ]
+        return counts, [np.asarray(ids, dtype=np.int64) for ids in cut]
+
+    def vectors(self, sequences: Sequence[np.ndarray]) -> list[SparseVector]:
+        out = []
+        for ids in sequences:
+            unique = np.unique(ids)
+            values = self.weight[unique]
+            keep = values != 0
+            out.append(SparseVector(unique[keep], values[keep]))
+        return out
+
+
 class SparseEncoder(TextPreparer, Pretrained):
     """Texts → sparse vectors as sentence-transformers' SparseEncoder (SPLADE) or FlagEmbedding's
     BGE-M3 sparse head give them. Thread-safe: it holds no per-call state.
@@ -164,10 +211,13 @@ class SparseEncoder(TextPreparer, Pretrained):
         kind: str,
         vocab_size: int,
         max_batch_tokens: int | None = None,
+        query: StaticQuery | None = None,
     ) -> None:
         self.config = config
         self.tokenizer = tokenizer
         self.head = head
+        # The inference-free query side, if the model has one: queries run no model.
+        self.query = query
         self.max_batch_tokens = max_batch_tokens or default_max_batch_tokens(head.provider)
         self.model_info = SparseInfo(
             name=config.name,
@@ -176,6 +226,7 @@ class SparseEncoder(TextPreparer, Pretrained):
             max_tokens=tokenizer.max_length,
             provider=head.provider,
             prompts=dict(config.prompts),
+            inference_free_queries=query is not None,
         )
 
     @classmethod
@@ -186,20 +237,30 @@ class SparseEncoder(TextPreparer, Pretrained):
 
         directory = plan.model_dir
         hf = read_hf_config(directory)
-        config = load_sparse_config(plan.config_dir, plan.name)
+        layout = splade_layout(directory) if is_masked_lm(hf) or is_splade(directory) else None
+        config_dir = plan.config_dir
+        if layout is not None:
+            # An inference-free folder keeps the MLM (and its tokenizer) in a route's folder.
+            if config_dir == directory:
+                config_dir = layout.document
+            directory, hf = layout.document, read_hf_config(layout.document)
+        config = load_sparse_config(config_dir, plan.name, plan.config_dir)
         if plan.options.max_length is not None:
             config = replace(config, max_seq_length=plan.options.max_length)
         tokenizer = ModelTokenizer(
-            plan.config_dir / "tokenizer.json", config.max_seq_length, plan.options.tokenizer_mode
+            config_dir / "tokenizer.json", config.max_seq_length, plan.options.tokenizer_mode
         )
         head: SparseHead
-        if is_masked_lm(hf):
+        query = None
+        if layout is not None and is_masked_lm(hf):
             session = SparseSession(compiled_onnx(directory, splade=True), plan.session_options)
-            head, kind = SpladeHead(session, splade_activation(directory)), SPLADE
+            head, kind = SpladeHead(session, layout.log1p_times), SPLADE
+            if layout.query is not None:
+                query = StaticQuery.load(layout.query, plan.options.tokenizer_mode)
         elif is_bge_m3(directory) and (directory / SPARSE_LINEAR).exists():
             graph = onnx_for(directory, compile=plan.options.compile)
             weight, bias = read_linear(directory / SPARSE_LINEAR)
-            dropped = [tokenizer.token_id(t) for t in dropped_special_tokens(plan.config_dir)]
+            dropped = [tokenizer.token_id(t) for t in dropped_special_tokens(config_dir)]
             head = BgeM3Head(
                 EncoderSession(graph, plan.session_options),
                 weight,
@@ -221,6 +282,7 @@ class SparseEncoder(TextPreparer, Pretrained):
             kind=kind,
             vocab_size=vocab,
             max_batch_tokens=plan.max_batch_tokens(head.provider),
+            query=query,
         )
 
     # -- the steps, public so the server's batcher can run them separately --
@@ -241,6 +303,11 @@ class SparseEncoder(TextPreparer, Pretrained):
                 out[int(i)] = vector
         return [v for v in out if v is not None]
 
+    def prompted(self, texts: list[str], prompt_name: str | None) -> list[str]:
+        """`texts` behind the prompt `prompt_name` names (or the model's default), if any."""
+        prompt = self._prompt(prompt_name)
+        return [prompt + text for text in texts] if prompt else texts
+
     def tokens(self, vector: SparseVector) -> list[str]:
         """The vocabulary's token for each index of `vector` ("##ing", "▁the")."""
         return self.tokenizer.token_strings(vector.indices.tolist())
@@ -256,17 +323,23 @@ class SparseEncoder(TextPreparer, Pretrained):
         truncate: bool = True,
         truncation_direction: str = "right",
         prompt_name: str | None = None,
+        input_type: str = "document",
     ) -> list[SparseVector]:
         """One sparse vector per text (a string is one text), pruned to the weights above
         `threshold` and then the `top_k` largest if given (sentence-transformers'
-        `max_active_dims`)."""
+        `max_active_dims`). `input_type="query"` takes the inference-free query side where the
+        model has one (sentence-transformers' `encode_query`); elsewhere queries are documents."""
         check_pruning(top_k, threshold)
+        check_input_type(input_type)
         if truncation_direction not in DIRECTIONS:
             raise InputError(
                 f"truncation_direction must be one of {DIRECTIONS}, got {truncation_direction!r}",
                 param="truncation_direction",
             )
         batch = [texts] if isinstance(texts, str) else list(texts)
+        if input_type == "query" and self.query is not None:
+            _, ids = self.query.prepare(self.prompted(batch, prompt_name), truncation_direction)
+            return [prune(v, top_k, threshold) for v in self.query.vectors(ids)]
         prepared = self.prepare(
             Inputs(texts=batch),
             truncate=truncate,
@@ -274,6 +347,16 @@ class SparseEncoder(TextPreparer, Pretrained):
             prompt_name=prompt_name,
         )
         return [prune(v, top_k, threshold) for v in self.vectors(prepared.sequences)]
+
+
+INPUT_TYPES = ("query", "document")
+
+
+def check_input_type(input_type: str) -> None:
+    if input_type not in INPUT_TYPES:
+        raise InputError(
+            f"input_type must be one of {INPUT_TYPES}, got {input_type!r}", param="input_type"
+        )
 
 
 def check_pruning(top_k: int | None, threshold: float | None) -> None:
@@ -285,11 +368,12 @@ def check_pruning(top_k: int | None, threshold: float | None) -> None:
         raise InputError(f"threshold must be a number >= 0, got {threshold!r}", param="threshold")
 
 
-def load_sparse_config(directory: Path, name: str) -> ModelConfig:
+def load_sparse_config(directory: Path, name: str, top: Path | None = None) -> ModelConfig:
     """Limit and prompts, as sentence-transformers reads them for a SparseEncoder folder (or a
-    bare checkpoint); the pooling fields say what the vectors are."""
+    bare checkpoint; `top` is the model's folder when `directory` is a route's); the pooling
+    fields say what the vectors are."""
     hf = read_hf_config(directory)
-    st_config = read_json(directory / "config_sentence_transformers.json") or {}
+    st_config = read_json((top or directory) / "config_sentence_transformers.json") or {}
     return ModelConfig(
         name=name,
         directory=directory,
@@ -301,22 +385,3 @@ def load_sparse_config(directory: Path, name: str) -> ModelConfig:
         default_prompt_name=st_config.get("default_prompt_name") or None,
         architecture=(hf.get("architectures") or [None])[0],
     )
-
-
-def splade_activation(directory: Path) -> int:
-    """How many times log1p is applied: SpladePooling's config in a SparseEncoder folder (max
-    pooling only: sum pooling's log1p per token does not commute with the sum)."""
-    modules = read_json(directory / "modules.json") or []
-    for module in modules if isinstance(modules, list) else []:
-        if class_name(str(module.get("type", ""))) != "SpladePooling":
-            continue
-        config = read_json(directory / str(module.get("path") or "") / "config.json") or {}
-        strategy = config.get("pooling_strategy", "max")
-        activation = config.get("activation_function", "relu")
-        if strategy != "max" or activation not in SPLADE_ACTIVATIONS:
-            raise ModelConfigError(
-                f"{directory}: SpladePooling {strategy!r} with {activation!r} is not supported "
-                f"(supported: 'max' with {' or '.join(map(repr, SPLADE_ACTIVATIONS))})"
-            )
-        return SPLADE_ACTIVATIONS[activation]
-    return 1

@@ -123,3 +123,29 @@ def test_a_bare_masked_lm_is_not_taken_for_splade(tmp_path, splade_dir):
         (tmp_path / name).write_bytes((splade_dir / name).read_bytes())
     assert model_kind(tmp_path) == EMBEDDER
     assert SparseEncoder.from_pretrained(tmp_path).model_info.head == SPLADE
+
+
+def test_inference_free_queries_match_encode_query(tmp_path, splade_dir, reference):
+    """A Router folder: queries weighted by SparseStaticEmbedding's table (no model run),
+    documents through the MLM and SpladePooling, as encode_query / encode_document give them."""
+    from sentence_transformers import SparseEncoder as Reference
+
+    from ..support.splade import inference_free
+
+    folder = inference_free(tmp_path / "inference-free", splade_dir)
+    assert model_kind(folder) == SPARSE
+    encoder = SparseEncoder.from_pretrained(folder)
+    assert encoder.model_info.inference_free_queries
+    texts = [t for t in _texts(reference) if t][:30]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = Reference(str(folder), device="cpu")
+        queries = model.encode_query(texts, convert_to_sparse_tensor=False).numpy()
+        documents = model.encode_document(texts, convert_to_sparse_tensor=False).numpy()
+    for kind, want in (("query", queries), ("document", documents)):
+        got = encoder.encode(texts, input_type=kind)
+        for i, (g, row) in enumerate(zip(got, want, strict=True)):
+            assert_close(g, {int(j): float(row[j]) for j in np.flatnonzero(row)}, f"{kind} {i}")
+    # Queries are the table's weights of the ids present, whatever the model would say.
+    (query,) = encoder.encode("hello hello world", input_type="query")
+    assert len(query) <= 2

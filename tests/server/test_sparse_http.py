@@ -83,3 +83,43 @@ def test_a_server_without_a_sparse_model_says_so(server):
         "/v1/embeddings, or name a sparse model",
         "error_type": "Validation",
     }
+
+
+class CountingEncoder:
+    """A real sparse encoder that counts the batches its model runs."""
+
+    kind = "sparse"
+
+    def __init__(self, encoder: SparseEncoder) -> None:
+        self._encoder = encoder
+        self.batches = 0
+
+    def __getattr__(self, name):
+        return getattr(self._encoder, name)
+
+    def forward(self, sequences):
+        self.batches += 1
+        return self._encoder.forward(sequences)
+
+
+def test_inference_free_queries_run_no_model(tmp_path, splade_dir):
+    from ..support.splade import inference_free
+
+    folder = inference_free(tmp_path / "inference-free", splade_dir)
+    encoder = CountingEncoder(SparseEncoder.from_pretrained(folder, name=SPLADE))
+    config = unhurried(models=(ModelSpec(str(folder), SPLADE),))
+    with live_server(config, engines={SPLADE: encoder}) as server:
+        queries = post(server, {"inputs": TEXTS, "input_type": "query"})
+        assert queries.status_code == 200, queries.text
+        assert encoder.batches == 0
+        want = encoder.encode(TEXTS, input_type="query")
+        assert [{p["index"]: p["value"] for p in row} for row in queries.json()] == [
+            w.to_dict() for w in want
+        ]
+        documents = post(server, {"inputs": TEXTS, "input_type": "document"}).json()
+        assert encoder.batches >= 1
+        assert [{p["index"]: p["value"] for p in row} for row in documents] == [
+            w.to_dict() for w in encoder.encode(TEXTS)
+        ]
+        long = post(server, {"inputs": "word " * 600, "input_type": "query", "truncate": False})
+        assert long.status_code == 400 and long.json()["error_type"] == "Validation"

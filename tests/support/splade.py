@@ -107,3 +107,30 @@ def tiny_masked_lm(family: str, out: Path, tokenizer_dir: Path, *, seed: int = 0
     model.save_pretrained(str(raw))
     tokenizer.save_pretrained(str(raw))
     return save_sparse_encoder(raw, out)
+
+
+def inference_free(out: Path, document_model: Path, *, seed: int = 5) -> Path:
+    """An inference-free SPLADE folder as SparseEncoder saves one: a Router sending queries to a
+    SparseStaticEmbedding (seeded random weight per id, some zero) and documents to
+    `document_model`'s MLM transformer + SpladePooling."""
+    import torch
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.sparse_encoder.modules import (
+        MLMTransformer,
+        Router,
+        SparseStaticEmbedding,
+        SpladePooling,
+    )
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        document = MLMTransformer(str(document_model))
+        generator = torch.Generator().manual_seed(seed)
+        weight = torch.rand(len(document.tokenizer.get_vocab()), generator=generator) * 3
+        weight[weight < 0.3] = 0.0
+        query = SparseStaticEmbedding(tokenizer=document.tokenizer, weight=weight, frozen=True)
+        router = Router.for_query_document(
+            query_modules=[query], document_modules=[document, SpladePooling("max")]
+        )
+        SparseEncoder(modules=[router], similarity_fn_name="dot", device="cpu").save(str(out))
+    return out

@@ -3,8 +3,8 @@ sparse encoder (SPLADE).
 
 config.json's `architectures` says it: a `*ForSequenceClassification` head scores pairs, anything
 else is served as an encoder whose states are pooled, unless sentence-transformers' modules.json
-ends a `*ForMaskedLM` in SpladePooling (a SparseEncoder folder): then it gives SPLADE's sparse
-vectors. A bare masked LM is not taken for SPLADE (all-mpnet-base-v2's config says
+ends a `*ForMaskedLM` in SpladePooling (a SparseEncoder folder, `models.splade_layout`): then it
+gives SPLADE's sparse vectors. A bare masked LM is not taken for SPLADE (all-mpnet-base-v2's config says
 MPNetForMaskedLM), and a BGE-M3 folder stays an embedder: its dense vector is what it is served
 for; both give sparse vectors through the library's `SparseEncoder`.
 """
@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from embedserve.models.splade_layout import is_splade
 
 EMBEDDER = "embedder"
 RERANKER = "reranker"
@@ -40,17 +42,6 @@ def is_classifier(hf: dict[str, Any]) -> bool:
 
 def is_masked_lm(hf: dict[str, Any]) -> bool:
     return any(str(a).endswith("ForMaskedLM") for a in hf.get("architectures") or [])
-
-
-def is_splade(directory: Path) -> bool:
-    """A sentence-transformers SparseEncoder folder whose modules.json pools with SpladePooling."""
-    path = directory / "modules.json"
-    if not path.exists():
-        return False
-    modules = json.loads(path.read_text(encoding="utf-8"))
-    return isinstance(modules, list) and any(
-        isinstance(m, dict) and str(m.get("type", "")).endswith("SpladePooling") for m in modules
-    )
 
 
 def model_kind(directory: Path) -> str:

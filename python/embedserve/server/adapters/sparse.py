@@ -2,8 +2,9 @@
 body (`inputs`, `truncate`, `truncation_direction`, `prompt_name`) and TEI's error shape.
 
 embedserve's additions: `top_k` (keep the k largest weights, sentence-transformers'
-`max_active_dims`), `threshold` (keep weights above it) and `return_tokens` (each pair also
-carries `token`, the vocabulary's string for its index). Served by the first sparse model
+`max_active_dims`), `threshold` (keep weights above it), `return_tokens` (each pair also
+carries `token`, the vocabulary's string for its index) and `input_type` (`query` takes an
+inference-free model's SparseStaticEmbedding side, which runs no model). Served by the first sparse model
 (a SPLADE SparseEncoder folder); a server with none answers 400 `wrong_model_kind`.
 """
 
@@ -37,6 +38,8 @@ class EmbedSparseRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     top_k: Positive | None = None
     threshold: NonNegative | None = None
     return_tokens: bool = False
+    # "query" takes an inference-free model's query side (no model run); else as a document.
+    input_type: Literal["query", "document"] | None = None
 
 
 class SparseValue(msgspec.Struct, omit_defaults=True):
@@ -83,8 +86,10 @@ async def embed_sparse(request: Request[Any, Any, Any]) -> Response[bytes]:
         prompt_name=body.prompt_name,
         top_k=body.top_k,
         threshold=body.threshold,
+        input_type=body.input_type or "document",
     )
-    done = await unless_disconnected(request, server.pipeline.run(job, model.id, batcher))
+    run = server.pipeline.run(job, model.id, batcher if job.uses_model else None)
+    done = await unless_disconnected(request, run)
     return json_response(done.result, headers=timing_headers(done, started))
 
 

@@ -1,7 +1,9 @@
 """Sparse vectors: texts → (token id, weight) pairs, pruned as asked (`top_k`, `threshold`).
 
 The batcher carries one `SparseVector` per row (an object array [n, 1], `SparseEncoder.forward`);
-`finish` prunes them and hands them to the adapter's render.
+`finish` prunes them and hands them to the adapter's render. Queries of an inference-free model
+(`input_type: "query"`, SparseStaticEmbedding) run no model: `uses_model` is False, the route
+passes no batcher, and `finish` looks their weights up.
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ from embedserve.server.limits import (
     check_not_empty,
 )
 from embedserve.server.pipeline import Job
-from embedserve.sparse import SparseEncoder, SparseVector, check_pruning, prune
+from embedserve.sparse import (
+    SparseEncoder,
+    SparseVector,
+    check_input_type,
+    check_pruning,
+    prune,
+)
 
 R = TypeVar("R")
 # The pruned vectors and the request's usage tokens → the adapter's result.
@@ -48,6 +56,7 @@ class SparseJob(Job[R], Generic[R]):
         prompt_name: str | None = None,
         top_k: int | None = None,
         threshold: float | None = None,
+        input_type: str = "document",
     ) -> None:
         limits = config.limits
         self.encoder = encoder
@@ -63,38 +72,69 @@ class SparseJob(Job[R], Generic[R]):
         check_not_empty(lengths, PARAM)
         self.characters = check_characters(lengths, limits, PARAM)
         check_pruning(top_k, threshold)
+        check_input_type(input_type)
+        self.static = encoder.query if input_type == "query" else None
         self._budget = TokenBudget(limits, PARAM)
         self._parts: list[Prepared] = []
+        self._static_ids: list[np.ndarray] = []
+        self._static_content = 0
+
+    @property
+    def uses_model(self) -> bool:
+        return self.static is None
 
     def estimated_tokens(self, tokens_per_char: float = DEFAULT_TOKENS_PER_CHAR) -> int:
         cap = self.encoder.model_info.max_tokens
         return sum(min(int(len(text) * tokens_per_char) + 2, cap) for text in self.texts)
 
     def steps(self) -> Iterator[Callable[[], None]]:
+        prepare = self._prepare if self.static is None else self._prepare_static
         for chunk in chunk_ranges([len(t) for t in self.texts], CHUNK_CHARS):
-            yield lambda chunk=chunk: self._prepare(chunk)
+            yield lambda chunk=chunk: prepare(chunk)
 
     def rows(self) -> list[np.ndarray]:
         return [s for part in self._parts for s in part.sequences]
 
     @property
     def usage_tokens(self) -> int:
+        if self.static is not None:
+            return sum(len(ids) for ids in self._static_ids)
         return sum(int(part.token_counts.sum()) for part in self._parts)
 
     @property
     def content_tokens(self) -> int:
+        if self.static is not None:
+            return self._static_content
         specials = self.encoder.tokenizer.specials
         return sum(
             int(p.untruncated_tokens.sum()) - specials * len(p.sequences) for p in self._parts
         )
 
     def finish_cost(self, outputs: np.ndarray | None) -> int:
-        return 0 if outputs is None else sum(len(v) for v in outputs[:, 0])
+        if outputs is None:
+            return sum(len(ids) for ids in self._static_ids)
+        return sum(len(v) for v in outputs[:, 0])
 
     def finish(self, outputs: np.ndarray | None) -> R:
-        assert outputs is not None
-        vectors = [prune(v, self.top_k, self.threshold) for v in outputs[:, 0]]
+        if self.static is not None:
+            found = self.static.vectors(self._static_ids)
+        else:
+            assert outputs is not None
+            found = list(outputs[:, 0])
+        vectors = [prune(v, self.top_k, self.threshold) for v in found]
         return self.render(vectors, self.usage_tokens)
+
+    def _prepare_static(self, chunk: range) -> None:
+        assert self.static is not None
+        texts = self.encoder.prompted(self.texts[chunk.start : chunk.stop], self.prompt_name)
+        counts, ids = self.static.prepare(texts, self.truncation_direction)
+        self._budget.add(counts, chunk.start)
+        limit = self.static.tokenizer.max_length
+        if not self.truncate and counts.size and counts.max() > limit:
+            first = int(np.argmax(counts > limit))
+            raise InputTooLongError(chunk.start + first, int(counts[first]), limit)
+        self._static_content += int(counts.sum())
+        self._static_ids.extend(ids)
 
     def _prepare(self, chunk: range) -> None:
         try:
