@@ -123,3 +123,19 @@ def test_inference_free_queries_run_no_model(tmp_path, splade_dir):
         ]
         long = post(server, {"inputs": "word " * 600, "input_type": "query", "truncate": False})
         assert long.status_code == 400 and long.json()["error_type"] == "Validation"
+
+
+def test_a_sparse_only_server_describes_itself_and_refuses_dense(encoder, splade_dir):
+    config = unhurried(models=(ModelSpec(str(splade_dir), SPLADE),))
+    with live_server(config, engines={SPLADE: encoder}) as server:
+        info = httpx.get(server.url + "/info", timeout=30).json()
+        assert info["model_type"] == {"embedding": {"pooling": "splade"}}
+        assert info["max_input_length"] == 512
+        dense = httpx.post(server.url + "/embed", json={"inputs": "x"}, timeout=30)
+        assert dense.status_code == 400
+        assert dense.json() == {
+            "error": f"The model `{SPLADE}` is a sparse encoder, not an embedding model; use it "
+            "with /embed_sparse, or name an embedder model",
+            "error_type": "Validation",
+        }
+        assert post(server, {"inputs": "x"}).status_code == 200
