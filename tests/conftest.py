@@ -169,7 +169,7 @@ def splade_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def sparse_dirs(tmp_path_factory, minilm_dir, reference) -> dict[str, Path]:
-    """Tiny random sparse models: SPLADE on BERT and DistilBERT, and a BGE-M3 folder (XLM-R)."""
+    """Tiny random sparse models: SPLADE on BERT, DistilBERT and XLM-R, and a BGE-M3 folder."""
     from .support.bge_m3 import tiny_bge_m3
     from .support.splade import tiny_masked_lm
 
@@ -177,5 +177,6 @@ def sparse_dirs(tmp_path_factory, minilm_dir, reference) -> dict[str, Path]:
     return {
         "bert": tiny_masked_lm("bert", root / "bert", minilm_dir, seed=1),
         "distilbert": tiny_masked_lm("distilbert", root / "distilbert", minilm_dir, seed=2),
+        "xlmr": tiny_masked_lm("xlmr", root / "xlmr", minilm_dir, seed=3, texts=reference["texts"]),
         "bge_m3": tiny_bge_m3(root / "bge-m3", reference["texts"]),
     }

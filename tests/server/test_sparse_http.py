@@ -139,3 +139,14 @@ def test_a_sparse_only_server_describes_itself_and_refuses_dense(encoder, splade
             "error_type": "Validation",
         }
         assert post(server, {"inputs": "x"}).status_code == 200
+
+
+def test_a_response_over_the_pair_limit_is_a_400(both, encoder, monkeypatch):
+    from embedserve.server import limits
+
+    pairs = sum(len(v) for v in encoder.encode(TEXTS))
+    monkeypatch.setattr(limits, "MAX_SPARSE_PAIRS", pairs - 1)
+    response = post(both, {"inputs": TEXTS})
+    assert response.status_code == 400
+    assert f"hold {pairs} (index, value) pairs" in response.json()["error"]
+    assert post(both, {"inputs": TEXTS, "top_k": 2}).status_code == 200

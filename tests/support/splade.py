@@ -66,10 +66,13 @@ def save_sparse_encoder(checkpoint: Path, out: Path) -> Path:
     return out
 
 
-def tiny_masked_lm(family: str, out: Path, tokenizer_dir: Path, *, seed: int = 0) -> Path:
-    """A seeded random BertForMaskedLM or DistilBertForMaskedLM over `tokenizer_dir`'s WordPiece,
-    its output bias lowered so that, as in a trained SPLADE model, most of the vocabulary stays
-    at zero; saved as a SparseEncoder folder."""
+def tiny_masked_lm(
+    family: str, out: Path, tokenizer_dir: Path, *, seed: int = 0, texts: list[str] | None = None
+) -> Path:
+    """A seeded random BertForMaskedLM or DistilBertForMaskedLM over `tokenizer_dir`'s WordPiece
+    (or XLMRobertaForMaskedLM over a byte-level BPE trained on `texts`), its output bias lowered
+    so that, as in a trained SPLADE model, most of the vocabulary stays at zero; saved as a
+    SparseEncoder folder."""
     import torch
     from transformers import (
         AutoTokenizer,
@@ -80,7 +83,26 @@ def tiny_masked_lm(family: str, out: Path, tokenizer_dir: Path, *, seed: int = 0
     )
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), model_max_length=128)
-    if family == "bert":
+    if family == "xlmr":
+        from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
+
+        from .cross_encoders import roberta_tokenizer
+
+        tokenizer = roberta_tokenizer(texts or [], 128)
+        config = XLMRobertaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=130,
+            type_vocab_size=1,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+        )
+        model_class = XLMRobertaForMaskedLM
+    elif family == "bert":
         config = BertConfig(
             vocab_size=len(tokenizer),
             hidden_size=32,

@@ -24,6 +24,7 @@ from embedserve.server.limits import (
     check_characters,
     check_count,
     check_not_empty,
+    check_sparse_pairs,
 )
 from embedserve.server.pipeline import Job
 from embedserve.sparse import (
@@ -122,6 +123,7 @@ class SparseJob(Job[R], Generic[R]):
             assert outputs is not None
             found = list(outputs[:, 0])
         vectors = [prune(v, self.top_k, self.threshold) for v in found]
+        check_sparse_pairs(sum(len(v) for v in vectors), PARAM)
         return self.render(vectors, self.usage_tokens)
 
     def _prepare_static(self, chunk: range) -> None:
