@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -34,6 +34,10 @@ from embedserve.models.st_modules import read_json
 from embedserve.planning import default_max_batch_tokens, pad_batch, plan_batches
 from embedserve.preparing import TextPreparer
 from embedserve.tokenization import DIRECTIONS, ModelTokenizer
+
+if TYPE_CHECKING:
+    from embedserve.runtime.session import EncoderSession
+    from embedserve.runtime.sparse_session import SparseSession
 
 SPLADE = "splade"
 BGE_M3 = "bge-m3"
@@ -82,14 +86,14 @@ class SparseHead(Protocol):
 class SpladeHead:
     """Runs the SPLADE graph; log1p (once, or twice for `log1p_relu`) on the non-zero values."""
 
-    def __init__(self, session: object, log1p_times: int) -> None:
+    def __init__(self, session: SparseSession, log1p_times: int) -> None:
         self.session = session
-        self.provider: str = session.provider  # type: ignore[attr-defined]
+        self.provider = session.provider
         self.log1p_times = log1p_times
 
     def __call__(self, sequences: Sequence[np.ndarray]) -> list[SparseVector]:
         ids, mask, types = pad_batch(list(sequences))
-        rows, cols, values = self.session.run(ids, mask, types)  # type: ignore[attr-defined]
+        rows, cols, values = self.session.run(ids, mask, types)
         for _ in range(self.log1p_times):
             values = np.log1p(values)
         bounds = np.searchsorted(rows, np.arange(len(sequences) + 1))
@@ -100,19 +104,23 @@ class BgeM3Head:
     """Runs the encoder; relu(hidden @ w + b) per token, the max per token id, specials dropped."""
 
     def __init__(
-        self, session: object, weight: np.ndarray, bias: np.ndarray | None, dropped: list[int]
+        self,
+        session: EncoderSession,
+        weight: np.ndarray,
+        bias: np.ndarray | None,
+        dropped: list[int],
     ) -> None:
         if weight.shape[0] != 1:
             raise ModelConfigError(f"{SPARSE_LINEAR} has {weight.shape[0]} outputs; it needs one")
         self.session = session
-        self.provider: str = session.provider  # type: ignore[attr-defined]
+        self.provider = session.provider
         self.weight = weight[0]
         self.bias = 0.0 if bias is None else float(bias[0])
         self.dropped = np.asarray(sorted(dropped), dtype=np.int64)
 
     def __call__(self, sequences: Sequence[np.ndarray]) -> list[SparseVector]:
         ids, mask, types = pad_batch(list(sequences))
-        hidden = self.session.run(ids, mask, types)  # type: ignore[attr-defined]
+        hidden = self.session.run(ids, mask, types)
         weights = np.maximum(hidden @ self.weight + np.float32(self.bias), 0.0)
         return [
             _max_per_id(seq, weights[row, : len(seq)], self.dropped)
