@@ -21,6 +21,7 @@ SUITES = {
     "replicas": "bench.bench_replicas",
     "peers": "bench.bench_peers",
     "ceiling": "bench.bench_ceiling",
+    "sparse": "bench.bench_sparse",
 }
 
 

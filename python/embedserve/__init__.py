@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from embedserve.errors import InputError, InputTooLongError, InvalidTokenError
     from embedserve.loading import LoadOptions
     from embedserve.reranker import Ranked, Reranker, RerankerInfo
+    from embedserve.sparse import SparseEncoder, SparseVector
 
 __all__ = [
     "EmbeddingResult",
@@ -30,6 +31,8 @@ __all__ = [
     "Ranked",
     "Reranker",
     "RerankerInfo",
+    "SparseEncoder",
+    "SparseVector",
     "__version__",
 ]
 
@@ -44,6 +47,8 @@ _LAZY = {
     "Reranker": "embedserve.reranker",
     "RerankerInfo": "embedserve.reranker",
     "Ranked": "embedserve.reranker",
+    "SparseEncoder": "embedserve.sparse",
+    "SparseVector": "embedserve.sparse",
 }
 
 

@@ -108,10 +108,11 @@ class _Entry:
         dimension: int,
         loop: asyncio.AbstractEventLoop,
         future: asyncio.Future[np.ndarray],
+        dtype: type = np.float32,
     ) -> None:
         self.sequences = sequences
         self.lengths = [len(s) for s in sequences]
-        self.out = np.empty((len(sequences), dimension), dtype=np.float32)
+        self.out = np.empty((len(sequences), dimension), dtype=dtype)
         self.loop = loop
         self.future = future
         self.unbatched = len(sequences)  # inputs not yet handed to a batch
@@ -174,7 +175,8 @@ _Row = tuple[int, _Entry, int]
 
 class Batcher:
     """Runs `forward` (one padded batch of id sequences → pooled float32 [n, dimension]) for
-    many concurrent requests on one dedicated thread.
+    many concurrent requests on one dedicated thread. `dtype=object` carries rows of any size
+    (a sparse encoder's vectors, one per row: [n, 1]).
 
     One thread is enough for a CPU model: ONNX Runtime already spreads one batch over its
     intra-op threads, and a second batch in parallel would only compete for the same cores.
@@ -192,6 +194,7 @@ class Batcher:
         max_queue_inputs: int = DEFAULT_MAX_QUEUE_INPUTS,
         max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS,
         on_batch: Callable[[BatchStats], None] | None = None,
+        dtype: type = np.float32,
     ) -> None:
         if min(max_batch_tokens, max_batch_requests, max_queue_inputs) < 1:
             raise ValueError(
@@ -201,6 +204,7 @@ class Batcher:
             raise ValueError("max_wait_seconds must be > 0")
         self.name = name
         self.dimension = dimension
+        self.dtype = dtype
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_requests = max_batch_requests
         self.max_queue_inputs = max_queue_inputs
@@ -314,7 +318,7 @@ class Batcher:
         served when the server is idle instead of being refused forever.
         """
         loop = asyncio.get_running_loop()
-        entry = _Entry(sequences, self.dimension, loop, loop.create_future())
+        entry = _Entry(sequences, self.dimension, loop, loop.create_future(), self.dtype)
         with self._cond:
             if reservation is not None:
                 self._unreserve(reservation)

@@ -9,7 +9,7 @@ import numpy as np
 
 from embedserve import _core
 from embedserve.errors import InputError
-from embedserve.inputs import Inputs, TextsOrTokens, classify_inputs
+from embedserve.inputs import Inputs, TextsOrTokens
 from embedserve.loading import LoadPlan, Pretrained, Runs
 from embedserve.models import ModelConfig, load_model_config
 from embedserve.models.dense import load_dense
@@ -17,23 +17,11 @@ from embedserve.models.pooling_graph import POOLING_MODES
 from embedserve.models.variants import graph_for
 from embedserve.planning import default_max_batch_tokens, pad_batch, plan_batches
 from embedserve.precision import CUDA_BOUND
+from embedserve.preparing import TextPreparer
 from embedserve.runtime import EncoderSession
 from embedserve.runtime.backends import Backend, open_backend
 from embedserve.tokenization import DIRECTIONS, ModelTokenizer
 from embedserve.vector_cache import DEFAULT_CACHE_BYTES, VectorCache, merge_cached, split_cached
-
-
-class TokenIds(np.ndarray):
-    """An id sequence whose first `pool_skip` tokens (an instruction prompt) are not pooled.
-
-    An ndarray subclass so the server's batcher, which only moves sequences around, carries
-    the count to `Engine.forward` without knowing about it.
-    """
-
-    pool_skip: int = 0
-
-    def __array_finalize__(self, obj: object) -> None:
-        self.pool_skip = getattr(obj, "pool_skip", 0)
 
 
 @dataclass(frozen=True)
@@ -50,20 +38,6 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
-class Prepared:
-    """Inputs as the model will see them: id sequences with special tokens, and their counts."""
-
-    sequences: list[np.ndarray]
-    untruncated_tokens: np.ndarray
-
-    @property
-    def token_counts(self) -> np.ndarray:
-        return np.fromiter(
-            (len(s) for s in self.sequences), dtype=np.int64, count=len(self.sequences)
-        )
-
-
-@dataclass(frozen=True)
 class EmbeddingResult:
     embeddings: np.ndarray
     token_counts: np.ndarray
@@ -73,7 +47,7 @@ class EmbeddingResult:
         return int(self.token_counts.sum())
 
 
-class Engine(Pretrained):
+class Engine(TextPreparer, Pretrained):
     """Turns texts or token arrays into the vectors sentence-transformers gives. Thread-safe.
 
     `Engine.from_pretrained(spec, **options)` loads one (see loading.Pretrained, LoadOptions).
@@ -155,58 +129,6 @@ class Engine(Pretrained):
         )
 
     # -- the steps, public so the server's batcher can run them separately --
-
-    def prepare(
-        self,
-        inputs: TextsOrTokens | Inputs,
-        *,
-        truncate: bool = True,
-        truncation_direction: str = "right",
-        prompt_name: str | None = None,
-    ) -> Prepared:
-        """Tokenize (or check token arrays), add special tokens and apply the length limit.
-
-        Trusts `truncation_direction`: the server's schema and `embed` check it at their boundary.
-        """
-        parsed = inputs if isinstance(inputs, Inputs) else classify_inputs(inputs)
-        prompt = None
-        if parsed.texts is not None:
-            prompt = self._prompt(prompt_name)
-            texts = [prompt + text for text in parsed.texts] if prompt else parsed.texts
-            content = self.tokenizer.content_ids(texts)
-        else:
-            content = parsed.token_arrays or []
-            self.tokenizer.check_token_ids(content)
-        specials = self.tokenizer.specials
-        untruncated = np.fromiter(
-            (len(ids) + specials for ids in content), dtype=np.int64, count=len(content)
-        )
-        sequences = [
-            self.tokenizer.model_sequence(i, ids, truncate=truncate, direction=truncation_direction)
-            for i, ids in enumerate(content)
-        ]
-        if prompt and not self.config.include_prompt:
-            sequences = self._mark_prompt(sequences, content, prompt, truncation_direction)
-        return Prepared(sequences, untruncated)
-
-    def _mark_prompt(
-        self, sequences: list[np.ndarray], content: list[list[int]], prompt: str, direction: str
-    ) -> list[np.ndarray]:
-        """Sequences that know how many leading tokens sentence-transformers leaves out of pooling.
-
-        Its count is the prompt tokenized alone with special tokens, less a trailing special
-        token (so BERT's [CLS] counts, [SEP] does not); left truncation eats prompt tokens first.
-        """
-        prompt_content = len(self.tokenizer.content_ids([prompt])[0])
-        tokenizer = self.tokenizer
-        prompt_length = len(tokenizer.prefix) + prompt_content + max(len(tokenizer.suffix) - 1, 0)
-        marked = []
-        for seq, ids in zip(sequences, content):
-            removed = len(ids) - (len(seq) - tokenizer.specials) if direction == "left" else 0
-            ids_view = seq.view(TokenIds)
-            ids_view.pool_skip = prompt_length - min(removed, prompt_content)
-            marked.append(ids_view)
-        return marked
 
     def forward(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
         """Pooled float32 [n, hidden] for one padded batch (no cut, no normalization)."""
@@ -323,17 +245,3 @@ class Engine(Pretrained):
             Inputs(texts=batch), truncate=truncate, truncation_direction=truncation_direction
         )
         return [s.tolist() for s in prepared.sequences]
-
-    def _prompt(self, prompt_name: str | None) -> str | None:
-        """The instruction prepended to texts: `prompt_name`'s, else the model's default, if any."""
-        name = prompt_name if prompt_name is not None else self.config.default_prompt_name
-        if name is None:
-            return None
-        prompts = self.config.prompts
-        if name not in prompts:
-            known = ", ".join(sorted(prompts)) or "none"
-            raise InputError(
-                f"prompt_name {name!r} is not one of this model's prompts ({known})",
-                param="prompt_name",
-            )
-        return prompts[name] or None

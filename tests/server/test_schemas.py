@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from embedserve.engine import ModelInfo, Prepared
+from embedserve.engine import ModelInfo
 from embedserve.inputs import Inputs
+from embedserve.preparing import Prepared
 from embedserve.server.config import Limits, ServerConfig
 from embedserve.server.errors import ApiError
 from embedserve.server.schemas import (

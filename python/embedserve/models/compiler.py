@@ -40,13 +40,15 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Output:
-    """A graph output: its value name and dims (ints, or names of dynamic dims)."""
+    """A graph output: its value name, dims (ints, or names of dynamic dims) and element type."""
 
     name: str
     dims: tuple[int | str, ...]
+    dtype: int = TensorProto.FLOAT
 
 
-Head = Callable[[GraphBuilder, HFConfig, Weights, Encoded], Output]
+# A head's result: one output, or several (a sparse head's indices and values).
+Head = Callable[[GraphBuilder, HFConfig, Weights, Encoded], Output | tuple[Output, ...]]
 
 
 def check_supported(model_dir: Path) -> HFConfig:
@@ -65,13 +67,18 @@ def build_model(model_dir: Path, head: Head | None = None) -> onnx.ModelProto:
     g = GraphBuilder()
     encoded = family.build(g, config, weights)
     if head is None:
-        output = Output(encoded.hidden, ("batch", "sequence", encoded.hidden_size))
+        outputs: Output | tuple[Output, ...] = Output(
+            encoded.hidden, ("batch", "sequence", encoded.hidden_size)
+        )
     else:
-        output = head(g, config, weights, encoded)
+        outputs = head(g, config, weights, encoded)
     weights.log_unused()
-    value = helper.make_tensor_value_info(output.name, TensorProto.FLOAT, list(output.dims))
+    values = [
+        helper.make_tensor_value_info(o.name, o.dtype, list(o.dims))
+        for o in (outputs if isinstance(outputs, tuple) else (outputs,))
+    ]
     return g.model(
-        [value],
+        values,
         name=model_dir.name or family.name,
         doc=f"{family.name} compiled from safetensors by embedserve "
         f"(checkpoint dtype {config.dtype or 'unstated'}, computed in float32)",

@@ -8,7 +8,14 @@ from typing import Any
 
 from embedserve.models.st_modules import ModelConfigError, load_module_stack, read_json
 
-__all__ = ["ModelConfig", "ModelConfigError", "card_metadata", "is_matryoshka", "load_model_config"]
+__all__ = [
+    "ModelConfig",
+    "ModelConfigError",
+    "card_metadata",
+    "is_matryoshka",
+    "load_model_config",
+    "max_seq_length",
+]
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,7 @@ def load_model_config(directory: Path, name: str) -> ModelConfig:
     return ModelConfig(
         name=name,
         directory=directory,
-        max_seq_length=_max_seq_length(directory, hf),
+        max_seq_length=max_seq_length(directory, hf),
         pooling=stack.pooling.mode,
         normalize=stack.normalize,
         dimension=dimension,
@@ -59,7 +66,7 @@ def load_model_config(directory: Path, name: str) -> ModelConfig:
     )
 
 
-def _max_seq_length(directory: Path, hf: dict[str, Any]) -> int:
+def max_seq_length(directory: Path, hf: dict[str, Any]) -> int:
     st = _read_json(directory / "sentence_bert_config.json").get("max_seq_length")
     tok = _read_json(directory / "tokenizer_config.json").get("model_max_length")
     positions = hf.get("max_position_embeddings")

@@ -31,11 +31,16 @@ def shipped_onnx(directory: Path) -> Path | None:
     return None
 
 
-def compiled_onnx(directory: Path) -> Path:
-    """The cached ONNX graph compiled from `directory`'s safetensors, built on first use."""
+def compiled_onnx(directory: Path, *, splade: bool = False) -> Path:
+    """The cached ONNX graph compiled from `directory`'s safetensors, built on first use.
+
+    `splade`: a masked LM's graph ending in SPLADE's sparse pairs (models.sparse_heads), cached
+    under its own key, as the same folder may also be served for its hidden states.
+    """
     from embedserve.models.compiler import check_supported, compile_to_onnx
     from embedserve.models.heads import classifier_head
     from embedserve.models.kind import is_classifier
+    from embedserve.models.sparse_heads import splade_head
     from embedserve.models.weights import weight_files
 
     try:
@@ -49,6 +54,8 @@ def compiled_onnx(directory: Path) -> Path:
     config = check_supported(directory)  # an unsupported architecture fails here, cached or not
     # A cross-encoder's graph ends in its classifier's logits rather than the hidden states.
     head = classifier_head(config) if is_classifier(config.raw) else None
+    if splade:
+        head = splade_head(config)
     # The graph depends on the config (eps, activation, heads) as well as on the weights.
     config_hash = hashlib.sha256(config_path.read_bytes()).hexdigest()[:8]
     if len(shards) == 1:
@@ -56,7 +63,7 @@ def compiled_onnx(directory: Path) -> Path:
     else:
         joined = "".join(file_hash(s) for s in shards)
         weights_hash = hashlib.sha256(joined.encode()).hexdigest()
-    key = f"{weights_hash[:24]}-{config_hash}-v{COMPILER_VERSION}"
+    key = f"{weights_hash[:24]}-{config_hash}{'-splade' if splade else ''}-v{COMPILER_VERSION}"
     target = compiled_graph(key)
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,12 @@
-"""What a model folder holds: an embedder (encoder + pooling) or a reranker (a cross-encoder).
+"""What a model folder holds: an embedder (encoder + pooling), a reranker (a cross-encoder) or a
+sparse encoder (SPLADE).
 
 config.json's `architectures` says it: a `*ForSequenceClassification` head scores pairs, anything
-else is served as an encoder whose states are pooled.
+else is served as an encoder whose states are pooled, unless sentence-transformers' modules.json
+ends a `*ForMaskedLM` in SpladePooling (a SparseEncoder folder, `models.splade_layout`): then it
+gives SPLADE's sparse vectors. A bare masked LM is not taken for SPLADE (all-mpnet-base-v2's config says
+MPNetForMaskedLM), and a BGE-M3 folder stays an embedder: its dense vector is what it is served
+for; both give sparse vectors through the library's `SparseEncoder`.
 """
 
 from __future__ import annotations
@@ -11,9 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from embedserve.models.splade_layout import is_splade
+
 EMBEDDER = "embedder"
 RERANKER = "reranker"
-KINDS = (EMBEDDER, RERANKER)
+SPARSE = "sparse"
+KINDS = (EMBEDDER, RERANKER, SPARSE)
 
 # transformers' RoBERTa family (and MPNet) counts positions from padding_idx + 1, so
 # padding_idx + 1 of max_position_embeddings are never usable by text.
@@ -32,8 +40,15 @@ def is_classifier(hf: dict[str, Any]) -> bool:
     return any(str(a).endswith("ForSequenceClassification") for a in hf.get("architectures") or [])
 
 
+def is_masked_lm(hf: dict[str, Any]) -> bool:
+    return any(str(a).endswith("ForMaskedLM") for a in hf.get("architectures") or [])
+
+
 def model_kind(directory: Path) -> str:
-    return RERANKER if is_classifier(read_hf_config(directory)) else EMBEDDER
+    hf = read_hf_config(directory)
+    if is_classifier(hf):
+        return RERANKER
+    return SPARSE if is_splade(directory) else EMBEDDER
 
 
 @dataclass(frozen=True)

@@ -88,14 +88,23 @@ def not_ready(model: str, reason: str | None = None) -> ApiError:
     )
 
 
+# Each kind of model: what it is called in messages, and the route that serves it.
+_KINDS = {
+    "reranker": ("a reranker", "/v1/rerank"),
+    "sparse": ("a sparse encoder", "/embed_sparse"),
+}
+_EMBEDDER = ("an embedding model", "/v1/embeddings")
+
+
 def wrong_kind(model: str, kind: str, wanted: str) -> ApiError:
-    """A reranker asked for embeddings, or an embedder asked to rerank."""
-    route = "/v1/rerank" if kind == "reranker" else "/v1/embeddings"
+    """A model asked for what another kind does: a reranker for embeddings, an embedder to
+    rerank or for sparse vectors, ..."""
+    noun, route = _KINDS.get(kind, _EMBEDDER)
+    wanted_noun = _KINDS.get(wanted, _EMBEDDER)[0]
     return ApiError(
         HTTP_400_BAD_REQUEST,
-        f"The model `{model}` is {'a reranker' if kind == 'reranker' else 'an embedding model'}, "
-        f"not {'a reranker' if wanted == 'reranker' else 'an embedding model'}; "
-        f"use it with {route}, or name a {wanted} model",
+        f"The model `{model}` is {noun}, not {wanted_noun}; use it with {route}, or name "
+        f"{wanted_noun.split(' ', 1)[0]} {wanted} model",
         param="model",
         code="wrong_model_kind",
     )

@@ -25,6 +25,10 @@ from embedserve.server.errors import ApiError, invalid
 CHUNK_CHARS = 64 * 1024
 # Tokens per character assumed before any request was measured (English with WordPiece: ~0.23).
 DEFAULT_TOKENS_PER_CHAR = 0.3
+# (index, value) pairs one sparse response may hold: about 90 MB of JSON at ~45 bytes a pair.
+# A trained SPLADE model gives 30-250 pairs a text (bench: 2,048 long texts ~ 500,000 pairs);
+# an untrained or odd one can give thousands each, which `top_k` or `threshold` bound.
+MAX_SPARSE_PAIRS = 2_000_000
 
 
 def check_count(count: int, limit: int, param: str) -> None:
@@ -197,4 +201,16 @@ def check_dimensions(dimensions: int | None, info: ModelInfo, allow_dimensions: 
         raise invalid(
             f"dimensions must be between 1 and {info.dimension}, got {dimensions}",
             param="dimensions",
+        )
+
+
+def check_sparse_pairs(pairs: int, param: str = "inputs") -> None:
+    """A sparse answer within MAX_SPARSE_PAIRS (checked once the vectors are pruned)."""
+    if pairs > MAX_SPARSE_PAIRS:
+        raise invalid(
+            f"the sparse vectors hold {pairs} (index, value) pairs in all; at most "
+            f"{MAX_SPARSE_PAIRS} are allowed per response: send fewer inputs, or set top_k or "
+            "threshold",
+            param=param,
+            code="response_too_large",
         )

@@ -20,7 +20,7 @@ import msgspec
 from litestar import Request, Response, get
 
 from embedserve import __version__
-from embedserve.server.adapters import cohere, ollama, tei
+from embedserve.server.adapters import cohere, ollama, sparse, tei
 from embedserve.server.schemas import API_VERSION, EXTRA_PARAMETERS
 from embedserve.server.shapes import CohereError, OllamaError, OpenAIError, TeiError
 
@@ -453,6 +453,16 @@ OPERATIONS: tuple[Operation, ...] = (
         TeiError,
         tei.DecodeRequest,
         TOKENIZER_ERRORS,
+    ),
+    Operation(
+        "post",
+        "/embed_sparse",
+        "TEI: sparse vectors (SPLADE), the non-zero index/value pairs of each input",
+        "TEI",
+        list[list[sparse.SparseValue]],
+        TeiError,
+        sparse.EmbedSparseRequest,
+        DEFAULT_MODEL_ERRORS,
     ),
     Operation(
         "get",

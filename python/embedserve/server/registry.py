@@ -15,15 +15,18 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from embedserve.batching import Batcher
 from embedserve.engine import Engine
 from embedserve.loading import LoadOptions
 from embedserve.models import resolve_model_dir
-from embedserve.models.kind import EMBEDDER, RERANKER, model_kind
+from embedserve.models.kind import EMBEDDER, RERANKER, SPARSE, model_kind
 from embedserve.reranker import Reranker
 from embedserve.server.config import ModelSpec, ServerConfig
 from embedserve.server.errors import model_not_found, not_ready, wrong_kind
 from embedserve.server.metrics import Metrics
+from embedserve.sparse import SparseEncoder
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,7 @@ class ServedModel:
         self.spec = spec
         self.id = spec.id
         self.created = int(time.time())
-        self.engine: Any = None  # an Engine (embedder) or a Reranker
+        self.engine: Any = None  # an Engine (embedder), a Reranker or a SparseEncoder
         self.batcher: Batcher | None = None
         self.error: str | None = None
 
@@ -43,7 +46,7 @@ class ServedModel:
 
     @property
     def kind(self) -> str | None:
-        """EMBEDDER or RERANKER once loaded; None before."""
+        """EMBEDDER, RERANKER or SPARSE once loaded; None before."""
         return None if self.engine is None else kind_of(self.engine)
 
     def require(self, kind: str = EMBEDDER) -> tuple[Any, Batcher]:
@@ -56,6 +59,13 @@ class ServedModel:
         return self.engine, self.batcher
 
 
+_LOADERS: dict[str, type[Engine | Reranker | SparseEncoder]] = {
+    EMBEDDER: Engine,
+    RERANKER: Reranker,
+    SPARSE: SparseEncoder,
+}
+
+
 def kind_of(engine: object) -> str:
     return getattr(engine, "kind", EMBEDDER)
 
@@ -65,7 +75,7 @@ class ModelRegistry:
         self,
         config: ServerConfig,
         metrics: Metrics,
-        engines: Mapping[str, Engine | Reranker] | None = None,
+        engines: Mapping[str, Engine | Reranker | SparseEncoder] | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
@@ -131,7 +141,7 @@ class ModelRegistry:
             try:
                 options = LoadOptions.of(self.config, name=model.id)
                 model_dir = resolve_model_dir(model.spec.spec, compile=options.compile)
-                kind = Reranker if model_kind(model_dir) == RERANKER else Engine
+                kind = _LOADERS[model_kind(model_dir)]
                 engine = kind.from_pretrained(model_dir, options=options)
             except Exception as exc:  # noqa: BLE001 - the server stays up and says why in /ready and 503s
                 model.error = f"{type(exc).__name__}: {exc}"
@@ -151,10 +161,12 @@ class ModelRegistry:
         """The first model of `kind` in `--model` order that is loaded."""
         return next((m for m in self.models if m.ready and m.kind == kind), None)
 
-    def _serve(self, model: ServedModel, engine: Engine | Reranker) -> None:
-        # The batcher's rows: pooled vectors for an embedder, one logit per label for a reranker.
+    def _serve(self, model: ServedModel, engine: Engine | Reranker | SparseEncoder) -> None:
+        # The batcher's rows: pooled vectors for an embedder, one logit per label for a reranker,
+        # one SparseVector object for a sparse encoder.
         info = engine.model_info
-        width = info.num_labels if kind_of(engine) == RERANKER else info.dimension
+        kind = kind_of(engine)
+        width = info.num_labels if kind == RERANKER else 1 if kind == SPARSE else info.dimension
         batcher = Batcher(
             engine.forward,
             width,
@@ -164,6 +176,7 @@ class ModelRegistry:
             max_queue_inputs=self.config.max_queue,
             max_wait_seconds=self.config.max_wait_seconds,
             on_batch=self.metrics.batch_observer(model.id),
+            dtype=object if kind == SPARSE else np.float32,
         )
         batcher.start()
         self.metrics.watch_queue(model.id, lambda: batcher.queued_inputs)

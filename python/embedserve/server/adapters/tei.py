@@ -22,6 +22,7 @@ from tokenizers import Encoding
 
 from embedserve import __version__
 from embedserve.inputs import Inputs
+from embedserve.models.kind import EMBEDDER, SPARSE
 from embedserve.server.adapters.base import compute, decode, json_response, raw_float_rows
 from embedserve.server.adapters.openai import azure_model_info
 from embedserve.server.auth import require_api_key
@@ -264,14 +265,17 @@ async def info(request: Request[Any, Any, Any]) -> Response[bytes]:
         return json_response(azure_model_info(request))
     server = state(request)
     model = server.registry.default
-    engine, _ = model.require()
+    # TEI describes a SPLADE model as an embedding model with pooling "splade".
+    sparse = model.kind == SPARSE
+    engine, _ = model.require(SPARSE if sparse else EMBEDDER)
     config = server.config
+    pooling = "splade" if sparse else engine.model_info.pooling
     return json_response(
         Info(
             model_id=model.id,
             model_sha=None,
             model_dtype="int8" if config.quantize == "int8" else "float32",
-            model_type={"embedding": {"pooling": engine.model_info.pooling}},
+            model_type={"embedding": {"pooling": pooling}},
             max_concurrent_requests=config.max_queue,
             max_input_length=engine.model_info.max_tokens,
             max_batch_tokens=engine.max_batch_tokens,

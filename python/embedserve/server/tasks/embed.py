@@ -7,9 +7,10 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from embedserve.engine import Engine, Prepared
+from embedserve.engine import Engine
 from embedserve.errors import InputTooLongError
 from embedserve.inputs import Inputs, chunk_ranges
+from embedserve.preparing import Prepared
 from embedserve.server.config import ServerConfig
 from embedserve.server.limits import (
     CHUNK_CHARS,

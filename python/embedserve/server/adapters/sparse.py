@@ -1,0 +1,96 @@
+"""TEI's `POST /embed_sparse`: one sparse vector per input, `[[{"index", "value"}]]`, with TEI's
+body (`inputs`, `truncate`, `truncation_direction`, `prompt_name`) and TEI's error shape.
+
+embedserve's additions: `top_k` (keep the k largest weights, sentence-transformers'
+`max_active_dims`), `threshold` (keep weights above it), `return_tokens` (each pair also
+carries `token`, the vocabulary's string for its index) and `input_type` (`query` takes an
+inference-free model's SparseStaticEmbedding side, which runs no model). Served by the first sparse model
+(a SPLADE SparseEncoder folder); a server with none answers 400 `wrong_model_kind`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Request, Response, post
+
+from embedserve.models.kind import SPARSE
+from embedserve.server.adapters.base import decode, json_response
+from embedserve.server.auth import require_api_key
+from embedserve.server.plumbing import read_body, state, timing_headers, unless_disconnected
+from embedserve.server.tasks.sparse import SparseJob
+from embedserve.sparse import SparseEncoder, SparseVector
+
+Direction = Literal["Left", "Right", "left", "right"]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+
+
+class EmbedSparseRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """TEI's `POST /embed_sparse` body, and embedserve's pruning and token options."""
+
+    inputs: str | list[str]
+    truncate: bool | None = None
+    truncation_direction: Direction | None = None
+    prompt_name: str | None = None
+    top_k: Positive | None = None
+    threshold: NonNegative | None = None
+    return_tokens: bool = False
+    # "query" takes an inference-free model's query side (no model run); else as a document.
+    input_type: Literal["query", "document"] | None = None
+
+
+class SparseValue(msgspec.Struct, omit_defaults=True):
+    """One non-zero weight; `token` only when the request asks for `return_tokens`."""
+
+    index: int
+    value: float
+    token: str | None = None
+
+
+def _render(encoder: SparseEncoder, tokens: bool):
+    def render(vectors: list[SparseVector], usage: int) -> bytes:
+        out = []
+        for vector in vectors:
+            pairs = zip(vector.indices.tolist(), vector.values.tolist())
+            if tokens:
+                names = encoder.tokens(vector)
+                out.append([SparseValue(i, v, t) for (i, v), t in zip(pairs, names)])
+            else:
+                out.append([SparseValue(i, v) for i, v in pairs])
+        return msgspec.json.encode(out)
+
+    return render
+
+
+@post("/embed_sparse", guards=[require_api_key], status_code=200)
+async def embed_sparse(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Sparse vectors of `inputs`: the non-zero (index, value) pairs of each, by ascending index."""
+    started = time.perf_counter()
+    body = decode(await read_body(request), EmbedSparseRequest)
+    server = state(request)
+    registry = server.registry
+    model = registry.first_ready(SPARSE)
+    if model is None:  # one still loading may be it (503); else the first model says its kind
+        model = next((m for m in registry.models if not m.ready), registry.default)
+    encoder, batcher = model.require(SPARSE)
+    job = SparseJob(
+        encoder,
+        server.config,
+        _render(encoder, body.return_tokens),
+        texts=[body.inputs] if isinstance(body.inputs, str) else body.inputs,
+        truncate=body.truncate,
+        truncation_direction=(body.truncation_direction or "right").lower(),
+        prompt_name=body.prompt_name,
+        top_k=body.top_k,
+        threshold=body.threshold,
+        input_type=body.input_type or "document",
+    )
+    run = server.pipeline.run(job, model.id, batcher if job.uses_model else None)
+    done = await unless_disconnected(request, run)
+    return json_response(done.result, headers=timing_headers(done, started))
+
+
+ROUTES = [embed_sparse]

@@ -1,0 +1,154 @@
+"""Sparse vectors: texts → (token id, weight) pairs, pruned as asked (`top_k`, `threshold`).
+
+The batcher carries one `SparseVector` per row (an object array [n, 1], `SparseEncoder.forward`);
+`finish` prunes them and hands them to the adapter's render. Queries of an inference-free model
+(`input_type: "query"`, SparseStaticEmbedding) run no model: `uses_model` is False, the route
+passes no batcher, and `finish` looks their weights up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+import numpy as np
+
+from embedserve.errors import InputTooLongError
+from embedserve.inputs import Inputs, chunk_ranges
+from embedserve.preparing import Prepared
+from embedserve.server.config import ServerConfig
+from embedserve.server.limits import (
+    CHUNK_CHARS,
+    DEFAULT_TOKENS_PER_CHAR,
+    TokenBudget,
+    check_characters,
+    check_count,
+    check_not_empty,
+    check_sparse_pairs,
+)
+from embedserve.server.pipeline import Job
+from embedserve.sparse import (
+    SparseEncoder,
+    SparseVector,
+    check_input_type,
+    check_pruning,
+    prune,
+)
+
+R = TypeVar("R")
+# The pruned vectors and the request's usage tokens → the adapter's result.
+Render = Callable[[list[SparseVector], int], R]
+PARAM = "inputs"
+
+
+class SparseJob(Job[R], Generic[R]):
+    """One sparse request. Construction runs the cheap checks (count, empty texts, characters,
+    pruning options), raising a 400 for the first violation."""
+
+    def __init__(
+        self,
+        encoder: SparseEncoder,
+        config: ServerConfig,
+        render: Render[R],
+        *,
+        texts: list[str],
+        truncate: bool | None = None,
+        truncation_direction: str = "right",
+        prompt_name: str | None = None,
+        top_k: int | None = None,
+        threshold: float | None = None,
+        input_type: str = "document",
+    ) -> None:
+        limits = config.limits
+        self.encoder = encoder
+        self.render = render
+        self.texts = texts
+        self.truncate = config.auto_truncate if truncate is None else truncate
+        self.truncation_direction = truncation_direction
+        self.prompt_name = prompt_name
+        self.top_k, self.threshold = top_k, threshold
+        self.size = len(texts)
+        check_count(self.size, limits.max_inputs, PARAM)
+        lengths = [len(text) for text in texts]
+        check_not_empty(lengths, PARAM)
+        self.characters = check_characters(lengths, limits, PARAM)
+        check_pruning(top_k, threshold)
+        check_input_type(input_type)
+        self.static = encoder.query if input_type == "query" else None
+        self._budget = TokenBudget(limits, PARAM)
+        self._parts: list[Prepared] = []
+        self._static_ids: list[np.ndarray] = []
+        self._static_content = 0
+
+    @property
+    def uses_model(self) -> bool:
+        return self.static is None
+
+    def estimated_tokens(self, tokens_per_char: float = DEFAULT_TOKENS_PER_CHAR) -> int:
+        cap = self.encoder.model_info.max_tokens
+        return sum(min(int(len(text) * tokens_per_char) + 2, cap) for text in self.texts)
+
+    def steps(self) -> Iterator[Callable[[], None]]:
+        prepare = self._prepare if self.static is None else self._prepare_static
+        for chunk in chunk_ranges([len(t) for t in self.texts], CHUNK_CHARS):
+            yield lambda chunk=chunk: prepare(chunk)
+
+    def rows(self) -> list[np.ndarray]:
+        return [s for part in self._parts for s in part.sequences]
+
+    @property
+    def usage_tokens(self) -> int:
+        if self.static is not None:
+            return sum(len(ids) for ids in self._static_ids)
+        return sum(int(part.token_counts.sum()) for part in self._parts)
+
+    @property
+    def content_tokens(self) -> int:
+        if self.static is not None:
+            return self._static_content
+        specials = self.encoder.tokenizer.specials
+        return sum(
+            int(p.untruncated_tokens.sum()) - specials * len(p.sequences) for p in self._parts
+        )
+
+    def finish_cost(self, outputs: np.ndarray | None) -> int:
+        if outputs is None:
+            return sum(len(ids) for ids in self._static_ids)
+        return sum(len(v) for v in outputs[:, 0])
+
+    def finish(self, outputs: np.ndarray | None) -> R:
+        if self.static is not None:
+            found = self.static.vectors(self._static_ids)
+        else:
+            assert outputs is not None
+            found = list(outputs[:, 0])
+        vectors = [prune(v, self.top_k, self.threshold) for v in found]
+        check_sparse_pairs(sum(len(v) for v in vectors), PARAM)
+        return self.render(vectors, self.usage_tokens)
+
+    def _prepare_static(self, chunk: range) -> None:
+        assert self.static is not None
+        texts = self.encoder.prompted(self.texts[chunk.start : chunk.stop], self.prompt_name)
+        counts, ids = self.static.prepare(texts, self.truncation_direction)
+        self._budget.add(counts, chunk.start)
+        limit = self.static.tokenizer.max_length
+        if not self.truncate and counts.size and counts.max() > limit:
+            first = int(np.argmax(counts > limit))
+            raise InputTooLongError(chunk.start + first, int(counts[first]), limit)
+        self._static_content += int(counts.sum())
+        self._static_ids.extend(ids)
+
+    def _prepare(self, chunk: range) -> None:
+        try:
+            part = self.encoder.prepare(
+                Inputs(texts=self.texts[chunk.start : chunk.stop]),
+                truncate=self.truncate,
+                truncation_direction=self.truncation_direction,
+                prompt_name=self.prompt_name,
+            )
+        except InputTooLongError as exc:  # name the input by its index in the whole request
+            if not chunk.start:
+                raise
+            raise InputTooLongError(chunk.start + exc.index, exc.tokens, exc.limit) from exc
+        self._budget.add(part.untruncated_tokens, chunk.start)
+        self._parts.append(part)

@@ -1,0 +1,395 @@
+"""Sparse vectors: texts → token ids → length-sorted micro-batches → (token id, weight) pairs.
+
+Two heads give them:
+
+- SPLADE, a `*ForMaskedLM` checkpoint (sentence-transformers' SparseEncoder: MLMTransformer +
+  SpladePooling): the compiled graph ends in the MLM head and SPLADE's masked max, and hands out
+  only the non-zero entries (models.sparse_heads); log1p is applied here to those few values.
+- BGE-M3's `sparse_linear.pt` beside an XLM-R checkpoint (FlagEmbedding's BGEM3FlagModel):
+  relu(linear(hidden)) per token, the max per token id, its cls/eos/pad/unk tokens dropped.
+
+Either way a vector is a `SparseVector` (ascending token ids, float32 weights), pruned on request
+to its `top_k` largest weights and/or the weights above `threshold`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from itertools import pairwise
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from embedserve.errors import InputError
+from embedserve.inputs import Inputs
+from embedserve.loading import LoadPlan, Pretrained, Runs
+from embedserve.models import ModelConfig, ModelConfigError
+from embedserve.models.bge_m3 import SPARSE_LINEAR, dropped_special_tokens, is_bge_m3, read_linear
+from embedserve.models.config import max_seq_length
+from embedserve.models.kind import SPARSE, is_masked_lm, read_hf_config
+from embedserve.models.splade_layout import is_splade, splade_layout
+from embedserve.models.st_modules import read_json
+from embedserve.planning import default_max_batch_tokens, pad_batch, plan_batches
+from embedserve.preparing import TextPreparer
+from embedserve.tokenization import DIRECTIONS, ModelTokenizer
+
+if TYPE_CHECKING:
+    from embedserve.runtime.session import EncoderSession
+    from embedserve.runtime.sparse_session import SparseSession
+
+SPLADE = "splade"
+BGE_M3 = "bge-m3"
+
+
+@dataclass(frozen=True)
+class SparseVector:
+    """One text's sparse vector: ascending token ids and their float32 weights (non-zero; > 0
+    but for an inference-free query table's own weights)."""
+
+    indices: np.ndarray
+    values: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def to_dict(self) -> dict[int, float]:
+        return dict(zip(self.indices.tolist(), self.values.tolist()))
+
+    def dense(self, size: int) -> np.ndarray:
+        """The float32 [size] vector (size: the vocabulary)."""
+        out = np.zeros(size, dtype=np.float32)
+        out[self.indices] = self.values
+        return out
+
+
+@dataclass(frozen=True)
+class SparseInfo:
+    name: str
+    head: str  # SPLADE or BGE_M3
+    dimension: int  # the vocabulary: the largest index is dimension - 1
+    max_tokens: int
+    provider: str
+    prompts: dict[str, str] = field(default_factory=dict)
+    precision: str = "fp32"
+    # Queries are weighted by a table (SparseStaticEmbedding), not run through the model.
+    inference_free_queries: bool = False
+
+
+class SparseHead(Protocol):
+    provider: str
+
+    def __call__(self, sequences: Sequence[np.ndarray]) -> list[SparseVector]: ...
+
+
+class SpladeHead:
+    """Runs the SPLADE graph; log1p (once, or twice for `log1p_relu`) on the non-zero values."""
+
+    def __init__(self, session: SparseSession, log1p_times: int) -> None:
+        self.session = session
+        self.provider = session.provider
+        self.log1p_times = log1p_times
+
+    def __call__(self, sequences: Sequence[np.ndarray]) -> list[SparseVector]:
+        ids, mask, types = pad_batch(list(sequences))
+        rows, cols, values = self.session.run(ids, mask, types)
+        for _ in range(self.log1p_times):
+            values = np.log1p(values)
+        bounds = np.searchsorted(rows, np.arange(len(sequences) + 1))
+        return [SparseVector(cols[a:b].astype(np.int64), values[a:b]) for a, b in pairwise(bounds)]
+
+
+class BgeM3Head:
+    """Runs the encoder; relu(hidden @ w + b) per token, the max per token id, specials dropped."""
+
+    def __init__(
+        self,
+        session: EncoderSession,
+        weight: np.ndarray,
+        bias: np.ndarray | None,
+        dropped: list[int],
+    ) -> None:
+        if weight.shape[0] != 1:
+            raise ModelConfigError(f"{SPARSE_LINEAR} has {weight.shape[0]} outputs; it needs one")
+        self.session = session
+        self.provider = session.provider
+        self.weight = weight[0]
+        self.bias = 0.0 if bias is None else float(bias[0])
+        self.dropped = np.asarray(sorted(dropped), dtype=np.int64)
+
+    def __call__(self, sequences: Sequence[np.ndarray]) -> list[SparseVector]:
+        ids, mask, types = pad_batch(list(sequences))
+        hidden = self.session.run(ids, mask, types)
+        weights = np.maximum(hidden @ self.weight + np.float32(self.bias), 0.0)
+        return [
+            _max_per_id(seq, weights[row, : len(seq)], self.dropped)
+            for row, seq in enumerate(sequences)
+        ]
+
+
+def _max_per_id(ids: np.ndarray, weights: np.ndarray, dropped: np.ndarray) -> SparseVector:
+    keep = (weights > 0) & ~np.isin(ids, dropped)
+    ids, weights = ids[keep], weights[keep].astype(np.float32)
+    order = np.lexsort((-weights, ids))  # by id, the largest weight first
+    ids, weights = ids[order], weights[order]
+    first = np.ones(len(ids), dtype=bool)
+    first[1:] = ids[1:] != ids[:-1]
+    return SparseVector(ids[first].astype(np.int64), weights[first])
+
+
+def prune(
+    vector: SparseVector, top_k: int | None = None, threshold: float | None = None
+) -> SparseVector:
+    """The weights above `threshold`, then the `top_k` largest of them (ties: the lower id),
+    still in ascending id order."""
+    indices, values = vector.indices, vector.values
+    if threshold is not None:
+        keep = values > threshold
+        indices, values = indices[keep], values[keep]
+    if top_k is not None and len(values) > top_k:
+        chosen = np.sort(np.argsort(-values, kind="stable")[:top_k])
+        indices, values = indices[chosen], values[chosen]
+    return SparseVector(indices, values)
+
+
+class StaticQuery:
+    """sentence-transformers' SparseStaticEmbedding: a query's vector is the table's weight of
+    each token id it holds (once, however often it occurs), tokenized without special tokens
+    and cut at the tokenizer's limit. No model runs."""
+
+    def __init__(self, tokenizer: ModelTokenizer, weight: np.ndarray) -> None:
+        self.tokenizer = tokenizer
+        self.weight = weight
+
+    @classmethod
+    def load(cls, folder: Path, mode: str = "transformers") -> StaticQuery:
+        from safetensors.numpy import load_file
+
+        weight = load_file(str(folder / "model.safetensors")).get("weight")
+        if weight is None or weight.ndim != 1:
+            raise ModelConfigError(f"{folder}: SparseStaticEmbedding has no 1-D `weight`")
+        limit = (read_json(folder / "tokenizer_config.json") or {}).get("model_max_length")
+        limit = limit if isinstance(limit, int) and limit < 1_000_000 else 512
+        tokenizer = ModelTokenizer(folder / "tokenizer.json", limit, mode)
+        return cls(tokenizer, np.asarray(weight, dtype=np.float32))
+
+    def prepare(
+        self, texts: list[str], direction: str = "right"
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Each text's untruncated token count, and its ids without special tokens cut to the
+        limit on `direction`'s side."""
+        limit = self.tokenizer.max_length
+        content = self.tokenizer.content_ids(texts)
+        counts = np.fromiter((len(ids) for ids in content), dtype=np.int64, count=len(content))
+        cut = [
+            ids[:limit] if direction == "right" else ids[max(len(ids) - limit, 0) :]
+            for ids in content
+        ]
+        return counts, [np.asarray(ids, dtype=np.int64) for ids in cut]
+
+    def vectors(self, sequences: Sequence[np.ndarray]) -> list[SparseVector]:
+        out = []
+        for ids in sequences:
+            unique = np.unique(ids)
+            values = self.weight[unique]
+            keep = values != 0
+            out.append(SparseVector(unique[keep], values[keep]))
+        return out
+
+
+class SparseEncoder(TextPreparer, Pretrained):
+    """Texts → sparse vectors as sentence-transformers' SparseEncoder (SPLADE) or FlagEmbedding's
+    BGE-M3 sparse head give them. Thread-safe: it holds no per-call state.
+
+    `SparseEncoder.from_pretrained(spec, **options)` loads one (see loading.Pretrained): a
+    `*ForMaskedLM` folder (its safetensors compiled with the MLM head and SPLADE pooling), or a
+    BGE-M3 folder with `sparse_linear.pt`.
+    """
+
+    kind = SPARSE
+    runs = Runs("sparse encoders", precisions=("fp32",), runtimes=("onnxruntime",))
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        tokenizer: ModelTokenizer,
+        head: SparseHead,
+        *,
+        kind: str,
+        vocab_size: int,
+        max_batch_tokens: int | None = None,
+        query: StaticQuery | None = None,
+    ) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.head = head
+        # The inference-free query side, if the model has one: queries run no model.
+        self.query = query
+        self.max_batch_tokens = max_batch_tokens or default_max_batch_tokens(head.provider)
+        self.model_info = SparseInfo(
+            name=config.name,
+            head=kind,
+            dimension=vocab_size,
+            max_tokens=tokenizer.max_length,
+            provider=head.provider,
+            prompts=dict(config.prompts),
+            inference_free_queries=query is not None,
+        )
+
+    @classmethod
+    def from_plan(cls, plan: LoadPlan) -> SparseEncoder:
+        from embedserve.models.graph import compiled_onnx, onnx_for
+        from embedserve.runtime.session import EncoderSession
+        from embedserve.runtime.sparse_session import SparseSession
+
+        directory = plan.model_dir
+        hf = read_hf_config(directory)
+        layout = splade_layout(directory) if is_masked_lm(hf) or is_splade(directory) else None
+        config_dir = plan.config_dir
+        if layout is not None:
+            # An inference-free folder keeps the MLM (and its tokenizer) in a route's folder.
+            if config_dir == directory:
+                config_dir = layout.document
+            directory, hf = layout.document, read_hf_config(layout.document)
+        config = load_sparse_config(config_dir, plan.name, plan.config_dir)
+        if plan.options.max_length is not None:
+            config = replace(config, max_seq_length=plan.options.max_length)
+        tokenizer = ModelTokenizer(
+            config_dir / "tokenizer.json", config.max_seq_length, plan.options.tokenizer_mode
+        )
+        head: SparseHead
+        query = None
+        if layout is not None and is_masked_lm(hf):
+            session = SparseSession(compiled_onnx(directory, splade=True), plan.session_options)
+            head, kind = SpladeHead(session, layout.log1p_times), SPLADE
+            if layout.query is not None:
+                query = StaticQuery.load(layout.query, plan.options.tokenizer_mode)
+        elif is_bge_m3(directory) and (directory / SPARSE_LINEAR).exists():
+            graph = onnx_for(directory, compile=plan.options.compile)
+            weight, bias = read_linear(directory / SPARSE_LINEAR)
+            dropped = [tokenizer.token_id(t) for t in dropped_special_tokens(config_dir)]
+            head = BgeM3Head(
+                EncoderSession(graph, plan.session_options),
+                weight,
+                bias,
+                [i for i in dropped if i is not None],
+            )
+            kind = BGE_M3
+        else:
+            raise ModelConfigError(
+                f"{directory}: not a sparse model: config.json's architectures "
+                f"{hf.get('architectures')} name no *ForMaskedLM head (SPLADE) and there is no "
+                f"{SPARSE_LINEAR} beside it (BGE-M3)"
+            )
+        vocab = int(hf.get("vocab_size") or tokenizer.vocab_size)
+        return cls(
+            config,
+            tokenizer,
+            head,
+            kind=kind,
+            vocab_size=vocab,
+            max_batch_tokens=plan.max_batch_tokens(head.provider),
+            query=query,
+        )
+
+    # -- the steps, public so the server's batcher can run them separately --
+
+    def forward(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
+        """One padded batch's vectors as the batcher carries rows: an object array [n, 1]."""
+        out = np.empty((len(sequences), 1), dtype=object)
+        for row, vector in enumerate(self.head(sequences)):
+            out[row, 0] = vector
+        return out
+
+    def vectors(self, sequences: Sequence[np.ndarray]) -> list[SparseVector]:
+        """Vectors for any number of sequences, in their order, via length-sorted micro-batches."""
+        out: list[SparseVector | None] = [None] * len(sequences)
+        lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+        for group in plan_batches(lengths, self.max_batch_tokens):
+            for i, vector in zip(group, self.head([sequences[i] for i in group])):
+                out[int(i)] = vector
+        return [v for v in out if v is not None]
+
+    def prompted(self, texts: list[str], prompt_name: str | None) -> list[str]:
+        """`texts` behind the prompt `prompt_name` names (or the model's default), if any."""
+        prompt = self._prompt(prompt_name)
+        return [prompt + text for text in texts] if prompt else texts
+
+    def tokens(self, vector: SparseVector) -> list[str]:
+        """The vocabulary's token for each index of `vector` ("##ing", "▁the")."""
+        return self.tokenizer.token_strings(vector.indices.tolist())
+
+    # -- the whole thing --
+
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        *,
+        top_k: int | None = None,
+        threshold: float | None = None,
+        truncate: bool = True,
+        truncation_direction: str = "right",
+        prompt_name: str | None = None,
+        input_type: str = "document",
+    ) -> list[SparseVector]:
+        """One sparse vector per text (a string is one text), pruned to the weights above
+        `threshold` and then the `top_k` largest if given (sentence-transformers'
+        `max_active_dims`). `input_type="query"` takes the inference-free query side where the
+        model has one (sentence-transformers' `encode_query`); elsewhere queries are documents."""
+        check_pruning(top_k, threshold)
+        check_input_type(input_type)
+        if truncation_direction not in DIRECTIONS:
+            raise InputError(
+                f"truncation_direction must be one of {DIRECTIONS}, got {truncation_direction!r}",
+                param="truncation_direction",
+            )
+        batch = [texts] if isinstance(texts, str) else list(texts)
+        if input_type == "query" and self.query is not None:
+            _, ids = self.query.prepare(self.prompted(batch, prompt_name), truncation_direction)
+            return [prune(v, top_k, threshold) for v in self.query.vectors(ids)]
+        prepared = self.prepare(
+            Inputs(texts=batch),
+            truncate=truncate,
+            truncation_direction=truncation_direction,
+            prompt_name=prompt_name,
+        )
+        return [prune(v, top_k, threshold) for v in self.vectors(prepared.sequences)]
+
+
+INPUT_TYPES = ("query", "document")
+
+
+def check_input_type(input_type: str) -> None:
+    if input_type not in INPUT_TYPES:
+        raise InputError(
+            f"input_type must be one of {INPUT_TYPES}, got {input_type!r}", param="input_type"
+        )
+
+
+def check_pruning(top_k: int | None, threshold: float | None) -> None:
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise InputError(f"top_k must be a positive integer, got {top_k!r}", param="top_k")
+    if threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold < 0
+    ):
+        raise InputError(f"threshold must be a number >= 0, got {threshold!r}", param="threshold")
+
+
+def load_sparse_config(directory: Path, name: str, top: Path | None = None) -> ModelConfig:
+    """Limit and prompts, as sentence-transformers reads them for a SparseEncoder folder (or a
+    bare checkpoint; `top` is the model's folder when `directory` is a route's); the pooling
+    fields say what the vectors are."""
+    hf = read_hf_config(directory)
+    st_config = read_json((top or directory) / "config_sentence_transformers.json") or {}
+    return ModelConfig(
+        name=name,
+        directory=directory,
+        max_seq_length=max_seq_length(directory, hf),
+        pooling="splade" if is_masked_lm(hf) else "bge-m3-sparse",
+        normalize=False,
+        dimension=hf.get("vocab_size"),
+        prompts=dict(st_config.get("prompts") or {}),
+        default_prompt_name=st_config.get("default_prompt_name") or None,
+        architecture=(hf.get("architectures") or [None])[0],
+    )

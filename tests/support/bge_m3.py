@@ -1,0 +1,49 @@
+"""Tiny random BGE-M3 folders: an XLM-R checkpoint with FlagEmbedding's head files beside it
+(`sparse_linear.pt`, `colbert_linear.pt`), as `BGEM3FlagModel` loads them. FlagEmbedding reads
+the heads only when both files are there, so both are written (the ColBERT one for the task that
+serves it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .cross_encoders import roberta_tokenizer
+
+
+def tiny_bge_m3(
+    out: Path, texts: list[str], *, max_length: int = 64, colbert_dim: int = 32, seed: int = 11
+) -> Path:
+    """XLMRobertaModel (hidden 32, 2 layers) with a byte-level BPE trained on `texts`, and random
+    sparse (hidden → 1) and ColBERT (hidden → `colbert_dim`) heads, saved with torch.save."""
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    tokenizer = roberta_tokenizer(texts, max_length)
+    config = XLMRobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=max_length + 2,
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+    )
+    torch.manual_seed(seed)
+    model = XLMRobertaModel(config, add_pooling_layer=False).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.ndim == 2 and "embeddings" not in name:
+                param.normal_(0.0, 0.3)
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    sparse = torch.nn.Linear(32, 1)
+    colbert = torch.nn.Linear(32, colbert_dim)
+    with torch.no_grad():
+        sparse.weight.normal_(0.0, 0.5)
+        sparse.bias.fill_(0.1)
+    torch.save(sparse.state_dict(), out / "sparse_linear.pt")
+    torch.save(colbert.state_dict(), out / "colbert_linear.pt")
+    return out
