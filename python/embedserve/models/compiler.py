@@ -15,7 +15,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from embedserve.fileio import atomic_write_bytes, publish_file, staging_dir
-from embedserve.models.architectures import Encoded, family_for
+from embedserve.models.architectures import Encoded, family_for, static_embedding
 from embedserve.models.hf_config import HFConfig, UnsupportedArchitectureError
 from embedserve.models.layers.builder import GraphBuilder
 from embedserve.models.weights import Weights
@@ -32,6 +32,7 @@ __all__ = [
     "Output",
     "UnsupportedArchitectureError",
     "build_model",
+    "build_static_embedding",
     "check_supported",
     "compile_to_onnx",
     "save_model_atomically",
@@ -69,15 +70,28 @@ def build_model(model_dir: Path, head: Head | None = None) -> onnx.ModelProto:
     else:
         output = head(g, config, weights, encoded)
     weights.log_unused()
-    value = helper.make_tensor_value_info(output.name, TensorProto.FLOAT, list(output.dims))
-    return g.model(
-        [value],
-        name=model_dir.name or family.name,
-        doc=f"{family.name} compiled from safetensors by embedserve "
+    return _finish(
+        g,
+        output,
+        model_dir.name or family.name,
+        f"{family.name} compiled from safetensors by embedserve "
         f"(checkpoint dtype {config.dtype or 'unstated'}, computed in float32)",
-        opset=OPSET,
-        ir_version=IR_VERSION,
     )
+
+
+def build_static_embedding(module_dir: Path) -> onnx.ModelProto:
+    """The ONNX model for a StaticEmbedding module's folder: its gathered token rows."""
+    weights = Weights(Path(module_dir), static_embedding.TABLE)
+    g = GraphBuilder()
+    encoded = static_embedding.build(g, weights)
+    weights.log_unused()
+    output = Output(encoded.hidden, ("batch", "sequence", encoded.hidden_size))
+    return _finish(g, output, static_embedding.NAME, "StaticEmbedding compiled by embedserve")
+
+
+def _finish(g: GraphBuilder, output: Output, name: str, doc: str) -> onnx.ModelProto:
+    value = helper.make_tensor_value_info(output.name, TensorProto.FLOAT, list(output.dims))
+    return g.model([value], name=name, doc=doc, opset=OPSET, ir_version=IR_VERSION)
 
 
 def compile_to_onnx(model_dir: Path, output_path: Path, head: Head | None = None) -> Path:

@@ -36,8 +36,12 @@ def compiled_onnx(directory: Path) -> Path:
     from embedserve.models.compiler import check_supported, compile_to_onnx
     from embedserve.models.heads import classifier_head
     from embedserve.models.kind import is_classifier
+    from embedserve.models.st_modules import static_embedding_dir
     from embedserve.models.weights import weight_files
 
+    static = static_embedding_dir(directory)
+    if static is not None:
+        return _static_embedding_onnx(static)
     try:
         shards = weight_files(directory)
     except FileNotFoundError as exc:
@@ -61,6 +65,19 @@ def compiled_onnx(directory: Path) -> Path:
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         compile_to_onnx(directory, target, head=head)
+    return target
+
+
+def _static_embedding_onnx(module_dir: Path) -> Path:
+    """The cached graph of a StaticEmbedding module, built on first use."""
+    from embedserve.models.compiler import build_static_embedding, save_model_atomically
+
+    table = module_dir / "model.safetensors"
+    if not table.exists():
+        raise NoWeightsError(f"{module_dir}: the StaticEmbedding module has no model.safetensors")
+    target = compiled_graph(f"{file_hash(table)[:24]}-static-v{COMPILER_VERSION}")
+    if not target.exists():
+        save_model_atomically(build_static_embedding(module_dir), target)
     return target
 
 
@@ -113,8 +130,12 @@ def onnx_for(
     `quantize="int8"` gives the dynamically quantized copy (the precisions the engine runs,
     static int8 and fp16 among them, come from `models.variants.graph_for`).
     """
+    from embedserve.models.st_modules import static_embedding_dir
+
     check_quantize(quantize)
-    graph = None if compile else shipped_onnx(directory)
+    # A StaticEmbedding repo's own ONNX export takes (ids, offsets); ours takes padded batches.
+    shipped = not compile and static_embedding_dir(directory) is None
+    graph = shipped_onnx(directory) if shipped else None
     graph = graph or compiled_onnx(directory)
     if pooling is not None:
         graph = pooled_onnx(graph, pooling)

@@ -11,6 +11,10 @@ are handled there), wires pieces from ``embedserve.models.layers``, and names it
 state ``HIDDEN_STATE`` ("last_hidden_state", [batch, sequence, hidden]). Add a tiny
 random-weight model of the family to tests/models/ to prove it matches transformers.
 
+``static_embedding`` is the one module outside ``FAMILIES``: sentence-transformers'
+StaticEmbedding has no config.json, so modules.json, not a model_type, selects it
+(``graph.compiled_onnx``).
+
 Adding a head
 -------------
 ``compiler.build_model(model_dir, head=...)`` takes a ``Head``: a function
