@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 # Bump when the compiler's output changes, so stale graphs in users' caches are rebuilt.
 COMPILER_VERSION = 2
+STATIC_VERSION = 2  # the StaticEmbedding graph's own
 QUANTIZER_VERSION = 2
 GPU_PASSES_VERSION = 1  # the fp16 and in-graph pooling passes
 ONNX_CANDIDATES = ("model.onnx", "onnx/model.onnx")
@@ -75,7 +76,7 @@ def _static_embedding_onnx(module_dir: Path) -> Path:
     table = module_dir / "model.safetensors"
     if not table.exists():
         raise NoWeightsError(f"{module_dir}: the StaticEmbedding module has no model.safetensors")
-    target = compiled_graph(f"{file_hash(table)[:24]}-static-v{COMPILER_VERSION}")
+    target = compiled_graph(f"{file_hash(table)[:24]}-static-v{STATIC_VERSION}")
     if not target.exists():
         save_model_atomically(build_static_embedding(module_dir), target)
     return target
