@@ -133,6 +133,48 @@ RECIPES = {
         normalize=False,
         max_seq_length=48,
     ),
+    # DeBERTa-v3: log-bucketed distances (exact within 4, logarithmic to 64), shared key
+    # projections for c2p and p2c, LayerNorm'd relative table, no absolute positions.
+    "deberta-v3": Recipe(
+        "deberta-v3",
+        "deberta-v2",
+        {
+            **ENCODER,
+            "max_position_embeddings": 64,
+            "vocab_size": 30522,
+            "type_vocab_size": 0,
+            "relative_attention": True,
+            "position_buckets": 8,
+            "norm_rel_ebd": "layer_norm",
+            "share_att_key": True,
+            "pos_att_type": ["p2c", "c2p"],
+            "position_biased_input": False,
+        },
+        pooling="mean",
+        normalize=True,
+        max_seq_length=64,
+    ),
+    # DeBERTa-v2: distances clamped at 16, separate pos_key/pos_query projections, absolute
+    # positions and token types too, saved as DebertaV2ForMaskedLM (under "deberta.").
+    "deberta-v2": Recipe(
+        "deberta-v2",
+        "deberta-v2",
+        {
+            **ENCODER,
+            "max_position_embeddings": 64,
+            "vocab_size": 30522,
+            "type_vocab_size": 2,
+            "relative_attention": True,
+            "max_relative_positions": 16,
+            "share_att_key": False,
+            "pos_att_type": "c2p|p2c",
+            "position_biased_input": True,
+        },
+        pooling="cls",
+        normalize=False,
+        max_seq_length=48,
+        model_class="DebertaV2ForMaskedLM",
+    ),
 }
 
 

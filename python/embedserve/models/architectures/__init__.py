@@ -26,7 +26,15 @@ sit outside the encoder prefix ("classifier.weight"); ``weights.get`` finds them
 
 from __future__ import annotations
 
-from embedserve.models.architectures import bert, distilbert, modernbert, mpnet, qwen3, roberta
+from embedserve.models.architectures import (
+    bert,
+    deberta_v2,
+    distilbert,
+    modernbert,
+    mpnet,
+    qwen3,
+    roberta,
+)
 from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family
 from embedserve.models.hf_config import HFConfig, UnsupportedArchitectureError
 
@@ -37,6 +45,7 @@ FAMILIES: tuple[Family, ...] = (
     mpnet.FAMILY,
     modernbert.FAMILY,
     qwen3.FAMILY,
+    deberta_v2.FAMILY,
 )
 
 __all__ = ["FAMILIES", "HIDDEN_STATE", "Encoded", "Family", "family_for", "supported"]
