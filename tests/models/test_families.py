@@ -175,6 +175,46 @@ RECIPES = {
         max_seq_length=48,
         model_class="DebertaV2ForMaskedLM",
     ),
+    # T5 encoders: head_dim 12 (heads * d_kv != d_model), 8 buckets saturating at distance 20,
+    # unscaled scores; v1.1's gated GELU-tanh with sentence-t5's Dense and Normalize after.
+    "t5": Recipe(
+        "t5",
+        "t5",
+        {
+            "d_model": 32,
+            "d_kv": 12,
+            "num_layers": 2,
+            "num_heads": 4,
+            "d_ff": 48,
+            "vocab_size": 30522,
+            "relative_attention_num_buckets": 8,
+            "relative_attention_max_distance": 20,
+        },
+        pooling="mean",
+        normalize=True,
+        max_seq_length=64,
+        model_class="T5EncoderModel",
+    ),
+    "t5-v1.1": Recipe(
+        "t5-v1.1",
+        "t5",
+        {
+            "d_model": 32,
+            "d_kv": 8,
+            "num_layers": 2,
+            "num_heads": 4,
+            "d_ff": 48,
+            "vocab_size": 30522,
+            "feed_forward_proj": "gated-gelu",
+            "relative_attention_num_buckets": 8,
+            "relative_attention_max_distance": 20,
+        },
+        pooling="mean",
+        normalize=True,
+        max_seq_length=64,
+        model_class="T5EncoderModel",
+        dense=24,
+    ),
 }
 
 

@@ -34,6 +34,7 @@ from embedserve.models.architectures import (
     mpnet,
     qwen3,
     roberta,
+    t5,
 )
 from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family
 from embedserve.models.hf_config import HFConfig, UnsupportedArchitectureError
@@ -46,6 +47,7 @@ FAMILIES: tuple[Family, ...] = (
     modernbert.FAMILY,
     qwen3.FAMILY,
     deberta_v2.FAMILY,
+    t5.FAMILY,
 )
 
 __all__ = ["FAMILIES", "HIDDEN_STATE", "Encoded", "Family", "family_for", "supported"]

@@ -1,5 +1,6 @@
-"""DeBERTa-v2/-v3 beyond the family matrix (test_families): the log buckets against
-transformers' own function, edge texts, and the cross-encoder head against CrossEncoder."""
+"""DeBERTa-v2/-v3 and T5 beyond the family matrix (test_families): edge texts against
+sentence-transformers, DeBERTa's log buckets against transformers' own function, its
+cross-encoder head against CrossEncoder, and T5's feed-forward variants and checkpoints."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from tests.support.cross_encoders import QUERIES, deberta_v2_cross_encoder
 from tests.support.edge_texts import EDGE_QUERIES, EDGE_TEXTS
 
 SCORE_ATOL = 1e-4
-MAX_LENGTH = 128
+EDGE_FAMILIES = ["deberta-v3", "deberta-v2", "t5", "t5-v1.1"]
 
 
 @pytest.mark.parametrize(("buckets", "max_position"), [(8, 64), (256, 512), (16, 40)])
@@ -34,14 +35,14 @@ def test_log_buckets_match_transformers(buckets: int, max_position: int) -> None
 def folders(
     tmp_path_factory: pytest.TempPathFactory, minilm_tokenizer_dir: Path, isolated_cache: None
 ) -> dict[str, tuple[Path, object]]:
-    root = tmp_path_factory.mktemp("deberta")
+    root = tmp_path_factory.mktemp("encoders")
     return {
         name: tiny.quiet(tiny.build, RECIPES[name], minilm_tokenizer_dir, root / name)
-        for name in ("deberta-v3", "deberta-v2")
+        for name in EDGE_FAMILIES
     }
 
 
-@pytest.mark.parametrize("family", ["deberta-v3", "deberta-v2"])
+@pytest.mark.parametrize("family", EDGE_FAMILIES)
 def test_edge_texts_match_sentence_transformers(
     family: str, folders: dict, reference: dict
 ) -> None:
@@ -81,3 +82,48 @@ def test_cross_encoder_scores_match(cross_encoder_dir: Path, reference: dict) ->
         got = reranker.score(pairs, raw_scores=True)
         np.testing.assert_allclose(got, raw, atol=SCORE_ATOL, rtol=0)
     assert np.std(got) > 0.01  # the random head separates documents: the order is a real test
+
+
+@pytest.mark.parametrize(
+    ("proj", "act", "is_gated"),
+    [("relu", "relu", False), ("gated-gelu", "gelu_new", True), ("gated-silu", "silu", True)],
+)
+def test_t5_feed_forward_kinds(proj: str, act: str, is_gated: bool, tmp_path: Path) -> None:
+    """T5Config's reading of feed_forward_proj, "gated-gelu" meaning GELU-tanh included."""
+    from embedserve.models.architectures.t5 import feed_forward_kind
+    from embedserve.models.hf_config import HFConfig, UnsupportedArchitectureError
+    from transformers import T5Config
+
+    config = T5Config(feed_forward_proj=proj)
+    assert (config.dense_act_fn, config.is_gated_act) == (act, is_gated)
+    assert feed_forward_kind(HFConfig({"feed_forward_proj": proj}, tmp_path)) == (act, is_gated)
+    with pytest.raises(UnsupportedArchitectureError, match="not valid"):
+        feed_forward_kind(HFConfig({"feed_forward_proj": "double-gated-gelu"}, tmp_path))
+
+
+def test_t5_model_checkpoint_compiles_its_encoder(
+    folders: dict, reference: dict, tmp_path: Path
+) -> None:
+    """A whole T5Model (encoder and decoder, as t5-base ships) serves its encoder: the same
+    vectors as the T5EncoderModel folder, decoder tensors ignored."""
+    import json
+    import shutil
+
+    import torch
+    import transformers
+
+    folder, st = folders["t5"]
+    copy = tmp_path / "t5-full"
+    shutil.copytree(folder, copy)
+    config = transformers.T5Config.from_pretrained(str(folder))
+    config.architectures = ["T5Model"]
+    full = transformers.T5Model(config)
+    encoder = transformers.T5EncoderModel.from_pretrained(str(folder))
+    with torch.no_grad():
+        full.encoder.load_state_dict(encoder.encoder.state_dict())
+    tiny.quiet(full.save_pretrained, str(copy))
+    assert json.loads((copy / "config.json").read_text())["architectures"] == ["T5Model"]
+    texts = reference["texts"][:12]
+    want, _ = tiny.quiet(tiny.reference, st, texts)
+    got = Engine.from_pretrained(copy).embed(texts).embeddings
+    np.testing.assert_allclose(got, want, atol=2e-5)
