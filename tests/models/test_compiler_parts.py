@@ -30,6 +30,8 @@ def _config(raw: dict) -> HFConfig:
         ({"model_type": "qwen2"}, "qwen3"),
         ({"model_type": "modernbert"}, "modernbert"),
         ({"architectures": ["DistilBertModel"]}, "distilbert"),
+        ({"architectures": ["DebertaV2ForSequenceClassification"]}, "deberta-v2"),
+        ({"model_type": "t5", "architectures": ["T5EncoderModel"]}, "t5"),
     ],
 )
 def test_registry_finds_family(raw: dict, family: str) -> None:
@@ -41,7 +43,7 @@ def test_registry_finds_family(raw: dict, family: str) -> None:
     [
         {"architectures": ["NomicBertModel"], "model_type": "nomic_bert"},
         {"architectures": ["NomicBertModel"]},  # not "Bert" by substring
-        {"architectures": ["T5EncoderModel"]},
+        {"architectures": ["BartModel"]},
         {},
     ],
 )
