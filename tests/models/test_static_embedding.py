@@ -168,3 +168,20 @@ def test_static_embedding_from_a_hub_repo(
         close_session()
     want, _ = st_reference(st, texts[:8])
     assert _cosines(engine.embed(texts[:8]).embeddings, want).min() >= COSINE
+
+
+def test_static_embedding_pools_in_graph(folders: dict, texts: list[str]) -> None:
+    """The in-graph mean that CUDA runs (models/pooling_graph.py) over the static graph, run
+    here on the CPU: the same vectors as the C++ mean, empty rows included."""
+    import onnxruntime as ort
+    from embedserve.models.graph import onnx_for
+    from embedserve.planning import pad_batch
+
+    folder, _ = folders["wordpiece-normalized"]
+    engine = Engine.from_pretrained(folder)
+    sequences = engine.prepare(texts).sequences
+    ids, mask, _ = pad_batch(sequences)
+    graph = onnx_for(folder, pooling="mean")
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    (pooled,) = session.run(None, {"input_ids": ids, "attention_mask": mask})
+    np.testing.assert_allclose(pooled, engine.forward(sequences), atol=1e-6)
