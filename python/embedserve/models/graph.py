@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 # Bump when the compiler's output changes, so stale graphs in users' caches are rebuilt.
 COMPILER_VERSION = 2
-STATIC_VERSION = 2  # the StaticEmbedding graph's own
+STATIC_VERSION = 3  # the StaticEmbedding graph's own (v2: padded rows zeroed)
 QUANTIZER_VERSION = 2
 GPU_PASSES_VERSION = 1  # the fp16 and in-graph pooling passes
 ONNX_CANDIDATES = ("model.onnx", "onnx/model.onnx")
