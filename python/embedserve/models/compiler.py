@@ -70,12 +70,14 @@ def build_model(model_dir: Path, head: Head | None = None) -> onnx.ModelProto:
     else:
         output = head(g, config, weights, encoded)
     weights.log_unused()
-    return _finish(
-        g,
-        output,
-        model_dir.name or family.name,
-        f"{family.name} compiled from safetensors by embedserve "
+    value = helper.make_tensor_value_info(output.name, TensorProto.FLOAT, list(output.dims))
+    return g.model(
+        [value],
+        name=model_dir.name or family.name,
+        doc=f"{family.name} compiled from safetensors by embedserve "
         f"(checkpoint dtype {config.dtype or 'unstated'}, computed in float32)",
+        opset=OPSET,
+        ir_version=IR_VERSION,
     )
 
 
@@ -85,13 +87,15 @@ def build_static_embedding(module_dir: Path) -> onnx.ModelProto:
     g = GraphBuilder()
     encoded = static_embedding.build(g, weights)
     weights.log_unused()
-    output = Output(encoded.hidden, ("batch", "sequence", encoded.hidden_size))
-    return _finish(g, output, static_embedding.NAME, "StaticEmbedding compiled by embedserve")
-
-
-def _finish(g: GraphBuilder, output: Output, name: str, doc: str) -> onnx.ModelProto:
-    value = helper.make_tensor_value_info(output.name, TensorProto.FLOAT, list(output.dims))
-    return g.model([value], name=name, doc=doc, opset=OPSET, ir_version=IR_VERSION)
+    dims = ["batch", "sequence", encoded.hidden_size]
+    value = helper.make_tensor_value_info(encoded.hidden, TensorProto.FLOAT, dims)
+    return g.model(
+        [value],
+        name=static_embedding.NAME,
+        doc="StaticEmbedding compiled from safetensors by embedserve",
+        opset=OPSET,
+        ir_version=IR_VERSION,
+    )
 
 
 def compile_to_onnx(model_dir: Path, output_path: Path, head: Head | None = None) -> Path:

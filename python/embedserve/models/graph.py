@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from embedserve.models.cache import compiled_graph, file_hash
 from embedserve.models.quantize import check_quantize, quantize_int8
+from embedserve.models.st_modules import static_embedding_dir
 
 if TYPE_CHECKING:
     import onnx
@@ -37,7 +38,6 @@ def compiled_onnx(directory: Path) -> Path:
     from embedserve.models.compiler import check_supported, compile_to_onnx
     from embedserve.models.heads import classifier_head
     from embedserve.models.kind import is_classifier
-    from embedserve.models.st_modules import static_embedding_dir
     from embedserve.models.weights import weight_files
 
     static = static_embedding_dir(directory)
@@ -131,8 +131,6 @@ def onnx_for(
     `quantize="int8"` gives the dynamically quantized copy (the precisions the engine runs,
     static int8 and fp16 among them, come from `models.variants.graph_for`).
     """
-    from embedserve.models.st_modules import static_embedding_dir
-
     check_quantize(quantize)
     # A StaticEmbedding repo's own ONNX export takes (ids, offsets); ours takes padded batches.
     shipped = not compile and static_embedding_dir(directory) is None

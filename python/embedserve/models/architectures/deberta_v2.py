@@ -250,7 +250,8 @@ def _layer(
         bias = _position_bias(
             g, w, rel, p, q_heads, k_heads, terms, share_key, heads, hidden, scale, name
         )
-    context = attention(g, q, k, v, mask, heads, name + "/attention", bias=bias, scale=scale)
+    # The bias is [batch, heads, seq, seq]: attention() broadcasts it like MPNet's [1, ...].
+    context = attention(g, q, k, v, mask, heads, name + "/attention", bias=bias, scale=1.0 / scale)
     out = linear(
         g, w, p + "attention.output.dense", context, name + "/attention_out", (hidden, heads.width)
     )

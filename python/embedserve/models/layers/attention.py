@@ -102,12 +102,11 @@ def attention(
     bias: str | None = None,
     scale: float | None = None,
 ) -> str:
-    """softmax(q·kᵀ / scale + bias + mask)·v, heads merged back: [batch, seq, width].
+    """softmax(q·kᵀ / sqrt(head_dim) + bias + mask)·v, heads merged back: [batch, seq, width].
 
     ``q``/``k``/``v`` are projections [batch, sequence, heads * head_dim] (k and v with
-    ``num_kv_heads``). ``bias`` is an additive term broadcast to [batch, heads, sequence,
-    sequence] (MPNet's [1, heads, ...], DeBERTa's per row). ``scale`` defaults to
-    sqrt(head_dim).
+    ``num_kv_heads``). ``bias`` is an additive [1, heads, sequence, sequence] term (MPNet).
+    ``scale`` replaces 1 / sqrt(head_dim) (Gemma's query_pre_attn_scalar ** -0.5).
     """
     per_head = [0, 0, heads.num_heads, heads.head_dim]
     per_kv_head = [0, 0, heads.num_kv_heads, heads.head_dim]
@@ -133,8 +132,10 @@ def attention(
         k = g.op("Transpose", [k], name + "/key_t", perm=[0, 1, 3, 2])
 
     scores = g.op("MatMul", [q, k], name + "/scores")
-    divisor = math.sqrt(heads.head_dim) if scale is None else scale
-    scores = g.op("Div", [scores, g.const(divisor)], name + "/scaled_scores")
+    if scale is None:
+        scores = g.op("Div", [scores, g.const(math.sqrt(heads.head_dim))], name + "/scaled_scores")
+    else:
+        scores = g.op("Mul", [scores, g.const(scale)], name + "/scaled_scores")
     if bias is not None:
         scores = g.op("Add", [scores, bias], name + "/biased_scores")
     scores = g.op("Add", [scores, mask], name + "/masked_scores")
