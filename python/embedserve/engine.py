@@ -118,9 +118,10 @@ class Engine(TextPreparer, Pretrained):
         return cls(
             config,
             ModelTokenizer(
-                plan.config_dir / "tokenizer.json",
+                config.tokenizer_dir / "tokenizer.json",
                 config.max_seq_length,
                 plan.options.tokenizer_mode,
+                special_tokens=config.static_embedding is None,
             ),
             session,
             max_batch_tokens=plan.max_batch_tokens(session.provider),

@@ -18,14 +18,22 @@ class ModelTokenizer:
 
     Truncation is ours, not the tokenizer's, so each input's untruncated length is known
     (for `truncate=False` errors and request limits) from a single tokenizer pass. `mode` is how
-    tokenizer.json is read (tokenizer_pipeline.load_tokenizer).
+    tokenizer.json is read (tokenizer_pipeline.load_tokenizer). `special_tokens=False` leaves the
+    post-processor's tokens out, as sentence-transformers' StaticEmbedding does.
     """
 
-    def __init__(self, path: Path, max_length: int, mode: str = "transformers") -> None:
+    def __init__(
+        self,
+        path: Path,
+        max_length: int,
+        mode: str = "transformers",
+        *,
+        special_tokens: bool = True,
+    ) -> None:
         self._tokenizer = load_tokenizer(path, mode)
         self.max_length = max_length
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
-        self.prefix, self.suffix = _special_tokens(self._tokenizer)
+        self.prefix, self.suffix = _special_tokens(self._tokenizer) if special_tokens else ([], [])
         self._encode_batch = getattr(
             self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch
         )

@@ -35,6 +35,8 @@ def _config(raw: dict) -> HFConfig:
         ({"model_type": "new", "architectures": ["NewModel"]}, "gte"),
         ({"model_type": "bert", "architectures": ["JinaBertForMaskedLM"]}, "jina_bert"),
         ({"model_type": "bert", "position_embedding_type": "alibi"}, "jina_bert"),
+        ({"architectures": ["DebertaV2ForSequenceClassification"]}, "deberta-v2"),
+        ({"model_type": "t5", "architectures": ["T5EncoderModel"]}, "t5"),
     ],
 )
 def test_registry_finds_family(raw: dict, family: str) -> None:
@@ -45,7 +47,7 @@ def test_registry_finds_family(raw: dict, family: str) -> None:
     "raw",
     [
         {"architectures": ["LongformerModel"], "model_type": "longformer"},
-        {"architectures": ["T5EncoderModel"]},
+        {"architectures": ["BartModel"]},
         {},
     ],
 )

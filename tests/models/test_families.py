@@ -176,6 +176,88 @@ RECIPES = {
         normalize=True,
         max_seq_length=48,
     ),
+    # DeBERTa-v3: log-bucketed distances (exact within 4, logarithmic to 64), shared key
+    # projections for c2p and p2c, LayerNorm'd relative table, no absolute positions.
+    "deberta-v3": Recipe(
+        "deberta-v3",
+        "deberta-v2",
+        {
+            **ENCODER,
+            "max_position_embeddings": 64,
+            "vocab_size": 30522,
+            "type_vocab_size": 0,
+            "relative_attention": True,
+            "position_buckets": 8,
+            "norm_rel_ebd": "layer_norm",
+            "share_att_key": True,
+            "pos_att_type": ["p2c", "c2p"],
+            "position_biased_input": False,
+        },
+        pooling="mean",
+        normalize=True,
+        max_seq_length=64,
+    ),
+    # DeBERTa-v2: distances clamped at 16, separate pos_key/pos_query projections, absolute
+    # positions and token types too, saved as DebertaV2ForMaskedLM (under "deberta.").
+    "deberta-v2": Recipe(
+        "deberta-v2",
+        "deberta-v2",
+        {
+            **ENCODER,
+            "max_position_embeddings": 64,
+            "vocab_size": 30522,
+            "type_vocab_size": 2,
+            "relative_attention": True,
+            "max_relative_positions": 16,
+            "share_att_key": False,
+            "pos_att_type": "c2p|p2c",
+            "position_biased_input": True,
+        },
+        pooling="cls",
+        normalize=False,
+        max_seq_length=48,
+        model_class="DebertaV2ForMaskedLM",
+    ),
+    # T5 encoders: head_dim 12 (heads * d_kv != d_model), 8 buckets saturating at distance 20,
+    # unscaled scores; v1.1's gated GELU-tanh with sentence-t5's Dense and Normalize after.
+    "t5": Recipe(
+        "t5",
+        "t5",
+        {
+            "d_model": 32,
+            "d_kv": 12,
+            "num_layers": 2,
+            "num_heads": 4,
+            "d_ff": 48,
+            "vocab_size": 30522,
+            "relative_attention_num_buckets": 8,
+            "relative_attention_max_distance": 20,
+        },
+        pooling="mean",
+        normalize=True,
+        max_seq_length=64,
+        model_class="T5EncoderModel",
+    ),
+    "t5-v1.1": Recipe(
+        "t5-v1.1",
+        "t5",
+        {
+            "d_model": 32,
+            "d_kv": 8,
+            "num_layers": 2,
+            "num_heads": 4,
+            "d_ff": 48,
+            "vocab_size": 30522,
+            "feed_forward_proj": "gated-gelu",
+            "relative_attention_num_buckets": 8,
+            "relative_attention_max_distance": 20,
+        },
+        pooling="mean",
+        normalize=True,
+        max_seq_length=64,
+        model_class="T5EncoderModel",
+        dense=24,
+    ),
 }
 
 

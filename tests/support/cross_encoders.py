@@ -210,6 +210,34 @@ def modernbert_cross_encoder(
     return _save_random(ModernBertForSequenceClassification, config, tokenizer, out, seed)
 
 
+def deberta_v2_cross_encoder(
+    out: Path, tokenizer_dir: Path, *, num_labels: int = 1, max_length: int = 128, seed: int = 8
+) -> Path:
+    """DebertaV2ForSequenceClassification (ContextPooler: dense + GELU on [CLS], classifier) as
+    DeBERTa-v3 configures it: log buckets, shared key projections, no token types."""
+    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
+
+    tokenizer = _wordpiece(tokenizer_dir, max_length)
+    config = DebertaV2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        type_vocab_size=0,
+        relative_attention=True,
+        position_buckets=16,
+        norm_rel_ebd="layer_norm",
+        share_att_key=True,
+        pos_att_type=["p2c", "c2p"],
+        position_biased_input=False,
+        num_labels=num_labels,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return _save_random(DebertaV2ForSequenceClassification, config, tokenizer, out, seed)
+
+
 def export_onnx(model_dir: Path, out_dir: Path) -> Path:
     """`model_dir` as an ONNX graph with a `logits` output (torch.onnx), beside its configs."""
     import shutil

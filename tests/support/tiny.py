@@ -37,6 +37,8 @@ class Recipe:
     exact_in: str | None = None
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # A bias-free identity Dense module after pooling (sentence-t5's), with this many outputs.
+    dense: int | None = None
 
 
 def _randomize(model: Any, seed: int, exact_in: str | None) -> None:
@@ -62,7 +64,12 @@ def build(recipe: Recipe, tokenizer_dir: Path, out: Path) -> tuple[Path, Any]:
     import torch
     import transformers
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    from sentence_transformers.sentence_transformer.modules import (
+        Dense,
+        Normalize,
+        Pooling,
+        Transformer,
+    )
 
     torch.set_num_threads(1)  # tiny matrices: threads only add contention
     torch.manual_seed(recipe.seed)
@@ -86,6 +93,15 @@ def build(recipe: Recipe, tokenizer_dir: Path, out: Path) -> tuple[Path, Any]:
         tokenizer_name_or_path=str(tokenizer_dir),
     )
     modules = [transformer, Pooling(config.hidden_size, pooling_mode=recipe.pooling)]
+    if recipe.dense is not None:
+        modules.append(
+            Dense(
+                config.hidden_size,
+                recipe.dense,
+                bias=False,
+                activation_function=torch.nn.Identity(),
+            )
+        )
     if recipe.normalize:
         modules.append(Normalize())
     st = SentenceTransformer(modules=modules, device="cpu")

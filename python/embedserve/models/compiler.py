@@ -15,7 +15,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from embedserve.fileio import atomic_write_bytes, publish_file, staging_dir
-from embedserve.models.architectures import Encoded, family_for
+from embedserve.models.architectures import Encoded, family_for, static_embedding
 from embedserve.models.hf_config import HFConfig, UnsupportedArchitectureError
 from embedserve.models.layers.builder import GraphBuilder
 from embedserve.models.weights import Weights
@@ -32,6 +32,7 @@ __all__ = [
     "Output",
     "UnsupportedArchitectureError",
     "build_model",
+    "build_static_embedding",
     "check_supported",
     "compile_to_onnx",
     "save_model_atomically",
@@ -82,6 +83,23 @@ def build_model(model_dir: Path, head: Head | None = None) -> onnx.ModelProto:
         name=model_dir.name or family.name,
         doc=f"{family.name} compiled from safetensors by embedserve "
         f"(checkpoint dtype {config.dtype or 'unstated'}, computed in float32)",
+        opset=OPSET,
+        ir_version=IR_VERSION,
+    )
+
+
+def build_static_embedding(module_dir: Path) -> onnx.ModelProto:
+    """The ONNX model for a StaticEmbedding module's folder: its gathered token rows."""
+    weights = Weights(Path(module_dir), static_embedding.TABLE)
+    g = GraphBuilder()
+    encoded = static_embedding.build(g, weights)
+    weights.log_unused()
+    dims = ["batch", "sequence", encoded.hidden_size]
+    value = helper.make_tensor_value_info(encoded.hidden, TensorProto.FLOAT, dims)
+    return g.model(
+        [value],
+        name=static_embedding.NAME,
+        doc="StaticEmbedding compiled from safetensors by embedserve",
         opset=OPSET,
         ir_version=IR_VERSION,
     )

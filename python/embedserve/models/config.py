@@ -6,7 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from embedserve.models.st_modules import ModelConfigError, load_module_stack, read_json
+from embedserve.models.st_modules import STATIC, ModelConfigError, load_module_stack, read_json
+
+# The limit reported and enforced for a StaticEmbedding whose tokenizer does not truncate:
+# a mean of token rows has no position table to outgrow, only memory (131,072 tokens x 1,024
+# dims gather 512 MiB of rows in one batch).
+STATIC_MAX_TOKENS = 131_072
 
 __all__ = [
     "ModelConfig",
@@ -34,6 +39,13 @@ class ModelConfig:
     include_prompt: bool = True
     # Dense module folders applied, in order, to the pooled vectors.
     dense_paths: tuple[Path, ...] = ()
+    # A StaticEmbedding module's folder: its tokenizer.json, read without special tokens, and
+    # its token table stand in for a transformer.
+    static_embedding: Path | None = None
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.static_embedding or self.directory
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -45,7 +57,7 @@ def load_model_config(directory: Path, name: str) -> ModelConfig:
     hf = _read_json(directory / "config.json")
     stack = load_module_stack(directory)
     st_config = _read_json(directory / "config_sentence_transformers.json")
-    architectures = hf.get("architectures") or [None]
+    architectures = hf.get("architectures") or [STATIC if stack.static else None]
     dimension = stack.pooling.dimension or hf.get("hidden_size")
     if stack.dense_paths:
         dense_config = _read_json(stack.dense_paths[-1] / "config.json")
@@ -53,7 +65,9 @@ def load_model_config(directory: Path, name: str) -> ModelConfig:
     return ModelConfig(
         name=name,
         directory=directory,
-        max_seq_length=max_seq_length(directory, hf),
+        max_seq_length=(
+            _static_max_length(stack.static) if stack.static else max_seq_length(directory, hf)
+        ),
         pooling=stack.pooling.mode,
         normalize=stack.normalize,
         dimension=dimension,
@@ -63,6 +77,7 @@ def load_model_config(directory: Path, name: str) -> ModelConfig:
         architecture=architectures[0],
         include_prompt=stack.pooling.include_prompt,
         dense_paths=stack.dense_paths,
+        static_embedding=stack.static,
     )
 
 
@@ -75,6 +90,13 @@ def max_seq_length(directory: Path, hf: dict[str, Any]) -> int:
     if positions:
         limit = min(limit, int(positions))
     return limit
+
+
+def _static_max_length(module: Path) -> int:
+    """StaticEmbedding has no length limit of its own (max_seq_length is infinite) but keeps
+    the truncation its tokenizer.json pins, as sentence-transformers does."""
+    truncation = _read_json(module / "tokenizer.json").get("truncation") or {}
+    return int(truncation.get("max_length") or STATIC_MAX_TOKENS)
 
 
 def is_matryoshka(directory: Path, st_config: dict[str, Any]) -> bool:

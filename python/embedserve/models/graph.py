@@ -9,12 +9,14 @@ from typing import TYPE_CHECKING
 
 from embedserve.models.cache import compiled_graph, file_hash
 from embedserve.models.quantize import check_quantize, quantize_int8
+from embedserve.models.st_modules import static_embedding_dir
 
 if TYPE_CHECKING:
     import onnx
 
 # Bump when the compiler's output changes, so stale graphs in users' caches are rebuilt.
 COMPILER_VERSION = 2
+STATIC_VERSION = 3  # the StaticEmbedding graph's own (v2: padded rows zeroed)
 QUANTIZER_VERSION = 2
 GPU_PASSES_VERSION = 1  # the fp16 and in-graph pooling passes
 ONNX_CANDIDATES = ("model.onnx", "onnx/model.onnx")
@@ -43,6 +45,9 @@ def compiled_onnx(directory: Path, *, splade: bool = False) -> Path:
     from embedserve.models.sparse_heads import splade_head
     from embedserve.models.weights import weight_files
 
+    static = static_embedding_dir(directory)
+    if static is not None:
+        return _static_embedding_onnx(static)
     try:
         shards = weight_files(directory)
     except FileNotFoundError as exc:
@@ -68,6 +73,19 @@ def compiled_onnx(directory: Path, *, splade: bool = False) -> Path:
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         compile_to_onnx(directory, target, head=head)
+    return target
+
+
+def _static_embedding_onnx(module_dir: Path) -> Path:
+    """The cached graph of a StaticEmbedding module, built on first use."""
+    from embedserve.models.compiler import build_static_embedding, save_model_atomically
+
+    table = module_dir / "model.safetensors"
+    if not table.exists():
+        raise NoWeightsError(f"{module_dir}: the StaticEmbedding module has no model.safetensors")
+    target = compiled_graph(f"{file_hash(table)[:24]}-static-v{STATIC_VERSION}")
+    if not target.exists():
+        save_model_atomically(build_static_embedding(module_dir), target)
     return target
 
 
@@ -121,7 +139,9 @@ def onnx_for(
     static int8 and fp16 among them, come from `models.variants.graph_for`).
     """
     check_quantize(quantize)
-    graph = None if compile else shipped_onnx(directory)
+    # A StaticEmbedding repo's own ONNX export takes (ids, offsets); ours takes padded batches.
+    shipped = not compile and static_embedding_dir(directory) is None
+    graph = shipped_onnx(directory) if shipped else None
     graph = graph or compiled_onnx(directory)
     if pooling is not None:
         graph = pooled_onnx(graph, pooling)

@@ -107,6 +107,19 @@ def modernbert_head(g: GraphBuilder, c: HFConfig, w: Weights, encoded: Encoded) 
     return _logits(g, w, "classifier", x, c, h)
 
 
+def deberta_v2_head(g: GraphBuilder, c: HFConfig, w: Weights, encoded: Encoded) -> Output:
+    """ContextPooler (dense + `pooler_hidden_act` on [CLS]), then `classifier`."""
+    h = encoded.hidden_size
+    size = c.int("pooler_hidden_size", default=h)
+    if size != h:
+        raise UnsupportedArchitectureError(
+            f"{c.path}: pooler_hidden_size {size} differs from hidden_size {h}"
+        )
+    act = check_activation(c.get("pooler_hidden_act", default="gelu"), c.path)
+    x = linear(g, w, "pooler.dense", _first_token(g, encoded.hidden), "head/pooler", (h, h))
+    return _logits(g, w, "classifier", activation(g, act, x, "head/pooler_activation"), c, h)
+
+
 HEADS: dict[str, Head] = {
     "bert": bert_head,
     "roberta": roberta_head,
@@ -117,6 +130,7 @@ HEADS: dict[str, Head] = {
     # (gte-multilingual-reranker-base): their remote code keeps BERT's pooler + classifier.
     "jina_bert": bert_head,
     "gte": bert_head,
+    "deberta-v2": deberta_v2_head,
 }
 
 

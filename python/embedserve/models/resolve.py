@@ -17,6 +17,8 @@ CONFIG_PATTERNS = ["*.json", "README.md", "vocab.txt", "sentencepiece.bpe.model"
 # A shipped graph, with its weights in a side file when over protobuf's 2 GiB (bge-m3).
 ONNX_WEIGHTS = ["model.onnx", "model.onnx_data", "onnx/model.onnx", "onnx/model.onnx_data"]
 SAFETENSORS_WEIGHTS = ["model.safetensors", "model-*-of-*.safetensors"]
+# A StaticEmbedding module's table, in the module folder sentence-transformers 3.x-5.x wrote.
+STATIC_WEIGHTS = ["0_StaticEmbedding/model.safetensors"]
 HUB_PATTERNS = CONFIG_PATTERNS + ONNX_WEIGHTS + SAFETENSORS_WEIGHTS
 HUB_TIMEOUT_S = 10
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -83,7 +85,8 @@ def _download_from_hub(repo_id: str, *, compile: bool = False) -> Path:
         # none, so a hub that accepts the connection and never answers would hang the start.
         info = HfApi(endpoint=endpoint).repo_info(repo_id, timeout=HUB_TIMEOUT_S)
         wanted = hub_files((s.rfilename for s in info.siblings or []), compile=compile)
-        if not any(fnmatch(f, p) for f in wanted for p in ONNX_WEIGHTS + SAFETENSORS_WEIGHTS):
+        weights = ONNX_WEIGHTS + SAFETENSORS_WEIGHTS + STATIC_WEIGHTS
+        if not any(fnmatch(f, p) for f in wanted for p in weights):
             raise ModelNotFoundError(
                 f"hub repo {repo_id!r} has no "
                 + ("model.safetensors to compile" if compile else "model.onnx or model.safetensors")

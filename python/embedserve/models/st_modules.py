@@ -1,7 +1,9 @@
 """sentence-transformers' module stack (modules.json), as written by versions 2.x through 6.x.
 
 Only what happens after the transformer matters here: the Pooling module's mode and
-include_prompt, Dense heads, and whether a Normalize module ends the stack.
+include_prompt, Dense heads, and whether a Normalize module ends the stack. A StaticEmbedding
+input module (model2vec / static-retrieval folders) takes the transformer's and the Pooling
+module's place: the mean of its token rows.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ LEGACY_POOLING_FLAGS = {
 }
 # Modules that change nothing at inference time.
 _PASS_THROUGH = {"Dropout"}
-_KNOWN = {"Transformer", "Pooling", "Dense", "Normalize"} | _PASS_THROUGH
+STATIC = "StaticEmbedding"
+_KNOWN = {"Transformer", "Pooling", "Dense", "Normalize", STATIC} | _PASS_THROUGH
 
 
 class ModelConfigError(ValueError):
@@ -52,6 +55,8 @@ class ModuleStack:
     pooling: Pooling
     dense_paths: tuple[Path, ...]
     normalize: bool
+    # The StaticEmbedding module's folder (its tokenizer.json and embedding table), if any.
+    static: Path | None = None
 
 
 def read_json(path: Path) -> Any:
@@ -77,7 +82,8 @@ def load_module_stack(directory: Path) -> ModuleStack:
     pooling: Pooling | None = None
     dense: list[Path] = []
     normalize = False
-    for module in sorted(modules, key=lambda m: int(m.get("idx", 0))):
+    static: Path | None = None
+    for index, module in enumerate(sorted(modules, key=lambda m: int(m.get("idx", 0)))):
         kind = class_name(str(module.get("type", "")))
         path = directory / str(module.get("path") or "")
         if kind not in _KNOWN:
@@ -85,7 +91,12 @@ def load_module_stack(directory: Path) -> ModuleStack:
                 f"{directory.name}: sentence-transformers module {module.get('type')!r} is not "
                 f"supported (supported: {', '.join(sorted(_KNOWN))})"
             )
-        if kind == "Pooling":
+        if kind == STATIC:
+            if index != 0:
+                raise ModelConfigError(f"{directory.name}: StaticEmbedding is not the first module")
+            # nn.EmbeddingBag's default mode: the mean of the text's token rows.
+            pooling, static = Pooling("mean"), path
+        elif kind == "Pooling":
             pooling = read_pooling(path)
         elif kind == "Dense":
             if pooling is None:
@@ -99,7 +110,18 @@ def load_module_stack(directory: Path) -> ModuleStack:
             raise ModelConfigError(f"{directory.name}: Normalize before the Transformer")
     if pooling is None:
         raise ModelConfigError(f"{directory.name}: modules.json has no Pooling module")
-    return ModuleStack(pooling, tuple(dense), normalize)
+    return ModuleStack(pooling, tuple(dense), normalize, static)
+
+
+def static_embedding_dir(directory: Path) -> Path | None:
+    """The folder of `directory`'s StaticEmbedding module, None for a transformer model."""
+    modules = read_json(directory / "modules.json")
+    if not isinstance(modules, list) or not modules:
+        return None
+    first = min(modules, key=lambda m: int(m.get("idx", 0)))
+    if class_name(str(first.get("type", ""))) != STATIC:
+        return None
+    return directory / str(first.get("path") or "")
 
 
 def read_pooling(folder: Path) -> Pooling:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from embedserve.models.config import load_model_config
 from embedserve.models.graph import fp16_onnx, onnx_for
+from embedserve.models.st_modules import static_embedding_dir
 from embedserve.models.static_int8 import static_int8_onnx
 from embedserve.precision import Precision
 
@@ -27,6 +28,12 @@ def graph_for(
     graph = onnx_for(model_dir, pooling=pooling, compile=compile)
     if precision.graph == "int8-static":
         configs = config_dir or model_dir
+        if static_embedding_dir(configs) is not None:
+            # The graph is one Gather: no matmul for int8 to speed up, only rows to blur.
+            raise ValueError(
+                f"{model_dir}: a StaticEmbedding model has no int8 precision (its graph only "
+                "gathers token rows); use fp32, or fp16 on a GPU"
+            )
         max_length = load_model_config(configs, configs.name).max_seq_length
         graph = static_int8_onnx(graph, configs / "tokenizer.json", max_length)
     elif precision.graph == "fp16":

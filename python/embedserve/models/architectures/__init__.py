@@ -11,6 +11,10 @@ are handled there), wires pieces from ``embedserve.models.layers``, and names it
 state ``HIDDEN_STATE`` ("last_hidden_state", [batch, sequence, hidden]). Add a tiny
 random-weight model of the family to tests/models/ to prove it matches transformers.
 
+``static_embedding`` is the one module outside ``FAMILIES``: sentence-transformers'
+StaticEmbedding has no config.json, so modules.json, not a model_type, selects it
+(``graph.compiled_onnx``).
+
 Adding a head
 -------------
 ``compiler.build_model(model_dir, head=...)`` takes a ``Head``: a function
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 from embedserve.models.architectures import (
     bert,
+    deberta_v2,
     distilbert,
     gemma3,
     gte,
@@ -34,6 +39,7 @@ from embedserve.models.architectures import (
     nomic_bert,
     qwen3,
     roberta,
+    t5,
 )
 from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family
 from embedserve.models.hf_config import HFConfig, UnsupportedArchitectureError
@@ -50,6 +56,8 @@ FAMILIES: tuple[Family, ...] = (
     nomic_bert.FAMILY,
     gte.FAMILY,
     jina_bert.FAMILY,
+    deberta_v2.FAMILY,
+    t5.FAMILY,
 )
 
 __all__ = ["FAMILIES", "HIDDEN_STATE", "Encoded", "Family", "family_for", "supported"]

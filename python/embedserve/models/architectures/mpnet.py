@@ -37,9 +37,12 @@ NAMES = PostNormNames(
 )
 
 
-def relative_position_bucket(relative: np.ndarray) -> np.ndarray:
-    """transformers' MPNetEncoder.relative_position_bucket, in float32 like torch."""
-    half = NUM_BUCKETS // 2
+def relative_position_bucket(
+    relative: np.ndarray, num_buckets: int = NUM_BUCKETS, max_distance: int = MAX_DISTANCE
+) -> np.ndarray:
+    """transformers' MPNetEncoder.relative_position_bucket (T5's bidirectional
+    _relative_position_bucket), for distances key - query, in float32 like torch."""
+    half = num_buckets // 2
     n = -relative
     ret = (n < 0).astype(np.int64) * half
     n = np.abs(n)
@@ -48,7 +51,7 @@ def relative_position_bucket(relative: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore"):
         scaled = (
             np.log(n.astype(np.float32) / np.float32(max_exact))
-            / np.float32(math.log(MAX_DISTANCE / max_exact))
+            / np.float32(math.log(max_distance / max_exact))
             * np.float32(half - max_exact)
         )
     large = max_exact + np.where(is_small, 0, scaled).astype(np.int64)
