@@ -4,12 +4,14 @@ whatever wire format asked for it. Knows nothing of HTTP, of tasks, or of wire f
 A route adapter parses its body into a task's `Job` and hands it to `RequestPipeline.run`:
 
 1. before the body is read, `refuse_early`: 503 while draining, 429 when every model's queue
-   already holds more than `--max-wait-seconds` of work (a refusal costs the same whatever the
-   body's size);
+   already holds more work than its admission policy admits now (a refusal costs the same
+   whatever the body's size);
 2. building the job runs the task's cheap checks (counts, characters: `server.limits`), which
    need no tokenizer;
 3. admission: 503 while draining; room on the model's batcher reserved from the job's estimated
-   tokens, or 429 with `Retry-After` from the estimated wait, before any tokenizing;
+   tokens, or 429 with `Retry-After` from the estimated wait, before any tokenizing
+   (`embedserve.admission`: the limit follows the measured service time under overload, and
+   batch-priority work is refused first);
 4. the job's bounded tokenization steps, each checking the token limits, on a shared worker pool
    (one step per request in the pool's FIFO at a time, so concurrent requests take turns);
 5. the model's batcher (shared with every other request for that model);
@@ -31,7 +33,8 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from embedserve.batching import Batcher, BatcherClosedError, QueueFullError, Reservation
+from embedserve.admission import Priority
+from embedserve.batching import Batcher, BatcherClosedError, Reservation
 from embedserve.server.config import ServerConfig
 from embedserve.server.lifecycle import Drain
 from embedserve.server.limits import DEFAULT_TOKENS_PER_CHAR
@@ -120,19 +123,28 @@ class RequestPipeline:
         if self.drain is not None and self.drain.draining:
             raise BatcherClosedError("the server is shutting down")
 
-    def refuse_early(self, models: Sequence[ServedModel]) -> None:
+    def refuse_early(
+        self, models: Sequence[ServedModel], priority: Priority = Priority.INTERACTIVE
+    ) -> None:
         """Before a body is read: 503 while draining, and 429 when every model's queue already
-        holds more than `--max-wait-seconds` of work (a request for any of them would be
+        holds more work than it admits now for `priority` (a request for any of them would be
         refused), so a refusal costs the same whatever the body's size."""
         self.refuse_if_draining()
-        waits = [m.batcher.estimated_wait() for m in models if m.batcher is not None]
-        if waits and min(waits) > self.config.max_wait_seconds:
-            raise QueueFullError.wait(min(waits), self.config.max_wait_seconds)
+        batchers = [m.batcher for m in models if m.batcher is not None]
+        refusals = [r for b in batchers if (r := b.early_refusal(priority)) is not None]
+        if refusals and len(refusals) == len(batchers):
+            raise min(refusals, key=lambda r: r.retry_after)
 
-    async def run(self, job: Job[R], model: str, batcher: Batcher | None = None) -> Done[R]:
+    async def run(
+        self,
+        job: Job[R],
+        model: str,
+        batcher: Batcher | None = None,
+        priority: Priority = Priority.INTERACTIVE,
+    ) -> Done[R]:
         """Admit `job`, tokenize it, compute its rows on `batcher` (None: a task that runs no
-        model, such as tokenize) and finish it. Cancelling the awaiting task drops the job's
-        rows that are still queued."""
+        model, such as tokenize) at `priority`, and finish it. Cancelling the awaiting task
+        drops the job's rows that are still queued."""
         self.refuse_if_draining()
         loop = asyncio.get_running_loop()
         ratio = self._tokens_per_char.get(model, DEFAULT_TOKENS_PER_CHAR)
@@ -142,7 +154,7 @@ class RequestPipeline:
         self.active += 1
         try:
             if batcher is not None:
-                reservation = batcher.reserve(job.size, estimate)
+                reservation = batcher.reserve(job.size, estimate, priority)
             started = time.perf_counter()
             inline = estimate <= INLINE_TOKENS
             for step in job.steps():
