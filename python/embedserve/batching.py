@@ -57,7 +57,7 @@ DEFAULT_MAX_WAIT_SECONDS = 10.0
 # While interactive work was submitted this recently, batch work runs in batches of
 # 1/YIELD_DIVISOR of the budget: an interactive arrival waits for the run in progress.
 YIELD_SECONDS = 1.0
-YIELD_DIVISOR = 8
+YIELD_DIVISOR = 32
 # A window holds this many batch budgets of real tokens: sorting a wider window pads less
 # (bench/NOTES.md), while windows still keep requests roughly in arrival order.
 WINDOW_BUDGETS = 8
