@@ -226,6 +226,7 @@ class Batcher:
         self._reserved_inputs = 0  # admitted requests still being tokenized: estimates
         self._reserved_tokens = dict.fromkeys(Priority, 0)
         self._last_interactive = -math.inf  # perf_counter of the last interactive submit
+        self._running = False  # a batch is in the model (the worker's, or `run_inline`'s)
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(
@@ -384,16 +385,51 @@ class Batcher:
 
     # -- worker thread --
 
+    def run_inline(
+        self, sequences: Sequence[np.ndarray], reservation: Reservation | None = None
+    ) -> np.ndarray | None:
+        """Compute a tiny request on the calling thread if the model is idle (nothing queued,
+        nothing running); None when it is not, and the caller submits it instead.
+
+        For one short text the hand-offs cost as much as the rest of the server together: a
+        notify that wakes the worker (on a busy machine the waking thread often loses its core
+        there) and a callback back to the event loop (bench/NOTES.md, "One-text fast path"). The
+        caller's thread is blocked for one small model run; with work queued the fast path is
+        never taken, so under load every request takes turns on the worker.
+        """
+        with self._cond:
+            if self._closed or self._running or self._queued_inputs or not sequences:
+                return None
+            if reservation is not None:
+                self._unreserve(reservation)
+            self._running = True
+        try:
+            start = time.perf_counter()
+            pooled = self._forward(list(sequences))
+            end = time.perf_counter()
+        finally:
+            with self._cond:
+                self._running = False
+                if self._queued_inputs:
+                    self._cond.notify()
+        self._finished(sequences, start, end, requests=1)
+        return pooled
+
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._closed and not self._queued_inputs:
+                while not self._closed and (self._running or not self._queued_inputs):
                     self._cond.wait()
                 if self._closed:
                     return
                 batch = self._take_batch()
+                self._running = bool(batch)
             if batch:
-                self._compute(batch)
+                try:
+                    self._compute(batch)
+                finally:
+                    with self._cond:
+                        self._running = False
 
     def _take_batch(self) -> list[tuple[_Entry, list[int]]]:
         """The next batch, as (request, input indices) pairs (lock held)."""
@@ -473,8 +509,6 @@ class Batcher:
                 _settle(entry, error=exc)
             return
         end = time.perf_counter()
-        real = sum(len(s) for s in sequences)
-        self.record_throughput(real, end - start)
         row = 0
         for entry, taken in batch:
             entry.out[taken] = pooled[row : row + len(taken)]
@@ -483,12 +517,20 @@ class Batcher:
             if entry.remaining == 0 and not entry.cancelled:
                 entry.finished = end
                 _settle(entry, result=entry.out)
+        self._finished(sequences, start, end, requests=len(batch))
+
+    def _finished(
+        self, sequences: Sequence[np.ndarray], start: float, end: float, requests: int
+    ) -> None:
+        """Fold a computed batch into the rate and the metrics."""
+        lengths = [len(s) for s in sequences]
+        real = sum(lengths)
+        self.record_throughput(real, end - start)
         if self._on_batch is not None:
-            lengths = [len(s) for s in sequences]
             self._on_batch(
                 BatchStats(
                     inputs=len(sequences),
-                    requests=len(batch),
+                    requests=requests,
                     padded_tokens=max(lengths) * len(lengths),
                     real_tokens=real,
                     seconds=end - start,

@@ -26,7 +26,7 @@ from embedserve.reranker import Reranker
 from embedserve.server.config import ModelSpec, ServerConfig
 
 from ..server.conftest import live_server, unhurried, wait_for
-from ..support.gated import background
+from ..support.gated import HELD, background
 from .conftest import MODEL, cli_server
 
 RERANKER = "ce"
@@ -217,7 +217,7 @@ def test_a_rerank_flood_is_refused_before_tokenizing(engine, cross_encoder_dirs)
 
         gated.gate.clear()
         gated.entered.clear()
-        held, held_out = background(lambda: rerank(server.url, ["held"]))
+        held, held_out = background(lambda: rerank(server.url, [HELD]))
         assert gated.entered.wait(10)
         queued, queued_out = background(lambda: rerank(server.url, long_docs))
         wait_for(lambda: batcher.queued_inputs == 1_000)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import httpx
 
 from ..server.conftest import live_server, unhurried, wait_for
-from ..support.gated import GatedEngine, background
+from ..support.gated import HELD, GatedEngine, background
 from .conftest import MODEL, embed, error_of
 
 BATCH = {"x-priority": "batch"}
@@ -19,7 +19,7 @@ def hold_the_model(server, gated: GatedEngine) -> tuple:
     """A first request that is inside the model (the gate closed) when this returns."""
     gated.gate.clear()
     gated.entered.clear()
-    held = background(lambda: embed(server.url, {"model": MODEL, "input": "held"}))
+    held = background(lambda: embed(server.url, {"model": MODEL, "input": HELD}))
     assert gated.entered.wait(30)
     return held
 

@@ -14,7 +14,8 @@ A route adapter parses its body into a task's `Job` and hands it to `RequestPipe
    batch-priority work is refused first);
 4. the job's bounded tokenization steps, each checking the token limits, on a shared worker pool
    (one step per request in the pool's FIFO at a time, so concurrent requests take turns);
-5. the model's batcher (shared with every other request for that model);
+5. the model's batcher (shared with every other request for that model); a tiny job runs on
+   the loop's thread instead when the model is idle (`Batcher.run_inline`);
 6. the job's finish (scores, cut and normalize, render), off the loop when it is large.
 
 Every admitted request counts in `active` until it is answered: a drain waits for all of them.
@@ -48,6 +49,9 @@ R = TypeVar("R")
 INLINE_TOKENS = 256
 # Below this many values, finishing and rendering on the event loop costs less than a thread hop.
 INLINE_VALUES = 64 * 1024
+# Rows of at most this many tokens in all run on the event loop's thread when the model is idle
+# (`Batcher.run_inline`): a model run of a millisecond or two, against two thread hand-offs.
+INLINE_MODEL_TOKENS = 64
 
 
 class Job(ABC, Generic[R]):
@@ -165,12 +169,18 @@ class RequestPipeline:
             tokenization = time.perf_counter() - started
             outputs = None
             if batcher is not None:
-                ticket = batcher.submit(job.rows(), reservation)
-                try:
-                    outputs = await ticket.result()
-                finally:
-                    ticket.cancel()  # a no-op once computed; drops queued rows if we were cancelled
-                queue, inference = ticket.queue_seconds, ticket.inference_seconds
+                rows = job.rows()
+                if rows and sum(len(row) for row in rows) <= INLINE_MODEL_TOKENS:
+                    computing = time.perf_counter()
+                    outputs = batcher.run_inline(rows, reservation)
+                    inference = time.perf_counter() - computing
+                if outputs is None:
+                    ticket = batcher.submit(rows, reservation)
+                    try:
+                        outputs = await ticket.result()
+                    finally:
+                        ticket.cancel()  # a no-op once computed; drops queued rows if cancelled
+                    queue, inference = ticket.queue_seconds, ticket.inference_seconds
             if job.finish_cost(outputs) <= INLINE_VALUES:
                 result = job.finish(outputs)
             else:
