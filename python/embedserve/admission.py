@@ -9,7 +9,9 @@ offered load (320 closed-loop clients), so admitted latency is queueing time; 1.
 latency goal on one machine, but the right number depends on the model's speed on the hardware
 at hand. The unit that does not depend on either is one model run: `service_seconds` is a full
 batch's token budget at the measured throughput. The target is TARGET_BATCHES of them (one
-batching window's worth), within [MIN_TARGET_SECONDS, max_wait_seconds].
+batching window's worth), within [MIN_TARGET_SECONDS, TARGET_SHARE_OF_CEILING x max_wait_seconds]:
+an admitted request waits about a target and a half under overload (the target, then its window),
+so on a machine slow enough to reach the bound it still finishes within the ceiling.
 
 When the target applies (CoDel's idea: a good queue drains, a standing one does not). Bursts and
 closed-loop traffic at capacity make queues too: 32 clients x 32 texts keep about two windows
@@ -37,6 +39,7 @@ from dataclasses import dataclass
 # The target: one batching window's worth of full model runs (batching.WINDOW_BUDGETS).
 TARGET_BATCHES = 8
 MIN_TARGET_SECONDS = 0.1
+TARGET_SHARE_OF_CEILING = 0.5
 # A standing queue: the interactive wait stayed above this many targets for an interval.
 DETECT_TARGETS = 2.0
 MIN_INTERVAL_SECONDS = 0.1
@@ -120,9 +123,10 @@ class AdmissionPolicy:
     @property
     def target(self) -> float:
         service = self.service_seconds
+        ceiling = TARGET_SHARE_OF_CEILING * self.max_wait_seconds
         if service is None:
-            return self.max_wait_seconds
-        return min(self.max_wait_seconds, max(MIN_TARGET_SECONDS, TARGET_BATCHES * service))
+            return ceiling
+        return min(ceiling, max(MIN_TARGET_SECONDS, TARGET_BATCHES * service))
 
     def limit(self, priority: Priority = Priority.INTERACTIVE) -> float:
         """The longest estimated wait admitted now for `priority`."""

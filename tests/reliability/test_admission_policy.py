@@ -14,6 +14,7 @@ from embedserve.admission import (
     QUIET_SECONDS,
     QUIET_TARGETS,
     TARGET_BATCHES,
+    TARGET_SHARE_OF_CEILING,
     AdmissionPolicy,
     Priority,
 )
@@ -103,12 +104,12 @@ def overloaded_policy(max_wait: float = 10.0) -> AdmissionPolicy:
 
 def test_the_target_follows_the_service_time_within_its_bounds():
     policy = AdmissionPolicy(10.0, batch_tokens=1000)
-    assert policy.target == 10.0  # unmeasured: the ceiling
+    assert policy.target == 5.0  # unmeasured: its share of the ceiling
     policy.record_batch(1000, 0.5)  # a full batch takes 0.5 s
     assert policy.target == pytest.approx(TARGET_BATCHES * 0.5)
     policy = AdmissionPolicy(10.0, batch_tokens=1000)
-    policy.record_batch(1000, 5.0)  # a slow model: the ceiling bounds it
-    assert policy.target == 10.0
+    policy.record_batch(1000, 5.0)  # a slow model: the share of the ceiling bounds it
+    assert policy.target == TARGET_SHARE_OF_CEILING * 10.0
     policy = AdmissionPolicy(10.0, batch_tokens=1000)
     policy.record_batch(10**9, 1.0)  # a very fast one: the floor does
     assert policy.target == MIN_TARGET_SECONDS
