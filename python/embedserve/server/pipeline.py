@@ -18,6 +18,9 @@ A route adapter parses its body into a task's `Job` and hands it to `RequestPipe
    the loop's thread instead when the model is idle (`Batcher.run_inline`);
 6. the job's finish (scores, cut and normalize, render), off the loop when it is large.
 
+Small interactive jobs tokenize and finish on the loop (cheaper than a thread hop); batch-priority
+jobs never do, so the loop stays free for the interactive requests beside them.
+
 Every admitted request counts in `active` until it is answered: a drain waits for all of them.
 """
 
@@ -160,7 +163,8 @@ class RequestPipeline:
             if batcher is not None:
                 reservation = batcher.reserve(job.size, estimate, priority)
             started = time.perf_counter()
-            inline = estimate <= INLINE_TOKENS
+            # Batch work never runs on the loop: the interactive requests beside it need it.
+            inline = estimate <= INLINE_TOKENS and priority is Priority.INTERACTIVE
             for step in job.steps():
                 if inline:
                     step()
@@ -170,7 +174,7 @@ class RequestPipeline:
             outputs = None
             if batcher is not None:
                 rows = job.rows()
-                if rows and sum(len(row) for row in rows) <= INLINE_MODEL_TOKENS:
+                if inline and rows and sum(len(row) for row in rows) <= INLINE_MODEL_TOKENS:
                     computing = time.perf_counter()
                     outputs = batcher.run_inline(rows, reservation)
                     inference = time.perf_counter() - computing
@@ -181,7 +185,7 @@ class RequestPipeline:
                     finally:
                         ticket.cancel()  # a no-op once computed; drops queued rows if cancelled
                     queue, inference = ticket.queue_seconds, ticket.inference_seconds
-            if job.finish_cost(outputs) <= INLINE_VALUES:
+            if job.finish_cost(outputs) <= INLINE_VALUES and priority is Priority.INTERACTIVE:
                 result = job.finish(outputs)
             else:
                 result = await loop.run_in_executor(self._executor, job.finish, outputs)
