@@ -16,7 +16,8 @@ so on a machine slow enough to reach the bound it still finishes within the ceil
 When the target applies (CoDel's idea: a good queue drains, a standing one does not). Bursts and
 closed-loop traffic at capacity make queues too: 32 clients x 32 texts keep about two windows
 queued, and refusing them would only lose throughput. So the ceiling (`max_wait_seconds`) applies
-until the wait an interactive request meets has stayed above DETECT_TARGETS targets for a whole
+until the wait an interactive request meets has stayed above DETECT_TARGETS targets (at most
+DETECT_SHARE_OF_CEILING of the ceiling, which admission keeps every wait under) for a whole
 interval (one target, at least MIN_INTERVAL_SECONDS), sampled at each arrival. The server is then
 *overloaded*: interactive work is admitted up to the target, and the batching window shrinks to
 OVERLOADED_WINDOW_SHARE of it, so an admitted request waits about one target plus half a window.
@@ -42,6 +43,7 @@ MIN_TARGET_SECONDS = 0.1
 TARGET_SHARE_OF_CEILING = 0.5
 # A standing queue: the interactive wait stayed above this many targets for an interval.
 DETECT_TARGETS = 2.0
+DETECT_SHARE_OF_CEILING = 0.75
 MIN_INTERVAL_SECONDS = 0.1
 # Overloaded until nothing was refused for this long (Retry-After is in whole seconds).
 QUIET_SECONDS = 3.0
@@ -128,6 +130,11 @@ class AdmissionPolicy:
             return ceiling
         return min(ceiling, max(MIN_TARGET_SECONDS, TARGET_BATCHES * service))
 
+    @property
+    def detect_seconds(self) -> float:
+        """A wait above this, standing for an interval, is overload."""
+        return min(DETECT_TARGETS * self.target, DETECT_SHARE_OF_CEILING * self.max_wait_seconds)
+
     def limit(self, priority: Priority = Priority.INTERACTIVE) -> float:
         """The longest estimated wait admitted now for `priority`."""
         limit = self.target if self.overloaded else self.max_wait_seconds
@@ -148,7 +155,7 @@ class AdmissionPolicy:
                 self.overloaded = False
                 self._above_since = None
             return
-        if interactive_wait <= DETECT_TARGETS * target:
+        if interactive_wait <= self.detect_seconds:
             self._above_since = None
         elif self._above_since is None:
             self._above_since = now

@@ -148,6 +148,19 @@ def test_a_standing_queue_brings_the_limit_down_to_the_target_and_it_stays_while
     assert policy.limit() == 10.0
 
 
+def test_a_slow_machine_still_detects_a_standing_queue_below_the_ceiling():
+    """A full model run of 1 s: the target is half the 10 s ceiling, and two targets would be
+    the ceiling itself, a wait that admission never lets arrivals meet."""
+    policy = AdmissionPolicy(10.0, batch_tokens=1000)
+    policy.record_batch(1000, 1.0)
+    assert policy.target == 5.0
+    assert policy.detect_seconds == pytest.approx(7.5)
+    for now in (0.0, 2.5, 5.0):
+        policy.observe(now, 9.0)
+    assert policy.overloaded
+    assert policy.limit() == 5.0
+
+
 def test_never_refused_for_its_own_size_alone():
     policy = overloaded_policy()
     assert policy.decide(2.0, Priority.INTERACTIVE, wait=5.0, own=5.0) is None
