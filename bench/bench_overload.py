@@ -18,6 +18,13 @@ shape: bench/cross_encoder.py); goodput then counts query-document pairs.
 Goals (issue #7): at 10x, goodput >= 80 % of capacity, admitted p99 <= 3x the capacity run's
 p99, /health p99 < 100 ms, and every 429 answered in < 5 ms (server side; the client's view is
 shown, on the same cores).
+
+`--mixed` (issue #23, priorities) measures something else: `--interactive-clients` closed-loop
+clients sending one short text a request, first alone, then while `--batch-clients` clients
+flood the server with `--batch-texts` texts a request sent with `X-Priority: batch` (honouring
+Retry-After), then with the same flood sent without the header (as interactive work). Printed:
+the interactive p50/p99 in each, its p99 against the alone run's (goal with the header: <= 2x),
+and the flood's goodput. `--seconds` is each phase's length.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +58,7 @@ class Task:
     text_set: str
     body: Callable[[list[str], int], bytes]  # (texts, request number) -> JSON body
     per_item: bytes
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every request
 
 
 def embed_task() -> Task:
@@ -124,7 +132,7 @@ async def run_phase(
             batch = [texts[(index + i) % len(texts)] for i in range(per_request)]
             index += per_request * phase.clients
             number += phase.clients
-            raw = post_json(url, task.path, task.body(batch, number))
+            raw = post_json(url, task.path, task.body(batch, number), task.headers)
             phase.sent += 1
             sent = time.monotonic()
             try:
@@ -224,6 +232,62 @@ def print_medians(rounds: list[list[Phase]]) -> None:
         )
 
 
+def measure_mixed(url: str, args: argparse.Namespace, texts: list[str]) -> list[Phase]:
+    """The interactive clients alone, then beside a flood with the batch header, then beside the
+    same flood without it; each returned phase is the interactive clients' (the flood's phase
+    follows it in the list, for its goodput)."""
+    task = embed_task()
+    flood = replace(task, name="batch flood", headers={"x-priority": "batch"})
+
+    async def alone() -> list[Phase]:
+        phase = Phase("interactive alone", args.interactive_clients)
+        return [await run_phase(url, task, phase, texts, 1, args.seconds, args.timeout)]
+
+    async def beside(flood_task: Task, name: str) -> list[Phase]:
+        interactive = Phase(f"interactive + {name}", args.interactive_clients)
+        batch = Phase(name, args.batch_clients)
+        await asyncio.gather(
+            run_phase(url, task, interactive, texts, 1, args.seconds, args.timeout),
+            run_phase(url, flood_task, batch, texts, args.batch_texts, args.seconds, args.timeout),
+        )
+        return [interactive, batch]
+
+    phases = run(alone)
+    phases += run(lambda: beside(flood, "flood with X-Priority: batch"))
+    phases += run(lambda: beside(task, "flood without the header"))
+    return phases
+
+
+def print_mixed(phases: list[Phase]) -> None:
+    alone = phases[0]
+    print(
+        "| phase | clients | interactive p50 ms | interactive p99 ms | p99 / alone p99 | "
+        "interactive 429s | timeouts | flood texts/s | flood 429s | /health p99 ms |"
+    )
+    print("|---" * 10 + "|")
+    rows = [(alone, None), (phases[1], phases[2]), (phases[3], phases[4])]
+    for inter, flood in rows:
+        print(
+            f"| {inter.name} | {inter.clients} | {pct(inter.ok, 50):.1f} | {pct(inter.ok, 99):.1f} | "
+            f"{pct(inter.ok, 99) / pct(alone.ok, 99):.2f} | {len(inter.refused)} | "
+            f"{inter.timeouts + (flood.timeouts if flood else 0)} | "
+            f"{flood.goodput if flood else 0:.1f} | {len(flood.refused) if flood else 0} | "
+            f"{pct(inter.health, 99):.1f} |"
+        )
+    for p in phases:
+        for key, body in p.bodies.items():
+            if body:
+                print(f"{p.name}: first {key} answer: {body!r}")
+
+
+def print_mixed_medians(rounds: list[list[Phase]]) -> None:
+    print(f"\nmedians of {len(rounds)} rounds: | phase | interactive p99 ms | p99 / alone p99 |")
+    for i in (0, 1, 3):
+        p99 = [pct(r[i].ok, 99) for r in rounds]
+        ratio = [pct(r[i].ok, 99) / pct(r[0].ok, 99) for r in rounds]
+        print(f"| {rounds[0][i].name} | {np.median(p99):.1f} | {np.median(ratio):.2f} |")
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench overload",
@@ -247,6 +311,12 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--rounds", type=int, default=1, help="rounds; medians are printed too")
     parser.add_argument("--json", help="write the results here too")
     parser.add_argument(
+        "--mixed", action="store_true", help="interactive one-text requests beside a batch flood"
+    )
+    parser.add_argument("--interactive-clients", type=int, default=1)
+    parser.add_argument("--batch-clients", type=int, default=8)
+    parser.add_argument("--batch-texts", type=int, default=64, help="texts per flood request")
+    parser.add_argument(
         "serve_flags", nargs=argparse.REMAINDER, help="after --, flags for `embedserve serve`"
     )
     args = parser.parse_args(argv)
@@ -266,20 +336,36 @@ def main(argv: list[str]) -> None:
             )
         )
         for _ in range(args.rounds):
-            rounds.append(measure_round(server.url, task, args, texts))
+            rounds.append(
+                measure_mixed(server.url, args, texts)
+                if args.mixed
+                else measure_round(server.url, task, args, texts)
+            )
         rss_mb = server.status_kb("VmHWM") / 1024
-
-    print(
-        f"\n{task.name}: {args.texts} {task.text_set} texts a request to {task.path} "
-        f"({model}), {args.seconds:g} s a phase, client timeout {args.timeout:g} s, 429s "
-        f"honoured; server flags {flags or 'default'}; server VmHWM {rss_mb:.0f} MB; "
-        f"server log {server.log}"
-    )
-    for number, phases in enumerate(rounds, 1):
-        print(f"\nround {number}")
-        print_table(phases, task.unit)
-    if len(rounds) > 1:
-        print_medians(rounds)
+    if args.mixed:
+        print(
+            f"\nmixed: {args.interactive_clients} interactive client(s), one short text a "
+            f"request; flood: {args.batch_clients} clients x {args.batch_texts} texts; "
+            f"{args.seconds:g} s a phase; server flags {flags or 'default'}; server log "
+            f"{server.log}"
+        )
+        for number, phases in enumerate(rounds, 1):
+            print(f"\nround {number}")
+            print_mixed(phases)
+        if len(rounds) > 1:
+            print_mixed_medians(rounds)
+    else:
+        print(
+            f"\n{task.name}: {args.texts} {task.text_set} texts a request to {task.path} "
+            f"({model}), {args.seconds:g} s a phase, client timeout {args.timeout:g} s, 429s "
+            f"honoured; server flags {flags or 'default'}; server VmHWM {rss_mb:.0f} MB; "
+            f"server log {server.log}"
+        )
+        for number, phases in enumerate(rounds, 1):
+            print(f"\nround {number}")
+            print_table(phases, task.unit)
+        if len(rounds) > 1:
+            print_medians(rounds)
     if args.json:
         with open(args.json, "w") as out:
             json.dump(

@@ -21,8 +21,16 @@ windows and the lower p99 (bench/NOTES.md, "Window length follows the admitted w
 
 Admission is by estimated wait (`reserve`), before the request is tokenized: the batcher measures
 its throughput in real tokens per second of model time (padding included, so the rate reflects
-the mix being served) and refuses a request that would finish more than `max_wait_seconds` from
-now, unless the queue is empty (a request is never refused for its own size alone).
+the mix being served) and asks `admission.AdmissionPolicy` whether a request that would finish
+that far from now is admitted: up to `max_wait_seconds`, and up to a target that follows the
+service time while a standing queue shows overload. An empty queue takes any request (a request
+is never refused for its own size alone).
+
+Two lanes (`Priority`). Interactive requests are windowed first; batch requests only when no
+interactive work waits. An interactive arrival parks the rest of a batch window (its rows go
+back ahead of the batch queue), so it waits for at most the model run in progress, and while
+interactive traffic was seen in the last YIELD_SECONDS batch work runs in batches of
+1/YIELD_DIVISOR of the budget, so that run is short.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from embedserve.admission import MAX_RETRY_AFTER, AdmissionPolicy, Priority
 from embedserve.planning import GPU_MAX_BATCH_TOKENS, batch_rows
 
 log = logging.getLogger(__name__)
@@ -45,13 +54,10 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BATCH_REQUESTS = 128
 DEFAULT_MAX_QUEUE_INPUTS = 16_384
 DEFAULT_MAX_WAIT_SECONDS = 10.0
-# A window holds at most this share of the admitted wait of work, and at least this long.
-WINDOW_SHARE_OF_WAIT = 0.25
-MIN_WINDOW_SECONDS = 0.5
-# Weight of the newest batch in the throughput estimate: a few batches adapt it to a new mix.
-RATE_SMOOTHING = 0.2
-# Retry-After never says more than this: a client should come back and look again.
-MAX_RETRY_AFTER = 60
+# While interactive work was submitted this recently, batch work runs in batches of
+# 1/YIELD_DIVISOR of the budget: an interactive arrival waits for the run in progress.
+YIELD_SECONDS = 1.0
+YIELD_DIVISOR = 32
 # A window holds this many batch budgets of real tokens: sorting a wider window pads less
 # (bench/NOTES.md), while windows still keep requests roughly in arrival order.
 WINDOW_BUDGETS = 8
@@ -78,7 +84,7 @@ class QueueFullError(RuntimeError):
         retry = min(MAX_RETRY_AFTER, max(1, math.ceil(wait - limit)))
         return cls(
             f"The server is busy: this request would finish in about {wait:.1f}s, and the server "
-            f"admits work that finishes within {limit:g}s. Retry after {retry}s.",
+            f"admits work that finishes within {limit:.3g}s now. Retry after {retry}s.",
             retry,
         )
 
@@ -108,9 +114,11 @@ class _Entry:
         dimension: int,
         loop: asyncio.AbstractEventLoop,
         future: asyncio.Future[np.ndarray],
+        priority: Priority,
         dtype: type = np.float32,
     ) -> None:
         self.sequences = sequences
+        self.priority = priority
         self.lengths = [len(s) for s in sequences]
         self.out = np.empty((len(sequences), dimension), dtype=dtype)
         self.loop = loop
@@ -128,10 +136,11 @@ class Reservation:
     """Room in the queue taken for a request before it is tokenized, from an estimate of its
     size; `Batcher.submit` replaces the estimate by the real counts, `release` gives it back."""
 
-    def __init__(self, batcher: Batcher, inputs: int, tokens: int) -> None:
+    def __init__(self, batcher: Batcher, inputs: int, tokens: int, priority: Priority) -> None:
         self._batcher = batcher
         self.inputs = inputs
         self.tokens = tokens
+        self.priority = priority
         self.held = True
 
     def release(self) -> None:
@@ -200,25 +209,28 @@ class Batcher:
             raise ValueError(
                 "max_batch_tokens, max_batch_requests and max_queue_inputs must be >= 1"
             )
-        if max_wait_seconds <= 0:
-            raise ValueError("max_wait_seconds must be > 0")
         self.name = name
         self.dimension = dimension
         self.dtype = dtype
         self.max_batch_tokens = max_batch_tokens
+        self.yield_batch_tokens = max(1, max_batch_tokens // YIELD_DIVISOR)
         self.max_batch_requests = max_batch_requests
         self.max_queue_inputs = max_queue_inputs
         self.max_wait_seconds = max_wait_seconds
-        self.window_seconds = max(MIN_WINDOW_SECONDS, WINDOW_SHARE_OF_WAIT * max_wait_seconds)
+        self.policy = AdmissionPolicy(max_wait_seconds, max_batch_tokens)
         self._forward = forward
         self._on_batch = on_batch
-        self._queue: deque[_Entry] = deque()
-        self._window: list[_Row] = []  # taken from the queue, not yet batched; longest first
-        self._queued_inputs = 0  # inputs in the queue and the window
-        self._queued_tokens = 0  # their tokens
+        self._queues: dict[Priority, deque[_Entry]] = {p: deque() for p in Priority}
+        self._window: list[_Row] = []  # taken from a queue, not yet batched; longest first
+        self._window_priority = Priority.INTERACTIVE
+        self._parked: list[_Row] = []  # batch rows set aside for interactive work
+        self._queued_inputs = 0  # inputs in the queues, the window and parked
+        self._lane_inputs = dict.fromkeys(Priority, 0)  # the same, per lane
+        self._queued_tokens = dict.fromkeys(Priority, 0)  # their tokens, per lane
         self._reserved_inputs = 0  # admitted requests still being tokenized: estimates
-        self._reserved_tokens = 0
-        self._rate: float | None = None  # real tokens per second of model time; None: unmeasured
+        self._reserved_tokens = dict.fromkeys(Priority, 0)
+        self._last_interactive = -math.inf  # perf_counter of the last interactive submit
+        self._running = False  # a batch is in the model (the worker's, or `run_inline`'s)
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(
@@ -233,57 +245,72 @@ class Batcher:
     @property
     def tokens_per_second(self) -> float | None:
         """Measured model throughput in real tokens per second (None before the first batch)."""
-        return self._rate
+        return self.policy.rate
+
+    @property
+    def window_seconds(self) -> float:
+        """The most work a batching window holds now (the policy's, at the measured rate)."""
+        return self.policy.window_seconds
 
     def record_throughput(self, tokens: int, seconds: float) -> None:
         """Fold one batch (`tokens` real tokens in `seconds` of model time) into the rate."""
-        measured = tokens / max(seconds, 1e-6)
         with self._cond:
-            self._rate = (
-                measured
-                if self._rate is None
-                else self._rate + RATE_SMOOTHING * (measured - self._rate)
-            )
+            self.policy.record_batch(tokens, seconds)
 
-    def estimated_wait(self, tokens: int = 0) -> float:
-        """Seconds until a new request of `tokens` tokens would be computed (0 while unmeasured)."""
+    def estimated_wait(self, tokens: int = 0, priority: Priority = Priority.INTERACTIVE) -> float:
+        """Seconds until a new request of `tokens` tokens would be computed (0 while unmeasured):
+        an interactive one waits for interactive work only, a batch one for all of it."""
         with self._cond:
-            return self._wait_for(tokens)
+            return self._wait_for(tokens, priority)
 
-    def _wait_for(self, tokens: int) -> float:
-        if self._rate is None:
-            return 0.0
-        return (self._queued_tokens + self._reserved_tokens + tokens) / self._rate
+    def _wait_for(self, tokens: int, priority: Priority) -> float:
+        ahead = self._queued_tokens[Priority.INTERACTIVE]
+        ahead += self._reserved_tokens[Priority.INTERACTIVE]
+        if priority is Priority.BATCH:
+            ahead += self._queued_tokens[Priority.BATCH] + self._reserved_tokens[Priority.BATCH]
+        return self.policy.seconds_for(ahead + tokens)
 
-    def reserve(self, inputs: int, tokens: int) -> Reservation:
+    def early_refusal(self, priority: Priority = Priority.INTERACTIVE) -> QueueFullError | None:
+        """The 429 any new request of `priority` would get now, before its size is known
+        (its body is not read yet); None when one could be admitted."""
+        with self._cond:
+            wait, limit = self._wait_for(0, priority), self.policy.limit(priority)
+        return QueueFullError.wait(wait, limit) if wait > limit else None
+
+    def reserve(
+        self, inputs: int, tokens: int, priority: Priority = Priority.INTERACTIVE
+    ) -> Reservation:
         """Admit a request of about `tokens` tokens, or raise QueueFullError with a Retry-After.
 
         Called before tokenizing, so a refusal costs microseconds whatever the request's size.
-        With work queued, a request is refused when it would finish more than `max_wait_seconds`
-        from now (but never for its own compute time alone), or when it would take the queue
-        past `max_queue_inputs` inputs. An empty queue takes any request.
+        With work queued, the policy refuses a request that would finish past its limit for
+        `priority` (but never for its own compute time alone); a request that would take the
+        queue past `max_queue_inputs` inputs is refused too. An empty queue takes any request.
         """
         with self._cond:
             if self._closed:
                 raise BatcherClosedError("the server is shutting down")
+            now = time.monotonic()
+            if priority is Priority.INTERACTIVE:
+                self.policy.observe(now, self._wait_for(0, priority))
             queued = self._queued_inputs + self._reserved_inputs
             if queued:
                 if queued + inputs > self.max_queue_inputs:
                     raise QueueFullError.inputs(queued, inputs, self.max_queue_inputs)
-                wait = self._wait_for(tokens)
-                own = tokens / self._rate if self._rate else 0.0
-                if wait > max(self.max_wait_seconds, own):
-                    raise QueueFullError.wait(wait, self.max_wait_seconds)
+                wait = self._wait_for(tokens, priority)
+                refusal = self.policy.decide(now, priority, wait, self.policy.seconds_for(tokens))
+                if refusal is not None:
+                    raise QueueFullError.wait(refusal.wait, refusal.limit)
             self._reserved_inputs += inputs
-            self._reserved_tokens += tokens
-        return Reservation(self, inputs, tokens)
+            self._reserved_tokens[priority] += tokens
+        return Reservation(self, inputs, tokens, priority)
 
     def _unreserve(self, reservation: Reservation) -> None:
         """(lock held)"""
         if reservation.held:
             reservation.held = False
             self._reserved_inputs -= reservation.inputs
-            self._reserved_tokens -= reservation.tokens
+            self._reserved_tokens[reservation.priority] -= reservation.tokens
 
     def start(self) -> None:
         self._thread.start()
@@ -299,26 +326,37 @@ class Batcher:
         batch finishes and its requests get their answers. Returns at once."""
         with self._cond:
             self._closed = True
-            waiting = {id(e): e for e in [*self._queue, *(row[1] for row in self._window)]}
-            self._queue.clear()
+            rows = [*self._window, *self._parked]
+            queued = [e for queue in self._queues.values() for e in queue]
+            waiting = {id(e): e for e in [*queued, *(row[1] for row in rows)]}
+            for queue in self._queues.values():
+                queue.clear()
             self._window = []
-            self._queued_inputs = self._queued_tokens = 0
+            self._parked = []
+            self._queued_inputs = 0
+            self._lane_inputs = dict.fromkeys(Priority, 0)
+            self._queued_tokens = dict.fromkeys(Priority, 0)
             self._cond.notify_all()
         for entry in waiting.values():
             _settle(entry, error=BatcherClosedError("the server is shutting down"))
 
     def submit(
-        self, sequences: Sequence[np.ndarray], reservation: Reservation | None = None
+        self,
+        sequences: Sequence[np.ndarray],
+        reservation: Reservation | None = None,
+        priority: Priority = Priority.INTERACTIVE,
     ) -> Ticket:
         """Queue one request's id sequences.
 
         With a `reservation` (from `reserve`) the request was admitted already and takes the
-        reserved room. Without one, raises QueueFullError when the queue holds too many inputs;
-        an empty queue always takes the request, so a request larger than the queue's cap is
-        served when the server is idle instead of being refused forever.
+        reserved room and its priority. Without one, raises QueueFullError when the queue holds
+        too many inputs; an empty queue always takes the request, so a request larger than the
+        queue's cap is served when the server is idle instead of being refused forever.
         """
+        if reservation is not None:
+            priority = reservation.priority
         loop = asyncio.get_running_loop()
-        entry = _Entry(sequences, self.dimension, loop, loop.create_future(), self.dtype)
+        entry = _Entry(sequences, self.dimension, loop, loop.create_future(), priority, self.dtype)
         with self._cond:
             if reservation is not None:
                 self._unreserve(reservation)
@@ -330,9 +368,12 @@ class Batcher:
             queued = self._queued_inputs + self._reserved_inputs
             if reservation is None and queued and queued + len(sequences) > self.max_queue_inputs:
                 raise QueueFullError.inputs(queued, len(sequences), self.max_queue_inputs)
-            self._queue.append(entry)
+            self._queues[priority].append(entry)
             self._queued_inputs += len(sequences)
-            self._queued_tokens += entry.unbatched_tokens
+            self._lane_inputs[priority] += len(sequences)
+            self._queued_tokens[priority] += entry.unbatched_tokens
+            if priority is Priority.INTERACTIVE:
+                self._last_interactive = time.perf_counter()
             self._cond.notify()
         return Ticket(self, entry)
 
@@ -342,61 +383,120 @@ class Batcher:
             if not entry.cancelled:
                 entry.cancelled = True
                 self._queued_inputs -= entry.unbatched
-                self._queued_tokens -= entry.unbatched_tokens
+                self._lane_inputs[entry.priority] -= entry.unbatched
+                self._queued_tokens[entry.priority] -= entry.unbatched_tokens
                 entry.unbatched = entry.unbatched_tokens = 0
 
     # -- worker thread --
 
+    def run_inline(
+        self, sequences: Sequence[np.ndarray], reservation: Reservation | None = None
+    ) -> np.ndarray | None:
+        """Compute a tiny request on the calling thread if the model is idle (nothing queued,
+        nothing running); None when it is not, and the caller submits it instead.
+
+        For one short text the hand-offs cost as much as the rest of the server together: a
+        notify that wakes the worker (on a busy machine the waking thread often loses its core
+        there) and a callback back to the event loop (bench/NOTES.md, "One-text fast path"). The
+        caller's thread is blocked for one small model run; with work queued the fast path is
+        never taken, so under load every request takes turns on the worker.
+        """
+        with self._cond:
+            if self._closed or self._running or self._queued_inputs or not sequences:
+                return None
+            if reservation is not None:
+                self._unreserve(reservation)
+            self._running = True
+        try:
+            start = time.perf_counter()
+            pooled = self._forward(list(sequences))
+            end = time.perf_counter()
+        finally:
+            with self._cond:
+                self._running = False
+                if self._queued_inputs:
+                    self._cond.notify()
+        self._finished(sequences, start, end, requests=1)
+        return pooled
+
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._closed and not self._queued_inputs:
+                while not self._closed and (self._running or not self._queued_inputs):
                     self._cond.wait()
                 if self._closed:
                     return
                 batch = self._take_batch()
+                self._running = bool(batch)
             if batch:
-                self._compute(batch)
+                try:
+                    self._compute(batch)
+                finally:
+                    with self._cond:
+                        self._running = False
 
     def _take_batch(self) -> list[tuple[_Entry, list[int]]]:
         """The next batch, as (request, input indices) pairs (lock held)."""
         self._window = [row for row in self._window if not row[1].cancelled]
+        interactive_waiting = self._lane_inputs[Priority.INTERACTIVE] > 0
+        if self._window and self._window_priority is Priority.BATCH and interactive_waiting:
+            # A batch window is never taken from the parked rows while interactive work waits.
+            self._parked, self._window = self._window, []
         if not self._window:
-            self._fill_window()
-        rows = batch_rows([length for length, _, _ in self._window], 0, self.max_batch_tokens)
+            self._next_window()
+        budget = self.max_batch_tokens
+        if self._window_priority is Priority.BATCH and (
+            time.perf_counter() - self._last_interactive < YIELD_SECONDS
+        ):
+            budget = self.yield_batch_tokens
+        rows = batch_rows([length for length, _, _ in self._window], 0, budget)
         taken, self._window = self._window[:rows], self._window[rows:]
         batch: dict[int, tuple[_Entry, list[int]]] = {}
         for length, entry, index in taken:
             batch.setdefault(id(entry), (entry, []))[1].append(index)
             entry.unbatched -= 1
             entry.unbatched_tokens -= length
-            self._queued_tokens -= length
+            self._queued_tokens[entry.priority] -= length
+            self._lane_inputs[entry.priority] -= 1
         self._queued_inputs -= rows
         return list(batch.values())
 
-    def _fill_window(self) -> None:
-        """Requests from the head of the queue: about WINDOW_BUDGETS budgets of real tokens (and
-        at most `window_seconds` of work at the measured rate), at least one request, at most the
-        request cap; their rows sorted longest first."""
+    def _next_window(self) -> None:
+        """Interactive requests first; then the parked batch rows; then the batch queue."""
+        if self._fill_window(Priority.INTERACTIVE):
+            return
+        parked, self._parked = [row for row in self._parked if not row[1].cancelled], []
+        if parked:
+            self._window, self._window_priority = parked, Priority.BATCH
+            return
+        self._fill_window(Priority.BATCH)
+
+    def _fill_window(self, priority: Priority) -> bool:
+        """Requests from the head of `priority`'s queue: about WINDOW_BUDGETS budgets of real
+        tokens (and at most the policy's window of work at the measured rate), at least one
+        request, at most the request cap; their rows sorted longest first. False: none."""
+        queue = self._queues[priority]
         rows: list[_Row] = []
         tokens = requests = 0
         room = WINDOW_BUDGETS * self.max_batch_tokens
-        if self._rate is not None:
-            room = max(self.max_batch_tokens, min(room, int(self._rate * self.window_seconds)))
-        while self._queue and requests < self.max_batch_requests:
-            entry = self._queue[0]
+        if self.policy.rate is not None:
+            work = int(self.policy.rate * self.policy.window_seconds)
+            room = max(self.max_batch_tokens, min(room, work))
+        while queue and requests < self.max_batch_requests:
+            entry = queue[0]
             if entry.cancelled:
-                self._queue.popleft()
+                queue.popleft()
                 continue
             size = sum(entry.lengths)
             if requests and tokens + size > room:
                 break
-            self._queue.popleft()
+            queue.popleft()
             requests += 1
             tokens += size
             rows.extend((length, entry, index) for index, length in enumerate(entry.lengths))
         rows.sort(key=lambda row: -row[0])  # stable: equal lengths keep arrival order
-        self._window = rows
+        self._window, self._window_priority = rows, priority
+        return bool(rows)
 
     def _compute(self, batch: list[tuple[_Entry, list[int]]]) -> None:
         sequences = [entry.sequences[i] for entry, taken in batch for i in taken]
@@ -413,8 +513,6 @@ class Batcher:
                 _settle(entry, error=exc)
             return
         end = time.perf_counter()
-        real = sum(len(s) for s in sequences)
-        self.record_throughput(real, end - start)
         row = 0
         for entry, taken in batch:
             entry.out[taken] = pooled[row : row + len(taken)]
@@ -423,12 +521,20 @@ class Batcher:
             if entry.remaining == 0 and not entry.cancelled:
                 entry.finished = end
                 _settle(entry, result=entry.out)
+        self._finished(sequences, start, end, requests=len(batch))
+
+    def _finished(
+        self, sequences: Sequence[np.ndarray], start: float, end: float, requests: int
+    ) -> None:
+        """Fold a computed batch into the rate and the metrics."""
+        lengths = [len(s) for s in sequences]
+        real = sum(lengths)
+        self.record_throughput(real, end - start)
         if self._on_batch is not None:
-            lengths = [len(s) for s in sequences]
             self._on_batch(
                 BatchStats(
                     inputs=len(sequences),
-                    requests=len(batch),
+                    requests=requests,
                     padded_tokens=max(lengths) * len(lengths),
                     real_tokens=real,
                     seconds=end - start,

@@ -98,3 +98,35 @@ def test_soak_refuses_a_share_outside_zero_to_one(capsys):
         bench_soak.main(["--rerank-share", "1.5"])
     assert exited.value.code == 2
     assert "--rerank-share must be between 0 and 1, not 1.5" in capsys.readouterr().err
+
+
+def test_overload_mixed_runs_interactive_beside_a_batch_flood(tmp_path):
+    out = tmp_path / "mixed.json"
+    done = bench(
+        "overload",
+        "--mixed",
+        "--seconds",
+        "2",
+        "--warm-up",
+        "1",
+        "--batch-clients",
+        "2",
+        "--batch-texts",
+        "4",
+        "--json",
+        str(out),
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [phases] = json.loads(out.read_text())
+    names = [p["name"] for p in phases]
+    assert names == [
+        "interactive alone",
+        "interactive + flood with X-Priority: batch",
+        "flood with X-Priority: batch",
+        "interactive + flood without the header",
+        "flood without the header",
+    ]
+    for phase in phases:
+        assert phase["server_errors"] == 0 and phase["other"] == {}, phase
+        assert phase["ok"], phase  # interactive and batch clients were both answered
+    assert "| interactive + flood with X-Priority: batch | 1 |" in done.stdout

@@ -1,5 +1,6 @@
 """The queue decision alone: a Batcher whose worker never starts, so nothing is computed and the
-only inputs are the measured rate and what is queued or reserved."""
+only inputs are the measured rate and what is queued or reserved; then the admission policy
+itself, fed numbers and times, no threads and no clock."""
 
 from __future__ import annotations
 
@@ -7,6 +8,16 @@ import asyncio
 
 import numpy as np
 import pytest
+from embedserve.admission import (
+    BATCH_SHARE,
+    MIN_TARGET_SECONDS,
+    QUIET_SECONDS,
+    QUIET_TARGETS,
+    TARGET_BATCHES,
+    TARGET_SHARE_OF_CEILING,
+    AdmissionPolicy,
+    Priority,
+)
 from embedserve.batching import Batcher, BatcherClosedError, QueueFullError
 
 
@@ -75,3 +86,121 @@ def test_the_throughput_estimate_follows_recent_batches():
     for _ in range(40):
         batcher.record_throughput(100, 1.0)
     assert batcher.tokens_per_second == pytest.approx(100, rel=0.01)
+
+
+# -- the policy alone: numbers in, decisions out --
+
+
+def overloaded_policy(max_wait: float = 10.0) -> AdmissionPolicy:
+    """1,000 tokens/s and 100-token batches: one batch is 0.1 s, the target 0.8 s."""
+    policy = AdmissionPolicy(max_wait, batch_tokens=100)
+    policy.record_batch(1000, 1.0)
+    assert policy.target == pytest.approx(TARGET_BATCHES * 0.1)
+    for now in (0.0, 0.5, 1.0):  # 2 s of interactive work ahead for a whole target
+        policy.observe(now, 2.0)
+    assert policy.overloaded
+    return policy
+
+
+def test_the_target_follows_the_service_time_within_its_bounds():
+    policy = AdmissionPolicy(10.0, batch_tokens=1000)
+    assert policy.target == 5.0  # unmeasured: its share of the ceiling
+    policy.record_batch(1000, 0.5)  # a full batch takes 0.5 s
+    assert policy.target == pytest.approx(TARGET_BATCHES * 0.5)
+    policy = AdmissionPolicy(10.0, batch_tokens=1000)
+    policy.record_batch(1000, 5.0)  # a slow model: the share of the ceiling bounds it
+    assert policy.target == TARGET_SHARE_OF_CEILING * 10.0
+    policy = AdmissionPolicy(10.0, batch_tokens=1000)
+    policy.record_batch(10**9, 1.0)  # a very fast one: the floor does
+    assert policy.target == MIN_TARGET_SECONDS
+
+
+def test_a_passing_queue_never_lowers_the_limit():
+    policy = AdmissionPolicy(10.0, batch_tokens=100)
+    policy.record_batch(1000, 1.0)  # target 0.8 s
+    # Queues above the detection level, each drained before an interval (0.8 s) passed.
+    for start in (0.0, 1.0, 2.0, 3.0):
+        policy.observe(start, 5.0)
+        policy.observe(start + 0.7, 5.0)
+        policy.observe(start + 0.75, 0.1)
+    assert not policy.overloaded
+    assert policy.limit() == 10.0
+    assert policy.decide(4.0, Priority.INTERACTIVE, wait=9.9) is None  # up to the ceiling
+
+
+def test_a_standing_queue_brings_the_limit_down_to_the_target_and_it_stays_while_refusing():
+    policy = overloaded_policy()
+    assert policy.limit() == pytest.approx(0.8)
+    assert policy.window_seconds == pytest.approx(0.4)
+    assert policy.decide(1.0, Priority.INTERACTIVE, wait=0.7) is None
+    refusal = policy.decide(1.1, Priority.INTERACTIVE, wait=3.0)
+    assert refusal is not None and refusal.limit == pytest.approx(0.8)
+    assert refusal.retry_after == 3  # ceil(3.0 - 0.8)
+    # A short queue while refused clients wait out their Retry-After: still overloaded.
+    policy.observe(3.0, 0.0)
+    assert policy.overloaded
+    # Nothing refused for the quiet period: back to the ceiling.
+    quiet = max(QUIET_SECONDS, QUIET_TARGETS * policy.target)
+    policy.observe(1.1 + quiet - 0.01, 0.0)
+    assert policy.overloaded
+    policy.observe(1.1 + quiet, 0.0)
+    assert not policy.overloaded
+    assert policy.limit() == 10.0
+
+
+def test_a_slow_machine_still_detects_a_standing_queue_below_the_ceiling():
+    """A full model run of 1 s: the target is half the 10 s ceiling, and two targets would be
+    the ceiling itself, a wait that admission never lets arrivals meet."""
+    policy = AdmissionPolicy(10.0, batch_tokens=1000)
+    policy.record_batch(1000, 1.0)
+    assert policy.target == 5.0
+    assert policy.detect_seconds == pytest.approx(7.5)
+    for now in (0.0, 2.5, 5.0):
+        policy.observe(now, 9.0)
+    assert policy.overloaded
+    assert policy.limit() == 5.0
+
+
+def test_never_refused_for_its_own_size_alone():
+    policy = overloaded_policy()
+    assert policy.decide(2.0, Priority.INTERACTIVE, wait=5.0, own=5.0) is None
+    assert policy.decide(2.0, Priority.INTERACTIVE, wait=5.1, own=5.0) is not None
+
+
+def test_batch_is_refused_first_and_its_refusals_alone_are_no_overload():
+    policy = AdmissionPolicy(10.0, batch_tokens=100)
+    policy.record_batch(1000, 1.0)
+    assert policy.limit(Priority.BATCH) == pytest.approx(BATCH_SHARE * 10.0)
+    assert policy.decide(0.0, Priority.BATCH, wait=6.0) is not None
+    assert policy.decide(0.0, Priority.INTERACTIVE, wait=6.0) is None
+    policy = overloaded_policy()
+    assert policy.limit(Priority.BATCH) == pytest.approx(BATCH_SHARE * 0.8)
+    for now in (1.5, 2.5, 3.5):
+        assert policy.decide(now, Priority.BATCH, wait=1.0) is not None
+        policy.observe(now, 0.0)
+    # Only batch work was refused since the standing queue was seen at 1.0.
+    policy.observe(1.0 + max(QUIET_SECONDS, QUIET_TARGETS * policy.target), 0.0)
+    assert not policy.overloaded
+
+
+def test_priority_values():
+    assert Priority.parse(None) is None
+    assert Priority.parse(" Batch ") is Priority.BATCH
+    assert Priority.parse("interactive") is Priority.INTERACTIVE
+    with pytest.raises(ValueError, match="interactive, batch"):
+        Priority.parse("urgent")
+
+
+def test_the_batcher_counts_only_interactive_work_ahead_of_an_interactive_request():
+    async def run() -> None:
+        batcher = make(max_wait_seconds=2)
+        batcher.record_throughput(1000, 1.0)
+        batcher.submit(seqs(1500), priority=Priority.BATCH)  # 1.5 s of batch work queued
+        with pytest.raises(QueueFullError):  # batch admits up to half the ceiling: 1 s
+            batcher.reserve(1, 100, Priority.BATCH)
+        assert batcher.estimated_wait(0, Priority.BATCH) == pytest.approx(1.5)
+        assert batcher.estimated_wait() == 0.0
+        batcher.reserve(1, 1900).release()  # interactive: 1.9 s of its own lane, admitted
+        batcher.stop()
+
+    asyncio.run(run())

@@ -26,7 +26,7 @@ from embedserve.reranker import Reranker
 from embedserve.server.config import ModelSpec, ServerConfig
 
 from ..server.conftest import live_server, unhurried, wait_for
-from ..support.gated import background
+from ..support.gated import HELD, background
 from .conftest import MODEL, cli_server
 
 RERANKER = "ce"
@@ -217,7 +217,7 @@ def test_a_rerank_flood_is_refused_before_tokenizing(engine, cross_encoder_dirs)
 
         gated.gate.clear()
         gated.entered.clear()
-        held, held_out = background(lambda: rerank(server.url, ["held"]))
+        held, held_out = background(lambda: rerank(server.url, [HELD]))
         assert gated.entered.wait(10)
         queued, queued_out = background(lambda: rerank(server.url, long_docs))
         wait_for(lambda: batcher.queued_inputs == 1_000)
@@ -284,6 +284,20 @@ def test_embed_sparse_refuses_ten_megabytes_before_tokenizing(served_sparse):
     assert all(row and row[0].keys() == {"index", "value"} for row in ok.json())
 
 
+def test_embed_sparse_takes_the_priority_header(served_sparse):
+    """/embed_sparse reads `X-Priority` like every other POST route (TEI's closed body: header
+    only)."""
+    for value, status in (("batch", 200), ("interactive", 200), ("soon", 400)):
+        response = httpx.post(
+            served_sparse.url + "/embed_sparse",
+            json={"inputs": "hi"},
+            headers={**HEADERS, "x-priority": value},
+            timeout=60,
+        )
+        assert response.status_code == status, (value, response.text)
+    assert "priority must be one of interactive, batch" in response.text
+
+
 class GatedSparse:
     """A real sparse encoder whose forward waits for `gate`."""
 
@@ -325,3 +339,66 @@ def test_a_drain_finishes_sparse_requests_in_flight(engine, splade_dir):
             thread.join(30)
             assert out["value"].status_code == 200, out
             assert len(out["value"].json()) == 40
+
+
+# One small valid body for each POST route the server answers.
+EVERY_POST = [
+    ("/v1/embeddings", {"model": MODEL, "input": "hi"}),
+    ("/embeddings", {"model": MODEL, "input": "hi"}),
+    ("/models/embeddings", {"model": MODEL, "input": "hi"}),
+    (f"/openai/deployments/{MODEL}/embeddings", {"input": "hi"}),
+    ("/embed", {"inputs": "hi"}),
+    ("/", {"inputs": "hi"}),
+    ("/similarity", {"inputs": {"source_sentence": "a", "sentences": ["b"]}}),
+    ("/tokenize", {"inputs": "hi"}),
+    ("/decode", {"ids": [[2023, 2003]]}),
+    ("/v1/rerank", {"model": RERANKER, "query": "q", "documents": ["d"]}),
+    ("/v2/rerank", {"model": RERANKER, "query": "q", "documents": ["d"]}),
+    ("/rerank", {"query": "q", "texts": ["d"]}),
+    ("/v1/score", {"model": RERANKER, "text_1": "a", "text_2": "b"}),
+    ("/score", {"model": RERANKER, "text_1": "a", "text_2": "b"}),
+    ("/v2/embed", {"model": MODEL, "texts": ["hi"], "input_type": "search_query"}),
+    ("/api/embed", {"model": MODEL, "input": "hi"}),
+    ("/api/embeddings", {"model": MODEL, "prompt": "hi"}),
+]
+
+
+def test_every_post_route_takes_the_priority_header(served):
+    """`X-Priority: batch` is read on every route (an unknown value is a 400 on each, so the
+    header is not silently ignored anywhere)."""
+    with httpx.Client(headers=HEADERS, timeout=60) as client:
+        for route, body in EVERY_POST:
+            for value in ("batch", "interactive", "BATCH"):
+                answer = client.post(served.url + route, json=body, headers={"x-priority": value})
+                assert answer.status_code == 200, (route, value, answer.text)
+            answer = client.post(served.url + route, json=body, headers={"x-priority": "soon"})
+            assert answer.status_code == 400, (route, answer.text)
+            assert "priority must be one of interactive, batch" in answer.text, route
+
+
+# The wire formats that take embedserve's extension fields take `priority` in the body too:
+# OpenAI and Azure embeddings (also through `extra_body`), rerank (Cohere/Jina and TEI) and score.
+# TEI's embed routes, Cohere's /v2/embed and Ollama's are closed schemas: the header only.
+BODY_FIELD_ROUTES = {
+    "/v1/embeddings",
+    "/embeddings",
+    "/models/embeddings",
+    f"/openai/deployments/{MODEL}/embeddings",
+    "/v1/rerank",
+    "/v2/rerank",
+    "/rerank",
+    "/v1/score",
+    "/score",
+}
+
+
+def test_the_priority_field_where_a_wire_format_takes_extra_fields(served):
+    with httpx.Client(headers=HEADERS, timeout=60) as client:
+        for route, body in EVERY_POST:
+            if route not in BODY_FIELD_ROUTES:
+                continue
+            answer = client.post(served.url + route, json={**body, "priority": "batch"})
+            assert answer.status_code == 200, (route, answer.text)
+            answer = client.post(served.url + route, json={**body, "priority": "soon"})
+            assert answer.status_code == 400, (route, answer.text)
+            assert "priority must be one of interactive, batch" in answer.text, route

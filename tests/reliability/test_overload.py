@@ -6,7 +6,7 @@ client's rows never reach the model, even those already taken into a batching wi
 from __future__ import annotations
 
 from ..server.conftest import RawRequest, live_server, unhurried, wait_for
-from ..support.gated import GatedEngine, background
+from ..support.gated import HELD, GatedEngine, background
 from .conftest import MODEL, embed, error_of
 
 LONG = "the quick brown fox jumps over the lazy dog while the server keeps its queue short " * 3
@@ -22,7 +22,7 @@ def test_the_queue_decision_comes_before_tokenizing(engine):
 
         gated.gate.clear()
         gated.entered.clear()
-        held, _ = background(lambda: embed(server.url, {"model": MODEL, "input": "held"}))
+        held, _ = background(lambda: embed(server.url, {"model": MODEL, "input": HELD}))
         assert gated.entered.wait(10)
         # 2,048 x ~60 tokens: well over half a second of work at any CPU rate.
         queued = RawRequest(server.url, "/v1/embeddings", {"model": MODEL, "input": [LONG] * 2048})

@@ -334,3 +334,32 @@ def test_the_window_follows_the_admitted_wait(max_wait, batches):
     batcher.close()
     assert model.batches == batches
     assert [int(r[0, 1]) for r in results] == [10, 30, 10, 30]
+
+
+def test_a_tiny_request_runs_on_the_calling_thread_only_when_the_model_is_idle():
+    threads: list[int] = []
+    model = FakeModel()
+
+    def forward(sequences):
+        threads.append(threading.get_ident())
+        return model.forward(sequences)
+
+    batcher = Batcher(forward, 3, max_batch_tokens=64)
+
+    async def main():
+        reservation = batcher.reserve(1, 3)
+        out = batcher.run_inline(seqs(1, [3]), reservation)
+        assert out is not None and out[:, 0].tolist() == [1000]
+        assert threads == [threading.get_ident()]  # no hand-off to the worker
+        assert batcher.estimated_wait() == 0.0 and not reservation.held
+        assert batcher.tokens_per_second is not None  # measured like any batch
+        # With work queued (the worker is not started here), the fast path is refused and
+        # the request goes through the queue behind it.
+        ticket = batcher.submit(seqs(2, [4]))
+        assert batcher.run_inline(seqs(3, [2])) is None
+        batcher.start()
+        assert (await ticket.result())[:, 0].tolist() == [2000]
+        assert threads[-1] != threading.get_ident()
+
+    run(main())
+    batcher.close()

@@ -12,7 +12,7 @@ from embedserve.server import registry as registry_module
 from embedserve.server.config import ModelSpec, ServerConfig
 
 from ..support import cosines
-from ..support.gated import GatedEngine, background
+from ..support.gated import HELD, GatedEngine, background
 from .conftest import MODEL, RawRequest, live_server, metric_samples, unhurried, wait_for
 from .test_http_errors import error_of
 
@@ -25,9 +25,7 @@ def test_a_full_queue_answers_429_at_once_with_retry_after(engine):
     gated = GatedEngine(engine)
     with live_server(unhurried(max_queue=3), engines={MODEL: gated}) as live:
         batcher = live.state.registry.models[0].batcher
-        running, running_result = background(
-            lambda: embed(live.url, ["held in the model"], timeout=30)
-        )
+        running, running_result = background(lambda: embed(live.url, [HELD], timeout=30))
         assert gated.entered.wait(10)
         queued, queued_result = background(lambda: embed(live.url, ["a", "b", "c"], timeout=30))
         wait_for(lambda: batcher.queued_inputs == 3)
@@ -50,9 +48,7 @@ def test_a_client_that_hangs_up_has_its_queued_inputs_dropped(engine):
     gated = GatedEngine(engine)
     with live_server(unhurried(), engines={MODEL: gated}) as live:
         batcher = live.state.registry.models[0].batcher
-        running, running_result = background(
-            lambda: embed(live.url, ["held in the model"], timeout=30)
-        )
+        running, running_result = background(lambda: embed(live.url, [HELD], timeout=30))
         assert gated.entered.wait(10)
 
         # This client hangs up while its 5 inputs wait.

@@ -6,7 +6,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from embedserve.server.pipeline import INLINE_MODEL_TOKENS
 from embedserve.vector_cache import VectorCache
+
+# A text too long for the idle model's fast path (`Batcher.run_inline` on the event loop's
+# thread): a request the test holds at the gate must wait on the batcher's thread, not the loop's.
+HELD = "held " * INLINE_MODEL_TOKENS
 
 
 class GatedEngine:

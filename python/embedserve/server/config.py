@@ -136,8 +136,9 @@ class ServerConfig(LoadSettings):
     )
     max_wait_seconds: float = setting(
         DEFAULT_MAX_WAIT_SECONDS,
-        "a request that would finish later than this (estimated from the measured throughput) "
-        "gets 429 with Retry-After, before it is tokenized",
+        "ceiling of the admitted wait: a request that would finish later than this (estimated "
+        "from the measured throughput) gets 429 with Retry-After, before it is tokenized; under "
+        "overload a lower target that follows the measured service time applies",
     )
     drain_seconds: float = setting(
         30.0, "on SIGTERM/SIGINT, time to finish queued work before the rest gets 503"

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from embedserve.admission import Priority
 from embedserve.server.errors import invalid
 
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", dict: "an object"}
@@ -60,3 +61,17 @@ def kind_of(value: object) -> str:
         float: "a number",
         type(None): "null",
     }.get(type(value), type(value).__name__)
+
+
+def parse_priority(value: str | None, param: str) -> Priority | None:
+    """A priority as sent (a header's or a body field's value; None when absent): a 400 naming
+    `param` when it is not one of the priorities."""
+    try:
+        return Priority.parse(value)
+    except ValueError as exc:
+        raise invalid(str(exc), param=param) from exc
+
+
+def priority_field(raw: dict[str, Any]) -> Priority | None:
+    """The body's optional `priority` field (embedserve's extension, where a format allows one)."""
+    return parse_priority(optional(raw, "priority", str), "priority")

@@ -44,6 +44,7 @@ import httptools
 import msgspec
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from embedserve.server.coalesce import CoalescingTransport
 from embedserve.server.config import HttpLimits
 from embedserve.server.shapes import OPENAI, api_for_path, error_body
 
@@ -123,7 +124,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     # -- connection --
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        # One write per response (server/coalesce.py): the limits below see the same transport.
+        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
         self._arm(self.limits.header_timeout_seconds, self._headers_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -44,6 +44,9 @@ Input = Annotated[
     ),
 ]
 EncodingFormat = Literal["float", "base64", "int8", "uint8", "binary", "ubinary"]
+# embedserve's extension (the `X-Priority` header does the same on every route): batch work is
+# refused first under load and served when no interactive work waits.
+RequestPriority = Literal["interactive", "batch"]
 
 # -- OpenAI and Azure --
 
@@ -64,6 +67,7 @@ class EmbeddingsFields(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     truncation_direction: Literal["right", "left"] | None = None
     normalize: bool | None = None
     prompt_name: str | None = None
+    priority: RequestPriority | None = None
 
 
 class OpenAIEmbeddingsRequest(EmbeddingsFields, kw_only=True):
@@ -138,6 +142,7 @@ class CohereRerankRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     max_tokens_per_doc: Positive | None = None
     truncate: bool | None = None
     raw_scores: bool | None = None
+    priority: RequestPriority | None = None
 
 
 class TeiRerankRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -151,6 +156,7 @@ class TeiRerankRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     truncation_direction: Literal["right"] | None = None
     raw_scores: bool | None = None
     return_text: bool | None = None
+    priority: RequestPriority | None = None
 
 
 class CohereRerankResult(msgspec.Struct, omit_defaults=True):
@@ -198,6 +204,7 @@ class ScoreRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     model: str | None = None
     truncate: bool | None = None
     raw_scores: bool | None = None
+    priority: RequestPriority | None = None
 
 
 class Score(msgspec.Struct):

@@ -4,16 +4,22 @@ whatever wire format asked for it. Knows nothing of HTTP, of tasks, or of wire f
 A route adapter parses its body into a task's `Job` and hands it to `RequestPipeline.run`:
 
 1. before the body is read, `refuse_early`: 503 while draining, 429 when every model's queue
-   already holds more than `--max-wait-seconds` of work (a refusal costs the same whatever the
-   body's size);
+   already holds more work than its admission policy admits now (a refusal costs the same
+   whatever the body's size);
 2. building the job runs the task's cheap checks (counts, characters: `server.limits`), which
    need no tokenizer;
 3. admission: 503 while draining; room on the model's batcher reserved from the job's estimated
-   tokens, or 429 with `Retry-After` from the estimated wait, before any tokenizing;
+   tokens, or 429 with `Retry-After` from the estimated wait, before any tokenizing
+   (`embedserve.admission`: the limit follows the measured service time under overload, and
+   batch-priority work is refused first);
 4. the job's bounded tokenization steps, each checking the token limits, on a shared worker pool
    (one step per request in the pool's FIFO at a time, so concurrent requests take turns);
-5. the model's batcher (shared with every other request for that model);
+5. the model's batcher (shared with every other request for that model); a tiny job runs on
+   the loop's thread instead when the model is idle (`Batcher.run_inline`);
 6. the job's finish (scores, cut and normalize, render), off the loop when it is large.
+
+Small interactive jobs tokenize and finish on the loop (cheaper than a thread hop); batch-priority
+jobs never do, so the loop stays free for the interactive requests beside them.
 
 Every admitted request counts in `active` until it is answered: a drain waits for all of them.
 """
@@ -31,7 +37,8 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from embedserve.batching import Batcher, BatcherClosedError, QueueFullError, Reservation
+from embedserve.admission import Priority
+from embedserve.batching import Batcher, BatcherClosedError, Reservation
 from embedserve.server.config import ServerConfig
 from embedserve.server.lifecycle import Drain
 from embedserve.server.limits import DEFAULT_TOKENS_PER_CHAR
@@ -45,6 +52,9 @@ R = TypeVar("R")
 INLINE_TOKENS = 256
 # Below this many values, finishing and rendering on the event loop costs less than a thread hop.
 INLINE_VALUES = 64 * 1024
+# Rows of at most this many tokens in all run on the event loop's thread when the model is idle
+# (`Batcher.run_inline`): a model run of a millisecond or two, against two thread hand-offs.
+INLINE_MODEL_TOKENS = 64
 
 
 class Job(ABC, Generic[R]):
@@ -120,19 +130,28 @@ class RequestPipeline:
         if self.drain is not None and self.drain.draining:
             raise BatcherClosedError("the server is shutting down")
 
-    def refuse_early(self, models: Sequence[ServedModel]) -> None:
+    def refuse_early(
+        self, models: Sequence[ServedModel], priority: Priority = Priority.INTERACTIVE
+    ) -> None:
         """Before a body is read: 503 while draining, and 429 when every model's queue already
-        holds more than `--max-wait-seconds` of work (a request for any of them would be
+        holds more work than it admits now for `priority` (a request for any of them would be
         refused), so a refusal costs the same whatever the body's size."""
         self.refuse_if_draining()
-        waits = [m.batcher.estimated_wait() for m in models if m.batcher is not None]
-        if waits and min(waits) > self.config.max_wait_seconds:
-            raise QueueFullError.wait(min(waits), self.config.max_wait_seconds)
+        batchers = [m.batcher for m in models if m.batcher is not None]
+        refusals = [r for b in batchers if (r := b.early_refusal(priority)) is not None]
+        if refusals and len(refusals) == len(batchers):
+            raise min(refusals, key=lambda r: r.retry_after)
 
-    async def run(self, job: Job[R], model: str, batcher: Batcher | None = None) -> Done[R]:
+    async def run(
+        self,
+        job: Job[R],
+        model: str,
+        batcher: Batcher | None = None,
+        priority: Priority = Priority.INTERACTIVE,
+    ) -> Done[R]:
         """Admit `job`, tokenize it, compute its rows on `batcher` (None: a task that runs no
-        model, such as tokenize) and finish it. Cancelling the awaiting task drops the job's
-        rows that are still queued."""
+        model, such as tokenize) at `priority`, and finish it. Cancelling the awaiting task
+        drops the job's rows that are still queued."""
         self.refuse_if_draining()
         loop = asyncio.get_running_loop()
         ratio = self._tokens_per_char.get(model, DEFAULT_TOKENS_PER_CHAR)
@@ -142,9 +161,10 @@ class RequestPipeline:
         self.active += 1
         try:
             if batcher is not None:
-                reservation = batcher.reserve(job.size, estimate)
+                reservation = batcher.reserve(job.size, estimate, priority)
             started = time.perf_counter()
-            inline = estimate <= INLINE_TOKENS
+            # Batch work never runs on the loop: the interactive requests beside it need it.
+            inline = estimate <= INLINE_TOKENS and priority is Priority.INTERACTIVE
             for step in job.steps():
                 if inline:
                     step()
@@ -153,13 +173,19 @@ class RequestPipeline:
             tokenization = time.perf_counter() - started
             outputs = None
             if batcher is not None:
-                ticket = batcher.submit(job.rows(), reservation)
-                try:
-                    outputs = await ticket.result()
-                finally:
-                    ticket.cancel()  # a no-op once computed; drops queued rows if we were cancelled
-                queue, inference = ticket.queue_seconds, ticket.inference_seconds
-            if job.finish_cost(outputs) <= INLINE_VALUES:
+                rows = job.rows()
+                if inline and rows and sum(len(row) for row in rows) <= INLINE_MODEL_TOKENS:
+                    computing = time.perf_counter()
+                    outputs = batcher.run_inline(rows, reservation)
+                    inference = time.perf_counter() - computing
+                if outputs is None:
+                    ticket = batcher.submit(rows, reservation)
+                    try:
+                        outputs = await ticket.result()
+                    finally:
+                        ticket.cancel()  # a no-op once computed; drops queued rows if cancelled
+                    queue, inference = ticket.queue_seconds, ticket.inference_seconds
+            if job.finish_cost(outputs) <= INLINE_VALUES and priority is Priority.INTERACTIVE:
                 result = job.finish(outputs)
             else:
                 result = await loop.run_in_executor(self._executor, job.finish, outputs)

@@ -1,5 +1,6 @@
-"""What every HTTP handler shares, whichever API it serves: the server's state, reading the body,
-cancelling work when the client hangs up, and the timing headers.
+"""What every HTTP handler shares, whichever API it serves: the server's state, the request's
+priority, reading the body, running a job (cancelled when the client hangs up), and the timing
+headers.
 
 Handlers take the raw `Request` so Litestar never parses a body: each API's parser decodes it, so
 every malformed body gets that API's error shape and message.
@@ -17,16 +18,22 @@ from typing import Any, Protocol, TypeVar
 from litestar import Request
 from litestar.exceptions import InternalServerException
 
+from embedserve.admission import Priority
+from embedserve.batching import Batcher
 from embedserve.server.config import ServerConfig
 from embedserve.server.errors import ClientDisconnected
+from embedserve.server.fields import parse_priority
 from embedserve.server.lifecycle import Drain
 from embedserve.server.metrics import Metrics
-from embedserve.server.pipeline import RequestPipeline
+from embedserve.server.pipeline import Done, Job, RequestPipeline
 from embedserve.server.registry import ModelRegistry
 from embedserve.server.token_arrays import TokenArrays
 
 T = TypeVar("T")
+R = TypeVar("R")
 JSON = "application/json"
+# Selects a request's priority on every route; a body field, where a wire format has one, wins.
+PRIORITY_HEADER = "x-priority"
 
 
 @dataclass(frozen=True)
@@ -58,15 +65,40 @@ def state(request: Request[Any, Any, Any]) -> ServerState:
     return request.app.state["server"]
 
 
+def priority_of(request: Request[Any, Any, Any], field: Priority | None = None) -> Priority:
+    """The body's `priority` field (already parsed) if it has one, else the `X-Priority`
+    header, else interactive."""
+    if field is not None:
+        return field
+    header = parse_priority(request.headers.get(PRIORITY_HEADER), PRIORITY_HEADER)
+    return header or Priority.INTERACTIVE
+
+
 async def read_body(request: Request[Any, Any, Any]) -> bytes:
     """The body of a request that the pipeline would admit now: before a byte of it is read,
-    503 while draining and 429 when every model's queue is over its wait (`refuse_early`)."""
+    503 while draining and 429 when every model's queue is over what it admits for the
+    header's priority (`refuse_early`)."""
     server = state(request)
-    server.pipeline.refuse_early(server.registry.models)
+    server.pipeline.refuse_early(server.registry.models, priority_of(request))
     try:
         return await request.body()
     except InternalServerException as exc:  # Litestar's way to say the client left mid-body
         raise ClientDisconnected() from exc
+
+
+async def run_job(
+    request: Request[Any, Any, Any],
+    job: Job[R],
+    model: str,
+    batcher: Batcher | None = None,
+    priority: Priority | None = None,
+) -> Done[R]:
+    """Run `job` on the pipeline at the request's priority (`priority`: its body field),
+    dropping it from the queue if the client hangs up."""
+    pipeline = state(request).pipeline
+    return await unless_disconnected(
+        request, pipeline.run(job, model, batcher, priority_of(request, priority))
+    )
 
 
 async def unless_disconnected(request: Request[Any, Any, Any], work: Awaitable[T]) -> T:

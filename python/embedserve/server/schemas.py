@@ -11,11 +11,12 @@ import datetime
 import re
 from dataclasses import dataclass
 
+from embedserve.admission import Priority
 from embedserve.errors import InputError
 from embedserve.inputs import Inputs, classify_inputs
 from embedserve.quantization import BYTE_ENCODINGS
 from embedserve.server.errors import invalid
-from embedserve.server.fields import decode_object, kind_of, optional
+from embedserve.server.fields import decode_object, kind_of, optional, priority_field
 from embedserve.tokenization import DIRECTIONS
 
 # int8/uint8/binary/ubinary are an extension (as Infinity has): arrays of byte values.
@@ -34,7 +35,9 @@ STANDARD_FIELDS = frozenset(
         "extra_body",
     }
 )
-EXTENSION_FIELDS = frozenset({"truncate", "truncation_direction", "normalize", "prompt_name"})
+EXTENSION_FIELDS = frozenset(
+    {"truncate", "truncation_direction", "normalize", "prompt_name", "priority"}
+)
 # Azure AI Foundry's versions: `v1`, `preview`, or a date with an optional `-preview`.
 API_VERSION = re.compile(r"^(?:v1|preview|([0-9]{4})-([0-9]{2})-([0-9]{2})(?:-preview)?)$")
 
@@ -52,6 +55,7 @@ class EmbeddingsRequest:
     truncation_direction: str = "right"
     normalize: bool | None = None  # None: the model's own setting
     prompt_name: str | None = None
+    priority: Priority | None = None  # None: the X-Priority header's, else interactive
     # Token arrays decoded to text (server.token_arrays): the ids each input arrived as, which the
     # token limits count instead of the model's tokens.
     sent_token_counts: tuple[int, ...] | None = None
@@ -169,6 +173,7 @@ def parse_embeddings_request(body: bytes, *, extra_parameters: str = "error") ->
         input_type=input_type,
         truncate=optional(raw, "truncate", bool),
         truncation_direction=direction,
+        priority=priority_field(raw),
         normalize=optional(raw, "normalize", bool),
         prompt_name=optional(raw, "prompt_name", str),
     )

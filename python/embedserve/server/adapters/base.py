@@ -13,7 +13,7 @@ from litestar import Request, Response
 from embedserve import _core
 from embedserve.server.errors import invalid
 from embedserve.server.pipeline import Done
-from embedserve.server.plumbing import JSON, state, unless_disconnected
+from embedserve.server.plumbing import JSON, run_job, state
 from embedserve.server.registry import ServedModel
 from embedserve.server.schemas import EmbeddingsRequest
 from embedserve.server.tasks.embed import EmbedJob, Render, vectors
@@ -47,7 +47,7 @@ async def compute(
     server = state(request)
     engine, batcher = model.require()
     job = EmbedJob(internal, engine, server.config, render, resolve=server.token_arrays.resolve)
-    return await unless_disconnected(request, server.pipeline.run(job, model.id, batcher))
+    return await run_job(request, job, model.id, batcher, internal.priority)
 
 
 def float_rows(vectors: np.ndarray) -> bytes:

@@ -28,7 +28,7 @@ from embedserve.server.adapters.rerank_schemas import (
 )
 from embedserve.server.auth import require_api_key
 from embedserve.server.errors import invalid
-from embedserve.server.plumbing import JSON, read_body, state, timing_headers, unless_disconnected
+from embedserve.server.plumbing import JSON, read_body, run_job, state, timing_headers
 from embedserve.server.registry import ModelRegistry, ServedModel
 from embedserve.server.tasks.pairs import PairsJob
 
@@ -88,7 +88,7 @@ async def _rerank(request: Request[Any, Any, Any], api_version: str) -> Response
         truncate=parsed.truncate,
         max_second_tokens=parsed.max_tokens_per_doc,
     )
-    done = await unless_disconnected(request, server.pipeline.run(job, model.id, batcher))
+    done = await run_job(request, job, model.id, batcher, parsed.priority)
     return Response(content=done.result, media_type=JSON, headers=timing_headers(done, started))
 
 
@@ -125,7 +125,7 @@ async def score(request: Request[Any, Any, Any]) -> Response[bytes]:
         noun="pairs",
         truncate=parsed.truncate,
     )
-    done = await unless_disconnected(request, server.pipeline.run(job, model.id, batcher))
+    done = await run_job(request, job, model.id, batcher, parsed.priority)
     return Response(content=done.result, media_type=JSON, headers=timing_headers(done, started))
 
 

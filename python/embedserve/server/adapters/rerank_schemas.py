@@ -14,8 +14,9 @@ from typing import Any
 
 import msgspec
 
+from embedserve.admission import Priority
 from embedserve.server.errors import invalid
-from embedserve.server.fields import decode_object, kind_of, optional
+from embedserve.server.fields import decode_object, kind_of, optional, priority_field
 
 COHERE = "cohere"
 TEI = "tei"
@@ -30,12 +31,22 @@ COHERE_FIELDS = frozenset(
         "max_tokens_per_doc",
         "truncate",
         "raw_scores",
+        "priority",
     }
 )
 TEI_FIELDS = frozenset(
-    {"model", "query", "texts", "truncate", "truncation_direction", "raw_scores", "return_text"}
+    {
+        "model",
+        "query",
+        "texts",
+        "truncate",
+        "truncation_direction",
+        "raw_scores",
+        "return_text",
+        "priority",
+    }
 )
-SCORE_FIELDS = frozenset({"model", "text_1", "text_2", "truncate", "raw_scores"})
+SCORE_FIELDS = frozenset({"model", "text_1", "text_2", "truncate", "raw_scores", "priority"})
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,7 @@ class RerankRequest:
     max_tokens_per_doc: int | None = None
     truncate: bool | None = None  # None: the server's --auto-truncate setting
     raw_scores: bool = False
+    priority: Priority | None = None  # None: the X-Priority header's, else interactive
 
     @property
     def param(self) -> str:
@@ -67,6 +79,7 @@ class ScoreRequest:
     model: str | None = None
     truncate: bool | None = None
     raw_scores: bool = False
+    priority: Priority | None = None  # None: the X-Priority header's, else interactive
 
 
 def parse_rerank_request(body: bytes) -> RerankRequest:
@@ -193,6 +206,7 @@ def _shared(raw: dict[str, Any]) -> dict[str, Any]:
         "model": optional(raw, "model", str),
         "truncate": optional(raw, "truncate", bool),
         "raw_scores": _flag(raw, "raw_scores"),
+        "priority": priority_field(raw),
     }
 
 

@@ -19,7 +19,7 @@ from litestar import Request, Response, post
 from embedserve.models.kind import SPARSE
 from embedserve.server.adapters.base import decode, json_response
 from embedserve.server.auth import require_api_key
-from embedserve.server.plumbing import read_body, state, timing_headers, unless_disconnected
+from embedserve.server.plumbing import read_body, run_job, state, timing_headers
 from embedserve.server.tasks.sparse import SparseJob
 from embedserve.sparse import SparseEncoder, SparseVector
 
@@ -88,8 +88,8 @@ async def embed_sparse(request: Request[Any, Any, Any]) -> Response[bytes]:
         threshold=body.threshold,
         input_type=body.input_type or "document",
     )
-    run = server.pipeline.run(job, model.id, batcher if job.uses_model else None)
-    done = await unless_disconnected(request, run)
+    # TEI's body is closed: the priority comes from the X-Priority header only.
+    done = await run_job(request, job, model.id, batcher if job.uses_model else None)
     return json_response(done.result, headers=timing_headers(done, started))
 
 

@@ -28,7 +28,7 @@ from embedserve.server.adapters.openai import azure_model_info
 from embedserve.server.auth import require_api_key
 from embedserve.server.errors import invalid
 from embedserve.server.limits import check_id_count
-from embedserve.server.plumbing import read_body, state, timing_headers, unless_disconnected
+from embedserve.server.plumbing import read_body, run_job, state, timing_headers
 from embedserve.server.schemas import EmbeddingsRequest
 from embedserve.server.tasks.tokens import DecodeJob, TokenizeJob
 
@@ -213,7 +213,7 @@ async def tokenize(request: Request[Any, Any, Any]) -> Response[bytes]:
     job = TokenizeJob(
         engine, server.config, _tokens, texts=texts, add_special_tokens=body.add_special_tokens
     )
-    done = await unless_disconnected(request, server.pipeline.run(job, model.id))
+    done = await run_job(request, job, model.id)
     return json_response(done.result)
 
 
@@ -254,7 +254,7 @@ async def decode_ids(request: Request[Any, Any, Any]) -> Response[bytes]:
         arrays=arrays,
         skip_special_tokens=body.skip_special_tokens,
     )
-    done = await unless_disconnected(request, server.pipeline.run(job, model.id))
+    done = await run_job(request, job, model.id)
     return json_response(done.result)
 
 

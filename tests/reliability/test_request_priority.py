@@ -1,0 +1,96 @@
+"""Request priorities (issue #23): `X-Priority: batch` (or a body's `priority` field, where the wire
+format takes extra fields) puts a request in the batch lane. Batch work is served when no
+interactive work waits, and under load it is refused before interactive work. Order and
+decisions are asserted, never speed: the model is held at its door (GatedEngine) while the
+queue is arranged."""
+
+from __future__ import annotations
+
+import httpx
+
+from ..server.conftest import live_server, unhurried, wait_for
+from ..support.gated import HELD, GatedEngine, background
+from .conftest import MODEL, embed, error_of
+
+BATCH = {"x-priority": "batch"}
+
+
+def hold_the_model(server, gated: GatedEngine) -> tuple:
+    """A first request that is inside the model (the gate closed) when this returns."""
+    gated.gate.clear()
+    gated.entered.clear()
+    held = background(lambda: embed(server.url, {"model": MODEL, "input": HELD}))
+    assert gated.entered.wait(30)
+    return held
+
+
+def test_interactive_requests_are_served_ahead_of_queued_batch_work(engine):
+    gated = GatedEngine(engine)
+    with live_server(engines={MODEL: gated}) as server:
+        batcher = server.state.registry.models[0].batcher
+        held, held_out = hold_the_model(server, gated)
+        batch_texts = [f"batch document {i}" for i in range(5)]
+        batch, batch_out = background(
+            lambda: embed(server.url, {"model": MODEL, "input": batch_texts}, headers=BATCH)
+        )
+        wait_for(lambda: batcher.queued_inputs == 5)
+        # After the batch request, by the body field this time: served before it.
+        body = {"model": MODEL, "input": "an interactive query", "priority": "interactive"}
+        query, query_out = background(lambda: embed(server.url, body))
+        wait_for(lambda: batcher.queued_inputs == 6)
+        gated.gate.set()
+        for thread, out in ((held, held_out), (batch, batch_out), (query, query_out)):
+            thread.join(30)
+            assert out["value"].status_code == 200, out
+    # The held run, then the interactive query alone, then the batch request's five texts
+    # (first in, but in the batch lane).
+    assert gated.batches == [1, 1, 5], gated.batches
+    assert len(query_out["value"].json()["data"]) == 1
+
+
+def test_batch_work_is_refused_before_interactive_work_under_load(engine):
+    gated = GatedEngine(engine)
+    with live_server(unhurried(max_wait_seconds=2.0), engines={MODEL: gated}) as server:
+        batcher = server.state.registry.models[0].batcher
+        held, held_out = hold_the_model(server, gated)
+        texts = [f"queued interactive text number {i} of a long request" for i in range(64)]
+        queued, queued_out = background(lambda: embed(server.url, {"model": MODEL, "input": texts}))
+        wait_for(lambda: batcher.queued_inputs == 64)
+        # A known rate, so that the queued work is 1.5 s: over batch's limit (half the 2 s
+        # ceiling), within interactive's.
+        for _ in range(100):
+            batcher.record_throughput(1000, 1.0)
+        tokens = batcher.estimated_wait() * 1000
+        for _ in range(100):
+            batcher.record_throughput(int(tokens / 1.5), 1.0)
+        assert 1.4 < batcher.estimated_wait() < 1.6
+
+        for body, headers in (
+            ({"model": MODEL, "input": "a batch text"}, BATCH),  # refused before the body is read
+            ({"model": MODEL, "input": "a batch text", "priority": "batch"}, {}),  # after
+        ):
+            refused = embed(server.url, body, headers=headers)
+            error = error_of(refused, 429, "queue_full")
+            assert "would finish in about 1.5s" in error["message"]
+            assert 1 <= int(refused.headers["retry-after"]) <= 60
+        admitted, admitted_out = background(
+            lambda: embed(server.url, {"model": MODEL, "input": "an interactive text"})
+        )
+        wait_for(lambda: batcher.queued_inputs == 65)  # admitted and queued, not refused
+        gated.gate.set()
+        for thread, out in ((held, held_out), (queued, queued_out), (admitted, admitted_out)):
+            thread.join(30)
+            assert out["value"].status_code == 200, out
+
+
+def test_an_unknown_priority_is_a_400_that_names_where_it_came_from(engine):
+    with live_server(engines={MODEL: engine}) as server:
+        response = embed(server.url, {"model": MODEL, "input": "x"}, headers={"x-priority": "now"})
+        error = error_of(response, 400, "invalid_value")
+        assert error["param"] == "x-priority"
+        assert "priority must be one of interactive, batch, got 'now'" in error["message"]
+        response = embed(server.url, {"model": MODEL, "input": "x", "priority": "urgent"})
+        assert error_of(response, 400, "invalid_value")["param"] == "priority"
+        # Through the OpenAI SDK's extra_body too, merged into the top level.
+        body = {"model": MODEL, "input": "x", "extra_body": {"priority": "batch"}}
+        assert httpx.post(server.url + "/v1/embeddings", json=body).status_code == 200
