@@ -22,8 +22,10 @@ LOGITS = "logits"
 
 
 def num_labels(c: HFConfig) -> int:
+    # transformers' default is two labels: a config.json that names none has two (transformers 5
+    # leaves id2label out of a two-label config.json).
     id2label = c.get("id2label") or {}
-    return int(c.get("num_labels") or len(id2label) or 1)
+    return int(c.get("num_labels") or len(id2label) or 2)
 
 
 def _first_token(g: GraphBuilder, hidden: str) -> str:

@@ -44,6 +44,8 @@ class RerankerConfig:
     num_labels: int
     architecture: str
     labels: tuple[str, ...]
+    # transformers' `problem_type`: "multi_label_classification" scores each label on its own.
+    problem_type: str | None = None
 
 
 def load_reranker_config(
@@ -61,7 +63,8 @@ def load_reranker_config(
             "*ForSequenceClassification head; this is not a cross-encoder"
         )
     id2label = hf.get("id2label") or {}
-    num_labels = int(hf.get("num_labels") or len(id2label) or 1)
+    # transformers' default when config.json names no labels (as `heads.num_labels`).
+    num_labels = int(hf.get("num_labels") or len(id2label) or 2)
     labels = tuple(
         str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(num_labels)
     )
@@ -72,6 +75,7 @@ def load_reranker_config(
         num_labels=num_labels,
         architecture=str(hf["architectures"][0]),
         labels=labels,
+        problem_type=hf.get("problem_type"),
     )
 
 

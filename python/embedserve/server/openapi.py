@@ -20,7 +20,7 @@ import msgspec
 from litestar import Request, Response, get
 
 from embedserve import __version__
-from embedserve.server.adapters import cohere, ollama, tei
+from embedserve.server.adapters import classify, cohere, ollama, tei
 from embedserve.server.schemas import API_VERSION, EXTRA_PARAMETERS
 from embedserve.server.shapes import CohereError, OllamaError, OpenAIError, TeiError
 
@@ -519,6 +519,30 @@ OPERATIONS: tuple[Operation, ...] = (
     _rerank("/rerank", "TEI rerank (also takes Cohere's body)", "TEI", TeiError),
     _score("/v1/score"),
     _score("/score"),
+    # Sequence classification (adapters/classify.py).
+    Operation(
+        "post",
+        "/predict",
+        "TEI: each input's (text or pair) labels, best first; a list of lists with `parameters`",
+        "TEI",
+        (list[classify.Prediction], list[list[classify.Prediction]]),
+        TeiError,
+        classify.PredictRequest,
+        EMBEDDINGS_ERRORS,
+    ),
+    *(
+        Operation(
+            "post",
+            path,
+            "vLLM: each text's label probabilities and most likely label",
+            "Classify",
+            classify.ClassifyResponse,
+            OpenAIError,
+            classify.ClassifyRequest,
+            EMBEDDINGS_ERRORS,
+        )
+        for path in ("/classify", "/v1/classify")
+    ),
     # Operations (routes.py and this module): no key, probes and scrapers carry none.
     Operation(
         "get", "/health", "Liveness: the process answers", "Operations", Health, guarded=False
