@@ -171,6 +171,20 @@ class PairTokenizer:
         """Token ids of each text without special tokens (one batched call; releases the GIL)."""
         return [encoding.ids for encoding in self._encode_batch(texts, add_special_tokens=False)]
 
+    def first_ids(self, texts: list[str], instruction: str | None = None) -> list[list[int]]:
+        """Content ids of the pairs' first texts (queries). A cross-encoder reads no instruction;
+        an LLM reranker's tokenizer (prompt_pairs) puts it in its prompt."""
+        if instruction is not None:
+            raise InputError(
+                "this model takes no instruction: it is a cross-encoder, not an LLM reranker",
+                param="instruction",
+            )
+        return self.content_ids(texts)
+
+    def second_ids(self, texts: list[str]) -> list[list[int]]:
+        """Content ids of the pairs' second texts (documents)."""
+        return self.content_ids(texts)
+
     def prepare(
         self,
         firsts: Sequence[list[int]],

@@ -191,3 +191,11 @@ def test_a_reranker_folder_classifies_and_a_classifier_reranks(served, texts):
     )
     assert response.status_code == 200, response.text
     assert len(response.json()["results"]) == 4
+
+
+def test_a_cross_encoder_refuses_an_instruction(served):
+    body = {"model": CLASSIFIER, "text_1": "q", "text_2": ["a"], "instruction": "judge"}
+    response = post(served.url, "/v1/score", body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "instruction" and "takes no instruction" in error["message"]

@@ -34,9 +34,10 @@ def shipped_onnx(directory: Path) -> Path | None:
 def compiled_onnx(directory: Path) -> Path:
     """The cached ONNX graph compiled from `directory`'s safetensors, built on first use."""
     from embedserve.models.compiler import check_supported, compile_to_onnx
-    from embedserve.models.heads import classifier_head
-    from embedserve.models.kind import is_classifier
+    from embedserve.models.heads import classifier_head, yes_no_head
+    from embedserve.models.kind import is_classifier, is_yes_no_reranker
     from embedserve.models.weights import weight_files
+    from embedserve.prompt_pairs import yes_no_ids
 
     try:
         shards = weight_files(directory)
@@ -49,8 +50,14 @@ def compiled_onnx(directory: Path) -> Path:
     config = check_supported(directory)  # an unsupported architecture fails here, cached or not
     # A cross-encoder's graph ends in its classifier's logits rather than the hidden states.
     head = classifier_head(config) if is_classifier(config.raw) else None
-    # The graph depends on the config (eps, activation, heads) as well as on the weights.
-    config_hash = hashlib.sha256(config_path.read_bytes()).hexdigest()[:8]
+    # The graph depends on the config (eps, activation, heads) as well as on the weights, and an
+    # LLM reranker's on the ids of its tokenizer's "no" and "yes".
+    config_bytes = config_path.read_bytes()
+    if is_yes_no_reranker(directory, config.raw):
+        ids = yes_no_ids(directory / "tokenizer.json")
+        head = yes_no_head(*ids)
+        config_bytes += repr(ids).encode()
+    config_hash = hashlib.sha256(config_bytes).hexdigest()[:8]
     if len(shards) == 1:
         weights_hash = file_hash(shards[0])
     else:

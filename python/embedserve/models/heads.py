@@ -47,6 +47,44 @@ def _masked_mean(g: GraphBuilder, hidden: str) -> str:
     return g.op("Div", [summed, count], "head/mean")
 
 
+def _last_token(g: GraphBuilder, hidden: str) -> str:
+    """The state of each row's last present token (a decoder's summary of the whole text), by a
+    one-hot weighted sum: no dynamic gather index, and right or left padding alike."""
+    mask = g.op("Cast", [g.input("attention_mask")], "head/mask_f64", to=TensorProto.DOUBLE)
+    seq = g.op(
+        "Gather",
+        [g.op("Shape", [g.input("attention_mask")], "head/shape"), g.const(1, np.int64)],
+        "head/seq",
+        axis=0,
+    )
+    positions = g.op("Range", [g.const(0, np.int64), seq, g.const(1, np.int64)], "head/positions")
+    # Ranks 1..n in float64, exact for any length; masked ranks are 0, so ArgMax finds the last.
+    rank = g.op(
+        "Add",
+        [
+            g.op("Cast", [positions], "head/positions_f", to=TensorProto.DOUBLE),
+            g.const(1.0, np.float64),
+        ],
+        "head/rank",
+    )
+    last = g.op(
+        "ArgMax", [g.op("Mul", [mask, rank], "head/ranked")], "head/last", axis=1, keepdims=1
+    )
+    chosen = g.op(
+        "Cast",
+        [g.op("Equal", [positions, last], "head/is_last")],
+        "head/chosen",
+        to=TensorProto.FLOAT,
+    )
+    weights = g.op("Unsqueeze", [chosen, g.const([2], np.int64)], "head/chosen_3d")
+    return g.op(
+        "ReduceSum",
+        [g.op("Mul", [hidden, weights], "head/selected"), g.const([1], np.int64)],
+        "head/last_token",
+        keepdims=0,
+    )
+
+
 def _logits(
     g: GraphBuilder,
     w: Weights,
@@ -109,6 +147,33 @@ def modernbert_head(g: GraphBuilder, c: HFConfig, w: Weights, encoded: Encoded) 
     return _logits(g, w, "classifier", x, c, h)
 
 
+def causal_head(g: GraphBuilder, c: HFConfig, w: Weights, encoded: Encoded) -> Output:
+    """Qwen2/Qwen3ForSequenceClassification: `score` (no bias) on the last present token, where
+    transformers takes the last token that is not `pad_token_id`."""
+    h = encoded.hidden_size
+    return _logits(g, w, "score", _last_token(g, encoded.hidden), c, h, bias=None)
+
+
+def yes_no_head(no_id: int, yes_id: int) -> Head:
+    """A causal LM judging relevance (Qwen3-Reranker): the "no" and "yes" logits of the next token
+    after the last present one. Only those two rows of the LM head enter the graph, and only the
+    last position is multiplied: never the whole vocabulary, never every token."""
+
+    def head(g: GraphBuilder, c: HFConfig, w: Weights, encoded: Encoded) -> Output:
+        h = encoded.hidden_size
+        # A tied LM head (small Qwen3 models) is the token embedding itself.
+        name = "lm_head.weight" if w.has("lm_head.weight") else "embed_tokens.weight"
+        rows = w.get(name)[[no_id, yes_id]]
+        if rows.shape != (2, h):
+            raise ValueError(f"{c.path}: {name} rows are {rows.shape}, expected (2, {h})")
+        table = g.weight("head/no_yes_rows_t", np.ascontiguousarray(rows.T, dtype=np.float32))
+        out = g.op("MatMul", [_last_token(g, encoded.hidden), table], "head/no_yes")
+        g.op("Identity", [out], LOGITS, output=LOGITS)
+        return Output(LOGITS, ("batch", 2))
+
+    return head
+
+
 HEADS: dict[str, Head] = {
     "bert": bert_head,
     "roberta": roberta_head,
@@ -119,6 +184,7 @@ HEADS: dict[str, Head] = {
     # (gte-multilingual-reranker-base): their remote code keeps BERT's pooler + classifier.
     "jina_bert": bert_head,
     "gte": bert_head,
+    "qwen3": causal_head,
 }
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 EMBEDDER = "embedder"
+# An LLM reranker's default limit: the 8,192 tokens Qwen3-Reranker's model card truncates to.
+YES_NO_MAX_LENGTH = 8192
 RERANKER = "reranker"
 KINDS = (EMBEDDER, RERANKER)
 
@@ -32,8 +34,17 @@ def is_classifier(hf: dict[str, Any]) -> bool:
     return any(str(a).endswith("ForSequenceClassification") for a in hf.get("architectures") or [])
 
 
+def is_yes_no_reranker(directory: Path, hf: dict[str, Any]) -> bool:
+    """A causal LM served as a reranker that answers "yes" or "no" (Qwen3-Reranker): config.json
+    names a `*ForCausalLM` and no sentence-transformers modules pool it (an embedder made from a
+    causal LM, such as Qwen3-Embedding, ships modules.json)."""
+    causal = any(str(a).endswith("ForCausalLM") for a in hf.get("architectures") or [])
+    return causal and not (directory / "modules.json").exists()
+
+
 def model_kind(directory: Path) -> str:
-    return RERANKER if is_classifier(read_hf_config(directory)) else EMBEDDER
+    hf = read_hf_config(directory)
+    return RERANKER if is_classifier(hf) or is_yes_no_reranker(directory, hf) else EMBEDDER
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,8 @@ class RerankerConfig:
     labels: tuple[str, ...]
     # transformers' `problem_type`: "multi_label_classification" scores each label on its own.
     problem_type: str | None = None
+    # A causal LM whose "no"/"yes" logits are its two labels (prompt_pairs), not a classifier.
+    yes_no: bool = False
 
 
 def load_reranker_config(
@@ -57,6 +70,17 @@ def load_reranker_config(
     the positions the model has (`max_length` overrides both).
     """
     hf = read_hf_config(directory)
+    if is_yes_no_reranker(directory, hf):
+        limit = min(_max_length(directory, hf), YES_NO_MAX_LENGTH)
+        return RerankerConfig(
+            name=name,
+            directory=directory,
+            max_length=max_length or limit,
+            num_labels=2,
+            architecture=str(hf["architectures"][0]),
+            labels=("no", "yes"),
+            yes_no=True,
+        )
     if not is_classifier(hf):
         raise ValueError(
             f"{directory}: config.json's architectures {hf.get('architectures')} name no "

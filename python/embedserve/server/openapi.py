@@ -138,6 +138,8 @@ class CohereRerankRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     max_tokens_per_doc: Positive | None = None
     truncate: bool | None = None
     raw_scores: bool | None = None
+    # An LLM reranker's task (its prompt's <Instruct>); a cross-encoder answers 400.
+    instruction: str | None = None
 
 
 class TeiRerankRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -150,6 +152,8 @@ class TeiRerankRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     # Pairs are cut the way the cross-encoder was trained: only TEI's default is served.
     truncation_direction: Literal["right"] | None = None
     raw_scores: bool | None = None
+    # An LLM reranker's task (its prompt's <Instruct>); a cross-encoder answers 400.
+    instruction: str | None = None
     return_text: bool | None = None
 
 
@@ -198,6 +202,8 @@ class ScoreRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     model: str | None = None
     truncate: bool | None = None
     raw_scores: bool | None = None
+    # An LLM reranker's task (its prompt's <Instruct>); a cross-encoder answers 400.
+    instruction: str | None = None
 
 
 class Score(msgspec.Struct):

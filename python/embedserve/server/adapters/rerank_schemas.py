@@ -30,12 +30,23 @@ COHERE_FIELDS = frozenset(
         "max_tokens_per_doc",
         "truncate",
         "raw_scores",
+        "instruction",
     }
 )
+# `instruction` is an LLM reranker's task (Qwen3-Reranker's <Instruct>); cross-encoders refuse it.
 TEI_FIELDS = frozenset(
-    {"model", "query", "texts", "truncate", "truncation_direction", "raw_scores", "return_text"}
+    {
+        "model",
+        "query",
+        "texts",
+        "truncate",
+        "truncation_direction",
+        "raw_scores",
+        "return_text",
+        "instruction",
+    }
 )
-SCORE_FIELDS = frozenset({"model", "text_1", "text_2", "truncate", "raw_scores"})
+SCORE_FIELDS = frozenset({"model", "text_1", "text_2", "truncate", "raw_scores", "instruction"})
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,7 @@ class RerankRequest:
     max_tokens_per_doc: int | None = None
     truncate: bool | None = None  # None: the server's --auto-truncate setting
     raw_scores: bool = False
+    instruction: str | None = None
 
     @property
     def param(self) -> str:
@@ -67,6 +79,7 @@ class ScoreRequest:
     model: str | None = None
     truncate: bool | None = None
     raw_scores: bool = False
+    instruction: str | None = None
 
 
 def parse_rerank_request(body: bytes) -> RerankRequest:
@@ -193,6 +206,7 @@ def _shared(raw: dict[str, Any]) -> dict[str, Any]:
         "model": optional(raw, "model", str),
         "truncate": optional(raw, "truncate", bool),
         "raw_scores": _flag(raw, "raw_scores"),
+        "instruction": optional(raw, "instruction", str),
     }
 
 
