@@ -61,3 +61,15 @@ def test_cohere_sdk_and_score_route_with_an_instruction(tmp_path, minilm_dir, do
             headers=headers,
         )
         assert refused.status_code == 400
+        # /predict: pairs are judged, a text alone is refused (TEI's shape).
+        pair = http.post(
+            live.url + "/predict",
+            json={"model": "judge", "inputs": [QUERIES[1], documents[0]]},
+            headers=headers,
+        )
+        assert pair.status_code == 200, pair.text
+        assert pair.json()[0]["label"] in ("yes", "no")
+        alone = http.post(
+            live.url + "/predict", json={"model": "judge", "inputs": "a text"}, headers=headers
+        )
+        assert alone.status_code == 400 and "LLM reranker" in alone.json()["error"]

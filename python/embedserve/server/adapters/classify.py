@@ -317,6 +317,17 @@ def _classifier_for(registry: ModelRegistry, name: str | None) -> tuple[ServedMo
     return model, classifier
 
 
+def _single_texts(model: ServedModel, classifier: Reranker, param: str) -> None:
+    """An LLM reranker judges a query and a document; a text alone is nothing it was asked."""
+    if classifier.config.yes_no:
+        raise invalid(
+            f"The model `{model.id}` is an LLM reranker: it scores (query, document) pairs, not "
+            "single texts; send pairs, or use /v1/rerank",
+            param=param,
+            code="wrong_model_kind",
+        )
+
+
 def _scores(classifier: Reranker, logits: np.ndarray, function: str | None) -> np.ndarray:
     info = classifier.model_info
     return apply_function(
@@ -368,6 +379,7 @@ async def predict(request: Request[Any, Any, Any]) -> Response[bytes]:
             truncate=parsed.truncate,
         )
     else:
+        _single_texts(model, classifier, "inputs")
         job = TextsJob(
             classifier,
             server.config,
@@ -384,6 +396,7 @@ async def _classify(request: Request[Any, Any, Any]) -> Response[bytes]:
     server = state(request)
     parsed = parse_classify(await read_body(request))
     model, classifier = _classifier_for(server.registry, parsed.model)
+    _single_texts(model, classifier, "input")
     labels = classifier.model_info.labels
 
     def render(logits: np.ndarray, tokens: int) -> bytes:
