@@ -199,3 +199,18 @@ def test_a_cross_encoder_refuses_an_instruction(served):
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["param"] == "instruction" and "takes no instruction" in error["message"]
+
+
+@pytest.mark.parametrize("route", ["/predict", "/classify"])
+@pytest.mark.parametrize("body", [b'{"inputs":"\xff","input":"\xff"}', b"[1]", b"{", b'"a"'])
+def test_bodies_that_are_no_json_object_are_400(served, route, body):
+    response = httpx.post(
+        served.url + route,
+        content=body,
+        headers={**auth(), "content-type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()
+    message = error["error"] if route == "/predict" else error["error"]["message"]
+    assert "JSON" in message
