@@ -158,6 +158,15 @@ class CountingTokenizer:
         self.batches.append(list(texts))
         return self._tokenizer.content_ids(texts)
 
+    # The pair tasks' entry points (a query side and a document side): counted as one batch each.
+    def first_ids(self, texts, instruction=None):
+        self.batches.append(list(texts))
+        return self._tokenizer.first_ids(texts, instruction)
+
+    def second_ids(self, texts):
+        self.batches.append(list(texts))
+        return self._tokenizer.second_ids(texts)
+
 
 class GatedReranker:
     """A real reranker whose forward waits for `gate`, with a counting tokenizer."""
