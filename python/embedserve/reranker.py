@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -64,11 +64,16 @@ class Reranker(Pretrained):
         self.session = session
         self.max_batch_tokens = max_batch_tokens or default_max_batch_tokens(session.provider)
         labels = session.num_labels or config.num_labels
+        if labels != config.num_labels and not config.labels_named:
+            config = replace(
+                config, num_labels=labels, labels=tuple(f"LABEL_{i}" for i in range(labels))
+            )
         if labels != config.num_labels:
             raise ValueError(
                 f"{config.directory}: the graph gives {labels} scores per pair, config.json "
                 f"names {config.num_labels} labels"
             )
+        self.config = config
         self.model_info = RerankerInfo(
             name=config.name,
             max_tokens=tokenizer.max_length,

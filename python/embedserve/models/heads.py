@@ -21,11 +21,13 @@ from embedserve.models.weights import Weights
 LOGITS = "logits"
 
 
-def num_labels(c: HFConfig) -> int:
-    # transformers' default is two labels: a config.json that names none has two (transformers 5
-    # leaves id2label out of a two-label config.json).
+def num_labels(c: HFConfig, w: Weights, prefix: str) -> int:
+    """The labels config.json names; if it names none, the classifier's rows. (transformers would
+    read two, its default, which a two-label config.json leaves out; a remote-code config class
+    may have a default of its own.)"""
     id2label = c.get("id2label") or {}
-    return int(c.get("num_labels") or len(id2label) or 2)
+    named = c.get("num_labels") or len(id2label)
+    return int(named) if named else int(w.get(prefix + ".weight").shape[0])
 
 
 def _first_token(g: GraphBuilder, hidden: str) -> str:
@@ -94,7 +96,7 @@ def _logits(
     hidden: int,
     bias: bool | None = True,
 ) -> Output:
-    labels = num_labels(c)
+    labels = num_labels(c, w, prefix)
     out = linear(g, w, prefix, x, "head/classifier", (labels, hidden), bias)
     g.op("Identity", [out], LOGITS, output=LOGITS)
     return Output(LOGITS, ("batch", labels))

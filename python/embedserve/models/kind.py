@@ -59,6 +59,8 @@ class RerankerConfig:
     problem_type: str | None = None
     # A causal LM whose "no"/"yes" logits are its two labels (prompt_pairs), not a classifier.
     yes_no: bool = False
+    # Whether config.json names the labels (num_labels or id2label); if not, the graph's count.
+    labels_named: bool = True
 
 
 def load_reranker_config(
@@ -87,8 +89,10 @@ def load_reranker_config(
             "*ForSequenceClassification head; this is not a cross-encoder"
         )
     id2label = hf.get("id2label") or {}
-    # transformers' default when config.json names no labels (as `heads.num_labels`).
-    num_labels = int(hf.get("num_labels") or len(id2label) or 2)
+    # A config.json that names no labels has the graph's count (heads.num_labels): two here, and
+    # `labels_named` tells the Reranker to take the graph's word for it.
+    named = hf.get("num_labels") or len(id2label)
+    num_labels = int(named or 2)
     labels = tuple(
         str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(num_labels)
     )
@@ -100,6 +104,7 @@ def load_reranker_config(
         architecture=str(hf["architectures"][0]),
         labels=labels,
         problem_type=hf.get("problem_type"),
+        labels_named=bool(named),
     )
 
 
