@@ -143,6 +143,15 @@ def cross_encoder_dirs(tmp_path_factory, minilm_dir, reference) -> dict[str, tup
 
 
 @pytest.fixture(scope="session")
+def classifier_dirs(tmp_path_factory, minilm_dir, reference) -> dict[str, Path]:
+    """Tiny random sequence classifiers with named labels (support/classifiers.py)."""
+    from .support.classifiers import classifier_dirs
+
+    root = tmp_path_factory.mktemp("classifiers")
+    return classifier_dirs(root, minilm_dir, reference["texts"])
+
+
+@pytest.fixture(scope="session")
 def st_quantize():
     """sentence-transformers' own `quantize_embeddings` with embedserve's fixed ranges: what
     every byte encoding (int8, uint8, binary, ubinary) must equal, byte for byte."""

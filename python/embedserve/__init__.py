@@ -5,6 +5,8 @@ engine = Engine.from_pretrained("all-MiniLM-L6-v2", providers="cpu")
 vectors = engine.embed(["a text", "another"]).embeddings
 reranker = Reranker.from_pretrained("./my-cross-encoder")
 ranked = reranker.rank("a query", ["a document", "another"])
+classifier = Classifier.from_pretrained("./my-text-classifier")
+labels = classifier.predict(["a text", ("a first text", "its pair")])
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from embedserve._version import __version__
 
 if TYPE_CHECKING:
+    from embedserve.classification import Classifier, Label
     from embedserve.engine import EmbeddingResult, Engine, ModelInfo
     from embedserve.errors import InputError, InputTooLongError, InvalidTokenError
     from embedserve.loading import LoadOptions
@@ -21,11 +24,13 @@ if TYPE_CHECKING:
     from embedserve.sparse import SparseEncoder, SparseVector
 
 __all__ = [
+    "Classifier",
     "EmbeddingResult",
     "Engine",
     "InputError",
     "InputTooLongError",
     "InvalidTokenError",
+    "Label",
     "LoadOptions",
     "ModelInfo",
     "Ranked",
@@ -37,6 +42,8 @@ __all__ = [
 ]
 
 _LAZY = {
+    "Classifier": "embedserve.classification",
+    "Label": "embedserve.classification",
     "Engine": "embedserve.engine",
     "EmbeddingResult": "embedserve.engine",
     "ModelInfo": "embedserve.engine",

@@ -101,6 +101,14 @@ class LoadSettings:
         metavar="MODE",
     )
 
+    rerank_instruction: str | None = setting(
+        None,
+        "an LLM reranker's task, the <Instruct> of its prompt (default: Qwen3-Reranker's web "
+        "search instruction); requests may send their own `instruction`",
+        type=str,
+        metavar="TEXT",
+    )
+
     def __post_init__(self) -> None:
         validate_load_options(self)
 

@@ -34,6 +34,20 @@ class Pair:
         return len(self.ids)
 
 
+class TextTooLongError(InputError):
+    code = "context_length_exceeded"
+
+    def __init__(self, index: int, tokens: int, limit: int, param: str = "inputs") -> None:
+        super().__init__(
+            f"{param}[{index}] has {tokens} tokens, more than the model's limit of {limit}; "
+            "shorten it or allow truncation",
+            index=index,
+            param=param,
+        )
+        self.tokens = tokens
+        self.limit = limit
+
+
 class PairTooLongError(InputError):
     code = "context_length_exceeded"
 
@@ -46,6 +60,31 @@ class PairTooLongError(InputError):
         )
         self.tokens = tokens
         self.limit = limit
+
+
+@dataclass(frozen=True)
+class SingleTemplate:
+    """What the post-processor puts around one text (`[CLS] A [SEP]`, `<s> A </s>`), with types."""
+
+    prefix: tuple[int, ...]
+    suffix: tuple[int, ...]
+    prefix_types: tuple[int, ...]
+    text_type: int
+    suffix_types: tuple[int, ...]
+
+    @property
+    def specials(self) -> int:
+        return len(self.prefix) + len(self.suffix)
+
+    def build(self, ids: Sequence[int]) -> Pair:
+        size = self.specials + len(ids)
+        out = np.empty(size, dtype=np.int64)
+        types = np.empty(size, dtype=np.int64)
+        start, end = len(self.prefix), len(self.prefix) + len(ids)
+        out[:start], types[:start] = self.prefix, self.prefix_types
+        out[start:end], types[start:end] = ids, self.text_type
+        out[end:], types[end:] = self.suffix, self.suffix_types
+        return Pair(out, types)
 
 
 @dataclass(frozen=True)
@@ -121,6 +160,7 @@ class PairTokenizer:
         self._tokenizer = load_tokenizer(path, mode)
         self.max_length = max_length
         self.template = _pair_template(self._tokenizer)
+        self.single = _single_template(self._tokenizer)
         if self.template.specials >= max_length:
             raise ValueError(f"max length {max_length} leaves no room for a pair's tokens")
         self._encode_batch = getattr(
@@ -130,6 +170,20 @@ class PairTokenizer:
     def content_ids(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each text without special tokens (one batched call; releases the GIL)."""
         return [encoding.ids for encoding in self._encode_batch(texts, add_special_tokens=False)]
+
+    def first_ids(self, texts: list[str], instruction: str | None = None) -> list[list[int]]:
+        """Content ids of the pairs' first texts (queries). A cross-encoder reads no instruction;
+        an LLM reranker's tokenizer (prompt_pairs) puts it in its prompt."""
+        if instruction is not None:
+            raise InputError(
+                "this model takes no instruction: it is a cross-encoder, not an LLM reranker",
+                param="instruction",
+            )
+        return self.content_ids(texts)
+
+    def second_ids(self, texts: list[str]) -> list[list[int]]:
+        """Content ids of the pairs' second texts (documents)."""
+        return self.content_ids(texts)
 
     def prepare(
         self,
@@ -161,6 +215,32 @@ class PairTokenizer:
             pairs.append(self.template.build(first, second))
         return PreparedPairs(pairs, untruncated)
 
+    def prepare_singles(
+        self,
+        texts: Sequence[list[int]],
+        *,
+        truncate: bool = True,
+        direction: str = "right",
+        max_tokens: int | None = None,
+        param: str = "inputs",
+    ) -> PreparedPairs:
+        """Single texts from content ids with the tokenizer's own specials around each, cut to the
+        model's limit (or `max_tokens`, specials included, if lower) from the `direction` side
+        ("left" keeps the end) if allowed."""
+        specials = self.single.specials
+        limit = self.max_length if max_tokens is None else min(max_tokens, self.max_length)
+        room = max(0, limit - specials)
+        out: list[Pair] = []
+        untruncated = np.empty(len(texts), dtype=np.int64)
+        for index, ids in enumerate(texts):
+            untruncated[index] = len(ids) + specials
+            if len(ids) > room:
+                if not truncate:
+                    raise TextTooLongError(index, len(ids) + specials, self.max_length, param)
+                ids = ids[len(ids) - room :] if direction == "left" else ids[:room]
+            out.append(self.single.build(ids))
+        return PreparedPairs(out, untruncated)
+
 
 def pad_pairs(pairs: Sequence[Pair]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """input_ids, attention_mask, token_type_ids for one batch, padded on the right with 0."""
@@ -168,6 +248,24 @@ def pad_pairs(pairs: Sequence[Pair]) -> tuple[np.ndarray, np.ndarray, np.ndarray
     for row, pair in enumerate(pairs):
         types[row, : len(pair)] = pair.types
     return ids, mask, types
+
+
+def _single_template(tokenizer: Tokenizer) -> SingleTemplate:
+    """The special tokens and types around one text, found as `_pair_template` finds a pair's."""
+    a = tokenizer.encode("hello", add_special_tokens=False).ids
+    full = tokenizer.encode("hello", add_special_tokens=True)
+    ids, types = full.ids, full.type_ids
+    for start in range(len(ids) - len(a) + 1):
+        if ids[start : start + len(a)] == a:
+            end = start + len(a)
+            return SingleTemplate(
+                prefix=tuple(ids[:start]),
+                suffix=tuple(ids[end:]),
+                prefix_types=tuple(types[:start]),
+                text_type=types[start],
+                suffix_types=tuple(types[end:]),
+            )
+    raise ValueError("cannot find where the tokenizer's special tokens go around a text")
 
 
 def _pair_template(tokenizer: Tokenizer) -> PairTemplate:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -13,6 +13,7 @@ from embedserve.models import onnx_for
 from embedserve.models.kind import RERANKER, RerankerConfig, load_reranker_config
 from embedserve.pairs import Pair, PairTokenizer, PreparedPairs, pad_pairs
 from embedserve.planning import default_max_batch_tokens, plan_batches
+from embedserve.prompt_pairs import PromptPairTokenizer
 from embedserve.runtime.backends import open_classifier
 from embedserve.runtime.classifier import ClassifierSession
 
@@ -63,11 +64,16 @@ class Reranker(Pretrained):
         self.session = session
         self.max_batch_tokens = max_batch_tokens or default_max_batch_tokens(session.provider)
         labels = session.num_labels or config.num_labels
+        if labels != config.num_labels and not config.labels_named:
+            config = replace(
+                config, num_labels=labels, labels=tuple(f"LABEL_{i}" for i in range(labels))
+            )
         if labels != config.num_labels:
             raise ValueError(
                 f"{config.directory}: the graph gives {labels} scores per pair, config.json "
                 f"names {config.num_labels} labels"
             )
+        self.config = config
         self.model_info = RerankerInfo(
             name=config.name,
             max_tokens=tokenizer.max_length,
@@ -82,11 +88,15 @@ class Reranker(Pretrained):
         dynamic = "int8" if plan.precision.name == "int8" else None
         graph = onnx_for(plan.model_dir, dynamic, compile=plan.options.compile)
         session = open_classifier(graph, plan.runtime, plan.session_options)
+        path, mode = plan.config_dir / "tokenizer.json", plan.options.tokenizer_mode
+        tokenizer = (
+            PromptPairTokenizer(path, config.max_length, mode, plan.options.rerank_instruction)
+            if config.yes_no
+            else PairTokenizer(path, config.max_length, mode)
+        )
         return cls(
             config,
-            PairTokenizer(
-                plan.config_dir / "tokenizer.json", config.max_length, plan.options.tokenizer_mode
-            ),
+            tokenizer,
             session,
             max_batch_tokens=plan.max_batch_tokens(session.provider),
         )
@@ -101,13 +111,15 @@ class Reranker(Pretrained):
         truncate: bool = True,
         max_tokens_per_doc: int | None = None,
         param: str = "documents",
+        instruction: str | None = None,
     ) -> PreparedPairs:
         """The (query, document) pairs as the model will see them, query tokenized once; an error
-        about one document names it as `param[index]`."""
+        about one document names it as `param[index]`. `instruction`: an LLM reranker's task
+        (its default: the server's or the model card's)."""
         _check_text(query, "query")
         docs = _check_texts(documents, "documents")
-        query_ids = self.tokenizer.content_ids([query])[0]
-        doc_ids = self.tokenizer.content_ids(docs) if docs else []
+        query_ids = self.tokenizer.first_ids([query], instruction)[0]
+        doc_ids = self.tokenizer.second_ids(docs) if docs else []
         return self.tokenizer.prepare(
             [query_ids] * len(docs),
             doc_ids,
@@ -123,13 +135,14 @@ class Reranker(Pretrained):
         *,
         truncate: bool = True,
         param: str = "pairs",
+        instruction: str | None = None,
     ) -> PreparedPairs:
         """Any pairs (firsts[i], seconds[i]); the error for a too-long pair names `param[i]`."""
         a, b = _check_texts(firsts, "text_1"), _check_texts(seconds, "text_2")
         if len(a) != len(b):
             raise InputError(f"{len(a)} first texts but {len(b)} second texts", param="text_2")
-        ids_a = self.tokenizer.content_ids(a) if a else []
-        ids_b = self.tokenizer.content_ids(b) if b else []
+        ids_a = self.tokenizer.first_ids(a, instruction) if a else []
+        ids_b = self.tokenizer.second_ids(b) if b else []
         return self.tokenizer.prepare(ids_a, ids_b, truncate=truncate, param=param)
 
     def forward(self, pairs: Sequence[Pair]) -> np.ndarray:
@@ -166,11 +179,16 @@ class Reranker(Pretrained):
     # -- the whole thing --
 
     def score(
-        self, pairs: Sequence[tuple[str, str]], *, raw_scores: bool = False, truncate: bool = True
+        self,
+        pairs: Sequence[tuple[str, str]],
+        *,
+        raw_scores: bool = False,
+        truncate: bool = True,
+        instruction: str | None = None,
     ) -> np.ndarray:
         """Scores of (query, document) pairs in order, as `scores` shapes them."""
         prepared = self.prepare_pairs(
-            [p[0] for p in pairs], [p[1] for p in pairs], truncate=truncate
+            [p[0] for p in pairs], [p[1] for p in pairs], truncate=truncate, instruction=instruction
         )
         return self.scores(self.logits(prepared.pairs), raw_scores=raw_scores)
 
@@ -183,6 +201,7 @@ class Reranker(Pretrained):
         raw_scores: bool = False,
         truncate: bool = True,
         max_tokens_per_doc: int | None = None,
+        instruction: str | None = None,
     ) -> list[Ranked]:
         """`documents` ordered by relevance to `query`, best first (ties keep their order), cut to
         `top_n` if given."""
@@ -191,7 +210,11 @@ class Reranker(Pretrained):
         ):
             raise InputError(f"top_n must be a positive integer, got {top_n!r}", param="top_n")
         prepared = self.prepare(
-            query, documents, truncate=truncate, max_tokens_per_doc=max_tokens_per_doc
+            query,
+            documents,
+            truncate=truncate,
+            max_tokens_per_doc=max_tokens_per_doc,
+            instruction=instruction,
         )
         relevance = self.relevance(self.logits(prepared.pairs), raw_scores=raw_scores)
         return [

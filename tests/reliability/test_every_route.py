@@ -158,6 +158,15 @@ class CountingTokenizer:
         self.batches.append(list(texts))
         return self._tokenizer.content_ids(texts)
 
+    # The pair tasks' entry points (a query side and a document side): counted as one batch each.
+    def first_ids(self, texts, instruction=None):
+        self.batches.append(list(texts))
+        return self._tokenizer.first_ids(texts, instruction)
+
+    def second_ids(self, texts):
+        self.batches.append(list(texts))
+        return self._tokenizer.second_ids(texts)
+
 
 class GatedReranker:
     """A real reranker whose forward waits for `gate`, with a counting tokenizer."""
@@ -360,6 +369,9 @@ EVERY_POST = [
     ("/v2/embed", {"model": MODEL, "texts": ["hi"], "input_type": "search_query"}),
     ("/api/embed", {"model": MODEL, "input": "hi"}),
     ("/api/embeddings", {"model": MODEL, "prompt": "hi"}),
+    ("/predict", {"model": RERANKER, "inputs": "hi"}),
+    ("/classify", {"model": RERANKER, "input": "hi"}),
+    ("/v1/classify", {"model": RERANKER, "input": "hi"}),
 ]
 
 
@@ -402,3 +414,99 @@ def test_the_priority_field_where_a_wire_format_takes_extra_fields(served):
             answer = client.post(served.url + route, json={**body, "priority": "soon"})
             assert answer.status_code == 400, (route, answer.text)
             assert "priority must be one of interactive, batch" in answer.text, route
+
+
+# -- classification (/predict, /classify): the same protections, added with the routes --
+
+CLASSIFY_ROUTES = [
+    # (route, body of texts, error of the route's API: (field path, message field))
+    ("/predict", lambda texts: {"model": RERANKER, "inputs": texts}, ("error",), "inputs"),
+    ("/classify", lambda texts: {"model": RERANKER, "input": texts}, ("error", "message"), "input"),
+    ("/v1/classify", lambda texts: {"input": texts}, ("error", "message"), "input"),
+]
+
+
+def _message(response: httpx.Response, path: tuple[str, ...]) -> str:
+    body = response.json()
+    for key in path:
+        body = body[key]
+    return body
+
+
+@pytest.mark.parametrize(("route", "body", "path", "field"), CLASSIFY_ROUTES)
+def test_classify_refuses_five_megabytes_before_tokenizing(served, route, body, path, field):
+    peak = served.hwm_kb()
+    huge = "word " * 1_000_000
+    response, seconds = post(served.url, route, body(["short", "fine", huge]))
+    assert response.status_code == 400, response.text[:300]
+    assert f"{field}[2] has 5000000 characters" in _message(response, path)
+    assert seconds < QUICK_SECONDS, seconds
+    response, seconds = post(served.url, route, body(["x" * 16_000] * 1_000))
+    assert response.status_code == 400 and "characters in all" in _message(response, path)
+    assert seconds < QUICK_SECONDS, seconds
+    assert served.hwm_kb() - peak < 100 * 1024
+    if route == "/predict":  # pairs: the pairs task's checks
+        response, seconds = post(served.url, route, body([["q", "short"], ["q", huge]]))
+        assert response.status_code == 400 and "inputs[1] has 5000000" in response.json()["error"]
+        assert seconds < QUICK_SECONDS, seconds
+
+
+def classify(url: str, texts: list[str], route: str = "/classify") -> httpx.Response:
+    field = "inputs" if route == "/predict" else "input"
+    return httpx.post(url + route, json={"model": RERANKER, field: texts}, timeout=60)
+
+
+def test_a_classify_flood_is_refused_before_tokenizing(engine, cross_encoder_dirs):
+    gated = GatedReranker(cross_encoder_dirs["bert"][0])
+    gated.gate.set()
+    cfg = config(max_wait_seconds=0.01)
+    long_texts = ["word " * 150] * 1_000
+    with live_server(cfg, engines={MODEL: engine, RERANKER: gated}) as server:
+        batcher = server.state.registry.find(RERANKER).batcher
+        assert classify(server.url, DOCS[:200]).status_code == 200
+        assert batcher.tokens_per_second is not None
+
+        gated.gate.clear()
+        gated.entered.clear()
+        held, held_out = background(lambda: classify(server.url, [HELD]))
+        assert gated.entered.wait(10)
+        queued, queued_out = background(lambda: classify(server.url, long_texts))
+        wait_for(lambda: batcher.queued_inputs == 1_000)
+        tokenized = len(gated.tokenizer.batches)
+        for route in ("/classify", "/predict", "/v1/classify"):
+            refused = classify(server.url, long_texts, route)
+            assert refused.status_code == 429, refused.text
+            if route == "/predict":
+                assert refused.json()["error_type"] == "Overloaded"
+            else:
+                assert refused.json()["error"]["message"].startswith("The server is busy")
+            assert 1 <= int(refused.headers["retry-after"]) <= 60
+        assert len(gated.tokenizer.batches) == tokenized, "a refused request was tokenized"
+        gated.gate.set()
+        for thread, out in ((held, held_out), (queued, queued_out)):
+            thread.join(30)
+            assert out["value"].status_code == 200, out
+
+
+def test_a_drain_finishes_classifications_in_flight(engine, cross_encoder_dirs):
+    gated = GatedReranker(cross_encoder_dirs["bert"][0])
+    cfg = config(drain_seconds=30)
+    with live_server(cfg, engines={MODEL: engine, RERANKER: gated}) as server:
+        pending = [
+            background(lambda route=route: classify(server.url, DOCS[:50], route))
+            for route in ("/classify", "/predict") * 3
+        ]
+        assert gated.entered.wait(10)
+        wait_for(lambda: server.state.pipeline.active == 6)
+        server.state.drain.begin()
+        refused = classify(server.url, DOCS[:5], "/predict")
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error_type"] == "Unhealthy"
+        assert int(refused.headers["retry-after"]) >= 1
+        time.sleep(0.5)
+        gated.gate.set()
+        for thread, out in pending:
+            thread.join(30)
+            assert out["value"].status_code == 200, out
+            body = out["value"].json()
+            assert len(body["data"] if isinstance(body, dict) else body) == 50

@@ -14,6 +14,7 @@ import httpx
 import jsonschema
 import pytest
 from embedserve.reranker import Reranker
+from embedserve.server.adapters import classify
 from embedserve.server.adapters.rerank_schemas import COHERE_FIELDS, SCORE_FIELDS, TEI_FIELDS
 from embedserve.server.app import create_app
 from embedserve.server.auth import require_api_key
@@ -72,6 +73,9 @@ def fuzz_server(engine, reranker) -> Iterator[LiveServer]:
         (CohereRerankRequest, COHERE_FIELDS),
         (TeiRerankRequest, TEI_FIELDS),
         (ScoreRequest, SCORE_FIELDS),
+        (classify.PredictRequest, classify.PREDICT_FIELDS),
+        (classify.PredictParameters, classify.PARAMETER_FIELDS),
+        (classify.ClassifyRequest, classify.CLASSIFY_FIELDS),
     ],
     ids=lambda value: getattr(value, "__name__", ""),
 )

@@ -40,10 +40,11 @@ def compiled_onnx(directory: Path, *, splade: bool = False) -> Path:
     under its own key, as the same folder may also be served for its hidden states.
     """
     from embedserve.models.compiler import check_supported, compile_to_onnx
-    from embedserve.models.heads import classifier_head
-    from embedserve.models.kind import is_classifier
+    from embedserve.models.heads import classifier_head, yes_no_head
+    from embedserve.models.kind import is_classifier, is_yes_no_reranker
     from embedserve.models.sparse_heads import splade_head
     from embedserve.models.weights import weight_files
+    from embedserve.prompt_pairs import yes_no_ids
 
     static = static_embedding_dir(directory)
     if static is not None:
@@ -61,8 +62,14 @@ def compiled_onnx(directory: Path, *, splade: bool = False) -> Path:
     head = classifier_head(config) if is_classifier(config.raw) else None
     if splade:
         head = splade_head(config)
-    # The graph depends on the config (eps, activation, heads) as well as on the weights.
-    config_hash = hashlib.sha256(config_path.read_bytes()).hexdigest()[:8]
+    # The graph depends on the config (eps, activation, heads) as well as on the weights, and an
+    # LLM reranker's on the ids of its tokenizer's "no" and "yes".
+    config_bytes = config_path.read_bytes()
+    if is_yes_no_reranker(directory, config.raw):
+        ids = yes_no_ids(directory / "tokenizer.json")
+        head = yes_no_head(*ids)
+        config_bytes += repr(ids).encode()
+    config_hash = hashlib.sha256(config_bytes).hexdigest()[:8]
     if len(shards) == 1:
         weights_hash = file_hash(shards[0])
     else:

@@ -21,9 +21,13 @@ from embedserve.models.weights import Weights
 LOGITS = "logits"
 
 
-def num_labels(c: HFConfig) -> int:
+def num_labels(c: HFConfig, w: Weights, prefix: str) -> int:
+    """The labels config.json names; if it names none, the classifier's rows. (transformers would
+    read two, its default, which a two-label config.json leaves out; a remote-code config class
+    may have a default of its own.)"""
     id2label = c.get("id2label") or {}
-    return int(c.get("num_labels") or len(id2label) or 1)
+    named = c.get("num_labels") or len(id2label)
+    return int(named) if named else int(w.get(prefix + ".weight").shape[0])
 
 
 def _first_token(g: GraphBuilder, hidden: str) -> str:
@@ -45,6 +49,44 @@ def _masked_mean(g: GraphBuilder, hidden: str) -> str:
     return g.op("Div", [summed, count], "head/mean")
 
 
+def _last_token(g: GraphBuilder, hidden: str) -> str:
+    """The state of each row's last present token (a decoder's summary of the whole text), by a
+    one-hot weighted sum: no dynamic gather index, and right or left padding alike."""
+    mask = g.op("Cast", [g.input("attention_mask")], "head/mask_f64", to=TensorProto.DOUBLE)
+    seq = g.op(
+        "Gather",
+        [g.op("Shape", [g.input("attention_mask")], "head/shape"), g.const(1, np.int64)],
+        "head/seq",
+        axis=0,
+    )
+    positions = g.op("Range", [g.const(0, np.int64), seq, g.const(1, np.int64)], "head/positions")
+    # Ranks 1..n in float64, exact for any length; masked ranks are 0, so ArgMax finds the last.
+    rank = g.op(
+        "Add",
+        [
+            g.op("Cast", [positions], "head/positions_f", to=TensorProto.DOUBLE),
+            g.const(1.0, np.float64),
+        ],
+        "head/rank",
+    )
+    last = g.op(
+        "ArgMax", [g.op("Mul", [mask, rank], "head/ranked")], "head/last", axis=1, keepdims=1
+    )
+    chosen = g.op(
+        "Cast",
+        [g.op("Equal", [positions, last], "head/is_last")],
+        "head/chosen",
+        to=TensorProto.FLOAT,
+    )
+    weights = g.op("Unsqueeze", [chosen, g.const([2], np.int64)], "head/chosen_3d")
+    return g.op(
+        "ReduceSum",
+        [g.op("Mul", [hidden, weights], "head/selected"), g.const([1], np.int64)],
+        "head/last_token",
+        keepdims=0,
+    )
+
+
 def _logits(
     g: GraphBuilder,
     w: Weights,
@@ -54,7 +96,7 @@ def _logits(
     hidden: int,
     bias: bool | None = True,
 ) -> Output:
-    labels = num_labels(c)
+    labels = num_labels(c, w, prefix)
     out = linear(g, w, prefix, x, "head/classifier", (labels, hidden), bias)
     g.op("Identity", [out], LOGITS, output=LOGITS)
     return Output(LOGITS, ("batch", labels))
@@ -120,6 +162,33 @@ def deberta_v2_head(g: GraphBuilder, c: HFConfig, w: Weights, encoded: Encoded) 
     return _logits(g, w, "classifier", activation(g, act, x, "head/pooler_activation"), c, h)
 
 
+def causal_head(g: GraphBuilder, c: HFConfig, w: Weights, encoded: Encoded) -> Output:
+    """Qwen2/Qwen3ForSequenceClassification: `score` (no bias) on the last present token, where
+    transformers takes the last token that is not `pad_token_id`."""
+    h = encoded.hidden_size
+    return _logits(g, w, "score", _last_token(g, encoded.hidden), c, h, bias=None)
+
+
+def yes_no_head(no_id: int, yes_id: int) -> Head:
+    """A causal LM judging relevance (Qwen3-Reranker): the "no" and "yes" logits of the next token
+    after the last present one. Only those two rows of the LM head enter the graph, and only the
+    last position is multiplied: never the whole vocabulary, never every token."""
+
+    def head(g: GraphBuilder, c: HFConfig, w: Weights, encoded: Encoded) -> Output:
+        h = encoded.hidden_size
+        # A tied LM head (small Qwen3 models) is the token embedding itself.
+        name = "lm_head.weight" if w.has("lm_head.weight") else "embed_tokens.weight"
+        rows = w.get(name)[[no_id, yes_id]]
+        if rows.shape != (2, h):
+            raise ValueError(f"{c.path}: {name} rows are {rows.shape}, expected (2, {h})")
+        table = g.weight("head/no_yes_rows_t", np.ascontiguousarray(rows.T, dtype=np.float32))
+        out = g.op("MatMul", [_last_token(g, encoded.hidden), table], "head/no_yes")
+        g.op("Identity", [out], LOGITS, output=LOGITS)
+        return Output(LOGITS, ("batch", 2))
+
+    return head
+
+
 HEADS: dict[str, Head] = {
     "bert": bert_head,
     "roberta": roberta_head,
@@ -131,6 +200,7 @@ HEADS: dict[str, Head] = {
     "jina_bert": bert_head,
     "gte": bert_head,
     "deberta-v2": deberta_v2_head,
+    "qwen3": causal_head,
 }
 
 

@@ -19,6 +19,8 @@ from typing import Any
 from embedserve.models.splade_layout import is_splade
 
 EMBEDDER = "embedder"
+# An LLM reranker's default limit: the 8,192 tokens Qwen3-Reranker's model card truncates to.
+YES_NO_MAX_LENGTH = 8192
 RERANKER = "reranker"
 SPARSE = "sparse"
 KINDS = (EMBEDDER, RERANKER, SPARSE)
@@ -44,9 +46,17 @@ def is_masked_lm(hf: dict[str, Any]) -> bool:
     return any(str(a).endswith("ForMaskedLM") for a in hf.get("architectures") or [])
 
 
+def is_yes_no_reranker(directory: Path, hf: dict[str, Any]) -> bool:
+    """A causal LM served as a reranker that answers "yes" or "no" (Qwen3-Reranker): config.json
+    names a `*ForCausalLM` and no sentence-transformers modules pool it (an embedder made from a
+    causal LM, such as Qwen3-Embedding, ships modules.json)."""
+    causal = any(str(a).endswith("ForCausalLM") for a in hf.get("architectures") or [])
+    return causal and not (directory / "modules.json").exists()
+
+
 def model_kind(directory: Path) -> str:
     hf = read_hf_config(directory)
-    if is_classifier(hf):
+    if is_classifier(hf) or is_yes_no_reranker(directory, hf):
         return RERANKER
     return SPARSE if is_splade(directory) else EMBEDDER
 
@@ -59,6 +69,12 @@ class RerankerConfig:
     num_labels: int
     architecture: str
     labels: tuple[str, ...]
+    # transformers' `problem_type`: "multi_label_classification" scores each label on its own.
+    problem_type: str | None = None
+    # A causal LM whose "no"/"yes" logits are its two labels (prompt_pairs), not a classifier.
+    yes_no: bool = False
+    # Whether config.json names the labels (num_labels or id2label); if not, the graph's count.
+    labels_named: bool = True
 
 
 def load_reranker_config(
@@ -70,13 +86,27 @@ def load_reranker_config(
     the positions the model has (`max_length` overrides both).
     """
     hf = read_hf_config(directory)
+    if is_yes_no_reranker(directory, hf):
+        limit = min(_max_length(directory, hf), YES_NO_MAX_LENGTH)
+        return RerankerConfig(
+            name=name,
+            directory=directory,
+            max_length=max_length or limit,
+            num_labels=2,
+            architecture=str(hf["architectures"][0]),
+            labels=("no", "yes"),
+            yes_no=True,
+        )
     if not is_classifier(hf):
         raise ValueError(
             f"{directory}: config.json's architectures {hf.get('architectures')} name no "
             "*ForSequenceClassification head; this is not a cross-encoder"
         )
     id2label = hf.get("id2label") or {}
-    num_labels = int(hf.get("num_labels") or len(id2label) or 1)
+    # A config.json that names no labels has the graph's count (heads.num_labels): two here, and
+    # `labels_named` tells the Reranker to take the graph's word for it.
+    named = hf.get("num_labels") or len(id2label)
+    num_labels = int(named or 2)
     labels = tuple(
         str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(num_labels)
     )
@@ -87,6 +117,8 @@ def load_reranker_config(
         num_labels=num_labels,
         architecture=str(hf["architectures"][0]),
         labels=labels,
+        problem_type=hf.get("problem_type"),
+        labels_named=bool(named),
     )
 
 

@@ -20,7 +20,7 @@ import msgspec
 from litestar import Request, Response, get
 
 from embedserve import __version__
-from embedserve.server.adapters import cohere, ollama, sparse, tei
+from embedserve.server.adapters import classify, cohere, ollama, sparse, tei
 from embedserve.server.schemas import API_VERSION, EXTRA_PARAMETERS
 from embedserve.server.shapes import CohereError, OllamaError, OpenAIError, TeiError
 
@@ -143,6 +143,8 @@ class CohereRerankRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     truncate: bool | None = None
     raw_scores: bool | None = None
     priority: RequestPriority | None = None
+    # An LLM reranker's task (its prompt's <Instruct>); a cross-encoder answers 400.
+    instruction: str | None = None
 
 
 class TeiRerankRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -155,6 +157,8 @@ class TeiRerankRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     # Pairs are cut the way the cross-encoder was trained: only TEI's default is served.
     truncation_direction: Literal["right"] | None = None
     raw_scores: bool | None = None
+    # An LLM reranker's task (its prompt's <Instruct>); a cross-encoder answers 400.
+    instruction: str | None = None
     return_text: bool | None = None
     priority: RequestPriority | None = None
 
@@ -205,6 +209,8 @@ class ScoreRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     truncate: bool | None = None
     raw_scores: bool | None = None
     priority: RequestPriority | None = None
+    # An LLM reranker's task (its prompt's <Instruct>); a cross-encoder answers 400.
+    instruction: str | None = None
 
 
 class Score(msgspec.Struct):
@@ -536,6 +542,30 @@ OPERATIONS: tuple[Operation, ...] = (
     _rerank("/rerank", "TEI rerank (also takes Cohere's body)", "TEI", TeiError),
     _score("/v1/score"),
     _score("/score"),
+    # Sequence classification (adapters/classify.py).
+    Operation(
+        "post",
+        "/predict",
+        "TEI: each input's (text or pair) labels, best first; a list of lists with `parameters`",
+        "TEI",
+        (list[classify.Prediction], list[list[classify.Prediction]]),
+        TeiError,
+        classify.PredictRequest,
+        EMBEDDINGS_ERRORS,
+    ),
+    *(
+        Operation(
+            "post",
+            path,
+            "vLLM: each text's label probabilities and most likely label",
+            "Classify",
+            classify.ClassifyResponse,
+            OpenAIError,
+            classify.ClassifyRequest,
+            EMBEDDINGS_ERRORS,
+        )
+        for path in ("/classify", "/v1/classify")
+    ),
     # Operations (routes.py and this module): no key, probes and scrapers carry none.
     Operation(
         "get", "/health", "Liveness: the process answers", "Operations", Health, guarded=False

@@ -1,6 +1,6 @@
 """Wire formats: each API is an adapter over one internal request and the shared pipeline.
 
-An adapter module (`openai`, `tei`, `ollama`, `cohere`, `rerank`) does three things and nothing
+An adapter module (`openai`, `tei`, `ollama`, `cohere`, `rerank`, `classify`) does three things and nothing
 else:
 
 1. **Parse** its body with a msgspec `Struct` (`forbid_unknown_fields`; the same Struct documents
@@ -22,7 +22,7 @@ To add an API: write `adapters/NAME.py` with its Structs, handlers and a `ROUTES
 
 from __future__ import annotations
 
-from embedserve.server.adapters import cohere, ollama, openai, rerank, sparse, tei
+from embedserve.server.adapters import classify, cohere, ollama, openai, rerank, sparse, tei
 
 ROUTES = [
     *openai.ROUTES,
@@ -31,6 +31,7 @@ ROUTES = [
     *cohere.ROUTES,
     *rerank.ROUTES,
     *sparse.ROUTES,
+    *classify.ROUTES,
 ]
 
 __all__ = ["ROUTES"]

@@ -87,6 +87,7 @@ async def _rerank(request: Request[Any, Any, Any], api_version: str) -> Response
         noun=parsed.param,
         truncate=parsed.truncate,
         max_second_tokens=parsed.max_tokens_per_doc,
+        instruction=parsed.instruction,
     )
     done = await run_job(request, job, model.id, batcher, parsed.priority)
     return Response(content=done.result, media_type=JSON, headers=timing_headers(done, started))
@@ -124,6 +125,7 @@ async def score(request: Request[Any, Any, Any]) -> Response[bytes]:
         param="text_2",
         noun="pairs",
         truncate=parsed.truncate,
+        instruction=parsed.instruction,
     )
     done = await run_job(request, job, model.id, batcher, parsed.priority)
     return Response(content=done.result, media_type=JSON, headers=timing_headers(done, started))

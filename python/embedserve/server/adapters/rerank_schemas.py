@@ -32,8 +32,10 @@ COHERE_FIELDS = frozenset(
         "truncate",
         "raw_scores",
         "priority",
+        "instruction",
     }
 )
+# `instruction` is an LLM reranker's task (Qwen3-Reranker's <Instruct>); cross-encoders refuse it.
 TEI_FIELDS = frozenset(
     {
         "model",
@@ -44,9 +46,12 @@ TEI_FIELDS = frozenset(
         "raw_scores",
         "return_text",
         "priority",
+        "instruction",
     }
 )
-SCORE_FIELDS = frozenset({"model", "text_1", "text_2", "truncate", "raw_scores", "priority"})
+SCORE_FIELDS = frozenset(
+    {"model", "text_1", "text_2", "truncate", "raw_scores", "priority", "instruction"}
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ class RerankRequest:
     truncate: bool | None = None  # None: the server's --auto-truncate setting
     raw_scores: bool = False
     priority: Priority | None = None  # None: the X-Priority header's, else interactive
+    instruction: str | None = None
 
     @property
     def param(self) -> str:
@@ -80,6 +86,7 @@ class ScoreRequest:
     truncate: bool | None = None
     raw_scores: bool = False
     priority: Priority | None = None  # None: the X-Priority header's, else interactive
+    instruction: str | None = None
 
 
 def parse_rerank_request(body: bytes) -> RerankRequest:
@@ -207,6 +214,7 @@ def _shared(raw: dict[str, Any]) -> dict[str, Any]:
         "truncate": optional(raw, "truncate", bool),
         "raw_scores": _flag(raw, "raw_scores"),
         "priority": priority_field(raw),
+        "instruction": optional(raw, "instruction", str),
     }
 
 

@@ -53,6 +53,7 @@ class PairsJob(Job[R], Generic[R]):
         noun: str,
         truncate: bool | None = None,
         max_second_tokens: int | None = None,
+        instruction: str | None = None,
     ) -> None:
         limits = config.limits
         self.reranker = reranker
@@ -61,6 +62,7 @@ class PairsJob(Job[R], Generic[R]):
         self.param, self.noun = param, noun
         self.truncate = config.auto_truncate if truncate is None else truncate
         self.max_second_tokens = max_second_tokens
+        self.instruction = instruction  # an LLM reranker's task (prompt_pairs)
         self.size = len(seconds)
         check_count(self.size, limits.max_documents, param)
         # What every pair is scored against must hold something; a second side may be empty.
@@ -114,16 +116,16 @@ class PairsJob(Job[R], Generic[R]):
         return self.render(outputs, self.usage_tokens)
 
     def _tokenize_shared(self) -> None:
-        self._shared_ids = self.reranker.tokenizer.content_ids(self.firsts)[0]
+        self._shared_ids = self.reranker.tokenizer.first_ids(self.firsts, self.instruction)[0]
         self._content += len(self._shared_ids)
 
     def _prepare(self, chunk: range) -> None:
         tokenizer = self.reranker.tokenizer
-        seconds = tokenizer.content_ids(self.seconds[chunk.start : chunk.stop])
+        seconds = tokenizer.second_ids(self.seconds[chunk.start : chunk.stop])
         if self._shared_ids is not None:
             firsts = [self._shared_ids] * len(seconds)
         else:
-            firsts = tokenizer.content_ids(self.firsts[chunk.start : chunk.stop])
+            firsts = tokenizer.first_ids(self.firsts[chunk.start : chunk.stop], self.instruction)
             self._content += sum(len(ids) for ids in firsts)
         self._content += sum(len(ids) for ids in seconds)
         try:

@@ -1,0 +1,149 @@
+"""Sequence classification: texts or text pairs → each label's score, as transformers'
+`pipeline("text-classification", top_k=None)` gives them.
+
+The scores' function is the pipeline's: none for `problem_type: regression`, a sigmoid per label
+for `multi_label_classification` or a one-logit head, a softmax over the labels otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from embedserve.errors import InputError
+from embedserve.pairs import Pair, PreparedPairs
+from embedserve.reranker import Reranker, _check_texts
+
+SIGMOID = "sigmoid"
+SOFTMAX = "softmax"
+NONE = "none"
+FUNCTIONS = (SIGMOID, SOFTMAX, NONE)
+
+# One input: a text, or a (first, second) pair read as the tokenizer's pair template.
+TextOrPair = str | tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Label:
+    """One label's score for one input."""
+
+    label: str
+    score: float
+
+
+def default_function(num_labels: int, problem_type: str | None) -> str:
+    """What transformers' text-classification pipeline applies to a model's logits."""
+    if problem_type == "regression":
+        return NONE
+    if problem_type == "multi_label_classification" or num_labels == 1:
+        return SIGMOID
+    return SOFTMAX
+
+
+def apply_function(logits: np.ndarray, function: str) -> np.ndarray:
+    """`function` of [n, labels] logits, in float64."""
+    x = np.asarray(logits, dtype=np.float64)
+    if function == SIGMOID:
+        return 1.0 / (1.0 + np.exp(-x))
+    if function == SOFTMAX:
+        shifted = np.exp(x - x.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True)
+    if function == NONE:
+        return x
+    raise InputError(
+        f"function_to_apply must be one of {', '.join(FUNCTIONS)}, got {function!r}",
+        param="function_to_apply",
+    )
+
+
+def sorted_labels(
+    labels: Sequence[str], scores: np.ndarray, top_k: int | None = None
+) -> list[Label]:
+    """One input's labels, best score first (ties keep the labels' order), at most `top_k`."""
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    if top_k is not None:
+        order = order[:top_k]
+    return [Label(labels[i], float(scores[i])) for i in order]
+
+
+class Classifier(Reranker):
+    """A `*ForSequenceClassification` model as a classifier of texts and text pairs (the same
+    graph, tokenizer and batching as `Reranker`, which it is too).
+
+    `Classifier.from_pretrained(spec, **options)` loads one (loading.Pretrained, LoadOptions).
+    """
+
+    @property
+    def function(self) -> str:
+        """The function applied to logits unless a call names one (`default_function`)."""
+        return default_function(self.model_info.num_labels, self.config.problem_type)
+
+    def prepare_texts(
+        self,
+        texts: Sequence[str],
+        *,
+        truncate: bool = True,
+        truncation_direction: str = "right",
+        param: str = "inputs",
+    ) -> PreparedPairs:
+        """Single texts as the model sees them (the tokenizer's specials around each); an error
+        about one text names it `param[index]`."""
+        items = _check_texts(texts, param)
+        ids = self.tokenizer.content_ids(items) if items else []
+        return self.tokenizer.prepare_singles(
+            ids, truncate=truncate, direction=truncation_direction, param=param
+        )
+
+    def probabilities(self, logits: np.ndarray, function: str | None = None) -> np.ndarray:
+        """[n, labels] scores from logits: `function`, or the model's own (`self.function`)."""
+        return apply_function(logits, function or self.function)
+
+    def predict(
+        self,
+        inputs: Sequence[TextOrPair],
+        *,
+        raw_scores: bool = False,
+        function: str | None = None,
+        truncate: bool = True,
+        truncation_direction: str = "right",
+        top_k: int | None = None,
+    ) -> list[list[Label]]:
+        """Each input's labels, best first: texts alone, or (first, second) pairs; `raw_scores`
+        gives the logits (function "none")."""
+        pairs = self._prepare_inputs(inputs, truncate, truncation_direction)
+        scores = self.probabilities(self.logits(pairs), NONE if raw_scores else function)
+        labels = self.model_info.labels
+        return [sorted_labels(labels, row, top_k) for row in scores]
+
+    def _prepare_inputs(
+        self, inputs: Sequence[TextOrPair], truncate: bool, direction: str
+    ) -> list[Pair]:
+        singles = [i for i, item in enumerate(inputs) if isinstance(item, str)]
+        doubles = [i for i, item in enumerate(inputs) if not isinstance(item, str)]
+        for i in doubles:
+            item = inputs[i]
+            if not isinstance(item, tuple | list) or len(item) != 2:
+                raise InputError(
+                    f"inputs[{i}] must be a string or a pair of strings", index=i, param="inputs"
+                )
+        out: list[Pair | None] = [None] * len(inputs)
+        if singles:
+            prepared = self.prepare_texts(
+                [inputs[i] for i in singles],  # type: ignore[misc]
+                truncate=truncate,
+                truncation_direction=direction,
+            )
+            for i, pair in zip(singles, prepared.pairs):
+                out[i] = pair
+        if doubles:
+            prepared = self.prepare_pairs(
+                [inputs[i][0] for i in doubles],
+                [inputs[i][1] for i in doubles],
+                truncate=truncate,
+                param="inputs",
+            )
+            for i, pair in zip(doubles, prepared.pairs):
+                out[i] = pair
+        return [pair for pair in out if pair is not None]
