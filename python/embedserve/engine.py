@@ -24,16 +24,21 @@ from embedserve.vector_cache import DEFAULT_CACHE_BYTES, VectorCache, merge_cach
 
 
 class TokenIds(np.ndarray):
-    """An id sequence whose first `pool_skip` tokens (an instruction prompt) are not pooled.
+    """An id sequence whose first `pool_skip` tokens (an instruction prompt) are not pooled, and
+    which, with `keep_states`, gets its tokens' final hidden states back in `states`.
 
     An ndarray subclass so the server's batcher, which only moves sequences around, carries
-    the count to `Engine.forward` without knowing about it.
+    the count to `Engine.forward` and the states back to the request without knowing about them.
     """
 
     pool_skip: int = 0
+    keep_states: bool = False
+    states: np.ndarray | None = None
 
     def __array_finalize__(self, obj: object) -> None:
         self.pool_skip = getattr(obj, "pool_skip", 0)
+        self.keep_states = getattr(obj, "keep_states", False)
+        self.states = None
 
 
 @dataclass(frozen=True)
@@ -215,6 +220,9 @@ class Engine(Pretrained):
         if self.session.pooled:
             pooled = out
         else:
+            for row, seq in enumerate(sequences):
+                if getattr(seq, "keep_states", False):  # /embed_all: the real tokens' states
+                    seq.states = out[row, : len(seq)].copy()
             skip = None
             if not self.config.include_prompt:
                 skip = np.fromiter(
@@ -286,6 +294,13 @@ class Engine(Pretrained):
             self.pooled(prepared.sequences), dimensions=dimensions, normalize=normalize
         )
         return EmbeddingResult(np.ascontiguousarray(vectors), prepared.token_counts)
+
+    def embed_all(self, texts: str | Sequence[str], *, truncate: bool = True) -> list[np.ndarray]:
+        """Every token's final hidden state [tokens, hidden] for each text, special tokens
+        included, padding not (TEI's /embed_all; sentence-transformers' token_embeddings)."""
+        from embedserve.late_interaction import token_vectors  # it builds on this module
+
+        return token_vectors(self, [texts] if isinstance(texts, str) else texts, truncate=truncate)
 
     def similarity(
         self,

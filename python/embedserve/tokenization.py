@@ -38,6 +38,10 @@ class ModelTokenizer:
         """Token ids of each text without special tokens (one batched call; releases the GIL)."""
         return [encoding.ids for encoding in self._encode_batch(texts, add_special_tokens=False)]
 
+    def token_id(self, token: str) -> int | None:
+        """The id of a token of the vocabulary (added tokens included), None if it has none."""
+        return self._tokenizer.token_to_id(token)
+
     def encodings(self, texts: list[str], *, add_special_tokens: bool) -> list[Encoding]:
         """The tokenizer's own encodings (ids, token strings, character offsets), untruncated."""
         # Not encode_batch_fast: it skips the offsets.

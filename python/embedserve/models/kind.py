@@ -13,7 +13,9 @@ from typing import Any
 
 EMBEDDER = "embedder"
 RERANKER = "reranker"
-KINDS = (EMBEDDER, RERANKER)
+# Token vectors scored by MaxSim (PyLate's ColBERT layout: models/colbert_config.py).
+LATE_INTERACTION = "late-interaction"
+KINDS = (EMBEDDER, RERANKER, LATE_INTERACTION)
 
 # transformers' RoBERTa family (and MPNet) counts positions from padding_idx + 1, so
 # padding_idx + 1 of max_position_embeddings are never usable by text.
@@ -33,7 +35,11 @@ def is_classifier(hf: dict[str, Any]) -> bool:
 
 
 def model_kind(directory: Path) -> str:
-    return RERANKER if is_classifier(read_hf_config(directory)) else EMBEDDER
+    if is_classifier(read_hf_config(directory)):
+        return RERANKER
+    from embedserve.models.colbert_config import is_late_interaction
+
+    return LATE_INTERACTION if is_late_interaction(directory) else EMBEDDER
 
 
 @dataclass(frozen=True)
