@@ -88,13 +88,18 @@ def not_ready(model: str, reason: str | None = None) -> ApiError:
     )
 
 
+_KIND_NAMES = {"reranker": "a reranker", "late-interaction": "a late-interaction (ColBERT) model"}
+_KIND_ROUTES = {"reranker": "/v1/rerank", "late-interaction": "/embed_all, /v1/rerank or /v1/score"}
+
+
 def wrong_kind(model: str, kind: str, wanted: str) -> ApiError:
-    """A reranker asked for embeddings, or an embedder asked to rerank."""
-    route = "/v1/rerank" if kind == "reranker" else "/v1/embeddings"
+    """A reranker asked for embeddings, an embedder asked to rerank, a ColBERT asked for pooled
+    embeddings."""
+    route = _KIND_ROUTES.get(kind, "/v1/embeddings")
     return ApiError(
         HTTP_400_BAD_REQUEST,
-        f"The model `{model}` is {'a reranker' if kind == 'reranker' else 'an embedding model'}, "
-        f"not {'a reranker' if wanted == 'reranker' else 'an embedding model'}; "
+        f"The model `{model}` is {_KIND_NAMES.get(kind, 'an embedding model')}, "
+        f"not {_KIND_NAMES.get(wanted, 'an embedding model')}; "
         f"use it with {route}, or name a {wanted} model",
         param="model",
         code="wrong_model_kind",

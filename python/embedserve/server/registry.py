@@ -17,9 +17,10 @@ from typing import Any
 
 from embedserve.batching import Batcher
 from embedserve.engine import Engine
+from embedserve.late_interaction import ColBERT
 from embedserve.loading import LoadOptions
 from embedserve.models import resolve_model_dir
-from embedserve.models.kind import EMBEDDER, RERANKER, model_kind
+from embedserve.models.kind import EMBEDDER, LATE_INTERACTION, RERANKER, model_kind
 from embedserve.reranker import Reranker
 from embedserve.server.config import ModelSpec, ServerConfig
 from embedserve.server.errors import model_not_found, not_ready, wrong_kind
@@ -46,12 +47,12 @@ class ServedModel:
         """EMBEDDER or RERANKER once loaded; None before."""
         return None if self.engine is None else kind_of(self.engine)
 
-    def require(self, kind: str = EMBEDDER) -> tuple[Any, Batcher]:
+    def require(self, kind: str = EMBEDDER, *others: str) -> tuple[Any, Batcher]:
         """The engine and batcher, a 503 while the model is still loading (or failed to), or a
-        400 when the model is of another kind than the route serves."""
+        400 when the model is of another kind than the route serves (`kind` or `others`)."""
         if self.engine is None or self.batcher is None:
             raise not_ready(self.id, self.error)
-        if self.kind != kind:
+        if self.kind != kind and self.kind not in others:
             raise wrong_kind(self.id, self.kind or "", kind)
         return self.engine, self.batcher
 
@@ -65,7 +66,7 @@ class ModelRegistry:
         self,
         config: ServerConfig,
         metrics: Metrics,
-        engines: Mapping[str, Engine | Reranker] | None = None,
+        engines: Mapping[str, Engine | Reranker | ColBERT] | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
@@ -131,7 +132,9 @@ class ModelRegistry:
             try:
                 options = LoadOptions.of(self.config, name=model.id)
                 model_dir = resolve_model_dir(model.spec.spec, compile=options.compile)
-                kind = Reranker if model_kind(model_dir) == RERANKER else Engine
+                kind = {RERANKER: Reranker, LATE_INTERACTION: ColBERT}.get(
+                    model_kind(model_dir), Engine
+                )
                 engine = kind.from_pretrained(model_dir, options=options)
             except Exception as exc:  # noqa: BLE001 - the server stays up and says why in /ready and 503s
                 model.error = f"{type(exc).__name__}: {exc}"
@@ -151,10 +154,14 @@ class ModelRegistry:
         """The first model of `kind` in `--model` order that is loaded."""
         return next((m for m in self.models if m.ready and m.kind == kind), None)
 
-    def _serve(self, model: ServedModel, engine: Engine | Reranker) -> None:
-        # The batcher's rows: pooled vectors for an embedder, one logit per label for a reranker.
+    def _serve(self, model: ServedModel, engine: Engine | Reranker | ColBERT) -> None:
+        # The batcher's rows: pooled vectors for an embedder, one logit per label for a reranker,
+        # none for a ColBERT (its token vectors travel on the sequences: late_interaction.py).
         info = engine.model_info
-        width = info.num_labels if kind_of(engine) == RERANKER else info.dimension
+        kind = kind_of(engine)
+        width = {RERANKER: getattr(info, "num_labels", 1), LATE_INTERACTION: 0}.get(
+            kind, info.dimension
+        )
         batcher = Batcher(
             engine.forward,
             width,

@@ -22,8 +22,15 @@ To add an API: write `adapters/NAME.py` with its Structs, handlers and a `ROUTES
 
 from __future__ import annotations
 
-from embedserve.server.adapters import cohere, ollama, openai, rerank, tei
+from embedserve.server.adapters import cohere, ollama, openai, rerank, tei, token_vectors
 
-ROUTES = [*openai.ROUTES, *tei.ROUTES, *ollama.ROUTES, *cohere.ROUTES, *rerank.ROUTES]
+ROUTES = [
+    *openai.ROUTES,
+    *tei.ROUTES,
+    *ollama.ROUTES,
+    *cohere.ROUTES,
+    *rerank.ROUTES,
+    *token_vectors.ROUTES,
+]
 
 __all__ = ["ROUTES"]
