@@ -159,9 +159,10 @@ class ModelRegistry:
         # none for a ColBERT (its token vectors travel on the sequences: late_interaction.py).
         info = engine.model_info
         kind = kind_of(engine)
-        width = {RERANKER: getattr(info, "num_labels", 1), LATE_INTERACTION: 0}.get(
-            kind, info.dimension
-        )
+        if kind == RERANKER:
+            width = info.num_labels
+        else:
+            width = 0 if kind == LATE_INTERACTION else info.dimension
         batcher = Batcher(
             engine.forward,
             width,
