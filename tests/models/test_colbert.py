@@ -28,11 +28,16 @@ LONG = "the library may be distributed under the terms of this license " * 20
 TEXTS = [*QUERIES, LONG, "Punctuation!!! (lots) of it: yes; no? ... ok.", *EDGE_TEXTS]
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["masked-expansion", "attended"])
+@pytest.fixture(
+    scope="module",
+    params=[("bert", False), ("bert", True), ("modernbert", False)],
+    ids=["bert-masked-expansion", "bert-attended-expansion", "modernbert"],
+)
 def colbert_dir(request, tmp_path_factory, minilm_dir) -> Path:
+    architecture, attend = request.param
     out = tmp_path_factory.mktemp("colbert")
     return build_colbert(
-        out, minilm_dir, attend_to_expansion_tokens=request.param, seed=int(request.param)
+        out, minilm_dir, attend_to_expansion_tokens=attend, architecture=architecture, seed=1
     )
 
 

@@ -37,29 +37,49 @@ def build_colbert(
     query_length: int = 32,
     document_length: int = 64,
     attend_to_expansion_tokens: bool = False,
+    architecture: str = "bert",
     seed: int = 0,
 ) -> Path:
-    """A random BertModel with the tokenizer's WordPiece, wrapped by pylate.models.ColBERT
-    (which adds `[Q] `/`[D] ` to the vocabulary) and saved; returns the folder."""
+    """A random BertModel or ModernBertModel with the tokenizer's WordPiece, wrapped by
+    pylate.models.ColBERT (which adds `[Q] `/`[D] ` to the vocabulary) and saved; returns the
+    folder."""
     import torch
+    import transformers
     from sentence_transformers.sentence_transformer.modules import Transformer
-    from transformers import AutoTokenizer, BertConfig, BertModel
 
     from .tiny import _randomize, quiet
 
     models = quiet(importlib.import_module, "pylate.models")
 
     torch.manual_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=512,
-    )
-    model = BertModel(config)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    shape = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+        "max_position_embeddings": 512,
+    }
+    if architecture == "modernbert":  # the families test's ModernBERT on BERT's WordPiece
+        config = transformers.ModernBertConfig(
+            **shape,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.cls_token_id,
+            eos_token_id=tokenizer.sep_token_id,
+            cls_token_id=tokenizer.cls_token_id,
+            sep_token_id=tokenizer.sep_token_id,
+            # Half a window (32) covers a whole query: an expansion token attends to real tokens
+            # as in every released ModernBERT ColBERT (window 128, queries of 32). With a window
+            # smaller than the query, an expansion token far from the text sees no key at all, a
+            # row transformers and our graph fill differently (both arbitrary); documents of 64
+            # tokens still cross windows.
+            local_attention=64,
+            global_attn_every_n_layers=3,
+        )
+        model = transformers.ModernBertModel(config)
+    else:
+        model = transformers.BertModel(transformers.BertConfig(**shape))
     _randomize(model, seed, None)
     hf = out / "hf"
     model.save_pretrained(hf)
