@@ -95,6 +95,11 @@ _STORAGE_DTYPES = {
 }
 
 
+class _StateDict(dict):
+    """A plain dict that takes the `_metadata` attribute `torch.save(module.state_dict())`
+    pickles on its OrderedDict (BGE-M3's colbert_linear.pt)."""
+
+
 def read_torch_zip(path: Path) -> dict[str, np.ndarray]:
     """Plain tensors of a `torch.save` zip file (the format since torch 1.6), read without torch.
 
@@ -135,7 +140,7 @@ def read_torch_zip(path: Path) -> dict[str, np.ndarray]:
                 if module == "torch" and name in _STORAGE_DTYPES:
                     return name
                 if module == "collections" and name == "OrderedDict":
-                    return dict
+                    return _StateDict
                 raise ModelConfigError(
                     f"{path}: pickle refers to {module}.{name}, which is not allowed"
                 )
