@@ -13,6 +13,7 @@ SUITES = {
     "engine": "bench.bench_engine",
     "http": "bench.bench_http",
     "rerank": "bench.bench_rerank",
+    "colbert": "bench.bench_colbert",
     "overload": "bench.bench_overload",
     "soak": "bench.bench_soak",
     "gpu": "bench.bench_gpu",

@@ -39,6 +39,7 @@ def build_colbert(
     attend_to_expansion_tokens: bool = False,
     architecture: str = "bert",
     seed: int = 0,
+    shape: dict[str, int] | None = None,
 ) -> Path:
     """A random BertModel or ModernBertModel with the tokenizer's WordPiece, wrapped by
     pylate.models.ColBERT (which adds `[Q] `/`[D] ` to the vocabulary) and saved; returns the
@@ -60,6 +61,7 @@ def build_colbert(
         "num_attention_heads": 4,
         "intermediate_size": 64,
         "max_position_embeddings": 512,
+        **(shape or {}),
     }
     if architecture == "modernbert":  # the families test's ModernBERT on BERT's WordPiece
         config = transformers.ModernBertConfig(
@@ -84,7 +86,7 @@ def build_colbert(
     hf = out / "hf"
     model.save_pretrained(hf)
     tokenizer.save_pretrained(hf)
-    dense = models.Dense(in_features=32, out_features=dimension, bias=False)
+    dense = models.Dense(in_features=shape_hidden(shape), out_features=dimension, bias=False)
     colbert = quiet(
         models.ColBERT,
         modules=[quiet(Transformer, str(hf)), dense],
@@ -104,6 +106,10 @@ def build_colbert(
     dense_config.write_text(json.dumps(raw, indent=2))
     shutil.rmtree(hf)
     return folder
+
+
+def shape_hidden(shape: dict[str, int] | None) -> int:
+    return (shape or {}).get("hidden_size", 32)
 
 
 def reference(folder: Path) -> Any:
