@@ -67,6 +67,16 @@ class Prepared:
             (len(s) for s in self.sequences), dtype=np.int64, count=len(self.sequences)
         )
 
+    def keeping_states(self) -> Prepared:
+        """The same sequences, marked so `Engine.forward` hands back their token states."""
+        marked = []
+        for seq in self.sequences:
+            ids = seq.view(TokenIds)
+            ids.pool_skip = getattr(seq, "pool_skip", 0)
+            ids.keep_states = True
+            marked.append(ids)
+        return Prepared(marked, self.untruncated_tokens)
+
 
 @dataclass(frozen=True)
 class EmbeddingResult:
@@ -298,9 +308,21 @@ class Engine(Pretrained):
     def embed_all(self, texts: str | Sequence[str], *, truncate: bool = True) -> list[np.ndarray]:
         """Every token's final hidden state [tokens, hidden] for each text, special tokens
         included, padding not (TEI's /embed_all; sentence-transformers' token_embeddings)."""
-        from embedserve.late_interaction import token_vectors  # it builds on this module
+        self.check_token_states()
+        batch = [texts] if isinstance(texts, str) else list(texts)
+        prepared = self.prepare(Inputs(texts=batch), truncate=truncate).keeping_states()
+        for group in plan_batches(prepared.token_counts, self.max_batch_tokens):
+            self.forward([prepared.sequences[i] for i in group])
+        return [seq.states for seq in prepared.sequences]  # type: ignore[attr-defined]
 
-        return token_vectors(self, [texts] if isinstance(texts, str) else texts, truncate=truncate)
+    def check_token_states(self) -> None:
+        """Token states need a graph that returns them: not one that pools on the device."""
+        if self.session.pooled:
+            raise InputError(
+                f"{self.model_info.name} pools inside its graph (CUDA with in-graph pooling), so "
+                "it has no token vectors to return; load it with precision fp32 on ONNX "
+                "Runtime's plain CUDA session or on the CPU"
+            )
 
     def similarity(
         self,

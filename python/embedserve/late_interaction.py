@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from embedserve import _core
-from embedserve.engine import Engine, ModelInfo, Prepared, TokenIds
+from embedserve.engine import ModelInfo, Prepared, TokenIds
 from embedserve.errors import InputError, InputTooLongError
-from embedserve.inputs import Inputs
 from embedserve.loading import LoadPlan, Pretrained, Runs
 from embedserve.models.colbert_config import ColbertConfig, load_colbert_config
 from embedserve.models.dense import load_dense
@@ -52,34 +51,6 @@ def maxsim(query: np.ndarray, documents: Sequence[np.ndarray]) -> np.ndarray:
         if len(doc):
             scores[i] = (q @ doc.T).max(axis=1).sum()
     return scores
-
-
-def token_vectors(
-    engine: Engine, texts: Sequence[str], *, truncate: bool = True
-) -> list[np.ndarray]:
-    """Every token's final hidden state for each text (special tokens included, padding not):
-    TEI's /embed_all, the library's `Engine.embed_all`."""
-    if engine.session.pooled:
-        raise InputError(
-            f"{engine.model_info.name} pools inside its graph (CUDA with in-graph pooling); "
-            "token vectors need a graph that returns token states"
-        )
-    prepared = keeping_states(engine.prepare(Inputs(texts=list(texts)), truncate=truncate))
-    lengths = prepared.token_counts
-    for group in plan_batches(lengths, engine.max_batch_tokens):
-        engine.forward([prepared.sequences[i] for i in group])
-    return [seq.states for seq in prepared.sequences]  # type: ignore[attr-defined]
-
-
-def keeping_states(prepared: Prepared) -> Prepared:
-    """The same sequences, marked so `Engine.forward` hands back their token states."""
-    marked = []
-    for seq in prepared.sequences:
-        ids = seq.view(TokenIds)
-        ids.pool_skip = getattr(seq, "pool_skip", 0)
-        ids.keep_states = True
-        marked.append(ids)
-    return Prepared(marked, prepared.untruncated_tokens)
 
 
 @dataclass(frozen=True)

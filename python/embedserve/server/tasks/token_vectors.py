@@ -17,7 +17,7 @@ from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 from embedserve.engine import Engine, Prepared
 from embedserve.errors import InputTooLongError
 from embedserve.inputs import Inputs, chunk_ranges
-from embedserve.late_interaction import ColBERT, keeping_states, maxsim
+from embedserve.late_interaction import ColBERT, maxsim
 from embedserve.server.config import ServerConfig
 from embedserve.server.errors import ApiError
 from embedserve.server.limits import (
@@ -63,6 +63,8 @@ class TokenVectorsJob(Job[R], Generic[R]):
         self.is_query = is_query
         self.param = param
         self.truncate = config.auto_truncate if truncate is None else truncate
+        if isinstance(model, Engine):
+            model.check_token_states()
         self.width = token_width(model)
         self.max_values = limits.max_token_values
         self.size = len(texts)
@@ -107,9 +109,8 @@ class TokenVectorsJob(Job[R], Generic[R]):
                     texts, is_query=self.is_query, truncate=self.truncate, start=chunk.start
                 )
             else:
-                part = keeping_states(
-                    self.model.prepare(Inputs(texts=texts), truncate=self.truncate)
-                )
+                part = self.model.prepare(Inputs(texts=texts), truncate=self.truncate)
+                part = part.keeping_states()
         except InputTooLongError as exc:
             if not chunk.start or isinstance(self.model, ColBERT):
                 raise
