@@ -187,6 +187,11 @@ class MaxSimJob(Job[R], Generic[R]):
     def content_tokens(self) -> int:
         return self._content
 
+    def finish_cost(self, outputs: np.ndarray | None) -> int:
+        # MaxSim multiplies every query token with every document token: off the loop when large.
+        query_tokens = len(self._sequences[0]) if self._sequences else 0
+        return query_tokens * self.usage_tokens * self.model.model_info.dimension
+
     def finish(self, outputs: np.ndarray | None) -> R:
         states: list[Any] = [s.states for s in self._sequences]  # type: ignore[attr-defined]
         return self.render(maxsim(states[0], states[1:]), self.usage_tokens)
