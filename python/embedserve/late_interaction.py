@@ -185,16 +185,19 @@ class ColBERT(Pretrained):
             ids[row, : len(seq)] = seq
             mask[row, : getattr(seq, "attended", len(seq))] = 1
         out = self.session.run(ids, mask, np.zeros_like(ids))
+        kept = []
         for row, seq in enumerate(sequences):
             states = out[row, : len(seq)]
             keep = getattr(seq, "keep", None)
-            if keep is not None:
-                states = states[keep]
-            for layer in self.dense:
-                states = layer(states)
-            seq.states = _core.cut_and_normalize_(  # type: ignore[attr-defined]
-                np.ascontiguousarray(states, dtype=np.float32), None, True
-            )
+            kept.append(states if keep is None else states[keep])
+        # One projection and one normalization for the whole batch's tokens, then split back.
+        vectors = np.concatenate(kept)
+        for layer in self.dense:
+            vectors = layer(vectors)
+        vectors = _core.cut_and_normalize_(np.ascontiguousarray(vectors, np.float32), None, True)
+        ends = np.cumsum([len(k) for k in kept])
+        for seq, part in zip(sequences, np.split(vectors, ends[:-1])):
+            seq.states = part  # type: ignore[attr-defined]
         return np.empty((len(sequences), 0), dtype=np.float32)
 
     # -- the whole thing --
