@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--docs", type=int, default=64)
     parser.add_argument("--sets", nargs="+", default=["medium", "long"], choices=SETS)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--max-batch-tokens", type=int, default=None)
     args = parser.parse_args(argv)
 
     import torch
@@ -62,11 +63,19 @@ def main(argv: list[str] | None = None) -> None:
             shape=MINILM_SHAPE,
         )
         ours = ColBERT.from_pretrained(
-            folder, intra_op_threads=args.threads, inter_op_threads=1, providers="cpu"
+            folder,
+            intra_op_threads=args.threads,
+            inter_op_threads=1,
+            providers="cpu",
+            max_batch_tokens=args.max_batch_tokens,
         )
         theirs = reference(folder)
         print(describe_machine())
-        print(f"threads={args.threads} repeats={args.repeats} texts={args.docs}", flush=True)
+        print(
+            f"threads={args.threads} repeats={args.repeats} texts={args.docs} "
+            f"max_batch_tokens={ours.max_batch_tokens}",
+            flush=True,
+        )
         print(
             f"{'set':<10}{'texts':>6}{'vectors':>9}{'embedserve t/s':>16}{'pylate t/s':>12}"
             f"{'ratio':>8}{'min cos':>10}{'f32 KB':>8}{'JSON KB':>9}"
