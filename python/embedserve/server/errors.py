@@ -100,7 +100,7 @@ def wrong_kind(model: str, kind: str, wanted: str) -> ApiError:
         HTTP_400_BAD_REQUEST,
         f"The model `{model}` is {_KIND_NAMES.get(kind, 'an embedding model')}, "
         f"not {_KIND_NAMES.get(wanted, 'an embedding model')}; "
-        f"use it with {route}, or name a {wanted} model",
+        f"use it with {route}, or name {_KIND_NAMES.get(wanted, 'an embedding model')}",
         param="model",
         code="wrong_model_kind",
     )
