@@ -14,6 +14,7 @@ SUITES = {
     "http": "bench.bench_http",
     "rerank": "bench.bench_rerank",
     "classify": "bench.bench_classify",
+    "colbert": "bench.bench_colbert",
     "overload": "bench.bench_overload",
     "soak": "bench.bench_soak",
     "gpu": "bench.bench_gpu",

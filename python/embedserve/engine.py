@@ -138,6 +138,9 @@ class Engine(TextPreparer, Pretrained):
         if self.session.pooled:
             pooled = out
         else:
+            for row, seq in enumerate(sequences):
+                if getattr(seq, "keep_states", False):  # /embed_all: the real tokens' states
+                    seq.states = out[row, : len(seq)].copy()
             skip = None
             if not self.config.include_prompt:
                 skip = np.fromiter(
@@ -209,6 +212,25 @@ class Engine(TextPreparer, Pretrained):
             self.pooled(prepared.sequences), dimensions=dimensions, normalize=normalize
         )
         return EmbeddingResult(np.ascontiguousarray(vectors), prepared.token_counts)
+
+    def embed_all(self, texts: str | Sequence[str], *, truncate: bool = True) -> list[np.ndarray]:
+        """Every token's final hidden state [tokens, hidden] for each text, special tokens
+        included, padding not (TEI's /embed_all; sentence-transformers' token_embeddings)."""
+        self.check_token_states()
+        batch = [texts] if isinstance(texts, str) else list(texts)
+        prepared = self.prepare(Inputs(texts=batch), truncate=truncate).keeping_states()
+        for group in plan_batches(prepared.token_counts, self.max_batch_tokens):
+            self.forward([prepared.sequences[i] for i in group])
+        return [seq.states for seq in prepared.sequences]  # type: ignore[attr-defined]
+
+    def check_token_states(self) -> None:
+        """Token states need a graph that returns them: not one that pools on the device."""
+        if self.session.pooled:
+            raise InputError(
+                f"{self.model_info.name} pools inside its graph (CUDA with in-graph pooling), so "
+                "it has no token vectors to return; load it with precision fp32 on ONNX "
+                "Runtime's plain CUDA session or on the CPU"
+            )
 
     def similarity(
         self,

@@ -17,16 +17,21 @@ from embedserve.tokenization import ModelTokenizer
 
 
 class TokenIds(np.ndarray):
-    """An id sequence whose first `pool_skip` tokens (an instruction prompt) are not pooled.
+    """An id sequence whose first `pool_skip` tokens (an instruction prompt) are not pooled, and
+    which, with `keep_states`, gets its tokens' final hidden states back in `states`.
 
     An ndarray subclass so the server's batcher, which only moves sequences around, carries
-    the count to `Engine.forward` without knowing about it.
+    the count to `Engine.forward` and the states back to the request without knowing about them.
     """
 
     pool_skip: int = 0
+    keep_states: bool = False
+    states: np.ndarray | None = None
 
     def __array_finalize__(self, obj: object) -> None:
         self.pool_skip = getattr(obj, "pool_skip", 0)
+        self.keep_states = getattr(obj, "keep_states", False)
+        self.states = None
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,16 @@ class Prepared:
         return np.fromiter(
             (len(s) for s in self.sequences), dtype=np.int64, count=len(self.sequences)
         )
+
+    def keeping_states(self) -> Prepared:
+        """The same sequences, marked so `Engine.forward` hands back their token states."""
+        marked = []
+        for seq in self.sequences:
+            ids = seq.view(TokenIds)
+            ids.pool_skip = getattr(seq, "pool_skip", 0)
+            ids.keep_states = True
+            marked.append(ids)
+        return Prepared(marked, self.untruncated_tokens)
 
 
 class TextPreparer:

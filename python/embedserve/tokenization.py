@@ -46,14 +46,14 @@ class ModelTokenizer:
         """Token ids of each text without special tokens (one batched call; releases the GIL)."""
         return [encoding.ids for encoding in self._encode_batch(texts, add_special_tokens=False)]
 
+    def token_id(self, token: str) -> int | None:
+        """The id of a token of the vocabulary (added tokens included), None if it has none."""
+        return self._tokenizer.token_to_id(token)
+
     def encodings(self, texts: list[str], *, add_special_tokens: bool) -> list[Encoding]:
         """The tokenizer's own encodings (ids, token strings, character offsets), untruncated."""
         # Not encode_batch_fast: it skips the offsets.
         return self._tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)
-
-    def token_id(self, token: str) -> int | None:
-        """The id of one token string (a special token's, say), None if the vocabulary lacks it."""
-        return self._tokenizer.token_to_id(token)
 
     def token_strings(self, ids: list[int]) -> list[str]:
         """Each id's token as the vocabulary writes it ("##ing", "▁the"); "" for an unknown id."""

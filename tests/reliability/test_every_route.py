@@ -91,6 +91,22 @@ def health_p99(url: str, seconds: float, during=None) -> float:
     return float(np.percentile(latencies, 99))
 
 
+def test_embed_all_refuses_ten_megabytes_and_an_oversized_response_before_inference(served):
+    """Token vectors grow with tokens x dimensions: 2,048 long inputs would answer ~800 MB of
+    JSON, so the token count is checked against --max-token-values before the model runs."""
+    peak = served.hwm_kb()
+    response, seconds = post(served.url, "/embed_all", {"inputs": "a " * 5_000_000})
+    assert response.status_code == 400, response.text[:300]
+    assert response.json()["error_type"] == "Validation" and seconds < QUICK_SECONDS
+    long = "the quick brown fox jumps over the lazy dog " * 30
+    response, seconds = post(served.url, "/embed_all", {"inputs": [long] * 2_048})
+    assert response.status_code == 413, response.text[:300]
+    assert "max-token-values" in response.json()["error"]
+    assert served.hwm_kb() - peak < 100 * 1024
+    ok, _ = post(served.url, "/embed_all", {"inputs": ["hello world"] * 3})
+    assert ok.status_code == 200 and len(ok.json()) == 3 and len(ok.json()[0]) == 4
+
+
 def test_decode_of_millions_of_ids_keeps_the_event_loop_free(served):
     # Encoded before the probe starts: encoding it holds this process's GIL, the probe's too.
     body = msgspec.json.encode({"ids": [1000 + i % 9000 for i in range(3_300_000)]})

@@ -96,7 +96,8 @@ _STORAGE_DTYPES = {
 
 
 class _StateDict(dict):
-    """A plain dict that takes the attributes (`_metadata`) a module's `state_dict()` pickles."""
+    """A plain dict that takes the `_metadata` attribute `torch.save(module.state_dict())`
+    pickles on its OrderedDict (BGE-M3's colbert_linear.pt)."""
 
 
 def read_torch_zip(path: Path) -> dict[str, np.ndarray]:

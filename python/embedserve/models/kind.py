@@ -23,7 +23,9 @@ EMBEDDER = "embedder"
 YES_NO_MAX_LENGTH = 8192
 RERANKER = "reranker"
 SPARSE = "sparse"
-KINDS = (EMBEDDER, RERANKER, SPARSE)
+# Token vectors scored by MaxSim (PyLate's ColBERT layout: models/colbert_config.py).
+LATE_INTERACTION = "late-interaction"
+KINDS = (EMBEDDER, RERANKER, SPARSE, LATE_INTERACTION)
 
 # transformers' RoBERTa family (and MPNet) counts positions from padding_idx + 1, so
 # padding_idx + 1 of max_position_embeddings are never usable by text.
@@ -58,7 +60,11 @@ def model_kind(directory: Path) -> str:
     hf = read_hf_config(directory)
     if is_classifier(hf) or is_yes_no_reranker(directory, hf):
         return RERANKER
-    return SPARSE if is_splade(directory) else EMBEDDER
+    if is_splade(directory):
+        return SPARSE
+    from embedserve.models.colbert_config import is_late_interaction
+
+    return LATE_INTERACTION if is_late_interaction(directory) else EMBEDDER
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,8 @@ def add_serve_command(commands: Any) -> argparse.ArgumentParser:
         metavar="SPEC[=ALIAS]",
         help="model to serve (catalog name, folder or hub repo id), optionally under "
         "another name; repeat to serve several. Cross-encoders (config.json names a "
-        "*ForSequenceClassification) serve /v1/rerank, the rest /v1/embeddings "
+        "*ForSequenceClassification) serve /v1/rerank, ColBERT folders in PyLate's layout "
+        "/embed_all, /v1/rerank and /v1/score (MaxSim), the rest /v1/embeddings "
         "(default: " + DEFAULT_MODEL + ")",
     )
     serve.add_argument("--host", default="127.0.0.1")

@@ -90,6 +90,11 @@ class Limits:
     max_metadata_key_chars: int = setting(64, "characters per `metadata` key")
     max_metadata_value_chars: int = setting(512, "characters per `metadata` value")
     max_documents: int = setting(1000, "documents per rerank request (Cohere's own cap)")
+    max_token_values: int = setting(
+        16 * 1024 * 1024,
+        "tokens x dimensions per token-vector response (/embed_all), checked before inference "
+        "from the token counts; more gets 413 (the default is 64 MiB of float32)",
+    )
 
 
 @dataclass(frozen=True)

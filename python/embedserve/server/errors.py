@@ -92,6 +92,10 @@ def not_ready(model: str, reason: str | None = None) -> ApiError:
 _KINDS = {
     "reranker": ("a reranker", "/v1/rerank"),
     "sparse": ("a sparse encoder", "/embed_sparse"),
+    "late-interaction": (
+        "a late-interaction (ColBERT) model",
+        "/embed_all, /v1/rerank or /v1/score",
+    ),
 }
 _EMBEDDER = ("an embedding model", "/v1/embeddings")
 

@@ -20,7 +20,7 @@ import msgspec
 from litestar import Request, Response, get
 
 from embedserve import __version__
-from embedserve.server.adapters import classify, cohere, ollama, sparse, tei
+from embedserve.server.adapters import classify, cohere, ollama, sparse, tei, token_vectors
 from embedserve.server.schemas import API_VERSION, EXTRA_PARAMETERS
 from embedserve.server.shapes import CohereError, OllamaError, OpenAIError, TeiError
 
@@ -446,6 +446,17 @@ OPERATIONS: tuple[Operation, ...] = (
         TeiError,
         tei.SimilarityRequest,
         DEFAULT_MODEL_ERRORS,
+    ),
+    Operation(
+        "post",
+        "/embed_all",
+        "TEI: every token's vector of each input (an embedder's hidden states, a ColBERT's "
+        "token vectors; encoding_format base64: one little-endian float32 matrix per input)",
+        "TEI",
+        (list[list[list[float]]], list[str]),
+        TeiError,
+        token_vectors.EmbedAllRequest,
+        EMBEDDINGS_ERRORS,
     ),
     Operation(
         "post",

@@ -19,9 +19,10 @@ import numpy as np
 
 from embedserve.batching import Batcher
 from embedserve.engine import Engine
+from embedserve.late_interaction import ColBERT
 from embedserve.loading import LoadOptions
 from embedserve.models import resolve_model_dir
-from embedserve.models.kind import EMBEDDER, RERANKER, SPARSE, model_kind
+from embedserve.models.kind import EMBEDDER, LATE_INTERACTION, RERANKER, SPARSE, model_kind
 from embedserve.reranker import Reranker
 from embedserve.server.config import ModelSpec, ServerConfig
 from embedserve.server.errors import model_not_found, not_ready, wrong_kind
@@ -49,20 +50,21 @@ class ServedModel:
         """EMBEDDER, RERANKER or SPARSE once loaded; None before."""
         return None if self.engine is None else kind_of(self.engine)
 
-    def require(self, kind: str = EMBEDDER) -> tuple[Any, Batcher]:
+    def require(self, kind: str = EMBEDDER, *others: str) -> tuple[Any, Batcher]:
         """The engine and batcher, a 503 while the model is still loading (or failed to), or a
-        400 when the model is of another kind than the route serves."""
+        400 when the model is of another kind than the route serves (`kind` or `others`)."""
         if self.engine is None or self.batcher is None:
             raise not_ready(self.id, self.error)
-        if self.kind != kind:
+        if self.kind != kind and self.kind not in others:
             raise wrong_kind(self.id, self.kind or "", kind)
         return self.engine, self.batcher
 
 
-_LOADERS: dict[str, type[Engine | Reranker | SparseEncoder]] = {
+_LOADERS: dict[str, type[Engine | Reranker | SparseEncoder | ColBERT]] = {
     EMBEDDER: Engine,
     RERANKER: Reranker,
     SPARSE: SparseEncoder,
+    LATE_INTERACTION: ColBERT,
 }
 
 
@@ -75,7 +77,7 @@ class ModelRegistry:
         self,
         config: ServerConfig,
         metrics: Metrics,
-        engines: Mapping[str, Engine | Reranker | SparseEncoder] | None = None,
+        engines: Mapping[str, Engine | Reranker | SparseEncoder | ColBERT] | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
@@ -161,12 +163,16 @@ class ModelRegistry:
         """The first model of `kind` in `--model` order that is loaded."""
         return next((m for m in self.models if m.ready and m.kind == kind), None)
 
-    def _serve(self, model: ServedModel, engine: Engine | Reranker | SparseEncoder) -> None:
+    def _serve(
+        self, model: ServedModel, engine: Engine | Reranker | SparseEncoder | ColBERT
+    ) -> None:
         # The batcher's rows: pooled vectors for an embedder, one logit per label for a reranker,
-        # one SparseVector object for a sparse encoder.
+        # one SparseVector object for a sparse encoder, none for a ColBERT (its token vectors
+        # travel on the sequences: late_interaction.py).
         info = engine.model_info
         kind = kind_of(engine)
-        width = info.num_labels if kind == RERANKER else 1 if kind == SPARSE else info.dimension
+        widths = {RERANKER: info.num_labels, SPARSE: 1, LATE_INTERACTION: 0}
+        width = widths.get(kind, info.dimension)
         batcher = Batcher(
             engine.forward,
             width,

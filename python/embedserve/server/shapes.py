@@ -22,7 +22,17 @@ COHERE = "cohere"
 # TEI's own routes (its `/rerank` too: TEI's rerank body is `texts`, Cohere's clients call
 # `/v1/rerank` and `/v2/rerank`).
 _TEI_PATHS = frozenset(
-    {"/", "/embed", "/tokenize", "/decode", "/info", "/rerank", "/predict", "/similarity"}
+    {
+        "/",
+        "/embed",
+        "/embed_all",
+        "/tokenize",
+        "/decode",
+        "/info",
+        "/rerank",
+        "/predict",
+        "/similarity",
+    }
 )
 _COHERE_PATHS = frozenset({"/v2/embed", "/v1/rerank", "/v2/rerank"})
 

@@ -22,7 +22,16 @@ To add an API: write `adapters/NAME.py` with its Structs, handlers and a `ROUTES
 
 from __future__ import annotations
 
-from embedserve.server.adapters import classify, cohere, ollama, openai, rerank, sparse, tei
+from embedserve.server.adapters import (
+    classify,
+    cohere,
+    ollama,
+    openai,
+    rerank,
+    sparse,
+    tei,
+    token_vectors,
+)
 
 ROUTES = [
     *openai.ROUTES,
@@ -32,6 +41,7 @@ ROUTES = [
     *rerank.ROUTES,
     *sparse.ROUTES,
     *classify.ROUTES,
+    *token_vectors.ROUTES,
 ]
 
 __all__ = ["ROUTES"]

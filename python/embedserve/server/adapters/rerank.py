@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from litestar import Request, Response, post
 
-from embedserve.models.kind import RERANKER
+from embedserve.models.kind import LATE_INTERACTION, RERANKER
 from embedserve.reranker import Reranker, ranking
 from embedserve.server.adapters.rerank_schemas import (
     TEI,
@@ -31,6 +31,7 @@ from embedserve.server.errors import invalid
 from embedserve.server.plumbing import JSON, read_body, run_job, state, timing_headers
 from embedserve.server.registry import ModelRegistry, ServedModel
 from embedserve.server.tasks.pairs import PairsJob
+from embedserve.server.tasks.token_vectors import MaxSimJob
 
 
 def _reranker_for(registry: ModelRegistry, name: str | None, required: bool) -> ServedModel:
@@ -41,7 +42,7 @@ def _reranker_for(registry: ModelRegistry, name: str | None, required: bool) -> 
         raise invalid(
             "you must provide a model parameter", param="model", code="missing_required_parameter"
         )
-    model = registry.first_ready(RERANKER)
+    model = registry.first_ready(RERANKER) or registry.first_ready(LATE_INTERACTION)
     if model is None:
         if not registry.ready:
             return next(m for m in registry.models if not m.ready)  # its require() says 503
@@ -70,12 +71,64 @@ def _ranked(
     return render
 
 
+def _ranked_scores(
+    parsed: RerankRequest, model: str, api_version: str
+) -> Callable[[np.ndarray, int], bytes]:
+    """The render of a late-interaction rerank: MaxSim scores, their order, the dialect's body."""
+
+    def render(relevance: np.ndarray, tokens: int) -> bytes:
+        order = ranking(relevance, parsed.top_n).tolist()
+        scores = relevance.tolist()
+        if parsed.dialect == TEI:
+            return tei_body(parsed, order, scores)
+        return cohere_body(parsed, model, order, scores, tokens, api_version)
+
+    return render
+
+
+async def _maxsim_score(
+    request: Request[Any, Any, Any], parsed: Any, model: ServedModel, started: float
+) -> Response[bytes]:
+    """/v1/score on a ColBERT: one `text_1` against every `text_2` by MaxSim."""
+    if len(parsed.firsts) != 1:
+        raise invalid(
+            "a late-interaction model scores one text_1 against text_2; send text_1 as a string",
+            param="text_1",
+        )
+    server = state(request)
+    engine, batcher = model.require(LATE_INTERACTION)
+    job = MaxSimJob(
+        engine,
+        server.config,
+        lambda scores, tokens: score_body(model.id, scores.tolist(), tokens),
+        query=parsed.firsts[0],
+        documents=parsed.seconds,
+        first_param="text_1",
+        param="text_2",
+        truncate=parsed.truncate,
+    )
+    done = await run_job(request, job, model.id, batcher, parsed.priority)
+    return Response(content=done.result, media_type=JSON, headers=timing_headers(done, started))
+
+
 async def _rerank(request: Request[Any, Any, Any], api_version: str) -> Response[bytes]:
     started = time.perf_counter()
     server = state(request)
     parsed = parse_rerank_request(await read_body(request))
     model = _reranker_for(server.registry, parsed.model, required=parsed.dialect != TEI)
-    reranker, batcher = model.require(RERANKER)
+    reranker, batcher = model.require(RERANKER, LATE_INTERACTION)
+    if model.kind == LATE_INTERACTION:  # MaxSim of ColBERT token vectors
+        job: PairsJob[bytes] | MaxSimJob[bytes] = MaxSimJob(
+            reranker,
+            server.config,
+            _ranked_scores(parsed, model.id, api_version),
+            query=parsed.query,
+            documents=parsed.documents,
+            param=parsed.param,
+            truncate=parsed.truncate,
+        )
+        done = await run_job(request, job, model.id, batcher, parsed.priority)
+        return Response(content=done.result, media_type=JSON, headers=timing_headers(done, started))
     job = PairsJob(
         reranker,
         server.config,
@@ -109,7 +162,9 @@ async def score(request: Request[Any, Any, Any]) -> Response[bytes]:
     server = state(request)
     parsed = parse_score_request(await read_body(request))
     model = _reranker_for(server.registry, parsed.model, required=False)
-    reranker, batcher = model.require(RERANKER)
+    reranker, batcher = model.require(RERANKER, LATE_INTERACTION)
+    if model.kind == LATE_INTERACTION:
+        return await _maxsim_score(request, parsed, model, started)
 
     def render(logits: np.ndarray, tokens: int) -> bytes:
         scores = reranker.scores(logits, raw_scores=parsed.raw_scores).tolist()

@@ -1,0 +1,74 @@
+"""TEI's `POST /embed_all`: every token's vector of each input, for any embedder (its final
+hidden states, special tokens included, padding not) or a ColBERT (normalized, projected token
+vectors; `is_query` picks query or document encoding). TEI's error shape (server/shapes.py).
+
+`encoding_format: "float"` (TEI's default) answers `[[[float]]]` (inputs x tokens x
+dimensions); `"base64"` answers one string per input: its [tokens, dimensions] matrix as
+little-endian float32, row-major (tokens = bytes / 4 / dimensions).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import msgspec
+import numpy as np
+from litestar import Request, Response, post
+
+from embedserve import _core
+from embedserve.models.kind import EMBEDDER, LATE_INTERACTION
+from embedserve.server.adapters.base import decode, json_response
+from embedserve.server.auth import require_api_key
+from embedserve.server.plumbing import read_body, run_job, state, timing_headers
+from embedserve.server.tasks.token_vectors import TokenVectorsJob
+
+
+class EmbedAllRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """TEI's `POST /embed_all` body, plus `model`, `is_query` and `encoding_format`."""
+
+    inputs: str | list[str]
+    truncate: bool | None = None
+    # Which served model (default: the first `--model`); TEI serves one.
+    model: str | None = None
+    # A ColBERT's query encoding ([Q] marker, expanded with [MASK]) rather than a document's.
+    is_query: bool = False
+    encoding_format: Literal["float", "base64"] = "float"
+
+
+def _render(encoding_format: str) -> Any:
+    def render(matrices: list[np.ndarray], tokens: int) -> bytes:
+        if encoding_format == "base64":
+            rows = [
+                _core.encode_base64(np.ascontiguousarray(m, dtype=np.float32).reshape(1, -1))[0]
+                for m in matrices
+            ]
+            return msgspec.json.encode(rows)
+        return msgspec.json.encode([m.tolist() for m in matrices])
+
+    return render
+
+
+@post("/embed_all", guards=[require_api_key], status_code=200)
+async def embed_all(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Every token's vector of each input."""
+    started = time.perf_counter()
+    server = state(request)
+    body = decode(await read_body(request), EmbedAllRequest)
+    registry = server.registry
+    model = registry.default if body.model is None else registry.get(body.model)
+    engine, batcher = model.require(EMBEDDER, LATE_INTERACTION)
+    job = TokenVectorsJob(
+        engine,
+        server.config,
+        _render(body.encoding_format),
+        texts=[body.inputs] if isinstance(body.inputs, str) else body.inputs,
+        truncate=body.truncate,
+        is_query=body.is_query,
+    )
+    # TEI's body is closed: the priority comes from the X-Priority header only.
+    done = await run_job(request, job, model.id, batcher)
+    return json_response(done.result, headers=timing_headers(done, started))
+
+
+ROUTES = [embed_all]

@@ -1,0 +1,214 @@
+"""Token vectors: every token's final hidden state of an embedder (TEI's /embed_all), or a
+ColBERT's normalized query or document token vectors; and MaxSim scores of one query against
+documents (rerank and score on a late-interaction model).
+
+The response grows with tokens x dimensions, so the request's total is checked against
+`max_token_values` as soon as each chunk is tokenized, before any inference (413).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
+
+from embedserve.engine import Engine
+from embedserve.errors import InputTooLongError
+from embedserve.inputs import Inputs, chunk_ranges
+from embedserve.late_interaction import ColBERT, maxsim
+from embedserve.preparing import Prepared
+from embedserve.server.config import ServerConfig
+from embedserve.server.errors import ApiError
+from embedserve.server.limits import (
+    CHUNK_CHARS,
+    DEFAULT_TOKENS_PER_CHAR,
+    TokenBudget,
+    check_characters,
+    check_count,
+    check_not_empty,
+)
+from embedserve.server.pipeline import Job
+
+R = TypeVar("R")
+
+
+def token_width(model: Engine | ColBERT) -> int:
+    """Values per token vector: a ColBERT's projection, an embedder's hidden size."""
+    if isinstance(model, ColBERT):
+        return model.model_info.dimension
+    return int(model.session.hidden_size or model.model_info.dimension)
+
+
+class TokenVectorsJob(Job[R], Generic[R]):
+    """Each text's token vectors, rendered by the adapter from a list of [tokens, width]
+    float32 matrices. `is_query` picks a ColBERT's query or document encoding (ignored by an
+    embedder)."""
+
+    def __init__(
+        self,
+        model: Engine | ColBERT,
+        config: ServerConfig,
+        render: Callable[[list[np.ndarray], int], R],
+        *,
+        texts: list[str],
+        truncate: bool | None = None,
+        is_query: bool = False,
+        param: str = "inputs",
+    ) -> None:
+        limits = config.limits
+        self.model = model
+        self.render = render
+        self.texts = texts
+        self.is_query = is_query
+        self.param = param
+        self.truncate = config.auto_truncate if truncate is None else truncate
+        if isinstance(model, Engine):
+            model.check_token_states()
+        self.width = token_width(model)
+        self.max_values = limits.max_token_values
+        self.size = len(texts)
+        check_count(self.size, limits.max_inputs, param)
+        lengths = [len(t) for t in texts]
+        check_not_empty(lengths, param)
+        self.characters = check_characters(lengths, limits, param)
+        self._budget = TokenBudget(limits, param)
+        self._sequences: list[np.ndarray] = []
+        self._content = 0
+
+    def estimated_tokens(self, tokens_per_char: float = DEFAULT_TOKENS_PER_CHAR) -> int:
+        cap = self.model.model_info.max_tokens
+        return sum(min(int(len(t) * tokens_per_char) + 3, cap) for t in self.texts)
+
+    def steps(self) -> Iterator[Callable[[], None]]:
+        for chunk in chunk_ranges([len(t) for t in self.texts], CHUNK_CHARS):
+            yield lambda chunk=chunk: self._prepare(chunk)
+
+    def rows(self) -> list[np.ndarray]:
+        return self._sequences
+
+    @property
+    def usage_tokens(self) -> int:
+        return sum(len(s) for s in self._sequences)
+
+    @property
+    def content_tokens(self) -> int:
+        return self._content
+
+    def finish_cost(self, outputs: np.ndarray | None) -> int:
+        return self.usage_tokens * self.width
+
+    def finish(self, outputs: np.ndarray | None) -> R:
+        return self.render([s.states for s in self._sequences], self.usage_tokens)  # type: ignore[attr-defined]
+
+    def _prepare(self, chunk: range) -> None:
+        texts = self.texts[chunk.start : chunk.stop]
+        try:
+            if isinstance(self.model, ColBERT):
+                part = self.model.prepare(
+                    texts, is_query=self.is_query, truncate=self.truncate, start=chunk.start
+                )
+            else:
+                part = self.model.prepare(Inputs(texts=texts), truncate=self.truncate)
+                part = part.keeping_states()
+        except InputTooLongError as exc:
+            if not chunk.start or isinstance(self.model, ColBERT):
+                raise
+            raise InputTooLongError(chunk.start + exc.index, exc.tokens, exc.limit) from exc
+        self._budget.add(part.untruncated_tokens, chunk.start)
+        self._content += int(part.untruncated_tokens.sum())
+        self._sequences.extend(part.sequences)
+        self._check_values(part)
+
+    def _check_values(self, part: Prepared) -> None:
+        values = self.usage_tokens * self.width
+        if values > self.max_values:
+            raise ApiError(
+                HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                f"The response would hold {values} values ({self.usage_tokens} tokens x "
+                f"{self.width} dimensions so far), more than the server's limit of "
+                f"{self.max_values} (--max-token-values); send fewer or shorter {self.param}",
+                param=self.param,
+                code="response_too_large",
+            )
+
+
+class MaxSimJob(Job[R], Generic[R]):
+    """One query against documents on a ColBERT: the query is tokenized once and computed as one
+    row with the documents; `finish` renders the MaxSim scores [documents]."""
+
+    def __init__(
+        self,
+        model: ColBERT,
+        config: ServerConfig,
+        render: Callable[[np.ndarray, int], R],
+        *,
+        query: str,
+        documents: list[str],
+        first_param: str = "query",
+        param: str = "documents",
+        truncate: bool | None = None,
+    ) -> None:
+        limits = config.limits
+        self.model = model
+        self.render = render
+        self.query, self.documents = query, documents
+        self.first_param, self.param = first_param, param
+        self.truncate = config.auto_truncate if truncate is None else truncate
+        self.size = len(documents) + 1
+        check_count(len(documents), limits.max_documents, param)
+        check_not_empty([len(query)], first_param)
+        first = check_characters([len(query)], limits, first_param, single=True)
+        self.characters = check_characters(
+            [len(d) for d in documents], limits, param, already=first
+        )
+        self._budget = TokenBudget(limits, param)
+        self._sequences: list[np.ndarray] = []
+        self._content = 0
+
+    def estimated_tokens(self, tokens_per_char: float = DEFAULT_TOKENS_PER_CHAR) -> int:
+        cap = self.model.model_info.max_tokens
+        texts = [self.query, *self.documents]
+        return sum(min(int(len(t) * tokens_per_char) + 3, cap) for t in texts)
+
+    def steps(self) -> Iterator[Callable[[], None]]:
+        yield self._prepare_query
+        for chunk in chunk_ranges([len(d) for d in self.documents], CHUNK_CHARS):
+            yield lambda chunk=chunk: self._prepare(chunk)
+
+    def rows(self) -> list[np.ndarray]:
+        return self._sequences
+
+    @property
+    def usage_tokens(self) -> int:
+        return sum(len(s) for s in self._sequences)
+
+    @property
+    def content_tokens(self) -> int:
+        return self._content
+
+    def finish_cost(self, outputs: np.ndarray | None) -> int:
+        # MaxSim multiplies every query token with every document token: off the loop when large.
+        query_tokens = len(self._sequences[0]) if self._sequences else 0
+        return query_tokens * self.usage_tokens * self.model.model_info.dimension
+
+    def finish(self, outputs: np.ndarray | None) -> R:
+        states: list[Any] = [s.states for s in self._sequences]  # type: ignore[attr-defined]
+        return self.render(maxsim(states[0], states[1:]), self.usage_tokens)
+
+    def _prepare_query(self) -> None:
+        part = self.model.prepare([self.query], is_query=True, truncate=True)
+        self._content += int(part.untruncated_tokens.sum())
+        self._sequences.extend(part.sequences)
+
+    def _prepare(self, chunk: range) -> None:
+        part = self.model.prepare(
+            self.documents[chunk.start : chunk.stop],
+            is_query=False,
+            truncate=self.truncate,
+            start=chunk.start,
+        )
+        self._budget.add(part.untruncated_tokens, chunk.start)
+        self._content += int(part.untruncated_tokens.sum())
+        self._sequences.extend(part.sequences)

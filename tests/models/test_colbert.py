@@ -1,0 +1,109 @@
+"""ColBERT in PyLate's layout against pylate.models.ColBERT.encode, and MaxSim against
+pylate.scores.colbert_scores, on tiny random BERT weights."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from embedserve.errors import InputTooLongError
+from embedserve.late_interaction import ColBERT, maxsim
+from embedserve.models.kind import LATE_INTERACTION, model_kind
+
+from tests.support.colbert import build_colbert, reference
+from tests.support.cross_encoders import QUERIES
+from tests.support.edge_texts import EDGE_TEXTS
+from tests.support.tiny import quiet
+
+with warnings.catch_warnings():  # pylate imports sentence-transformers' deprecated paths
+    warnings.simplefilter("ignore")
+    # Not in the test extra: every release pins an older sentence-transformers, so the test
+    # command installs it with --no-deps (its other imports come with the test extra).
+    import pylate.scores as pylate_scores
+    import torch
+
+LONG = "the library may be distributed under the terms of this license " * 20
+TEXTS = [*QUERIES, LONG, "Punctuation!!! (lots) of it: yes; no? ... ok.", *EDGE_TEXTS]
+
+
+@pytest.fixture(
+    scope="module",
+    params=[("bert", False), ("bert", True), ("modernbert", False)],
+    ids=["bert-masked-expansion", "bert-attended-expansion", "modernbert"],
+)
+def colbert_dir(request, tmp_path_factory, minilm_dir) -> Path:
+    architecture, attend = request.param
+    out = tmp_path_factory.mktemp("colbert")
+    return build_colbert(
+        out, minilm_dir, attend_to_expansion_tokens=attend, architecture=architecture, seed=1
+    )
+
+
+def _cosines(ours: list[np.ndarray], theirs: list) -> float:
+    worst = 1.0
+    for a, b in zip(ours, theirs, strict=True):
+        b = np.asarray(b, dtype=np.float32)
+        assert a.shape == b.shape
+        cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        worst = min(worst, float(cos.min()))
+    return worst
+
+
+@pytest.mark.parametrize("is_query", [True, False], ids=["query", "document"])
+def test_token_vectors_match_pylate(colbert_dir, is_query):
+    ours = ColBERT.from_pretrained(colbert_dir).encode(TEXTS, is_query=is_query)
+    ref = reference(colbert_dir)
+    theirs = quiet(ref.encode, TEXTS, is_query=is_query, show_progress_bar=False)
+    assert _cosines(ours, theirs) >= 0.99999
+    if is_query:  # expanded to query_length with [MASK]
+        assert {len(v) for v in ours} == {32}
+    else:  # cut at document_length, punctuation gone
+        assert max(len(v) for v in ours) <= 64
+        assert len(ours[4]) < len(ref.tokenize([TEXTS[4]], is_query=False)["input_ids"][0])
+    for v in ours:
+        np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-5)
+
+
+def test_maxsim_and_rank_match_pylate(colbert_dir):
+    model = ColBERT.from_pretrained(colbert_dir)
+    ref = reference(colbert_dir)
+    query, documents = QUERIES[1], TEXTS[:6]
+    q = quiet(ref.encode, [query], is_query=True, show_progress_bar=False)
+    d = quiet(ref.encode, documents, is_query=False, show_progress_bar=False)
+    # Documents of different lengths: padded, with pylate's own mask saying which rows are real.
+    longest = max(len(x) for x in d)
+    padded = np.zeros((len(d), longest, d[0].shape[1]), dtype=np.float32)
+    real = np.zeros((len(d), longest), dtype=np.float32)
+    for i, x in enumerate(d):
+        padded[i, : len(x)], real[i, : len(x)] = x, 1
+    expected = pylate_scores.colbert_scores(
+        np.asarray(q), padded, documents_mask=torch.from_numpy(real)
+    )[0].numpy()
+    ours = model.score(query, documents)
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
+    ranked = model.rank(query, documents, top_n=3)
+    assert [r.index for r in ranked] == list(np.argsort(-expected, kind="stable")[:3])
+    assert maxsim(model.encode(query, is_query=True)[0], []).shape == (0,)
+
+
+def test_kind_and_limits(colbert_dir):
+    assert model_kind(colbert_dir) == LATE_INTERACTION
+    model = ColBERT.from_pretrained(colbert_dir)
+    assert model.model_info.dimension == 16
+    with pytest.raises(InputTooLongError):
+        model.encode([LONG], is_query=False, truncate=False)
+
+
+def test_embed_all_matches_sentence_transformers_token_embeddings(minilm_dir):
+    from embedserve.engine import Engine
+    from sentence_transformers import SentenceTransformer
+
+    texts = [*QUERIES, LONG, *[t for t in EDGE_TEXTS if t.strip()]]
+    ours = Engine.from_pretrained(minilm_dir).embed_all(texts)
+    st = quiet(SentenceTransformer, str(minilm_dir), device="cpu")
+    theirs = quiet(st.encode, texts, output_value="token_embeddings", show_progress_bar=False)
+    assert _cosines(ours, [t.numpy() for t in theirs]) >= 0.99999
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b.numpy(), atol=1e-4)
