@@ -171,8 +171,12 @@ class ModelRegistry:
         # travel on the sequences: late_interaction.py).
         info = engine.model_info
         kind = kind_of(engine)
-        widths = {RERANKER: info.num_labels, SPARSE: 1, LATE_INTERACTION: 0}
-        width = widths.get(kind, info.dimension)
+        if kind == RERANKER:
+            width = info.num_labels
+        elif kind in (SPARSE, LATE_INTERACTION):
+            width = 1 if kind == SPARSE else 0
+        else:
+            width = info.dimension
         batcher = Batcher(
             engine.forward,
             width,
