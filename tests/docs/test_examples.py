@@ -18,11 +18,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import embedserve
 import httpx
 import pytest
 
 from ..support import fill_tiktoken_cache, free_port
-from .examples import ROOT, examples
+from .examples import examples
 
 RUNNER = Path(__file__).with_name("run_page.py")
 EXAMPLES = examples()
@@ -58,7 +59,10 @@ def _environment(workdir: Path) -> dict[str, str]:
     env = dict(os.environ)
     # LangChain's client tokenizes with tiktoken, which would download its rank file.
     env["TIKTOKEN_CACHE_DIR"] = str(workdir / ".tiktoken")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "python"), env.get("PYTHONPATH")]))
+    # The embedserve these tests import (installed in CI; the checkout's python/ in a dev tree,
+    # whose compiled core is only there once built), not the checkout's python/ as such.
+    package_root = str(Path(embedserve.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     # Put the running interpreter's scripts (embedserve, ...) first, as an activated venv would.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["HAYSTACK_TELEMETRY_ENABLED"] = "False"
