@@ -3,14 +3,18 @@ token states, the first token (<s>) dropped, each vector L2-normalized; scores a
 sum divided by the query's token count. FlagEmbedding's `BGEM3FlagModel` is the reference
 (`_colbert_embedding`, `colbert_score`).
 
-The encoder is the folder's ordinary embedder (`Engine`, its token states from `embed_all`);
-the head is read without torch (`models.dense.read_torch_zip`).
+The encoder is the folder's ordinary embedder (`Engine`, its token states), shared with the
+dense task when the server serves both; the head is read without torch
+(`models.dense.read_torch_zip`). `M3Colbert` has ColBERT's serving steps (`prepare`, `forward`,
+`maxsim_scores`), so the server's token-vector and MaxSim jobs run it as they run a ColBERT.
+Queries and documents are encoded alike (BGE-M3 has no markers).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +22,17 @@ import numpy as np
 
 from embedserve import _core
 from embedserve.engine import Engine
+from embedserve.errors import InputTooLongError
+from embedserve.inputs import Inputs
 from embedserve.late_interaction import maxsim
+from embedserve.models.bge_m3 import COLBERT_LINEAR
 from embedserve.models.dense import DenseLayer, read_torch_zip
+from embedserve.models.kind import LATE_INTERACTION
 from embedserve.models.st_modules import ModelConfigError
+from embedserve.planning import plan_batches
+from embedserve.preparing import Prepared
 
-COLBERT_HEAD = "colbert_linear.pt"
+COLBERT_HEAD = COLBERT_LINEAR
 
 
 def has_colbert_head(directory: Path) -> bool:
@@ -45,24 +55,67 @@ def load_colbert_head(directory: Path) -> DenseLayer:
 class M3Colbert:
     """BGE-M3's multi-vector output over an embedder loaded from the same folder."""
 
+    kind = LATE_INTERACTION
+
     def __init__(self, engine: Engine, head: DenseLayer) -> None:
+        engine.check_token_states()
         self.engine = engine
         self.head = head
+        self.tokenizer = engine.tokenizer
+        self.max_batch_tokens = engine.max_batch_tokens
+        self.model_info = replace(
+            engine.model_info,
+            dimension=head.out_features,
+            pooling="none",
+            normalize=True,
+            supports_dimensions=False,
+        )
 
     @classmethod
     def from_pretrained(cls, spec: str | os.PathLike[str], **options: Any) -> M3Colbert:
         engine = Engine.from_pretrained(spec, **options)
         return cls(engine, load_colbert_head(engine.config.directory))
 
+    # -- the steps, public so the server's batcher can run them separately --
+
+    def prepare(
+        self, texts: Sequence[str], *, is_query: bool = False, truncate: bool = True, start: int = 0
+    ) -> Prepared:
+        """Each text's token ids, marked to keep their states (`is_query` changes nothing)."""
+        try:
+            part = self.engine.prepare(Inputs(texts=list(texts)), truncate=truncate)
+        except InputTooLongError as exc:  # name the input by its index in the whole request
+            if not start:
+                raise
+            raise InputTooLongError(start + exc.index, exc.tokens, exc.limit) from exc
+        return part.keeping_states()
+
+    def forward(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
+        """Each sequence's normalized head vectors (all tokens but the first) into its `states`;
+        returns no pooled columns (the batcher's rows are empty, as a ColBERT's)."""
+        self.engine.forward(sequences)  # the encoder's token states land on the sequences
+        for seq in sequences:
+            states = seq.states[1:]  # type: ignore[attr-defined]
+            vectors = np.ascontiguousarray(self.head(states), dtype=np.float32)
+            seq.states = _core.cut_and_normalize_(vectors, None, True)  # type: ignore[attr-defined]
+        return np.empty((len(sequences), 0), dtype=np.float32)
+
+    def maxsim_scores(self, query: np.ndarray, documents: Sequence[np.ndarray]) -> np.ndarray:
+        """FlagEmbedding's colbert_score: MaxSim divided by the query's token count."""
+        return maxsim(query, documents) / max(len(query), 1)
+
+    # -- the whole thing --
+
     def encode(self, texts: str | Sequence[str], *, truncate: bool = True) -> list[np.ndarray]:
         """Normalized vectors [tokens - 1, hidden] of each text: every token after the first."""
-        out = []
-        for states in self.engine.embed_all(texts, truncate=truncate):
-            vectors = np.ascontiguousarray(self.head(states[1:]), dtype=np.float32)
-            out.append(_core.cut_and_normalize_(vectors, None, True))
-        return out
+        batch = [texts] if isinstance(texts, str) else list(texts)
+        sequences = self.prepare(batch, truncate=truncate).sequences
+        lengths = np.fromiter((len(s) for s in sequences), np.int64, len(sequences))
+        for group in plan_batches(lengths, self.max_batch_tokens):
+            self.forward([sequences[i] for i in group])
+        return [seq.states for seq in sequences]  # type: ignore[attr-defined]
 
     def score(self, query: str, documents: Sequence[str], *, truncate: bool = True) -> np.ndarray:
         """FlagEmbedding's colbert_score of `query` with each document: MaxSim / query tokens."""
         (q,) = self.encode([query], truncate=truncate)
-        return maxsim(q, self.encode(list(documents), truncate=truncate)) / max(len(q), 1)
+        return self.maxsim_scores(q, self.encode(list(documents), truncate=truncate))

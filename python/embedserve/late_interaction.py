@@ -218,11 +218,15 @@ class ColBERT(Pretrained):
             self.forward([sequences[i] for i in group])
         return [seq.states for seq in sequences]  # type: ignore[attr-defined]
 
+    def maxsim_scores(self, query: np.ndarray, documents: Sequence[np.ndarray]) -> np.ndarray:
+        """The score of encoded token vectors: PyLate's plain MaxSim sum (BGE-M3's differs)."""
+        return maxsim(query, documents)
+
     def score(self, query: str, documents: Sequence[str], *, truncate: bool = True) -> np.ndarray:
         """MaxSim of `query` against each document, float32 [len(documents)]."""
         (q,) = self.encode([_check_text(query, "query")], is_query=True, truncate=truncate)
         docs = self.encode(_check_texts(documents, "documents"), is_query=False, truncate=truncate)
-        return maxsim(q, docs)
+        return self.maxsim_scores(q, docs)
 
     def rank(
         self,

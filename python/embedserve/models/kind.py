@@ -5,8 +5,9 @@ config.json's `architectures` says it: a `*ForSequenceClassification` head score
 else is served as an encoder whose states are pooled, unless sentence-transformers' modules.json
 ends a `*ForMaskedLM` in SpladePooling (a SparseEncoder folder, `models.splade_layout`): then it
 gives SPLADE's sparse vectors. A bare masked LM is not taken for SPLADE (all-mpnet-base-v2's config says
-MPNetForMaskedLM), and a BGE-M3 folder stays an embedder: its dense vector is what it is served
-for; both give sparse vectors through the library's `SparseEncoder`.
+MPNetForMaskedLM), and a BGE-M3 folder's own kind stays embedder (its dense vector); the server
+serves its sparse and ColBERT heads as extra kinds of the same model (server/registry.py), and a
+bare masked LM gives sparse vectors through the library's `SparseEncoder`.
 """
 
 from __future__ import annotations

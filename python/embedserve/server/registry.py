@@ -1,5 +1,13 @@
 """The models a server answers for: each one's names, engine, batcher, and whether it is loaded.
 
+A model may serve more than one kind: a BGE-M3 folder is an embedder (its dense vector) that
+also serves its sparse head (/embed_sparse) and its ColBERT head (/embed_all, MaxSim rerank and
+score). Each extra kind is its own (engine, batcher) pair on the same pipeline, so a request
+runs the encoder once for its own task; the forwards are not shared across tasks. The sparse
+head opens a second ONNX Runtime session of the encoder (one more copy of its weights in
+memory); the ColBERT head reuses the embedder's session (no extra weights, only its small
+linear layer).
+
 Models load on a background thread after the server starts, so `/health` answers at once and
 `/ready` says when they are usable. Loading happens in the process that serves them — after any
 fork — as sessions and tokenizers must be created there.
@@ -18,10 +26,12 @@ from typing import Any
 import numpy as np
 
 from embedserve.batching import Batcher
+from embedserve.bge_m3 import M3Colbert, load_colbert_head
 from embedserve.engine import Engine
 from embedserve.late_interaction import ColBERT
 from embedserve.loading import LoadOptions
 from embedserve.models import resolve_model_dir
+from embedserve.models.bge_m3 import COLBERT_LINEAR, SPARSE_LINEAR, heads
 from embedserve.models.kind import EMBEDDER, LATE_INTERACTION, RERANKER, SPARSE, model_kind
 from embedserve.reranker import Reranker
 from embedserve.server.config import ModelSpec, ServerConfig
@@ -39,6 +49,8 @@ class ServedModel:
         self.created = int(time.time())
         self.engine: Any = None  # an Engine (embedder), a Reranker or a SparseEncoder
         self.batcher: Batcher | None = None
+        # The kinds it serves besides its own (a BGE-M3's sparse and ColBERT heads).
+        self.extras: dict[str, tuple[Any, Batcher]] = {}
         self.error: str | None = None
 
     @property
@@ -50,14 +62,30 @@ class ServedModel:
         """EMBEDDER, RERANKER or SPARSE once loaded; None before."""
         return None if self.engine is None else kind_of(self.engine)
 
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """Every kind it serves, its own first; empty before it is loaded."""
+        return () if self.kind is None else (self.kind, *self.extras)
+
+    def can(self, kind: str) -> bool:
+        return self.ready and kind in self.kinds
+
     def require(self, kind: str = EMBEDDER, *others: str) -> tuple[Any, Batcher]:
-        """The engine and batcher, a 503 while the model is still loading (or failed to), or a
-        400 when the model is of another kind than the route serves (`kind` or `others`)."""
+        """The engine and batcher of the first of `kind`, `others` the model serves; a 503 while
+        the model is still loading (or failed to), or a 400 when it serves none of them."""
         if self.engine is None or self.batcher is None:
             raise not_ready(self.id, self.error)
-        if self.kind != kind and self.kind not in others:
-            raise wrong_kind(self.id, self.kind or "", kind)
-        return self.engine, self.batcher
+        for wanted in (kind, *others):
+            if self.kind == wanted:
+                return self.engine, self.batcher
+            if wanted in self.extras:
+                return self.extras[wanted]
+        raise wrong_kind(self.id, self.kind or "", kind)
+
+    @property
+    def batchers(self) -> list[Batcher]:
+        own = [] if self.batcher is None else [self.batcher]
+        return own + [batcher for _, batcher in self.extras.values()]
 
 
 _LOADERS: dict[str, type[Engine | Reranker | SparseEncoder | ColBERT]] = {
@@ -123,13 +151,13 @@ class ModelRegistry:
     def stop(self) -> None:
         """Stop every batcher taking work; what still waits gets 503 (the end of a drain)."""
         for model in self.models:
-            if model.batcher is not None:
-                model.batcher.stop()
+            for batcher in model.batchers:
+                batcher.stop()
 
     def close(self) -> None:
         for model in self.models:
-            if model.batcher is not None:
-                model.batcher.close()
+            for batcher in model.batchers:
+                batcher.close()
 
     def _load_all(self) -> None:
         # Threads inherit the nice value of the thread that starts them: ONNX Runtime's pool
@@ -145,13 +173,14 @@ class ModelRegistry:
                 model_dir = resolve_model_dir(model.spec.spec, compile=options.compile)
                 kind = _LOADERS[model_kind(model_dir)]
                 engine = kind.from_pretrained(model_dir, options=options)
+                extras = extra_engines(model_dir, options, engine)
             except Exception as exc:  # noqa: BLE001 - the server stays up and says why in /ready and 503s
                 model.error = f"{type(exc).__name__}: {exc}"
                 log.error(
                     "could not load model %s (%s): %s", model.id, model.spec.spec, model.error
                 )
                 continue
-            self._serve(model, engine)
+            self._serve(model, engine, extras)
             log.info(
                 "model %s ready on %s in %.1fs",
                 model.id,
@@ -160,12 +189,25 @@ class ModelRegistry:
             )
 
     def first_ready(self, kind: str) -> ServedModel | None:
-        """The first model of `kind` in `--model` order that is loaded."""
-        return next((m for m in self.models if m.ready and m.kind == kind), None)
+        """The first loaded model in `--model` order that serves `kind` (its own or an extra)."""
+        return next((m for m in self.models if m.can(kind)), None)
 
     def _serve(
-        self, model: ServedModel, engine: Engine | Reranker | SparseEncoder | ColBERT
+        self, model: ServedModel, engine: Any, extras: Mapping[str, Any] | None = None
     ) -> None:
+        batchers = [self._batcher(model, e) for e in (engine, *(extras or {}).values())]
+        self.metrics.watch_queue(model.id, lambda: sum(b.queued_inputs for b in batchers))
+        cache = getattr(engine, "cache", None)
+        if cache is not None:
+            self.metrics.watch_cache(model.id, cache)
+        model.extras = {
+            kind: (extra, batcher)
+            for (kind, extra), batcher in zip((extras or {}).items(), batchers[1:])
+        }
+        model.engine = engine
+        model.batcher = batchers[0]  # set last: `ready` reads it
+
+    def _batcher(self, model: ServedModel, engine: Any) -> Batcher:
         # The batcher's rows: pooled vectors for an embedder, one logit per label for a reranker,
         # one SparseVector object for a sparse encoder, none for a ColBERT (its token vectors
         # travel on the sequences: late_interaction.py).
@@ -189,12 +231,32 @@ class ModelRegistry:
             dtype=object if kind == SPARSE else np.float32,
         )
         batcher.start()
-        self.metrics.watch_queue(model.id, lambda: batcher.queued_inputs)
-        cache = getattr(engine, "cache", None)
-        if cache is not None:
-            self.metrics.watch_cache(model.id, cache)
-        model.engine = engine
-        model.batcher = batcher  # set last: `ready` reads it
+        return batcher
+
+
+def extra_engines(model_dir: Any, options: LoadOptions, engine: object) -> dict[str, Any]:
+    """The kinds an embedder's folder serves besides dense vectors: a BGE-M3's sparse head
+    (its own encoder session) and ColBERT head (over `engine`'s session). A head that cannot
+    load with these options (the sparse head runs fp32 only; the ColBERT head needs token
+    states, which a graph pooling on the device has not) is left out with a warning: the dense
+    vectors are still served."""
+    if kind_of(engine) != EMBEDDER:
+        return {}
+    loaders: dict[str, Any] = {}
+    present = heads(model_dir)
+    if SPARSE_LINEAR in present:
+        loaders[SPARSE] = lambda: SparseEncoder.from_pretrained(model_dir, options=options)
+    if COLBERT_LINEAR in present:
+        loaders[LATE_INTERACTION] = lambda: M3Colbert(engine, load_colbert_head(model_dir))  # type: ignore[arg-type]
+    found: dict[str, Any] = {}
+    for kind, load in loaders.items():
+        try:
+            found[kind] = load()
+        except Exception as exc:  # noqa: BLE001 - the model's own kind is served regardless
+            log.warning(
+                "%s: its %s head is not served: %s: %s", options.name, kind, type(exc).__name__, exc
+            )
+    return found
 
 
 def _lower_this_thread(nice: int) -> None:

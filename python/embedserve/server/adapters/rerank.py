@@ -29,7 +29,7 @@ from embedserve.server.adapters.rerank_schemas import (
 from embedserve.server.auth import require_api_key
 from embedserve.server.errors import invalid
 from embedserve.server.plumbing import JSON, read_body, run_job, state, timing_headers
-from embedserve.server.registry import ModelRegistry, ServedModel
+from embedserve.server.registry import ModelRegistry, ServedModel, kind_of
 from embedserve.server.tasks.pairs import PairsJob
 from embedserve.server.tasks.token_vectors import MaxSimJob
 
@@ -117,7 +117,7 @@ async def _rerank(request: Request[Any, Any, Any], api_version: str) -> Response
     parsed = parse_rerank_request(await read_body(request))
     model = _reranker_for(server.registry, parsed.model, required=parsed.dialect != TEI)
     reranker, batcher = model.require(RERANKER, LATE_INTERACTION)
-    if model.kind == LATE_INTERACTION:  # MaxSim of ColBERT token vectors
+    if kind_of(reranker) == LATE_INTERACTION:  # MaxSim of ColBERT (or BGE-M3) token vectors
         job: PairsJob[bytes] | MaxSimJob[bytes] = MaxSimJob(
             reranker,
             server.config,
@@ -163,7 +163,7 @@ async def score(request: Request[Any, Any, Any]) -> Response[bytes]:
     parsed = parse_score_request(await read_body(request))
     model = _reranker_for(server.registry, parsed.model, required=False)
     reranker, batcher = model.require(RERANKER, LATE_INTERACTION)
-    if model.kind == LATE_INTERACTION:
+    if kind_of(reranker) == LATE_INTERACTION:
         return await _maxsim_score(request, parsed, model, started)
 
     def render(logits: np.ndarray, tokens: int) -> bytes:

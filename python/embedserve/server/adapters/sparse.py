@@ -4,8 +4,9 @@ body (`inputs`, `truncate`, `truncation_direction`, `prompt_name`) and TEI's err
 embedserve's additions: `top_k` (keep the k largest weights, sentence-transformers'
 `max_active_dims`), `threshold` (keep weights above it), `return_tokens` (each pair also
 carries `token`, the vocabulary's string for its index) and `input_type` (`query` takes an
-inference-free model's SparseStaticEmbedding side, which runs no model). Served by the first sparse model
-(a SPLADE SparseEncoder folder); a server with none answers 400 `wrong_model_kind`.
+inference-free model's SparseStaticEmbedding side, which runs no model). Served by the first
+model in `--model` order that gives sparse vectors (a SPLADE SparseEncoder folder, or a BGE-M3
+folder's sparse head); a server with none answers 400 `wrong_model_kind`.
 """
 
 from __future__ import annotations

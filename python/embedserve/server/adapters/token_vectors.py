@@ -1,6 +1,8 @@
 """TEI's `POST /embed_all`: every token's vector of each input, for any embedder (its final
 hidden states, special tokens included, padding not) or a ColBERT (normalized, projected token
-vectors; `is_query` picks query or document encoding). TEI's error shape (server/shapes.py).
+vectors; `is_query` picks query or document encoding). A model with a ColBERT head answers
+that head's vectors: a BGE-M3 folder gives FlagEmbedding's `colbert_vecs` (colbert_linear, the
+first token dropped, normalized), not its hidden states. TEI's error shape (server/shapes.py).
 
 `encoding_format: "float"` (TEI's default) answers `[[[float]]]` (inputs x tokens x
 dimensions); `"base64"` answers one string per input: its [tokens, dimensions] matrix as
@@ -57,7 +59,8 @@ async def embed_all(request: Request[Any, Any, Any]) -> Response[bytes]:
     body = decode(await read_body(request), EmbedAllRequest)
     registry = server.registry
     model = registry.default if body.model is None else registry.get(body.model)
-    engine, batcher = model.require(EMBEDDER, LATE_INTERACTION)
+    # A ColBERT head first: a BGE-M3 answers its ColBERT vectors, a plain embedder its states.
+    engine, batcher = model.require(LATE_INTERACTION, EMBEDDER)
     job = TokenVectorsJob(
         engine,
         server.config,

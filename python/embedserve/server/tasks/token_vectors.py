@@ -1,6 +1,7 @@
 """Token vectors: every token's final hidden state of an embedder (TEI's /embed_all), or a
-ColBERT's normalized query or document token vectors; and MaxSim scores of one query against
-documents (rerank and score on a late-interaction model).
+ColBERT's (PyLate's, or BGE-M3's head: `bge_m3.M3Colbert`) normalized query or document token
+vectors; and MaxSim scores of one query against documents (rerank and score on a
+late-interaction model, scored by the model's own `maxsim_scores`).
 
 The response grows with tokens x dimensions, so the request's total is checked against
 `max_token_values` as soon as each chunk is tokenized, before any inference (413).
@@ -14,10 +15,11 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
+from embedserve.bge_m3 import M3Colbert
 from embedserve.engine import Engine
 from embedserve.errors import InputTooLongError
 from embedserve.inputs import Inputs, chunk_ranges
-from embedserve.late_interaction import ColBERT, maxsim
+from embedserve.late_interaction import ColBERT
 from embedserve.preparing import Prepared
 from embedserve.server.config import ServerConfig
 from embedserve.server.errors import ApiError
@@ -34,11 +36,15 @@ from embedserve.server.pipeline import Job
 R = TypeVar("R")
 
 
-def token_width(model: Engine | ColBERT) -> int:
+# What gives token vectors: an embedder's hidden states, or a ColBERT head's projections.
+TokenModel = Engine | ColBERT | M3Colbert
+
+
+def token_width(model: TokenModel) -> int:
     """Values per token vector: a ColBERT's projection, an embedder's hidden size."""
-    if isinstance(model, ColBERT):
-        return model.model_info.dimension
-    return int(model.session.hidden_size or model.model_info.dimension)
+    if isinstance(model, Engine):
+        return int(model.session.hidden_size or model.model_info.dimension)
+    return model.model_info.dimension
 
 
 class TokenVectorsJob(Job[R], Generic[R]):
@@ -48,7 +54,7 @@ class TokenVectorsJob(Job[R], Generic[R]):
 
     def __init__(
         self,
-        model: Engine | ColBERT,
+        model: TokenModel,
         config: ServerConfig,
         render: Callable[[list[np.ndarray], int], R],
         *,
@@ -105,7 +111,7 @@ class TokenVectorsJob(Job[R], Generic[R]):
     def _prepare(self, chunk: range) -> None:
         texts = self.texts[chunk.start : chunk.stop]
         try:
-            if isinstance(self.model, ColBERT):
+            if not isinstance(self.model, Engine):
                 part = self.model.prepare(
                     texts, is_query=self.is_query, truncate=self.truncate, start=chunk.start
                 )
@@ -113,7 +119,7 @@ class TokenVectorsJob(Job[R], Generic[R]):
                 part = self.model.prepare(Inputs(texts=texts), truncate=self.truncate)
                 part = part.keeping_states()
         except InputTooLongError as exc:
-            if not chunk.start or isinstance(self.model, ColBERT):
+            if not chunk.start or not isinstance(self.model, Engine):
                 raise
             raise InputTooLongError(chunk.start + exc.index, exc.tokens, exc.limit) from exc
         self._budget.add(part.untruncated_tokens, chunk.start)
@@ -140,7 +146,7 @@ class MaxSimJob(Job[R], Generic[R]):
 
     def __init__(
         self,
-        model: ColBERT,
+        model: ColBERT | M3Colbert,
         config: ServerConfig,
         render: Callable[[np.ndarray, int], R],
         *,
@@ -195,7 +201,7 @@ class MaxSimJob(Job[R], Generic[R]):
 
     def finish(self, outputs: np.ndarray | None) -> R:
         states: list[Any] = [s.states for s in self._sequences]  # type: ignore[attr-defined]
-        return self.render(maxsim(states[0], states[1:]), self.usage_tokens)
+        return self.render(self.model.maxsim_scores(states[0], states[1:]), self.usage_tokens)
 
     def _prepare_query(self) -> None:
         part = self.model.prepare([self.query], is_query=True, truncate=True)
