@@ -1,9 +1,9 @@
 """BGE-M3's ColBERT head against FlagEmbedding's BGEM3FlagModel on tiny random XLM-R weights
-saved in its layout (a transformers folder plus colbert_linear.pt and sparse_linear.pt)."""
+saved in its layout (a transformers folder plus colbert_linear.pt and sparse_linear.pt) with
+XLM-R's own tokenizer (tests/support/bge_m3.py)."""
 
 from __future__ import annotations
 
-import shutil
 import warnings
 from pathlib import Path
 
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from embedserve.bge_m3 import M3Colbert, has_colbert_head
 
+from tests.support.bge_m3 import tiny_bge_m3
 from tests.support.cross_encoders import QUERIES
 from tests.support.edge_texts import EDGE_TEXTS
 from tests.support.tiny import quiet
@@ -23,43 +24,10 @@ MAX_LENGTH = 64
 TEXTS = [*QUERIES, "license " * 100, *[t for t in EDGE_TEXTS if t.strip()]]
 
 
-def build_bge_m3(out: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
-    """A random XLMRobertaModel with XLM-R's tokenizer and random BGE-M3 heads, as BGE-M3 ships."""
-    import torch
-    from transformers import XLMRobertaConfig, XLMRobertaModel
-
-    from tests.support.tiny import _randomize
-
-    torch.manual_seed(seed)
-    config = XLMRobertaConfig(
-        vocab_size=250_002,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=MAX_LENGTH + 2,
-        pad_token_id=1,
-    )
-    model = XLMRobertaModel(config)
-    _randomize(model, seed, None)
-    model.save_pretrained(out)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copyfile(tokenizer_dir / name, out / name)
-    gen = torch.Generator().manual_seed(seed + 1)
-    colbert = torch.nn.Linear(32, 32)
-    sparse = torch.nn.Linear(32, 1)
-    with torch.no_grad():
-        for layer in (colbert, sparse):
-            for p in layer.parameters():
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
-    torch.save(colbert.state_dict(), out / "colbert_linear.pt")
-    torch.save(sparse.state_dict(), out / "sparse_linear.pt")
-    return out
-
-
 @pytest.fixture(scope="module")
 def m3_dir(tmp_path_factory, xlmr_tokenizer_dir) -> Path:
-    return build_bge_m3(tmp_path_factory.mktemp("bge-m3"), xlmr_tokenizer_dir)
+    folder = tmp_path_factory.mktemp("bge-m3")
+    return tiny_bge_m3(folder, [], max_length=MAX_LENGTH, seed=0, tokenizer_dir=xlmr_tokenizer_dir)
 
 
 def test_colbert_vectors_and_scores_match_flagembedding(m3_dir):

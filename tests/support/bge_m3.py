@@ -5,22 +5,33 @@ serves it)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from .cross_encoders import roberta_tokenizer
 
+# XLM-R's vocabulary: the size of `xlmr_tokenizer_dir`'s Unigram tokenizer.
+XLMR_VOCAB = 250_002
+
 
 def tiny_bge_m3(
-    out: Path, texts: list[str], *, max_length: int = 64, colbert_dim: int = 32, seed: int = 11
+    out: Path,
+    texts: list[str],
+    *,
+    max_length: int = 64,
+    colbert_dim: int = 32,
+    seed: int = 11,
+    tokenizer_dir: Path | None = None,
 ) -> Path:
-    """XLMRobertaModel (hidden 32, 2 layers) with a byte-level BPE trained on `texts`, and random
-    sparse (hidden → 1) and ColBERT (hidden → `colbert_dim`) heads, saved with torch.save."""
+    """XLMRobertaModel (hidden 32, 2 layers) with a byte-level BPE trained on `texts` (or XLM-R's
+    own tokenizer files copied from `tokenizer_dir`, as BGE-M3 ships), and random sparse
+    (hidden → 1) and ColBERT (hidden → `colbert_dim`) heads, saved with torch.save."""
     import torch
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
-    tokenizer = roberta_tokenizer(texts, max_length)
+    tokenizer = None if tokenizer_dir is not None else roberta_tokenizer(texts, max_length)
     config = XLMRobertaConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=XLMR_VOCAB if tokenizer is None else len(tokenizer),
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=4,
@@ -38,7 +49,11 @@ def tiny_bge_m3(
             if param.ndim == 2 and "embeddings" not in name:
                 param.normal_(0.0, 0.3)
     model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
+    if tokenizer is None:
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copyfile(tokenizer_dir / name, out / name)  # type: ignore[operator]
+    else:
+        tokenizer.save_pretrained(str(out))
     sparse = torch.nn.Linear(32, 1)
     colbert = torch.nn.Linear(32, colbert_dim)
     with torch.no_grad():
