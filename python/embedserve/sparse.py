@@ -36,6 +36,7 @@ from embedserve.preparing import TextPreparer
 from embedserve.tokenization import DIRECTIONS, ModelTokenizer
 
 if TYPE_CHECKING:
+    from embedserve.engine import Engine
     from embedserve.runtime.session import EncoderSession
     from embedserve.runtime.sparse_session import SparseSession
 
@@ -291,6 +292,41 @@ class SparseEncoder(TextPreparer, Pretrained):
             vocab_size=vocab,
             max_batch_tokens=plan.max_batch_tokens(head.provider),
             query=query,
+        )
+
+    @classmethod
+    def bge_m3_over(cls, engine: Engine) -> SparseEncoder | None:
+        """BGE-M3's sparse head over an embedder of the same folder, sharing its encoder session
+        (no second copy of the weights) and its tokenizer and limit; None where the embedder's
+        session cannot serve it (a graph that pools on the device, a precision other than
+        fp32, a runtime other than ONNX Runtime): load the folder on its own then."""
+        from embedserve.runtime.session import EncoderSession
+
+        session = engine.session
+        directory = engine.config.directory
+        if (
+            not isinstance(session, EncoderSession)
+            or session.pooled
+            or engine.model_info.precision != "fp32"
+            or not (directory / SPARSE_LINEAR).exists()
+        ):
+            return None
+        config = replace(
+            load_sparse_config(directory, engine.model_info.name),
+            max_seq_length=engine.config.max_seq_length,
+        )
+        weight, bias = read_linear(directory / SPARSE_LINEAR)
+        tokenizer = engine.tokenizer
+        dropped = [tokenizer.token_id(t) for t in dropped_special_tokens(directory)]
+        head = BgeM3Head(session, weight, bias, [i for i in dropped if i is not None])
+        vocab = int(read_hf_config(directory).get("vocab_size") or tokenizer.vocab_size)
+        return cls(
+            config,
+            tokenizer,
+            head,
+            kind=BGE_M3,
+            vocab_size=vocab,
+            max_batch_tokens=engine.max_batch_tokens,
         )
 
     # -- the steps, public so the server's batcher can run them separately --

@@ -149,3 +149,20 @@ def test_inference_free_queries_match_encode_query(tmp_path, splade_dir, referen
     # Queries are the table's weights of the ids present, whatever the model would say.
     (query,) = encoder.encode("hello hello world", input_type="query")
     assert len(query) <= 2
+
+
+def test_bge_m3_sparse_over_the_embedder_s_session(sparse_dirs, reference, minilm_dir):
+    """The server's sparse head of a BGE-M3 runs over its embedder's session: the same vectors
+    as a SparseEncoder of its own, no second session."""
+    from embedserve.engine import Engine
+
+    folder = sparse_dirs["bge_m3"]
+    texts = [t for t in _texts(reference) if t][:20]
+    engine = Engine.from_pretrained(folder)
+    shared = SparseEncoder.bge_m3_over(engine)
+    assert shared is not None and shared.head.session is engine.session
+    own = SparseEncoder.from_pretrained(folder)
+    for i, (g, w) in enumerate(zip(shared.encode(texts), own.encode(texts), strict=True)):
+        assert_close(g, w.to_dict(), f"text {i}")
+    # Not a BGE-M3 folder: nothing to share.
+    assert SparseEncoder.bge_m3_over(Engine.from_pretrained(minilm_dir)) is None

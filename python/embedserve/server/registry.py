@@ -3,10 +3,10 @@
 A model may serve more than one kind: a BGE-M3 folder is an embedder (its dense vector) that
 also serves its sparse head (/embed_sparse) and its ColBERT head (/embed_all, MaxSim rerank and
 score). Each extra kind is its own (engine, batcher) pair on the same pipeline, so a request
-runs the encoder once for its own task; the forwards are not shared across tasks. The sparse
-head opens a second ONNX Runtime session of the encoder (one more copy of its weights in
-memory); the ColBERT head reuses the embedder's session (no extra weights, only its small
-linear layer).
+runs the encoder once for its own task; the forwards are not shared across tasks. The heads run
+over the embedder's ONNX Runtime session (no second copy of the weights, only their small linear
+layers); where the embedder's session cannot give fp32 token states, the sparse head opens a
+session of its own (one more copy of the encoder's weights).
 
 Models load on a background thread after the server starts, so `/health` answers at once and
 `/ready` says when they are usable. Loading happens in the process that serves them — after any
@@ -235,8 +235,9 @@ class ModelRegistry:
 
 
 def extra_engines(model_dir: Any, options: LoadOptions, engine: object) -> dict[str, Any]:
-    """The kinds an embedder's folder serves besides dense vectors: a BGE-M3's sparse head
-    (its own encoder session) and ColBERT head (over `engine`'s session). A head that cannot
+    """The kinds an embedder's folder serves besides dense vectors: a BGE-M3's sparse head and
+    ColBERT head, both over `engine`'s session where it can serve them (the sparse head opens
+    its own fp32 session otherwise). A head that cannot
     load with these options (the sparse head runs fp32 only; the ColBERT head needs token
     states, which a graph pooling on the device has not) is left out with a warning: the dense
     vectors are still served."""
@@ -245,7 +246,12 @@ def extra_engines(model_dir: Any, options: LoadOptions, engine: object) -> dict[
     loaders: dict[str, Any] = {}
     present = heads(model_dir)
     if SPARSE_LINEAR in present:
-        loaders[SPARSE] = lambda: SparseEncoder.from_pretrained(model_dir, options=options)
+        loaders[SPARSE] = lambda: (
+            SparseEncoder.bge_m3_over(
+                engine  # type: ignore[arg-type]
+            )
+            or SparseEncoder.from_pretrained(model_dir, options=options)
+        )
     if COLBERT_LINEAR in present:
         loaders[LATE_INTERACTION] = lambda: M3Colbert(engine, load_colbert_head(model_dir))  # type: ignore[arg-type]
     found: dict[str, Any] = {}
