@@ -62,18 +62,21 @@ def post(live, path: str, body: object) -> httpx.Response:
     return httpx.post(live.url + path, json=body, timeout=60)
 
 
+def _vector(row: list[dict]) -> SparseVector:
+    """One /embed_sparse row as the library's SparseVector (ascending ids, as the route sends)."""
+    return SparseVector(
+        np.array([p["index"] for p in row], dtype=np.int64),
+        np.array([p["value"] for p in row], dtype=np.float32),
+    )
+
+
 def test_embed_sparse_is_flagembedding_s_lexical_weights(live, flag, texts):
     # /embed_sparse names no model: the first that gives sparse vectors, the BGE-M3 here.
     response = post(live, "/embed_sparse", {"inputs": texts})
     assert response.status_code == 200, response.text
     _, out = flag
     for i, (row, want) in enumerate(zip(response.json(), out["lexical_weights"], strict=True)):
-        got = {p["index"]: p["value"] for p in row}
-        vector = SparseVector(
-            np.array(sorted(got), dtype=np.int64),
-            np.array([got[k] for k in sorted(got)], dtype=np.float32),
-        )
-        assert_close(vector, {int(k): float(v) for k, v in want.items()}, f"text {i}")
+        assert_close(_vector(row), {int(k): float(v) for k, v in want.items()}, f"text {i}")
     assert not {0, 1, 2, 3} & {p["index"] for row in response.json() for p in row}
 
 
@@ -131,3 +134,15 @@ def test_models_without_the_heads_still_answer_wrong_kind(live):
         else:
             assert response.status_code == 400, response.text
             assert f"The model `{MODEL}` is an embedding model" in response.text
+
+
+def test_an_int8_embedder_s_sparse_head_runs_fp32_on_its_own(m3_dir, flag, texts):
+    """Served int8, the embedder's session gives no fp32 token states: the sparse head opens an
+    fp32 session of its own and still answers FlagEmbedding's weights."""
+    config = unhurried(models=(ModelSpec(str(m3_dir), M3),), precision="int8")
+    with live_server(config) as server:
+        response = post(server, "/embed_sparse", {"inputs": texts[:4]})
+        assert response.status_code == 200, response.text
+        _, out = flag
+        for i, (row, want) in enumerate(zip(response.json(), out["lexical_weights"][:4])):
+            assert_close(_vector(row), {int(k): float(v) for k, v in want.items()}, f"text {i}")

@@ -246,11 +246,11 @@ def extra_engines(model_dir: Any, options: LoadOptions, engine: object) -> dict[
     loaders: dict[str, Any] = {}
     present = heads(model_dir)
     if SPARSE_LINEAR in present:
+        # Its own session runs fp32 on ONNX Runtime, the only way a sparse encoder runs.
+        fp32 = LoadOptions.of(options, precision="fp32", quantize=None, runtime="onnxruntime")
         loaders[SPARSE] = lambda: (
-            SparseEncoder.bge_m3_over(
-                engine  # type: ignore[arg-type]
-            )
-            or SparseEncoder.from_pretrained(model_dir, options=options)
+            SparseEncoder.bge_m3_over(engine)  # type: ignore[arg-type]
+            or SparseEncoder.from_pretrained(model_dir, options=fp32)
         )
     if COLBERT_LINEAR in present:
         loaders[LATE_INTERACTION] = lambda: M3Colbert(engine, load_colbert_head(model_dir))  # type: ignore[arg-type]
