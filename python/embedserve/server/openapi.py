@@ -450,8 +450,9 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "post",
         "/embed_all",
-        "TEI: every token's vector of each input (an embedder's hidden states, a ColBERT's "
-        "token vectors; encoding_format base64: one little-endian float32 matrix per input)",
+        "TEI: every token's vector of each input (an embedder's hidden states, a ColBERT's or "
+        "BGE-M3's ColBERT head's token vectors; encoding_format base64: one little-endian "
+        "float32 matrix per input)",
         "TEI",
         (list[list[list[float]]], list[str]),
         TeiError,
@@ -481,7 +482,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "post",
         "/embed_sparse",
-        "TEI: sparse vectors (SPLADE), the non-zero index/value pairs of each input",
+        "TEI: sparse vectors (SPLADE, BGE-M3's sparse head), the non-zero index/value pairs of "
+        "each input",
         "TEI",
         list[list[sparse.SparseValue]],
         TeiError,
