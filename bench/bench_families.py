@@ -185,7 +185,9 @@ def _remote_config(family: str, s: Size) -> tuple[dict[str, Any], Any, str, bool
         from tests.models import test_nomic_bert as t
 
         sizes = {"n_embd": s.hidden, "n_head": s.heads, "n_layer": s.layers}
-        return {**t.V15, **sizes, "n_inner": s.intermediate}, t._reference, "mean", True
+        # v1.5's own n_positions (the test's shrunk config has 128: shorter than --max-seq-length).
+        config = {**t.V15, **sizes, "n_inner": s.intermediate, "n_positions": 8192}
+        return config, t._reference, "mean", True
     sizes = {
         "hidden_size": s.hidden,
         "num_attention_heads": s.heads,
