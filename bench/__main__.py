@@ -24,6 +24,7 @@ SUITES = {
     "peers": "bench.bench_peers",
     "ceiling": "bench.bench_ceiling",
     "sparse": "bench.bench_sparse",
+    "families": "bench.bench_families",
 }
 
 

@@ -35,6 +35,9 @@ class ModelInfo:
     provider: str
     prompts: dict[str, str] = field(default_factory=dict)
     precision: str = "fp32"
+    # "bert", "nomic_bert", "StaticEmbedding", ... (models/family.py); None for a graph of a
+    # family embedserve does not compile.
+    family: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class Engine(TextPreparer, Pretrained):
             provider=session.provider,
             prompts=dict(config.prompts),
             precision=precision,
+            family=config.family,
         )
 
     @classmethod

@@ -24,6 +24,7 @@ from embedserve.errors import InputError, InputTooLongError
 from embedserve.loading import LoadPlan, Pretrained, Runs
 from embedserve.models.colbert_config import ColbertConfig, load_colbert_config
 from embedserve.models.dense import load_dense
+from embedserve.models.family import model_family
 from embedserve.models.kind import LATE_INTERACTION
 from embedserve.models.variants import graph_for
 from embedserve.planning import plan_batches
@@ -110,6 +111,7 @@ class ColBERT(Pretrained):
             precision=precision,
             query_length=config.query_length,
             document_length=config.document_length,
+            family=model_family(config.directory),
         )
 
     @classmethod

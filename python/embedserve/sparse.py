@@ -28,6 +28,7 @@ from embedserve.loading import LoadPlan, Pretrained, Runs
 from embedserve.models import ModelConfig, ModelConfigError
 from embedserve.models.bge_m3 import SPARSE_LINEAR, dropped_special_tokens, is_bge_m3, read_linear
 from embedserve.models.config import max_seq_length
+from embedserve.models.family import model_family
 from embedserve.models.kind import SPARSE, is_masked_lm, read_hf_config
 from embedserve.models.splade_layout import is_splade, splade_layout
 from embedserve.models.st_modules import read_json
@@ -76,6 +77,7 @@ class SparseInfo:
     precision: str = "fp32"
     # Queries are weighted by a table (SparseStaticEmbedding), not run through the model.
     inference_free_queries: bool = False
+    family: str | None = None  # models/family.py
 
 
 class SparseHead(Protocol):
@@ -236,6 +238,7 @@ class SparseEncoder(TextPreparer, Pretrained):
             provider=head.provider,
             prompts=dict(config.prompts),
             inference_free_queries=query is not None,
+            family=config.family,
         )
 
     @classmethod
@@ -428,4 +431,5 @@ def load_sparse_config(directory: Path, name: str, top: Path | None = None) -> M
         prompts=dict(st_config.get("prompts") or {}),
         default_prompt_name=st_config.get("default_prompt_name") or None,
         architecture=(hf.get("architectures") or [None])[0],
+        family=model_family(directory),
     )

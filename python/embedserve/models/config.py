@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from embedserve.models.family import model_family
 from embedserve.models.st_modules import STATIC, ModelConfigError, load_module_stack, read_json
 
 # The limit reported and enforced for a StaticEmbedding whose tokenizer does not truncate:
@@ -42,6 +43,8 @@ class ModelConfig:
     # A StaticEmbedding module's folder: its tokenizer.json, read without special tokens, and
     # its token table stand in for a transformer.
     static_embedding: Path | None = None
+    # The family that computes it, as `embedserve models` and /info report it (models/family.py).
+    family: str | None = None
 
     @property
     def tokenizer_dir(self) -> Path:
@@ -78,6 +81,7 @@ def load_model_config(directory: Path, name: str) -> ModelConfig:
         include_prompt=stack.pooling.include_prompt,
         dense_paths=stack.dense_paths,
         static_embedding=stack.static,
+        family=model_family(directory),
     )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from embedserve.models.cache import cache_root
 from embedserve.models.catalog import CATALOG
+from embedserve.models.family import model_family
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,9 @@ class CachedModel:
     folder: Path
     cached: bool
     size_bytes: int
+    # The architecture family of a cached folder (models/family.py); None when not cached or
+    # when no family embedserve compiles describes it.
+    family: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,12 +59,13 @@ def inventory(root: Path | None = None) -> Inventory:
                 folder,
                 cached,
                 _size(folder) if cached else 0,
+                model_family(folder) if cached else None,
             )
         )
     known = {entry.name for entry in CATALOG}
     others = (
         [
-            CachedModel(p.name, "", "", p, (p / ".complete").exists(), _size(p))
+            CachedModel(p.name, "", "", p, (p / ".complete").exists(), _size(p), model_family(p))
             for p in sorted(models.iterdir())
             if p.is_dir() and not p.name.startswith(".") and p.name not in known
         ]
@@ -79,13 +84,19 @@ def _mb(size: int) -> str:
 def format_inventory(inv: Inventory) -> str:
     lines = ["Catalog (embedserve pull NAME fetches one; a folder path or hub repo id works too):"]
     width = max(len(m.name) for m in inv.catalog)
+    # The family column is as wide as its longest entry ("-": not cached, or no family).
+    family_width = max(len(m.family or "-") for m in inv.catalog)
     for m in inv.catalog:
         state = f"cached, {_mb(m.size_bytes)}" if m.cached else "not cached"
-        lines.append(f"  {m.name:<{width}}  {state:<18}  {m.description}")
+        family = m.family or "-"
+        lines.append(f"  {m.name:<{width}}  {state:<18}  {family:<{family_width}}  {m.description}")
         lines.append(f"  {'':<{width}}  from {m.source}")
     if inv.others:
         lines.append("Other folders in the cache:")
-        lines += [f"  {m.name}  {_mb(m.size_bytes)}" for m in inv.others]
+        lines += [
+            f"  {m.name}  {_mb(m.size_bytes)}" + (f"  {m.family}" if m.family else "")
+            for m in inv.others
+        ]
     lines.append(f"Compiled graphs: {inv.compiled_graphs} ({_mb(inv.compiled_bytes)})")
     lines.append(f"Cache: {inv.root}")
     return "\n".join(lines) + "\n"

@@ -101,6 +101,8 @@ class Info(msgspec.Struct):
     model_sha: str | None
     model_dtype: str
     model_type: dict[str, dict[str, str]]
+    # Not TEI's: the architecture family that computes the model (models/family.py).
+    model_family: str | None
     max_concurrent_requests: int
     max_input_length: int
     max_batch_tokens: int
@@ -276,6 +278,7 @@ async def info(request: Request[Any, Any, Any]) -> Response[bytes]:
             model_sha=None,
             model_dtype="int8" if config.quantize == "int8" else "float32",
             model_type={"embedding": {"pooling": pooling}},
+            model_family=engine.model_info.family,
             max_concurrent_requests=config.max_queue,
             max_input_length=engine.model_info.max_tokens,
             max_batch_tokens=engine.max_batch_tokens,
