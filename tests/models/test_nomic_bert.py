@@ -17,7 +17,9 @@ code) and its tensor names; embedserve never runs that code, it compiles the wei
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -450,3 +452,17 @@ def test_nomic_moe_on_openvino(built: dict, texts: list[str]) -> None:
     got = Engine.from_pretrained(built["v2-moe"][0], runtime="openvino").embed(texts)
     assert got.token_counts.tolist() == counts.tolist()
     assert cosines(got.embeddings, want).min() >= COSINE
+
+
+def test_a_limit_past_n_positions_is_cut_to_the_rotary_table(built: dict) -> None:
+    """A sentence_bert_config.json that allows more tokens than config.json's n_positions (the
+    rows of the compiled rotary table): texts are cut at n_positions, not failed in the graph."""
+    folder = built["v1.5"][0]
+    limited = folder.parent / "v1.5-long-limit"
+    shutil.copytree(folder, limited)
+    (limited / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 1000}))
+    engine = Engine.from_pretrained(limited)
+    assert engine.model_info.max_tokens == V15["n_positions"]
+    result = engine.embed(["word " * 400], truncate=True)
+    assert result.token_counts.tolist() == [V15["n_positions"]]
+    assert np.isfinite(result.embeddings).all()

@@ -88,7 +88,9 @@ def load_model_config(directory: Path, name: str) -> ModelConfig:
 def max_seq_length(directory: Path, hf: dict[str, Any]) -> int:
     st = _read_json(directory / "sentence_bert_config.json").get("max_seq_length")
     tok = _read_json(directory / "tokenizer_config.json").get("model_max_length")
-    positions = hf.get("max_position_embeddings")
+    # GPT-2-style configs (NomicBERT) say n_positions: the compiled rotary table has that many
+    # rows, so a longer text would fail inside the graph instead of being cut or refused.
+    positions = hf.get("max_position_embeddings") or hf.get("n_positions")
     candidates = [v for v in (st, tok if isinstance(tok, int) and tok < 1_000_000 else None) if v]
     limit = int(candidates[0]) if candidates else int(positions or 512)
     if positions:
