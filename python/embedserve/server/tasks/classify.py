@@ -9,10 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-import numpy as np
-
 from embedserve.inputs import chunk_ranges
-from embedserve.pairs import Pair, TextTooLongError
+from embedserve.pairs import TextTooLongError
 from embedserve.reranker import Reranker
 from embedserve.server.config import ServerConfig
 from embedserve.server.limits import (
@@ -22,14 +20,12 @@ from embedserve.server.limits import (
     check_characters,
     check_count,
 )
-from embedserve.server.pipeline import Job
+from embedserve.server.tasks.pairs import PairRowsJob, Render
 
 R = TypeVar("R")
-# The model's logits [texts, labels] and the request's usage tokens → the adapter's result.
-Render = Callable[[np.ndarray, int], R]
 
 
-class TextsJob(Job[R], Generic[R]):
+class TextsJob(PairRowsJob[R], Generic[R]):
     """Texts for a `*ForSequenceClassification` model, one model input each. An empty text is
     allowed: the model still sees its special tokens, as transformers' pipeline gives it them.
 
@@ -49,9 +45,9 @@ class TextsJob(Job[R], Generic[R]):
         direction: str = "right",
         max_tokens: int | None = None,
     ) -> None:
+        super().__init__(render)
         limits = config.limits
         self.classifier = classifier
-        self.render = render
         self.texts = texts
         self.param = param
         self.truncate = config.auto_truncate if truncate is None else truncate
@@ -63,8 +59,6 @@ class TextsJob(Job[R], Generic[R]):
         check_count(self.size, limits.max_inputs, param)
         self.characters = check_characters([len(text) for text in texts], limits, param)
         self._budget = TokenBudget(limits, param)
-        self._rows: list[Pair] = []
-        self._content = 0
 
     def estimated_tokens(self, tokens_per_char: float = DEFAULT_TOKENS_PER_CHAR) -> int:
         cap = self.classifier.model_info.max_tokens
@@ -74,21 +68,6 @@ class TextsJob(Job[R], Generic[R]):
     def steps(self) -> Iterator[Callable[[], None]]:
         for chunk in chunk_ranges([len(text) for text in self.texts], CHUNK_CHARS):
             yield lambda chunk=chunk: self._prepare(chunk)
-
-    def rows(self) -> list[Pair]:
-        return self._rows
-
-    @property
-    def usage_tokens(self) -> int:
-        return sum(len(row) for row in self._rows)
-
-    @property
-    def content_tokens(self) -> int:
-        return self._content
-
-    def finish(self, outputs: np.ndarray | None) -> R:
-        assert outputs is not None
-        return self.render(outputs, self.usage_tokens)
 
     def _prepare(self, chunk: range) -> None:
         tokenizer = self.classifier.tokenizer
@@ -107,4 +86,4 @@ class TextsJob(Job[R], Generic[R]):
                 chunk.start + exc.index, exc.tokens, exc.limit, self.param
             ) from exc
         self._budget.add(part.untruncated_tokens, chunk.start)
-        self._rows.extend(part.pairs)
+        self._pairs.extend(part.pairs)

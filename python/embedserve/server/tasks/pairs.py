@@ -32,7 +32,32 @@ R = TypeVar("R")
 Render = Callable[[np.ndarray, int], R]
 
 
-class PairsJob(Job[R], Generic[R]):
+class PairRowsJob(Job[R], Generic[R]):
+    """What the pair-shaped tasks share: the model's rows are `Pair`s (two texts, or one text
+    between its special tokens), and the result is `render(logits, usage tokens)`."""
+
+    def __init__(self, render: Render[R]) -> None:
+        self.render = render
+        self._pairs: list[Pair] = []
+        self._content = 0
+
+    def rows(self) -> list[Pair]:
+        return self._pairs
+
+    @property
+    def usage_tokens(self) -> int:
+        return sum(len(pair) for pair in self._pairs)
+
+    @property
+    def content_tokens(self) -> int:
+        return self._content
+
+    def finish(self, outputs: np.ndarray | None) -> R:
+        assert outputs is not None
+        return self.render(outputs, self.usage_tokens)
+
+
+class PairsJob(PairRowsJob[R], Generic[R]):
     """Pairs (firsts[i], seconds[i]); a single first goes with every second and is sent once.
     The request's parser has checked that `firsts` holds one text or one per second.
 
@@ -55,9 +80,9 @@ class PairsJob(Job[R], Generic[R]):
         max_second_tokens: int | None = None,
         instruction: str | None = None,
     ) -> None:
+        super().__init__(render)
         limits = config.limits
         self.reranker = reranker
-        self.render = render
         self.firsts, self.seconds = firsts, seconds
         self.param, self.noun = param, noun
         self.truncate = config.auto_truncate if truncate is None else truncate
@@ -79,8 +104,6 @@ class PairsJob(Job[R], Generic[R]):
         paired_with = f"the {first_param}" if shared else f"its {first_param}"
         self._budget = TokenBudget(limits, param, noun, paired_with)
         self._shared_ids: list[int] | None = None
-        self._pairs: list[Pair] = []
-        self._content = 0
 
     def estimated_tokens(self, tokens_per_char: float = DEFAULT_TOKENS_PER_CHAR) -> int:
         cap = self.reranker.model_info.max_tokens
@@ -99,21 +122,6 @@ class PairsJob(Job[R], Generic[R]):
             lengths = [len(a) + len(b) for a, b in zip(self.firsts, self.seconds)]
         for chunk in chunk_ranges(lengths, CHUNK_CHARS):
             yield lambda chunk=chunk: self._prepare(chunk)
-
-    def rows(self) -> list[Pair]:
-        return self._pairs
-
-    @property
-    def usage_tokens(self) -> int:
-        return sum(len(pair) for pair in self._pairs)
-
-    @property
-    def content_tokens(self) -> int:
-        return self._content
-
-    def finish(self, outputs: np.ndarray | None) -> R:
-        assert outputs is not None
-        return self.render(outputs, self.usage_tokens)
 
     def _tokenize_shared(self) -> None:
         self._shared_ids = self.reranker.tokenizer.first_ids(self.firsts, self.instruction)[0]
