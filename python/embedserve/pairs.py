@@ -156,16 +156,24 @@ class PairTokenizer:
     """A `tokenizers` tokenizer turned to pairs: the template found by asking it, our truncation.
     `mode` is how tokenizer.json is read (tokenizer_pipeline.load_tokenizer)."""
 
+    # How many tokens of each side to keep, (first, second, room) -> (first, second), asked only of
+    # a pair that does not fit: the one thing a subclass cuts differently (`prepare` serves all).
+    cut_rule = staticmethod(longest_first)
+
     def __init__(self, path: Path, max_length: int, mode: str = "transformers") -> None:
         self._tokenizer = load_tokenizer(path, mode)
         self.max_length = max_length
-        self.template = _pair_template(self._tokenizer)
-        self.single = _single_template(self._tokenizer)
-        if self.template.specials >= max_length:
-            raise ValueError(f"max length {max_length} leaves no room for a pair's tokens")
         self._encode_batch = getattr(
             self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch
         )
+        self.template = self._pair_template()
+        self.single = _single_template(self._tokenizer)
+        if self.template.specials >= max_length:
+            raise ValueError(f"max length {max_length} leaves no room for a pair's tokens")
+
+    def _pair_template(self) -> PairTemplate:
+        """What goes around each pair: the tokenizer's own pair template, found by asking it."""
+        return _pair_template(self._tokenizer)
 
     def content_ids(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each text without special tokens (one batched call; releases the GIL)."""
@@ -194,7 +202,7 @@ class PairTokenizer:
         max_second_tokens: int | None = None,
         param: str = "documents",
     ) -> PreparedPairs:
-        """Pairs from content ids, each cut to the model's limit by `longest_first` if allowed.
+        """Pairs from content ids, each cut to the model's limit by `cut_rule` if allowed.
 
         `max_second_tokens` first cuts the second text on its own (Cohere's `max_tokens_per_doc`).
         """
@@ -210,7 +218,7 @@ class PairTokenizer:
             if total > room:
                 if not truncate:
                     raise PairTooLongError(index, total + specials, self.max_length, param)
-                keep_first, keep_second = longest_first(len(first), len(second), room)
+                keep_first, keep_second = self.cut_rule(len(first), len(second), room)
                 first, second = first[:keep_first], second[:keep_second]
             pairs.append(self.template.build(first, second))
         return PreparedPairs(pairs, untruncated)

@@ -9,12 +9,9 @@ same: byte-level BPE and WordPiece never merge across a pre-token boundary.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from embedserve.pairs import Pair, PairTemplate, PairTokenizer, PairTooLongError, PreparedPairs
+from embedserve.pairs import PairTemplate, PairTokenizer
 
 PREFIX = (
     "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query "
@@ -48,9 +45,19 @@ def yes_no_ids(tokenizer_json: Path) -> tuple[int, int]:
     return no, yes
 
 
+def end_first(first: int, second: int, room: int) -> tuple[int, int]:
+    """How many tokens of query and document part to keep, as the model card cuts the prompt's
+    middle: from its end, so the document loses tokens first, then the query if it alone is too
+    long."""
+    keep_first = min(first, room)
+    return keep_first, min(second, room - keep_first)
+
+
 class PromptPairTokenizer(PairTokenizer):
     """The pair tokenizer of a yes/no LLM reranker: the prompt's prefix and suffix around each pair,
     the instruction (per call, else `instruction`) before the query, truncation from the right."""
+
+    cut_rule = staticmethod(end_first)
 
     def __init__(
         self,
@@ -61,8 +68,10 @@ class PromptPairTokenizer(PairTokenizer):
     ) -> None:
         super().__init__(path, max_length, mode)
         self.instruction = instruction or DEFAULT_INSTRUCTION
+
+    def _pair_template(self) -> PairTemplate:
         prefix, suffix = self.content_ids([PREFIX, SUFFIX])
-        self.template = PairTemplate(
+        return PairTemplate(
             prefix=tuple(prefix),
             middle=(),
             suffix=tuple(suffix),
@@ -72,8 +81,6 @@ class PromptPairTokenizer(PairTokenizer):
             second_type=0,
             suffix_types=(0,) * len(suffix),
         )
-        if self.template.specials >= max_length:
-            raise ValueError(f"max length {max_length} leaves no room for a pair's tokens")
 
     def first_ids(self, texts: list[str], instruction: str | None = None) -> list[list[int]]:
         wanted = instruction or self.instruction
@@ -81,31 +88,3 @@ class PromptPairTokenizer(PairTokenizer):
 
     def second_ids(self, texts: list[str]) -> list[list[int]]:
         return self.content_ids([document_part(text) for text in texts])
-
-    def prepare(
-        self,
-        firsts: Sequence[list[int]],
-        seconds: Sequence[list[int]],
-        *,
-        truncate: bool = True,
-        max_second_tokens: int | None = None,
-        param: str = "documents",
-    ) -> PreparedPairs:
-        """Pairs cut as the model card cuts them: the prompt's middle loses tokens from its end
-        (the document's, then the query's if it alone is too long)."""
-        room = self.max_length - self.template.specials
-        specials = self.template.specials
-        pairs: list[Pair] = []
-        untruncated = np.empty(len(seconds), dtype=np.int64)
-        for index, (first, second) in enumerate(zip(firsts, seconds)):
-            if max_second_tokens is not None:
-                second = second[:max_second_tokens]
-            total = len(first) + len(second)
-            untruncated[index] = total + specials
-            if total > room:
-                if not truncate:
-                    raise PairTooLongError(index, total + specials, self.max_length, param)
-                first = first[:room]
-                second = second[: room - len(first)]
-            pairs.append(self.template.build(first, second))
-        return PreparedPairs(pairs, untruncated)
