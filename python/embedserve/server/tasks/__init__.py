@@ -8,5 +8,6 @@ are the pipeline's and the adapters'; a task knows no HTTP and no wire format.
 - `embed`: pooled vectors (every embeddings route of every API);
 - `pairs`: cross-encoder scores of text pairs (rerank, score);
 - `tokens`: the model's tokens of texts, and texts of token ids (tokenize, decode);
-- `token_vectors`: every token's vector (/embed_all) and MaxSim scores on a ColBERT (rerank, score).
+- `token_vectors`: every token's vector (/embed_all) and MaxSim scores on a ColBERT (rerank, score);
+- `rows`: the rows, usage and content count of the jobs that build their rows chunk by chunk.
 """

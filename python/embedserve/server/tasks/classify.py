@@ -86,4 +86,4 @@ class TextsJob(PairRowsJob[R], Generic[R]):
                 chunk.start + exc.index, exc.tokens, exc.limit, self.param
             ) from exc
         self._budget.add(part.untruncated_tokens, chunk.start)
-        self._pairs.extend(part.pairs)
+        self._rows.extend(part.pairs)

@@ -25,32 +25,20 @@ from embedserve.server.limits import (
     check_count,
     check_not_empty,
 )
-from embedserve.server.pipeline import Job
+from embedserve.server.tasks.rows import RowsJob
 
 R = TypeVar("R")
 # The model's logits [pairs, labels] and the request's usage tokens → the adapter's result.
 Render = Callable[[np.ndarray, int], R]
 
 
-class PairRowsJob(Job[R], Generic[R]):
+class PairRowsJob(RowsJob[Pair, R], Generic[R]):
     """What the pair-shaped tasks share: the model's rows are `Pair`s (two texts, or one text
     between its special tokens), and the result is `render(logits, usage tokens)`."""
 
     def __init__(self, render: Render[R]) -> None:
+        super().__init__()
         self.render = render
-        self._pairs: list[Pair] = []
-        self._content = 0
-
-    def rows(self) -> list[Pair]:
-        return self._pairs
-
-    @property
-    def usage_tokens(self) -> int:
-        return sum(len(pair) for pair in self._pairs)
-
-    @property
-    def content_tokens(self) -> int:
-        return self._content
 
     def finish(self, outputs: np.ndarray | None) -> R:
         assert outputs is not None
@@ -149,4 +137,4 @@ class PairsJob(PairRowsJob[R], Generic[R]):
                 chunk.start + exc.index, exc.tokens, exc.limit, self.param
             ) from exc
         self._budget.add(part.untruncated_tokens, chunk.start)
-        self._pairs.extend(part.pairs)
+        self._rows.extend(part.pairs)

@@ -31,7 +31,7 @@ from embedserve.server.limits import (
     check_count,
     check_not_empty,
 )
-from embedserve.server.pipeline import Job
+from embedserve.server.tasks.rows import RowsJob
 
 R = TypeVar("R")
 
@@ -47,7 +47,7 @@ def token_width(model: TokenModel) -> int:
     return model.model_info.dimension
 
 
-class TokenVectorsJob(Job[R], Generic[R]):
+class TokenVectorsJob(RowsJob[np.ndarray, R], Generic[R]):
     """Each text's token vectors, rendered by the adapter from a list of [tokens, width]
     float32 matrices. `is_query` picks a ColBERT's query or document encoding (ignored by an
     embedder)."""
@@ -63,6 +63,7 @@ class TokenVectorsJob(Job[R], Generic[R]):
         is_query: bool = False,
         param: str = "inputs",
     ) -> None:
+        super().__init__()
         limits = config.limits
         self.model = model
         self.render = render
@@ -80,8 +81,6 @@ class TokenVectorsJob(Job[R], Generic[R]):
         check_not_empty(lengths, param)
         self.characters = check_characters(lengths, limits, param)
         self._budget = TokenBudget(limits, param)
-        self._sequences: list[np.ndarray] = []
-        self._content = 0
 
     def estimated_tokens(self, tokens_per_char: float = DEFAULT_TOKENS_PER_CHAR) -> int:
         cap = self.model.model_info.max_tokens
@@ -91,22 +90,11 @@ class TokenVectorsJob(Job[R], Generic[R]):
         for chunk in chunk_ranges([len(t) for t in self.texts], CHUNK_CHARS):
             yield lambda chunk=chunk: self._prepare(chunk)
 
-    def rows(self) -> list[np.ndarray]:
-        return self._sequences
-
-    @property
-    def usage_tokens(self) -> int:
-        return sum(len(s) for s in self._sequences)
-
-    @property
-    def content_tokens(self) -> int:
-        return self._content
-
     def finish_cost(self, outputs: np.ndarray | None) -> int:
         return self.usage_tokens * self.width
 
     def finish(self, outputs: np.ndarray | None) -> R:
-        return self.render([s.states for s in self._sequences], self.usage_tokens)  # type: ignore[attr-defined]
+        return self.render([s.states for s in self._rows], self.usage_tokens)  # type: ignore[attr-defined]
 
     def _prepare(self, chunk: range) -> None:
         texts = self.texts[chunk.start : chunk.stop]
@@ -124,7 +112,7 @@ class TokenVectorsJob(Job[R], Generic[R]):
             raise InputTooLongError(chunk.start + exc.index, exc.tokens, exc.limit) from exc
         self._budget.add(part.untruncated_tokens, chunk.start)
         self._content += int(part.untruncated_tokens.sum())
-        self._sequences.extend(part.sequences)
+        self._rows.extend(part.sequences)
         self._check_values(part)
 
     def _check_values(self, part: Prepared) -> None:
@@ -140,7 +128,7 @@ class TokenVectorsJob(Job[R], Generic[R]):
             )
 
 
-class MaxSimJob(Job[R], Generic[R]):
+class MaxSimJob(RowsJob[np.ndarray, R], Generic[R]):
     """One query against documents on a ColBERT: the query is tokenized once and computed as one
     row with the documents; `finish` renders the MaxSim scores [documents]."""
 
@@ -156,6 +144,7 @@ class MaxSimJob(Job[R], Generic[R]):
         param: str = "documents",
         truncate: bool | None = None,
     ) -> None:
+        super().__init__()
         limits = config.limits
         self.model = model
         self.render = render
@@ -170,8 +159,6 @@ class MaxSimJob(Job[R], Generic[R]):
             [len(d) for d in documents], limits, param, already=first
         )
         self._budget = TokenBudget(limits, param)
-        self._sequences: list[np.ndarray] = []
-        self._content = 0
 
     def estimated_tokens(self, tokens_per_char: float = DEFAULT_TOKENS_PER_CHAR) -> int:
         cap = self.model.model_info.max_tokens
@@ -183,30 +170,19 @@ class MaxSimJob(Job[R], Generic[R]):
         for chunk in chunk_ranges([len(d) for d in self.documents], CHUNK_CHARS):
             yield lambda chunk=chunk: self._prepare(chunk)
 
-    def rows(self) -> list[np.ndarray]:
-        return self._sequences
-
-    @property
-    def usage_tokens(self) -> int:
-        return sum(len(s) for s in self._sequences)
-
-    @property
-    def content_tokens(self) -> int:
-        return self._content
-
     def finish_cost(self, outputs: np.ndarray | None) -> int:
         # MaxSim multiplies every query token with every document token: off the loop when large.
-        query_tokens = len(self._sequences[0]) if self._sequences else 0
+        query_tokens = len(self._rows[0]) if self._rows else 0
         return query_tokens * self.usage_tokens * self.model.model_info.dimension
 
     def finish(self, outputs: np.ndarray | None) -> R:
-        states: list[Any] = [s.states for s in self._sequences]  # type: ignore[attr-defined]
+        states: list[Any] = [s.states for s in self._rows]  # type: ignore[attr-defined]
         return self.render(self.model.maxsim_scores(states[0], states[1:]), self.usage_tokens)
 
     def _prepare_query(self) -> None:
         part = self.model.prepare([self.query], is_query=True, truncate=True)
         self._content += int(part.untruncated_tokens.sum())
-        self._sequences.extend(part.sequences)
+        self._rows.extend(part.sequences)
 
     def _prepare(self, chunk: range) -> None:
         part = self.model.prepare(
@@ -217,4 +193,4 @@ class MaxSimJob(Job[R], Generic[R]):
         )
         self._budget.add(part.untruncated_tokens, chunk.start)
         self._content += int(part.untruncated_tokens.sum())
-        self._sequences.extend(part.sequences)
+        self._rows.extend(part.sequences)
