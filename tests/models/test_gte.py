@@ -11,19 +11,21 @@ embedserve never runs that code, it compiles the weights.
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-from embedserve.engine import Engine
 from embedserve.models.hf_config import UnsupportedArchitectureError
 
 from tests.models.test_families import N_TEXTS, _check
-from tests.support.remote_code import cosines, encode, mixed_texts, save_folder
-from tests.support.tiny import quiet
+from tests.support.remote_code import (
+    Built,
+    build_variants,
+    check_precision_floor,
+    edited_copy,
+    mixed_texts,
+)
 
 AUTO_MAP = {
     "AutoConfig": "Alibaba-NLP/new-impl--configuration.NewConfig",
@@ -249,62 +251,22 @@ def built(
     minilm_tokenizer_dir: Path,
     xlmr_tokenizer_dir: Path,
     isolated_cache: None,
-) -> dict[str, tuple[Path, Any, dict[str, Any], Path]]:
-    import torch
-
-    torch.set_num_threads(1)
+) -> dict[str, Built]:
     tokenizers = {"minilm": minilm_tokenizer_dir, "xlmr": xlmr_tokenizer_dir}
-    out = {}
-    for name, variant in VARIANTS.items():
-        config = {**BASE_EN, **variant["config"]}
-        model = _reference(config)
-        tokenizer_dir = tokenizers[variant["tokenizer"]]
-        folder = save_folder(
-            tmp_path_factory.mktemp(name),
-            model,
-            config,
-            tokenizer_dir,
-            pooling=variant["pooling"],
-            normalize=variant["normalize"],
-            max_seq_length=variant["max_seq_length"],
-        )
-        out[name] = (folder, model, variant, tokenizer_dir)
-    return out
-
-
-def _want(built: dict, name: str, texts: list[str]) -> tuple[Any, Any]:
-    _, model, variant, tokenizer_dir = built[name]
-    return quiet(
-        encode,
-        model,
-        tokenizer_dir,
-        texts,
-        pooling=variant["pooling"],
-        normalize=variant["normalize"],
-        max_seq_length=variant["max_seq_length"],
-    )
+    return build_variants(tmp_path_factory, VARIANTS, BASE_EN, _reference, tokenizers)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_gte_matches_reference(variant: str, built: dict, texts: list[str]) -> None:
-    want, counts = _want(built, variant, texts)
+    want, counts = built[variant].want(texts)
     assert len(set(counts.tolist())) >= 10
     assert counts.max() == VARIANTS[variant]["max_seq_length"]
-    _check(built[variant][0], texts, want, counts)
+    _check(built[variant].folder, texts, want, counts)
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_gte_precisions_hold_their_floors(precision: str, built: dict, texts: list[str]) -> None:
-    from embedserve.precision import get_precision
-
-    floor = get_precision(precision)
-    want, _ = _want(built, "base-en-v1.5", texts)
-    got = Engine.from_pretrained(built["base-en-v1.5"][0], precision=precision).embed(texts)
-    cos = cosines(got.embeddings, want)
-    assert cos.min() >= floor.min_cosine and cos.mean() >= floor.mean_cosine, (
-        cos.min(),
-        cos.mean(),
-    )
+    check_precision_floor(built["base-en-v1.5"], texts, precision)
 
 
 @pytest.mark.parametrize(
@@ -320,8 +282,6 @@ def test_gte_refuses_what_it_does_not_compile(
 ) -> None:
     from embedserve.models.compiler import build_model
 
-    folder = shutil.copytree(built["base-en-v1.5"][0], tmp_path / "edited")
-    config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, **edit}))
+    folder = edited_copy(built["base-en-v1.5"].folder, edit, tmp_path / "edited")
     with pytest.raises(UnsupportedArchitectureError, match=field):
         build_model(folder)

@@ -19,18 +19,22 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-from embedserve.engine import Engine
 from embedserve.models.architectures import family_for
 from embedserve.models.hf_config import HFConfig, UnsupportedArchitectureError
 
 from tests.models.test_families import N_TEXTS, _check
-from tests.support.remote_code import cosines, encode, mixed_texts, save_folder
-from tests.support.tiny import quiet, rewrite
+from tests.support.remote_code import (
+    Built,
+    build_variants,
+    check_precision_floor,
+    edited_copy,
+    mixed_texts,
+)
+from tests.support.tiny import rewrite
 
 AUTO_MAP = {
     "AutoConfig": "jinaai/jina-bert-implementation--configuration_bert.JinaBertConfig",
@@ -224,63 +228,33 @@ def texts(reference: dict) -> list[str]:
 @pytest.fixture(scope="module")
 def built(
     tmp_path_factory: pytest.TempPathFactory, minilm_tokenizer_dir: Path, isolated_cache: None
-) -> dict[str, tuple[Path, Any, dict[str, Any]]]:
-    import torch
-
-    torch.set_num_threads(1)
-    out = {}
-    for name, variant in VARIANTS.items():
-        config = {**V2_BASE_EN, **variant["config"]}
-        model = _reference(config)
-        folder = save_folder(
-            tmp_path_factory.mktemp(name),
-            model,
-            config,
-            minilm_tokenizer_dir,
-            pooling=variant["pooling"],
-            normalize=variant["normalize"],
-            max_seq_length=variant["max_seq_length"],
-        )
-        out[name] = (folder, model, variant)
-    return out
-
-
-def _want(built: dict, name: str, tokenizer_dir: Path, texts: list[str]) -> tuple[Any, Any]:
-    _, model, variant = built[name]
-    return quiet(
-        encode,
-        model,
-        tokenizer_dir,
-        texts,
-        pooling=variant["pooling"],
-        normalize=variant["normalize"],
-        max_seq_length=variant["max_seq_length"],
-    )
+) -> dict[str, Built]:
+    tokenizers = {"minilm": minilm_tokenizer_dir}
+    return build_variants(tmp_path_factory, VARIANTS, V2_BASE_EN, _reference, tokenizers)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_jina_bert_matches_reference(
-    variant: str, built: dict, texts: list[str], minilm_tokenizer_dir: Path
-) -> None:
-    want, counts = _want(built, variant, minilm_tokenizer_dir, texts)
+def test_jina_bert_matches_reference(variant: str, built: dict, texts: list[str]) -> None:
+    want, counts = built[variant].want(texts)
     assert len(set(counts.tolist())) >= 10
     assert counts.max() == VARIANTS[variant]["max_seq_length"]
-    _check(built[variant][0], texts, want, counts)
+    _check(built[variant].folder, texts, want, counts)
 
 
-def test_jina_bert_prefixed_checkpoint(
-    built: dict, texts: list[str], minilm_tokenizer_dir: Path, tmp_path: Path
-) -> None:
+def test_jina_bert_prefixed_checkpoint(built: dict, texts: list[str], tmp_path: Path) -> None:
     """The same weights saved from JinaBertForMaskedLM, under "bert."."""
-    want, counts = _want(built, "v2-base-en", minilm_tokenizer_dir, texts)
+    want, counts = built["v2-base-en"].want(texts)
     _check(
-        rewrite(built["v2-base-en"][0], tmp_path / "prefixed", prefix="bert."), texts, want, counts
+        rewrite(built["v2-base-en"].folder, tmp_path / "prefixed", prefix="bert."),
+        texts,
+        want,
+        counts,
     )
 
 
 def test_jina_is_claimed_from_model_type_bert(built: dict) -> None:
     """config.json says model_type "bert": the remote code, the class or ALiBi says JinaBERT."""
-    folder = built["v2-base-en"][0]
+    folder = built["v2-base-en"].folder
     raw = json.loads((folder / "config.json").read_text())
     assert family_for(HFConfig(raw, folder)).name == "jina_bert"
     bare = {k: v for k, v in raw.items() if k not in ("auto_map", "architectures")}
@@ -290,19 +264,8 @@ def test_jina_is_claimed_from_model_type_bert(built: dict) -> None:
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
-def test_jina_precisions_hold_their_floors(
-    precision: str, built: dict, texts: list[str], minilm_tokenizer_dir: Path
-) -> None:
-    from embedserve.precision import get_precision
-
-    floor = get_precision(precision)
-    want, _ = _want(built, "v2-base-en", minilm_tokenizer_dir, texts)
-    got = Engine.from_pretrained(built["v2-base-en"][0], precision=precision).embed(texts)
-    cos = cosines(got.embeddings, want)
-    assert cos.min() >= floor.min_cosine and cos.mean() >= floor.mean_cosine, (
-        cos.min(),
-        cos.mean(),
-    )
+def test_jina_precisions_hold_their_floors(precision: str, built: dict, texts: list[str]) -> None:
+    check_precision_floor(built["v2-base-en"], texts, precision)
 
 
 @pytest.mark.parametrize(
@@ -325,8 +288,6 @@ def test_jina_refuses_what_it_does_not_compile(
 ) -> None:
     from embedserve.models.compiler import build_model
 
-    folder = shutil.copytree(built["v2-base-en"][0], tmp_path / "edited")
-    config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, **edit}))
+    folder = edited_copy(built["v2-base-en"].folder, edit, tmp_path / "edited")
     with pytest.raises(UnsupportedArchitectureError, match=field):
         build_model(folder)

@@ -29,8 +29,14 @@ from embedserve.engine import Engine
 from embedserve.models.hf_config import UnsupportedArchitectureError
 
 from tests.models.test_families import COSINE, N_TEXTS, _check
-from tests.support.remote_code import cosines, encode, mixed_texts, save_folder
-from tests.support.tiny import quiet
+from tests.support.remote_code import (
+    Built,
+    build_variants,
+    check_precision_floor,
+    cosines,
+    edited_copy,
+    mixed_texts,
+)
 
 AUTO_MAP = {
     "AutoConfig": "nomic-ai/nomic-bert-2048--configuration_hf_nomic_bert.NomicBertConfig",
@@ -351,57 +357,25 @@ def built(
     minilm_tokenizer_dir: Path,
     xlmr_tokenizer_dir: Path,
     isolated_cache: None,
-) -> dict[str, tuple[Path, Any, dict[str, Any], Path]]:
-    import torch
-
-    torch.set_num_threads(1)
+) -> dict[str, Built]:
     tokenizers = {"minilm": minilm_tokenizer_dir, "xlmr": xlmr_tokenizer_dir}
-    out = {}
-    for name, variant in VARIANTS.items():
-        config = {**V15, **variant["config"]}
-        model = _reference(config)
-        tokenizer_dir = tokenizers[variant.get("tokenizer", "minilm")]
-        folder = save_folder(
-            tmp_path_factory.mktemp(name),
-            model,
-            config,
-            tokenizer_dir,
-            pooling=variant["pooling"],
-            normalize=variant["normalize"],
-            max_seq_length=variant["max_seq_length"],
-            prompts=PROMPTS,
-        )
-        out[name] = (folder, model, variant, tokenizer_dir)
-    return out
-
-
-def _want(built: dict, name: str, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    _, model, variant, tokenizer_dir = built[name]
-    return quiet(
-        encode,
-        model,
-        tokenizer_dir,
-        texts,
-        pooling=variant["pooling"],
-        normalize=variant["normalize"],
-        max_seq_length=variant["max_seq_length"],
-    )
+    return build_variants(tmp_path_factory, VARIANTS, V15, _reference, tokenizers, PROMPTS)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_nomic_bert_matches_reference(variant: str, built: dict, texts: list[str]) -> None:
-    want, counts = _want(built, variant, texts)
+    want, counts = built[variant].want(texts)
     assert len(set(counts.tolist())) >= 10
     assert counts.max() == VARIANTS[variant]["max_seq_length"]
-    _check(built[variant][0], texts, want, counts)
+    _check(built[variant].folder, texts, want, counts)
 
 
 @pytest.mark.parametrize("prompt_name", ["search_query", "search_document"])
 def test_nomic_prompts(prompt_name: str, built: dict, texts: list[str]) -> None:
     """nomic's task prefixes come from config_sentence_transformers.json's prompts."""
     prompt = PROMPTS[prompt_name]
-    want, counts = _want(built, "v1.5", [prompt + t for t in texts])
-    engine = Engine.from_pretrained(built["v1.5"][0])
+    want, counts = built["v1.5"].want([prompt + t for t in texts])
+    engine = Engine.from_pretrained(built["v1.5"].folder)
     got = engine.embed(texts, prompt_name=prompt_name)
     assert got.token_counts.tolist() == counts.tolist()
     assert cosines(got.embeddings, want).min() >= COSINE
@@ -419,14 +393,9 @@ def test_nomic_prompts(prompt_name: str, built: dict, texts: list[str]) -> None:
 def test_nomic_refuses_what_it_does_not_compile(
     edit: dict, field: str, built: dict, tmp_path: Path
 ) -> None:
-    import json
-    import shutil
-
     from embedserve.models.compiler import build_model
 
-    folder = shutil.copytree(built["v1.5"][0], tmp_path / "edited")
-    config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, **edit}))
+    folder = edited_copy(built["v1.5"].folder, edit, tmp_path / "edited")
     with pytest.raises(UnsupportedArchitectureError, match=field):
         build_model(folder)
 
@@ -434,22 +403,13 @@ def test_nomic_refuses_what_it_does_not_compile(
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_nomic_precisions_hold_their_floors(precision: str, built: dict, texts: list[str]) -> None:
     """The fp16 graph pass and static int8 apply to the compiled graph as to any other."""
-    from embedserve.precision import get_precision
-
-    floor = get_precision(precision)
-    want, _ = _want(built, "v1.5", texts)
-    got = Engine.from_pretrained(built["v1.5"][0], precision=precision).embed(texts)
-    cos = cosines(got.embeddings, want)
-    assert cos.min() >= floor.min_cosine and cos.mean() >= floor.mean_cosine, (
-        cos.min(),
-        cos.mean(),
-    )
+    check_precision_floor(built["v1.5"], texts, precision)
 
 
 def test_nomic_moe_on_openvino(built: dict, texts: list[str]) -> None:
     """The MoE's TopK / GreaterOrEqual / Where routing runs on OpenVINO as on ONNX Runtime."""
-    want, counts = _want(built, "v2-moe", texts)
-    got = Engine.from_pretrained(built["v2-moe"][0], runtime="openvino").embed(texts)
+    want, counts = built["v2-moe"].want(texts)
+    got = Engine.from_pretrained(built["v2-moe"].folder, runtime="openvino").embed(texts)
     assert got.token_counts.tolist() == counts.tolist()
     assert cosines(got.embeddings, want).min() >= COSINE
 
@@ -457,7 +417,7 @@ def test_nomic_moe_on_openvino(built: dict, texts: list[str]) -> None:
 def test_a_limit_past_n_positions_is_cut_to_the_rotary_table(built: dict) -> None:
     """A sentence_bert_config.json that allows more tokens than config.json's n_positions (the
     rows of the compiled rotary table): texts are cut at n_positions, not failed in the graph."""
-    folder = built["v1.5"][0]
+    folder = built["v1.5"].folder
     limited = folder.parent / "v1.5-long-limit"
     shutil.copytree(folder, limited)
     (limited / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 1000}))

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tests.support.tiny import TOKENIZER_FILES, _randomize
+from tests.support.tiny import TOKENIZER_FILES, _randomize, quiet
 
 # Pooling module configs as sentence-transformers 2.x writes them (what these hub folders hold).
 POOLING_FLAGS = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token"}
@@ -130,3 +132,84 @@ def mixed_texts(reference: dict, count: int) -> list[str]:
     order = np.argsort(reference["tokens_truncated"], kind="stable")
     picks = order[np.linspace(0, len(order) - 1, count).astype(int)]
     return [reference["texts"][i] for i in picks] + EDGE_TEXTS
+
+
+# --- what the family tests share: their variants built, the reference's vectors, the checks ----
+
+
+@dataclass(frozen=True)
+class Built:
+    """One variant's saved folder, the reference model it was saved from, the variant's entry
+    (pooling, normalize, max_seq_length) and the tokenizer folder both read."""
+
+    folder: Path
+    model: Any
+    variant: dict[str, Any]
+    tokenizer_dir: Path
+
+    def want(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The reference's vectors and token counts for ``texts`` (``encode``)."""
+        return quiet(
+            encode,
+            self.model,
+            self.tokenizer_dir,
+            texts,
+            pooling=self.variant["pooling"],
+            normalize=self.variant["normalize"],
+            max_seq_length=self.variant["max_seq_length"],
+        )
+
+
+def build_variants(
+    tmp_path_factory: Any,
+    variants: dict[str, dict[str, Any]],
+    base: dict[str, Any],
+    reference: Callable[[dict[str, Any]], Any],
+    tokenizers: dict[str, Path],
+    prompts: dict[str, str] | None = None,
+) -> dict[str, Built]:
+    """Each variant (its ``config`` over ``base``, its ``tokenizer`` name, "minilm" if none) as a
+    reference model from ``reference(config)`` saved by ``save_folder``."""
+    import torch
+
+    torch.set_num_threads(1)
+    out = {}
+    for name, variant in variants.items():
+        config = {**base, **variant["config"]}
+        model = reference(config)
+        tokenizer_dir = tokenizers[variant.get("tokenizer", "minilm")]
+        folder = save_folder(
+            tmp_path_factory.mktemp(name),
+            model,
+            config,
+            tokenizer_dir,
+            pooling=variant["pooling"],
+            normalize=variant["normalize"],
+            max_seq_length=variant["max_seq_length"],
+            prompts=prompts,
+        )
+        out[name] = Built(folder, model, variant, tokenizer_dir)
+    return out
+
+
+def check_precision_floor(built: Built, texts: list[str], precision: str) -> None:
+    """The folder compiled at ``precision`` keeps that precision's cosine floors to the reference."""
+    from embedserve.engine import Engine
+    from embedserve.precision import get_precision
+
+    floor = get_precision(precision)
+    want, _ = built.want(texts)
+    got = Engine.from_pretrained(built.folder, precision=precision).embed(texts)
+    cos = cosines(got.embeddings, want)
+    assert cos.min() >= floor.min_cosine and cos.mean() >= floor.mean_cosine, (
+        cos.min(),
+        cos.mean(),
+    )
+
+
+def edited_copy(folder: Path, edit: dict[str, Any], out: Path) -> Path:
+    """A copy of ``folder`` at ``out`` whose config.json has ``edit``'s fields over its own."""
+    copy = shutil.copytree(folder, out)
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, **edit}))
+    return copy
