@@ -10,7 +10,6 @@ Real queries and license paragraphs of mixed lengths, several past the limit."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -22,32 +21,11 @@ from embedserve.prompt_pairs import DEFAULT_INSTRUCTION, PREFIX, SUFFIX
 from embedserve.reranker import Reranker
 
 from .support.cross_encoders import QUERIES
+from .support.decoder_tokenizers import decoder_tokenizer
 from .support.edge_texts import EDGE_QUERIES
 
 MAX_LENGTH = 160
 SCORE_ATOL = 1e-4
-
-
-def decoder_tokenizer(minilm_dir: Path, out: Path) -> Path:
-    """all-MiniLM's WordPiece with a decoder's conventions: no special tokens added."""
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer = json.loads((minilm_dir / "tokenizer.json").read_text())
-    tokenizer["post_processor"] = None
-    tokenizer["padding"] = None
-    tokenizer["truncation"] = None
-    (out / "tokenizer.json").write_text(json.dumps(tokenizer))
-    (out / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "tokenizer_class": "PreTrainedTokenizerFast",
-                "padding_side": "left",
-                "pad_token": "[PAD]",
-                "unk_token": "[UNK]",
-                "model_max_length": MAX_LENGTH,
-            }
-        )
-    )
-    return out
 
 
 def decoder(
@@ -88,7 +66,7 @@ def decoder(
             noise = torch.randn(p.shape, generator=generator) * 0.2
             p.copy_(1.0 + 0.5 * noise if "norm" in name else noise)
     model.save_pretrained(out)
-    decoder_tokenizer(minilm_dir, out)
+    decoder_tokenizer(minilm_dir, out, max_length=MAX_LENGTH, append_eos=False)
     return out
 
 

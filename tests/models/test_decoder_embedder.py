@@ -6,7 +6,6 @@ real texts of mixed lengths (some cut at the limit) and the edge texts."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -18,51 +17,15 @@ from embedserve.engine import Engine
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
+from tests.support.decoder_tokenizers import EOS, decoder_tokenizer
 from tests.support.edge_texts import EDGE_TEXTS
 
 COSINE = 0.9999
 MAX_SEQ = 48
-EOS = 102  # the MiniLM vocabulary's [SEP], used as end-of-text
 PROMPTS = {
     "query": "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:",
     "document": "",
 }
-
-
-def decoder_tokenizer(minilm_dir: Path, out: Path) -> Path:
-    """all-MiniLM's WordPiece vocabulary with a decoder's conventions: no BOS, EOS appended by
-    the post-processor, padding on the left."""
-    out.mkdir(parents=True)
-    tokenizer = json.loads((minilm_dir / "tokenizer.json").read_text())
-    tokenizer["post_processor"] = {
-        "type": "TemplateProcessing",
-        "single": [
-            {"Sequence": {"id": "A", "type_id": 0}},
-            {"SpecialToken": {"id": "[SEP]", "type_id": 0}},
-        ],
-        "pair": [
-            {"Sequence": {"id": "A", "type_id": 0}},
-            {"Sequence": {"id": "B", "type_id": 0}},
-            {"SpecialToken": {"id": "[SEP]", "type_id": 0}},
-        ],
-        "special_tokens": {"[SEP]": {"id": "[SEP]", "ids": [EOS], "tokens": ["[SEP]"]}},
-    }
-    tokenizer["padding"] = None
-    tokenizer["truncation"] = None
-    (out / "tokenizer.json").write_text(json.dumps(tokenizer))
-    (out / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "tokenizer_class": "PreTrainedTokenizerFast",
-                "padding_side": "left",
-                "eos_token": "[SEP]",
-                "pad_token": "[PAD]",
-                "unk_token": "[UNK]",
-                "model_max_length": MAX_SEQ,
-            }
-        )
-    )
-    return out
 
 
 SIZES = {
@@ -95,7 +58,9 @@ CONFIGS = {
 @pytest.fixture(scope="module", params=list(CONFIGS))
 def decoder_folder(request, tmp_path_factory, minilm_dir, isolated_cache) -> Path:
     root = tmp_path_factory.mktemp(f"{request.param}-embedder")
-    tokenizer_dir = decoder_tokenizer(minilm_dir, root / "tokenizer")
+    tokenizer_dir = decoder_tokenizer(
+        minilm_dir, root / "tokenizer", max_length=MAX_SEQ, append_eos=True
+    )
     torch.manual_seed(7)
     model = transformers.AutoModel.from_config(CONFIGS[request.param]()).eval()
     generator = torch.Generator().manual_seed(7)
