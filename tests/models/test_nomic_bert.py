@@ -29,11 +29,11 @@ from embedserve.engine import Engine
 from embedserve.models.hf_config import UnsupportedArchitectureError
 
 from tests.models.test_families import COSINE, N_TEXTS, _check
+from tests.support import cosines
 from tests.support.remote_code import (
     Built,
     build_variants,
     check_precision_floor,
-    cosines,
     edited_copy,
     mixed_texts,
 )

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from tests.support import cosines
 from tests.support.tiny import TOKENIZER_FILES, _randomize, quiet
 
 # Pooling module configs as sentence-transformers 2.x writes them (what these hub folders hold).
@@ -117,11 +118,6 @@ def encode(
             vectors.append(pooled.numpy())
             counts.append(mask.sum(1).numpy())
     return np.concatenate(vectors).astype(np.float32), np.concatenate(counts)
-
-
-def cosines(got: np.ndarray, want: np.ndarray) -> np.ndarray:
-    a, b = got.astype(np.float64), want.astype(np.float64)
-    return (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
 def mixed_texts(reference: dict, count: int) -> list[str]:
