@@ -14,15 +14,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import embedserve
-import httpx
 import pytest
 
-from ..support import fill_tiktoken_cache, free_port
+from ..support import fill_tiktoken_cache, free_port, wait_ready
 from .examples import examples
 
 RUNNER = Path(__file__).with_name("run_page.py")
@@ -85,16 +83,7 @@ def address(workdir: Path) -> Iterator[str]:
             env=_environment(workdir),
         )
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, log_path.read_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        wait_ready(process, f"http://127.0.0.1:{port}", log_path)
         yield f"127.0.0.1:{port}"
     finally:
         process.terminate()

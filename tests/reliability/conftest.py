@@ -15,7 +15,7 @@ import httpx
 import pytest
 from embedserve.engine import Engine
 
-from tests.support import free_port
+from tests.support import free_port, wait_ready
 
 from ..server.conftest import UNHURRIED_FLAGS, metric_samples
 
@@ -65,15 +65,7 @@ class CliServer:
         return self.log_path.read_text()
 
     def wait_ready(self, timeout: float = 300.0, in_a_row: int = 1) -> CliServer:
-        deadline, ok = time.monotonic() + timeout, 0
-        while ok < in_a_row:
-            assert self.process.poll() is None, self.log()
-            assert time.monotonic() < deadline, self.log()
-            try:
-                ok = ok + 1 if httpx.get(self.url + "/ready", timeout=5).status_code == 200 else 0
-            except httpx.TransportError:
-                ok = 0
-            time.sleep(0.05)
+        wait_ready(self.process, self.url, self.log_path, timeout=timeout, in_a_row=in_a_row)
         return self
 
     def hwm_kb(self) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -15,7 +14,7 @@ from embedserve.cli import _parser
 from embedserve.server.cli import config_from_args
 from embedserve.server.config import Limits, ModelSpec, ServerConfig, keys_from_env
 
-from tests.support import free_port
+from tests.support import free_port, stop, wait_ready
 
 from .conftest import MODEL
 
@@ -133,17 +132,7 @@ def test_serve_command_with_two_workers(engine, tmp_path: Path):
     )
     try:
         # Both workers must be ready; any of them may answer a given request.
-        deadline, ready_in_a_row = time.monotonic() + 300, 0
-        while ready_in_a_row < 8:
-            assert process.poll() is None, Path(log.name).read_text()
-            assert time.monotonic() < deadline, Path(log.name).read_text()
-            try:
-                ready_in_a_row = (
-                    ready_in_a_row + 1 if httpx.get(url + "/ready").status_code == 200 else 0
-                )
-            except httpx.TransportError:
-                ready_in_a_row = 0
-            time.sleep(0.1)
+        wait_ready(process, url, Path(log.name), in_a_row=8)
         expected = engine.embed(["from the command line"]).embeddings
         for key, name in [("flag-key", "mini"), ("env-key", MODEL)]:
             response = httpx.post(
@@ -165,12 +154,7 @@ def test_serve_command_with_two_workers(engine, tmp_path: Path):
             == 401
         )
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         log.close()
 
 

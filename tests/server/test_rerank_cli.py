@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -14,7 +13,7 @@ from embedserve.cli import _parser
 from embedserve.reranker import Reranker
 from embedserve.server.cli import config_from_args
 
-from tests.support import free_port
+from tests.support import free_port, stop, wait_ready
 
 from .conftest import MODEL
 
@@ -50,16 +49,7 @@ def test_serve_an_embedder_and_a_reranker(engine, cross_encoder_dirs, tmp_path: 
         env=dict(os.environ),
     )
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert process.poll() is None, Path(log.name).read_text()
-            assert time.monotonic() < deadline, Path(log.name).read_text()
-            try:
-                if httpx.get(url + "/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        wait_ready(process, url, Path(log.name))
         documents = ["a cat sat on the mat", "stock prices fell sharply", "kittens and cats"]
         ranked = httpx.post(
             url + "/v1/rerank", json={"model": "reranker", "query": "cats", "documents": documents}
@@ -76,10 +66,5 @@ def test_serve_an_embedder_and_a_reranker(engine, cross_encoder_dirs, tmp_path: 
         models = [m["id"] for m in httpx.get(url + "/v1/models").json()["data"]]
         assert models == [MODEL, "reranker"]
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         log.close()
