@@ -179,6 +179,10 @@ class ServerConfig(LoadSettings):
                         f"{self.models[other].spec!r} and --model {model.spec!r}"
                     )
 
+    def truncates(self, requested: bool | None) -> bool:
+        """Whether a request's over-long inputs are cut: what it asked, else `auto_truncate`."""
+        return self.auto_truncate if requested is None else requested
+
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 

@@ -50,7 +50,7 @@ class TextsJob(PairRowsJob[R], Generic[R]):
         self.classifier = classifier
         self.texts = texts
         self.param = param
-        self.truncate = config.auto_truncate if truncate is None else truncate
+        self.truncate = config.truncates(truncate)
         if max_tokens is not None:
             self.truncate = True
         self.direction = direction

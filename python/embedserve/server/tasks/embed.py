@@ -60,7 +60,7 @@ class EmbedJob(Job[R], Generic[R]):
         # the first step, after the cheap checks have counted the ids as sent.
         self._resolve = resolve
         limits = config.limits
-        self.truncate = config.auto_truncate if request.truncate is None else request.truncate
+        self.truncate = config.truncates(request.truncate)
         inputs = request.inputs
         self.size = len(inputs)
         check_count(self.size, limits.max_inputs, "input")

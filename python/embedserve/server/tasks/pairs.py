@@ -73,7 +73,7 @@ class PairsJob(PairRowsJob[R], Generic[R]):
         self.reranker = reranker
         self.firsts, self.seconds = firsts, seconds
         self.param, self.noun = param, noun
-        self.truncate = config.auto_truncate if truncate is None else truncate
+        self.truncate = config.truncates(truncate)
         self.max_second_tokens = max_second_tokens
         self.instruction = instruction  # an LLM reranker's task (prompt_pairs)
         self.size = len(seconds)

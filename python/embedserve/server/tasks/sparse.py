@@ -63,7 +63,7 @@ class SparseJob(Job[R], Generic[R]):
         self.encoder = encoder
         self.render = render
         self.texts = texts
-        self.truncate = config.auto_truncate if truncate is None else truncate
+        self.truncate = config.truncates(truncate)
         self.truncation_direction = truncation_direction
         self.prompt_name = prompt_name
         self.top_k, self.threshold = top_k, threshold

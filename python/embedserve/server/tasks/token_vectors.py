@@ -70,7 +70,7 @@ class TokenVectorsJob(RowsJob[np.ndarray, R], Generic[R]):
         self.texts = texts
         self.is_query = is_query
         self.param = param
-        self.truncate = config.auto_truncate if truncate is None else truncate
+        self.truncate = config.truncates(truncate)
         if isinstance(model, Engine):
             model.check_token_states()
         self.width = token_width(model)
@@ -150,7 +150,7 @@ class MaxSimJob(RowsJob[np.ndarray, R], Generic[R]):
         self.render = render
         self.query, self.documents = query, documents
         self.first_param, self.param = first_param, param
-        self.truncate = config.auto_truncate if truncate is None else truncate
+        self.truncate = config.truncates(truncate)
         self.size = len(documents) + 1
         check_count(len(documents), limits.max_documents, param)
         check_not_empty([len(query)], first_param)
