@@ -50,6 +50,18 @@ def optional(raw: dict[str, Any], name: str, kind: type) -> Any:
     return value
 
 
+def refuse_unknown(raw: dict[str, Any], known: frozenset[str]) -> None:
+    """A 400 naming the first field of `raw` that is not in `known`, and listing those that are."""
+    unknown = [key for key in raw if key not in known]
+    if unknown:
+        raise invalid(
+            f"Unrecognized request argument supplied: {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(known))})",
+            param=unknown[0],
+            code="unknown_parameter",
+        )
+
+
 def kind_of(value: object) -> str:
     """A JSON value's type as an error message names it: `an array`, `null`..."""
     return {

@@ -35,7 +35,7 @@ from embedserve.reranker import Reranker
 from embedserve.server.adapters.base import json_response
 from embedserve.server.auth import require_api_key
 from embedserve.server.errors import invalid
-from embedserve.server.fields import decode_object, kind_of, optional
+from embedserve.server.fields import decode_object, kind_of, optional, refuse_unknown
 from embedserve.server.pipeline import Job
 from embedserve.server.plumbing import read_body, run_job, state, timing_headers
 from embedserve.server.registry import ModelRegistry, ServedModel
@@ -148,7 +148,7 @@ class Predict:
 
 def parse_predict(body: bytes) -> Predict:
     raw = decode_object(body)
-    _refuse_unknown(raw, PREDICT_FIELDS)
+    refuse_unknown(raw, PREDICT_FIELDS)
     texts, pairs, single = _predict_inputs(raw.get("inputs"))
     direction = (optional(raw, "truncation_direction", str) or "right").lower()
     if direction not in ("left", "right"):
@@ -166,7 +166,7 @@ def parse_predict(body: bytes) -> Predict:
     top_k = None
     parameters = optional(raw, "parameters", dict)
     if parameters is not None:
-        _refuse_unknown(parameters, PARAMETER_FIELDS)
+        refuse_unknown(parameters, PARAMETER_FIELDS)
         asked = optional(parameters, "function_to_apply", str)
         if asked is not None and asked not in FUNCTIONS:
             raise invalid(
@@ -237,7 +237,7 @@ class Classify:
 
 def parse_classify(body: bytes) -> Classify:
     raw = decode_object(body)
-    _refuse_unknown(raw, CLASSIFY_FIELDS)
+    refuse_unknown(raw, CLASSIFY_FIELDS)
     value = raw.get("input")
     if value is None:
         raise invalid(
@@ -276,17 +276,6 @@ def parse_classify(body: bytes) -> Classify:
         cut is not None,
         True if activation is None else activation,
     )
-
-
-def _refuse_unknown(raw: dict[str, Any], known: frozenset[str]) -> None:
-    unknown = [key for key in raw if key not in known]
-    if unknown:
-        raise invalid(
-            f"Unrecognized request argument supplied: {', '.join(unknown)} "
-            f"(known: {', '.join(sorted(known))})",
-            param=unknown[0],
-            code="unknown_parameter",
-        )
 
 
 # -- running --

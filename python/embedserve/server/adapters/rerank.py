@@ -58,15 +58,11 @@ def _reranker_for(registry: ModelRegistry, name: str | None, required: bool) -> 
 def _ranked(
     parsed: RerankRequest, reranker: Reranker, model: str, api_version: str
 ) -> Callable[[np.ndarray, int], bytes]:
-    """The render of a rerank: relevance, order and the body of the request's own dialect."""
+    """The render of a rerank: the logits' relevance, rendered as `_ranked_scores` renders."""
+    body = _ranked_scores(parsed, model, api_version)
 
     def render(logits: np.ndarray, tokens: int) -> bytes:
-        relevance = reranker.relevance(logits, raw_scores=parsed.raw_scores)
-        order = ranking(relevance, parsed.top_n).tolist()
-        scores = relevance.tolist()
-        if parsed.dialect == TEI:
-            return tei_body(parsed, order, scores)
-        return cohere_body(parsed, model, order, scores, tokens, api_version)
+        return body(reranker.relevance(logits, raw_scores=parsed.raw_scores), tokens)
 
     return render
 

@@ -16,7 +16,13 @@ import msgspec
 
 from embedserve.admission import Priority
 from embedserve.server.errors import invalid
-from embedserve.server.fields import decode_object, kind_of, optional, priority_field
+from embedserve.server.fields import (
+    decode_object,
+    kind_of,
+    optional,
+    priority_field,
+    refuse_unknown,
+)
 
 COHERE = "cohere"
 TEI = "tei"
@@ -96,7 +102,7 @@ def parse_rerank_request(body: bytes) -> RerankRequest:
             "send either `documents` (Cohere/Jina) or `texts` (TEI), not both", param="texts"
         )
     dialect = TEI if "texts" in raw else COHERE
-    _refuse_unknown(raw, TEI_FIELDS if dialect == TEI else COHERE_FIELDS)
+    refuse_unknown(raw, TEI_FIELDS if dialect == TEI else COHERE_FIELDS)
     query = _query(raw)
     if dialect == TEI:
         _tei_direction(raw)
@@ -123,7 +129,7 @@ def parse_rerank_request(body: bytes) -> RerankRequest:
 
 def parse_score_request(body: bytes) -> ScoreRequest:
     raw = decode_object(body)
-    _refuse_unknown(raw, SCORE_FIELDS)
+    refuse_unknown(raw, SCORE_FIELDS)
     firsts = _one_or_many(raw.get("text_1"), "text_1")
     seconds = _one_or_many(raw.get("text_2"), "text_2")
     if len(firsts) != 1 and len(firsts) != len(seconds):
@@ -194,17 +200,6 @@ def score_body(model: str, scores: list[Any], tokens: int) -> bytes:
 
 
 # -- fields --
-
-
-def _refuse_unknown(raw: dict[str, Any], known: frozenset[str]) -> None:
-    unknown = [key for key in raw if key not in known]
-    if unknown:
-        raise invalid(
-            f"Unrecognized request argument supplied: {', '.join(unknown)} "
-            f"(known: {', '.join(sorted(known))})",
-            param=unknown[0],
-            code="unknown_parameter",
-        )
 
 
 def _shared(raw: dict[str, Any]) -> dict[str, Any]:
