@@ -24,7 +24,7 @@ from embedserve.models.layers.blocks import EncoderDims
 from embedserve.models.layers.builder import GraphBuilder
 from embedserve.models.layers.embeddings import (
     positions_from_zero,
-    sequence_scalar,
+    query_key_positions,
     token_types,
     tokens,
 )
@@ -97,13 +97,7 @@ class RelativePositions:
             "rel_embeddings/index_by_distance",
             np.clip(distances + self.span, 0, 2 * self.span - 1),
         )
-        positions = g.op(
-            "Range",
-            [g.const(0, np.int64), sequence_scalar(g), g.const(1, np.int64)],
-            "rel_positions/positions",
-        )
-        rows = g.op("Unsqueeze", [positions, g.const([1], np.int64)], "rel_positions/queries")
-        cols = g.op("Unsqueeze", [positions, g.const([0], np.int64)], "rel_positions/keys")
+        rows, cols = query_key_positions(g, "rel_positions")
         distance = g.op("Sub", [rows, cols], "rel_positions/distance")
         offset = g.op("Add", [distance, g.const(max_positions - 1, np.int64)], "rel_positions/at")
         index = g.op("Gather", [by_distance, offset], "rel_positions/index")  # [q, k]

@@ -16,7 +16,7 @@ from embedserve.models.layers.builder import GraphBuilder
 from embedserve.models.layers.embeddings import (
     bert_embeddings,
     positions_after_padding_idx,
-    sequence_scalar,
+    query_key_positions,
 )
 from embedserve.models.weights import Weights
 
@@ -73,13 +73,7 @@ def position_bias(g: GraphBuilder, w: Weights, max_positions: int, num_heads: in
         "encoder.relative_attention_bias.by_distance",
         table[relative_position_bucket(distances)],
     )
-    positions = g.op(
-        "Range",
-        [g.const(0, np.int64), sequence_scalar(g), g.const(1, np.int64)],
-        "position_bias/positions",
-    )
-    rows = g.op("Unsqueeze", [positions, g.const([1], np.int64)], "position_bias/queries")
-    cols = g.op("Unsqueeze", [positions, g.const([0], np.int64)], "position_bias/keys")
+    rows, cols = query_key_positions(g, "position_bias")
     distance = g.op("Sub", [cols, rows], "position_bias/distance")
     index = g.op("Add", [distance, g.const(max_positions - 1, np.int64)], "position_bias/index")
     bias = g.op("Gather", [by_distance, index], "position_bias/gather")  # [seq, seq, heads]

@@ -14,7 +14,7 @@ from embedserve.models.architectures.mpnet import relative_position_bucket
 from embedserve.models.hf_config import HFConfig, UnsupportedArchitectureError
 from embedserve.models.layers.attention import Heads, attention, padding_mask
 from embedserve.models.layers.builder import GraphBuilder
-from embedserve.models.layers.embeddings import sequence_scalar
+from embedserve.models.layers.embeddings import query_key_positions
 from embedserve.models.layers.linear import check_activation, linear
 from embedserve.models.layers.mlp import feed_forward, gated
 from embedserve.models.layers.norms import rms_norm
@@ -45,13 +45,7 @@ def position_bias(g: GraphBuilder, w: Weights, c: HFConfig, num_heads: int) -> s
         "position_bias/by_distance",
         table[relative_position_bucket(distances, buckets, max_distance)],
     )
-    positions = g.op(
-        "Range",
-        [g.const(0, np.int64), sequence_scalar(g), g.const(1, np.int64)],
-        "position_bias/positions",
-    )
-    rows = g.op("Unsqueeze", [positions, g.const([1], np.int64)], "position_bias/queries")
-    cols = g.op("Unsqueeze", [positions, g.const([0], np.int64)], "position_bias/keys")
+    rows, cols = query_key_positions(g, "position_bias")
     distance = g.op("Sub", [cols, rows], "position_bias/distance")
     clipped = g.op(
         "Clip",

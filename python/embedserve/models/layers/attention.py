@@ -11,7 +11,7 @@ import numpy as np
 from onnx import TensorProto
 
 from embedserve.models.layers.builder import GraphBuilder
-from embedserve.models.layers.embeddings import sequence_scalar
+from embedserve.models.layers.embeddings import query_key_positions
 from embedserve.models.layers.rotary import Rotary
 
 # transformers masks with torch.finfo(dtype).min, not -10000; same value, same numerics.
@@ -63,12 +63,7 @@ def structured_mask(g: GraphBuilder, causal: bool, window: int | None = None) ->
     if key in g.shared:
         return g.shared[key]
     scope = key.replace("/None", "")
-    length = sequence_scalar(g)
-    positions = g.op(
-        "Range", [g.const(0, np.int64), length, g.const(1, np.int64)], scope + "/positions"
-    )
-    rows = g.op("Unsqueeze", [positions, g.const([1], np.int64)], scope + "/queries")
-    cols = g.op("Unsqueeze", [positions, g.const([0], np.int64)], scope + "/keys")
+    rows, cols = query_key_positions(g, scope)
     distance = g.op("Sub", [rows, cols], scope + "/distance")  # q - k, [sequence, sequence]
     allowed: str | None = None
     if causal:
@@ -177,12 +172,7 @@ def alibi(g: GraphBuilder, num_heads: int) -> str:
     key = f"alibi/{num_heads}"
     if key in g.shared:
         return g.shared[key]
-    length = sequence_scalar(g)
-    positions = g.op(
-        "Range", [g.const(0, np.int64), length, g.const(1, np.int64)], "alibi/positions"
-    )
-    rows = g.op("Unsqueeze", [positions, g.const([1], np.int64)], "alibi/queries")
-    cols = g.op("Unsqueeze", [positions, g.const([0], np.int64)], "alibi/keys")
+    rows, cols = query_key_positions(g, "alibi")
     distance = g.op("Abs", [g.op("Sub", [cols, rows], "alibi/offset")], "alibi/distance")
     distance = g.op("Cast", [distance], "alibi/distance_float", to=TensorProto.FLOAT)
     slopes = -np.asarray(alibi_slopes(num_heads), dtype=np.float32).reshape(1, num_heads, 1, 1)

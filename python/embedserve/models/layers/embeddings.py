@@ -19,6 +19,19 @@ def sequence_scalar(g: GraphBuilder) -> str:
     return g.shared["seq/length"]
 
 
+def query_key_positions(g: GraphBuilder, scope: str) -> tuple[str, str]:
+    """Positions 0..sequence-1 as a [sequence, 1] column (queries) and a [1, sequence] row (keys):
+    subtracted, they broadcast to the [q, k] offsets that masks and relative biases read."""
+    positions = g.op(
+        "Range",
+        [g.const(0, np.int64), sequence_scalar(g), g.const(1, np.int64)],
+        scope + "/positions",
+    )
+    rows = g.op("Unsqueeze", [positions, g.const([1], np.int64)], scope + "/queries")
+    cols = g.op("Unsqueeze", [positions, g.const([0], np.int64)], scope + "/keys")
+    return rows, cols
+
+
 def sequence_length(g: GraphBuilder) -> str:
     """input_ids' sequence length as a 1-element int64 tensor (for Slice ends)."""
     if "seq/end" not in g.shared:
