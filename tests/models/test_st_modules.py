@@ -22,14 +22,11 @@ from embedserve.models import load_model_config
 from embedserve.models.dense import read_torch_zip
 from sentence_transformers.sentence_transformer import modules as st_models
 
+from tests.support.decoder_tokenizers import APPEND_EOS, EOS
+from tests.support.tiny import TOKENIZER_FILES
+
 COSINE = 0.9999
 MAX_SEQ = 64
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "vocab.txt",
-    "special_tokens_map.json",
-)
 
 
 @pytest.fixture(scope="module")
@@ -221,19 +218,7 @@ def test_prompts_and_an_eos_appending_post_processor_with_last_token(tiny_bert, 
         tiny_bert, tmp_path / "m", pooling="lasttoken", normalize=True, prompts=prompts
     )
     tokenizer = json.loads((folder / "tokenizer.json").read_text())
-    tokenizer["post_processor"] = {
-        "type": "TemplateProcessing",
-        "single": [
-            {"Sequence": {"id": "A", "type_id": 0}},
-            {"SpecialToken": {"id": "[SEP]", "type_id": 0}},
-        ],
-        "pair": [
-            {"Sequence": {"id": "A", "type_id": 0}},
-            {"Sequence": {"id": "B", "type_id": 1}},
-            {"SpecialToken": {"id": "[SEP]", "type_id": 1}},
-        ],
-        "special_tokens": {"[SEP]": {"id": "[SEP]", "ids": [102], "tokens": ["[SEP]"]}},
-    }
+    tokenizer["post_processor"] = APPEND_EOS  # embedded texts are single: the pair rule is unused
     (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
     # BertTokenizer would rebuild its own [CLS] … [SEP] template; the generic class keeps the file's.
     config = json.loads((folder / "tokenizer_config.json").read_text())
@@ -241,7 +226,7 @@ def test_prompts_and_an_eos_appending_post_processor_with_last_token(tiny_bert, 
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
     engine = assert_same(folder, texts, prompt_name="query")
     ids = engine.tokenize(["hello world"])[0]
-    assert ids[-1] == 102 and ids[0] != 101
+    assert ids[-1] == EOS and ids[0] != 101
     assert_same(folder, texts)
 
 
