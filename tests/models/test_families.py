@@ -311,6 +311,52 @@ def test_family_matches_sentence_transformers(family: str, built: dict, texts: l
     _check(folder, texts, want, counts)
 
 
+# Families whose attention the layer library writes in the plain form ONNX Runtime's fused
+# kernel takes (models/fused_attention.py); rotary, decoder and disentangled attention keep the
+# standard ops (DeBERTa adds its relative terms as a bias). A layer-library change that silently loses the fused kernel fails here.
+FUSED_ATTENTION = {
+    "bert",
+    "xlm-roberta",
+    "distilbert",
+    "mpnet",
+    "deberta-v2",
+    "deberta-v3",
+    "t5",
+    "t5-v1.1",
+}
+
+
+@pytest.mark.parametrize("family", list(RECIPES))
+def test_cpu_sessions_fuse_the_plain_attention_cores(
+    family: str, built: dict, texts: list[str]
+) -> None:
+    import onnx
+    import onnxruntime as ort
+    from embedserve.models.graph import fused_attention_onnx, onnx_for
+    from embedserve.planning import pad_batch
+
+    folder = built[family][0]
+    plain = onnx_for(folder)
+    fused = fused_attention_onnx(plain)
+    layers = sum(n.op_type == "Softmax" for n in onnx.load(str(plain)).graph.node)
+    kernels = sum(n.op_type == "MultiHeadAttention" for n in onnx.load(str(fused)).graph.node)
+    assert kernels == (layers if family in FUSED_ATTENTION else 0)
+    if family not in FUSED_ATTENTION:
+        assert fused == plain
+        return
+    # The padded batch the engine would run: the fused graph's hidden states are the plain one's.
+    engine = Engine.from_pretrained(folder)
+    ids, mask, types = pad_batch(list(engine.prepare(texts).sequences))
+    outputs = []
+    for graph in (plain, fused):
+        session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        wanted = {i.name for i in session.get_inputs()}
+        outputs.append(session.run(None, {k: v for k, v in feeds.items() if k in wanted})[0])
+    real = mask.astype(bool)
+    np.testing.assert_allclose(outputs[1][real], outputs[0][real], rtol=1e-5, atol=1e-5)
+
+
 # --- the same weights stored the ways real checkpoints store them -------------------------
 
 

@@ -125,6 +125,30 @@ def fp16_onnx(source: Path) -> Path:
     return _derived_onnx(source, "fp16", convert_to_fp16)
 
 
+def fused_attention_onnx(source: Path) -> Path:
+    """The cached copy of `source` whose attention cores run as ONNX Runtime's fused op, or
+    `source` itself when it has none the pass recognises (remembered, so a graph is read once).
+    """
+    import onnx
+
+    from embedserve.models.compiler import save_model_atomically
+    from embedserve.models.fused_attention import FUSION_VERSION, fuse_attention
+
+    target = compiled_graph(f"{file_hash(source)[:32]}-mha-v{FUSION_VERSION}")
+    nothing_to_fuse = target.with_name("nothing-to-fuse")
+    if target.exists():
+        return target
+    if nothing_to_fuse.exists():
+        return source
+    fused = fuse_attention(onnx.load(str(source)))
+    if fused is None:
+        nothing_to_fuse.parent.mkdir(parents=True, exist_ok=True)
+        nothing_to_fuse.touch()
+        return source
+    save_model_atomically(fused, target)
+    return target
+
+
 def pooled_onnx(source: Path, pooling: str) -> Path:
     """The cached copy of `source` that pools in the graph: output `embeddings`, [n, hidden]."""
     from embedserve.models.pooling_graph import append_pooling

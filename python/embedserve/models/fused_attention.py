@@ -1,0 +1,310 @@
+"""Fold each layer's attention core into ONNX Runtime's `com.microsoft.MultiHeadAttention`.
+
+The compiler writes attention in standard ops (`layers/attention.py`): split heads (Reshape,
+Transpose), q·kᵀ, scale, add the padding mask (and a position bias), Softmax, ·v, merge heads.
+On the CPU those ops spend about a fifth of an encoder's time outside its projections — the
+transposes and the [batch, heads, seq, seq] score tensors go through memory four times — where
+the fused kernel runs each (sequence, head) through q·kᵀ, softmax and ·v while it is in cache and
+writes the merged heads directly. The q, k and v projections' biases move into the fused op's
+`bias` input, which drops three Adds a layer (bench/NOTES.md "The last 10 % of the CPU").
+
+Only ONNX Runtime has the op, so the pass makes a separate cached copy for its sessions; the
+compiled graph stays standard ONNX for OpenVINO and the GPU passes. Only the exact shape the
+layer library writes is folded (constant [0, 0, heads, head_dim] head splits, kᵀ by one
+Transpose, a constant scale, the padding mask from `attention_mask`); anything else — rotary,
+q/k norms, grouped-query heads, causal or windowed masks, graphs exported elsewhere — is left
+as it is.
+
+Numerics: the same float32 products and softmax; the scale multiplies inside the q·kᵀ product
+instead of dividing after it, and a masked key gets ONNX Runtime's mask_filter_value (-10000)
+rather than float32's minimum, both of which leave the probabilities of real keys unchanged
+(exp underflows to 0 either way). tests/models/test_fused_attention.py holds the two graphs'
+hidden states together.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+FUSION_VERSION = 1  # part of the cached copy's name: bump when the pass's output changes
+MS_DOMAIN = "com.microsoft"
+FUSED_MASK = "attention_mask/key_padding_int32"
+
+
+@dataclass
+class _Core:
+    """One layer's matched attention core: its 3-D q, k, v, bias, heads and the nodes it
+    replaces."""
+
+    q: str
+    k: str
+    v: str
+    heads: int
+    scale: float | None  # None: 1/sqrt(head_dim), the fused op's default
+    position_bias: str | None
+    output: str
+    nodes: list[onnx.NodeProto]
+
+
+class _Graph:
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.graph = model.graph
+        self.producer = {out: n for n in self.graph.node for out in n.output}
+        self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+        for n in self.graph.node:
+            for name in n.input:
+                self.consumers[name].append(n)
+        self.initializers = {i.name: i for i in self.graph.initializer}
+        self.outputs = {o.name for o in self.graph.output}
+
+    def constant(self, name: str) -> np.ndarray | None:
+        if name in self.initializers:
+            return numpy_helper.to_array(self.initializers[name])
+        node = self.producer.get(name)
+        if node is not None and node.op_type == "Constant":
+            return numpy_helper.to_array(node.attribute[0].t)
+        return None
+
+    def op(self, name: str, op_type: str) -> onnx.NodeProto | None:
+        node = self.producer.get(name)
+        return node if node is not None and node.op_type == op_type else None
+
+    def only_use(self, node: onnx.NodeProto) -> bool:
+        """Its output feeds one node and is no graph output: safe to fold away."""
+        out = node.output[0]
+        return len(self.consumers[out]) == 1 and out not in self.outputs
+
+
+def _perm(node: onnx.NodeProto) -> list[int]:
+    return next((list(a.ints) for a in node.attribute if a.name == "perm"), [])
+
+
+def _axis(node: onnx.NodeProto) -> int:
+    return next((a.i for a in node.attribute if a.name == "axis"), -1)
+
+
+def _heads_split(g: _Graph, name: str) -> tuple[str, int, int] | None:
+    """(3-D input, heads, head_dim) of a Reshape to constant [0, 0, heads, head_dim]."""
+    node = g.op(name, "Reshape")
+    if node is None or not g.only_use(node):
+        return None
+    shape = g.constant(node.input[1])
+    if shape is None or shape.shape != (4,) or shape[0] != 0 or shape[1] != 0:
+        return None
+    return node.input[0], int(shape[2]), int(shape[3])
+
+
+def _is_padding_mask(g: _Graph, name: str) -> bool:
+    """The layer library's padding mask: (1 - float(attention_mask[:, None, None, :])) * min."""
+    scale = g.op(name, "Mul")
+    invert = scale and g.op(scale.input[0], "Sub")
+    cast = invert and g.op(invert.input[1], "Cast")
+    queries = cast and g.op(cast.input[0], "Unsqueeze")
+    heads = queries and g.op(queries.input[0], "Unsqueeze")
+    if not (scale and invert and cast and queries and heads):
+        return False
+    one, big = g.constant(invert.input[0]), g.constant(scale.input[1])
+    return (
+        heads.input[0] == "attention_mask"
+        and one is not None
+        and float(one) == 1.0
+        and big is not None
+        and float(big) <= -1e4
+        and _ints(g.constant(heads.input[1])) == [1]
+        and _ints(g.constant(queries.input[1])) == [2]
+    )
+
+
+def _ints(value: np.ndarray | None) -> list[int] | None:
+    return None if value is None else [int(v) for v in value.reshape(-1)]
+
+
+def _match(g: _Graph, softmax: onnx.NodeProto) -> _Core | None:
+    """The attention core around one Softmax, if it has exactly the layer library's form."""
+    if _axis(softmax) not in (-1, 3) or not g.only_use(softmax):
+        return None
+    masked = g.op(softmax.input[0], "Add")
+    if masked is None or not g.only_use(masked) or not _is_padding_mask(g, masked.input[1]):
+        return None
+    nodes = [masked, softmax]
+    scores = masked.input[0]
+    position_bias = None
+    biased = g.op(scores, "Add")
+    if biased is not None:
+        if not g.only_use(biased):
+            return None
+        nodes.append(biased)
+        scores, position_bias = biased.input
+    scaled = g.op(scores, "Div") or g.op(scores, "Mul")
+    if scaled is None or not g.only_use(scaled):
+        return None
+    factor = g.constant(scaled.input[1])
+    if factor is None or factor.size != 1:
+        return None
+    nodes.append(scaled)
+    product = g.op(scaled.input[0], "MatMul")
+    if product is None or not g.only_use(product):
+        return None
+    nodes.append(product)
+    q_t, k_t = g.op(product.input[0], "Transpose"), g.op(product.input[1], "Transpose")
+    if not (q_t and k_t and g.only_use(q_t) and g.only_use(k_t)):
+        return None
+    if _perm(q_t) != [0, 2, 1, 3] or _perm(k_t) != [0, 2, 3, 1]:
+        return None
+    q_split, k_split = _heads_split(g, q_t.input[0]), _heads_split(g, k_t.input[0])
+    # The ·v side: softmax → MatMul(probs, Transpose(Reshape(v))) → Transpose → Reshape.
+    context = g.consumers[softmax.output[0]][0]
+    if context.op_type != "MatMul" or context.input[0] != softmax.output[0]:
+        return None
+    v_t = g.op(context.input[1], "Transpose")
+    v_split = v_t and _heads_split(g, v_t.input[0])
+    merged_t = g.consumers[context.output[0]]
+    if not (q_split and k_split and v_t and v_split and g.only_use(v_t) and g.only_use(context)):
+        return None
+    if _perm(v_t) != [0, 2, 1, 3] or len(merged_t) != 1 or merged_t[0].op_type != "Transpose":
+        return None
+    merged_t = merged_t[0]
+    merged = g.consumers[merged_t.output[0]]
+    if _perm(merged_t) != [0, 2, 1, 3] or len(merged) != 1 or merged[0].op_type != "Reshape":
+        return None
+    merged = merged[0]
+    heads, head_dim = q_split[1], q_split[2]
+    if (k_split[1], k_split[2]) != (heads, head_dim) or (v_split[1], v_split[2]) != (
+        heads,
+        head_dim,
+    ):
+        return None  # grouped-query heads are left to the standard ops
+    width = g.constant(merged.input[1])
+    if width is None or list(width) != [0, 0, heads * head_dim]:
+        return None
+    value = float(factor.reshape(()))
+    scale = 1.0 / value if scaled.op_type == "Div" else value
+    if math.isclose(scale, 1.0 / math.sqrt(head_dim), rel_tol=1e-7):
+        scale = None
+    splits = [g.producer[t.input[0]] for t in (q_t, k_t, v_t)]
+    return _Core(
+        q=q_split[0],
+        k=k_split[0],
+        v=v_split[0],
+        heads=heads,
+        scale=scale,
+        position_bias=position_bias,
+        output=merged.output[0],
+        nodes=[*nodes, q_t, k_t, v_t, context, merged_t, merged, *splits],
+    )
+
+
+def _projection_bias(g: _Graph, name: str, width: int) -> tuple[str, np.ndarray] | None:
+    """(the product before it, the bias) when `name` is Add(MatMul output, constant [width])."""
+    add = g.op(name, "Add")
+    if add is None or not g.only_use(add):
+        return None
+    bias = g.constant(add.input[1])
+    if bias is None or bias.shape != (width,) or bias.dtype != np.float32:
+        return None
+    return add.input[0], bias
+
+
+def fuse_attention(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """The same model (changed in place) with every matching attention core as one
+    MultiHeadAttention; None when it has no core to fold."""
+    g = _Graph(model)
+    cores = [c for s in g.graph.node if s.op_type == "Softmax" and (c := _match(g, s))]
+    if not cores:
+        return None
+    removed: set[int] = set()
+    replacement: dict[int, onnx.NodeProto] = {}
+    for index, core in enumerate(cores):
+        inputs = [core.q, core.k, core.v]
+        width = _width_of(g, core)
+        biases = [_projection_bias(g, name, width) if width else None for name in inputs]
+        bias_name = ""
+        if all(biases):
+            for slot, (product, _) in enumerate(biases):
+                core.nodes.append(g.producer[inputs[slot]])
+                inputs[slot] = product
+            bias = np.concatenate([b for _, b in biases]).astype(np.float32)
+            bias_name = f"{core.output}/qkv_bias"
+            g.graph.initializer.append(numpy_helper.from_array(bias, bias_name))
+        attributes = {"num_heads": core.heads}
+        if core.scale is not None:
+            attributes["scale"] = core.scale
+        node = helper.make_node(
+            "MultiHeadAttention",
+            [*inputs, bias_name, FUSED_MASK, core.position_bias or ""],
+            [core.output],
+            name=f"{core.output}/fused_attention_{index}",
+            domain=MS_DOMAIN,
+            **attributes,
+        )
+        for n in core.nodes:
+            removed.add(id(n))
+        replacement[id(core.nodes[0])] = node  # where the first folded node stood
+    kept: list[onnx.NodeProto] = []
+    cast = helper.make_node(
+        "Cast", ["attention_mask"], [FUSED_MASK], name=FUSED_MASK, to=TensorProto.INT32
+    )
+    kept.append(cast)
+    for n in g.graph.node:
+        if id(n) in replacement:
+            kept.append(replacement[id(n)])
+        elif id(n) not in removed:
+            kept.append(n)
+    # The folded nodes' replacements must come after every input they read: re-sort.
+    del g.graph.node[:]
+    g.graph.node.extend(_topological(kept, g))
+    if not any(o.domain == MS_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    _drop_unused(model)
+    return model
+
+
+def _width_of(g: _Graph, core: _Core) -> int | None:
+    """heads × head_dim, read from the head split's constant shape."""
+    for node in core.nodes:
+        if node.op_type == "Reshape" and node.output[0] != core.output:
+            shape = g.constant(node.input[1])
+            if shape is not None and shape.shape == (4,):
+                return int(shape[2] * shape[3])
+    return None
+
+
+def _topological(nodes: list[onnx.NodeProto], g: _Graph) -> list[onnx.NodeProto]:
+    available = {i.name for i in g.graph.input} | {i.name for i in g.graph.initializer} | {""}
+    pending, ordered = list(nodes), []
+    while pending:
+        waiting = []
+        for n in pending:
+            if all(name in available for name in n.input):
+                ordered.append(n)
+                available.update(n.output)
+            else:
+                waiting.append(n)
+        if len(waiting) == len(pending):
+            raise ValueError("fused attention: the rewritten graph has a cycle or a missing input")
+        pending = waiting
+    return ordered
+
+
+def _drop_unused(model: onnx.ModelProto) -> None:
+    """Drop what only the folded nodes read: the float padding mask's chain, the projections'
+    bias initializers, the head-split shapes."""
+    graph = model.graph
+    needed = {o.name for o in graph.output}
+    kept = []
+    for n in reversed(graph.node):
+        if any(out in needed for out in n.output):
+            kept.append(n)
+            needed.update(n.input)
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+    used = {name for n in model.graph.node for name in n.input}
+    keep = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
