@@ -114,7 +114,8 @@ def test_a_rerun_reads_unchanged_rows_and_writes_the_same_output(uncached, refer
     assert _parts(tmp_path / "b") == _parts(tmp_path / "c")
 
 
-def test_the_ray_path_refuses_a_cache_dir(tmp_path, reference):
+def test_an_embedder_of_its_own_refuses_a_cache_dir(tmp_path, reference):
+    """The Ray integration passes its own model stage, which the disk tier does not wrap."""
     corpus = write_jsonl(tmp_path / "c.jsonl", _records(reference, 4, seed=3))
     with pytest.raises(ValueError, match="in-process model only"):
         embed_file(corpus, tmp_path / "o", _options(tmp_path), embedder=lambda s: iter(()))
