@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from embedserve.models import DEFAULT_MODEL
 from embedserve.precision import (
+    AUTO,
     CUDA_BOUND,
     PRECISIONS,
     RUNTIMES,
     Precision,
+    auto_precision,
     get_precision,
     resolve_precision,
 )
@@ -67,10 +69,10 @@ class LoadSettings:
     )
     precision: str | None = setting(
         None,
-        "fp32 (exact, the CPU default), bf16, int8 or fp16 (the CUDA default); see docs/models.md "
-        "Precision and runtime",
+        "fp32 (exact, the CPU default), bf16, int8, fp16 (the CUDA default), or auto (int8 "
+        "where the CPU has VNNI, else fp32); see docs/models.md Precision and runtime",
         type=str.lower,
-        choices=tuple(PRECISIONS),
+        choices=(*PRECISIONS, AUTO),
         metavar="NAME",
     )
     runtime: str | None = setting(
@@ -155,7 +157,11 @@ def validate_load_options(options: LoadSettings) -> None:
     if options.cache_bytes < 0:
         raise ValueError(f"cache_bytes must be >= 0, got {options.cache_bytes}")
     precision = None
-    if options.precision is not None or options.quantize is not None:
+    if isinstance(options.precision, str) and options.precision.lower() == AUTO:
+        if options.quantize is not None:
+            raise ValueError(f"quantize={options.quantize!r} contradicts precision='auto'")
+        precision = AUTO  # chosen where the model is planned: on a GPU it means the GPU's default
+    elif options.precision is not None or options.quantize is not None:
         precision = resolve_precision(options.precision, options.quantize).name
     runtime = options.runtime
     if runtime is not None:
@@ -264,11 +270,17 @@ def plan_load(spec: str | os.PathLike[str], options: LoadOptions, runs: Runs) ->
     unless one is given, when the runtime asked for is ONNX Runtime's (or left to choose);
     elsewhere the runtime is the one asked for, or the faster one for the precision here.
     """
+    from embedserve.cpu import cpu_flags
     from embedserve.models import resolve_model_dir
     from embedserve.runtime.backends import choose_runtime
     from embedserve.runtime.cuda import on_gpu
 
-    chosen = get_precision(options.precision)
+    asked = options.precision
+    if asked == AUTO:
+        # On CUDA the kind's own precision (fp16 for embedders), else this CPU's rule.
+        gpu = runs.cuda_precision is not None and on_gpu(options.providers)
+        asked = None if gpu else auto_precision(cpu_flags(), runs.precisions)
+    chosen = get_precision(asked)
     runtime = options.runtime
     if chosen.name not in runs.precisions or runtime not in (None, "auto", *runs.runtimes):
         raise ValueError(
@@ -281,7 +293,7 @@ def plan_load(spec: str | os.PathLike[str], options: LoadOptions, runs: Runs) ->
         and on_gpu(options.providers)
     )
     if bound:
-        chosen = get_precision(options.precision or runs.cuda_precision)
+        chosen = get_precision(asked or runs.cuda_precision)
         runtime_name = CUDA_BOUND
     else:
         if runtime in (None, "auto") and len(runs.runtimes) == 1:

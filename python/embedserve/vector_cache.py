@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -77,8 +78,16 @@ class VectorCache:
                 self.bytes -= len(key) + row.nbytes + ENTRY_OVERHEAD
 
 
+class RowCache(Protocol):
+    """A tier of the cache: this memory one, or the disk one (`disk_cache.DiskVectorCache`)."""
+
+    def lookup(self, sequences: Sequence[np.ndarray]) -> list[np.ndarray | None]: ...
+
+    def store(self, sequences: Sequence[np.ndarray], rows: np.ndarray) -> None: ...
+
+
 def split_cached(
-    cache: VectorCache, sequences: Sequence[np.ndarray]
+    cache: RowCache, sequences: Sequence[np.ndarray]
 ) -> tuple[list[np.ndarray | None], list[int]]:
     """The cached rows (None where missing) and the indices still to compute."""
     found = cache.lookup(sequences)
@@ -86,7 +95,7 @@ def split_cached(
 
 
 def merge_cached(
-    cache: VectorCache,
+    cache: RowCache,
     sequences: Sequence[np.ndarray],
     found: list[np.ndarray | None],
     missing: list[int],

@@ -13,6 +13,7 @@ test_logging.py.) Each test here failed on that server.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -402,6 +403,35 @@ def test_every_post_route_takes_the_priority_header(served):
             answer = client.post(served.url + route, json=body, headers={"x-priority": "soon"})
             assert answer.status_code == 400, (route, answer.text)
             assert "priority must be one of interactive, batch" in answer.text, route
+
+
+def test_the_openapi_document_lists_the_priority_header_on_every_post_route(served):
+    """/openapi.json declares `X-Priority` (interactive or batch, default interactive) on each
+    route above, on every other POST it describes, and on no GET."""
+    document = httpx.get(served.url + "/openapi.json", timeout=30).json()
+    templates = {
+        # The paths hold no regex characters besides their {parameters}.
+        re.compile(re.sub(r"\{[^}]+\}", "[^/]+", path)): path
+        for path in document["paths"]
+    }
+
+    def priority_params(path: str, method: str) -> list[dict]:
+        params = document["paths"][path][method].get("parameters", [])
+        return [p for p in params if p["name"].lower() == "x-priority"]
+
+    for route, _ in EVERY_POST:
+        (path,) = [p for pattern, p in templates.items() if pattern.fullmatch(route)]
+        (param,) = priority_params(path, "post")
+        assert param["in"] == "header" and not param["required"], route
+        assert param["schema"] == {
+            "type": "string",
+            "enum": ["interactive", "batch"],
+            "default": "interactive",
+        }
+    methods = [(path, m) for path, ops in document["paths"].items() for m in ops]
+    assert {m for _, m in methods} == {"get", "post"}
+    for path, method in methods:
+        assert len(priority_params(path, method)) == (method == "post"), (method, path)
 
 
 # The wire formats that take embedserve's extension fields take `priority` in the body too:

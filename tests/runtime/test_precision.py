@@ -246,7 +246,8 @@ def test_precision_arguments_and_the_quantize_alias():
     with pytest.raises(ValueError, match="contradicts"):
         resolve_precision("bf16", "int8")
     with pytest.raises(
-        ValueError, match=re.escape(f"precision must be one of {sorted(PRECISIONS)}, got 'fp8'")
+        ValueError,
+        match=re.escape(f"precision must be one of {[*sorted(PRECISIONS), 'auto']}, got 'fp8'"),
     ):
         resolve_precision("fp8", None)
     with pytest.raises(ValueError, match="quantize must be one of"):

@@ -71,6 +71,7 @@ def test_tei_tokenize_decode_and_info(server, engine):
     info = httpx.get(server.url + "/info", headers=auth()).json()
     assert info["model_id"] == MODEL and info["max_input_length"] == 256
     assert info["model_type"] == {"embedding": {"pooling": "mean"}}
+    assert info["model_dtype"] == "float32"  # the precision the engine runs at
     azure = httpx.get(server.url + "/info?api-version=2024-05-01-preview", headers=auth()).json()
     assert azure == httpx.get(server.url + "/models/info", headers=auth()).json()
     assert azure["model_name"] == MODEL

@@ -71,6 +71,20 @@ def add_embed_file_command(commands: Any) -> argparse.ArgumentParser:
         help="bad rows (missing text, empty, not UTF-8): skip and report them, or stop "
         "(default: %(default)s)",
     )
+    cmd.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="keep pooled vectors in DIR (a local disk) and reuse them: a rerun on a corpus "
+        "whose chunks are mostly unchanged embeds only the changed ones (default: no disk cache)",
+    )
+    cmd.add_argument(
+        "--cache-dir-bytes",
+        type=positive,
+        default=_DEFAULTS.cache_dir_bytes,
+        metavar="N",
+        help="bytes the --cache-dir entries may take, least recently used dropped first "
+        "(default: %(default)s)",
+    )
     add_settings(cmd, LoadSettings, aliases={"intra_op_threads": ["--threads"]})
     cmd.add_argument("--quiet", action="store_true", help="no progress bar, only the summary")
     cmd.add_argument(
@@ -105,6 +119,8 @@ def options_from_args(args: argparse.Namespace) -> EmbedFileOptions:
         rows_per_part=args.rows_per_part,
         on_error=args.on_error,
         quiet=args.quiet,
+        cache_dir=args.cache_dir,
+        cache_dir_bytes=args.cache_dir_bytes,
         load=LoadOptions(**settings_from_args(args, LoadSettings)),
     )
 
@@ -116,6 +132,8 @@ def run_embed_file(args: argparse.Namespace) -> int:
     if args.ray is None:
         embed_file(args.input, args.out, options)
         return 0
+    if options.cache_dir is not None:
+        raise SystemExit("embed-file: --cache-dir works with the in-process model, not with --ray")
     from embedserve.integrations.ray import embed_file_on_ray
 
     embed_file_on_ray(

@@ -27,9 +27,13 @@ from embedserve.corpus.readers import (
     find_inputs,
     read_rows,
 )
+from embedserve.cpu import cpu_flags
+from embedserve.disk_cache import DEFAULT_DISK_CACHE_BYTES, DiskVectorCache, model_identity
 from embedserve.loading import LoadOptions
 from embedserve.models import DEFAULT_MODEL
+from embedserve.precision import AUTO, auto_precision
 from embedserve.quantization import BYTE_ENCODINGS, BYTE_RULE, quantize
+from embedserve.vector_cache import merge_cached, split_cached
 
 T = TypeVar("T")
 
@@ -47,6 +51,10 @@ class EmbedFileOptions:
     rows_per_part: int = 32_768
     on_error: str = "skip"
     quiet: bool = False
+    # The on-disk tier of the result cache (disk_cache.py): a folder, or None for none. Not part
+    # of the fingerprint: the output is the same bytes with it or without.
+    cache_dir: str | Path | None = None
+    cache_dir_bytes: int = DEFAULT_DISK_CACHE_BYTES
     # How the model loads. Its precision is pinned (fp32 unless asked) rather than left to the
     # machine, so a run resumed elsewhere, or on a GPU (fp16 by default), cannot mix precisions.
     load: LoadOptions = field(default_factory=LoadOptions)
@@ -54,6 +62,11 @@ class EmbedFileOptions:
     def __post_init__(self) -> None:
         if self.load.precision is None:
             object.__setattr__(self, "load", replace(self.load, precision="fp32"))
+        elif self.load.precision == AUTO:
+            # Chosen here, so the manifest records what ran: a resume on a CPU that would
+            # choose otherwise is refused rather than mixing precisions.
+            precision = auto_precision(cpu_flags())
+            object.__setattr__(self, "load", replace(self.load, precision=precision))
         if self.embedding_type not in EMBEDDING_TYPES:
             raise ValueError(
                 f"embedding type must be one of {', '.join(EMBEDDING_TYPES)}, "
@@ -63,6 +76,8 @@ class EmbedFileOptions:
             raise ValueError(f"on_error must be skip or fail, got {self.on_error!r}")
         if self.batch_texts < 1 or self.rows_per_part < 1:
             raise ValueError("batch_texts and rows_per_part must be at least 1")
+        if self.cache_dir_bytes < 1:
+            raise ValueError(f"cache_dir_bytes must be at least 1, got {self.cache_dir_bytes}")
 
     @property
     def columns(self) -> Columns:
@@ -183,11 +198,15 @@ class _Failure:
 
 
 class LocalEmbedder:
-    """The in-process model stage: one Engine, tokenizing one chunk ahead of the model."""
+    """The in-process model stage: one Engine, tokenizing one chunk ahead of the model; with a
+    disk tier, the rows it holds are read from it and only the rest reach the engine."""
 
-    def __init__(self, engine: Any, options: EmbedFileOptions) -> None:
+    def __init__(
+        self, engine: Any, options: EmbedFileOptions, disk: DiskVectorCache | None = None
+    ) -> None:
         self.engine = engine
         self.options = options
+        self.disk = disk
 
     def __call__(self, slices: list[FileSlice]) -> Iterator[Chunk]:
         options = self.options
@@ -207,12 +226,32 @@ class LocalEmbedder:
     def _embed(self, chunk: Chunk, sequences: list[Any]) -> Chunk:
         if sequences:
             vectors = self.engine.finish(
-                self.engine.pooled(sequences), dimensions=self.options.dimensions
+                self._pooled(sequences), dimensions=self.options.dimensions
             )
             chunk.vectors = quantize(vectors, self.options.embedding_type)
             chunk.token_counts = np.fromiter((len(s) for s in sequences), np.int64, len(sequences))
         chunk.texts = []  # not needed past the model; free them before the writer's queue
         return chunk
+
+    def _pooled(self, sequences: list[Any]) -> np.ndarray:
+        if self.disk is None:
+            return self.engine.pooled(sequences)
+        found, missing = split_cached(self.disk, sequences)
+        computed = self.engine.pooled([sequences[i] for i in missing])
+        width = int(self.engine.model_info.dimension)
+        return merge_cached(self.disk, sequences, found, missing, computed, width)
+
+
+def open_disk_cache(options: EmbedFileOptions, engine: Any) -> DiskVectorCache | None:
+    """The disk tier `options` asks for, for `engine`'s model, or None."""
+    if options.cache_dir is None:
+        return None
+    return DiskVectorCache(
+        options.cache_dir,
+        model_identity(engine),
+        int(engine.model_info.dimension),
+        options.cache_dir_bytes,
+    )
 
 
 def load_engine(options: EmbedFileOptions) -> Any:
@@ -239,9 +278,29 @@ def embed_file(
     """
     options = options or EmbedFileOptions()
     files = find_inputs(source)
+    disk = None
     if embedder is None:
         engine = engine or load_engine(options)
-        embedder = LocalEmbedder(engine, options)
+        disk = open_disk_cache(options, engine)
+        embedder = LocalEmbedder(engine, options, disk)
+    elif options.cache_dir is not None:
+        raise ValueError("the disk cache (cache_dir) works with the in-process model only")
+    try:
+        return _run(out, options, files, embedder, engine, disk, log)
+    finally:
+        if disk is not None:
+            disk.close()
+
+
+def _run(
+    out: str | Path,
+    options: EmbedFileOptions,
+    files: list[InputFile],
+    embedder: Callable[[list[FileSlice]], Iterable[Chunk]],
+    engine: Any,
+    disk: DiskVectorCache | None,
+    log: Callable[[str], None] | None,
+) -> dict[str, Any]:
     manifest = Manifest.open(Path(out), options.fingerprint(files))
     resumed_from = manifest.next_row
     if manifest.complete:
@@ -284,10 +343,13 @@ def embed_file(
                 this_run_tokens=progress.tokens,
                 seconds=progress.elapsed,
                 resumed_from=resumed_from,
+                cache=None if disk is None else (disk.hits, disk.misses, str(disk.directory)),
             )
         )
     totals["seconds"] = progress.elapsed
     totals["this_run_rows"] = progress.rows
+    if disk is not None:
+        totals["cache_hits"], totals["cache_misses"] = disk.hits, disk.misses
     return totals
 
 

@@ -58,8 +58,10 @@ def summary(
     seconds: float,
     resumed_from: int,
     show_skipped: int = 20,
+    cache: tuple[int, int, str] | None = None,
 ) -> str:
-    """A few lines for the end of a run: counts, speeds of this run, skipped rows by number."""
+    """A few lines for the end of a run: counts, speeds of this run, the disk cache's (hits,
+    misses, folder) when there is one, skipped rows by number."""
     lines = [
         (
             f"embedded {totals['rows']:,} rows ({totals['tokens']:,} tokens) into {out} "
@@ -73,6 +75,9 @@ def summary(
             f"this run: {this_run_rows:,} rows in {seconds:.1f} s, "
             f"{this_run_rows / seconds:,.1f} docs/s, {this_run_tokens / seconds:,.0f} tokens/s"
         )
+    if cache is not None:
+        hits, misses, folder = cache
+        lines.append(f"disk cache {folder}: {hits:,} hits, {misses:,} misses")
     skipped = totals["skipped_rows"]
     for row, reason in skipped[:show_skipped]:
         lines.append(f"  skipped row {row}: {reason}")

@@ -20,7 +20,9 @@ import msgspec
 from litestar import Request, Response, get
 
 from embedserve import __version__
+from embedserve.admission import Priority
 from embedserve.server.adapters import classify, cohere, ollama, sparse, tei, token_vectors
+from embedserve.server.plumbing import PRIORITY_HEADER_NAME
 from embedserve.server.schemas import API_VERSION, EXTRA_PARAMETERS
 from embedserve.server.shapes import CohereError, OllamaError, OpenAIError, TeiError
 
@@ -283,6 +285,20 @@ MODEL_ID = Param(
     {"type": "string"},
     "A served model's id or alias (it may contain `/`, as Hugging Face ids do)",
     required=True,
+)
+# Every POST route reads its body through `plumbing.read_body`, which reads this header first (a
+# batch request is the first refused under load), so `build_document` lists it on every POST;
+# the GET routes queue no work and read no priority.
+PRIORITY = Param(
+    PRIORITY_HEADER_NAME,
+    "header",
+    {
+        "type": "string",
+        "enum": [p.value for p in Priority],
+        "default": Priority.INTERACTIVE.value,
+    },
+    "`batch` work fills idle capacity and is refused first under load; a body `priority` field, "
+    "where the wire format has one, wins over the header",
 )
 MODEL_QUERY = Param(
     "model", "query", {"type": "string"}, "The model to describe; the first served when absent"
@@ -725,7 +741,8 @@ def build_document(*, api_keys: bool = True) -> dict[str, Any]:
             "security": _security(op.guarded, api_keys),
             "responses": responses,
         }
-        if op.params:
+        params = (*op.params, PRIORITY) if op.method == "post" else op.params
+        if params:
             operation["parameters"] = [
                 {
                     "name": p.name,
@@ -734,7 +751,7 @@ def build_document(*, api_keys: bool = True) -> dict[str, Any]:
                     "description": p.description,
                     "schema": p.schema,
                 }
-                for p in op.params
+                for p in params
             ]
         if request_schema is not None:
             operation["requestBody"] = {

@@ -33,7 +33,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 JSON = "application/json"
 # Selects a request's priority on every route; a body field, where a wire format has one, wins.
-PRIORITY_HEADER = "x-priority"
+PRIORITY_HEADER_NAME = "X-Priority"  # as documented (/openapi.json); headers match in any case
+PRIORITY_HEADER = PRIORITY_HEADER_NAME.lower()
 
 
 @dataclass(frozen=True)

@@ -260,6 +260,10 @@ async def decode_ids(request: Request[Any, Any, Any]) -> Response[bytes]:
     return json_response(done.result)
 
 
+# TEI's names for the precision the model runs at (int8 is embedserve's, TEI has none).
+TEI_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "int8"}
+
+
 @get("/info", guards=[require_api_key])
 async def info(request: Request[Any, Any, Any]) -> Response[bytes]:
     """TEI's model description; Azure AI inference's when the query carries `api-version`."""
@@ -276,7 +280,7 @@ async def info(request: Request[Any, Any, Any]) -> Response[bytes]:
         Info(
             model_id=model.id,
             model_sha=None,
-            model_dtype="int8" if config.quantize == "int8" else "float32",
+            model_dtype=TEI_DTYPES.get(engine.model_info.precision, engine.model_info.precision),
             model_type={"embedding": {"pooling": pooling}},
             model_family=engine.model_info.family,
             max_concurrent_requests=config.max_queue,
