@@ -25,6 +25,7 @@ SUITES = {
     "ceiling": "bench.bench_ceiling",
     "sparse": "bench.bench_sparse",
     "families": "bench.bench_families",
+    "floor": "bench.bench_floor",
 }
 
 

@@ -17,6 +17,12 @@ multiply-adds: 2·(4h² + 2hf) per token per layer for the projections and the f
 
 A goal above the ceiling cannot be met by scheduling, fusion or batching; only by less work or a
 faster kernel class. The count has no padding in it, so the ceiling assumes none.
+
+Then, next to it (`--engine-rounds`, 0 to skip), the engine on the same texts (800: the 200
+reference texts four times, one `embed` call, result cache off) in fp32 and int8, and its share of
+the matching ceiling; and the engine's own padded batches run through the graph with the plain
+attention ops and through the fused copy its CPU sessions use (models/fused_attention.py), so
+the fusion's part is measured on its own. Rounds alternate; medians.
 """
 
 from __future__ import annotations
@@ -132,12 +138,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--models", nargs="*", default=MODELS, choices=MODELS)
+    parser.add_argument("--engine-rounds", type=int, default=5)
     args = parser.parse_args(argv)
     rows = tokens_per_run()
     print(describe_machine())
     print(f"threads {args.threads}, {rows} tokens per MatMul, medians of {args.repeats}\n")
     print("| model | kernel | GEMM GFLOP/s | GFLOP per text | ceiling texts/s |")
     print("|---|---|---:|---:|---:|")
+    engine_table = []
     for model in args.models:
         hidden, ffn, layers = model_shape(model)
         # The int8 row counts every product as int8 (attention stays fp32 in practice).
@@ -158,6 +166,80 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"| {model} | {kernel} | {rate:.1f} | {work / 1e9:.3f} | {rate * 1e9 / work:.0f} |"
             )
+        if args.engine_rounds:
+            ceilings = {k: r * 1e9 / work for k, r in rates.items() if r is not None}
+            engine_table += engine_rows(model, args.threads, args.engine_rounds, ceilings)
+    if engine_table:
+        print(f"\nThe engine next to it (800 texts a call, medians of {args.engine_rounds}):\n")
+        print("| model | runner | texts/s | against | share of the ceiling |")
+        print("|---|---|---:|---|---:|")
+        print("\n".join(engine_table))
+
+
+def _engine(model: str, precision: str, threads: int):
+    from embedserve.engine import Engine
+    from embedserve.loading import LoadOptions
+
+    options = LoadOptions(
+        precision=precision,
+        cache_bytes=0,
+        intra_op_threads=threads,
+        inter_op_threads=1,
+        providers="cpu",
+    )
+    return Engine.from_pretrained(model, options=options)
+
+
+def _session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def engine_rows(model: str, threads: int, rounds: int, ceilings: dict[str, float]) -> list[str]:
+    """The engine's texts/s and share of the ceiling, and the fused attention's part."""
+    from embedserve.models.graph import fused_attention_onnx
+    from embedserve.planning import pad_batch, plan_batches
+
+    texts = json.loads((DATA / f"{model}.public.json").read_text())["texts"] * 4
+    engines = {p: _engine(model, p, threads) for p in ("fp32", "int8")}
+    fp32 = engines["fp32"]
+    sequences = fp32.prepare(texts).sequences
+    lengths = np.fromiter((len(s) for s in sequences), np.int64, len(sequences))
+    batches = [
+        pad_batch([sequences[i] for i in group])
+        for group in plan_batches(lengths, fp32.max_batch_tokens)
+    ]
+    plain_path = Path(fp32.session.path)
+    graphs = {"plain attention": _session(plain_path, threads)}
+    graphs["fused attention"] = _session(fused_attention_onnx(plain_path), threads)
+    names = {k: [i.name for i in g.get_inputs()] for k, g in graphs.items()}
+
+    def run_graph(label: str) -> None:
+        for ids, mask, types in batches:
+            feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+            graphs[label].run(None, {k: feeds[k] for k in names[label]})
+
+    timed: dict[str, list[float]] = {}
+    jobs = {f"engine {p}": (lambda e=e: e.embed(texts)) for p, e in engines.items()}
+    jobs |= {f"fp32 graph, {k}": (lambda k=k: run_graph(k)) for k in graphs}
+    for job in jobs.values():
+        job()  # warm
+    for _ in range(rounds):
+        for label, job in jobs.items():
+            start = time.perf_counter()
+            job()
+            timed.setdefault(label, []).append(len(texts) / (time.perf_counter() - start))
+    rows = []
+    for label, rates in timed.items():
+        rate = statistics.median(rates)
+        kernel = "ORT int8 (u8×s8)" if label.endswith("int8") else "ORT fp32"
+        share = rate / ceilings[kernel]
+        rows.append(f"| {model} | {label} | {rate:.1f} | {kernel} | {100 * share:.0f} % |")
+    return rows
 
 
 if __name__ == "__main__":

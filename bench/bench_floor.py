@@ -1,0 +1,108 @@
+"""What one request costs a Python HTTP server before any model work: the floor under issue
+#23's one-text goal (p50 ≤ 1.15× the engine's own one-text time).
+
+    python -m bench floor [--seconds 8] [--rounds 3]
+
+Two stand-in servers answer `POST /v1/embeddings` with a canned OpenAI-shaped body of one
+384-float vector (the size of all-MiniLM-L6-v2's answer), after reading and JSON-decoding the
+request, on the same uvicorn + httptools + uvloop stack `embedserve serve` runs on:
+
+- `asgi`: a bare ASGI callable (bench/floor_apps.py): the HTTP stack alone;
+- `litestar`: one Litestar route doing the same: the stack plus the framework.
+
+The lean keep-alive client of `bench http` (bench/rawhttp.py) sends one request at a time, one
+after another, for `--seconds`; p50 and p99 per round, medians over rounds. Add the engine's
+one-text time (`bench http` prints it) to see the best p50 a server on this stack could show: on
+a 1.85 ms model run the 1.15× goal leaves 0.28 ms for everything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+from bench.machine import describe_machine
+from bench.rawhttp import Connection, post_json, run
+
+APPS = {"asgi": "bench.floor_apps:bare", "litestar": "bench.floor_apps:framework"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(app: str, port: int) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--host", "127.0.0.1"]
+    command += ["--http", "httptools", "--loop", "uvloop", "--log-level", "warning"]
+    process = subprocess.Popen(command)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return process
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"{app} did not start")
+
+
+async def _latencies(port: int, seconds: float) -> list[float]:
+    url = f"http://127.0.0.1:{port}"
+    body = json.dumps({"model": "all-MiniLM-L6-v2", "input": "how far is the moon?"}).encode()
+    raw = post_json(url, "/v1/embeddings", body)
+    connection = Connection(url)
+    for _ in range(200):  # warm the connection, the loop and the app
+        await connection.request(raw)
+    out: list[float] = []
+    end = time.perf_counter() + seconds
+    while (start := time.perf_counter()) < end:
+        answer = await connection.request(raw)
+        out.append(time.perf_counter() - start)
+        if answer.status != 200:
+            raise RuntimeError(f"status {answer.status}")
+    connection.close()
+    return out
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench floor", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    print(describe_machine())
+    results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in APPS}
+    for _ in range(args.rounds):
+        for name, app in APPS.items():  # alternated, so drift hits both
+            port = _free_port()
+            process = _serve(app, port)
+            try:
+                times = run(lambda port=port: _latencies(port, args.seconds))
+            finally:
+                process.terminate()
+                process.wait(10)
+            results[name].append((_percentile(times, 0.5), _percentile(times, 0.99), len(times)))
+    print("\n| server | p50 ms (rounds) | median p50 ms | median p99 ms | requests/round |")
+    print("|---|---|---:|---:|---:|")
+    for name, rounds in results.items():
+        p50s = ", ".join(f"{1000 * p50:.3f}" for p50, _, _ in rounds)
+        print(
+            f"| {name} | {p50s} | {1000 * statistics.median(r[0] for r in rounds):.3f} "
+            f"| {1000 * statistics.median(r[1] for r in rounds):.3f} "
+            f"| {statistics.median(r[2] for r in rounds):.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
