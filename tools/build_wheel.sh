@@ -16,7 +16,8 @@ GLIBC=2.28
 PLAT="manylinux_2_28_x86_64"
 
 WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
+# (STAGED: a half-made copy of zig's lib folder, below, if the copy failed.)
+trap 'rm -rf "$WORK" "${STAGED:-}"' EXIT
 
 # CMake wants one executable per compiler, not a command line: two small wrappers.
 ZIG_PY="$("$PY" -c 'import sys; print(sys.executable)')"
@@ -31,9 +32,10 @@ done
 # runs so the second build does not rebuild them (minutes on a small machine).
 BUILD_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/embedserve-build"
 export ZIG_GLOBAL_CACHE_DIR="${ZIG_GLOBAL_CACHE_DIR:-$BUILD_CACHE/zig}"
-# That cache keys on the path of zig's lib folder (libc++'s sources), which lies in the venv: a
-# fresh venv anywhere else (every CI run in a new clone) rebuilt libc++, about 90 s of CPU. So zig
-# reads its lib folder from one copy per zig version in the user cache, made once, atomically.
+# But that cache holds only for the very lib folder (libc++'s sources) it was built from, its path
+# and its files' times, and the folder lies in the venv: every fresh venv, so every clean CI run,
+# rebuilt libc++ (about 90 s of CPU). So zig reads its lib folder from one copy per zig version in
+# the user cache, made once, atomically.
 if [ -z "${ZIG_LIB_DIR:-}" ]; then
   ZIG_VERSION="$("$PY" -m ziglang version)"
   export ZIG_LIB_DIR="$BUILD_CACHE/zig-lib/$ZIG_VERSION"
@@ -43,7 +45,6 @@ if [ -z "${ZIG_LIB_DIR:-}" ]; then
     cp -a "$(dirname "$("$PY" -c 'import ziglang; print(ziglang.__file__)')")/lib" "$STAGED/lib"
     # Another build may have put it there meanwhile: then keep that one.
     mv -T "$STAGED/lib" "$ZIG_LIB_DIR" 2>/dev/null || true
-    rm -rf "$STAGED"
   fi
 fi
 export CC="$WORK/zig-cc" CXX="$WORK/zig-c++"
