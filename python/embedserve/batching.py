@@ -230,7 +230,9 @@ class Batcher:
         self._reserved_inputs = 0  # admitted requests still being tokenized: estimates
         self._reserved_tokens = dict.fromkeys(Priority, 0)
         self._last_interactive = -math.inf  # perf_counter of the last interactive submit
-        self._running = False  # a batch is in the model (the worker's, or `run_inline`'s)
+        # The lane of the worker's batch in the model (None: none), and whether `run_inline`'s is.
+        self._worker_lane: Priority | None = None
+        self._inline_running = False
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(
@@ -392,28 +394,39 @@ class Batcher:
     def run_inline(
         self, sequences: Sequence[np.ndarray], reservation: Reservation | None = None
     ) -> np.ndarray | None:
-        """Compute a tiny request on the calling thread if the model is idle (nothing queued,
-        nothing running); None when it is not, and the caller submits it instead.
+        """Compute a tiny interactive request on the calling thread if no interactive work is
+        queued or in the model; None when there is, and the caller submits it instead.
 
         For one short text the hand-offs cost as much as the rest of the server together: a
         notify that wakes the worker (on a busy machine the waking thread often loses its core
-        there) and a callback back to the event loop (bench/NOTES.md, "One-text fast path"). The
-        caller's thread is blocked for one small model run; with work queued the fast path is
-        never taken, so under load every request takes turns on the worker.
+        there) and a callback back to the event loop (bench/NOTES.md, "One-text fast path").
+        Batch-lane work does not hold it back: the request runs beside the worker's batch run
+        (sessions take concurrent runs) instead of waiting for it, which is what keeps an
+        interactive query's latency near its idle one under a batch flood (bench/NOTES.md,
+        "Interactive beside batch work"); the worker starts no new batch until it is done. The
+        caller's thread is blocked for one small model run; with interactive work queued the
+        fast path is never taken, so under interactive load every request takes turns on the
+        worker.
         """
         with self._cond:
-            if self._closed or self._running or self._queued_inputs or not sequences:
+            if (
+                self._closed
+                or not sequences
+                or self._inline_running
+                or self._worker_lane is Priority.INTERACTIVE
+                or self._lane_inputs[Priority.INTERACTIVE]
+            ):
                 return None
             if reservation is not None:
                 self._unreserve(reservation)
-            self._running = True
+            self._inline_running = True
         try:
             start = time.perf_counter()
             pooled = self._forward(list(sequences))
             end = time.perf_counter()
         finally:
             with self._cond:
-                self._running = False
+                self._inline_running = False
                 if self._queued_inputs:
                     self._cond.notify()
         self._finished(sequences, start, end, requests=1)
@@ -422,18 +435,18 @@ class Batcher:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._closed and (self._running or not self._queued_inputs):
+                while not self._closed and (self._inline_running or not self._queued_inputs):
                     self._cond.wait()
                 if self._closed:
                     return
                 batch = self._take_batch()
-                self._running = bool(batch)
+                self._worker_lane = self._window_priority if batch else None
             if batch:
                 try:
                     self._compute(batch)
                 finally:
                     with self._cond:
-                        self._running = False
+                        self._worker_lane = None
 
     def _take_batch(self) -> list[tuple[_Entry, list[int]]]:
         """The next batch, as (request, input indices) pairs (lock held)."""

@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+from embedserve.admission import Priority
 from embedserve.batching import (
     WINDOW_BUDGETS,
     Batcher,
@@ -334,6 +335,38 @@ def test_the_window_follows_the_admitted_wait(max_wait, batches):
     batcher.close()
     assert model.batches == batches
     assert [int(r[0, 1]) for r in results] == [10, 30, 10, 30]
+
+
+def test_a_tiny_interactive_request_runs_beside_batch_work_but_waits_for_interactive_work():
+    caller = threading.get_ident()
+    gate, entered = threading.Event(), threading.Event()
+
+    def forward(sequences):
+        if threading.get_ident() != caller:  # only the worker's runs are held
+            entered.set()
+            gate.wait(10)
+        return np.array([[s[0], len(s), 0] for s in sequences], dtype=np.float32)
+
+    batcher = Batcher(forward, 3, max_batch_tokens=64)
+    batcher.start()
+
+    async def main():
+        flood = batcher.submit(seqs(1, [4, 4]), priority=Priority.BATCH)
+        assert entered.wait(10)  # a batch-lane run is in the model, held there
+        out = batcher.run_inline(seqs(2, [3]))
+        assert out is not None and out[:, 0].tolist() == [2000]  # computed beside it
+        gate.set()
+        assert (await flood.result())[:, 0].tolist() == [1000, 1001]
+        gate.clear()
+        entered.clear()
+        ticket = batcher.submit(seqs(3, [4]))  # an interactive run in the model
+        assert entered.wait(10)
+        assert batcher.run_inline(seqs(4, [3])) is None  # takes its turn behind it
+        gate.set()
+        assert (await ticket.result())[:, 0].tolist() == [3000]
+
+    run(main())
+    batcher.close()
 
 
 def test_a_tiny_request_runs_on_the_calling_thread_only_when_the_model_is_idle():

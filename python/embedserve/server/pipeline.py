@@ -14,8 +14,9 @@ A route adapter parses its body into a task's `Job` and hands it to `RequestPipe
    batch-priority work is refused first);
 4. the job's bounded tokenization steps, each checking the token limits, on a shared worker pool
    (one step per request in the pool's FIFO at a time, so concurrent requests take turns);
-5. the model's batcher (shared with every other request for that model); a tiny job runs on
-   the loop's thread instead when the model is idle (`Batcher.run_inline`);
+5. the model's batcher (shared with every other request for that model); a tiny interactive job
+   runs on the loop's thread instead when no interactive work is queued or in the model, beside
+   any batch-lane run (`Batcher.run_inline`);
 6. the job's finish (scores, cut and normalize, render), off the loop when it is large.
 
 Small interactive jobs tokenize and finish on the loop (cheaper than a thread hop); batch-priority
@@ -52,8 +53,8 @@ R = TypeVar("R")
 INLINE_TOKENS = 256
 # Below this many values, finishing and rendering on the event loop costs less than a thread hop.
 INLINE_VALUES = 64 * 1024
-# Rows of at most this many tokens in all run on the event loop's thread when the model is idle
-# (`Batcher.run_inline`): a model run of a millisecond or two, against two thread hand-offs.
+# Rows of at most this many tokens in all run on the event loop's thread when no interactive work
+# is ahead (`Batcher.run_inline`): a model run of a millisecond or two, against two hand-offs.
 INLINE_MODEL_TOKENS = 64
 
 
