@@ -39,13 +39,14 @@ FUSED_MASK = "attention_mask/key_padding_int32"
 
 @dataclass
 class _Core:
-    """One layer's matched attention core: its 3-D q, k, v, bias, heads and the nodes it
-    replaces."""
+    """One layer's matched attention core: its 3-D q, k, v, heads, scale, position bias and the
+    nodes it replaces."""
 
     q: str
     k: str
     v: str
     heads: int
+    head_dim: int
     scale: float | None  # None: 1/sqrt(head_dim), the fused op's default
     position_bias: str | None
     output: str
@@ -193,6 +194,7 @@ def _match(g: _Graph, softmax: onnx.NodeProto) -> _Core | None:
         k=k_split[0],
         v=v_split[0],
         heads=heads,
+        head_dim=head_dim,
         scale=scale,
         position_bias=position_bias,
         output=merged.output[0],
@@ -222,8 +224,8 @@ def fuse_attention(model: onnx.ModelProto) -> onnx.ModelProto | None:
     replacement: dict[int, onnx.NodeProto] = {}
     for index, core in enumerate(cores):
         inputs = [core.q, core.k, core.v]
-        width = _width_of(g, core)
-        biases = [_projection_bias(g, name, width) if width else None for name in inputs]
+        width = core.heads * core.head_dim
+        biases = [_projection_bias(g, name, width) for name in inputs]
         bias_name = ""
         if all(biases):
             for slot, (product, _) in enumerate(biases):
@@ -263,16 +265,6 @@ def fuse_attention(model: onnx.ModelProto) -> onnx.ModelProto | None:
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     _drop_unused(model)
     return model
-
-
-def _width_of(g: _Graph, core: _Core) -> int | None:
-    """heads × head_dim, read from the head split's constant shape."""
-    for node in core.nodes:
-        if node.op_type == "Reshape" and node.output[0] != core.output:
-            shape = g.constant(node.input[1])
-            if shape is not None and shape.shape == (4,):
-                return int(shape[2] * shape[3])
-    return None
 
 
 def _topological(nodes: list[onnx.NodeProto], g: _Graph) -> list[onnx.NodeProto]:
