@@ -24,15 +24,20 @@ def cache_root() -> Path:
     return base / "embedserve"
 
 
+def compiled_root() -> Path:
+    """The folder every graph pass writes its cached graphs under."""
+    return cache_root() / "compiled"
+
+
 def compiled_graph(key: str) -> Path:
     """The cached graph file named `key` (it may not exist yet)."""
-    return cache_root() / "compiled" / key / "model.onnx"
+    return compiled_root() / key / "model.onnx"
 
 
 def file_hash(weights: Path) -> str:
     """sha256 of a weights or graph file, remembered beside the compiled graphs by size and mtime."""
     stat = weights.stat()
-    memo = cache_root() / "compiled" / "hashes.json"
+    memo = compiled_root() / "hashes.json"
     key = f"{weights.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
     known: dict[str, str] = {}
     if memo.exists():

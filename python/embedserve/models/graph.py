@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from embedserve.models.cache import compiled_graph, file_hash
+from embedserve.models.cache import compiled_graph, compiled_root, file_hash
 from embedserve.models.quantize import check_quantize, quantize_int8
 from embedserve.models.st_modules import static_embedding_dir
 
@@ -128,12 +128,18 @@ def fp16_onnx(source: Path) -> Path:
 def fused_attention_onnx(source: Path) -> Path:
     """The cached copy of `source` whose attention cores run as ONNX Runtime's fused op, or
     `source` itself when it has none the pass recognises (remembered, so a graph is read once).
+
+    Only graphs in the compiled cache are read: the pass recognises the layer library's own
+    form, so a graph a repository ships (whose external data may be a hub-cache symlink, which
+    `onnx.load` refuses) is run as it is.
     """
     import onnx
 
     from embedserve.models.compiler import save_model_atomically
     from embedserve.models.fused_attention import FUSION_VERSION, fuse_attention
 
+    if not source.resolve().is_relative_to(compiled_root().resolve()):
+        return source
     target = compiled_graph(f"{file_hash(source)[:32]}-mha-v{FUSION_VERSION}")
     nothing_to_fuse = target.with_name("nothing-to-fuse")
     if target.exists():
