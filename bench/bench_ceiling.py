@@ -111,12 +111,7 @@ def _rate(run, flops: float, repeats: int) -> float:
 
 
 def ort_rate(path: Path, rows: int, hidden: int, ffn: int, threads: int, repeats: int) -> float:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    session = _session(path, threads)
     x = np.random.default_rng(1).standard_normal((rows, hidden), dtype=np.float32)
     return _rate(lambda: session.run(None, {"x": x}), 2 * rows * hidden * ffn, repeats)
 
@@ -203,6 +198,7 @@ def engine_rows(model: str, threads: int, rounds: int, ceilings: dict[str, float
     """The engine's texts/s and share of the ceiling, and the fused attention's part."""
     from embedserve.models.graph import fused_attention_onnx
     from embedserve.planning import pad_batch, plan_batches
+    from embedserve.runtime.session import graph_feeds
 
     texts = json.loads((DATA / f"{model}.public.json").read_text())["texts"] * 4
     engines = {p: _engine(model, p, threads) for p in ("fp32", "int8")}
@@ -220,8 +216,7 @@ def engine_rows(model: str, threads: int, rounds: int, ceilings: dict[str, float
 
     def run_graph(label: str) -> None:
         for ids, mask, types in batches:
-            feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-            graphs[label].run(None, {k: feeds[k] for k in names[label]})
+            graphs[label].run(None, graph_feeds(names[label], ids, mask, types))
 
     timed: dict[str, list[float]] = {}
     jobs = {f"engine {p}": (lambda e=e: e.embed(texts)) for p, e in engines.items()}

@@ -334,6 +334,7 @@ def test_cpu_sessions_fuse_the_plain_attention_cores(
     import onnxruntime as ort
     from embedserve.models.graph import fused_attention_onnx, onnx_for
     from embedserve.planning import pad_batch
+    from embedserve.runtime.session import graph_feeds
 
     folder = built[family][0]
     plain = onnx_for(folder)
@@ -350,9 +351,8 @@ def test_cpu_sessions_fuse_the_plain_attention_cores(
     outputs = []
     for graph in (plain, fused):
         session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
-        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        wanted = {i.name for i in session.get_inputs()}
-        outputs.append(session.run(None, {k: v for k, v in feeds.items() if k in wanted})[0])
+        names = [i.name for i in session.get_inputs()]
+        outputs.append(session.run(None, graph_feeds(names, ids, mask, types))[0])
     real = mask.astype(bool)
     np.testing.assert_allclose(outputs[1][real], outputs[0][real], rtol=1e-5, atol=1e-5)
 
