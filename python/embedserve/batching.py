@@ -289,23 +289,71 @@ class Batcher:
         `priority` (but never for its own compute time alone); a request that would take the
         queue past `max_queue_inputs` inputs is refused too. An empty queue takes any request.
         """
-        with self._cond:
-            if self._closed:
-                raise BatcherClosedError("the server is shutting down")
-            now = time.monotonic()
-            if priority is Priority.INTERACTIVE:
-                self.policy.observe(now, self._wait_for(0, priority))
-            queued = self._queued_inputs + self._reserved_inputs
-            if queued:
-                if queued + inputs > self.max_queue_inputs:
-                    raise QueueFullError.inputs(queued, inputs, self.max_queue_inputs)
-                wait = self._wait_for(tokens, priority)
-                refusal = self.policy.decide(now, priority, wait, self.policy.seconds_for(tokens))
-                if refusal is not None:
-                    raise QueueFullError.wait(refusal.wait, refusal.limit)
-            self._reserved_inputs += inputs
-            self._reserved_tokens[priority] += tokens
+        shed: list[tuple[_Entry, QueueFullError]] = []
+        try:
+            with self._cond:
+                if self._closed:
+                    raise BatcherClosedError("the server is shutting down")
+                now = time.monotonic()
+                if priority is Priority.INTERACTIVE and self.policy.observe(
+                    now, self._wait_for(0, priority)
+                ):
+                    shed = self._shed_past_limits()
+                queued = self._queued_inputs + self._reserved_inputs
+                if queued:
+                    if queued + inputs > self.max_queue_inputs:
+                        raise QueueFullError.inputs(queued, inputs, self.max_queue_inputs)
+                    wait = self._wait_for(tokens, priority)
+                    own = self.policy.seconds_for(tokens)
+                    refusal = self.policy.decide(now, priority, wait, own)
+                    if refusal is not None:
+                        raise QueueFullError.wait(refusal.wait, refusal.limit)
+                self._reserved_inputs += inputs
+                self._reserved_tokens[priority] += tokens
+        finally:
+            for entry, error in shed:
+                _settle(entry, error=error)
         return Reservation(self, inputs, tokens, priority)
+
+    def _shed_past_limits(self) -> list[tuple[_Entry, QueueFullError]]:
+        """Take the queued requests that would finish past their lane's limit off the tail of
+        each queue, newest first, with the 429 each gets (lock held; the caller settles them
+        outside it). Overload was just confirmed: admitted at the ceiling, they would set the
+        admitted tail for seconds (admission.py). Requests with rows in a window or a model run
+        stay, and so does a request whose own compute alone exceeds the limit (admitted, it could
+        otherwise only come back into an empty queue): shedding stops at the first one kept."""
+        self._unwind_window()
+        shed = []
+        for priority in Priority:
+            queue, limit = self._queues[priority], self.policy.limit(priority)
+            while queue:
+                entry = queue[-1]
+                wait = self._wait_for(0, priority)
+                own = self.policy.seconds_for(entry.unbatched_tokens)
+                if not entry.cancelled and (wait <= limit or own > limit):
+                    break
+                queue.pop()
+                if entry.cancelled:
+                    continue
+                entry.cancelled = True
+                self._queued_inputs -= entry.unbatched
+                self._lane_inputs[priority] -= entry.unbatched
+                self._queued_tokens[priority] -= entry.unbatched_tokens
+                entry.unbatched = entry.unbatched_tokens = 0
+                shed.append((entry, QueueFullError.wait(wait, limit)))
+        return shed
+
+    def _unwind_window(self) -> None:
+        """Put the window's requests that have no row in a batch yet back at the head of their
+        queue, in arrival order (lock held): a window taken before overload holds up to
+        WINDOW_BUDGETS full runs, more than the target, and they may be shed like the rest."""
+        whole = {id(row[1]): row[1] for row in self._window}
+        whole = {k: e for k, e in whole.items() if e.unbatched == len(e.lengths)}
+        if not whole:
+            return
+        self._window = [row for row in self._window if id(row[1]) not in whole]
+        for entry in sorted(whole.values(), key=lambda e: e.enqueued, reverse=True):
+            self._queues[entry.priority].appendleft(entry)
 
     def _unreserve(self, reservation: Reservation) -> None:
         """(lock held)"""

@@ -5,11 +5,13 @@ itself, fed numbers and times, no threads and no clock."""
 from __future__ import annotations
 
 import asyncio
+import math
 
 import numpy as np
 import pytest
 from embedserve.admission import (
     BATCH_SHARE,
+    DETECT_BATCHES,
     MIN_TARGET_SECONDS,
     QUIET_SECONDS,
     QUIET_TARGETS,
@@ -91,13 +93,23 @@ def test_the_throughput_estimate_follows_recent_batches():
 # -- the policy alone: numbers in, decisions out --
 
 
+# With 0.1 s model runs (the tests' usual rate and batch budget), the target in seconds.
+TARGET = TARGET_BATCHES * 0.1
+
+
 def overloaded_policy(max_wait: float = 10.0) -> AdmissionPolicy:
-    """1,000 tokens/s and 100-token batches: one batch is 0.1 s, the target 0.8 s."""
+    """1,000 tokens/s and 100-token batches: one batch is 0.1 s, the target TARGET."""
     policy = AdmissionPolicy(max_wait, batch_tokens=100)
     policy.record_batch(1000, 1.0)
-    assert policy.target == pytest.approx(TARGET_BATCHES * 0.1)
-    for now in (0.0, 0.5, 1.0):  # 2 s of interactive work ahead for a whole target
-        policy.observe(now, 2.0)
+    assert policy.target == pytest.approx(TARGET)
+    assert policy.detect_seconds == pytest.approx(DETECT_BATCHES * 0.1)
+    # 2 s of interactive work ahead for a whole target: only the arrival that confirms it says so.
+    assert [policy.observe(now, 2.0) for now in (0.0, 0.1, TARGET, TARGET + 0.1)] == [
+        False,
+        False,
+        True,
+        False,
+    ]
     assert policy.overloaded
     return policy
 
@@ -117,12 +129,15 @@ def test_the_target_follows_the_service_time_within_its_bounds():
 
 def test_a_passing_queue_never_lowers_the_limit():
     policy = AdmissionPolicy(10.0, batch_tokens=100)
-    policy.record_batch(1000, 1.0)  # target 0.8 s
-    # Queues above the detection level, each drained before an interval (0.8 s) passed.
+    policy.record_batch(1000, 1.0)  # detection 1.6 s
+    # Queues above the detection level, each drained before an interval (a target) passed.
     for start in (0.0, 1.0, 2.0, 3.0):
         policy.observe(start, 5.0)
-        policy.observe(start + 0.7, 5.0)
-        policy.observe(start + 0.75, 0.1)
+        policy.observe(start + 0.9 * TARGET, 5.0)
+        policy.observe(start + 0.95 * TARGET, 0.1)
+    # A closed loop at capacity keeps a queue below the detection level: never overload.
+    for now in (4.0, 5.0, 6.0, 7.0):
+        policy.observe(now, 0.9 * DETECT_BATCHES * 0.1)
     assert not policy.overloaded
     assert policy.limit() == 10.0
     assert policy.decide(4.0, Priority.INTERACTIVE, wait=9.9) is None  # up to the ceiling
@@ -130,12 +145,12 @@ def test_a_passing_queue_never_lowers_the_limit():
 
 def test_a_standing_queue_brings_the_limit_down_to_the_target_and_it_stays_while_refusing():
     policy = overloaded_policy()
-    assert policy.limit() == pytest.approx(0.8)
-    assert policy.window_seconds == pytest.approx(0.4)
-    assert policy.decide(1.0, Priority.INTERACTIVE, wait=0.7) is None
+    assert policy.limit() == pytest.approx(TARGET)
+    assert policy.window_seconds == pytest.approx(TARGET / 2)
+    assert policy.decide(1.0, Priority.INTERACTIVE, wait=TARGET - 0.01) is None
     refusal = policy.decide(1.1, Priority.INTERACTIVE, wait=3.0)
-    assert refusal is not None and refusal.limit == pytest.approx(0.8)
-    assert refusal.retry_after == 3  # ceil(3.0 - 0.8)
+    assert refusal is not None and refusal.limit == pytest.approx(TARGET)
+    assert refusal.retry_after == math.ceil(3.0 - TARGET)
     # A short queue while refused clients wait out their Retry-After: still overloaded.
     policy.observe(3.0, 0.0)
     assert policy.overloaded
@@ -143,16 +158,16 @@ def test_a_standing_queue_brings_the_limit_down_to_the_target_and_it_stays_while
     quiet = max(QUIET_SECONDS, QUIET_TARGETS * policy.target)
     policy.observe(1.1 + quiet - 0.01, 0.0)
     assert policy.overloaded
-    policy.observe(1.1 + quiet, 0.0)
+    policy.observe(1.1 + quiet + 1e-9, 0.0)  # (1.1 + 3.0) - 1.1 < 3.0 in floating point
     assert not policy.overloaded
     assert policy.limit() == 10.0
 
 
 def test_a_slow_machine_still_detects_a_standing_queue_below_the_ceiling():
-    """A full model run of 1 s: the target is half the 10 s ceiling, and two targets would be
-    the ceiling itself, a wait that admission never lets arrivals meet."""
+    """A full model run of 2 s: the target is half the 10 s ceiling, and 16 runs would be far
+    past the ceiling itself, a wait that admission never lets arrivals meet."""
     policy = AdmissionPolicy(10.0, batch_tokens=1000)
-    policy.record_batch(1000, 1.0)
+    policy.record_batch(1000, 2.0)
     assert policy.target == 5.0
     assert policy.detect_seconds == pytest.approx(7.5)
     for now in (0.0, 2.5, 5.0):
@@ -174,7 +189,7 @@ def test_batch_is_refused_first_and_its_refusals_alone_are_no_overload():
     assert policy.decide(0.0, Priority.BATCH, wait=6.0) is not None
     assert policy.decide(0.0, Priority.INTERACTIVE, wait=6.0) is None
     policy = overloaded_policy()
-    assert policy.limit(Priority.BATCH) == pytest.approx(BATCH_SHARE * 0.8)
+    assert policy.limit(Priority.BATCH) == pytest.approx(BATCH_SHARE * TARGET)
     for now in (1.5, 2.5, 3.5):
         assert policy.decide(now, Priority.BATCH, wait=1.0) is not None
         policy.observe(now, 0.0)
@@ -189,6 +204,94 @@ def test_priority_values():
     assert Priority.parse("interactive") is Priority.INTERACTIVE
     with pytest.raises(ValueError, match="interactive, batch"):
         Priority.parse("urgent")
+
+
+def test_confirmed_overload_sheds_the_queued_requests_that_would_finish_past_the_limit():
+    """A burst admitted at the ceiling before overload was confirmed: once it is, the newest
+    queued requests past the target get the 429 a new arrival would (oldest kept, in order),
+    in both lanes; nothing is computed (the worker never starts)."""
+
+    async def run() -> None:
+        # 1,000 tokens/s and 10-token batches: a run is 0.01 s, the target its 0.1 s floor,
+        # detection 0.16 s of work standing for 0.1 s.
+        batcher = make(max_wait_seconds=10, max_batch_tokens=10)
+        batcher.record_throughput(1000, 1.0)
+        assert batcher.policy.target == pytest.approx(0.1)
+        interactive = [batcher.submit(seqs(50)) for _ in range(6)]  # 0.3 s of work
+        batch = [batcher.submit(seqs(40), priority=Priority.BATCH) for _ in range(3)]
+        batcher.reserve(1, 1).release()  # 0.3 s ahead: above detection, not yet standing
+        assert not batcher.policy.overloaded
+        await asyncio.sleep(0.15)
+        with pytest.raises(QueueFullError):  # confirms overload; itself past the limit
+            batcher.reserve(1, 1)
+        assert batcher.policy.overloaded
+        await asyncio.sleep(0)  # the shed futures are settled through the loop
+        kept = [t for t in interactive if not t._entry.future.done()]
+        assert kept == interactive[:2]  # 0.1 s of work: within the target
+        assert batcher.estimated_wait() == pytest.approx(0.1)
+        for ticket in interactive[2:]:
+            with pytest.raises(QueueFullError, match="finish in about") as info:
+                await ticket.result()
+            assert info.value.retry_after == 1
+        # Batch work waits for all work and is admitted up to half the target: 0.05 s.
+        for ticket in batch:
+            with pytest.raises(QueueFullError, match="within 0.05s"):
+                await ticket.result()
+        assert batcher.queued_inputs == 2
+        batcher.stop()
+
+        # A request longer than the limit by itself is kept, and what is ahead of it too.
+        batcher = make(max_wait_seconds=10, max_batch_tokens=10)
+        batcher.record_throughput(1000, 1.0)
+        small = batcher.submit(seqs(50))
+        large = batcher.submit(seqs(300))  # 0.3 s alone, against a target of 0.1 s
+        behind = batcher.submit(seqs(50))
+        batcher.reserve(1, 1).release()
+        await asyncio.sleep(0.15)
+        with pytest.raises(QueueFullError):
+            batcher.reserve(1, 1)
+        await asyncio.sleep(0)
+        assert [t._entry.future.done() for t in (small, large, behind)] == [False, False, True]
+        with pytest.raises(QueueFullError):
+            await behind.result()
+        batcher.stop()
+        for ticket in [*kept, small, large]:
+            with pytest.raises(BatcherClosedError):
+                await ticket.result()
+
+    asyncio.run(run())
+
+
+def test_a_window_taken_before_overload_is_shed_like_the_queue():
+    """The worker's window holds up to 8 full runs, twice the target: its requests with no row
+    in a batch go back to the queue's head in arrival order, and the newest are shed."""
+
+    async def run() -> None:
+        batcher = make(max_wait_seconds=10, max_batch_tokens=100)  # a run 0.1 s
+        batcher.record_throughput(1000, 1.0)
+        tickets = [batcher.submit(seqs(100)) for _ in range(20)]  # 2 s: above 1.6 s detection
+        with batcher._cond:
+            batcher._next_window()  # what the worker does before its next batch
+        assert len(batcher._window) == 8
+        batcher.reserve(1, 1).release()
+        await asyncio.sleep(TARGET + 0.05)
+        with pytest.raises(QueueFullError):
+            batcher.reserve(1, 1)
+        await asyncio.sleep(0)
+        kept = TARGET_BATCHES  # requests of one run each
+        assert [t._entry.future.done() for t in tickets] == [False] * kept + [True] * (20 - kept)
+        assert batcher._window == []
+        assert list(batcher._queues[Priority.INTERACTIVE]) == [t._entry for t in tickets[:kept]]
+        assert batcher.estimated_wait() == pytest.approx(TARGET)
+        for ticket in tickets[kept:]:
+            with pytest.raises(QueueFullError):
+                await ticket.result()
+        batcher.stop()
+        for ticket in tickets[:kept]:
+            with pytest.raises(BatcherClosedError):
+                await ticket.result()
+
+    asyncio.run(run())
 
 
 def test_the_batcher_counts_only_interactive_work_ahead_of_an_interactive_request():
