@@ -253,3 +253,7 @@ def test_command_line_errors_are_one_line_and_exit_1(tmp_path, capsys):
         main(["embed-file", "x.jsonl", "--out", "o", "--precision", "fp8"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'fp8'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # refused before any model loads
+        main(["embed-file", "x.jsonl", "--out", "o", "--cache-dir", str(tmp_path / "notes.md")])
+    assert exit_info.value.code == 2
+    assert "argument --cache-dir:" in capsys.readouterr().err

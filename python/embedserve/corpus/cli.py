@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from embedserve.corpus.encode import EMBEDDING_TYPES
@@ -73,6 +74,7 @@ def add_embed_file_command(commands: Any) -> argparse.ArgumentParser:
     )
     cmd.add_argument(
         "--cache-dir",
+        type=_folder,
         metavar="DIR",
         help="keep pooled vectors in DIR (a local disk) and reuse them: a rerun on a corpus "
         "whose chunks are mostly unchanged embeds only the changed ones (default: no disk cache)",
@@ -123,6 +125,14 @@ def options_from_args(args: argparse.Namespace) -> EmbedFileOptions:
         cache_dir_bytes=args.cache_dir_bytes,
         load=LoadOptions(**settings_from_args(args, LoadSettings)),
     )
+
+
+def _folder(text: str) -> str:
+    """A folder that exists or can be made: refused at parse time, before the model loads."""
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder")
+    return text
 
 
 def run_embed_file(args: argparse.Namespace) -> int:
