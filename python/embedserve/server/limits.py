@@ -146,9 +146,9 @@ class TokenBudget:
 
     def add(self, untruncated: np.ndarray, start: int) -> None:
         """Count one step's inputs (`untruncated` tokens each, the first at index `start`)."""
-        over = np.flatnonzero(untruncated > self.limits.max_input_tokens)
-        if over.size:
-            first = int(over[0])
+        # One reduction for the usual case (nothing over); the index only for a refusal.
+        if len(untruncated) and int(untruncated.max()) > self.limits.max_input_tokens:
+            first = int(np.argmax(untruncated > self.limits.max_input_tokens))
             raise input_tokens_error(
                 self.param, start + first, int(untruncated[first]), self.limits, self.paired_with
             )

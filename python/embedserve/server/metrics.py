@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -30,6 +31,17 @@ _LATENCY = (
 )
 _COUNTS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 _TOKENS = (16, 64, 256, 1024, 4096, 16384, 65536, 262144)
+
+
+@dataclass(frozen=True)
+class ModelMetrics:
+    """One model's per-request series (`Metrics.for_model`)."""
+
+    tokens: Counter
+    inputs: Counter
+    tokenization: Histogram
+    queue: Histogram
+    inference: Histogram
 
 
 class Metrics:
@@ -111,6 +123,21 @@ class Metrics:
         self.cache_bytes = Gauge(
             "embedserve_cache_bytes", "Bytes held by the result cache", ["model"], registry=r
         )
+        self._models: dict[str, ModelMetrics] = {}
+
+    def for_model(self, model: str) -> ModelMetrics:
+        """The per-request series of `model`, labelled once: a `labels()` lookup costs a lock and
+        a dict probe each time, and a one-text request made five of them."""
+        found = self._models.get(model)
+        if found is None:
+            found = self._models[model] = ModelMetrics(
+                tokens=self.tokens.labels(model),
+                inputs=self.inputs.labels(model),
+                tokenization=self.tokenization.labels(model),
+                queue=self.queue.labels(model),
+                inference=self.inference.labels(model),
+            )
+        return found
 
     def batch_observer(self, model: str) -> Callable[[BatchStats], None]:
         inputs = self.batch_inputs.labels(model)
@@ -148,6 +175,8 @@ class RequestMetrics:
     def __init__(self, app: Any, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # (route, method, status) -> its labelled series, looked up once each.
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -165,6 +194,14 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, capture)
         finally:
-            route = scope.get("path_template", "unmatched")
-            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - start)
+            key = (scope.get("path_template", "unmatched"), scope["method"], status)
+            series = self._series.get(key)
+            if series is None:
+                route, method, _ = key
+                series = self._series[key] = (
+                    self.metrics.requests.labels(route, method, str(status)),
+                    self.metrics.latency.labels(route),
+                )
+            requests, latency = series
+            requests.inc()
+            latency.observe(time.perf_counter() - start)

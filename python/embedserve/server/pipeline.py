@@ -23,6 +23,9 @@ Small interactive jobs tokenize and finish on the loop (cheaper than a thread ho
 jobs never do, so the loop stays free for the interactive requests beside them.
 
 Every admitted request counts in `active` until it is answered: a drain waits for all of them.
+
+The caller may pass `until`, through which every wait of the job is awaited (the HTTP layer gives
+up there when the client hangs up). A job answered on the loop never waits, so it costs no task.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import asyncio
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -47,6 +50,7 @@ from embedserve.server.metrics import Metrics
 from embedserve.server.registry import ServedModel
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 # Up to about this many tokens, tokenizing on the event loop (tens of microseconds) costs less than
 # the hop to a worker thread and back (~0.4 ms of a 1-text request's latency, bench/NOTES.md).
@@ -100,6 +104,14 @@ class Job(ABC, Generic[R]):
     def finish(self, outputs: np.ndarray | None) -> R: ...
 
 
+class Until:
+    """How the pipeline awaits each wait of a job: as it is. The HTTP layer's gives up when the
+    client hangs up (`server.plumbing`)."""
+
+    async def __call__(self, work: Awaitable[T]) -> T:
+        return await work
+
+
 @dataclass(frozen=True)
 class Done(Generic[R]):
     """A finished request: the job's result, its usage and its phases in seconds."""
@@ -109,6 +121,9 @@ class Done(Generic[R]):
     tokenization_seconds: float
     queue_seconds: float
     inference_seconds: float
+
+
+_AS_IS = Until()
 
 
 class RequestPipeline:
@@ -149,10 +164,12 @@ class RequestPipeline:
         model: str,
         batcher: Batcher | None = None,
         priority: Priority = Priority.INTERACTIVE,
+        until: Until | None = None,
     ) -> Done[R]:
         """Admit `job`, tokenize it, compute its rows on `batcher` (None: a task that runs no
-        model, such as tokenize) at `priority`, and finish it. Cancelling the awaiting task
-        drops the job's rows that are still queued."""
+        model, such as tokenize) at `priority`, and finish it, awaiting each wait through `until`.
+        Cancelling the awaiting task (or `until` raising) drops the job's rows still queued."""
+        wait = until or _AS_IS
         self.refuse_if_draining()
         loop = asyncio.get_running_loop()
         ratio = self._tokens_per_char.get(model, DEFAULT_TOKENS_PER_CHAR)
@@ -170,7 +187,7 @@ class RequestPipeline:
                 if inline:
                     step()
                 else:
-                    await loop.run_in_executor(self._executor, step)
+                    await wait(loop.run_in_executor(self._executor, step))
             tokenization = time.perf_counter() - started
             outputs = None
             if batcher is not None:
@@ -182,14 +199,14 @@ class RequestPipeline:
                 if outputs is None:
                     ticket = batcher.submit(rows, reservation)
                     try:
-                        outputs = await ticket.result()
+                        outputs = await wait(ticket.result())
                     finally:
                         ticket.cancel()  # a no-op once computed; drops queued rows if cancelled
                     queue, inference = ticket.queue_seconds, ticket.inference_seconds
             if job.finish_cost(outputs) <= INLINE_VALUES and priority is Priority.INTERACTIVE:
                 result = job.finish(outputs)
             else:
-                result = await loop.run_in_executor(self._executor, job.finish, outputs)
+                result = await wait(loop.run_in_executor(self._executor, job.finish, outputs))
         finally:
             if reservation is not None:
                 reservation.release()  # a no-op once submitted
@@ -197,11 +214,12 @@ class RequestPipeline:
         self._learn(model, job)
         tokens = job.usage_tokens
         if batcher is not None:
-            self.metrics.tokens.labels(model).inc(tokens)
-            self.metrics.inputs.labels(model).inc(job.size)
-            self.metrics.tokenization.labels(model).observe(tokenization)
-            self.metrics.queue.labels(model).observe(queue)
-            self.metrics.inference.labels(model).observe(inference)
+            series = self.metrics.for_model(model)
+            series.tokens.inc(tokens)
+            series.inputs.inc(job.size)
+            series.tokenization.observe(tokenization)
+            series.queue.observe(queue)
+            series.inference.observe(inference)
         return Done(result, tokens, tokenization, queue, inference)
 
     def _learn(self, model: str, job: Job[Any]) -> None:

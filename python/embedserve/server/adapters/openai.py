@@ -14,14 +14,15 @@ import time
 from typing import Any
 
 import numpy as np
-from litestar import Request, Response, get, post
+from litestar import Request, get, post
 from litestar.status_codes import HTTP_400_BAD_REQUEST
+from litestar.types import ASGIApp
 
 from embedserve.server.adapters.base import compute
 from embedserve.server.auth import require_api_key
 from embedserve.server.encoding import embeddings_body
 from embedserve.server.errors import ApiError, deployment_not_found
-from embedserve.server.plumbing import JSON, read_body, state, timing_headers
+from embedserve.server.plumbing import JsonAnswer, read_body, state, timing_headers
 from embedserve.server.registry import ModelRegistry, ServedModel
 from embedserve.server.schemas import (
     EmbeddingsRequest,
@@ -34,24 +35,24 @@ from embedserve.server.schemas import (
 
 
 @post("/v1/embeddings", guards=[require_api_key], status_code=200)
-async def openai_embeddings(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def openai_embeddings(request: Request[Any, Any, Any]) -> ASGIApp:
     return await _embeddings(request, "openai")
 
 
 @post("/embeddings", guards=[require_api_key], status_code=200)
-async def root_embeddings(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def root_embeddings(request: Request[Any, Any, Any]) -> ASGIApp:
     """OpenAI without `api-version`; Azure AI inference (model optional) with it."""
     dialect = "azure-ai" if "api-version" in request.query_params else "openai"
     return await _embeddings(request, dialect)
 
 
 @post("/models/embeddings", guards=[require_api_key], status_code=200)
-async def azure_ai_embeddings(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def azure_ai_embeddings(request: Request[Any, Any, Any]) -> ASGIApp:
     return await _embeddings(request, "azure-ai")
 
 
 @post("/openai/deployments/{deployment:str}/embeddings", guards=[require_api_key], status_code=200)
-async def azure_openai_embeddings(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def azure_openai_embeddings(request: Request[Any, Any, Any]) -> ASGIApp:
     # Path parameters are read from the request rather than declared: the declaration syntax
     # differs across Litestar 2.x releases (and the old one now warns).
     return await _embeddings(request, "azure-openai", request.path_params["deployment"])
@@ -59,7 +60,7 @@ async def azure_openai_embeddings(request: Request[Any, Any, Any]) -> Response[b
 
 async def _embeddings(
     request: Request[Any, Any, Any], dialect: str, deployment: str | None = None
-) -> Response[bytes]:
+) -> JsonAnswer:
     started = time.perf_counter()
     server = state(request)
     check_api_version(request.query_params.get("api-version"))
@@ -73,7 +74,7 @@ async def _embeddings(
         )
 
     done = await compute(request, parsed, model, render)
-    return Response(content=done.result, media_type=JSON, headers=timing_headers(done, started))
+    return JsonAnswer(done.result, timing_headers(done, started))
 
 
 def _model_for(
