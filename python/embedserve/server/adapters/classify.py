@@ -340,7 +340,7 @@ async def _run(
     return json_response(done.result, headers=timing_headers(done, started))
 
 
-@post("/predict", guards=[require_api_key], status_code=200)
+@post("/predict", before_request=require_api_key, status_code=200)
 async def predict(request: Request[Any, Any, Any]) -> Response[bytes]:
     """TEI: each input's labels with scores, best first."""
     server = state(request)
@@ -419,7 +419,7 @@ async def _classify(request: Request[Any, Any, Any]) -> Response[bytes]:
     return await _run(request, job, model)
 
 
-@post(["/classify", "/v1/classify"], guards=[require_api_key], status_code=200)
+@post(["/classify", "/v1/classify"], before_request=require_api_key, status_code=200)
 async def classify(request: Request[Any, Any, Any]) -> Response[bytes]:
     """vLLM: each text's label probabilities and most likely label."""
     return await _classify(request)

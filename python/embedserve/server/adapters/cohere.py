@@ -97,7 +97,7 @@ def _embeddings(vectors: np.ndarray, kinds: list[str]) -> Embeddings:
     return embeddings
 
 
-@post("/v2/embed", guards=[require_api_key], status_code=200)
+@post("/v2/embed", before_request=require_api_key, status_code=200)
 async def embed(request: Request[Any, Any, Any]) -> Response[bytes]:
     started = time.perf_counter()
     body = decode(await read_body(request), EmbedRequest)

@@ -101,7 +101,7 @@ def _first_row(vectors: np.ndarray, tokens: int) -> msgspec.Raw:
     return msgspec.Raw(float_rows(vectors[:1])[1:-1])  # `[[...]]` less the outer brackets
 
 
-@post("/api/embed", guards=[require_api_key], status_code=200)
+@post("/api/embed", before_request=require_api_key, status_code=200)
 async def embed(request: Request[Any, Any, Any]) -> Response[bytes]:
     started = time.perf_counter()
     body = decode(await read_body(request), EmbedRequest)
@@ -125,7 +125,7 @@ async def embed(request: Request[Any, Any, Any]) -> Response[bytes]:
     return json_response(response, headers=timing_headers(done, started))
 
 
-@post("/api/embeddings", guards=[require_api_key], status_code=200)
+@post("/api/embeddings", before_request=require_api_key, status_code=200)
 async def embeddings(request: Request[Any, Any, Any]) -> Response[bytes]:
     started = time.perf_counter()
     body = decode(await read_body(request), LegacyEmbedRequest)
@@ -138,7 +138,7 @@ async def embeddings(request: Request[Any, Any, Any]) -> Response[bytes]:
     )
 
 
-@get("/api/tags", guards=[require_api_key])
+@get("/api/tags", before_request=require_api_key)
 async def tags(request: Request[Any, Any, Any]) -> Response[bytes]:
     models = []
     for model in state(request).registry.models:

@@ -34,24 +34,28 @@ from embedserve.server.schemas import (
 # -- embeddings --
 
 
-@post("/v1/embeddings", guards=[require_api_key], status_code=200)
+@post("/v1/embeddings", before_request=require_api_key, status_code=200)
 async def openai_embeddings(request: Request[Any, Any, Any]) -> ASGIApp:
     return await _embeddings(request, "openai")
 
 
-@post("/embeddings", guards=[require_api_key], status_code=200)
+@post("/embeddings", before_request=require_api_key, status_code=200)
 async def root_embeddings(request: Request[Any, Any, Any]) -> ASGIApp:
     """OpenAI without `api-version`; Azure AI inference (model optional) with it."""
     dialect = "azure-ai" if "api-version" in request.query_params else "openai"
     return await _embeddings(request, dialect)
 
 
-@post("/models/embeddings", guards=[require_api_key], status_code=200)
+@post("/models/embeddings", before_request=require_api_key, status_code=200)
 async def azure_ai_embeddings(request: Request[Any, Any, Any]) -> ASGIApp:
     return await _embeddings(request, "azure-ai")
 
 
-@post("/openai/deployments/{deployment:str}/embeddings", guards=[require_api_key], status_code=200)
+@post(
+    "/openai/deployments/{deployment:str}/embeddings",
+    before_request=require_api_key,
+    status_code=200,
+)
 async def azure_openai_embeddings(request: Request[Any, Any, Any]) -> ASGIApp:
     # Path parameters are read from the request rather than declared: the declaration syntax
     # differs across Litestar 2.x releases (and the old one now warns).
@@ -105,17 +109,17 @@ def _model_card(model: ServedModel) -> dict[str, Any]:
     return {"id": model.id, "object": "model", "created": model.created, "owned_by": "embedserve"}
 
 
-@get(["/v1/models", "/models"], guards=[require_api_key])
+@get(["/v1/models", "/models"], before_request=require_api_key)
 async def list_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return {"object": "list", "data": [_model_card(m) for m in state(request).registry.models]}
 
 
-@get("/v1/models/{model_id:path}", guards=[require_api_key])
+@get("/v1/models/{model_id:path}", before_request=require_api_key)
 async def retrieve_model(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return _model_card(state(request).registry.get(request.path_params["model_id"].lstrip("/")))
 
 
-@get("/models/info", guards=[require_api_key])
+@get("/models/info", before_request=require_api_key)
 async def model_info(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """Azure AI inference's get_model_info; `?model=` picks a model, else the default one.
     (`GET /info` is TEI's, or this when it carries `api-version`: adapters/tei.py.)"""

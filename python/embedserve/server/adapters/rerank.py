@@ -142,17 +142,17 @@ async def _rerank(request: Request[Any, Any, Any], api_version: str) -> Response
     return Response(content=done.result, media_type=JSON, headers=timing_headers(done, started))
 
 
-@post(["/v1/rerank", "/rerank"], guards=[require_api_key], status_code=200)
+@post(["/v1/rerank", "/rerank"], before_request=require_api_key, status_code=200)
 async def rerank_v1(request: Request[Any, Any, Any]) -> Response[bytes]:
     return await _rerank(request, "1")
 
 
-@post("/v2/rerank", guards=[require_api_key], status_code=200)
+@post("/v2/rerank", before_request=require_api_key, status_code=200)
 async def rerank_v2(request: Request[Any, Any, Any]) -> Response[bytes]:
     return await _rerank(request, "2")
 
 
-@post(["/v1/score", "/score"], guards=[require_api_key], status_code=200)
+@post(["/v1/score", "/score"], before_request=require_api_key, status_code=200)
 async def score(request: Request[Any, Any, Any]) -> Response[bytes]:
     started = time.perf_counter()
     server = state(request)

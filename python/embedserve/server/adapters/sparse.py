@@ -66,7 +66,7 @@ def _render(encoder: SparseEncoder, tokens: bool):
     return render
 
 
-@post("/embed_sparse", guards=[require_api_key], status_code=200)
+@post("/embed_sparse", before_request=require_api_key, status_code=200)
 async def embed_sparse(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Sparse vectors of `inputs`: the non-zero (index, value) pairs of each, by ascending index."""
     started = time.perf_counter()

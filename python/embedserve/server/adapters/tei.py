@@ -151,13 +151,13 @@ async def _embed(request: Request[Any, Any, Any]) -> Response[bytes]:
     return json_response(done.result, headers=timing_headers(done, started))
 
 
-@post("/embed", guards=[require_api_key], status_code=200)
+@post("/embed", before_request=require_api_key, status_code=200)
 async def embed(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Embeddings of `inputs` as a bare array of float arrays."""
     return await _embed(request)
 
 
-@post("/", guards=[require_api_key], status_code=200)
+@post("/", before_request=require_api_key, status_code=200)
 async def root(request: Request[Any, Any, Any]) -> Response[bytes]:
     """TEI's root route, where `InferenceClient(url).feature_extraction` posts: as `/embed`."""
     return await _embed(request)
@@ -168,7 +168,7 @@ def _similarities(vectors: np.ndarray, tokens: int) -> bytes:
     return msgspec.json.encode((vectors[1:] @ vectors[0]).tolist())
 
 
-@post("/similarity", guards=[require_api_key], status_code=200)
+@post("/similarity", before_request=require_api_key, status_code=200)
 async def similarity(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Cosine similarity of `source_sentence` with each of `sentences`: the embed task on the
     source and the sentences together, normalized, rendered as one score per sentence."""
@@ -204,7 +204,7 @@ def _tokens(pairs: list[tuple[str, Encoding]]) -> bytes:
     return msgspec.json.encode(out)
 
 
-@post("/tokenize", guards=[require_api_key], status_code=200)
+@post("/tokenize", before_request=require_api_key, status_code=200)
 async def tokenize(request: Request[Any, Any, Any]) -> Response[bytes]:
     """The model's tokens of each input, with character offsets (null for special tokens)."""
     body = decode(await read_body(request), TokenizeRequest)
@@ -238,7 +238,7 @@ def _id_arrays(raw: msgspec.Raw) -> list[list[int]]:
         ) from exc
 
 
-@post("/decode", guards=[require_api_key], status_code=200)
+@post("/decode", before_request=require_api_key, status_code=200)
 async def decode_ids(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Texts of model-vocabulary id arrays (one string per array)."""
     server = state(request)
@@ -264,7 +264,7 @@ async def decode_ids(request: Request[Any, Any, Any]) -> Response[bytes]:
 TEI_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "int8"}
 
 
-@get("/info", guards=[require_api_key])
+@get("/info", before_request=require_api_key)
 async def info(request: Request[Any, Any, Any]) -> Response[bytes]:
     """TEI's model description; Azure AI inference's when the query carries `api-version`."""
     if "api-version" in request.query_params:

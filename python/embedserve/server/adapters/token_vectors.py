@@ -51,7 +51,7 @@ def _render(encoding_format: str) -> Any:
     return render
 
 
-@post("/embed_all", guards=[require_api_key], status_code=200)
+@post("/embed_all", before_request=require_api_key, status_code=200)
 async def embed_all(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Every token's vector of each input."""
     started = time.perf_counter()
