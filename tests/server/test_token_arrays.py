@@ -3,6 +3,7 @@ the server is started with --token-encoding model."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import httpx
@@ -10,8 +11,10 @@ import numpy as np
 import pytest
 from embedserve.cli import main
 from embedserve.models import PullError
+from embedserve.server.adapters import openai as openai_adapter
 from embedserve.server.app import create_app
 from embedserve.server.config import ServerConfig
+from embedserve.server.schemas import parse_embeddings_request
 from embedserve.token_encodings import load_encoding, rank_file
 
 from tests.server.conftest import MODEL, LiveServer, live_server, unhurried
@@ -87,6 +90,24 @@ def test_the_per_input_limit_counts_the_ids_as_sent(servers, engine):
     error = too_long.json()["error"]
     assert error["code"] == "context_length_exceeded"
     assert error["message"].startswith("input[1] has 8193 tokens")
+
+
+def test_a_large_body_is_parsed_off_the_event_loop(servers, engine, monkeypatch):
+    """Decoding 16 MB of ids takes ~0.1 s: on the loop it would stall every other request."""
+    threads: list[str] = []
+
+    def recording(body: bytes, **kwargs):
+        threads.append(threading.current_thread().name)
+        return parse_embeddings_request(body, **kwargs)
+
+    monkeypatch.setattr(openai_adapter, "parse_embeddings_request", recording)
+    ids = load_encoding("cl100k_base", fetch=False).encode(TEXTS[0])
+    small = embed(servers["cl100k_base"], [ids])
+    large = embed(servers["cl100k_base"], [ids + [220] * 8000] * 16)  # ~510 KB of JSON
+    assert small.status_code == large.status_code == 200, large.text
+    assert len(large.json()["data"]) == 16
+    assert not threads[0].startswith("embedserve-cpu")  # the loop's own thread
+    assert threads[1].startswith("embedserve-cpu")
 
 
 def test_server_fails_at_start_without_the_rank_file(tmp_path, monkeypatch, engine):

@@ -142,6 +142,10 @@ class RequestPipeline:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    async def off_loop(self, work: Callable[..., T], *args: Any) -> T:
+        """`work(*args)` on the pipeline's CPU threads (parsing a large body, for one)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
+
     def refuse_if_draining(self) -> None:
         if self.drain is not None and self.drain.draining:
             raise BatcherClosedError("the server is shutting down")

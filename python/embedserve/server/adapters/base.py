@@ -4,6 +4,7 @@ headers are every handler's: `server.plumbing`; error shapes are `server.shapes`
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, TypeVar
 
 import msgspec
@@ -13,13 +14,18 @@ from litestar import Request, Response
 from embedserve import _core
 from embedserve.server.errors import invalid
 from embedserve.server.pipeline import Done
-from embedserve.server.plumbing import JSON, run_job, state
+from embedserve.server.plumbing import JSON, read_parsed, run_job, state
 from embedserve.server.registry import ServedModel
 from embedserve.server.schemas import EmbeddingsRequest
 from embedserve.server.tasks.embed import EmbedJob, Render, vectors
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+async def read_struct(request: Request[Any, Any, Any], kind: type[T]) -> T:
+    """The request's body decoded as the Struct `kind` (`decode`), off the loop when large."""
+    return await read_parsed(request, partial(decode, kind=kind))
 
 
 def decode(body: bytes, kind: type[T]) -> T:

@@ -37,7 +37,7 @@ from embedserve.server.auth import require_api_key
 from embedserve.server.errors import invalid
 from embedserve.server.fields import decode_object, kind_of, optional, refuse_unknown
 from embedserve.server.pipeline import Job
-from embedserve.server.plumbing import read_body, run_job, state, timing_headers
+from embedserve.server.plumbing import read_parsed, run_job, state, timing_headers
 from embedserve.server.registry import ModelRegistry, ServedModel
 from embedserve.server.tasks.classify import TextsJob
 from embedserve.server.tasks.pairs import PairsJob
@@ -344,7 +344,7 @@ async def _run(
 async def predict(request: Request[Any, Any, Any]) -> Response[bytes]:
     """TEI: each input's labels with scores, best first."""
     server = state(request)
-    parsed = parse_predict(await read_body(request))
+    parsed = await read_parsed(request, parse_predict)
     model, classifier = _classifier_for(server.registry, parsed.model)
     labels = classifier.model_info.labels
 
@@ -384,7 +384,7 @@ async def predict(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 async def _classify(request: Request[Any, Any, Any]) -> Response[bytes]:
     server = state(request)
-    parsed = parse_classify(await read_body(request))
+    parsed = await read_parsed(request, parse_classify)
     model, classifier = _classifier_for(server.registry, parsed.model)
     _single_texts(model, classifier, "input")
     labels = classifier.model_info.labels

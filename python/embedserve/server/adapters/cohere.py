@@ -21,9 +21,14 @@ from embedserve import _core
 from embedserve.engine import ModelInfo
 from embedserve.inputs import Inputs
 from embedserve.quantization import quantize
-from embedserve.server.adapters.base import compute, decode, json_response, raw_float_rows
+from embedserve.server.adapters.base import (
+    compute,
+    json_response,
+    raw_float_rows,
+    read_struct,
+)
 from embedserve.server.auth import require_api_key
-from embedserve.server.plumbing import read_body, state, timing_headers
+from embedserve.server.plumbing import state, timing_headers
 from embedserve.server.schemas import EmbeddingsRequest as Internal
 
 InputType = Literal["search_document", "search_query", "classification", "clustering"]
@@ -100,7 +105,7 @@ def _embeddings(vectors: np.ndarray, kinds: list[str]) -> Embeddings:
 @post("/v2/embed", before_request=require_api_key, status_code=200)
 async def embed(request: Request[Any, Any, Any]) -> Response[bytes]:
     started = time.perf_counter()
-    body = decode(await read_body(request), EmbedRequest)
+    body = await read_struct(request, EmbedRequest)
     model = state(request).registry.get(body.model)
     engine, _ = model.require()
     internal = Internal(

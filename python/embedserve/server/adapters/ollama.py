@@ -19,13 +19,13 @@ from embedserve import __version__
 from embedserve.inputs import Inputs
 from embedserve.server.adapters.base import (
     compute,
-    decode,
     float_rows,
     json_response,
     raw_float_rows,
+    read_struct,
 )
 from embedserve.server.auth import require_api_key
-from embedserve.server.plumbing import read_body, state, timing_headers
+from embedserve.server.plumbing import state, timing_headers
 from embedserve.server.registry import ModelRegistry, ServedModel
 from embedserve.server.schemas import EmbeddingsRequest as Internal
 
@@ -104,7 +104,7 @@ def _first_row(vectors: np.ndarray, tokens: int) -> msgspec.Raw:
 @post("/api/embed", before_request=require_api_key, status_code=200)
 async def embed(request: Request[Any, Any, Any]) -> Response[bytes]:
     started = time.perf_counter()
-    body = decode(await read_body(request), EmbedRequest)
+    body = await read_struct(request, EmbedRequest)
     model = find_model(state(request).registry, body.model)
     texts = [body.input] if isinstance(body.input, str) else body.input
     internal = Internal(
@@ -128,7 +128,7 @@ async def embed(request: Request[Any, Any, Any]) -> Response[bytes]:
 @post("/api/embeddings", before_request=require_api_key, status_code=200)
 async def embeddings(request: Request[Any, Any, Any]) -> Response[bytes]:
     started = time.perf_counter()
-    body = decode(await read_body(request), LegacyEmbedRequest)
+    body = await read_struct(request, LegacyEmbedRequest)
     model = find_model(state(request).registry, body.model)
     internal = Internal(inputs=Inputs(texts=[body.prompt]), model=model.id)
     done = await compute(request, internal, model, _first_row)

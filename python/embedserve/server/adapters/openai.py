@@ -11,6 +11,7 @@ mistake gets an OpenAI-shaped 400 that names the field); the response body is en
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from embedserve.server.adapters.base import compute
 from embedserve.server.auth import require_api_key
 from embedserve.server.encoding import embeddings_body
 from embedserve.server.errors import ApiError, deployment_not_found
-from embedserve.server.plumbing import JsonAnswer, read_body, state, timing_headers
+from embedserve.server.plumbing import JsonAnswer, read_parsed, state, timing_headers
 from embedserve.server.registry import ModelRegistry, ServedModel
 from embedserve.server.schemas import (
     EmbeddingsRequest,
@@ -69,7 +70,7 @@ async def _embeddings(
     server = state(request)
     check_api_version(request.query_params.get("api-version"))
     policy = check_extra_parameters(request.headers.get("extra-parameters"))
-    parsed = parse_embeddings_request(await read_body(request), extra_parameters=policy)
+    parsed = await read_parsed(request, partial(parse_embeddings_request, extra_parameters=policy))
     model = _model_for(server.registry, parsed, dialect, deployment)
 
     def render(vectors: np.ndarray, tokens: int) -> bytes:

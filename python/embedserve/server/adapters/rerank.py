@@ -28,7 +28,7 @@ from embedserve.server.adapters.rerank_schemas import (
 )
 from embedserve.server.auth import require_api_key
 from embedserve.server.errors import invalid
-from embedserve.server.plumbing import JSON, read_body, run_job, state, timing_headers
+from embedserve.server.plumbing import JSON, read_parsed, run_job, state, timing_headers
 from embedserve.server.registry import ModelRegistry, ServedModel, kind_of
 from embedserve.server.tasks.pairs import PairsJob
 from embedserve.server.tasks.token_vectors import MaxSimJob
@@ -110,7 +110,7 @@ async def _maxsim_score(
 async def _rerank(request: Request[Any, Any, Any], api_version: str) -> Response[bytes]:
     started = time.perf_counter()
     server = state(request)
-    parsed = parse_rerank_request(await read_body(request))
+    parsed = await read_parsed(request, parse_rerank_request)
     model = _reranker_for(server.registry, parsed.model, required=parsed.dialect != TEI)
     reranker, batcher = model.require(RERANKER, LATE_INTERACTION)
     if kind_of(reranker) == LATE_INTERACTION:  # MaxSim of ColBERT (or BGE-M3) token vectors
@@ -156,7 +156,7 @@ async def rerank_v2(request: Request[Any, Any, Any]) -> Response[bytes]:
 async def score(request: Request[Any, Any, Any]) -> Response[bytes]:
     started = time.perf_counter()
     server = state(request)
-    parsed = parse_score_request(await read_body(request))
+    parsed = await read_parsed(request, parse_score_request)
     model = _reranker_for(server.registry, parsed.model, required=False)
     reranker, batcher = model.require(RERANKER, LATE_INTERACTION)
     if kind_of(reranker) == LATE_INTERACTION:

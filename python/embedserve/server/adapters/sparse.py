@@ -18,9 +18,9 @@ import msgspec
 from litestar import Request, Response, post
 
 from embedserve.models.kind import SPARSE
-from embedserve.server.adapters.base import decode, json_response
+from embedserve.server.adapters.base import json_response, read_struct
 from embedserve.server.auth import require_api_key
-from embedserve.server.plumbing import read_body, run_job, state, timing_headers
+from embedserve.server.plumbing import run_job, state, timing_headers
 from embedserve.server.tasks.sparse import SparseJob
 from embedserve.sparse import SparseEncoder, SparseVector
 
@@ -70,7 +70,7 @@ def _render(encoder: SparseEncoder, tokens: bool):
 async def embed_sparse(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Sparse vectors of `inputs`: the non-zero (index, value) pairs of each, by ascending index."""
     started = time.perf_counter()
-    body = decode(await read_body(request), EmbedSparseRequest)
+    body = await read_struct(request, EmbedSparseRequest)
     server = state(request)
     registry = server.registry
     model = registry.first_ready(SPARSE)

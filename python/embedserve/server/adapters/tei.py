@@ -23,12 +23,18 @@ from tokenizers import Encoding
 from embedserve import __version__
 from embedserve.inputs import Inputs
 from embedserve.models.kind import EMBEDDER, SPARSE
-from embedserve.server.adapters.base import compute, decode, json_response, raw_float_rows
+from embedserve.server.adapters.base import (
+    compute,
+    decode,
+    json_response,
+    raw_float_rows,
+    read_struct,
+)
 from embedserve.server.adapters.openai import azure_model_info
 from embedserve.server.auth import require_api_key
 from embedserve.server.errors import invalid
 from embedserve.server.limits import check_id_count
-from embedserve.server.plumbing import read_body, run_job, state, timing_headers
+from embedserve.server.plumbing import read_parsed, run_job, state, timing_headers
 from embedserve.server.schemas import EmbeddingsRequest
 from embedserve.server.tasks.tokens import DecodeJob, TokenizeJob
 
@@ -146,7 +152,7 @@ def to_internal(body: EmbedRequest) -> EmbeddingsRequest:
 
 async def _embed(request: Request[Any, Any, Any]) -> Response[bytes]:
     started = time.perf_counter()
-    internal = to_internal(decode(await read_body(request), EmbedRequest))
+    internal = to_internal(await read_struct(request, EmbedRequest))
     done = await compute(request, internal, state(request).registry.default, raw_float_rows)
     return json_response(done.result, headers=timing_headers(done, started))
 
@@ -173,7 +179,7 @@ async def similarity(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Cosine similarity of `source_sentence` with each of `sentences`: the embed task on the
     source and the sentences together, normalized, rendered as one score per sentence."""
     started = time.perf_counter()
-    body = decode(await read_body(request), SimilarityRequest)
+    body = await read_struct(request, SimilarityRequest)
     if not body.inputs.sentences:
         raise invalid("sentences must not be an empty array", param="sentences", code="empty_input")
     merged = _merged(body, SimilarityParameters)
@@ -207,7 +213,7 @@ def _tokens(pairs: list[tuple[str, Encoding]]) -> bytes:
 @post("/tokenize", before_request=require_api_key, status_code=200)
 async def tokenize(request: Request[Any, Any, Any]) -> Response[bytes]:
     """The model's tokens of each input, with character offsets (null for special tokens)."""
-    body = decode(await read_body(request), TokenizeRequest)
+    body = await read_struct(request, TokenizeRequest)
     server = state(request)
     model = server.registry.default
     engine, _ = model.require()
@@ -242,10 +248,13 @@ def _id_arrays(raw: msgspec.Raw) -> list[list[int]]:
 async def decode_ids(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Texts of model-vocabulary id arrays (one string per array)."""
     server = state(request)
-    raw = await read_body(request)
-    # Before decoding: three million ids take about a second to decode, on the event loop.
-    check_id_count(memoryview(raw), server.config.limits, "ids")
-    body = decode(raw, DecodeRequest)
+
+    def parse(raw: bytes) -> DecodeRequest:
+        # Before decoding: three million ids take about a second to decode.
+        check_id_count(memoryview(raw), server.config.limits, "ids")
+        return decode(raw, DecodeRequest)
+
+    body = await read_parsed(request, parse)
     arrays = _id_arrays(body.ids)
     model = server.registry.default
     engine, _ = model.require()

@@ -20,9 +20,9 @@ from litestar import Request, Response, post
 
 from embedserve import _core
 from embedserve.models.kind import EMBEDDER, LATE_INTERACTION
-from embedserve.server.adapters.base import decode, json_response
+from embedserve.server.adapters.base import json_response, read_struct
 from embedserve.server.auth import require_api_key
-from embedserve.server.plumbing import read_body, run_job, state, timing_headers
+from embedserve.server.plumbing import run_job, state, timing_headers
 from embedserve.server.tasks.token_vectors import TokenVectorsJob
 
 
@@ -56,7 +56,7 @@ async def embed_all(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Every token's vector of each input."""
     started = time.perf_counter()
     server = state(request)
-    body = decode(await read_body(request), EmbedAllRequest)
+    body = await read_struct(request, EmbedAllRequest)
     registry = server.registry
     model = registry.default if body.model is None else registry.get(body.model)
     # A ColBERT head first: a BGE-M3 answers its ColBERT vectors, a plain embedder its states.
