@@ -413,9 +413,9 @@ class Batcher:
         (sessions take concurrent runs) instead of waiting for it, which is what keeps an
         interactive query's latency near its idle one under a batch flood (bench/NOTES.md,
         "Interactive beside batch work"); the worker starts no new batch until it is done. Beside
-        a worker's run it takes the lane session, when there is one. The caller's thread is blocked for one small model run; with interactive work queued the
-        fast path is never taken, so under interactive load every request takes turns on the
-        worker.
+        a worker's run it takes the lane session, when there is one. The caller's thread is
+        blocked for one small model run; with interactive work queued the fast path is never
+        taken, so under interactive load every request takes turns on the worker.
         """
         with self._cond:
             if (

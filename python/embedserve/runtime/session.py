@@ -45,7 +45,8 @@ class EncoderSession:
 
     @property
     def threads(self) -> int:
-        """Its intra-op threads: the option's, else (as ONNX Runtime) the CPUs it may use."""
+        """Its intra-op threads: the option's, else the CPUs it may use (ONNX Runtime's own
+        default counts physical cores, one per pair of hyperthreads)."""
         return self.options.intra_op_threads or usable_cpus()
 
     def with_threads(self, threads: int) -> EncoderSession:
