@@ -192,3 +192,23 @@ def test_concurrent_calls_from_threads_each_get_their_own_vectors(engine, refere
         t.join()
     for k in range(6):
         assert cosines(results[k], expected[k]).min() >= FP32_COSINE
+
+
+@pytest.mark.parametrize(
+    ("threads", "mode", "lane"), [(1, "on", 0), (2, "auto", 1), (5, "auto", 0), (5, "on", 4)]
+)
+def test_the_lane_session_runs_one_thread_fewer_where_the_mode_asks(
+    minilm_dir, reference, threads, mode, lane
+):
+    engine = Engine.from_pretrained(minilm_dir, intra_op_threads=threads)
+    assert engine.lane_engine("off") is None
+    with pytest.raises(ValueError, match="lane session mode must be one of"):
+        engine.lane_engine("sometimes")
+    lane_engine = engine.lane_engine(mode)
+    if not lane:
+        assert lane_engine is None
+        return
+    assert lane_engine.session.threads == lane and engine.session.threads == threads
+    assert lane_engine.session is not engine.session and lane_engine.tokenizer is engine.tokenizer
+    ids = [np.array(t, np.int64) for t in engine.tokenize(reference["texts"][:16])]
+    np.testing.assert_allclose(lane_engine.forward(ids), engine.forward(ids), atol=1e-5)

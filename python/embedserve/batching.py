@@ -31,6 +31,12 @@ interactive work waits. An interactive arrival parks the rest of a batch window 
 back ahead of the batch queue), so it waits for at most the model run in progress, and while
 interactive traffic was seen in the last YIELD_SECONDS batch work runs in batches of
 1/YIELD_DIVISOR of the budget, so that run is short.
+
+A tiny interactive request runs beside a batch-lane run instead (`run_inline`). With a
+`lane_forward` (the model on a session of one thread fewer: `Engine.lane_engine`), batch-lane runs
+take that session while interactive work was seen in the last YIELD_SECONDS, and so does an
+inline run beside one: the interactive run gets a core of its own rather than a share of every
+core and of the batch run's threads (bench/NOTES.md, "A session for the batch lane").
 """
 
 from __future__ import annotations
@@ -204,6 +210,7 @@ class Batcher:
         max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS,
         on_batch: Callable[[BatchStats], None] | None = None,
         dtype: type = np.float32,
+        lane_forward: Forward | None = None,
     ) -> None:
         if min(max_batch_tokens, max_batch_requests, max_queue_inputs) < 1:
             raise ValueError(
@@ -219,6 +226,7 @@ class Batcher:
         self.max_wait_seconds = max_wait_seconds
         self.policy = AdmissionPolicy(max_wait_seconds, max_batch_tokens)
         self._forward = forward
+        self._lane_forward = lane_forward
         self._on_batch = on_batch
         self._queues: dict[Priority, deque[_Entry]] = {p: deque() for p in Priority}
         self._window: list[_Row] = []  # taken from a queue, not yet batched; longest first
@@ -230,6 +238,7 @@ class Batcher:
         self._reserved_inputs = 0  # admitted requests still being tokenized: estimates
         self._reserved_tokens = dict.fromkeys(Priority, 0)
         self._last_interactive = -math.inf  # perf_counter of the last interactive submit
+        self._interactive_seen = -math.inf  # ... of the last interactive submit or inline run
         # The lane of the worker's batch in the model (None: none), and whether `run_inline`'s is.
         self._worker_lane: Priority | None = None
         self._inline_running = False
@@ -423,7 +432,7 @@ class Batcher:
             self._lane_inputs[priority] += len(sequences)
             self._queued_tokens[priority] += entry.unbatched_tokens
             if priority is Priority.INTERACTIVE:
-                self._last_interactive = time.perf_counter()
+                self._last_interactive = self._interactive_seen = time.perf_counter()
             self._cond.notify()
         return Ticket(self, entry)
 
@@ -451,10 +460,10 @@ class Batcher:
         Batch-lane work does not hold it back: the request runs beside the worker's batch run
         (sessions take concurrent runs) instead of waiting for it, which is what keeps an
         interactive query's latency near its idle one under a batch flood (bench/NOTES.md,
-        "Interactive beside batch work"); the worker starts no new batch until it is done. The
-        caller's thread is blocked for one small model run; with interactive work queued the
-        fast path is never taken, so under interactive load every request takes turns on the
-        worker.
+        "Interactive beside batch work"); the worker starts no new batch until it is done. Beside
+        a worker's run it takes the lane session, when there is one. The caller's thread is
+        blocked for one small model run; with interactive work queued the fast path is never
+        taken, so under interactive load every request takes turns on the worker.
         """
         with self._cond:
             if (
@@ -468,9 +477,13 @@ class Batcher:
             if reservation is not None:
                 self._unreserve(reservation)
             self._inline_running = True
+            self._interactive_seen = time.perf_counter()
+            forward = self._forward
+            if self._worker_lane is not None and self._lane_forward is not None:
+                forward = self._lane_forward  # beside the worker's run: one thread, no pool
         try:
             start = time.perf_counter()
-            pooled = self._forward(list(sequences))
+            pooled = forward(list(sequences))
             end = time.perf_counter()
         finally:
             with self._cond:
@@ -489,12 +502,25 @@ class Batcher:
                     return
                 batch = self._take_batch()
                 self._worker_lane = self._window_priority if batch else None
+                forward = self._worker_forward()
             if batch:
                 try:
-                    self._compute(batch)
+                    self._compute(batch, forward)
                 finally:
                     with self._cond:
                         self._worker_lane = None
+
+    def _worker_forward(self) -> Forward:
+        """The session for the worker's next run (lock held): the lane session for batch-lane
+        work while interactive work was seen in the last YIELD_SECONDS, so that its threads leave
+        a core to the interactive runs beside it; else the model's own, on every thread."""
+        if (
+            self._lane_forward is not None
+            and self._window_priority is Priority.BATCH
+            and time.perf_counter() - self._interactive_seen < YIELD_SECONDS
+        ):
+            return self._lane_forward
+        return self._forward
 
     def _take_batch(self) -> list[tuple[_Entry, list[int]]]:
         """The next batch, as (request, input indices) pairs (lock held)."""
@@ -559,14 +585,14 @@ class Batcher:
         self._window, self._window_priority = rows, priority
         return bool(rows)
 
-    def _compute(self, batch: list[tuple[_Entry, list[int]]]) -> None:
+    def _compute(self, batch: list[tuple[_Entry, list[int]]], forward: Forward) -> None:
         sequences = [entry.sequences[i] for entry, taken in batch for i in taken]
         start = time.perf_counter()
         for entry, _ in batch:
             if entry.started is None:
                 entry.started = start
         try:
-            pooled = self._forward(sequences)
+            pooled = forward(sequences)
         except Exception as exc:  # a model failure fails these requests, not the worker
             log.exception("batch of %d inputs failed", len(sequences))
             for entry, _ in batch:

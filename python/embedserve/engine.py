@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -15,11 +16,12 @@ from embedserve.models import ModelConfig, load_model_config
 from embedserve.models.dense import load_dense
 from embedserve.models.pooling_graph import POOLING_MODES
 from embedserve.models.variants import graph_for
-from embedserve.planning import default_max_batch_tokens, pad_batch, plan_batches
+from embedserve.planning import default_max_batch_tokens, lane_threads, pad_batch, plan_batches
 from embedserve.precision import CUDA_BOUND
 from embedserve.preparing import TextPreparer
 from embedserve.runtime import EncoderSession
 from embedserve.runtime.backends import Backend, open_backend
+from embedserve.runtime.providers import CPU
 from embedserve.tokenization import DIRECTIONS, ModelTokenizer
 from embedserve.vector_cache import DEFAULT_CACHE_BYTES, VectorCache, merge_cached, split_cached
 
@@ -154,6 +156,20 @@ class Engine(TextPreparer, Pretrained):
         for layer in self.dense:
             pooled = layer(pooled)
         return pooled
+
+    def lane_engine(self, mode: str) -> Engine | None:
+        """This engine over a session of one thread fewer, for the server's batch lane
+        (`planning.lane_threads` under `mode`); None where there is none: not an ONNX Runtime
+        CPU session, a single thread, or the mode says no. Shares tokenizer, heads and cache."""
+        session = self.session
+        if not isinstance(session, EncoderSession) or session.provider != CPU:
+            return None
+        threads = lane_threads(session.threads, mode)
+        if not threads:
+            return None
+        lane = copy.copy(self)
+        lane.session = session.with_threads(threads)
+        return lane
 
     def pooled(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
         """Pooled vectors for any number of sequences, in their order: cached ones from the cache,

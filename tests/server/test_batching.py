@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+from embedserve import batching
 from embedserve.admission import Priority
 from embedserve.batching import (
     WINDOW_BUDGETS,
@@ -393,6 +394,69 @@ def test_a_tiny_request_runs_on_the_calling_thread_only_when_the_model_is_idle()
         batcher.start()
         assert (await ticket.result())[:, 0].tolist() == [2000]
         assert threads[-1] != threading.get_ident()
+
+    run(main())
+    batcher.close()
+
+
+def make_lanes():
+    """A batcher over a "main" and a "lane" fake session that record (session, first id)
+    of each run; the worker's runs wait at the gate."""
+    caller = threading.get_ident()
+    runs: list[tuple[str, int]] = []
+    gate, entered = threading.Event(), threading.Event()
+
+    def session(name: str):
+        def forward(sequences):
+            runs.append((name, int(sequences[0][0])))
+            if threading.get_ident() != caller:  # only the worker's runs are held
+                entered.set()
+                gate.wait(10)
+            return np.array([[s[0], len(s), 0] for s in sequences], dtype=np.float32)
+
+        return forward
+
+    batcher = Batcher(session("main"), 3, max_batch_tokens=64, lane_forward=session("lane"))
+    return batcher, runs, gate, entered
+
+
+@pytest.mark.parametrize("seen_for", [1.0, 0.0])
+def test_batch_work_takes_the_lane_session_while_interactive_work_is_around(monkeypatch, seen_for):
+    monkeypatch.setattr(batching, "YIELD_SECONDS", seen_for)
+    idle, idle_runs, _, _ = make_lanes()
+    assert idle.run_inline(seqs(1, [2])) is not None  # the model idle: its own session
+    assert idle_runs == [("main", 1000)]
+    batcher, runs, gate, entered = make_lanes()
+    batcher.start()
+
+    async def main():
+        first = batcher.submit(seqs(2, [4, 4]), priority=Priority.BATCH)
+        assert entered.wait(10)  # a batch-lane run in the model, held there
+        # Beside it, a tiny interactive request runs on the lane session, on this thread.
+        assert batcher.run_inline(seqs(3, [3]))[:, 0].tolist() == [3000]
+        second = batcher.submit(seqs(4, [3, 5, 4]), priority=Priority.BATCH)
+        gate.set()
+        assert (await first.result())[:, 0].tolist() == [2000, 2001]
+        assert (await second.result())[:, 0].tolist() == [4000, 4001, 4002]
+        interactive = batcher.submit(seqs(5, [2]))  # queued interactive work: the worker's turn
+        assert (await interactive.result())[:, 0].tolist() == [5000]
+
+    run(main())
+    batcher.close()
+    # No interactive work seen yet: the model's own session. The next batch-lane run takes the
+    # lane session while interactive work was seen within YIELD_SECONDS, the model's own after;
+    # interactive runs on the worker always take the model's own.
+    after = "lane" if seen_for else "main"
+    assert runs == [("main", 2000), ("lane", 3000), (after, 4001), ("main", 5000)]
+
+
+def test_without_a_lane_session_every_run_takes_the_model_s_own():
+    batcher = Batcher(lambda s: np.array([[x[0], len(x), 0] for x in s], np.float32), 3)
+    batcher.start()
+
+    async def main():
+        ticket = batcher.submit(seqs(1, [4, 4]), priority=Priority.BATCH)
+        assert (await ticket.result())[:, 0].tolist() == [1000, 1001]
 
     run(main())
     batcher.close()

@@ -39,10 +39,30 @@ class GatedEngine:
         return self._engine.prepare(*args, **kwargs)
 
     def forward(self, sequences: Any) -> Any:
+        return self.through_gate(self._engine.forward, sequences)
+
+    def through_gate(self, forward: Callable[[Any], Any], sequences: Any) -> Any:
         self.entered.set()
         assert self.gate.wait(120), "test forgot to open the gate"
         self.forwards.append([s.tolist() for s in sequences])
-        return self._engine.forward(sequences)
+        return forward(sequences)
+
+    def lane_engine(self, mode: str) -> Any:
+        """The engine's batch-lane engine, if it has one, held at the same gate and recorded in
+        the same list: a server test sees every run whichever session it takes."""
+        lane = getattr(self._engine, "lane_engine", lambda _: None)(mode)
+        return None if lane is None else GatedLane(self, lane)
+
+
+class GatedLane:
+    """A GatedEngine's lane engine: its runs go through the same gate."""
+
+    def __init__(self, gated: GatedEngine, lane: Any) -> None:
+        self._gated = gated
+        self._lane = lane
+
+    def forward(self, sequences: Any) -> Any:
+        return self._gated.through_gate(self._lane.forward, sequences)
 
 
 def background(fn: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:

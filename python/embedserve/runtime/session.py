@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +37,22 @@ class EncoderSession:
     def __init__(self, path: Path, options: SessionOptions | None = None) -> None:
         options = options or SessionOptions()
         self.path = path
+        self.options = options
         self._session = open_session(path, options)
         self.provider = self._session.get_providers()[0]
         self.input_names = checked_inputs([i.name for i in self._session.get_inputs()], path)
         self.output_name, self.hidden_size = hidden_state_output(self._session, path)
+
+    @property
+    def threads(self) -> int:
+        """Its intra-op threads: the option's, else the CPUs it may use (ONNX Runtime's own
+        default counts physical cores, one per pair of hyperthreads)."""
+        return self.options.intra_op_threads or usable_cpus()
+
+    def with_threads(self, threads: int) -> EncoderSession:
+        """The same graph on a session of its own with `threads` intra-op threads. Its weights
+        are loaded once more (ONNX Runtime's Python API shares none between sessions)."""
+        return EncoderSession(self.path, replace(self.options, intra_op_threads=threads))
 
     def run(
         self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray
@@ -48,6 +60,13 @@ class EncoderSession:
         feeds = graph_feeds(self.input_names, input_ids, attention_mask, token_type_ids)
         (hidden,) = self._session.run([self.output_name], feeds)
         return hidden
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def checked_inputs(names: list[str], path: Path) -> list[str]:

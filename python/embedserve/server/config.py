@@ -16,6 +16,7 @@ from embedserve.batching import (
 )
 from embedserve.loading import LoadSettings
 from embedserve.models import DEFAULT_MODEL, find_entry
+from embedserve.planning import LANE_SESSION_MODES
 from embedserve.settings import setting, settings_of
 from embedserve.token_encodings import TOKEN_ENCODINGS
 
@@ -153,6 +154,15 @@ class ServerConfig(LoadSettings):
         "nice value added to the models' threads (ONNX Runtime's and the batcher's), so the "
         "HTTP side, which answers /health and 429s, gets a core first when the model is busy",
         type=nice_value,
+    )
+    lane_session: str = setting(
+        "auto",
+        "a second session of each CPU model with one thread fewer, for batch-priority work while "
+        "interactive work is around, so interactive requests get a core of their own beside it "
+        "(its memory: the model's weights once more); auto: on at 2 to 4 model threads",
+        type=str,
+        choices=LANE_SESSION_MODES,
+        metavar="MODE",
     )
     limits: Limits = field(default_factory=Limits)
     token_encoding: str = setting(

@@ -219,6 +219,8 @@ class ModelRegistry:
             width = 1 if kind == SPARSE else 0
         else:
             width = info.dimension
+        lane_engine = getattr(engine, "lane_engine", None)  # an embedder's, on the CPU
+        lane = lane_engine(self.config.lane_session) if lane_engine is not None else None
         batcher = Batcher(
             engine.forward,
             width,
@@ -229,6 +231,7 @@ class ModelRegistry:
             max_wait_seconds=self.config.max_wait_seconds,
             on_batch=self.metrics.batch_observer(model.id),
             dtype=object if kind == SPARSE else np.float32,
+            lane_forward=lane.forward if lane is not None else None,
         )
         batcher.start()
         return batcher
