@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from embedserve.engine import Engine
 from embedserve.errors import InputError, InputTooLongError, InvalidTokenError
+from embedserve.planning import LANE_AUTO_MAX_BYTES, lane_threads
 from tokenizers import Tokenizer
 
 from .support import FP32_COSINE, cosines
@@ -212,3 +213,12 @@ def test_the_lane_session_runs_one_thread_fewer_where_the_mode_asks(
     assert lane_engine.session is not engine.session and lane_engine.tokenizer is engine.tokenizer
     ids = [np.array(t, np.int64) for t in engine.tokenize(reference["texts"][:16])]
     np.testing.assert_allclose(lane_engine.forward(ids), engine.forward(ids), atol=1e-5)
+
+
+def test_auto_opens_no_lane_session_for_a_large_graph(minilm_dir):
+    """The lane session loads the weights once more: auto keeps that to small graphs."""
+    engine = Engine.from_pretrained(minilm_dir, intra_op_threads=2)
+    assert 80e6 < engine.session.graph_bytes < 100e6  # all-MiniLM-L6-v2's fp32 weights
+    assert lane_threads(2, "auto", engine.session.graph_bytes) == 1
+    assert lane_threads(2, "auto", LANE_AUTO_MAX_BYTES + 1) == 0
+    assert lane_threads(2, "on", LANE_AUTO_MAX_BYTES + 1) == 1

@@ -160,11 +160,11 @@ class Engine(TextPreparer, Pretrained):
     def lane_engine(self, mode: str) -> Engine | None:
         """This engine over a session of one thread fewer, for the server's batch lane
         (`planning.lane_threads` under `mode`); None where there is none: not an ONNX Runtime
-        CPU session, a single thread, or the mode says no. Shares tokenizer, heads and cache."""
+        CPU session, a single thread, or the mode says no (auto: a large graph says no too). Shares tokenizer, heads and cache."""
         session = self.session
         if not isinstance(session, EncoderSession) or session.provider != CPU:
             return None
-        threads = lane_threads(session.threads, mode)
+        threads = lane_threads(session.threads, mode, session.graph_bytes)
         if not threads:
             return None
         lane = copy.copy(self)

@@ -22,19 +22,24 @@ def default_max_batch_tokens(provider: str, cpu_tokens: int = CPU_MAX_BATCH_TOKE
     return cpu_tokens if provider in CPU_PROVIDERS else GPU_MAX_BATCH_TOKENS
 
 
-# `--lane-session`: off, on, or auto (on only up to LANE_AUTO_MAX_THREADS model threads, where the
-# one core it keeps for interactive runs is a large share of the CPU; measured on 2: bench/NOTES.md).
+# `--lane-session`: off, on, or auto: on only up to LANE_AUTO_MAX_THREADS model threads, where
+# the one core it keeps for interactive runs is a large share of the CPU (measured on 2:
+# bench/NOTES.md), and only for graphs up to LANE_AUTO_MAX_BYTES, since the lane session loads the
+# weights once more (+86 MB for all-MiniLM-L6-v2; a 2 GB model would double its memory unasked).
 LANE_SESSION_MODES = ("auto", "on", "off")
 LANE_AUTO_MAX_THREADS = 4
+LANE_AUTO_MAX_BYTES = 512 * 2**20
 
 
-def lane_threads(threads: int, mode: str) -> int:
+def lane_threads(threads: int, mode: str, graph_bytes: int = 0) -> int:
     """Intra-op threads of the batch lane's own session for a CPU model of `threads` threads
-    (0: no such session): one fewer, so that an interactive run beside a batch-lane run has a
-    core to itself instead of sharing every core with it."""
+    whose graph takes `graph_bytes` (0: no such session): one fewer, so that an interactive run
+    beside a batch-lane run has a core to itself instead of sharing every core with it."""
     if mode not in LANE_SESSION_MODES:
         raise ValueError(f"lane session mode must be one of {LANE_SESSION_MODES}, got {mode!r}")
-    if threads < 2 or mode == "off" or (mode == "auto" and threads > LANE_AUTO_MAX_THREADS):
+    if threads < 2 or mode == "off":
+        return 0
+    if mode == "auto" and (threads > LANE_AUTO_MAX_THREADS or graph_bytes > LANE_AUTO_MAX_BYTES):
         return 0
     return threads - 1
 

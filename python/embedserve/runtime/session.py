@@ -49,6 +49,13 @@ class EncoderSession:
         default counts physical cores, one per pair of hyperthreads)."""
         return self.options.intra_op_threads or usable_cpus()
 
+    @property
+    def graph_bytes(self) -> int:
+        """Bytes of its graph file and of the external data beside it (`<name>.data`, as the
+        compiler writes it, or `<name>_data`, as exporters often do): about its weights."""
+        files = [self.path, *(self.path.with_name(self.path.name + s) for s in (".data", "_data"))]
+        return sum(f.stat().st_size for f in files if f.is_file())
+
     def with_threads(self, threads: int) -> EncoderSession:
         """The same graph on a session of its own with `threads` intra-op threads. Its weights
         are loaded once more (ONNX Runtime's Python API shares none between sessions)."""

@@ -159,7 +159,8 @@ class ServerConfig(LoadSettings):
         "auto",
         "a second session of each CPU model with one thread fewer, for batch-priority work while "
         "interactive work is around, so interactive requests get a core of their own beside it "
-        "(its memory: the model's weights once more); auto: on at 2 to 4 model threads",
+        "(its memory: the model's weights once more); auto: on at 2 to 4 model threads for graphs "
+        "up to 512 MiB",
         type=str,
         choices=LANE_SESSION_MODES,
         metavar="MODE",
