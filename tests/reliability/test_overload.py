@@ -5,6 +5,10 @@ client's rows never reach the model, even those already taken into a batching wi
 
 from __future__ import annotations
 
+import time
+
+import numpy as np
+
 from ..server.conftest import RawRequest, live_server, unhurried, wait_for
 from ..support.gated import HELD, GatedEngine, background
 from .conftest import MODEL, embed, error_of
@@ -70,3 +74,64 @@ def test_a_departed_clients_rows_in_the_window_never_reach_the_model(engine):
         with_zebra = [f for f in gated.forwards if any(zebra in seq for seq in f)]
         assert len(with_zebra) == 1  # the batch that was already running, and no other
         assert len(with_zebra[0]) < len(texts)
+
+
+def test_confirmed_overload_sheds_the_queued_burst_with_the_apis_429(engine):
+    """A burst admitted before overload was confirmed: once it is, the queued requests that would
+    finish past the target are answered 429 `queue_full` with Retry-After (OpenAI's shape), and
+    the ones kept are computed, each with its own vectors. Sizes are in tokens (the detection
+    level is 16 full model runs, a run 1,024 tokens), so no CPU speed enters the test."""
+    gated = GatedEngine(engine)
+    gated.gate.set()
+    with live_server(unhurried(), engines={MODEL: gated}) as server:
+        batcher = server.state.registry.models[0].batcher
+        assert embed(server.url, {"model": MODEL, "input": [LONG] * 64}).status_code == 200
+        assert batcher.tokens_per_second is not None
+
+        gated.gate.clear()
+        gated.entered.clear()
+        held, _ = background(lambda: embed(server.url, {"model": MODEL, "input": HELD}))
+        assert gated.entered.wait(10)
+        # 60 requests of 8 texts (~500 tokens each, under the 3-run target alone): ~30,000
+        # tokens, above the 16,384 of the detection level.
+        burst = [
+            background(
+                lambda: embed(server.url, {"model": MODEL, "input": [LONG] * 8}, timeout=120)
+            )
+            for _ in range(60)
+        ]
+        wait_for(lambda: batcher.queued_inputs + 8 * sum(not t.is_alive() for t, _ in burst) == 480)
+        assert not batcher.policy.overloaded
+        time.sleep(batcher.policy.target + 0.05)  # the standing queue has lasted an interval
+        # The arrival that confirms overload; itself admitted if it fits after the shedding.
+        confirming, confirmed = background(
+            lambda: embed(server.url, {"model": MODEL, "input": "."})
+        )
+        wait_for(lambda: batcher.policy.overloaded)
+        # The shed requests are answered now, while the model is still held.
+        wait_for(lambda: any(not t.is_alive() for t, _ in burst))
+        assert all(out["value"].status_code == 429 for t, out in burst if not t.is_alive())
+
+        gated.gate.set()
+        held.join(30)
+        confirming.join(30)
+        assert confirmed["value"].status_code in (200, 429)
+        answers = []
+        for thread, out in burst:
+            thread.join(60)
+            answers.append(out["value"])
+        statuses = [a.status_code for a in answers]
+        assert set(statuses) <= {200, 429}, statuses
+        # Kept: about a target's worth (3 model runs, at least 0.1 s of work), the rest shed.
+        assert statuses.count(200) >= 1 and statuses.count(429) >= 1, statuses
+        want = engine.embed([LONG]).embeddings[0]
+        for answer in answers:
+            if answer.status_code == 429:
+                error = error_of(answer, 429, "queue_full")
+                assert error["type"] == "rate_limit_error" and "finish in about" in error["message"]
+                assert 1 <= int(answer.headers["retry-after"]) <= 60
+            else:
+                data = answer.json()["data"]
+                assert [d["index"] for d in data] == list(range(8))
+                got = np.asarray([d["embedding"] for d in data], np.float32)
+                assert (got @ want).min() >= 0.99999
