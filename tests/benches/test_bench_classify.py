@@ -2,43 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from . import run_bench
 
 
 @pytest.mark.parametrize(
     ("task", "size", "column"), [("classify", "--texts", "texts"), ("yes-no", "--docs", "pairs")]
 )
 def test_bench_classify_prints_a_row_per_set(task, size, column):
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "classify",
-            "--task",
-            task,
-            size,
-            "4",
-            "--repeats",
-            "1",
-            "--sets",
-            "short",
-            "medium",
-            "--no-baseline",
-            "--threads",
-            "1",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    done = run_bench(
+        *("classify", "--task", task, size, "4", "--repeats", "1"),
+        *("--sets", "short", "medium", "--no-baseline", "--threads", "1"),
         timeout=600,
-        check=True,
     )
     lines = done.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("set"))

@@ -5,25 +5,17 @@ numbers are not asserted, only that both sides ran and agree."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from . import run_bench
 
 
 def test_families_bench_prints_a_row_per_family(minilm_dir):
     tiny = ["--layers", "1", "--hidden", "32", "--heads", "4", "--intermediate", "48"]
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "families", "--families", "nomic_bert", "llama"]
-        + [*tiny, "--texts", "4", "--repeats", "1", "--sets", "short"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    done = run_bench(
+        *("families", "--families", "nomic_bert", "llama"),
+        *(*tiny, "--texts", "4", "--repeats", "1", "--sets", "short"),
         timeout=300,
-        check=False,
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = re.findall(
         r"^(\S+)\s+short\s+[\d.]+\s+([\d.]+)\s+([\d.]+)\s+[\d.]+x\s+([\d.]+)\s+(.+)$",
         done.stdout,

@@ -12,28 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
+from . import ROOT, run_bench
 
 
 def test_gpu_bench_smoke_runs_the_whole_matrix_on_the_cpu():
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "gpu",
-            "--smoke",
-            "--models",
-            "all-MiniLM-L6-v2",
-            "--no-baseline",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = run_bench("gpu", "--smoke", "--models", "all-MiniLM-L6-v2", "--no-baseline", timeout=240)
     out = done.stdout
     for precision in ("fp32", "fp16"):
         for kind in ("short", "mix"):

@@ -6,8 +6,6 @@ from __future__ import annotations
 import ast
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,8 +13,7 @@ import pytest
 from bench import bench_soak
 
 from ..support.cross_encoders import bert_cross_encoder
-
-ROOT = Path(__file__).resolve().parents[2]
+from . import run_bench
 
 
 @pytest.fixture(scope="module")
@@ -24,20 +21,9 @@ def tiny_reranker(tmp_path_factory, minilm_dir) -> Path:
     return bert_cross_encoder(tmp_path_factory.mktemp("bench-load") / "bert", minilm_dir)
 
 
-def bench(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bench", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-
-
 def test_overload_sends_reranks_and_counts_pairs(tiny_reranker, tmp_path):
     out = tmp_path / "phases.json"
-    done = bench(
+    done = run_bench(
         "overload",
         "--task",
         "rerank",
@@ -56,7 +42,6 @@ def test_overload_sends_reranks_and_counts_pairs(tiny_reranker, tmp_path):
         "--json",
         str(out),
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "to /v1/rerank" in done.stdout and "goodput pairs/s" in done.stdout
     [phases] = json.loads(out.read_text())
     assert [p["name"] for p in phases] == ["capacity", "2x"]
@@ -69,7 +54,7 @@ def test_overload_sends_reranks_and_counts_pairs(tiny_reranker, tmp_path):
 
 
 def test_soak_mixes_rerank_traffic_and_counts_5xx(tiny_reranker):
-    done = bench(
+    done = run_bench(
         "soak",
         "--minutes",
         "0.1",
@@ -83,7 +68,6 @@ def test_soak_mixes_rerank_traffic_and_counts_5xx(tiny_reranker):
         "--header-timeout-seconds",
         "2",  # a partial-headers client waits no longer than that
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     answers = ast.literal_eval(
         re.search(r"^answers: (\{.*\})$", done.stdout, re.MULTILINE).group(1)
     )
@@ -102,7 +86,7 @@ def test_soak_refuses_a_share_outside_zero_to_one(capsys):
 
 def test_overload_mixed_runs_interactive_beside_a_batch_flood(tmp_path):
     out = tmp_path / "mixed.json"
-    done = bench(
+    done = run_bench(
         "overload",
         "--mixed",
         "--seconds",
@@ -116,7 +100,6 @@ def test_overload_mixed_runs_interactive_beside_a_batch_flood(tmp_path):
         "--json",
         str(out),
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     [phases] = json.loads(out.read_text())
     names = [p["name"] for p in phases]
     assert names == [

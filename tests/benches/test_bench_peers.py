@@ -6,17 +6,12 @@ environment cannot hold; these tests cover the parts that decide what is compare
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from bench import bench_peers, peers_env
 from bench.peers_st import int8_config
 
-ROOT = Path(__file__).resolve().parents[2]
+from . import run_bench
 
 
 def _row(runner: str, texts_per_s: float, min_cos: float) -> dict:
@@ -84,14 +79,6 @@ def test_peers_are_skipped_with_the_setup_command_when_their_venv_is_missing(tmp
     # An empty cache: no peers' venv, so the run names the setup step and measures nothing else.
     monkeypatch.setenv("EMBEDSERVE_CACHE", str(tmp_path))
     assert not peers_env.is_ready()
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "peers", "--runners", "st-onnx", "--rounds", "1"],
-        cwd=ROOT,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    done = run_bench("peers", "--runners", "st-onnx", "--rounds", "1", timeout=120)
     assert "python -m bench peers --setup" in done.stdout
     assert "round 1" not in done.stdout

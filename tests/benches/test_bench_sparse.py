@@ -3,34 +3,12 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from . import run_bench
 
 
 def test_sparse_bench_prints_a_row_per_set(splade_dir):
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "sparse",
-            "--texts",
-            "4",
-            "--repeats",
-            "1",
-            "--sets",
-            "short",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = run_bench("sparse", "--texts", "4", "--repeats", "1", "--sets", "short", timeout=300)
     row = re.search(
         r"^short\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)$", done.stdout, re.MULTILINE
     )
