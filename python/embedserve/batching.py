@@ -342,22 +342,16 @@ class Batcher:
                 if not entry.cancelled and (wait <= limit or own > limit):
                     break
                 queue.pop()
-                if entry.cancelled:
-                    continue
-                entry.cancelled = True
-                self._queued_inputs -= entry.unbatched
-                self._lane_inputs[priority] -= entry.unbatched
-                self._queued_tokens[priority] -= entry.unbatched_tokens
-                entry.unbatched = entry.unbatched_tokens = 0
-                shed.append((entry, QueueFullError.wait(wait, limit)))
+                if not entry.cancelled:
+                    self._forget(entry)
+                    shed.append((entry, QueueFullError.wait(wait, limit)))
         return shed
 
     def _unwind_window(self) -> None:
         """Put the window's requests that have no row in a batch yet back at the head of their
         queue, in arrival order (lock held): a window taken before overload holds up to
         WINDOW_BUDGETS full runs, more than the target, and they may be shed like the rest."""
-        whole = {id(row[1]): row[1] for row in self._window}
-        whole = {k: e for k, e in whole.items() if e.unbatched == len(e.lengths)}
+        whole = {id(e): e for _, e, _ in self._window if e.unbatched == len(e.lengths)}
         if not whole:
             return
         self._window = [row for row in self._window if id(row[1]) not in whole]
@@ -439,12 +433,16 @@ class Batcher:
     def _drop(self, entry: _Entry) -> None:
         """Forget the entry's unbatched inputs; the worker skips its rows from now on."""
         with self._cond:
-            if not entry.cancelled:
-                entry.cancelled = True
-                self._queued_inputs -= entry.unbatched
-                self._lane_inputs[entry.priority] -= entry.unbatched
-                self._queued_tokens[entry.priority] -= entry.unbatched_tokens
-                entry.unbatched = entry.unbatched_tokens = 0
+            self._forget(entry)
+
+    def _forget(self, entry: _Entry) -> None:
+        """`_drop` with the lock held."""
+        if not entry.cancelled:
+            entry.cancelled = True
+            self._queued_inputs -= entry.unbatched
+            self._lane_inputs[entry.priority] -= entry.unbatched
+            self._queued_tokens[entry.priority] -= entry.unbatched_tokens
+            entry.unbatched = entry.unbatched_tokens = 0
 
     # -- worker thread --
 
