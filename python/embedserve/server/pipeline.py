@@ -142,9 +142,10 @@ class RequestPipeline:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def off_loop(self, work: Callable[..., T], *args: Any) -> T:
-        """`work(*args)` on the pipeline's CPU threads (parsing a large body, for one)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
+    def off_loop(self, work: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """`work(*args)` on the pipeline's CPU threads: tokenizing, finishing, parsing a large
+        body."""
+        return asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
 
     def refuse_if_draining(self) -> None:
         if self.drain is not None and self.drain.draining:
@@ -175,7 +176,6 @@ class RequestPipeline:
         Cancelling the awaiting task (or `until` raising) drops the job's rows still queued."""
         wait = until or _AS_IS
         self.refuse_if_draining()
-        loop = asyncio.get_running_loop()
         ratio = self._tokens_per_char.get(model, DEFAULT_TOKENS_PER_CHAR)
         estimate = job.estimated_tokens(ratio)
         reservation: Reservation | None = None
@@ -191,7 +191,7 @@ class RequestPipeline:
                 if inline:
                     step()
                 else:
-                    await wait(loop.run_in_executor(self._executor, step))
+                    await wait(self.off_loop(step))
             tokenization = time.perf_counter() - started
             outputs = None
             if batcher is not None:
@@ -210,7 +210,7 @@ class RequestPipeline:
             if job.finish_cost(outputs) <= INLINE_VALUES and priority is Priority.INTERACTIVE:
                 result = job.finish(outputs)
             else:
-                result = await wait(loop.run_in_executor(self._executor, job.finish, outputs))
+                result = await wait(self.off_loop(job.finish, outputs))
         finally:
             if reservation is not None:
                 reservation.release()  # a no-op once submitted
