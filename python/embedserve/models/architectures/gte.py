@@ -7,14 +7,12 @@ mask gives the same states."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family
 from embedserve.models.hf_config import HFConfig, UnsupportedArchitectureError
 from embedserve.models.layers.attention import Heads, attention, padding_mask
 from embedserve.models.layers.builder import GraphBuilder
 from embedserve.models.layers.embeddings import positions_from_zero, token_types, tokens
-from embedserve.models.layers.linear import check_activation, linear
+from embedserve.models.layers.linear import check_activation, linear, packed_qkv
 from embedserve.models.layers.mlp import feed_forward
 from embedserve.models.layers.norms import layer_norm, rms_norm
 from embedserve.models.layers.rotary import Rotary, rotary
@@ -67,12 +65,7 @@ def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
     for n in range(layers):
         p, scope = f"encoder.layer.{n}.", f"layer.{n}"
         if w.has(p + "attention.qkv_proj.weight"):  # pack_qkv, the default
-            qkv = linear(
-                g, w, p + "attention.qkv_proj", x, scope + "/qkv", (3 * hidden, hidden), True
-            )
-            q, k, v = g.ops(
-                "Split", [qkv, g.const([hidden] * 3, np.int64)], scope + "/qkv_split", 3, axis=-1
-            )
+            q, k, v = packed_qkv(g, w, p + "attention.qkv_proj", x, scope, hidden, True)
         else:
             q, k, v = (
                 linear(

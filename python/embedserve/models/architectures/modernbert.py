@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family
 from embedserve.models.hf_config import HFConfig
 from embedserve.models.layers.attention import Heads, attention, padding_mask, structured_mask
 from embedserve.models.layers.builder import GraphBuilder
 from embedserve.models.layers.embeddings import tokens
-from embedserve.models.layers.linear import check_activation, linear
+from embedserve.models.layers.linear import check_activation, linear, packed_qkv
 from embedserve.models.layers.mlp import feed_forward
 from embedserve.models.layers.norms import layer_norm
 from embedserve.models.layers.rotary import rotary
@@ -72,14 +70,7 @@ def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
         rope = rotary(g, heads.head_dim, max_positions, _rope(c, kind), c.path)
         # Layer 0 has no attn_norm (an Identity in transformers): the embeddings' norm serves.
         h = norm(p + "attn_norm", x, scope + "/attn_norm") if n else x
-        qkv = linear(g, w, p + "attn.Wqkv", h, scope + "/qkv", (3 * hidden, hidden), attn_bias)
-        q, k, v = g.ops(
-            "Split",
-            [qkv, g.const([hidden] * 3, np.int64)],
-            scope + "/qkv_split",
-            outputs=3,
-            axis=-1,
-        )
+        q, k, v = packed_qkv(g, w, p + "attn.Wqkv", h, scope, hidden, attn_bias)
         context = attention(g, q, k, v, mask, heads, scope + "/attention", rotary=rope)
         out = linear(
             g, w, p + "attn.Wo", context, scope + "/attention_out", (hidden, hidden), attn_bias

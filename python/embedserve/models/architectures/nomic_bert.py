@@ -12,7 +12,7 @@ from embedserve.models.hf_config import HFConfig, UnsupportedArchitectureError
 from embedserve.models.layers.attention import Heads, attention, padding_mask
 from embedserve.models.layers.builder import GraphBuilder
 from embedserve.models.layers.embeddings import positions_from_zero, token_types, tokens
-from embedserve.models.layers.linear import activation, linear
+from embedserve.models.layers.linear import activation, linear, packed_qkv
 from embedserve.models.layers.mlp import feed_forward, gated
 from embedserve.models.layers.norms import layer_norm
 from embedserve.models.layers.rotary import Rotary, rotary
@@ -150,10 +150,7 @@ def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
     mask = padding_mask(g)
     for n in range(layers):
         p, scope = f"encoder.layers.{n}.", f"layer.{n}"
-        qkv = linear(g, w, p + "attn.Wqkv", x, scope + "/qkv", (3 * hidden, hidden), None)
-        q, k, v = g.ops(
-            "Split", [qkv, g.const([hidden] * 3, np.int64)], scope + "/qkv_split", 3, axis=-1
-        )
+        q, k, v = packed_qkv(g, w, p + "attn.Wqkv", x, scope, hidden, None)
         context = attention(g, q, k, v, mask, heads, scope + "/attention", rotary=rope)
         out = linear(
             g, w, p + "attn.out_proj", context, scope + "/attention_out", (hidden, hidden), None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from embedserve.models.hf_config import UnsupportedArchitectureError
 from embedserve.models.layers.builder import GraphBuilder
 from embedserve.models.weights import Weights
@@ -37,6 +39,18 @@ def linear(
         b = g.weight(prefix + ".bias", w.get(prefix + ".bias", (shape[0],)))
         out = g.op("Add", [out, b], name + "/bias")
     return out
+
+
+def packed_qkv(
+    g: GraphBuilder, w: Weights, prefix: str, x: str, name: str, hidden: int, bias: bool | None
+) -> tuple[str, str, str]:
+    """q, k and v from one projection stored packed as ``prefix.weight`` [3·hidden, hidden]
+    (GTE's qkv_proj, NomicBERT's and ModernBERT's Wqkv): one MatMul, then a Split."""
+    qkv = linear(g, w, prefix, x, name + "/qkv", (3 * hidden, hidden), bias)
+    q, k, v = g.ops(
+        "Split", [qkv, g.const([hidden] * 3, np.int64)], name + "/qkv_split", 3, axis=-1
+    )
+    return q, k, v
 
 
 def check_activation(kind: str, source: object) -> str:
