@@ -101,12 +101,15 @@ def test_confirmed_overload_sheds_the_queued_burst_with_the_apis_429(engine):
             for _ in range(60)
         ]
         wait_for(lambda: batcher.queued_inputs + 8 * sum(not t.is_alive() for t, _ in burst) == 480)
-        assert not batcher.policy.overloaded
-        time.sleep(batcher.policy.target + 0.05)  # the standing queue has lasted an interval
-        # The arrival that confirms overload; itself admitted if it fits after the shedding.
-        confirming, confirmed = background(
-            lambda: embed(server.url, {"model": MODEL, "input": "."})
-        )
+        confirming = None
+        # Where sending the burst took longer than a target interval (a slow machine), its own
+        # tail confirmed the standing queue and shed the rest; else one more arrival does.
+        if not batcher.policy.overloaded:
+            time.sleep(batcher.policy.target + 0.05)  # the standing queue has lasted an interval
+            # The arrival that confirms overload; itself admitted if it fits after the shedding.
+            confirming, confirmed = background(
+                lambda: embed(server.url, {"model": MODEL, "input": "."})
+            )
         wait_for(lambda: batcher.policy.overloaded)
         # The shed requests are answered now, while the model is still held.
         wait_for(lambda: any(not t.is_alive() for t, _ in burst))
@@ -114,8 +117,9 @@ def test_confirmed_overload_sheds_the_queued_burst_with_the_apis_429(engine):
 
         gated.gate.set()
         held.join(30)
-        confirming.join(30)
-        assert confirmed["value"].status_code in (200, 429)
+        if confirming is not None:
+            confirming.join(30)
+            assert confirmed["value"].status_code in (200, 429)
         answers = []
         for thread, out in burst:
             thread.join(60)
