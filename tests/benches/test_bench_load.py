@@ -57,7 +57,7 @@ def test_soak_mixes_rerank_traffic_and_counts_5xx(tiny_reranker):
     done = run_bench(
         "soak",
         "--minutes",
-        "0.1",
+        "0.05",  # 3 s: two closed-loop clients get dozens of answers from the tiny reranker
         "--clients",
         "2",
         "--rerank-share",

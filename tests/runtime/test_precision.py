@@ -147,9 +147,9 @@ def test_int8_mix_returns_the_least_quantizable_matmuls_to_float_until_the_check
     minilm_dir,
 ):
     from embedserve.models.static_int8 import (
+        Int8Search,
         channel_stats,
         check_texts,
-        choose_int8_mix,
         outlier_channels,
         pooled_vectors,
         quantized_inputs,
@@ -164,10 +164,13 @@ def test_int8_mix_returns_the_least_quantizable_matmuls_to_float_until_the_check
     _, check = _minilm_graph(minilm_dir, check_texts(16, 64, 32))
     reference = pooled_vectors(model, check)
 
-    loose = choose_int8_mix(model, stats, check, min_cosine=0.9)
+    # One search for the three (choose_int8_mix is one search's `choose`): they share the float
+    # graph's vectors and the all-int8 and all-split attempts; each claim is checked below.
+    search = Int8Search(model, stats, check)
+    loose = search.choose(min_cosine=0.9)
     # Just above what all-int8 reaches: splitting outlier channels off must get there alone.
-    middle = choose_int8_mix(model, stats, check, min_cosine=loose.check_min_cosine + 0.001)
-    strict = choose_int8_mix(model, stats, check, min_cosine=0.999)
+    middle = search.choose(min_cosine=loose.check_min_cosine + 0.001)
+    strict = search.choose(min_cosine=0.999)
     assert loose.keep_float == [] and loose.split == {} and loose.quantized == 36
     assert middle.split and middle.keep_float == [] and middle.quantized == 36
     assert 0 < len(strict.keep_float) < 36

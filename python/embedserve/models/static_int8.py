@@ -466,6 +466,98 @@ class Int8Choice:
     check_min_cosine: float
 
 
+class Int8Search:
+    """int8 mixes of one float graph, each checked against the float graph's vectors on one set
+    of check texts. `choose` picks the cheapest that keeps a cosine; asking it for several
+    cosines shares the float graph's vectors and the attempts every search starts with (all
+    int8, then every outlier split off), which cost a quantization and a check each."""
+
+    def __init__(
+        self,
+        model: object,
+        stats: dict[str, ChannelStats],
+        check_batches: list[dict[str, np.ndarray]],
+    ) -> None:
+        self.model = model
+        self.stats = stats
+        self.check_batches = check_batches
+        self.readers = quantized_inputs(model, [])
+        self.order = sorted(
+            self.readers, key=lambda tensor: stats[tensor].tensor().crest, reverse=True
+        )
+        self.outliers = {tensor: outlier_channels(stats[tensor].peaks) for tensor in self.order}
+        self.splittable = [tensor for tensor in self.order if self.outliers[tensor].size]
+        self.reference = pooled_vectors(model, check_batches)
+        self._whole_ranges = {tensor: stats[tensor].tensor() for tensor in self.order}
+
+    def attempt(self, split: Sequence[str], floats: Sequence[str] = ()) -> Int8Choice:
+        """The graph with `split`'s outlier channels and `floats`' MatMuls in float, checked."""
+        import onnx
+
+        split = [tensor for tensor in split if tensor not in floats]
+        candidate = onnx.ModelProto()  # the one copy: splitting and quantizing work in place
+        candidate.CopyFrom(self.model)  # type: ignore[arg-type]
+        split_outlier_channels(candidate, {tensor: self.outliers[tensor] for tensor in split})
+        ranges = self._whole_ranges | {
+            int8_input(t): self.stats[t].tensor(excluding=self.outliers[t]) for t in split
+        }
+        keep = [node for tensor in floats for node in self.readers[tensor]]
+        candidate = qdq_int8_model(candidate, ranges, keep)
+        cosines = (pooled_vectors(candidate, self.check_batches) * self.reference).sum(axis=1)
+        quantized = sum(len(self.readers[tensor]) for tensor in self.order if tensor not in floats)
+        split_channels = {tensor: self.outliers[tensor].tolist() for tensor in split}
+        return Int8Choice(candidate, split_channels, keep, quantized, float(cosines.min()))
+
+    @functools.cached_property
+    def all_int8(self) -> Int8Choice:
+        return self.attempt([])
+
+    @functools.cached_property
+    def all_split(self) -> Int8Choice:
+        return self.attempt(self.splittable)
+
+    def choose(self, min_cosine: float = CHECK_MIN_COSINE) -> Int8Choice:
+        """The cheapest int8 graph whose worst check text keeps `min_cosine` against the float
+        graph (`choose_int8_mix`)."""
+
+        def fewest(
+            count: int, make: Callable[[int], Int8Choice], passing: Int8Choice
+        ) -> Int8Choice:
+            """A passing attempt with a small n in 1..count, given make(count) passes: n = 1, 2,
+            4, ... until one passes, then a binary search in the gap below it."""
+            low, high, best = 1, count, passing
+            n = 1
+            while n < count:
+                choice = make(n)
+                if choice.check_min_cosine >= min_cosine:
+                    best, high = choice, n
+                    break
+                low, n = n + 1, 2 * n
+            while low < high:
+                middle = (low + high) // 2
+                choice = make(middle)
+                if choice.check_min_cosine >= min_cosine:
+                    best, high = choice, middle
+                else:
+                    low = middle + 1
+            return best
+
+        if self.all_int8.check_min_cosine >= min_cosine:
+            return self.all_int8
+        splittable = self.splittable
+        if self.all_split.check_min_cosine >= min_cosine:
+            return fewest(len(splittable), lambda n: self.attempt(splittable[:n]), self.all_split)
+        # Every outlier split off; now whole inputs back to float, by their crest without outliers.
+        by_crest = sorted(
+            self.order,
+            key=lambda tensor: self.stats[tensor].tensor(self.outliers[tensor]).crest,
+            reverse=True,
+        )
+        every_matmul = [n for names in self.readers.values() for n in names]
+        float_graph = Int8Choice(self.model, {}, every_matmul, 0, 1.0)
+        return fewest(len(by_crest), lambda n: self.attempt(splittable, by_crest[:n]), float_graph)
+
+
 def choose_int8_mix(
     model: object,
     stats: dict[str, ChannelStats],
@@ -486,62 +578,7 @@ def choose_int8_mix(
     with every rounding), so the answer is a passing mix with few inputs treated, not provably
     the fewest.
     """
-    readers = quantized_inputs(model, [])
-    order = sorted(readers, key=lambda tensor: stats[tensor].tensor().crest, reverse=True)
-    outliers = {tensor: outlier_channels(stats[tensor].peaks) for tensor in order}
-    splittable = [tensor for tensor in order if outliers[tensor].size]
-    reference = pooled_vectors(model, check_batches)
-    whole_ranges = {tensor: stats[tensor].tensor() for tensor in order}
-
-    def attempt(split: Sequence[str], floats: Sequence[str] = ()) -> Int8Choice:
-        import onnx
-
-        split = [tensor for tensor in split if tensor not in floats]
-        candidate = onnx.ModelProto()  # the one copy: splitting and quantizing work in place
-        candidate.CopyFrom(model)  # type: ignore[arg-type]
-        split_outlier_channels(candidate, {tensor: outliers[tensor] for tensor in split})
-        ranges = whole_ranges | {
-            int8_input(t): stats[t].tensor(excluding=outliers[t]) for t in split
-        }
-        keep = [node for tensor in floats for node in readers[tensor]]
-        candidate = qdq_int8_model(candidate, ranges, keep)
-        cosines = (pooled_vectors(candidate, check_batches) * reference).sum(axis=1)
-        quantized = sum(len(readers[tensor]) for tensor in order if tensor not in floats)
-        split_channels = {tensor: outliers[tensor].tolist() for tensor in split}
-        return Int8Choice(candidate, split_channels, keep, quantized, float(cosines.min()))
-
-    def fewest(count: int, make: Callable[[int], Int8Choice], passing: Int8Choice) -> Int8Choice:
-        """A passing attempt with a small n in 1..count, given make(count) passes: n = 1, 2, 4,
-        ... until one passes, then a binary search in the gap below it."""
-        low, high, best = 1, count, passing
-        n = 1
-        while n < count:
-            choice = make(n)
-            if choice.check_min_cosine >= min_cosine:
-                best, high = choice, n
-                break
-            low, n = n + 1, 2 * n
-        while low < high:
-            middle = (low + high) // 2
-            choice = make(middle)
-            if choice.check_min_cosine >= min_cosine:
-                best, high = choice, middle
-            else:
-                low = middle + 1
-        return best
-
-    plain = attempt([])
-    if plain.check_min_cosine >= min_cosine:
-        return plain
-    all_split = attempt(splittable)
-    if all_split.check_min_cosine >= min_cosine:
-        return fewest(len(splittable), lambda n: attempt(splittable[:n]), all_split)
-    # Every outlier split off; now whole inputs back to float, by their crest without outliers.
-    by_crest = sorted(
-        order, key=lambda tensor: stats[tensor].tensor(outliers[tensor]).crest, reverse=True
-    )
-    float_graph = Int8Choice(model, {}, [n for names in readers.values() for n in names], 0, 1.0)
-    return fewest(len(by_crest), lambda n: attempt(splittable, by_crest[:n]), float_graph)
+    return Int8Search(model, stats, check_batches).choose(min_cosine)
 
 
 def quantize_static_int8(
