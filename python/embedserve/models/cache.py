@@ -34,11 +34,16 @@ def compiled_graph(key: str) -> Path:
     return compiled_root() / key / "model.onnx"
 
 
+# The memo keeps this many of the newest entries whose files are still there unchanged; entries
+# for files since deleted or rewritten (temporary folders, re-saved checkpoints) are dropped.
+MEMO_ENTRIES = 1_000
+
+
 def file_hash(weights: Path) -> str:
     """sha256 of a weights or graph file, remembered beside the compiled graphs by size and mtime."""
     stat = weights.stat()
     memo = compiled_root() / "hashes.json"
-    key = f"{weights.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    key = _memo_key(weights.resolve(), stat.st_size, stat.st_mtime_ns)
     known: dict[str, str] = {}
     if memo.exists():
         try:
@@ -46,6 +51,22 @@ def file_hash(weights: Path) -> str:
         except ValueError:
             known = {}
     if key not in known:
-        known[key] = sha256_of(weights)
+        digest = sha256_of(weights)
+        kept = [(k, v) for k, v in known.items() if _still_current(k)][-(MEMO_ENTRIES - 1) :]
+        known = dict([*kept, (key, digest)])
         atomic_write_bytes(memo, json.dumps(known).encode())
     return known[key]
+
+
+def _memo_key(path: Path | str, size: int, mtime_ns: int) -> str:
+    return f"{path}:{size}:{mtime_ns}"
+
+
+def _still_current(key: str) -> bool:
+    """Whether a memo entry's file is still there with the size and mtime it was hashed at."""
+    path, _, _ = key.rsplit(":", 2)
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return False
+    return key == _memo_key(path, stat.st_size, stat.st_mtime_ns)
