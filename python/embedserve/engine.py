@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from embedserve import _core
 from embedserve.errors import InputError
+from embedserve.fanout import map_on_threads
 from embedserve.inputs import Inputs, TextsOrTokens
 from embedserve.loading import LoadPlan, Pretrained, Runs
 from embedserve.models import ModelConfig, load_model_config
 from embedserve.models.dense import load_dense
 from embedserve.models.pooling_graph import POOLING_MODES
 from embedserve.models.variants import graph_for
-from embedserve.planning import default_max_batch_tokens, lane_threads, pad_batch, plan_batches
+from embedserve.planning import (
+    bulk_batch_tokens,
+    bulk_workers,
+    default_max_batch_tokens,
+    goes_wide,
+    lane_threads,
+    pad_batch,
+    plan_batches,
+)
 from embedserve.precision import CUDA_BOUND
 from embedserve.preparing import TextPreparer
 from embedserve.runtime import EncoderSession
@@ -72,6 +82,7 @@ class Engine(TextPreparer, Pretrained):
         max_batch_tokens: int | None = None,
         precision: str = "fp32",
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        bulk_session: str = "auto",
     ) -> None:
         self.config = config
         self.tokenizer = tokenizer
@@ -79,6 +90,11 @@ class Engine(TextPreparer, Pretrained):
         # Pooled vectors by the exact ids the model saw, for the library and every server route.
         self.cache = VectorCache(cache_bytes)
         self.max_batch_tokens = max_batch_tokens or default_max_batch_tokens(session.provider)
+        # Calls with many micro-batches run them on a one-thread session from several threads
+        # at once (`pooled`; planning.bulk_workers): opened on the first such call.
+        self.bulk_workers = self._cpu_threads(lambda t, g: bulk_workers(t, bulk_session, g))
+        self._bulk: Engine | None = None
+        self._bulk_lock = threading.Lock()
         # Dense heads after pooling (sentence-transformers' Dense modules), applied in order.
         self.dense = [load_dense(path) for path in config.dense_paths]
         dimension = (
@@ -133,6 +149,7 @@ class Engine(TextPreparer, Pretrained):
             max_batch_tokens=plan.max_batch_tokens(session.provider),
             precision=chosen.name,
             cache_bytes=plan.options.cache_bytes,
+            bulk_session=plan.options.bulk_session,
         )
 
     # -- the steps, public so the server's batcher can run them separately --
@@ -161,28 +178,63 @@ class Engine(TextPreparer, Pretrained):
         """This engine over a session of one thread fewer, for the server's batch lane
         (`planning.lane_threads` under `mode`); None where there is none: not an ONNX Runtime
         CPU session, a single thread, or the mode says no (auto: a large graph says no too). Shares tokenizer, heads and cache."""
+        threads = self._cpu_threads(lambda t, g: lane_threads(t, mode, g))
+        return self._with_threads(threads) if threads else None
+
+    def _cpu_threads(self, rule: Callable[[int, int], int]) -> int:
+        """`rule(threads, graph_bytes)` for an ONNX Runtime CPU session; 0 for any other."""
         session = self.session
         if not isinstance(session, EncoderSession) or session.provider != CPU:
+            return 0
+        return rule(session.threads, session.graph_bytes)
+
+    def _with_threads(self, threads: int) -> Engine:
+        """This engine (tokenizer, heads, cache) over its graph on a session of `threads`."""
+        other = copy.copy(self)
+        other.session = self.session.with_threads(threads)  # type: ignore[union-attr]
+        other.bulk_workers = 0
+        return other
+
+    def bulk_engine(self) -> Engine | None:
+        """This engine over a session of one intra-op thread, on which bulk calls run their
+        batches `bulk_workers` at a time; opened once, on the first call that asks. None where
+        there is none (`bulk_workers` is 0)."""
+        if not self.bulk_workers:
             return None
-        threads = lane_threads(session.threads, mode, session.graph_bytes)
-        if not threads:
-            return None
-        lane = copy.copy(self)
-        lane.session = session.with_threads(threads)
-        return lane
+        with self._bulk_lock:
+            if self._bulk is None:
+                self._bulk = self._with_threads(1)
+            return self._bulk
 
     def pooled(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
         """Pooled vectors for any number of sequences, in their order: cached ones from the cache,
         the rest via length-sorted micro-batches."""
         found, missing = split_cached(self.cache, sequences)
-        todo = [sequences[i] for i in missing]
-        computed = np.empty((len(todo), self.model_info.dimension), dtype=np.float32)
-        lengths = np.fromiter((len(s) for s in todo), dtype=np.int64, count=len(todo))
-        for group in plan_batches(lengths, self.max_batch_tokens):
-            computed[group] = self.forward([todo[i] for i in group])
+        computed = self._run_batches([sequences[i] for i in missing])
         return merge_cached(
             self.cache, sequences, found, missing, computed, self.model_info.dimension
         )
+
+    def _run_batches(self, todo: list[np.ndarray]) -> np.ndarray:
+        """Pooled rows of `todo`: one micro-batch after another on the model's session, or, for a
+        call with enough batches (planning.goes_wide), `bulk_workers` at a time on the bulk one."""
+        computed = np.empty((len(todo), self.model_info.dimension), dtype=np.float32)
+        lengths = np.fromiter((len(s) for s in todo), dtype=np.int64, count=len(todo))
+        batches = plan_batches(lengths, self.max_batch_tokens)
+        if len(batches) > 1 and self.bulk_workers:
+            budget = bulk_batch_tokens(self.max_batch_tokens)
+            wide = plan_batches(lengths, budget)
+            bulk = self.bulk_engine() if goes_wide(wide, self.bulk_workers) else None
+            if bulk is not None:
+                runs = map_on_threads(
+                    lambda group: bulk.forward([todo[i] for i in group]), wide, self.bulk_workers
+                )
+                for group, rows in zip(wide, runs):
+                    computed[group] = rows
+                return computed
+        for group in batches:
+            computed[group] = self.forward([todo[i] for i in group])
+        return computed
 
     def finish(
         self, pooled: np.ndarray, *, dimensions: int | None = None, normalize: bool | None = None

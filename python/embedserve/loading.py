@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from embedserve.models import DEFAULT_MODEL
+from embedserve.planning import LANE_SESSION_MODES
 from embedserve.precision import (
     AUTO,
     CUDA_BOUND,
@@ -92,6 +93,16 @@ class LoadSettings:
         "bytes of each embedding model's exact result cache: vectors by the ids the model saw, "
         "shared by every route (0 turns it off)",
         type=non_negative,
+    )
+    bulk_session: str = setting(
+        "auto",
+        "a second session of each CPU embedding model with one thread, on which calls with many "
+        "micro-batches (embed-file, large embed calls) run as many batches at once as the model "
+        "has threads (its memory: the model's weights once more); auto: at 2 to 4 model threads "
+        "for graphs up to 512 MiB",
+        type=str.lower,
+        choices=LANE_SESSION_MODES,
+        metavar="MODE",
     )
     tokenizer_mode: str = setting(
         "transformers",
@@ -184,11 +195,15 @@ def validate_load_options(options: LoadSettings) -> None:
     tokenizer_mode = options.tokenizer_mode
     if not isinstance(tokenizer_mode, str) or tokenizer_mode.lower() not in TOKENIZER_MODES:
         raise ValueError(f"tokenizer_mode must be one of {TOKENIZER_MODES}, got {tokenizer_mode!r}")
+    bulk_session = options.bulk_session
+    if not isinstance(bulk_session, str) or bulk_session.lower() not in LANE_SESSION_MODES:
+        raise ValueError(f"bulk_session must be one of {LANE_SESSION_MODES}, got {bulk_session!r}")
     # Frozen: the normalized values are set once, here, before anyone reads them.
     object.__setattr__(options, "precision", precision)
     object.__setattr__(options, "runtime", runtime)
     object.__setattr__(options, "providers", providers)
     object.__setattr__(options, "tokenizer_mode", tokenizer_mode.lower())
+    object.__setattr__(options, "bulk_session", bulk_session.lower())
 
 
 @dataclass(frozen=True)

@@ -31,17 +31,51 @@ LANE_AUTO_MAX_THREADS = 4
 LANE_AUTO_MAX_BYTES = 512 * 2**20
 
 
+def second_session(threads: int, mode: str, graph_bytes: int = 0, what: str = "lane") -> bool:
+    """Whether a CPU model of `threads` threads whose graph takes `graph_bytes` gets a second
+    session of fewer threads under `mode` (auto|on|off): the one rule for the lane session and
+    the bulk session, which cost the same (the weights once more) for the same kind of gain."""
+    if mode not in LANE_SESSION_MODES:
+        raise ValueError(f"{what} session mode must be one of {LANE_SESSION_MODES}, got {mode!r}")
+    if threads < 2 or mode == "off":
+        return False
+    return mode == "on" or (threads <= LANE_AUTO_MAX_THREADS and graph_bytes <= LANE_AUTO_MAX_BYTES)
+
+
 def lane_threads(threads: int, mode: str, graph_bytes: int = 0) -> int:
     """Intra-op threads of the batch lane's own session for a CPU model of `threads` threads
     whose graph takes `graph_bytes` (0: no such session): one fewer, so that an interactive run
     beside a batch-lane run has a core to itself instead of sharing every core with it."""
-    if mode not in LANE_SESSION_MODES:
-        raise ValueError(f"lane session mode must be one of {LANE_SESSION_MODES}, got {mode!r}")
-    if threads < 2 or mode == "off":
-        return 0
-    if mode == "auto" and (threads > LANE_AUTO_MAX_THREADS or graph_bytes > LANE_AUTO_MAX_BYTES):
-        return 0
-    return threads - 1
+    return threads - 1 if second_session(threads, mode, graph_bytes) else 0
+
+
+# `bulk_session` (`--bulk-session`): a call with several micro-batches (`Engine.pooled`) runs them
+# on a session of one intra-op thread from as many threads at once as the model has, instead of
+# one after another on all of them: no barrier between the threads at every op. One short text
+# is slower on one thread, so the model's own session keeps small calls. Measured at 2 threads on
+# the reference texts (bench/NOTES.md, issue #23, the bulk session): each
+# concurrent run's budget is a quarter of the model's (BULK_BUDGET_SHARE; 256 of 1,024 padded
+# tokens beat 512 by 10-15 % on calls of 8 to 32 texts, where smaller batches even out across
+# the threads, and came within 2 % on 800), and a call goes wide with at least BULK_MIN_ROUNDS
+# such batches per thread (calls of 4 texts, ~2.5 batches, were slower wide; of 6, faster).
+# Above 2 threads it is not measured; auto keeps to the lane session's range (second_session).
+BULK_BUDGET_SHARE = 4
+BULK_MIN_ROUNDS = 2
+
+
+def bulk_workers(threads: int, mode: str, graph_bytes: int = 0) -> int:
+    """Threads that run a bulk call's batches at once on a one-thread session (0: none)."""
+    return threads if second_session(threads, mode, graph_bytes, "bulk") else 0
+
+
+def bulk_batch_tokens(max_batch_tokens: int) -> int:
+    """The padded-token budget of each of a bulk call's concurrent one-thread runs."""
+    return max(1, max_batch_tokens // BULK_BUDGET_SHARE)
+
+
+def goes_wide(batches: Sequence[np.ndarray], workers: int) -> bool:
+    """Whether a call's batches (planned with `bulk_batch_tokens`) are enough for `workers`."""
+    return workers > 1 and len(batches) >= BULK_MIN_ROUNDS * workers
 
 
 # Rows shorter than this many tokens below the batch's longest never force a new batch: for
