@@ -52,13 +52,13 @@ def lane_threads(threads: int, mode: str, graph_bytes: int = 0) -> int:
 # `bulk_session` (`--bulk-session`): a call with several micro-batches (`Engine.pooled`) runs them
 # on a session of one intra-op thread from as many threads at once as the model has, instead of
 # one after another on all of them: no barrier between the threads at every op. One short text
-# is slower on one thread, so the model's own session keeps small calls. Measured at 2 threads on
-# the reference texts (bench/NOTES.md, issue #23, the bulk session): each
-# concurrent run's budget is a quarter of the model's (BULK_BUDGET_SHARE; 256 of 1,024 padded
-# tokens beat 512 by 10-15 % on calls of 8 to 32 texts, where smaller batches even out across
-# the threads, and came within 2 % on 800), and a call goes wide with at least BULK_MIN_ROUNDS
-# such batches per thread (calls of 4 texts, ~2.5 batches, were slower wide; of 6, faster).
-# Above 2 threads it is not measured; auto keeps to the lane session's range (second_session).
+# is slower on one thread, so the model's own session keeps small calls. Measured at 2 threads
+# on the reference texts (bench/NOTES.md, "The bulk session"): each concurrent run's budget is a
+# quarter of the model's (BULK_BUDGET_SHARE; 256 of 1,024 padded tokens beat 512 by 10-15 % on
+# calls of 8 to 32 texts, where smaller batches even out across the threads, and came within
+# 2 % on 800), and a call goes wide with at least BULK_MIN_ROUNDS such batches per thread (calls
+# of 4 texts, ~2.5 batches, were slower wide; of 6, faster). Above 2 threads it is not
+# measured; auto keeps to the lane session's range (second_session).
 BULK_BUDGET_SHARE = 4
 BULK_MIN_ROUNDS = 2
 
