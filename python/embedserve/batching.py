@@ -29,8 +29,10 @@ is never refused for its own size alone).
 Two lanes (`Priority`). Interactive requests are windowed first; batch requests only when no
 interactive work waits. An interactive arrival parks the rest of a batch window (its rows go
 back ahead of the batch queue), so it waits for at most the model run in progress, and while
-interactive traffic was seen in the last YIELD_SECONDS batch work runs in batches of
-1/YIELD_DIVISOR of the budget, so that run is short.
+interactive work was submitted in the last YIELD_SECONDS batch work runs in batches of
+1/YIELD_DIVISOR of the budget, so that run is short. Submitted, not run inline (below): an
+inline run waits for no batch run, so it leaves the batch runs at full size (`_last_interactive`
+against `_interactive_seen`, which counts both and picks the lane session).
 
 A tiny interactive request runs beside a batch-lane run instead (`run_inline`). With a
 `lane_forward` (the model on a session of one thread fewer: `Engine.lane_engine`), batch-lane runs

@@ -177,7 +177,8 @@ class Engine(TextPreparer, Pretrained):
     def lane_engine(self, mode: str) -> Engine | None:
         """This engine over a session of one thread fewer, for the server's batch lane
         (`planning.lane_threads` under `mode`); None where there is none: not an ONNX Runtime
-        CPU session, a single thread, or the mode says no (auto: a large graph says no too). Shares tokenizer, heads and cache."""
+        CPU session, a single thread, or the mode says no (auto: a large graph says no too).
+        Shares tokenizer, heads and cache."""
         threads = self._cpu_threads(lambda t, g: lane_threads(t, mode, g))
         return self._with_threads(threads) if threads else None
 
