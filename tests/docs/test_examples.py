@@ -1,7 +1,7 @@
 """Every Python and shell example of the docs (and the README) runs, against one real server.
 
-The server is `embedserve serve --api-key sk-local` with all-MiniLM-L6-v2 and a tiny random
-cross-encoder served as `reranker`, started once for every page; examples name it at its
+The server is `embedserve serve --api-key sk-local --batch-api-key sk-corpus-job` with
+all-MiniLM-L6-v2 and a tiny random cross-encoder served as `reranker`, started once for every page; examples name it at its
 documented address, 127.0.0.1:8000, which is rewritten to the test server's port. Each page runs
 in document order in one fresh process, its Python blocks sharing one namespace as a reader
 pasting them in order would, in a folder holding the files the examples read (`docs.jsonl`,
@@ -75,7 +75,8 @@ def address(workdir: Path) -> Iterator[str]:
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "embedserve.cli", "serve", "--port", str(port)]
-            + ["--api-key", "sk-local", "--model", "all-MiniLM-L6-v2"]
+            + ["--api-key", "sk-local", "--batch-api-key", "sk-corpus-job"]
+            + ["--model", "all-MiniLM-L6-v2"]
             + ["--model", "./my-cross-encoder=reranker", "--log-level", "warning"],
             cwd=workdir,
             stdout=log,

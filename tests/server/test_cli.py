@@ -102,6 +102,59 @@ def test_keys_from_env():
     assert keys_from_env({}) == ()
 
 
+def test_batch_keys_from_flags_environment_and_files(tmp_path: Path):
+    """Batch keys come in the same three shapes as plain keys, each kind from its own sources."""
+    (tmp_path / "batch.keys").write_text("# the corpus jobs\nb3\n\n  b1 \n")
+    (tmp_path / "plain.keys").write_text("p2\n")
+    config = parse(
+        "--api-key",
+        "p1",
+        "--batch-api-key",
+        "b1",
+        "--batch-api-key-file",
+        str(tmp_path / "batch.keys"),
+        env={
+            "EMBEDSERVE_BATCH_API_KEYS": " b2,b1,",
+            "EMBEDSERVE_API_KEY_FILE": str(tmp_path / "plain.keys"),
+        },
+    )
+    assert config.api_keys == ("p1", "p2")
+    assert config.batch_api_keys == ("b1", "b2", "b3")
+    assert ServerConfig.from_json(config.to_json()) == config  # what worker processes receive
+    from_env_file = parse(env={"EMBEDSERVE_BATCH_API_KEY_FILE": str(tmp_path / "batch.keys")})
+    assert (from_env_file.api_keys, from_env_file.batch_api_keys) == ((), ("b3", "b1"))
+    assert keys_from_env({"EMBEDSERVE_BATCH_API_KEYS": "k"}, "EMBEDSERVE_BATCH_API_KEYS") == ("k",)
+
+
+def test_a_key_listed_both_as_plain_and_as_batch_is_refused_at_startup(tmp_path: Path):
+    with pytest.raises(ValueError, match="1 key\\(s\\) are listed both as API keys") as info:
+        parse("--api-key", "shared-secret", env={"EMBEDSERVE_BATCH_API_KEYS": "shared-secret"})
+    assert "shared-secret" not in str(info.value)  # a key never lands in a log
+    # The real command stops before loading anything, with the message and no key.
+    (tmp_path / "batch.keys").write_text("shared-secret\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "embedserve.cli",
+            "serve",
+            "--port",
+            str(free_port()),
+            "--api-key-file",
+            str(tmp_path / "batch.keys"),
+            "--batch-api-key-file",
+            str(tmp_path / "batch.keys"),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "embedserve: error: 1 key(s) are listed both as API keys" in done.stderr
+    assert "shared-secret" not in done.stderr + done.stdout
+
+
 def test_serve_command_with_two_workers(engine, tmp_path: Path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -52,7 +52,7 @@ def create_app(
         state=State(
             {
                 "server": ServerState(config, registry, pipeline, metrics, drain, token_arrays),
-                "api_keys": ApiKeys(config.api_keys),
+                "api_keys": ApiKeys(config.api_keys, config.batch_api_keys),
                 "max_body_bytes": config.limits.max_body_bytes,
             }
         ),

@@ -12,6 +12,8 @@ from embedserve.models import DEFAULT_MODEL
 from embedserve.server.config import (
     API_KEY_FILE_ENV,
     API_KEYS_ENV,
+    BATCH_API_KEY_FILE_ENV,
+    BATCH_API_KEYS_ENV,
     HttpLimits,
     Limits,
     ModelSpec,
@@ -53,12 +55,27 @@ def add_serve_command(commands: Any) -> argparse.ArgumentParser:
         default=[],
         metavar="KEY",
         help="accept this key (repeatable; visible in `ps`: prefer --api-key-file or "
-        f"{API_KEYS_ENV}=k1,k2); without any key the server is open",
+        f"{API_KEYS_ENV}=k1,k2); without any key (this or --batch-api-key) the server is open",
     )
     serve.add_argument(
         "--api-key-file",
         metavar="PATH",
         help=f"read accepted keys from this file, one a line (also {API_KEY_FILE_ENV})",
+    )
+    serve.add_argument(
+        "--batch-api-key",
+        action="append",
+        dest="batch_api_keys",
+        default=[],
+        metavar="KEY",
+        help="accept this key for batch work: every request it authenticates is batch priority, "
+        "whatever its X-Priority or priority field says (repeatable; visible in `ps`: prefer "
+        f"--batch-api-key-file or {BATCH_API_KEYS_ENV}=k1,k2); a key may not also be an --api-key",
+    )
+    serve.add_argument(
+        "--batch-api-key-file",
+        metavar="PATH",
+        help="read batch keys from this file, one a line (also " + BATCH_API_KEY_FILE_ENV + ")",
     )
     for owner, spec in declared_settings():
         add_setting(serve, spec, owner=owner)
@@ -81,19 +98,37 @@ def config_from_args(
 ) -> ServerConfig:
     environ = os.environ if environ is None else environ
     models = tuple(ModelSpec.parse(m) for m in args.models) if args.models else _DEFAULTS.models
-    key_file = args.api_key_file or environ.get(API_KEY_FILE_ENV)
-    from_file = keys_from_file(key_file) if key_file else ()
-    keys = tuple(dict.fromkeys([*args.api_keys, *keys_from_env(environ), *from_file]))
     values: dict[str, dict[str, Any]] = {"": {}, "limits": {}, "http": {}}
     for owner, spec in declared_settings():
         values[owner][spec.name] = setting_value(args, spec, environ, owner=owner)
     return ServerConfig(
         models=models,
-        api_keys=keys,
+        api_keys=_keys(args.api_keys, args.api_key_file, environ, API_KEYS_ENV, API_KEY_FILE_ENV),
+        batch_api_keys=_keys(
+            args.batch_api_keys,
+            args.batch_api_key_file,
+            environ,
+            BATCH_API_KEYS_ENV,
+            BATCH_API_KEY_FILE_ENV,
+        ),
         limits=Limits(**values["limits"]),
         http=HttpLimits(**values["http"]),
         **values[""],
     )
+
+
+def _keys(
+    flags: list[str],
+    key_file: str | None,
+    environ: Mapping[str, str],
+    keys_env: str,
+    key_file_env: str,
+) -> tuple[str, ...]:
+    """One kind of key from its three sources: flags, the variable `keys_env`, and a file
+    (`key_file`, else the variable `key_file_env`); each key once, in that order."""
+    key_file = key_file or environ.get(key_file_env)
+    from_file = keys_from_file(key_file) if key_file else ()
+    return tuple(dict.fromkeys([*flags, *keys_from_env(environ, keys_env), *from_file]))
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import Field, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from embedserve.token_encodings import TOKEN_ENCODINGS
 
 API_KEYS_ENV = "EMBEDSERVE_API_KEYS"
 API_KEY_FILE_ENV = "EMBEDSERVE_API_KEY_FILE"
+BATCH_API_KEYS_ENV = "EMBEDSERVE_BATCH_API_KEYS"
+BATCH_API_KEY_FILE_ENV = "EMBEDSERVE_BATCH_API_KEY_FILE"
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,8 @@ class ServerConfig(LoadSettings):
 
     models: tuple[ModelSpec, ...] = (ModelSpec(DEFAULT_MODEL),)
     api_keys: tuple[str, ...] = ()
+    # Keys whose every request is batch work, whatever it asks (`server.auth`).
+    batch_api_keys: tuple[str, ...] = ()
     auto_truncate: bool = setting(
         True, "cut over-long inputs at the model's limit unless a request says truncate=false"
     )
@@ -189,6 +194,16 @@ class ServerConfig(LoadSettings):
                         f"model name {name!r} is used by both --model "
                         f"{self.models[other].spec!r} and --model {model.spec!r}"
                     )
+        # Refused rather than resolved either way: the operator meant one of the two, and a
+        # guess would either let a corpus job compete with interactive traffic or slow down an
+        # interactive client. The message names no key: it may end up in a log.
+        both = len(set(self.api_keys) & set(self.batch_api_keys))
+        if both:
+            raise ValueError(
+                f"{both} key(s) are listed both as API keys (--api-key, --api-key-file, "
+                f"{API_KEYS_ENV}) and as batch API keys (--batch-api-key, --batch-api-key-file, "
+                f"{BATCH_API_KEYS_ENV}); list each key as one or the other"
+            )
 
     def truncates(self, requested: bool | None) -> bool:
         """Whether a request's over-long inputs are cut: what it asked, else `auto_truncate`."""
@@ -202,6 +217,7 @@ class ServerConfig(LoadSettings):
         raw = json.loads(text)
         raw["models"] = tuple(ModelSpec(**m) for m in raw["models"])
         raw["api_keys"] = tuple(raw["api_keys"])
+        raw["batch_api_keys"] = tuple(raw["batch_api_keys"])
         raw["limits"] = Limits(**raw["limits"])
         raw["http"] = HttpLimits(**raw["http"])
         return cls(**raw)
@@ -215,9 +231,12 @@ def declared_settings() -> list[tuple[str, Field[Any]]]:
     return out
 
 
-def keys_from_env(environ: dict[str, str] | None = None) -> tuple[str, ...]:
-    """API keys from EMBEDSERVE_API_KEYS (comma-separated; blanks ignored)."""
-    value = (os.environ if environ is None else environ).get(API_KEYS_ENV, "")
+def keys_from_env(
+    environ: Mapping[str, str] | None = None, name: str = API_KEYS_ENV
+) -> tuple[str, ...]:
+    """API keys from the variable `name` (EMBEDSERVE_API_KEYS or EMBEDSERVE_BATCH_API_KEYS):
+    comma-separated, blanks ignored."""
+    value = (os.environ if environ is None else environ).get(name, "")
     return tuple(k.strip() for k in value.split(",") if k.strip())
 
 

@@ -298,7 +298,8 @@ PRIORITY = Param(
         "default": Priority.INTERACTIVE.value,
     },
     "`batch` work fills idle capacity and is refused first under load; a body `priority` field, "
-    "where the wire format has one, wins over the header",
+    "where the wire format has one, wins over the header; a batch key's requests are `batch` "
+    "whatever either says",
 )
 MODEL_QUERY = Param(
     "model", "query", {"type": "string"}, "The model to describe; the first served when absent"

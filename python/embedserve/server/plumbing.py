@@ -21,6 +21,7 @@ from litestar.types import Receive, Scope, Send
 
 from embedserve.admission import Priority
 from embedserve.batching import Batcher
+from embedserve.server.auth import key_priority
 from embedserve.server.config import ServerConfig
 from embedserve.server.errors import ClientDisconnected
 from embedserve.server.fields import parse_priority
@@ -71,18 +72,18 @@ def state(request: Request[Any, Any, Any]) -> ServerState:
 
 
 def priority_of(request: Request[Any, Any, Any], field: Priority | None = None) -> Priority:
-    """The body's `priority` field (already parsed) if it has one, else the `X-Priority`
-    header, else interactive."""
-    if field is not None:
-        return field
-    header = parse_priority(request.headers.get(PRIORITY_HEADER), PRIORITY_HEADER)
-    return header or Priority.INTERACTIVE
+    """Batch for a request whose key is a batch key (`auth.key_priority`), whatever it asks;
+    else the body's `priority` field (already parsed) if it has one, else the `X-Priority`
+    header, else interactive. A malformed header is a 400 whatever the key."""
+    if field is None:
+        field = parse_priority(request.headers.get(PRIORITY_HEADER), PRIORITY_HEADER)
+    return key_priority(request) or field or Priority.INTERACTIVE
 
 
 async def read_body(request: Request[Any, Any, Any]) -> bytes:
     """The body of a request that the pipeline would admit now: before a byte of it is read,
     503 while draining and 429 when every model's queue is over what it admits for the
-    header's priority (`refuse_early`)."""
+    priority of the request's key and header (`refuse_early`)."""
     server = state(request)
     server.pipeline.refuse_early(server.registry.models, priority_of(request))
     try:
