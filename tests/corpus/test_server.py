@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 
 import httpx
@@ -270,3 +271,15 @@ def test_the_key_comes_from_the_environment():
     assert api_key(None, {}) is None
     with pytest.raises(ValueError, match="--api-key-env NOPE: the variable NOPE is not set"):
         api_key("NOPE", env)
+
+
+def test_retry_after_is_seconds_or_a_date():
+    from email.utils import formatdate
+
+    from embedserve.corpus.remote import _retry_after
+
+    assert _retry_after("3") == 3.0
+    assert 8 < _retry_after(formatdate(time.time() + 10, usegmt=True)) <= 10
+    # No busy loop on 0 or a past date; no header or an unreadable one: 1 s.
+    assert _retry_after("0") == _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.1
+    assert _retry_after(None) == _retry_after("soon") == 1.0

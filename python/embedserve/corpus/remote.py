@@ -17,8 +17,10 @@ parts already written stay, and the same command resumes after them.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
+import socket
 import threading
 import time
 import urllib.parse
@@ -40,6 +42,7 @@ from embedserve.quantization import quantize
 PRIORITY = {"X-Priority": "batch"}
 # A refusal with no (or an unreadable) Retry-After is retried after this many seconds.
 DEFAULT_RETRY_AFTER = 1.0
+MIN_RETRY_AFTER = 0.1
 # The manifest's precision for a server run: the server's, which the client cannot see. A local
 # run and a server run never resume into each other, so no output mixes two precisions.
 SERVER_PRECISION = "server"
@@ -152,6 +155,10 @@ class EmbeddingsClient:
         self._stop.set()
         with self._lock:
             for connection in self._open:
+                # shutdown, not just close: it wakes a thread blocked reading this socket.
+                if connection.sock is not None:
+                    with contextlib.suppress(OSError):
+                        connection.sock.shutdown(socket.SHUT_RDWR)
                 connection.close()
             self._open.clear()
 
@@ -251,12 +258,16 @@ def _retry_after(value: str | None) -> float:
     if value is None:
         return DEFAULT_RETRY_AFTER
     value = value.strip()
-    if value.isdigit():
-        return float(value)
     try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        seconds = (
+            float(value)
+            if value.isdigit()
+            else parsedate_to_datetime(value).timestamp() - time.time()
+        )
     except (TypeError, ValueError):
         return DEFAULT_RETRY_AFTER
+    # A floor, so that `Retry-After: 0` answered again and again is no busy loop.
+    return max(MIN_RETRY_AFTER, seconds)
 
 
 def _rows(chunk: Chunk) -> str:
