@@ -105,7 +105,7 @@ def test_server_output_equals_the_local_output(
         tmp_path / "in",
         tmp_path / "served8",
         replace(small, model=MODEL),
-        ServerOptions(server.url, api_key=KEY),
+        server=ServerOptions(server.url, api_key=KEY),
         log=None,
     )
     _, _, local8 = read_output(tmp_path / "local8")
@@ -148,7 +148,7 @@ def test_an_overloaded_server_is_waited_out_and_every_row_arrives(engine, tmp_pa
                 tmp_path / "in.jsonl",
                 tmp_path / "out",
                 options,
-                ServerOptions(server.url, concurrency=2, retry_seconds=120),
+                server=ServerOptions(server.url, concurrency=2, retry_seconds=120),
                 log=None,
             )
         )
@@ -181,7 +181,11 @@ def test_a_refused_row_stops_the_job_and_the_rerun_resumes(engine, tmp_path):
         pytest.raises(ServerError) as failed,
     ):
         embed_file_on_server(
-            tmp_path / "in.jsonl", tmp_path / "out", options, ServerOptions(server.url), log=None
+            tmp_path / "in.jsonl",
+            tmp_path / "out",
+            options,
+            server=ServerOptions(server.url),
+            log=None,
         )
     message = str(failed.value)
     # Which rows, and the server's own words.
@@ -192,7 +196,11 @@ def test_a_refused_row_stops_the_job_and_the_rerun_resumes(engine, tmp_path):
 
     with live_server(engines={MODEL: engine}) as server:
         resumed = embed_file_on_server(
-            tmp_path / "in.jsonl", tmp_path / "out", options, ServerOptions(server.url), log=None
+            tmp_path / "in.jsonl",
+            tmp_path / "out",
+            options,
+            server=ServerOptions(server.url),
+            log=None,
         )
     assert resumed["this_run_rows"] == 6 and resumed["rows"] == 30
     rows, _, vectors = read_output(tmp_path / "out")
@@ -208,14 +216,18 @@ def test_errors_name_the_server_and_its_answer(server, tmp_path):
     options = EmbedFileOptions(model=MODEL, quiet=True)
     with pytest.raises(ServerError, match=r"the first request .* answered 401 "):
         embed_file_on_server(
-            tmp_path / "in.jsonl", tmp_path / "a", options, ServerOptions(server.url), log=None
+            tmp_path / "in.jsonl",
+            tmp_path / "a",
+            options,
+            server=ServerOptions(server.url),
+            log=None,
         )
     with pytest.raises(ServerError, match=r"answered (400|404) .*no-such-model"):
         embed_file_on_server(
             tmp_path / "in.jsonl",
             tmp_path / "b",
             replace(options, model="no-such-model"),
-            ServerOptions(server.url, api_key=KEY),
+            server=ServerOptions(server.url, api_key=KEY),
             log=None,
         )
     closed = f"http://127.0.0.1:{free_port()}"
@@ -224,7 +236,7 @@ def test_errors_name_the_server_and_its_answer(server, tmp_path):
             tmp_path / "in.jsonl",
             tmp_path / "c",
             options,
-            ServerOptions(closed, tries=2, backoff_seconds=0.01),
+            server=ServerOptions(closed, tries=2, backoff_seconds=0.01),
             log=None,
         )
 

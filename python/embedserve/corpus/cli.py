@@ -259,5 +259,5 @@ def _run_on_server(args: argparse.Namespace, options: EmbedFileOptions) -> int:
         concurrency=args.server_concurrency or 2,
         retry_seconds=args.server_retry_seconds or 600.0,
     )
-    embed_file_on_server(args.input, args.out, options, server)
+    embed_file_on_server(args.input, args.out, options, server=server)
     return 0

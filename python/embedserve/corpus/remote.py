@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -338,14 +338,12 @@ def embed_file_on_server(
     source: str | Path,
     out: str | Path,
     options: EmbedFileOptions | None = None,
-    server: ServerOptions | None = None,
     *,
-    log: Any = print,
+    server: ServerOptions,
+    log: Callable[[str], None] | None = print,
 ) -> dict[str, Any]:
-    """`embed_file` with the model on the server `server.url` (`options.model` its model id)."""
+    """`embed_file` with the model on the server at `server.url` (`options.model`: its id there)."""
     options = options or EmbedFileOptions()
-    if server is None:
-        raise ValueError("embed_file_on_server needs a ServerOptions with the server's URL")
     if options.cache_dir is not None:
         raise ValueError("the disk cache (--cache-dir) works with the in-process model only")
     client = EmbeddingsClient(server, options.model, options.dimensions)
