@@ -1,4 +1,4 @@
-"""Embed a whole corpus into Parquet: streaming, resumable, locally or on Ray."""
+"""Embed a whole corpus into Parquet: streaming, resumable, locally, on Ray or on a server."""
 
 from __future__ import annotations
 

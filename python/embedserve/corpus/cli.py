@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +13,20 @@ from embedserve.corpus.pipeline import ON_ERROR, EmbedFileOptions
 from embedserve.loading import LoadOptions, LoadSettings
 from embedserve.models import DEFAULT_MODEL
 from embedserve.quantization import BYTE_RULE
-from embedserve.settings import ENV_PREFIX, add_settings, positive, settings_from_args
+from embedserve.settings import (
+    ENV_PREFIX,
+    add_settings,
+    flag_name,
+    positive,
+    positive_float,
+    settings_from_args,
+    settings_of,
+)
 
 _DEFAULTS = EmbedFileOptions()
+# Where --server's API key is looked for without --api-key-env (the server's own variable,
+# EMBEDSERVE_API_KEYS, lists the keys it accepts; this one holds the key a client sends).
+API_KEY_ENVS = ("EMBEDSERVE_API_KEY", "OPENAI_API_KEY")
 
 
 def add_embed_file_command(commands: Any) -> argparse.ArgumentParser:
@@ -82,10 +95,9 @@ def add_embed_file_command(commands: Any) -> argparse.ArgumentParser:
     cmd.add_argument(
         "--cache-dir-bytes",
         type=positive,
-        default=_DEFAULTS.cache_dir_bytes,
         metavar="N",
         help="bytes the --cache-dir entries may take, least recently used dropped first "
-        "(default: %(default)s)",
+        f"(default: {_DEFAULTS.cache_dir_bytes})",
     )
     add_settings(cmd, LoadSettings, aliases={"intra_op_threads": ["--threads"]})
     cmd.add_argument("--quiet", action="store_true", help="no progress bar, only the summary")
@@ -104,10 +116,73 @@ def add_embed_file_command(commands: Any) -> argparse.ArgumentParser:
         metavar="N",
         help="with --ray: model actors (default: one per --ray-cpus-per-actor CPUs)",
     )
-    cmd.add_argument("--ray-cpus-per-actor", type=float, default=1.0, metavar="N")
-    cmd.add_argument("--ray-gpus-per-actor", type=float, default=0.0, metavar="N")
-    cmd.set_defaults(run=run_embed_file)
+    cmd.add_argument("--ray-cpus-per-actor", type=float, metavar="N", help="(default: 1)")
+    cmd.add_argument("--ray-gpus-per-actor", type=float, metavar="N", help="(default: 0)")
+    cmd.add_argument(
+        "--server",
+        metavar="URL",
+        help="embed on a running embedserve (or any OpenAI-compatible server): its root "
+        "(http://host:8000) or its /v1 base; POST /v1/embeddings with X-Priority: batch, "
+        "--model naming the server's model",
+    )
+    cmd.add_argument(
+        "--api-key-env",
+        metavar="NAME",
+        help=f"with --server: the environment variable holding the API key (default: "
+        f"{' or '.join(API_KEY_ENVS)}; no key when neither is set)",
+    )
+    cmd.add_argument(
+        "--server-concurrency",
+        type=positive,
+        metavar="N",
+        help="with --server: requests in flight (default: 2)",
+    )
+    cmd.add_argument(
+        "--server-retry-seconds",
+        type=positive_float,
+        metavar="S",
+        help="with --server: how long one request may be refused (429/503, waited out by "
+        "Retry-After) before the job stops (default: 600)",
+    )
+    cmd.set_defaults(run=run_embed_file, usage_error=cmd.error)
     return cmd
+
+
+# Flags that only mean something where the model runs in this process (or on Ray), by dest.
+_LOCAL_ONLY = (
+    "cache_dir",
+    "cache_dir_bytes",
+    "ray_actors",
+    "ray_cpus_per_actor",
+    "ray_gpus_per_actor",
+)
+_SERVER_ONLY = ("api_key_env", "server_concurrency", "server_retry_seconds")
+
+
+def refused_flags(args: argparse.Namespace) -> str | None:
+    """Why these arguments cannot go together, or None: with --server the model's loading
+    flags, the disk cache and Ray's are refused (the server loaded its model); the server's
+    own flags need --server."""
+    if args.server is None:
+        given = [_flag(dest) for dest in _SERVER_ONLY if getattr(args, dest) is not None]
+        return f"{', '.join(given)} cannot be used without --server" if given else None
+    given = ["--ray"] if args.ray is not None else []
+    given += [_flag(dest) for dest in _LOCAL_ONLY if getattr(args, dest) is not None]
+    given += [
+        flag_name(spec)
+        for spec in settings_of(LoadSettings)
+        if getattr(args, spec.name) is not None
+    ]
+    if not given:
+        return None
+    return (
+        f"{', '.join(given)} cannot be used with --server: the server loads and runs the model "
+        "(its own flags decide how); embed-file sends it the texts"
+    )
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
 
 
 def options_from_args(args: argparse.Namespace) -> EmbedFileOptions:
@@ -122,7 +197,7 @@ def options_from_args(args: argparse.Namespace) -> EmbedFileOptions:
         on_error=args.on_error,
         quiet=args.quiet,
         cache_dir=args.cache_dir,
-        cache_dir_bytes=args.cache_dir_bytes,
+        cache_dir_bytes=args.cache_dir_bytes or _DEFAULTS.cache_dir_bytes,
         load=LoadOptions(**settings_from_args(args, LoadSettings)),
     )
 
@@ -138,7 +213,12 @@ def _folder(text: str) -> str:
 def run_embed_file(args: argparse.Namespace) -> int:
     from embedserve.corpus.pipeline import embed_file
 
+    refusal = refused_flags(args)
+    if refusal is not None:
+        args.usage_error(refusal)
     options = options_from_args(args)
+    if args.server is not None:
+        return _run_on_server(args, options)
     if args.ray is None:
         embed_file(args.input, args.out, options)
         return 0
@@ -152,7 +232,32 @@ def run_embed_file(args: argparse.Namespace) -> int:
         options,
         address=args.ray,
         actors=args.ray_actors,
-        num_cpus=args.ray_cpus_per_actor,
-        num_gpus=args.ray_gpus_per_actor,
+        num_cpus=1.0 if args.ray_cpus_per_actor is None else args.ray_cpus_per_actor,
+        num_gpus=0.0 if args.ray_gpus_per_actor is None else args.ray_gpus_per_actor,
     )
+    return 0
+
+
+def api_key(name: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """The key in variable `name` (which must be set), else in the first of API_KEY_ENVS that
+    is: keys come from the environment, never from a flag that `ps` would show."""
+    environ = os.environ if environ is None else environ
+    if name is not None:
+        value = environ.get(name, "").strip()
+        if not value:
+            raise ValueError(f"--api-key-env {name}: the variable {name} is not set or empty")
+        return value
+    return next((environ[n].strip() for n in API_KEY_ENVS if environ.get(n, "").strip()), None)
+
+
+def _run_on_server(args: argparse.Namespace, options: EmbedFileOptions) -> int:
+    from embedserve.corpus.remote import ServerOptions, embed_file_on_server
+
+    server = ServerOptions(
+        url=args.server,
+        api_key=api_key(args.api_key_env),
+        concurrency=args.server_concurrency or 2,
+        retry_seconds=args.server_retry_seconds or 600.0,
+    )
+    embed_file_on_server(args.input, args.out, options, server=server)
     return 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,21 @@ def _diff(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
         if old.get(key) != new.get(key)
     ]
     return "; ".join(changed)
+
+
+def at_part_ends(chunks: Iterable[Chunk], rows_per_part: int) -> Iterator[Chunk]:
+    """`chunks` (of one run, which starts where a part starts) cut where PartWriter will end its
+    parts: after every `rows_per_part` embeddable rows. A model stage that learns only a chunk's
+    total tokens (a server's `usage`) cuts its chunks here, so no chunk's tokens straddle two
+    parts."""
+    done = 0
+    for chunk in chunks:
+        while len(chunk.rows) > (room := rows_per_part - done % rows_per_part):
+            head, chunk = chunk.split(room)
+            done += room
+            yield head
+        done += len(chunk.rows)
+        yield chunk
 
 
 class PartWriter:

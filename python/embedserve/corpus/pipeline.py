@@ -269,12 +269,17 @@ def embed_file(
     *,
     embedder: Callable[[list[FileSlice]], Iterable[Chunk]] | None = None,
     engine: Any = None,
+    dimension: int | None = None,
+    fingerprint: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = print,
 ) -> dict[str, Any]:
     """Embed every row of `source` into the Parquet parts of folder `out`; resume if it holds a run.
 
-    `embedder` replaces the in-process model stage (the Ray integration passes its own); the
-    reading plan, the output and the manifest are the same either way. Returns the totals.
+    `embedder` replaces the in-process model stage (the Ray and server integrations pass their
+    own); the reading plan, the output and the manifest are the same either way. An embedder
+    with no `engine` gives the model's `dimension`, and in `fingerprint` the manifest options
+    it decides instead of `options` (a server's model runs at the server's precision). Returns
+    the totals.
     """
     options = options or EmbedFileOptions()
     files = find_inputs(source)
@@ -286,7 +291,9 @@ def embed_file(
     elif options.cache_dir is not None:
         raise ValueError("the disk cache (cache_dir) works with the in-process model only")
     try:
-        return _run(out, options, files, embedder, engine, disk, log)
+        identity = {**options.fingerprint(files), **(fingerprint or {})}
+        width = _width_dimension(options, engine, dimension)
+        return _run(out, options, identity, files, embedder, width, disk, log)
     finally:
         if disk is not None:
             disk.close()
@@ -295,13 +302,14 @@ def embed_file(
 def _run(
     out: str | Path,
     options: EmbedFileOptions,
+    identity: dict[str, Any],
     files: list[InputFile],
     embedder: Callable[[list[FileSlice]], Iterable[Chunk]],
-    engine: Any,
+    dimension: int,
     disk: DiskVectorCache | None,
     log: Callable[[str], None] | None,
 ) -> dict[str, Any]:
-    manifest = Manifest.open(Path(out), options.fingerprint(files))
+    manifest = Manifest.open(Path(out), identity)
     resumed_from = manifest.next_row
     if manifest.complete:
         if log:
@@ -318,9 +326,7 @@ def _run(
             )
         return {**manifest.totals(), "seconds": 0.0, "this_run_rows": 0}
     counts = [count_rows(f) for f in files]
-    writer = PartWriter(
-        manifest, options.embedding_type, _width_dimension(options, engine), options.rows_per_part
-    )
+    writer = PartWriter(manifest, options.embedding_type, dimension, options.rows_per_part)
     progress = Progress(sum(counts), resumed_from, quiet=options.quiet)
     try:
         for chunk in embedder(plan(files, counts, resumed_from)):
@@ -353,9 +359,11 @@ def _run(
     return totals
 
 
-def _width_dimension(options: EmbedFileOptions, engine: Any) -> int:
+def _width_dimension(options: EmbedFileOptions, engine: Any, dimension: int | None) -> int:
     if options.dimensions is not None:
         return options.dimensions
+    if dimension is not None:
+        return dimension
     if engine is None:
         raise ValueError("the output dimension is unknown: pass an engine or --dimensions")
     return int(engine.model_info.dimension)

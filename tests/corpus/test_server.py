@@ -1,0 +1,297 @@
+"""embed-file --server: the same parts, rows and vectors as the local run, from a real server on
+127.0.0.1 (issue #23: corpus work sent as `X-Priority: batch`, honouring Retry-After)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+
+import httpx
+import numpy as np
+import pytest
+from embedserve.cli import main
+from embedserve.corpus import EmbedFileOptions, embed_file
+from embedserve.corpus.remote import (
+    ServerError,
+    ServerOptions,
+    embed_file_on_server,
+    embeddings_url,
+)
+from embedserve.server.config import Limits
+
+from tests.corpus.conftest import read_output, write_csv, write_jsonl, write_parquet
+from tests.server.conftest import live_server, metric_samples, unhurried, wait_for
+from tests.support import free_port
+from tests.support.gated import HELD, GatedEngine, background
+
+MODEL = "all-MiniLM-L6-v2"
+KEY = "sk-corpus"
+
+
+@pytest.fixture(scope="module")
+def server(engine):
+    config = unhurried(api_keys=(KEY,), allow_dimensions=True)  # MiniLM is no Matryoshka model
+    with live_server(config, engines={MODEL: engine}) as live:
+        yield live
+
+
+def corpus(folder, texts: list[str]) -> None:
+    """JSONL, CSV and Parquet files of `texts` (ids x0, x1, ...), row 7 without a text."""
+    records = [{"id": f"x{i}", "text": t} for i, t in enumerate(texts)]
+    records[7] = {"id": "x7"}
+    folder.mkdir()
+    write_jsonl(folder / "a.jsonl", records[:20])
+    write_csv(folder / "b.csv", records[20:30])
+    write_parquet(folder / "c.parquet", records[30:])
+
+
+def requests_by_status(url: str) -> dict[str, float]:
+    samples = metric_samples(httpx.get(url + "/metrics").text, "embedserve_requests_total")
+    out: dict[str, float] = {}
+    for key, value in samples.items():
+        if 'route="/v1/embeddings"' in key:
+            status = key.split('status="')[1].split('"')[0]
+            out[status] = out.get(status, 0) + value
+    return out
+
+
+def manifest(out) -> dict:
+    return json.loads((out / "_manifest.json").read_text())
+
+
+def test_server_output_equals_the_local_output(
+    server, engine, reference, tmp_path, minilm_dir, monkeypatch
+):
+    texts = [t[:120] for t in reference["texts"][:40]]
+    corpus(tmp_path / "in", texts)
+    options = EmbedFileOptions(model=str(minilm_dir), batch_texts=8, rows_per_part=16, quiet=True)
+    local = embed_file(tmp_path / "in", tmp_path / "local", options, engine=engine, log=None)
+    before = requests_by_status(server.url).get("200", 0)
+
+    monkeypatch.setenv("EMBEDSERVE_API_KEY", KEY)
+    argv = ["embed-file", str(tmp_path / "in"), "--out", str(tmp_path / "served")]
+    argv += ["--server", server.url + "/v1", "--model", MODEL, "--server-concurrency", "3"]
+    assert main([*argv, "--batch-texts", "8", "--rows-per-part", "16", "--quiet"]) == 0
+
+    rows, ids, vectors = read_output(tmp_path / "local")
+    served_rows, served_ids, served_vectors = read_output(tmp_path / "served")
+    assert served_rows == rows == [r for r in range(40) if r != 7]
+    assert served_ids == ids
+    np.testing.assert_allclose(served_vectors, vectors, atol=1e-5)
+    names = sorted(p.name for p in (tmp_path / "local").iterdir())
+    assert sorted(p.name for p in (tmp_path / "served").iterdir()) == names
+    local_manifest, served_manifest = manifest(tmp_path / "local"), manifest(tmp_path / "served")
+    # Same parts: row ranges, counts, the bad row, and the tokens the server counted.
+    assert served_manifest["parts"] == local_manifest["parts"]
+    assert local["skipped_rows"] == [(7, "no 'text' field")]
+    assert served_manifest["complete"]
+    # The options are the local run's but for the model's name and its precision: the server's.
+    assert served_manifest["options"] == {
+        **local_manifest["options"],
+        "model": MODEL,
+        "precision": "server",
+    }
+    # One probe, then one request per chunk of up to 8 texts (3 for a.jsonl, 2 for b.csv, 2 for
+    # c.parquet), c.parquet's first cut in two at the part end after row 32, so that no
+    # request's tokens straddle two parts.
+    assert requests_by_status(server.url).get("200", 0) - before == 1 + 8
+
+    # Other embedding types are made from the server's float32 by the local run's function;
+    # --dimensions goes to the server.
+    small = replace(options, dimensions=128, embedding_type="int8")
+    embed_file(tmp_path / "in", tmp_path / "local8", small, engine=engine, log=None)
+    embed_file_on_server(
+        tmp_path / "in",
+        tmp_path / "served8",
+        replace(small, model=MODEL),
+        server=ServerOptions(server.url, api_key=KEY),
+        log=None,
+    )
+    _, _, local8 = read_output(tmp_path / "local8")
+    _, _, served8 = read_output(tmp_path / "served8")
+    assert local8.dtype == served8.dtype == np.int8 and served8.shape == (39, 128)
+    # float32 within 1e-5 can still round to the next int8 step at a boundary, no further.
+    assert np.abs(local8.astype(np.int16) - served8.astype(np.int16)).max() <= 1
+
+
+def test_an_overloaded_server_is_waited_out_and_every_row_arrives(engine, tmp_path):
+    """The server's own admission: batch work is refused at half the wait interactive work is
+    admitted at. With the model held and 1.5 s of work queued against a 2 s ceiling, the job's
+    requests get 429 + Retry-After (so they carried X-Priority: batch: an interactive request
+    is admitted), and the job finishes once the queue drains."""
+    gated = GatedEngine(engine)
+    texts = [f"corpus line number {i}" for i in range(12)]
+    write_jsonl(tmp_path / "in.jsonl", [{"id": f"d{i}", "text": t} for i, t in enumerate(texts)])
+    with live_server(unhurried(max_wait_seconds=2.0), engines={MODEL: gated}) as server:
+        batcher = server.state.registry.models[0].batcher
+        gated.gate.clear()
+
+        def post(body: dict) -> httpx.Response:
+            return httpx.post(server.url + "/v1/embeddings", json=body, timeout=60)
+
+        held, held_out = background(lambda: post({"model": MODEL, "input": HELD}))
+        assert gated.entered.wait(30)
+        queued_texts = [f"queued interactive text number {i} of a long request" for i in range(64)]
+        queued, queued_out = background(lambda: post({"model": MODEL, "input": queued_texts}))
+        wait_for(lambda: batcher.queued_inputs == 64)
+        # A known rate: the queued work is 1.5 s, over batch's limit (1 s), within interactive's.
+        for _ in range(100):
+            batcher.record_throughput(1000, 1.0)
+        tokens = batcher.estimated_wait() * 1000
+        for _ in range(100):
+            batcher.record_throughput(int(tokens / 1.5), 1.0)
+
+        options = EmbedFileOptions(model=MODEL, batch_texts=5, rows_per_part=8, quiet=True)
+        job, job_out = background(
+            lambda: embed_file_on_server(
+                tmp_path / "in.jsonl",
+                tmp_path / "out",
+                options,
+                server=ServerOptions(server.url, concurrency=2, retry_seconds=120),
+                log=None,
+            )
+        )
+        wait_for(lambda: requests_by_status(server.url).get("429", 0) >= 2)
+        assert batcher.queued_inputs == 64  # refused, not queued
+        # The same request as interactive work would have been admitted.
+        probe, probe_out = background(lambda: post({"model": MODEL, "input": "a query"}))
+        wait_for(lambda: batcher.queued_inputs == 65)
+        assert job.is_alive()
+        gated.gate.set()
+        for thread, out in ((held, held_out), (queued, queued_out), (probe, probe_out)):
+            thread.join(30)
+            assert out["value"].status_code == 200, out
+        job.join(60)
+        assert "error" not in job_out, job_out
+        assert job_out["value"]["rows"] == 12
+    rows, ids, vectors = read_output(tmp_path / "out")
+    assert rows == list(range(12)) and ids == [f"d{i}" for i in range(12)]
+    np.testing.assert_allclose(vectors, engine.embed(texts).embeddings, atol=1e-5)
+
+
+def test_a_refused_row_stops_the_job_and_the_rerun_resumes(engine, tmp_path):
+    texts = [f"document {i}: a few words about topic {i % 5}" for i in range(30)]
+    texts[25] = "far too long for the strict server " * 40
+    write_jsonl(tmp_path / "in.jsonl", [{"id": f"d{i}", "text": t} for i, t in enumerate(texts)])
+    options = EmbedFileOptions(model=MODEL, batch_texts=4, rows_per_part=8, quiet=True)
+    strict = unhurried(limits=Limits(max_input_chars=500))
+    with (
+        live_server(strict, engines={MODEL: engine}) as server,
+        pytest.raises(ServerError) as failed,
+    ):
+        embed_file_on_server(
+            tmp_path / "in.jsonl",
+            tmp_path / "out",
+            options,
+            server=ServerOptions(server.url),
+            log=None,
+        )
+    message = str(failed.value)
+    # Which rows, and the server's own words.
+    assert message.startswith("input rows 24 to 27 (4 texts): the server at http://127.0.0.1:")
+    assert "answered 400" in message and "500" in message, message
+    first = manifest(tmp_path / "out")
+    assert [p["end"] for p in first["parts"]] == [8, 16, 24] and not first["complete"]
+
+    with live_server(engines={MODEL: engine}) as server:
+        resumed = embed_file_on_server(
+            tmp_path / "in.jsonl",
+            tmp_path / "out",
+            options,
+            server=ServerOptions(server.url),
+            log=None,
+        )
+    assert resumed["this_run_rows"] == 6 and resumed["rows"] == 30
+    rows, _, vectors = read_output(tmp_path / "out")
+    assert rows == list(range(30))
+    np.testing.assert_allclose(vectors, engine.embed(texts).embeddings, atol=1e-5)
+    # Nor does a local run resume a server run: the precision is the server's.
+    with pytest.raises(ValueError, match="precision: 'server' then, 'fp32' now"):
+        embed_file(tmp_path / "in.jsonl", tmp_path / "out", options, engine=engine, log=None)
+
+
+def test_errors_name_the_server_and_its_answer(server, tmp_path):
+    write_jsonl(tmp_path / "in.jsonl", [{"text": "one line"}])
+    options = EmbedFileOptions(model=MODEL, quiet=True)
+    with pytest.raises(ServerError, match=r"the first request .* answered 401 "):
+        embed_file_on_server(
+            tmp_path / "in.jsonl",
+            tmp_path / "a",
+            options,
+            server=ServerOptions(server.url),
+            log=None,
+        )
+    with pytest.raises(ServerError, match=r"answered (400|404) .*no-such-model"):
+        embed_file_on_server(
+            tmp_path / "in.jsonl",
+            tmp_path / "b",
+            replace(options, model="no-such-model"),
+            server=ServerOptions(server.url, api_key=KEY),
+            log=None,
+        )
+    closed = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ServerError, match=r"failed 2 tries; the last: no answer \(Connection"):
+        embed_file_on_server(
+            tmp_path / "in.jsonl",
+            tmp_path / "c",
+            options,
+            server=ServerOptions(closed, tries=2, backoff_seconds=0.01),
+            log=None,
+        )
+
+
+def test_the_url_is_a_root_or_a_v1_base():
+    assert embeddings_url("http://h:8000") == "http://h:8000/v1/embeddings"
+    assert embeddings_url("http://h:8000/v1/") == "http://h:8000/v1/embeddings"
+    assert embeddings_url("https://h/proxy") == "https://h/proxy/v1/embeddings"
+    with pytest.raises(ValueError, match="http:// or https:// URL"):
+        embeddings_url("h:8000")
+
+
+@pytest.mark.parametrize(
+    ("flags", "refused"),
+    [
+        (["--precision", "int8"], "--precision"),
+        (["--threads", "2", "--bulk-session", "off"], "--intra-op-threads, --bulk-session"),
+        (["--cache-dir", "cache"], "--cache-dir"),
+        (["--ray"], "--ray"),
+    ],
+)
+def test_local_only_flags_are_refused_with_server(flags, refused, capsys):
+    argv = ["embed-file", "in.jsonl", "--out", "out", "--server", "http://127.0.0.1:9"]
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, *flags])
+    assert exited.value.code == 2
+    assert f"error: {refused} cannot be used with --server" in capsys.readouterr().err
+
+
+def test_server_flags_need_server(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["embed-file", "in.jsonl", "--out", "out", "--server-concurrency", "3"])
+    assert exited.value.code == 2
+    assert "--server-concurrency cannot be used without --server" in capsys.readouterr().err
+
+
+def test_the_key_comes_from_the_environment():
+    from embedserve.corpus.cli import api_key
+
+    env = {"OPENAI_API_KEY": "sk-openai", "MY_KEY": "sk-mine"}
+    assert api_key(None, env) == "sk-openai"
+    assert api_key(None, {**env, "EMBEDSERVE_API_KEY": "sk-ours"}) == "sk-ours"
+    assert api_key("MY_KEY", env) == "sk-mine"
+    assert api_key(None, {}) is None
+    with pytest.raises(ValueError, match="--api-key-env NOPE: the variable NOPE is not set"):
+        api_key("NOPE", env)
+
+
+def test_retry_after_is_seconds_or_a_date():
+    from email.utils import formatdate
+
+    from embedserve.corpus.remote import _retry_after
+
+    assert _retry_after("3") == 3.0
+    assert 8 < _retry_after(formatdate(time.time() + 10, usegmt=True)) <= 10
+    # No busy loop on 0 or a past date; no header or an unreadable one: 1 s.
+    assert _retry_after("0") == _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.1
+    assert _retry_after(None) == _retry_after("soon") == 1.0
