@@ -295,3 +295,28 @@ def test_retry_after_is_seconds_or_a_date():
     # No busy loop on 0 or a past date; no header or an unreadable one: 1 s.
     assert _retry_after("0") == _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.1
     assert _retry_after(None) == _retry_after("soon") == 1.0
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        ([0, 0], "indexes 0, 0"),  # the right count, one input twice and one missing
+        ([0], "answered 1 vectors"),
+        ([0, 1, 2], "answered 3 vectors"),
+    ],
+)
+def test_an_answer_that_is_not_each_inputs_own_vector_stops_the_job(data, why):
+    from embedserve.corpus.remote import EmbeddingsClient
+
+    client = EmbeddingsClient(ServerOptions(url="http://127.0.0.1:9"), MODEL, None)
+    vector = np.arange(4, dtype=np.float32)
+    answer = {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": vector.tolist()} for i in data],
+        "usage": {"prompt_tokens": 4, "total_tokens": 4},
+    }
+    with pytest.raises(ServerError, match=why):
+        client._parse(json.dumps(answer).encode(), 2, "input rows 0 to 1 (2 texts)")
+    answer["data"] = [{"index": 0, "embedding": "not base64!"}, {"index": 1, "embedding": "AA=="}]
+    with pytest.raises(ServerError, match="not an embeddings response"):
+        client._parse(json.dumps(answer).encode(), 2, "input rows 0 to 1 (2 texts)")

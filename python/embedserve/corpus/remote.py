@@ -217,6 +217,7 @@ class EmbeddingsClient:
         try:
             body = json.loads(answer)
             items = sorted(body["data"], key=lambda item: item["index"])
+            indexes = [item["index"] for item in items]
             vectors = [_vector(item["embedding"]) for item in items]
             tokens = int((body.get("usage") or {}).get("prompt_tokens") or 0)
         except (ValueError, KeyError, TypeError) as exc:
@@ -225,10 +226,11 @@ class EmbeddingsClient:
                 f"embeddings response ({type(exc).__name__}: {exc})"
             ) from exc
         widths = {len(v) for v in vectors}
-        if len(vectors) != count or len(widths) != 1:
+        # Each input exactly its own vector: a count that matches is not enough (index twice).
+        if indexes != list(range(count)) or len(widths) != 1:
             raise ServerError(
-                f"{what}: the server at {self.endpoint} answered {len(vectors)} vectors of "
-                f"widths {sorted(widths)} for {count} inputs"
+                f"{what}: the server at {self.endpoint} answered {len(vectors)} vectors "
+                f"(indexes {_span(indexes)}) of widths {sorted(widths)} for {count} inputs"
             )
         return np.stack(vectors), tokens
 
@@ -238,6 +240,10 @@ def _vector(value: Any) -> np.ndarray:
     if isinstance(value, str):
         return np.frombuffer(base64.b64decode(value, validate=True), dtype="<f4").astype(np.float32)
     return np.asarray(value, dtype=np.float32)
+
+
+def _span(indexes: list[Any]) -> str:
+    return ", ".join(map(str, indexes[:8])) + (", ..." if len(indexes) > 8 else "")
 
 
 def _message(answer: bytes) -> str:
