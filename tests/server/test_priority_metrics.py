@@ -5,6 +5,8 @@ are asserted, never speed."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -160,3 +162,51 @@ def test_a_refused_batch_request_counts_as_refused_batch(crowded):
     assert requests_of(after, "interactive") == {"admitted": 2, "refused": 0, "shed": 0}
     # A refused request never queued: the depth per class is what it was.
     assert queued(after, "batch") == 0 and queued(after, "interactive") == 64
+
+
+def test_a_shed_request_counts_as_shed_in_its_own_class(engine):
+    """Overload confirmed while the model is held sheds the queued work that would finish past
+    its class's limit: each shed request counts as `shed` (after `admitted`), the arrival that
+    then does not fit as `refused`. Sizes in tokens against a small budget, at a rate the test
+    sets, so no CPU speed enters the test."""
+    gated = GatedEngine(engine)
+    gated.max_batch_tokens = 64  # overload is detected at 16 full runs: 1,024 tokens
+    with live_server(engines={MODEL: gated}) as server:
+        batcher = server.state.registry.models[0].batcher
+        held, held_out = hold_the_model(server, gated)
+        texts = [f"batch document {i}" for i in range(5)]
+        batch, batch_out = background(
+            lambda: embed(server, {"model": MODEL, "input": texts}, BATCH)
+        )
+        wait_for(lambda: batcher.queued_inputs == 5)
+        long_texts = [f"queued interactive text number {i} of a long request" for i in range(120)]
+        big, big_out = background(lambda: embed(server, {"model": MODEL, "input": long_texts}))
+        wait_for(lambda: batcher.queued_inputs == 125)
+        for _ in range(100):
+            batcher.record_throughput(30 * 64, 1.0)  # a full run in 1/30 s: a 0.1 s target
+        # The interactive work queued is a standing queue above the detection level, and the
+        # big request alone is more than the target (it is kept: never shed for its own size).
+        assert batcher.estimated_wait() > batcher.policy.detect_seconds
+        assert batcher.policy.target < 0.2
+        # The first arrival to meet the standing queue: admitted at the ceiling, and the
+        # interval starts.
+        first, first_out = background(lambda: embed(server, {"model": MODEL, "input": "one"}))
+        wait_for(lambda: batcher.queued_inputs == 126)
+        time.sleep(batcher.policy.target + 0.05)  # the standing queue has lasted an interval
+        confirming = embed(server, {"model": MODEL, "input": "two"})
+        assert batcher.policy.overloaded
+        assert confirming.status_code == 429, confirming.text  # refused after the shedding
+        for thread in (batch, first):
+            thread.join(30)
+        shed_answers = [batch_out["value"], first_out["value"]]
+        assert [a.status_code for a in shed_answers] == [429, 429], shed_answers
+        assert all(a.json()["error"]["code"] == "queue_full" for a in shed_answers)
+        overloaded = scrape(server)
+        gated.gate.set()
+        for thread, out in ((held, held_out), (big, big_out)):
+            thread.join(60)
+            assert out["value"].status_code == 200, out
+    assert requests_of(overloaded, "batch") == {"admitted": 1, "refused": 0, "shed": 1}
+    # Admitted: the held request, the big one (kept) and the first query (then shed).
+    assert requests_of(overloaded, "interactive") == {"admitted": 3, "refused": 1, "shed": 1}
+    assert queued(overloaded, "batch") == 0 and queued(overloaded, "interactive") == 120
