@@ -255,6 +255,10 @@ class Batcher:
         """Inputs waiting for a batch (not those running now)."""
         return self._queued_inputs
 
+    def lane_inputs(self, priority: Priority) -> int:
+        """The inputs of `priority` among `queued_inputs`."""
+        return self._lane_inputs[priority]
+
     @property
     def tokens_per_second(self) -> float | None:
         """Measured model throughput in real tokens per second (None before the first batch)."""

@@ -56,6 +56,17 @@ def requests_by_status(url: str) -> dict[str, float]:
     return out
 
 
+def admitted(url: str) -> dict[str, float]:
+    """Requests admitted so far, by priority (`embedserve_priority_requests_total`)."""
+    samples = metric_samples(httpx.get(url + "/metrics").text, "embedserve_priority_requests_total")
+    return {
+        priority: samples[
+            f'embedserve_priority_requests_total{{outcome="admitted",priority="{priority}"}}'
+        ]
+        for priority in ("interactive", "batch")
+    }
+
+
 def manifest(out) -> dict:
     return json.loads((out / "_manifest.json").read_text())
 
@@ -68,6 +79,7 @@ def test_server_output_equals_the_local_output(
     options = EmbedFileOptions(model=str(minilm_dir), batch_texts=8, rows_per_part=16, quiet=True)
     local = embed_file(tmp_path / "in", tmp_path / "local", options, engine=engine, log=None)
     before = requests_by_status(server.url).get("200", 0)
+    admitted_before = admitted(server.url)
 
     monkeypatch.setenv("EMBEDSERVE_API_KEY", KEY)
     argv = ["embed-file", str(tmp_path / "in"), "--out", str(tmp_path / "served")]
@@ -96,6 +108,10 @@ def test_server_output_equals_the_local_output(
     # c.parquet), c.parquet's first cut in two at the part end after row 32, so that no
     # request's tokens straddle two parts.
     assert requests_by_status(server.url).get("200", 0) - before == 1 + 8
+    # ... every one of them served as batch work, as /metrics shows an operator.
+    admitted_after = admitted(server.url)
+    assert admitted_after["batch"] - admitted_before["batch"] == 1 + 8
+    assert admitted_after["interactive"] == admitted_before["interactive"]
 
     # Other embedding types are made from the server's float32 by the local run's function;
     # --dimensions goes to the server.

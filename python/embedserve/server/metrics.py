@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from embedserve.batching import BatchStats
+from embedserve.admission import Priority
+from embedserve.batching import Batcher, BatchStats
 from embedserve.vector_cache import VectorCache
 
 _LATENCY = (
@@ -42,6 +43,7 @@ class ModelMetrics:
     tokenization: Histogram
     queue: Histogram
     inference: Histogram
+    queue_by_priority: Mapping[Priority, Histogram]
 
 
 class Metrics:
@@ -113,6 +115,33 @@ class Metrics:
         self.queue_depth = Gauge(
             "embedserve_queue_inputs", "Inputs waiting for a batch", ["model"], registry=r
         )
+        # Per request class (issue #23). Separate series, not a label on the ones above: their
+        # names and labels are what dashboards already query.
+        self.priority_requests = Counter(
+            "embedserve_priority_requests",
+            "Requests by priority and what admission decided: admitted; refused (429 on arrival); "
+            "shed (admitted, then 429 from the queue under overload)",
+            ["priority", "outcome"],
+            registry=r,
+        )
+        # Labelled once here: the pipeline counts every request, and a 429 before the body is
+        # read has no model yet, so these carry none (2 x 3 series, all present from the start).
+        self.admitted = {p: self.priority_requests.labels(p.value, "admitted") for p in Priority}
+        self.refused = {p: self.priority_requests.labels(p.value, "refused") for p in Priority}
+        self.shed = {p: self.priority_requests.labels(p.value, "shed") for p in Priority}
+        self.priority_queue = Histogram(
+            "embedserve_priority_queue_seconds",
+            "Per request: from queueing to the start of its first batch, by priority",
+            ["model", "priority"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.priority_queue_depth = Gauge(
+            "embedserve_priority_queue_inputs",
+            "Inputs waiting for a batch, by priority",
+            ["model", "priority"],
+            registry=r,
+        )
         # The exact result cache (embedserve.vector_cache), read when scraped.
         self.cache_hits = Gauge(
             "embedserve_cache_hits", "Inputs answered from the result cache", ["model"], registry=r
@@ -136,6 +165,7 @@ class Metrics:
                 tokenization=self.tokenization.labels(model),
                 queue=self.queue.labels(model),
                 inference=self.inference.labels(model),
+                queue_by_priority={p: self.priority_queue.labels(model, p.value) for p in Priority},
             )
         return found
 
@@ -153,8 +183,14 @@ class Metrics:
 
         return observe
 
-    def watch_queue(self, model: str, depth: Callable[[], int]) -> None:
-        self.queue_depth.labels(model).set_function(depth)
+    def watch_queue(self, model: str, batchers: Sequence[Batcher]) -> None:
+        """`model`'s queue depth, read when scraped: all its batchers (an embedder's extra heads
+        have their own) together, and per priority."""
+        self.queue_depth.labels(model).set_function(lambda: sum(b.queued_inputs for b in batchers))
+        for priority in Priority:
+            self.priority_queue_depth.labels(model, priority.value).set_function(
+                lambda p=priority: sum(b.lane_inputs(p) for b in batchers)
+            )
 
     def watch_cache(self, model: str, cache: VectorCache) -> None:
         self.cache_hits.labels(model).set_function(lambda: cache.hits)

@@ -42,7 +42,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from embedserve.admission import Priority
-from embedserve.batching import Batcher, BatcherClosedError, Reservation
+from embedserve.batching import Batcher, BatcherClosedError, QueueFullError, Reservation
 from embedserve.server.config import ServerConfig
 from embedserve.server.lifecycle import Drain
 from embedserve.server.limits import DEFAULT_TOKENS_PER_CHAR
@@ -161,6 +161,7 @@ class RequestPipeline:
         batchers = [m.batcher for m in models if m.batcher is not None]
         refusals = [r for b in batchers if (r := b.early_refusal(priority)) is not None]
         if refusals and len(refusals) == len(batchers):
+            self.metrics.refused[priority].inc()
             raise min(refusals, key=lambda r: r.retry_after)
 
     async def run(
@@ -184,6 +185,7 @@ class RequestPipeline:
         try:
             if batcher is not None:
                 reservation = batcher.reserve(job.size, estimate, priority)
+                self.metrics.admitted[priority].inc()
             started = time.perf_counter()
             # Batch work never runs on the loop: the interactive requests beside it need it.
             inline = estimate <= INLINE_TOKENS and priority is Priority.INTERACTIVE
@@ -211,6 +213,10 @@ class RequestPipeline:
                 result = job.finish(outputs)
             else:
                 result = await wait(self.off_loop(job.finish, outputs))
+        except QueueFullError:
+            # Admission's 429: from `reserve` (refused), or from the queue after it (shed).
+            (self.metrics.refused if reservation is None else self.metrics.shed)[priority].inc()
+            raise
         finally:
             if reservation is not None:
                 reservation.release()  # a no-op once submitted
@@ -223,6 +229,7 @@ class RequestPipeline:
             series.inputs.inc(job.size)
             series.tokenization.observe(tokenization)
             series.queue.observe(queue)
+            series.queue_by_priority[priority].observe(queue)
             series.inference.observe(inference)
         return Done(result, tokens, tokenization, queue, inference)
 

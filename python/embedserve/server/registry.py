@@ -196,7 +196,7 @@ class ModelRegistry:
         self, model: ServedModel, engine: Any, extras: Mapping[str, Any] | None = None
     ) -> None:
         batchers = [self._batcher(model, e) for e in (engine, *(extras or {}).values())]
-        self.metrics.watch_queue(model.id, lambda: sum(b.queued_inputs for b in batchers))
+        self.metrics.watch_queue(model.id, batchers)
         cache = getattr(engine, "cache", None)
         if cache is not None:
             self.metrics.watch_cache(model.id, cache)
