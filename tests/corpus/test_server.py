@@ -23,7 +23,7 @@ from embedserve.server.config import Limits
 from tests.corpus.conftest import read_output, write_csv, write_jsonl, write_parquet
 from tests.server.conftest import live_server, metric_samples, unhurried, wait_for
 from tests.support import free_port
-from tests.support.gated import HELD, GatedEngine, background
+from tests.support.gated import HELD, GatedEngine, background, set_queued_wait
 
 MODEL = "all-MiniLM-L6-v2"
 KEY = "sk-corpus"
@@ -152,11 +152,7 @@ def test_an_overloaded_server_is_waited_out_and_every_row_arrives(engine, tmp_pa
         queued, queued_out = background(lambda: post({"model": MODEL, "input": queued_texts}))
         wait_for(lambda: batcher.queued_inputs == 64)
         # A known rate: the queued work is 1.5 s, over batch's limit (1 s), within interactive's.
-        for _ in range(100):
-            batcher.record_throughput(1000, 1.0)
-        tokens = batcher.estimated_wait() * 1000
-        for _ in range(100):
-            batcher.record_throughput(int(tokens / 1.5), 1.0)
+        set_queued_wait(batcher, 1.5)
 
         options = EmbedFileOptions(model=MODEL, batch_texts=5, rows_per_part=8, quiet=True)
         job, job_out = background(

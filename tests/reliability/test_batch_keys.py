@@ -21,7 +21,7 @@ from embedserve.server.auth import ApiKeys
 from embedserve.server.errors import ApiError
 
 from ..server.conftest import live_server, unhurried, wait_for
-from ..support.gated import HELD, GatedEngine, background
+from ..support.gated import HELD, GatedEngine, background, set_queued_wait
 from .conftest import MODEL
 
 PLAIN = "sk-plain"
@@ -76,12 +76,7 @@ def crowded(engine) -> Iterator:
         body = {"model": MODEL, "input": texts}
         queued = background(lambda: post(server, "/v1/embeddings", body))
         wait_for(lambda: batcher.queued_inputs == 64)
-        for _ in range(100):
-            batcher.record_throughput(1000, 1.0)
-        tokens = batcher.estimated_wait() * 1000
-        for _ in range(100):
-            batcher.record_throughput(int(tokens / 1.5), 1.0)
-        assert 1.4 < batcher.estimated_wait() < 1.6
+        set_queued_wait(batcher, 1.5)
         try:
             yield server
         finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import httpx
 
 from ..server.conftest import live_server, unhurried, wait_for
-from ..support.gated import HELD, GatedEngine, background
+from ..support.gated import HELD, GatedEngine, background, set_queued_wait
 from .conftest import MODEL, embed, error_of
 
 BATCH = {"x-priority": "batch"}
@@ -58,12 +58,7 @@ def test_batch_work_is_refused_before_interactive_work_under_load(engine):
         wait_for(lambda: batcher.queued_inputs == 64)
         # A known rate, so that the queued work is 1.5 s: over batch's limit (half the 2 s
         # ceiling), within interactive's.
-        for _ in range(100):
-            batcher.record_throughput(1000, 1.0)
-        tokens = batcher.estimated_wait() * 1000
-        for _ in range(100):
-            batcher.record_throughput(int(tokens / 1.5), 1.0)
-        assert 1.4 < batcher.estimated_wait() < 1.6
+        set_queued_wait(batcher, 1.5)
 
         for body, headers in (
             ({"model": MODEL, "input": "a batch text"}, BATCH),  # refused before the body is read

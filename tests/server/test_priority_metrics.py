@@ -11,7 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..support.gated import HELD, GatedEngine, background
+from ..support.gated import HELD, GatedEngine, background, set_queued_wait
 from .conftest import MODEL, live_server, unhurried, wait_for
 
 BATCH = {"x-priority": "batch"}
@@ -134,12 +134,7 @@ def crowded(engine):
         texts = [f"queued interactive text number {i} of a long request" for i in range(64)]
         queued_request = background(lambda: embed(server, {"model": MODEL, "input": texts}))
         wait_for(lambda: batcher.queued_inputs == 64)
-        for _ in range(100):
-            batcher.record_throughput(1000, 1.0)
-        tokens = batcher.estimated_wait() * 1000
-        for _ in range(100):
-            batcher.record_throughput(int(tokens / 1.5), 1.0)
-        assert 1.4 < batcher.estimated_wait() < 1.6
+        set_queued_wait(batcher, 1.5)
         try:
             yield server
         finally:

@@ -78,3 +78,15 @@ def background(fn: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread, out
+
+
+def set_queued_wait(batcher: Any, seconds: float) -> None:
+    """Teach `batcher` a throughput at which the work queued now is `seconds` of waiting, so
+    that admission's decisions follow from the test's numbers, never from the machine's speed
+    (the model is held: no batch runs to measure)."""
+    for _ in range(100):
+        batcher.record_throughput(1000, 1.0)
+    tokens = batcher.estimated_wait() * 1000
+    for _ in range(100):
+        batcher.record_throughput(int(tokens / seconds), 1.0)
+    assert 0.93 * seconds < batcher.estimated_wait() < 1.07 * seconds
