@@ -23,7 +23,7 @@ from embedserve.server.config import Limits
 from tests.corpus.conftest import read_output, write_csv, write_jsonl, write_parquet
 from tests.server.conftest import live_server, metric_samples, unhurried, wait_for
 from tests.support import free_port
-from tests.support.gated import HELD, GatedEngine, background, set_queued_wait
+from tests.support.gated import GatedEngine, background, queued_behind_a_held_run
 
 MODEL = "all-MiniLM-L6-v2"
 KEY = "sk-corpus"
@@ -141,39 +141,29 @@ def test_an_overloaded_server_is_waited_out_and_every_row_arrives(engine, tmp_pa
     write_jsonl(tmp_path / "in.jsonl", [{"id": f"d{i}", "text": t} for i, t in enumerate(texts)])
     with live_server(unhurried(max_wait_seconds=2.0), engines={MODEL: gated}) as server:
         batcher = server.state.registry.models[0].batcher
-        gated.gate.clear()
 
         def post(body: dict) -> httpx.Response:
             return httpx.post(server.url + "/v1/embeddings", json=body, timeout=60)
 
-        held, held_out = background(lambda: post({"model": MODEL, "input": HELD}))
-        assert gated.entered.wait(30)
-        queued_texts = [f"queued interactive text number {i} of a long request" for i in range(64)]
-        queued, queued_out = background(lambda: post({"model": MODEL, "input": queued_texts}))
-        wait_for(lambda: batcher.queued_inputs == 64)
-        # A known rate: the queued work is 1.5 s, over batch's limit (1 s), within interactive's.
-        set_queued_wait(batcher, 1.5)
-
-        options = EmbedFileOptions(model=MODEL, batch_texts=5, rows_per_part=8, quiet=True)
-        job, job_out = background(
-            lambda: embed_file_on_server(
-                tmp_path / "in.jsonl",
-                tmp_path / "out",
-                options,
-                server=ServerOptions(server.url, concurrency=2, retry_seconds=120),
-                log=None,
+        with queued_behind_a_held_run(gated, batcher, post, MODEL):
+            options = EmbedFileOptions(model=MODEL, batch_texts=5, rows_per_part=8, quiet=True)
+            job, job_out = background(
+                lambda: embed_file_on_server(
+                    tmp_path / "in.jsonl",
+                    tmp_path / "out",
+                    options,
+                    server=ServerOptions(server.url, concurrency=2, retry_seconds=120),
+                    log=None,
+                )
             )
-        )
-        wait_for(lambda: requests_by_status(server.url).get("429", 0) >= 2)
-        assert batcher.queued_inputs == 64  # refused, not queued
-        # The same request as interactive work would have been admitted.
-        probe, probe_out = background(lambda: post({"model": MODEL, "input": "a query"}))
-        wait_for(lambda: batcher.queued_inputs == 65)
-        assert job.is_alive()
-        gated.gate.set()
-        for thread, out in ((held, held_out), (queued, queued_out), (probe, probe_out)):
-            thread.join(30)
-            assert out["value"].status_code == 200, out
+            wait_for(lambda: requests_by_status(server.url).get("429", 0) >= 2)
+            assert batcher.queued_inputs == 64  # refused, not queued
+            # The same request as interactive work would have been admitted.
+            probe, probe_out = background(lambda: post({"model": MODEL, "input": "a query"}))
+            wait_for(lambda: batcher.queued_inputs == 65)
+            assert job.is_alive()
+        probe.join(30)
+        assert probe_out["value"].status_code == 200, probe_out
         job.join(60)
         assert "error" not in job_out, job_out
         assert job_out["value"]["rows"] == 12

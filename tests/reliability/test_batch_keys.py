@@ -21,7 +21,7 @@ from embedserve.server.auth import ApiKeys
 from embedserve.server.errors import ApiError
 
 from ..server.conftest import live_server, unhurried, wait_for
-from ..support.gated import HELD, GatedEngine, background, set_queued_wait
+from ..support.gated import HELD, GatedEngine, background, queued_behind_a_held_run
 from .conftest import MODEL
 
 PLAIN = "sk-plain"
@@ -69,21 +69,12 @@ def crowded(engine) -> Iterator:
     config = unhurried(max_wait_seconds=2.0, api_keys=(PLAIN,), batch_api_keys=(BATCH,))
     with live_server(config, engines={MODEL: gated}) as server:
         batcher = server.state.registry.models[0].batcher
-        gated.gate.clear()
-        held = background(lambda: post(server, "/v1/embeddings", {"model": MODEL, "input": HELD}))
-        assert gated.entered.wait(30)
-        texts = [f"queued interactive text number {i} of a long request" for i in range(64)]
-        body = {"model": MODEL, "input": texts}
-        queued = background(lambda: post(server, "/v1/embeddings", body))
-        wait_for(lambda: batcher.queued_inputs == 64)
-        set_queued_wait(batcher, 1.5)
-        try:
+
+        def send(body: dict) -> httpx.Response:
+            return post(server, "/v1/embeddings", body)
+
+        with queued_behind_a_held_run(gated, batcher, send, MODEL):
             yield server
-        finally:
-            gated.gate.set()
-            for thread, out in (held, queued):
-                thread.join(30)
-                assert out["value"].status_code == 200, out
 
 
 def post(server, path: str, body: object, headers: dict[str, str] | None = None) -> httpx.Response:

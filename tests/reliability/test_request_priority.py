@@ -6,10 +6,12 @@ queue is arranged."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import httpx
 
 from ..server.conftest import live_server, unhurried, wait_for
-from ..support.gated import HELD, GatedEngine, background, set_queued_wait
+from ..support.gated import HELD, GatedEngine, background, queued_behind_a_held_run
 from .conftest import MODEL, embed, error_of
 
 BATCH = {"x-priority": "batch"}
@@ -52,30 +54,22 @@ def test_batch_work_is_refused_before_interactive_work_under_load(engine):
     gated = GatedEngine(engine)
     with live_server(unhurried(max_wait_seconds=2.0), engines={MODEL: gated}) as server:
         batcher = server.state.registry.models[0].batcher
-        held, held_out = hold_the_model(server, gated)
-        texts = [f"queued interactive text number {i} of a long request" for i in range(64)]
-        queued, queued_out = background(lambda: embed(server.url, {"model": MODEL, "input": texts}))
-        wait_for(lambda: batcher.queued_inputs == 64)
-        # A known rate, so that the queued work is 1.5 s: over batch's limit (half the 2 s
-        # ceiling), within interactive's.
-        set_queued_wait(batcher, 1.5)
-
-        for body, headers in (
-            ({"model": MODEL, "input": "a batch text"}, BATCH),  # refused before the body is read
-            ({"model": MODEL, "input": "a batch text", "priority": "batch"}, {}),  # after
-        ):
-            refused = embed(server.url, body, headers=headers)
-            error = error_of(refused, 429, "queue_full")
-            assert "would finish in about 1.5s" in error["message"]
-            assert 1 <= int(refused.headers["retry-after"]) <= 60
-        admitted, admitted_out = background(
-            lambda: embed(server.url, {"model": MODEL, "input": "an interactive text"})
-        )
-        wait_for(lambda: batcher.queued_inputs == 65)  # admitted and queued, not refused
-        gated.gate.set()
-        for thread, out in ((held, held_out), (queued, queued_out), (admitted, admitted_out)):
-            thread.join(30)
-            assert out["value"].status_code == 200, out
+        send = partial(embed, server.url)
+        with queued_behind_a_held_run(gated, batcher, send, MODEL):
+            for body, headers in (
+                ({"model": MODEL, "input": "a batch text"}, BATCH),  # refused before the body
+                ({"model": MODEL, "input": "a batch text", "priority": "batch"}, {}),  # after
+            ):
+                refused = embed(server.url, body, headers=headers)
+                error = error_of(refused, 429, "queue_full")
+                assert "would finish in about 1.5s" in error["message"]
+                assert 1 <= int(refused.headers["retry-after"]) <= 60
+            admitted, admitted_out = background(
+                lambda: embed(server.url, {"model": MODEL, "input": "an interactive text"})
+            )
+            wait_for(lambda: batcher.queued_inputs == 65)  # admitted and queued, not refused
+        admitted.join(30)
+        assert admitted_out["value"].status_code == 200, admitted_out
 
 
 def test_an_unknown_priority_is_a_400_that_names_where_it_came_from(engine):

@@ -6,12 +6,13 @@ are asserted, never speed."""
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..support.gated import HELD, GatedEngine, background, set_queued_wait
+from ..support.gated import HELD, GatedEngine, background, queued_behind_a_held_run
 from .conftest import MODEL, live_server, unhurried, wait_for
 
 BATCH = {"x-priority": "batch"}
@@ -130,18 +131,8 @@ def crowded(engine):
     gated = GatedEngine(engine)
     with live_server(unhurried(max_wait_seconds=2.0), engines={MODEL: gated}) as server:
         batcher = server.state.registry.models[0].batcher
-        held = hold_the_model(server, gated)
-        texts = [f"queued interactive text number {i} of a long request" for i in range(64)]
-        queued_request = background(lambda: embed(server, {"model": MODEL, "input": texts}))
-        wait_for(lambda: batcher.queued_inputs == 64)
-        set_queued_wait(batcher, 1.5)
-        try:
+        with queued_behind_a_held_run(gated, batcher, partial(embed, server), MODEL):
             yield server
-        finally:
-            gated.gate.set()
-            for thread, out in (held, queued_request):
-                thread.join(30)
-                assert out["value"].status_code == 200, out
 
 
 def test_a_refused_batch_request_counts_as_refused_batch(crowded):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from embedserve.server.pipeline import INLINE_MODEL_TOKENS
@@ -90,3 +92,39 @@ def set_queued_wait(batcher: Any, seconds: float) -> None:
     for _ in range(100):
         batcher.record_throughput(int(tokens / seconds), 1.0)
     assert 0.93 * seconds < batcher.estimated_wait() < 1.07 * seconds
+
+
+QUEUED_INPUTS = 64
+
+
+@contextlib.contextmanager
+def queued_behind_a_held_run(
+    gated: GatedEngine, batcher: Any, send: Callable[[dict[str, Any]], Any], model: str
+) -> Iterator[None]:
+    """A first request held inside the model, QUEUED_INPUTS interactive inputs waiting behind
+    it, and `batcher` taught that they are 1.5 s of work: over batch work's limit (half the
+    ceiling) and within interactive work's, at `max_wait_seconds=2`. `send(body)` posts an
+    OpenAI embeddings body. On leaving, the gate opens and both requests must be answered 200."""
+    gated.gate.clear()
+    gated.entered.clear()
+    held = background(lambda: send({"model": model, "input": HELD}))
+    assert gated.entered.wait(30)
+    texts = [f"queued interactive text number {i} of a long request" for i in range(QUEUED_INPUTS)]
+    queued = background(lambda: send({"model": model, "input": texts}))
+    _wait_for_inputs(batcher, QUEUED_INPUTS)
+    set_queued_wait(batcher, 1.5)
+    try:
+        yield
+    finally:
+        gated.gate.set()
+        for thread, out in (held, queued):
+            thread.join(30)
+            assert out["value"].status_code == 200, out
+
+
+def _wait_for_inputs(batcher: Any, count: int, timeout: float = 30.0) -> None:
+    """Until `batcher` has `count` inputs queued."""
+    deadline = time.monotonic() + timeout
+    while batcher.queued_inputs != count:
+        assert time.monotonic() < deadline, f"{batcher.queued_inputs} inputs queued, not {count}"
+        time.sleep(0.01)
