@@ -23,6 +23,10 @@ reference texts four times, one `embed` call, result cache off) in fp32 and int8
 the matching ceiling; and the engine's own padded batches run through the graph with the plain
 attention ops and through the fused copy its CPU sessions use (models/fused_attention.py), so
 the fusion's part is measured on its own. Rounds alternate; medians.
+
+With `--profile`, last: where a bulk session's time goes. ONNX Runtime's per-node profiler on a
+session of one intra-op thread (what `Engine.bulk_engine` opens) over the engine's bulk batches of
+the same 800 texts (`planning.bulk_batch_tokens`), one after another, kernel time by op type.
 """
 
 from __future__ import annotations
@@ -134,6 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--models", nargs="*", default=MODELS, choices=MODELS)
     parser.add_argument("--engine-rounds", type=int, default=5)
+    parser.add_argument(
+        "--profile", action="store_true", help="then the bulk session's time by op type (fp32)"
+    )
     args = parser.parse_args(argv)
     rows = tokens_per_run()
     print(describe_machine())
@@ -169,6 +176,12 @@ def main(argv: list[str] | None = None) -> None:
         print("| model | runner | texts/s | against | share of the ceiling |")
         print("|---|---|---:|---|---:|")
         print("\n".join(engine_table))
+    if args.profile:
+        print("\nA bulk session's kernel time by op type (fp32, 1 thread, 800 texts):\n")
+        print("| model | op | share | seconds |")
+        print("|---|---|---:|---:|")
+        for model in args.models:
+            print("\n".join(profile_rows(model)))
 
 
 def _engine(model: str, precision: str, threads: int):
@@ -235,6 +248,40 @@ def engine_rows(model: str, threads: int, rounds: int, ceilings: dict[str, float
         share = rate / ceilings[kernel]
         rows.append(f"| {model} | {label} | {rate:.1f} | {kernel} | {100 * share:.0f} % |")
     return rows
+
+
+def profile_rows(model: str) -> list[str]:
+    """ONNX Runtime's per-node profile of a one-thread session of the fused fp32 graph over the
+    engine's bulk batches: the share of kernel time each op type takes."""
+    import onnxruntime as ort
+    from embedserve.models.graph import fused_attention_onnx
+    from embedserve.planning import bulk_batch_tokens, pad_batch, plan_batches
+    from embedserve.runtime.session import graph_feeds
+
+    texts = json.loads((DATA / f"{model}.public.json").read_text())["texts"] * 4
+    engine = _engine(model, "fp32", 1)
+    sequences = engine.prepare(texts).sequences
+    lengths = np.fromiter((len(s) for s in sequences), np.int64, len(sequences))
+    budget = bulk_batch_tokens(engine.max_batch_tokens)
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "profile")
+        path = fused_attention_onnx(Path(engine.session.path))
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        names = [i.name for i in session.get_inputs()]
+        for group in plan_batches(lengths, budget):
+            session.run(None, graph_feeds(names, *pad_batch([sequences[i] for i in group])))
+        events = json.loads(Path(session.end_profiling()).read_text())
+    by_op: dict[str, float] = {}
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            op = event["args"]["op_name"]
+            by_op[op] = by_op.get(op, 0.0) + event["dur"] / 1e6
+    total = sum(by_op.values())
+    ranked = sorted(by_op.items(), key=lambda item: -item[1])
+    return [f"| {model} | {op} | {100 * s / total:.1f} % | {s:.3f} |" for op, s in ranked]
 
 
 if __name__ == "__main__":
