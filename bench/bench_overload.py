@@ -23,7 +23,8 @@ shown, on the same cores).
 clients sending one short text a request, first alone, then while `--batch-clients` clients (in
 a process of their own, so their large answers never hold the interactive client's loop)
 flood the server with `--batch-texts` texts a request sent with `X-Priority: batch` (honouring
-Retry-After), then with the same flood sent without the header (as interactive work). Printed:
+Retry-After; answers as JSON floats, or base64 with `--batch-encoding base64`, as `embed-file
+--server` asks), then with the same flood sent without the header (as interactive work). Printed:
 the interactive p50/p99 in each, its p99 against the alone run's (goal with the header: <= 2x),
 and the flood's goodput. `--seconds` is each phase's length.
 """
@@ -63,13 +64,14 @@ class Task:
     headers: dict[str, str] = field(default_factory=dict)  # sent with every request
 
 
-def embed_task() -> Task:
+def embed_task(encoding_format: str = "float") -> Task:
+    extra = {} if encoding_format == "float" else {"encoding_format": encoding_format}
     return Task(
         "embed",
         "texts",
         "/v1/embeddings",
         "short",
-        lambda texts, _: json.dumps({"model": MODEL, "input": texts}).encode(),
+        lambda texts, _: json.dumps({"model": MODEL, "input": texts, **extra}).encode(),
         b'"embedding":',
     )
 
@@ -239,7 +241,8 @@ def measure_mixed(url: str, args: argparse.Namespace, texts: list[str]) -> list[
     same flood without it; each returned phase is the interactive clients' (the flood's phase
     follows it in the list, for its goodput)."""
     task = embed_task()
-    flood = replace(task, name="batch flood", headers={"x-priority": "batch"})
+    flood_task = embed_task(args.batch_encoding)
+    flood = replace(flood_task, name="batch flood", headers={"x-priority": "batch"})
 
     async def alone() -> list[Phase]:
         phase = Phase("interactive alone", args.interactive_clients)
@@ -272,7 +275,7 @@ def measure_mixed(url: str, args: argparse.Namespace, texts: list[str]) -> list[
 
     phases = run(alone)
     phases += beside(flood, "flood with X-Priority: batch")
-    phases += beside(task, "flood without the header")
+    phases += beside(flood_task, "flood without the header")
     return phases
 
 
@@ -334,6 +337,12 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--interactive-clients", type=int, default=1)
     parser.add_argument("--batch-clients", type=int, default=8)
     parser.add_argument("--batch-texts", type=int, default=64, help="texts per flood request")
+    parser.add_argument(
+        "--batch-encoding",
+        choices=["float", "base64"],
+        default="float",
+        help="the flood's encoding_format (base64: what `embed-file --server` asks for)",
+    )
     parser.add_argument(
         "serve_flags", nargs=argparse.REMAINDER, help="after --, flags for `embedserve serve`"
     )

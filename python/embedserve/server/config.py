@@ -156,8 +156,9 @@ class ServerConfig(LoadSettings):
     )
     model_nice: int = setting(
         5,
-        "nice value added to the models' threads (ONNX Runtime's and the batcher's), so the "
-        "HTTP side, which answers /health and 429s, gets a core first when the model is busy",
+        "nice value added to the models' threads (ONNX Runtime's and the batcher's) and to the "
+        "threads that tokenize and render batch-priority work, so the HTTP side, which answers "
+        "/health and 429s, gets a core first when the model is busy",
         type=nice_value,
     )
     lane_session: str = setting(

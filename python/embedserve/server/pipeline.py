@@ -47,6 +47,7 @@ from embedserve.server.config import ServerConfig
 from embedserve.server.lifecycle import Drain
 from embedserve.server.limits import DEFAULT_TOKENS_PER_CHAR
 from embedserve.server.metrics import Metrics
+from embedserve.server.niceness import lower_this_thread
 from embedserve.server.registry import ServedModel
 
 R = TypeVar("R")
@@ -133,19 +134,32 @@ class RequestPipeline:
         self.drain = drain
         self.active = 0  # requests admitted and not yet answered: a drain waits for them
         # Tokenizing and rendering are CPU work: a few threads, sized to the cores, off the loop.
-        self._executor = ThreadPoolExecutor(
-            max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="embedserve-cpu"
+        workers = min(4, os.cpu_count() or 1)
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="embedserve-cpu")
+        # Batch work's share runs as far below the loop as the models' threads do: rendering a
+        # flood's answers (~250 KB of JSON floats each) then yields the core to an interactive
+        # request running its model on the loop's thread (bench/NOTES.md, "Batch work's CPU
+        # below the loop").
+        self._batch_executor = ThreadPoolExecutor(
+            workers,
+            thread_name_prefix="embedserve-batch-cpu",
+            initializer=lower_this_thread,
+            initargs=(config.model_nice,),
         )
         # Measured tokens per character, per model, for estimating a request before tokenizing.
         self._tokens_per_char: dict[str, float] = {}
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._batch_executor.shutdown(wait=False, cancel_futures=True)
 
-    def off_loop(self, work: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    def off_loop(
+        self, work: Callable[..., T], *args: Any, priority: Priority = Priority.INTERACTIVE
+    ) -> asyncio.Future[T]:
         """`work(*args)` on the pipeline's CPU threads: tokenizing, finishing, parsing a large
-        body."""
-        return asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
+        body; batch work's on threads below the loop."""
+        executor = self._batch_executor if priority is Priority.BATCH else self._executor
+        return asyncio.get_running_loop().run_in_executor(executor, work, *args)
 
     def refuse_if_draining(self) -> None:
         if self.drain is not None and self.drain.draining:
@@ -193,7 +207,7 @@ class RequestPipeline:
                 if inline:
                     step()
                 else:
-                    await wait(self.off_loop(step))
+                    await wait(self.off_loop(step, priority=priority))
             tokenization = time.perf_counter() - started
             outputs = None
             if batcher is not None:
@@ -212,7 +226,7 @@ class RequestPipeline:
             if job.finish_cost(outputs) <= INLINE_VALUES and priority is Priority.INTERACTIVE:
                 result = job.finish(outputs)
             else:
-                result = await wait(self.off_loop(job.finish, outputs))
+                result = await wait(self.off_loop(job.finish, outputs, priority=priority))
         except QueueFullError:
             # Admission's 429: from `reserve` (refused), or from the queue after it (shed).
             (self.metrics.refused if reservation is None else self.metrics.shed)[priority].inc()

@@ -15,9 +15,7 @@ fork — as sessions and tokenizers must be created there.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Mapping
@@ -37,6 +35,7 @@ from embedserve.reranker import Reranker
 from embedserve.server.config import ModelSpec, ServerConfig
 from embedserve.server.errors import model_not_found, not_ready, wrong_kind
 from embedserve.server.metrics import Metrics
+from embedserve.server.niceness import lower_this_thread
 from embedserve.sparse import SparseEncoder
 
 log = logging.getLogger(__name__)
@@ -163,7 +162,7 @@ class ModelRegistry:
         # Threads inherit the nice value of the thread that starts them: ONNX Runtime's pool
         # (started with the session) and the batcher (started in `_serve`) run below the event
         # loop, so a busy model cannot delay /health, 429s or admission (bench/NOTES.md).
-        _lower_this_thread(self.config.model_nice)
+        lower_this_thread(self.config.model_nice)
         for model in self.models:
             if model.ready:
                 continue
@@ -266,12 +265,3 @@ def extra_engines(model_dir: Any, options: LoadOptions, engine: object) -> dict[
                 "%s: its %s head is not served: %s: %s", options.name, kind, type(exc).__name__, exc
             )
     return found
-
-
-def _lower_this_thread(nice: int) -> None:
-    """Add `nice` to the calling thread's nice value (Linux: per thread; elsewhere a no-op)."""
-    if nice <= 0 or not hasattr(os, "setpriority"):
-        return
-    tid = threading.get_native_id()
-    with contextlib.suppress(OSError):  # raising one's own nice value needs no privilege
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
