@@ -8,9 +8,11 @@ TIKTOKEN_CACHE_DIR, named by the sha1 of its download URL, as tiktoken itself ca
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,10 +139,24 @@ def test_litellm(server, texts, expected, monkeypatch):
     monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 
-    response = litellm.embedding(
-        model=f"openai/{MODEL}", input=texts, api_base=server.url + "/v1", api_key=KEY
-    )
+    try:
+        response = litellm.embedding(
+            model=f"openai/{MODEL}", input=texts, api_base=server.url + "/v1", api_key=KEY
+        )
+    finally:
+        close_the_main_threads_event_loop()
     assert_same([item["embedding"] for item in response.data], expected)
+
+
+def close_the_main_threads_event_loop() -> None:
+    """litellm's service logger gives the main thread an event loop (`asyncio.get_event_loop()`)
+    and never closes it: the next test to run `asyncio.run` dropped it, and the unclosed loop's
+    warning failed whichever test was running when it was collected."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+    loop.close()
+    asyncio.set_event_loop(None)
 
 
 def test_huggingface_hub_feature_extraction(server, texts, expected):
