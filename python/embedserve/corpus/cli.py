@@ -10,6 +10,7 @@ from typing import Any
 
 from embedserve.corpus.encode import EMBEDDING_TYPES
 from embedserve.corpus.pipeline import ON_ERROR, EmbedFileOptions
+from embedserve.corpus.remote import ServerOptions
 from embedserve.loading import LoadOptions, LoadSettings
 from embedserve.models import DEFAULT_MODEL
 from embedserve.quantization import BYTE_RULE
@@ -135,14 +136,14 @@ def add_embed_file_command(commands: Any) -> argparse.ArgumentParser:
         "--server-concurrency",
         type=positive,
         metavar="N",
-        help="with --server: requests in flight (default: 2)",
+        help=f"with --server: requests in flight (default: {ServerOptions.concurrency})",
     )
     cmd.add_argument(
         "--server-retry-seconds",
         type=positive_float,
         metavar="S",
         help="with --server: how long one request may be refused (429/503, waited out by "
-        "Retry-After) before the job stops (default: 600)",
+        f"Retry-After) before the job stops (default: {ServerOptions.retry_seconds:g})",
     )
     cmd.set_defaults(run=run_embed_file, usage_error=cmd.error)
     return cmd
@@ -232,8 +233,7 @@ def run_embed_file(args: argparse.Namespace) -> int:
         options,
         address=args.ray,
         actors=args.ray_actors,
-        num_cpus=1.0 if args.ray_cpus_per_actor is None else args.ray_cpus_per_actor,
-        num_gpus=0.0 if args.ray_gpus_per_actor is None else args.ray_gpus_per_actor,
+        **_given(num_cpus=args.ray_cpus_per_actor, num_gpus=args.ray_gpus_per_actor),
     )
     return 0
 
@@ -250,14 +250,18 @@ def api_key(name: str | None, environ: Mapping[str, str] | None = None) -> str |
     return next((environ[n].strip() for n in API_KEY_ENVS if environ.get(n, "").strip()), None)
 
 
+def _given(**values: Any) -> dict[str, Any]:
+    """The flags given on the command line: the others keep the defaults of what they feed."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
 def _run_on_server(args: argparse.Namespace, options: EmbedFileOptions) -> int:
-    from embedserve.corpus.remote import ServerOptions, embed_file_on_server
+    from embedserve.corpus.remote import embed_file_on_server
 
     server = ServerOptions(
         url=args.server,
         api_key=api_key(args.api_key_env),
-        concurrency=args.server_concurrency or 2,
-        retry_seconds=args.server_retry_seconds or 600.0,
+        **_given(concurrency=args.server_concurrency, retry_seconds=args.server_retry_seconds),
     )
     embed_file_on_server(args.input, args.out, options, server=server)
     return 0
