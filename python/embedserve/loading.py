@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from embedserve.models import DEFAULT_MODEL
-from embedserve.planning import LANE_SESSION_MODES
+from embedserve.planning import LANE_SESSION_MODES, session_mode
 from embedserve.precision import (
     AUTO,
     CUDA_BOUND,
@@ -196,14 +196,16 @@ def validate_load_options(options: LoadSettings) -> None:
     if not isinstance(tokenizer_mode, str) or tokenizer_mode.lower() not in TOKENIZER_MODES:
         raise ValueError(f"tokenizer_mode must be one of {TOKENIZER_MODES}, got {tokenizer_mode!r}")
     bulk_session = options.bulk_session
-    if not isinstance(bulk_session, str) or bulk_session.lower() not in LANE_SESSION_MODES:
-        raise ValueError(f"bulk_session must be one of {LANE_SESSION_MODES}, got {bulk_session!r}")
+    # Any case here, at the library's boundary (as the other load settings); exact below it.
+    bulk_session = session_mode(
+        bulk_session.lower() if isinstance(bulk_session, str) else bulk_session, "bulk_session"
+    )
     # Frozen: the normalized values are set once, here, before anyone reads them.
     object.__setattr__(options, "precision", precision)
     object.__setattr__(options, "runtime", runtime)
     object.__setattr__(options, "providers", providers)
     object.__setattr__(options, "tokenizer_mode", tokenizer_mode.lower())
-    object.__setattr__(options, "bulk_session", bulk_session.lower())
+    object.__setattr__(options, "bulk_session", bulk_session)
 
 
 @dataclass(frozen=True)

@@ -31,12 +31,18 @@ LANE_AUTO_MAX_THREADS = 4
 LANE_AUTO_MAX_BYTES = 512 * 2**20
 
 
+def session_mode(mode: object, name: str) -> str:
+    """`mode` if it is one of LANE_SESSION_MODES; else a ValueError naming the setting `name`."""
+    if mode not in LANE_SESSION_MODES:
+        raise ValueError(f"{name} must be one of {LANE_SESSION_MODES}, got {mode!r}")
+    return str(mode)
+
+
 def second_session(threads: int, mode: str, graph_bytes: int = 0, what: str = "lane") -> bool:
     """Whether a CPU model of `threads` threads whose graph takes `graph_bytes` gets a second
     session of fewer threads under `mode` (auto|on|off): the one rule for the lane session and
     the bulk session, which cost the same (the weights once more) for the same kind of gain."""
-    if mode not in LANE_SESSION_MODES:
-        raise ValueError(f"{what} session mode must be one of {LANE_SESSION_MODES}, got {mode!r}")
+    mode = session_mode(mode, f"{what} session mode")
     if threads < 2 or mode == "off":
         return False
     return mode == "on" or (threads <= LANE_AUTO_MAX_THREADS and graph_bytes <= LANE_AUTO_MAX_BYTES)
