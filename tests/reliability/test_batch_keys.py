@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import httpx
 import pytest
@@ -21,7 +22,7 @@ from embedserve.server.auth import ApiKeys
 from embedserve.server.errors import ApiError
 
 from ..server.conftest import live_server, unhurried, wait_for
-from ..support.gated import HELD, GatedEngine, background, queued_behind_a_held_run
+from ..support.gated import GatedEngine, background, hold_the_model, queued_behind_a_held_run
 from .conftest import MODEL
 
 PLAIN = "sk-plain"
@@ -137,9 +138,7 @@ def test_a_batch_keys_request_is_served_after_later_interactive_work(engine, pat
     config = unhurried(api_keys=(PLAIN,), batch_api_keys=(BATCH,))
     with live_server(config, engines={MODEL: gated}) as server:
         batcher = server.state.registry.models[0].batcher
-        gated.gate.clear()
-        held = background(lambda: post(server, "/v1/embeddings", {"model": MODEL, "input": HELD}))
-        assert gated.entered.wait(30)
+        held = hold_the_model(gated, partial(post, server, "/v1/embeddings"), MODEL)
         texts = [f"batch document {i}" for i in range(5)]
         inputs = {"/v1/embeddings": "input", "/embed": "inputs", "/v2/embed": "texts"}[path]
         batch_body = {**body, inputs: texts}

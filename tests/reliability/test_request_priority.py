@@ -11,26 +11,17 @@ from functools import partial
 import httpx
 
 from ..server.conftest import live_server, unhurried, wait_for
-from ..support.gated import HELD, GatedEngine, background, queued_behind_a_held_run
+from ..support.gated import GatedEngine, background, hold_the_model, queued_behind_a_held_run
 from .conftest import MODEL, embed, error_of
 
 BATCH = {"x-priority": "batch"}
-
-
-def hold_the_model(server, gated: GatedEngine) -> tuple:
-    """A first request that is inside the model (the gate closed) when this returns."""
-    gated.gate.clear()
-    gated.entered.clear()
-    held = background(lambda: embed(server.url, {"model": MODEL, "input": HELD}))
-    assert gated.entered.wait(30)
-    return held
 
 
 def test_interactive_requests_are_served_ahead_of_queued_batch_work(engine):
     gated = GatedEngine(engine)
     with live_server(engines={MODEL: gated}) as server:
         batcher = server.state.registry.models[0].batcher
-        held, held_out = hold_the_model(server, gated)
+        held, held_out = hold_the_model(gated, partial(embed, server.url), MODEL)
         batch_texts = [f"batch document {i}" for i in range(5)]
         batch, batch_out = background(
             lambda: embed(server.url, {"model": MODEL, "input": batch_texts}, headers=BATCH)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..support.gated import HELD, GatedEngine, background, queued_behind_a_held_run
+from ..support.gated import GatedEngine, background, hold_the_model, queued_behind_a_held_run
 from .conftest import MODEL, live_server, unhurried, wait_for
 
 BATCH = {"x-priority": "batch"}
@@ -62,15 +62,6 @@ def queued(samples: dict, priority: str) -> float:
     return per_class(samples, "embedserve_priority_queue_inputs", priority)
 
 
-def hold_the_model(server, gated: GatedEngine) -> tuple:
-    """An interactive request that is inside the model (the gate closed) when this returns."""
-    gated.gate.clear()
-    gated.entered.clear()
-    held = background(lambda: embed(server, {"model": MODEL, "input": HELD}))
-    assert gated.entered.wait(30)
-    return held
-
-
 def test_each_class_counts_in_its_own_series_and_the_old_series_stay(engine):
     with live_server(engines={MODEL: engine}) as server:
         before = scrape(server)
@@ -97,7 +88,7 @@ def test_queue_depth_and_wait_per_class_while_the_model_is_held(engine):
     gated = GatedEngine(engine)
     with live_server(engines={MODEL: gated}) as server:
         batcher = server.state.registry.models[0].batcher
-        held, held_out = hold_the_model(server, gated)
+        held, held_out = hold_the_model(gated, partial(embed, server), MODEL)
         texts = [f"batch document {i}" for i in range(5)]
         batch, batch_out = background(
             lambda: embed(server, {"model": MODEL, "input": texts}, BATCH)
@@ -159,7 +150,7 @@ def test_a_shed_request_counts_as_shed_in_its_own_class(engine):
     gated.max_batch_tokens = 64  # overload is detected at 16 full runs: 1,024 tokens
     with live_server(engines={MODEL: gated}) as server:
         batcher = server.state.registry.models[0].batcher
-        held, held_out = hold_the_model(server, gated)
+        held, held_out = hold_the_model(gated, partial(embed, server), MODEL)
         texts = [f"batch document {i}" for i in range(5)]
         batch, batch_out = background(
             lambda: embed(server, {"model": MODEL, "input": texts}, BATCH)

@@ -94,6 +94,18 @@ def set_queued_wait(batcher: Any, seconds: float) -> None:
     assert 0.93 * seconds < batcher.estimated_wait() < 1.07 * seconds
 
 
+def hold_the_model(
+    gated: GatedEngine, send: Callable[[dict[str, Any]], Any], model: str
+) -> tuple[threading.Thread, dict[str, Any]]:
+    """A first request (`send(body)` posts an OpenAI embeddings body) that is inside the model,
+    the gate closed, when this returns: its thread and its `background` result."""
+    gated.gate.clear()
+    gated.entered.clear()
+    held = background(lambda: send({"model": model, "input": HELD}))
+    assert gated.entered.wait(30)
+    return held
+
+
 QUEUED_INPUTS = 64
 
 
@@ -105,10 +117,7 @@ def queued_behind_a_held_run(
     it, and `batcher` taught that they are 1.5 s of work: over batch work's limit (half the
     ceiling) and within interactive work's, at `max_wait_seconds=2`. `send(body)` posts an
     OpenAI embeddings body. On leaving, the gate opens and both requests must be answered 200."""
-    gated.gate.clear()
-    gated.entered.clear()
-    held = background(lambda: send({"model": model, "input": HELD}))
-    assert gated.entered.wait(30)
+    held = hold_the_model(gated, send, model)
     texts = [f"queued interactive text number {i} of a long request" for i in range(QUEUED_INPUTS)]
     queued = background(lambda: send({"model": model, "input": texts}))
     _wait_for_inputs(batcher, QUEUED_INPUTS)
