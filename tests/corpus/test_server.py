@@ -411,3 +411,13 @@ def test_an_answer_that_is_not_each_inputs_own_vector_stops_the_job(data, why):
     answer["data"] = [{"index": 0, "embedding": "not base64!"}, {"index": 1, "embedding": "AA=="}]
     with pytest.raises(ServerError, match="not an embeddings response"):
         client._parse(json.dumps(answer).encode(), 2, "input rows 0 to 1 (2 texts)")
+
+
+def test_an_answer_of_another_width_than_the_first_stops_the_job():
+    from embedserve.corpus.remote import EmbeddingsClient
+
+    client = EmbeddingsClient(ServerOptions(url="http://127.0.0.1:9"), MODEL, None)
+    client.width = 384  # the probe's
+    answer = {"data": [{"index": 0, "embedding": [0.5] * 128}], "usage": {"prompt_tokens": 3}}
+    with pytest.raises(ServerError, match="answered vectors of 128 dimensions, 384 before"):
+        client._parse(json.dumps(answer).encode(), 1, "input row 0")
