@@ -332,7 +332,7 @@ class Splitter:
 
     def embed(self, texts: list[str], rows: list[int]) -> tuple[np.ndarray, int]:
         """The float32 vectors [len(texts), d] and the tokens the server counted."""
-        pieces = []
+        pieces: list[tuple[np.ndarray, int]] = []
         start = 0
         while start < len(texts):
             # Read before each piece: a refusal of the one before may have lowered it.
