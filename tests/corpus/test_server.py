@@ -131,6 +131,95 @@ def test_server_output_equals_the_local_output(
     assert np.abs(local8.astype(np.int16) - served8.astype(np.int16)).max() <= 1
 
 
+@pytest.mark.parametrize(
+    ("limits", "refused"),
+    [
+        (Limits(max_request_tokens=80), "400"),  # too_many_tokens: about 2 of these texts
+        (Limits(max_inputs=3), "400"),  # too_many_inputs
+        (Limits(max_body_bytes=500), "413"),  # about 3 texts of JSON
+    ],
+    ids=["tokens", "inputs", "body"],
+)
+def test_requests_refused_as_too_large_are_split_and_the_output_is_the_local_one(
+    limits, refused, engine, reference, tmp_path, minilm_dir
+):
+    texts = [t[:120] for t in reference["texts"][:40]]
+    corpus(tmp_path / "in", texts)
+    options = EmbedFileOptions(model=str(minilm_dir), batch_texts=8, rows_per_part=16, quiet=True)
+    embed_file(tmp_path / "in", tmp_path / "local", options, engine=engine, log=None)
+    lines: list[str] = []
+    with live_server(unhurried(limits=limits), engines={MODEL: engine}) as small:
+        embed_file_on_server(
+            tmp_path / "in",
+            tmp_path / "served",
+            replace(options, model=MODEL),
+            server=ServerOptions(small.url, concurrency=2),
+            log=lines.append,
+        )
+        assert requests_by_status(small.url).get(refused, 0) >= 1
+
+    rows, ids, vectors = read_output(tmp_path / "local")
+    served_rows, served_ids, served_vectors = read_output(tmp_path / "served")
+    assert served_rows == rows and served_ids == ids
+    np.testing.assert_allclose(served_vectors, vectors, atol=1e-5)
+    # The same parts, bad row and token counts: the pieces' totals add up to the chunk's.
+    assert manifest(tmp_path / "served")["parts"] == manifest(tmp_path / "local")["parts"]
+    assert manifest(tmp_path / "served")["complete"]
+    assert any("requests are split, to at most" in line for line in lines), lines
+
+
+def test_the_size_learned_from_one_refusal_cuts_the_later_chunks(engine, tmp_path):
+    texts = [f"document {i}: a few words about topic {i % 5}" for i in range(40)]
+    write_jsonl(tmp_path / "in.jsonl", [{"id": f"d{i}", "text": t} for i, t in enumerate(texts)])
+    options = EmbedFileOptions(model=MODEL, batch_texts=8, rows_per_part=16, quiet=True)
+    lines: list[str] = []
+    with live_server(unhurried(limits=Limits(max_inputs=3)), engines={MODEL: engine}) as small:
+        # One request at a time, so that the count below is exact.
+        embed_file_on_server(
+            tmp_path / "in.jsonl",
+            tmp_path / "out",
+            options,
+            server=ServerOptions(small.url, concurrency=1),
+            log=lines.append,
+        )
+        requests = requests_by_status(small.url)
+    # The first chunk's 8 texts are refused, then its first 4: 2 refusals in the whole job. Every
+    # later request holds 2 texts: the probe, then 40 rows in 20 requests.
+    assert requests == {"400": 2, "200": 1 + 20}
+    said = (
+        "the server refused {} texts in one request as too large: requests are split, to at "
+        "most {} texts each"
+    )
+    assert [line for line in lines if "split" in line] == [said.format(8, 4), said.format(4, 2)]
+    rows, ids, vectors = read_output(tmp_path / "out")
+    assert rows == list(range(40)) and ids == [f"d{i}" for i in range(40)]
+    np.testing.assert_allclose(vectors, engine.embed(texts).embeddings, atol=1e-5)
+
+
+def test_a_single_text_too_large_for_a_request_stops_the_job(engine, tmp_path):
+    texts = [f"document {i}: a few words about topic {i % 5}" for i in range(12)]
+    texts[10] = "far too many tokens for one request on this server " * 10
+    write_jsonl(tmp_path / "in.jsonl", [{"id": f"d{i}", "text": t} for i, t in enumerate(texts)])
+    options = EmbedFileOptions(model=MODEL, batch_texts=4, rows_per_part=4, quiet=True)
+    # Within the server's 8,192 tokens an input, past its 50 a request: too_many_tokens alone.
+    strict = unhurried(limits=Limits(max_request_tokens=50))
+    with (
+        live_server(strict, engines={MODEL: engine}) as small,
+        pytest.raises(ServerError) as failed,
+    ):
+        embed_file_on_server(
+            tmp_path / "in.jsonl",
+            tmp_path / "out",
+            options,
+            server=ServerOptions(small.url),
+            log=None,
+        )
+    message = str(failed.value)
+    assert message.startswith("input row 10: the server at http://127.0.0.1:"), message
+    assert "answered 400" in message and "at most 50 are allowed per request" in message
+    assert [p["end"] for p in manifest(tmp_path / "out")["parts"]] == [4, 8]
+
+
 def test_an_overloaded_server_is_waited_out_and_every_row_arrives(engine, tmp_path):
     """The server's own admission: batch work is refused at half the wait interactive work is
     admitted at. With the model held and 1.5 s of work queued against a 2 s ceiling, the job's
@@ -322,3 +411,13 @@ def test_an_answer_that_is_not_each_inputs_own_vector_stops_the_job(data, why):
     answer["data"] = [{"index": 0, "embedding": "not base64!"}, {"index": 1, "embedding": "AA=="}]
     with pytest.raises(ServerError, match="not an embeddings response"):
         client._parse(json.dumps(answer).encode(), 2, "input rows 0 to 1 (2 texts)")
+
+
+def test_an_answer_of_another_width_than_the_first_stops_the_job():
+    from embedserve.corpus.remote import EmbeddingsClient
+
+    client = EmbeddingsClient(ServerOptions(url="http://127.0.0.1:9"), MODEL, None)
+    client.width = 384  # the probe's
+    answer = {"data": [{"index": 0, "embedding": [0.5] * 128}], "usage": {"prompt_tokens": 3}}
+    with pytest.raises(ServerError, match="answered vectors of 128 dimensions, 384 before"):
+        client._parse(json.dumps(answer).encode(), 1, "input row 0")

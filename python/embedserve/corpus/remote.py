@@ -10,8 +10,9 @@ extension. A few requests are in flight at once; the chunks reach the writer in 
 
 An answer of 429 or 503 is waited out (its `Retry-After`) and the same request sent again, for
 at most `retry_seconds`; lost connections, timeouts and other 5xx answers are retried a few
-times. Anything else stops the job with the server's message and the rows it was sent: the
-parts already written stay, and the same command resumes after them.
+times. A request refused as too large is sent again in smaller pieces (`Splitter`). Anything
+else stops the job with the server's message and the rows it was sent: the parts already
+written stay, and the same command resumes after them.
 """
 
 from __future__ import annotations
@@ -47,11 +48,20 @@ MIN_RETRY_AFTER = 0.1
 # run and a server run never resume into each other, so no output mixes two precisions.
 SERVER_PRECISION = "server"
 _PROBE = "embed-file probe"
+# The 400 codes of a request too large as a whole (embedserve's per-request count, character and
+# token limits), beside any 413: fewer texts a request may pass where these same texts did not.
+# Read from the status and `error.code`, never the message, whose words are the server's own.
+TOO_LARGE_CODES = frozenset({"too_many_inputs", "too_many_tokens"})
 
 
 class ServerError(RuntimeError):
     """The server refused a request, failed, or could not be reached: the job stops (its
     written parts stay, and the same command resumes after them)."""
+
+
+class TooLargeError(ServerError):
+    """The server refused a request for its size (413, or a 400 of TOO_LARGE_CODES): the same
+    texts may pass in smaller requests. It stops the job only for a single text."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +121,8 @@ class EmbeddingsClient:
         self._open: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        # The width of the first answer (the probe's), which every later answer must have.
+        self.width: int | None = None
 
     def embed(self, texts: list[str], what: str) -> tuple[np.ndarray, int]:
         """The float32 vectors [len(texts), d] of `texts` and the tokens the server counted.
@@ -148,7 +160,8 @@ class EmbeddingsClient:
                 failures += 1
                 self._back_off(failures, what, last)
             else:
-                raise ServerError(f"{what}: the server at {self.endpoint} answered {last}")
+                refused = TooLargeError if _too_large(status, answer) else ServerError
+                raise refused(f"{what}: the server at {self.endpoint} answered {last}")
 
     def close(self) -> None:
         """Stop any retry waiting and close every connection."""
@@ -232,6 +245,11 @@ class EmbeddingsClient:
                 f"{what}: the server at {self.endpoint} answered {len(vectors)} vectors "
                 f"(indexes {_span(indexes)}) of widths {sorted(widths)} for {count} inputs"
             )
+        if self.width is not None and widths != {self.width}:
+            raise ServerError(
+                f"{what}: the server at {self.endpoint} answered vectors of {widths.pop()} "
+                f"dimensions, {self.width} before"
+            )
         return np.stack(vectors), tokens
 
 
@@ -259,6 +277,19 @@ def _message(answer: bytes) -> str:
     return answer[:500].decode("utf-8", "replace").strip() or "(empty body)"
 
 
+def _too_large(status: int, answer: bytes) -> bool:
+    """Whether a refusal is for the request's size: a 413 whatever its body (a proxy's is a web
+    page), or a 400 whose OpenAI-shaped body has a code of TOO_LARGE_CODES."""
+    if status == 413:
+        return True
+    if status != 400:
+        return False
+    try:
+        return json.loads(answer)["error"]["code"] in TOO_LARGE_CODES
+    except (ValueError, KeyError, TypeError):  # not JSON, another shape, an unhashable code
+        return False
+
+
 def _retry_after(value: str | None) -> float:
     """Seconds to wait: Retry-After's seconds or HTTP date (RFC 9110), else DEFAULT_RETRY_AFTER."""
     if value is None:
@@ -276,19 +307,79 @@ def _retry_after(value: str | None) -> float:
     return max(MIN_RETRY_AFTER, seconds)
 
 
-def _rows(chunk: Chunk) -> str:
-    return f"input rows {chunk.rows[0]} to {chunk.rows[-1]} ({len(chunk.rows)} texts)"
+def _rows(rows: list[int]) -> str:
+    if len(rows) == 1:
+        return f"input row {rows[0]}"
+    return f"input rows {rows[0]} to {rows[-1]} ({len(rows)} texts)"
+
+
+class Splitter:
+    """A chunk's texts in requests the server takes. A request refused as too large is sent
+    again as two halves, each on its own and in order, down to single texts; the pieces'
+    vectors are joined in input order and their token counts added, which is what one accepted
+    request answers (the server counts each input's tokens on its own). A single text still
+    refused stops the job, as any other refusal does.
+
+    The size of those halves is remembered (under a lock: chunks run on a few threads) as the
+    most texts a request holds from then on, so that later chunks are cut below the size the
+    server refused up front, not refused again each time."""
+
+    def __init__(self, client: EmbeddingsClient, log: Callable[[str], None] | None) -> None:
+        self.client = client
+        self.log = log
+        self.most: int | None = None  # None until a request is refused as too large
+        self._lock = threading.Lock()
+
+    def embed(self, texts: list[str], rows: list[int]) -> tuple[np.ndarray, int]:
+        """The float32 vectors [len(texts), d] and the tokens the server counted."""
+        pieces: list[tuple[np.ndarray, int]] = []
+        start = 0
+        while start < len(texts):
+            # Read before each piece: a refusal of the one before may have lowered it.
+            end = start + (self.most or len(texts))
+            pieces.append(self._send(texts[start:end], rows[start:end]))
+            start = end
+        if len(pieces) == 1:
+            return pieces[0]
+        return np.concatenate([v for v, _ in pieces]), sum(t for _, t in pieces)
+
+    def _send(self, texts: list[str], rows: list[int]) -> tuple[np.ndarray, int]:
+        try:
+            return self.client.embed(texts, _rows(rows))
+        except TooLargeError:
+            if len(texts) == 1:
+                raise
+        self._learn(len(texts))
+        # Cut again at the size just learned (or a smaller one another thread learned): halves.
+        return self.embed(texts, rows)
+
+    def _learn(self, refused: int) -> None:
+        most = (refused + 1) // 2
+        with self._lock:
+            if self.most is not None and self.most <= most:
+                return
+            self.most = most
+        # Once per size, so at most log2(--batch-texts) lines in a job.
+        if self.log:
+            self.log(
+                f"the server refused {refused} texts in one request as too large: requests are "
+                f"split, to at most {most} texts each"
+            )
 
 
 class ServerEmbedder:
     """embed-file's model stage over HTTP: file slices in, embedded chunks out, in row order."""
 
     def __init__(
-        self, client: EmbeddingsClient, options: EmbedFileOptions, dimension: int, concurrency: int
+        self,
+        client: EmbeddingsClient,
+        options: EmbedFileOptions,
+        concurrency: int,
+        log: Callable[[str], None] | None,
     ) -> None:
         self.client = client
+        self.splitter = Splitter(client, log)
         self.options = options
-        self.dimension = dimension
         self.concurrency = concurrency
 
     def __call__(self, slices: list[FileSlice]) -> Iterator[Chunk]:
@@ -320,12 +411,7 @@ class ServerEmbedder:
 
     def _embed(self, chunk: Chunk) -> Chunk:
         if chunk.rows:
-            vectors, tokens = self.client.embed(chunk.texts, _rows(chunk))
-            if vectors.shape[1] != self.dimension:
-                raise ServerError(
-                    f"{_rows(chunk)}: the server answered vectors of {vectors.shape[1]} "
-                    f"dimensions, {self.dimension} before"
-                )
+            vectors, tokens = self.splitter.embed(chunk.texts, chunk.rows)
             chunk.vectors = quantize(vectors, self.options.embedding_type)
             chunk.token_counts = _spread(tokens, len(chunk.rows))
         chunk.texts = []
@@ -363,7 +449,8 @@ def embed_file_on_server(
                 f"asked the server at {client.endpoint} for {options.dimensions} dimensions, "
                 f"it answered {dimension}: it does not take `dimensions` for this model"
             )
-        embedder = ServerEmbedder(client, options, dimension, server.concurrency)
+        client.width = dimension
+        embedder = ServerEmbedder(client, options, server.concurrency, log)
         return embed_file(
             source,
             out,
