@@ -26,6 +26,7 @@ SUITES = {
     "sparse": "bench.bench_sparse",
     "families": "bench.bench_families",
     "floor": "bench.bench_floor",
+    "paced": "bench.bench_paced",
 }
 
 

@@ -65,6 +65,15 @@ class LoadSettings:
     intra_op_threads: int | None = setting(
         None, "ONNX Runtime threads per model (default: ONNX Runtime's choice)", type=int
     )
+    idle_spin_us: int | None = setting(
+        None,
+        "microseconds an idle ONNX Runtime model thread spins for more work before it sleeps "
+        "(default: ONNX Runtime's own, ~25 ms after each run); 0 stops right after each run: "
+        "up to a core less busy between sparse requests, with a higher p99 (see "
+        "docs/operations.md, CPU between requests)",
+        type=non_negative,
+        metavar="US",
+    )
     quantize: str | None = setting(
         None, "the older spelling of --precision int8", type=str, choices=("int8",), metavar="KIND"
     )
@@ -167,6 +176,9 @@ def validate_load_options(options: LoadSettings) -> None:
     string or a tuple. Raises ValueError naming the option, what it got and what is allowed."""
     if options.cache_bytes < 0:
         raise ValueError(f"cache_bytes must be >= 0, got {options.cache_bytes}")
+    spin = options.idle_spin_us
+    if spin is not None and (isinstance(spin, bool) or not isinstance(spin, int) or spin < 0):
+        raise ValueError(f"idle_spin_us must be an integer >= 0 or None, got {spin!r}")
     precision = None
     if isinstance(options.precision, str) and options.precision.lower() == AUTO:
         if options.quantize is not None:
@@ -235,7 +247,12 @@ class LoadPlan:
         from embedserve.runtime.session import SessionOptions
 
         options = self.options
-        return SessionOptions(options.providers, options.intra_op_threads, options.inter_op_threads)
+        return SessionOptions(
+            options.providers,
+            options.intra_op_threads,
+            options.inter_op_threads,
+            options.idle_spin_us,
+        )
 
     def max_batch_tokens(self, provider: str) -> int:
         """The batch budget asked for, else the precision's on a CPU, else the GPU one."""

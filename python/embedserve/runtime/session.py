@@ -23,6 +23,9 @@ class SessionOptions:
     providers: str | Sequence[str] | None = None
     intra_op_threads: int | None = None
     inter_op_threads: int | None = None
+    # How long an idle intra-op thread spins for more work before it sleeps, in microseconds:
+    # None keeps ONNX Runtime's own (~25 ms after a run), 0 stops it as each run returns.
+    idle_spin_us: int | None = None
 
 
 class EncoderSession:
@@ -108,6 +111,8 @@ def open_session(path: Path, options: SessionOptions) -> ort.InferenceSession:
         so.intra_op_num_threads = options.intra_op_threads
     if options.inter_op_threads:
         so.inter_op_num_threads = options.inter_op_threads
+    if options.idle_spin_us is not None:
+        set_idle_spin(so, options.idle_spin_us)
     # Warnings about unused initializers or provider fallbacks are noise to a user.
     so.log_severity_level = int(os.environ.get("EMBEDSERVE_ORT_LOG_LEVEL", "3"))
     providers = resolve_providers(options.providers)
@@ -122,6 +127,17 @@ def open_session(path: Path, options: SessionOptions) -> ort.InferenceSession:
             raise
         log.warning("could not start %s (%s); using the CPU", providers[0], exc)
         return ort.InferenceSession(str(path), sess_options=so, providers=[CPU])
+
+
+def set_idle_spin(so: ort.SessionOptions, microseconds: int) -> None:
+    """Bound the spinning of a session's idle threads. The threads still spin between the ops of
+    a run, whose waits are microseconds (turning spinning off altogether costs ~40 % on one
+    text, bench/NOTES.md §7); what changes is the spin after a run, which keeps ~1.2 cores busy
+    at 50 one-text requests a second (bench/NOTES.md, "CPU between requests")."""
+    if microseconds == 0:
+        so.add_session_config_entry("session.force_spinning_stop", "1")
+    else:  # ONNX Runtime 1.26 and later; earlier ones keep their own spin
+        so.add_session_config_entry("session.intra_op.spin_duration_us", str(microseconds))
 
 
 def hidden_state_output(session: ort.InferenceSession, path: Path) -> tuple[str, int | None]:
