@@ -161,6 +161,11 @@ class ServerConfig(LoadSettings):
         "/health and 429s, gets a core first when the model is busy",
         type=nice_value,
     )
+    huge_pages: bool = setting(
+        True,
+        "once the models are loaded, back the process's large memory (their weights) with 2 MiB "
+        "pages on Linux: a request after a pause runs its model ~20 % faster",
+    )
     lane_session: str = setting(
         "auto",
         "a second session of each CPU model with one thread fewer, for batch-priority work while "

@@ -32,6 +32,7 @@ from embedserve.models import resolve_model_dir
 from embedserve.models.bge_m3 import COLBERT_LINEAR, SPARSE_LINEAR, heads
 from embedserve.models.kind import EMBEDDER, LATE_INTERACTION, RERANKER, SPARSE, model_kind
 from embedserve.reranker import Reranker
+from embedserve.runtime.huge_pages import back_with_huge_pages
 from embedserve.server.config import ModelSpec, ServerConfig
 from embedserve.server.errors import model_not_found, not_ready, wrong_kind
 from embedserve.server.metrics import Metrics
@@ -186,6 +187,8 @@ class ModelRegistry:
                 engine.model_info.provider,
                 time.perf_counter() - started,
             )
+        if self.config.huge_pages:
+            back_with_huge_pages()
 
     def first_ready(self, kind: str) -> ServedModel | None:
         """The first loaded model in `--model` order that serves `kind` (its own or an extra)."""

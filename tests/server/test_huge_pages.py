@@ -1,0 +1,85 @@
+"""`--huge-pages` (on by default): once its models are loaded, the server backs its large
+anonymous memory, their weights among it, with 2 MiB pages (runtime/huge_pages.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from embedserve.engine import Engine
+from embedserve.runtime.huge_pages import anonymous_spans, back_with_huge_pages
+
+from ..support import free_port, stop, wait_ready
+
+THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+needs_huge_pages = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not THP.exists() or "[never]" in THP.read_text(),
+    reason="transparent huge pages are off here",
+)
+
+
+def huge_bytes(pid: int | str = "self") -> int:
+    """AnonHugePages of a process: its anonymous memory on huge pages."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("AnonHugePages:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def test_the_spans_are_whole_huge_pages_of_writable_anonymous_memory():
+    # 1-9 MiB holds 2-8 MiB whole; under one huge page; read-only; a file; the heap; a stack.
+    maps = """00100000-00900000 rw-p 00000000 00:00 0
+00a00000-00b00000 rw-p 00000000 00:00 0
+01000000-02000000 r--p 00000000 00:00 0
+02000000-03000000 rw-p 00000000 08:01 42 /usr/lib/libfoo.so
+04000000-04400000 rw-p 00000000 00:00 0 [heap]
+7ff000000000-7ff000400000 rw-p 00000000 00:00 0 [stack]
+"""
+    assert anonymous_spans(maps) == [(2 << 20, 8 << 20), (0x4000000, 0x4400000)]
+
+
+@needs_huge_pages
+def test_huge_pages_leave_the_vectors_bit_for_bit(minilm_dir):
+    engine = Engine.from_pretrained(minilm_dir, cache_bytes=0)
+    texts = ["a query after a pause", "and a longer document about something else entirely"]
+    before = engine.embed(texts).embeddings
+    back_with_huge_pages()
+    assert huge_bytes() >= 16 << 20  # the weights' prepacked copies, at least
+    np.testing.assert_array_equal(engine.embed(texts).embeddings, before)
+
+
+def _served_huge_bytes(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    log = tmp_path / f"serve{len(flags)}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "embedserve.cli", "serve", "--port", str(port), *flags],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(process, url, log)
+    body = {"model": "all-MiniLM-L6-v2", "input": ["one request"]}
+    assert httpx.post(url + "/v1/embeddings", json=body, timeout=30).status_code == 200
+    return process, huge_bytes(process.pid)
+
+
+@needs_huge_pages
+def test_the_server_backs_its_models_with_huge_pages_unless_told_not_to(tmp_path):
+    process, _ = _served_huge_bytes(tmp_path, "--model", "all-MiniLM-L6-v2")
+    try:
+        # The loader thread collapses the memory right after the models are ready.
+        deadline = time.monotonic() + 60
+        while huge_bytes(process.pid) < 16 << 20 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert huge_bytes(process.pid) >= 16 << 20
+    finally:
+        stop(process)
+    process, off = _served_huge_bytes(tmp_path, "--model", "all-MiniLM-L6-v2", "--no-huge-pages")
+    stop(process)
+    assert off < 8 << 20
