@@ -19,19 +19,19 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 HUGE_PAGE = 2 << 20
-MADV_HUGEPAGE = 14  # may be backed by huge pages (khugepaged collapses it in the background)
-MADV_COLLAPSE = 25  # collapse now, synchronously (Linux 6.1 and later)
+MADV_COLLAPSE = 25  # onto huge pages now, synchronously (Linux 6.1 and later)
 
 
 def anonymous_spans(maps: str) -> list[tuple[int, int]]:
-    """The 2 MiB-aligned [start, end) spans of the writable anonymous mappings (and the heap)
-    in a /proc/PID/maps text that hold at least one whole huge page."""
+    """The 2 MiB-aligned [start, end) spans of the writable anonymous mappings in a
+    /proc/PID/maps text that hold at least one whole huge page. ONNX Runtime's allocator maps
+    each large block (a prepacked weight) on its own; the brk heap holds small objects only."""
     spans = []
     for line in maps.splitlines():
         fields = line.split()
         if len(fields) < 2 or "w" not in fields[1]:
             continue
-        if len(fields) > 5 and fields[5] != "[heap]":  # a file, a stack, the vdso: not ours
+        if len(fields) > 5:  # a file, the heap, a stack: not where the weights are
             continue
         low, high = (int(x, 16) for x in fields[0].split("-"))
         start = -(-low // HUGE_PAGE) * HUGE_PAGE
@@ -42,19 +42,18 @@ def anonymous_spans(maps: str) -> list[tuple[int, int]]:
 
 
 def back_with_huge_pages() -> int:
-    """Advise (and, where the kernel can, collapse) the process's anonymous memory onto huge
-    pages; returns the bytes collapsed now. Call once the models are loaded: memory allocated
-    later is not covered."""
+    """Collapse the process's large anonymous memory onto huge pages; returns the bytes
+    collapsed. Call once the models are loaded: memory mapped later is not covered."""
     if not sys.platform.startswith("linux"):
         return 0
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     collapsed = 0
     for start, end in anonymous_spans(Path("/proc/self/maps").read_text()):
-        if libc.madvise(start, end - start, MADV_HUGEPAGE) != 0:
-            continue  # huge pages off (`never`), or the span is gone: nothing to collapse
-        # The collapse fails on spans the kernel cannot fill (partly unmapped, locked): they
-        # stay advised, and khugepaged may collapse them later.
+        # Collapse only: MADV_HUGEPAGE would also make later page faults in these mappings
+        # compact memory for a huge page on the spot (the `madvise` defrag setting), which
+        # showed as p99 spikes. A span the kernel cannot collapse (partly unmapped, locked, or
+        # a kernel before 6.1) stays on small pages.
         if libc.madvise(start, end - start, MADV_COLLAPSE) == 0:
             collapsed += end - start
     log.debug("huge pages: %d MiB collapsed", collapsed >> 20)
