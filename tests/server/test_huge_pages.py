@@ -1,5 +1,5 @@
-"""`--huge-pages` (on by default): once its models are loaded, the server backs its large
-anonymous memory, their weights among it, with 2 MiB pages (runtime/huge_pages.py)."""
+"""`--huge-pages` (off by default): before each model is ready, the server moves its large
+anonymous memory, the weights among it, onto 2 MiB pages (runtime/huge_pages.py)."""
 
 from __future__ import annotations
 
@@ -69,11 +69,11 @@ def _served_huge_bytes(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen, i
 
 
 @needs_huge_pages
-def test_the_server_backs_its_models_with_huge_pages_unless_told_not_to(tmp_path):
+def test_the_server_backs_its_models_with_huge_pages_when_asked(tmp_path):
     # Collapsed before the model is ready: /ready's 200 comes after it.
-    process, on = _served_huge_bytes(tmp_path, "--model", "all-MiniLM-L6-v2")
+    process, on = _served_huge_bytes(tmp_path, "--model", "all-MiniLM-L6-v2", "--huge-pages")
     stop(process)
     assert on >= 16 << 20
-    process, off = _served_huge_bytes(tmp_path, "--model", "all-MiniLM-L6-v2", "--no-huge-pages")
+    process, off = _served_huge_bytes(tmp_path, "--model", "all-MiniLM-L6-v2")
     stop(process)
     assert off < 8 << 20

@@ -4,9 +4,10 @@ ONNX Runtime prepacks each MatMul's weights into memory of its own allocator, on
 unless the system makes every allocation huge (transparent huge pages set to `madvise`, as most
 distributions ship, never does). After a pause between requests the weights have left the
 caches, and the model run that follows most likely misses the TLB on each of the ~10,000 pages
-of MiniLM's 42 MB as well: with 2 MiB pages, one text after a 50 ms pause took ~20 % less
-(bench/NOTES.md, "CPU between requests"); back-to-back runs did not change, nor did resident
-memory (+0.6 MB). Linux only; elsewhere, or where the kernel says no, nothing happens.
+of MiniLM's 42 MB as well: with 2 MiB pages, one text after a 50 ms pause took ~20 % less, and
+resident memory did not change (+0.6 MB); but full batches ran ~3 % slower, so the server does it
+only when asked (`--huge-pages`; bench/NOTES.md, "CPU between requests"). Linux only; elsewhere,
+or where the kernel says no, nothing happens.
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ def back_with_huge_pages() -> int:
     collapsed = 0
     for start, end in anonymous_spans(Path("/proc/self/maps").read_text()):
         # Collapse only: MADV_HUGEPAGE would also make later page faults in these mappings
-        # compact memory for a huge page on the spot (the `madvise` defrag setting), which
-        # showed as p99 spikes. A span the kernel cannot collapse (partly unmapped, locked, or
-        # a kernel before 6.1) stays on small pages.
+        # stall to compact memory for a huge page (the usual `madvise` defrag setting). A span
+        # the kernel cannot collapse (partly unmapped, locked, a kernel before 6.1) stays on
+        # small pages.
         if libc.madvise(start, end - start, MADV_COLLAPSE) == 0:
             collapsed += end - start
     log.debug("huge pages: %d MiB collapsed", collapsed >> 20)

@@ -162,9 +162,10 @@ class ServerConfig(LoadSettings):
         type=nice_value,
     )
     huge_pages: bool = setting(
-        True,
-        "once the models are loaded, back the process's large memory (their weights) with 2 MiB "
-        "pages on Linux: a request after a pause runs its model ~20 % faster",
+        False,
+        "before each model is ready, move the process's large memory (its weights) onto 2 MiB "
+        "pages (Linux 6.1+): a request after a pause runs its model faster, a full batch ~3 % "
+        "slower (docs/operations.md, CPU between requests)",
     )
     lane_session: str = setting(
         "auto",
