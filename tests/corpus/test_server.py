@@ -71,6 +71,31 @@ def manifest(out) -> dict:
     return json.loads((out / "_manifest.json").read_text())
 
 
+def assert_every_row_embedded(out, texts: list[str], engine) -> None:
+    """The output holds every row of `texts` (ids d0, d1, ...) in order, with the engine's vectors."""
+    rows, ids, vectors = read_output(out)
+    assert rows == list(range(len(texts))) and ids == [f"d{i}" for i in range(len(texts))]
+    np.testing.assert_allclose(vectors, engine.embed(texts).embeddings, atol=1e-5)
+
+
+def refused_job(engine, tmp_path, texts: list[str], limits: Limits, options) -> str:
+    """Run embed-file on `texts` against a server with `limits` that refuses part of them; the
+    job's error message (the parts written before it stay in tmp_path / "out")."""
+    write_jsonl(tmp_path / "in.jsonl", [{"id": f"d{i}", "text": t} for i, t in enumerate(texts)])
+    with (
+        live_server(unhurried(limits=limits), engines={MODEL: engine}) as strict,
+        pytest.raises(ServerError) as failed,
+    ):
+        embed_file_on_server(
+            tmp_path / "in.jsonl",
+            tmp_path / "out",
+            options,
+            server=ServerOptions(strict.url),
+            log=None,
+        )
+    return str(failed.value)
+
+
 def test_server_output_equals_the_local_output(
     server, engine, reference, tmp_path, minilm_dir, monkeypatch
 ):
@@ -191,30 +216,15 @@ def test_the_size_learned_from_one_refusal_cuts_the_later_chunks(engine, tmp_pat
         "most {} texts each"
     )
     assert [line for line in lines if "split" in line] == [said.format(8, 4), said.format(4, 2)]
-    rows, ids, vectors = read_output(tmp_path / "out")
-    assert rows == list(range(40)) and ids == [f"d{i}" for i in range(40)]
-    np.testing.assert_allclose(vectors, engine.embed(texts).embeddings, atol=1e-5)
+    assert_every_row_embedded(tmp_path / "out", texts, engine)
 
 
 def test_a_single_text_too_large_for_a_request_stops_the_job(engine, tmp_path):
     texts = [f"document {i}: a few words about topic {i % 5}" for i in range(12)]
     texts[10] = "far too many tokens for one request on this server " * 10
-    write_jsonl(tmp_path / "in.jsonl", [{"id": f"d{i}", "text": t} for i, t in enumerate(texts)])
     options = EmbedFileOptions(model=MODEL, batch_texts=4, rows_per_part=4, quiet=True)
     # Within the server's 8,192 tokens an input, past its 50 a request: too_many_tokens alone.
-    strict = unhurried(limits=Limits(max_request_tokens=50))
-    with (
-        live_server(strict, engines={MODEL: engine}) as small,
-        pytest.raises(ServerError) as failed,
-    ):
-        embed_file_on_server(
-            tmp_path / "in.jsonl",
-            tmp_path / "out",
-            options,
-            server=ServerOptions(small.url),
-            log=None,
-        )
-    message = str(failed.value)
+    message = refused_job(engine, tmp_path, texts, Limits(max_request_tokens=50), options)
     assert message.startswith("input row 10: the server at http://127.0.0.1:"), message
     assert "answered 400" in message and "at most 50 are allowed per request" in message
     assert [p["end"] for p in manifest(tmp_path / "out")["parts"]] == [4, 8]
@@ -256,29 +266,14 @@ def test_an_overloaded_server_is_waited_out_and_every_row_arrives(engine, tmp_pa
         job.join(60)
         assert "error" not in job_out, job_out
         assert job_out["value"]["rows"] == 12
-    rows, ids, vectors = read_output(tmp_path / "out")
-    assert rows == list(range(12)) and ids == [f"d{i}" for i in range(12)]
-    np.testing.assert_allclose(vectors, engine.embed(texts).embeddings, atol=1e-5)
+    assert_every_row_embedded(tmp_path / "out", texts, engine)
 
 
 def test_a_refused_row_stops_the_job_and_the_rerun_resumes(engine, tmp_path):
     texts = [f"document {i}: a few words about topic {i % 5}" for i in range(30)]
     texts[25] = "far too long for the strict server " * 40
-    write_jsonl(tmp_path / "in.jsonl", [{"id": f"d{i}", "text": t} for i, t in enumerate(texts)])
     options = EmbedFileOptions(model=MODEL, batch_texts=4, rows_per_part=8, quiet=True)
-    strict = unhurried(limits=Limits(max_input_chars=500))
-    with (
-        live_server(strict, engines={MODEL: engine}) as server,
-        pytest.raises(ServerError) as failed,
-    ):
-        embed_file_on_server(
-            tmp_path / "in.jsonl",
-            tmp_path / "out",
-            options,
-            server=ServerOptions(server.url),
-            log=None,
-        )
-    message = str(failed.value)
+    message = refused_job(engine, tmp_path, texts, Limits(max_input_chars=500), options)
     # Which rows, and the server's own words.
     assert message.startswith("input rows 24 to 27 (4 texts): the server at http://127.0.0.1:")
     assert "answered 400" in message and "500" in message, message
@@ -294,9 +289,7 @@ def test_a_refused_row_stops_the_job_and_the_rerun_resumes(engine, tmp_path):
             log=None,
         )
     assert resumed["this_run_rows"] == 6 and resumed["rows"] == 30
-    rows, _, vectors = read_output(tmp_path / "out")
-    assert rows == list(range(30))
-    np.testing.assert_allclose(vectors, engine.embed(texts).embeddings, atol=1e-5)
+    assert_every_row_embedded(tmp_path / "out", texts, engine)
     # Nor does a local run resume a server run: the precision is the server's.
     with pytest.raises(ValueError, match="precision: 'server' then, 'fp32' now"):
         embed_file(tmp_path / "in.jsonl", tmp_path / "out", options, engine=engine, log=None)
