@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import json
 import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -145,7 +147,17 @@ def test_litellm(server, texts, expected, monkeypatch):
         )
     finally:
         close_the_main_threads_event_loop()
+        close_litellms_clients(litellm)
     assert_same([item["embedding"] for item in response.data], expected)
+
+
+def close_litellms_clients(litellm: Any) -> None:
+    """litellm keeps the SDK client it made (and its open connection to the test server) in a
+    module-level cache and never closes it: the socket's warning came at the worker's exit."""
+    for client in list(litellm.in_memory_llm_clients_cache.cache_dict.values()):
+        close = getattr(client, "close", None)
+        if callable(close) and not inspect.iscoroutinefunction(close):
+            close()
 
 
 def close_the_main_threads_event_loop() -> None:
