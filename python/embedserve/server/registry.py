@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -180,8 +180,7 @@ class ModelRegistry:
                     "could not load model %s (%s): %s", model.id, model.spec.spec, model.error
                 )
                 continue
-            # Before it is ready: the collapse takes ~0.4 s and slows the model runs beside it.
-            self._serve(model, engine, extras, before_ready=self._huge_pages)
+            self._serve(model, engine, extras)
             log.info(
                 "model %s ready on %s in %.1fs",
                 model.id,
@@ -193,19 +192,9 @@ class ModelRegistry:
         """The first loaded model in `--model` order that serves `kind` (its own or an extra)."""
         return next((m for m in self.models if m.can(kind)), None)
 
-    def _huge_pages(self) -> None:
-        if self.config.huge_pages:
-            back_with_huge_pages()
-
     def _serve(
-        self,
-        model: ServedModel,
-        engine: Any,
-        extras: Mapping[str, Any] | None = None,
-        before_ready: Callable[[], None] | None = None,
+        self, model: ServedModel, engine: Any, extras: Mapping[str, Any] | None = None
     ) -> None:
-        """Make `model` ready with `engine` (and `extras`); `before_ready` runs last before it
-        is, once every session of the model (its lane session too) is open."""
         batchers = [self._batcher(model, e) for e in (engine, *(extras or {}).values())]
         self.metrics.watch_queue(model.id, batchers)
         cache = getattr(engine, "cache", None)
@@ -216,8 +205,10 @@ class ModelRegistry:
             for (kind, extra), batcher in zip((extras or {}).items(), batchers[1:])
         }
         model.engine = engine
-        if before_ready is not None:
-            before_ready()
+        if self.config.huge_pages:
+            # Once every session of the model (its lane session too) is open, and before it is
+            # ready: the collapse takes ~0.4 s and slows the model runs beside it.
+            back_with_huge_pages()
         model.batcher = batchers[0]  # set last: `ready` reads it
 
     def _batcher(self, model: ServedModel, engine: Any) -> Batcher:
