@@ -28,6 +28,7 @@ import time
 
 from bench.machine import describe_machine
 from bench.rawhttp import Connection, post_json, run
+from bench.stats import percentile
 
 APPS = {"asgi": "bench.floor_apps:bare", "litestar": "bench.floor_apps:framework"}
 
@@ -71,11 +72,6 @@ async def _latencies(port: int, seconds: float) -> list[float]:
     return out
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench floor", description=__doc__)
     parser.add_argument("--seconds", type=float, default=8.0)
@@ -92,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
             finally:
                 process.terminate()
                 process.wait(10)
-            results[name].append((_percentile(times, 0.5), _percentile(times, 0.99), len(times)))
+            results[name].append((percentile(times, 0.5), percentile(times, 0.99), len(times)))
     print("\n| server | p50 ms (rounds) | median p50 ms | median p99 ms | requests/round |")
     print("|---|---|---:|---:|---:|")
     for name, rounds in results.items():

@@ -30,17 +30,13 @@ from embedserve.models import DEFAULT_MODEL
 
 from bench.machine import describe_machine
 from bench.serving import serve
+from bench.stats import percentile
 
 
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, all its threads (/proc/PID/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def paced_phase(url: str, model: str, rate: float, seconds: float, pid: int) -> dict[str, float]:
@@ -74,7 +70,7 @@ def paced_phase(url: str, model: str, rate: float, seconds: float, pid: int) -> 
     connection.close()
     return {
         "p50_ms": statistics.median(latencies) * 1e3,
-        "p99_ms": _percentile(latencies, 0.99) * 1e3,
+        "p99_ms": percentile(latencies, 0.99) * 1e3,
         "server_cores": cores,
         "requests": count,
     }
