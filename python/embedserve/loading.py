@@ -170,15 +170,22 @@ class LoadOptions(LoadSettings):
         return cls(**{**base, **changes})
 
 
+# The integer options that may be None, and the least value each takes.
+INTEGER_OPTIONS = {
+    "max_batch_tokens": 1,
+    "intra_op_threads": 1,
+    "inter_op_threads": 1,
+    "max_length": 1,
+    "idle_spin_us": 0,
+}
+
+
 def validate_load_options(options: LoadSettings) -> None:
     """Check every option once, where options are made, and normalize them: `precision` becomes
     a precision's name (with `quantize` folded in) or None, `runtime` lower case, `providers` a
     string or a tuple. Raises ValueError naming the option, what it got and what is allowed."""
     if options.cache_bytes < 0:
         raise ValueError(f"cache_bytes must be >= 0, got {options.cache_bytes}")
-    spin = options.idle_spin_us
-    if spin is not None and (isinstance(spin, bool) or not isinstance(spin, int) or spin < 0):
-        raise ValueError(f"idle_spin_us must be an integer >= 0 or None, got {spin!r}")
     precision = None
     if isinstance(options.precision, str) and options.precision.lower() == AUTO:
         if options.quantize is not None:
@@ -196,12 +203,13 @@ def validate_load_options(options: LoadSettings) -> None:
         providers = tuple(providers)
         if not providers or not all(isinstance(p, str) for p in providers):
             raise ValueError(f"providers must be a name or a list of names, got {providers!r}")
-    for name in ("max_batch_tokens", "intra_op_threads", "inter_op_threads", "max_length"):
+    for name, least in INTEGER_OPTIONS.items():
         value = getattr(options, name, None)
         if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 1
+            isinstance(value, bool) or not isinstance(value, int) or value < least
         ):
-            raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+            kind = "a positive integer" if least == 1 else f"an integer >= {least}"
+            raise ValueError(f"{name} must be {kind} or None, got {value!r}")
     if not isinstance(options.compile, bool):
         raise TypeError(f"compile must be True or False, got {options.compile!r}")
     tokenizer_mode = options.tokenizer_mode
