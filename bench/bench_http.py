@@ -56,6 +56,7 @@ import numpy as np
 from embedserve.models import DEFAULT_MODEL
 
 from bench.rawhttp import RawClient
+from bench.serving import process_cpu_seconds
 from bench.texts import SETS, make_texts
 
 try:  # the client shares the server's cores: parse answers as cheaply as we can
@@ -245,11 +246,9 @@ class Server:
         if self.process is None:
             return None
         try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return process_cpu_seconds(self.process.pid)
         except (OSError, IndexError):
             return None
-        # After the ")" closing comm: state is field 0, utime 11, stime 12 (stat(5) fields 14, 15).
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def alive(self) -> bool:
         return self.process is None or self.process.poll() is None

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import shlex
 import statistics
 import time
@@ -29,14 +28,8 @@ from pathlib import Path
 from embedserve.models import DEFAULT_MODEL
 
 from bench.machine import describe_machine
-from bench.serving import serve
+from bench.serving import process_cpu_seconds, serve
 from bench.stats import percentile
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all its threads (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def paced_phase(url: str, model: str, rate: float, seconds: float, pid: int) -> dict[str, float]:
@@ -59,14 +52,14 @@ def paced_phase(url: str, model: str, rate: float, seconds: float, pid: int) -> 
         one()
     latencies = []
     count = int(rate * seconds)
-    cpu_before, start = _cpu_seconds(pid), time.perf_counter()
+    cpu_before, start = process_cpu_seconds(pid), time.perf_counter()
     for i in range(count):
         pause = start + i / rate - time.perf_counter()
         if pause > 0:
             time.sleep(pause)
         latencies.append(one())
     wall = time.perf_counter() - start
-    cores = (_cpu_seconds(pid) - cpu_before) / wall
+    cores = (process_cpu_seconds(pid) - cpu_before) / wall
     connection.close()
     return {
         "p50_ms": statistics.median(latencies) * 1e3,
