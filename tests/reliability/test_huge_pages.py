@@ -3,17 +3,15 @@ anonymous memory, the weights among it, onto 2 MiB pages (runtime/huge_pages.py)
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from embedserve.engine import Engine
 from embedserve.runtime.huge_pages import anonymous_spans, back_with_huge_pages
 
-from ..support import free_port, stop, wait_ready
+from .conftest import MODEL, cli_server, embed
 
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 needs_huge_pages = pytest.mark.skipif(
@@ -52,28 +50,15 @@ def test_huge_pages_leave_the_vectors_bit_for_bit(minilm_dir):
     np.testing.assert_array_equal(engine.embed(texts).embeddings, before)
 
 
-def _served_huge_bytes(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    log = tmp_path / f"serve{len(flags)}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "embedserve.cli", "serve", "--port", str(port), *flags],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    wait_ready(process, url, log)
-    body = {"model": "all-MiniLM-L6-v2", "input": ["one request"]}
-    assert httpx.post(url + "/v1/embeddings", json=body, timeout=30).status_code == 200
-    return process, huge_bytes(process.pid)
+def served_huge_bytes(tmp_path: Path, *flags: str) -> int:
+    """AnonHugePages of `embedserve serve` with `flags` once ready and one request answered."""
+    with cli_server(tmp_path, *flags) as server:
+        assert embed(server.url, {"model": MODEL, "input": ["one request"]}).status_code == 200
+        return huge_bytes(server.pid)
 
 
 @needs_huge_pages
 def test_the_server_backs_its_models_with_huge_pages_when_asked(tmp_path):
     # Collapsed before the model is ready: /ready's 200 comes after it.
-    process, on = _served_huge_bytes(tmp_path, "--model", "all-MiniLM-L6-v2", "--huge-pages")
-    stop(process)
-    assert on >= 16 << 20
-    process, off = _served_huge_bytes(tmp_path, "--model", "all-MiniLM-L6-v2")
-    stop(process)
-    assert off < 8 << 20
+    assert served_huge_bytes(tmp_path, "--huge-pages") >= 16 << 20
+    assert served_huge_bytes(tmp_path) < 8 << 20
