@@ -3,6 +3,7 @@ and compared with sentence-transformers' encode() on real texts of mixed lengths
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -311,8 +312,8 @@ def test_family_matches_sentence_transformers(family: str, built: dict, texts: l
     _check(folder, texts, want, counts)
 
 
-# Families whose attention the layer library writes in the plain form ONNX Runtime's fused
-# kernel takes (models/fused_attention.py); rotary, decoder and disentangled attention keep the
+# Families whose attention the layer library writes in the plain form the fused kernels take
+# (models/fused_attention.py); rotary, decoder and disentangled attention keep the
 # standard ops (DeBERTa adds its relative terms as a bias). A layer-library change that silently loses the fused kernel fails here.
 FUSED_ATTENTION = {
     "bert",
@@ -332,29 +333,42 @@ def test_cpu_sessions_fuse_the_plain_attention_cores(
 ) -> None:
     import onnx
     import onnxruntime as ort
-    from embedserve.models.graph import fused_attention_onnx, onnx_for
+    from embedserve.models.fused_attention import MULTI_HEAD, PADDED
+    from embedserve.models.graph import fused_onnx, onnx_for
     from embedserve.planning import pad_batch
+    from embedserve.runtime.custom_ops import library
     from embedserve.runtime.session import graph_feeds
 
     folder = built[family][0]
     plain = onnx_for(folder)
-    fused = fused_attention_onnx(plain)
     layers = sum(n.op_type == "Softmax" for n in onnx.load(str(plain)).graph.node)
-    kernels = sum(n.op_type == "MultiHeadAttention" for n in onnx.load(str(fused)).graph.node)
-    assert kernels == (layers if family in FUSED_ATTENTION else 0)
+    # ONNX Runtime's fused op, and embedserve's where its library is built (the default then).
+    ops = [MULTI_HEAD, PADDED] if library() is not None else [MULTI_HEAD]
+    fused = {op: fused_onnx(plain, op) for op in ops}
+    for op, graph in fused.items():
+        counts = Counter(n.op_type for n in onnx.load(str(graph)).graph.node)
+        assert counts[op.name] == (layers if family in FUSED_ATTENTION else 0)
+        if family not in FUSED_ATTENTION:
+            assert graph == plain
+        if family == "bert" and op == PADDED:
+            # A post-norm block's GELU and both norms run as embedserve's one-pass kernels.
+            assert (counts["BiasGelu"], counts["BiasResidualLayerNorm"]) == (layers, 2 * layers)
     if family not in FUSED_ATTENTION:
-        assert fused == plain
         return
-    # The padded batch the engine would run: the fused graph's hidden states are the plain one's.
+    # The padded batch the engine would run: the fused graphs' hidden states are the plain one's.
     engine = Engine.from_pretrained(folder)
     ids, mask, types = pad_batch(list(engine.prepare(texts).sequences))
     outputs = []
-    for graph in (plain, fused):
-        session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    for graph in (plain, *fused.values()):
+        options = ort.SessionOptions()
+        if library() is not None:
+            options.register_custom_ops_library(str(library()))
+        session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
         names = [i.name for i in session.get_inputs()]
         outputs.append(session.run(None, graph_feeds(names, ids, mask, types))[0])
     real = mask.astype(bool)
-    np.testing.assert_allclose(outputs[1][real], outputs[0][real], rtol=1e-5, atol=1e-5)
+    for output in outputs[1:]:
+        np.testing.assert_allclose(output[real], outputs[0][real], rtol=1e-5, atol=1e-5)
 
 
 # --- the same weights stored the ways real checkpoints store them -------------------------

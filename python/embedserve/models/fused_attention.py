@@ -1,4 +1,6 @@
-"""Fold each layer's attention core into ONNX Runtime's `com.microsoft.MultiHeadAttention`.
+"""Fold each layer's attention core into one fused op: embedserve's `ai.embedserve.PaddedAttention`
+(csrc/attention.cpp, loaded into ONNX Runtime by runtime/custom_ops.py) or ONNX Runtime's own
+`com.microsoft.MultiHeadAttention` where that library is not built. Both take the same inputs.
 
 The compiler writes attention in standard ops (`layers/attention.py`): split heads (Reshape,
 Transpose), q·kᵀ, scale, add the padding mask (and a position bias), Softmax, ·v, merge heads.
@@ -8,7 +10,7 @@ the fused kernel runs each (sequence, head) through q·kᵀ, softmax and ·v whi
 writes the merged heads directly. The q, k and v projections' biases move into the fused op's
 `bias` input, which drops three Adds a layer (bench/NOTES.md "The last 10 % of the CPU").
 
-Only ONNX Runtime has the op, so the pass makes a separate cached copy for its sessions; the
+Only ONNX Runtime runs either op, so the pass makes a separate cached copy for its sessions; the
 compiled graph stays standard ONNX for OpenVINO and the GPU passes. Only the exact shape the
 layer library writes is folded (constant [0, 0, heads, head_dim] head splits, kᵀ by one
 Transpose, a constant scale, the padding mask from `attention_mask`); anything else — rotary,
@@ -25,16 +27,33 @@ hidden states together.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-FUSION_VERSION = 1  # part of the cached copy's name: bump when the pass's output changes
+from embedserve.models.onnx_index import GraphIndex, replace_nodes
+
+FUSION_VERSION = 3  # part of the cached copy's name: bump when a pass's output changes
 MS_DOMAIN = "com.microsoft"
 FUSED_MASK = "attention_mask/key_padding_int32"
+
+
+@dataclass(frozen=True)
+class AttentionOp:
+    """A fused attention op the pass can write: its domain, name, and a tag for the cached copy."""
+
+    domain: str
+    name: str
+    tag: str
+
+
+MULTI_HEAD = AttentionOp(MS_DOMAIN, "MultiHeadAttention", "mha")
+# Skips the keys past each sequence's end instead of masking them (a padded batch costs what
+# its tokens cost) and runs q·kᵀ, softmax and ·v per (sequence, head) in registers:
+# bench/NOTES.md "An attention kernel of our own".
+PADDED = AttentionOp("ai.embedserve", "PaddedAttention", "padded")
 
 
 @dataclass
@@ -53,33 +72,11 @@ class _Core:
     nodes: list[onnx.NodeProto]
 
 
-class _Graph:
-    def __init__(self, model: onnx.ModelProto) -> None:
-        self.graph = model.graph
-        self.producer = {out: n for n in self.graph.node for out in n.output}
-        self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-        for n in self.graph.node:
-            for name in n.input:
-                self.consumers[name].append(n)
-        self.initializers = {i.name: i for i in self.graph.initializer}
-        self.outputs = {o.name for o in self.graph.output}
-
-    def constant(self, name: str) -> np.ndarray | None:
-        if name in self.initializers:
-            return numpy_helper.to_array(self.initializers[name])
-        node = self.producer.get(name)
-        if node is not None and node.op_type == "Constant":
-            return numpy_helper.to_array(node.attribute[0].t)
-        return None
-
-    def op(self, name: str, op_type: str) -> onnx.NodeProto | None:
-        node = self.producer.get(name)
-        return node if node is not None and node.op_type == op_type else None
-
-    def only_use(self, node: onnx.NodeProto) -> bool:
-        """Its output feeds one node and is no graph output: safe to fold away."""
-        out = node.output[0]
-        return len(self.consumers[out]) == 1 and out not in self.outputs
+def runs_in_float32(model: onnx.ModelProto) -> bool:
+    """Whether the graph computes in float32: no float16 or bfloat16 weights (the fp16 and bf16
+    precisions store them so)."""
+    low = {TensorProto.FLOAT16, TensorProto.BFLOAT16}
+    return not any(i.data_type in low for i in model.graph.initializer)
 
 
 def _perm(node: onnx.NodeProto) -> list[int]:
@@ -90,7 +87,7 @@ def _axis(node: onnx.NodeProto) -> int:
     return next((a.i for a in node.attribute if a.name == "axis"), -1)
 
 
-def _heads_split(g: _Graph, name: str) -> tuple[str, int, int] | None:
+def _heads_split(g: GraphIndex, name: str) -> tuple[str, int, int] | None:
     """(3-D input, heads, head_dim) of a Reshape to constant [0, 0, heads, head_dim]."""
     node = g.op(name, "Reshape")
     if node is None or not g.only_use(node):
@@ -101,7 +98,7 @@ def _heads_split(g: _Graph, name: str) -> tuple[str, int, int] | None:
     return node.input[0], int(shape[2]), int(shape[3])
 
 
-def _is_padding_mask(g: _Graph, name: str) -> bool:
+def _is_padding_mask(g: GraphIndex, name: str) -> bool:
     """The layer library's padding mask: (1 - float(attention_mask[:, None, None, :])) * min."""
     scale = g.op(name, "Mul")
     invert = scale and g.op(scale.input[0], "Sub")
@@ -126,7 +123,7 @@ def _ints(value: np.ndarray | None) -> list[int] | None:
     return None if value is None else [int(v) for v in value.reshape(-1)]
 
 
-def _match(g: _Graph, softmax: onnx.NodeProto) -> _Core | None:
+def _match(g: GraphIndex, softmax: onnx.NodeProto) -> _Core | None:
     """The attention core around one Softmax, if it has exactly the layer library's form."""
     if _axis(softmax) not in (-1, 3) or not g.only_use(softmax):
         return None
@@ -202,7 +199,7 @@ def _match(g: _Graph, softmax: onnx.NodeProto) -> _Core | None:
     )
 
 
-def _projection_bias(g: _Graph, name: str, width: int) -> tuple[str, np.ndarray] | None:
+def _projection_bias(g: GraphIndex, name: str, width: int) -> tuple[str, np.ndarray] | None:
     """(the product before it, the bias) when `name` is Add(MatMul output, constant [width])."""
     add = g.op(name, "Add")
     if add is None or not g.only_use(add):
@@ -213,15 +210,14 @@ def _projection_bias(g: _Graph, name: str, width: int) -> tuple[str, np.ndarray]
     return add.input[0], bias
 
 
-def fuse_attention(model: onnx.ModelProto) -> onnx.ModelProto | None:
-    """The same model (changed in place) with every matching attention core as one
-    MultiHeadAttention; None when it has no core to fold."""
-    g = _Graph(model)
+def fuse_attention(model: onnx.ModelProto, op: AttentionOp = MULTI_HEAD) -> onnx.ModelProto | None:
+    """The same model (changed in place) with every matching attention core as one `op`; None
+    when it has no core to fold."""
+    g = GraphIndex(model)
     cores = [c for s in g.graph.node if s.op_type == "Softmax" and (c := _match(g, s))]
     if not cores:
         return None
-    removed: set[int] = set()
-    replacement: dict[int, onnx.NodeProto] = {}
+    folded: list[tuple[list[onnx.NodeProto], onnx.NodeProto]] = []
     for index, core in enumerate(cores):
         inputs = [core.q, core.k, core.v]
         width = core.heads * core.head_dim
@@ -238,65 +234,18 @@ def fuse_attention(model: onnx.ModelProto) -> onnx.ModelProto | None:
         if core.scale is not None:
             attributes["scale"] = core.scale
         node = helper.make_node(
-            "MultiHeadAttention",
+            op.name,
             [*inputs, bias_name, FUSED_MASK, core.position_bias or ""],
             [core.output],
             name=f"{core.output}/fused_attention_{index}",
-            domain=MS_DOMAIN,
+            domain=op.domain,
             **attributes,
         )
-        for n in core.nodes:
-            removed.add(id(n))
-        replacement[id(core.nodes[0])] = node  # where the first folded node stood
-    kept: list[onnx.NodeProto] = []
+        folded.append((core.nodes, node))
     cast = helper.make_node(
         "Cast", ["attention_mask"], [FUSED_MASK], name=FUSED_MASK, to=TensorProto.INT32
     )
-    kept.append(cast)
-    for n in g.graph.node:
-        if id(n) in replacement:
-            kept.append(replacement[id(n)])
-        elif id(n) not in removed:
-            kept.append(n)
-    # The folded nodes' replacements must come after every input they read: re-sort.
-    del g.graph.node[:]
-    g.graph.node.extend(_topological(kept, g))
-    if not any(o.domain == MS_DOMAIN for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
-    _drop_unused(model)
+    replace_nodes(model, g, folded, first=[cast])
+    if not any(o.domain == op.domain for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(op.domain, 1))
     return model
-
-
-def _topological(nodes: list[onnx.NodeProto], g: _Graph) -> list[onnx.NodeProto]:
-    available = {i.name for i in g.graph.input} | {i.name for i in g.graph.initializer} | {""}
-    pending, ordered = list(nodes), []
-    while pending:
-        waiting = []
-        for n in pending:
-            if all(name in available for name in n.input):
-                ordered.append(n)
-                available.update(n.output)
-            else:
-                waiting.append(n)
-        if len(waiting) == len(pending):
-            raise ValueError("fused attention: the rewritten graph has a cycle or a missing input")
-        pending = waiting
-    return ordered
-
-
-def _drop_unused(model: onnx.ModelProto) -> None:
-    """Drop what only the folded nodes read: the float padding mask's chain, the projections'
-    bias initializers, the head-split shapes."""
-    graph = model.graph
-    needed = {o.name for o in graph.output}
-    kept = []
-    for n in reversed(graph.node):
-        if any(out in needed for out in n.output):
-            kept.append(n)
-            needed.update(n.input)
-    del graph.node[:]
-    graph.node.extend(reversed(kept))
-    used = {name for n in model.graph.node for name in n.input}
-    keep = [i for i in model.graph.initializer if i.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)

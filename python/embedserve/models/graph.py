@@ -14,6 +14,8 @@ from embedserve.models.st_modules import static_embedding_dir
 if TYPE_CHECKING:
     import onnx
 
+    from embedserve.models.fused_attention import AttentionOp
+
 # Bump when the compiler's output changes, so stale graphs in users' caches are rebuilt.
 COMPILER_VERSION = 2
 STATIC_VERSION = 3  # the StaticEmbedding graph's own (v2: padded rows zeroed)
@@ -125,33 +127,48 @@ def fp16_onnx(source: Path) -> Path:
     return _derived_onnx(source, "fp16", convert_to_fp16)
 
 
-def fused_attention_onnx(source: Path) -> Path:
-    """The cached copy of `source` whose attention cores run as ONNX Runtime's fused op, or
-    `source` itself when it has none the pass recognises (remembered, so a graph is read once).
+def fused_onnx(source: Path, op: AttentionOp | None = None) -> Path:
+    """The cached copy of `source` whose attention cores run as one fused `op` (ONNX Runtime's
+    MultiHeadAttention by default) and, with embedserve's attention, whose GELUs and norms run
+    as embedserve's one-pass kernels too (models/fused_epilogues.py); or `source` itself when
+    it has nothing the passes recognise (remembered, so a graph is read once).
 
-    Only graphs in the compiled cache are read: the pass recognises the layer library's own
+    Only graphs in the compiled cache are read: the passes recognise the layer library's own
     form, so a graph a repository ships (whose external data may be a hub-cache symlink, which
     `onnx.load` refuses) is run as it is.
     """
     import onnx
 
     from embedserve.models.compiler import save_model_atomically
-    from embedserve.models.fused_attention import FUSION_VERSION, fuse_attention
+    from embedserve.models.fused_attention import (
+        FUSION_VERSION,
+        MULTI_HEAD,
+        PADDED,
+        fuse_attention,
+        runs_in_float32,
+    )
+    from embedserve.models.fused_epilogues import fuse_epilogues
 
+    op = op or MULTI_HEAD
     if not source.resolve().is_relative_to(compiled_root().resolve()):
         return source
-    target = compiled_graph(f"{file_hash(source)[:32]}-mha-v{FUSION_VERSION}")
+    target = compiled_graph(f"{file_hash(source)[:32]}-{op.tag}-v{FUSION_VERSION}")
     nothing_to_fuse = target.with_name("nothing-to-fuse")
     if target.exists():
         return target
     if nothing_to_fuse.exists():
         return source
-    fused = fuse_attention(onnx.load(str(source)))
-    if fused is None:
+    model = onnx.load(str(source))
+    if op == PADDED and not runs_in_float32(model):
+        op = MULTI_HEAD  # embedserve's kernels are float32 only; ONNX Runtime's takes fp16 too
+    fused = fuse_attention(model, op) is not None
+    if op == PADDED:
+        fused = fuse_epilogues(model) or fused
+    if not fused:
         nothing_to_fuse.parent.mkdir(parents=True, exist_ok=True)
         nothing_to_fuse.touch()
         return source
-    save_model_atomically(fused, target)
+    save_model_atomically(model, target)
     return target
 
 

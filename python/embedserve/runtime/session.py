@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from embedserve.models.graph import fused_attention_onnx
+from embedserve.models.graph import fused_onnx
+from embedserve.runtime.custom_ops import attention_op
 from embedserve.runtime.providers import CPU, resolve_providers
 
 log = logging.getLogger(__name__)
@@ -117,9 +118,9 @@ def open_session(path: Path, options: SessionOptions) -> ort.InferenceSession:
     so.log_severity_level = int(os.environ.get("EMBEDSERVE_ORT_LOG_LEVEL", "3"))
     providers = resolve_providers(options.providers)
     if providers == [CPU]:
-        # ONNX Runtime's fused attention kernel: a cached copy of the graph that uses it
+        # A fused attention kernel: a cached copy of the graph that uses it
         # (models/fused_attention.py); the CUDA path keeps the standard graph its passes expect.
-        path = fused_attention_onnx(path)
+        path = fused_onnx(path, attention_op(so))
     try:
         return ort.InferenceSession(str(path), sess_options=so, providers=providers)
     except Exception as exc:  # a broken CUDA install: carry on on the CPU, and say so once

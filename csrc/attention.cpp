@@ -1,0 +1,178 @@
+#include "embedserve/attention.hpp"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "embedserve/simd.hpp"
+
+namespace embedserve {
+namespace {
+
+constexpr std::size_t kRows = 4;   // queries computed together: each key row is read once per block
+constexpr float kMaskedKey = -10000.0f;  // ONNX Runtime's mask_filter_value
+constexpr float kPastSpan = -1.0e30f;    // padding of the last score block: exp gives 0
+
+std::size_t round_up(std::size_t n, std::size_t step) { return (n + step - 1) / step * step; }
+
+struct Scratch {
+    std::vector<float> keys_t;    // [head_dim][padded keys]: k transposed, zero past the span
+    std::vector<float> scores;    // [kRows][padded keys]
+    std::vector<float> queries;   // [kRows][head_dim]: (q + bias) * scale
+    std::vector<float> key_mask;  // [padded keys]: 0, -10000 masked inside the span, -1e30 past it
+    std::vector<float> sums;      // [kRows][head_dim]: the weighted values, any head_dim
+};
+
+Scratch& scratch() {
+    thread_local Scratch s;
+    return s;
+}
+
+// Probabilities times values for `rows` queries into sums ([kRows][head_dim]). H > 0: head_dim
+// known at compile time (a multiple of 16), accumulators in registers.
+template <std::size_t H>
+inline void weighted_values(const float* scores, std::size_t padded, std::size_t keys,
+                            const float* v, std::size_t width, std::size_t head_dim, float* sums) {
+    if constexpr (H != 0) {
+        constexpr std::size_t C = H / kLanes;
+        f16 acc[kRows][C] = {};
+        for (std::size_t j = 0; j < keys; ++j) {
+            f16 vj[C];
+            for (std::size_t c = 0; c < C; ++c) vj[c] = load(v + j * width + c * kLanes);
+            for (std::size_t r = 0; r < kRows; ++r) {
+                const float p = scores[r * padded + j];
+                for (std::size_t c = 0; c < C; ++c) acc[r][c] += p * vj[c];
+            }
+        }
+        for (std::size_t r = 0; r < kRows; ++r) {
+            for (std::size_t c = 0; c < C; ++c) store(sums + r * H + c * kLanes, acc[r][c]);
+        }
+    } else {
+        std::fill(sums, sums + kRows * head_dim, 0.0f);
+        for (std::size_t j = 0; j < keys; ++j) {
+            const float* vj = v + j * width;
+            for (std::size_t r = 0; r < kRows; ++r) {
+                const float p = scores[r * padded + j];
+                for (std::size_t d = 0; d < head_dim; ++d) sums[r * head_dim + d] += p * vj[d];
+            }
+        }
+    }
+}
+
+template <std::size_t H>
+EMBEDSERVE_SIMD_CLONES void unit_kernel(const AttentionShape& shape, const AttentionInputs& in,
+                                        std::size_t unit, float* out) {
+    const std::size_t seq = shape.seq;
+    const std::size_t head_dim = H ? H : shape.head_dim;
+    const std::size_t width = shape.heads * head_dim;
+    const std::size_t b = unit / shape.heads;
+    const std::size_t h = unit % shape.heads;
+    const std::size_t keys = attended_keys(in.mask, seq, b);
+    const std::size_t padded = round_up(keys, kLanes);
+    const std::size_t head = h * head_dim;
+
+    Scratch& s = scratch();
+    s.keys_t.assign(head_dim * padded, 0.0f);
+    s.scores.resize(kRows * padded);
+    s.queries.resize(kRows * head_dim);
+    s.key_mask.assign(padded, kPastSpan);
+    s.sums.resize(kRows * head_dim);
+    float* keys_t = s.keys_t.data();
+    float* key_mask = s.key_mask.data();
+    for (std::size_t j = 0; j < keys; ++j) {
+        const float* row = in.k + (b * seq + j) * width + head;
+        for (std::size_t d = 0; d < head_dim; ++d) keys_t[d * padded + j] = row[d];
+        key_mask[j] = in.mask[b * seq + j] != 0 ? 0.0f : kMaskedKey;
+    }
+    const float* bias_rows = nullptr;
+    if (in.position_bias != nullptr) {
+        const std::size_t pb = in.position_bias_batch == 1 ? 0 : b;
+        bias_rows = in.position_bias + (pb * shape.heads + h) * seq * seq;
+    }
+
+    float* queries = s.queries.data();
+    float* scores = s.scores.data();
+    // Every query, the padding's too: ColBERT's query expansion reads the vectors of masked
+    // [MASK] tokens, which attend to the real keys like any other.
+    for (std::size_t i0 = 0; i0 < seq; i0 += kRows) {
+        const std::size_t rows = std::min(kRows, seq - i0);
+        for (std::size_t r = 0; r < kRows; ++r) {
+            float* qr = queries + r * head_dim;
+            const float* row = in.q + (b * seq + i0 + std::min(r, rows - 1)) * width + head;
+            for (std::size_t d = 0; d < head_dim; ++d) {
+                const float bias = in.q_bias ? in.q_bias[head + d] : 0.0f;
+                qr[d] = (row[d] + bias) * shape.scale;
+            }
+        }
+        // Scores: kRows queries against 16 keys at a time, plus the mask (and position bias).
+        for (std::size_t j0 = 0; j0 < padded; j0 += kLanes) {
+            f16 acc[kRows] = {};
+            for (std::size_t d = 0; d < head_dim; ++d) {
+                const f16 kd = load(keys_t + d * padded + j0);
+                for (std::size_t r = 0; r < kRows; ++r) acc[r] += queries[r * head_dim + d] * kd;
+            }
+            const f16 mask = load(key_mask + j0);
+            for (std::size_t r = 0; r < kRows; ++r) store(scores + r * padded + j0, acc[r] + mask);
+        }
+        // Softmax over the span; the sum's reciprocal is applied to the output instead.
+        float inverse[kRows] = {};
+        for (std::size_t r = 0; r < rows; ++r) {
+            float* row = scores + r * padded;
+            if (bias_rows != nullptr) {
+                const float* bias = bias_rows + (i0 + r) * seq;
+                for (std::size_t j = 0; j < keys; ++j) row[j] += bias[j];
+            }
+            f16 best = load(row);
+            for (std::size_t j0 = kLanes; j0 < padded; j0 += kLanes) {
+                const f16 x = load(row + j0);
+                best = x > best ? x : best;
+            }
+            const f16 top = splat(lane_max(best));
+            f16 sum = {};
+            for (std::size_t j0 = 0; j0 < padded; j0 += kLanes) {
+                const f16 e = exp_nonpositive(load(row + j0) - top);
+                store(row + j0, e);
+                sum += e;
+            }
+            inverse[r] = 1.0f / lane_sum(sum);
+        }
+        float* sums = s.sums.data();
+        weighted_values<H>(scores, padded, keys, in.v + b * seq * width + head, width, head_dim,
+                           sums);
+        for (std::size_t r = 0; r < rows; ++r) {
+            float* o = out + (b * seq + i0 + r) * width + head;
+            for (std::size_t d = 0; d < head_dim; ++d) {
+                // Probabilities sum to one, so v's bias adds once to the weighted sum.
+                const float bias = in.v_bias ? in.v_bias[head + d] : 0.0f;
+                o[d] = sums[r * head_dim + d] * inverse[r] + bias;
+            }
+        }
+    }
+}
+
+}  // namespace
+
+std::size_t attended_keys(const std::int32_t* mask, std::size_t seq, std::size_t b) noexcept {
+    const std::int32_t* row = mask + b * seq;
+    for (std::size_t j = seq; j > 0; --j) {
+        if (row[j - 1] != 0) return j;
+    }
+    return seq;
+}
+
+void attention_unit(const AttentionShape& shape, const AttentionInputs& in, std::size_t unit,
+                    float* out) {
+    switch (shape.head_dim) {
+        case 32:
+            unit_kernel<32>(shape, in, unit, out);
+            break;
+        case 64:
+            unit_kernel<64>(shape, in, unit, out);
+            break;
+        default:
+            unit_kernel<0>(shape, in, unit, out);
+    }
+}
+
+}  // namespace embedserve

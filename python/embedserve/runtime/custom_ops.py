@@ -1,0 +1,43 @@
+"""embedserve's ONNX Runtime custom ops (csrc/ortops): which fused attention a CPU session runs.
+
+The library is a plain shared object built beside `_core` (it links neither Python nor ONNX
+Runtime); ONNX Runtime loads it into each session that registers it. Where it was not built
+(a compiler without GCC vector extensions) or `EMBEDSERVE_ATTENTION_KERNEL=onnxruntime` asks for
+it, sessions run ONNX Runtime's own MultiHeadAttention instead: the same inputs, the same math.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnxruntime as ort
+
+from embedserve.models.fused_attention import MULTI_HEAD, PADDED, AttentionOp
+
+KERNEL_VARIABLE = "EMBEDSERVE_ATTENTION_KERNEL"
+KERNELS = ("embedserve", "onnxruntime")
+
+
+def library() -> Path | None:
+    """The custom-op library installed with the package, if it was built."""
+    package = Path(__file__).resolve().parent.parent
+    return next((p for p in sorted(package.glob("_ortops.*")) if p.suffix != ".pyi"), None)
+
+
+def attention_kernel() -> str:
+    """The attention kernel CPU sessions use: `EMBEDSERVE_ATTENTION_KERNEL`, else embedserve's."""
+    kernel = os.environ.get(KERNEL_VARIABLE, "embedserve").strip().lower()
+    if kernel not in KERNELS:
+        raise ValueError(f"{KERNEL_VARIABLE}={kernel!r}: expected one of {', '.join(KERNELS)}")
+    return kernel
+
+
+def attention_op(options: ort.SessionOptions) -> AttentionOp:
+    """The fused attention op a CPU session with `options` runs; registers embedserve's library
+    on `options` when that op is ours."""
+    path = library()
+    if path is None or attention_kernel() == "onnxruntime":
+        return MULTI_HEAD
+    options.register_custom_ops_library(str(path))
+    return PADDED
