@@ -200,17 +200,23 @@ def _engine(model: str, precision: str, threads: int):
 
 def _session(path: Path, threads: int):
     import onnxruntime as ort
+    from embedserve.runtime.custom_ops import library
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    if library() is not None:  # embedserve's attention op, for the graphs that have it
+        options.register_custom_ops_library(str(library()))
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def engine_rows(model: str, threads: int, rounds: int, ceilings: dict[str, float]) -> list[str]:
-    """The engine's texts/s and share of the ceiling, and the fused attention's part."""
-    from embedserve.models.graph import fused_attention_onnx
+    """The engine's texts/s and share of the ceiling, and the fused attention's part: the
+    engine's own batches through the standard graph, ONNX Runtime's fused op and ours."""
+    from embedserve.models.fused_attention import MULTI_HEAD, PADDED
+    from embedserve.models.graph import fused_onnx
     from embedserve.planning import pad_batch, plan_batches
+    from embedserve.runtime.custom_ops import library
     from embedserve.runtime.session import graph_feeds
 
     texts = json.loads((DATA / f"{model}.public.json").read_text())["texts"] * 4
@@ -224,7 +230,9 @@ def engine_rows(model: str, threads: int, rounds: int, ceilings: dict[str, float
     ]
     plain_path = Path(fp32.session.path)
     graphs = {"plain attention": _session(plain_path, threads)}
-    graphs["fused attention"] = _session(fused_attention_onnx(plain_path), threads)
+    graphs["ORT's fused attention"] = _session(fused_onnx(plain_path, MULTI_HEAD), threads)
+    if library() is not None:
+        graphs["embedserve's attention"] = _session(fused_onnx(plain_path, PADDED), threads)
     names = {k: [i.name for i in g.get_inputs()] for k, g in graphs.items()}
 
     def run_graph(label: str) -> None:
@@ -254,8 +262,9 @@ def profile_rows(model: str) -> list[str]:
     """ONNX Runtime's per-node profile of a one-thread session of the fused fp32 graph over the
     engine's bulk batches: the share of kernel time each op type takes."""
     import onnxruntime as ort
-    from embedserve.models.graph import fused_attention_onnx
+    from embedserve.models.graph import fused_onnx
     from embedserve.planning import bulk_batch_tokens, pad_batch, plan_batches
+    from embedserve.runtime.custom_ops import attention_op
     from embedserve.runtime.session import graph_feeds
 
     texts = json.loads((DATA / f"{model}.public.json").read_text())["texts"] * 4
@@ -268,7 +277,7 @@ def profile_rows(model: str) -> list[str]:
         options.intra_op_num_threads = 1
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "profile")
-        path = fused_attention_onnx(Path(engine.session.path))
+        path = fused_onnx(Path(engine.session.path), attention_op(options))
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         names = [i.name for i in session.get_inputs()]
         for group in plan_batches(lengths, budget):
