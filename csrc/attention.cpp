@@ -105,8 +105,28 @@ EMBEDSERVE_SIMD_CLONES void unit_kernel(const AttentionShape& shape, const Atten
                 qr[d] = (row[d] + bias) * shape.scale;
             }
         }
-        // Scores: kRows queries against 16 keys at a time, plus the mask (and position bias).
-        for (std::size_t j0 = 0; j0 < padded; j0 += kLanes) {
+        // Scores: kRows queries against 32 keys at a time (two vectors of keys share each
+        // query's broadcast), then a last block of 16; plus the mask.
+        std::size_t j0 = 0;
+        for (; j0 + 2 * kLanes <= padded; j0 += 2 * kLanes) {
+            f16 acc[kRows][2] = {};
+            for (std::size_t d = 0; d < head_dim; ++d) {
+                const f16 k0 = load(keys_t + d * padded + j0);
+                const f16 k1 = load(keys_t + d * padded + j0 + kLanes);
+                for (std::size_t r = 0; r < kRows; ++r) {
+                    const float qd = queries[r * head_dim + d];
+                    acc[r][0] += qd * k0;
+                    acc[r][1] += qd * k1;
+                }
+            }
+            const f16 mask0 = load(key_mask + j0);
+            const f16 mask1 = load(key_mask + j0 + kLanes);
+            for (std::size_t r = 0; r < kRows; ++r) {
+                store(scores + r * padded + j0, acc[r][0] + mask0);
+                store(scores + r * padded + j0 + kLanes, acc[r][1] + mask1);
+            }
+        }
+        for (; j0 < padded; j0 += kLanes) {
             f16 acc[kRows] = {};
             for (std::size_t d = 0; d < head_dim; ++d) {
                 const f16 kd = load(keys_t + d * padded + j0);
