@@ -32,21 +32,21 @@ Scratch& scratch() {
 // Probabilities times values for `rows` queries into sums ([kRows][head_dim]). H > 0: head_dim
 // known at compile time (a multiple of 16), accumulators in registers.
 template <std::size_t H>
-inline void weighted_values(const float* scores, std::size_t padded, std::size_t keys,
+EMBEDSERVE_VECTOR void weighted_values(const float* scores, std::size_t padded, std::size_t keys,
                             const float* v, std::size_t width, std::size_t head_dim, float* sums) {
     if constexpr (H != 0) {
         constexpr std::size_t C = H / kLanes;
         f16 acc[kRows][C] = {};
         for (std::size_t j = 0; j < keys; ++j) {
             f16 vj[C];
-            for (std::size_t c = 0; c < C; ++c) vj[c] = load(v + j * width + c * kLanes);
+            for (std::size_t c = 0; c < C; ++c) vj[c] = at(v + j * width + c * kLanes);
             for (std::size_t r = 0; r < kRows; ++r) {
                 const float p = scores[r * padded + j];
                 for (std::size_t c = 0; c < C; ++c) acc[r][c] += p * vj[c];
             }
         }
         for (std::size_t r = 0; r < kRows; ++r) {
-            for (std::size_t c = 0; c < C; ++c) store(sums + r * H + c * kLanes, acc[r][c]);
+            for (std::size_t c = 0; c < C; ++c) at(sums + r * H + c * kLanes) = acc[r][c];
         }
     } else {
         std::fill(sums, sums + kRows * head_dim, 0.0f);
@@ -60,9 +60,11 @@ inline void weighted_values(const float* scores, std::size_t padded, std::size_t
     }
 }
 
+// Inlined into one multiversioned function per head_dim below (clang's target_clones takes no
+// templates).
 template <std::size_t H>
-EMBEDSERVE_SIMD_CLONES void unit_kernel(const AttentionShape& shape, const AttentionInputs& in,
-                                        std::size_t unit, float* out) {
+EMBEDSERVE_VECTOR void unit_body(const AttentionShape& shape, const AttentionInputs& in,
+                                 std::size_t unit, float* out) {
     const std::size_t seq = shape.seq;
     const std::size_t head_dim = H ? H : shape.head_dim;
     const std::size_t width = shape.heads * head_dim;
@@ -111,29 +113,29 @@ EMBEDSERVE_SIMD_CLONES void unit_kernel(const AttentionShape& shape, const Atten
         for (; j0 + 2 * kLanes <= padded; j0 += 2 * kLanes) {
             f16 acc[kRows][2] = {};
             for (std::size_t d = 0; d < head_dim; ++d) {
-                const f16 k0 = load(keys_t + d * padded + j0);
-                const f16 k1 = load(keys_t + d * padded + j0 + kLanes);
+                const f16 k0 = at(keys_t + d * padded + j0);
+                const f16 k1 = at(keys_t + d * padded + j0 + kLanes);
                 for (std::size_t r = 0; r < kRows; ++r) {
                     const float qd = queries[r * head_dim + d];
                     acc[r][0] += qd * k0;
                     acc[r][1] += qd * k1;
                 }
             }
-            const f16 mask0 = load(key_mask + j0);
-            const f16 mask1 = load(key_mask + j0 + kLanes);
+            const f16 mask0 = at(key_mask + j0);
+            const f16 mask1 = at(key_mask + j0 + kLanes);
             for (std::size_t r = 0; r < kRows; ++r) {
-                store(scores + r * padded + j0, acc[r][0] + mask0);
-                store(scores + r * padded + j0 + kLanes, acc[r][1] + mask1);
+                at(scores + r * padded + j0) = acc[r][0] + mask0;
+                at(scores + r * padded + j0 + kLanes) = acc[r][1] + mask1;
             }
         }
         for (; j0 < padded; j0 += kLanes) {
             f16 acc[kRows] = {};
             for (std::size_t d = 0; d < head_dim; ++d) {
-                const f16 kd = load(keys_t + d * padded + j0);
+                const f16 kd = at(keys_t + d * padded + j0);
                 for (std::size_t r = 0; r < kRows; ++r) acc[r] += queries[r * head_dim + d] * kd;
             }
-            const f16 mask = load(key_mask + j0);
-            for (std::size_t r = 0; r < kRows; ++r) store(scores + r * padded + j0, acc[r] + mask);
+            const f16 mask = at(key_mask + j0);
+            for (std::size_t r = 0; r < kRows; ++r) at(scores + r * padded + j0) = acc[r] + mask;
         }
         // Softmax over the span; the sum's reciprocal is applied to the output instead.
         float inverse[kRows] = {};
@@ -143,16 +145,17 @@ EMBEDSERVE_SIMD_CLONES void unit_kernel(const AttentionShape& shape, const Atten
                 const float* bias = bias_rows + (i0 + r) * seq;
                 for (std::size_t j = 0; j < keys; ++j) row[j] += bias[j];
             }
-            f16 best = load(row);
+            f16 best = at(row);
             for (std::size_t j0 = kLanes; j0 < padded; j0 += kLanes) {
-                const f16 x = load(row + j0);
+                const f16 x = at(row + j0);
                 best = x > best ? x : best;
             }
-            const f16 top = splat(lane_max(best));
+            const f16 top = f16{} + lane_max(best);
             f16 sum = {};
             for (std::size_t j0 = 0; j0 < padded; j0 += kLanes) {
-                const f16 e = exp_nonpositive(load(row + j0) - top);
-                store(row + j0, e);
+                f16 e = at(row + j0) - top;
+                exp_nonpositive(e);
+                at(row + j0) = e;
                 sum += e;
             }
             inverse[r] = 1.0f / lane_sum(sum);
@@ -171,6 +174,21 @@ EMBEDSERVE_SIMD_CLONES void unit_kernel(const AttentionShape& shape, const Atten
     }
 }
 
+EMBEDSERVE_SIMD_CLONES void unit_32(const AttentionShape& shape, const AttentionInputs& in,
+                                    std::size_t unit, float* out) {
+    unit_body<32>(shape, in, unit, out);
+}
+
+EMBEDSERVE_SIMD_CLONES void unit_64(const AttentionShape& shape, const AttentionInputs& in,
+                                    std::size_t unit, float* out) {
+    unit_body<64>(shape, in, unit, out);
+}
+
+EMBEDSERVE_SIMD_CLONES void unit_any(const AttentionShape& shape, const AttentionInputs& in,
+                                     std::size_t unit, float* out) {
+    unit_body<0>(shape, in, unit, out);
+}
+
 }  // namespace
 
 std::size_t attended_keys(const std::int32_t* mask, std::size_t seq, std::size_t b) noexcept {
@@ -185,13 +203,13 @@ void attention_unit(const AttentionShape& shape, const AttentionInputs& in, std:
                     float* out) {
     switch (shape.head_dim) {
         case 32:
-            unit_kernel<32>(shape, in, unit, out);
+            unit_32(shape, in, unit, out);
             break;
         case 64:
-            unit_kernel<64>(shape, in, unit, out);
+            unit_64(shape, in, unit, out);
             break;
         default:
-            unit_kernel<0>(shape, in, unit, out);
+            unit_any(shape, in, unit, out);
     }
 }
 

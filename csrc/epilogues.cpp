@@ -12,17 +12,20 @@ namespace {
 // 7.1.26, erfc(|z|) = t * poly(t) * exp(-z^2) with t = 1 / (1 + p|z|), reflected by sign;
 // |erf error| <= 1.5e-7. (Least-squares polynomials for erf near 0 and erfc beyond, with no
 // division, were slower: ~20 dependent FMAs a vector against one division here.)
-EMBEDSERVE_VECTOR f16 normal_cdf(f16 v) {
+EMBEDSERVE_VECTOR void normal_cdf(f16& v) {
+    const f16 zero = f16{};
     const f16 z = v * 0.70710678118654752f;
-    const f16 a = z < splat(0.0f) ? -z : z;
+    const f16 a = z < zero ? -z : z;
     const f16 t = 1.0f / (1.0f + 0.3275911f * a);
-    f16 poly = splat(1.061405429f);
+    f16 poly = f16{} + 1.061405429f;
     poly = poly * t - 1.453152027f;
     poly = poly * t + 1.421413741f;
     poly = poly * t - 0.284496736f;
     poly = poly * t + 0.254829592f;
-    const f16 tail = 0.5f * (poly * t) * exp_nonpositive(-(a * a));  // 0.5 * erfc(|z|)
-    return z < splat(0.0f) ? tail : 1.0f - tail;
+    f16 gauss = -(a * a);
+    exp_nonpositive(gauss);
+    const f16 tail = 0.5f * (poly * t) * gauss;  // 0.5 * erfc(|z|)
+    v = z < zero ? tail : 1.0f - tail;
 }
 
 EMBEDSERVE_SIMD_CLONES void bias_gelu_rows(const float* x, const float* bias, std::size_t rows,
@@ -32,8 +35,10 @@ EMBEDSERVE_SIMD_CLONES void bias_gelu_rows(const float* x, const float* bias, st
         const float* xr = x + r * cols;
         float* o = out + r * cols;
         for (std::size_t c = 0; c < full; c += kLanes) {
-            const f16 v = load(xr + c) + load(bias + c);
-            store(o + c, v * normal_cdf(v));
+            const f16 v = at(xr + c) + at(bias + c);
+            f16 phi = v;
+            normal_cdf(phi);
+            at(o + c) = v * phi;
         }
         for (std::size_t c = full; c < cols; ++c) {
             const float v = xr[c] + bias[c];
@@ -56,8 +61,8 @@ EMBEDSERVE_SIMD_CLONES void layer_norm_rows(const float* x, const float* bias,
         f16 sum = {};
         float tail = 0.0f;
         for (std::size_t c = 0; c < full; c += kLanes) {
-            const f16 s = (load(xr + c) + load(bias + c)) + load(rr + c);
-            store(o + c, s);
+            const f16 s = (at(xr + c) + at(bias + c)) + at(rr + c);
+            at(o + c) = s;
             sum += s;
         }
         for (std::size_t c = full; c < cols; ++c) {
@@ -68,7 +73,7 @@ EMBEDSERVE_SIMD_CLONES void layer_norm_rows(const float* x, const float* bias,
         f16 squares = {};
         float tail_squares = 0.0f;
         for (std::size_t c = 0; c < full; c += kLanes) {
-            const f16 d = load(o + c) - mean;
+            const f16 d = at(o + c) - mean;
             squares += d * d;
         }
         for (std::size_t c = full; c < cols; ++c) {
@@ -77,8 +82,8 @@ EMBEDSERVE_SIMD_CLONES void layer_norm_rows(const float* x, const float* bias,
         }
         const float inverse = 1.0f / std::sqrt((lane_sum(squares) + tail_squares) / n + epsilon);
         for (std::size_t c = 0; c < full; c += kLanes) {
-            const f16 shift = beta ? load(beta + c) : f16{};
-            store(o + c, (load(o + c) - mean) * inverse * load(gamma + c) + shift);
+            const f16 shift = beta ? at(beta + c) : f16{};
+            at(o + c) = (at(o + c) - mean) * inverse * at(gamma + c) + shift;
         }
         for (std::size_t c = full; c < cols; ++c) {
             o[c] = (o[c] - mean) * inverse * gamma[c] + (beta ? beta[c] : 0.0f);

@@ -19,40 +19,36 @@
 #define EMBEDSERVE_SIMD_CLONES
 #endif
 
-// Every helper taking or returning a vector is forced inline: each clone then has its own copy
-// in its own instruction set. An out-of-line copy would be built for the default one, whose
-// way of passing a 64-byte vector differs from the AVX-512 clone's (GCC's -Wpsabi warning),
-// and the clone calling it would read garbage.
+// No helper here takes or returns a vector by value: each clone would then need its own copy in
+// its own instruction set, and how a 64-byte vector is passed differs between them (GCC's
+// -Wpsabi note; clang refuses to compile it). Vectors are read and written through references
+// (`at`) and changed in place. Helpers are forced inline all the same, so each clone gets
+// code in its own instruction set.
 #define EMBEDSERVE_VECTOR inline __attribute__((always_inline))
 
 namespace embedserve {
 
 constexpr std::size_t kLanes = 16;  // floats per vector: one AVX-512 register
 
-using f16 = float __attribute__((vector_size(64), aligned(4)));
-using i16 = std::int32_t __attribute__((vector_size(64), aligned(4)));
+// Unaligned (4-byte) vectors that may alias the floats they are read from.
+typedef float f16 __attribute__((vector_size(64), aligned(4), may_alias));
+typedef std::int32_t i16 __attribute__((vector_size(64), aligned(4), may_alias));
 
-EMBEDSERVE_VECTOR f16 load(const float* p) {
-    f16 v;
-    std::memcpy(&v, p, sizeof(v));
-    return v;
-}
+/// The 16 floats at `p`, to read or assign.
+EMBEDSERVE_VECTOR const f16& at(const float* p) { return *reinterpret_cast<const f16*>(p); }
+EMBEDSERVE_VECTOR f16& at(float* p) { return *reinterpret_cast<f16*>(p); }
 
-EMBEDSERVE_VECTOR void store(float* p, f16 v) { std::memcpy(p, &v, sizeof(v)); }
-
-EMBEDSERVE_VECTOR f16 splat(float x) { return f16{} + x; }
-
-// exp(x) for x <= 0 (softmax's scores minus their maximum, GELU's -z^2), within ~2 ulp of expf: 2^n * e^r with
-// n = round(x / ln2), |r| <= ln2/2, e^r by a degree-6 polynomial. Below -87 it gives 0, where
-// expf underflows too.
-EMBEDSERVE_VECTOR f16 exp_nonpositive(f16 x) {
-    const f16 floor_ = splat(-87.0f);
+// x = exp(x) for x <= 0 (softmax's scores minus their maximum, GELU's -z^2), within ~2 ulp of
+// expf: 2^n * e^r with n = round(x / ln2), |r| <= ln2/2, e^r by a degree-6 polynomial. Below -87
+// it gives 0, where expf underflows too.
+EMBEDSERVE_VECTOR void exp_nonpositive(f16& x) {
+    const f16 floor_ = f16{} - 87.0f;
     const f16 clamped = x < floor_ ? floor_ : x;
-    const f16 round = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+    const f16 round = f16{} + 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
     const f16 n = (clamped * 1.44269504f + round) - round;
     f16 r = clamped - n * 0.693359375f;
     r = r + n * 2.12194440e-4f;
-    f16 p = splat(1.9875691500e-4f);
+    f16 p = f16{} + 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
     p = p * r + 8.3334519073e-3f;
     p = p * r + 4.1665795894e-2f;
@@ -60,19 +56,18 @@ EMBEDSERVE_VECTOR f16 exp_nonpositive(f16 x) {
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
     const i16 bits = (__builtin_convertvector(n, i16) + 127) << 23;
-    f16 power;
-    std::memcpy(&power, &bits, sizeof(power));
+    const f16 power = reinterpret_cast<const f16&>(bits);
     const f16 result = p * power;
-    return x < floor_ ? f16{} : result;
+    x = x < floor_ ? f16{} : result;
 }
 
-EMBEDSERVE_VECTOR float lane_max(f16 v) {
+EMBEDSERVE_VECTOR float lane_max(const f16& v) {
     float best = v[0];
     for (std::size_t i = 1; i < kLanes; ++i) best = v[i] > best ? v[i] : best;
     return best;
 }
 
-EMBEDSERVE_VECTOR float lane_sum(f16 v) {
+EMBEDSERVE_VECTOR float lane_sum(const f16& v) {
     float sum = 0.0f;
     for (std::size_t i = 0; i < kLanes; ++i) sum += v[i];
     return sum;
