@@ -1,9 +1,13 @@
 #include "embedserve/attention.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
-#include <vector>
+#include <new>
+
+#include <pthread.h>
 
 #include "embedserve/simd.hpp"
 
@@ -16,17 +20,42 @@ constexpr float kPastSpan = -1.0e30f;    // padding of the last score block: exp
 
 std::size_t round_up(std::size_t n, std::size_t step) { return (n + step - 1) / step * step; }
 
-struct Scratch {
-    std::vector<float> keys_t;    // [head_dim][padded keys]: k transposed, zero past the span
-    std::vector<float> scores;    // [kRows][padded keys]
-    std::vector<float> queries;   // [kRows][head_dim]: (q + bias) * scale
-    std::vector<float> key_mask;  // [padded keys]: 0, -10000 masked inside the span, -1e30 past it
-    std::vector<float> sums;      // [kRows][head_dim]: the weighted values, any head_dim
+// Each thread's working memory, one block it keeps between calls (grown when a call needs
+// more, freed when the thread exits). A pthread key rather than a C++ thread_local object:
+// clang (which builds the wheel) left such an object's constructor and destructor unemitted
+// when only multiversioned code used it, and the library would not load.
+struct Scratch {  // trivial: nothing for clang to leave unemitted
+    float* data;
+    std::size_t size;
 };
 
-Scratch& scratch() {
-    thread_local Scratch s;
-    return s;
+void free_scratch(void* scratch) {
+    auto* s = static_cast<Scratch*>(scratch);
+    std::free(s->data);
+    delete s;
+}
+
+pthread_key_t scratch_key() {
+    static pthread_key_t key;
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, [] { pthread_key_create(&key, free_scratch); });
+    return key;
+}
+
+// `floats` floats of this thread's scratch, or null when memory ran out. Kept out of the
+// multiversioned kernels.
+__attribute__((noinline)) float* scratch(std::size_t floats) {
+    auto* s = static_cast<Scratch*>(pthread_getspecific(scratch_key()));
+    if (s == nullptr) {
+        s = new (std::nothrow) Scratch{nullptr, 0};
+        if (s == nullptr || pthread_setspecific(scratch_key(), s) != 0) return nullptr;
+    }
+    if (s->size < floats) {
+        std::free(s->data);
+        s->data = static_cast<float*>(std::malloc(floats * sizeof(float)));
+        s->size = s->data != nullptr ? floats : 0;
+    }
+    return s->data;
 }
 
 // Probabilities times values for `rows` queries into sums ([kRows][head_dim]). H > 0: head_dim
@@ -74,14 +103,23 @@ EMBEDSERVE_VECTOR void unit_body(const AttentionShape& shape, const AttentionInp
     const std::size_t padded = round_up(keys, kLanes);
     const std::size_t head = h * head_dim;
 
-    Scratch& s = scratch();
-    s.keys_t.assign(head_dim * padded, 0.0f);
-    s.scores.resize(kRows * padded);
-    s.queries.resize(kRows * head_dim);
-    s.key_mask.assign(padded, kPastSpan);
-    s.sums.resize(kRows * head_dim);
-    float* keys_t = s.keys_t.data();
-    float* key_mask = s.key_mask.data();
+    // k transposed ([head_dim][padded keys], zero past the span), the score block
+    // ([kRows][padded]), the scaled queries and the weighted values ([kRows][head_dim] each),
+    // and each key's mask term ([padded]: 0, -10000 masked inside the span, -1e30 past it).
+    float* keys_t = scratch(head_dim * padded + kRows * padded + 2 * kRows * head_dim + padded);
+    if (keys_t == nullptr) {  // out of memory: NaN rows surface, where zeros would not
+        for (std::size_t i = 0; i < seq; ++i) {
+            float* o = out + (b * seq + i) * width + head;
+            std::fill(o, o + head_dim, std::nanf(""));
+        }
+        return;
+    }
+    float* scores = keys_t + head_dim * padded;
+    float* queries = scores + kRows * padded;
+    float* sums = queries + kRows * head_dim;
+    float* key_mask = sums + kRows * head_dim;
+    std::fill(keys_t, keys_t + head_dim * padded, 0.0f);
+    std::fill(key_mask, key_mask + padded, kPastSpan);
     for (std::size_t j = 0; j < keys; ++j) {
         const float* row = in.k + (b * seq + j) * width + head;
         for (std::size_t d = 0; d < head_dim; ++d) keys_t[d * padded + j] = row[d];
@@ -93,8 +131,6 @@ EMBEDSERVE_VECTOR void unit_body(const AttentionShape& shape, const AttentionInp
         bias_rows = in.position_bias + (pb * shape.heads + h) * seq * seq;
     }
 
-    float* queries = s.queries.data();
-    float* scores = s.scores.data();
     // Every query, the padding's too: ColBERT's query expansion reads the vectors of masked
     // [MASK] tokens, which attend to the real keys like any other.
     for (std::size_t i0 = 0; i0 < seq; i0 += kRows) {
@@ -160,7 +196,6 @@ EMBEDSERVE_VECTOR void unit_body(const AttentionShape& shape, const AttentionInp
             }
             inverse[r] = 1.0f / lane_sum(sum);
         }
-        float* sums = s.sums.data();
         weighted_values<H>(scores, padded, keys, in.v + b * seq * width + head, width, head_dim,
                            sums);
         for (std::size_t r = 0; r < rows; ++r) {
