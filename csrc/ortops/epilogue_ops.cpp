@@ -17,11 +17,22 @@ constexpr std::size_t kRowsPerTask = 16;  // rows handed to one thread at a time
 
 bool is_vector(const Tensor& t, std::int64_t cols) { return t.rank == 1 && t.dims[0] == cols; }
 
+// x as rows of its last axis, handed out kRowsPerTask at a time.
 struct Rows {
     const Tensor* x;
     std::size_t rows = 0;
     std::size_t cols = 0;
+
+    struct Slice {
+        std::size_t offset;  // in floats, from the start of x (and of any tensor of x's shape)
+        std::size_t count;   // rows
+    };
+
     std::size_t tasks() const { return (rows + kRowsPerTask - 1) / kRowsPerTask; }
+    Slice slice(std::size_t task) const {
+        const std::size_t first = task * kRowsPerTask;
+        return {first * cols, std::min(kRowsPerTask, rows - first)};
+    }
 };
 
 Status* read_rows(const char* op, KernelContext* context, Tensor& x, Rows& rows) {
@@ -41,10 +52,8 @@ struct GeluWork {
 
 void gelu_task(void* data, std::size_t task) noexcept {
     const auto& w = *static_cast<const GeluWork*>(data);
-    const std::size_t first = task * kRowsPerTask;
-    const std::size_t count = std::min(kRowsPerTask, w.rows.rows - first);
-    const std::size_t offset = first * w.rows.cols;
-    bias_gelu(w.rows.x->floats() + offset, w.bias, count, w.rows.cols, w.out + offset);
+    const Rows::Slice s = w.rows.slice(task);
+    bias_gelu(w.rows.x->floats() + s.offset, w.bias, s.count, w.rows.cols, w.out + s.offset);
 }
 
 struct BiasGelu {
@@ -81,11 +90,9 @@ struct NormWork {
 
 void norm_task(void* data, std::size_t task) noexcept {
     const auto& w = *static_cast<const NormWork*>(data);
-    const std::size_t first = task * kRowsPerTask;
-    const std::size_t count = std::min(kRowsPerTask, w.rows.rows - first);
-    const std::size_t offset = first * w.rows.cols;
-    bias_residual_layer_norm(w.rows.x->floats() + offset, w.bias, w.residual + offset, w.gamma,
-                             w.beta, w.epsilon, count, w.rows.cols, w.out + offset);
+    const Rows::Slice s = w.rows.slice(task);
+    bias_residual_layer_norm(w.rows.x->floats() + s.offset, w.bias, w.residual + s.offset,
+                             w.gamma, w.beta, w.epsilon, s.count, w.rows.cols, w.out + s.offset);
 }
 
 struct BiasResidualLayerNorm {
