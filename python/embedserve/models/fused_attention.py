@@ -107,13 +107,12 @@ def _is_padding_mask(g: GraphIndex, name: str) -> bool:
     heads = queries and g.op(queries.input[0], "Unsqueeze")
     if not (scale and invert and cast and queries and heads):
         return False
-    one, big = g.constant(invert.input[0]), g.constant(scale.input[1])
+    one, big = g.scalar(invert.input[0]), g.scalar(scale.input[1])
     return (
         heads.input[0] == "attention_mask"
-        and one is not None
-        and float(one) == 1.0
+        and one == 1.0
         and big is not None
-        and float(big) <= -1e4
+        and big <= -1e4
         and _ints(g.constant(heads.input[1])) == [1]
         and _ints(g.constant(queries.input[1])) == [2]
     )
@@ -142,8 +141,8 @@ def _match(g: GraphIndex, softmax: onnx.NodeProto) -> _Core | None:
     scaled = g.op(scores, "Div") or g.op(scores, "Mul")
     if scaled is None or not g.only_use(scaled):
         return None
-    factor = g.constant(scaled.input[1])
-    if factor is None or factor.size != 1:
+    factor = g.scalar(scaled.input[1])
+    if factor is None:
         return None
     nodes.append(scaled)
     product = g.op(scaled.input[0], "MatMul")
@@ -181,8 +180,7 @@ def _match(g: GraphIndex, softmax: onnx.NodeProto) -> _Core | None:
     width = g.constant(merged.input[1])
     if width is None or list(width) != [0, 0, heads * head_dim]:
         return None
-    value = float(factor.reshape(()))
-    scale = 1.0 / value if scaled.op_type == "Div" else value
+    scale = 1.0 / factor if scaled.op_type == "Div" else factor
     if math.isclose(scale, 1.0 / math.sqrt(head_dim), rel_tol=1e-7):
         scale = None
     splits = [g.producer[t.input[0]] for t in (q_t, k_t, v_t)]
@@ -200,14 +198,12 @@ def _match(g: GraphIndex, softmax: onnx.NodeProto) -> _Core | None:
 
 
 def _projection_bias(g: GraphIndex, name: str, width: int) -> tuple[str, np.ndarray] | None:
-    """(the product before it, the bias) when `name` is Add(MatMul output, constant [width])."""
-    add = g.op(name, "Add")
-    if add is None or not g.only_use(add):
+    """(the product before it, the bias) when `name` is a [width] projection bias read only by
+    the attention core."""
+    found = g.projection_bias(name)
+    if found is None or not g.only_use(found[0]) or found[2].shape != (width,):
         return None
-    bias = g.constant(add.input[1])
-    if bias is None or bias.shape != (width,) or bias.dtype != np.float32:
-        return None
-    return add.input[0], bias
+    return found[1], found[2]
 
 
 def fuse_attention(model: onnx.ModelProto, op: AttentionOp = MULTI_HEAD) -> onnx.ModelProto | None:

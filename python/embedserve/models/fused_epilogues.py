@@ -21,31 +21,12 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import onnx
 from onnx import helper
 
 from embedserve.models.onnx_index import GraphIndex, replace_nodes
 
 DOMAIN = "ai.embedserve"
-
-
-def _scalar(g: GraphIndex, name: str) -> float | None:
-    value = g.constant(name)
-    return None if value is None or value.size != 1 else float(value.reshape(()))
-
-
-def _bias_add(g: GraphIndex, name: str) -> tuple[onnx.NodeProto, str, str] | None:
-    """(the Add, the product, the bias) when `name` is Add(MatMul(...), constant float32 [n]):
-    a projection's bias. (An embedding sum's Add of a constant row is not: its other side may
-    broadcast, which the kernels do not.)"""
-    add = g.op(name, "Add")
-    if add is None or g.op(add.input[0], "MatMul") is None:
-        return None
-    bias = g.constant(add.input[1])
-    if bias is None or bias.ndim != 1 or bias.dtype != np.float32:
-        return None
-    return add, add.input[0], add.input[1]
 
 
 def _gelu(g: GraphIndex, add: onnx.NodeProto) -> list[onnx.NodeProto] | None:
@@ -58,7 +39,7 @@ def _gelu(g: GraphIndex, add: onnx.NodeProto) -> list[onnx.NodeProto] | None:
     mul = next((n for n in readers if n.op_type == "Mul"), None)
     if div is None or mul is None or div.input[0] != x:
         return None
-    root2 = _scalar(g, div.input[1])
+    root2 = g.scalar(div.input[1])
     if root2 is None or not math.isclose(root2, math.sqrt(2.0), rel_tol=1e-6):
         return None
     erf = g.consumers[div.output[0]]
@@ -67,14 +48,14 @@ def _gelu(g: GraphIndex, add: onnx.NodeProto) -> list[onnx.NodeProto] | None:
     shifted = g.consumers[erf[0].output[0]]
     if len(shifted) != 1 or shifted[0].op_type != "Add" or not g.only_use(erf[0]):
         return None
-    if _scalar(g, shifted[0].input[1]) != 1.0 or shifted[0].input[0] != erf[0].output[0]:
+    if g.scalar(shifted[0].input[1]) != 1.0 or shifted[0].input[0] != erf[0].output[0]:
         return None
     if set(mul.input) != {x, shifted[0].output[0]} or not g.only_use(shifted[0]):
         return None
     half = g.consumers[mul.output[0]]
     if len(half) != 1 or half[0].op_type != "Mul" or not g.only_use(mul):
         return None
-    if _scalar(g, half[0].input[1]) != 0.5 or half[0].input[0] != mul.output[0]:
+    if g.scalar(half[0].input[1]) != 0.5 or half[0].input[0] != mul.output[0]:
         return None
     return [div, erf[0], shifted[0], mul, half[0]]
 
@@ -82,9 +63,10 @@ def _gelu(g: GraphIndex, add: onnx.NodeProto) -> list[onnx.NodeProto] | None:
 def _bias_gelus(g: GraphIndex) -> list[tuple[list[onnx.NodeProto], onnx.NodeProto]]:
     folded = []
     for node in g.graph.node:
-        if node.op_type != "Add" or not (found := _bias_add(g, node.output[0])):
+        if node.op_type != "Add" or not (found := g.projection_bias(node.output[0])):
             continue
-        add, x, bias = found
+        add, x, _ = found
+        bias = add.input[1]
         gelu = _gelu(g, add)
         if gelu is None:
             continue
@@ -107,14 +89,17 @@ def _norms(g: GraphIndex) -> list[tuple[list[onnx.NodeProto], onnx.NodeProto]]:
         residual = g.op(norm.input[0], "Add")
         if residual is None or not g.only_use(residual):
             continue
-        # Either side of the residual Add may be the projection's biased output.
+        # Either side of the residual Add may be the projection's biased output. (An embedding
+        # sum's Add of a constant row is not one: its other side may broadcast, which the kernel
+        # does not.)
         for side in (0, 1):
-            found = _bias_add(g, residual.input[side])
+            found = g.projection_bias(residual.input[side])
             if found and g.only_use(found[0]):
                 break
         else:
             continue
-        add, x, bias = found
+        add, x, _ = found
+        bias = add.input[1]
         epsilon = next((a.f for a in norm.attribute if a.name == "epsilon"), 1e-5)
         inputs = [x, bias, residual.input[1 - side], *norm.input[1:3]]
         fused = helper.make_node(

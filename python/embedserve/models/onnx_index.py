@@ -33,6 +33,22 @@ class GraphIndex:
             return numpy_helper.to_array(node.attribute[0].t)
         return None
 
+    def scalar(self, name: str) -> float | None:
+        """A constant holding one number, as a float."""
+        value = self.constant(name)
+        return None if value is None or value.size != 1 else float(value.reshape(()))
+
+    def projection_bias(self, name: str) -> tuple[onnx.NodeProto, str, np.ndarray] | None:
+        """(the Add, the product, the bias) when `name` is Add(MatMul output, constant float32
+        [n]): a projection's bias, as `layers/linear.linear` writes it."""
+        add = self.op(name, "Add")
+        if add is None or self.op(add.input[0], "MatMul") is None:
+            return None
+        bias = self.constant(add.input[1])
+        if bias is None or bias.ndim != 1 or bias.dtype != np.float32:
+            return None
+        return add, add.input[0], bias
+
     def op(self, name: str, op_type: str) -> onnx.NodeProto | None:
         node = self.producer.get(name)
         return node if node is not None and node.op_type == op_type else None
