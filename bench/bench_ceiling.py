@@ -200,13 +200,12 @@ def _engine(model: str, precision: str, threads: int):
 
 def _session(path: Path, threads: int):
     import onnxruntime as ort
-    from embedserve.runtime.custom_ops import library
+    from embedserve.runtime.custom_ops import register_library
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    if library() is not None:  # embedserve's attention op, for the graphs that have it
-        options.register_custom_ops_library(str(library()))
+    register_library(options)  # embedserve's ops, for the graphs that have them
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -336,7 +336,7 @@ def test_cpu_sessions_fuse_the_plain_attention_cores(
     from embedserve.models.fused_attention import MULTI_HEAD, PADDED
     from embedserve.models.graph import fused_onnx, onnx_for
     from embedserve.planning import pad_batch
-    from embedserve.runtime.custom_ops import library
+    from embedserve.runtime.custom_ops import library, register_library
     from embedserve.runtime.session import graph_feeds
 
     folder = built[family][0]
@@ -361,8 +361,7 @@ def test_cpu_sessions_fuse_the_plain_attention_cores(
     outputs = []
     for graph in (plain, *fused.values()):
         options = ort.SessionOptions()
-        if library() is not None:
-            options.register_custom_ops_library(str(library()))
+        register_library(options)
         session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
         names = [i.name for i in session.get_inputs()]
         outputs.append(session.run(None, graph_feeds(names, ids, mask, types))[0])

@@ -13,7 +13,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from embedserve.models.fused_attention import MULTI_HEAD, PADDED, AttentionOp
-from embedserve.runtime.custom_ops import KERNEL_VARIABLE, attention_kernel, attention_op, library
+from embedserve.runtime.custom_ops import (
+    KERNEL_VARIABLE,
+    attention_kernel,
+    attention_op,
+    library,
+    register_library,
+)
 from onnx import TensorProto, helper
 
 pytestmark = pytest.mark.skipif(library() is None, reason="the custom-op library was not built")
@@ -55,7 +61,7 @@ def _graph(
 def _session(graph: bytes, threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    options.register_custom_ops_library(str(library()))
+    register_library(options)
     return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import onnxruntime as ort
 import pytest
-from embedserve.runtime.custom_ops import library
+from embedserve.runtime.custom_ops import library, register_library
 from onnx import TensorProto, helper
 
 pytestmark = pytest.mark.skipif(library() is None, reason="the custom-op library was not built")
@@ -31,7 +31,7 @@ def _run(op: str, inputs: list[np.ndarray | None], threads: int = 1, **attribute
     model.ir_version = 8
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    options.register_custom_ops_library(str(library()))
+    register_library(options)
     session = ort.InferenceSession(
         model.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )

@@ -4,8 +4,9 @@
 // onnxruntime_c_api.h (no wheel or package registry ships the header). The ABI is stable
 // by design: OrtApi is a table of function pointers that only ever grows at its end, so a
 // slot's index names a function in every release since it was added, and OrtCustomOp's layout
-// is read up to the `version` its author sets. tests/runtime/test_custom_attention.py checks
-// a slot of each kind against the installed runtime.
+// is read up to the `version` its author sets. Every slot below is called on a path that
+// tests/runtime/test_custom_attention.py and test_custom_epilogues.py run against the installed
+// runtime, so a wrong index fails them.
 
 #include <cstddef>
 #include <cstdint>
@@ -46,7 +47,6 @@ enum Slot : std::size_t {
     kKernelContextGetOutput = 91,
     kReleaseStatus = 93,
     kReleaseTensorTypeAndShapeInfo = 99,
-    kGetBuildInfoString = 254,
     kShapeInferContextGetInputTypeShape = 268,
     kShapeInferContextSetOutputTypeShape = 270,
     kSetSymbolicDimensions = 271,

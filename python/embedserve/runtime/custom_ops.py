@@ -9,6 +9,7 @@ it, sessions run ONNX Runtime's own MultiHeadAttention instead: the same inputs,
 from __future__ import annotations
 
 import os
+from functools import cache
 from pathlib import Path
 
 import onnxruntime as ort
@@ -19,10 +20,19 @@ KERNEL_VARIABLE = "EMBEDSERVE_ATTENTION_KERNEL"
 KERNELS = ("embedserve", "onnxruntime")
 
 
+@cache  # where the package is installed does not change while it runs
 def library() -> Path | None:
     """The custom-op library installed with the package, if it was built."""
     package = Path(__file__).resolve().parent.parent
-    return next((p for p in sorted(package.glob("_ortops.*")) if p.suffix != ".pyi"), None)
+    return next(iter(sorted(package.glob("_ortops.*"))), None)
+
+
+def register_library(options: ort.SessionOptions) -> bool:
+    """Register embedserve's custom ops on `options`; False where the library was not built."""
+    path = library()
+    if path is not None:
+        options.register_custom_ops_library(str(path))
+    return path is not None
 
 
 def attention_kernel() -> str:
@@ -36,8 +46,7 @@ def attention_kernel() -> str:
 def attention_op(options: ort.SessionOptions) -> AttentionOp:
     """The fused attention op a CPU session with `options` runs; registers embedserve's library
     on `options` when that op is ours."""
-    path = library()
-    if path is None or attention_kernel() == "onnxruntime":
+    if library() is None or attention_kernel() == "onnxruntime":
         return MULTI_HEAD
-    options.register_custom_ops_library(str(path))
+    register_library(options)
     return PADDED
