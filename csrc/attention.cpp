@@ -14,7 +14,7 @@
 namespace embedserve {
 namespace {
 
-constexpr std::size_t kRows = 4;   // queries computed together: each key row is read once per block
+constexpr std::size_t kRows = 4;  // queries computed together: each key row is read once per block
 constexpr float kMaskedKey = -10000.0f;  // ONNX Runtime's mask_filter_value
 constexpr float kPastSpan = -1.0e30f;    // padding of the last score block: exp gives 0
 
@@ -58,24 +58,32 @@ __attribute__((noinline)) float* scratch(std::size_t floats) {
     return s->data;
 }
 
-// Probabilities times values for `rows` queries into sums ([kRows][head_dim]). H > 0: head_dim
-// known at compile time (a multiple of 16), accumulators in registers.
-template <std::size_t H>
+// Probabilities times values for kRows queries into sums ([kRows][head_dim]). H > 0: head_dim
+// known at compile time (a multiple of the vector width), accumulators in registers, as many
+// queries at a time as half the registers hold.
+template <class V, std::size_t H>
 EMBEDSERVE_VECTOR void weighted_values(const float* scores, std::size_t padded, std::size_t keys,
-                            const float* v, std::size_t width, std::size_t head_dim, float* sums) {
+                                       const float* v, std::size_t width, std::size_t head_dim,
+                                       float* sums) {
+    using F = typename V::F;
     if constexpr (H != 0) {
-        constexpr std::size_t C = H / kLanes;
-        f16 acc[kRows][C] = {};
-        for (std::size_t j = 0; j < keys; ++j) {
-            f16 vj[C];
-            for (std::size_t c = 0; c < C; ++c) vj[c] = at(v + j * width + c * kLanes);
-            for (std::size_t r = 0; r < kRows; ++r) {
-                const float p = scores[r * padded + j];
-                for (std::size_t c = 0; c < C; ++c) acc[r][c] += p * vj[c];
+        constexpr std::size_t C = H / V::lanes;
+        constexpr std::size_t G = std::max<std::size_t>(1, std::min(kRows, V::registers / 2 / C));
+        for (std::size_t r0 = 0; r0 < kRows; r0 += G) {
+            F acc[G][C] = {};
+            for (std::size_t j = 0; j < keys; ++j) {
+                F vj[C];
+                for (std::size_t c = 0; c < C; ++c) vj[c] = at<V>(v + j * width + c * V::lanes);
+                for (std::size_t r = 0; r < G; ++r) {
+                    const float p = scores[(r0 + r) * padded + j];
+                    for (std::size_t c = 0; c < C; ++c) acc[r][c] += p * vj[c];
+                }
             }
-        }
-        for (std::size_t r = 0; r < kRows; ++r) {
-            for (std::size_t c = 0; c < C; ++c) at(sums + r * H + c * kLanes) = acc[r][c];
+            for (std::size_t r = 0; r < G; ++r) {
+                for (std::size_t c = 0; c < C; ++c) {
+                    at<V>(sums + (r0 + r) * H + c * V::lanes) = acc[r][c];
+                }
+            }
         }
     } else {
         std::fill(sums, sums + kRows * head_dim, 0.0f);
@@ -89,18 +97,19 @@ EMBEDSERVE_VECTOR void weighted_values(const float* scores, std::size_t padded, 
     }
 }
 
-// Inlined into one multiversioned function per head_dim below (clang's target_clones takes no
-// templates).
-template <std::size_t H>
+// One (sequence, head) unit with vectors of V and head_dim H (0: any, read from the shape).
+template <class V, std::size_t H>
 EMBEDSERVE_VECTOR void unit_body(const AttentionShape& shape, const AttentionInputs& in,
                                  std::size_t unit, float* out) {
+    using F = typename V::F;
+    constexpr std::size_t lanes = V::lanes;
     const std::size_t seq = shape.seq;
     const std::size_t head_dim = H ? H : shape.head_dim;
     const std::size_t width = shape.heads * head_dim;
     const std::size_t b = unit / shape.heads;
     const std::size_t h = unit % shape.heads;
     const std::size_t keys = attended_keys(in.mask, seq, b);
-    const std::size_t padded = round_up(keys, kLanes);
+    const std::size_t padded = round_up(keys, lanes);
     const std::size_t head = h * head_dim;
 
     // k transposed ([head_dim][padded keys], zero past the span), the score block
@@ -143,35 +152,35 @@ EMBEDSERVE_VECTOR void unit_body(const AttentionShape& shape, const AttentionInp
                 qr[d] = (row[d] + bias) * shape.scale;
             }
         }
-        // Scores: kRows queries against 32 keys at a time (two vectors of keys share each
-        // query's broadcast), then a last block of 16; plus the mask.
+        // Scores: kRows queries against two vectors of keys at a time (they share each query's
+        // broadcast), then a last single vector; plus the mask.
         std::size_t j0 = 0;
-        for (; j0 + 2 * kLanes <= padded; j0 += 2 * kLanes) {
-            f16 acc[kRows][2] = {};
+        for (; j0 + 2 * lanes <= padded; j0 += 2 * lanes) {
+            F acc[kRows][2] = {};
             for (std::size_t d = 0; d < head_dim; ++d) {
-                const f16 k0 = at(keys_t + d * padded + j0);
-                const f16 k1 = at(keys_t + d * padded + j0 + kLanes);
+                const F k0 = at<V>(keys_t + d * padded + j0);
+                const F k1 = at<V>(keys_t + d * padded + j0 + lanes);
                 for (std::size_t r = 0; r < kRows; ++r) {
                     const float qd = queries[r * head_dim + d];
                     acc[r][0] += qd * k0;
                     acc[r][1] += qd * k1;
                 }
             }
-            const f16 mask0 = at(key_mask + j0);
-            const f16 mask1 = at(key_mask + j0 + kLanes);
+            const F mask0 = at<V>(key_mask + j0);
+            const F mask1 = at<V>(key_mask + j0 + lanes);
             for (std::size_t r = 0; r < kRows; ++r) {
-                at(scores + r * padded + j0) = acc[r][0] + mask0;
-                at(scores + r * padded + j0 + kLanes) = acc[r][1] + mask1;
+                at<V>(scores + r * padded + j0) = acc[r][0] + mask0;
+                at<V>(scores + r * padded + j0 + lanes) = acc[r][1] + mask1;
             }
         }
-        for (; j0 < padded; j0 += kLanes) {
-            f16 acc[kRows] = {};
+        for (; j0 < padded; j0 += lanes) {
+            F acc[kRows] = {};
             for (std::size_t d = 0; d < head_dim; ++d) {
-                const f16 kd = at(keys_t + d * padded + j0);
+                const F kd = at<V>(keys_t + d * padded + j0);
                 for (std::size_t r = 0; r < kRows; ++r) acc[r] += queries[r * head_dim + d] * kd;
             }
-            const f16 mask = at(key_mask + j0);
-            for (std::size_t r = 0; r < kRows; ++r) at(scores + r * padded + j0) = acc[r] + mask;
+            const F mask = at<V>(key_mask + j0);
+            for (std::size_t r = 0; r < kRows; ++r) at<V>(scores + r * padded + j0) = acc[r] + mask;
         }
         // Softmax over the span; the sum's reciprocal is applied to the output instead.
         float inverse[kRows] = {};
@@ -181,22 +190,22 @@ EMBEDSERVE_VECTOR void unit_body(const AttentionShape& shape, const AttentionInp
                 const float* bias = bias_rows + (i0 + r) * seq;
                 for (std::size_t j = 0; j < keys; ++j) row[j] += bias[j];
             }
-            f16 best = at(row);
-            for (std::size_t j0 = kLanes; j0 < padded; j0 += kLanes) {
-                const f16 x = at(row + j0);
+            F best = at<V>(row);
+            for (std::size_t j0 = lanes; j0 < padded; j0 += lanes) {
+                const F x = at<V>(row + j0);
                 best = x > best ? x : best;
             }
-            const f16 top = f16{} + lane_max(best);
-            f16 sum = {};
-            for (std::size_t j0 = 0; j0 < padded; j0 += kLanes) {
-                f16 e = at(row + j0) - top;
-                exp_nonpositive(e);
-                at(row + j0) = e;
+            const F top = F{} + lane_max<V>(best);
+            F sum = {};
+            for (std::size_t j0 = 0; j0 < padded; j0 += lanes) {
+                F e = at<V>(row + j0) - top;
+                exp_nonpositive<V>(e);
+                at<V>(row + j0) = e;
                 sum += e;
             }
-            inverse[r] = 1.0f / lane_sum(sum);
+            inverse[r] = 1.0f / lane_sum<V>(sum);
         }
-        weighted_values<H>(scores, padded, keys, in.v + b * seq * width + head, width, head_dim,
+        weighted_values<V, H>(scores, padded, keys, in.v + b * seq * width + head, width, head_dim,
                            sums);
         for (std::size_t r = 0; r < rows; ++r) {
             float* o = out + (b * seq + i0 + r) * width + head;
@@ -209,19 +218,41 @@ EMBEDSERVE_VECTOR void unit_body(const AttentionShape& shape, const AttentionInp
     }
 }
 
-EMBEDSERVE_SIMD_CLONES void unit_32(const AttentionShape& shape, const AttentionInputs& in,
-                                    std::size_t unit, float* out) {
-    unit_body<32>(shape, in, unit, out);
+template <class V>
+EMBEDSERVE_VECTOR void unit(const AttentionShape& shape, const AttentionInputs& in,
+                            std::size_t unit, float* out) {
+    switch (shape.head_dim) {
+        case 32:
+            return unit_body<V, 32>(shape, in, unit, out);
+        case 64:
+            return unit_body<V, 64>(shape, in, unit, out);
+        default:
+            return unit_body<V, 0>(shape, in, unit, out);
+    }
 }
 
-EMBEDSERVE_SIMD_CLONES void unit_64(const AttentionShape& shape, const AttentionInputs& in,
-                                    std::size_t unit, float* out) {
-    unit_body<64>(shape, in, unit, out);
+#if EMBEDSERVE_X86_VARIANTS
+EMBEDSERVE_TARGET("avx512f")
+void unit_avx512(const AttentionShape& shape, const AttentionInputs& in, std::size_t u,
+                 float* out) {
+    unit<Simd<16>>(shape, in, u, out);
 }
 
-EMBEDSERVE_SIMD_CLONES void unit_any(const AttentionShape& shape, const AttentionInputs& in,
-                                     std::size_t unit, float* out) {
-    unit_body<0>(shape, in, unit, out);
+EMBEDSERVE_TARGET("avx2,fma")
+void unit_avx2(const AttentionShape& shape, const AttentionInputs& in, std::size_t u,
+               float* out) {
+    unit<Simd<8>>(shape, in, u, out);
+}
+
+EMBEDSERVE_TARGET("avx,fma")
+void unit_avx(const AttentionShape& shape, const AttentionInputs& in, std::size_t u, float* out) {
+    unit<Simd<8>>(shape, in, u, out);
+}
+#endif
+
+void unit_baseline(const AttentionShape& shape, const AttentionInputs& in, std::size_t u,
+                   float* out) {
+    unit<Simd<4>>(shape, in, u, out);
 }
 
 }  // namespace
@@ -236,15 +267,17 @@ std::size_t attended_keys(const std::int32_t* mask, std::size_t seq, std::size_t
 
 void attention_unit(const AttentionShape& shape, const AttentionInputs& in, std::size_t unit,
                     float* out) {
-    switch (shape.head_dim) {
-        case 32:
-            unit_32(shape, in, unit, out);
-            break;
-        case 64:
-            unit_64(shape, in, unit, out);
-            break;
+    switch (kernel_isa()) {
+#if EMBEDSERVE_X86_VARIANTS
+        case Isa::avx512:
+            return unit_avx512(shape, in, unit, out);
+        case Isa::avx2:
+            return unit_avx2(shape, in, unit, out);
+        case Isa::avx:
+            return unit_avx(shape, in, unit, out);
+#endif
         default:
-            unit_any(shape, in, unit, out);
+            return unit_baseline(shape, in, unit, out);
     }
 }
 

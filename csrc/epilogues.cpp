@@ -12,33 +12,37 @@ namespace {
 // 7.1.26, erfc(|z|) = t * poly(t) * exp(-z^2) with t = 1 / (1 + p|z|), reflected by sign;
 // |erf error| <= 1.5e-7. (Least-squares polynomials for erf near 0 and erfc beyond, with no
 // division, were slower: ~20 dependent FMAs a vector against one division here.)
-EMBEDSERVE_VECTOR void normal_cdf(f16& v) {
-    const f16 zero = f16{};
-    const f16 z = v * 0.70710678118654752f;
-    const f16 a = z < zero ? -z : z;
-    const f16 t = 1.0f / (1.0f + 0.3275911f * a);
-    f16 poly = f16{} + 1.061405429f;
+template <class V>
+EMBEDSERVE_VECTOR void normal_cdf(typename V::F& v) {
+    using F = typename V::F;
+    const F zero = F{};
+    const F z = v * 0.70710678118654752f;
+    const F a = z < zero ? -z : z;
+    const F t = 1.0f / (1.0f + 0.3275911f * a);
+    F poly = F{} + 1.061405429f;
     poly = poly * t - 1.453152027f;
     poly = poly * t + 1.421413741f;
     poly = poly * t - 0.284496736f;
     poly = poly * t + 0.254829592f;
-    f16 gauss = -(a * a);
-    exp_nonpositive(gauss);
-    const f16 tail = 0.5f * (poly * t) * gauss;  // 0.5 * erfc(|z|)
+    F gauss = -(a * a);
+    exp_nonpositive<V>(gauss);
+    const F tail = 0.5f * (poly * t) * gauss;  // 0.5 * erfc(|z|)
     v = z < zero ? tail : 1.0f - tail;
 }
 
-EMBEDSERVE_SIMD_CLONES void bias_gelu_rows(const float* x, const float* bias, std::size_t rows,
-                                           std::size_t cols, float* out) {
-    const std::size_t full = cols / kLanes * kLanes;
+template <class V>
+EMBEDSERVE_VECTOR void bias_gelu_rows(const float* x, const float* bias, std::size_t rows,
+                                      std::size_t cols, float* out) {
+    using F = typename V::F;
+    const std::size_t full = cols / V::lanes * V::lanes;
     for (std::size_t r = 0; r < rows; ++r) {
         const float* xr = x + r * cols;
         float* o = out + r * cols;
-        for (std::size_t c = 0; c < full; c += kLanes) {
-            const f16 v = at(xr + c) + at(bias + c);
-            f16 phi = v;
-            normal_cdf(phi);
-            at(o + c) = v * phi;
+        for (std::size_t c = 0; c < full; c += V::lanes) {
+            const F v = at<V>(xr + c) + at<V>(bias + c);
+            F phi = v;
+            normal_cdf<V>(phi);
+            at<V>(o + c) = v * phi;
         }
         for (std::size_t c = full; c < cols; ++c) {
             const float v = xr[c] + bias[c];
@@ -47,43 +51,44 @@ EMBEDSERVE_SIMD_CLONES void bias_gelu_rows(const float* x, const float* bias, st
     }
 }
 
-EMBEDSERVE_SIMD_CLONES void layer_norm_rows(const float* x, const float* bias,
-                                            const float* residual, const float* gamma,
-                                            const float* beta, float epsilon, std::size_t rows,
-                                            std::size_t cols, float* out) {
-    const std::size_t full = cols / kLanes * kLanes;
+template <class V>
+EMBEDSERVE_VECTOR void layer_norm_rows(const float* x, const float* bias, const float* residual,
+                                       const float* gamma, const float* beta, float epsilon,
+                                       std::size_t rows, std::size_t cols, float* out) {
+    using F = typename V::F;
+    const std::size_t full = cols / V::lanes * V::lanes;
     const float n = static_cast<float>(cols);
     for (std::size_t r = 0; r < rows; ++r) {
         const float* xr = x + r * cols;
         const float* rr = residual + r * cols;
         float* o = out + r * cols;
         // The sum is written to the output row first, then normalized in place.
-        f16 sum = {};
+        F sum = {};
         float tail = 0.0f;
-        for (std::size_t c = 0; c < full; c += kLanes) {
-            const f16 s = (at(xr + c) + at(bias + c)) + at(rr + c);
-            at(o + c) = s;
+        for (std::size_t c = 0; c < full; c += V::lanes) {
+            const F s = (at<V>(xr + c) + at<V>(bias + c)) + at<V>(rr + c);
+            at<V>(o + c) = s;
             sum += s;
         }
         for (std::size_t c = full; c < cols; ++c) {
             o[c] = (xr[c] + bias[c]) + rr[c];
             tail += o[c];
         }
-        const float mean = (lane_sum(sum) + tail) / n;
-        f16 squares = {};
+        const float mean = (lane_sum<V>(sum) + tail) / n;
+        F squares = {};
         float tail_squares = 0.0f;
-        for (std::size_t c = 0; c < full; c += kLanes) {
-            const f16 d = at(o + c) - mean;
+        for (std::size_t c = 0; c < full; c += V::lanes) {
+            const F d = at<V>(o + c) - mean;
             squares += d * d;
         }
         for (std::size_t c = full; c < cols; ++c) {
             const float d = o[c] - mean;
             tail_squares += d * d;
         }
-        const float inverse = 1.0f / std::sqrt((lane_sum(squares) + tail_squares) / n + epsilon);
-        for (std::size_t c = 0; c < full; c += kLanes) {
-            const f16 shift = beta ? at(beta + c) : f16{};
-            at(o + c) = (at(o + c) - mean) * inverse * at(gamma + c) + shift;
+        const float inverse = 1.0f / std::sqrt((lane_sum<V>(squares) + tail_squares) / n + epsilon);
+        for (std::size_t c = 0; c < full; c += V::lanes) {
+            const F shift = beta ? at<V>(beta + c) : F{};
+            at<V>(o + c) = (at<V>(o + c) - mean) * inverse * at<V>(gamma + c) + shift;
         }
         for (std::size_t c = full; c < cols; ++c) {
             o[c] = (o[c] - mean) * inverse * gamma[c] + (beta ? beta[c] : 0.0f);
@@ -91,17 +96,63 @@ EMBEDSERVE_SIMD_CLONES void layer_norm_rows(const float* x, const float* bias,
     }
 }
 
+// Each kernel once per instruction set (simd.hpp): KERNEL_VARIANTS(name, params, args) defines
+// name_avx512, name_avx2, name_avx and name_baseline, each running name_rows<Simd<width>>.
+#if EMBEDSERVE_X86_VARIANTS
+#define X86_VARIANTS(name, params, args)                                                       \
+    EMBEDSERVE_TARGET("avx512f") void name##_avx512 params { name##_rows<Simd<16>> args; }     \
+    EMBEDSERVE_TARGET("avx2,fma") void name##_avx2 params { name##_rows<Simd<8>> args; }       \
+    EMBEDSERVE_TARGET("avx,fma") void name##_avx params { name##_rows<Simd<8>> args; }
+#else
+#define X86_VARIANTS(name, params, args)
+#endif
+#define KERNEL_VARIANTS(name, params, args) \
+    X86_VARIANTS(name, params, args)        \
+    void name##_baseline params { name##_rows<Simd<4>> args; }
+
+KERNEL_VARIANTS(bias_gelu,
+                (const float* x, const float* bias, std::size_t rows, std::size_t cols,
+                 float* out),
+                (x, bias, rows, cols, out))
+
+KERNEL_VARIANTS(layer_norm,
+                (const float* x, const float* bias, const float* residual, const float* gamma,
+                 const float* beta, float epsilon, std::size_t rows, std::size_t cols, float* out),
+                (x, bias, residual, gamma, beta, epsilon, rows, cols, out))
+
 }  // namespace
 
 void bias_gelu(const float* x, const float* bias, std::size_t rows, std::size_t cols,
                float* out) noexcept {
-    bias_gelu_rows(x, bias, rows, cols, out);
+    switch (kernel_isa()) {
+#if EMBEDSERVE_X86_VARIANTS
+        case Isa::avx512:
+            return bias_gelu_avx512(x, bias, rows, cols, out);
+        case Isa::avx2:
+            return bias_gelu_avx2(x, bias, rows, cols, out);
+        case Isa::avx:
+            return bias_gelu_avx(x, bias, rows, cols, out);
+#endif
+        default:
+            return bias_gelu_baseline(x, bias, rows, cols, out);
+    }
 }
 
 void bias_residual_layer_norm(const float* x, const float* bias, const float* residual,
                               const float* gamma, const float* beta, float epsilon,
                               std::size_t rows, std::size_t cols, float* out) noexcept {
-    layer_norm_rows(x, bias, residual, gamma, beta, epsilon, rows, cols, out);
+    switch (kernel_isa()) {
+#if EMBEDSERVE_X86_VARIANTS
+        case Isa::avx512:
+            return layer_norm_avx512(x, bias, residual, gamma, beta, epsilon, rows, cols, out);
+        case Isa::avx2:
+            return layer_norm_avx2(x, bias, residual, gamma, beta, epsilon, rows, cols, out);
+        case Isa::avx:
+            return layer_norm_avx(x, bias, residual, gamma, beta, epsilon, rows, cols, out);
+#endif
+        default:
+            return layer_norm_baseline(x, bias, residual, gamma, beta, epsilon, rows, cols, out);
+    }
 }
 
 }  // namespace embedserve

@@ -3,6 +3,7 @@
 
 #include <mutex>
 
+#include "embedserve/simd.hpp"
 #include "ort_calls.hpp"
 
 extern "C" __attribute__((visibility("default"))) embedserve::ort::Status* RegisterCustomOps(
@@ -31,4 +32,10 @@ extern "C" __attribute__((visibility("default"))) embedserve::ort::Status* Regis
         domain = made;
     }
     return api<AddDomain>(kAddCustomOpDomain)(options, domain);
+}
+
+// The instruction set the kernels run with in this process (runtime/custom_ops.kernel_isa):
+// "avx512", "avx2", "avx" or "baseline".
+extern "C" __attribute__((visibility("default"))) const char* EmbedserveKernelIsa() {
+    return embedserve::isa_name(embedserve::kernel_isa());
 }

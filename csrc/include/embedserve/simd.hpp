@@ -1,75 +1,112 @@
 #pragma once
 
 // Vector helpers for the kernels that ONNX Runtime runs through embedserve's custom ops
-// (attention.cpp, epilogues.cpp): GCC/Clang vector types, which the compiler lowers to the
-// instruction set of each clone (one zmm, two ymm or four xmm registers). Kept in registers
-// where the auto-vectorizer alone spilled accumulators, and they vectorize the reductions
-// (softmax, LayerNorm) that it won't reorder by itself.
+// (attention.cpp, epilogues.cpp): GCC/Clang vector types. Kept in registers where the
+// auto-vectorizer alone spilled accumulators, and they vectorize the reductions (softmax,
+// LayerNorm) that it won't reorder by itself.
+//
+// Each kernel is a template over `Simd<N>`, built once per instruction set with that set's own
+// register width (`Isa`) and picked when it runs. The width must match: a 16-float vector
+// type in code built for SSE2 or AVX is split by GCC into one operation per element for some
+// operations (float-to-int conversion, selects), and on a CPU without AVX2 (a cloud VM that
+// hides it) the kernels then ran ~10x slower than ONNX Runtime's own.
 
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 
-// Kernels marked EMBEDSERVE_SIMD_CLONES are built once per instruction set and run with the
-// one the CPU has, picked at load time (GCC/Clang function multiversioning): a
-// wheel can't assume AVX-512 or AVX2, and the default build only has SSE2.
-#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
-#define EMBEDSERVE_SIMD_CLONES __attribute__((target_clones("avx512f", "arch=haswell", "default")))
+// The kernels of an instruction set are non-template functions marked EMBEDSERVE_TARGET(...)
+// that inline a template instantiated for its width (clang takes no `target_clones` on
+// templates, and the wheel can assume nothing beyond x86-64 or the baseline of its platform).
+#if defined(__GNUC__) && defined(__x86_64__)
+#define EMBEDSERVE_X86_VARIANTS 1
+#define EMBEDSERVE_TARGET(isa) __attribute__((target(isa)))
 #else
-#define EMBEDSERVE_SIMD_CLONES
+#define EMBEDSERVE_X86_VARIANTS 0
 #endif
 
-// No helper here takes or returns a vector by value: each clone would then need its own copy in
-// its own instruction set, and how a 64-byte vector is passed differs between them (GCC's
-// -Wpsabi note; clang refuses to compile it). Vectors are read and written through references
-// (`at`) and changed in place. Helpers are forced inline all the same, so each clone gets
-// code in its own instruction set.
+// No helper here takes or returns a vector by value: how a vector is passed differs between
+// instruction sets (GCC's -Wpsabi note; clang refuses some of it outright). Vectors are read
+// and written through references (`at`) and changed in place, and helpers are forced inline so
+// each variant gets them in its own instruction set.
 #define EMBEDSERVE_VECTOR inline __attribute__((always_inline))
 
 namespace embedserve {
 
-constexpr std::size_t kLanes = 16;  // floats per vector: one AVX-512 register
+/// The instruction sets the kernels are built for, best first.
+enum class Isa { avx512, avx2, avx, baseline };
 
-// Unaligned (4-byte) vectors that may alias the floats they are read from.
-typedef float f16 __attribute__((vector_size(64), aligned(4), may_alias));
-typedef std::int32_t i16 __attribute__((vector_size(64), aligned(4), may_alias));
+/// The best of them this CPU and OS support, decided once per process; EMBEDSERVE_KERNEL_ISA
+/// (avx512, avx2, avx, baseline) caps it, so tests can run every variant the CPU has.
+Isa kernel_isa() noexcept;
 
-/// The 16 floats at `p`, to read or assign.
-EMBEDSERVE_VECTOR const f16& at(const float* p) { return *reinterpret_cast<const f16*>(p); }
-EMBEDSERVE_VECTOR f16& at(float* p) { return *reinterpret_cast<f16*>(p); }
+/// "avx512", "avx2", "avx" or "baseline".
+const char* isa_name(Isa isa) noexcept;
+
+/// N floats per vector: 16 for AVX-512, 8 for AVX and AVX2, 4 for SSE2 and NEON.
+template <std::size_t N>
+struct Simd {
+    static constexpr std::size_t lanes = N;
+    /// Vector registers the set has (32 with AVX-512, else 16): how many accumulators a block
+    /// may keep live without spilling.
+    static constexpr std::size_t registers = N == 16 ? 32 : 16;
+
+    // Unaligned (4-byte) vectors that may alias the floats they are read from.
+    typedef float F __attribute__((vector_size(N * sizeof(float)), aligned(4), may_alias));
+    typedef std::int32_t I
+        __attribute__((vector_size(N * sizeof(std::int32_t)), aligned(4), may_alias));
+};
+
+// The helpers take the width as their first template argument: at<V>(p), exp_nonpositive<V>(x).
+// (GCC does not see a vector type in a class template's own member bodies before they are
+// instantiated, so they are free templates over the Simd.)
+
+/// The lanes floats at `p`, to read or assign.
+template <class V>
+EMBEDSERVE_VECTOR const typename V::F& at(const float* p) {
+    return *reinterpret_cast<const typename V::F*>(p);
+}
+template <class V>
+EMBEDSERVE_VECTOR typename V::F& at(float* p) {
+    return *reinterpret_cast<typename V::F*>(p);
+}
 
 // x = exp(x) for x <= 0 (softmax's scores minus their maximum, GELU's -z^2), within ~2 ulp of
 // expf: 2^n * e^r with n = round(x / ln2), |r| <= ln2/2, e^r by a degree-6 polynomial. Below -87
 // it gives 0, where expf underflows too.
-EMBEDSERVE_VECTOR void exp_nonpositive(f16& x) {
-    const f16 floor_ = f16{} - 87.0f;
-    const f16 clamped = x < floor_ ? floor_ : x;
-    const f16 round = f16{} + 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-    const f16 n = (clamped * 1.44269504f + round) - round;
-    f16 r = clamped - n * 0.693359375f;
+template <class V>
+EMBEDSERVE_VECTOR void exp_nonpositive(typename V::F& x) {
+    using F = typename V::F;
+    using I = typename V::I;
+    const F floor_ = F{} - 87.0f;
+    const F clamped = x < floor_ ? floor_ : x;
+    const F round = F{} + 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+    const F n = (clamped * 1.44269504f + round) - round;
+    F r = clamped - n * 0.693359375f;
     r = r + n * 2.12194440e-4f;
-    f16 p = f16{} + 1.9875691500e-4f;
+    F p = F{} + 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
     p = p * r + 8.3334519073e-3f;
     p = p * r + 4.1665795894e-2f;
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    const i16 bits = (__builtin_convertvector(n, i16) + 127) << 23;
-    const f16 power = reinterpret_cast<const f16&>(bits);
-    const f16 result = p * power;
-    x = x < floor_ ? f16{} : result;
+    const I bits = (__builtin_convertvector(n, I) + 127) << 23;
+    const F power = __builtin_bit_cast(F, bits);
+    const F result = p * power;
+    x = x < floor_ ? F{} : result;
 }
 
-EMBEDSERVE_VECTOR float lane_max(const f16& v) {
+template <class V>
+EMBEDSERVE_VECTOR float lane_max(const typename V::F& v) {
     float best = v[0];
-    for (std::size_t i = 1; i < kLanes; ++i) best = v[i] > best ? v[i] : best;
+    for (std::size_t i = 1; i < V::lanes; ++i) best = v[i] > best ? v[i] : best;
     return best;
 }
 
-EMBEDSERVE_VECTOR float lane_sum(const f16& v) {
+template <class V>
+EMBEDSERVE_VECTOR float lane_sum(const typename V::F& v) {
     float sum = 0.0f;
-    for (std::size_t i = 0; i < kLanes; ++i) sum += v[i];
+    for (std::size_t i = 0; i < V::lanes; ++i) sum += v[i];
     return sum;
 }
 

@@ -8,6 +8,7 @@ it, sessions run ONNX Runtime's own MultiHeadAttention instead: the same inputs,
 
 from __future__ import annotations
 
+import ctypes
 import os
 from functools import cache
 from pathlib import Path
@@ -25,6 +26,18 @@ def library() -> Path | None:
     """The custom-op library installed with the package, if it was built."""
     package = Path(__file__).resolve().parent.parent
     return next(iter(sorted(package.glob("_ortops.*"))), None)
+
+
+@cache  # the library decides once per process (csrc/simd.cpp)
+def kernel_isa() -> str | None:
+    """The instruction set embedserve's kernels run with on this CPU: "avx512", "avx2", "avx"
+    or "baseline" (`EMBEDSERVE_KERNEL_ISA` caps it); None where the library was not built."""
+    path = library()
+    if path is None:
+        return None
+    report = ctypes.CDLL(str(path)).EmbedserveKernelIsa
+    report.restype = ctypes.c_char_p
+    return report().decode()
 
 
 def register_library(options: ort.SessionOptions) -> bool:
