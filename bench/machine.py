@@ -21,9 +21,10 @@ def cpu_model() -> str:
 
 def describe_machine() -> str:
     import onnxruntime
+    from embedserve.runtime.custom_ops import kernel_isa
 
     return (
         f"{datetime.date.today()} | {cpu_model()} | {os.cpu_count()} cores | "
         f"Python {platform.python_version()} | onnxruntime {onnxruntime.__version__} | "
-        f"command: {' '.join(sys.argv)}"
+        f"embedserve kernels: {kernel_isa() or 'not built'} | command: {' '.join(sys.argv)}"
     )

@@ -114,8 +114,11 @@ EMBEDSERVE_VECTOR void unit_body(const AttentionShape& shape, const AttentionInp
 
     // k transposed ([head_dim][padded keys], zero past the span), the score block
     // ([kRows][padded]), the scaled queries and the weighted values ([kRows][head_dim] each),
-    // and each key's mask term ([padded]: 0, -10000 masked inside the span, -1e30 past it).
-    float* keys_t = scratch(head_dim * padded + kRows * padded + 2 * kRows * head_dim + padded);
+    // each key's mask term ([padded]: 0, -10000 masked inside the span, -1e30 past it), and
+    // this head's values packed ([keys][head_dim]): read in place, rows a whole hidden width
+    // apart fell into a few cache sets, and from ~100 keys on each pass reread them from L2.
+    float* keys_t = scratch(head_dim * padded + kRows * padded + 2 * kRows * head_dim + padded +
+                            keys * head_dim);
     if (keys_t == nullptr) {  // out of memory: NaN rows surface, where zeros would not
         for (std::size_t i = 0; i < seq; ++i) {
             float* o = out + (b * seq + i) * width + head;
@@ -127,12 +130,15 @@ EMBEDSERVE_VECTOR void unit_body(const AttentionShape& shape, const AttentionInp
     float* queries = scores + kRows * padded;
     float* sums = queries + kRows * head_dim;
     float* key_mask = sums + kRows * head_dim;
+    float* values = key_mask + padded;
     std::fill(keys_t, keys_t + head_dim * padded, 0.0f);
     std::fill(key_mask, key_mask + padded, kPastSpan);
     for (std::size_t j = 0; j < keys; ++j) {
         const float* row = in.k + (b * seq + j) * width + head;
         for (std::size_t d = 0; d < head_dim; ++d) keys_t[d * padded + j] = row[d];
         key_mask[j] = in.mask[b * seq + j] != 0 ? 0.0f : kMaskedKey;
+        std::memcpy(values + j * head_dim, in.v + (b * seq + j) * width + head,
+                    head_dim * sizeof(float));
     }
     const float* bias_rows = nullptr;
     if (in.position_bias != nullptr) {
@@ -205,8 +211,7 @@ EMBEDSERVE_VECTOR void unit_body(const AttentionShape& shape, const AttentionInp
             }
             inverse[r] = 1.0f / lane_sum<V>(sum);
         }
-        weighted_values<V, H>(scores, padded, keys, in.v + b * seq * width + head, width, head_dim,
-                           sums);
+        weighted_values<V, H>(scores, padded, keys, values, head_dim, head_dim, sums);
         for (std::size_t r = 0; r < rows; ++r) {
             float* o = out + (b * seq + i0 + r) * width + head;
             for (std::size_t d = 0; d < head_dim; ++d) {

@@ -170,6 +170,16 @@ def test_installed_wheel_embeds_as_the_checkout_does(venv: Path):
     assert cosines(vectors, expected).min() >= FP32_COSINE
 
 
+def test_installed_wheels_kernels_pick_the_instruction_set_the_checkouts_do(venv: Path):
+    # The wheel's compiler (zig's clang) once dispatched from a runtime library that reported no
+    # AVX at all, so the wheel ran its slowest kernels on every CPU; the checkout's own pick is
+    # held to /proc/cpuinfo in tests/runtime/test_kernel_isa.py.
+    from embedserve.runtime.custom_ops import kernel_isa
+
+    code = "from embedserve.runtime.custom_ops import kernel_isa; print(kernel_isa())"
+    assert _run(venv, code).strip() == kernel_isa()
+
+
 @pytest.fixture
 def served(venv: Path, tmp_path: Path) -> Iterator[str]:
     port = free_port()
