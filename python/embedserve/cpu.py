@@ -1,8 +1,8 @@
 """What this CPU is: its model name and instruction-set flags, read once from /proc/cpuinfo.
 
-Two readers: `precision.auto_precision` (int8 only pays where the CPU has VNNI) and the disk
-result cache (ONNX Runtime picks kernels by instruction set, so its vectors are exact only on a
-CPU with the same flags).
+Two readers, both keys of something kept on disk: `runtime.int8_speed` (the measured int8
+speedup that precision="auto" decides by) and the disk result cache (ONNX Runtime picks kernels
+by instruction set, so its vectors are exact only on a CPU with the same flags).
 """
 
 from __future__ import annotations
@@ -35,7 +35,3 @@ def cpu_info() -> tuple[str, frozenset[str]]:
     except OSError:
         model, flags = "", frozenset()
     return model or platform.processor() or platform.machine(), flags
-
-
-def cpu_flags() -> frozenset[str]:
-    return cpu_info()[1]

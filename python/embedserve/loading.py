@@ -29,9 +29,9 @@ from embedserve.precision import (
     PRECISIONS,
     RUNTIMES,
     Precision,
-    auto_precision,
     get_precision,
     resolve_precision,
+    this_cpus_precision,
 )
 from embedserve.settings import non_negative, setting
 from embedserve.tokenizer_pipeline import TOKENIZER_MODES
@@ -80,7 +80,7 @@ class LoadSettings:
     precision: str | None = setting(
         None,
         "fp32 (exact, the CPU default), bf16, int8, fp16 (the CUDA default), or auto (int8 "
-        "where the CPU has VNNI, else fp32); see docs/models.md Precision and runtime",
+        "where this CPU measures it faster, else fp32); see docs/models.md Precision and runtime",
         type=str.lower,
         choices=(*PRECISIONS, AUTO),
         metavar="NAME",
@@ -312,7 +312,6 @@ def plan_load(spec: str | os.PathLike[str], options: LoadOptions, runs: Runs) ->
     unless one is given, when the runtime asked for is ONNX Runtime's (or left to choose);
     elsewhere the runtime is the one asked for, or the faster one for the precision here.
     """
-    from embedserve.cpu import cpu_flags
     from embedserve.models import resolve_model_dir
     from embedserve.runtime.backends import choose_runtime
     from embedserve.runtime.cuda import on_gpu
@@ -321,7 +320,7 @@ def plan_load(spec: str | os.PathLike[str], options: LoadOptions, runs: Runs) ->
     if asked == AUTO:
         # On CUDA the kind's own precision (fp16 for embedders), else this CPU's rule.
         gpu = runs.cuda_precision is not None and on_gpu(options.providers)
-        asked = None if gpu else auto_precision(cpu_flags(), runs.precisions)
+        asked = None if gpu else this_cpus_precision(runs.precisions)
     chosen = get_precision(asked)
     runtime = options.runtime
     if chosen.name not in runs.precisions or runtime not in (None, "auto", *runs.runtimes):

@@ -81,18 +81,30 @@ PRECISIONS: dict[str, Precision] = {
 # Not a precision but a rule choosing one for the CPU at hand (`auto_precision`); opt-in, the
 # default stays fp32, which is exact everywhere.
 AUTO = "auto"
-# The instruction sets that give int8 its speed: VNNI's u8 x s8 dot products, in AVX-512
-# (Cascade Lake and later Xeons, Ice Lake, Zen 4) or in AVX (Alder Lake, Sapphire Rapids, Zen 5).
-# Without them ONNX Runtime's int8 GEMM widens to 16 bits and measured 0.97x fp32 (issue 23).
-INT8_FAST_FLAGS = frozenset({"avx512_vnni", "avx_vnni"})
+# int8 is chosen where this CPU's int8 GEMM measures at least this much faster than its fp32
+# one (runtime/int8_speed.py). The engine gains less than its GEMMs (the quantize and fp32 ops
+# around them): a Zen 3 with a ~2.0x GEMM ran the engine 1.36-1.56x, a Sapphire Rapids Xeon
+# (VNNI, ~4.8x) 1.84x; a Broadwell Xeon (AVX2, no VNNI; int8 GEMM about its fp32 rate) 0.97x.
+INT8_MIN_SPEEDUP = 1.5
 
 
-def auto_precision(cpu_flags: Iterable[str], allowed: Iterable[str] = ("fp32", "int8")) -> str:
-    """What precision="auto" runs on a CPU with these /proc/cpuinfo flags: int8 where the CPU
-    has VNNI (and the kind of model runs int8), else fp32. On ARM int8 is unmeasured: fp32."""
-    if "int8" in allowed and INT8_FAST_FLAGS & frozenset(cpu_flags):
+def auto_precision(int8_speedup: float, allowed: Iterable[str] = ("fp32", "int8")) -> str:
+    """What precision="auto" runs on a CPU whose int8 GEMM is `int8_speedup` times as fast as
+    its fp32 one: int8 from INT8_MIN_SPEEDUP on (where the kind of model runs int8), else fp32."""
+    if "int8" in allowed and int8_speedup >= INT8_MIN_SPEEDUP:
         return "int8"
     return "fp32"
+
+
+def this_cpus_precision(allowed: Iterable[str] = ("fp32", "int8")) -> str:
+    """`auto_precision` on this CPU: its speedup measured once and cached (only if int8 is
+    allowed at all)."""
+    allowed = tuple(allowed)
+    if "int8" not in allowed:
+        return "fp32"
+    from embedserve.runtime.int8_speed import int8_speedup
+
+    return auto_precision(int8_speedup(), allowed)
 
 
 # Older spelling: Engine.from_pretrained(quantize="int8").
@@ -104,9 +116,7 @@ def get_precision(name: str | None) -> Precision:
     ValueError naming the choices."""
     key = "fp32" if name is None else str(name).lower()
     if key == AUTO:
-        from embedserve.cpu import cpu_flags
-
-        key = auto_precision(cpu_flags())
+        key = this_cpus_precision()
     if key not in PRECISIONS:
         raise ValueError(f"precision must be one of {[*sorted(PRECISIONS), AUTO]}, got {name!r}")
     return PRECISIONS[key]

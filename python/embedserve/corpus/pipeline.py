@@ -27,11 +27,10 @@ from embedserve.corpus.readers import (
     find_inputs,
     read_rows,
 )
-from embedserve.cpu import cpu_flags
 from embedserve.disk_cache import DEFAULT_DISK_CACHE_BYTES, DiskVectorCache, model_identity
 from embedserve.loading import LoadOptions
 from embedserve.models import DEFAULT_MODEL
-from embedserve.precision import AUTO, auto_precision
+from embedserve.precision import AUTO, this_cpus_precision
 from embedserve.quantization import BYTE_ENCODINGS, BYTE_RULE, quantize
 from embedserve.vector_cache import merge_cached, split_cached
 
@@ -65,7 +64,7 @@ class EmbedFileOptions:
         elif self.load.precision == AUTO:
             # Chosen here, so the manifest records what ran: a resume on a CPU that would
             # choose otherwise is refused rather than mixing precisions.
-            precision = auto_precision(cpu_flags())
+            precision = this_cpus_precision()
             object.__setattr__(self, "load", replace(self.load, precision=precision))
         if self.embedding_type not in EMBEDDING_TYPES:
             raise ValueError(
