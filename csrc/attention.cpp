@@ -224,8 +224,8 @@ EMBEDSERVE_VECTOR void unit_body(const AttentionShape& shape, const AttentionInp
 }
 
 template <class V>
-EMBEDSERVE_VECTOR void unit(const AttentionShape& shape, const AttentionInputs& in,
-                            std::size_t unit, float* out) {
+EMBEDSERVE_VECTOR void head_unit(const AttentionShape& shape, const AttentionInputs& in,
+                                 std::size_t unit, float* out) {
     switch (shape.head_dim) {
         case 32:
             return unit_body<V, 32>(shape, in, unit, out);
@@ -236,29 +236,10 @@ EMBEDSERVE_VECTOR void unit(const AttentionShape& shape, const AttentionInputs& 
     }
 }
 
-#if EMBEDSERVE_X86_VARIANTS
-EMBEDSERVE_TARGET("avx512f")
-void unit_avx512(const AttentionShape& shape, const AttentionInputs& in, std::size_t u,
-                 float* out) {
-    unit<Simd<16>>(shape, in, u, out);
-}
-
-EMBEDSERVE_TARGET("avx2,fma")
-void unit_avx2(const AttentionShape& shape, const AttentionInputs& in, std::size_t u,
-               float* out) {
-    unit<Simd<8>>(shape, in, u, out);
-}
-
-EMBEDSERVE_TARGET("avx,fma")
-void unit_avx(const AttentionShape& shape, const AttentionInputs& in, std::size_t u, float* out) {
-    unit<Simd<8>>(shape, in, u, out);
-}
-#endif
-
-void unit_baseline(const AttentionShape& shape, const AttentionInputs& in, std::size_t u,
-                   float* out) {
-    unit<Simd<4>>(shape, in, u, out);
-}
+EMBEDSERVE_KERNELS(attention, head_unit,
+                   (const AttentionShape& shape, const AttentionInputs& in, std::size_t unit,
+                    float* out),
+                   (shape, in, unit, out))
 
 }  // namespace
 
@@ -272,18 +253,7 @@ std::size_t attended_keys(const std::int32_t* mask, std::size_t seq, std::size_t
 
 void attention_unit(const AttentionShape& shape, const AttentionInputs& in, std::size_t unit,
                     float* out) {
-    switch (kernel_isa()) {
-#if EMBEDSERVE_X86_VARIANTS
-        case Isa::avx512:
-            return unit_avx512(shape, in, unit, out);
-        case Isa::avx2:
-            return unit_avx2(shape, in, unit, out);
-        case Isa::avx:
-            return unit_avx(shape, in, unit, out);
-#endif
-        default:
-            return unit_baseline(shape, in, unit, out);
-    }
+    EMBEDSERVE_DISPATCH(attention, (shape, in, unit, out))
 }
 
 }  // namespace embedserve

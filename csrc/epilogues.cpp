@@ -96,63 +96,28 @@ EMBEDSERVE_VECTOR void layer_norm_rows(const float* x, const float* bias, const 
     }
 }
 
-// Each kernel once per instruction set (simd.hpp): KERNEL_VARIANTS(name, params, args) defines
-// name_avx512, name_avx2, name_avx and name_baseline, each running name_rows<Simd<width>>.
-#if EMBEDSERVE_X86_VARIANTS
-#define X86_VARIANTS(name, params, args)                                                       \
-    EMBEDSERVE_TARGET("avx512f") void name##_avx512 params { name##_rows<Simd<16>> args; }     \
-    EMBEDSERVE_TARGET("avx2,fma") void name##_avx2 params { name##_rows<Simd<8>> args; }       \
-    EMBEDSERVE_TARGET("avx,fma") void name##_avx params { name##_rows<Simd<8>> args; }
-#else
-#define X86_VARIANTS(name, params, args)
-#endif
-#define KERNEL_VARIANTS(name, params, args) \
-    X86_VARIANTS(name, params, args)        \
-    void name##_baseline params { name##_rows<Simd<4>> args; }
+EMBEDSERVE_KERNELS(bias_gelu, bias_gelu_rows,
+                   (const float* x, const float* bias, std::size_t rows, std::size_t cols,
+                    float* out),
+                   (x, bias, rows, cols, out))
 
-KERNEL_VARIANTS(bias_gelu,
-                (const float* x, const float* bias, std::size_t rows, std::size_t cols,
-                 float* out),
-                (x, bias, rows, cols, out))
-
-KERNEL_VARIANTS(layer_norm,
-                (const float* x, const float* bias, const float* residual, const float* gamma,
-                 const float* beta, float epsilon, std::size_t rows, std::size_t cols, float* out),
-                (x, bias, residual, gamma, beta, epsilon, rows, cols, out))
+EMBEDSERVE_KERNELS(layer_norm, layer_norm_rows,
+                   (const float* x, const float* bias, const float* residual, const float* gamma,
+                    const float* beta, float epsilon, std::size_t rows, std::size_t cols,
+                    float* out),
+                   (x, bias, residual, gamma, beta, epsilon, rows, cols, out))
 
 }  // namespace
 
 void bias_gelu(const float* x, const float* bias, std::size_t rows, std::size_t cols,
                float* out) noexcept {
-    switch (kernel_isa()) {
-#if EMBEDSERVE_X86_VARIANTS
-        case Isa::avx512:
-            return bias_gelu_avx512(x, bias, rows, cols, out);
-        case Isa::avx2:
-            return bias_gelu_avx2(x, bias, rows, cols, out);
-        case Isa::avx:
-            return bias_gelu_avx(x, bias, rows, cols, out);
-#endif
-        default:
-            return bias_gelu_baseline(x, bias, rows, cols, out);
-    }
+    EMBEDSERVE_DISPATCH(bias_gelu, (x, bias, rows, cols, out))
 }
 
 void bias_residual_layer_norm(const float* x, const float* bias, const float* residual,
                               const float* gamma, const float* beta, float epsilon,
                               std::size_t rows, std::size_t cols, float* out) noexcept {
-    switch (kernel_isa()) {
-#if EMBEDSERVE_X86_VARIANTS
-        case Isa::avx512:
-            return layer_norm_avx512(x, bias, residual, gamma, beta, epsilon, rows, cols, out);
-        case Isa::avx2:
-            return layer_norm_avx2(x, bias, residual, gamma, beta, epsilon, rows, cols, out);
-        case Isa::avx:
-            return layer_norm_avx(x, bias, residual, gamma, beta, epsilon, rows, cols, out);
-#endif
-        default:
-            return layer_norm_baseline(x, bias, residual, gamma, beta, epsilon, rows, cols, out);
-    }
+    EMBEDSERVE_DISPATCH(layer_norm, (x, bias, residual, gamma, beta, epsilon, rows, cols, out))
 }
 
 }  // namespace embedserve

@@ -42,6 +42,35 @@ Isa kernel_isa() noexcept;
 /// "avx512", "avx2", "avx" or "baseline".
 const char* isa_name(Isa isa) noexcept;
 
+// EMBEDSERVE_KERNELS(name, kernel, params, args) defines one plain function per instruction set,
+// name_avx512, name_avx2, name_avx (x86-64) and name_baseline, each running kernel<Simd<width>>
+// built for that set; EMBEDSERVE_DISPATCH(name, args) returns through the one kernel_isa() picks.
+#if EMBEDSERVE_X86_VARIANTS
+#define EMBEDSERVE_X86_KERNELS(name, kernel, params, args)                          \
+    EMBEDSERVE_TARGET("avx512f") void name##_avx512 params { kernel<Simd<16>> args; } \
+    EMBEDSERVE_TARGET("avx2,fma") void name##_avx2 params { kernel<Simd<8>> args; }   \
+    EMBEDSERVE_TARGET("avx,fma") void name##_avx params { kernel<Simd<8>> args; }
+#define EMBEDSERVE_X86_CASES(name, args) \
+    case Isa::avx512:                    \
+        return name##_avx512 args;       \
+    case Isa::avx2:                      \
+        return name##_avx2 args;         \
+    case Isa::avx:                       \
+        return name##_avx args;
+#else
+#define EMBEDSERVE_X86_KERNELS(name, kernel, params, args)
+#define EMBEDSERVE_X86_CASES(name, args)
+#endif
+#define EMBEDSERVE_KERNELS(name, kernel, params, args)  \
+    EMBEDSERVE_X86_KERNELS(name, kernel, params, args) \
+    void name##_baseline params { kernel<Simd<4>> args; }
+#define EMBEDSERVE_DISPATCH(name, args)   \
+    switch (kernel_isa()) {               \
+        EMBEDSERVE_X86_CASES(name, args)  \
+        default:                          \
+            return name##_baseline args;  \
+    }
+
 /// N floats per vector: 16 for AVX-512, 8 for AVX and AVX2, 4 for SSE2 and NEON.
 template <std::size_t N>
 struct Simd {
