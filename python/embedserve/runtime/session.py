@@ -105,8 +105,17 @@ def graph_feeds(
     return {name: feeds[name] for name in input_names}
 
 
-def open_session(path: Path, options: SessionOptions) -> ort.InferenceSession:
+SLOWER_FUSION = "SkipLayerNormFusion"
+
+
+def open_session(
+    path: Path, options: SessionOptions, optimized_graph: Path | None = None
+) -> ort.InferenceSession:
+    """An ONNX Runtime session for the graph at `path`; `optimized_graph`: where to write the
+    graph ONNX Runtime runs after its own passes (to see which fusions fired)."""
     so = ort.SessionOptions()
+    if optimized_graph is not None:
+        so.optimized_model_filepath = str(optimized_graph)
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if options.intra_op_threads:
         so.intra_op_num_threads = options.intra_op_threads
@@ -117,12 +126,20 @@ def open_session(path: Path, options: SessionOptions) -> ort.InferenceSession:
     # Warnings about unused initializers or provider fallbacks are noise to a user.
     so.log_severity_level = int(os.environ.get("EMBEDSERVE_ORT_LOG_LEVEL", "3"))
     providers = resolve_providers(options.providers)
+    disabled: list[str] = []
     if providers == [CPU]:
         # A fused attention kernel: a cached copy of the graph that uses it
         # (models/fused_attention.py); the CUDA path keeps the standard graph its passes expect.
         path = fused_onnx(path, attention_op(so))
+        # ONNX Runtime's CPU SkipLayerNormalization is ~4x slower than the Add + LayerNorm it
+        # replaces (bench/NOTES.md, wave 11); our epilogue pass takes the fp32 graphs' residual
+        # norms, but in the int8 graphs ORT fused those after its MatMulIntegerToFloat (one
+        # thread: 90.0 -> 95.6 texts/s with the fusion off, the fp32 graph unchanged).
+        disabled = [SLOWER_FUSION]
     try:
-        return ort.InferenceSession(str(path), sess_options=so, providers=providers)
+        return ort.InferenceSession(
+            str(path), sess_options=so, providers=providers, disabled_optimizers=disabled
+        )
     except Exception as exc:  # a broken CUDA install: carry on on the CPU, and say so once
         if providers == [CPU]:
             raise
