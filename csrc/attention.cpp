@@ -97,6 +97,43 @@ EMBEDSERVE_VECTOR void weighted_values(const float* scores, std::size_t padded, 
     }
 }
 
+// keys_t[d][j] = k[j][d] for `keys` rows of `head_dim` floats (`stride` apart): 4 keys x 4
+// dimensions at a time through registers (4 loads, 8 shuffles, 4 stores for 16 floats, where one
+// at a time is a load and a store each), the edges one by one.
+EMBEDSERVE_VECTOR void transpose_keys(const float* k, std::size_t stride, std::size_t keys,
+                                      std::size_t head_dim, float* keys_t, std::size_t padded) {
+    using V4 = Simd<4>;
+    using F4 = V4::F;
+    const std::size_t dims4 = head_dim / 4 * 4;
+    std::size_t j = 0;
+    for (; j + 4 <= keys; j += 4) {
+        const float* r0 = k + j * stride;
+        for (std::size_t d = 0; d < dims4; d += 4) {
+            const F4& a = at<V4>(r0 + d);
+            const F4& b = at<V4>(r0 + stride + d);
+            const F4& c = at<V4>(r0 + 2 * stride + d);
+            const F4& e = at<V4>(r0 + 3 * stride + d);
+            const F4 ab_lo = __builtin_shufflevector(a, b, 0, 4, 1, 5);
+            const F4 ab_hi = __builtin_shufflevector(a, b, 2, 6, 3, 7);
+            const F4 ce_lo = __builtin_shufflevector(c, e, 0, 4, 1, 5);
+            const F4 ce_hi = __builtin_shufflevector(c, e, 2, 6, 3, 7);
+            float* dim_row = keys_t + d * padded + j;  // dimension d, keys j..j+3
+            at<V4>(dim_row) = __builtin_shufflevector(ab_lo, ce_lo, 0, 1, 4, 5);
+            at<V4>(dim_row + padded) = __builtin_shufflevector(ab_lo, ce_lo, 2, 3, 6, 7);
+            at<V4>(dim_row + 2 * padded) = __builtin_shufflevector(ab_hi, ce_hi, 0, 1, 4, 5);
+            at<V4>(dim_row + 3 * padded) = __builtin_shufflevector(ab_hi, ce_hi, 2, 3, 6, 7);
+        }
+        for (std::size_t r = 0; r < 4; ++r) {
+            for (std::size_t d = dims4; d < head_dim; ++d) {
+                keys_t[d * padded + j + r] = r0[r * stride + d];
+            }
+        }
+    }
+    for (; j < keys; ++j) {
+        for (std::size_t d = 0; d < head_dim; ++d) keys_t[d * padded + j] = k[j * stride + d];
+    }
+}
+
 // One (sequence, head) unit with vectors of V and head_dim H (0: any, read from the shape).
 template <class V, std::size_t H>
 EMBEDSERVE_VECTOR void unit_body(const AttentionShape& shape, const AttentionInputs& in,
@@ -133,9 +170,8 @@ EMBEDSERVE_VECTOR void unit_body(const AttentionShape& shape, const AttentionInp
     float* values = key_mask + padded;
     std::fill(keys_t, keys_t + head_dim * padded, 0.0f);
     std::fill(key_mask, key_mask + padded, kPastSpan);
+    transpose_keys(in.k + b * seq * width + head, width, keys, head_dim, keys_t, padded);
     for (std::size_t j = 0; j < keys; ++j) {
-        const float* row = in.k + (b * seq + j) * width + head;
-        for (std::size_t d = 0; d < head_dim; ++d) keys_t[d * padded + j] = row[d];
         key_mask[j] = in.mask[b * seq + j] != 0 ? 0.0f : kMaskedKey;
         std::memcpy(values + j * head_dim, in.v + (b * seq + j) * width + head,
                     head_dim * sizeof(float));
