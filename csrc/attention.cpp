@@ -58,13 +58,12 @@ __attribute__((noinline)) float* scratch(std::size_t floats) {
     return s->data;
 }
 
-// Probabilities times values for kRows queries into sums ([kRows][head_dim]). H > 0: head_dim
-// known at compile time (a multiple of the vector width), accumulators in registers, as many
-// queries at a time as half the registers hold.
+// Probabilities times values for kRows queries into sums ([kRows][head_dim]); v is this head's
+// packed values ([keys][head_dim]). H > 0: head_dim known at compile time (a multiple of the
+// vector width), accumulators in registers, as many queries at a time as half the registers hold.
 template <class V, std::size_t H>
 EMBEDSERVE_VECTOR void weighted_values(const float* scores, std::size_t padded, std::size_t keys,
-                                       const float* v, std::size_t width, std::size_t head_dim,
-                                       float* sums) {
+                                       const float* v, std::size_t head_dim, float* sums) {
     using F = typename V::F;
     if constexpr (H != 0) {
         constexpr std::size_t C = H / V::lanes;
@@ -73,7 +72,7 @@ EMBEDSERVE_VECTOR void weighted_values(const float* scores, std::size_t padded, 
             F acc[G][C] = {};
             for (std::size_t j = 0; j < keys; ++j) {
                 F vj[C];
-                for (std::size_t c = 0; c < C; ++c) vj[c] = at<V>(v + j * width + c * V::lanes);
+                for (std::size_t c = 0; c < C; ++c) vj[c] = at<V>(v + j * H + c * V::lanes);
                 for (std::size_t r = 0; r < G; ++r) {
                     const float p = scores[(r0 + r) * padded + j];
                     for (std::size_t c = 0; c < C; ++c) acc[r][c] += p * vj[c];
@@ -88,7 +87,7 @@ EMBEDSERVE_VECTOR void weighted_values(const float* scores, std::size_t padded, 
     } else {
         std::fill(sums, sums + kRows * head_dim, 0.0f);
         for (std::size_t j = 0; j < keys; ++j) {
-            const float* vj = v + j * width;
+            const float* vj = v + j * head_dim;
             for (std::size_t r = 0; r < kRows; ++r) {
                 const float p = scores[r * padded + j];
                 for (std::size_t d = 0; d < head_dim; ++d) sums[r * head_dim + d] += p * vj[d];
@@ -247,7 +246,7 @@ EMBEDSERVE_VECTOR void unit_body(const AttentionShape& shape, const AttentionInp
             }
             inverse[r] = 1.0f / lane_sum<V>(sum);
         }
-        weighted_values<V, H>(scores, padded, keys, values, head_dim, head_dim, sums);
+        weighted_values<V, H>(scores, padded, keys, values, head_dim, sums);
         for (std::size_t r = 0; r < rows; ++r) {
             float* o = out + (b * seq + i0 + r) * width + head;
             for (std::size_t d = 0; d < head_dim; ++d) {

@@ -7,9 +7,11 @@
 //
 // Each kernel is a template over `Simd<N>`, built once per instruction set with that set's own
 // register width (`Isa`) and picked when it runs. The width must match: a 16-float vector
-// type in code built for SSE2 or AVX is split by GCC into one operation per element for some
-// operations (float-to-int conversion, selects), and on a CPU without AVX2 (a cloud VM that
-// hides it) the kernels then ran ~10x slower than ONNX Runtime's own.
+// type in code built for SSE2 is split by GCC into one operation per element for some
+// operations (float-to-int conversion, selects). The first build had one 16-float kernel in
+// `target_clones`, whose SSE2 clone an AMD CPU ran (GCC's `arch=` clones go by CPU model) and
+// the wheel ran everywhere (its compiler's CPU check saw no AVX): the engine at ~0.35x of
+// ONNX Runtime's own kernels (bench/NOTES.md, wave 14).
 
 #include <cstddef>
 #include <cstdint>

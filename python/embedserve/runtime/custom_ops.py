@@ -40,12 +40,11 @@ def kernel_isa() -> str | None:
     return report().decode()
 
 
-def register_library(options: ort.SessionOptions) -> bool:
-    """Register embedserve's custom ops on `options`; False where the library was not built."""
+def register_library(options: ort.SessionOptions) -> None:
+    """Register embedserve's custom ops on `options` (nothing where the library was not built)."""
     path = library()
     if path is not None:
         options.register_custom_ops_library(str(path))
-    return path is not None
 
 
 def attention_kernel() -> str:
