@@ -27,6 +27,7 @@ SUITES = {
     "families": "bench.bench_families",
     "floor": "bench.bench_floor",
     "paced": "bench.bench_paced",
+    "onetext": "bench.bench_onetext",
 }
 
 

@@ -1,0 +1,145 @@
+"""One short text a request, back to back: the server's p50 against the engine's own one-text
+time, measured side by side (issue #23's one-text goal: p50 ≤ 1.15× the engine).
+
+    python -m bench onetext [--precisions fp32 int8] [--rounds 5] [--calls 300] [--block 20]
+
+`bench http --concurrency 1 --texts-per-request 1` measures the engine first, then the server:
+minutes apart, so a neighbour's burst in either phase moves the ratio (one int8 pair gave 1.52
+and then 1.04 an hour later, the engine's median 1.32 against 1.71 ms). Here both stay loaded —
+`embedserve serve` as a subprocess and an `Engine` with the same settings in this process — and
+each round runs `--calls` one-text `embed` calls on the engine and `--calls` requests on the
+server, through the lean keep-alive client of `bench http` (bench/rawhttp.py), in alternating
+blocks of `--block` (so a burst from elsewhere falls on both sides alike), on texts the other
+side did not see (the cache is off in both, so every text reaches the model). A round's ratio
+is its server p50 ÷ its engine median; the summary is the median over rounds. The server's own
+`x-inference-time` (the model run inside the request) is printed beside it: the rest of the
+p50 is what the server adds around the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from embedserve.models import DEFAULT_MODEL
+
+from bench.machine import describe_machine
+from bench.rawhttp import Connection, post_json, run
+from bench.serving import serve
+from bench.texts import make_texts
+
+# Between blocks: ONNX Runtime's idle threads of the side that just ran stop spinning (~25 ms)
+# before the other side starts.
+SETTLE_SECONDS = 0.04
+WARM_UP = 50
+
+
+async def one_round(
+    engine: Any, url: str, model: str, engine_texts: list[str], server_texts: list[str], block: int
+) -> dict[str, float]:
+    """Engine calls and server requests, one text each, in alternating blocks of `block`:
+    their medians (ms), and the server's median x-inference-time."""
+    connection = Connection(url)
+    engine_times: list[float] = []
+    latencies: list[float] = []
+    model_runs: list[float] = []
+    try:
+        for first in range(0, len(engine_texts), block):
+            for text in engine_texts[first : first + block]:
+                started = time.perf_counter()
+                engine.embed([text])
+                engine_times.append(time.perf_counter() - started)
+            await asyncio.sleep(SETTLE_SECONDS)
+            for text in server_texts[first : first + block]:
+                body = json.dumps({"model": model, "input": text}).encode()
+                raw = post_json(url, "/v1/embeddings", body)
+                started = time.perf_counter()
+                answer = await connection.request(raw)
+                latencies.append(time.perf_counter() - started)
+                if answer.status != 200:
+                    raise RuntimeError(
+                        f"the server answered {answer.status}: {answer.body[:300]!r}"
+                    )
+                model_runs.append(float(answer.headers["x-inference-time"]))
+            await asyncio.sleep(SETTLE_SECONDS)
+    finally:
+        connection.close()
+    engine_ms = statistics.median(engine_times) * 1e3
+    p50_ms = statistics.median(latencies) * 1e3
+    return {
+        "engine_ms": engine_ms,
+        "p50_ms": p50_ms,
+        "model_ms": statistics.median(model_runs),
+        "ratio": p50_ms / engine_ms,
+    }
+
+
+def measure(args: argparse.Namespace, precision: str) -> list[dict[str, float]]:
+    from embedserve.engine import Engine
+
+    calls = args.calls
+    pool = make_texts("short", 2 * (args.rounds + 1) * calls, seed=7)
+    flags = ["--model", args.model, "--precision", precision, "--log-level", "warning"]
+    rounds = []
+    with serve(flags) as served:
+        engine = Engine.from_pretrained(args.model, precision=precision, cache_bytes=0)
+        for index in range(args.rounds + 1):  # round 0 warms both sides up, and is not kept
+            texts = pool[2 * index * calls : 2 * (index + 1) * calls]
+            row = run(
+                lambda texts=texts: one_round(
+                    engine, served.url, args.model, texts[:calls], texts[calls:], args.block
+                )
+            )
+            if index == 0:
+                continue
+            rounds.append(row)
+            print(
+                f"{precision} round {index}: engine {row['engine_ms']:.3f} ms, server p50 "
+                f"{row['p50_ms']:.3f} ms (its model run {row['model_ms']:.3f}), "
+                f"ratio {row['ratio']:.2f}",
+                flush=True,
+            )
+    return rounds
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench onetext", description=__doc__)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "int8"])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=300, help="engine calls and requests a round")
+    parser.add_argument(
+        "--block", type=int, default=20, help="calls on one side before the other's turn"
+    )
+    parser.add_argument("--json", type=Path, help="write the results here too")
+    args = parser.parse_args(argv)
+    if min(args.rounds, args.calls, args.block) < 1:
+        parser.error("--rounds, --calls and --block must be at least 1")
+    print(describe_machine())
+    results = {precision: measure(args, precision) for precision in args.precisions}
+    print(
+        "\n| precision | engine ms (median of rounds) | server p50 ms | server's model run ms "
+        "| ratio per round | median ratio |"
+    )
+    print("|---|---:|---:|---:|---|---:|")
+    for precision, rounds in results.items():
+        engine_ms, p50_ms, model_ms, ratio = (
+            statistics.median(r[key] for r in rounds)
+            for key in ("engine_ms", "p50_ms", "model_ms", "ratio")
+        )
+        ratios = ", ".join(f"{r['ratio']:.2f}" for r in rounds)
+        print(
+            f"| {precision} | {engine_ms:.3f} | {p50_ms:.3f} | {model_ms:.3f} | {ratios} "
+            f"| **{ratio:.2f}** |"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

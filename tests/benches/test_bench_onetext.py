@@ -1,0 +1,50 @@
+"""`python -m bench onetext` end to end: a real server and an engine in the bench's process,
+their one-text times in alternating blocks (numbers are not asserted, only that each part ran
+and that the summary is the median of the rounds it printed)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+
+from . import ROOT, run_bench
+
+
+def test_onetext_bench_alternates_engine_and_server_rounds(tmp_path):
+    out = tmp_path / "onetext.json"
+    done = run_bench(
+        "onetext",
+        "--precisions",
+        "fp32",
+        "--rounds",
+        "3",
+        "--calls",
+        "6",
+        "--block",
+        "4",
+        "--json",
+        str(out),
+    )
+    rounds = json.loads(out.read_text())["fp32"]
+    assert len(rounds) == 3
+    for row in rounds:
+        assert 0 < row["model_ms"] < row["p50_ms"]
+        assert row["engine_ms"] > 0
+        assert abs(row["ratio"] - row["p50_ms"] / row["engine_ms"]) < 1e-9
+    median = statistics.median(row["ratio"] for row in rounds)
+    assert f"| **{median:.2f}** |" in done.stdout
+    assert done.stdout.count("fp32 round ") == 3
+
+
+def test_onetext_bench_refuses_an_empty_round():
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "onetext", "--calls", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2 and "must be at least 1" in done.stderr
