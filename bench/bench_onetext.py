@@ -38,7 +38,6 @@ from bench.texts import make_texts
 SETTLE_SECONDS = 0.04
 # Issue #23's goal: one text's p50 through the server at most this many times the engine's own.
 ONE_TEXT_TARGET = 1.15
-WARM_UP = 50
 
 
 async def one_round(
