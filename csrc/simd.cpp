@@ -42,12 +42,10 @@ Isa supported() noexcept {
 Isa capped(Isa best) noexcept {
     const char* cap = std::getenv("EMBEDSERVE_KERNEL_ISA");
     if (cap == nullptr) return best;
-    const char* names[] = {"avx512", "avx2", "avx", "baseline"};
-    for (int i = 0; i < 4; ++i) {
-        // Isa counts from the best, so a cap never raises what the CPU has.
-        if (std::strcmp(cap, names[i]) == 0 && i > static_cast<int>(best)) {
-            return static_cast<Isa>(i);
-        }
+    // Isa counts from the best, so a cap never raises what the CPU has.
+    for (int i = static_cast<int>(best) + 1; i <= static_cast<int>(Isa::baseline); ++i) {
+        const Isa lower = static_cast<Isa>(i);
+        if (std::strcmp(cap, isa_name(lower)) == 0) return lower;
     }
     return best;
 }
