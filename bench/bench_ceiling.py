@@ -79,18 +79,9 @@ def flops_per_text(model: str, hidden: int, ffn: int, layers: int) -> tuple[floa
 
 def _matmul_model(path: Path, hidden: int, ffn: int) -> None:
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from embedserve.runtime.int8_speed import feed_forward_matmul
 
-    weight = np.random.default_rng(0).standard_normal((hidden, ffn), dtype=np.float32) * 0.05
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])],
-        "ffn",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["tokens", hidden])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["tokens", ffn])],
-        [numpy_helper.from_array(weight, "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
-    onnx.save(model, path)
+    onnx.save(feed_forward_matmul(False, "tokens", hidden, ffn), path)
 
 
 def _int8_copy(source: Path, target: Path) -> None:

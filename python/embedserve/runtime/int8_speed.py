@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
@@ -32,29 +33,37 @@ ROUNDS, CALLS = 5, 4
 MEASURE_VERSION = 1  # part of the cache key: a new way of measuring measures again
 
 
-def _matmul_session(int8: bool) -> ort.InferenceSession:
+def feed_forward_matmul(
+    int8: bool, rows: int | str = ROWS, hidden: int = HIDDEN, ffn: int = FFN
+) -> onnx.ModelProto:
+    """One MatMul of an encoder's feed-forward shape, [rows, hidden] x [hidden, ffn] (`rows` may
+    be a symbolic name), fp32 or ONNX's MatMulInteger (u8 x 7-bit s8, as the int8 graphs)."""
     rng = np.random.default_rng(0)
     if int8:
-        weight = rng.integers(-64, 64, (HIDDEN, FFN), dtype=np.int8)  # 7-bit, as the int8 graphs
+        weight = rng.integers(-64, 64, (hidden, ffn), dtype=np.int8)
         node = helper.make_node("MatMulInteger", ["x", "w"], ["y"])
         x_type, y_type = TensorProto.UINT8, TensorProto.INT32
     else:
-        weight = rng.standard_normal((HIDDEN, FFN)).astype(np.float32)
+        weight = rng.standard_normal((hidden, ffn)).astype(np.float32)
         node = helper.make_node("MatMul", ["x", "w"], ["y"])
         x_type, y_type = TensorProto.FLOAT, TensorProto.FLOAT
     graph = helper.make_graph(
         [node],
         "gemm",
-        [helper.make_tensor_value_info("x", x_type, [ROWS, HIDDEN])],
-        [helper.make_tensor_value_info("y", y_type, [ROWS, FFN])],
+        [helper.make_tensor_value_info("x", x_type, [rows, hidden])],
+        [helper.make_tensor_value_info("y", y_type, [rows, ffn])],
         [numpy_helper.from_array(weight, "w")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
+    return model
+
+
+def _matmul_session(int8: bool) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1  # a per-core rate: the ratio is what matters
     return ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        feed_forward_matmul(int8).SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
 
 
