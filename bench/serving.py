@@ -45,12 +45,16 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(flags: list[str], start_timeout: float = 180.0) -> Iterator[Served]:
+def serve(
+    flags: list[str], start_timeout: float = 180.0, module: str = "embedserve.cli"
+) -> Iterator[Served]:
+    """`python -m <module> serve` with `flags` on a free port, once its /ready says 200; stopped
+    with SIGTERM afterwards. `module`: the CLI, or a bench launcher around it."""
     port = free_port()
     log = Path(tempfile.mkstemp(prefix="embedserve-bench-", suffix=".log")[1])
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "embedserve.cli", "serve", "--port", str(port), *flags],
+            [sys.executable, "-m", module, "serve", "--port", str(port), *flags],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
