@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Iterator
 
+import httpx
 from embedserve.models import DEFAULT_MODEL
 
 from bench.machine import describe_machine
@@ -63,6 +64,7 @@ def _running(server: str, model: str) -> Iterator[str]:
     if server == "embedserve":
         flags = ["--model", model, "--cache-bytes", "0", "--log-level", "warning"]
         with serve(flags, module="bench.constant_model") as served:
+            _check_constant(served.url, model)
             yield served.url
         return
     port = free_port()
@@ -72,6 +74,16 @@ def _running(server: str, model: str) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(10)
+
+
+def _check_constant(url: str, model: str) -> None:
+    """Refuse to time a server whose model was not replaced: every vector it answers is the
+    constant one, normalized (all its components equal)."""
+    answer = httpx.post(f"{url}/v1/embeddings", json={"model": model, "input": "a"}, timeout=30)
+    answer.raise_for_status()
+    vector = answer.json()["data"][0]["embedding"]
+    if max(vector) - min(vector) > 1e-6:
+        raise RuntimeError("bench.constant_model's server computed a real vector")
 
 
 async def _latencies(url: str, model: str, seconds: float) -> list[float]:
