@@ -71,8 +71,12 @@ EMBEDSERVE_VECTOR void weighted_values(const float* scores, std::size_t padded, 
         for (std::size_t r0 = 0; r0 < kRows; r0 += G) {
             F acc[G][C] = {};
             for (std::size_t j = 0; j < keys; ++j) {
-                F vj[C];
-                for (std::size_t c = 0; c < C; ++c) vj[c] = at<V>(v + j * H + c * V::lanes);
+                F vj[C];  // this key's value row, read once for the G queries
+                for (std::size_t c = 0; c < C; ++c) {
+                    F row = at<V>(v + j * H + c * V::lanes);
+                    in_register<V>(row);
+                    vj[c] = row;
+                }
                 for (std::size_t r = 0; r < G; ++r) {
                     const float p = scores[(r0 + r) * padded + j];
                     for (std::size_t c = 0; c < C; ++c) acc[r][c] += p * vj[c];
@@ -238,10 +242,22 @@ EMBEDSERVE_VECTOR void unit_body(const AttentionShape& shape, const AttentionInp
             }
             const F top = F{} + lane_max<V>(best);
             F sum = {};
-            for (std::size_t j0 = 0; j0 < padded; j0 += lanes) {
-                F e = at<V>(row + j0) - top;
+            std::size_t first = 0;  // of the next vectors to exponentiate
+            for (; first + kInterleave * lanes <= padded; first += kInterleave * lanes) {
+                F e[kInterleave];
+                for (std::size_t i = 0; i < kInterleave; ++i) {
+                    e[i] = at<V>(row + first + i * lanes) - top;
+                }
+                exp_nonpositive<V, kInterleave>(e);
+                for (std::size_t i = 0; i < kInterleave; ++i) {
+                    at<V>(row + first + i * lanes) = e[i];
+                    sum += e[i];
+                }
+            }
+            for (; first < padded; first += lanes) {
+                F e = at<V>(row + first) - top;
                 exp_nonpositive<V>(e);
-                at<V>(row + j0) = e;
+                at<V>(row + first) = e;
                 sum += e;
             }
             inverse[r] = 1.0f / lane_sum<V>(sum);

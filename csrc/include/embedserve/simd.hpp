@@ -101,30 +101,68 @@ EMBEDSERVE_VECTOR typename V::F& at(float* p) {
     return *reinterpret_cast<typename V::F*>(p);
 }
 
-// x = exp(x) for x <= 0 (softmax's scores minus their maximum, GELU's -z^2), within ~2 ulp of
-// expf: 2^n * e^r with n = round(x / ln2), |r| <= ln2/2, e^r by a degree-6 polynomial. Below -87
-// it gives 0, where expf underflows too.
-template <class V>
-EMBEDSERVE_VECTOR void exp_nonpositive(typename V::F& x) {
+// Vectors that the kernels run through a long chain of dependent steps (exp, GELU's erf)
+// together, each step for all of them before the next. One vector's chain is ~50 cycles of
+// dependent multiplies and adds, about what the core's floating-point scheduler holds: written
+// one vector after another, the next vector's steps wait outside it, and a loop over them runs
+// at the chain's latency rather than at what the FMA units could do. Two at a time made bias +
+// GELU 1.35x as fast and attention's softmax part ~1.07x (AVX2, Zen 3; four were no faster:
+// registers run out). Same operations per element in the same order: the same bits.
+constexpr std::size_t kInterleave = 2;
+
+// xs[i] = exp(xs[i]) for x <= 0 (softmax's scores minus their maximum, GELU's -z^2), within ~2 ulp
+// of expf: 2^n * e^r with n = round(x / ln2), |r| <= ln2/2, e^r by a degree-6 polynomial. Below
+// -87 it gives 0, where expf underflows too. The N vectors step by step together (kInterleave).
+template <class V, std::size_t N>
+EMBEDSERVE_VECTOR void exp_nonpositive(typename V::F (&xs)[N]) {
     using F = typename V::F;
     using I = typename V::I;
     const F floor_ = F{} - 87.0f;
-    const F clamped = x < floor_ ? floor_ : x;
     const F round = F{} + 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-    const F n = (clamped * 1.44269504f + round) - round;
-    F r = clamped - n * 0.693359375f;
-    r = r + n * 2.12194440e-4f;
-    F p = F{} + 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    const I bits = (__builtin_convertvector(n, I) + 127) << 23;
-    const F power = __builtin_bit_cast(F, bits);
-    const F result = p * power;
-    x = x < floor_ ? F{} : result;
+    F n[N], r[N], p[N];
+    for (std::size_t i = 0; i < N; ++i) {
+        const F clamped = xs[i] < floor_ ? floor_ : xs[i];
+        n[i] = (clamped * 1.44269504f + round) - round;
+        r[i] = clamped - n[i] * 0.693359375f;
+    }
+    for (std::size_t i = 0; i < N; ++i) r[i] = r[i] + n[i] * 2.12194440e-4f;
+    for (std::size_t i = 0; i < N; ++i) p[i] = F{} + 1.9875691500e-4f;
+    for (std::size_t i = 0; i < N; ++i) p[i] = p[i] * r[i] + 1.3981999507e-3f;
+    for (std::size_t i = 0; i < N; ++i) p[i] = p[i] * r[i] + 8.3334519073e-3f;
+    for (std::size_t i = 0; i < N; ++i) p[i] = p[i] * r[i] + 4.1665795894e-2f;
+    for (std::size_t i = 0; i < N; ++i) p[i] = p[i] * r[i] + 1.6666665459e-1f;
+    for (std::size_t i = 0; i < N; ++i) p[i] = p[i] * r[i] + 5.0000001201e-1f;
+    for (std::size_t i = 0; i < N; ++i) p[i] = p[i] * r[i] * r[i] + r[i] + 1.0f;
+    for (std::size_t i = 0; i < N; ++i) {
+        const I bits = (__builtin_convertvector(n[i], I) + 127) << 23;
+        const F result = p[i] * __builtin_bit_cast(F, bits);
+        xs[i] = xs[i] < floor_ ? F{} : result;
+    }
+}
+
+// x = exp(x) for one vector x <= 0.
+template <class V>
+EMBEDSERVE_VECTOR void exp_nonpositive(typename V::F& x) {
+    typename V::F one[1] = {x};
+    exp_nonpositive<V, 1>(one);
+    x = one[0];
+}
+
+// Makes `x` opaque to the optimizer, as if computed here in a register. A vector read once and
+// used by several FMAs is then kept in a register, where GCC otherwise folds the read into every
+// FMA as a memory operand when registers are short. In attention's weighted sum on AVX2 that made
+// 8 vector loads and 2 broadcasts for each 8 FMAs, a loop bound by the two loads a cycle, not by
+// the FMAs: held in registers, attention ran 1.26x as fast on the engine's own batches (bench/
+// NOTES.md, wave 17). Only for 8-float vectors on x86 (AVX, AVX2: 16 registers; AVX-512 has 32),
+// and only for GCC: clang keeps such a row in a register by itself, and refuses a 256-bit "x"
+// operand in a template not compiled for AVX as a whole.
+template <class V>
+EMBEDSERVE_VECTOR void in_register(typename V::F& x) {
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+    if constexpr (V::lanes == 8) asm("" : "+x"(x));
+#else
+    (void)x;
+#endif
 }
 
 template <class V>
