@@ -106,8 +106,8 @@ EMBEDSERVE_VECTOR typename V::F& at(float* p) {
 // dependent multiplies and adds, about what the core's floating-point scheduler holds: written
 // one vector after another, the next vector's steps wait outside it, and a loop over them runs
 // at the chain's latency rather than at what the FMA units could do. Two at a time made bias +
-// GELU 1.35x as fast and attention's softmax part ~1.07x (AVX2, Zen 3; four were no faster:
-// registers run out). Same operations per element in the same order: the same bits.
+// GELU 1.12-1.35x as fast and attention ~1.07x (AVX2, Zen 3; four were no faster: registers run
+// out). Same operations per element in the same order: the same bits.
 constexpr std::size_t kInterleave = 2;
 
 // xs[i] = exp(xs[i]) for x <= 0 (softmax's scores minus their maximum, GELU's -z^2), within ~2 ulp
@@ -152,8 +152,8 @@ EMBEDSERVE_VECTOR void exp_nonpositive(typename V::F& x) {
 // used by several FMAs is then kept in a register, where GCC otherwise folds the read into every
 // FMA as a memory operand when registers are short. In attention's weighted sum on AVX2 that made
 // 8 vector loads and 2 broadcasts for each 8 FMAs, a loop bound by the two loads a cycle, not by
-// the FMAs: held in registers, attention ran 1.26x as fast on the engine's own batches (bench/
-// NOTES.md, wave 17). Only for 8-float vectors on x86 (AVX, AVX2: 16 registers; AVX-512 has 32),
+// the FMAs: held in registers, attention ran 1.15-1.26x as fast on the engine's own batches
+// (bench/NOTES.md, wave 17). Only for 8-float vectors on x86 (AVX, AVX2: 16 registers; AVX-512 has 32),
 // and only for GCC: clang keeps such a row in a register by itself, and refuses a 256-bit "x"
 // operand in a template not compiled for AVX as a whole.
 template <class V>
