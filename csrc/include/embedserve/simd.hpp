@@ -153,9 +153,9 @@ EMBEDSERVE_VECTOR void exp_nonpositive(typename V::F& x) {
 // FMA as a memory operand when registers are short. In attention's weighted sum on AVX2 that made
 // 8 vector loads and 2 broadcasts for each 8 FMAs, a loop bound by the two loads a cycle, not by
 // the FMAs: held in registers, attention ran 1.15-1.26x as fast on the engine's own batches
-// (bench/NOTES.md, wave 17). Only for 8-float vectors on x86 (AVX, AVX2: 16 registers; AVX-512 has 32),
-// and only for GCC: clang keeps such a row in a register by itself, and refuses a 256-bit "x"
-// operand in a template not compiled for AVX as a whole.
+// (bench/NOTES.md, wave 17). Only for 8-float vectors on x86 (AVX, AVX2: 16 registers; AVX-512
+// has 32), and only for GCC: clang keeps such a row in a register by itself, and refuses a
+// 256-bit "x" operand in a template not compiled for AVX as a whole.
 template <class V>
 EMBEDSERVE_VECTOR void in_register(typename V::F& x) {
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
