@@ -28,6 +28,7 @@ SUITES = {
     "floor": "bench.bench_floor",
     "paced": "bench.bench_paced",
     "onetext": "bench.bench_onetext",
+    "ortops": "bench.bench_ortops",
 }
 
 
