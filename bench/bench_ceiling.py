@@ -106,9 +106,9 @@ def _rate(run, flops: float, repeats: int) -> float:
 
 
 def ort_rate(path: Path, rows: int, hidden: int, ffn: int, threads: int, repeats: int) -> float:
-    session = _session(path, threads)
+    matmul = session(path, threads)
     x = np.random.default_rng(1).standard_normal((rows, hidden), dtype=np.float32)
-    return _rate(lambda: session.run(None, {"x": x}), 2 * rows * hidden * ffn, repeats)
+    return _rate(lambda: matmul.run(None, {"x": x}), 2 * rows * hidden * ffn, repeats)
 
 
 def torch_rate(rows: int, hidden: int, ffn: int, threads: int, repeats: int) -> float | None:
@@ -189,15 +189,34 @@ def _engine(model: str, precision: str, threads: int):
     return Engine.from_pretrained(model, options=options)
 
 
-def _session(path: Path, threads: int):
+def session(path: Path, threads: int, library: Path | None = None):
+    """A CPU session of the graph at `path` with embedserve's ops registered: the package's
+    library, or the build at `library` (`bench ortops` compares two)."""
     import onnxruntime as ort
     from embedserve.runtime.custom_ops import register_library
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    register_library(options)  # embedserve's ops, for the graphs that have them
+    if library is None:
+        register_library(options)  # embedserve's ops, for the graphs that have them
+    else:
+        options.register_custom_ops_library(str(library.resolve()))
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def bulk_batches(model: str, texts: int = 800):
+    """An fp32 engine of `model` on one thread, and the padded batches (input_ids, attention
+    mask, token types) its bulk run makes of the reference texts repeated to `texts`, with
+    `planning.bulk_batch_tokens`, as `Engine.embed` does for a one-thread bulk call."""
+    from embedserve.planning import bulk_batch_tokens, pad_batch, plan_batches
+
+    reference = json.loads((DATA / f"{model}.public.json").read_text())["texts"]
+    engine = _engine(model, "fp32", 1)
+    sequences = engine.prepare((reference * (texts // len(reference) + 1))[:texts]).sequences
+    lengths = np.fromiter((len(s) for s in sequences), np.int64, len(sequences))
+    groups = plan_batches(lengths, bulk_batch_tokens(engine.max_batch_tokens))
+    return engine, [pad_batch([sequences[i] for i in group]) for group in groups]
 
 
 def engine_rows(model: str, threads: int, rounds: int, ceilings: dict[str, float]) -> list[str]:
@@ -219,10 +238,10 @@ def engine_rows(model: str, threads: int, rounds: int, ceilings: dict[str, float
         for group in plan_batches(lengths, fp32.max_batch_tokens)
     ]
     plain_path = Path(fp32.session.path)
-    graphs = {"plain attention": _session(plain_path, threads)}
-    graphs["ORT's fused attention"] = _session(fused_onnx(plain_path, MULTI_HEAD), threads)
+    graphs = {"plain attention": session(plain_path, threads)}
+    graphs["ORT's fused attention"] = session(fused_onnx(plain_path, MULTI_HEAD), threads)
     if library() is not None:
-        graphs["embedserve's attention"] = _session(fused_onnx(plain_path, PADDED), threads)
+        graphs["embedserve's attention"] = session(fused_onnx(plain_path, PADDED), threads)
     names = {k: [i.name for i in g.get_inputs()] for k, g in graphs.items()}
 
     def run_graph(label: str) -> None:
@@ -253,26 +272,21 @@ def profile_rows(model: str) -> list[str]:
     engine's bulk batches: the share of kernel time each op type takes."""
     import onnxruntime as ort
     from embedserve.models.graph import fused_onnx
-    from embedserve.planning import bulk_batch_tokens, pad_batch, plan_batches
     from embedserve.runtime.custom_ops import attention_op
     from embedserve.runtime.session import graph_feeds
 
-    texts = json.loads((DATA / f"{model}.public.json").read_text())["texts"] * 4
-    engine = _engine(model, "fp32", 1)
-    sequences = engine.prepare(texts).sequences
-    lengths = np.fromiter((len(s) for s in sequences), np.int64, len(sequences))
-    budget = bulk_batch_tokens(engine.max_batch_tokens)
+    engine, batches = bulk_batches(model)
     with tempfile.TemporaryDirectory() as tmp:
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "profile")
         path = fused_onnx(Path(engine.session.path), attention_op(options))
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        names = [i.name for i in session.get_inputs()]
-        for group in plan_batches(lengths, budget):
-            session.run(None, graph_feeds(names, *pad_batch([sequences[i] for i in group])))
-        events = json.loads(Path(session.end_profiling()).read_text())
+        profiled = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        names = [i.name for i in profiled.get_inputs()]
+        for batch in batches:
+            profiled.run(None, graph_feeds(names, *batch))
+        events = json.loads(Path(profiled.end_profiling()).read_text())
     by_op: dict[str, float] = {}
     for event in events:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):

@@ -17,7 +17,6 @@ configured build folder, or take `_ortops.so` out of a wheel.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -25,12 +24,15 @@ from pathlib import Path
 import numpy as np
 from embedserve.models import DEFAULT_MODEL
 
+from bench.bench_ceiling import bulk_batches, session
 from bench.machine import describe_machine
-
-DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 
 
 def main(argv: list[str] | None = None) -> None:
+    from embedserve.models.fused_attention import PADDED
+    from embedserve.models.graph import fused_onnx
+    from embedserve.runtime.session import graph_feeds
+
     parser = argparse.ArgumentParser(prog="python -m bench ortops", description=__doc__)
     parser.add_argument("base", type=Path, help="the _ortops library to compare against")
     parser.add_argument("new", type=Path, help="the changed _ortops library")
@@ -44,18 +46,22 @@ def main(argv: list[str] | None = None) -> None:
     if min(args.passes, args.texts) < 1:
         parser.error("--passes and --texts must be at least 1")
     print(describe_machine())
-    sessions, names, batches = _load(args)
-    outputs = [[s.run(None, _feeds(names, b))[0] for b in batches] for s in sessions]
+    engine, batches = bulk_batches(args.model, args.texts)
+    graph = fused_onnx(Path(engine.session.path), PADDED)
+    # One thread each, as a bulk worker runs them.
+    sessions = [session(graph, 1, library) for library in (args.base, args.new)]
+    names = [i.name for i in sessions[0].get_inputs()]
+    feeds = [graph_feeds(names, *batch) for batch in batches]
+    outputs = [[s.run(None, f)[0] for f in feeds] for s in sessions]
     difference = max(float(np.abs(a - b).max()) for a, b in zip(*outputs, strict=True))
     print(f"{len(batches)} batches; largest output difference, base against new: {difference:g}")
     ratios = []
     for index in range(args.passes):
         seconds = [0.0, 0.0]
-        for number, batch in enumerate(batches):
-            feeds = _feeds(names, batch)
+        for number, feed in enumerate(feeds):
             for side in (0, 1) if number % 2 == 0 else (1, 0):
                 started = time.perf_counter()
-                sessions[side].run(None, feeds)
+                sessions[side].run(None, feed)
                 seconds[side] += time.perf_counter() - started
         ratios.append(seconds[0] / seconds[1])
         print(
@@ -64,39 +70,6 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         )
     print(f"\nmedian base / new: {statistics.median(ratios):.3f} (above 1: new is faster)")
-
-
-def _load(args: argparse.Namespace):
-    import onnxruntime as ort
-    from embedserve.engine import Engine
-    from embedserve.models.fused_attention import PADDED
-    from embedserve.models.graph import fused_onnx
-    from embedserve.planning import bulk_batch_tokens, pad_batch, plan_batches
-
-    reference = json.loads((DATA / f"{args.model}.public.json").read_text())["texts"]
-    texts = (reference * (args.texts // len(reference) + 1))[: args.texts]
-    engine = Engine.from_pretrained(args.model, precision="fp32", cache_bytes=0)
-    sequences = engine.prepare(texts).sequences
-    lengths = np.fromiter((len(s) for s in sequences), np.int64, len(sequences))
-    groups = plan_batches(lengths, bulk_batch_tokens(engine.max_batch_tokens))
-    batches = [pad_batch([sequences[i] for i in group]) for group in groups]
-    graph = fused_onnx(Path(engine.session.path), PADDED)
-    sessions = []
-    for library in (args.base, args.new):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1  # as a bulk worker runs them
-        options.inter_op_num_threads = 1
-        options.register_custom_ops_library(str(library.resolve()))
-        sessions.append(
-            ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
-        )
-    return sessions, [i.name for i in sessions[0].get_inputs()], batches
-
-
-def _feeds(names: list[str], batch: tuple[np.ndarray, np.ndarray, np.ndarray]):
-    from embedserve.runtime.session import graph_feeds
-
-    return graph_feeds(names, *batch)
 
 
 if __name__ == "__main__":
