@@ -8,7 +8,8 @@ CPU sessions run) on one-thread sessions, one per library, over the batches `Eng
 the reference texts (tests/data, repeated to `--texts`) for a one-thread bulk run. The sessions
 take turns batch by batch (the first of each pair alternating), so a neighbour's burst falls on
 both alike: whole runs timed one after the other moved ±5 % on a shared 2-vCPU machine where
-these passes agreed within ±0.5 % (bench/NOTES.md, wave 17). Printed: the largest difference
+one run's passes agreed within ±0.5 % (runs an hour apart still differed by up to 2 %: repeat it;
+bench/NOTES.md, wave 17). Printed: the largest difference
 between the two libraries' outputs, then each pass's seconds and BASE ÷ NEW (above 1: NEW is
 faster), and their median. Build a library with `cmake --build BUILD --target _ortops` on a
 configured build folder, or take `_ortops.so` out of a wheel.
