@@ -188,3 +188,17 @@ def _exec_form(body: str) -> list[str]:
     parsed = yaml.safe_load(body)  # a JSON array is YAML too
     assert isinstance(parsed, list), body
     return parsed
+
+
+def test_cuda_image_matches_the_cuda_onnxruntime_gpu_is_built_for():
+    """The CUDA image's CUDA major is the one the installed onnxruntime-gpu links against (its
+    provider library needs libcudart.so.<major>): 1.31 moved from CUDA 12 to 13."""
+    info = pytest.importorskip("onnxruntime.capi.build_and_package_info")
+    if getattr(info, "package_name", "") != "onnxruntime-gpu":
+        pytest.skip("onnxruntime-gpu is not the installed package")
+    [base] = re.findall(r"^FROM nvidia/cuda:(\S+)", (DEPLOY / "Dockerfile.cuda").read_text(), re.M)
+    assert "cudnn" in base, f"{base}: onnxruntime-gpu's CUDA provider needs cuDNN"
+    assert base.split(".")[0] == info.cuda_version.split(".")[0], (
+        f"Dockerfile.cuda is on CUDA {base}, onnxruntime-gpu {info.__version__} on "
+        f"{info.cuda_version}"
+    )
