@@ -196,7 +196,9 @@ def test_cuda_image_matches_the_cuda_onnxruntime_gpu_is_built_for():
     info = pytest.importorskip("onnxruntime.capi.build_and_package_info")
     if getattr(info, "package_name", "") != "onnxruntime-gpu":
         pytest.skip("onnxruntime-gpu is not the installed package")
-    [base] = re.findall(r"^FROM nvidia/cuda:(\S+)", (DEPLOY / "Dockerfile.cuda").read_text(), re.M)
+    [base] = re.findall(
+        r"^FROM nvidia/cuda:(\S+)", (DEPLOY / "Dockerfile.cuda").read_text(), re.MULTILINE
+    )
     assert "cudnn" in base, f"{base}: onnxruntime-gpu's CUDA provider needs cuDNN"
     assert base.split(".")[0] == info.cuda_version.split(".")[0], (
         f"Dockerfile.cuda is on CUDA {base}, onnxruntime-gpu {info.__version__} on "
