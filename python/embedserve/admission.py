@@ -183,7 +183,11 @@ class AdmissionPolicy:
         its own compute: a request is never refused for its own size alone."""
         limit = self.limit(priority)
         if wait > max(limit, own):
-            if priority is Priority.INTERACTIVE:  # refused batch work alone is no overload
-                self._last_refusal = now
+            self.refused(now, priority)
             return Refusal(wait, limit)
         return None
+
+    def refused(self, now: float, priority: Priority) -> None:
+        """A request of `priority` was refused at `now` (here or before its body was read)."""
+        if priority is Priority.INTERACTIVE:  # refused batch work alone is no overload
+            self._last_refusal = now

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from embedserve.admission import MAX_RETRY_AFTER, AdmissionPolicy, Priority
+from embedserve.admission import AdmissionPolicy, Priority, Refusal
 from embedserve.planning import GPU_MAX_BATCH_TOKENS, batch_rows
 
 log = logging.getLogger(__name__)
@@ -88,8 +88,8 @@ class QueueFullError(RuntimeError):
         )
 
     @classmethod
-    def wait(cls, wait: float, limit: float) -> QueueFullError:
-        retry = min(MAX_RETRY_AFTER, max(1, math.ceil(wait - limit)))
+    def refused(cls, refusal: Refusal) -> QueueFullError:
+        wait, limit, retry = refusal.wait, refusal.limit, refusal.retry_after
         return cls(
             f"The server is busy: this request would finish in about {wait:.1f}s, and the server "
             f"admits work that finishes within {limit:.3g}s now. Retry after {retry}s.",
@@ -287,12 +287,20 @@ class Batcher:
             ahead += self._queued_tokens[Priority.BATCH] + self._reserved_tokens[Priority.BATCH]
         return self.policy.seconds_for(ahead + tokens)
 
-    def early_refusal(self, priority: Priority = Priority.INTERACTIVE) -> QueueFullError | None:
-        """The 429 any new request of `priority` would get now, before its size is known
-        (its body is not read yet); None when one could be admitted."""
+    def early_refusal(self, priority: Priority = Priority.INTERACTIVE) -> Refusal | None:
+        """The refusal any new request of `priority` would get now, before its size is known
+        (its body is not read yet); None when one could be admitted. Only a look: the caller
+        that refuses says so with `refused_early`."""
         with self._cond:
             wait, limit = self._wait_for(0, priority), self.policy.limit(priority)
-        return QueueFullError.wait(wait, limit) if wait > limit else None
+        return Refusal(wait, limit) if wait > limit else None
+
+    def refused_early(self, priority: Priority) -> None:
+        """A request of `priority` was refused before its body was read: a refusal as
+        `reserve`'s are, so overload's quiet period starts again (under steady overload most
+        refusals are these)."""
+        with self._cond:
+            self.policy.refused(time.monotonic(), priority)
 
     def reserve(
         self, inputs: int, tokens: int, priority: Priority = Priority.INTERACTIVE
@@ -322,7 +330,7 @@ class Batcher:
                     own = self.policy.seconds_for(tokens)
                     refusal = self.policy.decide(now, priority, wait, own)
                     if refusal is not None:
-                        raise QueueFullError.wait(refusal.wait, refusal.limit)
+                        raise QueueFullError.refused(refusal)
                 self._reserved_inputs += inputs
                 self._reserved_tokens[priority] += tokens
         finally:
@@ -350,7 +358,7 @@ class Batcher:
                 queue.pop()
                 if not entry.cancelled:
                     self._forget(entry)
-                    shed.append((entry, QueueFullError.wait(wait, limit)))
+                    shed.append((entry, QueueFullError.refused(Refusal(wait, limit))))
         return shed
 
     def _unwind_window(self) -> None:

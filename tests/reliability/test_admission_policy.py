@@ -307,3 +307,38 @@ def test_the_batcher_counts_only_interactive_work_ahead_of_an_interactive_reques
         batcher.stop()
 
     asyncio.run(run())
+
+
+def test_refusals_before_the_body_is_read_keep_overload_from_ending(monkeypatch):
+    """Under steady overload most 429s come from the pipeline's early check, before a body is
+    read: they count as refusals, so the quiet period does not run out while clients are still
+    being refused and the limit stays at the target."""
+    from types import SimpleNamespace
+
+    from embedserve.server.config import ServerConfig
+    from embedserve.server.metrics import Metrics
+    from embedserve.server.pipeline import RequestPipeline
+
+    clock = [100.0]
+    monkeypatch.setattr("embedserve.batching.time.monotonic", lambda: clock[0])
+    batcher = make(max_wait_seconds=10, max_batch_tokens=100)
+    batcher.record_throughput(1000, 1.0)  # a full run 0.1 s: the target TARGET
+    standing = batcher.reserve(1, 5000)  # 5 s of interactive work ahead of every arrival
+    for clock[0] in (100.0, 100.2):
+        batcher.reserve(1, 1).release()
+    clock[0] = 100.4  # a standing queue for a whole target: overload, and this one refused
+    with pytest.raises(QueueFullError):
+        batcher.reserve(1, 1)
+    assert batcher.policy.overloaded
+    pipeline = RequestPipeline(ServerConfig(), Metrics())
+    try:
+        quiet = max(QUIET_SECONDS, QUIET_TARGETS * batcher.policy.target)
+        for clock[0] in np.arange(100.5, 100.4 + quiet + 1.0, 0.25):
+            with pytest.raises(QueueFullError):
+                pipeline.refuse_early([SimpleNamespace(batcher=batcher)])
+        standing.release()  # the queue drained: the next arrival gets past the early check
+        batcher.reserve(1, 1).release()
+        assert batcher.policy.overloaded
+        assert batcher.policy.limit() == pytest.approx(TARGET)
+    finally:
+        pipeline.close()

@@ -175,8 +175,10 @@ class RequestPipeline:
         batchers = [m.batcher for m in models if m.batcher is not None]
         refusals = [r for b in batchers if (r := b.early_refusal(priority)) is not None]
         if refusals and len(refusals) == len(batchers):
+            for batcher in batchers:
+                batcher.refused_early(priority)
             self.metrics.refused[priority].inc()
-            raise min(refusals, key=lambda r: r.retry_after)
+            raise QueueFullError.refused(min(refusals, key=lambda r: r.retry_after))
 
     async def run(
         self,
