@@ -273,3 +273,65 @@ def test_a_declared_body_over_the_limit_is_413_at_once(keyed):
     assert time.monotonic() - started < BODY_TIMEOUT / 2  # refused from the headers alone
     assert head.startswith(b"HTTP/1.1 413 ")
     assert error_code(body) == "request_too_large"
+
+
+# -- a request's head counts from its first byte, on a kept-alive connection too --
+
+GET = b"GET /health HTTP/1.1\r\nhost: x\r\n"
+OVERSIZED_HEAD = GET + b"x-big: " + b"a" * 6000  # over the 4096 bytes, unterminated, one read
+
+
+def read_responses(sock: socket.socket, count: int) -> list[bytes]:
+    """The status lines of the next `count` responses, each read by its content-length."""
+    lines = []
+    for _ in range(count):
+        head, _ = read_head_and_body(sock)
+        lines.append(head.split(b"\r\n", 1)[0])
+    return lines
+
+
+def test_an_oversized_head_on_a_kept_alive_connection_gets_431(server):
+    """The read that began a later request on a kept-alive connection was not counted: this head
+    waited for the header timeout (408 here after 1 s; 10 s by default) where on a fresh
+    connection it got 431 at once."""
+    with connect(server) as sock:
+        sock.sendall(GET + b"\r\n")
+        assert read_responses(sock, 1) == [b"HTTP/1.1 200 OK"]
+        sock.sendall(OVERSIZED_HEAD)
+        status, headers, body = read_response(sock)
+    assert (status, error_code(body), headers["connection"]) == (431, "headers_too_large", "close")
+
+
+def test_an_oversized_head_pipelined_behind_a_request_gets_431(server):
+    """The same head in the read that carried the request before it (which may be answered or
+    not: the refusal closes the connection)."""
+    with connect(server) as sock:
+        sock.sendall(GET + b"\r\n" + OVERSIZED_HEAD)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    status, _, rest = data.rsplit(b"HTTP/1.1 ", 1)[-1].partition(b" ")  # the last response
+    assert (status, error_code(rest.partition(b"\r\n\r\n")[2])) == (b"431", "headers_too_large")
+
+
+def test_pipelined_requests_are_served(server):
+    """Two requests in one read; and a head that begins after a 10 KB body in the same read and
+    ends in the next: only its own bytes count against the 4096, not the body before it."""
+    body = json.dumps({"model": MODEL, "input": "x", "user": "u" * 10_000}).encode()
+    post = POST + b"content-length: %d\r\n\r\n" % len(body) + body
+    with connect(server) as sock:
+        sock.sendall(post + GET + b"\r\n")
+        assert read_responses(sock, 2) == [b"HTTP/1.1 200 OK"] * 2
+        sock.sendall(post + GET)
+        time.sleep(0.2)  # the rest of the second head in a read of its own
+        sock.sendall(b"\r\n")
+        assert read_responses(sock, 2) == [b"HTTP/1.1 200 OK"] * 2
+
+
+def test_a_partial_head_on_a_kept_alive_connection_times_out_with_408(server):
+    with connect(server) as sock:
+        sock.sendall(GET + b"\r\n")
+        assert read_responses(sock, 1) == [b"HTTP/1.1 200 OK"]
+        sock.sendall(GET)  # within the limit, never ended: its clock starts at its first byte
+        status, _, body = read_response(sock)
+    assert (status, error_code(body)) == (408, "request_timeout")

@@ -110,7 +110,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.limits: HttpLimits = LimitedHttpToolsProtocol.limits  # type: ignore[assignment]
         self.budget: BodyBudget = LimitedHttpToolsProtocol.budget  # type: ignore[assignment]
         self._in_headers = True
-        self._header_bytes = 0
+        self._header_bytes = 0  # bytes of the open head received before the read being parsed
+        self._unclaimed = 0  # bytes of the read being parsed not claimed by a part before the head
         self._header_count = 0
         self._parsed_header_bytes = 0
         self._refusal: tuple[int, str, str] | None = None
@@ -136,8 +137,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refusal is not None:
             return  # refused: the connection is closing, ignore whatever else arrives
-        if self._in_headers:
-            self._header_bytes += len(data)
+        # A head's bytes are counted after parsing, as one read may end a request and begin the
+        # next: those of the read that no earlier part claims (a head that ended in it, a body)
+        # belong to the head still open, from its first byte, on a kept-alive connection too (an
+        # upper bound: a chunked body's framing is not claimed).
+        self._unclaimed = len(data)
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
@@ -153,7 +157,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 self.logger.warning(msg)
                 self.send_400_response(msg)
             return
-        if self._in_headers and self._header_bytes > self.limits.max_header_bytes:
+        if not self._in_headers:
+            return
+        self._header_bytes += self._unclaimed
+        if self._header_bytes > self.limits.max_header_bytes:
             self._refuse(
                 431,
                 "headers_too_large",
@@ -191,8 +198,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        # Parsed bytes, not received ones: the chunk that ends the headers may hold body bytes.
-        if self._parsed_header_bytes > self.limits.max_header_bytes:
+        # Parsed bytes, not received ones: the read that ends the head may also hold a body or
+        # the next request. The request line counts as "METHOD SP url SP HTTP/1.1 CRLF", plus
+        # the CRLF that ends the head; its bytes in this read are claimed, not the next head's.
+        head = self._parsed_header_bytes + len(self.parser.get_method()) + 14
+        self._unclaimed = max(0, self._unclaimed - max(0, head - self._header_bytes))
+        if head > self.limits.max_header_bytes:
             self._refuse(
                 431,
                 "headers_too_large",
@@ -207,6 +218,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
+        self._unclaimed = max(0, self._unclaimed - len(body))
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:  # else uvicorn drops the bytes
             self._received += len(body)
