@@ -556,3 +556,21 @@ def test_a_drain_finishes_classifications_in_flight(engine, cross_encoder_dirs):
             assert out["value"].status_code == 200, out
             body = out["value"].json()
             assert len(body["data"] if isinstance(body, dict) else body) == 50
+
+
+def test_a_full_queue_refuses_model_work_but_not_tokenize_or_decode(engine):
+    """The early 429 (before a body is read) is for requests that would wait for a model:
+    /tokenize and /decode never do, so they are answered while the queue refuses embeddings."""
+    cfg = unhurried(models=(ModelSpec(MODEL),), max_wait_seconds=10.0)
+    with live_server(cfg, engines={MODEL: engine}) as server:
+        batcher = server.state.registry.find(MODEL).batcher
+        batcher.record_throughput(1_000, 1.0)
+        held = batcher.reserve(1, 20_000)  # 20 s of work ahead, over the 10 s ceiling
+        try:
+            refused = httpx.post(server.url + "/embed", json={"inputs": "a"}, timeout=30)
+            assert refused.status_code == 429, refused.text
+            for route, body in (("/tokenize", {"inputs": "a b"}), ("/decode", {"ids": [101]})):
+                answered = httpx.post(server.url + route, json=body, timeout=30)
+                assert answered.status_code == 200, (route, answered.text)
+        finally:
+            held.release()

@@ -80,26 +80,33 @@ def priority_of(request: Request[Any, Any, Any], field: Priority | None = None) 
     return key_priority(request) or field or Priority.INTERACTIVE
 
 
-async def read_body(request: Request[Any, Any, Any]) -> bytes:
+async def read_body(request: Request[Any, Any, Any], *, runs_model: bool = True) -> bytes:
     """The body of a request that the pipeline would admit now: before a byte of it is read,
-    503 while draining and 429 when every model's queue is over what it admits for the
-    priority of the request's key and header (`refuse_early`)."""
-    server = state(request)
-    server.pipeline.refuse_early(server.registry.models, priority_of(request))
+    503 while draining and, for a route that queues model work (`runs_model`), 429 when every
+    model's queue is over what it admits for the priority of the request's key and header
+    (`refuse_early`): /tokenize and /decode never wait for a model, so a full queue is no
+    reason to refuse them."""
+    pipeline = state(request).pipeline
+    if runs_model:
+        pipeline.refuse_early(state(request).registry.models, priority_of(request))
+    else:
+        pipeline.refuse_if_draining()
     try:
         return await request.body()
     except InternalServerException as exc:  # Litestar's way to say the client left mid-body
         raise ClientDisconnected() from exc
 
 
-async def read_parsed(request: Request[Any, Any, Any], parse: Callable[[bytes], T]) -> T:
+async def read_parsed(
+    request: Request[Any, Any, Any], parse: Callable[[bytes], T], *, runs_model: bool = True
+) -> T:
     """`parse` of the request's body (`read_body`), on a worker thread when the body is large:
     decoding 16 MB of token-array JSON takes ~0.1 s, which on the event loop would stall every
-    other request and health probe for that long."""
-    body = await read_body(request)
+    other request and health probe for that long (batch work's on the threads below the loop)."""
+    body = await read_body(request, runs_model=runs_model)
     if len(body) <= INLINE_BODY_BYTES:
         return parse(body)
-    return await state(request).pipeline.off_loop(parse, body)
+    return await state(request).pipeline.off_loop(parse, body, priority=priority_of(request))
 
 
 async def run_job(

@@ -23,9 +23,12 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-async def read_struct(request: Request[Any, Any, Any], kind: type[T]) -> T:
-    """The request's body decoded as the Struct `kind` (`decode`), off the loop when large."""
-    return await read_parsed(request, partial(decode, kind=kind))
+async def read_struct(
+    request: Request[Any, Any, Any], kind: type[T], *, runs_model: bool = True
+) -> T:
+    """The request's body decoded as the Struct `kind` (`decode`), off the loop when large
+    (`runs_model`: `read_body`'s)."""
+    return await read_parsed(request, partial(decode, kind=kind), runs_model=runs_model)
 
 
 def decode(body: bytes, kind: type[T]) -> T:

@@ -213,7 +213,7 @@ def _tokens(pairs: list[tuple[str, Encoding]]) -> bytes:
 @post("/tokenize", before_request=require_api_key, status_code=200)
 async def tokenize(request: Request[Any, Any, Any]) -> Response[bytes]:
     """The model's tokens of each input, with character offsets (null for special tokens)."""
-    body = await read_struct(request, TokenizeRequest)
+    body = await read_struct(request, TokenizeRequest, runs_model=False)
     server = state(request)
     model = server.registry.default
     engine, _ = model.require()
@@ -254,7 +254,7 @@ async def decode_ids(request: Request[Any, Any, Any]) -> Response[bytes]:
         check_id_count(memoryview(raw), server.config.limits, "ids")
         return decode(raw, DecodeRequest)
 
-    body = await read_parsed(request, parse)
+    body = await read_parsed(request, parse, runs_model=False)
     arrays = _id_arrays(body.ids)
     model = server.registry.default
     engine, _ = model.require()
