@@ -234,6 +234,21 @@ def test_too_many_tokens_in_one_request(small):
     )
 
 
+def test_too_many_ids_are_refused_from_the_body_bytes_before_decoding(small):
+    """Token arrays are counted from the bytes of `input` (or `extra_body.input`) before the
+    body is decoded: the message is that early count's ("at least"), not the exact count after
+    decoding; commas in other fields or in texts count for nothing."""
+    arrays = [[7] * 38] * 4  # each array within max_input_tokens, 152 ids against 60
+    for body in (
+        {"model": MODEL, "input": arrays},
+        {"model": MODEL, "input": "a", "extra_body": {"input": arrays}},
+    ):
+        error = error_of(post(small, body), 400, code="too_many_tokens", param="input")
+        assert error["message"].startswith("input holds at least"), error["message"]
+    commas = {"model": MODEL, "input": ["a", "b"], "user": "," * 500}
+    assert post(small, commas).status_code == 200
+
+
 def test_body_over_the_cap_is_413(small):
     body = json.dumps({"model": MODEL, "input": "x" * 3000})
     error = error_of(post(small, body), 413, code="request_too_large", param=None)

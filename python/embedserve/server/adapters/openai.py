@@ -11,7 +11,6 @@ mistake gets an OpenAI-shaped 400 that names the field); the response body is en
 from __future__ import annotations
 
 import time
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ from embedserve.server.adapters.base import compute
 from embedserve.server.auth import require_api_key
 from embedserve.server.encoding import embeddings_body
 from embedserve.server.errors import ApiError, deployment_not_found
+from embedserve.server.limits import check_field_id_count
 from embedserve.server.plumbing import JsonAnswer, read_parsed, state, timing_headers
 from embedserve.server.registry import ModelRegistry, ServedModel
 from embedserve.server.schemas import (
@@ -70,7 +70,12 @@ async def _embeddings(
     server = state(request)
     check_api_version(request.query_params.get("api-version"))
     policy = check_extra_parameters(request.headers.get("extra-parameters"))
-    parsed = await read_parsed(request, partial(parse_embeddings_request, extra_parameters=policy))
+
+    def parse(body: bytes) -> EmbeddingsRequest:
+        check_field_id_count(body, server.config.limits, "input")
+        return parse_embeddings_request(body, extra_parameters=policy)
+
+    parsed = await read_parsed(request, parse)
     model = _model_for(server.registry, parsed, dialect, deployment)
 
     def render(vectors: np.ndarray, tokens: int) -> bytes:
