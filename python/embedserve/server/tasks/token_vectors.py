@@ -20,7 +20,6 @@ from embedserve.engine import Engine
 from embedserve.errors import InputTooLongError
 from embedserve.inputs import Inputs, chunk_ranges
 from embedserve.late_interaction import ColBERT
-from embedserve.preparing import Prepared
 from embedserve.server.config import ServerConfig
 from embedserve.server.errors import ApiError
 from embedserve.server.limits import (
@@ -113,9 +112,9 @@ class TokenVectorsJob(RowsJob[np.ndarray, R], Generic[R]):
         self._budget.add(part.untruncated_tokens, chunk.start)
         self._content += int(part.untruncated_tokens.sum())
         self._rows.extend(part.sequences)
-        self._check_values(part)
+        self._check_values()
 
-    def _check_values(self, part: Prepared) -> None:
+    def _check_values(self) -> None:
         values = self.usage_tokens * self.width
         if values > self.max_values:
             raise ApiError(
