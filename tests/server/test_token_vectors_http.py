@@ -1,7 +1,8 @@
 """`/embed_all` and MaxSim rerank/score over HTTP, through the shared pipeline: token vectors of
 an embedder and of a ColBERT equal the library's, base64 decodes to the same matrices, the
 tokens x dimensions limit answers 413 before inference, and rerank/score on a ColBERT are MaxSim,
-the query held to the same token limits and `truncate` as the documents."""
+the query held to the same token limits and `truncate` as the documents, `max_tokens_per_doc`
+honoured."""
 
 from __future__ import annotations
 
@@ -155,3 +156,21 @@ def test_a_maxsim_query_counts_toward_the_request_s_token_limits(limited):
     )
     within = {**body, "documents": documents[:1]}
     assert httpx.post(limited.url + "/v1/rerank", json=within).is_success
+
+
+def test_maxsim_rerank_cuts_each_document_at_max_tokens_per_doc(limited, colbert):
+    """Cohere's max_tokens_per_doc: each document's first N tokens are scored (the markers and
+    special tokens around them not counted), before the model's own limit."""
+    body = {"model": "colbert", "query": QUERIES[1], "documents": DOCS, "max_tokens_per_doc": 3}
+    got = httpx.post(limited.url + "/v2/rerank", json=body).json()
+    cut = ["the warranty", "you may link", "fees, copies"]  # 3 tokens each: warrant ##y
+    expected = colbert.score(QUERIES[1], cut)
+    assert [r["index"] for r in got["results"]] == list(np.argsort(-expected, kind="stable"))
+    np.testing.assert_allclose(
+        [r["relevance_score"] for r in got["results"]], np.sort(expected)[::-1], rtol=1e-5
+    )
+    # The query's 32 tokens (expanded) and each document's 3 with [CLS], [D] and [SEP].
+    assert got["usage"]["total_tokens"] == 32 + 3 * 6
+    # A document past the model's 64 tokens, cut to 10 first, passes even with truncate false.
+    long = {**body, "documents": ["word " * 70], "max_tokens_per_doc": 10, "truncate": False}
+    assert httpx.post(limited.url + "/v1/rerank", json=long).status_code == 200

@@ -134,6 +134,7 @@ class MaxSimJob(RowsJob[np.ndarray, R], Generic[R]):
 
     The query is held to the documents' limits and `truncate` and counted once in the request's
     tokens; errors name each side by its field (`first_param`: `query`, `text_1`; `param`).
+    `max_document_tokens` cuts each document's tokens first (Cohere's `max_tokens_per_doc`).
     """
 
     def __init__(
@@ -147,6 +148,7 @@ class MaxSimJob(RowsJob[np.ndarray, R], Generic[R]):
         first_param: str = "query",
         param: str = "documents",
         truncate: bool | None = None,
+        max_document_tokens: int | None = None,
     ) -> None:
         super().__init__()
         limits = config.limits
@@ -155,6 +157,7 @@ class MaxSimJob(RowsJob[np.ndarray, R], Generic[R]):
         self.query, self.documents = query, documents
         self.first_param, self.param = first_param, param
         self.truncate = config.truncates(truncate)
+        self.max_document_tokens = max_document_tokens
         self.size = len(documents) + 1
         check_count(len(documents), limits.max_documents, param)
         check_not_empty([len(query)], first_param)
@@ -203,6 +206,7 @@ class MaxSimJob(RowsJob[np.ndarray, R], Generic[R]):
                 is_query=is_query,
                 truncate=self.truncate,
                 start=start,
+                max_tokens=None if is_query else self.max_document_tokens,
             )
         except InputTooLongError as exc:  # the model says `input`; name the request's field
             param = self.first_param if is_query else self.param
