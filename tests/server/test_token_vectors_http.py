@@ -2,7 +2,7 @@
 an embedder and of a ColBERT equal the library's, base64 decodes to the same matrices, the
 tokens x dimensions limit answers 413 before inference, and rerank/score on a ColBERT are MaxSim,
 the query held to the same token limits and `truncate` as the documents, `max_tokens_per_doc`
-honoured."""
+honoured and `instruction` refused."""
 
 from __future__ import annotations
 
@@ -174,3 +174,24 @@ def test_maxsim_rerank_cuts_each_document_at_max_tokens_per_doc(limited, colbert
     # A document past the model's 64 tokens, cut to 10 first, passes even with truncate false.
     long = {**body, "documents": ["word " * 70], "max_tokens_per_doc": 10, "truncate": False}
     assert httpx.post(limited.url + "/v1/rerank", json=long).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("/v1/rerank", {"model": "colbert", "query": "q", "documents": ["a b"]}),
+        ("/rerank", {"query": "q", "texts": ["a b"]}),
+        ("/v1/score", {"model": "colbert", "text_1": "q", "text_2": ["a b"]}),
+    ],
+)
+def test_maxsim_refuses_an_instruction(limited, route, body):
+    """A ColBERT reads no instruction (only an LLM reranker's prompt does): 400, not ignored."""
+    response = httpx.post(limited.url + route, json={**body, "instruction": "judge relevance"})
+    assert response.status_code == 400, response.text
+    answer = response.json()
+    message = answer.get("message") or answer.get("error")
+    if route == "/v1/score":
+        assert answer["error"]["param"] == "instruction"
+        assert answer["error"]["code"] == "unsupported_parameter"
+        message = answer["error"]["message"]
+    assert "takes no instruction" in message and "late-interaction" in message

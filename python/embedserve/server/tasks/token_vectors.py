@@ -22,7 +22,7 @@ from embedserve.inputs import Inputs, chunk_ranges
 from embedserve.late_interaction import ColBERT
 from embedserve.preparing import Prepared
 from embedserve.server.config import ServerConfig
-from embedserve.server.errors import ApiError
+from embedserve.server.errors import ApiError, invalid
 from embedserve.server.limits import (
     CHUNK_CHARS,
     DEFAULT_TOKENS_PER_CHAR,
@@ -149,8 +149,18 @@ class MaxSimJob(RowsJob[np.ndarray, R], Generic[R]):
         param: str = "documents",
         truncate: bool | None = None,
         max_document_tokens: int | None = None,
+        instruction: str | None = None,
     ) -> None:
         super().__init__()
+        if instruction is not None:
+            # Refused rather than ignored: a client sending one expects it to change the scores.
+            raise invalid(
+                "this model takes no instruction: it is a late-interaction (ColBERT) model, whose "
+                "query and document token vectors are scored by MaxSim with no prompt; only an "
+                "LLM reranker reads one. Leave instruction out",
+                param="instruction",
+                code="unsupported_parameter",
+            )
         limits = config.limits
         self.model = model
         self.render = render
