@@ -79,11 +79,24 @@ class M3Colbert:
     # -- the steps, public so the server's batcher can run them separately --
 
     def prepare(
-        self, texts: Sequence[str], *, is_query: bool = False, truncate: bool = True, start: int = 0
+        self,
+        texts: Sequence[str],
+        *,
+        is_query: bool = False,
+        truncate: bool = True,
+        start: int = 0,
+        max_tokens: int | None = None,
     ) -> Prepared:
-        """Each text's token ids, marked to keep their states (`is_query` changes nothing)."""
+        """Each text's token ids, marked to keep their states (`is_query` changes nothing).
+        `max_tokens` first keeps each text's first tokens, as `ColBERT.prepare` does."""
+        inputs = Inputs(texts=list(texts))
+        if max_tokens is not None:
+            # Cut before the model's limit, so truncate=False allows it; token arrays take no
+            # prompt, and BGE-M3 has none.
+            content = self.tokenizer.content_ids(list(texts))
+            inputs = Inputs(token_arrays=[ids[:max_tokens] for ids in content])
         try:
-            part = self.engine.prepare(Inputs(texts=list(texts)), truncate=truncate)
+            part = self.engine.prepare(inputs, truncate=truncate)
         except InputTooLongError as exc:  # name the input by its index in the whole request
             if not start:
                 raise

@@ -15,13 +15,20 @@ class InputError(ValueError):
 
 
 class InputTooLongError(InputError):
+    """`param` names the field the input came in; `single`: it is one text (a rerank query),
+    not an array, so its name takes no index."""
+
     code = "context_length_exceeded"
 
-    def __init__(self, index: int, tokens: int, limit: int) -> None:
+    def __init__(
+        self, index: int, tokens: int, limit: int, param: str = "input", *, single: bool = False
+    ) -> None:
+        where = param if single else f"{param}[{index}]"
         super().__init__(
-            f"input[{index}] has {tokens} tokens, more than the model's limit of {limit}; "
+            f"{where} has {tokens} tokens, more than the model's limit of {limit}; "
             "shorten it or allow truncation",
             index=index,
+            param=param,
         )
         self.tokens = tokens
         self.limit = limit

@@ -146,16 +146,26 @@ class ColBERT(Pretrained):
     # -- the steps, public so the server's batcher can run them separately --
 
     def prepare(
-        self, texts: Sequence[str], *, is_query: bool, truncate: bool = True, start: int = 0
+        self,
+        texts: Sequence[str],
+        *,
+        is_query: bool,
+        truncate: bool = True,
+        start: int = 0,
+        max_tokens: int | None = None,
     ) -> Prepared:
         """Each text as the model sees it (marker in, cut, queries expanded); `untruncated_tokens`
-        count the tokens before the cut, marker and special tokens included."""
+        count the tokens before the cut, marker and special tokens included. `max_tokens` first
+        keeps each text's first tokens (Cohere's `max_tokens_per_doc`): the caller's own cut, so
+        `truncate=False` allows it and the counts are of what it keeps, as a cross-encoder's."""
         config = self.config
         limit = config.query_length if is_query else config.document_length
         marker = self.query_marker if is_query else self.document_marker
         extra = self.tokenizer.specials + (marker is not None)
         room = limit - extra
         content = self.tokenizer.content_ids(list(texts))
+        if max_tokens is not None:
+            content = [ids[:max_tokens] for ids in content]
         sequences: list[np.ndarray] = []
         for index, ids in enumerate(content, start):
             if len(ids) > room:

@@ -51,3 +51,16 @@ def test_colbert_vectors_and_scores_match_flagembedding(m3_dir):
     scores = ours.score(QUERIES[1], TEXTS[:5])
     expected = [float(ref.colbert_score(theirs[1], d)) for d in theirs[:5]]
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_max_tokens_keeps_each_text_s_first_tokens_before_the_limit(m3_dir):
+    """Cohere's max_tokens_per_doc on a MaxSim rerank: the cut comes first and counts as sent,
+    so a text past the model's limit passes with truncate=False."""
+    ours = M3Colbert.from_pretrained(m3_dir, max_length=MAX_LENGTH)
+    texts = ["license " * 100, QUERIES[1]]
+    tokenizer = ours.tokenizer
+    part = ours.prepare(texts, truncate=False, max_tokens=5)
+    for seq, ids in zip(part.sequences, tokenizer.content_ids(texts), strict=True):
+        assert seq.tolist() == tokenizer.prefix + ids[:5] + tokenizer.suffix
+    assert part.untruncated_tokens.tolist() == [5 + tokenizer.specials] * 2
+    assert all(getattr(seq, "keep_states", False) for seq in part.sequences)

@@ -1,6 +1,8 @@
 """`/embed_all` and MaxSim rerank/score over HTTP, through the shared pipeline: token vectors of
 an embedder and of a ColBERT equal the library's, base64 decodes to the same matrices, the
-tokens x dimensions limit answers 413 before inference, and rerank/score on a ColBERT are MaxSim."""
+tokens x dimensions limit answers 413 before inference, and rerank/score on a ColBERT are MaxSim,
+the query held to the same token limits and `truncate` as the documents, `max_tokens_per_doc`
+honoured and `instruction` refused."""
 
 from __future__ import annotations
 
@@ -21,14 +23,23 @@ with warnings.catch_warnings():
     import pylate  # noqa: F401 - builds the tiny ColBERT (tests/support/colbert.py)
 
 DOCS = ["the warranty is void.", "you may link against the library", "fees, copies; source!"]
+# The `limited` server's token limits; "word " * n is n + 3 tokens to the tiny ColBERT ([CLS],
+# the [Q] or [D] marker, [SEP]), and its queries are cut at 32 tokens, its documents at 64.
+MAX_INPUT_TOKENS = 50
+MAX_REQUEST_TOKENS = 120
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, minilm_dir, engine):
+def colbert(tmp_path_factory, minilm_dir) -> ColBERT:
     from ..support.colbert import build_colbert
 
     folder = build_colbert(tmp_path_factory.mktemp("colbert-http"), minilm_dir)
-    colbert = ColBERT.from_pretrained(folder, name="colbert")
+    return ColBERT.from_pretrained(folder, name="colbert")
+
+
+@pytest.fixture(scope="module")
+def served(minilm_dir, engine, colbert):
+    folder = colbert.config.directory
     config = unhurried(
         models=(ModelSpec(str(minilm_dir), MODEL), ModelSpec(str(folder), "colbert")),
         limits=Limits(max_token_values=50 * 384),
@@ -74,3 +85,113 @@ def test_rerank_and_score_on_a_colbert_are_maxsim(served):
         live.url + "/v1/score", json={"model": "colbert", "text_1": QUERIES[1], "text_2": DOCS}
     ).json()
     np.testing.assert_allclose([d["score"] for d in scored["data"]], expected, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def limited(colbert):
+    """The ColBERT alone, under token limits a test's texts can reach."""
+    limits = Limits(max_input_tokens=MAX_INPUT_TOKENS, max_request_tokens=MAX_REQUEST_TOKENS)
+    config = unhurried(models=(ModelSpec(str(colbert.config.directory), "colbert"),), limits=limits)
+    with live_server(config, engines={"colbert": colbert}) as live:
+        yield live
+
+
+def test_a_maxsim_query_past_the_model_s_limit_with_truncate_false_is_refused(limited):
+    """As a document past `document_length` is: 400 naming the request's query field."""
+    query = "word " * 40  # 43 tokens: past the query length (32), within the server's 50
+    rerank = {"model": "colbert", "query": query, "documents": ["a b"], "truncate": False}
+    response = httpx.post(limited.url + "/v1/rerank", json=rerank)
+    assert response.status_code == 400, response.text
+    assert response.json() == {
+        "message": "query has 43 tokens, more than the model's limit of 32; shorten it or allow "
+        "truncation"
+    }
+    tei = httpx.post(
+        limited.url + "/rerank", json={"query": query, "texts": ["a b"], "truncate": False}
+    )
+    assert tei.status_code == 400 and tei.json()["error"].startswith("query has 43 tokens")
+    score = {"model": "colbert", "text_1": query, "text_2": ["a b"], "truncate": False}
+    error = httpx.post(limited.url + "/v1/score", json=score).json()["error"]
+    assert error["param"] == "text_1" and error["code"] == "context_length_exceeded"
+    assert error["message"].startswith("text_1 has 43 tokens, more than the model's limit of 32")
+    # The same query cut at the query length when truncation is on, as before.
+    assert httpx.post(limited.url + "/v1/rerank", json={**rerank, "truncate": True}).is_success
+    # A document past its limit names the request's field too, not the model's `input`.
+    documents = {"text_1": "q", "text_2": ["a", "word " * 70]}  # 73 tokens, past 64
+    error = httpx.post(limited.url + "/v1/score", json={**score, **documents}).json()["error"]
+    assert error["param"] == "text_2" and error["code"] == "context_length_exceeded"
+    assert error["message"].startswith("text_2[1] has 73 tokens, more than the model's limit of 64")
+
+
+def test_a_maxsim_query_counts_toward_the_request_s_token_limits(limited):
+    """Each input within --max-input-tokens even when truncation is on, the query included, and
+    the query counted once in the request's --max-request-tokens."""
+    long = "word " * 60  # 63 tokens, past the server's 50
+    for route, body, param in [
+        ("/v1/rerank", {"model": "colbert", "query": long, "documents": ["a b"]}, "query"),
+        ("/v1/score", {"model": "colbert", "text_1": long, "text_2": ["a b"]}, "text_1"),
+    ]:
+        response = httpx.post(limited.url + route, json=body)
+        assert response.status_code == 400, response.text
+        message = response.json().get("message") or response.json()["error"]["message"]
+        assert message == (
+            f"{param} has 63 tokens; at most {MAX_INPUT_TOKENS} are allowed per input, even when "
+            "truncation is on"
+        )
+    # 47 + 2 x 43 = 133 tokens: the documents alone (86) are within the request's 120.
+    query, documents = "word " * 44, ["word " * 40] * 2
+    body = {"model": "colbert", "query": query, "documents": documents}
+    score = {"model": "colbert", "text_1": query, "text_2": documents}
+    response = httpx.post(limited.url + "/v1/score", json=score)
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["param"] == "text_2"
+    assert error["message"] == (
+        f"text_1 and the first 2 text_2 already hold 133 tokens; at most {MAX_REQUEST_TOKENS} "
+        "are allowed per request"
+    )
+    response = httpx.post(limited.url + "/v1/rerank", json=body)
+    assert response.status_code == 400 and response.json()["message"] == (
+        f"query and the first 2 documents already hold 133 tokens; at most "
+        f"{MAX_REQUEST_TOKENS} are allowed per request"
+    )
+    within = {**body, "documents": documents[:1]}
+    assert httpx.post(limited.url + "/v1/rerank", json=within).is_success
+
+
+def test_maxsim_rerank_cuts_each_document_at_max_tokens_per_doc(limited, colbert):
+    """Cohere's max_tokens_per_doc: each document's first N tokens are scored (the markers and
+    special tokens around them not counted), before the model's own limit."""
+    body = {"model": "colbert", "query": QUERIES[1], "documents": DOCS, "max_tokens_per_doc": 3}
+    got = httpx.post(limited.url + "/v2/rerank", json=body).json()
+    cut = ["the warranty", "you may link", "fees, copies"]  # 3 tokens each: warrant ##y
+    expected = colbert.score(QUERIES[1], cut)
+    assert [r["index"] for r in got["results"]] == list(np.argsort(-expected, kind="stable"))
+    np.testing.assert_allclose(
+        [r["relevance_score"] for r in got["results"]], np.sort(expected)[::-1], rtol=1e-5
+    )
+    # The query's 32 tokens (expanded) and each document's 3 with [CLS], [D] and [SEP].
+    assert got["usage"]["total_tokens"] == 32 + 3 * 6
+    # A document past the model's 64 tokens, cut to 10 first, passes even with truncate false.
+    long = {**body, "documents": ["word " * 70], "max_tokens_per_doc": 10, "truncate": False}
+    assert httpx.post(limited.url + "/v1/rerank", json=long).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("/v1/rerank", {"model": "colbert", "query": "q", "documents": ["a b"]}),
+        ("/rerank", {"query": "q", "texts": ["a b"]}),
+        ("/v1/score", {"model": "colbert", "text_1": "q", "text_2": ["a b"]}),
+    ],
+)
+def test_maxsim_refuses_an_instruction(limited, route, body):
+    """A ColBERT reads no instruction (only an LLM reranker's prompt does): 400, not ignored."""
+    response = httpx.post(limited.url + route, json={**body, "instruction": "judge relevance"})
+    assert response.status_code == 400, response.text
+    answer = response.json()
+    message = answer.get("message") or answer.get("error")
+    if route == "/v1/score":
+        assert answer["error"]["param"] == "instruction"
+        assert answer["error"]["code"] == "unsupported_parameter"
+        message = answer["error"]["message"]
+    assert "takes no instruction" in message and "late-interaction" in message

@@ -6,9 +6,9 @@ before any tokenizing. Characters cannot bound tokens from below, so the charact
 generous (16 per allowed token) and only refuse what no allowed input could be.
 
 `TokenBudget` then follows a request through its bounded tokenization steps: each input (or
-pair) within `max_input_tokens` even when truncation is on, all of them within
-`max_request_tokens`, checked after every step, so tokenizing stops at the first step that
-passes a limit.
+pair, or a MaxSim query sent once for all its documents) within `max_input_tokens` even when
+truncation is on, all of them within `max_request_tokens`, checked after every step, so
+tokenizing stops at the first step that passes a limit.
 """
 
 from __future__ import annotations
@@ -148,10 +148,13 @@ def check_field_id_count(body: bytes, limits: Limits, param: str) -> None:
 
 
 def input_tokens_error(
-    param: str, index: int, tokens: int, limits: Limits, paired_with: str | None = None
+    param: str, index: int | None, tokens: int, limits: Limits, paired_with: str | None = None
 ) -> ApiError:
-    """`paired_with` names the other side of a pair (`the query`), whose tokens count too."""
-    where = f"{param}[{index}]" + (f" with {paired_with}" if paired_with else "")
+    """`index` None: `param` is one text (a rerank query), not an array. `paired_with` names the
+    other side of a pair (`the query`), whose tokens count too."""
+    where = (param if index is None else f"{param}[{index}]") + (
+        f" with {paired_with}" if paired_with else ""
+    )
     return invalid(
         f"{where} has {tokens} tokens; at most {limits.max_input_tokens} are allowed per "
         f"{'pair' if paired_with else 'input'}, even when truncation is on",
@@ -171,6 +174,7 @@ class TokenBudget:
         self.noun = noun  # what the items are called in messages: inputs, documents, pairs
         self.paired_with = paired_with
         self.tokens = 0
+        self._single = ""  # what `add_single` counted, named with the items: "query and "
 
     def add(self, untruncated: np.ndarray, start: int) -> None:
         """Count one step's inputs (`untruncated` tokens each, the first at index `start`)."""
@@ -180,13 +184,28 @@ class TokenBudget:
             raise input_tokens_error(
                 self.param, start + first, int(untruncated[first]), self.limits, self.paired_with
             )
-        self.tokens += int(untruncated.sum())
+        done = start + len(untruncated)
+        self._count(
+            int(untruncated.sum()), f"{self._single}the first {done} {self.noun} already hold"
+        )
+
+    def add_single(self, tokens: int, param: str) -> None:
+        """Count one text sent in its own field and computed once for all the items (a MaxSim
+        query, scored against every document), before them; errors about it name `param`."""
+        if tokens > self.limits.max_input_tokens:
+            raise input_tokens_error(param, None, tokens, self.limits)
+        self._count(tokens, f"{param} already holds", param)
+        self._single = f"{param} and "
+
+    def _count(self, tokens: int, held_by: str, param: str | None = None) -> None:
+        """Add `tokens` to the request's; past `max_request_tokens`, a 400 saying which texts
+        reached it (`held_by`: "the first 3 documents already hold")."""
+        self.tokens += tokens
         if self.tokens > self.limits.max_request_tokens:
-            done = start + len(untruncated)
             raise invalid(
-                f"the first {done} {self.noun} already hold {self.tokens} tokens; at most "
+                f"{held_by} {self.tokens} tokens; at most "
                 f"{self.limits.max_request_tokens} are allowed per request",
-                param=self.param,
+                param=param or self.param,
                 code="too_many_tokens",
             )
 

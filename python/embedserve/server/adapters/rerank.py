@@ -102,6 +102,7 @@ async def _maxsim_score(
         first_param="text_1",
         param="text_2",
         truncate=parsed.truncate,
+        instruction=parsed.instruction,
     )
     done = await run_job(request, job, model.id, batcher, parsed.priority)
     return Response(content=done.result, media_type=JSON, headers=timing_headers(done, started))
@@ -122,6 +123,8 @@ async def _rerank(request: Request[Any, Any, Any], api_version: str) -> Response
             documents=parsed.documents,
             param=parsed.param,
             truncate=parsed.truncate,
+            max_document_tokens=parsed.max_tokens_per_doc,
+            instruction=parsed.instruction,
         )
         done = await run_job(request, job, model.id, batcher, parsed.priority)
         return Response(content=done.result, media_type=JSON, headers=timing_headers(done, started))

@@ -22,7 +22,7 @@ from embedserve.inputs import Inputs, chunk_ranges
 from embedserve.late_interaction import ColBERT
 from embedserve.preparing import Prepared
 from embedserve.server.config import ServerConfig
-from embedserve.server.errors import ApiError
+from embedserve.server.errors import ApiError, invalid
 from embedserve.server.limits import (
     CHUNK_CHARS,
     DEFAULT_TOKENS_PER_CHAR,
@@ -113,9 +113,9 @@ class TokenVectorsJob(RowsJob[np.ndarray, R], Generic[R]):
         self._budget.add(part.untruncated_tokens, chunk.start)
         self._content += int(part.untruncated_tokens.sum())
         self._rows.extend(part.sequences)
-        self._check_values(part)
+        self._check_values()
 
-    def _check_values(self, part: Prepared) -> None:
+    def _check_values(self) -> None:
         values = self.usage_tokens * self.width
         if values > self.max_values:
             raise ApiError(
@@ -130,7 +130,12 @@ class TokenVectorsJob(RowsJob[np.ndarray, R], Generic[R]):
 
 class MaxSimJob(RowsJob[np.ndarray, R], Generic[R]):
     """One query against documents on a ColBERT: the query is tokenized once and computed as one
-    row with the documents; `finish` renders the MaxSim scores [documents]."""
+    row with the documents; `finish` renders the MaxSim scores [documents].
+
+    The query is held to the documents' limits and `truncate` and counted once in the request's
+    tokens; errors name each side by its field (`first_param`: `query`, `text_1`; `param`).
+    `max_document_tokens` cuts each document's tokens first (Cohere's `max_tokens_per_doc`).
+    """
 
     def __init__(
         self,
@@ -143,14 +148,26 @@ class MaxSimJob(RowsJob[np.ndarray, R], Generic[R]):
         first_param: str = "query",
         param: str = "documents",
         truncate: bool | None = None,
+        max_document_tokens: int | None = None,
+        instruction: str | None = None,
     ) -> None:
         super().__init__()
+        if instruction is not None:
+            # Refused rather than ignored: a client sending one expects it to change the scores.
+            raise invalid(
+                "this model takes no instruction: it is a late-interaction (ColBERT) model, whose "
+                "query and document token vectors are scored by MaxSim with no prompt; only an "
+                "LLM reranker reads one. Leave instruction out",
+                param="instruction",
+                code="unsupported_parameter",
+            )
         limits = config.limits
         self.model = model
         self.render = render
         self.query, self.documents = query, documents
         self.first_param, self.param = first_param, param
         self.truncate = config.truncates(truncate)
+        self.max_document_tokens = max_document_tokens
         self.size = len(documents) + 1
         check_count(len(documents), limits.max_documents, param)
         check_not_empty([len(query)], first_param)
@@ -158,7 +175,7 @@ class MaxSimJob(RowsJob[np.ndarray, R], Generic[R]):
         self.characters = check_characters(
             [len(d) for d in documents], limits, param, already=first
         )
-        self._budget = TokenBudget(limits, param)
+        self._budget = TokenBudget(limits, param, noun=param)
 
     def estimated_tokens(self, tokens_per_char: float = DEFAULT_TOKENS_PER_CHAR) -> int:
         cap = self.model.model_info.max_tokens
@@ -180,17 +197,29 @@ class MaxSimJob(RowsJob[np.ndarray, R], Generic[R]):
         return self.render(self.model.maxsim_scores(states[0], states[1:]), self.usage_tokens)
 
     def _prepare_query(self) -> None:
-        part = self.model.prepare([self.query], is_query=True, truncate=True)
+        part = self._prepared([self.query], 0, is_query=True)
+        self._budget.add_single(int(part.untruncated_tokens[0]), self.first_param)
         self._content += int(part.untruncated_tokens.sum())
         self._rows.extend(part.sequences)
 
     def _prepare(self, chunk: range) -> None:
-        part = self.model.prepare(
-            self.documents[chunk.start : chunk.stop],
-            is_query=False,
-            truncate=self.truncate,
-            start=chunk.start,
-        )
+        part = self._prepared(self.documents[chunk.start : chunk.stop], chunk.start, is_query=False)
         self._budget.add(part.untruncated_tokens, chunk.start)
         self._content += int(part.untruncated_tokens.sum())
         self._rows.extend(part.sequences)
+
+    def _prepared(self, texts: list[str], start: int, *, is_query: bool) -> Prepared:
+        """The query's or documents' sequences, under the request's `truncate`."""
+        try:
+            return self.model.prepare(
+                texts,
+                is_query=is_query,
+                truncate=self.truncate,
+                start=start,
+                max_tokens=None if is_query else self.max_document_tokens,
+            )
+        except InputTooLongError as exc:  # the model says `input`; name the request's field
+            param = self.first_param if is_query else self.param
+            raise InputTooLongError(
+                exc.index, exc.tokens, exc.limit, param, single=is_query
+            ) from exc
