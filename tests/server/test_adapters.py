@@ -52,7 +52,7 @@ def test_tei_errors_have_tei_shape(server):
     assert set(body) == {"error", "error_type"} and body["error_type"] == "Validation"
     assert "$.normalize" in body["error"]
     too_long = post(server, "/embed", {"inputs": ["a", LONG], "truncate": False})
-    assert too_long.status_code == 400 and too_long.json()["error"].startswith("input[1] has")
+    assert too_long.status_code == 400 and too_long.json()["error"].startswith("inputs[1] has")
     assert post(server, "/embed", {"inputs": "a"}, key="wrong").json()["error_type"] == "Validation"
     assert post(server, "/embed", {"inputs": "a", "dimensions": 8}).status_code == 400
 
@@ -94,6 +94,8 @@ def test_ollama_routes(server, engine):
     missing = post(server, "/api/embed", {"model": "nope", "input": "hi"})
     assert missing.status_code == 404 and set(missing.json()) == {"error"}
     assert httpx.get(server.url + "/api/version").json()["version"]
+    empty = post(server, "/api/embeddings", {"model": MODEL, "prompt": ""})
+    assert empty.status_code == 400 and empty.json()["error"].startswith("prompt[0] is an empty")
 
 
 def test_cohere_truncate_and_errors(server, engine):
@@ -105,7 +107,9 @@ def test_cohere_truncate_and_errors(server, engine):
     want = engine.embed([LONG + "end"], truncation_direction="left").embeddings
     assert cosines(np.asarray(start, np.float32), want).min() >= 0.99999
     refused = cohere(["a", LONG], truncate="NONE")
-    assert refused.status_code == 400 and refused.json()["message"].startswith("input[1] has")
+    assert refused.status_code == 400 and refused.json()["message"].startswith("texts[1] has")
+    empty = cohere([]).json()["message"]
+    assert empty.startswith("texts must not be an empty array"), empty
     wrong = cohere(["a"], embedding_types=["float16"])
     assert wrong.status_code == 400 and set(wrong.json()) == {"message"}
 
@@ -179,6 +183,13 @@ def test_similarity_matches_sentence_transformers_through_inference_client(serve
     np.testing.assert_allclose(left, want_left, rtol=0, atol=1e-5)
     empty = post(server, "/similarity", {"inputs": {"source_sentence": source, "sentences": []}})
     assert empty.status_code == 400 and empty.json()["error_type"] == "Validation"
+    # An error names the sentence by its index in `sentences`, and the source by its name.
+    blank = {"source_sentence": source, "sentences": ["a", ""]}
+    blank = post(server, "/similarity", {"inputs": blank}).json()["error"]
+    assert blank.startswith("sentences[1] is an empty string"), blank
+    no_source = {"source_sentence": "", "sentences": ["a"]}
+    no_source = post(server, "/similarity", {"inputs": no_source}).json()["error"]
+    assert "$.inputs.source_sentence" in no_source, no_source
     bad = post(server, "/similarity", {"inputs": {"source_sentence": source}})
     assert bad.status_code == 400 and "sentences" in bad.json()["error"]
 

@@ -17,7 +17,7 @@ from embedserve.server.pipeline import Done
 from embedserve.server.plumbing import JSON, read_parsed, run_job, state
 from embedserve.server.registry import ServedModel
 from embedserve.server.schemas import EmbeddingsRequest
-from embedserve.server.tasks.embed import EmbedJob, Render, vectors
+from embedserve.server.tasks.embed import EmbedJob, Render
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -49,13 +49,22 @@ async def compute(
     request: Request[Any, Any, Any],
     internal: EmbeddingsRequest,
     model: ServedModel,
-    render: Render[R] = vectors,  # type: ignore[assignment]
+    render: Render[R],
+    param: str = "input",
 ) -> Done[R]:
     """Run the internal request through the pipeline (admission, limits, batching, metrics),
-    dropping it from the queue if the client hangs up; `render` shapes the finished vectors."""
+    dropping it from the queue if the client hangs up; `render` shapes the finished vectors,
+    `param` is the API's name for the inputs, which its errors name."""
     server = state(request)
     engine, batcher = model.require()
-    job = EmbedJob(internal, engine, server.config, render, resolve=server.token_arrays.resolve)
+    job = EmbedJob(
+        internal,
+        engine,
+        server.config,
+        render,
+        resolve=server.token_arrays.resolve,
+        param=param,
+    )
     return await run_job(request, job, model.id, batcher, internal.priority)
 
 

@@ -117,7 +117,9 @@ async def embed(request: Request[Any, Any, Any]) -> Response[bytes]:
         prompt_name=prompt_for(body.input_type, engine.model_info),
     )
     kinds = list(dict.fromkeys(body.embedding_types or ["float"]))
-    done = await compute(request, internal, model, lambda vectors, _: _embeddings(vectors, kinds))
+    done = await compute(
+        request, internal, model, lambda vectors, _: _embeddings(vectors, kinds), "texts"
+    )
     response = EmbedResponse(
         id=str(uuid.uuid4()),
         embeddings=done.result,

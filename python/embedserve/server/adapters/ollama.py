@@ -131,7 +131,7 @@ async def embeddings(request: Request[Any, Any, Any]) -> Response[bytes]:
     body = await read_struct(request, LegacyEmbedRequest)
     model = find_model(state(request).registry, body.model)
     internal = Internal(inputs=Inputs(texts=[body.prompt]), model=model.id)
-    done = await compute(request, internal, model, _first_row)
+    done = await compute(request, internal, model, _first_row, "prompt")
     return json_response(
         LegacyEmbedResponse(embedding=done.result),
         headers=timing_headers(done, started),

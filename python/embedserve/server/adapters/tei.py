@@ -62,7 +62,8 @@ class EmbedRequest(EmbedParameters, kw_only=True):
 
 
 class SimilarityInputs(msgspec.Struct, forbid_unknown_fields=True):
-    source_sentence: str
+    # Empty is refused here: the embed task's checks name the sentences, not the source.
+    source_sentence: Annotated[str, msgspec.Meta(min_length=1)]
     sentences: list[str]
 
 
@@ -153,7 +154,9 @@ def to_internal(body: EmbedRequest) -> EmbeddingsRequest:
 async def _embed(request: Request[Any, Any, Any]) -> Response[bytes]:
     started = time.perf_counter()
     internal = to_internal(await read_struct(request, EmbedRequest))
-    done = await compute(request, internal, state(request).registry.default, raw_float_rows)
+    done = await compute(
+        request, internal, state(request).registry.default, raw_float_rows, "inputs"
+    )
     return json_response(done.result, headers=timing_headers(done, started))
 
 
@@ -170,27 +173,30 @@ async def root(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 
 def _similarities(vectors: np.ndarray, tokens: int) -> bytes:
-    """Cosine of each sentence with the source (row 0); the rows are unit length."""
-    return msgspec.json.encode((vectors[1:] @ vectors[0]).tolist())
+    """Cosine of each sentence with the source (the last row); the rows are unit length."""
+    return msgspec.json.encode((vectors[:-1] @ vectors[-1]).tolist())
 
 
 @post("/similarity", before_request=require_api_key, status_code=200)
 async def similarity(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Cosine similarity of `source_sentence` with each of `sentences`: the embed task on the
-    source and the sentences together, normalized, rendered as one score per sentence."""
+    sentences and the source together (the source last, so that an input's index in an error
+    is its index in `sentences`), normalized, rendered as one score per sentence."""
     started = time.perf_counter()
     body = await read_struct(request, SimilarityRequest)
     if not body.inputs.sentences:
         raise invalid("sentences must not be an empty array", param="sentences", code="empty_input")
     merged = _merged(body, SimilarityParameters)
     internal = EmbeddingsRequest(
-        inputs=Inputs(texts=[body.inputs.source_sentence, *body.inputs.sentences]),
+        inputs=Inputs(texts=[*body.inputs.sentences, body.inputs.source_sentence]),
         truncate=merged["truncate"],
         truncation_direction=_direction(merged["truncation_direction"]),
         normalize=True,
         prompt_name=merged["prompt_name"],
     )
-    done = await compute(request, internal, state(request).registry.default, _similarities)
+    done = await compute(
+        request, internal, state(request).registry.default, _similarities, "sentences"
+    )
     return json_response(done.result, headers=timing_headers(done, started))
 
 

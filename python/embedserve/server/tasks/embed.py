@@ -41,7 +41,8 @@ def vectors(matrix: np.ndarray, tokens: int) -> np.ndarray:
 class EmbedJob(Job[R], Generic[R]):
     """One embeddings request. Construction runs the cheap checks (raising a 400 for the first
     violation): counts, empty inputs, characters per input and per request, token-array lengths,
-    metadata, dimensions."""
+    metadata, dimensions. `param` is the API's name for the inputs (`texts`, `inputs`, ...),
+    which its errors name."""
 
     def __init__(
         self,
@@ -51,8 +52,10 @@ class EmbedJob(Job[R], Generic[R]):
         render: Render[R],
         *,
         resolve: Resolve | None = None,
+        param: str = "input",
     ) -> None:
         self.request = request
+        self.param = param
         self.engine = engine
         self.info = engine.model_info
         self.render = render
@@ -63,18 +66,18 @@ class EmbedJob(Job[R], Generic[R]):
         self.truncate = config.truncates(request.truncate)
         inputs = request.inputs
         self.size = len(inputs)
-        check_count(self.size, limits.max_inputs, "input")
+        check_count(self.size, limits.max_inputs, param)
         if inputs.texts is not None:
             lengths = [len(text) for text in inputs.texts]
-            check_not_empty(lengths, "input")
-            self.characters = check_characters(lengths, limits, "input")
+            check_not_empty(lengths, param)
+            self.characters = check_characters(lengths, limits, param)
         else:
             lengths = [len(ids) for ids in inputs.token_arrays or []]
-            check_not_empty(lengths, "input", "an empty token array")
-            check_token_arrays(lengths, limits)
+            check_not_empty(lengths, param, "an empty token array")
+            check_token_arrays(lengths, limits, param)
         check_metadata(request.metadata, limits)
         check_dimensions(request.dimensions, self.info, config.allow_dimensions)
-        self._budget = TokenBudget(limits, "input")
+        self._budget = TokenBudget(limits, param)
         self._parts: list[Prepared] = []
         self._prepared: Prepared | None = None
         self._found: list[np.ndarray | None] = []
@@ -169,9 +172,9 @@ class EmbedJob(Job[R], Generic[R]):
                 prompt_name=_prompt_name(self.request, self.info.prompts),
             )
         except InputTooLongError as exc:  # name the input by its index in the whole request
-            if not start:
-                raise
-            raise InputTooLongError(start + exc.index, exc.tokens, exc.limit) from exc
+            raise InputTooLongError(
+                start + (exc.index or 0), exc.tokens, exc.limit, self.param
+            ) from exc
         if self.request.sent_token_counts is None:
             # Decoded token arrays skip this: the cheap checks counted their ids as sent.
             self._budget.add(part.untruncated_tokens, start)
