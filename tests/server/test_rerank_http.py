@@ -315,6 +315,14 @@ def test_bad_requests(both, body, words):
         assert words in error["message"]
 
 
+def test_tei_rerank_takes_teis_own_spelling_of_the_direction(both):
+    """TEI's clients send its enum's "Right", as /embed, /predict and /embed_sparse take it."""
+    for spelling in ("Right", "right"):
+        body = {"query": "q", "texts": ["d"], "truncation_direction": spelling}
+        response = httpx.post(both.url + "/rerank", headers=auth(), json=body)
+        assert response.status_code == 200, response.text
+
+
 def test_score_errors(both):
     status, error = _error(
         both.url, {"text_1": ["a", "b"], "text_2": ["c", "d", "e"]}, route="/v1/score"

@@ -1,10 +1,11 @@
 """Hand-parsed JSON bodies, field by field: the object itself, a type-checked optional field, and
-how a wrong value is named in the error. Shared by the OpenAI (`schemas`) and rerank
-(`adapters.rerank_schemas`) parsers, so every body gets the same messages and codes."""
+how a wrong value is named in the error; TEI's spellings of a truncation direction. Shared by
+the OpenAI (`schemas`), rerank (`adapters.rerank_schemas`) and TEI-dialect parsers, so every body
+gets the same messages and codes."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -12,6 +13,14 @@ from embedserve.admission import Priority
 from embedserve.server.errors import invalid
 
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", dict: "an object"}
+
+# TEI's spellings of a truncation direction: its clients send its enum's "Left" / "Right".
+TeiDirection = Literal["Left", "Right", "left", "right"]
+
+
+def tei_direction(value: str | None) -> str:
+    """A TEI `truncation_direction` as the engine's "left" / "right" ("right" when absent)."""
+    return "right" if value is None else value.lower()
 
 
 def decode_object(body: bytes) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from embedserve.reranker import Reranker
 from embedserve.server.adapters.base import json_response
 from embedserve.server.auth import require_api_key
 from embedserve.server.errors import invalid
-from embedserve.server.fields import decode_object, kind_of, optional, refuse_unknown
+from embedserve.server.fields import decode_object, kind_of, optional, refuse_unknown, tei_direction
 from embedserve.server.pipeline import Job
 from embedserve.server.plumbing import read_parsed, run_job, state, timing_headers
 from embedserve.server.registry import ModelRegistry, ServedModel
@@ -150,7 +150,7 @@ def parse_predict(body: bytes) -> Predict:
     raw = decode_object(body)
     refuse_unknown(raw, PREDICT_FIELDS)
     texts, pairs, single = _predict_inputs(raw.get("inputs"))
-    direction = (optional(raw, "truncation_direction", str) or "right").lower()
+    direction = tei_direction(optional(raw, "truncation_direction", str))
     if direction not in ("left", "right"):
         raise invalid(
             f"truncation_direction must be 'left' or 'right', got {direction!r}",

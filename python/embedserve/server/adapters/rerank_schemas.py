@@ -22,6 +22,7 @@ from embedserve.server.fields import (
     optional,
     priority_field,
     refuse_unknown,
+    tei_direction,
 )
 
 COHERE = "cohere"
@@ -232,7 +233,7 @@ def _query(raw: dict[str, Any]) -> str:
 
 
 def _tei_direction(raw: dict[str, Any]) -> None:
-    if optional(raw, "truncation_direction", str) not in (None, "right"):
+    if tei_direction(optional(raw, "truncation_direction", str)) != "right":
         raise invalid(
             "truncation_direction must be 'right': pairs are cut the way the cross-encoder "
             "was trained (longest side first, from the right)",

@@ -20,11 +20,11 @@ from litestar import Request, Response, post
 from embedserve.models.kind import SPARSE
 from embedserve.server.adapters.base import json_response, read_struct
 from embedserve.server.auth import require_api_key
+from embedserve.server.fields import TeiDirection, tei_direction
 from embedserve.server.plumbing import run_job, state, timing_headers
 from embedserve.server.tasks.sparse import SparseJob
 from embedserve.sparse import SparseEncoder, SparseVector
 
-Direction = Literal["Left", "Right", "left", "right"]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 
@@ -34,7 +34,7 @@ class EmbedSparseRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
 
     inputs: str | list[str]
     truncate: bool | None = None
-    truncation_direction: Direction | None = None
+    truncation_direction: TeiDirection | None = None
     prompt_name: str | None = None
     top_k: Positive | None = None
     threshold: NonNegative | None = None
@@ -83,7 +83,7 @@ async def embed_sparse(request: Request[Any, Any, Any]) -> Response[bytes]:
         _render(encoder, body.return_tokens),
         texts=[body.inputs] if isinstance(body.inputs, str) else body.inputs,
         truncate=body.truncate,
-        truncation_direction=(body.truncation_direction or "right").lower(),
+        truncation_direction=tei_direction(body.truncation_direction),
         prompt_name=body.prompt_name,
         top_k=body.top_k,
         threshold=body.threshold,

@@ -33,12 +33,12 @@ from embedserve.server.adapters.base import (
 from embedserve.server.adapters.openai import azure_model_info
 from embedserve.server.auth import require_api_key
 from embedserve.server.errors import invalid
+from embedserve.server.fields import TeiDirection, tei_direction
 from embedserve.server.limits import check_id_count
 from embedserve.server.plumbing import read_parsed, run_job, state, timing_headers
 from embedserve.server.schemas import EmbeddingsRequest
 from embedserve.server.tasks.tokens import DecodeJob, TokenizeJob
 
-Direction = Literal["Left", "Right", "left", "right"]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 
 
@@ -47,7 +47,7 @@ class EmbedParameters(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     normalize: bool | None = None
     truncate: bool | None = None
-    truncation_direction: Direction | None = None
+    truncation_direction: TeiDirection | None = None
     prompt_name: str | None = None
     dimensions: Positive | None = None
     # huggingface_hub can send it; only TEI's default is served.
@@ -71,7 +71,7 @@ class SimilarityParameters(msgspec.Struct, forbid_unknown_fields=True, kw_only=T
     """Settings of `POST /similarity`, at the top level or under `parameters`."""
 
     truncate: bool | None = None
-    truncation_direction: Direction | None = None
+    truncation_direction: TeiDirection | None = None
     prompt_name: str | None = None
 
 
@@ -133,10 +133,6 @@ def _merged(body: Any, kind: type[msgspec.Struct]) -> dict[str, Any]:
     return merged
 
 
-def _direction(value: str | None) -> str:
-    return "right" if value is None else value.lower()
-
-
 def to_internal(body: EmbedRequest) -> EmbeddingsRequest:
     merged = _merged(body, EmbedParameters)
     texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
@@ -144,7 +140,7 @@ def to_internal(body: EmbedRequest) -> EmbeddingsRequest:
         inputs=Inputs(texts=texts),
         dimensions=merged["dimensions"],
         truncate=merged["truncate"],
-        truncation_direction=_direction(merged["truncation_direction"]),
+        truncation_direction=tei_direction(merged["truncation_direction"]),
         # TEI normalizes unless told not to.
         normalize=True if merged["normalize"] is None else merged["normalize"],
         prompt_name=merged["prompt_name"],
@@ -190,7 +186,7 @@ async def similarity(request: Request[Any, Any, Any]) -> Response[bytes]:
     internal = EmbeddingsRequest(
         inputs=Inputs(texts=[*body.inputs.sentences, body.inputs.source_sentence]),
         truncate=merged["truncate"],
-        truncation_direction=_direction(merged["truncation_direction"]),
+        truncation_direction=tei_direction(merged["truncation_direction"]),
         normalize=True,
         prompt_name=merged["prompt_name"],
     )
