@@ -47,7 +47,8 @@ def served(engine, classifiers, classifier_dirs) -> Iterator[LiveServer]:
             ModelSpec(str(classifier_dirs["bert1"]), ONE),
         ),
         api_keys=(KEY,),
-        limits=Limits(max_inputs=64, max_documents=64, max_body_bytes=2_000_000),
+        # Fewer documents than inputs: /predict's pairs are held to max_inputs, as its texts.
+        limits=Limits(max_inputs=64, max_documents=16, max_body_bytes=2_000_000),
     )
     with live_server(config, engines={MODEL: engine, **classifiers}) as live:
         yield live
@@ -167,6 +168,7 @@ def test_classify_vllm_shape(served, classifiers, texts):
         ("/predict", {"inputs": ["a", "b"], "truncation_direction": "left"}, 400, "right"),
         ("/predict", {"model": "nope", "inputs": "a"}, 404, "nope"),
         ("/predict", {"inputs": ["x"] * 65}, 400, "at most 64"),
+        ("/predict", {"inputs": [["q", "x"]] * 65}, 400, "at most 64"),
         ("/classify", {"model": MODEL, "input": "hi"}, 400, "no classification head"),
         ("/classify", {"input": ["a", 3]}, 400, "input[1] must be a string"),
         ("/classify", {"input": "a", "truncate_prompt_tokens": 0}, 400, "truncate_prompt"),

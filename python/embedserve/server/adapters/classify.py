@@ -367,6 +367,7 @@ async def predict(request: Request[Any, Any, Any]) -> Response[bytes]:
             param="inputs",
             noun="pairs",
             truncate=parsed.truncate,
+            max_pairs=server.config.limits.max_inputs,
         )
     else:
         _single_texts(model, classifier, "inputs")

@@ -50,7 +50,9 @@ class PairsJob(PairRowsJob[R], Generic[R]):
     The request's parser has checked that `firsts` holds one text or one per second.
 
     `first_param`/`param` name the two sides in errors (`query`/`documents`, `query`/`texts`,
-    `text_1`/`text_2`); `noun` is what a pair is called in messages.
+    `text_1`/`text_2`); `noun` is what a pair is called in messages. `max_pairs` is the count
+    limit: rerank and score take `max_documents` (Cohere's cap), TEI's /predict `max_inputs`
+    (its `max_client_batch_size`, as for texts).
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class PairsJob(PairRowsJob[R], Generic[R]):
         truncate: bool | None = None,
         max_second_tokens: int | None = None,
         instruction: str | None = None,
+        max_pairs: int | None = None,
     ) -> None:
         super().__init__(render)
         limits = config.limits
@@ -77,7 +80,7 @@ class PairsJob(PairRowsJob[R], Generic[R]):
         self.max_second_tokens = max_second_tokens
         self.instruction = instruction  # an LLM reranker's task (prompt_pairs)
         self.size = len(seconds)
-        check_count(self.size, limits.max_documents, param)
+        check_count(self.size, max_pairs or limits.max_documents, param)
         # What every pair is scored against must hold something; a second side may be empty.
         shared = len(firsts) == 1
         first_lengths = [len(text) for text in firsts]
