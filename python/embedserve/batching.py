@@ -264,11 +264,6 @@ class Batcher:
         """Measured model throughput in real tokens per second (None before the first batch)."""
         return self.policy.rate
 
-    @property
-    def window_seconds(self) -> float:
-        """The most work a batching window holds now (the policy's, at the measured rate)."""
-        return self.policy.window_seconds
-
     def record_throughput(self, tokens: int, seconds: float) -> None:
         """Fold one batch (`tokens` real tokens in `seconds` of model time) into the rate."""
         with self._cond:

@@ -114,6 +114,7 @@ def parse_embeddings_request(body: bytes, *, extra_parameters: str = "error") ->
                 code="invalid_type",
             )
         raw.update(extra)
+    # Not `fields.refuse_unknown`: OpenAI's own message, word for word, without its known list.
     unknown = [key for key in raw if key not in STANDARD_FIELDS and key not in EXTENSION_FIELDS]
     if unknown and extra_parameters == "error":
         raise invalid(

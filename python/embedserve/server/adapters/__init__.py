@@ -1,7 +1,7 @@
 """Wire formats: each API is an adapter over one internal request and the shared pipeline.
 
-An adapter module (`openai`, `tei`, `ollama`, `cohere`, `rerank`, `classify`) does three things and nothing
-else:
+An adapter module (`openai`, `tei`, `ollama`, `cohere`, `rerank`, `sparse`, `classify`,
+`token_vectors`) does three things and nothing else:
 
 1. **Parse** its body with a msgspec `Struct` (`forbid_unknown_fields`; the same Struct documents
    the route in `/openapi.json`), or by hand where a field needs its own message (`server.schemas`,

@@ -6,7 +6,9 @@ model's output becomes the adapter's result. Admission, batching, drain, metrics
 are the pipeline's and the adapters'; a task knows no HTTP and no wire format.
 
 - `embed`: pooled vectors (every embeddings route of every API);
-- `pairs`: cross-encoder scores of text pairs (rerank, score);
+- `pairs`: cross-encoder scores of text pairs (rerank, score, /predict's pairs);
+- `classify`: a classifier's labels of texts (/predict, /classify);
+- `sparse`: sparse vectors, SPLADE's or BGE-M3's (/embed_sparse);
 - `tokens`: the model's tokens of texts, and texts of token ids (tokenize, decode);
 - `token_vectors`: every token's vector (/embed_all) and MaxSim scores on a ColBERT (rerank, score);
 - `rows`: the rows, usage and content count of the jobs that build their rows chunk by chunk.
