@@ -5,7 +5,8 @@ A route adapter parses its body into a task's `Job` and hands it to `RequestPipe
 
 1. before the body is read, `refuse_early`: 503 while draining, 429 when every model's queue
    already holds more work than its admission policy admits now (a refusal costs the same
-   whatever the body's size);
+   whatever the body's size, and counts as one for the policy's overload state; routes that
+   run no model are refused only while draining);
 2. building the job runs the task's cheap checks (counts, characters: `server.limits`), which
    need no tokenizer;
 3. admission: 503 while draining; room on the model's batcher reserved from the job's estimated
