@@ -8,11 +8,15 @@ import json
 import os
 from dataclasses import fields
 
+import onnxruntime as ort
 import pytest
 from embedserve.corpus import EmbedFileOptions, embed_file
 from embedserve.corpus.output import MANIFEST, OutputError
 from embedserve.corpus.pipeline import MODEL_SETTINGS, RUN_SETTINGS
-from embedserve.loading import LoadOptions
+from embedserve.engine import Engine
+from embedserve.loading import LoadOptions, plan_load
+from embedserve.precision import CUDA_BOUND, this_cpus_precision
+from embedserve.runtime.providers import CPU, CUDA
 
 from tests.corpus.conftest import write_jsonl
 
@@ -113,3 +117,19 @@ def test_a_run_recorded_by_an_older_embedserve_is_refused_with_what_it_lacks(don
         "runtime: not recorded then, 'auto' now; tokenizer: not recorded then, None now; "
         "tokenizer_mode: not recorded then, 'transformers' now); use another --out"
     ) in str(refused.value)
+
+
+@pytest.mark.parametrize("providers", ["cuda", "cpu"])
+def test_auto_is_the_precision_the_model_s_plan_runs(minilm_dir, monkeypatch, providers):
+    """`--precision auto` is recorded as what the engine will run: on CUDA the GPU's default
+    (fp16), as `serve` and the library choose it, not this CPU's rule."""
+    # An onnxruntime that offers CUDA: planning asks no device, so none is needed here.
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    load = LoadOptions(precision="auto", providers=providers)
+    planned = plan_load(minilm_dir, load, Engine.runs)
+    recorded = EmbedFileOptions(load=load).fingerprint([])["precision"]
+    assert recorded == planned.precision.name
+    if providers == "cuda":
+        assert (recorded, planned.runtime) == ("fp16", CUDA_BOUND)
+    else:
+        assert recorded == this_cpus_precision()

@@ -28,9 +28,9 @@ from embedserve.corpus.readers import (
     read_rows,
 )
 from embedserve.disk_cache import DEFAULT_DISK_CACHE_BYTES, DiskVectorCache, model_identity
-from embedserve.loading import LoadOptions
+from embedserve.loading import LoadOptions, choose_precision
 from embedserve.models import DEFAULT_MODEL
-from embedserve.precision import AUTO, this_cpus_precision
+from embedserve.precision import AUTO
 from embedserve.quantization import BYTE_ENCODINGS, BYTE_RULE, quantize
 from embedserve.vector_cache import merge_cached, split_cached
 
@@ -89,9 +89,12 @@ class EmbedFileOptions:
         if self.load.precision is None:
             object.__setattr__(self, "load", replace(self.load, precision="fp32"))
         elif self.load.precision == AUTO:
-            # Chosen here, so the manifest records what ran: a resume on a CPU that would
-            # choose otherwise is refused rather than mixing precisions.
-            precision = this_cpus_precision()
+            # Chosen here, by the rule the model's plan follows (on CUDA the GPU's default,
+            # else this CPU's), so the manifest records what runs: a resume on a machine that
+            # would choose otherwise is refused rather than mixing precisions.
+            from embedserve.engine import Engine
+
+            precision = choose_precision(self.load, Engine.runs).name
             object.__setattr__(self, "load", replace(self.load, precision=precision))
         if self.embedding_type not in EMBEDDING_TYPES:
             raise ValueError(
