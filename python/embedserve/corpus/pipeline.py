@@ -1,4 +1,5 @@
-"""`embed_file`: read → tokenize → model → write, each on its own thread, through small queues.
+"""`embed_file`: read and tokenize on one thread, the model on another, write on the caller's,
+through small queues.
 
 The stages overlap: while the model runs a batch (ONNX Runtime releases the GIL), the next
 batch is being read and tokenized (`tokenizers` releases it too) and the previous one written.
