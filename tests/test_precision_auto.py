@@ -13,7 +13,7 @@ import pytest
 from embedserve.corpus import EmbedFileOptions
 from embedserve.cpu import parse_cpuinfo
 from embedserve.engine import Engine
-from embedserve.loading import LoadOptions, Runs, plan_load
+from embedserve.loading import LoadOptions, Runs, choose_precision, plan_load
 from embedserve.precision import (
     INT8_MIN_SPEEDUP,
     auto_precision,
@@ -94,6 +94,16 @@ def test_a_plan_resolves_auto_within_what_the_kind_runs(minilm_dir):
     assert embedder.precision.name == this_cpus_precision()
     fp32_only = plan_load(minilm_dir, options, Runs("sparse encoders", precisions=("fp32",)))
     assert fp32_only.precision.name == "fp32"
+
+
+def test_auto_is_the_gpu_s_default_only_where_the_model_runs_on_the_gpu(monkeypatch):
+    from embedserve.runtime import providers
+
+    monkeypatch.setattr(providers, "cuda_device_present", lambda: True)
+    assert choose_precision(LoadOptions(precision="auto"), Engine.runs).name == "fp16"
+    # OpenVINO runs on the CPU, GPU or not: this CPU's rule.
+    on_openvino = LoadOptions(precision="auto", runtime="openvino")
+    assert choose_precision(on_openvino, Engine.runs).name == this_cpus_precision()
 
 
 def test_embed_file_records_the_precision_auto_chose():

@@ -79,8 +79,9 @@ class LoadSettings:
     )
     precision: str | None = setting(
         None,
-        "fp32 (exact, the CPU default), bf16, int8, fp16 (the CUDA default), or auto (int8 "
-        "where this CPU measures it faster, else fp32); see docs/models.md Precision and runtime",
+        "fp32 (exact, the CPU default), bf16, int8, fp16 (the CUDA default), or auto (on CUDA "
+        "its default; on a CPU int8 where it measures faster, else fp32); see docs/models.md "
+        "Precision and runtime",
         type=str.lower,
         choices=(*PRECISIONS, AUTO),
         metavar="NAME",
@@ -310,31 +311,21 @@ def plan_load(spec: str | os.PathLike[str], options: LoadOptions, runs: Runs) ->
 
     On CUDA, a kind with a `cuda_precision` runs through IOBinding (CUDA_BOUND) at that precision
     unless one is given, when the runtime asked for is ONNX Runtime's (or left to choose);
-    elsewhere the runtime is the one asked for, or the faster one for the precision here.
+    elsewhere the runtime is the one asked for, or the faster one for the precision here. The
+    precision is `choose_precision`'s.
     """
     from embedserve.models import resolve_model_dir
     from embedserve.runtime.backends import choose_runtime
-    from embedserve.runtime.cuda import on_gpu
 
-    asked = options.precision
-    if asked == AUTO:
-        # On CUDA the kind's own precision (fp16 for embedders), else this CPU's rule.
-        gpu = runs.cuda_precision is not None and on_gpu(options.providers)
-        asked = None if gpu else this_cpus_precision(runs.precisions)
-    chosen = get_precision(asked)
+    bound = cuda_bound(options, runs)
+    chosen = choose_precision(options, runs)
     runtime = options.runtime
     if chosen.name not in runs.precisions or runtime not in (None, "auto", *runs.runtimes):
         raise ValueError(
             f"{runs.kind} run {' or '.join(runs.precisions)} on {' or '.join(runs.runtimes)}, "
             f"not {chosen.name!r} on {runtime!r}"
         )
-    bound = (
-        runs.cuda_precision is not None
-        and runtime in (None, "auto", "onnxruntime")
-        and on_gpu(options.providers)
-    )
     if bound:
-        chosen = get_precision(asked or runs.cuda_precision)
         runtime_name = CUDA_BOUND
     else:
         if runtime in (None, "auto") and len(runs.runtimes) == 1:
@@ -351,6 +342,32 @@ def plan_load(spec: str | os.PathLike[str], options: LoadOptions, runs: Runs) ->
         runtime=runtime_name,
         options=options,
     )
+
+
+def cuda_bound(options: LoadSettings, runs: Runs) -> bool:
+    """Whether a kind that runs `runs` runs on CUDA through IOBinding (CUDA_BOUND) under
+    `options`: it has a CUDA precision, the runtime asked for is ONNX Runtime's (or left to
+    choose) and the providers put the model on CUDA."""
+    if runs.cuda_precision is None or options.runtime not in (None, "auto", "onnxruntime"):
+        return False
+    from embedserve.runtime.cuda import on_gpu
+
+    return on_gpu(options.providers)
+
+
+def choose_precision(options: LoadSettings, runs: Runs) -> Precision:
+    """The precision a kind that runs `runs` runs at under `options`: the one asked for; unset,
+    the kind's CUDA precision where it runs CUDA-bound (fp16 for embedders), else fp32; "auto",
+    that CUDA precision too where it runs CUDA-bound, else this CPU's rule among the kind's
+    precisions. The one rule: `plan_load` follows it, and embed-file, which records the
+    precision in its manifest before any model loads."""
+    asked = options.precision
+    bound = cuda_bound(options, runs)
+    if asked == AUTO:
+        asked = None if bound else this_cpus_precision(runs.precisions)
+    if asked is None and bound:
+        asked = runs.cuda_precision
+    return get_precision(asked)
 
 
 def display_name(spec: str | os.PathLike[str], model_dir: Path) -> str:

@@ -1,9 +1,9 @@
 """Numeric precisions the engine runs in: one table, read by the engine, the CLI, tests and bench.
 
-A precision says which ONNX graph to load (the fp32 graph, or an int8 copy of it), which
+A precision says which ONNX graph to load (the fp32 graph, or an int8 or fp16 copy of it), which
 runtimes can run it, and how close its vectors must stay to the fp32 reference (cosine over the
-reference texts of every catalog model; asserted in tests). Adding one (say `fp16` for GPUs) is
-one entry here plus whatever makes its graph.
+reference texts of every catalog model; asserted in tests). Adding one is one entry here plus
+whatever makes its graph (models/variants.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ CUDA_BOUND = "onnxruntime-cuda"
 @dataclass(frozen=True)
 class Precision:
     name: str
-    # Which graph variant: "fp32" (compiled or shipped) or "int8-static" (QDQ copy of it).
+    # Which graph variant: "fp32" (compiled or shipped), "int8-static" (QDQ copy of it) or
+    # "fp16" (a float16 copy of it).
     graph: str
     # Runtimes that run it, best first ("onnxruntime", "openvino").
     runtimes: tuple[str, ...]
@@ -78,8 +79,9 @@ PRECISIONS: dict[str, Precision] = {
         ),
     )
 }
-# Not a precision but a rule choosing one for the CPU at hand (`auto_precision`); opt-in, the
-# default stays fp32, which is exact everywhere.
+# Not a precision but a rule choosing one: on CUDA a kind's GPU default, on a CPU
+# `auto_precision` (loading.choose_precision decides between them); opt-in, the default stays
+# fp32, which is exact everywhere.
 AUTO = "auto"
 # int8 is chosen where this CPU's int8 GEMM measures at least this much faster than its fp32
 # one (runtime/int8_speed.py). The engine gains less than its GEMMs (the quantize and fp32 ops
@@ -112,7 +114,8 @@ QUANTIZE_ALIASES = {"int8": "int8"}
 
 
 def get_precision(name: str | None) -> Precision:
-    """The table entry for `name` (None means fp32, "auto" this CPU's `auto_precision`), or a
+    """The table entry for `name` (None means fp32, "auto" this CPU's `auto_precision`: the CPU's
+    rule alone; what a model will run at, GPU or not, is loading.choose_precision's), or a
     ValueError naming the choices."""
     key = "fp32" if name is None else str(name).lower()
     if key == AUTO:

@@ -118,7 +118,7 @@ def test_stored_types_dimensions_and_precision(engine, reference, st_quantize, t
     )
     old = manifest | {"options": {k: v for k, v in manifest["options"].items() if k != "byte_rule"}}
     (tmp_path / "int8" / "_manifest.json").write_text(json.dumps(old))
-    with pytest.raises(OutputError, match="byte_rule: None then, 'sentence-transformers"):
+    with pytest.raises(OutputError, match="byte_rule: not recorded then, 'sentence-transformers"):
         embed_file(
             tmp_path / "small.jsonl",
             tmp_path / "int8",

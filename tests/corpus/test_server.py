@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from embedserve.cli import main
 from embedserve.corpus import EmbedFileOptions, embed_file
+from embedserve.corpus.pipeline import MODEL_SETTINGS
 from embedserve.corpus.remote import (
     ServerError,
     ServerOptions,
@@ -123,11 +124,12 @@ def test_server_output_equals_the_local_output(
     assert served_manifest["parts"] == local_manifest["parts"]
     assert local["skipped_rows"] == [(7, "no 'text' field")]
     assert served_manifest["complete"]
-    # The options are the local run's but for the model's name and its precision: the server's.
+    # The options are the local run's but for the model's name and the settings that decide
+    # its vectors (precision, tokenizer, ...): the server's.
     assert served_manifest["options"] == {
         **local_manifest["options"],
         "model": MODEL,
-        "precision": "server",
+        **dict.fromkeys(MODEL_SETTINGS, "server"),
     }
     # One probe, then one request per chunk of up to 8 texts (3 for a.jsonl, 2 for b.csv, 2 for
     # c.parquet), c.parquet's first cut in two at the part end after row 32, so that no

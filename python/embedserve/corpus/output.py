@@ -189,13 +189,49 @@ class Manifest:
 
 
 def _diff(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
+    """What differs between a run's recorded options and this run's, for the refusal."""
     old = old or {}
-    changed = [
-        f"{key}: {old.get(key)!r} then, {new.get(key)!r} now"
-        for key in sorted(set(old) | set(new))
-        if old.get(key) != new.get(key)
-    ]
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        if key not in old:
+            # A run started by an older embedserve lacks the options added since (a None now
+            # is not the same as one not recorded).
+            changed.append(f"{key}: not recorded then, {new[key]!r} now")
+        elif old[key] == new.get(key):
+            continue
+        elif key == "inputs" and isinstance(old[key], list) and isinstance(new.get(key), list):
+            changed.append(f"inputs: {_inputs_diff(old[key], new[key])}")
+        else:
+            changed.append(f"{key}: {old[key]!r} then, {new.get(key)!r} now")
     return "; ".join(changed)
+
+
+# Input files named in a refusal; a folder of thousands that were all touched is summed up.
+MAX_NAMED_INPUTS = 3
+
+
+def _inputs_diff(old: list[list[Any]], new: list[list[Any]]) -> str:
+    """Which input files differ: each one new, gone or changed since the run started."""
+    then = {str(entry[0]): entry[1:] for entry in old}
+    now = {str(entry[0]): entry[1:] for entry in new}
+    notes = []
+    for path in sorted(then.keys() | now.keys()):
+        before, after = then.get(path), now.get(path)
+        if before == after:
+            continue
+        if before is None:
+            notes.append(f"{path} is new")
+        elif after is None:
+            notes.append(f"{path} is gone")
+        elif before[:1] != after[:1]:
+            notes.append(f"{path} changed size ({before[0]} bytes then, {after[0]} now)")
+        elif len(before) < len(after):
+            notes.append(f"{path} was recorded by size alone (no modification time)")
+        else:
+            notes.append(f"{path} was modified (same size, another modification time)")
+    if len(notes) > MAX_NAMED_INPUTS:
+        notes = [*notes[:MAX_NAMED_INPUTS], f"and {len(notes) - MAX_NAMED_INPUTS} more files"]
+    return "; ".join(notes) or "the same files in another order"
 
 
 def at_part_ends(chunks: Iterable[Chunk], rows_per_part: int) -> Iterator[Chunk]:
@@ -217,7 +253,8 @@ class PartWriter:
     """Chunks in, parts out: each chunk becomes a row group of the current part.
 
     Every part but the last holds exactly `rows_per_part` rows (chunks are split to fit), so
-    the parts are the same however the rows were chunked: locally, on Ray, or across a resume.
+    the parts are the same however the rows were chunked: locally, on Ray, or across a resume
+    (`rows_per_part` is in the manifest's options, so a resume cannot change it).
     """
 
     def __init__(

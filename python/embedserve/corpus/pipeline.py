@@ -1,4 +1,5 @@
-"""`embed_file`: read → tokenize → model → write, each on its own thread, through small queues.
+"""`embed_file`: read and tokenize on one thread, the model on another, write on the caller's,
+through small queues.
 
 The stages overlap: while the model runs a batch (ONNX Runtime releases the GIL), the next
 batch is being read and tokenized (`tokenizers` releases it too) and the previous one written.
@@ -28,15 +29,42 @@ from embedserve.corpus.readers import (
     read_rows,
 )
 from embedserve.disk_cache import DEFAULT_DISK_CACHE_BYTES, DiskVectorCache, model_identity
-from embedserve.loading import LoadOptions
+from embedserve.loading import LoadOptions, choose_precision
 from embedserve.models import DEFAULT_MODEL
-from embedserve.precision import AUTO, this_cpus_precision
+from embedserve.precision import AUTO
 from embedserve.quantization import BYTE_ENCODINGS, BYTE_RULE, quantize
 from embedserve.vector_cache import merge_cached, split_cached
 
 T = TypeVar("T")
 
 ON_ERROR = ("skip", "fail")
+
+# The load settings that decide what a row's vector is, so a resume must share them (they are in
+# the manifest's options): which graph runs (`precision` picks the graph; `compile` builds it from
+# the safetensors instead of the shipped one; `runtime`: ONNX Runtime and OpenVINO run even the
+# same graph with their own kernels, int8 ones above all) and on which token ids (`tokenizer`,
+# another folder's tokenizer.json; `tokenizer_mode`, how it is read; `max_length`, where texts
+# are cut).
+MODEL_SETTINGS = ("precision", "runtime", "compile", "tokenizer", "tokenizer_mode", "max_length")
+# The rest decide where and how fast that graph runs on those ids, and a resume may change them
+# (another machine, more threads): `providers` (CPU or CUDA: the same graph at the recorded
+# precision, rounding apart, as between two CPUs), the thread counts, `idle_spin_us`,
+# `max_batch_tokens` and `bulk_session` (how rows are batched: pooling is per row), `cache_bytes`
+# (the exact result cache returns the bytes it stored), `quantize` (folded into `precision`),
+# `name` (a label) and `rerank_instruction` (rerankers only). tests/corpus/test_fingerprint.py
+# checks that every LoadOptions field is in one list or the other.
+RUN_SETTINGS = (
+    "providers",
+    "intra_op_threads",
+    "inter_op_threads",
+    "idle_spin_us",
+    "max_batch_tokens",
+    "bulk_session",
+    "cache_bytes",
+    "quantize",
+    "name",
+    "rerank_instruction",
+)
 
 
 @dataclass(frozen=True)
@@ -62,9 +90,12 @@ class EmbedFileOptions:
         if self.load.precision is None:
             object.__setattr__(self, "load", replace(self.load, precision="fp32"))
         elif self.load.precision == AUTO:
-            # Chosen here, so the manifest records what ran: a resume on a CPU that would
-            # choose otherwise is refused rather than mixing precisions.
-            precision = this_cpus_precision()
+            # Chosen here, by the rule the model's plan follows (on CUDA the GPU's default,
+            # else this CPU's), so the manifest records what runs: a resume on a machine that
+            # would choose otherwise is refused rather than mixing precisions.
+            from embedserve.engine import Engine
+
+            precision = choose_precision(self.load, Engine.runs).name
             object.__setattr__(self, "load", replace(self.load, precision=precision))
         if self.embedding_type not in EMBEDDING_TYPES:
             raise ValueError(
@@ -82,22 +113,43 @@ class EmbedFileOptions:
     def columns(self) -> Columns:
         return Columns(self.text_column, self.id_column)
 
+    def model_settings(self) -> dict[str, Any]:
+        """The MODEL_SETTINGS of `load`, as the manifest records them."""
+        settings = {name: getattr(self.load, name) for name in MODEL_SETTINGS}
+        settings["runtime"] = settings["runtime"] or AUTO  # None and "auto" choose alike
+        if settings["tokenizer"] is not None:
+            settings["tokenizer"] = str(settings["tokenizer"])  # a path as its text, for JSON
+        return settings
+
     def fingerprint(self, files: list[InputFile]) -> dict[str, Any]:
-        """What a resumed run must share with the first one for the rows to mean the same."""
+        """What a resumed run must share with the first one for the rows to mean the same (and
+        for the parts to be cut alike)."""
         options: dict[str, Any] = {
             "model": self.model,
+            **self.model_settings(),
             "text_column": self.text_column,
             "id_column": self.id_column,
             "dimensions": self.dimensions,
-            "precision": self.load.precision,
             "embedding_type": self.embedding_type,
+            # Kept so that every part but the last holds exactly this many rows, resumed or not
+            # (PartWriter): a reader can find the part of the k-th embedded row.
+            "rows_per_part": self.rows_per_part,
         }
-        options["inputs"] = [[str(f.path.resolve()), f.size] for f in files]
+        options["inputs"] = [_input_identity(f) for f in files]
         if self.embedding_type in BYTE_ENCODINGS:
             # Runs before this rule stored int8 as round(x * 127) and binary unsigned: a resume
             # must not append other bytes under the same name.
             options["byte_rule"] = BYTE_RULE
         return options
+
+
+def _input_identity(file: InputFile) -> list[Any]:
+    """An input file as the manifest records it: path, size and modification time. The time
+    tells an edit that keeps the size (a word for another as long); a file copied or touched
+    since is refused too, the safe side, where a hash of a sample of its bytes would have let
+    an edit outside the sample through, and a hash of all of them costs a read of the corpus."""
+    stat = file.path.stat()
+    return [str(file.path.resolve()), stat.st_size, stat.st_mtime_ns]
 
 
 @dataclass(frozen=True)
@@ -277,8 +329,8 @@ def embed_file(
     `embedder` replaces the in-process model stage (the Ray and server integrations pass their
     own); the reading plan, the output and the manifest are the same either way. An embedder
     with no `engine` gives the model's `dimension`, and in `fingerprint` the manifest options
-    it decides instead of `options` (a server's model runs at the server's precision). Returns
-    the totals.
+    it decides instead of `options` (a server decides every MODEL_SETTINGS one: its precision,
+    its tokenizer, ...). Returns the totals.
     """
     options = options or EmbedFileOptions()
     files = find_inputs(source)

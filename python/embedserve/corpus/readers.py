@@ -50,10 +50,6 @@ class InputFile:
     path: Path
     format: str
 
-    @property
-    def size(self) -> int:
-        return self.path.stat().st_size
-
 
 def format_of(path: Path) -> str | None:
     return FORMATS.get(path.suffix.lower())

@@ -37,16 +37,23 @@ import numpy as np
 
 from embedserve._version import __version__
 from embedserve.corpus.output import Chunk, at_part_ends
-from embedserve.corpus.pipeline import EmbedFileOptions, FileSlice, chunks_of, embed_file
+from embedserve.corpus.pipeline import (
+    MODEL_SETTINGS,
+    EmbedFileOptions,
+    FileSlice,
+    chunks_of,
+    embed_file,
+)
 from embedserve.quantization import quantize
 
 PRIORITY = {"X-Priority": "batch"}
 # A refusal with no (or an unreadable) Retry-After is retried after this many seconds.
 DEFAULT_RETRY_AFTER = 1.0
 MIN_RETRY_AFTER = 0.1
-# The manifest's precision for a server run: the server's, which the client cannot see. A local
+# The manifest's precision, tokenizer and the other settings that decide the vectors
+# (pipeline.MODEL_SETTINGS), for a server run: the server's, which the client cannot see. A local
 # run and a server run never resume into each other, so no output mixes two precisions.
-SERVER_PRECISION = "server"
+SERVER_SIDE = "server"
 _PROBE = "embed-file probe"
 # The 400 codes of a request too large as a whole (embedserve's per-request count, character and
 # token limits), beside any 413: fewer texts a request may pass where these same texts did not.
@@ -457,7 +464,7 @@ def embed_file_on_server(
             options,
             embedder=embedder,
             dimension=dimension,
-            fingerprint={"precision": SERVER_PRECISION},
+            fingerprint=dict.fromkeys(MODEL_SETTINGS, SERVER_SIDE),
             log=log,
         )
     finally:
