@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from embedserve.engine import Engine
-from embedserve.loading import LoadOptions, LoadPlan, LoadSettings
+from embedserve.loading import LoadOptions, LoadPlan, LoadSettings, plan_load
 from embedserve.models.graph import onnx_for
 from embedserve.precision import CUDA_BOUND, get_precision
 from embedserve.reranker import Reranker
 from embedserve.runtime.backends import open_backend, open_classifier
 from embedserve.runtime.classifier import ClassifierSession
 from embedserve.runtime.cuda import BoundEncoderSession
+from embedserve.runtime.providers import CPU, CUDA
 from embedserve.runtime.session import EncoderSession, SessionOptions
 from embedserve.server.config import ServerConfig
 
@@ -140,6 +141,19 @@ def test_an_engine_planned_for_cuda_loads_the_pooled_bound_path(minilm_dir):
     np.testing.assert_allclose(
         bound.embed(texts).embeddings, plain.embed(texts).embeddings, atol=1e-5
     )
+
+
+def test_a_precision_cuda_cannot_run_is_refused_there(minilm_dir, monkeypatch):
+    """bf16 is OpenVINO's, which runs on the CPU: asked for on CUDA it is refused, not run as
+    fp32 under bf16's name."""
+    import onnxruntime as ort
+
+    # An onnxruntime that offers CUDA: planning asks no device, so none is needed here.
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    with pytest.raises(ValueError, match="precision 'bf16' runs on openvino, not on CUDA"):
+        plan_load(minilm_dir, LoadOptions(precision="bf16", providers="cuda"), Engine.runs)
+    planned = plan_load(minilm_dir, LoadOptions(precision="fp32", providers="cuda"), Engine.runs)
+    assert (planned.precision.name, planned.runtime) == ("fp32", CUDA_BOUND)
 
 
 def test_the_package_exports_both_kinds_without_loading_onnxruntime():

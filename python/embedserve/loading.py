@@ -326,6 +326,11 @@ def plan_load(spec: str | os.PathLike[str], options: LoadOptions, runs: Runs) ->
             f"not {chosen.name!r} on {runtime!r}"
         )
     if bound:
+        if "onnxruntime" not in chosen.runtimes:  # bf16 is OpenVINO's, on a CPU
+            raise ValueError(
+                f"precision {chosen.name!r} runs on {' or '.join(chosen.runtimes)}, not on "
+                "CUDA: use fp16 or fp32 there"
+            )
         runtime_name = CUDA_BOUND
     else:
         if runtime in (None, "auto") and len(runs.runtimes) == 1:
