@@ -118,6 +118,8 @@ class Engine(TextPreparer, Pretrained):
     @classmethod
     def from_plan(cls, plan: LoadPlan) -> Engine:
         config = load_model_config(plan.config_dir, plan.name)
+        # int8 calibrates at the model's own limit, not a caller's max_length: one graph a model.
+        calibration_length = config.max_seq_length
         if plan.options.max_length is not None:
             config = replace(config, max_seq_length=plan.options.max_length)
         chosen = plan.precision
@@ -132,7 +134,12 @@ class Engine(TextPreparer, Pretrained):
             else None
         )
         graph = graph_for(
-            plan.model_dir, chosen, plan.config_dir, pooling=in_graph, compile=plan.options.compile
+            plan.model_dir,
+            chosen,
+            plan.config_dir,
+            pooling=in_graph,
+            compile=plan.options.compile,
+            max_length=calibration_length,
         )
         session = open_backend(
             graph, chosen, plan.runtime, plan.session_options, max_sequence=config.max_seq_length

@@ -123,6 +123,8 @@ class ColBERT(Pretrained):
             plan.config_dir,
             pooling=None,
             compile=plan.options.compile,
+            # Documents are the long side: int8 calibrates at their limit.
+            max_length=config.document_length,
         )
         session = open_backend(
             graph,
