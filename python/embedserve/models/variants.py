@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from embedserve.models.config import load_model_config
 from embedserve.models.graph import fp16_onnx, onnx_for
 from embedserve.models.st_modules import static_embedding_dir
 from embedserve.models.static_int8 import static_int8_onnx
@@ -37,8 +36,8 @@ def graph_for(
                 f"{model_dir}: a StaticEmbedding model has no int8 precision (its graph only "
                 "gathers token rows); use fp32, or fp16 on a GPU"
             )
-        if max_length is None:  # an embedder's, for the callers that do not read its config
-            max_length = load_model_config(configs, configs.name).max_seq_length
+        if max_length is None:
+            raise TypeError(f"{model_dir}: int8 calibrates at the model's max_length: pass it")
         graph = static_int8_onnx(graph, configs / "tokenizer.json", max_length)
     elif precision.graph == "fp16":
         graph = fp16_onnx(graph)
