@@ -11,8 +11,9 @@ from embedserve.loading import LoadOptions, LoadSettings
 from embedserve.models import DEFAULT_MODEL
 from embedserve.settings import ENV_PREFIX, add_settings, settings_from_args
 
-# What decides the files `pull` prepares; the commands that load a model take every LoadSetting.
-PULL_SETTINGS = ("precision", "quantize", "compile")
+# What decides the files `pull` prepares (the graph its kind loads: on CUDA, an embedder's is
+# fp16 and pools); the commands that load a model take every LoadSetting.
+PULL_SETTINGS = ("precision", "quantize", "compile", "providers", "runtime")
 SETTINGS_NOTE = (
     f"Flags that say how the model loads also read {ENV_PREFIX}<NAME> from the environment, "
     f"as `serve` does (for example {ENV_PREFIX}PRECISION)."
@@ -41,8 +42,9 @@ def _parser() -> argparse.ArgumentParser:
         "pull",
         help="fetch a model into the cache and prepare its ONNX graph "
         "(`pull tiktoken`: the rank files that decode OpenAI token arrays)",
-        description="Fetch a model into the cache and build the graph its precision runs "
-        "(int8: calibrate and quantize). " + SETTINGS_NOTE,
+        description="Fetch a model into the cache and build the graph it loads with these "
+        "settings, as `serve` does before its workers start (int8: calibrate and quantize). "
+        + SETTINGS_NOTE,
     )
     pull.add_argument("model", nargs="?", default=DEFAULT_MODEL)
     add_settings(pull, LoadSettings, PULL_SETTINGS)
@@ -90,9 +92,7 @@ def load_options(args: argparse.Namespace, names: Sequence[str] | None = None) -
 
 
 def _pull(args: argparse.Namespace) -> int:
-    from embedserve.models import resolve_model_dir
-    from embedserve.models.variants import graph_for
-    from embedserve.precision import get_precision
+    from embedserve.kinds import build_graph
 
     if args.model == "tiktoken":
         from embedserve.token_encodings import pull_all
@@ -100,9 +100,7 @@ def _pull(args: argparse.Namespace) -> int:
         for path in pull_all():
             print(f"{path.stem}: {path}")
         return 0
-    options = load_options(args, PULL_SETTINGS)
-    directory = resolve_model_dir(args.model, compile=options.compile)
-    graph = graph_for(directory, get_precision(options.precision), compile=options.compile)
+    directory, graph = build_graph(args.model, load_options(args, PULL_SETTINGS))
     print(f"{args.model}: {directory}")
     print(f"onnx graph: {graph}")
     return 0

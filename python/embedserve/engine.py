@@ -6,6 +6,7 @@ import copy
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -116,10 +117,8 @@ class Engine(TextPreparer, Pretrained):
         )
 
     @classmethod
-    def from_plan(cls, plan: LoadPlan) -> Engine:
+    def graph(cls, plan: LoadPlan) -> Path:
         config = load_model_config(plan.config_dir, plan.name)
-        if plan.options.max_length is not None:
-            config = replace(config, max_seq_length=plan.options.max_length)
         chosen = plan.precision
         # On CUDA, pooling moves into the graph where the graph pass has the mode, every token
         # is pooled and the graph is a float one; otherwise the C++ kernels pool.
@@ -131,11 +130,27 @@ class Engine(TextPreparer, Pretrained):
             and chosen.graph != "int8-static"
             else None
         )
-        graph = graph_for(
-            plan.model_dir, chosen, plan.config_dir, pooling=in_graph, compile=plan.options.compile
+        return graph_for(
+            plan.model_dir,
+            chosen,
+            plan.config_dir,
+            pooling=in_graph,
+            compile=plan.options.compile,
+            # The model's own limit, not a caller's max_length: one int8 graph a model.
+            max_length=config.max_seq_length,
         )
+
+    @classmethod
+    def from_plan(cls, plan: LoadPlan) -> Engine:
+        config = load_model_config(plan.config_dir, plan.name)
+        if plan.options.max_length is not None:
+            config = replace(config, max_seq_length=plan.options.max_length)
         session = open_backend(
-            graph, chosen, plan.runtime, plan.session_options, max_sequence=config.max_seq_length
+            cls.graph(plan),
+            plan.precision,
+            plan.runtime,
+            plan.session_options,
+            max_sequence=config.max_seq_length,
         )
         return cls(
             config,
@@ -147,7 +162,7 @@ class Engine(TextPreparer, Pretrained):
             ),
             session,
             max_batch_tokens=plan.max_batch_tokens(session.provider),
-            precision=chosen.name,
+            precision=plan.precision.name,
             cache_bytes=plan.options.cache_bytes,
             bulk_session=plan.options.bulk_session,
         )

@@ -115,17 +115,22 @@ class ColBERT(Pretrained):
         )
 
     @classmethod
-    def from_plan(cls, plan: LoadPlan) -> ColBERT:
-        config = load_colbert_config(plan.config_dir)
-        graph = graph_for(
+    def graph(cls, plan: LoadPlan) -> Path:
+        return graph_for(
             plan.model_dir,
             plan.precision,
             plan.config_dir,
             pooling=None,
             compile=plan.options.compile,
+            # Documents are the long side: int8 calibrates at their limit.
+            max_length=load_colbert_config(plan.config_dir).document_length,
         )
+
+    @classmethod
+    def from_plan(cls, plan: LoadPlan) -> ColBERT:
+        config = load_colbert_config(plan.config_dir)
         session = open_backend(
-            graph,
+            cls.graph(plan),
             plan.precision,
             plan.runtime,
             plan.session_options,

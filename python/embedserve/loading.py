@@ -4,7 +4,7 @@
 is validated once, when it is made (`validate_load_options`). `Pretrained.from_pretrained`, every
 kind's, chooses the precision and runtime the kind runs (its `Runs`), resolves the files and the
 name (`plan_load`), and hands the `LoadPlan` to the kind's `from_plan`, which reads its config,
-picks its graph, opens its session (`runtime.backends`) and assembles the model.
+opens the kind's `graph` for the plan in a session (`runtime.backends`) and assembles the model.
 
 `LoadSettings`, the part of LoadOptions that a user sets per process, is declared with
 `settings.setting`: each field is a flag and an environment variable on `serve` (ServerConfig is
@@ -302,8 +302,16 @@ class Pretrained:
     @classmethod
     def from_plan(cls, plan: LoadPlan) -> Self:
         """The model from a plan's files, precision and runtime: the kind reads its config,
-        picks its graph, opens its session (runtime.backends) and assembles itself."""
+        opens its `graph` in a session (runtime.backends) and assembles itself."""
         raise NotImplementedError(f"{cls.__name__} does not say how it loads")
+
+    @classmethod
+    def graph(cls, plan: LoadPlan) -> Path:
+        """The graph file the kind opens for `plan`, built on first use (compiled, quantized or
+        converted). Each kind decides it here and nowhere else: `from_plan` opens it, and `pull`
+        and `serve` build it before any model loads (kinds.build_graph), so that a worker finds
+        the very file built."""
+        raise NotImplementedError(f"{cls.__name__} does not say which graph it loads")
 
 
 def plan_load(spec: str | os.PathLike[str], options: LoadOptions, runs: Runs) -> LoadPlan:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -83,11 +84,14 @@ class Reranker(Pretrained):
         )
 
     @classmethod
+    def graph(cls, plan: LoadPlan) -> Path:
+        dynamic = "int8" if plan.precision.name == "int8" else None
+        return onnx_for(plan.model_dir, dynamic, compile=plan.options.compile)
+
+    @classmethod
     def from_plan(cls, plan: LoadPlan) -> Reranker:
         config = load_reranker_config(plan.config_dir, plan.name, plan.options.max_length)
-        dynamic = "int8" if plan.precision.name == "int8" else None
-        graph = onnx_for(plan.model_dir, dynamic, compile=plan.options.compile)
-        session = open_classifier(graph, plan.runtime, plan.session_options)
+        session = open_classifier(cls.graph(plan), plan.runtime, plan.session_options)
         path, mode = plan.config_dir / "tokenizer.json", plan.options.tokenizer_mode
         tokenizer = (
             PromptPairTokenizer(path, config.max_length, mode, plan.options.rerank_instruction)

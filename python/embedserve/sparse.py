@@ -30,7 +30,7 @@ from embedserve.models.bge_m3 import SPARSE_LINEAR, dropped_special_tokens, is_b
 from embedserve.models.config import max_seq_length
 from embedserve.models.family import model_family
 from embedserve.models.kind import SPARSE, is_masked_lm, read_hf_config
-from embedserve.models.splade_layout import is_splade, splade_layout
+from embedserve.models.splade_layout import SpladeLayout, is_splade, splade_layout
 from embedserve.models.st_modules import read_json
 from embedserve.planning import default_max_batch_tokens, pad_batch, plan_batches
 from embedserve.preparing import TextPreparer
@@ -242,20 +242,25 @@ class SparseEncoder(TextPreparer, Pretrained):
         )
 
     @classmethod
-    def from_plan(cls, plan: LoadPlan) -> SparseEncoder:
+    def graph(cls, plan: LoadPlan) -> Path:
         from embedserve.models.graph import compiled_onnx, onnx_for
+
+        kind, directory, _ = _sparse_head(plan.model_dir)
+        if kind == SPLADE:
+            return compiled_onnx(directory, splade=True)
+        return onnx_for(directory, compile=plan.options.compile)
+
+    @classmethod
+    def from_plan(cls, plan: LoadPlan) -> SparseEncoder:
         from embedserve.runtime.session import EncoderSession
         from embedserve.runtime.sparse_session import SparseSession
 
-        directory = plan.model_dir
+        kind, directory, layout = _sparse_head(plan.model_dir)
         hf = read_hf_config(directory)
-        layout = splade_layout(directory) if is_masked_lm(hf) or is_splade(directory) else None
         config_dir = plan.config_dir
-        if layout is not None:
+        if layout is not None and config_dir == plan.model_dir:
             # An inference-free folder keeps the MLM (and its tokenizer) in a route's folder.
-            if config_dir == directory:
-                config_dir = layout.document
-            directory, hf = layout.document, read_hf_config(layout.document)
+            config_dir = layout.document
         config = load_sparse_config(config_dir, plan.name, plan.config_dir)
         if plan.options.max_length is not None:
             config = replace(config, max_seq_length=plan.options.max_length)
@@ -264,27 +269,20 @@ class SparseEncoder(TextPreparer, Pretrained):
         )
         head: SparseHead
         query = None
-        if layout is not None and is_masked_lm(hf):
-            session = SparseSession(compiled_onnx(directory, splade=True), plan.session_options)
-            head, kind = SpladeHead(session, layout.log1p_times), SPLADE
+        if kind == SPLADE:
+            assert layout is not None  # _sparse_head gives SPLADE's with it
+            session = SparseSession(cls.graph(plan), plan.session_options)
+            head = SpladeHead(session, layout.log1p_times)
             if layout.query is not None:
                 query = StaticQuery.load(layout.query, plan.options.tokenizer_mode)
-        elif is_bge_m3(directory) and (directory / SPARSE_LINEAR).exists():
-            graph = onnx_for(directory, compile=plan.options.compile)
+        else:
             weight, bias = read_linear(directory / SPARSE_LINEAR)
             dropped = [tokenizer.token_id(t) for t in dropped_special_tokens(config_dir)]
             head = BgeM3Head(
-                EncoderSession(graph, plan.session_options),
+                EncoderSession(cls.graph(plan), plan.session_options),
                 weight,
                 bias,
                 [i for i in dropped if i is not None],
-            )
-            kind = BGE_M3
-        else:
-            raise ModelConfigError(
-                f"{directory}: not a sparse model: config.json's architectures "
-                f"{hf.get('architectures')} name no *ForMaskedLM head (SPLADE) and there is no "
-                f"{SPARSE_LINEAR} beside it (BGE-M3)"
             )
         vocab = int(hf.get("vocab_size") or tokenizer.vocab_size)
         return cls(
@@ -397,6 +395,24 @@ class SparseEncoder(TextPreparer, Pretrained):
 
 
 INPUT_TYPES = ("query", "document")
+
+
+def _sparse_head(directory: Path) -> tuple[str, Path, SpladeLayout | None]:
+    """Which head gives the folder's sparse vectors (SPLADE or BGE_M3), the folder of the
+    encoder it runs, and a SPLADE folder's layout; a ModelConfigError for a folder with neither."""
+    hf = read_hf_config(directory)
+    layout = splade_layout(directory) if is_masked_lm(hf) or is_splade(directory) else None
+    if layout is not None:
+        directory, hf = layout.document, read_hf_config(layout.document)
+    if layout is not None and is_masked_lm(hf):
+        return SPLADE, directory, layout
+    if is_bge_m3(directory) and (directory / SPARSE_LINEAR).exists():
+        return BGE_M3, directory, layout
+    raise ModelConfigError(
+        f"{directory}: not a sparse model: config.json's architectures "
+        f"{hf.get('architectures')} name no *ForMaskedLM head (SPLADE) and there is no "
+        f"{SPARSE_LINEAR} beside it (BGE-M3)"
+    )
 
 
 def check_input_type(input_type: str) -> None:

@@ -13,6 +13,8 @@ import numpy as np
 import onnx
 import pytest
 from embedserve.engine import Engine
+from embedserve.kinds import build_graph
+from embedserve.loading import LoadOptions
 from embedserve.models import (
     ModelConfigError,
     ModelNotFoundError,
@@ -24,8 +26,6 @@ from embedserve.models import (
     resolve_model_dir,
 )
 from embedserve.models.compiler import UnsupportedArchitectureError
-from embedserve.models.variants import graph_for
-from embedserve.precision import get_precision
 from onnx import TensorProto, helper
 
 from ..support import FP32_COSINE, cosines
@@ -256,7 +256,7 @@ def test_int8_quantized_compiled_model_is_close_and_cached(reference, minilm_dir
     fp32_graph = onnx_for(minilm_dir)
     assert engine.session.path != fp32_graph
     # quantize="int8" is precision="int8": the static graph, built once, then reused.
-    assert graph_for(minilm_dir, get_precision("int8")) == engine.session.path
+    assert build_graph(minilm_dir, LoadOptions(precision="int8"))[1] == engine.session.path
     assert engine.session.path.stat().st_size < fp32_graph.stat().st_size
     # onnx_for's own int8 is still the dynamic graph, with int8 embeddings too.
     # int8 weights, except the MatMuls kept in float (FFN down-projections, the last layer).

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from embedserve.models.config import load_model_config
 from embedserve.models.graph import fp16_onnx, onnx_for
 from embedserve.models.st_modules import static_embedding_dir
 from embedserve.models.static_int8 import static_int8_onnx
@@ -18,12 +17,15 @@ def graph_for(
     *,
     pooling: str | None = None,
     compile: bool = False,
+    max_length: int | None = None,
 ) -> Path:
     """Compile (and quantize or convert) on first use; later calls hit the cache.
 
     `config_dir` holds the tokenizer when the graph's folder has none: int8 calibration
-    tokenizes its corpus with the model's own tokenizer. `pooling` appends that pooling to the
-    float32 graph before any conversion, so the fp16 pass keeps its sums in float32.
+    tokenizes its corpus with the model's own tokenizer, cut at `max_length`, which int8 needs
+    and only the caller knows (an embedder's `max_seq_length`, a ColBERT's `document_length`:
+    each kind reads its own config). `pooling` appends that pooling to the float32 graph before
+    any conversion, so the fp16 pass keeps its sums in float32.
     """
     graph = onnx_for(model_dir, pooling=pooling, compile=compile)
     if precision.graph == "int8-static":
@@ -34,7 +36,8 @@ def graph_for(
                 f"{model_dir}: a StaticEmbedding model has no int8 precision (its graph only "
                 "gathers token rows); use fp32, or fp16 on a GPU"
             )
-        max_length = load_model_config(configs, configs.name).max_seq_length
+        if max_length is None:
+            raise TypeError(f"{model_dir}: int8 calibrates at the model's max_length: pass it")
         graph = static_int8_onnx(graph, configs / "tokenizer.json", max_length)
     elif precision.graph == "fp16":
         graph = fp16_onnx(graph)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from embedserve.models import DEFAULT_MODEL
@@ -131,27 +132,29 @@ def _keys(
     return tuple(dict.fromkeys([*flags, *keys_from_env(environ, keys_env), *from_file]))
 
 
+def build_graphs(config: ServerConfig) -> list[Path]:
+    """Fetch and compile every model here, once, before workers start: a wrong name fails in
+    seconds with a clear message, and workers do not race to compile the same graph, as each
+    model's is the one its kind will load with these options (kinds.build_graph). No session or
+    tokenizer is created in this process; workers create their own after they start."""
+    from embedserve.kinds import build_graph
+    from embedserve.loading import LoadOptions
+
+    # The options the server's loader gives each model (registry.ModelRegistry._load_all).
+    return [build_graph(m.spec, LoadOptions.of(config, name=m.id))[1] for m in config.models]
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    from embedserve.models import resolve_model_dir
-    from embedserve.models.variants import graph_for
-    from embedserve.precision import resolve_precision
     from embedserve.server.app import CONFIG_ENV
     from embedserve.server.http import PROTOCOL
     from embedserve.server.lifecycle import GRACE_SECONDS
     from embedserve.server.token_arrays import TokenArrays
 
     config = config_from_args(args)
-    # Fetch and compile models here, once, before workers start: a wrong name fails in seconds with
-    # a clear message, and workers do not race to compile the same graph. No session or tokenizer
-    # is created in this process; workers create their own after they start.
-    precision = resolve_precision(config.precision, config.quantize)
-    for model in config.models:
-        graph_for(
-            resolve_model_dir(model.spec, compile=config.compile), precision, compile=config.compile
-        )
+    build_graphs(config)
     # Workers read the config from here; keys travel with it, never on a command line.
     # The same for tiktoken's rank files: fetched here or a clear error now, not at a request.
     TokenArrays.for_encoding(config.token_encoding)

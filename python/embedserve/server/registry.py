@@ -26,11 +26,12 @@ import numpy as np
 from embedserve.batching import Batcher
 from embedserve.bge_m3 import M3Colbert, load_colbert_head
 from embedserve.engine import Engine
+from embedserve.kinds import loader_for
 from embedserve.late_interaction import ColBERT
 from embedserve.loading import LoadOptions
 from embedserve.models import resolve_model_dir
 from embedserve.models.bge_m3 import COLBERT_LINEAR, SPARSE_LINEAR, heads
-from embedserve.models.kind import EMBEDDER, LATE_INTERACTION, RERANKER, SPARSE, model_kind
+from embedserve.models.kind import EMBEDDER, LATE_INTERACTION, RERANKER, SPARSE
 from embedserve.reranker import Reranker
 from embedserve.runtime.huge_pages import back_with_huge_pages
 from embedserve.server.config import ModelSpec, ServerConfig
@@ -86,14 +87,6 @@ class ServedModel:
     def batchers(self) -> list[Batcher]:
         own = [] if self.batcher is None else [self.batcher]
         return own + [batcher for _, batcher in self.extras.values()]
-
-
-_LOADERS: dict[str, type[Engine | Reranker | SparseEncoder | ColBERT]] = {
-    EMBEDDER: Engine,
-    RERANKER: Reranker,
-    SPARSE: SparseEncoder,
-    LATE_INTERACTION: ColBERT,
-}
 
 
 def kind_of(engine: object) -> str:
@@ -171,8 +164,7 @@ class ModelRegistry:
             try:
                 options = LoadOptions.of(self.config, name=model.id)
                 model_dir = resolve_model_dir(model.spec.spec, compile=options.compile)
-                kind = _LOADERS[model_kind(model_dir)]
-                engine = kind.from_pretrained(model_dir, options=options)
+                engine = loader_for(model_dir).from_pretrained(model_dir, options=options)
                 extras = extra_engines(model_dir, options, engine)
             except Exception as exc:  # noqa: BLE001 - the server stays up and says why in /ready and 503s
                 model.error = f"{type(exc).__name__}: {exc}"
