@@ -16,12 +16,15 @@ max_seq_length).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers
+
+from embedserve.fileio import sha256_of
 
 TOKENIZER_MODES = ("transformers", "as-saved")
 
@@ -59,6 +62,21 @@ def load_tokenizer(path: Path, mode: str = "transformers") -> Tokenizer:
         if transformer_config(path.parent).get("do_lower_case"):
             _lowercase_first(tokenizer)
     return tokenizer
+
+
+def tokenizer_sources(path: Path, mode: str = "transformers") -> list[Path]:
+    """The files `load_tokenizer(path, mode)` reads, those present: whatever changes one may
+    change the ids, so a cache of anything made from the ids keys on them (`tokenizer_digest`)."""
+    names = ["tokenizer.json"]
+    if mode == "transformers":
+        names += ["tokenizer_config.json", "config.json", *TRANSFORMER_CONFIGS]
+    return [path.parent / name for name in names if (path.parent / name).exists()]
+
+
+def tokenizer_digest(path: Path, mode: str = "transformers") -> str:
+    """sha256 (hex) of the mode and of each file `load_tokenizer(path, mode)` reads, by name."""
+    files = [[source.name, sha256_of(source)] for source in tokenizer_sources(path, mode)]
+    return hashlib.sha256(json.dumps([mode, files]).encode()).hexdigest()
 
 
 def transformer_config(folder: Path) -> Config:
