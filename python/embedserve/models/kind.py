@@ -27,7 +27,6 @@ RERANKER = "reranker"
 SPARSE = "sparse"
 # Token vectors scored by MaxSim (PyLate's ColBERT layout: models/colbert_config.py).
 LATE_INTERACTION = "late-interaction"
-KINDS = (EMBEDDER, RERANKER, SPARSE, LATE_INTERACTION)
 
 
 def read_hf_config(directory: Path) -> dict[str, Any]:
