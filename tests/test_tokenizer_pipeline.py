@@ -18,7 +18,12 @@ from embedserve.engine import Engine
 from embedserve.loading import LoadOptions
 from embedserve.pairs import PairTokenizer
 from embedserve.tokenization import ModelTokenizer
-from embedserve.tokenizer_pipeline import load_tokenizer, tokenizer_class
+from embedserve.tokenizer_pipeline import (
+    load_tokenizer,
+    tokenizer_class,
+    tokenizer_digest,
+    tokenizer_sources,
+)
 from tokenizers import Tokenizer, normalizers
 
 from .conftest import XLMR_TOKENIZER_CONFIG
@@ -171,3 +176,30 @@ def test_tokenizer_mode_is_a_load_option(minilm_dir, folders):
         minilm_dir, tokenizer=folders["xlm-roberta"], tokenizer_mode="as-saved"
     )
     assert as_saved.tokenize(text)[0] == [*rebuilt.tokenize(text)[0][:-1], 6, 2]  # 6 is "▁"
+
+
+@pytest.mark.parametrize("mode", ["transformers", "as-saved"])
+def test_tokenizer_sources_name_every_file_the_pipeline_reads(mode, folders, monkeypatch, tmp_path):
+    """Caches of anything made from the ids key on tokenizer_sources (static int8's
+    calibration): a file load_tokenizer reads that they leave out would let a stale one be used."""
+    folder = tmp_path / "folder"
+    shutil.copytree(folders["deberta-v2"], folder)
+    (folder / "config.json").write_text(json.dumps({"model_type": "deberta-v2"}))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"do_lower_case": True}))
+    read: set[Path] = set()
+    real_read_text = Path.read_text
+
+    def recording(self: Path, *args, **kwargs) -> str:
+        read.add(self)
+        return real_read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", recording)
+    load_tokenizer(folder / "tokenizer.json", mode)
+    monkeypatch.undo()
+    sources = set(tokenizer_sources(folder / "tokenizer.json", mode))
+    assert read <= sources and folder / "tokenizer.json" in sources
+    assert (len(read), len(sources)) == ((3, 4) if mode == "transformers" else (0, 1))
+    before = tokenizer_digest(folder / "tokenizer.json", mode)
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"do_lower_case": False}))
+    changed = tokenizer_digest(folder / "tokenizer.json", mode) != before
+    assert changed == (mode == "transformers")

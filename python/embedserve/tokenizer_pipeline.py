@@ -7,12 +7,16 @@ class's `__init__`). Files saved by transformers 4 can differ from that: XLM-R's
 gives trailing whitespace its own `▁` token, which transformers 5's `WhitespaceSplit` drops; a
 cased BERT file whose tokenizer_config.json does not say `do_lower_case` is lowercased; a Llama 2
 file's Prepend normalizer gives a leading space a `▁` of its own, Metaspace does not.
-`load_tokenizer` rebuilds those parts as the class does, for the classes where they can differ;
-"as-saved" takes the file as it is, as text-embeddings-inference does.
+`load_tokenizer` rebuilds those parts as the class does, for the classes where they can differ,
+then lowercases first where sentence_bert_config.json says `do_lower_case` (sentence-transformers'
+Transformer module does, whatever the tokenizer's class or files say); "as-saved" takes the file
+as it is, as text-embeddings-inference does (it reads only sentence_bert_config.json's
+max_seq_length).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -20,9 +24,23 @@ from typing import Any
 
 from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers
 
+from embedserve.fileio import sha256_of
+
 TOKENIZER_MODES = ("transformers", "as-saved")
 
 Config = dict[str, Any]
+
+# sentence-transformers' Transformer module config, under the names its versions wrote (the
+# first that holds something counts, as Transformer.load_config reads them).
+TRANSFORMER_CONFIGS = (
+    "sentence_bert_config.json",
+    "sentence_roberta_config.json",
+    "sentence_distilbert_config.json",
+    "sentence_camembert_config.json",
+    "sentence_albert_config.json",
+    "sentence_xlm-roberta_config.json",
+    "sentence_xlnet_config.json",
+)
 
 
 def load_tokenizer(path: Path, mode: str = "transformers") -> Tokenizer:
@@ -41,7 +59,47 @@ def load_tokenizer(path: Path, mode: str = "transformers") -> Tokenizer:
         rebuild = _REBUILDS.get(tokenizer_class(path.parent, config) or "")
         if rebuild is not None:
             rebuild(tokenizer, config)
+        if transformer_config(path.parent).get("do_lower_case"):
+            _lowercase_first(tokenizer)
     return tokenizer
+
+
+def tokenizer_sources(path: Path, mode: str = "transformers") -> list[Path]:
+    """The files `load_tokenizer(path, mode)` reads, those present: whatever changes one may
+    change the ids, so a cache of anything made from the ids keys on them (`tokenizer_digest`)."""
+    names = ["tokenizer.json"]
+    if mode == "transformers":
+        names += ["tokenizer_config.json", "config.json", *TRANSFORMER_CONFIGS]
+    return [path.parent / name for name in names if (path.parent / name).exists()]
+
+
+def tokenizer_digest(path: Path, mode: str = "transformers") -> str:
+    """sha256 (hex) of the mode and of each file `load_tokenizer(path, mode)` reads, by name."""
+    files = [[source.name, sha256_of(source)] for source in tokenizer_sources(path, mode)]
+    return hashlib.sha256(json.dumps([mode, files]).encode()).hexdigest()
+
+
+def transformer_config(folder: Path) -> Config:
+    """sentence-transformers' Transformer module config in `folder` (sentence_bert_config.json or
+    an older name), {} if none: its `max_seq_length` and `do_lower_case` set the tokenizer."""
+    for name in TRANSFORMER_CONFIGS:
+        config = _read_json(folder / name)
+        if config:
+            return config
+    return {}
+
+
+def _lowercase_first(tokenizer: Tokenizer) -> None:
+    """A Lowercase normalizer before the others unless one is there already (at the top or in a
+    Sequence: a BertNormalizer's own lowercase flag does not count), as sentence-transformers'
+    Transformer module does for `do_lower_case`."""
+    found = tokenizer.normalizer
+    steps = list(found) if isinstance(found, normalizers.Sequence) else [found]
+    if any(isinstance(step, normalizers.Lowercase) for step in steps):
+        return
+    tokenizer.normalizer = normalizers.Sequence(
+        [normalizers.Lowercase(), *(step for step in steps if step is not None)]
+    )
 
 
 def tokenizer_class(folder: Path, config: Config) -> str | None:

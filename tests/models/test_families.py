@@ -3,6 +3,7 @@ and compared with sentence-transformers' encode() on real texts of mixed lengths
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -309,6 +310,36 @@ def test_family_matches_sentence_transformers(family: str, built: dict, texts: l
     # Lengths mixed (so batches carry padding), some texts cut at the model's limit.
     assert len(set(counts.tolist())) >= 10
     assert counts.max() == RECIPES[family].max_seq_length
+    _check(folder, texts, want, counts)
+
+
+def test_a_limit_set_by_the_position_table_leaves_out_the_rows_before_the_first_token(
+    tmp_path_factory: pytest.TempPathFactory,
+    xlmr_tokenizer_dir: Path,
+    texts: list[str],
+    isolated_cache: None,
+) -> None:
+    """XLM-R's positions (66 rows here) start at padding_idx + 1 = 2. With no limit in
+    sentence_bert_config.json or tokenizer_config.json, sentence-transformers caps the tokenizer
+    at 66 and fails on a text of 65 tokens; embedserve cuts at 64, as sentence-transformers does
+    when told max_seq_length 64 (the reference: the folder as it was built)."""
+    from sentence_transformers import SentenceTransformer
+
+    recipe = RECIPES["xlm-roberta"]
+    assert recipe.max_seq_length == recipe.config["max_position_embeddings"] - 2
+    folder, st = quiet(build, recipe, xlmr_tokenizer_dir, tmp_path_factory.mktemp("no-limit"))
+    want, counts = quiet(reference, st, texts)
+    assert counts.max() == recipe.max_seq_length
+    for name, key in (
+        ("sentence_bert_config.json", "max_seq_length"),
+        ("tokenizer_config.json", "model_max_length"),
+    ):
+        config = json.loads((folder / name).read_text())
+        config.pop(key, None)
+        (folder / name).write_text(json.dumps(config))
+    unlimited = quiet(SentenceTransformer, str(folder), device="cpu")
+    assert unlimited.max_seq_length == recipe.config["max_position_embeddings"]
+    assert Engine.from_pretrained(folder).model_info.max_tokens == recipe.max_seq_length
     _check(folder, texts, want, counts)
 
 

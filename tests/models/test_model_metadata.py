@@ -100,6 +100,43 @@ def test_unsupported_modules_and_modes_are_named(folder):
         load_model_config(folder, "m")
 
 
+def _module(idx: int, kind: str) -> dict:
+    return {"idx": idx, "name": str(idx), "path": f"{idx}_{kind}", "type": f"x.{kind}"}
+
+
+def test_normalize_must_come_last(folder):
+    """The engine pools, runs the Dense heads, then normalizes: a stack that normalizes before
+    a Dense (or anything else that computes) is refused, naming the order it has."""
+    modules = json.loads((folder / "modules.json").read_text())
+    transformer, pooling = modules[0], modules[1]
+    write_json(folder / "3_Dense" / "config.json", {"in_features": 384, "out_features": 8})
+    stacks = {
+        "Transformer, Pooling, Normalize, Dense": [_module(2, "Normalize"), _module(3, "Dense")],
+        "Transformer, Pooling, Normalize, Pooling": [
+            _module(2, "Normalize"),
+            {**pooling, "idx": 3},
+        ],
+    }
+    for order, tail in stacks.items():
+        write_json(folder / "modules.json", [transformer, pooling, *tail])
+        with pytest.raises(
+            ModelConfigError, match=rf"after Normalize \({order}\).*Normalize only last"
+        ):
+            load_model_config(folder, "m")
+    # Normalize last, or followed only by what changes nothing, is taken.
+    for tail in (
+        [_module(3, "Dense"), _module(4, "Normalize")],
+        [_module(2, "Normalize"), _module(3, "Dropout"), _module(4, "Normalize")],
+    ):
+        write_json(folder / "modules.json", [transformer, pooling, *tail])
+        assert load_model_config(folder, "m").normalize is True
+    write_json(
+        folder / "modules.json", [{**transformer, "idx": 3}, pooling, _module(2, "Normalize")]
+    )
+    with pytest.raises(ModelConfigError, match=r"Transformer after Normalize"):
+        load_model_config(folder, "m")
+
+
 def test_both_pooling_formats_read_the_same(folder):
     for config, mode in [
         ({"pooling_mode": "mean_sqrt_len_tokens"}, "mean_sqrt_len"),

@@ -95,6 +95,63 @@ def test_pooling_normalize_prompts_and_limits_follow_the_files(tmp_path, minilm_
         load_model_config(tmp_path, "custom")
 
 
+NO_LIMIT = 1000000000000000019884624838656  # transformers' "none" in tokenizer_config.json
+
+
+@pytest.mark.parametrize(
+    ("config", "module_config", "tokenizer_limit", "want"),
+    [
+        # XLM-R's 514 rows start at padding_idx + 1 = 2: sentence-transformers says 514, but
+        # a text of 513 tokens would index past the table.
+        ({"model_type": "xlm-roberta", "max_position_embeddings": 514}, {}, NO_LIMIT, 512),
+        (
+            {"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1},
+            {},
+            512,
+            512,
+        ),
+        (
+            {"model_type": "camembert", "max_position_embeddings": 514},
+            {"max_seq_length": 8192},
+            None,
+            512,
+        ),
+        # MPNet counts from 2 whatever pad_token_id says (transformers hard-codes padding_idx 1).
+        ({"model_type": "mpnet", "max_position_embeddings": 514, "pad_token_id": 0}, {}, None, 512),
+        ({"model_type": "bert", "max_position_embeddings": 512}, {}, NO_LIMIT, 512),
+        ({"model_type": "bert", "max_position_embeddings": 512}, {"max_seq_length": 128}, 512, 128),
+        ({"model_type": "bert", "max_position_embeddings": 512}, {}, 256, 256),
+        ({"model_type": "nomic_bert", "n_positions": 2048}, {"max_seq_length": 8192}, None, 2048),
+        # A family embedserve does not compile (an ONNX graph's config): the table as it is.
+        ({"model_type": "xlnet-like", "max_position_embeddings": 514}, {}, None, 514),
+        ({"model_type": "bert"}, {}, None, 512),
+    ],
+)
+def test_embedders_and_cross_encoders_share_one_limit_rule(
+    tmp_path, config, module_config, tokenizer_limit, want
+):
+    from embedserve.models.kind import load_reranker_config
+
+    write_json(tmp_path / "config.json", {**config, "architectures": ["XModel"]})
+    if module_config:
+        write_json(tmp_path / "sentence_bert_config.json", module_config)
+    if tokenizer_limit is not None:
+        write_json(tmp_path / "tokenizer_config.json", {"model_max_length": tokenizer_limit})
+    assert load_model_config(tmp_path, "m").max_seq_length == want
+    write_json(
+        tmp_path / "config.json", {**config, "architectures": ["XForSequenceClassification"]}
+    )
+    assert load_reranker_config(tmp_path, "r").max_length == want
+
+
+def test_the_module_config_may_have_an_older_name(tmp_path):
+    """sentence-transformers reads sentence_roberta_config.json and the like where there is no
+    sentence_bert_config.json."""
+    write_json(tmp_path / "config.json", {"model_type": "roberta", "max_position_embeddings": 514})
+    write_json(tmp_path / "sentence_roberta_config.json", {"max_seq_length": 200})
+    assert load_model_config(tmp_path, "m").max_seq_length == 200
+
+
 def test_prompts_are_prepended_to_texts(tmp_path, minilm_dir):
     copy_configs(minilm_dir, tmp_path)
     shutil.copyfile(minilm_dir / "model.safetensors", tmp_path / "model.safetensors")

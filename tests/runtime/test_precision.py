@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -240,6 +241,30 @@ def test_int8_cache_key_changes_with_the_recipe(minilm_dir, monkeypatch):
     before = static_int8.static_int8_key(*args)
     monkeypatch.setattr(static_int8, "CHECK_MIN_COSINE", static_int8.CHECK_MIN_COSINE + 0.001)
     assert static_int8.static_int8_key(*args) != before
+
+
+def test_int8_cache_key_changes_with_every_file_the_tokenizer_is_built_from(minilm_dir, tmp_path):
+    # The corpus is calibrated as token ids: a file that changes them must change the key.
+    from embedserve.models import onnx_for, static_int8
+
+    for name in ("tokenizer.json", "tokenizer_config.json", "config.json"):
+        shutil.copyfile(minilm_dir / name, tmp_path / name)
+    args = (onnx_for(minilm_dir), tmp_path / "tokenizer.json", 256)
+    keys = {static_int8.static_int8_key(*args)}
+    (tmp_path / "README.md").write_text("not read by the tokenizer")
+    assert static_int8.static_int8_key(*args) in keys
+    edits = [
+        ("tokenizer_config.json", {"do_lower_case": False}),
+        ("sentence_bert_config.json", {"do_lower_case": True}),
+        ("config.json", {"tokenizer_class": "XLMRobertaTokenizer"}),
+    ]
+    for name, change in edits:
+        path = tmp_path / name
+        config = json.loads(path.read_text()) if path.exists() else {}
+        path.write_text(json.dumps({**config, **change}))
+        key = static_int8.static_int8_key(*args)
+        assert key not in keys, name
+        keys.add(key)
 
 
 def test_precision_arguments_and_the_quantize_alias():

@@ -6,8 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from embedserve.models.architectures import family_for
 from embedserve.models.family import model_family
+from embedserve.models.hf_config import HFConfig, UnsupportedArchitectureError
 from embedserve.models.st_modules import STATIC, ModelConfigError, load_module_stack, read_json
+from embedserve.tokenizer_pipeline import transformer_config
 
 # The limit reported and enforced for a StaticEmbedding whose tokenizer does not truncate:
 # a mean of token rows has no position table to outgrow, only memory (131,072 tokens x 1,024
@@ -21,6 +24,7 @@ __all__ = [
     "is_matryoshka",
     "load_model_config",
     "max_seq_length",
+    "usable_positions",
 ]
 
 
@@ -86,16 +90,40 @@ def load_model_config(directory: Path, name: str) -> ModelConfig:
 
 
 def max_seq_length(directory: Path, hf: dict[str, Any]) -> int:
-    st = _read_json(directory / "sentence_bert_config.json").get("max_seq_length")
+    """The most tokens (special ones included) a text of an embedder, sparse model or
+    cross-encoder may have: sentence-transformers' limit, the module config's max_seq_length
+    (sentence_bert_config.json), else tokenizer_config.json's model_max_length (not the 1e30 that
+    means none), else the position table's; never more than a text can use (`usable_positions`).
+
+    sentence-transformers caps only the tokenizer's limit, and by max_position_embeddings
+    itself, so it reports 514 for an XLM-R table of 514 rows whose tokens start at row 2; a text
+    of 513 tokens fails in it ("index 514 is out of bounds"). Here it is cut (or refused) at 512.
+    """
+    st = transformer_config(directory).get("max_seq_length")
     tok = _read_json(directory / "tokenizer_config.json").get("model_max_length")
-    # GPT-2-style configs (NomicBERT) say n_positions: the compiled rotary table has that many
-    # rows, so a longer text would fail inside the graph instead of being cut or refused.
+    tok = tok if isinstance(tok, int) and tok < 1_000_000 else None
+    positions = usable_positions(directory, hf)
+    limit = int(st or tok or positions or 512)
+    return min(limit, positions) if positions else limit
+
+
+def usable_positions(directory: Path, hf: dict[str, Any]) -> int | None:
+    """The rows of the position table a text can reach, None if config.json has no table size.
+
+    GPT-2-style configs (NomicBERT) say n_positions: the compiled rotary table has that many
+    rows, so a longer text would fail inside the graph instead of being cut or refused. Families
+    whose positions start past 0 (RoBERTa, XLM-R, CamemBERT and MPNet count from padding_idx + 1;
+    `Family.first_position`) leave that many rows unused.
+    """
     positions = hf.get("max_position_embeddings") or hf.get("n_positions")
-    candidates = [v for v in (st, tok if isinstance(tok, int) and tok < 1_000_000 else None) if v]
-    limit = int(candidates[0]) if candidates else int(positions or 512)
-    if positions:
-        limit = min(limit, int(positions))
-    return limit
+    if not positions:
+        return None
+    config = HFConfig(hf, directory / "config.json")
+    try:
+        first = family_for(config).first_position(config)
+    except UnsupportedArchitectureError:  # an ONNX graph of a family we do not compile
+        first = 0
+    return int(positions) - first
 
 
 def _static_max_length(module: Path) -> int:

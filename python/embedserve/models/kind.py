@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from embedserve.models.config import max_seq_length
 from embedserve.models.splade_layout import is_splade
 
 EMBEDDER = "embedder"
@@ -26,11 +27,6 @@ RERANKER = "reranker"
 SPARSE = "sparse"
 # Token vectors scored by MaxSim (PyLate's ColBERT layout: models/colbert_config.py).
 LATE_INTERACTION = "late-interaction"
-KINDS = (EMBEDDER, RERANKER, SPARSE, LATE_INTERACTION)
-
-# transformers' RoBERTa family (and MPNet) counts positions from padding_idx + 1, so
-# padding_idx + 1 of max_position_embeddings are never usable by text.
-_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet")
 
 
 def read_hf_config(directory: Path) -> dict[str, Any]:
@@ -89,12 +85,12 @@ def load_reranker_config(
 ) -> RerankerConfig:
     """The cross-encoder's limit and labels, from config.json and tokenizer_config.json.
 
-    The limit is what `CrossEncoder` truncates to: the tokenizer's `model_max_length`, capped by
-    the positions the model has (`max_length` overrides both).
+    The limit is an embedder's (models.config.max_seq_length: what `CrossEncoder` truncates to,
+    within the positions a text can use); `max_length` overrides it.
     """
     hf = read_hf_config(directory)
     if is_yes_no_reranker(directory, hf):
-        limit = min(_max_length(directory, hf), YES_NO_MAX_LENGTH)
+        limit = min(max_seq_length(directory, hf), YES_NO_MAX_LENGTH)
         return RerankerConfig(
             name=name,
             directory=directory,
@@ -120,23 +116,10 @@ def load_reranker_config(
     return RerankerConfig(
         name=name,
         directory=directory,
-        max_length=max_length or _max_length(directory, hf),
+        max_length=max_length or max_seq_length(directory, hf),
         num_labels=num_labels,
         architecture=str(hf["architectures"][0]),
         labels=labels,
         problem_type=hf.get("problem_type"),
         labels_named=bool(named),
     )
-
-
-def _max_length(directory: Path, hf: dict[str, Any]) -> int:
-    positions = hf.get("max_position_embeddings")
-    if positions and hf.get("model_type") in _OFFSET_POSITIONS:
-        positions = int(positions) - int(hf.get("pad_token_id", 1)) - 1
-    tok_path = directory / "tokenizer_config.json"
-    tok = json.loads(tok_path.read_text(encoding="utf-8")) if tok_path.exists() else {}
-    limit = tok.get("model_max_length")
-    if not isinstance(limit, int) or limit >= 1_000_000:
-        limit = None
-    candidates = [int(v) for v in (limit, positions) if v]
-    return min(candidates) if candidates else 512

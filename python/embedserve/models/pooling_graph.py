@@ -5,7 +5,8 @@ float32 result is copied back. Semantics follow the C++ kernels (`_core.pool`,
 `_core.cut_and_normalize`) that stay the CPU path:
 
 - "mean": sum(h · m) / max(sum(m), 1e-9) over present tokens (an all-masked row gives zeros);
-- "cls": token 0 whatever the mask;
+- "cls": the first present token (the [CLS] of a left-padded row); token 0 of an all-masked
+  row, as sentence-transformers' argmax of an all-zero mask gives;
 - "last": the present token with the highest index (an all-masked row gives zeros);
 - the cut comes before normalization; normalization divides by max(‖x‖, 1e-12).
 

@@ -83,13 +83,23 @@ def load_module_stack(directory: Path) -> ModuleStack:
     dense: list[Path] = []
     normalize = False
     static: Path | None = None
-    for index, module in enumerate(sorted(modules, key=lambda m: int(m.get("idx", 0)))):
+    ordered = sorted(modules, key=lambda m: int(m.get("idx", 0)))
+    for index, module in enumerate(ordered):
         kind = class_name(str(module.get("type", "")))
         path = directory / str(module.get("path") or "")
         if kind not in _KNOWN:
             raise ModelConfigError(
                 f"{directory.name}: sentence-transformers module {module.get('type')!r} is not "
                 f"supported (supported: {', '.join(sorted(_KNOWN))})"
+            )
+        if normalize and kind not in ("Normalize", *_PASS_THROUGH):
+            # The engine pools, runs the Dense heads, then normalizes (after any Matryoshka
+            # cut); a stack that normalizes first would get other vectors.
+            order = ", ".join(class_name(str(m.get("type", ""))) for m in ordered)
+            raise ModelConfigError(
+                f"{directory.name}: modules.json runs {kind} after Normalize ({order}); "
+                "embedserve supports Normalize only last: Transformer, Pooling, Dense..., "
+                "Normalize"
             )
         if kind == STATIC:
             if index != 0:
@@ -106,8 +116,6 @@ def load_module_stack(directory: Path) -> ModuleStack:
             dense.append(path)
         elif kind == "Normalize":
             normalize = True
-        elif kind == "Transformer" and normalize:
-            raise ModelConfigError(f"{directory.name}: Normalize before the Transformer")
     if pooling is None:
         raise ModelConfigError(f"{directory.name}: modules.json has no Pooling module")
     return ModuleStack(pooling, tuple(dense), normalize, static)

@@ -40,6 +40,7 @@ import numpy as np
 
 from embedserve.fileio import atomic_write_path
 from embedserve.models.cache import compiled_graph, file_hash
+from embedserve.tokenizer_pipeline import tokenizer_digest
 
 log = logging.getLogger(__name__)
 
@@ -620,8 +621,9 @@ def quantize_static_int8(
 
 def static_int8_key(source: Path, tokenizer_json: Path, max_length: int) -> str:
     """The cache key of the int8 copy of `source`: the graph, the tokenizer (which ids the corpus
-    becomes), the length, the recipe's version and constants, and the very texts that calibrate
-    and check it (they come from Python's documentation, which differs between Pythons)."""
+    becomes: every file its pipeline is built from, tokenizer_pipeline.tokenizer_sources), the
+    length, the recipe's version and constants, and the very texts that calibrate and check it
+    (they come from Python's documentation, which differs between Pythons)."""
     recipe = json.dumps(
         [
             STATIC_INT8_VERSION,
@@ -636,7 +638,7 @@ def static_int8_key(source: Path, tokenizer_json: Path, max_length: int) -> str:
         ]
     )
     recipe_hash = hashlib.sha256(recipe.encode()).hexdigest()[:8]
-    tok_hash = hashlib.sha256(tokenizer_json.read_bytes()).hexdigest()[:8]
+    tok_hash = tokenizer_digest(tokenizer_json)[:8]
     return (
         f"{file_hash(source)[:32]}-{tok_hash}-{max_length}"
         f"-int8s-v{STATIC_INT8_VERSION}-{recipe_hash}"

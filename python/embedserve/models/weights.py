@@ -115,9 +115,6 @@ class Weights:
             )
         return np.ascontiguousarray(array, dtype=np.float32)
 
-    def get_optional(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray | None:
-        return self.get(name, shape) if self.has(name) else None
-
     def log_unused(self) -> None:
         if self._opened is None:
             return

@@ -34,6 +34,8 @@ class Family:
     it; it locates the prefix (``bert.``, ``model.``, ...) a ``*For*`` checkpoint adds.
     ``claims`` picks out configs of this family that another family's model_type names
     (JinaBERT's remote code says model_type "bert"); it is asked before any model_type.
+    ``first_position`` is the position id of a text's first token (RoBERTa's padding_idx + 1):
+    the rows of the position table below it are never used by text.
     """
 
     name: str
@@ -42,6 +44,7 @@ class Family:
     anchor: str
     build: Build
     claims: Callable[[HFConfig], bool] | None = None
+    first_position: Callable[[HFConfig], int] = lambda c: 0
 
     def matches_class(self, class_name: str) -> bool:
         return any(

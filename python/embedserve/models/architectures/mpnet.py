@@ -105,4 +105,5 @@ FAMILY = Family(
     classes=("MPNet",),
     anchor="embeddings.word_embeddings.weight",
     build=build,
+    first_position=lambda c: PADDING_IDX + 1,
 )

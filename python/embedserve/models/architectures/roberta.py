@@ -12,11 +12,14 @@ from embedserve.models.layers.embeddings import positions_after_padding_idx
 from embedserve.models.weights import Weights
 
 
+def padding_idx(c: HFConfig) -> int:
+    return c.int("pad_token_id", default=1)
+
+
 def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
     c.choice("position_embedding_type", ("absolute",), "absolute")
-    padding_idx = c.int("pad_token_id", default=1)
     return build_post_norm_encoder(
-        g, c, w, partial(positions_after_padding_idx, padding_idx=padding_idx)
+        g, c, w, partial(positions_after_padding_idx, padding_idx=padding_idx(c))
     )
 
 
@@ -26,4 +29,5 @@ FAMILY = Family(
     classes=("Roberta", "XLMRoberta", "Camembert"),
     anchor="embeddings.word_embeddings.weight",
     build=build,
+    first_position=lambda c: padding_idx(c) + 1,
 )
