@@ -353,6 +353,15 @@ class SparseEncoder(TextPreparer, Pretrained):
         prompt = self._prompt(prompt_name)
         return [prompt + text for text in texts] if prompt else texts
 
+    def pruned(
+        self, vectors: Sequence[SparseVector], top_k: int | None, threshold: float | None
+    ) -> list[SparseVector]:
+        """`vectors` pruned as a call asks; with no `top_k`, the model's saved max_active_dims
+        (a call's own `top_k` replaces it, larger or smaller, as in sentence-transformers)."""
+        if top_k is None:
+            top_k = self.config.max_active_dims
+        return [prune(v, top_k, threshold) for v in vectors]
+
     def tokens(self, vector: SparseVector) -> list[str]:
         """The vocabulary's token for each index of `vector` ("##ing", "▁the")."""
         return self.tokenizer.token_strings(vector.indices.tolist())
@@ -372,7 +381,7 @@ class SparseEncoder(TextPreparer, Pretrained):
     ) -> list[SparseVector]:
         """One sparse vector per text (a string is one text), pruned to the weights above
         `threshold` and then the `top_k` largest if given (sentence-transformers'
-        `max_active_dims`). `input_type="query"` takes the inference-free query side where the
+        `max_active_dims`; the model's saved one when not given). `input_type="query"` takes the inference-free query side where the
         model has one (sentence-transformers' `encode_query`); elsewhere queries are documents."""
         check_pruning(top_k, threshold)
         check_input_type(input_type)
@@ -384,14 +393,14 @@ class SparseEncoder(TextPreparer, Pretrained):
         batch = [texts] if isinstance(texts, str) else list(texts)
         if input_type == "query" and self.query is not None:
             _, ids = self.query.prepare(self.prompted(batch, prompt_name), truncation_direction)
-            return [prune(v, top_k, threshold) for v in self.query.vectors(ids)]
+            return self.pruned(self.query.vectors(ids), top_k, threshold)
         prepared = self.prepare(
             Inputs(texts=batch),
             truncate=truncate,
             truncation_direction=truncation_direction,
             prompt_name=prompt_name,
         )
-        return [prune(v, top_k, threshold) for v in self.vectors(prepared.sequences)]
+        return self.pruned(self.vectors(prepared.sequences), top_k, threshold)
 
 
 INPUT_TYPES = ("query", "document")
@@ -436,7 +445,19 @@ def load_sparse_config(directory: Path, name: str, top: Path | None = None) -> M
     bare checkpoint; `top` is the model's folder when `directory` is a route's); the pooling
     fields say what the vectors are."""
     hf = read_hf_config(directory)
-    st_config = read_json((top or directory) / "config_sentence_transformers.json") or {}
+    st_path = (top or directory) / "config_sentence_transformers.json"
+    st_config = read_json(st_path) or {}
+    # Only SparseEncoder saves it (a BGE-M3 folder's config is its dense model's).
+    max_active_dims = st_config.get("max_active_dims") if is_masked_lm(hf) else None
+    if max_active_dims is not None and (
+        isinstance(max_active_dims, bool)
+        or not isinstance(max_active_dims, int)
+        or max_active_dims < 1
+    ):
+        raise ModelConfigError(
+            f"{st_path}: max_active_dims must be a positive integer or null, "
+            f"got {max_active_dims!r}"
+        )
     return ModelConfig(
         name=name,
         directory=directory,
@@ -448,4 +469,5 @@ def load_sparse_config(directory: Path, name: str, top: Path | None = None) -> M
         default_prompt_name=st_config.get("default_prompt_name") or None,
         architecture=(hf.get("architectures") or [None])[0],
         family=model_family(directory),
+        max_active_dims=max_active_dims,
     )

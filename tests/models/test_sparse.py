@@ -75,6 +75,31 @@ def test_top_k_is_sentence_transformers_max_active_dims(splade_dir, reference):
         assert_close(g, w, f"text {i}")
 
 
+def test_a_saved_max_active_dims_is_the_default_top_k(tmp_path, splade_dir, reference):
+    """sentence-transformers reads max_active_dims from config_sentence_transformers.json and
+    prunes every vector to it; a call's own max_active_dims (our top_k) replaces it."""
+    from ..support.splade import with_st_config
+
+    folder = with_st_config(splade_dir, tmp_path / "k4", max_active_dims=4)
+    texts = _texts(reference)[:20]
+    encoder = SparseEncoder.from_pretrained(folder)
+    for asked in (None, 2, 12):
+        got = encoder.encode(texts, top_k=asked)
+        want = _st_reference(folder, texts, max_active_dims=asked)
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            assert len(g) == len(w) <= (asked or 4)
+            assert_close(g, w, f"top_k {asked}, text {i}")
+    assert max(len(g) for g in encoder.encode(texts, top_k=12)) > 4
+
+
+def test_a_bad_saved_max_active_dims_is_refused(tmp_path, splade_dir):
+    from ..support.splade import with_st_config
+
+    folder = with_st_config(splade_dir, tmp_path / "k0", max_active_dims=0)
+    with pytest.raises(ModelConfigError, match="max_active_dims must be a positive integer"):
+        SparseEncoder.from_pretrained(folder)
+
+
 def test_threshold_then_top_k_keep_ascending_ids():
     vector = SparseVector(np.array([3, 5, 9, 12]), np.array([0.5, 0.1, 0.9, 0.5], np.float32))
     assert prune(vector, threshold=0.2).to_dict() == {3: 0.5, 9: pytest.approx(0.9), 12: 0.5}

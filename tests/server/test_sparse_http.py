@@ -150,3 +150,19 @@ def test_a_response_over_the_pair_limit_is_a_400(both, encoder, monkeypatch):
     assert response.status_code == 400
     assert f"hold {pairs} (index, value) pairs" in response.json()["error"]
     assert post(both, {"inputs": TEXTS, "top_k": 2}).status_code == 200
+
+
+def test_a_saved_max_active_dims_is_the_default_top_k(tmp_path, splade_dir):
+    from ..support.splade import with_st_config
+
+    folder = with_st_config(splade_dir, tmp_path / "k4", max_active_dims=4)
+    encoder = SparseEncoder.from_pretrained(folder, name=SPLADE)
+    config = unhurried(models=(ModelSpec(str(folder), SPLADE),))
+    with live_server(config, engines={SPLADE: encoder}) as server:
+        for body, most in (({}, 4), ({"top_k": 2}, 2), ({"top_k": 12}, 12)):
+            got = post(server, {"inputs": TEXTS, **body}).json()
+            want = encoder.encode(TEXTS, top_k=body.get("top_k"))
+            assert [{p["index"]: p["value"] for p in row} for row in got] == [
+                w.to_dict() for w in want
+            ]
+            assert max(len(row) for row in got) == most

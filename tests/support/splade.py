@@ -120,3 +120,16 @@ def inference_free(out: Path, document_model: Path, *, seed: int = 5) -> Path:
         )
         SparseEncoder(modules=[router], similarity_fn_name="dot", device="cpu").save(str(out))
     return out
+
+
+def with_st_config(model: Path, out: Path, **fields: object) -> Path:
+    """A copy of the SparseEncoder folder `model` whose config_sentence_transformers.json has
+    `fields` set (max_active_dims, prompts, default_prompt_name), as a saved model would."""
+    import json
+    import shutil
+
+    shutil.copytree(model, out)
+    path = out / "config_sentence_transformers.json"
+    config = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**config, **fields}, indent=2))
+    return out

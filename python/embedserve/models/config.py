@@ -49,6 +49,9 @@ class ModelConfig:
     static_embedding: Path | None = None
     # The family that computes it, as `embedserve models` and /info report it (models/family.py).
     family: str | None = None
+    # A SparseEncoder's saved max_active_dims: the `top_k` its vectors are pruned to when a
+    # call names none, as sentence-transformers' SparseEncoder.encode prunes them.
+    max_active_dims: int | None = None
 
     @property
     def tokenizer_dir(self) -> Path:

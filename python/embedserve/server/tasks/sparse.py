@@ -32,7 +32,6 @@ from embedserve.sparse import (
     SparseVector,
     check_input_type,
     check_pruning,
-    prune,
 )
 
 R = TypeVar("R")
@@ -122,7 +121,7 @@ class SparseJob(Job[R], Generic[R]):
         else:
             assert outputs is not None
             found = list(outputs[:, 0])
-        vectors = [prune(v, self.top_k, self.threshold) for v in found]
+        vectors = self.encoder.pruned(found, self.top_k, self.threshold)
         check_sparse_pairs(sum(len(v) for v in vectors), PARAM)
         return self.render(vectors, self.usage_tokens)
 
