@@ -1,11 +1,13 @@
 """Texts or token arrays → the id sequences a model sees: prompts, special tokens, truncation.
 
 Shared by every kind that reads single texts through a `ModelTokenizer` and a `ModelConfig`
-(prompts, `include_prompt`): the embedding engine and the sparse encoder.
+(prompts, `include_prompt`): the embedding engine and the sparse encoder. `prompt_name_for` is
+the one rule for which prompt a query or a document gets, for every kind and route.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +16,32 @@ from embedserve.errors import InputError
 from embedserve.inputs import Inputs, TextsOrTokens, classify_inputs
 from embedserve.models import ModelConfig
 from embedserve.tokenization import ModelTokenizer
+
+# sentence-transformers (6.3: SentenceTransformer, SparseEncoder and MultiVectorEncoder alike)
+# gives every model these prompts, empty, unless it saved its own under the same names.
+ST_DEFAULT_PROMPTS = {"query": "", "document": ""}
+# What its encode_query / encode_document take when a call names no prompt: the first of these
+# the model has. With the defaults above, "query" and "document" are always there, so a model's
+# "passage" or "corpus" prompt is never taken, nor its default prompt.
+_PROMPTS_FOR = {"query": ("query",), "document": ("document", "passage", "corpus")}
+
+
+def model_prompts(prompts: Mapping[str, str]) -> dict[str, str]:
+    """A model's prompts as sentence-transformers holds them: its saved ones over the defaults."""
+    return {**ST_DEFAULT_PROMPTS, **prompts}
+
+
+def prompt_name_for(
+    input_type: str | None, prompts: Mapping[str, str], prompt_name: str | None = None
+) -> str | None:
+    """The prompt a text gets as `input_type`, as sentence-transformers' encode_query ("query")
+    and encode_document ("document") choose it: `prompt_name` if named, else the first of its
+    names in the model's `prompts` (with sentence-transformers' defaults). Anything else (None,
+    Azure's "text") is a plain encode: None, so the model's default prompt, if any, applies."""
+    if prompt_name is not None:
+        return prompt_name
+    names = _PROMPTS_FOR.get(input_type or "", ())
+    return next((name for name in names if name in model_prompts(prompts)), None)
 
 
 class TokenIds(np.ndarray):
@@ -118,11 +146,12 @@ class TextPreparer:
         return marked
 
     def _prompt(self, prompt_name: str | None) -> str | None:
-        """The instruction prepended to texts: `prompt_name`'s, else the model's default, if any."""
+        """The instruction prepended to texts: `prompt_name`'s (sentence-transformers' empty
+        "query" and "document" included), else the model's default, if any."""
         name = prompt_name if prompt_name is not None else self.config.default_prompt_name
         if name is None:
             return None
-        prompts = self.config.prompts
+        prompts = model_prompts(self.config.prompts)
         if name not in prompts:
             known = ", ".join(sorted(prompts)) or "none"
             raise InputError(

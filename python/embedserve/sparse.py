@@ -33,7 +33,7 @@ from embedserve.models.kind import SPARSE, is_masked_lm, read_hf_config
 from embedserve.models.splade_layout import SpladeLayout, is_splade, splade_layout
 from embedserve.models.st_modules import read_json
 from embedserve.planning import default_max_batch_tokens, pad_batch, plan_batches
-from embedserve.preparing import TextPreparer
+from embedserve.preparing import TextPreparer, prompt_name_for
 from embedserve.tokenization import DIRECTIONS, ModelTokenizer
 
 if TYPE_CHECKING:
@@ -377,14 +377,19 @@ class SparseEncoder(TextPreparer, Pretrained):
         truncate: bool = True,
         truncation_direction: str = "right",
         prompt_name: str | None = None,
-        input_type: str = "document",
+        input_type: str | None = None,
     ) -> list[SparseVector]:
         """One sparse vector per text (a string is one text), pruned to the weights above
         `threshold` and then the `top_k` largest if given (sentence-transformers'
-        `max_active_dims`; the model's saved one when not given). `input_type="query"` takes the inference-free query side where the
-        model has one (sentence-transformers' `encode_query`); elsewhere queries are documents."""
+        `max_active_dims`; the model's saved one when not given).
+
+        `input_type` is sentence-transformers' `encode_query` ("query") or `encode_document`
+        ("document"): with no `prompt_name`, the model's query or document prompt
+        (`preparing.prompt_name_for`); queries take the inference-free query side where the
+        model has one. None is its plain `encode`: the default prompt, the document side."""
         check_pruning(top_k, threshold)
         check_input_type(input_type)
+        prompt_name = prompt_name_for(input_type, self.config.prompts, prompt_name)
         if truncation_direction not in DIRECTIONS:
             raise InputError(
                 f"truncation_direction must be one of {DIRECTIONS}, got {truncation_direction!r}",
@@ -424,8 +429,8 @@ def _sparse_head(directory: Path) -> tuple[str, Path, SpladeLayout | None]:
     )
 
 
-def check_input_type(input_type: str) -> None:
-    if input_type not in INPUT_TYPES:
+def check_input_type(input_type: str | None) -> None:
+    if input_type is not None and input_type not in INPUT_TYPES:
         raise InputError(
             f"input_type must be one of {INPUT_TYPES}, got {input_type!r}", param="input_type"
         )

@@ -100,6 +100,76 @@ def test_a_bad_saved_max_active_dims_is_refused(tmp_path, splade_dir):
         SparseEncoder.from_pretrained(folder)
 
 
+@pytest.mark.parametrize(
+    "prompts",
+    [
+        {"query": "query: ", "passage": "passage: ", "other": "other: "},
+        {"corpus": "corpus: ", "other": "other: "},  # the empty defaults, never "other"
+        {"passage": "passage: ", "document": "document: "},
+    ],
+)
+def test_prompt_name_for_is_encode_query_and_encode_document_s(prompts):
+    """The one rule (preparing.prompt_name_for) against sentence-transformers' own methods,
+    dense and sparse: the prompt name each hands to `encode`."""
+    from types import SimpleNamespace
+
+    from embedserve.preparing import model_prompts, prompt_name_for
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers import SparseEncoder as Reference
+
+    def named(method, prompt_name=None) -> str | None:
+        calls = []
+        # The prompts a loaded model holds: the saved ones over its empty query and document.
+        held = model_prompts(prompts)
+        model = SimpleNamespace(prompts=held, encode=lambda **kw: calls.append(kw))
+        method(model, "text", prompt_name=prompt_name)
+        return calls[-1]["prompt_name"]
+
+    for reference in (SentenceTransformer, Reference):
+        for input_type, method in (
+            ("query", reference.encode_query),
+            ("document", reference.encode_document),
+        ):
+            assert prompt_name_for(input_type, prompts) == named(method)
+            assert prompt_name_for(input_type, prompts, "other") == named(method, "other")
+    assert prompt_name_for(None, prompts) is None  # plain encode: the default prompt
+    assert prompt_name_for("text", prompts) is None  # Azure's input_type "text"
+
+
+def test_input_types_take_the_prompts_encode_query_and_encode_document_take(
+    tmp_path, splade_dir, reference
+):
+    from sentence_transformers import SparseEncoder as Reference
+
+    from ..support.splade import with_st_config
+
+    prompts = {"query": "query: ", "passage": "passage: ", "other": "other: "}
+    folder = with_st_config(
+        splade_dir, tmp_path / "prompts", prompts=prompts, default_prompt_name="other"
+    )
+    texts = _texts(reference)[:10]
+    # Before: queries took the default prompt ("other: ") and documents too; sentence-transformers
+    # takes "query: " and its empty "document" prompt (never "passage").
+    encoder = SparseEncoder.from_pretrained(folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = Reference(str(folder), device="cpu")
+        want = {
+            None: model.encode(texts, convert_to_sparse_tensor=False),
+            "query": model.encode_query(texts, convert_to_sparse_tensor=False),
+            "document": model.encode_document(texts, convert_to_sparse_tensor=False),
+        }
+    for input_type, rows in want.items():
+        got = encoder.encode(texts, input_type=input_type)
+        for i, (g, row) in enumerate(zip(got, rows.numpy(), strict=True)):
+            w = {int(j): float(row[j]) for j in np.flatnonzero(row)}
+            assert_close(g, w, f"{input_type} {i}")
+    # A named prompt still wins.
+    named = encoder.encode(texts, input_type="query", prompt_name="passage")
+    plain = encoder.encode(texts, prompt_name="passage")
+    assert [v.to_dict() for v in named] == [v.to_dict() for v in plain]
+
+
 def test_threshold_then_top_k_keep_ascending_ids():
     vector = SparseVector(np.array([3, 5, 9, 12]), np.array([0.5, 0.1, 0.9, 0.5], np.float32))
     assert prune(vector, threshold=0.2).to_dict() == {3: 0.5, 9: pytest.approx(0.9), 12: 0.5}

@@ -124,10 +124,21 @@ def test_input_type_picks_the_models_prompt():
     )
 
 
-def test_input_type_without_a_matching_prompt_is_ignored():
+def test_input_type_document_takes_the_document_prompt_before_a_passage_one():
+    """sentence-transformers gives every model an empty "document" prompt, so its
+    encode_document never reaches "passage" (preparing.prompt_name_for)."""
+    preparer = FakePreparer()
+    preparer.model_info = ModelInfo(**{**INFO.__dict__, "prompts": {"passage": "p: "}})
+    admit(parse(b'{"input": "a", "input_type": "document"}'), preparer, Limits())
+    assert preparer.calls[-1]["prompt"] == "document"
+
+
+def test_input_type_without_a_saved_prompt_takes_the_empty_default_not_the_model_s():
     preparer = FakePreparer()
     preparer.model_info = ModelInfo(**{**INFO.__dict__, "prompts": {}})
     admit(parse(b'{"input": "a", "input_type": "query"}'), preparer, Limits())
+    assert preparer.calls[-1]["prompt"] == "query"  # "", not default_prompt_name's
+    admit(parse(b'{"input": "a", "input_type": "text"}'), preparer, Limits())
     assert preparer.calls[-1]["prompt"] is None
 
 

@@ -166,3 +166,27 @@ def test_a_saved_max_active_dims_is_the_default_top_k(tmp_path, splade_dir):
                 w.to_dict() for w in want
             ]
             assert max(len(row) for row in got) == most
+
+
+def test_input_types_take_the_model_s_query_and_document_prompts(tmp_path, splade_dir):
+    from ..support.splade import with_st_config
+
+    prompts = {"query": "query: ", "passage": "passage: ", "other": "other: "}
+    folder = with_st_config(
+        splade_dir, tmp_path / "prompts", prompts=prompts, default_prompt_name="other"
+    )
+    encoder = SparseEncoder.from_pretrained(folder, name=SPLADE)
+    config = unhurried(models=(ModelSpec(str(folder), SPLADE),))
+    with live_server(config, engines={SPLADE: encoder}) as server:
+        answers = {}
+        for input_type in (None, "query", "document"):
+            body = (
+                {"inputs": TEXTS}
+                if input_type is None
+                else {"inputs": TEXTS, "input_type": input_type}
+            )
+            got = post(server, body).json()
+            answers[input_type] = [{p["index"]: p["value"] for p in row} for row in got]
+            want = encoder.encode(TEXTS, input_type=input_type)
+            assert answers[input_type] == [w.to_dict() for w in want]
+        assert len({str(a) for a in answers.values()}) == 3  # three prompts, three answers

@@ -3,8 +3,9 @@ body (`inputs`, `truncate`, `truncation_direction`, `prompt_name`) and TEI's err
 
 embedserve's additions: `top_k` (keep the k largest weights, sentence-transformers'
 `max_active_dims`), `threshold` (keep weights above it), `return_tokens` (each pair also
-carries `token`, the vocabulary's string for its index) and `input_type` (`query` takes an
-inference-free model's SparseStaticEmbedding side, which runs no model). Served by the first
+carries `token`, the vocabulary's string for its index) and `input_type` (`query` / `document`:
+the model's prompt of that kind, as sentence-transformers' encode_query / encode_document; `query`
+takes an inference-free model's SparseStaticEmbedding side, which runs no model). Served by the first
 model in `--model` order that gives sparse vectors (a SPLADE SparseEncoder folder, or a BGE-M3
 folder's sparse head); a server with none answers 400 `wrong_model_kind`.
 """
@@ -39,7 +40,8 @@ class EmbedSparseRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     top_k: Positive | None = None
     threshold: NonNegative | None = None
     return_tokens: bool = False
-    # "query" takes an inference-free model's query side (no model run); else as a document.
+    # sentence-transformers' encode_query / encode_document: the model's prompt of that kind;
+    # "query" takes an inference-free model's query side (no model run).
     input_type: Literal["query", "document"] | None = None
 
 
@@ -87,7 +89,7 @@ async def embed_sparse(request: Request[Any, Any, Any]) -> Response[bytes]:
         prompt_name=body.prompt_name,
         top_k=body.top_k,
         threshold=body.threshold,
-        input_type=body.input_type or "document",
+        input_type=body.input_type,
     )
     # TEI's body is closed: the priority comes from the X-Priority header only.
     done = await run_job(request, job, model.id, batcher if job.uses_model else None)

@@ -10,7 +10,7 @@ import numpy as np
 from embedserve.engine import Engine
 from embedserve.errors import InputTooLongError
 from embedserve.inputs import Inputs, chunk_ranges
-from embedserve.preparing import Prepared
+from embedserve.preparing import Prepared, prompt_name_for
 from embedserve.server.config import ServerConfig
 from embedserve.server.limits import (
     CHUNK_CHARS,
@@ -169,7 +169,9 @@ class EmbedJob(Job[R], Generic[R]):
                 inputs,
                 truncate=self.truncate,
                 truncation_direction=self.request.truncation_direction,
-                prompt_name=_prompt_name(self.request, self.info.prompts),
+                prompt_name=prompt_name_for(
+                    self.request.input_type, self.info.prompts, self.request.prompt_name
+                ),
             )
         except InputTooLongError as exc:  # name the input by its index in the whole request
             raise InputTooLongError(
@@ -179,13 +181,3 @@ class EmbedJob(Job[R], Generic[R]):
             # Decoded token arrays skip this: the cheap checks counted their ids as sent.
             self._budget.add(part.untruncated_tokens, start)
         self._parts.append(part)
-
-
-def _prompt_name(request: EmbeddingsRequest, prompts: dict[str, str]) -> str | None:
-    """An explicit prompt_name wins; Azure's input_type picks the model's prompt of that name if it
-    has one, and is ignored otherwise (the model's default prompt, if any, applies)."""
-    if request.prompt_name is not None:
-        return request.prompt_name
-    if request.input_type in ("query", "document") and request.input_type in prompts:
-        return request.input_type
-    return None

@@ -15,7 +15,7 @@ import numpy as np
 
 from embedserve.errors import InputTooLongError
 from embedserve.inputs import Inputs, chunk_ranges
-from embedserve.preparing import Prepared
+from embedserve.preparing import Prepared, prompt_name_for
 from embedserve.server.config import ServerConfig
 from embedserve.server.limits import (
     CHUNK_CHARS,
@@ -56,7 +56,7 @@ class SparseJob(Job[R], Generic[R]):
         prompt_name: str | None = None,
         top_k: int | None = None,
         threshold: float | None = None,
-        input_type: str = "document",
+        input_type: str | None = None,
     ) -> None:
         limits = config.limits
         self.encoder = encoder
@@ -64,7 +64,6 @@ class SparseJob(Job[R], Generic[R]):
         self.texts = texts
         self.truncate = config.truncates(truncate)
         self.truncation_direction = truncation_direction
-        self.prompt_name = prompt_name
         self.top_k, self.threshold = top_k, threshold
         self.size = len(texts)
         check_count(self.size, limits.max_inputs, PARAM)
@@ -73,6 +72,7 @@ class SparseJob(Job[R], Generic[R]):
         self.characters = check_characters(lengths, limits, PARAM)
         check_pruning(top_k, threshold)
         check_input_type(input_type)
+        self.prompt_name = prompt_name_for(input_type, encoder.config.prompts, prompt_name)
         self.static = encoder.query if input_type == "query" else None
         self._budget = TokenBudget(limits, PARAM)
         self._parts: list[Prepared] = []
