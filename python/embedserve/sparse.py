@@ -27,7 +27,7 @@ from embedserve.inputs import Inputs
 from embedserve.loading import LoadPlan, Pretrained, Runs
 from embedserve.models import ModelConfig, ModelConfigError
 from embedserve.models.bge_m3 import SPARSE_LINEAR, dropped_special_tokens, is_bge_m3, read_linear
-from embedserve.models.config import max_seq_length
+from embedserve.models.config import STATIC_MAX_TOKENS, max_seq_length
 from embedserve.models.family import model_family
 from embedserve.models.kind import SPARSE, is_masked_lm, read_hf_config
 from embedserve.models.splade_layout import SpladeLayout, is_splade, splade_layout
@@ -159,7 +159,7 @@ def prune(
 class StaticQuery:
     """sentence-transformers' SparseStaticEmbedding: a query's vector is the table's weight of
     each token id it holds (once, however often it occurs), tokenized without special tokens
-    and cut at the tokenizer's limit. No model runs."""
+    and cut at the tokenizer's limit (STATIC_MAX_TOKENS where it saved none). No model runs."""
 
     def __init__(self, tokenizer: ModelTokenizer, weight: np.ndarray) -> None:
         self.tokenizer = tokenizer
@@ -173,23 +173,24 @@ class StaticQuery:
         if weight is None or weight.ndim != 1:
             raise ModelConfigError(f"{folder}: SparseStaticEmbedding has no 1-D `weight`")
         limit = (read_json(folder / "tokenizer_config.json") or {}).get("model_max_length")
-        limit = limit if isinstance(limit, int) and limit < 1_000_000 else 512
-        tokenizer = ModelTokenizer(folder / "tokenizer.json", limit, mode)
+        # No limit saved (or the 1e30 that means none): sentence-transformers does not cut at
+        # all; a table lookup has no position table to outgrow, so the static embedder's cap.
+        limit = limit if isinstance(limit, int) and limit < STATIC_MAX_TOKENS else STATIC_MAX_TOKENS
+        tokenizer = ModelTokenizer(folder / "tokenizer.json", limit, mode, special_tokens=False)
         return cls(tokenizer, np.asarray(weight, dtype=np.float32))
 
     def prepare(
-        self, texts: list[str], direction: str = "right"
+        self, texts: list[str], *, truncate: bool = True, direction: str = "right"
     ) -> tuple[np.ndarray, list[np.ndarray]]:
         """Each text's untruncated token count, and its ids without special tokens cut to the
-        limit on `direction`'s side."""
-        limit = self.tokenizer.max_length
+        limit on `direction`'s side; with `truncate=False` an InputTooLongError instead."""
         content = self.tokenizer.content_ids(texts)
         counts = np.fromiter((len(ids) for ids in content), dtype=np.int64, count=len(content))
         cut = [
-            ids[:limit] if direction == "right" else ids[max(len(ids) - limit, 0) :]
-            for ids in content
+            self.tokenizer.model_sequence(i, ids, truncate=truncate, direction=direction)
+            for i, ids in enumerate(content)
         ]
-        return counts, [np.asarray(ids, dtype=np.int64) for ids in cut]
+        return counts, cut
 
     def vectors(self, sequences: Sequence[np.ndarray]) -> list[SparseVector]:
         out = []
@@ -397,7 +398,11 @@ class SparseEncoder(TextPreparer, Pretrained):
             )
         batch = [texts] if isinstance(texts, str) else list(texts)
         if input_type == "query" and self.query is not None:
-            _, ids = self.query.prepare(self.prompted(batch, prompt_name), truncation_direction)
+            _, ids = self.query.prepare(
+                self.prompted(batch, prompt_name),
+                truncate=truncate,
+                direction=truncation_direction,
+            )
             return self.pruned(self.query.vectors(ids), top_k, threshold)
         prepared = self.prepare(
             Inputs(texts=batch),

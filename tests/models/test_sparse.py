@@ -246,6 +246,38 @@ def test_inference_free_queries_match_encode_query(tmp_path, splade_dir, referen
     assert len(query) <= 2
 
 
+def test_inference_free_queries_past_the_limit(tmp_path, splade_dir, reference):
+    """`truncate=False` refuses a query past the query tokenizer's limit, as it refuses a
+    document; with no limit saved (the 1e30 sentinel) sentence-transformers cuts nothing, and
+    neither do we (up to STATIC_MAX_TOKENS)."""
+    import json
+
+    from embedserve.errors import InputTooLongError
+    from sentence_transformers import SparseEncoder as Reference
+
+    from ..support.splade import inference_free
+
+    folder = inference_free(tmp_path / "inference-free", splade_dir)
+    (query_dir,) = folder.glob("query_0_*")
+    limit = json.loads((query_dir / "tokenizer_config.json").read_text())["model_max_length"]
+    long = " ".join(reference["texts"][:80])  # > 1,000 tokens, many distinct ids
+    encoder = SparseEncoder.from_pretrained(folder)
+    with pytest.raises(InputTooLongError, match=f"more than the model's limit of {limit}"):
+        encoder.encode([long], input_type="query", truncate=False)
+    (capped,) = encoder.encode([long], input_type="query")
+    config = query_dir / "tokenizer_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "model_max_length": 10**30}))
+    encoder = SparseEncoder.from_pretrained(folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = Reference(str(folder), device="cpu")
+        (row,) = model.encode_query([long], convert_to_sparse_tensor=False).numpy()
+    for truncate in (True, False):
+        (got,) = encoder.encode([long], input_type="query", truncate=truncate)
+        assert_close(got, {int(j): float(row[j]) for j in np.flatnonzero(row)}, "no limit")
+    assert len(got) > len(capped) > 0
+
+
 def test_bge_m3_sparse_over_the_embedder_s_session(sparse_dirs, reference, minilm_dir):
     """The server's sparse head of a BGE-M3 runs over its embedder's session: the same vectors
     as a SparseEncoder of its own, no second session."""

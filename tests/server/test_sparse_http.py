@@ -121,8 +121,11 @@ def test_inference_free_queries_run_no_model(tmp_path, splade_dir):
         assert [{p["index"]: p["value"] for p in row} for row in documents] == [
             w.to_dict() for w in encoder.encode(TEXTS)
         ]
-        long = post(server, {"inputs": "word " * 600, "input_type": "query", "truncate": False})
+        long = post(
+            server, {"inputs": ["ok", "word " * 600], "input_type": "query", "truncate": False}
+        )
         assert long.status_code == 400 and long.json()["error_type"] == "Validation"
+        assert "inputs[1] has 600 tokens" in long.json()["error"]
 
 
 def test_a_sparse_only_server_describes_itself_and_refuses_dense(encoder, splade_dir):

@@ -12,7 +12,8 @@ from embedserve.models.hf_config import HFConfig, UnsupportedArchitectureError
 from embedserve.models.st_modules import STATIC, ModelConfigError, load_module_stack, read_json
 from embedserve.tokenizer_pipeline import transformer_config
 
-# The limit reported and enforced for a StaticEmbedding whose tokenizer does not truncate:
+# The limit reported and enforced for a StaticEmbedding whose tokenizer does not truncate (and
+# for an inference-free SPLADE's query table whose tokenizer has no limit, sparse.StaticQuery):
 # a mean of token rows has no position table to outgrow, only memory (131,072 tokens x 1,024
 # dims gather 512 MiB of rows in one batch).
 STATIC_MAX_TOKENS = 131_072

@@ -128,12 +128,13 @@ class SparseJob(Job[R], Generic[R]):
     def _prepare_static(self, chunk: range) -> None:
         assert self.static is not None
         texts = self.encoder.prompted(self.texts[chunk.start : chunk.stop], self.prompt_name)
-        counts, ids = self.static.prepare(texts, self.truncation_direction)
+        try:
+            counts, ids = self.static.prepare(
+                texts, truncate=self.truncate, direction=self.truncation_direction
+            )
+        except InputTooLongError as exc:  # name the input by its index in the whole request
+            raise InputTooLongError(chunk.start + exc.index, exc.tokens, exc.limit, PARAM) from exc
         self._budget.add(counts, chunk.start)
-        limit = self.static.tokenizer.max_length
-        if not self.truncate and counts.size and counts.max() > limit:
-            first = int(np.argmax(counts > limit))
-            raise InputTooLongError(chunk.start + first, int(counts[first]), limit)
         self._static_content += int(counts.sum())
         self._static_ids.extend(ids)
 
