@@ -25,8 +25,8 @@ from embedserve.engine import Engine
 from embedserve.errors import InputTooLongError
 from embedserve.inputs import Inputs
 from embedserve.late_interaction import maxsim
-from embedserve.models.bge_m3 import COLBERT_LINEAR
-from embedserve.models.dense import DenseLayer, read_torch_zip
+from embedserve.models.bge_m3 import COLBERT_LINEAR, read_linear
+from embedserve.models.dense import DenseLayer
 from embedserve.models.kind import LATE_INTERACTION
 from embedserve.models.st_modules import ModelConfigError
 from embedserve.planning import plan_batches
@@ -35,18 +35,11 @@ from embedserve.preparing import Prepared
 COLBERT_HEAD = COLBERT_LINEAR
 
 
-def has_colbert_head(directory: Path) -> bool:
-    return (directory / COLBERT_HEAD).exists()
-
-
 def load_colbert_head(directory: Path) -> DenseLayer:
     path = directory / COLBERT_HEAD
     if not path.exists():
         raise ModelConfigError(f"{directory} has no {COLBERT_HEAD} (not a BGE-M3 folder)")
-    tensors = read_torch_zip(path)
-    weight, bias = tensors.get("weight"), tensors.get("bias")
-    if weight is None or weight.ndim != 2:
-        raise ModelConfigError(f"{path}: no 2-D weight")
+    weight, bias = read_linear(path)  # float32 → float64 is exact: the same vectors as before
     return DenseLayer(
         weight.astype(np.float64), None if bias is None else bias.astype(np.float64), "Identity"
     )

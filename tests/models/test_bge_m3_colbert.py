@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from embedserve.bge_m3 import M3Colbert, has_colbert_head
+from embedserve.bge_m3 import COLBERT_HEAD, M3Colbert
+from embedserve.models.bge_m3 import heads
 
 from tests.support.bge_m3 import tiny_bge_m3
 from tests.support.cross_encoders import QUERIES
@@ -31,7 +32,7 @@ def m3_dir(tmp_path_factory, xlmr_tokenizer_dir) -> Path:
 
 
 def test_colbert_vectors_and_scores_match_flagembedding(m3_dir):
-    assert has_colbert_head(m3_dir)
+    assert COLBERT_HEAD in heads(m3_dir)  # as the server finds it (server/registry.py)
     ours = M3Colbert.from_pretrained(m3_dir, max_length=MAX_LENGTH)
     ref = quiet(FlagEmbedding.BGEM3FlagModel, str(m3_dir), use_fp16=False, devices="cpu")
     out = quiet(
