@@ -88,7 +88,8 @@ def card_scores(folder: Path, pairs: list[tuple[str, str]], instruction: str | N
     token_true_id = tokenizer.convert_tokens_to_ids("yes")
     prefix_tokens = tokenizer.encode(PREFIX, add_special_tokens=False)
     suffix_tokens = tokenizer.encode(SUFFIX, add_special_tokens=False)
-    instruction = instruction or DEFAULT_INSTRUCTION
+    if instruction is None:
+        instruction = DEFAULT_INSTRUCTION
     texts = [f"<Instruct>: {instruction}\n<Query>: {q}\n<Document>: {d}" for q, d in pairs]
     out = []
     for start in range(0, len(texts), 8):
@@ -137,6 +138,15 @@ def test_yes_no_reranker_matches_the_model_card(tmp_path, minilm_dir, documents,
         card_scores(folder, pairs, custom),
         atol=SCORE_ATOL,
     )
+    # An empty instruction is the caller's (the card defaults only a missing one), per call and
+    # as the model's own.
+    empty = card_scores(folder, pairs, "")
+    assert not np.allclose(empty, card_scores(folder, pairs), atol=1e-3)
+    np.testing.assert_allclose(
+        reranker.score(pairs, instruction="")[:, 1], empty, atol=SCORE_ATOL, rtol=0
+    )
+    blank = Reranker.from_pretrained(folder, rerank_instruction="")
+    np.testing.assert_allclose(blank.score(pairs)[:, 1], empty, atol=SCORE_ATOL, rtol=0)
 
 
 def test_only_two_rows_of_the_lm_head_enter_the_graph(tmp_path, minilm_dir):
