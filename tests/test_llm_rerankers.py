@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from embedserve.classification import Classifier
+from embedserve.errors import InputError
 from embedserve.models import onnx_for
 from embedserve.models.kind import RERANKER, model_kind
 from embedserve.prompt_pairs import DEFAULT_INSTRUCTION, PREFIX, SUFFIX
@@ -147,6 +149,18 @@ def test_yes_no_reranker_matches_the_model_card(tmp_path, minilm_dir, documents,
     )
     blank = Reranker.from_pretrained(folder, rerank_instruction="")
     np.testing.assert_allclose(blank.score(pairs)[:, 1], empty, atol=SCORE_ATOL, rtol=0)
+
+
+def test_the_classifier_refuses_single_texts_on_a_yes_no_reranker(tmp_path, minilm_dir):
+    """An LLM reranker judges (query, document) pairs; a bare text has no prompt to answer."""
+    folder = decoder(tmp_path / "qwen3", minilm_dir, "qwen3", "CausalLM", tied=True, seed=3)
+    classifier = Classifier.from_pretrained(folder)
+    assert [x.label for x in classifier.predict([(QUERIES[0], "a document")])[0]] != []
+    for inputs in (["a text"], [(QUERIES[0], "a document"), "a text"]):
+        with pytest.raises(InputError, match="LLM reranker.*not single texts"):
+            classifier.predict(inputs)
+    with pytest.raises(InputError, match="LLM reranker"):
+        classifier.prepare_texts(["a text"])
 
 
 def test_only_two_rows_of_the_lm_head_enter_the_graph(tmp_path, minilm_dir):
