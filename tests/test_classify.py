@@ -132,3 +132,22 @@ def test_functions_and_errors(classifier_dirs, texts):
         classifier.predict(["a", ("only one",)])  # type: ignore[list-item]
     with pytest.raises(InputError):
         classifier.predict(["a"], function="tanh")
+
+
+def test_truncation_direction_is_checked(classifier_dirs, texts):
+    """ "left" or "right", nothing else; pairs only "right" (cut longest side first), as the
+    server's /predict has it."""
+    classifier = Classifier.from_pretrained(classifier_dirs["bert3"], max_length=16)
+    long_text = max(texts, key=len)
+    for direction in ("LEFT", "middle", ""):
+        with pytest.raises(
+            InputError, match=f"truncation_direction must be one of .*{direction!r}"
+        ):
+            classifier.predict([long_text], truncation_direction=direction)
+        with pytest.raises(InputError, match="truncation_direction"):
+            classifier.prepare_texts([long_text], truncation_direction=direction)
+    for inputs in ([("q", long_text)], ["a text", ("q", long_text)]):
+        with pytest.raises(InputError, match="'right' for pairs.*got 'left'") as caught:
+            classifier.predict(inputs, truncation_direction="left")
+        assert caught.value.param == "truncation_direction"
+    assert classifier.predict([("q", long_text)], truncation_direction="right")

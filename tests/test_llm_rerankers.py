@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from embedserve.classification import Classifier
+from embedserve.errors import InputError
 from embedserve.models import onnx_for
 from embedserve.models.kind import RERANKER, model_kind
 from embedserve.prompt_pairs import DEFAULT_INSTRUCTION, PREFIX, SUFFIX
@@ -88,7 +90,8 @@ def card_scores(folder: Path, pairs: list[tuple[str, str]], instruction: str | N
     token_true_id = tokenizer.convert_tokens_to_ids("yes")
     prefix_tokens = tokenizer.encode(PREFIX, add_special_tokens=False)
     suffix_tokens = tokenizer.encode(SUFFIX, add_special_tokens=False)
-    instruction = instruction or DEFAULT_INSTRUCTION
+    if instruction is None:
+        instruction = DEFAULT_INSTRUCTION
     texts = [f"<Instruct>: {instruction}\n<Query>: {q}\n<Document>: {d}" for q, d in pairs]
     out = []
     for start in range(0, len(texts), 8):
@@ -137,6 +140,27 @@ def test_yes_no_reranker_matches_the_model_card(tmp_path, minilm_dir, documents,
         card_scores(folder, pairs, custom),
         atol=SCORE_ATOL,
     )
+    # An empty instruction is the caller's (the card defaults only a missing one), per call and
+    # as the model's own.
+    empty = card_scores(folder, pairs, "")
+    assert not np.allclose(empty, card_scores(folder, pairs), atol=1e-3)
+    np.testing.assert_allclose(
+        reranker.score(pairs, instruction="")[:, 1], empty, atol=SCORE_ATOL, rtol=0
+    )
+    blank = Reranker.from_pretrained(folder, rerank_instruction="")
+    np.testing.assert_allclose(blank.score(pairs)[:, 1], empty, atol=SCORE_ATOL, rtol=0)
+
+
+def test_the_classifier_refuses_single_texts_on_a_yes_no_reranker(tmp_path, minilm_dir):
+    """An LLM reranker judges (query, document) pairs; a bare text has no prompt to answer."""
+    folder = decoder(tmp_path / "qwen3", minilm_dir, "qwen3", "CausalLM", tied=True, seed=3)
+    classifier = Classifier.from_pretrained(folder)
+    assert [x.label for x in classifier.predict([(QUERIES[0], "a document")])[0]] != []
+    for inputs in (["a text"], [(QUERIES[0], "a document"), "a text"]):
+        with pytest.raises(InputError, match="LLM reranker.*not single texts"):
+            classifier.predict(inputs)
+    with pytest.raises(InputError, match="LLM reranker"):
+        classifier.prepare_texts(["a text"])
 
 
 def test_only_two_rows_of_the_lm_head_enter_the_graph(tmp_path, minilm_dir):

@@ -196,3 +196,84 @@ def test_model_kind(cross_encoder_dirs, minilm_dir):
     assert model_kind(minilm_dir) == EMBEDDER
     for folder, _ in cross_encoder_dirs.values():
         assert model_kind(folder) == RERANKER
+
+
+def declare_activation(source: Path, out: Path, where: str, path: str) -> Path:
+    """A copy of a cross-encoder folder whose config declares `path` as CrossEncoder's
+    activation, in `where`: the place sentence-transformers v5+, v4 or <v4 saved it."""
+    import json
+    import shutil
+
+    if where == "st_config":
+        # Saved by CrossEncoder (modules.json): its config_sentence_transformers.json wins over
+        # a config.json that says otherwise.
+        _cross_encoder(source).save(str(out))
+        st_config = json.loads((out / "config_sentence_transformers.json").read_text())
+        st_config["activation_fn"] = path
+        (out / "config_sentence_transformers.json").write_text(json.dumps(st_config))
+        path = "torch.nn.modules.activation.Sigmoid"
+    else:
+        shutil.copytree(source, out)
+    config = json.loads((out / "config.json").read_text())
+    if where in ("config", "st_config"):
+        config["sentence_transformers"] = {"activation_fn": path}
+    else:
+        config["sbert_ce_default_activation_function"] = path
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("head", "where", "path"),
+    [
+        ("bert", "config", "torch.nn.modules.linear.Identity"),  # ms-marco cross-encoders'
+        ("bert", "legacy", "torch.nn.modules.linear.Identity"),
+        ("bert", "st_config", "torch.nn.modules.linear.Identity"),
+        ("bert", "config", "torch.nn.modules.activation.Sigmoid"),
+        ("bert3", "config", "torch.nn.modules.activation.Sigmoid"),
+    ],
+)
+def test_declared_activation_is_cross_encoders(
+    head, where, path, cross_encoder_dirs, documents, tmp_path
+):
+    """The activation a folder declares is the one CrossEncoder.predict applies: Identity gives
+    the raw logits, Sigmoid a sigmoid (per label on a multi-label head)."""
+    folder = declare_activation(cross_encoder_dirs[head][0], tmp_path / head, where, path)
+    reranker = Reranker.from_pretrained(folder)
+    pairs = [(QUERIES[1], doc) for doc in documents]
+    expected = _cross_encoder(folder).predict(pairs, batch_size=16)
+    got = reranker.score(pairs)
+    np.testing.assert_allclose(got, expected, atol=SCORE_ATOL, rtol=0)
+    if path.endswith("Identity"):
+        assert (got < 0).any() or (got > 1).any()  # logits, not probabilities
+        np.testing.assert_allclose(reranker.score(pairs, raw_scores=True), got, atol=1e-6)
+    relevance = expected if expected.ndim == 1 else expected[:, -1]
+    ranked = reranker.rank(QUERIES[1], documents, top_n=5)
+    np.testing.assert_allclose(
+        [r.score for r in ranked], np.sort(relevance)[::-1][:5], atol=SCORE_ATOL, rtol=0
+    )
+
+
+def test_an_identity_on_a_multi_label_head_keeps_the_softmax(cross_encoder_dirs, tmp_path):
+    """CrossEncoder's own default for several labels is Identity, which its `apply_softmax=True`
+    turns into the probabilities that a multi-label head's scores are here, declared or not."""
+    bert3 = cross_encoder_dirs["bert3"][0]
+    folder = declare_activation(bert3, tmp_path / "b", "config", "torch.nn.Identity")
+    pairs = [(QUERIES[0], "the software is provided as is")]
+    np.testing.assert_allclose(
+        Reranker.from_pretrained(folder).score(pairs),
+        Reranker.from_pretrained(bert3).score(pairs),
+        atol=1e-6,
+    )
+
+
+def test_other_activations_are_refused(cross_encoder_dirs, tmp_path):
+    bert = cross_encoder_dirs["bert"][0]
+    tanh = declare_activation(bert, tmp_path / "tanh", "config", "torch.nn.modules.activation.Tanh")
+    with pytest.raises(
+        ValueError, match=r"activation_fn is 'torch\.nn\.modules\.activation\.Tanh'"
+    ):
+        Reranker.from_pretrained(tanh)
+    softmax = declare_activation(bert, tmp_path / "softmax", "legacy", "torch.nn.Softmax")
+    with pytest.raises(ValueError, match="Softmax on a one-logit head"):
+        Reranker.from_pretrained(softmax)

@@ -15,11 +15,25 @@ import numpy as np
 from embedserve.errors import InputError
 from embedserve.pairs import Pair, PreparedPairs
 from embedserve.reranker import Reranker, _check_texts
+from embedserve.scoring import FUNCTIONS, NONE, SIGMOID, SOFTMAX, apply_function
+from embedserve.tokenization import DIRECTIONS
 
-SIGMOID = "sigmoid"
-SOFTMAX = "softmax"
-NONE = "none"
-FUNCTIONS = (SIGMOID, SOFTMAX, NONE)
+__all__ = [
+    "FUNCTIONS",
+    "NONE",
+    "SIGMOID",
+    "SOFTMAX",
+    "Classifier",
+    "Label",
+    "LlmRerankerTextError",
+    "apply_function",
+    "check_single_texts",
+    "check_truncation_direction",
+    "default_function",
+    "model_function",
+    "probabilities",
+    "sorted_labels",
+]
 
 # One input: a text, or a (first, second) pair read as the tokenizer's pair template.
 TextOrPair = str | tuple[str, str]
@@ -42,20 +56,47 @@ def default_function(num_labels: int, problem_type: str | None) -> str:
     return SOFTMAX
 
 
-def apply_function(logits: np.ndarray, function: str) -> np.ndarray:
-    """`function` of [n, labels] logits, in float64."""
-    x = np.asarray(logits, dtype=np.float64)
-    if function == SIGMOID:
-        return 1.0 / (1.0 + np.exp(-x))
-    if function == SOFTMAX:
-        shifted = np.exp(x - x.max(axis=1, keepdims=True))
-        return shifted / shifted.sum(axis=1, keepdims=True)
-    if function == NONE:
-        return x
-    raise InputError(
-        f"function_to_apply must be one of {', '.join(FUNCTIONS)}, got {function!r}",
-        param="function_to_apply",
-    )
+def model_function(model: Reranker) -> str:
+    """The function a model's logits get unless a call names one: `default_function` of its head
+    (the pipeline reads no sentence-transformers activation; `Reranker.scores` does)."""
+    return default_function(model.model_info.num_labels, model.config.problem_type)
+
+
+def probabilities(model: Reranker, logits: np.ndarray, function: str | None = None) -> np.ndarray:
+    """[n, labels] scores from a model's logits: `function`, or the model's own."""
+    return apply_function(logits, function or model_function(model))
+
+
+class LlmRerankerTextError(InputError):
+    code = "wrong_model_kind"
+
+
+def check_single_texts(model: Reranker, param: str = "inputs") -> None:
+    """Refuse single texts for an LLM reranker: it judges a query and a document, and a text alone
+    (no prompt around it) is nothing it was asked, so its yes/no softmax would mean nothing."""
+    if model.config.yes_no:
+        raise LlmRerankerTextError(
+            f"The model `{model.config.name}` is an LLM reranker: it scores (query, document) "
+            "pairs, not single texts; send pairs",
+            param=param,
+        )
+
+
+def check_truncation_direction(direction: object, pairs: bool) -> None:
+    """A direction is one of DIRECTIONS; pairs are cut longest side first from the right (the
+    tokenizer's `longest_first`, as CrossEncoder and the pipeline cut them), so they take only
+    "right"."""
+    if direction not in DIRECTIONS:
+        raise InputError(
+            f"truncation_direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}",
+            param="truncation_direction",
+        )
+    if pairs and direction != "right":
+        raise InputError(
+            "truncation_direction must be 'right' for pairs: they are cut longest side first, "
+            f"from the right, as the model was trained; got {direction!r}",
+            param="truncation_direction",
+        )
 
 
 def sorted_labels(
@@ -77,8 +118,8 @@ class Classifier(Reranker):
 
     @property
     def function(self) -> str:
-        """The function applied to logits unless a call names one (`default_function`)."""
-        return default_function(self.model_info.num_labels, self.config.problem_type)
+        """The function applied to logits unless a call names one (`model_function`)."""
+        return model_function(self)
 
     def prepare_texts(
         self,
@@ -90,6 +131,8 @@ class Classifier(Reranker):
     ) -> PreparedPairs:
         """Single texts as the model sees them (the tokenizer's specials around each); an error
         about one text names it `param[index]`."""
+        check_single_texts(self, param)
+        check_truncation_direction(truncation_direction, pairs=False)
         items = _check_texts(texts, param)
         ids = self.tokenizer.content_ids(items) if items else []
         return self.tokenizer.prepare_singles(
@@ -98,7 +141,7 @@ class Classifier(Reranker):
 
     def probabilities(self, logits: np.ndarray, function: str | None = None) -> np.ndarray:
         """[n, labels] scores from logits: `function`, or the model's own (`self.function`)."""
-        return apply_function(logits, function or self.function)
+        return probabilities(self, logits, function)
 
     def predict(
         self,
@@ -122,6 +165,7 @@ class Classifier(Reranker):
     ) -> list[Pair]:
         singles = [i for i, item in enumerate(inputs) if isinstance(item, str)]
         doubles = [i for i, item in enumerate(inputs) if not isinstance(item, str)]
+        check_truncation_direction(direction, pairs=bool(doubles))
         for i in doubles:
             item = inputs[i]
             if not isinstance(item, tuple | list) or len(item) != 2:

@@ -67,7 +67,8 @@ class PromptPairTokenizer(PairTokenizer):
         instruction: str | None = None,
     ) -> None:
         super().__init__(path, max_length, mode)
-        self.instruction = instruction or DEFAULT_INSTRUCTION
+        # The model card's `format_instruction` defaults only a missing instruction: "" is kept.
+        self.instruction = DEFAULT_INSTRUCTION if instruction is None else instruction
 
     def _pair_template(self) -> PairTemplate:
         prefix, suffix = self.content_ids([PREFIX, SUFFIX])
@@ -83,7 +84,7 @@ class PromptPairTokenizer(PairTokenizer):
         )
 
     def first_ids(self, texts: list[str], instruction: str | None = None) -> list[list[int]]:
-        wanted = instruction or self.instruction
+        wanted = self.instruction if instruction is None else instruction
         return self.content_ids([query_part(text, wanted) for text in texts])
 
     def second_ids(self, texts: list[str]) -> list[list[int]]:

@@ -17,6 +17,7 @@ from embedserve.planning import default_max_batch_tokens, plan_batches
 from embedserve.prompt_pairs import PromptPairTokenizer
 from embedserve.runtime.backends import open_classifier
 from embedserve.runtime.classifier import ClassifierSession
+from embedserve.scoring import NONE, SIGMOID, SOFTMAX, apply_function
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class Reranker(Pretrained):
                 f"names {config.num_labels} labels"
             )
         self.config = config
+        self.activation = head_activation(config, labels)
         self.model_info = RerankerInfo(
             name=config.name,
             max_tokens=tokenizer.max_length,
@@ -163,16 +165,10 @@ class Reranker(Pretrained):
         return out
 
     def scores(self, logits: np.ndarray, *, raw_scores: bool = False) -> np.ndarray:
-        """Scores from logits: [n] for a one-logit head (sigmoid unless `raw_scores`), [n, labels]
-        for a multi-label head (softmax over the labels unless `raw_scores`)."""
-        logits = np.asarray(logits, dtype=np.float64)
-        if logits.shape[1] == 1:
-            single = logits[:, 0]
-            return single if raw_scores else 1.0 / (1.0 + np.exp(-single))
-        if raw_scores:
-            return logits
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return shifted / shifted.sum(axis=1, keepdims=True)
+        """Scores from logits, `self.activation` of them unless `raw_scores`: [n] for a one-logit
+        head, [n, labels] for a multi-label head."""
+        scores = apply_function(logits, NONE if raw_scores else self.activation)
+        return scores[:, 0] if scores.shape[1] == 1 else scores
 
     def relevance(self, logits: np.ndarray, *, raw_scores: bool = False) -> np.ndarray:
         """One relevance score per pair: a multi-label head's last label (the positive class of a
@@ -224,6 +220,21 @@ class Reranker(Pretrained):
         return [
             Ranked(int(i), float(relevance[i]), documents[i]) for i in ranking(relevance, top_n)
         ]
+
+
+def head_activation(config: RerankerConfig, num_labels: int) -> str:
+    """The function `Reranker.scores` applies: CrossEncoder's (`config.activation` where the folder
+    declares one, else a sigmoid on one logit) for a one-logit head. A multi-label head gives
+    CrossEncoder's `apply_softmax=True` scores: a softmax over its labels (its declared Identity,
+    CrossEncoder's default, or Softmax), unless it declares a sigmoid per label."""
+    if num_labels > 1:
+        return SIGMOID if config.activation == SIGMOID else SOFTMAX
+    if config.activation == SOFTMAX:
+        raise ValueError(
+            f"{config.directory}: the declared activation is Softmax on a one-logit head, which "
+            "scores every pair 1.0; a one-logit cross-encoder takes Sigmoid or Identity"
+        )
+    return config.activation or SIGMOID
 
 
 def ranking(relevance: np.ndarray, top_n: int | None = None) -> np.ndarray:

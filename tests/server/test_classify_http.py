@@ -166,6 +166,7 @@ def test_classify_vllm_shape(served, classifiers, texts):
         ("/predict", {"inputs": "a", "parameters": {"function_to_apply": "tanh"}}, 400, "tanh"),
         ("/predict", {"inputs": "a", "colour": 1}, 400, "colour"),
         ("/predict", {"inputs": ["a", "b"], "truncation_direction": "left"}, 400, "right"),
+        ("/predict", {"inputs": ["a"], "truncation_direction": "middle"}, 400, "'middle'"),
         ("/predict", {"model": "nope", "inputs": "a"}, 404, "nope"),
         ("/predict", {"inputs": ["x"] * 65}, 400, "at most 64"),
         ("/predict", {"inputs": [["q", "x"]] * 65}, 400, "at most 64"),

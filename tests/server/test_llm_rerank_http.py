@@ -73,3 +73,9 @@ def test_cohere_sdk_and_score_route_with_an_instruction(tmp_path, minilm_dir, do
             live.url + "/predict", json={"model": "judge", "inputs": "a text"}, headers=headers
         )
         assert alone.status_code == 400 and "LLM reranker" in alone.json()["error"]
+        texts = http.post(
+            live.url + "/v1/classify", json={"model": "judge", "input": "a text"}, headers=headers
+        )
+        error = texts.json()["error"]
+        assert texts.status_code == 400 and error["code"] == "wrong_model_kind", error
+        assert "`judge` is an LLM reranker" in error["message"] and error["param"] == "input"

@@ -352,3 +352,50 @@ def test_tei_shape_without_any_reranker(server):
     """The default fixture server embeds only: TEI's shape has no reranker to fall back on."""
     status, error = _error(server.url, {"query": "q", "texts": ["d"]}, route="/rerank")
     assert status == 400 and "no reranker is served" in error["message"]
+
+
+def test_a_declared_identity_gives_cross_encoders_logits(cross_encoder_dirs, documents, tmp_path):
+    """An ms-marco-style folder whose config.json declares Identity, loaded by the server: each
+    route that renders its scores gives CrossEncoder.predict's raw logits (/predict stays the
+    text-classification pipeline's, which reads no sentence-transformers activation)."""
+    import json
+    import shutil
+
+    import torch
+    from embedserve.classification import Classifier
+    from sentence_transformers import CrossEncoder
+
+    folder = tmp_path / "identity"
+    shutil.copytree(cross_encoder_dirs["bert"][0], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["sentence_transformers"] = {"activation_fn": "torch.nn.modules.linear.Identity"}
+    (folder / "config.json").write_text(json.dumps(config))
+    torch.set_num_threads(1)
+    ce = CrossEncoder(str(folder), device="cpu")
+    docs = documents[:8]
+    want = ce.predict([(QUERIES[1], d) for d in docs])
+    assert (want < 0).any()  # logits: a sigmoid would be in (0, 1)
+    config = unhurried(models=(ModelSpec(str(folder), "msmarco"),), api_keys=(KEY,))
+    with live_server(config) as live:
+
+        def post(route: str, body: dict) -> dict:
+            response = httpx.post(live.url + route, headers=auth(), json=body, timeout=30)
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        body = {"model": "msmarco", "query": QUERIES[1], "documents": docs}
+        results = post("/v1/rerank", body)["results"]
+        assert [r["index"] for r in results] == np.argsort(-want, kind="stable").tolist()
+        np.testing.assert_allclose(
+            [r["relevance_score"] for r in results], np.sort(want)[::-1], atol=1e-4
+        )
+        tei = post("/rerank", {"query": QUERIES[1], "texts": docs})
+        np.testing.assert_allclose(
+            [r["score"] for r in sorted(tei, key=lambda r: r["index"])], want, atol=1e-4
+        )
+        scored = post("/v1/score", {"text_1": QUERIES[1], "text_2": docs})["data"]
+        np.testing.assert_allclose([d["score"] for d in scored], want, atol=1e-4)
+        predicted = post("/predict", {"inputs": [QUERIES[1], docs[0]]})
+        pipeline = Classifier.from_pretrained(folder).predict([(QUERIES[1], docs[0])])[0]
+        assert predicted[0]["score"] == pytest.approx(pipeline[0].score, abs=1e-6)
+        assert 0 < predicted[0]["score"] < 1

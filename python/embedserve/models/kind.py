@@ -19,6 +19,8 @@ from typing import Any
 
 from embedserve.models.config import max_seq_length
 from embedserve.models.splade_layout import is_splade
+from embedserve.models.st_modules import read_json
+from embedserve.scoring import NONE, SIGMOID, SOFTMAX
 
 EMBEDDER = "embedder"
 # An LLM reranker's default limit: the 8,192 tokens Qwen3-Reranker's model card truncates to.
@@ -27,6 +29,18 @@ RERANKER = "reranker"
 SPARSE = "sparse"
 # Token vectors scored by MaxSim (PyLate's ColBERT layout: models/colbert_config.py).
 LATE_INTERACTION = "late-interaction"
+
+# A cross-encoder's declared activation, as the import path sentence-transformers saves
+# (`fullname` of the module: the first of each) or a hand-written config's shorter one, and the
+# function it is. CrossEncoder would import any `torch.*` path; these are the ones it writes.
+ACTIVATIONS = {
+    "torch.nn.modules.linear.Identity": NONE,
+    "torch.nn.Identity": NONE,
+    "torch.nn.modules.activation.Sigmoid": SIGMOID,
+    "torch.nn.Sigmoid": SIGMOID,
+    "torch.nn.modules.activation.Softmax": SOFTMAX,
+    "torch.nn.Softmax": SOFTMAX,
+}
 
 
 def read_hf_config(directory: Path) -> dict[str, Any]:
@@ -78,6 +92,48 @@ class RerankerConfig:
     yes_no: bool = False
     # Whether config.json names the labels (num_labels or id2label); if not, the graph's count.
     labels_named: bool = True
+    # The function the folder declares for CrossEncoder's scores (`declared_activation`); None:
+    # CrossEncoder's default for the head.
+    activation: str | None = None
+
+
+def declared_activation(directory: Path, hf: dict[str, Any]) -> str | None:
+    """The activation sentence-transformers' CrossEncoder applies to this folder's logits, as a
+    scoring function, where the folder names one; CrossEncoder reads, first to last:
+    config_sentence_transformers.json's `activation_fn` (v5+, beside modules.json), config.json's
+    `sentence_transformers.activation_fn` (v4) and `sbert_ce_default_activation_function` (<v4)."""
+    # CrossEncoder reads config_sentence_transformers.json only for a folder of its own modules.
+    st_config = (directory / "modules.json").exists() and read_json(
+        directory / "config_sentence_transformers.json"
+    )
+    st_section = hf.get("sentence_transformers")
+    found = [
+        (where, value)
+        for where, value in (
+            (
+                "config_sentence_transformers.json's activation_fn",
+                st_config.get("activation_fn") if isinstance(st_config, dict) else None,
+            ),
+            (
+                "config.json's sentence_transformers.activation_fn",
+                st_section.get("activation_fn") if isinstance(st_section, dict) else None,
+            ),
+            (
+                "config.json's sbert_ce_default_activation_function",
+                hf.get("sbert_ce_default_activation_function"),
+            ),
+        )
+        if value is not None
+    ]
+    if not found:
+        return None
+    where, value = found[0]
+    if value not in ACTIVATIONS:
+        raise ValueError(
+            f"{directory}: {where} is {value!r}; supported activations: "
+            f"{', '.join(sorted(ACTIVATIONS))}"
+        )
+    return ACTIVATIONS[value]
 
 
 def load_reranker_config(
@@ -122,4 +178,5 @@ def load_reranker_config(
         labels=labels,
         problem_type=hf.get("problem_type"),
         labels_named=bool(named),
+        activation=declared_activation(directory, hf),
     )

@@ -29,7 +29,14 @@ import msgspec
 import numpy as np
 from litestar import Request, Response, post
 
-from embedserve.classification import FUNCTIONS, NONE, apply_function, default_function
+from embedserve.classification import (
+    FUNCTIONS,
+    NONE,
+    check_single_texts,
+    check_truncation_direction,
+    probabilities,
+    sorted_labels,
+)
 from embedserve.models.kind import RERANKER
 from embedserve.reranker import Reranker
 from embedserve.server.adapters.base import json_response
@@ -151,17 +158,7 @@ def parse_predict(body: bytes) -> Predict:
     refuse_unknown(raw, PREDICT_FIELDS)
     texts, pairs, single = _predict_inputs(raw.get("inputs"))
     direction = tei_direction(optional(raw, "truncation_direction", str))
-    if direction not in ("left", "right"):
-        raise invalid(
-            f"truncation_direction must be 'left' or 'right', got {direction!r}",
-            param="truncation_direction",
-        )
-    if pairs is not None and direction != "right":
-        raise invalid(
-            "truncation_direction must be 'right' for pairs: they are cut longest side first, "
-            "from the right, as the model was trained",
-            param="truncation_direction",
-        )
+    check_truncation_direction(direction, pairs=pairs is not None)
     function = NONE if optional(raw, "raw_scores", bool) else None
     top_k = None
     parameters = optional(raw, "parameters", dict)
@@ -306,28 +303,9 @@ def _classifier_for(registry: ModelRegistry, name: str | None) -> tuple[ServedMo
     return model, classifier
 
 
-def _single_texts(model: ServedModel, classifier: Reranker, param: str) -> None:
-    """An LLM reranker judges a query and a document; a text alone is nothing it was asked."""
-    if classifier.config.yes_no:
-        raise invalid(
-            f"The model `{model.id}` is an LLM reranker: it scores (query, document) pairs, not "
-            "single texts; send pairs, or use /v1/rerank",
-            param=param,
-            code="wrong_model_kind",
-        )
-
-
-def _scores(classifier: Reranker, logits: np.ndarray, function: str | None) -> np.ndarray:
-    info = classifier.model_info
-    return apply_function(
-        logits, function or default_function(info.num_labels, classifier.config.problem_type)
-    )
-
-
 def _predictions(labels: tuple[str, ...], row: np.ndarray, top_k: int | None) -> list[Prediction]:
-    # Best first, ties in label order: the sort TEI and transformers' pipeline both do.
-    order = np.argsort(-row, kind="stable")[:top_k]
-    return [Prediction(float(row[i]), labels[i]) for i in order]
+    # TEI's field order (score, then label); the order of labels is the library's.
+    return [Prediction(item.score, item.label) for item in sorted_labels(labels, row, top_k)]
 
 
 async def _run(
@@ -349,7 +327,7 @@ async def predict(request: Request[Any, Any, Any]) -> Response[bytes]:
     labels = classifier.model_info.labels
 
     def render(logits: np.ndarray, tokens: int) -> bytes:
-        scores = _scores(classifier, logits, parsed.function)
+        scores = probabilities(classifier, logits, parsed.function)
         rows = [_predictions(labels, row, parsed.top_k) for row in scores]
         if parsed.single and not parsed.inference_api:
             return msgspec.json.encode(rows[0])
@@ -370,7 +348,7 @@ async def predict(request: Request[Any, Any, Any]) -> Response[bytes]:
             max_pairs=server.config.limits.max_inputs,
         )
     else:
-        _single_texts(model, classifier, "inputs")
+        check_single_texts(classifier, "inputs")
         job = TextsJob(
             classifier,
             server.config,
@@ -387,11 +365,11 @@ async def _classify(request: Request[Any, Any, Any]) -> Response[bytes]:
     server = state(request)
     parsed = await read_parsed(request, parse_classify)
     model, classifier = _classifier_for(server.registry, parsed.model)
-    _single_texts(model, classifier, "input")
+    check_single_texts(classifier, "input")
     labels = classifier.model_info.labels
 
     def render(logits: np.ndarray, tokens: int) -> bytes:
-        scores = _scores(classifier, logits, None if parsed.activation else NONE)
+        scores = probabilities(classifier, logits, None if parsed.activation else NONE)
         data = [
             ClassifyData(i, labels[int(np.argmax(row))], row.tolist(), len(labels))
             for i, row in enumerate(scores)
