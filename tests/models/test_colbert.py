@@ -98,6 +98,27 @@ def test_kind_and_limits(colbert_dir):
         model.encode([LONG], is_query=False, truncate=False)
 
 
+def test_a_default_prompt_is_refused_not_ignored(colbert_dir, tmp_path):
+    """PyLate puts the default prompt before every text; we have no prompts, so such a folder
+    is refused (an empty prompt, or prompts without a default, change nothing and load)."""
+    import json
+    import shutil
+
+    from embedserve.models.colbert_config import load_colbert_config
+    from embedserve.models.st_modules import ModelConfigError
+
+    folder = Path(shutil.copytree(colbert_dir, tmp_path / "prompted"))
+    path = folder / "config_sentence_transformers.json"
+    config = json.loads(path.read_text())
+    for prompts, default in (({"query": "query: "}, None), ({"query": ""}, "query")):
+        path.write_text(json.dumps({**config, "prompts": prompts, "default_prompt_name": default}))
+        load_colbert_config(folder)
+    prompted = {**config, "prompts": {"query": "query: "}, "default_prompt_name": "query"}
+    path.write_text(json.dumps(prompted))
+    with pytest.raises(ModelConfigError, match="default_prompt_name 'query' puts 'query: '"):
+        load_colbert_config(folder)
+
+
 def test_int8_stays_close_to_fp32(colbert_dir):
     # PyLate's stack (Transformer, Dense) is no embedder's: int8 calibrates at the document
     # length its own config gives. The bounds are on token vectors, which no pooling averages:

@@ -57,6 +57,15 @@ def load_colbert_config(directory: Path) -> ColbertConfig:
             )
     if not dense:
         raise ModelConfigError(f"{directory.name}: a ColBERT model needs a Dense projection")
+    # PyLate prepends the default prompt to every text it encodes; this reader has no prompts,
+    # so such a folder is refused rather than given other vectors than PyLate's.
+    default = st.get("default_prompt_name")
+    prompt = (st.get("prompts") or {}).get(default) if default else None
+    if prompt:
+        raise ModelConfigError(
+            f"{directory.name}: its default_prompt_name {default!r} puts {prompt!r} before every "
+            "text (PyLate); prompts are not supported for ColBERT models"
+        )
     expansion = bool(_get(st, "do_query_expansion", True))
     query_length = int(_get(st, "query_length", DEFAULT_QUERY_LENGTH))
     document_length = int(_get(st, "document_length", DEFAULT_DOCUMENT_LENGTH))
