@@ -169,8 +169,12 @@ def test_tokenize_returns_what_the_model_sees(engine, reference, raw_tokenizer):
 
 
 def test_unknown_prompt_name_is_an_error(engine):
-    with pytest.raises(InputError, match="prompt_name 'query'"):
-        engine.embed(["x"], prompt_name="query")
+    with pytest.raises(InputError, match="prompt_name 'passage'"):
+        engine.embed(["x"], prompt_name="passage")
+    # sentence-transformers gives every model empty "query" and "document" prompts.
+    for name in ("query", "document"):
+        same = engine.embed(["x"], prompt_name=name).embeddings
+        np.testing.assert_array_equal(same, engine.embed(["x"]).embeddings)
 
 
 def test_empty_input_list_gives_an_empty_result(engine):

@@ -122,7 +122,7 @@ def test_success_body_has_exactly_the_openai_shape(server):
             "truncation_direction",
             "invalid_value",
         ),
-        ({"model": MODEL, "input": "a", "prompt_name": "query"}, "prompt_name", "invalid_input"),
+        ({"model": MODEL, "input": "a", "prompt_name": "passage"}, "prompt_name", "invalid_input"),
         ({"model": MODEL, "input": "a", "extra_body": []}, "extra_body", "invalid_type"),
         ({"model": MODEL, "input": "a", "temperature": 1}, "temperature", "unknown_parameter"),
         ({"model": MODEL, "input": "a", "extra_body": {"top_k": 1}}, "top_k", "unknown_parameter"),
