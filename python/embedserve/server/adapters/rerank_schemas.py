@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from embedserve.admission import Priority
+from embedserve.classification import check_truncation_direction
 from embedserve.server.errors import invalid
 from embedserve.server.fields import (
     decode_object,
@@ -233,12 +234,7 @@ def _query(raw: dict[str, Any]) -> str:
 
 
 def _tei_direction(raw: dict[str, Any]) -> None:
-    if tei_direction(optional(raw, "truncation_direction", str)) != "right":
-        raise invalid(
-            "truncation_direction must be 'right': pairs are cut the way the cross-encoder "
-            "was trained (longest side first, from the right)",
-            param="truncation_direction",
-        )
+    check_truncation_direction(tei_direction(optional(raw, "truncation_direction", str)), True)
 
 
 def _strings(value: Any, param: str) -> list[str]:
