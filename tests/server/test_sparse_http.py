@@ -60,7 +60,8 @@ def test_pruning_and_tokens(both, encoder):
         ({"inputs": "x", "threshold": -1}, "threshold"),
         ({"inputs": "x", "pooling": "splade"}, "pooling"),
         ({"inputs": "x", "prompt_name": "nope"}, "prompt_name 'nope'"),
-        ({"inputs": "word " * 600, "truncate": False}, "tokens"),
+        ({"inputs": "word " * 600, "truncate": False}, "inputs[0] has 602 tokens"),
+        ({"inputs": ["ok", "word " * 600], "truncate": False}, "inputs[1] has 602 tokens"),
     ],
 )
 def test_bad_input_is_a_tei_400(both, body, words):

@@ -146,9 +146,7 @@ class SparseJob(Job[R], Generic[R]):
                 truncation_direction=self.truncation_direction,
                 prompt_name=self.prompt_name,
             )
-        except InputTooLongError as exc:  # name the input by its index in the whole request
-            if not chunk.start:
-                raise
-            raise InputTooLongError(chunk.start + exc.index, exc.tokens, exc.limit) from exc
+        except InputTooLongError as exc:  # the encoder says `input`; name the route's field
+            raise InputTooLongError(chunk.start + exc.index, exc.tokens, exc.limit, PARAM) from exc
         self._budget.add(part.untruncated_tokens, chunk.start)
         self._parts.append(part)
