@@ -12,6 +12,7 @@ import pytest
 from embedserve.engine import ModelInfo
 from embedserve.quantization import BYTE_ENCODINGS
 from embedserve.server.adapters.cohere import prompt_for
+from embedserve.server.config import Limits
 
 from tests.server.conftest import KEY, MODEL, LiveServer, auth, live_server, unhurried
 from tests.support import cosines
@@ -192,6 +193,29 @@ def test_similarity_matches_sentence_transformers_through_inference_client(serve
     assert "$.inputs.source_sentence" in no_source, no_source
     bad = post(server, "/similarity", {"inputs": {"source_sentence": source}})
     assert bad.status_code == 400 and "sentences" in bad.json()["error"]
+
+
+def test_similarity_errors_name_an_over_long_source_sentence_by_its_field(server, engine):
+    """The source is computed after the sentences, in the same request, but it is not one of
+    them: its errors name `source_sentence`, the sentences' errors `sentences[i]`."""
+    body = {"inputs": {"source_sentence": LONG, "sentences": ["a", "b"]}, "truncate": False}
+    response = post(server, "/similarity", body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"].startswith("source_sentence has 402 tokens"), response.text
+    body["inputs"] = {"source_sentence": "a", "sentences": ["b", LONG]}
+    assert post(server, "/similarity", body).json()["error"].startswith("sentences[1] has 402")
+    # The server's own limits per input, which hold even when truncation is on.
+    limits = Limits(max_input_tokens=40, max_input_chars=300)
+    with live_server(unhurried(api_keys=(KEY,), limits=limits), engines={MODEL: engine}) as small:
+        body = {"inputs": {"source_sentence": "word " * 70, "sentences": ["a"]}}
+        error = post(small, "/similarity", body).json()["error"]
+        assert error.startswith("source_sentence has 350 characters"), error
+        body = {"inputs": {"source_sentence": "word " * 45, "sentences": ["a"]}}
+        error = post(small, "/similarity", body).json()["error"]
+        assert error.startswith("source_sentence has 47 tokens; at most 40"), error
+        body = {"inputs": {"source_sentence": "a", "sentences": ["a", "word " * 45]}}
+        error = post(small, "/similarity", body).json()["error"]
+        assert error.startswith("sentences[1] has 47 tokens; at most 40"), error
 
 
 def engine_similarity(minilm_dir, source, sentences, **kwargs):

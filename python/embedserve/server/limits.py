@@ -197,6 +197,13 @@ class TokenBudget:
         self._count(tokens, f"{param} already holds", param)
         self._single = f"{param} and "
 
+    def add_last(self, tokens: int, param: str) -> None:
+        """Count one text sent in its own field and computed after the items (TEI /similarity's
+        source sentence); errors about it name `param`."""
+        if tokens > self.limits.max_input_tokens:
+            raise input_tokens_error(param, None, tokens, self.limits)
+        self._count(tokens, f"the {self.noun} and {param} hold", param)
+
     def _count(self, tokens: int, held_by: str, param: str | None = None) -> None:
         """Add `tokens` to the request's; past `max_request_tokens`, a 400 saying which texts
         reached it (`held_by`: "the first 3 documents already hold")."""

@@ -51,10 +51,12 @@ async def compute(
     model: ServedModel,
     render: Render[R],
     param: str = "input",
+    last_param: str | None = None,
 ) -> Done[R]:
     """Run the internal request through the pipeline (admission, limits, batching, metrics),
     dropping it from the queue if the client hangs up; `render` shapes the finished vectors,
-    `param` is the API's name for the inputs, which its errors name."""
+    `param` is the API's name for the inputs, which its errors name (`last_param` the last
+    input's, when it came in a field of its own: EmbedJob)."""
     server = state(request)
     engine, batcher = model.require()
     job = EmbedJob(
@@ -64,6 +66,7 @@ async def compute(
         render,
         resolve=server.token_arrays.resolve,
         param=param,
+        last_param=last_param,
     )
     return await run_job(request, job, model.id, batcher, internal.priority)
 

@@ -176,8 +176,9 @@ def _similarities(vectors: np.ndarray, tokens: int) -> bytes:
 @post("/similarity", before_request=require_api_key, status_code=200)
 async def similarity(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Cosine similarity of `source_sentence` with each of `sentences`: the embed task on the
-    sentences and the source together (the source last, so that an input's index in an error
-    is its index in `sentences`), normalized, rendered as one score per sentence."""
+    sentences and the source together (the source last, so that a sentence's index in an error
+    is its index in `sentences`; errors about the source name `source_sentence`), normalized,
+    rendered as one score per sentence."""
     started = time.perf_counter()
     body = await read_struct(request, SimilarityRequest)
     if not body.inputs.sentences:
@@ -191,7 +192,12 @@ async def similarity(request: Request[Any, Any, Any]) -> Response[bytes]:
         prompt_name=merged["prompt_name"],
     )
     done = await compute(
-        request, internal, state(request).registry.default, _similarities, "sentences"
+        request,
+        internal,
+        state(request).registry.default,
+        _similarities,
+        "sentences",
+        last_param="source_sentence",
     )
     return json_response(done.result, headers=timing_headers(done, started))
 

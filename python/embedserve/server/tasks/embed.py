@@ -42,7 +42,8 @@ class EmbedJob(Job[R], Generic[R]):
     """One embeddings request. Construction runs the cheap checks (raising a 400 for the first
     violation): counts, empty inputs, characters per input and per request, token-array lengths,
     metadata, dimensions. `param` is the API's name for the inputs (`texts`, `inputs`, ...),
-    which its errors name."""
+    which its errors name; `last_param`, when given, names the last text instead, one sent in a
+    field of its own and computed with the others (TEI /similarity's `source_sentence`)."""
 
     def __init__(
         self,
@@ -53,9 +54,11 @@ class EmbedJob(Job[R], Generic[R]):
         *,
         resolve: Resolve | None = None,
         param: str = "input",
+        last_param: str | None = None,
     ) -> None:
         self.request = request
         self.param = param
+        self.last_param = last_param
         self.engine = engine
         self.info = engine.model_info
         self.render = render
@@ -70,7 +73,13 @@ class EmbedJob(Job[R], Generic[R]):
         if inputs.texts is not None:
             lengths = [len(text) for text in inputs.texts]
             check_not_empty(lengths, param)
-            self.characters = check_characters(lengths, limits, param)
+            if last_param is None:
+                self.characters = check_characters(lengths, limits, param)
+            else:
+                items = check_characters(lengths[:-1], limits, param)
+                self.characters = check_characters(
+                    lengths[-1:], limits, last_param, already=items, single=True
+                )
         else:
             lengths = [len(ids) for ids in inputs.token_arrays or []]
             check_not_empty(lengths, param, "an empty token array")
@@ -174,10 +183,18 @@ class EmbedJob(Job[R], Generic[R]):
                 ),
             )
         except InputTooLongError as exc:  # name the input by its index in the whole request
-            raise InputTooLongError(
-                start + (exc.index or 0), exc.tokens, exc.limit, self.param
-            ) from exc
+            index = start + (exc.index or 0)
+            if self.last_param is not None and index == self.size - 1:
+                raise InputTooLongError(
+                    0, exc.tokens, exc.limit, self.last_param, single=True
+                ) from exc
+            raise InputTooLongError(index, exc.tokens, exc.limit, self.param) from exc
         if self.request.sent_token_counts is None:
             # Decoded token arrays skip this: the cheap checks counted their ids as sent.
-            self._budget.add(part.untruncated_tokens, start)
+            untruncated = part.untruncated_tokens
+            if self.last_param is not None and start + len(untruncated) == self.size:
+                self._budget.add(untruncated[:-1], start)
+                self._budget.add_last(int(untruncated[-1]), self.last_param)
+            else:
+                self._budget.add(untruncated, start)
         self._parts.append(part)
