@@ -254,6 +254,26 @@ def test_declared_activation_is_cross_encoders(
     )
 
 
+def test_a_null_activation_fn_is_cross_encoders_default_not_the_older_key(
+    cross_encoder_dirs, documents, tmp_path
+):
+    """config.json's `sentence_transformers.activation_fn: null` is there, so CrossEncoder takes
+    its default (a sigmoid on one logit) and never reads `sbert_ce_default_activation_function`."""
+    import json
+
+    folder = declare_activation(
+        cross_encoder_dirs["bert"][0], tmp_path / "bert", "legacy", "torch.nn.Identity"
+    )
+    config = json.loads((folder / "config.json").read_text())
+    config["sentence_transformers"] = {"activation_fn": None}
+    (folder / "config.json").write_text(json.dumps(config))
+    pairs = [(QUERIES[1], doc) for doc in documents]
+    expected = _cross_encoder(folder).predict(pairs, batch_size=16)
+    assert ((expected > 0) & (expected < 1)).all()  # a sigmoid, not the older key's Identity
+    got = Reranker.from_pretrained(folder).score(pairs)
+    np.testing.assert_allclose(got, expected, atol=SCORE_ATOL, rtol=0)
+
+
 def test_an_identity_on_a_multi_label_head_keeps_the_softmax(cross_encoder_dirs, tmp_path):
     """CrossEncoder's own default for several labels is Identity, which its `apply_softmax=True`
     turns into the probabilities that a multi-label head's scores are here, declared or not."""

@@ -107,6 +107,13 @@ def declared_activation(directory: Path, hf: dict[str, Any]) -> str | None:
         directory / "config_sentence_transformers.json"
     )
     st_section = hf.get("sentence_transformers")
+    # CrossEncoder reads the older key only when config.json's section has no `activation_fn`:
+    # a null there means its default for the head, whatever the older key says.
+    legacy = (
+        None
+        if isinstance(st_section, dict) and "activation_fn" in st_section
+        else hf.get("sbert_ce_default_activation_function")
+    )
     found = [
         (where, value)
         for where, value in (
@@ -120,7 +127,7 @@ def declared_activation(directory: Path, hf: dict[str, Any]) -> str | None:
             ),
             (
                 "config.json's sbert_ce_default_activation_function",
-                hf.get("sbert_ce_default_activation_function"),
+                legacy,
             ),
         )
         if value is not None
