@@ -98,6 +98,36 @@ def test_kind_and_limits(colbert_dir):
         model.encode([LONG], is_query=False, truncate=False)
 
 
+def test_lengths_past_the_position_table_are_capped_at_it(tmp_path, minilm_dir, isolated_cache):
+    """A folder whose query_length and document_length pass its 64 positions: PyLate fails on a
+    document that long; here both are cut at 64, giving PyLate's vectors for a folder saying 64."""
+    import json
+    import shutil
+
+    folder = build_colbert(
+        tmp_path / "long",
+        minilm_dir,
+        query_length=80,
+        document_length=100,
+        shape={"max_position_embeddings": 64},
+    )
+    model = ColBERT.from_pretrained(folder)
+    assert (model.config.query_length, model.config.document_length) == (64, 64)
+    capped = Path(shutil.copytree(folder, tmp_path / "capped"))
+    path = capped / "config_sentence_transformers.json"
+    path.write_text(
+        json.dumps({**json.loads(path.read_text()), "query_length": 64, "document_length": 64})
+    )
+    ref = reference(capped)
+    for is_query in (True, False):
+        ours = model.encode(TEXTS, is_query=is_query)
+        theirs = quiet(ref.encode, TEXTS, is_query=is_query, show_progress_bar=False)
+        assert _cosines(ours, theirs) >= 0.99999
+        assert max(len(v) for v in ours) == 64
+    with pytest.raises(InputTooLongError, match="limit of 64"):
+        model.encode([LONG], is_query=False, truncate=False)
+
+
 def test_a_default_prompt_is_refused_not_ignored(colbert_dir, tmp_path):
     """PyLate puts the default prompt before every text; we have no prompts, so such a folder
     is refused (an empty prompt, or prompts without a default, change nothing and load)."""

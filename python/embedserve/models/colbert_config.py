@@ -14,6 +14,7 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
+from embedserve.models.config import usable_positions
 from embedserve.models.st_modules import ModelConfigError, class_name, read_json
 
 DEFAULT_QUERY_LENGTH = 32
@@ -69,6 +70,14 @@ def load_colbert_config(directory: Path) -> ColbertConfig:
     expansion = bool(_get(st, "do_query_expansion", True))
     query_length = int(_get(st, "query_length", DEFAULT_QUERY_LENGTH))
     document_length = int(_get(st, "document_length", DEFAULT_DOCUMENT_LENGTH))
+    # PyLate takes the lengths as saved and fails on a text past the position table ("size of
+    # tensor a (100) must match ... b (64)"); as an embedder's max_seq_length, they are capped at
+    # the positions a text can use, so longer texts are cut (or refused) instead.
+    hf = read_json(directory / "config.json")
+    positions = usable_positions(directory, hf) if isinstance(hf, dict) else None
+    if positions:
+        query_length = min(query_length, positions)
+        document_length = min(document_length, positions)
     if min(query_length, document_length) < 4:
         raise ModelConfigError(f"{directory.name}: query_length and document_length must be >= 4")
     return ColbertConfig(
