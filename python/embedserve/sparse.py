@@ -9,7 +9,7 @@ Two heads give them:
   relu(linear(hidden)) per token, the max per token id, its cls/eos/pad/unk tokens dropped.
 
 Either way a vector is a `SparseVector` (ascending token ids, float32 weights), pruned on request
-to its `top_k` largest weights and/or the weights above `threshold`.
+to its `top_k` largest weights by magnitude and/or the weights above `threshold`.
 """
 
 from __future__ import annotations
@@ -144,14 +144,16 @@ def _max_per_id(ids: np.ndarray, weights: np.ndarray, dropped: np.ndarray) -> Sp
 def prune(
     vector: SparseVector, top_k: int | None = None, threshold: float | None = None
 ) -> SparseVector:
-    """The weights above `threshold`, then the `top_k` largest of them (ties: the lower id),
-    still in ascending id order."""
+    """The weights above `threshold`, then the `top_k` largest of them by magnitude (ties: the
+    lower id), still in ascending id order."""
     indices, values = vector.indices, vector.values
     if threshold is not None:
         keep = values > threshold
         indices, values = indices[keep], values[keep]
     if top_k is not None and len(values) > top_k:
-        chosen = np.sort(np.argsort(-values, kind="stable")[:top_k])
+        # By magnitude, as sentence-transformers' max_active_dims: a SparseStaticEmbedding's
+        # table is unconstrained, so an inference-free query may hold negative weights.
+        chosen = np.sort(np.argsort(-np.abs(values), kind="stable")[:top_k])
         indices, values = indices[chosen], values[chosen]
     return SparseVector(indices, values)
 
@@ -381,7 +383,7 @@ class SparseEncoder(TextPreparer, Pretrained):
         input_type: str | None = None,
     ) -> list[SparseVector]:
         """One sparse vector per text (a string is one text), pruned to the weights above
-        `threshold` and then the `top_k` largest if given (sentence-transformers'
+        `threshold` and then the `top_k` largest by magnitude if given (sentence-transformers'
         `max_active_dims`; the model's saved one when not given).
 
         `input_type` is sentence-transformers' `encode_query` ("query") or `encode_document`

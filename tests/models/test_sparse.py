@@ -246,6 +246,29 @@ def test_inference_free_queries_match_encode_query(tmp_path, splade_dir, referen
     assert len(query) <= 2
 
 
+def test_top_k_keeps_the_largest_weights_by_magnitude(tmp_path, splade_dir, reference):
+    """A static table may hold negative weights; sentence-transformers' max_active_dims keeps
+    the k largest by absolute value, so a strongly negative weight outranks a small positive."""
+    from sentence_transformers import SparseEncoder as Reference
+
+    from ..support.splade import inference_free
+
+    folder = inference_free(tmp_path / "signed", splade_dir, signed=True)
+    texts = [t for t in _texts(reference) if t][:20]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = Reference(str(folder), device="cpu")
+        want = model.encode_query(texts, max_active_dims=3, convert_to_sparse_tensor=False)
+    encoder = SparseEncoder.from_pretrained(folder)
+    unpruned = encoder.encode(texts, input_type="query")
+    assert any((v.values < 0).any() for v in unpruned)  # the case this is about
+    got = encoder.encode(texts, input_type="query", top_k=3)
+    for i, (g, row) in enumerate(zip(got, want.numpy(), strict=True)):
+        assert g.to_dict() == pytest.approx({int(j): float(row[j]) for j in np.flatnonzero(row)})
+    vector = SparseVector(np.array([3, 5, 9]), np.array([0.5, -0.9, 0.1], np.float32))
+    assert prune(vector, top_k=2).indices.tolist() == [3, 5]
+
+
 def test_inference_free_queries_past_the_limit(tmp_path, splade_dir, reference):
     """`truncate=False` refuses a query past the query tokenizer's limit, as it refuses a
     document; with no limit saved (the 1e30 sentinel) sentence-transformers cuts nothing, and

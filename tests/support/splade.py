@@ -95,10 +95,11 @@ def tiny_masked_lm(
     return save_sparse_encoder(raw, out)
 
 
-def inference_free(out: Path, document_model: Path, *, seed: int = 5) -> Path:
+def inference_free(out: Path, document_model: Path, *, seed: int = 5, signed: bool = False) -> Path:
     """An inference-free SPLADE folder as SparseEncoder saves one: a Router sending queries to a
-    SparseStaticEmbedding (seeded random weight per id, some zero) and documents to
-    `document_model`'s MLM transformer + SpladePooling."""
+    SparseStaticEmbedding (seeded random weight per id, some zero; with `signed`, every other id's
+    negative: the table is a free parameter, and sentence-transformers keeps negative weights)
+    and documents to `document_model`'s MLM transformer + SpladePooling."""
     import torch
     from sentence_transformers import SparseEncoder
     from sentence_transformers.sparse_encoder.modules import (
@@ -114,6 +115,8 @@ def inference_free(out: Path, document_model: Path, *, seed: int = 5) -> Path:
         generator = torch.Generator().manual_seed(seed)
         weight = torch.rand(len(document.tokenizer.get_vocab()), generator=generator) * 3
         weight[weight < 0.3] = 0.0
+        if signed:
+            weight[::2] *= -1
         query = SparseStaticEmbedding(tokenizer=document.tokenizer, weight=weight, frozen=True)
         router = Router.for_query_document(
             query_modules=[query], document_modules=[document, SpladePooling("max")]

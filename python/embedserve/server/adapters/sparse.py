@@ -1,7 +1,7 @@
 """TEI's `POST /embed_sparse`: one sparse vector per input, `[[{"index", "value"}]]`, with TEI's
 body (`inputs`, `truncate`, `truncation_direction`, `prompt_name`) and TEI's error shape.
 
-embedserve's additions: `top_k` (keep the k largest weights, sentence-transformers'
+embedserve's additions: `top_k` (keep the k largest weights by magnitude, sentence-transformers'
 `max_active_dims`), `threshold` (keep weights above it), `return_tokens` (each pair also
 carries `token`, the vocabulary's string for its index) and `input_type` (`query` / `document`:
 the model's prompt of that kind, as sentence-transformers' encode_query / encode_document; `query`
