@@ -218,6 +218,26 @@ def test_similarity_errors_name_an_over_long_source_sentence_by_its_field(server
         assert error.startswith("sentences[1] has 47 tokens; at most 40"), error
 
 
+def test_similarity_counts_the_source_with_the_sentences_and_says_so(engine):
+    """TEI holds the source and the sentences together to max_client_batch_size (/info reports
+    our max_inputs as it), so with a limit of 4, three sentences pass and four are refused; the
+    message counts `sentences` as sent and says what the source adds."""
+    limits = Limits(max_inputs=4)
+    with live_server(unhurried(api_keys=(KEY,), limits=limits), engines={MODEL: engine}) as small:
+        info = httpx.get(small.url + "/info", headers=auth()).json()
+        assert info["max_client_batch_size"] == 4
+        body = {"inputs": {"source_sentence": "a", "sentences": ["b", "c", "d"]}}
+        assert len(post(small, "/similarity", body).json()) == 3
+        body["inputs"]["sentences"].append("e")
+        response = post(small, "/similarity", body)
+        assert response.status_code == 400, response.text
+        assert response.json() == {
+            "error": "sentences has 4 items, 5 texts with source_sentence; at most 4 are "
+            "allowed per request",
+            "error_type": "Validation",
+        }
+
+
 def engine_similarity(minilm_dir, source, sentences, **kwargs):
     from embedserve.engine import Engine
 

@@ -32,13 +32,19 @@ DEFAULT_TOKENS_PER_CHAR = 0.3
 MAX_SPARSE_PAIRS = 2_000_000
 
 
-def check_count(count: int, limit: int, param: str) -> None:
-    """At least one item in `param`, at most `limit`."""
+def check_count(count: int, limit: int, param: str, *, plus_one: str | None = None) -> None:
+    """At least one item in `param`, at most `limit`. `plus_one` names a text sent in a field of
+    its own and counted with the items (TEI /similarity's `source_sentence`: TEI holds the source
+    and the sentences together to its max_client_batch_size, which /info reports as ours)."""
     if count == 0:
         raise invalid(f"{param} must not be an empty array", param=param, code="empty_input")
-    if count > limit:
+    total = count + (plus_one is not None)
+    if total > limit:
+        held = f"{param} has {count} items"
+        if plus_one is not None:
+            held += f", {total} texts with {plus_one}"
         raise invalid(
-            f"{param} has {count} items; at most {limit} are allowed per request",
+            f"{held}; at most {limit} are allowed per request",
             param=param,
             code="too_many_inputs",
         )

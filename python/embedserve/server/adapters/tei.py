@@ -181,8 +181,6 @@ async def similarity(request: Request[Any, Any, Any]) -> Response[bytes]:
     rendered as one score per sentence."""
     started = time.perf_counter()
     body = await read_struct(request, SimilarityRequest)
-    if not body.inputs.sentences:
-        raise invalid("sentences must not be an empty array", param="sentences", code="empty_input")
     merged = _merged(body, SimilarityParameters)
     internal = EmbeddingsRequest(
         inputs=Inputs(texts=[*body.inputs.sentences, body.inputs.source_sentence]),

@@ -69,7 +69,9 @@ class EmbedJob(Job[R], Generic[R]):
         self.truncate = config.truncates(request.truncate)
         inputs = request.inputs
         self.size = len(inputs)
-        check_count(self.size, limits.max_inputs, param)
+        # The last text, when it has a field of its own, is counted with the items, not as one.
+        items = self.size if last_param is None else self.size - 1
+        check_count(items, limits.max_inputs, param, plus_one=last_param)
         if inputs.texts is not None:
             lengths = [len(text) for text in inputs.texts]
             check_not_empty(lengths, param)
