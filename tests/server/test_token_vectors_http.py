@@ -71,6 +71,26 @@ def test_embed_all_refuses_a_response_past_the_limit_before_inference(served):
     assert wrong.status_code == 400 and "late-interaction" in wrong.text
 
 
+def test_embed_all_names_an_over_long_input_by_the_route_s_field(served):
+    """With truncate: false, an input past the model's limit is `inputs[i]`, its index in the
+    request, in the first tokenizing step as in a later one (70,000 characters fill the first:
+    one [UNK] word), for an embedder and for a ColBERT."""
+    live, _, _ = served
+    for model, tokens, limit in ((MODEL, 602, 256), ("colbert", 603, 64)):
+        for inputs, where in (
+            (["ok", "word " * 600], "inputs[1]"),
+            (["a" * 70_000, "ok", "word " * 600], "inputs[2]"),
+        ):
+            body = {"model": model, "inputs": inputs, "truncate": False}
+            response = httpx.post(live.url + "/embed_all", json=body, timeout=60)
+            assert response.status_code == 400, response.text
+            assert response.json() == {
+                "error": f"{where} has {tokens} tokens, more than the model's limit of {limit}; "
+                "shorten it or allow truncation",
+                "error_type": "Validation",
+            }
+
+
 def test_rerank_and_score_on_a_colbert_are_maxsim(served):
     live, _, colbert = served
     expected = colbert.score(QUERIES[1], DOCS)

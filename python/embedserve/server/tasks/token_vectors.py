@@ -106,10 +106,10 @@ class TokenVectorsJob(RowsJob[np.ndarray, R], Generic[R]):
             else:
                 part = self.model.prepare(Inputs(texts=texts), truncate=self.truncate)
                 part = part.keeping_states()
-        except InputTooLongError as exc:
-            if not chunk.start or not isinstance(self.model, Engine):
-                raise
-            raise InputTooLongError(chunk.start + exc.index, exc.tokens, exc.limit) from exc
+        except InputTooLongError as exc:  # the model says `input`; name the route's field
+            # A ColBERT numbers its inputs from `start`; an Engine from its chunk's first.
+            index = exc.index if not isinstance(self.model, Engine) else chunk.start + exc.index
+            raise InputTooLongError(index, exc.tokens, exc.limit, self.param) from exc
         self._budget.add(part.untruncated_tokens, chunk.start)
         self._content += int(part.untruncated_tokens.sum())
         self._rows.extend(part.sequences)
