@@ -138,6 +138,7 @@ class Engine(TextPreparer, Pretrained):
             compile=plan.options.compile,
             # The model's own limit, not a caller's max_length: one int8 graph a model.
             max_length=config.max_seq_length,
+            tokenizer_mode=plan.options.tokenizer_mode,
         )
 
     @classmethod

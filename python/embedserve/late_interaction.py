@@ -124,6 +124,7 @@ class ColBERT(Pretrained):
             compile=plan.options.compile,
             # Documents are the long side: int8 calibrates at their limit.
             max_length=load_colbert_config(plan.config_dir).document_length,
+            tokenizer_mode=plan.options.tokenizer_mode,
         )
 
     @classmethod

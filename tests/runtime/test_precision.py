@@ -141,7 +141,9 @@ def _minilm_graph(minilm_dir: Path, texts: list[str] | None = None):
 
     model = onnx.load(str(onnx_for(minilm_dir)))
     names = [i.name for i in model.graph.input]
-    return model, calibration_batches(minilm_dir / "tokenizer.json", 256, names, texts)
+    return model, calibration_batches(
+        minilm_dir / "tokenizer.json", 256, "transformers", names, texts
+    )
 
 
 def test_int8_mix_returns_the_least_quantizable_matmuls_to_float_until_the_check_holds(
@@ -237,7 +239,7 @@ def test_int8_cache_key_changes_with_the_recipe(minilm_dir, monkeypatch):
     # A graph built by another recipe must not be reused, even where the version was not bumped.
     from embedserve.models import onnx_for, static_int8
 
-    args = (onnx_for(minilm_dir), minilm_dir / "tokenizer.json", 256)
+    args = (onnx_for(minilm_dir), minilm_dir / "tokenizer.json", 256, "transformers")
     before = static_int8.static_int8_key(*args)
     monkeypatch.setattr(static_int8, "CHECK_MIN_COSINE", static_int8.CHECK_MIN_COSINE + 0.001)
     assert static_int8.static_int8_key(*args) != before
@@ -249,7 +251,7 @@ def test_int8_cache_key_changes_with_every_file_the_tokenizer_is_built_from(mini
 
     for name in ("tokenizer.json", "tokenizer_config.json", "config.json"):
         shutil.copyfile(minilm_dir / name, tmp_path / name)
-    args = (onnx_for(minilm_dir), tmp_path / "tokenizer.json", 256)
+    args = (onnx_for(minilm_dir), tmp_path / "tokenizer.json", 256, "transformers")
     keys = {static_int8.static_int8_key(*args)}
     (tmp_path / "README.md").write_text("not read by the tokenizer")
     assert static_int8.static_int8_key(*args) in keys
@@ -265,6 +267,50 @@ def test_int8_cache_key_changes_with_every_file_the_tokenizer_is_built_from(mini
         key = static_int8.static_int8_key(*args)
         assert key not in keys, name
         keys.add(key)
+
+
+def test_int8_calibrates_with_the_plan_s_tokenizer_mode(
+    minilm_dir, xlmr_tokenizer_dir, monkeypatch
+):
+    """The calibration and check texts become the ids the served model will see: an
+    "as-saved" model's (XLM-R's file gives a trailing space a token of its own; transformers
+    5 drops it), and the cached graph is keyed on the mode."""
+    from embedserve.kinds import build_graph
+    from embedserve.loading import LoadOptions
+    from embedserve.models import onnx_for, static_int8, variants
+    from embedserve.tokenization import ModelTokenizer
+
+    path, texts = xlmr_tokenizer_dir / "tokenizer.json", ["trailing space ", "two  spaces"]
+    ids = {}
+    for mode in ("transformers", "as-saved"):
+        names = ["input_ids", "attention_mask"]
+        (batch,) = static_int8.calibration_batches(path, 64, mode, names, texts)
+        got = [
+            row[mask == 1].tolist()
+            for row, mask in zip(batch["input_ids"], batch["attention_mask"])
+        ]
+        tokenizer = ModelTokenizer(path, 64, mode)
+        want = [
+            tokenizer.model_sequence(i, content, truncate=True, direction="right").tolist()
+            for i, content in enumerate(tokenizer.content_ids(texts))
+        ]
+        assert sorted(got) == sorted(want), mode  # the batches are sorted by length
+        ids[mode] = sorted(got)
+    assert ids["transformers"] != ids["as-saved"]
+    graph = onnx_for(minilm_dir)
+    keys = {static_int8.static_int8_key(graph, path, 64, m) for m in ("transformers", "as-saved")}
+    assert len(keys) == 2
+    # The plan's mode reaches the calibration (the build itself is stubbed: 20 s and up).
+    calibrated = []
+
+    def recording(source, tokenizer_json, max_length, *mode):
+        calibrated.append(mode)
+        return source
+
+    monkeypatch.setattr(variants, "static_int8_onnx", recording)
+    for mode in ("as-saved", "transformers"):
+        build_graph(minilm_dir, LoadOptions(precision="int8", tokenizer_mode=mode))
+    assert calibrated == [("as-saved",), ("transformers",)]
 
 
 def test_precision_arguments_and_the_quantize_alias():

@@ -152,13 +152,18 @@ def check_texts(
 
 
 def calibration_batches(
-    tokenizer_json: Path, max_length: int, input_names: list[str], texts: list[str] | None = None
+    tokenizer_json: Path,
+    max_length: int,
+    tokenizer_mode: str,
+    input_names: list[str],
+    texts: list[str] | None = None,
 ) -> list[dict[str, np.ndarray]]:
-    """`texts` (default: the calibration corpus) as length-sorted model feeds."""
+    """`texts` (default: the calibration corpus) as length-sorted model feeds, tokenized as the
+    served model tokenizes (`tokenizer_mode`: tokenizer_pipeline.load_tokenizer)."""
     from embedserve.planning import pad_batch
     from embedserve.tokenization import ModelTokenizer
 
-    tokenizer = ModelTokenizer(tokenizer_json, max_length)
+    tokenizer = ModelTokenizer(tokenizer_json, max_length, tokenizer_mode)
     content = tokenizer.content_ids(calibration_texts() if texts is None else texts)
     sequences = [
         tokenizer.model_sequence(i, ids, truncate=True, direction="right")
@@ -583,7 +588,7 @@ def choose_int8_mix(
 
 
 def quantize_static_int8(
-    source: Path, target: Path, tokenizer_json: Path, max_length: int
+    source: Path, target: Path, tokenizer_json: Path, max_length: int, tokenizer_mode: str
 ) -> Int8Choice:
     """Write a QDQ int8 copy of `source` to `target` atomically, with the MatMuls
     `choose_int8_mix` keeps in float. The choice is logged and written into the graph's metadata
@@ -592,10 +597,12 @@ def quantize_static_int8(
 
     model = onnx.load(str(source))
     input_names = [i.name for i in model.graph.input]
-    batches = calibration_batches(tokenizer_json, max_length, input_names)
+    batches = calibration_batches(tokenizer_json, max_length, tokenizer_mode, input_names)
     smooth_outlier_channels(model, batches, [])
     stats = channel_stats(model, sorted(quantized_inputs(model, [])), batches)
-    check = calibration_batches(tokenizer_json, max_length, input_names, check_texts())
+    check = calibration_batches(
+        tokenizer_json, max_length, tokenizer_mode, input_names, check_texts()
+    )
     choice = choose_int8_mix(model, stats, check)
     onnx.helper.set_model_props(
         choice.model,
@@ -619,9 +626,11 @@ def quantize_static_int8(
     return choice
 
 
-def static_int8_key(source: Path, tokenizer_json: Path, max_length: int) -> str:
+def static_int8_key(
+    source: Path, tokenizer_json: Path, max_length: int, tokenizer_mode: str
+) -> str:
     """The cache key of the int8 copy of `source`: the graph, the tokenizer (which ids the corpus
-    becomes: every file its pipeline is built from, tokenizer_pipeline.tokenizer_sources), the
+    becomes: its mode and every file its pipeline is built from, tokenizer_sources), the
     length, the recipe's version and constants, and the very texts that calibrate and check it
     (they come from Python's documentation, which differs between Pythons)."""
     recipe = json.dumps(
@@ -638,16 +647,18 @@ def static_int8_key(source: Path, tokenizer_json: Path, max_length: int) -> str:
         ]
     )
     recipe_hash = hashlib.sha256(recipe.encode()).hexdigest()[:8]
-    tok_hash = tokenizer_digest(tokenizer_json)[:8]
+    tok_hash = tokenizer_digest(tokenizer_json, tokenizer_mode)[:8]
     return (
         f"{file_hash(source)[:32]}-{tok_hash}-{max_length}"
         f"-int8s-v{STATIC_INT8_VERSION}-{recipe_hash}"
     )
 
 
-def static_int8_onnx(source: Path, tokenizer_json: Path, max_length: int) -> Path:
+def static_int8_onnx(
+    source: Path, tokenizer_json: Path, max_length: int, tokenizer_mode: str
+) -> Path:
     """The cached static int8 copy of the graph at `source`, built on first use (20 s to minutes)."""
-    target = compiled_graph(static_int8_key(source, tokenizer_json, max_length))
+    target = compiled_graph(static_int8_key(source, tokenizer_json, max_length, tokenizer_mode))
     if not target.exists():
-        quantize_static_int8(source, target, tokenizer_json, max_length)
+        quantize_static_int8(source, target, tokenizer_json, max_length, tokenizer_mode)
     return target
