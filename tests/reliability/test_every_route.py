@@ -27,7 +27,7 @@ from embedserve.server.adapters import tei
 from embedserve.server.config import ModelSpec, ServerConfig
 
 from ..server.conftest import live_server, unhurried, wait_for
-from ..support.gated import HELD, background
+from ..support.gated import HELD, background, set_queued_wait
 from .conftest import MODEL, cli_server
 
 RERANKER = "ce"
@@ -281,7 +281,6 @@ def test_an_oversized_request_is_refused_before_any_tokenizer_runs(
 def test_a_rerank_flood_is_refused_before_tokenizing(engine, cross_encoder_dirs):
     gated = GatedReranker(cross_encoder_dirs["bert"][0])
     gated.gate.set()
-    # A wait far below what 1,000 pairs of ~128 tokens cost on any CPU.
     cfg = config(max_wait_seconds=0.01)
     long_docs = ["word " * 150] * 1_000
     with live_server(cfg, engines={MODEL: engine, RERANKER: gated}) as server:
@@ -295,6 +294,7 @@ def test_a_rerank_flood_is_refused_before_tokenizing(engine, cross_encoder_dirs)
         assert gated.entered.wait(10)
         queued, queued_out = background(lambda: rerank(server.url, long_docs))
         wait_for(lambda: batcher.queued_inputs == 1_000)
+        set_queued_wait(batcher, 1.0)  # 100 times the ceiling, whatever rate was measured
         tokenized = len(gated.tokenizer.calls)
         for _ in range(8):
             refused = rerank(server.url, long_docs)
@@ -562,6 +562,7 @@ def test_a_classify_flood_is_refused_before_tokenizing(engine, cross_encoder_dir
         assert gated.entered.wait(10)
         queued, queued_out = background(lambda: classify(server.url, long_texts))
         wait_for(lambda: batcher.queued_inputs == 1_000)
+        set_queued_wait(batcher, 1.0)  # 100 times the ceiling, whatever rate was measured
         tokenized = len(gated.tokenizer.calls)
         for route in ("/classify", "/predict", "/v1/classify"):
             refused = classify(server.url, long_texts, route)
