@@ -12,7 +12,7 @@ from embedserve.engine import Engine
 from embedserve.server.config import ServerConfig
 from embedserve.vector_cache import ENTRY_OVERHEAD, VectorCache, cache_key
 
-from .server.conftest import live_server, metric_samples
+from .server.conftest import live_server, metric_samples, unhurried
 
 MODEL = "all-MiniLM-L6-v2"
 # The third is past the model's 256 tokens, with words that differ from one end to the other.
@@ -88,7 +88,8 @@ def test_a_hit_answers_the_same_bytes_as_the_miss(cached_engine):
 
 def test_concurrent_identical_requests_get_identical_answers(cached_engine):
     body = {"model": MODEL, "input": [f"concurrent text {i}" for i in range(32)]}
-    with live_server(ServerConfig(), engines={MODEL: cached_engine}) as server:
+    # Unhurried admission: 16 requests at once must all be served, on a slow machine too.
+    with live_server(unhurried(), engines={MODEL: cached_engine}) as server:
         answers: list[bytes] = []
 
         def send() -> None:

@@ -171,6 +171,7 @@ _WRITER = textwrap.dedent(
     rng = np.random.default_rng(seed)
     with DiskVectorCache(folder, {"model": "test"}, 8, max_bytes=%d) as disk:
         print("open", flush=True)
+        stored, evicting = set(), False
         for _ in range(rounds):
             # Half the ids are shared by every writer: the same keys written at once.
             ids = [rng.integers(0, 2 if i %% 2 else 30_000, size=5) for i in range(64)]
@@ -178,6 +179,10 @@ _WRITER = textwrap.dedent(
             disk.store(ids, rows)
             for row, ids_ in zip(disk.lookup(ids), ids):
                 assert row is None or row[0] == float(ids_.sum()), "a wrong row"
+            stored.update(ids_.tobytes() for ids_ in ids)
+            if not evicting and len(disk) < len(stored):  # some were dropped for the bound
+                evicting = True
+                print("evicting", flush=True)
     """
 )
 
@@ -204,7 +209,8 @@ def test_two_processes_share_one_folder(tmp_path):
 def test_a_kill_mid_write_leaves_a_usable_cache(tmp_path):
     writer = _writer(tmp_path, 3, 100_000, 150_000)
     assert writer.stdout.readline() == "open\n"
-    time.sleep(1.5)  # well into the writes, evictions included
+    # Well into the writes, evictions included, on any machine: the kill lands in a later one.
+    assert writer.stdout.readline() == "evicting\n", writer.stderr.read()
     writer.send_signal(signal.SIGKILL)
     writer.communicate(timeout=30)
     assert writer.returncode == -signal.SIGKILL

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import replace
 
 import httpx
@@ -371,13 +370,17 @@ def test_the_key_comes_from_the_environment():
         api_key("NOPE", env)
 
 
-def test_retry_after_is_seconds_or_a_date():
+def test_retry_after_is_seconds_or_a_date(monkeypatch):
     from email.utils import formatdate
+    from types import SimpleNamespace
 
+    from embedserve.corpus import remote
     from embedserve.corpus.remote import _retry_after
 
     assert _retry_after("3") == 3.0
-    assert 8 < _retry_after(formatdate(time.time() + 10, usegmt=True)) <= 10
+    now = 1_700_000_000.0  # the client's clock, held still: a date is read against it exactly
+    monkeypatch.setattr(remote, "time", SimpleNamespace(time=lambda: now))
+    assert _retry_after(formatdate(now + 10, usegmt=True)) == 10.0
     # No busy loop on 0 or a past date; no header or an unreadable one: 1 s.
     assert _retry_after("0") == _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.1
     assert _retry_after(None) == _retry_after("soon") == 1.0

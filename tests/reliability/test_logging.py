@@ -85,16 +85,16 @@ def test_query_string_values_never_reach_the_access_log(tmp_path: Path):
             wait_for_log(server, f'"POST /v1/embeddings?{shown} HTTP/1.1" 200')
 
         # The 499 line for a client that hung up is written by us, not uvicorn: hidden as well.
-        texts = ["a client that will not wait for these many long texts to be embedded"] * 1024
-        try:
-            httpx.post(
-                f"{server.url}/v1/embeddings?session=query-secret-8&api-version=2024-10-21",
-                headers=headers,
-                json={"model": MODEL, "input": texts},
-                timeout=0.5,
-            )
-        except httpx.TimeoutException:
-            pass
+        # It hangs up once its inputs are queued (a client timeout would race the model).
+        texts = ["a client that will not wait for these many long texts to be embedded"] * 2048
+        request = RawRequest(
+            server.url,
+            "/v1/embeddings?session=query-secret-8&api-version=2024-10-21",
+            {"model": MODEL, "input": texts},
+            headers,
+        )
+        wait_for(lambda: queued_inputs(server.url) > 0)
+        request.hang_up()
         log = wait_for_log(
             server, '"POST /v1/embeddings?session=REDACTED&api-version=REDACTED HTTP/1.1" 499'
         )

@@ -34,7 +34,7 @@ class FakeModel:
 
     def forward(self, sequences: list[np.ndarray]) -> np.ndarray:
         self.entered.set()
-        self.gate.wait(10)
+        assert self.gate.wait(60), "test forgot to open the gate"
         self.batches.append([len(s) for s in sequences])
         number = len(self.batches)
         return np.array([[s[0], len(s), number] for s in sequences], dtype=np.float32)
@@ -113,7 +113,9 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_rows():
 
     async def main():
         first = batcher.submit(seqs(0, [4]))
-        await asyncio.to_thread(model.entered.wait, 5)  # the worker holds request 0 in forward()
+        assert await asyncio.to_thread(
+            model.entered.wait, 60
+        )  # the worker holds request 0 in forward()
         rest = [batcher.submit(seqs(tag, [tag % 5 + 1] * (tag % 3 + 1))) for tag in range(1, 20)]
         model.gate.set()
         return await asyncio.gather(first.result(), *(t.result() for t in rest))
@@ -132,7 +134,7 @@ def test_requests_per_batch_are_capped():
 
     async def main():
         first = batcher.submit(seqs(0, [2]))
-        await asyncio.to_thread(model.entered.wait, 5)
+        assert await asyncio.to_thread(model.entered.wait, 60)
         rest = [batcher.submit(seqs(tag, [2])) for tag in range(1, 8)]
         model.gate.set()
         await asyncio.gather(first.result(), *(t.result() for t in rest))
@@ -148,7 +150,7 @@ def test_a_full_queue_refuses_at_once_but_an_empty_one_takes_anything():
 
     async def main():
         running = batcher.submit(seqs(0, [2]))
-        await asyncio.to_thread(model.entered.wait, 5)
+        assert await asyncio.to_thread(model.entered.wait, 60)
         big = batcher.submit(seqs(1, [2] * 3))  # queue empty (request 0 is running): accepted
         assert batcher.queued_inputs == 3
         batcher.submit(seqs(2, [2]))  # 4 queued: at the cap, still fine
@@ -176,7 +178,7 @@ def test_cancelled_requests_are_dropped_before_they_are_batched():
 
     async def main():
         running = batcher.submit(seqs(0, [3]))
-        await asyncio.to_thread(model.entered.wait, 5)
+        assert await asyncio.to_thread(model.entered.wait, 60)
         doomed = batcher.submit(seqs(1, [7, 7, 7]))
         kept = batcher.submit(seqs(2, [5]))
         assert batcher.queued_inputs == 4
@@ -220,7 +222,7 @@ def test_close_fails_what_is_still_queued():
 
     async def main():
         batcher.submit(seqs(0, [1]))
-        await asyncio.to_thread(model.entered.wait, 5)
+        assert await asyncio.to_thread(model.entered.wait, 60)
         queued = batcher.submit(seqs(1, [1]))
         closing = asyncio.get_running_loop().run_in_executor(None, batcher.close)
         while batcher.queued_inputs:  # until close() has taken the queued request away
@@ -249,7 +251,7 @@ def test_any_mix_of_requests_gets_its_own_rows_under_the_budget(requests, budget
 
     async def main():
         first = batcher.submit(seqs(99, [1]))
-        await asyncio.to_thread(model.entered.wait, 5)
+        assert await asyncio.to_thread(model.entered.wait, 60)
         tickets = [batcher.submit(seqs(tag, lengths)) for tag, lengths in enumerate(requests)]
         model.gate.set()
         await first.result()
@@ -272,7 +274,7 @@ def test_a_long_row_does_not_drag_short_rows_to_its_length():
 
     async def main():
         first = batcher.submit(seqs(0, [1]))
-        await asyncio.to_thread(model.entered.wait, 5)
+        assert await asyncio.to_thread(model.entered.wait, 60)
         mixed = batcher.submit(seqs(1, [10] * 30 + [256] + [60, 40]))
         other = batcher.submit(seqs(2, [12, 8]))
         model.gate.set()
@@ -299,7 +301,7 @@ def test_windows_are_served_in_arrival_order():
 
     async def main():
         first = batcher.submit(seqs(0, [1]))
-        await asyncio.to_thread(model.entered.wait, 5)
+        assert await asyncio.to_thread(model.entered.wait, 60)
         tickets = [batcher.submit(seqs(tag, [n])) for tag, n in enumerate(lengths, start=1)]
         model.gate.set()
         await first.result()
@@ -345,7 +347,7 @@ def test_a_tiny_interactive_request_runs_beside_batch_work_but_waits_for_interac
     def forward(sequences):
         if threading.get_ident() != caller:  # only the worker's runs are held
             entered.set()
-            gate.wait(10)
+            assert gate.wait(60), "test forgot to open the gate"
         return np.array([[s[0], len(s), 0] for s in sequences], dtype=np.float32)
 
     batcher = Batcher(forward, 3, max_batch_tokens=64)
@@ -353,7 +355,7 @@ def test_a_tiny_interactive_request_runs_beside_batch_work_but_waits_for_interac
 
     async def main():
         flood = batcher.submit(seqs(1, [4, 4]), priority=Priority.BATCH)
-        assert entered.wait(10)  # a batch-lane run is in the model, held there
+        assert entered.wait(60)  # a batch-lane run is in the model, held there
         out = batcher.run_inline(seqs(2, [3]))
         assert out is not None and out[:, 0].tolist() == [2000]  # computed beside it
         gate.set()
@@ -361,7 +363,7 @@ def test_a_tiny_interactive_request_runs_beside_batch_work_but_waits_for_interac
         gate.clear()
         entered.clear()
         ticket = batcher.submit(seqs(3, [4]))  # an interactive run in the model
-        assert entered.wait(10)
+        assert entered.wait(60)
         assert batcher.run_inline(seqs(4, [3])) is None  # takes its turn behind it
         gate.set()
         assert (await ticket.result())[:, 0].tolist() == [3000]
@@ -411,7 +413,7 @@ def make_lanes():
             runs.append((name, int(sequences[0][0])))
             if threading.get_ident() != caller:  # only the worker's runs are held
                 entered.set()
-                gate.wait(10)
+                assert gate.wait(60), "test forgot to open the gate"
             return np.array([[s[0], len(s), 0] for s in sequences], dtype=np.float32)
 
         return forward
@@ -420,7 +422,8 @@ def make_lanes():
     return batcher, runs, gate, entered
 
 
-@pytest.mark.parametrize("seen_for", [1.0, 0.0])
+# Seen "recently" for an hour, or never: 1 s (the default) is a race a stalled worker can lose.
+@pytest.mark.parametrize("seen_for", [3600.0, 0.0])
 def test_batch_work_takes_the_lane_session_while_interactive_work_is_around(monkeypatch, seen_for):
     monkeypatch.setattr(batching, "YIELD_SECONDS", seen_for)
     idle, idle_runs, _, _ = make_lanes()
@@ -431,7 +434,7 @@ def test_batch_work_takes_the_lane_session_while_interactive_work_is_around(monk
 
     async def main():
         first = batcher.submit(seqs(2, [4, 4]), priority=Priority.BATCH)
-        assert entered.wait(10)  # a batch-lane run in the model, held there
+        assert entered.wait(60)  # a batch-lane run in the model, held there
         # Beside it, a tiny interactive request runs on the lane session, on this thread.
         assert batcher.run_inline(seqs(3, [3]))[:, 0].tolist() == [3000]
         second = batcher.submit(seqs(4, [3, 5, 4]), priority=Priority.BATCH)

@@ -11,7 +11,8 @@ import numpy as np
 
 from tests.support import cosines
 
-from .conftest import MODEL, auth, metric_samples
+from ..support.gated import GatedEngine, background, hold_the_model
+from .conftest import KEY, MODEL, auth, live_server, metric_samples, unhurried, wait_for
 
 CLIENTS = 64
 
@@ -66,9 +67,26 @@ async def send_all(url: str, requests: list[dict]) -> list[httpx.Response]:
         return await asyncio.gather(*tasks)
 
 
-def test_64_concurrent_clients_get_their_own_vectors_and_share_batches(server, engine, reference):
+def test_64_concurrent_clients_get_their_own_vectors_and_share_batches(engine, reference):
     requests = make_requests(reference)
-    responses = asyncio.run(send_all(server.url, requests))
+    gated = GatedEngine(engine)
+    with live_server(unhurried(api_keys=(KEY,)), engines={MODEL: gated}) as server:
+        batcher = server.state.registry.models[0].batcher
+
+        def send(body: dict) -> httpx.Response:
+            return httpx.post(server.url + "/v1/embeddings", json=body, headers=auth(), timeout=60)
+
+        # The 64 arrive while a first request holds the model, so they wait together and share
+        # batches on any machine (unheld, a fast server could run each alone as it arrives).
+        held, held_out = hold_the_model(gated, send, MODEL)
+        sent, sent_out = background(lambda: asyncio.run(send_all(server.url, requests)))
+        wait_for(lambda: batcher.queued_inputs == sum(len(r["input"]) for r in requests))
+        gated.gate.set()
+        sent.join(120)
+        held.join(30)
+        assert held_out["value"].status_code == 200, held_out
+        responses = sent_out["value"]
+        text = httpx.get(server.url + "/metrics").text
 
     for body, response in zip(requests, responses, strict=True):
         assert response.status_code == 200, response.text
@@ -82,7 +100,6 @@ def test_64_concurrent_clients_get_their_own_vectors_and_share_batches(server, e
         np.testing.assert_allclose(vectors, expected.embeddings, atol=1e-6)
         assert got["usage"]["prompt_tokens"] == expected.total_tokens
 
-    text = httpx.get(server.url + "/metrics").text
     per_batch = metric_samples(text, "embedserve_batch_requests_bucket")
     singles = per_batch[f'embedserve_batch_requests_bucket{{le="1.0",model="{MODEL}"}}']
     batches = per_batch[f'embedserve_batch_requests_bucket{{le="+Inf",model="{MODEL}"}}']
