@@ -52,12 +52,12 @@ def load(url: str, stop: threading.Event, results: list, errors: list) -> None:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_under_load_drains_and_exits_0(tmp_path, workers):
-    # The drain is the time the probes below have before the process exits: 15 s, far more
+    # The drain is the time the probes below have before the process exits: 8 s, far more
     # than they need on a loaded machine (2 s was a race a slow one could lose). HEAVY holds it
     # open that long, or for its own seconds of work on a machine fast enough to finish first.
     flags = [
         "--drain-seconds",
-        "15",
+        "8",
         "--workers",
         str(workers),
         "--log-level",
