@@ -78,7 +78,8 @@ def test_each_precision_holds_its_fidelity_floor(engines, embedded, model, preci
     cos = cosines(embedded(engine, ref["texts"]).embeddings, ref["normalized"])
     floor = get_precision(precision)
     if precision == "bf16":
-        # bf16's floor is for real bf16; without it OpenVINO runs f32, which must be exact.
+        # bf16's floor is for real bf16; without it OpenVINO runs f32, which must be exact (and
+        # is the fp32 engine's computation: `embedded` keys on the precision the session runs).
         native = cpu_has_native_bf16()
         assert engine.session.inference_precision == ("bf16" if native else "f32")
         floor = floor if native else get_precision("fp32")
