@@ -78,7 +78,8 @@ def test_each_precision_holds_its_fidelity_floor(engines, embedded, model, preci
     cos = cosines(embedded(engine, ref["texts"]).embeddings, ref["normalized"])
     floor = get_precision(precision)
     if precision == "bf16":
-        # bf16's floor is for real bf16; without it OpenVINO runs f32, which must be exact.
+        # bf16's floor is for real bf16; without it OpenVINO runs f32, which must be exact (and
+        # is the fp32 engine's computation: `embedded` keys on the precision the session runs).
         native = cpu_has_native_bf16()
         assert engine.session.inference_precision == ("bf16" if native else "f32")
         floor = floor if native else get_precision("fp32")
@@ -146,6 +147,22 @@ def _minilm_graph(minilm_dir: Path, texts: list[str] | None = None):
     )
 
 
+# The calibration batches whose outputs a graph pass must leave unchanged: the last three (the
+# longest), held out from the four whose peaks the passes read.
+HELD_OUT = slice(-3, None)
+
+
+@pytest.fixture(scope="module")
+def float_outputs(minilm_dir) -> list[np.ndarray]:
+    """MiniLM's fp32 graph's outputs for the held-out calibration batches, run once for the tests
+    that check a pass leaves them unchanged (each ran the same session on the same feeds)."""
+    import onnxruntime as ort
+
+    model, batches = _minilm_graph(minilm_dir)
+    original = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return [original.run(None, feeds)[0] for feeds in batches[HELD_OUT]]
+
+
 def test_int8_mix_returns_the_least_quantizable_matmuls_to_float_until_the_check_holds(
     minilm_dir,
 ):
@@ -195,7 +212,7 @@ def test_int8_mix_returns_the_least_quantizable_matmuls_to_float_until_the_check
     assert all(trimmed[t] <= narrowest_kept for t in set(readers) - kept)
 
 
-def test_splitting_outlier_channels_leaves_the_float_graph_unchanged(minilm_dir):
+def test_splitting_outlier_channels_leaves_the_float_graph_unchanged(minilm_dir, float_outputs):
     import onnxruntime as ort
     from embedserve.models.static_int8 import (
         channel_stats,
@@ -213,14 +230,12 @@ def test_splitting_outlier_channels_leaves_the_float_graph_unchanged(minilm_dir)
     # MiniLM's post-GELU FFN inputs: one or two channels far above the rest in every layer.
     assert {f"layer.{n}/mlp/gelu" for n in range(3)} <= set(channels)
     assert all(len(c) <= 2 for t, c in channels.items() if t.endswith("gelu"))
-    original = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     split_outlier_channels(model, channels)
     parts = [n for n in model.graph.node if n.name.endswith(OUTLIER_SUFFIX)]
     assert len(parts) == sum(len(readers[t]) for t in channels)
     assert set(quantized_inputs(model, [])) >= {int8_input(t) for t in channels}
     after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    for feeds in batches[-3:]:
-        want = original.run(None, feeds)[0]
+    for feeds, want in zip(batches[HELD_OUT], float_outputs, strict=True):
         got = after.run(None, feeds)[0]
         assert np.allclose(got, want, rtol=1e-4, atol=1e-4)
 
@@ -371,20 +386,18 @@ def test_cli_precision_flag(engines):
     assert bad.returncode == 2 and "invalid choice: 'fp8'" in bad.stderr
 
 
-def test_smoothing_outlier_channels_leaves_the_float_graph_unchanged(minilm_dir):
+def test_smoothing_outlier_channels_leaves_the_float_graph_unchanged(minilm_dir, float_outputs):
     import onnxruntime as ort
     from embedserve.models import onnx_for
     from embedserve.models.static_int8 import smooth_outlier_channels
 
     model, batches = _minilm_graph(minilm_dir)
-    original = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     smoothed = smooth_outlier_channels(model, batches[:4], sensitive_nodes(onnx_for(minilm_dir)))
     # Two LayerNorm outputs per layer feed quantized MatMuls (Q/K/V, FFN up); the last layer is
     # kept in float, so 2 x 5 for MiniLM-L6.
     assert smoothed == 10
     assert sum(n.op_type == "Mul" and n.name.endswith("/smoothing") for n in model.graph.node) == 10
     after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    for feeds in batches[-3:]:  # held out from the peaks above
-        want = original.run(None, feeds)[0]
+    for feeds, want in zip(batches[HELD_OUT], float_outputs, strict=True):
         got = after.run(None, feeds)[0]
         assert np.allclose(got, want, rtol=1e-4, atol=1e-4)
