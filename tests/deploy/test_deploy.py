@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from embedserve.cli import _parser
 from embedserve.server.metrics import Metrics
 from embedserve.server.routes import ROUTES
 
@@ -149,19 +150,36 @@ def test_dockerfiles_run_real_commands(name, serve_flags):
     assert f"EXPOSE {args['--port']}" in text
     assert args["--host"] == "0.0.0.0"
     runs = [body for word, body in instructions if word == "RUN"]
-    pulls = [r for r in runs if "embedserve pull" in r]
-    assert pulls, "the model is pulled at build time"
     assert any("pip install" in r and ".whl" in r for r in runs)
-    pull_words = shlex.split(pulls[0].split("&&")[0])
-    assert pull_words[:2] == ["embedserve", "pull"]
+    pulls = _pulls(runs)
+    assert pulls, "the model is pulled at build time"
     assert {"serve", "pull"} <= _subcommands()
     if name.endswith("cuda"):
         assert args["--providers"] == "cuda"
 
 
-def _subcommands() -> set[str]:
-    from embedserve.cli import _parser
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.cuda"])
+def test_dockerfiles_pull_what_serve_loads(name):
+    """The image's cache is read-only at run time: every file `serve` would fetch at start (the
+    model's graph for its flags, tiktoken's rank files) is pulled at build time."""
+    from embedserve.server.cli import config_from_args
+    from embedserve.token_encodings import ENCODINGS
 
+    instructions = [line.split(None, 1) for line in _joined_lines((DEPLOY / name).read_text())]
+    serve = _parser().parse_args(["serve", *_exec_form(_only(instructions, "CMD"))])
+    config = config_from_args(serve, environ={})
+    pulls = _pulls([body for word, body in instructions if word == "RUN"])
+    if config.token_encoding in ENCODINGS:
+        assert ["tiktoken"] in pulls, f"{name}: serve decodes {config.token_encoding}"
+
+
+def _pulls(runs: list[str]) -> list[list[str]]:
+    """The arguments of every `embedserve pull` in the RUN instructions."""
+    commands = [shlex.split(part) for run in runs for part in run.split("&&")]
+    return [words[2:] for words in commands if words[:2] == ["embedserve", "pull"]]
+
+
+def _subcommands() -> set[str]:
     [sub] = [a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)]
     return set(sub.choices)
 
