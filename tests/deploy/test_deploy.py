@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from embedserve.cli import _parser
+from embedserve.cli import PULL_SETTINGS, _parser
+from embedserve.loading import LoadSettings
 from embedserve.server.metrics import Metrics
 from embedserve.server.routes import ROUTES
+from embedserve.settings import settings_from_args
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -171,6 +173,12 @@ def test_dockerfiles_pull_what_serve_loads(name):
     pulls = _pulls([body for word, body in instructions if word == "RUN"])
     if config.token_encoding in ENCODINGS:
         assert ["tiktoken"] in pulls, f"{name}: serve decodes {config.token_encoding}"
+    [model_pull] = [words for words in pulls if words[:1] != ["tiktoken"]]
+    pull = _parser().parse_args(["pull", *model_pull])
+    # The settings that decide the files pulled are serve's: else the image holds another graph.
+    assert settings_from_args(pull, LoadSettings, PULL_SETTINGS, environ={}) == (
+        settings_from_args(serve, LoadSettings, PULL_SETTINGS, environ={})
+    )
 
 
 def _pulls(runs: list[str]) -> list[list[str]]:
