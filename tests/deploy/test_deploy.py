@@ -160,25 +160,50 @@ def test_dockerfiles_run_real_commands(name, serve_flags):
         assert args["--providers"] == "cuda"
 
 
+@pytest.mark.parametrize("build_args", [{}, {"MODEL": "BAAI/bge-small-en-v1.5"}])
 @pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.cuda"])
-def test_dockerfiles_pull_what_serve_loads(name):
+def test_dockerfiles_pull_what_serve_loads(name, build_args):
     """The image's cache is read-only at run time: every file `serve` would fetch at start (the
-    model's graph for its flags, tiktoken's rank files) is pulled at build time."""
+    model it serves, that model's graph for its flags, tiktoken's rank files) is pulled at build
+    time, whatever `--build-arg MODEL=...` names."""
     from embedserve.server.cli import config_from_args
     from embedserve.token_encodings import ENCODINGS
 
-    instructions = [line.split(None, 1) for line in _joined_lines((DEPLOY / name).read_text())]
+    instructions, image_env = _build((DEPLOY / name).read_text(), build_args)
     serve = _parser().parse_args(["serve", *_exec_form(_only(instructions, "CMD"))])
-    config = config_from_args(serve, environ={})
+    config = config_from_args(serve, environ=image_env)
     pulls = _pulls([body for word, body in instructions if word == "RUN"])
     if config.token_encoding in ENCODINGS:
         assert ["tiktoken"] in pulls, f"{name}: serve decodes {config.token_encoding}"
     [model_pull] = [words for words in pulls if words[:1] != ["tiktoken"]]
     pull = _parser().parse_args(["pull", *model_pull])
+    assert [m.spec for m in config.models] == [pull.model]
+    if build_args:
+        assert pull.model == build_args["MODEL"]
     # The settings that decide the files pulled are serve's: else the image holds another graph.
-    assert settings_from_args(pull, LoadSettings, PULL_SETTINGS, environ={}) == (
-        settings_from_args(serve, LoadSettings, PULL_SETTINGS, environ={})
+    assert settings_from_args(pull, LoadSettings, PULL_SETTINGS, environ=image_env) == (
+        settings_from_args(serve, LoadSettings, PULL_SETTINGS, environ=image_env)
     )
+
+
+def _build(text: str, build_args: dict[str, str]) -> tuple[list[list[str]], dict[str, str]]:
+    """A Dockerfile's instructions with its ARGs (defaults, or `build_args`) substituted as
+    `docker build` does, and the environment its ENV instructions give the container."""
+    instructions = [line.split(None, 1) for line in _joined_lines(text)]
+    values = dict(body.partition("=")[::2] for word, body in instructions if word == "ARG")
+    values.update(build_args)
+
+    def substitute(body: str) -> str:
+        return re.sub(r"\$\{(\w+)\}", lambda m: values.get(m[1], m[0]), body)
+
+    substituted = [[word, substitute(body)] for word, body in instructions]
+    env = dict(
+        pair.partition("=")[::2]
+        for word, body in substituted
+        if word == "ENV"
+        for pair in shlex.split(body)
+    )
+    return substituted, env
 
 
 def _pulls(runs: list[str]) -> list[list[str]]:

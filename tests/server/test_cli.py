@@ -97,6 +97,14 @@ def test_model_specs():
         ModelSpec.parse("=alias")
 
 
+def test_the_model_variable_names_the_model_when_no_flag_does():
+    """What the Docker images' MODEL build argument sets, so the image serves what it pulled."""
+    assert parse(env={"EMBEDSERVE_MODEL": "BAAI/bge-small-en-v1.5=bge"}).models == (
+        ModelSpec("BAAI/bge-small-en-v1.5", "bge"),
+    )
+    assert parse("--model", MODEL, env={"EMBEDSERVE_MODEL": "other"}).models == (ModelSpec(MODEL),)
+
+
 def test_keys_from_env():
     assert keys_from_env({"EMBEDSERVE_API_KEYS": " k1 ,k2,, "}) == ("k1", "k2")
     assert keys_from_env({}) == ()

@@ -15,6 +15,7 @@ from embedserve.server.config import (
     API_KEYS_ENV,
     BATCH_API_KEY_FILE_ENV,
     BATCH_API_KEYS_ENV,
+    MODEL_ENV,
     HttpLimits,
     Limits,
     ModelSpec,
@@ -45,7 +46,7 @@ def add_serve_command(commands: Any) -> argparse.ArgumentParser:
         "another name; repeat to serve several. Cross-encoders (config.json names a "
         "*ForSequenceClassification) serve /v1/rerank, ColBERT folders in PyLate's layout "
         "/embed_all, /v1/rerank and /v1/score (MaxSim), the rest /v1/embeddings "
-        "(default: " + DEFAULT_MODEL + ")",
+        f"(default: {MODEL_ENV} if set, else " + DEFAULT_MODEL + ")",
     )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
@@ -98,7 +99,8 @@ def config_from_args(
     args: argparse.Namespace, environ: Mapping[str, str] | None = None
 ) -> ServerConfig:
     environ = os.environ if environ is None else environ
-    models = tuple(ModelSpec.parse(m) for m in args.models) if args.models else _DEFAULTS.models
+    specs = args.models or ([environ[MODEL_ENV]] if environ.get(MODEL_ENV, "").strip() else [])
+    models = tuple(ModelSpec.parse(m) for m in specs) if specs else _DEFAULTS.models
     values: dict[str, dict[str, Any]] = {"": {}, "limits": {}, "http": {}}
     for owner, spec in declared_settings():
         values[owner][spec.name] = setting_value(args, spec, environ, owner=owner)
