@@ -163,6 +163,22 @@ def test_a_key_listed_both_as_plain_and_as_batch_is_refused_at_startup(tmp_path:
     assert "shared-secret" not in done.stderr + done.stdout
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        # The socket layer took 83836 modulo 65536 (listening on 18300 while logging 83836).
+        (["--port", "83836"], "argument --port: must be from 0 to 65535, got 83836"),
+        (["--port", "-1"], "argument --port: must be from 0 to 65535, got -1"),
+    ],
+)
+def test_serve_refuses_a_bad_flag_before_starting(argv, message, capsys):
+    # Parsed only: the flag is refused there, and a command that wrongly took it would serve.
+    with pytest.raises(SystemExit) as exit_:
+        _parser().parse_args(["serve", *argv])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 def test_serve_command_with_two_workers(engine, tmp_path: Path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -49,7 +49,7 @@ def add_serve_command(commands: Any) -> argparse.ArgumentParser:
         f"(default: {MODEL_ENV} if set, else " + DEFAULT_MODEL + ")",
     )
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=port_number, default=8000, help="0: any free port")
     serve.add_argument(
         "--api-key",
         action="append",
@@ -93,6 +93,14 @@ def add_serve_command(commands: Any) -> argparse.ArgumentParser:
     )
     serve.set_defaults(run=run_serve)
     return serve
+
+
+def port_number(text: str) -> int:
+    """A TCP port; checked here because the socket layer takes a larger one modulo 65536."""
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535, got {value}")
+    return value
 
 
 def config_from_args(
