@@ -46,6 +46,25 @@ def test_embed_reads_stdin_and_cuts_dimensions(engine):
     )
 
 
+def test_embed_refuses_text_that_is_not_utf8():
+    """Undecodable bytes became lone surrogates and a TypeError traceback from tokenization."""
+    command = [sys.executable, "-m", "embedserve.cli", "embed"]
+    from_stdin = subprocess.run(
+        command, input=b"fine\ncaf\xe9 au lait\n", capture_output=True, timeout=300, check=False
+    )
+    assert from_stdin.returncode == 1
+    assert from_stdin.stderr.decode().strip() == (
+        "embedserve: error: stdin line 2 is not valid UTF-8 (byte 4: invalid continuation byte)"
+    )
+    from_argv = subprocess.run(
+        [*command, "fine", b"caf\xe9"], capture_output=True, timeout=300, check=False
+    )
+    assert from_argv.returncode == 1
+    assert from_argv.stderr.decode().strip() == (
+        "embedserve: error: text 2 on the command line is not valid UTF-8"
+    )
+
+
 def test_embed_with_bad_dimensions_fails_with_a_message():
     done = embedserve("embed", "--dimensions", "0", "text")
     assert done.returncode == 1

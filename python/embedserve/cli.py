@@ -110,9 +110,7 @@ def _embed(args: argparse.Namespace) -> int:
     from embedserve import _core
     from embedserve.engine import Engine
 
-    texts = list(args.texts)
-    if not texts or texts == ["-"]:
-        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    texts = _stdin_texts() if not args.texts or args.texts == ["-"] else _argv_texts(args.texts)
     engine = Engine.from_pretrained(args.model, options=load_options(args))
     result = engine.embed(
         texts,
@@ -123,6 +121,32 @@ def _embed(args: argparse.Namespace) -> int:
     )
     sys.stdout.write("[" + ",\n".join(_core.encode_json(result.embeddings)) + "]\n")
     return 0
+
+
+def _argv_texts(texts: Sequence[str]) -> list[str]:
+    """The texts as given; Python decodes undecodable argv bytes to lone surrogates, which
+    tokenization would fail on with a traceback."""
+    for number, text in enumerate(texts, 1):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"text {number} on the command line is not valid UTF-8") from None
+    return list(texts)
+
+
+def _stdin_texts() -> list[str]:
+    """One text per line of stdin, decoded strictly so a bad line is named."""
+    texts = []
+    for number, raw in enumerate(sys.stdin.buffer.read().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(
+                f"stdin line {number} is not valid UTF-8 (byte {exc.start + 1}: {exc.reason})"
+            ) from None
+        if line.strip():
+            texts.append(line)
+    return texts
 
 
 def _models(args: argparse.Namespace) -> int:
