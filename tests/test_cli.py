@@ -65,6 +65,15 @@ def test_embed_refuses_text_that_is_not_utf8():
     )
 
 
+def test_embed_refuses_a_blank_stdin_line():
+    """It was dropped, so every vector after it stood on the line above its text."""
+    done = embedserve("embed", stdin="one\n\nthree\n")
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "embedserve: error: stdin line 2 is blank: each line is one text and gets one vector"
+    )
+
+
 def test_embed_with_bad_dimensions_fails_with_a_message():
     done = embedserve("embed", "--dimensions", "0", "text")
     assert done.returncode == 1

@@ -135,7 +135,9 @@ def _argv_texts(texts: Sequence[str]) -> list[str]:
 
 
 def _stdin_texts() -> list[str]:
-    """One text per line of stdin, decoded strictly so a bad line is named."""
+    """One text per line of stdin, decoded strictly so a bad line is named. A blank line is
+    refused, not skipped: `embed` prints one vector per line, and a dropped line would shift every
+    vector after it onto the wrong text."""
     texts = []
     for number, raw in enumerate(sys.stdin.buffer.read().splitlines(), 1):
         try:
@@ -144,8 +146,11 @@ def _stdin_texts() -> list[str]:
             raise ValueError(
                 f"stdin line {number} is not valid UTF-8 (byte {exc.start + 1}: {exc.reason})"
             ) from None
-        if line.strip():
-            texts.append(line)
+        if not line.strip():
+            raise ValueError(
+                f"stdin line {number} is blank: each line is one text and gets one vector"
+            )
+        texts.append(line)
     return texts
 
 
