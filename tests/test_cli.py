@@ -74,6 +74,32 @@ def test_embed_refuses_a_blank_stdin_line():
     )
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["embed", "--model", "{model}", "text"],
+        ["bench", "--model", "{model}", "--texts", "4"],
+        ["pull", "{model}", "--precision", "int8"],
+        ["embed-file", "{input}", "--out", "{out}", "--model", "{model}"],
+    ],
+)
+def test_an_unreadable_tokenizer_json_is_named(command, minilm_dir, tmp_path):
+    """tokenizers raises a bare Exception for it, which ended in a traceback."""
+    model = tmp_path / "model"
+    model.mkdir()
+    for source in minilm_dir.iterdir():
+        (model / source.name).symlink_to(source)
+    (model / "tokenizer.json").unlink()
+    (model / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "Nope"}}')
+    (tmp_path / "texts.txt").write_text("one\ntwo\n")
+    names = {"model": model, "input": tmp_path / "texts.txt", "out": tmp_path / "out"}
+    done = embedserve(*(word.format(**names) for word in command))
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith(
+        f"embedserve: error: {model / 'tokenizer.json'}: the tokenizers library cannot read it ("
+    ), done.stderr
+
+
 def test_embed_with_bad_dimensions_fails_with_a_message():
     done = embedserve("embed", "--dimensions", "0", "text")
     assert done.returncode == 1
