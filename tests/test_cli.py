@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -98,6 +99,40 @@ def test_an_unreadable_tokenizer_json_is_named(command, minilm_dir, tmp_path):
     assert done.stderr.startswith(
         f"embedserve: error: {model / 'tokenizer.json'}: the tokenizers library cannot read it ("
     ), done.stderr
+
+
+@pytest.mark.parametrize("kind", ["cross-encoder", "classifier", "LLM reranker", "SPLADE"])
+def test_embed_says_a_model_is_not_an_embedder_and_compiles_nothing(
+    kind, minilm_dir, splade_dir, tmp_path
+):
+    """It compiled the folder as an embedder's graph into the cache, then failed on 'no [batch,
+    sequence, hidden] output among {'logits'...}'."""
+    from .support.cross_encoders import bert_cross_encoder
+    from .test_llm_rerankers import decoder
+
+    models = {
+        "cross-encoder": lambda: bert_cross_encoder(tmp_path / "rr", minilm_dir),
+        "classifier": lambda: bert_cross_encoder(tmp_path / "cls", minilm_dir, num_labels=3),
+        "LLM reranker": lambda: decoder(
+            tmp_path / "llm", minilm_dir, "qwen3", "CausalLM", tied=True
+        ),
+        "SPLADE": lambda: splade_dir,
+    }
+    model = models[kind]()
+    cache = tmp_path / "cache"
+    done = subprocess.run(
+        [sys.executable, "-m", "embedserve.cli", "embed", "--model", str(model), "text"],
+        env={**os.environ, "EMBEDSERVE_CACHE": str(cache)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert f"embedserve: error: {model} is a" in done.stderr, done.stderr
+    assert "not an embedding model: `embedserve serve --model` serves it on" in done.stderr
+    assert kind.split()[0].lower() in done.stderr.lower()
+    assert not (cache / "compiled").exists() or not any((cache / "compiled").iterdir())
 
 
 def test_embed_with_bad_dimensions_fails_with_a_message():
