@@ -169,6 +169,9 @@ def test_a_key_listed_both_as_plain_and_as_batch_is_refused_at_startup(tmp_path:
         # The socket layer took 83836 modulo 65536 (listening on 18300 while logging 83836).
         (["--port", "83836"], "argument --port: must be from 0 to 65535, got 83836"),
         (["--port", "-1"], "argument --port: must be from 0 to 65535, got -1"),
+        # A blank key passed, and no request could present it: a server locked to everyone.
+        (["--api-key", ""], "argument --api-key: must not be blank"),
+        (["--batch-api-key", " "], "argument --batch-api-key: must not be blank"),
     ],
 )
 def test_serve_refuses_a_bad_flag_before_starting(argv, message, capsys):

@@ -54,6 +54,7 @@ def add_serve_command(commands: Any) -> argparse.ArgumentParser:
         "--api-key",
         action="append",
         dest="api_keys",
+        type=api_key,
         default=[],
         metavar="KEY",
         help="accept this key (repeatable; visible in `ps`: prefer --api-key-file or "
@@ -68,6 +69,7 @@ def add_serve_command(commands: Any) -> argparse.ArgumentParser:
         "--batch-api-key",
         action="append",
         dest="batch_api_keys",
+        type=api_key,
         default=[],
         metavar="KEY",
         help="accept this key for batch work: every request it authenticates is batch priority, "
@@ -101,6 +103,14 @@ def port_number(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be from 0 to 65535, got {value}")
     return value
+
+
+def api_key(text: str) -> str:
+    """A key given as a flag. A blank one is refused: no request can send it, so the server would
+    start locked to everyone (blank keys in a file or the environment are skipped instead)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be blank (leave the flag out for no key)")
+    return text
 
 
 def config_from_args(
