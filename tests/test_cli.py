@@ -159,6 +159,15 @@ def test_bench_reports_texts_per_second():
     assert "texts/s" in done.stdout and "CPUExecutionProvider" in done.stdout
 
 
+@pytest.mark.parametrize("flag", ["--texts", "--words", "--batch-size", "--repeats"])
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_bench_refuses_counts_below_one(flag, value):
+    """--texts 0 ended in a ZeroDivisionError traceback; negative counts printed nonsense, rc 0."""
+    done = embedserve("bench", flag, value)
+    assert done.returncode == 2
+    assert f"argument {flag}: must be at least 1, got {value}" in done.stderr
+
+
 def test_version_is_the_packages_one_version():
     from embedserve import __version__
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from embedserve._version import __version__
 from embedserve.loading import LoadOptions, LoadSettings
 from embedserve.models import DEFAULT_MODEL
-from embedserve.settings import ENV_PREFIX, add_settings, settings_from_args
+from embedserve.settings import ENV_PREFIX, add_settings, positive, settings_from_args
 
 # What decides the files `pull` prepares (the graph its kind loads: on CUDA, an embedder's is
 # fp16 and pools); the commands that load a model take every LoadSetting.
@@ -71,10 +71,12 @@ def _parser() -> argparse.ArgumentParser:
         "bench", help="measure the engine's texts/s on this machine", description=SETTINGS_NOTE
     )
     bench.add_argument("--model", default=DEFAULT_MODEL)
-    bench.add_argument("--texts", type=int, default=512)
-    bench.add_argument("--words", type=int, default=40, help="words per text (≈1.3 tokens a word)")
-    bench.add_argument("--batch-size", type=int, default=512, help="texts per embed() call")
-    bench.add_argument("--repeats", type=int, default=3)
+    bench.add_argument("--texts", type=positive, default=512)
+    bench.add_argument(
+        "--words", type=positive, default=40, help="words per text (≈1.3 tokens a word)"
+    )
+    bench.add_argument("--batch-size", type=positive, default=512, help="texts per embed() call")
+    bench.add_argument("--repeats", type=positive, default=3)
     add_settings(bench, LoadSettings, aliases={"intra_op_threads": ["--threads"]})
     bench.set_defaults(run=_bench)
 
