@@ -62,11 +62,13 @@ def _flags_and_values(args: list[str]) -> dict[str, str]:
     return pairs
 
 
-def _drain_seconds() -> int:
-    """The server's drain after SIGTERM: `--drain-seconds`'s default, from its one declaration."""
+def _shutdown_seconds() -> int:
+    """The server's longest time from SIGTERM to exit with `--drain-seconds`'s default, from its
+    one declaration: the drain and what follows it."""
     from embedserve.server.config import ServerConfig
+    from embedserve.server.lifecycle import shutdown_seconds
 
-    return math.ceil(ServerConfig().drain_seconds)
+    return math.ceil(shutdown_seconds(ServerConfig().drain_seconds))
 
 
 def test_deployment_matches_the_server(serve_flags, serve_help):
@@ -93,10 +95,11 @@ def test_deployment_matches_the_server(serve_flags, serve_help):
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         assert container[probe]["httpGet"]["port"] in ("http", port)
 
-    # Kubelet: preStop, then SIGTERM, then the drain; all of it inside the grace period.
+    # Kubelet: preStop, then SIGTERM, then the drain and uvicorn's graceful shutdown after it;
+    # all of it inside the grace period.
     pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
-    assert pod["terminationGracePeriodSeconds"] >= int(pre_stop[1]) + _drain_seconds()
+    assert pod["terminationGracePeriodSeconds"] >= int(pre_stop[1]) + _shutdown_seconds()
 
     env = {e["name"] for e in container.get("env", [])}
     assert env <= {"EMBEDSERVE_API_KEYS"}  # the one variable the server reads
