@@ -103,6 +103,10 @@ def test_deployment_matches_the_server(serve_flags, serve_help):
 
     env = {e["name"] for e in container.get("env", [])}
     assert env <= {"EMBEDSERVE_API_KEYS"}  # the one variable the server reads
+    # A missing secret must stop the pod: an optional one gave a server open to anyone.
+    for entry in container.get("env", []):
+        secret = entry.get("valueFrom", {}).get("secretKeyRef")
+        assert secret is None or secret.get("optional") is False, entry
     assert "EMBEDSERVE_API_KEYS" in serve_help
     requests, limits = container["resources"]["requests"], container["resources"]["limits"]
     assert _mib(requests["memory"]) <= _mib(limits["memory"])
