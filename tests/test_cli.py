@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -46,6 +47,94 @@ def test_embed_reads_stdin_and_cuts_dimensions(engine):
     )
 
 
+def test_embed_refuses_text_that_is_not_utf8():
+    """Undecodable bytes became lone surrogates and a TypeError traceback from tokenization."""
+    command = [sys.executable, "-m", "embedserve.cli", "embed"]
+    from_stdin = subprocess.run(
+        command, input=b"fine\ncaf\xe9 au lait\n", capture_output=True, timeout=300, check=False
+    )
+    assert from_stdin.returncode == 1
+    assert from_stdin.stderr.decode().strip() == (
+        "embedserve: error: stdin line 2 is not valid UTF-8 (byte 4: invalid continuation byte)"
+    )
+    from_argv = subprocess.run(
+        [*command, "fine", b"caf\xe9"], capture_output=True, timeout=300, check=False
+    )
+    assert from_argv.returncode == 1
+    assert from_argv.stderr.decode().strip() == (
+        "embedserve: error: text 2 on the command line is not valid UTF-8"
+    )
+
+
+def test_embed_refuses_a_blank_stdin_line():
+    """It was dropped, so every vector after it stood on the line above its text."""
+    done = embedserve("embed", stdin="one\n\nthree\n")
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "embedserve: error: stdin line 2 is blank: each line is one text and gets one vector"
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["embed", "--model", "{model}", "text"],
+        ["bench", "--model", "{model}", "--texts", "4"],
+        ["pull", "{model}", "--precision", "int8"],
+        ["embed-file", "{input}", "--out", "{out}", "--model", "{model}"],
+    ],
+)
+def test_an_unreadable_tokenizer_json_is_named(command, minilm_dir, tmp_path):
+    """tokenizers raises a bare Exception for it, which ended in a traceback."""
+    model = tmp_path / "model"
+    model.mkdir()
+    for source in minilm_dir.iterdir():
+        (model / source.name).symlink_to(source)
+    (model / "tokenizer.json").unlink()
+    (model / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "Nope"}}')
+    (tmp_path / "texts.txt").write_text("one\ntwo\n")
+    names = {"model": model, "input": tmp_path / "texts.txt", "out": tmp_path / "out"}
+    done = embedserve(*(word.format(**names) for word in command))
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith(
+        f"embedserve: error: {model / 'tokenizer.json'}: the tokenizers library cannot read it ("
+    ), done.stderr
+
+
+@pytest.mark.parametrize("kind", ["cross-encoder", "classifier", "LLM reranker", "SPLADE"])
+def test_embed_says_a_model_is_not_an_embedder_and_compiles_nothing(
+    kind, minilm_dir, splade_dir, tmp_path
+):
+    """It compiled the folder as an embedder's graph into the cache, then failed on 'no [batch,
+    sequence, hidden] output among {'logits'...}'."""
+    from .support.cross_encoders import bert_cross_encoder
+    from .test_llm_rerankers import decoder
+
+    models = {
+        "cross-encoder": lambda: bert_cross_encoder(tmp_path / "rr", minilm_dir),
+        "classifier": lambda: bert_cross_encoder(tmp_path / "cls", minilm_dir, num_labels=3),
+        "LLM reranker": lambda: decoder(
+            tmp_path / "llm", minilm_dir, "qwen3", "CausalLM", tied=True
+        ),
+        "SPLADE": lambda: splade_dir,
+    }
+    model = models[kind]()
+    cache = tmp_path / "cache"
+    done = subprocess.run(
+        [sys.executable, "-m", "embedserve.cli", "embed", "--model", str(model), "text"],
+        env={**os.environ, "EMBEDSERVE_CACHE": str(cache)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert f"embedserve: error: {model} is a" in done.stderr, done.stderr
+    assert "not an embedding model: `embedserve serve --model` serves it on" in done.stderr
+    assert kind.split()[0].lower() in done.stderr.lower()
+    assert not (cache / "compiled").exists() or not any((cache / "compiled").iterdir())
+
+
 def test_embed_with_bad_dimensions_fails_with_a_message():
     done = embedserve("embed", "--dimensions", "0", "text")
     assert done.returncode == 1
@@ -68,6 +157,15 @@ def test_bench_reports_texts_per_second():
     done = embedserve("bench", "--texts", "16", "--repeats", "1", "--batch-size", "8")
     assert done.returncode == 0, done.stderr
     assert "texts/s" in done.stdout and "CPUExecutionProvider" in done.stdout
+
+
+@pytest.mark.parametrize("flag", ["--texts", "--words", "--batch-size", "--repeats"])
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_bench_refuses_counts_below_one(flag, value):
+    """--texts 0 ended in a ZeroDivisionError traceback; negative counts printed nonsense, rc 0."""
+    done = embedserve("bench", flag, value)
+    assert done.returncode == 2
+    assert f"argument {flag}: must be at least 1, got {value}" in done.stderr
 
 
 def test_version_is_the_packages_one_version():

@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from embedserve._version import __version__
 from embedserve.loading import LoadOptions, LoadSettings
 from embedserve.models import DEFAULT_MODEL
-from embedserve.settings import ENV_PREFIX, add_settings, settings_from_args
+from embedserve.settings import ENV_PREFIX, add_settings, positive, settings_from_args
 
 # What decides the files `pull` prepares (the graph its kind loads: on CUDA, an embedder's is
-# fp16 and pools); the commands that load a model take every LoadSetting.
-PULL_SETTINGS = ("precision", "quantize", "compile", "providers", "runtime")
+# fp16 and pools; an int8 graph is calibrated on the ids of the tokenizer mode); the commands that load a model take every LoadSetting.
+PULL_SETTINGS = ("precision", "quantize", "compile", "providers", "runtime", "tokenizer_mode")
 SETTINGS_NOTE = (
     f"Flags that say how the model loads also read {ENV_PREFIX}<NAME> from the environment, "
     f"as `serve` does (for example {ENV_PREFIX}PRECISION)."
@@ -71,10 +71,12 @@ def _parser() -> argparse.ArgumentParser:
         "bench", help="measure the engine's texts/s on this machine", description=SETTINGS_NOTE
     )
     bench.add_argument("--model", default=DEFAULT_MODEL)
-    bench.add_argument("--texts", type=int, default=512)
-    bench.add_argument("--words", type=int, default=40, help="words per text (≈1.3 tokens a word)")
-    bench.add_argument("--batch-size", type=int, default=512, help="texts per embed() call")
-    bench.add_argument("--repeats", type=int, default=3)
+    bench.add_argument("--texts", type=positive, default=512)
+    bench.add_argument(
+        "--words", type=positive, default=40, help="words per text (≈1.3 tokens a word)"
+    )
+    bench.add_argument("--batch-size", type=positive, default=512, help="texts per embed() call")
+    bench.add_argument("--repeats", type=positive, default=3)
     add_settings(bench, LoadSettings, aliases={"intra_op_threads": ["--threads"]})
     bench.set_defaults(run=_bench)
 
@@ -110,9 +112,7 @@ def _embed(args: argparse.Namespace) -> int:
     from embedserve import _core
     from embedserve.engine import Engine
 
-    texts = list(args.texts)
-    if not texts or texts == ["-"]:
-        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    texts = _stdin_texts() if not args.texts or args.texts == ["-"] else _argv_texts(args.texts)
     engine = Engine.from_pretrained(args.model, options=load_options(args))
     result = engine.embed(
         texts,
@@ -123,6 +123,37 @@ def _embed(args: argparse.Namespace) -> int:
     )
     sys.stdout.write("[" + ",\n".join(_core.encode_json(result.embeddings)) + "]\n")
     return 0
+
+
+def _argv_texts(texts: Sequence[str]) -> list[str]:
+    """The texts as given; Python decodes undecodable argv bytes to lone surrogates, which
+    tokenization would fail on with a traceback."""
+    for number, text in enumerate(texts, 1):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"text {number} on the command line is not valid UTF-8") from None
+    return list(texts)
+
+
+def _stdin_texts() -> list[str]:
+    """One text per line of stdin, decoded strictly so a bad line is named. A blank line is
+    refused, not skipped: `embed` prints one vector per line, and a dropped line would shift every
+    vector after it onto the wrong text."""
+    texts = []
+    for number, raw in enumerate(sys.stdin.buffer.read().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(
+                f"stdin line {number} is not valid UTF-8 (byte {exc.start + 1}: {exc.reason})"
+            ) from None
+        if not line.strip():
+            raise ValueError(
+                f"stdin line {number} is blank: each line is one text and gets one vector"
+            )
+        texts.append(line)
+    return texts
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -17,7 +17,9 @@ from embedserve.inputs import Inputs, TextsOrTokens
 from embedserve.loading import LoadPlan, Pretrained, Runs
 from embedserve.models import ModelConfig, load_model_config
 from embedserve.models.dense import load_dense
+from embedserve.models.kind import not_an_embedder
 from embedserve.models.pooling_graph import POOLING_MODES
+from embedserve.models.st_modules import ModelConfigError
 from embedserve.models.variants import graph_for
 from embedserve.planning import (
     bulk_batch_tokens,
@@ -143,6 +145,9 @@ class Engine(TextPreparer, Pretrained):
 
     @classmethod
     def from_plan(cls, plan: LoadPlan) -> Engine:
+        refusal = not_an_embedder(plan.model_dir)
+        if refusal is not None:
+            raise ModelConfigError(refusal)
         config = load_model_config(plan.config_dir, plan.name)
         if plan.options.max_length is not None:
             config = replace(config, max_seq_length=plan.options.max_length)

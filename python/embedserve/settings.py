@@ -157,6 +157,13 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _dest(owner: str, spec: Field[Any]) -> str:
     return f"{owner}.{spec.name}" if owner else spec.name
 

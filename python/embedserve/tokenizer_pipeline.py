@@ -25,6 +25,7 @@ from typing import Any
 from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers
 
 from embedserve.fileio import sha256_of
+from embedserve.models.st_modules import ModelConfigError
 
 TOKENIZER_MODES = ("transformers", "as-saved")
 
@@ -50,7 +51,10 @@ def load_tokenizer(path: Path, mode: str = "transformers") -> Tokenizer:
         raise ValueError(f"tokenizer_mode must be one of {TOKENIZER_MODES}, got {mode!r}")
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: the model needs a tokenizer.json")
-    tokenizer = Tokenizer.from_file(str(path))
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception for a file it cannot read
+        raise ModelConfigError(f"{path}: the tokenizers library cannot read it ({exc})") from exc
     # Shipped files may pin padding/truncation (all-MiniLM's pads to 128); batches pad themselves.
     tokenizer.no_padding()
     tokenizer.no_truncation()

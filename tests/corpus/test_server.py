@@ -358,6 +358,23 @@ def test_server_flags_need_server(capsys):
     assert "--server-concurrency cannot be used without --server" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        # Taken and ignored: the file was embedded in this process.
+        (["--ray-actors", "2"], "--ray-actors cannot be used without --ray"),
+        (["--ray-gpus-per-actor", "1"], "--ray-gpus-per-actor cannot be used without --ray"),
+        (["--ray", "--ray-cpus-per-actor", "-2"], "--ray-cpus-per-actor: must be more than 0"),
+        (["--ray", "--ray-gpus-per-actor", "-1"], "--ray-gpus-per-actor: must be 0 or more"),
+    ],
+)
+def test_ray_flags_need_ray_and_sane_values(flags, message, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["embed-file", "in.jsonl", "--out", "out", *flags])
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 def test_the_key_comes_from_the_environment():
     from embedserve.corpus.cli import api_key
 

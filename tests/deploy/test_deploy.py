@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from embedserve.cli import PULL_SETTINGS, _parser
+from embedserve.loading import LoadSettings
 from embedserve.server.metrics import Metrics
 from embedserve.server.routes import ROUTES
+from embedserve.settings import settings_from_args
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -59,11 +62,13 @@ def _flags_and_values(args: list[str]) -> dict[str, str]:
     return pairs
 
 
-def _drain_seconds() -> int:
-    """The server's drain after SIGTERM: `--drain-seconds`'s default, from its one declaration."""
+def _shutdown_seconds() -> int:
+    """The server's longest time from SIGTERM to exit with `--drain-seconds`'s default, from its
+    one declaration: the drain and what follows it."""
     from embedserve.server.config import ServerConfig
+    from embedserve.server.lifecycle import shutdown_seconds
 
-    return math.ceil(ServerConfig().drain_seconds)
+    return math.ceil(shutdown_seconds(ServerConfig().drain_seconds))
 
 
 def test_deployment_matches_the_server(serve_flags, serve_help):
@@ -90,13 +95,18 @@ def test_deployment_matches_the_server(serve_flags, serve_help):
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         assert container[probe]["httpGet"]["port"] in ("http", port)
 
-    # Kubelet: preStop, then SIGTERM, then the drain; all of it inside the grace period.
+    # Kubelet: preStop, then SIGTERM, then the drain and uvicorn's graceful shutdown after it;
+    # all of it inside the grace period.
     pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
-    assert pod["terminationGracePeriodSeconds"] >= int(pre_stop[1]) + _drain_seconds()
+    assert pod["terminationGracePeriodSeconds"] >= int(pre_stop[1]) + _shutdown_seconds()
 
     env = {e["name"] for e in container.get("env", [])}
     assert env <= {"EMBEDSERVE_API_KEYS"}  # the one variable the server reads
+    # A missing secret must stop the pod: an optional one gave a server open to anyone.
+    for entry in container.get("env", []):
+        secret = entry.get("valueFrom", {}).get("secretKeyRef")
+        assert secret is None or secret.get("optional") is False, entry
     assert "EMBEDSERVE_API_KEYS" in serve_help
     requests, limits = container["resources"]["requests"], container["resources"]["limits"]
     assert _mib(requests["memory"]) <= _mib(limits["memory"])
@@ -149,19 +159,67 @@ def test_dockerfiles_run_real_commands(name, serve_flags):
     assert f"EXPOSE {args['--port']}" in text
     assert args["--host"] == "0.0.0.0"
     runs = [body for word, body in instructions if word == "RUN"]
-    pulls = [r for r in runs if "embedserve pull" in r]
-    assert pulls, "the model is pulled at build time"
     assert any("pip install" in r and ".whl" in r for r in runs)
-    pull_words = shlex.split(pulls[0].split("&&")[0])
-    assert pull_words[:2] == ["embedserve", "pull"]
+    pulls = _pulls(runs)
+    assert pulls, "the model is pulled at build time"
     assert {"serve", "pull"} <= _subcommands()
     if name.endswith("cuda"):
         assert args["--providers"] == "cuda"
 
 
-def _subcommands() -> set[str]:
-    from embedserve.cli import _parser
+@pytest.mark.parametrize("build_args", [{}, {"MODEL": "BAAI/bge-small-en-v1.5"}])
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.cuda"])
+def test_dockerfiles_pull_what_serve_loads(name, build_args):
+    """The image's cache is read-only at run time: every file `serve` would fetch at start (the
+    model it serves, that model's graph for its flags, tiktoken's rank files) is pulled at build
+    time, whatever `--build-arg MODEL=...` names."""
+    from embedserve.server.cli import config_from_args
+    from embedserve.token_encodings import ENCODINGS
 
+    instructions, image_env = _build((DEPLOY / name).read_text(), build_args)
+    serve = _parser().parse_args(["serve", *_exec_form(_only(instructions, "CMD"))])
+    config = config_from_args(serve, environ=image_env)
+    pulls = _pulls([body for word, body in instructions if word == "RUN"])
+    if config.token_encoding in ENCODINGS:
+        assert ["tiktoken"] in pulls, f"{name}: serve decodes {config.token_encoding}"
+    [model_pull] = [words for words in pulls if words[:1] != ["tiktoken"]]
+    pull = _parser().parse_args(["pull", *model_pull])
+    assert [m.spec for m in config.models] == [pull.model]
+    if build_args:
+        assert pull.model == build_args["MODEL"]
+    # The settings that decide the files pulled are serve's: else the image holds another graph.
+    assert settings_from_args(pull, LoadSettings, PULL_SETTINGS, environ=image_env) == (
+        settings_from_args(serve, LoadSettings, PULL_SETTINGS, environ=image_env)
+    )
+
+
+def _build(text: str, build_args: dict[str, str]) -> tuple[list[list[str]], dict[str, str]]:
+    """A Dockerfile's instructions with its ARGs (defaults, or `build_args`) substituted as
+    `docker build` does, and the environment its ENV instructions give the container."""
+    instructions = [line.split(None, 1) for line in _joined_lines(text)]
+    values = dict(body.partition("=")[::2] for word, body in instructions if word == "ARG")
+    values.update(build_args)
+
+    def substitute(body: str) -> str:
+        return re.sub(r"\$\{(\w+)\}", lambda m: values.get(m[1], m[0]), body)
+
+    substituted = [[word, substitute(body)] for word, body in instructions]
+    env = dict(
+        pair.partition("=")[::2]
+        for word, body in substituted
+        if word == "ENV"
+        for pair in shlex.split(body)
+    )
+    return substituted, env
+
+
+def _pulls(runs: list[str]) -> list[list[str]]:
+    """The arguments of every `embedserve pull` in the RUN instructions."""
+    commands = [shlex.split(part) for run in runs for part in run.split("&&")]
+    return [words[2:] for words in commands if words[:2] == ["embedserve", "pull"]]
+
+
+def _subcommands() -> set[str]:
     [sub] = [a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)]
     return set(sub.choices)
 

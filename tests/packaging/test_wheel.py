@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 import zipfile
 from collections.abc import Iterator
@@ -59,7 +60,12 @@ def wheel(dist: Path) -> Path:
 
 
 def test_sdist_and_a_manylinux_wheel_no_newer_than_2_28(dist: Path, wheel: Path):
-    assert len(list(dist.glob("embedserve-*.tar.gz"))) == 1
+    (sdist,) = dist.glob("embedserve-*.tar.gz")
+    # pyproject.toml declares Apache-2.0, whose text must travel with the sources.
+    with tarfile.open(sdist) as archive:
+        [license_file] = [m for m in archive.getmembers() if m.name.endswith("/LICENSE")]
+        assert archive.extractfile(license_file).read() == (ROOT / "LICENSE").read_bytes()
+    assert "Apache License" in (ROOT / "LICENSE").read_text().split("\n", 3)[1]
     tags = re.findall(r"manylinux_(\d+)_(\d+)_x86_64", wheel.name)
     assert tags, wheel.name
     assert min((int(a), int(b)) for a, b in tags) <= GLIBC_MAX

@@ -115,6 +115,19 @@ def test_every_command_takes_the_load_settings_serve_declares(command, names):
     assert load_flags & set(other) == {flag_name(s) for s in specs}
 
 
+def test_pull_prepares_the_int8_graph_of_each_tokenizer_mode(monkeypatch):
+    """The int8 graph is calibrated on the ids the tokenizer gives, so its cache key holds the
+    tokenizer mode: pull without --tokenizer-mode could not prepare what `serve --tokenizer-mode
+    as-saved --precision int8` loads (and ignored EMBEDSERVE_TOKENIZER_MODE)."""
+    from embedserve.cli import load_options
+
+    flag = _parser().parse_args(["pull", "--precision", "int8", "--tokenizer-mode", "as-saved"])
+    assert load_options(flag, PULL_SETTINGS).tokenizer_mode == "as-saved"
+    monkeypatch.setenv("EMBEDSERVE_TOKENIZER_MODE", "as-saved")
+    from_env = _parser().parse_args(["pull", "--precision", "int8"])
+    assert load_options(from_env, PULL_SETTINGS).tokenizer_mode == "as-saved"
+
+
 def test_load_settings_read_the_environment_on_every_command(monkeypatch):
     from embedserve.cli import load_options
     from embedserve.corpus.cli import options_from_args

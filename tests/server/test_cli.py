@@ -97,6 +97,14 @@ def test_model_specs():
         ModelSpec.parse("=alias")
 
 
+def test_the_model_variable_names_the_model_when_no_flag_does():
+    """What the Docker images' MODEL build argument sets, so the image serves what it pulled."""
+    assert parse(env={"EMBEDSERVE_MODEL": "BAAI/bge-small-en-v1.5=bge"}).models == (
+        ModelSpec("BAAI/bge-small-en-v1.5", "bge"),
+    )
+    assert parse("--model", MODEL, env={"EMBEDSERVE_MODEL": "other"}).models == (ModelSpec(MODEL),)
+
+
 def test_keys_from_env():
     assert keys_from_env({"EMBEDSERVE_API_KEYS": " k1 ,k2,, "}) == ("k1", "k2")
     assert keys_from_env({}) == ()
@@ -153,6 +161,25 @@ def test_a_key_listed_both_as_plain_and_as_batch_is_refused_at_startup(tmp_path:
     assert done.returncode == 1, done.stderr
     assert "embedserve: error: 1 key(s) are listed both as API keys" in done.stderr
     assert "shared-secret" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        # The socket layer took 83836 modulo 65536 (listening on 18300 while logging 83836).
+        (["--port", "83836"], "argument --port: must be from 0 to 65535, got 83836"),
+        (["--port", "-1"], "argument --port: must be from 0 to 65535, got -1"),
+        # A blank key passed, and no request could present it: a server locked to everyone.
+        (["--api-key", ""], "argument --api-key: must not be blank"),
+        (["--batch-api-key", " "], "argument --batch-api-key: must not be blank"),
+    ],
+)
+def test_serve_refuses_a_bad_flag_before_starting(argv, message, capsys):
+    # Parsed only: the flag is refused there, and a command that wrongly took it would serve.
+    with pytest.raises(SystemExit) as exit_:
+        _parser().parse_args(["serve", *argv])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 def test_serve_command_with_two_workers(engine, tmp_path: Path):

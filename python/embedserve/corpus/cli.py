@@ -18,6 +18,7 @@ from embedserve.settings import (
     ENV_PREFIX,
     add_settings,
     flag_name,
+    non_negative_float,
     positive,
     positive_float,
     settings_from_args,
@@ -117,8 +118,12 @@ def add_embed_file_command(commands: Any) -> argparse.ArgumentParser:
         metavar="N",
         help="with --ray: model actors (default: one per --ray-cpus-per-actor CPUs)",
     )
-    cmd.add_argument("--ray-cpus-per-actor", type=float, metavar="N", help="(default: 1)")
-    cmd.add_argument("--ray-gpus-per-actor", type=float, metavar="N", help="(default: 0)")
+    cmd.add_argument(
+        "--ray-cpus-per-actor", type=positive_float, metavar="N", help="with --ray (default: 1)"
+    )
+    cmd.add_argument(
+        "--ray-gpus-per-actor", type=non_negative_float, metavar="N", help="with --ray (default: 0)"
+    )
     cmd.add_argument(
         "--server",
         metavar="URL",
@@ -149,24 +154,24 @@ def add_embed_file_command(commands: Any) -> argparse.ArgumentParser:
     return cmd
 
 
-# Flags that only mean something where the model runs in this process (or on Ray), by dest.
-_LOCAL_ONLY = (
-    "cache_dir",
-    "cache_dir_bytes",
-    "ray_actors",
-    "ray_cpus_per_actor",
-    "ray_gpus_per_actor",
-)
+# Flags that only mean something on Ray, where the model runs in this process (or on Ray), and
+# with --server, by dest.
+_RAY_ONLY = ("ray_actors", "ray_cpus_per_actor", "ray_gpus_per_actor")
+_LOCAL_ONLY = ("cache_dir", "cache_dir_bytes", *_RAY_ONLY)
 _SERVER_ONLY = ("api_key_env", "server_concurrency", "server_retry_seconds")
 
 
 def refused_flags(args: argparse.Namespace) -> str | None:
     """Why these arguments cannot go together, or None: with --server the model's loading
     flags, the disk cache and Ray's are refused (the server loaded its model); the server's
-    own flags need --server."""
+    own flags need --server, and Ray's need --ray."""
     if args.server is None:
-        given = [_flag(dest) for dest in _SERVER_ONLY if getattr(args, dest) is not None]
-        return f"{', '.join(given)} cannot be used without --server" if given else None
+        needs = [("--server", _SERVER_ONLY), ("--ray", _RAY_ONLY if args.ray is None else ())]
+        for needed, dests in needs:
+            given = [_flag(dest) for dest in dests if getattr(args, dest) is not None]
+            if given:
+                return f"{', '.join(given)} cannot be used without {needed}"
+        return None
     given = ["--ray"] if args.ray is not None else []
     given += [_flag(dest) for dest in _LOCAL_ONLY if getattr(args, dest) is not None]
     given += [

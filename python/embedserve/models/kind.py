@@ -67,6 +67,31 @@ def is_yes_no_reranker(directory: Path, hf: dict[str, Any]) -> bool:
     return causal and not (directory / "modules.json").exists()
 
 
+def not_an_embedder(directory: Path) -> str | None:
+    """Why the model in `directory` (by `model_kind`) gives no embeddings and what serves it, or
+    None for an embedder: said before anything is compiled, as its graph has no [batch, sequence,
+    hidden] output to pool and compiling it as an embedder's leaves a useless graph in the cache."""
+    kind = model_kind(directory)
+    if kind == EMBEDDER:
+        return None
+    if kind == RERANKER and is_yes_no_reranker(directory, read_hf_config(directory)):
+        what = "an LLM reranker (config.json names a *ForCausalLM and there is no modules.json)"
+        served = "the rerank and score routes and /predict"
+    elif kind == RERANKER:
+        what = "a cross-encoder or classifier (config.json names a *ForSequenceClassification)"
+        served = "/v1/rerank, /v1/score, /predict, /classify and /v1/classify"
+    elif kind == SPARSE:
+        what = "a SPLADE sparse encoder"
+        served = "/embed_sparse (in Python: embedserve.SparseEncoder)"
+    else:
+        what = "a ColBERT late-interaction model"
+        served = "/embed_all, /v1/rerank and /v1/score"
+    return (
+        f"{directory} is {what}, not an embedding model: `embedserve serve --model` serves it "
+        f"on {served}"
+    )
+
+
 def model_kind(directory: Path) -> str:
     hf = read_hf_config(directory)
     if is_classifier(hf) or is_yes_no_reranker(directory, hf):

@@ -15,6 +15,7 @@ from embedserve.server.config import (
     API_KEYS_ENV,
     BATCH_API_KEY_FILE_ENV,
     BATCH_API_KEYS_ENV,
+    MODEL_ENV,
     HttpLimits,
     Limits,
     ModelSpec,
@@ -45,14 +46,15 @@ def add_serve_command(commands: Any) -> argparse.ArgumentParser:
         "another name; repeat to serve several. Cross-encoders (config.json names a "
         "*ForSequenceClassification) serve /v1/rerank, ColBERT folders in PyLate's layout "
         "/embed_all, /v1/rerank and /v1/score (MaxSim), the rest /v1/embeddings "
-        "(default: " + DEFAULT_MODEL + ")",
+        f"(default: {MODEL_ENV} if set, else " + DEFAULT_MODEL + ")",
     )
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=port_number, default=8000, help="0: any free port")
     serve.add_argument(
         "--api-key",
         action="append",
         dest="api_keys",
+        type=api_key,
         default=[],
         metavar="KEY",
         help="accept this key (repeatable; visible in `ps`: prefer --api-key-file or "
@@ -67,6 +69,7 @@ def add_serve_command(commands: Any) -> argparse.ArgumentParser:
         "--batch-api-key",
         action="append",
         dest="batch_api_keys",
+        type=api_key,
         default=[],
         metavar="KEY",
         help="accept this key for batch work: every request it authenticates is batch priority, "
@@ -94,11 +97,28 @@ def add_serve_command(commands: Any) -> argparse.ArgumentParser:
     return serve
 
 
+def port_number(text: str) -> int:
+    """A TCP port; checked here because the socket layer takes a larger one modulo 65536."""
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535, got {value}")
+    return value
+
+
+def api_key(text: str) -> str:
+    """A key given as a flag. A blank one is refused: no request can send it, so the server would
+    start locked to everyone (blank keys in a file or the environment are skipped instead)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be blank (leave the flag out for no key)")
+    return text
+
+
 def config_from_args(
     args: argparse.Namespace, environ: Mapping[str, str] | None = None
 ) -> ServerConfig:
     environ = os.environ if environ is None else environ
-    models = tuple(ModelSpec.parse(m) for m in args.models) if args.models else _DEFAULTS.models
+    specs = args.models or ([environ[MODEL_ENV]] if environ.get(MODEL_ENV, "").strip() else [])
+    models = tuple(ModelSpec.parse(m) for m in specs) if specs else _DEFAULTS.models
     values: dict[str, dict[str, Any]] = {"": {}, "limits": {}, "http": {}}
     for owner, spec in declared_settings():
         values[owner][spec.name] = setting_value(args, spec, environ, owner=owner)

@@ -21,6 +21,9 @@ from embedserve.planning import LANE_SESSION_MODES
 from embedserve.settings import setting, settings_of
 from embedserve.token_encodings import TOKEN_ENCODINGS
 
+# The model when no --model is given: one SPEC[=ALIAS], so an image's build argument can say
+# what it serves (an exec-form CMD cannot read a build argument).
+MODEL_ENV = "EMBEDSERVE_MODEL"
 API_KEYS_ENV = "EMBEDSERVE_API_KEYS"
 API_KEY_FILE_ENV = "EMBEDSERVE_API_KEY_FILE"
 BATCH_API_KEYS_ENV = "EMBEDSERVE_BATCH_API_KEYS"

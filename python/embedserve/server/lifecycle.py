@@ -34,6 +34,13 @@ GRACE_SECONDS = 5.0
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+def shutdown_seconds(drain_seconds: float) -> float:
+    """The longest a server takes from SIGTERM to exit: the drain, then up to half the grace for
+    the last answers and 503s to be written (`Drain._run`), then uvicorn's graceful shutdown. A
+    supervisor's kill timeout (Kubernetes' terminationGracePeriodSeconds) must be longer."""
+    return drain_seconds + GRACE_SECONDS / 2 + GRACE_SECONDS
+
+
 class Drain:
     """One app's drain. `begin` may be called from any thread (a signal handler's, too)."""
 
