@@ -12,7 +12,8 @@ from embedserve.models import DEFAULT_MODEL
 from embedserve.settings import ENV_PREFIX, add_settings, positive, settings_from_args
 
 # What decides the files `pull` prepares (the graph its kind loads: on CUDA, an embedder's is
-# fp16 and pools; an int8 graph is calibrated on the ids of the tokenizer mode); the commands that load a model take every LoadSetting.
+# fp16 and pools; an int8 graph is calibrated on the ids of the tokenizer mode); the commands
+# that load a model take every LoadSetting.
 PULL_SETTINGS = ("precision", "quantize", "compile", "providers", "runtime", "tokenizer_mode")
 SETTINGS_NOTE = (
     f"Flags that say how the model loads also read {ENV_PREFIX}<NAME> from the environment, "
