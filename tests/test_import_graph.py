@@ -13,6 +13,8 @@ close no circle.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 import textwrap
 from collections import deque
 from itertools import pairwise
@@ -201,3 +203,42 @@ def test_a_circle_through_a_function_local_and_a_relative_import_is_found(tmp_pa
 def test_every_spelling_of_an_import_is_an_edge(tmp_path, text):
     package = _write_package(tmp_path, {"w.py": text, "x.py": "from pkg import w\n"})
     assert cycles(import_graph(package)) == [["pkg.w", "pkg.x", "pkg.w"]]
+
+
+# Each module of the package's top level (and each subpackage) imported first, in one fresh
+# interpreter: the package's own modules are dropped from sys.modules before each (its compiled
+# ones, `_`-named, stay: an extension cannot be loaded twice). A circle through a subpackage's
+# __init__ (which the graph above does not follow: re-exports make such edges everywhere) fails
+# the first import of whichever module starts it, as `import embedserve.classification` did when
+# tokenizer_pipeline imported embedserve.models, whose config imports tokenizer_pipeline.
+FIRST_IMPORTS = """
+import importlib, pkgutil, sys
+import embedserve
+names = sorted(
+    m.name
+    for m in pkgutil.iter_modules(embedserve.__path__, "embedserve.")
+    if not m.name.rpartition(".")[2].startswith("_")
+)
+compiled = {n for n in sys.modules if n.rpartition(".")[2].startswith("_")}
+for name in names:
+    for loaded in [n for n in sys.modules if n.startswith("embedserve.") and n not in compiled]:
+        del sys.modules[loaded]
+    try:
+        importlib.import_module(name)
+    except ImportError as exc:
+        print(f"{name}: {exc}")
+print(len(names), "modules")
+"""
+
+
+def test_every_module_imports_first_in_a_fresh_interpreter():
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_IMPORTS],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    *failures, count = done.stdout.strip().splitlines()
+    assert int(count.split()[0]) > 30 and failures == [], "\n".join(failures)

@@ -25,7 +25,6 @@ from typing import Any
 from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers
 
 from embedserve.fileio import sha256_of
-from embedserve.models.st_modules import ModelConfigError
 
 TOKENIZER_MODES = ("transformers", "as-saved")
 
@@ -54,7 +53,9 @@ def load_tokenizer(path: Path, mode: str = "transformers") -> Tokenizer:
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises a bare Exception for a file it cannot read
-        raise ModelConfigError(f"{path}: the tokenizers library cannot read it ({exc})") from exc
+        # A ValueError, as the model folder's other errors (ModelConfigError is one): this module
+        # sits below embedserve.models, which imports it.
+        raise ValueError(f"{path}: the tokenizers library cannot read it ({exc})") from exc
     # Shipped files may pin padding/truncation (all-MiniLM's pads to 128); batches pad themselves.
     tokenizer.no_padding()
     tokenizer.no_truncation()
