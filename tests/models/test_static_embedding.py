@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from embedserve.engine import Engine
+from embedserve.models.kind import EMBEDDER, model_kind
 
 from tests.support.edge_texts import EDGE_TEXTS
 from tests.support.tiny import quiet
@@ -126,6 +127,8 @@ def test_static_embedding_reads_its_tokenizer_as_saved(folders: dict, texts: lis
     truncation MiniLM's tokenizer.json pins, and no limit where the file pins none."""
     wordpiece = Engine.from_pretrained(folders["wordpiece-normalized"][0])
     unigram = Engine.from_pretrained(folders["unigram-dense"][0])
+    # Served as an embedder too: a Dense after a StaticEmbedding, and no Pooling, is not ColBERT.
+    assert {model_kind(folder) for folder, _ in folders.values()} == {EMBEDDER}
     ids = wordpiece.tokenize(["hello world"])[0]
     assert ids == [7592, 2088]
     assert wordpiece.model_info.max_tokens == 128

@@ -36,12 +36,13 @@ class ColbertConfig:
 
 def is_late_interaction(directory: Path) -> bool:
     """True for a PyLate folder: its config names MaxSim or a query prefix, or its modules project
-    tokens with Dense and never pool."""
+    a Transformer's tokens with Dense and never pool."""
     st = read_json(directory / "config_sentence_transformers.json") or {}
     if st.get("similarity_fn_name") == "MaxSim" or "query_prefix" in st:
         return True
     kinds = [class_name(str(m.get("type", ""))) for m in _modules(directory)]
-    return "Dense" in kinds and "Pooling" not in kinds
+    # A Transformer first: a StaticEmbedding with a Dense after it is an embedder, not a ColBERT.
+    return kinds[:1] == ["Transformer"] and "Dense" in kinds and "Pooling" not in kinds
 
 
 def load_colbert_config(directory: Path) -> ColbertConfig:
