@@ -154,8 +154,8 @@ def add_embed_file_command(commands: Any) -> argparse.ArgumentParser:
     return cmd
 
 
-# Flags that only mean something on Ray, where the model runs in this process (or on Ray), and
-# with --server, by dest.
+# Flags by dest: Ray's (they need --ray); those that only mean something where the model runs in
+# this process or on Ray (refused with --server); the server client's (they need --server).
 _RAY_ONLY = ("ray_actors", "ray_cpus_per_actor", "ray_gpus_per_actor")
 _LOCAL_ONLY = ("cache_dir", "cache_dir_bytes", *_RAY_ONLY)
 _SERVER_ONLY = ("api_key_env", "server_concurrency", "server_retry_seconds")

@@ -31,14 +31,17 @@ log = logging.getLogger(__name__)
 # uvicorn's graceful timeout, counted from the end of the drain (when it gets the signal):
 # time for the connections to close after their last answer.
 GRACE_SECONDS = 5.0
+# After the drain: time for the 503s and the last batch's answers to be written before uvicorn
+# closes up.
+LAST_ANSWERS_SECONDS = GRACE_SECONDS / 2
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def shutdown_seconds(drain_seconds: float) -> float:
-    """The longest a server takes from SIGTERM to exit: the drain, then up to half the grace for
-    the last answers and 503s to be written (`Drain._run`), then uvicorn's graceful shutdown. A
-    supervisor's kill timeout (Kubernetes' terminationGracePeriodSeconds) must be longer."""
-    return drain_seconds + GRACE_SECONDS / 2 + GRACE_SECONDS
+    """The longest a server takes from SIGTERM to exit: the drain, the last answers (`Drain._run`),
+    then uvicorn's graceful shutdown. A supervisor's kill timeout (Kubernetes'
+    terminationGracePeriodSeconds) must be longer."""
+    return drain_seconds + LAST_ANSWERS_SECONDS + GRACE_SECONDS
 
 
 class Drain:
@@ -109,8 +112,7 @@ class Drain:
         if self._busy():
             log.warning("drain time is over: the requests still waiting get 503 shutting_down")
         self._stop()
-        # Let the 503s and the last batch's answers be written before uvicorn closes up.
-        while self._busy() and loop.time() < deadline + GRACE_SECONDS / 2:
+        while self._busy() and loop.time() < deadline + LAST_ANSWERS_SECONDS:
             await asyncio.sleep(0.05)
         log.info("drained")
         if self._finish is not None:
