@@ -422,7 +422,7 @@ include_prompt=False). The pooled tokens are the present ones after the skipped 
 Modes (sentence-transformers' Pooling, sums accumulated in double): "mean" sum / max(n, 1e-9);
 "mean_sqrt_len" sum / sqrt(max(n, 1e-9)); "weightedmean" weights t + 1 - first, where first is
 the row's first present token (so left padding does not shift them); "max" element-wise
-maximum; "cls" the first pooled token; "last" the pooled token with the highest index.
+maximum (NaN where any pooled token has NaN); "cls" the first pooled token; "last" the pooled token with the highest index.
 A row with nothing pooled gives zeros, except "cls", which gives token 0 as
 sentence-transformers does. seq == 0 gives zeros; batch == 0 gives a (0, dim) array.
 

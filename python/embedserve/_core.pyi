@@ -31,8 +31,8 @@ def pool(
     Modes are sentence-transformers' Pooling modes (sums accumulated in double):
     "mean" sum / max(n, 1e-9); "mean_sqrt_len" sum / sqrt(max(n, 1e-9)); "weightedmean"
     weights t + 1 - first, first being the row's first present token (left padding does not
-    shift them; a skipped prompt keeps the remaining weights); "max" element-wise maximum;
-    "cls" the first pooled token; "last" the pooled token with the highest index (left or
+    shift them; a skipped prompt keeps the remaining weights); "max" element-wise maximum
+    (NaN where any pooled token has NaN, as torch.max); "cls" the first pooled token; "last" the pooled token with the highest index (left or
     right padding alike).
 
     A row with nothing pooled gives zeros, except "cls", which gives token 0 as

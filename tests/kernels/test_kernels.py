@@ -197,6 +197,19 @@ def test_pool_nonbinary_mask_counts_nonzero_as_present():
     np.testing.assert_array_equal(_core.pool(hidden, mask, "last"), [[6.0, 7.0, 8.0]])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("where", [0, 1, 2])
+def test_pool_max_keeps_a_nan_wherever_the_token_is(dtype: type, where: int):
+    """torch.max (sentence-transformers' max pooling) and NumPy's max return NaN for a column
+    holding one; the answer must not depend on which token it is in."""
+    hidden = np.array([[[1.0, 5.0], [2.0, 4.0], [3.0, 6.0]]], dtype)
+    hidden[0, where, 0] = np.nan
+    got = _core.pool(hidden, np.ones((1, 3), np.int64), "max")
+    assert np.isnan(got[0, 0])
+    assert got[0, 1] == 6.0
+    np.testing.assert_array_equal(got, ref_pool(hidden, np.ones((1, 3)), "max"))
+
+
 def test_pool_float64_and_big_endian_hidden_are_cast():
     rng = np.random.default_rng(2)
     hidden = rng.standard_normal((2, 3, 4))
