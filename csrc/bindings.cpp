@@ -76,20 +76,27 @@ f32_array float_matrix(const py::object& obj, const char* name) {
     return out;
 }
 
-/// Resolves `dimensions` against the row length d: None keeps all d columns. A bool is refused
-/// (Python's True is an int, and would otherwise cut every row to one column).
+/// Resolves `dimensions` against the row length d: None keeps all d columns. Any integer
+/// (Python int, NumPy integer: whatever has __index__) is taken; a bool is refused (Python's
+/// True is an int, and would otherwise cut every row to one column). An int too big for
+/// long long is out of range like any other, not pybind11's cast error.
 std::size_t resolve_dimensions(const py::object& dimensions, py::ssize_t d) {
     if (dimensions.is_none()) {
         return static_cast<std::size_t>(d);
     }
-    if (py::isinstance<py::bool_>(dimensions) || !py::isinstance<py::int_>(dimensions)) {
+    if (py::isinstance<py::bool_>(dimensions) || PyIndex_Check(dimensions.ptr()) == 0) {
         throw py::type_error("dimensions must be an int or None, got " +
                              py::str(py::type::of(dimensions).attr("__name__")).cast<std::string>());
     }
-    const auto k = dimensions.cast<py::ssize_t>();
-    if (k < 1 || k > d) {
+    const auto index = py::reinterpret_steal<py::int_>(PyNumber_Index(dimensions.ptr()));
+    if (!index) {
+        throw py::error_already_set();
+    }
+    int overflow = 0;
+    const long long k = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
+    if (overflow != 0 || k < 1 || k > static_cast<long long>(d)) {
         throw py::value_error("dimensions must be between 1 and " + std::to_string(d) + ", got " +
-                              std::to_string(k));
+                              py::str(index).cast<std::string>());
     }
     return static_cast<std::size_t>(k);
 }

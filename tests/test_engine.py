@@ -152,10 +152,15 @@ def test_dimensions_cut_then_renormalize(engine, reference):
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("bad", [0, -3, 385, True])
+@pytest.mark.parametrize("bad", [0, -3, 385, True, 2.5, 8.0, "8", np.True_, 2**70])
 def test_dimensions_outside_the_model_range_are_value_errors(engine, bad):
-    with pytest.raises(ValueError, match="between 1 and 384"):
+    with pytest.raises(InputError, match="between 1 and 384"):
         engine.embed(["x"], dimensions=bad)
+
+
+def test_numpy_integer_dimensions_are_taken(engine):
+    want = engine.embed(["a cat"], dimensions=8).embeddings
+    np.testing.assert_array_equal(engine.embed(["a cat"], dimensions=np.int64(8)).embeddings, want)
 
 
 def test_tokenize_returns_what_the_model_sees(engine, reference, raw_tokenizer):

@@ -52,8 +52,8 @@ def cut_and_normalize(
 
     The Matryoshka cut comes first; then, if normalize, each cut row is divided by
     max(its L2 norm, 1e-12), the norm accumulated in double, so an all-zero row stays zero.
-    dimensions=None keeps all d columns; otherwise an int between 1 and d (ValueError; a bool
-    is a TypeError).
+    dimensions=None keeps all d columns; otherwise an integer (int or NumPy integer) between 1
+    and d (ValueError; a bool, float or str is a TypeError).
     x must be 2-D floating (float16/float64 are cast to float32). n == 0 is fine.
     """
 

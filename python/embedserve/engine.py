@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import operator
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -37,6 +38,17 @@ from embedserve.runtime.backends import Backend, open_backend
 from embedserve.runtime.providers import CPU
 from embedserve.tokenization import DIRECTIONS, ModelTokenizer
 from embedserve.vector_cache import DEFAULT_CACHE_BYTES, VectorCache, merge_cached, split_cached
+
+
+def _as_integer(value: object) -> int:
+    """`value` as an int when it is one (a NumPy integer too); 0, which no range holds, for a
+    bool, float, str or anything else, so the range check refuses it before the model runs."""
+    if isinstance(value, (bool, np.bool_)):
+        return 0
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return 0
 
 
 @dataclass(frozen=True)
@@ -272,7 +284,7 @@ class Engine(TextPreparer, Pretrained):
     def check_arguments(self, dimensions: int | None, truncation_direction: str = "right") -> None:
         """The library boundary's checks (the server checks the same fields in its schema)."""
         size = self.model_info.dimension
-        if dimensions is not None and (isinstance(dimensions, bool) or not 1 <= dimensions <= size):
+        if dimensions is not None and not 1 <= _as_integer(dimensions) <= size:
             raise InputError(
                 f"dimensions must be between 1 and {size}, got {dimensions!r}", param="dimensions"
             )

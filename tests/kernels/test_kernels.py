@@ -349,6 +349,31 @@ def test_cut_and_normalize_rejects_bad_dimensions(dimensions: int):
         _core.cut_and_normalize_(x, dimensions)
 
 
+@pytest.mark.parametrize("dimensions", [2**63, 2**70, -(2**70)])
+def test_cut_and_normalize_rejects_dimensions_past_int64(dimensions: int):
+    """A Python int too big for C++ is out of range like any other, not pybind11's RuntimeError."""
+    x = np.ones((2, 8), np.float32)
+    message = f"dimensions must be between 1 and 8, got {dimensions}"
+    with pytest.raises(ValueError, match=message):
+        _core.cut_and_normalize(x, dimensions)
+    with pytest.raises(ValueError, match=message):
+        _core.cut_and_normalize_(x, dimensions)
+
+
+@pytest.mark.parametrize("integer", [np.int64, np.int32, np.uint8])
+def test_cut_and_normalize_takes_numpy_integer_dimensions(integer: type):
+    x = np.arange(16, dtype=np.float32).reshape(2, 8)
+    want = _core.cut_and_normalize(x, 3)
+    np.testing.assert_array_equal(_core.cut_and_normalize(x, integer(3)), want)
+    np.testing.assert_array_equal(_core.cut_and_normalize_(x.copy(), integer(3)), want)
+
+
+@pytest.mark.parametrize("dimensions", [True, np.True_, 3.0, "3"])
+def test_cut_and_normalize_refuses_non_integer_dimensions(dimensions: object):
+    with pytest.raises(TypeError, match="dimensions must be an int or None"):
+        _core.cut_and_normalize(np.ones((2, 8), np.float32), dimensions)
+
+
 @pytest.mark.parametrize(
     ("make", "fragments"),
     [
