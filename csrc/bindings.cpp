@@ -19,8 +19,13 @@ namespace es = embedserve;
 
 namespace {
 
-using f32_array = py::array_t<float, py::array::c_style | py::array::forcecast>;
-using i64_array = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>;
+/// NumPy's ALIGNED flag, which pybind11 names only in its detail namespace. Without it, ensure()
+/// passes through a C-contiguous array whose items are not at aligned addresses (np.frombuffer
+/// at an odd offset, a packed record's field), which the kernels may not read (undefined
+/// behaviour; an SSE instruction with a memory operand faults on one); with it NumPy copies.
+constexpr int aligned = py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+using f32_array = py::array_t<float, py::array::c_style | py::array::forcecast | aligned>;
+using i64_array = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast | aligned>;
 
 /// "(2, 3, 4)", "(5,)" or "()": a shape as Python prints it.
 std::string shape_of(const py::array& a) {
@@ -271,11 +276,14 @@ py::object cut_and_normalize_inplace(const py::object& x_obj,
                               dtype_of(x) + " with shape " + shape_of(x) +
                               "; cut_and_normalize returns a converted copy");
     }
-    if ((x.flags() & py::array::c_style) == 0 || !x.writeable()) {
+    if ((x.flags() & py::array::c_style) == 0 || !x.writeable() || (x.flags() & aligned) == 0) {
+        const char* what = !x.writeable()                            ? "read-only"
+                           : (x.flags() & py::array::c_style) == 0 ? "non-contiguous"
+                                                                   : "misaligned";
         throw py::value_error(
-            "x must be writable and C-contiguous for the in-place variant, got a " +
-            std::string(x.writeable() ? "non-contiguous" : "read-only") + " array of shape " +
-            shape_of(x) + "; cut_and_normalize returns a copy");
+            "x must be writable, C-contiguous and aligned for the in-place variant, got a " +
+            std::string(what) + " array of shape " + shape_of(x) +
+            "; cut_and_normalize returns a copy");
     }
     const std::size_t k = resolve_dimensions(dimensions, x.shape(1));
     const auto n = static_cast<std::size_t>(x.shape(0));
@@ -448,8 +456,8 @@ columns; otherwise it must be between 1 and d. x is 2-D floating (float16/float6
           py::arg("dimensions") = py::none(), py::arg("normalize") = true,
           R"doc(In-place cut_and_normalize: returns the view x[:, :dimensions].
 
-x must be a writable, C-contiguous, native float32 2-D numpy array (else ValueError). The
-result is written into x[:, :dimensions]; columns past dimensions are left untouched.)doc");
+x must be a writable, C-contiguous, aligned, native float32 2-D numpy array (else
+ValueError). The result is written into x[:, :dimensions]; columns past dimensions are left untouched.)doc");
 
     m.def("encode_base64", &encode_base64, py::arg("x"),
           R"doc(Encode each row of a 2-D float32 array as base64 of its little-endian float32 bytes.

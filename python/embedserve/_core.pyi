@@ -64,7 +64,8 @@ def cut_and_normalize_(
 ) -> npt.NDArray[np.float32]:
     """In-place cut_and_normalize; returns the view x[:, :dimensions].
 
-    x must be a writable, C-contiguous, native-order float32 2-D numpy array, else ValueError
+    x must be a writable, C-contiguous, aligned, native-order float32 2-D numpy array, else
+    ValueError
     (use cut_and_normalize for a converted copy). The result is written into x[:, :dimensions];
     columns past dimensions are left untouched.
     """

@@ -392,6 +392,46 @@ def test_cut_and_normalize_inplace_rejects(make, fragments):
         assert fragment in str(info.value)
 
 
+def misaligned(values: np.ndarray) -> np.ndarray:
+    """A copy of `values` one byte past an aligned address: C-contiguous, writable, native
+    order, and not aligned to its item size (np.frombuffer and struct-packed records give these)."""
+    out = np.ndarray(values.shape, values.dtype, buffer=bytearray(values.nbytes + 1), offset=1)
+    out[...] = values
+    assert not out.flags.aligned and out.flags.c_contiguous and out.flags.writeable
+    return out
+
+
+def test_cut_and_normalize_inplace_rejects_misaligned():
+    """The kernel would read and write floats at addresses C++ may assume aligned (undefined
+    behaviour; SSE instructions with memory operands fault on them)."""
+    x = misaligned(np.ones((4, 6), np.float32))
+    with pytest.raises(ValueError, match=r"aligned.*\(4, 6\)"):
+        _core.cut_and_normalize_(x)
+    np.testing.assert_array_equal(x, np.ones((4, 6), np.float32))
+
+
+def test_misaligned_inputs_are_copied_and_give_the_same_answers():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 13)).astype(np.float32)
+    lo, hi = np.full(13, -1.0, np.float32), np.full(13, 1.0, np.float32)
+    odd = misaligned(x)
+    np.testing.assert_array_equal(_core.cut_and_normalize(odd, 5), _core.cut_and_normalize(x, 5))
+    assert _core.encode_base64(odd) == _core.encode_base64(x)
+    assert _core.encode_json(odd) == _core.encode_json(x)
+    np.testing.assert_array_equal(_core.pack_bits(odd), _core.pack_bits(x))
+    np.testing.assert_array_equal(
+        _core.quantize(odd, misaligned(lo), misaligned(hi)), _core.quantize(x, lo, hi)
+    )
+    hidden = rng.standard_normal((2, 5, 13)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    for mode in MODES:
+        want = _core.pool(hidden, mask, mode)
+        np.testing.assert_array_equal(_core.pool(misaligned(hidden), misaligned(mask), mode), want)
+        half = hidden.astype(np.float16)
+        want = _core.pool(half, mask, mode)
+        np.testing.assert_array_equal(_core.pool(misaligned(half), mask, mode), want)
+
+
 def test_cut_and_normalize_inplace_rejects_read_only():
     x = np.ones((4, 6), np.float32)
     x.setflags(write=False)
