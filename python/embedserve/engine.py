@@ -277,6 +277,10 @@ class Engine(TextPreparer, Pretrained):
 
         Trusts `dimensions` (the server's limits and `embed` check it); the C++ kernel still refuses
         an out-of-range value rather than read past a row.
+
+        Works in place, to spare a copy of the whole answer: `pooled` (a writable C-contiguous
+        float32 array, as `pooled()` returns) is overwritten and a view of its first
+        `dimensions` columns returned. Pass a copy to keep the pooled vectors.
         """
         wanted = self.config.normalize if normalize is None else normalize
         return _core.cut_and_normalize_(pooled, dimensions, wanted)
