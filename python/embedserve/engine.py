@@ -285,8 +285,20 @@ class Engine(TextPreparer, Pretrained):
         wanted = self.config.normalize if normalize is None else normalize
         return _core.cut_and_normalize_(pooled, dimensions, wanted)
 
-    def check_arguments(self, dimensions: int | None, truncation_direction: str = "right") -> None:
+    def check_arguments(
+        self,
+        dimensions: int | None,
+        truncation_direction: str = "right",
+        *,
+        normalize: bool | None = None,
+    ) -> None:
         """The library boundary's checks (the server checks the same fields in its schema)."""
+        if normalize is not None and not isinstance(normalize, (bool, np.bool_)):
+            # Not its truthiness: "false" would normalize, and the kernel refuses a list only
+            # after the model has run.
+            raise InputError(
+                f"normalize must be True, False or None, got {normalize!r}", param="normalize"
+            )
         size = self.model_info.dimension
         if dimensions is not None and not 1 <= _as_integer(dimensions) <= size:
             raise InputError(
@@ -311,7 +323,7 @@ class Engine(TextPreparer, Pretrained):
         prompt_name: str | None = None,
     ) -> EmbeddingResult:
         """Vectors for `inputs` (a string, strings, one token array or token arrays), in input order."""
-        self.check_arguments(dimensions, truncation_direction)
+        self.check_arguments(dimensions, truncation_direction, normalize=normalize)
         prepared = self.prepare(
             inputs,
             truncate=truncate,
