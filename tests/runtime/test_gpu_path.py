@@ -250,5 +250,7 @@ def test_pipeline_gives_the_engines_vectors_in_order(gpu_style_engine):
             pipeline.embed(["short"] * 150 + ["word " * 400], truncate=False)
         with pytest.raises(InputError, match="normalize must be True, False or None"):
             pipeline.embed(["x"], normalize="no")  # type: ignore[arg-type]
+        with pytest.raises(InputError, match="truncation_direction must be one of"):
+            pipeline.embed(["x"], truncation_direction="middle")
     finally:
         pipeline.close()
