@@ -19,8 +19,13 @@ namespace es = embedserve;
 
 namespace {
 
-using f32_array = py::array_t<float, py::array::c_style | py::array::forcecast>;
-using i64_array = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>;
+/// NumPy's ALIGNED flag, which pybind11 names only in its detail namespace. Without it, ensure()
+/// passes through a C-contiguous array whose items are not at aligned addresses (np.frombuffer
+/// at an odd offset, a packed record's field), which the kernels may not read (undefined
+/// behaviour; an SSE instruction with a memory operand faults on one); with it NumPy copies.
+constexpr int aligned = py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+using f32_array = py::array_t<float, py::array::c_style | py::array::forcecast | aligned>;
+using i64_array = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast | aligned>;
 
 /// "(2, 3, 4)", "(5,)" or "()": a shape as Python prints it.
 std::string shape_of(const py::array& a) {
@@ -76,20 +81,27 @@ f32_array float_matrix(const py::object& obj, const char* name) {
     return out;
 }
 
-/// Resolves `dimensions` against the row length d: None keeps all d columns. A bool is refused
-/// (Python's True is an int, and would otherwise cut every row to one column).
+/// Resolves `dimensions` against the row length d: None keeps all d columns. Any integer
+/// (Python int, NumPy integer: whatever has __index__) is taken; a bool is refused (Python's
+/// True is an int, and would otherwise cut every row to one column). An int too big for
+/// long long is out of range like any other, not pybind11's cast error.
 std::size_t resolve_dimensions(const py::object& dimensions, py::ssize_t d) {
     if (dimensions.is_none()) {
         return static_cast<std::size_t>(d);
     }
-    if (py::isinstance<py::bool_>(dimensions) || !py::isinstance<py::int_>(dimensions)) {
+    if (py::isinstance<py::bool_>(dimensions) || PyIndex_Check(dimensions.ptr()) == 0) {
         throw py::type_error("dimensions must be an int or None, got " +
                              py::str(py::type::of(dimensions).attr("__name__")).cast<std::string>());
     }
-    const auto k = dimensions.cast<py::ssize_t>();
-    if (k < 1 || k > d) {
+    const auto index = py::reinterpret_steal<py::int_>(PyNumber_Index(dimensions.ptr()));
+    if (!index) {
+        throw py::error_already_set();
+    }
+    int overflow = 0;
+    const long long k = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
+    if (overflow != 0 || k < 1 || k > static_cast<long long>(d)) {
         throw py::value_error("dimensions must be between 1 and " + std::to_string(d) + ", got " +
-                              std::to_string(k));
+                              py::str(index).cast<std::string>());
     }
     return static_cast<std::size_t>(k);
 }
@@ -264,11 +276,14 @@ py::object cut_and_normalize_inplace(const py::object& x_obj,
                               dtype_of(x) + " with shape " + shape_of(x) +
                               "; cut_and_normalize returns a converted copy");
     }
-    if ((x.flags() & py::array::c_style) == 0 || !x.writeable()) {
+    if ((x.flags() & py::array::c_style) == 0 || !x.writeable() || (x.flags() & aligned) == 0) {
+        const char* what = !x.writeable()                            ? "read-only"
+                           : (x.flags() & py::array::c_style) == 0 ? "non-contiguous"
+                                                                   : "misaligned";
         throw py::value_error(
-            "x must be writable and C-contiguous for the in-place variant, got a " +
-            std::string(x.writeable() ? "non-contiguous" : "read-only") + " array of shape " +
-            shape_of(x) + "; cut_and_normalize returns a copy");
+            "x must be writable, C-contiguous and aligned for the in-place variant, got a " +
+            std::string(what) + " array of shape " + shape_of(x) +
+            "; cut_and_normalize returns a copy");
     }
     const std::size_t k = resolve_dimensions(dimensions, x.shape(1));
     const auto n = static_cast<std::size_t>(x.shape(0));
@@ -422,7 +437,7 @@ include_prompt=False). The pooled tokens are the present ones after the skipped 
 Modes (sentence-transformers' Pooling, sums accumulated in double): "mean" sum / max(n, 1e-9);
 "mean_sqrt_len" sum / sqrt(max(n, 1e-9)); "weightedmean" weights t + 1 - first, where first is
 the row's first present token (so left padding does not shift them); "max" element-wise
-maximum; "cls" the first pooled token; "last" the pooled token with the highest index.
+maximum (NaN where any pooled token has NaN); "cls" the first pooled token; "last" the pooled token with the highest index.
 A row with nothing pooled gives zeros, except "cls", which gives token 0 as
 sentence-transformers does. seq == 0 gives zeros; batch == 0 gives a (0, dim) array.
 
@@ -441,8 +456,8 @@ columns; otherwise it must be between 1 and d. x is 2-D floating (float16/float6
           py::arg("dimensions") = py::none(), py::arg("normalize") = true,
           R"doc(In-place cut_and_normalize: returns the view x[:, :dimensions].
 
-x must be a writable, C-contiguous, native float32 2-D numpy array (else ValueError). The
-result is written into x[:, :dimensions]; columns past dimensions are left untouched.)doc");
+x must be a writable, C-contiguous, aligned, native float32 2-D numpy array (else
+ValueError). The result is written into x[:, :dimensions]; columns past dimensions are left untouched.)doc");
 
     m.def("encode_base64", &encode_base64, py::arg("x"),
           R"doc(Encode each row of a 2-D float32 array as base64 of its little-endian float32 bytes.

@@ -37,8 +37,11 @@ inline void accumulate(const float* row, std::size_t dim, double weight, double*
 }
 
 inline void take_max(const float* row, std::size_t dim, float* best) noexcept {
+    // A NaN wins, as in torch.max and NumPy's max: std::max(best, NaN) would keep best, so a
+    // NaN would survive only when it sat in the first pooled token.
     for (std::size_t j = 0; j < dim; ++j) {
-        best[j] = std::max(best[j], row[j]);
+        const float value = row[j];
+        best[j] = (value > best[j] || std::isnan(value)) ? value : best[j];
     }
 }
 

@@ -152,10 +152,28 @@ def test_dimensions_cut_then_renormalize(engine, reference):
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("bad", [0, -3, 385, True])
+@pytest.mark.parametrize("bad", [0, -3, 385, True, 2.5, 8.0, "8", np.True_, 2**70])
 def test_dimensions_outside_the_model_range_are_value_errors(engine, bad):
-    with pytest.raises(ValueError, match="between 1 and 384"):
+    with pytest.raises(InputError, match="between 1 and 384"):
         engine.embed(["x"], dimensions=bad)
+
+
+@pytest.mark.parametrize("bad", ["no", "false", 0.5, [True]])
+def test_normalize_that_is_not_a_bool_is_an_input_error(engine, bad):
+    """Refused at the boundary, before the model runs, not by pybind11 after it (whose
+    TypeError printed the pooled matrix) nor taken for its truthiness ("false" normalized)."""
+    with pytest.raises(InputError, match="normalize must be True, False or None, got "):
+        engine.embed(["x"], normalize=bad)
+
+
+def test_numpy_bool_normalize_is_taken(engine):
+    want = engine.embed(["a cat"], normalize=False).embeddings
+    np.testing.assert_array_equal(engine.embed(["a cat"], normalize=np.False_).embeddings, want)
+
+
+def test_numpy_integer_dimensions_are_taken(engine):
+    want = engine.embed(["a cat"], dimensions=8).embeddings
+    np.testing.assert_array_equal(engine.embed(["a cat"], dimensions=np.int64(8)).embeddings, want)
 
 
 def test_tokenize_returns_what_the_model_sees(engine, reference, raw_tokenizer):

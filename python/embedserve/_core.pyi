@@ -31,8 +31,8 @@ def pool(
     Modes are sentence-transformers' Pooling modes (sums accumulated in double):
     "mean" sum / max(n, 1e-9); "mean_sqrt_len" sum / sqrt(max(n, 1e-9)); "weightedmean"
     weights t + 1 - first, first being the row's first present token (left padding does not
-    shift them; a skipped prompt keeps the remaining weights); "max" element-wise maximum;
-    "cls" the first pooled token; "last" the pooled token with the highest index (left or
+    shift them; a skipped prompt keeps the remaining weights); "max" element-wise maximum
+    (NaN where any pooled token has NaN, as torch.max); "cls" the first pooled token; "last" the pooled token with the highest index (left or
     right padding alike).
 
     A row with nothing pooled gives zeros, except "cls", which gives token 0 as
@@ -52,8 +52,8 @@ def cut_and_normalize(
 
     The Matryoshka cut comes first; then, if normalize, each cut row is divided by
     max(its L2 norm, 1e-12), the norm accumulated in double, so an all-zero row stays zero.
-    dimensions=None keeps all d columns; otherwise an int between 1 and d (ValueError; a bool
-    is a TypeError).
+    dimensions=None keeps all d columns; otherwise an integer (int or NumPy integer) between 1
+    and d (ValueError; a bool, float or str is a TypeError).
     x must be 2-D floating (float16/float64 are cast to float32). n == 0 is fine.
     """
 
@@ -64,7 +64,8 @@ def cut_and_normalize_(
 ) -> npt.NDArray[np.float32]:
     """In-place cut_and_normalize; returns the view x[:, :dimensions].
 
-    x must be a writable, C-contiguous, native-order float32 2-D numpy array, else ValueError
+    x must be a writable, C-contiguous, aligned, native-order float32 2-D numpy array, else
+    ValueError
     (use cut_and_normalize for a converted copy). The result is written into x[:, :dimensions];
     columns past dimensions are left untouched.
     """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import operator
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -37,6 +38,17 @@ from embedserve.runtime.backends import Backend, open_backend
 from embedserve.runtime.providers import CPU
 from embedserve.tokenization import DIRECTIONS, ModelTokenizer
 from embedserve.vector_cache import DEFAULT_CACHE_BYTES, VectorCache, merge_cached, split_cached
+
+
+def _as_integer(value: object) -> int:
+    """`value` as an int when it is one (a NumPy integer too); 0, which no range holds, for a
+    bool, float, str or anything else, so the range check refuses it before the model runs."""
+    if isinstance(value, (bool, np.bool_)):
+        return 0
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return 0
 
 
 @dataclass(frozen=True)
@@ -265,14 +277,30 @@ class Engine(TextPreparer, Pretrained):
 
         Trusts `dimensions` (the server's limits and `embed` check it); the C++ kernel still refuses
         an out-of-range value rather than read past a row.
+
+        Works in place, to spare a copy of the whole answer: `pooled` (a writable C-contiguous
+        float32 array, as `pooled()` returns) is overwritten and a view of its first
+        `dimensions` columns returned. Pass a copy to keep the pooled vectors.
         """
         wanted = self.config.normalize if normalize is None else normalize
         return _core.cut_and_normalize_(pooled, dimensions, wanted)
 
-    def check_arguments(self, dimensions: int | None, truncation_direction: str = "right") -> None:
+    def check_arguments(
+        self,
+        dimensions: int | None,
+        truncation_direction: str = "right",
+        *,
+        normalize: bool | None = None,
+    ) -> None:
         """The library boundary's checks (the server checks the same fields in its schema)."""
+        if normalize is not None and not isinstance(normalize, (bool, np.bool_)):
+            # Not its truthiness: "false" would normalize, and the kernel refuses a list only
+            # after the model has run.
+            raise InputError(
+                f"normalize must be True, False or None, got {normalize!r}", param="normalize"
+            )
         size = self.model_info.dimension
-        if dimensions is not None and (isinstance(dimensions, bool) or not 1 <= dimensions <= size):
+        if dimensions is not None and not 1 <= _as_integer(dimensions) <= size:
             raise InputError(
                 f"dimensions must be between 1 and {size}, got {dimensions!r}", param="dimensions"
             )
@@ -295,7 +323,7 @@ class Engine(TextPreparer, Pretrained):
         prompt_name: str | None = None,
     ) -> EmbeddingResult:
         """Vectors for `inputs` (a string, strings, one token array or token arrays), in input order."""
-        self.check_arguments(dimensions, truncation_direction)
+        self.check_arguments(dimensions, truncation_direction, normalize=normalize)
         prepared = self.prepare(
             inputs,
             truncate=truncate,

@@ -64,7 +64,7 @@ class Pipeline:
     ) -> EmbeddingResult:
         """`Engine.embed` for a list of texts, pipelined; the same vectors in the same order."""
         engine = self.engine
-        engine.check_arguments(dimensions)
+        engine.check_arguments(dimensions, truncation_direction, normalize=normalize)
         texts = list(texts)
         options = {
             "truncate": truncate,

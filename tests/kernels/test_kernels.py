@@ -197,6 +197,19 @@ def test_pool_nonbinary_mask_counts_nonzero_as_present():
     np.testing.assert_array_equal(_core.pool(hidden, mask, "last"), [[6.0, 7.0, 8.0]])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("where", [0, 1, 2])
+def test_pool_max_keeps_a_nan_wherever_the_token_is(dtype: type, where: int):
+    """torch.max (sentence-transformers' max pooling) and NumPy's max return NaN for a column
+    holding one; the answer must not depend on which token it is in."""
+    hidden = np.array([[[1.0, 5.0], [2.0, 4.0], [3.0, 6.0]]], dtype)
+    hidden[0, where, 0] = np.nan
+    got = _core.pool(hidden, np.ones((1, 3), np.int64), "max")
+    assert np.isnan(got[0, 0])
+    assert got[0, 1] == 6.0
+    np.testing.assert_array_equal(got, ref_pool(hidden, np.ones((1, 3)), "max"))
+
+
 def test_pool_float64_and_big_endian_hidden_are_cast():
     rng = np.random.default_rng(2)
     hidden = rng.standard_normal((2, 3, 4))
@@ -336,6 +349,31 @@ def test_cut_and_normalize_rejects_bad_dimensions(dimensions: int):
         _core.cut_and_normalize_(x, dimensions)
 
 
+@pytest.mark.parametrize("dimensions", [2**63, 2**70, -(2**70)])
+def test_cut_and_normalize_rejects_dimensions_past_int64(dimensions: int):
+    """A Python int too big for C++ is out of range like any other, not pybind11's RuntimeError."""
+    x = np.ones((2, 8), np.float32)
+    message = f"dimensions must be between 1 and 8, got {dimensions}"
+    with pytest.raises(ValueError, match=message):
+        _core.cut_and_normalize(x, dimensions)
+    with pytest.raises(ValueError, match=message):
+        _core.cut_and_normalize_(x, dimensions)
+
+
+@pytest.mark.parametrize("integer", [np.int64, np.int32, np.uint8])
+def test_cut_and_normalize_takes_numpy_integer_dimensions(integer: type):
+    x = np.arange(16, dtype=np.float32).reshape(2, 8)
+    want = _core.cut_and_normalize(x, 3)
+    np.testing.assert_array_equal(_core.cut_and_normalize(x, integer(3)), want)
+    np.testing.assert_array_equal(_core.cut_and_normalize_(x.copy(), integer(3)), want)
+
+
+@pytest.mark.parametrize("dimensions", [True, np.True_, 3.0, "3"])
+def test_cut_and_normalize_refuses_non_integer_dimensions(dimensions: object):
+    with pytest.raises(TypeError, match="dimensions must be an int or None"):
+        _core.cut_and_normalize(np.ones((2, 8), np.float32), dimensions)
+
+
 @pytest.mark.parametrize(
     ("make", "fragments"),
     [
@@ -352,6 +390,46 @@ def test_cut_and_normalize_inplace_rejects(make, fragments):
         _core.cut_and_normalize_(make())
     for fragment in fragments:
         assert fragment in str(info.value)
+
+
+def misaligned(values: np.ndarray) -> np.ndarray:
+    """A copy of `values` one byte past an aligned address: C-contiguous, writable, native
+    order, and not aligned to its item size (np.frombuffer and struct-packed records give these)."""
+    out = np.ndarray(values.shape, values.dtype, buffer=bytearray(values.nbytes + 1), offset=1)
+    out[...] = values
+    assert not out.flags.aligned and out.flags.c_contiguous and out.flags.writeable
+    return out
+
+
+def test_cut_and_normalize_inplace_rejects_misaligned():
+    """The kernel would read and write floats at addresses C++ may assume aligned (undefined
+    behaviour; SSE instructions with memory operands fault on them)."""
+    x = misaligned(np.ones((4, 6), np.float32))
+    with pytest.raises(ValueError, match=r"aligned.*\(4, 6\)"):
+        _core.cut_and_normalize_(x)
+    np.testing.assert_array_equal(x, np.ones((4, 6), np.float32))
+
+
+def test_misaligned_inputs_are_copied_and_give_the_same_answers():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 13)).astype(np.float32)
+    lo, hi = np.full(13, -1.0, np.float32), np.full(13, 1.0, np.float32)
+    odd = misaligned(x)
+    np.testing.assert_array_equal(_core.cut_and_normalize(odd, 5), _core.cut_and_normalize(x, 5))
+    assert _core.encode_base64(odd) == _core.encode_base64(x)
+    assert _core.encode_json(odd) == _core.encode_json(x)
+    np.testing.assert_array_equal(_core.pack_bits(odd), _core.pack_bits(x))
+    np.testing.assert_array_equal(
+        _core.quantize(odd, misaligned(lo), misaligned(hi)), _core.quantize(x, lo, hi)
+    )
+    hidden = rng.standard_normal((2, 5, 13)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    for mode in MODES:
+        want = _core.pool(hidden, mask, mode)
+        np.testing.assert_array_equal(_core.pool(misaligned(hidden), misaligned(mask), mode), want)
+        half = hidden.astype(np.float16)
+        want = _core.pool(half, mask, mode)
+        np.testing.assert_array_equal(_core.pool(misaligned(half), mask, mode), want)
 
 
 def test_cut_and_normalize_inplace_rejects_read_only():

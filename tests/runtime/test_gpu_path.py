@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 from embedserve import _core
 from embedserve.engine import Engine
-from embedserve.errors import InputTooLongError
+from embedserve.errors import InputError, InputTooLongError
 from embedserve.models import onnx_for
 from embedserve.models.config import load_model_config
 from embedserve.models.fp16 import convert_to_fp16
@@ -248,5 +248,9 @@ def test_pipeline_gives_the_engines_vectors_in_order(gpu_style_engine):
         # An error names the input by its place in the whole list, not in its chunk.
         with pytest.raises(InputTooLongError, match=r"input\[150\]"):
             pipeline.embed(["short"] * 150 + ["word " * 400], truncate=False)
+        with pytest.raises(InputError, match="normalize must be True, False or None"):
+            pipeline.embed(["x"], normalize="no")  # type: ignore[arg-type]
+        with pytest.raises(InputError, match="truncation_direction must be one of"):
+            pipeline.embed(["x"], truncation_direction="middle")
     finally:
         pipeline.close()

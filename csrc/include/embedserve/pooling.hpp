@@ -22,7 +22,7 @@ enum class pool_mode {
     cls,
     /// The pooled token with the highest index; zeros when none is pooled.
     last,
-    /// Element-wise maximum over pooled tokens; zeros when none is pooled.
+    /// Element-wise maximum over pooled tokens (NaN where any is NaN); zeros when none is pooled.
     max,
     /// sum(h) / sqrt(max(n, 1e-9)) over the n pooled tokens; zeros when n == 0.
     mean_sqrt_len,
