@@ -152,10 +152,30 @@ def test_dimensions_cut_then_renormalize(engine, reference):
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("bad", [0, -3, 385, True])
+@pytest.mark.parametrize("bad", [0, -3, 385, True, 10**30])
 def test_dimensions_outside_the_model_range_are_value_errors(engine, bad):
     with pytest.raises(ValueError, match="between 1 and 384"):
         engine.embed(["x"], dimensions=bad)
+
+
+@pytest.mark.parametrize("bad", [1.5, 384.0, "8", np.int64(8)])
+def test_dimensions_of_another_type_are_input_errors_before_the_model_runs(engine, bad):
+    """Not a TypeError from a comparison, nor one from the C++ kernel after the model ran."""
+    engine.session.run = None  # the model must not be reached: calling it would raise TypeError
+    try:
+        with pytest.raises(InputError, match="dimensions must be an integer between 1 and 384"):
+            engine.embed(["x"], dimensions=bad)
+    finally:
+        del engine.session.run
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, np.array([True])])
+def test_normalize_takes_true_false_or_none(engine, bad):
+    with pytest.raises(InputError, match="normalize must be True, False or None") as caught:
+        engine.embed(["x"], normalize=bad)
+    assert caught.value.param == "normalize"
+    plain = engine.embed(["x"], normalize=False).embeddings
+    np.testing.assert_array_equal(engine.embed(["x"], normalize=np.False_).embeddings, plain)
 
 
 def test_tokenize_returns_what_the_model_sees(engine, reference, raw_tokenizer):

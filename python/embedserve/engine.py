@@ -269,12 +269,29 @@ class Engine(TextPreparer, Pretrained):
         wanted = self.config.normalize if normalize is None else normalize
         return _core.cut_and_normalize_(pooled, dimensions, wanted)
 
-    def check_arguments(self, dimensions: int | None, truncation_direction: str = "right") -> None:
-        """The library boundary's checks (the server checks the same fields in its schema)."""
+    def check_arguments(
+        self,
+        dimensions: int | None,
+        truncation_direction: str = "right",
+        normalize: bool | None = None,
+    ) -> None:
+        """The library boundary's checks (the server checks the same fields in its schema), before
+        the model runs: the C++ kernel takes only a Python int and a bool."""
         size = self.model_info.dimension
-        if dimensions is not None and (isinstance(dimensions, bool) or not 1 <= dimensions <= size):
+        if dimensions is not None and (
+            isinstance(dimensions, bool) or not isinstance(dimensions, int)
+        ):
+            raise InputError(
+                f"dimensions must be an integer between 1 and {size}, got {dimensions!r}",
+                param="dimensions",
+            )
+        if dimensions is not None and not 1 <= dimensions <= size:
             raise InputError(
                 f"dimensions must be between 1 and {size}, got {dimensions!r}", param="dimensions"
+            )
+        if normalize is not None and not isinstance(normalize, bool | np.bool_):
+            raise InputError(
+                f"normalize must be True, False or None, got {normalize!r}", param="normalize"
             )
         if truncation_direction not in DIRECTIONS:
             raise InputError(
@@ -295,7 +312,7 @@ class Engine(TextPreparer, Pretrained):
         prompt_name: str | None = None,
     ) -> EmbeddingResult:
         """Vectors for `inputs` (a string, strings, one token array or token arrays), in input order."""
-        self.check_arguments(dimensions, truncation_direction)
+        self.check_arguments(dimensions, truncation_direction, normalize)
         prepared = self.prepare(
             inputs,
             truncate=truncate,
