@@ -188,6 +188,39 @@ def test_tokenize_returns_what_the_model_sees(engine, reference, raw_tokenizer):
     assert ids[0] == raw_tokenizer.encode(texts[0]).ids
 
 
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (None, "texts must be a string or an array of strings, not NoneType"),
+        (b"bytes", "texts must be a string or an array of strings, not bytes"),
+        ([101, 102], r"texts\[0\] is a int \(101\), expected a string"),
+        ([[101, 102]], r"texts\[0\] is an array of integers, expected a string"),
+        (["a", None], r"texts\[1\] is a NoneType \(None\), expected a string"),
+    ],
+)
+def test_tokenize_and_embed_all_take_only_texts(engine, bad, message):
+    """Not a TypeError from inside the tokenizer."""
+    for call in (engine.tokenize, engine.embed_all):
+        with pytest.raises(InputError, match=message) as caught:
+            call(bad)
+        assert caught.value.param == "texts"
+    assert engine.tokenize(text for text in ["a"]) == engine.tokenize(["a"]) == [[101, 1037, 102]]
+
+
+def test_similarity_checks_its_arguments(engine):
+    for source in (None, [101, 102], ["a", "b"]):
+        with pytest.raises(InputError, match="source_sentence must be a string") as caught:
+            engine.similarity(source, ["a"])  # type: ignore[arg-type]
+        assert caught.value.param == "source_sentence"
+    for sentences in ("a", [], None, np.array(["a", "b"]), [1, 2], ["a", None]):
+        with pytest.raises(InputError, match="sentences") as caught:
+            engine.similarity("a", sentences)  # type: ignore[arg-type]
+        assert caught.value.param == "sentences"
+    scores = engine.similarity("a cat", ("a cat", "stock markets"))
+    assert scores.shape == (2,) and scores[0] == pytest.approx(1.0, abs=1e-6)
+    assert scores[1] < 0.5
+
+
 def test_unknown_prompt_name_is_an_error(engine):
     with pytest.raises(InputError, match="prompt_name 'passage'"):
         engine.embed(["x"], prompt_name="passage")

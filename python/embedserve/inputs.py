@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from embedserve.errors import InputError
@@ -46,6 +46,28 @@ def classify_inputs(inputs: TextsOrTokens) -> Inputs:
         return Inputs(token_arrays=[items])
     _check_all(items, _is_token_array, "an array of integers like input[0]")
     return Inputs(token_arrays=[list(item) for item in items])
+
+
+def text_batch(texts: object, param: str = "input") -> list[str]:
+    """`texts` as a list: a string is one text, an array (or an iterator: a generator) must hold
+    only strings; anything else (a set or a dict has no order of its own) is an InputError naming
+    `param` (or `param[i]`), not a TypeError from inside the tokenizer."""
+    if isinstance(texts, str):
+        return [texts]
+    if not isinstance(texts, Sequence | Iterator) or isinstance(texts, (bytes, bytearray)):
+        raise InputError(
+            f"{param} must be a string or an array of strings, not {type(texts).__name__}",
+            param=param,
+        )
+    items = list(texts)
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise InputError(
+                f"{param}[{index}] is {_describe(item)}, expected a string",
+                index=index,
+                param=param,
+            )
+    return items
 
 
 def _is_token_array(item: object) -> bool:

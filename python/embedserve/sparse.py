@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from embedserve.errors import InputError
-from embedserve.inputs import Inputs
+from embedserve.inputs import Inputs, text_batch
 from embedserve.loading import LoadPlan, Pretrained, Runs
 from embedserve.models import ModelConfig, ModelConfigError
 from embedserve.models.bge_m3 import SPARSE_LINEAR, dropped_special_tokens, is_bge_m3, read_linear
@@ -398,7 +398,7 @@ class SparseEncoder(TextPreparer, Pretrained):
                 f"truncation_direction must be one of {DIRECTIONS}, got {truncation_direction!r}",
                 param="truncation_direction",
             )
-        batch = [texts] if isinstance(texts, str) else list(texts)
+        batch = text_batch(texts, "texts")
         if input_type == "query" and self.query is not None:
             _, ids = self.query.prepare(
                 self.prompted(batch, prompt_name),
