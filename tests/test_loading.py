@@ -54,6 +54,15 @@ def test_options_are_checked_and_normalized_when_made():
         replace(LoadOptions(), runtime="tvm")
 
 
+@pytest.mark.parametrize("bad", [-1, True, 1.5, "10", None])
+def test_cache_bytes_is_an_integer_of_zero_or_more(bad):
+    """True was a one-byte cache and 1.5 a cache of a float size; "10" and None failed with a
+    TypeError from a comparison."""
+    with pytest.raises(ValueError, match=f"cache_bytes must be an integer >= 0, got {bad!r}"):
+        LoadOptions(cache_bytes=bad)
+    assert LoadOptions(cache_bytes=0).cache_bytes == 0
+
+
 def test_options_of_a_server_config_take_its_settings_only():
     config = ServerConfig(
         providers="cpu", intra_op_threads=2, max_batch_tokens=512, quantize="int8", compile=True
