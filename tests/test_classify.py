@@ -173,3 +173,19 @@ def test_predict_checks_its_arguments_before_the_model_runs(classifier_dirs):
             classifier.predict(["a"], top_k=top_k)  # type: ignore[arg-type]
         assert caught.value.param == "top_k"
     assert len(classifier.predict(["a"], top_k=10)[0]) == 3
+
+
+def test_errors_in_mixed_inputs_name_the_input_s_own_position(classifier_dirs):
+    """Texts and pairs are prepared apart; an error names `inputs[i]` by its place in the call,
+    not in its part (a long text after a pair was `inputs[0]`)."""
+    classifier = Classifier.from_pretrained(classifier_dirs["bert3"], max_length=16)
+    long_text = "word " * 50
+    for inputs, index in [
+        ([("q", "d"), long_text], 1),
+        (["a", "b", ("q", long_text)], 2),
+        ([("q", "d"), "a", "\ud800"], 2),
+        (["a", ("q", "\ud800")], 1),
+    ]:
+        with pytest.raises(InputError, match=rf"inputs\[{index}\]") as caught:
+            classifier.predict(inputs, truncate=False)
+        assert caught.value.index == index

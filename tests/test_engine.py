@@ -221,6 +221,19 @@ def test_similarity_checks_its_arguments(engine):
     assert scores[1] < 0.5
 
 
+def test_a_lone_surrogate_is_an_input_error_naming_the_input(engine):
+    """Not valid UTF-8 (a JSON escape or surrogateescape'd bytes give one): the tokenizer's own
+    TypeError named no input."""
+    with pytest.raises(InputError, match=r"input\[1\] is not valid UTF-8 text") as caught:
+        engine.embed(["fine", "bad \ud800 text"])
+    assert caught.value.index == 1
+    with pytest.raises(InputError, match="input is not valid UTF-8 text"):
+        engine.embed("\udcff")
+    with pytest.raises(InputError, match=r"texts\[0\] is not valid UTF-8 text"):
+        engine.tokenize(["\ud800"])
+    assert engine.embed(["caf\u00e9 \U0001f600"]).embeddings.shape == (1, 384)
+
+
 def test_unknown_prompt_name_is_an_error(engine):
     with pytest.raises(InputError, match="prompt_name 'passage'"):
         engine.embed(["x"], prompt_name="passage")

@@ -220,6 +220,16 @@ def test_max_tokens_per_doc_and_pairs_are_checked(cross_encoder_dirs):
     )
 
 
+def test_a_lone_surrogate_is_an_input_error_naming_the_text(cross_encoder_dirs):
+    reranker = Reranker.from_pretrained(cross_encoder_dirs["bert"][0])
+    with pytest.raises(InputError, match=r"documents\[1\] is not valid UTF-8 text"):
+        reranker.rank("q", ["d", "\ud800"])
+    with pytest.raises(InputError, match="query is not valid UTF-8 text"):
+        reranker.rank("\ud800", ["d"])
+    with pytest.raises(InputError, match=r"pairs\[0\]\[1\] is not valid UTF-8 text"):
+        reranker.score([("q", "\ud800")])
+
+
 def test_model_kind(cross_encoder_dirs, minilm_dir):
     assert model_kind(minilm_dir) == EMBEDDER
     for folder, _ in cross_encoder_dirs.values():

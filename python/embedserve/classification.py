@@ -7,12 +7,14 @@ for `multi_label_classification` or a one-logit head, a softmax over the labels 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
 from embedserve.errors import InputError
+from embedserve.inputs import check_utf8
 from embedserve.pairs import Pair, PreparedPairs
 from embedserve.reranker import Reranker, _check_texts
 from embedserve.scoring import FUNCTIONS, NONE, SIGMOID, SOFTMAX, apply_function
@@ -192,22 +194,40 @@ class Classifier(Reranker):
                         index=i,
                         param="inputs",
                     )
+                check_utf8(text, f"inputs[{i}][{side}]", index=i, param="inputs")
         out: list[Pair | None] = [None] * len(inputs)
         if singles:
-            prepared = self.prepare_texts(
-                [inputs[i] for i in singles],  # type: ignore[misc]
-                truncate=truncate,
-                truncation_direction=direction,
-            )
+            with _named_by(singles):
+                prepared = self.prepare_texts(
+                    [inputs[i] for i in singles],  # type: ignore[misc]
+                    truncate=truncate,
+                    truncation_direction=direction,
+                )
             for i, pair in zip(singles, prepared.pairs):
                 out[i] = pair
         if doubles:
-            prepared = self.prepare_pairs(
-                [inputs[i][0] for i in doubles],
-                [inputs[i][1] for i in doubles],
-                truncate=truncate,
-                param="inputs",
-            )
+            with _named_by(doubles):
+                prepared = self.prepare_pairs(
+                    [inputs[i][0] for i in doubles],
+                    [inputs[i][1] for i in doubles],
+                    truncate=truncate,
+                    param="inputs",
+                )
             for i, pair in zip(doubles, prepared.pairs):
                 out[i] = pair
         return [pair for pair in out if pair is not None]
+
+
+@contextmanager
+def _named_by(positions: list[int]) -> Iterator[None]:
+    """Errors about the texts (or the pairs) of a mixed `inputs`, which are prepared apart, name
+    their position in `inputs`, not in their part: `inputs[3]`, not `inputs[0]`."""
+    try:
+        yield
+    except InputError as error:
+        if error.index is None:
+            raise
+        where, original = f"inputs[{error.index}]", positions[error.index]
+        error.args = (str(error).replace(where, f"inputs[{original}]", 1), *error.args[1:])
+        error.index = original
+        raise

@@ -21,6 +21,22 @@ class Inputs:
         return len(self.texts if self.texts is not None else self.token_arrays or [])
 
 
+def check_utf8(text: str, where: str, *, index: int | None = None, param: str = "input") -> None:
+    """A lone surrogate ("\\ud800", as a JSON escape or undecodable bytes read with
+    surrogateescape give) is no UTF-8 text: the tokenizer refuses it with a TypeError that names
+    no input, so it is refused here naming `where`. ASCII, the common case, costs no copy."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(
+            f"{where} is not valid UTF-8 text: a lone surrogate at character {exc.start}",
+            index=index,
+            param=param,
+        ) from None
+
+
 def _is_token(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -28,6 +44,7 @@ def _is_token(value: object) -> bool:
 def classify_inputs(inputs: TextsOrTokens) -> Inputs:
     """Sort `inputs` into texts or token arrays; anything else is an InputError naming it."""
     if isinstance(inputs, str):
+        check_utf8(inputs, "input", index=0)
         return Inputs(texts=[inputs])
     if not isinstance(inputs, Sequence) or isinstance(inputs, (bytes, bytearray)):
         raise InputError(
@@ -40,6 +57,8 @@ def classify_inputs(inputs: TextsOrTokens) -> Inputs:
     first = items[0]
     if isinstance(first, str):
         _check_all(items, lambda item: isinstance(item, str), "a string like input[0]")
+        for index, text in enumerate(items):
+            check_utf8(text, f"input[{index}]", index=index)
         return Inputs(texts=items)
     if _is_token(first):
         _check_all(items, _is_token, "an integer like input[0]")
@@ -53,6 +72,7 @@ def text_batch(texts: object, param: str = "input") -> list[str]:
     only strings; anything else (a set or a dict has no order of its own) is an InputError naming
     `param` (or `param[i]`), not a TypeError from inside the tokenizer."""
     if isinstance(texts, str):
+        check_utf8(texts, param, index=0, param=param)
         return [texts]
     if not isinstance(texts, Sequence | Iterator) or isinstance(texts, (bytes, bytearray)):
         raise InputError(
@@ -67,6 +87,7 @@ def text_batch(texts: object, param: str = "input") -> list[str]:
                 index=index,
                 param=param,
             )
+        check_utf8(item, f"{param}[{index}]", index=index, param=param)
     return items
 
 

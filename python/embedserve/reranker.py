@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from embedserve.errors import InputError
+from embedserve.inputs import check_utf8
 from embedserve.loading import LoadPlan, Pretrained, Runs
 from embedserve.models import onnx_for
 from embedserve.models.kind import RERANKER, RerankerConfig, load_reranker_config
@@ -276,6 +277,7 @@ def _split_pairs(pairs: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]
                     index=index,
                     param="pairs",
                 )
+            check_utf8(text, f"pairs[{index}][{side}]", index=index, param="pairs")
         firsts.append(pair[0])
         seconds.append(pair[1])
     return firsts, seconds
@@ -284,6 +286,7 @@ def _split_pairs(pairs: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]
 def _check_text(value: object, param: str) -> str:
     if not isinstance(value, str):
         raise InputError(f"{param} must be a string, not {type(value).__name__}", param=param)
+    check_utf8(value, param, param=param)
     return value
 
 
@@ -300,4 +303,5 @@ def _check_texts(values: Sequence[str], param: str) -> list[str]:
                 index=index,
                 param=param,
             )
+        check_utf8(item, f"{param}[{index}]", index=index, param=param)
     return items
