@@ -131,6 +131,23 @@ def test_mixed_or_wrongly_typed_inputs_are_rejected(engine):
         engine.embed(42)  # type: ignore[arg-type]
 
 
+def test_numpy_token_ids_are_token_ids(engine):
+    """list(ids) of a NumPy array holds np.int64: it was refused as "input[0] is a int64,
+    expected an array of integers like input[0]"."""
+    ids = np.array([101, 7592, 2088, 102], dtype=np.int64)
+    expected = engine.embed([ids.tolist()]).embeddings
+    np.testing.assert_array_equal(engine.embed(list(ids)).embeddings, expected)
+    np.testing.assert_array_equal(engine.embed([list(ids)]).embeddings, expected)
+    with pytest.raises(InvalidTokenError, match="30522"):
+        engine.embed([np.uint64(30522)])
+    with pytest.raises(InputError, match=r"not ndarray \(pass its .tolist\(\)\)"):
+        engine.embed(ids)  # type: ignore[arg-type]
+    with pytest.raises(
+        InputError, match=r"input\[0\] is a bool \(np.True_\): an array must hold only"
+    ):
+        engine.embed([np.bool_(True)])
+
+
 def test_left_truncation_keeps_the_end_of_the_text(engine, reference, raw_tokenizer):
     index = next(i for i, n in enumerate(reference["tokens_untruncated"]) if n > 256)
     ids = raw_tokenizer.encode(reference["texts"][index], add_special_tokens=False).ids

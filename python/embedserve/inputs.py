@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from numbers import Integral
 
 from embedserve.errors import InputError
 
@@ -38,7 +39,8 @@ def check_utf8(text: str, where: str, *, index: int | None = None, param: str = 
 
 
 def _is_token(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    # Integral: NumPy's integers too (list(ids_array) holds np.int64); bool is no token id.
+    return isinstance(value, Integral) and not isinstance(value, bool)
 
 
 def classify_inputs(inputs: TextsOrTokens) -> Inputs:
@@ -47,9 +49,11 @@ def classify_inputs(inputs: TextsOrTokens) -> Inputs:
         check_utf8(inputs, "input", index=0)
         return Inputs(texts=[inputs])
     if not isinstance(inputs, Sequence) or isinstance(inputs, (bytes, bytearray)):
+        # A NumPy array is no Sequence: its .tolist() is what it holds, as lists.
+        hint = " (pass its .tolist())" if hasattr(inputs, "tolist") else ""
         raise InputError(
             f"input must be a string, an array of strings, an array of integers or an array of "
-            f"arrays of integers, not {type(inputs).__name__}"
+            f"arrays of integers, not {type(inputs).__name__}{hint}"
         )
     items = list(inputs)
     if not items:
@@ -63,6 +67,12 @@ def classify_inputs(inputs: TextsOrTokens) -> Inputs:
     if _is_token(first):
         _check_all(items, _is_token, "an integer like input[0]")
         return Inputs(token_arrays=[items])
+    if not _is_token_array(first):
+        raise InputError(
+            f"input[0] is {_describe(first)}: an array must hold only strings, only integers, "
+            "or only arrays of integers",
+            index=0,
+        )
     _check_all(items, _is_token_array, "an array of integers like input[0]")
     return Inputs(token_arrays=[list(item) for item in items])
 
