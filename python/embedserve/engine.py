@@ -16,6 +16,7 @@ from embedserve.fanout import map_on_threads
 from embedserve.inputs import Inputs, TextsOrTokens, text_batch
 from embedserve.loading import LoadPlan, Pretrained, Runs
 from embedserve.models import ModelConfig, load_model_config
+from embedserve.models.config import check_max_length
 from embedserve.models.dense import load_dense
 from embedserve.models.kind import not_an_embedder
 from embedserve.models.pooling_graph import POOLING_MODES
@@ -150,7 +151,8 @@ class Engine(TextPreparer, Pretrained):
             raise ModelConfigError(refusal)
         config = load_model_config(plan.config_dir, plan.name)
         if plan.options.max_length is not None:
-            config = replace(config, max_seq_length=plan.options.max_length)
+            max_length = check_max_length(plan.config_dir, plan.options.max_length)
+            config = replace(config, max_seq_length=max_length)
         session = open_backend(
             cls.graph(plan),
             plan.precision,

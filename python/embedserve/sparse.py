@@ -27,7 +27,7 @@ from embedserve.inputs import Inputs, text_batch
 from embedserve.loading import LoadPlan, Pretrained, Runs
 from embedserve.models import ModelConfig, ModelConfigError
 from embedserve.models.bge_m3 import SPARSE_LINEAR, dropped_special_tokens, is_bge_m3, read_linear
-from embedserve.models.config import STATIC_MAX_TOKENS, max_seq_length
+from embedserve.models.config import STATIC_MAX_TOKENS, check_max_length, max_seq_length
 from embedserve.models.family import model_family
 from embedserve.models.kind import SPARSE, is_masked_lm, read_hf_config
 from embedserve.models.splade_layout import SpladeLayout, is_splade, splade_layout
@@ -266,7 +266,8 @@ class SparseEncoder(TextPreparer, Pretrained):
             config_dir = layout.document
         config = load_sparse_config(config_dir, plan.name, plan.config_dir)
         if plan.options.max_length is not None:
-            config = replace(config, max_seq_length=plan.options.max_length)
+            max_length = check_max_length(directory, plan.options.max_length)
+            config = replace(config, max_seq_length=max_length)
         tokenizer = ModelTokenizer(
             config_dir / "tokenizer.json", config.max_seq_length, plan.options.tokenizer_mode
         )
