@@ -448,7 +448,9 @@ def check_pruning(top_k: int | None, threshold: float | None) -> None:
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise InputError(f"top_k must be a positive integer, got {top_k!r}", param="top_k")
     if threshold is not None and (
-        isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold < 0
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float))
+        or not threshold >= 0  # NaN too: no weight is above it, so every vector would be empty
     ):
         raise InputError(f"threshold must be a number >= 0, got {threshold!r}", param="threshold")
 

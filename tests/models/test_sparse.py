@@ -205,6 +205,18 @@ def test_texts_that_are_not_strings_are_input_errors(splade_dir, bad, message):
     assert caught.value.param == "texts"
 
 
+def test_a_nan_threshold_is_refused(splade_dir):
+    """NaN compares False with every weight: it pruned every vector to nothing, silently."""
+    from embedserve.errors import InputError
+
+    encoder = SparseEncoder.from_pretrained(splade_dir)
+    with pytest.raises(InputError, match="threshold must be a number >= 0, got nan") as caught:
+        encoder.encode("text", threshold=float("nan"))
+    assert caught.value.param == "threshold"
+    (vector,) = encoder.encode("text", threshold=0.0)
+    assert len(vector.indices) > 0
+
+
 def test_bge_m3_sparse_matches_flagembedding(sparse_dirs, reference):
     from FlagEmbedding import BGEM3FlagModel
 
