@@ -254,6 +254,13 @@ def test_a_lone_surrogate_is_an_input_error_naming_the_input(engine):
 def test_unknown_prompt_name_is_an_error(engine):
     with pytest.raises(InputError, match="prompt_name 'passage'"):
         engine.embed(["x"], prompt_name="passage")
+    # Token arrays take no prompt, but a name the model does not have is still no silent no-op.
+    with pytest.raises(InputError, match="prompt_name 'passage'"):
+        engine.embed([[101, 102]], prompt_name="passage")
+    np.testing.assert_array_equal(
+        engine.embed([[101, 102]], prompt_name="query").embeddings,
+        engine.embed([[101, 102]]).embeddings,
+    )
     # sentence-transformers gives every model empty "query" and "document" prompts.
     for name in ("query", "document"):
         same = engine.embed(["x"], prompt_name=name).embeddings
