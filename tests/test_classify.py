@@ -151,3 +151,41 @@ def test_truncation_direction_is_checked(classifier_dirs, texts):
             classifier.predict(inputs, truncation_direction="left")
         assert caught.value.param == "truncation_direction"
     assert classifier.predict([("q", long_text)], truncation_direction="right")
+
+
+def test_predict_checks_its_arguments_before_the_model_runs(classifier_dirs):
+    """A string is one text (not one input a character); anything that is not an array of texts
+    or pairs, a pair holding a non-string, or a top_k that is not a positive integer is an
+    InputError naming it, never a TypeError from inside or labels silently dropped."""
+    classifier = Classifier.from_pretrained(classifier_dirs["bert3"])
+    assert classifier.predict("a text") == classifier.predict(["a text"])
+    for bad in (None, 42, (text for text in ["a"]), {"a": 1}):
+        with pytest.raises(InputError, match="inputs must be") as caught:
+            classifier.predict(bad)  # type: ignore[arg-type]
+        assert caught.value.param == "inputs"
+    with pytest.raises(
+        InputError, match=r"inputs\[1\]\[1\] must be a string, not NoneType"
+    ) as caught:
+        classifier.predict(["a", ("q", None)])  # type: ignore[list-item]
+    assert caught.value.index == 1 and caught.value.param == "inputs"
+    for top_k in (0, -1, 1.5, "2", True):
+        with pytest.raises(InputError, match="top_k must be a positive integer") as caught:
+            classifier.predict(["a"], top_k=top_k)  # type: ignore[arg-type]
+        assert caught.value.param == "top_k"
+    assert len(classifier.predict(["a"], top_k=10)[0]) == 3
+
+
+def test_errors_in_mixed_inputs_name_the_input_s_own_position(classifier_dirs):
+    """Texts and pairs are prepared apart; an error names `inputs[i]` by its place in the call,
+    not in its part (a long text after a pair was `inputs[0]`)."""
+    classifier = Classifier.from_pretrained(classifier_dirs["bert3"], max_length=16)
+    long_text = "word " * 50
+    for inputs, index in [
+        ([("q", "d"), long_text], 1),
+        (["a", "b", ("q", long_text)], 2),
+        ([("q", "d"), "a", "\ud800"], 2),
+        (["a", ("q", "\ud800")], 1),
+    ]:
+        with pytest.raises(InputError, match=rf"inputs\[{index}\]") as caught:
+            classifier.predict(inputs, truncate=False)
+        assert caught.value.index == index

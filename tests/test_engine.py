@@ -131,6 +131,23 @@ def test_mixed_or_wrongly_typed_inputs_are_rejected(engine):
         engine.embed(42)  # type: ignore[arg-type]
 
 
+def test_numpy_token_ids_are_token_ids(engine):
+    """list(ids) of a NumPy array holds np.int64: it was refused as "input[0] is a int64,
+    expected an array of integers like input[0]"."""
+    ids = np.array([101, 7592, 2088, 102], dtype=np.int64)
+    expected = engine.embed([ids.tolist()]).embeddings
+    np.testing.assert_array_equal(engine.embed(list(ids)).embeddings, expected)
+    np.testing.assert_array_equal(engine.embed([list(ids)]).embeddings, expected)
+    with pytest.raises(InvalidTokenError, match="30522"):
+        engine.embed([np.uint64(30522)])
+    with pytest.raises(InputError, match=r"not ndarray \(pass its .tolist\(\)\)"):
+        engine.embed(ids)  # type: ignore[arg-type]
+    with pytest.raises(
+        InputError, match=r"input\[0\] is a bool \(np.True_\): an array must hold only"
+    ):
+        engine.embed([np.bool_(True)])
+
+
 def test_left_truncation_keeps_the_end_of_the_text(engine, reference, raw_tokenizer):
     index = next(i for i, n in enumerate(reference["tokens_untruncated"]) if n > 256)
     ids = raw_tokenizer.encode(reference["texts"][index], add_special_tokens=False).ids
@@ -152,18 +169,19 @@ def test_dimensions_cut_then_renormalize(engine, reference):
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("bad", [0, -3, 385, True, 2.5, 8.0, "8", np.True_, 2**70])
+@pytest.mark.parametrize("bad", [0, -3, 385, True, 2.5, 8.0, "8", np.True_, 2**70, 10**30])
 def test_dimensions_outside_the_model_range_are_value_errors(engine, bad):
     with pytest.raises(InputError, match="between 1 and 384"):
         engine.embed(["x"], dimensions=bad)
 
 
-@pytest.mark.parametrize("bad", ["no", "false", 0.5, [True]])
+@pytest.mark.parametrize("bad", ["no", "false", 0.5, [True], 1, np.array([True])])
 def test_normalize_that_is_not_a_bool_is_an_input_error(engine, bad):
     """Refused at the boundary, before the model runs, not by pybind11 after it (whose
     TypeError printed the pooled matrix) nor taken for its truthiness ("false" normalized)."""
-    with pytest.raises(InputError, match="normalize must be True, False or None, got "):
+    with pytest.raises(InputError, match="normalize must be True, False or None, got ") as caught:
         engine.embed(["x"], normalize=bad)
+    assert caught.value.param == "normalize"
 
 
 def test_numpy_bool_normalize_is_taken(engine):
@@ -176,6 +194,17 @@ def test_numpy_integer_dimensions_are_taken(engine):
     np.testing.assert_array_equal(engine.embed(["a cat"], dimensions=np.int64(8)).embeddings, want)
 
 
+@pytest.mark.parametrize("bad", [1.5, 384.0, "8"])
+def test_dimensions_of_another_type_are_input_errors_before_the_model_runs(engine, bad):
+    """Not a TypeError from a comparison, nor one from the C++ kernel after the model ran."""
+    engine.session.run = None  # the model must not be reached: calling it would raise TypeError
+    try:
+        with pytest.raises(InputError, match="dimensions must be between 1 and 384"):
+            engine.embed(["x"], dimensions=bad)
+    finally:
+        del engine.session.run
+
+
 def test_tokenize_returns_what_the_model_sees(engine, reference, raw_tokenizer):
     texts = reference["texts"]
     ids = engine.tokenize(texts)
@@ -186,9 +215,62 @@ def test_tokenize_returns_what_the_model_sees(engine, reference, raw_tokenizer):
     assert ids[0] == raw_tokenizer.encode(texts[0]).ids
 
 
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (None, "texts must be a string or an array of strings, not NoneType"),
+        (b"bytes", "texts must be a string or an array of strings, not bytes"),
+        ([101, 102], r"texts\[0\] is a int \(101\), expected a string"),
+        ([[101, 102]], r"texts\[0\] is an array of integers, expected a string"),
+        (["a", None], r"texts\[1\] is a NoneType \(None\), expected a string"),
+    ],
+)
+def test_tokenize_and_embed_all_take_only_texts(engine, bad, message):
+    """Not a TypeError from inside the tokenizer."""
+    for call in (engine.tokenize, engine.embed_all):
+        with pytest.raises(InputError, match=message) as caught:
+            call(bad)
+        assert caught.value.param == "texts"
+    assert engine.tokenize(text for text in ["a"]) == engine.tokenize(["a"]) == [[101, 1037, 102]]
+
+
+def test_similarity_checks_its_arguments(engine):
+    for source in (None, [101, 102], ["a", "b"]):
+        with pytest.raises(InputError, match="source_sentence must be a string") as caught:
+            engine.similarity(source, ["a"])  # type: ignore[arg-type]
+        assert caught.value.param == "source_sentence"
+    for sentences in ("a", [], None, np.array(["a", "b"]), [1, 2], ["a", None]):
+        with pytest.raises(InputError, match="sentences") as caught:
+            engine.similarity("a", sentences)  # type: ignore[arg-type]
+        assert caught.value.param == "sentences"
+    scores = engine.similarity("a cat", ("a cat", "stock markets"))
+    assert scores.shape == (2,) and scores[0] == pytest.approx(1.0, abs=1e-6)
+    assert scores[1] < 0.5
+
+
+def test_a_lone_surrogate_is_an_input_error_naming_the_input(engine):
+    """Not valid UTF-8 (a JSON escape or surrogateescape'd bytes give one): the tokenizer's own
+    TypeError named no input."""
+    with pytest.raises(InputError, match=r"input\[1\] is not valid UTF-8 text") as caught:
+        engine.embed(["fine", "bad \ud800 text"])
+    assert caught.value.index == 1
+    with pytest.raises(InputError, match="input is not valid UTF-8 text"):
+        engine.embed("\udcff")
+    with pytest.raises(InputError, match=r"texts\[0\] is not valid UTF-8 text"):
+        engine.tokenize(["\ud800"])
+    assert engine.embed(["caf\u00e9 \U0001f600"]).embeddings.shape == (1, 384)
+
+
 def test_unknown_prompt_name_is_an_error(engine):
     with pytest.raises(InputError, match="prompt_name 'passage'"):
         engine.embed(["x"], prompt_name="passage")
+    # Token arrays take no prompt, but a name the model does not have is still no silent no-op.
+    with pytest.raises(InputError, match="prompt_name 'passage'"):
+        engine.embed([[101, 102]], prompt_name="passage")
+    np.testing.assert_array_equal(
+        engine.embed([[101, 102]], prompt_name="query").embeddings,
+        engine.embed([[101, 102]]).embeddings,
+    )
     # sentence-transformers gives every model empty "query" and "document" prompts.
     for name in ("query", "document"):
         same = engine.embed(["x"], prompt_name=name).embeddings

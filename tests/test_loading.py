@@ -3,6 +3,7 @@ and a cross-encoder, and every session (the GPU's IOBinding one too) opened by `
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from dataclasses import fields, replace
@@ -54,6 +55,15 @@ def test_options_are_checked_and_normalized_when_made():
         replace(LoadOptions(), runtime="tvm")
 
 
+@pytest.mark.parametrize("bad", [-1, True, 1.5, "10", None])
+def test_cache_bytes_is_an_integer_of_zero_or_more(bad):
+    """True was a one-byte cache and 1.5 a cache of a float size; "10" and None failed with a
+    TypeError from a comparison."""
+    with pytest.raises(ValueError, match=f"cache_bytes must be an integer >= 0, got {bad!r}"):
+        LoadOptions(cache_bytes=bad)
+    assert LoadOptions(cache_bytes=0).cache_bytes == 0
+
+
 def test_options_of_a_server_config_take_its_settings_only():
     config = ServerConfig(
         providers="cpu", intra_op_threads=2, max_batch_tokens=512, quantize="int8", compile=True
@@ -97,6 +107,20 @@ def test_each_kind_refuses_what_it_does_not_run(cross_encoder_dir):
     reranker = Reranker.from_pretrained(cross_encoder_dir, runtime="auto", providers="cpu")
     assert type(reranker.session) is ClassifierSession
     assert reranker.max_batch_tokens == FP32.cpu_batch_tokens
+
+
+def test_max_length_past_the_model_s_positions_is_refused_when_it_loads(
+    minilm_dir, cross_encoder_dir
+):
+    """It loaded, and every text past 512 tokens then failed inside ONNX Runtime ("Attempting to
+    broadcast an axis by a dimension other than 1. 512 by 802")."""
+    with pytest.raises(ValueError, match="max_length must be at most 512.*got 513"):
+        Engine.from_pretrained(minilm_dir, providers="cpu", max_length=513)
+    positions = json.loads((cross_encoder_dir / "config.json").read_text())
+    positions = positions["max_position_embeddings"]
+    with pytest.raises(ValueError, match=f"max_length must be at most {positions}"):
+        Reranker.from_pretrained(cross_encoder_dir, max_length=positions + 1)
+    assert Engine.from_pretrained(minilm_dir, max_length=512).model_info.max_tokens == 512
 
 
 def test_max_length_cuts_an_embedders_inputs(minilm_dir):

@@ -192,6 +192,44 @@ def test_bad_arguments(cross_encoder_dirs):
     assert reranker.rank("q", []) == []
 
 
+def test_max_tokens_per_doc_and_pairs_are_checked(cross_encoder_dirs):
+    """max_tokens_per_doc is a positive integer (0 and -1 were taken as slice ends: an empty or a
+    one-token-shorter document, scored silently); `score` takes (first, second) pairs and names
+    the one that is not, rather than an IndexError or a TypeError from inside."""
+    reranker = Reranker.from_pretrained(cross_encoder_dirs["bert"][0])
+    for bad in (0, -1, 1.5, "2", True):
+        with pytest.raises(InputError, match="max_tokens_per_doc must be a positive integer") as e:
+            reranker.rank("q", ["a b c"], max_tokens_per_doc=bad)  # type: ignore[arg-type]
+        assert e.value.param == "max_tokens_per_doc"
+    assert reranker.rank("q", ["a b c"], max_tokens_per_doc=1)
+    for bad, where in [
+        (None, "pairs must be"),
+        ("ab", "pairs must be"),
+        ((pair for pair in [("q", "d")]), "pairs must be"),
+        ([("q",)], r"pairs\[0\] must be a \(first, second\) pair"),
+        ([("q", "d"), ("q", "d", "e")], r"pairs\[1\] must be a \(first, second\) pair"),
+        ([("q", "d"), "qd"], r"pairs\[1\] must be a \(first, second\) pair"),
+        ([("q", None)], r"pairs\[0\]\[1\] must be a string, not NoneType"),
+    ]:
+        with pytest.raises(InputError, match=where) as e:
+            reranker.score(bad)  # type: ignore[arg-type]
+        assert e.value.param == "pairs"
+    np.testing.assert_array_equal(
+        reranker.score([["q", "d"]]),
+        reranker.score([("q", "d")]),  # type: ignore[list-item]
+    )
+
+
+def test_a_lone_surrogate_is_an_input_error_naming_the_text(cross_encoder_dirs):
+    reranker = Reranker.from_pretrained(cross_encoder_dirs["bert"][0])
+    with pytest.raises(InputError, match=r"documents\[1\] is not valid UTF-8 text"):
+        reranker.rank("q", ["d", "\ud800"])
+    with pytest.raises(InputError, match="query is not valid UTF-8 text"):
+        reranker.rank("\ud800", ["d"])
+    with pytest.raises(InputError, match=r"pairs\[0\]\[1\] is not valid UTF-8 text"):
+        reranker.score([("q", "\ud800")])
+
+
 def test_model_kind(cross_encoder_dirs, minilm_dir):
     assert model_kind(minilm_dir) == EMBEDDER
     for folder, _ in cross_encoder_dirs.values():

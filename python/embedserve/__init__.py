@@ -1,6 +1,6 @@
 """embedserve: text embeddings with a compiled core and an OpenAI-compatible server.
 
-from embedserve import Engine, Reranker
+from embedserve import Classifier, Engine, Reranker
 engine = Engine.from_pretrained("all-MiniLM-L6-v2", providers="cpu")
 vectors = engine.embed(["a text", "another"]).embeddings
 reranker = Reranker.from_pretrained("./my-cross-encoder")

@@ -23,7 +23,7 @@ import numpy as np
 from embedserve import _core
 from embedserve.engine import Engine
 from embedserve.errors import InputTooLongError
-from embedserve.inputs import Inputs
+from embedserve.inputs import Inputs, text_batch
 from embedserve.late_interaction import maxsim
 from embedserve.models.bge_m3 import COLBERT_LINEAR, read_linear
 from embedserve.models.dense import DenseLayer
@@ -31,6 +31,7 @@ from embedserve.models.kind import LATE_INTERACTION
 from embedserve.models.st_modules import ModelConfigError
 from embedserve.planning import plan_batches
 from embedserve.preparing import Prepared
+from embedserve.reranker import _check_text, _check_texts
 
 COLBERT_HEAD = COLBERT_LINEAR
 
@@ -114,7 +115,7 @@ class M3Colbert:
 
     def encode(self, texts: str | Sequence[str], *, truncate: bool = True) -> list[np.ndarray]:
         """Normalized vectors [tokens - 1, hidden] of each text: every token after the first."""
-        batch = [texts] if isinstance(texts, str) else list(texts)
+        batch = text_batch(texts, "texts")
         sequences = self.prepare(batch, truncate=truncate).sequences
         lengths = np.fromiter((len(s) for s in sequences), np.int64, len(sequences))
         for group in plan_batches(lengths, self.max_batch_tokens):
@@ -123,5 +124,7 @@ class M3Colbert:
 
     def score(self, query: str, documents: Sequence[str], *, truncate: bool = True) -> np.ndarray:
         """FlagEmbedding's colbert_score of `query` with each document: MaxSim / query tokens."""
-        (q,) = self.encode([query], truncate=truncate)
-        return self.maxsim_scores(q, self.encode(list(documents), truncate=truncate))
+        # As ColBERT.score: a string of documents is refused, not read one character a document.
+        (q,) = self.encode([_check_text(query, "query")], truncate=truncate)
+        docs = self.encode(_check_texts(documents, "documents"), truncate=truncate)
+        return self.maxsim_scores(q, docs)

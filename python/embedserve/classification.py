@@ -7,12 +7,14 @@ for `multi_label_classification` or a one-logit head, a softmax over the labels 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
 from embedserve.errors import InputError
+from embedserve.inputs import check_utf8
 from embedserve.pairs import Pair, PreparedPairs
 from embedserve.reranker import Reranker, _check_texts
 from embedserve.scoring import FUNCTIONS, NONE, SIGMOID, SOFTMAX, apply_function
@@ -145,7 +147,7 @@ class Classifier(Reranker):
 
     def predict(
         self,
-        inputs: Sequence[TextOrPair],
+        inputs: str | Sequence[TextOrPair],
         *,
         raw_scores: bool = False,
         function: str | None = None,
@@ -153,16 +155,29 @@ class Classifier(Reranker):
         truncation_direction: str = "right",
         top_k: int | None = None,
     ) -> list[list[Label]]:
-        """Each input's labels, best first: texts alone, or (first, second) pairs; `raw_scores`
-        gives the logits (function "none")."""
+        """Each input's labels, best first: texts alone, or (first, second) pairs (a string is
+        one text); `raw_scores` gives the logits (function "none"); `top_k` keeps the best k."""
+        if top_k is not None and (
+            isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1
+        ):
+            raise InputError(f"top_k must be a positive integer, got {top_k!r}", param="top_k")
         pairs = self._prepare_inputs(inputs, truncate, truncation_direction)
         scores = self.probabilities(self.logits(pairs), NONE if raw_scores else function)
         labels = self.model_info.labels
         return [sorted_labels(labels, row, top_k) for row in scores]
 
     def _prepare_inputs(
-        self, inputs: Sequence[TextOrPair], truncate: bool, direction: str
+        self, inputs: str | Sequence[TextOrPair], truncate: bool, direction: str
     ) -> list[Pair]:
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        # A generator would be read up by the first pass below and give nothing to the next.
+        if not isinstance(inputs, Sequence):
+            raise InputError(
+                "inputs must be a string or an array of strings and (first, second) pairs, "
+                f"not {type(inputs).__name__}",
+                param="inputs",
+            )
         singles = [i for i, item in enumerate(inputs) if isinstance(item, str)]
         doubles = [i for i, item in enumerate(inputs) if not isinstance(item, str)]
         check_truncation_direction(direction, pairs=bool(doubles))
@@ -172,22 +187,47 @@ class Classifier(Reranker):
                 raise InputError(
                     f"inputs[{i}] must be a string or a pair of strings", index=i, param="inputs"
                 )
+            for side, text in enumerate(item):
+                if not isinstance(text, str):
+                    raise InputError(
+                        f"inputs[{i}][{side}] must be a string, not {type(text).__name__}",
+                        index=i,
+                        param="inputs",
+                    )
+                check_utf8(text, f"inputs[{i}][{side}]", index=i, param="inputs")
         out: list[Pair | None] = [None] * len(inputs)
         if singles:
-            prepared = self.prepare_texts(
-                [inputs[i] for i in singles],  # type: ignore[misc]
-                truncate=truncate,
-                truncation_direction=direction,
-            )
+            with _named_by(singles):
+                prepared = self.prepare_texts(
+                    [inputs[i] for i in singles],  # type: ignore[misc]
+                    truncate=truncate,
+                    truncation_direction=direction,
+                )
             for i, pair in zip(singles, prepared.pairs):
                 out[i] = pair
         if doubles:
-            prepared = self.prepare_pairs(
-                [inputs[i][0] for i in doubles],
-                [inputs[i][1] for i in doubles],
-                truncate=truncate,
-                param="inputs",
-            )
+            with _named_by(doubles):
+                prepared = self.prepare_pairs(
+                    [inputs[i][0] for i in doubles],
+                    [inputs[i][1] for i in doubles],
+                    truncate=truncate,
+                    param="inputs",
+                )
             for i, pair in zip(doubles, prepared.pairs):
                 out[i] = pair
         return [pair for pair in out if pair is not None]
+
+
+@contextmanager
+def _named_by(positions: list[int]) -> Iterator[None]:
+    """Errors about the texts (or the pairs) of a mixed `inputs`, which are prepared apart, name
+    their position in `inputs`, not in their part: `inputs[3]`, not `inputs[0]`."""
+    try:
+        yield
+    except InputError as error:
+        if error.index is None:
+            raise
+        where, original = f"inputs[{error.index}]", positions[error.index]
+        error.args = (str(error).replace(where, f"inputs[{original}]", 1), *error.args[1:])
+        error.index = original
+        raise

@@ -14,9 +14,10 @@ import numpy as np
 from embedserve import _core
 from embedserve.errors import InputError
 from embedserve.fanout import map_on_threads
-from embedserve.inputs import Inputs, TextsOrTokens
+from embedserve.inputs import Inputs, TextsOrTokens, text_batch
 from embedserve.loading import LoadPlan, Pretrained, Runs
 from embedserve.models import ModelConfig, load_model_config
+from embedserve.models.config import check_max_length
 from embedserve.models.dense import load_dense
 from embedserve.models.kind import not_an_embedder
 from embedserve.models.pooling_graph import POOLING_MODES
@@ -162,7 +163,8 @@ class Engine(TextPreparer, Pretrained):
             raise ModelConfigError(refusal)
         config = load_model_config(plan.config_dir, plan.name)
         if plan.options.max_length is not None:
-            config = replace(config, max_seq_length=plan.options.max_length)
+            max_length = check_max_length(plan.config_dir, plan.options.max_length)
+            config = replace(config, max_seq_length=max_length)
         session = open_backend(
             cls.graph(plan),
             plan.precision,
@@ -304,6 +306,10 @@ class Engine(TextPreparer, Pretrained):
             raise InputError(
                 f"dimensions must be between 1 and {size}, got {dimensions!r}", param="dimensions"
             )
+        if normalize is not None and not isinstance(normalize, bool | np.bool_):
+            raise InputError(
+                f"normalize must be True, False or None, got {normalize!r}", param="normalize"
+            )
         if truncation_direction not in DIRECTIONS:
             raise InputError(
                 f"truncation_direction must be one of {DIRECTIONS}, got {truncation_direction!r}",
@@ -339,7 +345,7 @@ class Engine(TextPreparer, Pretrained):
         """Every token's final hidden state [tokens, hidden] for each text, special tokens
         included, padding not (TEI's /embed_all; sentence-transformers' token_embeddings)."""
         self.check_token_states()
-        batch = [texts] if isinstance(texts, str) else list(texts)
+        batch = text_batch(texts, "texts")
         prepared = self.prepare(Inputs(texts=batch), truncate=truncate).keeping_states()
         for group in plan_batches(prepared.token_counts, self.max_batch_tokens):
             self.forward([prepared.sequences[i] for i in group])
@@ -365,7 +371,12 @@ class Engine(TextPreparer, Pretrained):
     ) -> np.ndarray:
         """Cosine similarity of `source_sentence` with each of `sentences` (TEI's /similarity,
         sentence-transformers' `similarity` with the default cosine): float32 [len(sentences)]."""
-        if isinstance(sentences, str) or not sentences:
+        if not isinstance(source_sentence, str):
+            raise InputError(
+                f"source_sentence must be a string, not {type(source_sentence).__name__}",
+                param="source_sentence",
+            )
+        if isinstance(sentences, str) or not text_batch(sentences, "sentences"):
             raise InputError("sentences must be a non-empty array of strings", param="sentences")
         vectors = self.embed(
             [source_sentence, *sentences],
@@ -385,7 +396,7 @@ class Engine(TextPreparer, Pretrained):
     ) -> list[list[int]]:
         """Token ids each text becomes, special tokens included, as the model would see them."""
         self.check_arguments(None, truncation_direction)
-        batch = [texts] if isinstance(texts, str) else list(texts)
+        batch = text_batch(texts, "texts")
         prepared = self.prepare(
             Inputs(texts=batch), truncate=truncate, truncation_direction=truncation_direction
         )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from numbers import Integral
 
 from embedserve.errors import InputError
 
@@ -21,18 +22,39 @@ class Inputs:
         return len(self.texts if self.texts is not None else self.token_arrays or [])
 
 
+def check_utf8(text: str, where: str, *, index: int | None = None, param: str = "input") -> None:
+    """A lone surrogate ("\\ud800", as a JSON escape or undecodable bytes read with
+    surrogateescape give) is no UTF-8 text: the tokenizer refuses it with a TypeError that names
+    no input, so it is refused here naming `where`. ASCII, the common case, costs no copy."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(
+            f"{where} is not valid UTF-8 text: a lone surrogate at character {exc.start}",
+            index=index,
+            param=param,
+        ) from None
+
+
 def _is_token(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    # Integral: NumPy's integers too (list(ids_array) holds np.int64); bool is no token id. The
+    # exact-int test first: the server's JSON ids, a million a request, skip the ABC check.
+    return type(value) is int or (isinstance(value, Integral) and not isinstance(value, bool))
 
 
 def classify_inputs(inputs: TextsOrTokens) -> Inputs:
     """Sort `inputs` into texts or token arrays; anything else is an InputError naming it."""
     if isinstance(inputs, str):
+        check_utf8(inputs, "input", index=0)
         return Inputs(texts=[inputs])
     if not isinstance(inputs, Sequence) or isinstance(inputs, (bytes, bytearray)):
+        # A NumPy array is no Sequence: its .tolist() is what it holds, as lists.
+        hint = " (pass its .tolist())" if hasattr(inputs, "tolist") else ""
         raise InputError(
             f"input must be a string, an array of strings, an array of integers or an array of "
-            f"arrays of integers, not {type(inputs).__name__}"
+            f"arrays of integers, not {type(inputs).__name__}{hint}"
         )
     items = list(inputs)
     if not items:
@@ -40,12 +62,44 @@ def classify_inputs(inputs: TextsOrTokens) -> Inputs:
     first = items[0]
     if isinstance(first, str):
         _check_all(items, lambda item: isinstance(item, str), "a string like input[0]")
+        for index, text in enumerate(items):
+            check_utf8(text, f"input[{index}]", index=index)
         return Inputs(texts=items)
     if _is_token(first):
         _check_all(items, _is_token, "an integer like input[0]")
         return Inputs(token_arrays=[items])
+    if not _is_token_array(first):
+        raise InputError(
+            f"input[0] is {_describe(first)}: an array must hold only strings, only integers, "
+            "or only arrays of integers",
+            index=0,
+        )
     _check_all(items, _is_token_array, "an array of integers like input[0]")
     return Inputs(token_arrays=[list(item) for item in items])
+
+
+def text_batch(texts: object, param: str = "input") -> list[str]:
+    """`texts` as a list: a string is one text, an array (or an iterator: a generator) must hold
+    only strings; anything else (a set or a dict has no order of its own) is an InputError naming
+    `param` (or `param[i]`), not a TypeError from inside the tokenizer."""
+    if isinstance(texts, str):
+        check_utf8(texts, param, index=0, param=param)
+        return [texts]
+    if not isinstance(texts, Sequence | Iterator) or isinstance(texts, (bytes, bytearray)):
+        raise InputError(
+            f"{param} must be a string or an array of strings, not {type(texts).__name__}",
+            param=param,
+        )
+    items = list(texts)
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise InputError(
+                f"{param}[{index}] is {_describe(item)}, expected a string",
+                index=index,
+                param=param,
+            )
+        check_utf8(item, f"{param}[{index}]", index=index, param=param)
+    return items
 
 
 def _is_token_array(item: object) -> bool:

@@ -185,8 +185,9 @@ def validate_load_options(options: LoadSettings) -> None:
     """Check every option once, where options are made, and normalize them: `precision` becomes
     a precision's name (with `quantize` folded in) or None, `runtime` lower case, `providers` a
     string or a tuple. Raises ValueError naming the option, what it got and what is allowed."""
-    if options.cache_bytes < 0:
-        raise ValueError(f"cache_bytes must be >= 0, got {options.cache_bytes}")
+    cache_bytes = options.cache_bytes
+    if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
+        raise ValueError(f"cache_bytes must be an integer >= 0, got {cache_bytes!r}")
     precision = None
     if isinstance(options.precision, str) and options.precision.lower() == AUTO:
         if options.quantize is not None:

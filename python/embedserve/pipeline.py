@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from embedserve.engine import EmbeddingResult, Engine
-from embedserve.inputs import Inputs
+from embedserve.inputs import Inputs, text_batch
 from embedserve.planning import plan_batches
 from embedserve.preparing import Prepared
 
@@ -54,7 +54,7 @@ class Pipeline:
 
     def embed(
         self,
-        texts: Sequence[str],
+        texts: str | Sequence[str],
         *,
         dimensions: int | None = None,
         normalize: bool | None = None,
@@ -65,7 +65,8 @@ class Pipeline:
         """`Engine.embed` for a list of texts, pipelined; the same vectors in the same order."""
         engine = self.engine
         engine.check_arguments(dimensions, truncation_direction, normalize=normalize)
-        texts = list(texts)
+        # A string is one text, as for engine.embed (list("abc") made three).
+        texts = text_batch(texts)
         options = {
             "truncate": truncate,
             "truncation_direction": truncation_direction,

@@ -106,12 +106,13 @@ class TextPreparer:
         Trusts `truncation_direction`: the server's schema and `embed` check it at their boundary.
         """
         parsed = inputs if isinstance(inputs, Inputs) else classify_inputs(inputs)
-        prompt = None
+        # Checked for token arrays too, which take no prompt: a misspelt name is no silent no-op.
+        prompt = self._prompt(prompt_name)
         if parsed.texts is not None:
-            prompt = self._prompt(prompt_name)
             texts = [prompt + text for text in parsed.texts] if prompt else parsed.texts
             content = self.tokenizer.content_ids(texts)
         else:
+            prompt = None
             content = parsed.token_arrays or []
             self.tokenizer.check_token_ids(content)
         specials = self.tokenizer.specials

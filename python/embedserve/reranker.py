@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from embedserve.errors import InputError
+from embedserve.inputs import check_utf8
 from embedserve.loading import LoadPlan, Pretrained, Runs
 from embedserve.models import onnx_for
 from embedserve.models.kind import RERANKER, RerankerConfig, load_reranker_config
@@ -187,9 +188,8 @@ class Reranker(Pretrained):
         instruction: str | None = None,
     ) -> np.ndarray:
         """Scores of (query, document) pairs in order, as `scores` shapes them."""
-        prepared = self.prepare_pairs(
-            [p[0] for p in pairs], [p[1] for p in pairs], truncate=truncate, instruction=instruction
-        )
+        firsts, seconds = _split_pairs(pairs)
+        prepared = self.prepare_pairs(firsts, seconds, truncate=truncate, instruction=instruction)
         return self.scores(self.logits(prepared.pairs), raw_scores=raw_scores)
 
     def rank(
@@ -209,6 +209,16 @@ class Reranker(Pretrained):
             isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1
         ):
             raise InputError(f"top_n must be a positive integer, got {top_n!r}", param="top_n")
+        if max_tokens_per_doc is not None and (
+            isinstance(max_tokens_per_doc, bool)
+            or not isinstance(max_tokens_per_doc, int)
+            or max_tokens_per_doc < 1
+        ):
+            # A slice end below: 0 or -1 would cut every document silently, not refuse.
+            raise InputError(
+                f"max_tokens_per_doc must be a positive integer, got {max_tokens_per_doc!r}",
+                param="max_tokens_per_doc",
+            )
         prepared = self.prepare(
             query,
             documents,
@@ -243,9 +253,40 @@ def ranking(relevance: np.ndarray, top_n: int | None = None) -> np.ndarray:
     return order if top_n is None else order[:top_n]
 
 
+def _split_pairs(pairs: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """`score`'s pairs as their first and second texts; anything but an array of (first, second)
+    string pairs is an InputError naming `pairs[i]`."""
+    # Not a generator: it would be read up before the texts are taken from it.
+    if isinstance(pairs, str) or not isinstance(pairs, Sequence):
+        raise InputError(
+            f"pairs must be an array of (first, second) pairs, not {type(pairs).__name__}",
+            param="pairs",
+        )
+    firsts, seconds = [], []
+    for index, pair in enumerate(pairs):
+        if not isinstance(pair, tuple | list) or len(pair) != 2:
+            raise InputError(
+                f"pairs[{index}] must be a (first, second) pair of strings, got {pair!r:.60}",
+                index=index,
+                param="pairs",
+            )
+        for side, text in enumerate(pair):
+            if not isinstance(text, str):
+                raise InputError(
+                    f"pairs[{index}][{side}] must be a string, not {type(text).__name__}",
+                    index=index,
+                    param="pairs",
+                )
+            check_utf8(text, f"pairs[{index}][{side}]", index=index, param="pairs")
+        firsts.append(pair[0])
+        seconds.append(pair[1])
+    return firsts, seconds
+
+
 def _check_text(value: object, param: str) -> str:
     if not isinstance(value, str):
         raise InputError(f"{param} must be a string, not {type(value).__name__}", param=param)
+    check_utf8(value, param, param=param)
     return value
 
 
@@ -262,4 +303,5 @@ def _check_texts(values: Sequence[str], param: str) -> list[str]:
                 index=index,
                 param=param,
             )
+        check_utf8(item, f"{param}[{index}]", index=index, param=param)
     return items

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from embedserve.errors import InputError
-from embedserve.inputs import Inputs
+from embedserve.inputs import Inputs, text_batch
 from embedserve.loading import LoadPlan, Pretrained, Runs
 from embedserve.models import ModelConfig, ModelConfigError
 from embedserve.models.bge_m3 import SPARSE_LINEAR, dropped_special_tokens, is_bge_m3, read_linear
-from embedserve.models.config import STATIC_MAX_TOKENS, max_seq_length
+from embedserve.models.config import STATIC_MAX_TOKENS, check_max_length, max_seq_length
 from embedserve.models.family import model_family
 from embedserve.models.kind import SPARSE, is_masked_lm, read_hf_config
 from embedserve.models.splade_layout import SpladeLayout, is_splade, splade_layout
@@ -266,7 +266,8 @@ class SparseEncoder(TextPreparer, Pretrained):
             config_dir = layout.document
         config = load_sparse_config(config_dir, plan.name, plan.config_dir)
         if plan.options.max_length is not None:
-            config = replace(config, max_seq_length=plan.options.max_length)
+            max_length = check_max_length(directory, plan.options.max_length)
+            config = replace(config, max_seq_length=max_length)
         tokenizer = ModelTokenizer(
             config_dir / "tokenizer.json", config.max_seq_length, plan.options.tokenizer_mode
         )
@@ -398,7 +399,7 @@ class SparseEncoder(TextPreparer, Pretrained):
                 f"truncation_direction must be one of {DIRECTIONS}, got {truncation_direction!r}",
                 param="truncation_direction",
             )
-        batch = [texts] if isinstance(texts, str) else list(texts)
+        batch = text_batch(texts, "texts")
         if input_type == "query" and self.query is not None:
             _, ids = self.query.prepare(
                 self.prompted(batch, prompt_name),
@@ -447,7 +448,9 @@ def check_pruning(top_k: int | None, threshold: float | None) -> None:
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise InputError(f"top_k must be a positive integer, got {top_k!r}", param="top_k")
     if threshold is not None and (
-        isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold < 0
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float))
+        or not threshold >= 0  # NaN too: no weight is above it, so every vector would be empty
     ):
         raise InputError(f"threshold must be a number >= 0, got {threshold!r}", param="threshold")
 

@@ -65,3 +65,25 @@ def test_max_tokens_keeps_each_text_s_first_tokens_before_the_limit(m3_dir):
         assert seq.tolist() == tokenizer.prefix + ids[:5] + tokenizer.suffix
     assert part.untruncated_tokens.tolist() == [5 + tokenizer.specials] * 2
     assert all(getattr(seq, "keep_states", False) for seq in part.sequences)
+
+
+def test_bad_texts_are_input_errors_naming_them(m3_dir):
+    """score(query, "abc") scored three one-character documents; None and token ids failed with
+    a TypeError from the tokenizer."""
+    from embedserve.errors import InputError
+
+    ours = M3Colbert.from_pretrained(m3_dir, max_length=MAX_LENGTH)
+    for query, documents, param in [
+        ("q", "abc", "documents"),
+        ("q", None, "documents"),
+        ("q", ["a", None], "documents"),
+        (None, ["a"], "query"),
+    ]:
+        with pytest.raises(InputError) as caught:
+            ours.score(query, documents)
+        assert caught.value.param == param
+    for texts in (None, [101, 102], ["a", b"b"]):
+        with pytest.raises(InputError) as caught:
+            ours.encode(texts)
+        assert caught.value.param == "texts"
+    assert ours.score("q", ["a", "b"]).shape == (2,)

@@ -199,6 +199,14 @@ def test_unknown_spec_names_the_catalog():
         resolve_model_dir("./no/such/folder")
 
 
+@pytest.mark.parametrize("spec", ["", "  "])
+def test_a_blank_spec_is_no_model(spec, tmp_path, monkeypatch):
+    """ "" was Path(""), the current folder: a folder with weights in it loaded as the model."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelNotFoundError, match=f"model {spec!r} is not a folder"):
+        resolve_model_dir(spec)
+
+
 def test_compiled_graph_is_cached_by_weights_hash(minilm_dir, tmp_path):
     first = onnx_for(minilm_dir)
     twin = tmp_path / "twin"

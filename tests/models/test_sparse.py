@@ -186,6 +186,37 @@ def test_decoded_tokens_are_the_vocabulary_s(splade_dir):
     assert encoder.tokens(vector) == tokenizer.convert_ids_to_tokens(vector.indices.tolist())
 
 
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (None, "texts must be a string or an array of strings, not NoneType"),
+        (b"bytes", "texts must be a string or an array of strings, not bytes"),
+        ([101, 102], r"texts\[0\] is a int \(101\), expected a string"),
+        (["a", None], r"texts\[1\] is a NoneType \(None\), expected a string"),
+    ],
+)
+def test_texts_that_are_not_strings_are_input_errors(splade_dir, bad, message):
+    """Not a TypeError from inside the tokenizer."""
+    from embedserve.errors import InputError
+
+    encoder = SparseEncoder.from_pretrained(splade_dir)
+    with pytest.raises(InputError, match=message) as caught:
+        encoder.encode(bad)
+    assert caught.value.param == "texts"
+
+
+def test_a_nan_threshold_is_refused(splade_dir):
+    """NaN compares False with every weight: it pruned every vector to nothing, silently."""
+    from embedserve.errors import InputError
+
+    encoder = SparseEncoder.from_pretrained(splade_dir)
+    with pytest.raises(InputError, match="threshold must be a number >= 0, got nan") as caught:
+        encoder.encode("text", threshold=float("nan"))
+    assert caught.value.param == "threshold"
+    (vector,) = encoder.encode("text", threshold=0.0)
+    assert len(vector.indices) > 0
+
+
 def test_bge_m3_sparse_matches_flagembedding(sparse_dirs, reference):
     from FlagEmbedding import BGEM3FlagModel
 

@@ -111,6 +111,19 @@ def max_seq_length(directory: Path, hf: dict[str, Any]) -> int:
     return min(limit, positions) if positions else limit
 
 
+def check_max_length(directory: Path, max_length: int) -> int:
+    """A caller's `max_length` (LoadOptions), refused when the loading, not at the first long text,
+    past the positions a text of `directory`'s model can use: the graph fails there with ONNX
+    Runtime's "Attempting to broadcast an axis" on any longer text."""
+    positions = usable_positions(directory, _read_json(directory / "config.json"))
+    if positions is not None and max_length > positions:
+        raise ValueError(
+            f"max_length must be at most {positions}, the positions a text of this model can use "
+            f"({directory / 'config.json'}), got {max_length}"
+        )
+    return max_length
+
+
 def usable_positions(directory: Path, hf: dict[str, Any]) -> int | None:
     """The rows of the position table a text can reach, None if config.json has no table size.
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embedserve.models.config import max_seq_length
+from embedserve.models.config import check_max_length, max_seq_length
 from embedserve.models.splade_layout import is_splade
 from embedserve.models.st_modules import read_json
 from embedserve.scoring import NONE, SIGMOID, SOFTMAX
@@ -177,6 +177,8 @@ def load_reranker_config(
     within the positions a text can use); `max_length` overrides it.
     """
     hf = read_hf_config(directory)
+    if max_length is not None:
+        check_max_length(directory, max_length)
     if is_yes_no_reranker(directory, hf):
         limit = min(max_seq_length(directory, hf), YES_NO_MAX_LENGTH)
         return RerankerConfig(

@@ -34,10 +34,11 @@ def resolve_model_dir(spec: str | os.PathLike[str], *, compile: bool = False) ->
     A hub repo that ships an ONNX graph gives only that graph, unless `compile` asks for
     its safetensors weights (to compile them) instead.
     """
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return path.resolve()
     text = str(spec)
+    path = Path(spec).expanduser()
+    # Path("") is ".": a blank name would load whatever the current folder holds.
+    if text.strip() and path.is_dir():
+        return path.resolve()
     entry = find_entry(text)
     if entry is not None:
         return pull(entry)
