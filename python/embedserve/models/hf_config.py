@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from embedserve.fileio import read_json
+from embedserve.models.st_modules import ModelConfigError
 
 
 class UnsupportedArchitectureError(ValueError):
@@ -22,9 +24,11 @@ class HFConfig:
     def read(cls, path: Path) -> HFConfig:
         if not path.exists():
             raise FileNotFoundError(f"no config.json at {path}")
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = read_json(path)
         if not isinstance(raw, dict):
-            raise TypeError(f"{path} is not a JSON object")
+            raise ModelConfigError(
+                f"{path} is not a JSON object (transformers' config.json is one)"
+            )
         return cls(raw, path)
 
     @property

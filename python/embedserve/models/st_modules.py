@@ -8,10 +8,11 @@ module's place: the mean of its token rows.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from embedserve import fileio
 
 # sentence-transformers' names (both config formats) -> the pooling kernel's names.
 POOLING_MODES = {
@@ -60,10 +61,32 @@ class ModuleStack:
 
 
 def read_json(path: Path) -> Any:
-    if not path.exists():
-        return None
-    with path.open(encoding="utf-8") as f:
-        return json.load(f)
+    """A model folder's JSON file, None if absent; a ModelConfigError naming it if broken."""
+    try:
+        return fileio.read_json(path)
+    except ValueError as exc:
+        raise ModelConfigError(str(exc)) from exc
+
+
+def read_modules(directory: Path) -> list[dict[str, Any]]:
+    """modules.json's entries in `idx` order, [] without one; a ModelConfigError naming the file
+    when it is not a list of objects with a string `type` (sentence-transformers could not load
+    it either)."""
+    path = directory / "modules.json"
+    modules = read_json(path)
+    if modules is None:
+        return []
+    if not isinstance(modules, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("type"), str) for m in modules
+    ):
+        raise ModelConfigError(
+            f"{path} is not a list of modules like "
+            '[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]'
+        )
+    try:
+        return sorted(modules, key=lambda m: int(m.get("idx", 0)))
+    except (TypeError, ValueError) as exc:
+        raise ModelConfigError(f"{path}: a module's idx is not a number ({exc})") from exc
 
 
 def class_name(type_path: str) -> str:
@@ -73,17 +96,14 @@ def class_name(type_path: str) -> str:
 
 
 def load_module_stack(directory: Path) -> ModuleStack:
-    modules = read_json(directory / "modules.json")
-    if not modules:
+    ordered = read_modules(directory)
+    if not ordered:
         # A bare transformer folder: TEI's defaults (mean pooling, normalized output).
         return ModuleStack(read_pooling(directory / "1_Pooling"), (), True)
-    if not isinstance(modules, list):
-        raise ModelConfigError(f"{directory / 'modules.json'} is not a list of modules")
     pooling: Pooling | None = None
     dense: list[Path] = []
     normalize = False
     static: Path | None = None
-    ordered = sorted(modules, key=lambda m: int(m.get("idx", 0)))
     for index, module in enumerate(ordered):
         kind = class_name(str(module.get("type", "")))
         path = directory / str(module.get("path") or "")
@@ -107,6 +127,12 @@ def load_module_stack(directory: Path) -> ModuleStack:
             # nn.EmbeddingBag's default mode: the mean of the text's token rows.
             pooling, static = Pooling("mean"), path
         elif kind == "Pooling":
+            if not (path / "config.json").is_file():
+                # Read as the default (mean) it would give other vectors than the author's.
+                raise ModelConfigError(
+                    f"{directory / 'modules.json'} names a Pooling module at {path}, which has "
+                    "no config.json"
+                )
             pooling = read_pooling(path)
         elif kind == "Dense":
             if pooling is None:
@@ -123,10 +149,10 @@ def load_module_stack(directory: Path) -> ModuleStack:
 
 def static_embedding_dir(directory: Path) -> Path | None:
     """The folder of `directory`'s StaticEmbedding module, None for a transformer model."""
-    modules = read_json(directory / "modules.json")
-    if not isinstance(modules, list) or not modules:
+    modules = read_modules(directory)
+    if not modules:
         return None
-    first = min(modules, key=lambda m: int(m.get("idx", 0)))
+    first = modules[0]
     if class_name(str(first.get("type", ""))) != STATIC:
         return None
     return directory / str(first.get("path") or "")

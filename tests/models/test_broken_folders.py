@@ -1,0 +1,129 @@
+"""Broken model folders: each fails with one ValueError (the CLI's "embedserve: error: ...")
+that names the file and what is wrong with it, never a KeyError, TypeError, AttributeError or
+ZeroDivisionError from deep inside the loader, or a folder read as something else.
+
+The folder is a tiny random BERT saved as sentence-transformers saves one (mean pooling,
+Normalize) with all-MiniLM's tokenizer; each case breaks one file of a copy of it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+from embedserve.engine import Engine
+
+from tests.support.tiny import TOKENIZER_FILES
+
+MODULES = [
+    {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+    {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    {
+        "idx": 2,
+        "name": "2",
+        "path": "2_Normalize",
+        "type": "sentence_transformers.models.Normalize",
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def good_folder(tmp_path_factory, minilm_dir, isolated_cache) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-st")
+    config = transformers.BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(0)
+    transformers.BertModel(config).eval().save_pretrained(folder)
+    for name in TOKENIZER_FILES:
+        shutil.copy(minilm_dir / name, folder / name)
+    (folder / "modules.json").write_text(json.dumps(MODULES))
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True})
+    )
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64}))
+    return folder
+
+
+def broken(good: Path, target: Path, edit: Callable[[Path], None]) -> Path:
+    shutil.copytree(good, target)
+    edit(target)
+    return target
+
+
+def set_json(name: str, **fields) -> Callable[[Path], None]:
+    def edit(folder: Path) -> None:
+        path = folder / name
+        data = json.loads(path.read_text()) if path.exists() else {}
+        data.update(fields)
+        path.write_text(json.dumps(data))
+
+    return edit
+
+
+def write(name: str, text: str) -> Callable[[Path], None]:
+    return lambda folder: (folder / name).write_text(text)
+
+
+def test_the_unbroken_folder_loads(good_folder):
+    engine = Engine.from_pretrained(good_folder)
+    assert engine.embed(["a text"]).embeddings.shape == (1, 32)
+
+
+# (what is broken, the edit, the file the error names, words the error says)
+NOT_JSON = [
+    (name, write(name, "{not json"), name, "is not valid JSON")
+    for name in (
+        "config.json",
+        "modules.json",
+        "1_Pooling/config.json",
+        "sentence_bert_config.json",
+        "config_sentence_transformers.json",
+        "tokenizer_config.json",
+    )
+]
+BAD_SHAPES = [
+    ("config.json a list", write("config.json", "[1, 2]"), "config.json", "not a JSON object"),
+    ("modules.json entries", write("modules.json", '["x"]'), "modules.json", "list of modules"),
+    ("modules.json an object", write("modules.json", "{}"), "modules.json", "list of modules"),
+    (
+        "modules.json idx",
+        write("modules.json", json.dumps([{**MODULES[0], "idx": "first"}, MODULES[1]])),
+        "modules.json",
+        "idx",
+    ),
+    (
+        "Pooling folder missing",
+        lambda folder: shutil.rmtree(folder / "1_Pooling"),
+        "modules.json",
+        "1_Pooling, which has no config.json",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("edit", "named", "says"),
+    [case[1:] for case in NOT_JSON + BAD_SHAPES],
+    ids=[case[0] for case in NOT_JSON + BAD_SHAPES],
+)
+def test_a_broken_json_file_is_named(good_folder, tmp_path, edit, named, says):
+    """A JSONDecodeError said only "line 1 column 2"; a list config.json was a TypeError; a
+    modules.json of strings an AttributeError; a Pooling folder that is not there was read as
+    mean pooling, whatever the author's was."""
+    folder = broken(good_folder, tmp_path / "m", edit)
+    with pytest.raises(ValueError) as caught:
+        Engine.from_pretrained(folder)
+    assert str(folder / named) in str(caught.value)
+    assert says in str(caught.value)
+
