@@ -127,3 +127,67 @@ def test_a_broken_json_file_is_named(good_folder, tmp_path, edit, named, says):
     assert str(folder / named) in str(caught.value)
     assert says in str(caught.value)
 
+
+def truncate(name: str, keep: int) -> Callable[[Path], None]:
+    def edit(folder: Path) -> None:
+        data = (folder / name).read_bytes()
+        (folder / name).unlink()  # a copy of its own, not the good folder's inode
+        (folder / name).write_bytes(data[:keep])
+
+    return edit
+
+
+BAD_WEIGHTS = [
+    ("header cut", truncate("model.safetensors", 100), "model.safetensors", "not a readable"),
+    ("tensors cut", truncate("model.safetensors", 200_000), "model.safetensors", "not a readable"),
+    (
+        "not safetensors",
+        write("model.safetensors", "<html>rate limited</html>"),
+        "model.safetensors",
+        "not a readable safetensors file",
+    ),
+    (
+        "no heads",
+        set_json("config.json", num_attention_heads=0),
+        "config.json",
+        "num_attention_heads is 0; it must be at least 1",
+    ),
+    (
+        "hidden_size text",
+        set_json("config.json", hidden_size="thirty-two"),
+        "config.json",
+        "hidden_size is 'thirty-two'; it must be a whole number",
+    ),
+    (
+        "eps text",
+        set_json("config.json", layer_norm_eps="small"),
+        "config.json",
+        "layer_norm_eps is 'small'; it must be a number",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("edit", "named", "says"),
+    [case[1:] for case in BAD_WEIGHTS],
+    ids=[case[0] for case in BAD_WEIGHTS],
+)
+def test_broken_weights_and_sizes_are_named(good_folder, tmp_path, edit, named, says):
+    """safetensors' own SafetensorError (neither a ValueError nor an OSError) and a
+    ZeroDivisionError from `hidden % heads` reached the CLI as tracebacks; a size that is not a
+    number said only "invalid literal for int()"."""
+    folder = broken(good_folder, tmp_path / "m", edit)
+    with pytest.raises(ValueError) as caught:
+        Engine.from_pretrained(folder)
+    assert str(folder / named) in str(caught.value)
+    assert says in str(caught.value)
+
+
+def test_a_folder_loads_once_its_weights_are_whole_again(good_folder, tmp_path):
+    """The failed compile leaves nothing behind that the next load would take."""
+    folder = broken(good_folder, tmp_path / "m", truncate("model.safetensors", 200_000))
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        Engine.from_pretrained(folder)
+    shutil.copy(good_folder / "model.safetensors", folder / "model.safetensors")
+    want = Engine.from_pretrained(good_folder).embed(["a text"]).embeddings
+    assert (Engine.from_pretrained(folder).embed(["a text"]).embeddings == want).all()

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from embedserve.models.st_modules import ModelConfigError, class_name, read_json
+from embedserve.models.weights import load_safetensors
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
@@ -76,9 +77,7 @@ def load_dense(folder: Path) -> DenseLayer:
 
 def _read_weights(folder: Path) -> dict[str, np.ndarray]:
     if (folder / "model.safetensors").exists():
-        from safetensors.numpy import load_file
-
-        return load_file(str(folder / "model.safetensors"))
+        return load_safetensors(folder / "model.safetensors")
     if (folder / "pytorch_model.bin").exists():
         return read_torch_zip(folder / "pytorch_model.bin")
     raise ModelConfigError(

@@ -48,8 +48,8 @@ def encoder_dims(
 ) -> EncoderDims:
     """A BERT-like config's sizes, under BERT's field names unless a family names them its way
     (DistilBERT's `dim`, `n_layers`...; each tuple is tried in order)."""
-    width = c.int(*hidden)
-    num_heads = c.int(*heads)
+    width = c.count(*hidden)
+    num_heads = c.count(*heads)
     if width % num_heads:
         raise ValueError(f"{c.path}: hidden_size {width} is not a multiple of {num_heads} heads")
     return EncoderDims(

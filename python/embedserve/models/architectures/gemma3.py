@@ -50,9 +50,9 @@ def _rope(c: HFConfig, kind: str) -> dict[str, Any]:
 def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
     hidden = c.int("hidden_size")
     layers = c.int("num_hidden_layers")
-    num_heads = c.int("num_attention_heads")
+    num_heads = c.count("num_attention_heads")
     head_dim = c.int("head_dim", default=256)
-    heads = Heads(num_heads, c.int("num_key_value_heads", default=num_heads), head_dim)
+    heads = Heads(num_heads, c.count("num_key_value_heads", default=num_heads), head_dim)
     inner = c.int("intermediate_size")
     eps = c.float("rms_norm_eps", default=1e-6)
     act = check_activation(

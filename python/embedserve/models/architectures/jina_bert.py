@@ -91,7 +91,7 @@ def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
     qk_post_norm = QK_POST_NORM in json.dumps(c.raw.get("auto_map") or {}) or w.has(QK_NORM_ANCHOR)
     hidden = c.int("hidden_size")
     layers = c.int("num_hidden_layers")
-    num_heads = c.int("num_attention_heads")
+    num_heads = c.count("num_attention_heads")
     heads = Heads(num_heads, num_heads, hidden // num_heads)
     inner = c.int("intermediate_size")
     eps = c.float("layer_norm_eps", default=1e-12)

@@ -18,11 +18,11 @@ def decoder_dims(c: HFConfig) -> DecoderDims:
     """Sizes under the field names Llama, Mistral and Qwen configs share (Mistral's config
     writes head_dim null where it is hidden_size / heads)."""
     hidden = c.int("hidden_size")
-    num_heads = c.int("num_attention_heads")
+    num_heads = c.count("num_attention_heads")
     head_dim = c.get("head_dim") or hidden // num_heads
     return DecoderDims(
         hidden=hidden,
-        heads=Heads(num_heads, c.int("num_key_value_heads", default=num_heads), int(head_dim)),
+        heads=Heads(num_heads, c.count("num_key_value_heads", default=num_heads), int(head_dim)),
         inner=c.int("intermediate_size"),
         act=check_activation(c.get("hidden_act", default="silu"), c.path),
         eps=c.float("rms_norm_eps", default=1e-6),

@@ -39,7 +39,7 @@ def _rope(c: HFConfig, layer_type: str) -> dict[str, Any]:
 def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
     hidden = c.int("hidden_size")
     layers = c.int("num_hidden_layers")
-    num_heads = c.int("num_attention_heads")
+    num_heads = c.count("num_attention_heads")
     heads = Heads(num_heads, num_heads, hidden // num_heads)
     inner = c.int("intermediate_size")
     eps = c.float("norm_eps", default=1e-5)

@@ -120,7 +120,7 @@ def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
     _refuse(c)
     hidden = c.int("n_embd", "hidden_size")
     layers = c.int("n_layer", "num_hidden_layers")
-    num_heads = c.int("n_head", "num_attention_heads")
+    num_heads = c.count("n_head", "num_attention_heads")
     heads = Heads(num_heads, num_heads, hidden // num_heads)
     eps = c.float("layer_norm_epsilon", default=1e-5)
     act = c.choice("activation_function", (*GATED, *PLAIN), default="gelu")
