@@ -191,3 +191,57 @@ def test_a_folder_loads_once_its_weights_are_whole_again(good_folder, tmp_path):
     shutil.copy(good_folder / "model.safetensors", folder / "model.safetensors")
     want = Engine.from_pretrained(good_folder).embed(["a text"]).embeddings
     assert (Engine.from_pretrained(folder).embed(["a text"]).embeddings == want).all()
+
+
+ST_CONFIG = "config_sentence_transformers.json"
+BAD_SETTINGS = [
+    (
+        "default prompt not a prompt",
+        set_json(ST_CONFIG, prompts={"query": "query: "}, default_prompt_name="passage"),
+        ST_CONFIG,
+        "default_prompt_name 'passage' is not one of its prompts (document, query)",
+    ),
+    (
+        "prompt not text",
+        set_json(ST_CONFIG, prompts={"query": 5}, default_prompt_name="query"),
+        ST_CONFIG,
+        "prompts must map names to texts",
+    ),
+    ("prompts a list", set_json(ST_CONFIG, prompts=["query: "]), ST_CONFIG, "prompts must map"),
+    (
+        "max_seq_length text",
+        set_json("sentence_bert_config.json", max_seq_length="long"),
+        "",
+        "sentence_bert_config.json's max_seq_length is 'long'",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("edit", "named", "says"),
+    [case[1:] for case in BAD_SETTINGS],
+    ids=[case[0] for case in BAD_SETTINGS],
+)
+def test_bad_settings_are_refused_at_load(good_folder, tmp_path, edit, named, says):
+    """sentence-transformers refuses these folders when it loads them. embedserve loaded them,
+    then failed every call that named no prompt as if the caller had asked for 'passage'
+    ("prompt_name 'passage' is not one of this model's prompts"), every call with the prompt 5
+    in a TypeError, and a text max_seq_length with "invalid literal for int()"."""
+    folder = broken(good_folder, tmp_path / "m", edit)
+    with pytest.raises(ValueError) as caught:
+        Engine.from_pretrained(folder)
+    assert str(folder / named) in str(caught.value)
+    assert says in str(caught.value)
+
+
+def test_a_null_prompt_and_a_default_among_sentence_transformers_own_are_fine(
+    good_folder, tmp_path
+):
+    """A null prompt is an empty one, and "document" is a prompt of every model, to
+    sentence-transformers as here."""
+    edit = set_json(ST_CONFIG, prompts={"query": None}, default_prompt_name="document")
+    engine = Engine.from_pretrained(broken(good_folder, tmp_path / "m", edit))
+    plain = Engine.from_pretrained(good_folder)
+    for prompt_name in (None, "query"):
+        got = engine.embed(["a text"], prompt_name=prompt_name).embeddings
+        assert (got == plain.embed(["a text"]).embeddings).all()
