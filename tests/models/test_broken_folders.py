@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -245,3 +246,86 @@ def test_a_null_prompt_and_a_default_among_sentence_transformers_own_are_fine(
     for prompt_name in (None, "query"):
         got = engine.embed(["a text"], prompt_name=prompt_name).embeddings
         assert (got == plain.embed(["a text"]).embeddings).all()
+
+
+def with_dense(config: dict | None) -> Callable[[Path], None]:
+    """A 32 -> 8 Dense module before Normalize, with `config` as its config.json (None: none)."""
+
+    def edit(folder: Path) -> None:
+        from safetensors.numpy import save_file
+
+        dense = folder / "2_Dense"
+        dense.mkdir()
+        weight = np.random.default_rng(0).standard_normal((8, 32)).astype(np.float32)
+        save_file({"linear.weight": weight}, str(dense / "model.safetensors"))
+        if config is not None:
+            (dense / "config.json").write_text(json.dumps(config))
+        entry = {
+            "idx": 2,
+            "name": "2",
+            "path": "2_Dense",
+            "type": "sentence_transformers.models.Dense",
+        }
+        last = {**MODULES[2], "idx": 3, "path": "3_Normalize"}
+        (folder / "modules.json").write_text(json.dumps([*MODULES[:2], entry, last]))
+
+    return edit
+
+
+IDENTITY = "torch.nn.modules.linear.Identity"
+BAD_MODULES = [
+    ("Dense without config.json", with_dense(None), "modules.json", "2_Dense, which has no config"),
+    (
+        "Dense out_features text",
+        with_dense({"in_features": 32, "out_features": "x", "activation_function": IDENTITY}),
+        "2_Dense/config.json",
+        "out_features is 'x'; it must be a whole number",
+    ),
+    ("Pooling config a list", write("1_Pooling/config.json", "[1]"), "1_Pooling", "not a JSON"),
+    (
+        "pooling_mode a number",
+        write("1_Pooling/config.json", '{"pooling_mode": 5}'),
+        "1_Pooling/config.json",
+        "pooling_mode is 5; it must be a mode's name",
+    ),
+    (
+        "Pooling dimension text",
+        write("1_Pooling/config.json", '{"embedding_dimension": "abc", "pooling_mode": "cls"}'),
+        "1_Pooling/config.json",
+        "embedding_dimension is 'abc'",
+    ),
+    (
+        "positions text",
+        set_json("config.json", max_position_embeddings="many"),
+        "config.json",
+        "max_position_embeddings is 'many'; it must be a whole number",
+    ),
+    (
+        "architectures numbers",
+        set_json("config.json", model_type="nope", architectures=[5]),
+        "config.json",
+        "architectures ['5'] (model_type 'nope') cannot be compiled",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("edit", "named", "says"),
+    [case[1:] for case in BAD_MODULES],
+    ids=[case[0] for case in BAD_MODULES],
+)
+def test_broken_module_configs_are_named(good_folder, tmp_path, edit, named, says):
+    """A Dense folder without its config.json loaded with a Tanh the author may not have used
+    (sentence-transformers cannot load it); the others were an AttributeError, a TypeError, or
+    'invalid literal for int()' naming no file."""
+    folder = broken(good_folder, tmp_path / "m", edit)
+    with pytest.raises(ValueError) as caught:
+        Engine.from_pretrained(folder)
+    assert str(folder / named) in str(caught.value)
+    assert says in str(caught.value)
+
+
+def test_the_dense_module_these_break_loads_whole(good_folder, tmp_path):
+    config = {"in_features": 32, "out_features": 8, "bias": False, "activation_function": IDENTITY}
+    engine = Engine.from_pretrained(broken(good_folder, tmp_path / "m", with_dense(config)))
+    assert engine.embed(["a text"]).embeddings.shape == (1, 8)

@@ -157,15 +157,15 @@ def usable_positions(directory: Path, hf: dict[str, Any]) -> int | None:
     whose positions start past 0 (RoBERTa, XLM-R, CamemBERT and MPNet count from padding_idx + 1;
     `Family.first_position`) leave that many rows unused.
     """
-    positions = hf.get("max_position_embeddings") or hf.get("n_positions")
-    if not positions:
+    if not (hf.get("max_position_embeddings") or hf.get("n_positions")):
         return None
     config = HFConfig(hf, directory / "config.json")
+    positions = config.count("max_position_embeddings", "n_positions")
     try:
         first = family_for(config).first_position(config)
     except UnsupportedArchitectureError:  # an ONNX graph of a family we do not compile
         first = 0
-    return int(positions) - first
+    return positions - first
 
 
 def _static_max_length(module: Path) -> int:

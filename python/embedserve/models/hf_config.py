@@ -37,7 +37,9 @@ class HFConfig:
 
     @property
     def architectures(self) -> list[str]:
-        return list(self.raw.get("architectures") or [])
+        found = self.raw.get("architectures") or []
+        # A bare name is one architecture, not its letters; a number is a name no family has.
+        return [found] if isinstance(found, str) else [str(name) for name in found]
 
     @property
     def dtype(self) -> str | None:
