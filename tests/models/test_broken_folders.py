@@ -329,3 +329,55 @@ def test_the_dense_module_these_break_loads_whole(good_folder, tmp_path):
     config = {"in_features": 32, "out_features": 8, "bias": False, "activation_function": IDENTITY}
     engine = Engine.from_pretrained(broken(good_folder, tmp_path / "m", with_dense(config)))
     assert engine.embed(["a text"]).embeddings.shape == (1, 8)
+
+
+def transformer_in(subfolder: str) -> Callable[[Path], None]:
+    """The layout sentence-transformers 1.x saved: the transformer in a module folder."""
+
+    def edit(folder: Path) -> None:
+        (folder / subfolder).mkdir()
+        for name in ("config.json", "model.safetensors", *TOKENIZER_FILES):
+            (folder / name).rename(folder / subfolder / name)
+        modules = [{**MODULES[0], "path": subfolder}, *MODULES[1:]]
+        (folder / "modules.json").write_text(json.dumps(modules))
+
+    return edit
+
+
+def pickled_only(folder: Path) -> None:
+    (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
+
+
+def shard_missing(folder: Path) -> None:
+    (folder / "model.safetensors").rename(folder / "model-00001-of-00002.safetensors")
+    index = {
+        "weight_map": {
+            "a": "model-00001-of-00002.safetensors",
+            "b": "model-00002-of-00002.safetensors",
+        }
+    }
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+
+
+NO_WEIGHTS = [
+    (
+        "Transformer in 0_BERT",
+        transformer_in("0_BERT"),
+        "modules.json puts its Transformer in 0_BERT/",
+    ),
+    ("pytorch_model.bin only", pickled_only, "its pytorch_model.bin is a pickle"),
+    ("a shard missing", shard_missing, "names shards that are not there: ['model-00002-of-00002"),
+]
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"), [c[1:] for c in NO_WEIGHTS], ids=[c[0] for c in NO_WEIGHTS]
+)
+def test_a_folder_without_weights_says_what_it_has_instead(good_folder, tmp_path, edit, says):
+    """Each said only "has no model.onnx, onnx/model.onnx or model.safetensors (single or
+    sharded)", though sentence-transformers loads the first two and the third names the shard."""
+    folder = broken(good_folder, tmp_path / "m", edit)
+    with pytest.raises(FileNotFoundError) as caught:
+        Engine.from_pretrained(folder)
+    assert str(caught.value).startswith(f"{folder} has no model.onnx"), caught.value
+    assert says in str(caught.value)
