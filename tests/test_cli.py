@@ -101,6 +101,43 @@ def test_an_unreadable_tokenizer_json_is_named(command, minilm_dir, tmp_path):
     ), done.stderr
 
 
+@pytest.mark.parametrize(
+    ("name", "edit", "says"),
+    [
+        ("modules.json", lambda _: '["x"]', "is not a list of modules"),
+        ("model.safetensors", lambda _: "<html>", "is not a readable safetensors file"),
+        (
+            "config.json",
+            lambda raw: json.dumps({**json.loads(raw), "num_attention_heads": 0}),
+            "num_attention_heads is 0; it must be at least 1",
+        ),
+        ("config.json", lambda _: "[]", "is not a JSON object"),
+    ],
+    ids=["modules.json", "safetensors", "heads", "config.json"],
+)
+def test_a_broken_model_file_is_named_not_a_traceback(name, edit, says, minilm_dir, tmp_path):
+    """These ended in an AttributeError, safetensors' SafetensorError, a ZeroDivisionError and a
+    TypeError traceback."""
+    model = tmp_path / "model"
+    model.mkdir()
+    for source in minilm_dir.iterdir():
+        (model / source.name).symlink_to(source)
+    (model / name).unlink()
+    (model / name).write_text(edit((minilm_dir / name).read_text(errors="replace")))
+    done = subprocess.run(
+        [sys.executable, "-m", "embedserve.cli", "embed", "--model", str(model), "text"],
+        env={**os.environ, "EMBEDSERVE_CACHE": str(tmp_path / "cache")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith(f"embedserve: error: {model / name}"), done.stderr
+    assert says in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize("kind", ["cross-encoder", "classifier", "LLM reranker", "SPLADE"])
 def test_embed_says_a_model_is_not_an_embedder_and_compiles_nothing(
     kind, minilm_dir, splade_dir, tmp_path

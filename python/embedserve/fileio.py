@@ -3,18 +3,23 @@
 A temporary file in the target's folder (so the rename stays on one filesystem), fsync, then
 `os.replace`; the file gets the mode a plain `open()` would give it (0o666 less the umask),
 not mkstemp's 0o600, so a cache shared by several users stays readable.
+
+Beside it, the one way a model folder's JSON files are read (`read_json`), so that a broken
+one is reported by name wherever it is read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 _umask_lock = threading.Lock()
 _umask: int | None = None
@@ -100,6 +105,21 @@ def sha256_of(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def read_json(path: Path) -> Any:
+    """The JSON value in `path`, None if there is no such file.
+
+    A file that is not UTF-8 JSON is a ValueError naming it: the bare JSONDecodeError says only
+    "line 1 column 2", and a model folder has a dozen JSON files it could be about.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc})") from exc
 
 
 def replace_dir(staging: Path, target: Path) -> None:

@@ -15,11 +15,9 @@ import numpy as np
 from embedserve.errors import InputError
 from embedserve.inputs import Inputs, TextsOrTokens, classify_inputs
 from embedserve.models import ModelConfig
+from embedserve.models.config import ST_DEFAULT_PROMPTS
 from embedserve.tokenization import ModelTokenizer
 
-# sentence-transformers (6.3: SentenceTransformer, SparseEncoder and MultiVectorEncoder alike)
-# gives every model these prompts, empty, unless it saved its own under the same names.
-ST_DEFAULT_PROMPTS = {"query": "", "document": ""}
 # What its encode_query / encode_document take when a call names no prompt: the first of these
 # the model has. With the defaults above, "query" and "document" are always there, so a model's
 # "passage" or "corpus" prompt is never taken, nor its default prompt.

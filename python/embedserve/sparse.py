@@ -27,7 +27,12 @@ from embedserve.inputs import Inputs, text_batch
 from embedserve.loading import LoadPlan, Pretrained, Runs
 from embedserve.models import ModelConfig, ModelConfigError
 from embedserve.models.bge_m3 import SPARSE_LINEAR, dropped_special_tokens, is_bge_m3, read_linear
-from embedserve.models.config import STATIC_MAX_TOKENS, check_max_length, max_seq_length
+from embedserve.models.config import (
+    STATIC_MAX_TOKENS,
+    check_max_length,
+    max_seq_length,
+    read_prompts,
+)
 from embedserve.models.family import model_family
 from embedserve.models.kind import SPARSE, is_masked_lm, read_hf_config
 from embedserve.models.splade_layout import SpladeLayout, is_splade, splade_layout
@@ -169,9 +174,9 @@ class StaticQuery:
 
     @classmethod
     def load(cls, folder: Path, mode: str = "transformers") -> StaticQuery:
-        from safetensors.numpy import load_file
+        from embedserve.models.weights import load_safetensors
 
-        weight = load_file(str(folder / "model.safetensors")).get("weight")
+        weight = load_safetensors(folder / "model.safetensors").get("weight")
         if weight is None or weight.ndim != 1:
             raise ModelConfigError(f"{folder}: SparseStaticEmbedding has no 1-D `weight`")
         limit = (read_json(folder / "tokenizer_config.json") or {}).get("model_max_length")
@@ -461,7 +466,9 @@ def load_sparse_config(directory: Path, name: str, top: Path | None = None) -> M
     fields say what the vectors are."""
     hf = read_hf_config(directory)
     st_path = (top or directory) / "config_sentence_transformers.json"
-    st_config = read_json(st_path) or {}
+    st_config = read_json(st_path)
+    st_config = st_config if isinstance(st_config, dict) else {}
+    prompts, default_prompt_name = read_prompts(st_path, st_config)
     # Only SparseEncoder saves it (a BGE-M3 folder's config is its dense model's).
     max_active_dims = st_config.get("max_active_dims") if is_masked_lm(hf) else None
     if max_active_dims is not None and (
@@ -480,8 +487,8 @@ def load_sparse_config(directory: Path, name: str, top: Path | None = None) -> M
         pooling="splade" if is_masked_lm(hf) else "bge-m3-sparse",
         normalize=False,
         dimension=hf.get("vocab_size"),
-        prompts=dict(st_config.get("prompts") or {}),
-        default_prompt_name=st_config.get("default_prompt_name") or None,
+        prompts=prompts,
+        default_prompt_name=default_prompt_name,
         architecture=(hf.get("architectures") or [None])[0],
         family=model_family(directory),
         max_active_dims=max_active_dims,

@@ -24,7 +24,7 @@ from typing import Any
 
 from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers
 
-from embedserve.fileio import sha256_of
+from embedserve.fileio import read_json, sha256_of
 
 TOKENIZER_MODES = ("transformers", "as-saved")
 
@@ -251,7 +251,5 @@ def _precompiled(tokenizer: Tokenizer) -> normalizers.Normalizer | None:
 
 
 def _read_json(path: Path) -> Config:
-    if not path.exists():
-        return {}
-    raw = json.loads(path.read_text(encoding="utf-8"))
+    raw = read_json(path)
     return raw if isinstance(raw, dict) else {}

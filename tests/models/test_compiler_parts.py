@@ -129,6 +129,31 @@ def test_unsupported_rope_type_is_named(tmp_path: Path) -> None:
         compile_to_onnx(tmp_path, tmp_path / "model.onnx")
 
 
+def test_heads_that_do_not_split_the_width_are_named(tmp_path: Path) -> None:
+    """ModernBERT's packed qkv weights have the same shape for 4 heads as for 5: the graph was
+    compiled, cached, and failed when loaded ("Incompatible dimensions for matrix
+    multiplication"); transformers refuses such a config."""
+    import transformers
+
+    config = transformers.ModernBertConfig(
+        vocab_size=16,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=16,
+        max_position_embeddings=32,
+        pad_token_id=0,
+    )
+    transformers.ModernBertModel(config).save_pretrained(tmp_path)
+    raw = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**raw, "num_attention_heads": 5}))
+    with pytest.raises(ValueError, match="hidden_size 32 is not a multiple of 5 attention heads"):
+        build_model(tmp_path)
+    _tiny_qwen3(tmp_path, num_key_value_heads=3, num_attention_heads=4)
+    with pytest.raises(ValueError, match="4 attention heads do not share 3 key/value heads"):
+        build_model(tmp_path)
+
+
 def test_missing_tensor_and_shard_are_named(tmp_path: Path) -> None:
     _tiny_qwen3(tmp_path, num_hidden_layers=2)
     with pytest.raises(ValueError, match=r"model\.layers\.1\.input_layernorm\.weight"):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embedserve.models.config import usable_positions
-from embedserve.models.st_modules import ModelConfigError, class_name, read_json
+from embedserve.models.st_modules import ModelConfigError, class_name, read_json, read_modules
 
 DEFAULT_QUERY_LENGTH = 32
 DEFAULT_DOCUMENT_LENGTH = 180
@@ -103,5 +103,4 @@ def _get(config: dict, key: str, default: object) -> object:
 
 
 def _modules(directory: Path) -> list[dict]:
-    modules = read_json(directory / "modules.json")
-    return modules if isinstance(modules, list) else []
+    return read_modules(directory)

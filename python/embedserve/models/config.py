@@ -17,14 +17,19 @@ from embedserve.tokenizer_pipeline import transformer_config
 # a mean of token rows has no position table to outgrow, only memory (131,072 tokens x 1,024
 # dims gather 512 MiB of rows in one batch).
 STATIC_MAX_TOKENS = 131_072
+# sentence-transformers (6.3: SentenceTransformer, SparseEncoder and MultiVectorEncoder alike)
+# gives every model these prompts, empty, unless it saved its own under the same names.
+ST_DEFAULT_PROMPTS = {"query": "", "document": ""}
 
 __all__ = [
+    "ST_DEFAULT_PROMPTS",
     "ModelConfig",
     "ModelConfigError",
     "card_metadata",
     "is_matryoshka",
     "load_model_config",
     "max_seq_length",
+    "read_prompts",
     "usable_positions",
 ]
 
@@ -67,7 +72,9 @@ def _read_json(path: Path) -> dict[str, Any]:
 def load_model_config(directory: Path, name: str) -> ModelConfig:
     hf = _read_json(directory / "config.json")
     stack = load_module_stack(directory)
-    st_config = _read_json(directory / "config_sentence_transformers.json")
+    st_path = directory / "config_sentence_transformers.json"
+    st_config = _read_json(st_path)
+    prompts, default_prompt_name = read_prompts(st_path, st_config)
     architectures = hf.get("architectures") or [STATIC if stack.static else None]
     dimension = stack.pooling.dimension or hf.get("hidden_size")
     if stack.dense_paths:
@@ -82,8 +89,8 @@ def load_model_config(directory: Path, name: str) -> ModelConfig:
         pooling=stack.pooling.mode,
         normalize=stack.normalize,
         dimension=dimension,
-        prompts=dict(st_config.get("prompts") or {}),
-        default_prompt_name=st_config.get("default_prompt_name") or None,
+        prompts=prompts,
+        default_prompt_name=default_prompt_name,
         supports_dimensions=is_matryoshka(directory, st_config),
         architecture=architectures[0],
         include_prompt=stack.pooling.include_prompt,
@@ -91,6 +98,32 @@ def load_model_config(directory: Path, name: str) -> ModelConfig:
         static_embedding=stack.static,
         family=model_family(directory),
     )
+
+
+def read_prompts(path: Path, st_config: dict[str, Any]) -> tuple[dict[str, str], str | None]:
+    """config_sentence_transformers.json's (`st_config`, read from `path`) prompts and
+    default_prompt_name, checked as sentence-transformers checks them when it loads the folder.
+
+    A default that names no prompt would otherwise fail every call that names none, as if the
+    caller had asked for it; a prompt that is not text, every call that uses it.
+    """
+    prompts = st_config.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(
+        isinstance(text, str) or text is None for text in prompts.values()
+    ):
+        raise ModelConfigError(
+            f'{path}: prompts must map names to texts, like {{"query": "query: "}}; got {prompts!r}'
+        )
+    # sentence-transformers reads a null prompt as an empty one.
+    prompts = {str(name): text or "" for name, text in prompts.items()}
+    default = st_config.get("default_prompt_name") or None
+    known = {**ST_DEFAULT_PROMPTS, **prompts}
+    if default is not None and (not isinstance(default, str) or default not in known):
+        raise ModelConfigError(
+            f"{path}: default_prompt_name {default!r} is not one of its prompts "
+            f"({', '.join(sorted(known))}); sentence-transformers refuses to load it too"
+        )
+    return prompts, default
 
 
 def max_seq_length(directory: Path, hf: dict[str, Any]) -> int:
@@ -104,6 +137,11 @@ def max_seq_length(directory: Path, hf: dict[str, Any]) -> int:
     of 513 tokens fails in it ("index 514 is out of bounds"). Here it is cut (or refused) at 512.
     """
     st = transformer_config(directory).get("max_seq_length")
+    if st is not None and (isinstance(st, bool) or not isinstance(st, int) or st < 1):
+        raise ModelConfigError(
+            f"{directory}: sentence_bert_config.json's max_seq_length is {st!r}; it must be a "
+            "whole number of tokens, at least 1"
+        )
     tok = _read_json(directory / "tokenizer_config.json").get("model_max_length")
     tok = tok if isinstance(tok, int) and tok < 1_000_000 else None
     positions = usable_positions(directory, hf)
@@ -132,15 +170,15 @@ def usable_positions(directory: Path, hf: dict[str, Any]) -> int | None:
     whose positions start past 0 (RoBERTa, XLM-R, CamemBERT and MPNet count from padding_idx + 1;
     `Family.first_position`) leave that many rows unused.
     """
-    positions = hf.get("max_position_embeddings") or hf.get("n_positions")
-    if not positions:
+    if not (hf.get("max_position_embeddings") or hf.get("n_positions")):
         return None
     config = HFConfig(hf, directory / "config.json")
+    positions = config.count("max_position_embeddings", "n_positions")
     try:
         first = family_for(config).first_position(config)
     except UnsupportedArchitectureError:  # an ONNX graph of a family we do not compile
         first = 0
-    return int(positions) - first
+    return positions - first
 
 
 def _static_max_length(module: Path) -> int:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from embedserve.models.st_modules import ModelConfigError, class_name, read_json
+from embedserve.models.st_modules import ModelConfigError, class_name, read_object, whole_number
+from embedserve.models.weights import load_safetensors
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
@@ -52,7 +53,11 @@ class DenseLayer:
 
 def load_dense(folder: Path) -> DenseLayer:
     """A Dense module folder: config.json plus model.safetensors or (older) pytorch_model.bin."""
-    config = read_json(folder / "config.json") or {}
+    path = folder / "config.json"
+    config = read_object(path)
+    if config is None:
+        # sentence-transformers cannot load it either; its Tanh default may not be the author's.
+        raise ModelConfigError(f"{folder} is a Dense module without a config.json")
     activation = class_name(
         str(config.get("activation_function") or "torch.nn.modules.activation.Tanh")
     )
@@ -66,8 +71,11 @@ def load_dense(folder: Path) -> DenseLayer:
     if weight is None or weight.ndim != 2:
         raise ModelConfigError(f"{folder}: Dense weights have no 2-D linear.weight")
     bias = tensors.get("linear.bias")
-    expected = (config.get("out_features"), config.get("in_features"))
-    if None not in expected and tuple(weight.shape) != tuple(int(v) for v in expected):
+    expected = tuple(
+        None if config.get(key) is None else whole_number(config[key], path, key)
+        for key in ("out_features", "in_features")
+    )
+    if None not in expected and tuple(weight.shape) != expected:
         raise ModelConfigError(f"{folder}: linear.weight is {weight.shape}, config says {expected}")
     return DenseLayer(
         weight.astype(np.float64), None if bias is None else bias.astype(np.float64), activation
@@ -76,9 +84,7 @@ def load_dense(folder: Path) -> DenseLayer:
 
 def _read_weights(folder: Path) -> dict[str, np.ndarray]:
     if (folder / "model.safetensors").exists():
-        from safetensors.numpy import load_file
-
-        return load_file(str(folder / "model.safetensors"))
+        return load_safetensors(folder / "model.safetensors")
     if (folder / "pytorch_model.bin").exists():
         return read_torch_zip(folder / "pytorch_model.bin")
     raise ModelConfigError(

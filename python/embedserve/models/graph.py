@@ -28,6 +28,34 @@ class NoWeightsError(FileNotFoundError):
     """A model folder with neither an ONNX graph nor safetensors weights."""
 
 
+def _why_no_weights(directory: Path, error: FileNotFoundError) -> str:
+    """What a folder without weights embedserve reads has instead, where that says more."""
+    from embedserve.models.st_modules import class_name, read_modules
+    from embedserve.models.weights import SHARD_INDEX
+
+    if (directory / SHARD_INDEX).exists():
+        return f": {error}"
+    moved = [
+        str(m.get("path"))
+        for m in read_modules(directory)
+        if class_name(m["type"]) == "Transformer" and str(m.get("path") or ".") != "."
+    ]
+    if moved:
+        # sentence-transformers 1.x saved the transformer in a module folder (0_BERT/,
+        # 0_Transformer/); every later version saves it at the folder's root.
+        return (
+            f": modules.json puts its Transformer in {moved[0]}/, an old sentence-transformers "
+            "layout; embedserve reads the transformer from the folder itself (move that "
+            'folder\'s files up and set its path to "")'
+        )
+    if (directory / "pytorch_model.bin").exists():
+        return (
+            "; its pytorch_model.bin is a pickle, which embedserve does not read (load it with "
+            "transformers and save_pretrained() it again: that writes model.safetensors)"
+        )
+    return ""
+
+
 def shipped_onnx(directory: Path) -> Path | None:
     for candidate in ONNX_CANDIDATES:
         if (directory / candidate).exists():
@@ -56,7 +84,7 @@ def compiled_onnx(directory: Path, *, splade: bool = False) -> Path:
     except FileNotFoundError as exc:
         raise NoWeightsError(
             f"{directory} has no model.onnx, onnx/model.onnx or model.safetensors "
-            f"(single or sharded) to load"
+            f"(single or sharded) to load{_why_no_weights(directory, exc)}"
         ) from exc
     config_path = directory / "config.json"
     config = check_supported(directory)  # an unsupported architecture fails here, cached or not

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from embedserve.fileio import read_json
+from embedserve.models.st_modules import ModelConfigError
 
 
 class UnsupportedArchitectureError(ValueError):
@@ -22,9 +24,11 @@ class HFConfig:
     def read(cls, path: Path) -> HFConfig:
         if not path.exists():
             raise FileNotFoundError(f"no config.json at {path}")
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = read_json(path)
         if not isinstance(raw, dict):
-            raise TypeError(f"{path} is not a JSON object")
+            raise ModelConfigError(
+                f"{path} is not a JSON object (transformers' config.json is one)"
+            )
         return cls(raw, path)
 
     @property
@@ -33,7 +37,9 @@ class HFConfig:
 
     @property
     def architectures(self) -> list[str]:
-        return list(self.raw.get("architectures") or [])
+        found = self.raw.get("architectures") or []
+        # A bare name is one architecture, not its letters; a number is a name no family has.
+        return [found] if isinstance(found, str) else [str(name) for name in found]
 
     @property
     def dtype(self) -> str | None:
@@ -49,16 +55,37 @@ class HFConfig:
         return default
 
     def int(self, *names: str, default: int | None = None) -> int:
-        value = self.get(*names, default=default)
-        if value is None:
-            raise ValueError(f"{self.path} lacks {' / '.join(names)}, which this model needs")
+        """A whole-number field (32 or 32.0; not "32", true or 0.5: transformers' modules could
+        not be built from those either)."""
+        value = self._required(names, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ModelConfigError(self._wrong(names, value, "a whole number"))
+        if not float(value).is_integer():
+            raise ModelConfigError(self._wrong(names, value, "a whole number"))
         return int(value)
 
+    def count(self, *names: str, default: int | None = None) -> int:
+        """A size that must be at least 1 (heads, layers, widths): 0 would divide by zero."""
+        value = self.int(*names, default=default)
+        if value < 1:
+            raise ModelConfigError(self._wrong(names, value, "at least 1"))
+        return value
+
     def float(self, *names: str, default: float | None = None) -> float:
+        value = self._required(names, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ModelConfigError(self._wrong(names, value, "a number"))
+        return float(value)
+
+    def _required(self, names: tuple[str, ...], default: Any) -> Any:
         value = self.get(*names, default=default)
         if value is None:
             raise ValueError(f"{self.path} lacks {' / '.join(names)}, which this model needs")
-        return float(value)
+        return value
+
+    def _wrong(self, names: tuple[str, ...], value: Any, wanted: str) -> str:
+        name = next((n for n in names if self.raw.get(n) is not None), names[0])
+        return f"{self.path}: {name} is {value!r}; it must be {wanted}"
 
     def choice(self, name: str, allowed: tuple[str, ...], default: str) -> str:
         """A string field restricted to what the compiler implements."""

@@ -12,7 +12,6 @@ bare masked LM gives sparse vectors through the library's `SparseEncoder`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,10 +43,7 @@ ACTIVATIONS = {
 
 
 def read_hf_config(directory: Path) -> dict[str, Any]:
-    path = directory / "config.json"
-    if not path.exists():
-        return {}
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = read_json(directory / "config.json")
     return data if isinstance(data, dict) else {}
 
 

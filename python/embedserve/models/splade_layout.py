@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embedserve.models.st_modules import ModelConfigError, class_name, read_json
+from embedserve.models.st_modules import ModelConfigError, class_name, read_json, read_modules
 
 # SpladePooling's activations: log1p(relu(x)), and OpenSearch's log1p(log1p(relu(x))).
 LOG1P_TIMES = {"relu": 1, "log1p_relu": 2}
@@ -29,12 +29,7 @@ class SpladeLayout:
 
 def _modules(directory: Path) -> list[tuple[str, Path]]:
     """(class name, folder) of each top-level module, in order."""
-    modules = read_json(directory / "modules.json")
-    if not isinstance(modules, list):
-        return []
-    ordered = sorted(
-        (m for m in modules if isinstance(m, dict)), key=lambda m: int(m.get("idx", 0))
-    )
+    ordered = read_modules(directory)
     return [
         (class_name(str(m.get("type", ""))), directory / str(m.get("path") or "")) for m in ordered
     ]

@@ -8,10 +8,11 @@ module's place: the mean of its token rows.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from embedserve import fileio
 
 # sentence-transformers' names (both config formats) -> the pooling kernel's names.
 POOLING_MODES = {
@@ -60,10 +61,60 @@ class ModuleStack:
 
 
 def read_json(path: Path) -> Any:
-    if not path.exists():
-        return None
-    with path.open(encoding="utf-8") as f:
-        return json.load(f)
+    """A model folder's JSON file, None if absent; a ModelConfigError naming it if broken."""
+    try:
+        return fileio.read_json(path)
+    except ValueError as exc:
+        raise ModelConfigError(str(exc)) from exc
+
+
+def read_object(path: Path) -> dict[str, Any] | None:
+    """A JSON file that must hold an object (a module's config.json), None if absent."""
+    data = read_json(path)
+    if data is not None and not isinstance(data, dict):
+        raise ModelConfigError(f"{path} is not a JSON object")
+    return data
+
+
+def whole_number(value: Any, path: Path, key: str) -> int:
+    """`value`, `key`'s in `path`, as a size: a whole number, at least 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ModelConfigError(f"{path}: {key} is {value!r}; it must be a whole number, at least 1")
+    return value
+
+
+def module_config(directory: Path, kind: str, folder: Path) -> dict[str, Any]:
+    """The config.json of `directory`'s `kind` module at `folder`, which sentence-transformers
+    needs to load it: read as defaults, a Pooling's mode or a Dense's activation could be
+    other than the author's, and the vectors with them."""
+    config = read_object(folder / "config.json")
+    if config is None:
+        raise ModelConfigError(
+            f"{directory / 'modules.json'} names a {kind} module at {folder}, which has no "
+            "config.json"
+        )
+    return config
+
+
+def read_modules(directory: Path) -> list[dict[str, Any]]:
+    """modules.json's entries in `idx` order, [] without one; a ModelConfigError naming the file
+    when it is not a list of objects with a string `type` (sentence-transformers could not load
+    it either)."""
+    path = directory / "modules.json"
+    modules = read_json(path)
+    if modules is None:
+        return []
+    if not isinstance(modules, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("type"), str) for m in modules
+    ):
+        raise ModelConfigError(
+            f"{path} is not a list of modules like "
+            '[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]'
+        )
+    try:
+        return sorted(modules, key=lambda m: int(m.get("idx", 0)))
+    except (TypeError, ValueError) as exc:
+        raise ModelConfigError(f"{path}: a module's idx is not a number ({exc})") from exc
 
 
 def class_name(type_path: str) -> str:
@@ -73,17 +124,14 @@ def class_name(type_path: str) -> str:
 
 
 def load_module_stack(directory: Path) -> ModuleStack:
-    modules = read_json(directory / "modules.json")
-    if not modules:
+    ordered = read_modules(directory)
+    if not ordered:
         # A bare transformer folder: TEI's defaults (mean pooling, normalized output).
         return ModuleStack(read_pooling(directory / "1_Pooling"), (), True)
-    if not isinstance(modules, list):
-        raise ModelConfigError(f"{directory / 'modules.json'} is not a list of modules")
     pooling: Pooling | None = None
     dense: list[Path] = []
     normalize = False
     static: Path | None = None
-    ordered = sorted(modules, key=lambda m: int(m.get("idx", 0)))
     for index, module in enumerate(ordered):
         kind = class_name(str(module.get("type", "")))
         path = directory / str(module.get("path") or "")
@@ -107,12 +155,13 @@ def load_module_stack(directory: Path) -> ModuleStack:
             # nn.EmbeddingBag's default mode: the mean of the text's token rows.
             pooling, static = Pooling("mean"), path
         elif kind == "Pooling":
-            pooling = read_pooling(path)
+            pooling = read_pooling(path, module_config(directory, kind, path))
         elif kind == "Dense":
             if pooling is None:
                 raise ModelConfigError(
                     f"{directory.name}: a Dense module before Pooling is not supported"
                 )
+            module_config(directory, kind, path)
             dense.append(path)
         elif kind == "Normalize":
             normalize = True
@@ -123,18 +172,23 @@ def load_module_stack(directory: Path) -> ModuleStack:
 
 def static_embedding_dir(directory: Path) -> Path | None:
     """The folder of `directory`'s StaticEmbedding module, None for a transformer model."""
-    modules = read_json(directory / "modules.json")
-    if not isinstance(modules, list) or not modules:
+    modules = read_modules(directory)
+    if not modules:
         return None
-    first = min(modules, key=lambda m: int(m.get("idx", 0)))
+    first = modules[0]
     if class_name(str(first.get("type", ""))) != STATIC:
         return None
     return directory / str(first.get("path") or "")
 
 
-def read_pooling(folder: Path) -> Pooling:
-    """The pooling config in either format: `pooling_mode: "mean"` or `pooling_mode_mean_tokens: true`."""
-    config = read_json(folder / "config.json") or {}
+def read_pooling(folder: Path, config: dict[str, Any] | None = None) -> Pooling:
+    """The pooling config in either format: `pooling_mode: "mean"` or `pooling_mode_mean_tokens: true`.
+
+    `config` is `folder`'s config.json, if read already; a folder without one pools by the mean.
+    """
+    path = folder / "config.json"
+    if config is None:
+        config = read_object(path) or {}
     dimension = config.get("embedding_dimension") or config.get("word_embedding_dimension")
     include_prompt = bool(config.get("include_prompt", True))
     named = config.get("pooling_mode")
@@ -144,6 +198,8 @@ def read_pooling(folder: Path) -> Pooling:
         ]
     if isinstance(named, (list, tuple)) and len(named) == 1:
         named = named[0]
+    if not isinstance(named, (str, list, tuple)):
+        raise ModelConfigError(f"{path}: pooling_mode is {named!r}; it must be a mode's name")
     if not isinstance(named, str):
         raise ModelConfigError(
             f"{folder}: pooling modes {list(named)} are concatenated; embedserve supports one "
@@ -153,4 +209,5 @@ def read_pooling(folder: Path) -> Pooling:
         raise ModelConfigError(
             f"{folder}: pooling mode {named!r} is not supported (supported: {sorted(POOLING_MODES)})"
         )
-    return Pooling(POOLING_MODES[named], include_prompt, int(dimension) if dimension else None)
+    size = whole_number(dimension, path, "embedding_dimension") if dimension else None
+    return Pooling(POOLING_MODES[named], include_prompt, size)

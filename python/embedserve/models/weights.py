@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from embedserve.models.st_modules import ModelConfigError, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +26,10 @@ def weight_files(model_dir: Path) -> list[Path]:
         return [single]
     index = model_dir / SHARD_INDEX
     if index.exists():
-        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map") or {}
+        listing = read_json(index)
+        weight_map = listing.get("weight_map") if isinstance(listing, dict) else None
+        if not isinstance(weight_map, dict):
+            raise ModelConfigError(f"{index} has no weight_map object (tensor name -> shard file)")
         shards = sorted(set(weight_map.values()))
         missing = [s for s in shards if not (model_dir / s).exists()]
         if not shards or missing:
@@ -33,6 +38,30 @@ def weight_files(model_dir: Path) -> list[Path]:
             )
         return [model_dir / s for s in shards]
     raise FileNotFoundError(f"no weights at {single} (nor a sharded {SHARD_INDEX})")
+
+
+def open_safetensors(path: Path) -> Any:
+    """`safe_open(path)` (numpy); a ModelConfigError naming the file when it cannot be read.
+
+    safetensors raises its own SafetensorError (no ValueError or OSError) for a truncated
+    download or a file that is not safetensors at all, which would reach users as a traceback.
+    """
+    # Registers numpy's "bfloat16" dtype so safetensors can hand back bf16 checkpoints.
+    import ml_dtypes  # noqa: F401
+    from safetensors import safe_open
+
+    try:
+        return safe_open(str(path), framework="numpy")
+    except Exception as exc:  # SafetensorError, or an OSError reading it
+        raise ModelConfigError(
+            f"{path} is not a readable safetensors file (truncated or corrupt?): {exc}"
+        ) from exc
+
+
+def load_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """Every tensor in `path` by name (a small module's file: a Dense head, a token table)."""
+    handle = open_safetensors(path)
+    return {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
 
 
 class Weights:
@@ -54,11 +83,7 @@ class Weights:
         # Opened on first use, so that architectures validate config.json before a missing
         # or mismatched checkpoint is reported.
         if self._opened is None:
-            # Registers numpy's "bfloat16" dtype so safetensors can hand back bf16 checkpoints.
-            import ml_dtypes  # noqa: F401
-            from safetensors import safe_open
-
-            handles = [safe_open(str(f), framework="numpy") for f in weight_files(self.source)]
+            handles = [open_safetensors(f) for f in weight_files(self.source)]
             where: dict[str, int] = {}
             for n, handle in enumerate(handles):
                 for key in handle.keys():  # noqa: SIM118 (safe_open is not iterable)

@@ -6,7 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from embedserve.models.hf_config import HFConfig
+from embedserve.models.layers.attention import Heads
 from embedserve.models.layers.builder import GraphBuilder
+from embedserve.models.st_modules import ModelConfigError
 from embedserve.models.weights import Weights
 
 # The one name every architecture gives its final hidden state [batch, sequence, hidden].
@@ -51,3 +53,26 @@ class Family:
             class_name == stem + "Model" or class_name.startswith(stem + "For")
             for stem in self.classes
         )
+
+
+def attention_heads(
+    c: HFConfig,
+    hidden: int,
+    num_heads: int,
+    num_kv_heads: int | None = None,
+    head_dim: int | None = None,
+) -> Heads:
+    """The attention heads config.json sets; an error naming it where its sizes do not split
+    (transformers refuses such a config; a graph compiled from it fails when it is loaded)."""
+    if head_dim is None:
+        if hidden % num_heads:
+            raise ModelConfigError(
+                f"{c.path}: hidden_size {hidden} is not a multiple of {num_heads} attention heads"
+            )
+        head_dim = hidden // num_heads
+    kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+    if num_heads % kv_heads:
+        raise ModelConfigError(
+            f"{c.path}: {num_heads} attention heads do not share {kv_heads} key/value heads evenly"
+        )
+    return Heads(num_heads, kv_heads, head_dim)

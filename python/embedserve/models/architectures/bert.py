@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family
+from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family, attention_heads
 from embedserve.models.hf_config import HFConfig
-from embedserve.models.layers.attention import Heads
 from embedserve.models.layers.blocks import BERT_NAMES, EncoderDims, post_norm_encoder
 from embedserve.models.layers.builder import GraphBuilder
 from embedserve.models.layers.embeddings import Positions, bert_embeddings, positions_from_zero
@@ -48,14 +47,12 @@ def encoder_dims(
 ) -> EncoderDims:
     """A BERT-like config's sizes, under BERT's field names unless a family names them its way
     (DistilBERT's `dim`, `n_layers`...; each tuple is tried in order)."""
-    width = c.int(*hidden)
-    num_heads = c.int(*heads)
-    if width % num_heads:
-        raise ValueError(f"{c.path}: hidden_size {width} is not a multiple of {num_heads} heads")
+    width = c.count(*hidden)
+    num_heads = c.count(*heads)
     return EncoderDims(
         hidden=width,
         layers=c.int(*layers),
-        heads=Heads(num_heads, num_heads, width // num_heads),
+        heads=attention_heads(c, width, num_heads),
         inner=c.int(*inner),
         act=check_activation(c.get(act, default="gelu"), c.path),
         eps=eps,

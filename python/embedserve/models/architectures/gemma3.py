@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family
+from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family, attention_heads
 from embedserve.models.hf_config import HFConfig
-from embedserve.models.layers.attention import Heads, attention, structured_mask
+from embedserve.models.layers.attention import attention, structured_mask
 from embedserve.models.layers.builder import GraphBuilder
 from embedserve.models.layers.embeddings import tokens
 from embedserve.models.layers.linear import check_activation, linear
@@ -50,9 +50,10 @@ def _rope(c: HFConfig, kind: str) -> dict[str, Any]:
 def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
     hidden = c.int("hidden_size")
     layers = c.int("num_hidden_layers")
-    num_heads = c.int("num_attention_heads")
+    num_heads = c.count("num_attention_heads")
     head_dim = c.int("head_dim", default=256)
-    heads = Heads(num_heads, c.int("num_key_value_heads", default=num_heads), head_dim)
+    kv_heads = c.count("num_key_value_heads", default=num_heads)
+    heads = attention_heads(c, c.count("hidden_size"), num_heads, kv_heads, head_dim)
     inner = c.int("intermediate_size")
     eps = c.float("rms_norm_eps", default=1e-6)
     act = check_activation(

@@ -7,9 +7,9 @@ mask gives the same states."""
 
 from __future__ import annotations
 
-from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family
+from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family, attention_heads
 from embedserve.models.hf_config import HFConfig, UnsupportedArchitectureError
-from embedserve.models.layers.attention import Heads, attention, padding_mask
+from embedserve.models.layers.attention import attention, padding_mask
 from embedserve.models.layers.builder import GraphBuilder
 from embedserve.models.layers.embeddings import positions_from_zero, token_types, tokens
 from embedserve.models.layers.linear import check_activation, linear, packed_qkv
@@ -29,8 +29,8 @@ def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
         )
     hidden = c.int("hidden_size")
     layers = c.int("num_hidden_layers")
-    num_heads = c.int("num_attention_heads")
-    heads = Heads(num_heads, num_heads, hidden // num_heads)
+    num_heads = c.count("num_attention_heads")
+    heads = attention_heads(c, hidden, num_heads)
     inner = c.int("intermediate_size")
     eps = c.float("layer_norm_eps", default=1e-12)
     act = check_activation(c.get("hidden_act", default="gelu"), c.path)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 
-from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family
+from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family, attention_heads
 from embedserve.models.hf_config import HFConfig, UnsupportedArchitectureError
 from embedserve.models.layers.attention import Heads, alibi, attention, padding_mask
 from embedserve.models.layers.blocks import BERT_NAMES, post_norm_layer
@@ -91,8 +91,8 @@ def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
     qk_post_norm = QK_POST_NORM in json.dumps(c.raw.get("auto_map") or {}) or w.has(QK_NORM_ANCHOR)
     hidden = c.int("hidden_size")
     layers = c.int("num_hidden_layers")
-    num_heads = c.int("num_attention_heads")
-    heads = Heads(num_heads, num_heads, hidden // num_heads)
+    num_heads = c.count("num_attention_heads")
+    heads = attention_heads(c, hidden, num_heads)
     inner = c.int("intermediate_size")
     eps = c.float("layer_norm_eps", default=1e-12)
     positions = c.choice("position_embedding_type", ("alibi", "absolute"), default="absolute")

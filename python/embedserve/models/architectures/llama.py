@@ -4,9 +4,8 @@ adds a causal sliding window to every layer when config.json sets one."""
 
 from __future__ import annotations
 
-from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family
+from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family, attention_heads
 from embedserve.models.hf_config import HFConfig
-from embedserve.models.layers.attention import Heads
 from embedserve.models.layers.blocks import DecoderDims, pre_norm_decoder
 from embedserve.models.layers.builder import GraphBuilder
 from embedserve.models.layers.linear import check_activation
@@ -18,11 +17,14 @@ def decoder_dims(c: HFConfig) -> DecoderDims:
     """Sizes under the field names Llama, Mistral and Qwen configs share (Mistral's config
     writes head_dim null where it is hidden_size / heads)."""
     hidden = c.int("hidden_size")
-    num_heads = c.int("num_attention_heads")
-    head_dim = c.get("head_dim") or hidden // num_heads
+    num_heads = c.count("num_attention_heads")
+    # None: hidden_size / heads.
+    head_dim = c.count("head_dim") if c.get("head_dim") is not None else None
     return DecoderDims(
         hidden=hidden,
-        heads=Heads(num_heads, c.int("num_key_value_heads", default=num_heads), int(head_dim)),
+        heads=attention_heads(
+            c, hidden, num_heads, c.count("num_key_value_heads", default=num_heads), head_dim
+        ),
         inner=c.int("intermediate_size"),
         act=check_activation(c.get("hidden_act", default="silu"), c.path),
         eps=c.float("rms_norm_eps", default=1e-6),

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family
+from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family, attention_heads
 from embedserve.models.hf_config import HFConfig
-from embedserve.models.layers.attention import Heads, attention, padding_mask, structured_mask
+from embedserve.models.layers.attention import attention, padding_mask, structured_mask
 from embedserve.models.layers.builder import GraphBuilder
 from embedserve.models.layers.embeddings import tokens
 from embedserve.models.layers.linear import check_activation, linear, packed_qkv
@@ -39,8 +39,8 @@ def _rope(c: HFConfig, layer_type: str) -> dict[str, Any]:
 def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
     hidden = c.int("hidden_size")
     layers = c.int("num_hidden_layers")
-    num_heads = c.int("num_attention_heads")
-    heads = Heads(num_heads, num_heads, hidden // num_heads)
+    num_heads = c.count("num_attention_heads")
+    heads = attention_heads(c, hidden, num_heads)
     inner = c.int("intermediate_size")
     eps = c.float("norm_eps", default=1e-5)
     norm_bias = bool(c.get("norm_bias", default=False))

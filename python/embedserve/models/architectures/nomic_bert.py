@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family
+from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family, attention_heads
 from embedserve.models.hf_config import HFConfig, UnsupportedArchitectureError
-from embedserve.models.layers.attention import Heads, attention, padding_mask
+from embedserve.models.layers.attention import attention, padding_mask
 from embedserve.models.layers.builder import GraphBuilder
 from embedserve.models.layers.embeddings import positions_from_zero, token_types, tokens
 from embedserve.models.layers.linear import activation, linear, packed_qkv
@@ -120,8 +120,8 @@ def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
     _refuse(c)
     hidden = c.int("n_embd", "hidden_size")
     layers = c.int("n_layer", "num_hidden_layers")
-    num_heads = c.int("n_head", "num_attention_heads")
-    heads = Heads(num_heads, num_heads, hidden // num_heads)
+    num_heads = c.count("n_head", "num_attention_heads")
+    heads = attention_heads(c, hidden, num_heads)
     eps = c.float("layer_norm_epsilon", default=1e-5)
     act = c.choice("activation_function", (*GATED, *PLAIN), default="gelu")
     gate = act in GATED

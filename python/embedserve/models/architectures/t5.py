@@ -61,8 +61,8 @@ def position_bias(g: GraphBuilder, w: Weights, c: HFConfig, num_heads: int) -> s
 def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
     hidden = c.int("d_model")
     layers = c.int("num_layers")
-    num_heads = c.int("num_heads")
-    heads = Heads(num_heads, num_heads, c.int("d_kv"))
+    num_heads = c.count("num_heads")
+    heads = Heads(num_heads, num_heads, c.count("d_kv"))
     inner = c.int("d_ff")
     eps = c.float("layer_norm_epsilon", default=1e-6)
     act, is_gated = feed_forward_kind(c)
