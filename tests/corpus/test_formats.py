@@ -257,3 +257,29 @@ def test_command_line_errors_are_one_line_and_exit_1(tmp_path, capsys):
         main(["embed-file", "x.jsonl", "--out", "o", "--cache-dir", str(tmp_path / "notes.md")])
     assert exit_info.value.code == 2
     assert "argument --cache-dir:" in capsys.readouterr().err
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("a.jsonl", BOM + b'{"id": "r0", "text": "first"}\r\n{"id": "r1", "text": "second"}\r\n'),
+        ("b.csv", BOM + b"id,text\r\nr0,first\r\nr1,second\r\n"),
+        ("c.csv", BOM + b"text,id\r\nfirst,r0\r\nsecond,r1\r\n"),  # the BOM before the text column
+        ("d.txt", BOM + b"first\r\nsecond"),
+    ],
+    ids=["jsonl", "csv", "csv-text-first", "text"],
+)
+def test_a_byte_order_mark_is_not_part_of_the_first_row(tmp_path, name, data):
+    """Files saved by Windows tools often start with a UTF-8 BOM: it was taken for part of the
+    first line (JSONL: row 0 skipped as not JSON; text: U+FEFF embedded) or of the first CSV
+    header (its column not found: ids silently null, or no text column)."""
+    (tmp_path / name).write_bytes(data)
+    [file] = find_inputs(tmp_path / name)
+    rows = list(read_rows(file, Columns()))
+    ident = [None, None] if name.endswith(".txt") else ["r0", "r1"]
+    assert rows == [(ident[0], "first", None), (ident[1], "second", None)]
+    assert count_rows(file) == 2
+    assert list(read_rows(file, Columns(), skip=1)) == [None, rows[1]]

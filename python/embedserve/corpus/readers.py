@@ -83,7 +83,7 @@ def count_rows(file: InputFile) -> int:
 
         return pq.ParquetFile(file.path).metadata.num_rows
     if file.format == "csv":
-        with open(file.path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+        with open(file.path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
             return max(sum(1 for _ in csv.reader(f)) - 1, 0)
     lines, last = 0, b"\n"
     with open(file.path, "rb") as f:
@@ -99,9 +99,16 @@ def read_rows(file: InputFile, columns: Columns, skip: int = 0) -> Iterator[Row 
     return readers[file.format](file.path, columns, skip)
 
 
+# Windows tools (Notepad, Excel's "CSV UTF-8") start a file with it: not part of the first row.
+BOM = b"\xef\xbb\xbf"
+
+
 def _lines(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as f:
+        first = True
         for line in f:
+            if first:
+                line, first = line.removeprefix(BOM), False
             yield line.rstrip(b"\n").rstrip(b"\r")
 
 
@@ -164,8 +171,9 @@ def _jsonl(path: Path, columns: Columns, skip: int) -> Iterator[Row | None]:
 
 
 def _csv(path: Path, columns: Columns, skip: int) -> Iterator[Row | None]:
-    # surrogateescape keeps undecodable bytes as lone surrogates: _check_text reports the row.
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+    # surrogateescape keeps undecodable bytes as lone surrogates: _check_text reports the row;
+    # utf-8-sig drops a leading BOM, which would otherwise rename the first column.
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:
