@@ -283,3 +283,30 @@ def test_a_byte_order_mark_is_not_part_of_the_first_row(tmp_path, name, data):
     assert rows == [(ident[0], "first", None), (ident[1], "second", None)]
     assert count_rows(file) == 2
     assert list(read_rows(file, Columns(), skip=1)) == [None, rows[1]]
+
+
+def test_a_folder_skips_hidden_files_and_the_output_inside_it(engine, tmp_path):
+    """A folder walk took hidden files too: a notebook's checkpoint copies (.ipynb_checkpoints),
+    macOS's AppleDouble `._x.parquet` (not Parquet: the job failed). And an --out inside the
+    input folder was read back as input: the same command, run again, was refused."""
+    corpus = tmp_path / "corpus"
+    (corpus / ".ipynb_checkpoints").mkdir(parents=True)
+    (corpus / "_tmp").mkdir()
+    write_jsonl(corpus / "a.jsonl", [{"id": "a", "text": "alpha"}])
+    write_jsonl(corpus / ".ipynb_checkpoints" / "a-checkpoint.jsonl", [{"id": "c", "text": "x"}])
+    write_jsonl(corpus / "_tmp" / "part-0.jsonl", [{"id": "t", "text": "x"}])
+    (corpus / "._b.parquet").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (corpus / ".notes.txt").write_text("hidden\n")
+    write_csv(corpus / "b.csv", [{"id": "b", "text": "beta"}])
+    assert [f.path.name for f in find_inputs(corpus)] == ["a.jsonl", "b.csv"]
+
+    options = EmbedFileOptions(quiet=True)
+    out = corpus / "emb"
+    embed_file(corpus, out, options, engine=engine, log=None)
+    assert read_output(out)[:2] == ([0, 1], ["a", "b"])
+    again = embed_file(corpus, out, options, engine=engine, log=None)  # complete: nothing to do
+    assert again["rows"] == 2 and again["this_run_rows"] == 0
+    # A glob that matches the output's parts leaves them out too (a glob is taken as written:
+    # `_tmp` is not a hidden name to it).
+    found = find_inputs(f"{corpus}/**/*", exclude=out)
+    assert [f.path.name for f in found] == ["part-0.jsonl", "a.jsonl", "b.csv"]

@@ -333,7 +333,7 @@ def embed_file(
     its tokenizer, ...). Returns the totals.
     """
     options = options or EmbedFileOptions()
-    files = find_inputs(source)
+    files = find_inputs(source, exclude=out)
     disk = None
     if embedder is None:
         engine = engine or load_engine(options)

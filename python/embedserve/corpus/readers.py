@@ -28,6 +28,9 @@ FORMATS = {
     ".text": "text",
 }
 
+# A folder's files and subfolders starting with these are not input (see `_walk`).
+HIDDEN = (".", "_")
+
 # (id, text, reason): text is None exactly when reason says why the row is skipped.
 Row = tuple[str | None, str | None, str | None]
 
@@ -55,8 +58,12 @@ def format_of(path: Path) -> str | None:
     return FORMATS.get(path.suffix.lower())
 
 
-def find_inputs(spec: str | os.PathLike[str]) -> list[InputFile]:
-    """The files `spec` names: one file, a directory (searched recursively) or a glob, in name order."""
+def find_inputs(
+    spec: str | os.PathLike[str], exclude: str | os.PathLike[str] | None = None
+) -> list[InputFile]:
+    """The files `spec` names: one file, a directory (searched recursively, its hidden files
+    left out) or a glob, in name order; none under `exclude` (the output folder, which may lie
+    inside the input's: its parts are not input)."""
     text = str(spec)
     path = Path(text).expanduser()
     if path.is_file():
@@ -65,15 +72,31 @@ def find_inputs(spec: str | os.PathLike[str]) -> list[InputFile]:
             raise CorpusError(f"{path}: unknown format; use one of {', '.join(sorted(FORMATS))}")
         return [InputFile(path, fmt)]
     if path.is_dir():
-        candidates = sorted(p for p in path.rglob("*") if p.is_file())
+        candidates = sorted(_walk(path))
     elif glob.has_magic(text):
         candidates = sorted(Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True))
     else:
         raise CorpusError(f"{text}: no such file or directory")
-    files = [InputFile(p, fmt) for p in candidates if p.is_file() and (fmt := format_of(p))]
+    skipped = None if exclude is None else Path(exclude).expanduser().resolve()
+    files = [
+        InputFile(p, fmt)
+        for p in candidates
+        if p.is_file()
+        and (fmt := format_of(p))
+        and (skipped is None or not p.resolve().is_relative_to(skipped))
+    ]
     if not files:
         raise CorpusError(f"{text}: no {', '.join(sorted(FORMATS))} files found")
     return files
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    """Every file under `folder` but hidden ones: names starting with '.' or '_', files or
+    folders, as pyarrow's datasets skip them (notebook checkpoints, macOS's `._x` AppleDouble
+    files, a job's `_temporary` folder) and as `read_table(OUT)` skips our manifest."""
+    for root, folders, names in os.walk(folder):
+        folders[:] = [name for name in folders if not name.startswith(HIDDEN)]
+        yield from (Path(root, name) for name in names if not name.startswith(HIDDEN))
 
 
 def count_rows(file: InputFile) -> int:
