@@ -135,6 +135,16 @@ class Manifest:
         path = directory / MANIFEST
         if path.exists():
             data = json.loads(path.read_text())
+            if not data.get("parts") and data.get("options") != options:
+                # A run stopped before its first part (a bad row under --on-error fail, an
+                # unreadable file) wrote nothing its options could be mixed with: a rerun with
+                # the input fixed, or other options, starts over.
+                data = {
+                    "version": MANIFEST_VERSION,
+                    "options": options,
+                    "parts": [],
+                    "complete": False,
+                }
             if data.get("options") != options:
                 raise OutputError(
                     f"{directory} holds a run with other options ({_diff(data.get('options'), options)});"
