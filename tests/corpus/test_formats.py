@@ -310,3 +310,19 @@ def test_a_folder_skips_hidden_files_and_the_output_inside_it(engine, tmp_path):
     # `_tmp` is not a hidden name to it).
     found = find_inputs(f"{corpus}/**/*", exclude=out)
     assert [f.path.name for f in found] == ["part-0.jsonl", "a.jsonl", "b.csv"]
+
+
+def test_an_unreadable_parquet_file_is_named_and_the_id_may_be_the_text(tmp_path):
+    """pyarrow's own error ("Parquet magic bytes not found in footer") did not say which of a
+    folder's files it was; and --id-column naming the text column failed on an index error."""
+    write_parquet(tmp_path / "a.parquet", [{"text": "one"}, {"text": "two"}])
+    (tmp_path / "b.parquet").write_bytes(b"PAR1 cut short by a failed copy")
+    files = find_inputs(tmp_path)
+    assert list(read_rows(files[0], Columns("text", "text"))) == [
+        ("one", "one", None),
+        ("two", "two", None),
+    ]
+    with pytest.raises(CorpusError, match=r"b\.parquet: not a readable Parquet file \(.*magic"):
+        count_rows(files[1])
+    with pytest.raises(CorpusError, match=r"b\.parquet: not a readable Parquet file"):
+        list(read_rows(files[1], Columns()))

@@ -9,6 +9,7 @@ read with pyarrow in batches. Every reader yields exactly one item per input row
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import json
@@ -104,7 +105,8 @@ def count_rows(file: InputFile) -> int:
     if file.format == "parquet":
         import pyarrow.parquet as pq
 
-        return pq.ParquetFile(file.path).metadata.num_rows
+        with _parquet_errors(file.path):
+            return pq.ParquetFile(file.path).metadata.num_rows
     if file.format == "csv":
         with open(file.path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
             return max(sum(1 for _ in csv.reader(f)) - 1, 0)
@@ -217,14 +219,30 @@ def _csv(path: Path, columns: Columns, skip: int) -> Iterator[Row | None]:
             yield ident, text, reason
 
 
+@contextlib.contextmanager
+def _parquet_errors(path: Path) -> Iterator[None]:
+    """pyarrow's errors ("Parquet magic bytes not found in footer") as one that names the file."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except pa.ArrowException as exc:
+        raise CorpusError(f"{path}: not a readable Parquet file ({exc})") from exc
+
+
 def _parquet(path: Path, columns: Columns, skip: int) -> Iterator[Row | None]:
+    with _parquet_errors(path):
+        yield from _parquet_rows(path, columns, skip)
+
+
+def _parquet_rows(path: Path, columns: Columns, skip: int) -> Iterator[Row | None]:
     import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(path)
     names = parquet.schema_arrow.names
     if columns.text not in names:
         raise CorpusError(f"{path}: no column {columns.text!r} (columns: {', '.join(names)})")
-    wanted = [columns.text] + ([columns.id] if columns.id in names else [])
+    id_column = columns.id if columns.id in names else None
     seen = 0
     # Leading row groups wholly before `skip` are passed over from the footer, unread.
     groups = []
@@ -235,9 +253,11 @@ def _parquet(path: Path, columns: Columns, skip: int) -> Iterator[Row | None]:
             yield from (None for _ in range(rows))
         else:
             groups.append(index)
+    # By name, and once: the id column may be the text column itself.
+    wanted = list(dict.fromkeys([columns.text, id_column] if id_column else [columns.text]))
     for batch in parquet.iter_batches(batch_size=4096, row_groups=groups, columns=wanted):
-        texts = batch.column(0).to_pylist()
-        ids = batch.column(1).to_pylist() if len(wanted) > 1 else [None] * len(texts)
+        texts = batch.column(columns.text).to_pylist()
+        ids = batch.column(id_column).to_pylist() if id_column else [None] * len(texts)
         for value, ident in zip(texts, ids):
             if seen < skip:
                 seen += 1
