@@ -326,3 +326,20 @@ def test_an_unreadable_parquet_file_is_named_and_the_id_may_be_the_text(tmp_path
         count_rows(files[1])
     with pytest.raises(CorpusError, match=r"b\.parquet: not a readable Parquet file"):
         list(read_rows(files[1], Columns()))
+
+
+def test_a_csv_quote_never_closed_is_an_error_not_one_row_to_the_end(tmp_path):
+    """A field opening a quote it never closes (`"12 inch screen`) made the csv module read the
+    rest of the file, every later row, into that one field: rows vanished without a word."""
+    path = tmp_path / "x.csv"
+    path.write_bytes(b'id,text\n1,fine\n2,"12 inch screen\n3,next row\n4,"a ""quoted"" one"\n')
+    [file] = find_inputs(path)
+    with pytest.raises(CorpusError, match=r"x\.csv: line 3: a quoted field runs over 3 lines"):
+        count_rows(file)
+    path.write_bytes(b'id,text\n1,fine\n2,"12 inch screen\n3,next row\n')  # no quote after it
+    with pytest.raises(CorpusError, match=r"line 3: .* over 2 lines .*\(unexpected end of data\)"):
+        count_rows(file)
+    # Closed quotes, even across lines, and sloppy ones the csv module reads, are fine.
+    path.write_bytes(b'id,text\n1,"two\nlines"\n2,"x"y\n3,last')
+    assert count_rows(file) == 3
+    assert [t for _, t, _ in read_rows(file, Columns())] == ["two\nlines", "xy", "last"]

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 FORMATS = {
     ".jsonl": "jsonl",
@@ -108,14 +109,56 @@ def count_rows(file: InputFile) -> int:
         with _parquet_errors(file.path):
             return pq.ParquetFile(file.path).metadata.num_rows
     if file.format == "csv":
-        with open(file.path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
-            return max(sum(1 for _ in csv.reader(f)) - 1, 0)
+        return _count_csv(file.path)
     lines, last = 0, b"\n"
     with open(file.path, "rb") as f:
         while block := f.read(1 << 20):
             lines += block.count(b"\n")
             last = block[-1:]
     return lines + (last != b"\n")
+
+
+def _count_csv(path: Path) -> int:
+    """The CSV's rows past its header. A quote the file never closes (`"12 inch screen`) makes
+    the csv module read on, later rows and all, into one field: every record over several lines
+    must be well-formed CSV, or the file is refused here, before any row is embedded. (A record
+    on one line reads as it does, however sloppy its quotes: it takes nothing from the next.)"""
+    records, lines = 0, []
+    with _open_csv(path) as f:
+
+        def kept() -> Iterator[str]:
+            for line in f:
+                lines.append(line)
+                yield line
+
+        reader = csv.reader(kept())
+        while True:
+            lines.clear()
+            start = reader.line_num
+            if next(reader, None) is None:
+                break
+            records += 1
+            if len(lines) > 1:
+                _check_record(path, start + 1, lines)
+    return max(records - 1, 0)
+
+
+def _check_record(path: Path, line: int, lines: list[str]) -> None:
+    try:
+        for _ in csv.reader(lines, strict=True):
+            pass
+    except csv.Error as exc:
+        raise CorpusError(
+            f"{path}: line {line}: a quoted field runs over {len(lines)} lines and is not "
+            f"well-formed CSV ({exc}): a quote never closed takes the rows after it; close it, "
+            'or double it ("") to keep it as text'
+        ) from None
+
+
+def _open_csv(path: Path) -> IO[str]:
+    # surrogateescape keeps undecodable bytes as lone surrogates: _check_text reports the row;
+    # utf-8-sig drops a leading BOM, which would otherwise rename the first column.
+    return open(path, newline="", encoding="utf-8-sig", errors="surrogateescape")
 
 
 def read_rows(file: InputFile, columns: Columns, skip: int = 0) -> Iterator[Row | None]:
@@ -196,9 +239,7 @@ def _jsonl(path: Path, columns: Columns, skip: int) -> Iterator[Row | None]:
 
 
 def _csv(path: Path, columns: Columns, skip: int) -> Iterator[Row | None]:
-    # surrogateescape keeps undecodable bytes as lone surrogates: _check_text reports the row;
-    # utf-8-sig drops a leading BOM, which would otherwise rename the first column.
-    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
+    with _open_csv(path) as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:
