@@ -343,3 +343,23 @@ def test_a_csv_quote_never_closed_is_an_error_not_one_row_to_the_end(tmp_path):
     path.write_bytes(b'id,text\n1,"two\nlines"\n2,"x"y\n3,last')
     assert count_rows(file) == 3
     assert [t for _, t, _ in read_rows(file, Columns())] == ["two\nlines", "xy", "last"]
+
+
+def test_an_unusable_out_is_refused_before_the_model_loads(tmp_path):
+    """--out a file, a folder of something else, a run with other options or an unreadable
+    manifest was refused only after the model had loaded (minutes for a large one): here the
+    model does not exist, and the refusal is still the output's."""
+    write_jsonl(tmp_path / "in.jsonl", [{"text": "one"}])
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "_manifest.json").write_text('{"options": ')
+    absent = EmbedFileOptions(model=str(tmp_path / "no-such-model"), quiet=True)
+    for out, why in [
+        ("in.jsonl", r"in\.jsonl is a file: --out names a folder"),
+        ("other", "not empty"),
+        ("broken", r"_manifest\.json is not a manifest this embedserve can read"),
+    ]:
+        with pytest.raises(OutputError, match=why):
+            embed_file(tmp_path / "in.jsonl", tmp_path / out, absent, log=None)
+    assert (tmp_path / "in.jsonl").read_text() == '{"text": "one"}\n'

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from embedserve.cli import main
 from embedserve.corpus import EmbedFileOptions, embed_file
+from embedserve.corpus.output import OutputError
 from embedserve.corpus.pipeline import MODEL_SETTINGS
 from embedserve.corpus.remote import (
     ServerError,
@@ -308,6 +309,23 @@ def test_a_refusal_naming_input_k_names_its_input_row(engine, tmp_path):
     assert message.startswith("input rows 4 to 8 (4 texts): "), message
     assert "input[2] has 1400 characters" in message
     assert message.endswith("(input[2]: input row 7)"), message
+
+
+def test_an_unusable_out_is_refused_before_any_request(tmp_path):
+    """A wrong --out was found only after the probe request: against a server that is down,
+    after five tries and 15 s of back-off, with the server's error instead of the output's."""
+    write_jsonl(tmp_path / "in.jsonl", [{"text": "one line"}])
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    closed = ServerOptions(f"http://127.0.0.1:{free_port()}", tries=1)
+    with pytest.raises(OutputError, match="not empty"):
+        embed_file_on_server(
+            tmp_path / "in.jsonl",
+            tmp_path / "other",
+            EmbedFileOptions(model=MODEL, quiet=True),
+            server=closed,
+            log=None,
+        )
 
 
 def test_errors_name_the_server_and_its_answer(server, tmp_path):

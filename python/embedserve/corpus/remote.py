@@ -42,6 +42,7 @@ from embedserve.corpus.pipeline import (
     MODEL_SETTINGS,
     EmbedFileOptions,
     FileSlice,
+    check_output,
     chunks_of,
     embed_file,
 )
@@ -463,6 +464,8 @@ def embed_file_on_server(
     options = options or EmbedFileOptions()
     if options.cache_dir is not None:
         raise ValueError("the disk cache (--cache-dir) works with the in-process model only")
+    fingerprint = dict.fromkeys(MODEL_SETTINGS, SERVER_SIDE)
+    check_output(source, out, options, fingerprint)  # before any request
     client = EmbeddingsClient(server, options.model, options.dimensions)
     try:
         # One short request first: a wrong URL, key or model fails before any input is read,
@@ -482,7 +485,7 @@ def embed_file_on_server(
             options,
             embedder=embedder,
             dimension=dimension,
-            fingerprint=dict.fromkeys(MODEL_SETTINGS, SERVER_SIDE),
+            fingerprint=fingerprint,
             log=log,
         )
     finally:
