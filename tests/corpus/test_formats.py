@@ -363,3 +363,25 @@ def test_an_unusable_out_is_refused_before_the_model_loads(tmp_path):
         with pytest.raises(OutputError, match=why):
             embed_file(tmp_path / "in.jsonl", tmp_path / out, absent, log=None)
     assert (tmp_path / "in.jsonl").read_text() == '{"text": "one"}\n'
+
+
+def test_ids_that_are_not_strings_keep_their_source_spelling(tmp_path):
+    """Ids were Python's str() of the parsed value: JSON `true` became "True", an object
+    "{'a': 1}", and a Parquet binary id "b'k1'"."""
+    (tmp_path / "a.jsonl").write_text(
+        '{"id": 7, "text": "a"}\n{"id": true, "text": "b"}\n{"id": {"a": 1}, "text": "c"}\n'
+        '{"id": [1, "x"], "text": "d"}\n{"id": 2.5, "text": "e"}\n{"id": "s", "text": "f"}\n'
+    )
+    [file] = find_inputs(tmp_path / "a.jsonl")
+    assert [ident for ident, _, _ in read_rows(file, Columns())] == [
+        "7",
+        "true",
+        '{"a": 1}',
+        '[1, "x"]',
+        "2.5",
+        "s",
+    ]
+    table = pa.table({"id": pa.array([b"k1", b"\xff"], pa.binary()), "text": ["a", "b"]})
+    pq.write_table(table, tmp_path / "b.parquet")
+    [file] = find_inputs(tmp_path / "b.parquet")
+    assert [ident for ident, _, _ in read_rows(file, Columns())] == ["k1", "\ufffd"]

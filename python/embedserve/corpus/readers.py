@@ -203,7 +203,15 @@ def _check_text(value: object, column: str) -> tuple[str | None, str | None]:
 
 
 def _id(value: object) -> str | None:
-    return None if value is None else str(value)
+    """The output's string id: a number as written, JSON's true/false, objects and lists as
+    JSON, bytes as UTF-8 (not Python's spellings "True", "{'a': 1}", "b'k1'")."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, (bool, dict, list)):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
 
 
 def _text(path: Path, columns: Columns, skip: int) -> Iterator[Row | None]:
