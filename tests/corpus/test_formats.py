@@ -257,3 +257,131 @@ def test_command_line_errors_are_one_line_and_exit_1(tmp_path, capsys):
         main(["embed-file", "x.jsonl", "--out", "o", "--cache-dir", str(tmp_path / "notes.md")])
     assert exit_info.value.code == 2
     assert "argument --cache-dir:" in capsys.readouterr().err
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("a.jsonl", BOM + b'{"id": "r0", "text": "first"}\r\n{"id": "r1", "text": "second"}\r\n'),
+        ("b.csv", BOM + b"id,text\r\nr0,first\r\nr1,second\r\n"),
+        ("c.csv", BOM + b"text,id\r\nfirst,r0\r\nsecond,r1\r\n"),  # the BOM before the text column
+        ("d.txt", BOM + b"first\r\nsecond"),
+    ],
+    ids=["jsonl", "csv", "csv-text-first", "text"],
+)
+def test_a_byte_order_mark_is_not_part_of_the_first_row(tmp_path, name, data):
+    """Files saved by Windows tools often start with a UTF-8 BOM: it was taken for part of the
+    first line (JSONL: row 0 skipped as not JSON; text: U+FEFF embedded) or of the first CSV
+    header (its column not found: ids silently null, or no text column)."""
+    (tmp_path / name).write_bytes(data)
+    [file] = find_inputs(tmp_path / name)
+    rows = list(read_rows(file, Columns()))
+    ident = [None, None] if name.endswith(".txt") else ["r0", "r1"]
+    assert rows == [(ident[0], "first", None), (ident[1], "second", None)]
+    assert count_rows(file) == 2
+    assert list(read_rows(file, Columns(), skip=1)) == [None, rows[1]]
+
+
+def test_a_folder_skips_hidden_files_and_the_output_inside_it(engine, tmp_path):
+    """A folder walk took hidden files too: a notebook's checkpoint copies (.ipynb_checkpoints),
+    macOS's AppleDouble `._x.parquet` (not Parquet: the job failed). And an --out inside the
+    input folder was read back as input: the same command, run again, was refused."""
+    corpus = tmp_path / "corpus"
+    (corpus / ".ipynb_checkpoints").mkdir(parents=True)
+    (corpus / "_tmp").mkdir()
+    write_jsonl(corpus / "a.jsonl", [{"id": "a", "text": "alpha"}])
+    write_jsonl(corpus / ".ipynb_checkpoints" / "a-checkpoint.jsonl", [{"id": "c", "text": "x"}])
+    write_jsonl(corpus / "_tmp" / "part-0.jsonl", [{"id": "t", "text": "x"}])
+    (corpus / "._b.parquet").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (corpus / ".notes.txt").write_text("hidden\n")
+    write_csv(corpus / "b.csv", [{"id": "b", "text": "beta"}])
+    assert [f.path.name for f in find_inputs(corpus)] == ["a.jsonl", "b.csv"]
+
+    options = EmbedFileOptions(quiet=True)
+    out = corpus / "emb"
+    embed_file(corpus, out, options, engine=engine, log=None)
+    assert read_output(out)[:2] == ([0, 1], ["a", "b"])
+    again = embed_file(corpus, out, options, engine=engine, log=None)  # complete: nothing to do
+    assert again["rows"] == 2 and again["this_run_rows"] == 0
+    # A glob that matches the output's parts leaves them out too (a glob is taken as written:
+    # `_tmp` is not a hidden name to it).
+    found = find_inputs(f"{corpus}/**/*", exclude=out)
+    assert [f.path.name for f in found] == ["part-0.jsonl", "a.jsonl", "b.csv"]
+
+
+def test_an_unreadable_parquet_file_is_named_and_the_id_may_be_the_text(tmp_path):
+    """pyarrow's own error ("Parquet magic bytes not found in footer") did not say which of a
+    folder's files it was; and --id-column naming the text column failed on an index error."""
+    write_parquet(tmp_path / "a.parquet", [{"text": "one"}, {"text": "two"}])
+    (tmp_path / "b.parquet").write_bytes(b"PAR1 cut short by a failed copy")
+    files = find_inputs(tmp_path)
+    assert list(read_rows(files[0], Columns("text", "text"))) == [
+        ("one", "one", None),
+        ("two", "two", None),
+    ]
+    with pytest.raises(CorpusError, match=r"b\.parquet: not a readable Parquet file \(.*magic"):
+        count_rows(files[1])
+    with pytest.raises(CorpusError, match=r"b\.parquet: not a readable Parquet file"):
+        list(read_rows(files[1], Columns()))
+
+
+def test_a_csv_quote_never_closed_is_an_error_not_one_row_to_the_end(tmp_path):
+    """A field opening a quote it never closes (`"12 inch screen`) made the csv module read the
+    rest of the file, every later row, into that one field: rows vanished without a word."""
+    path = tmp_path / "x.csv"
+    path.write_bytes(b'id,text\n1,fine\n2,"12 inch screen\n3,next row\n4,"a ""quoted"" one"\n')
+    [file] = find_inputs(path)
+    with pytest.raises(CorpusError, match=r"x\.csv: line 3: a quoted field runs over 3 lines"):
+        count_rows(file)
+    path.write_bytes(b'id,text\n1,fine\n2,"12 inch screen\n3,next row\n')  # no quote after it
+    with pytest.raises(CorpusError, match=r"line 3: .* over 2 lines .*\(unexpected end of data\)"):
+        count_rows(file)
+    # Closed quotes, even across lines, and sloppy ones the csv module reads, are fine.
+    path.write_bytes(b'id,text\n1,"two\nlines"\n2,"x"y\n3,last')
+    assert count_rows(file) == 3
+    assert [t for _, t, _ in read_rows(file, Columns())] == ["two\nlines", "xy", "last"]
+
+
+def test_an_unusable_out_is_refused_before_the_model_loads(tmp_path):
+    """--out a file, a folder of something else, a run with other options or an unreadable
+    manifest was refused only after the model had loaded (minutes for a large one): here the
+    model does not exist, and the refusal is still the output's."""
+    write_jsonl(tmp_path / "in.jsonl", [{"text": "one"}])
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "_manifest.json").write_text('{"options": ')
+    absent = EmbedFileOptions(model=str(tmp_path / "no-such-model"), quiet=True)
+    for out, why in [
+        ("in.jsonl", r"in\.jsonl is a file: --out names a folder"),
+        ("other", "not empty"),
+        ("broken", r"_manifest\.json is not a manifest this embedserve can read"),
+    ]:
+        with pytest.raises(OutputError, match=why):
+            embed_file(tmp_path / "in.jsonl", tmp_path / out, absent, log=None)
+    assert (tmp_path / "in.jsonl").read_text() == '{"text": "one"}\n'
+
+
+def test_ids_that_are_not_strings_keep_their_source_spelling(tmp_path):
+    """Ids were Python's str() of the parsed value: JSON `true` became "True", an object
+    "{'a': 1}", and a Parquet binary id "b'k1'"."""
+    (tmp_path / "a.jsonl").write_text(
+        '{"id": 7, "text": "a"}\n{"id": true, "text": "b"}\n{"id": {"a": 1}, "text": "c"}\n'
+        '{"id": [1, "x"], "text": "d"}\n{"id": 2.5, "text": "e"}\n{"id": "s", "text": "f"}\n'
+    )
+    [file] = find_inputs(tmp_path / "a.jsonl")
+    assert [ident for ident, _, _ in read_rows(file, Columns())] == [
+        "7",
+        "true",
+        '{"a": 1}',
+        '[1, "x"]',
+        "2.5",
+        "s",
+    ]
+    table = pa.table({"id": pa.array([b"k1", b"\xff"], pa.binary()), "text": ["a", "b"]})
+    pq.write_table(table, tmp_path / "b.parquet")
+    [file] = find_inputs(tmp_path / "b.parquet")
+    assert [ident for ident, _, _ in read_rows(file, Columns())] == ["k1", "\ufffd"]

@@ -150,3 +150,26 @@ def test_crash_between_part_rename_and_manifest(corpus, expected, engine, tmp_pa
     totals = embed_file(corpus, out, _options(), engine=engine, log=None)
     assert totals["rows"] == len(expected[0][0])
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_a_run_stopped_before_its_first_part_starts_over_with_the_fixed_input(engine, tmp_path):
+    """`--on-error fail` names the bad row; the user fixes it and runs the same command again.
+    The output then held a manifest of no parts whose inputs no longer matched, and the rerun
+    was refused. With no part written there is nothing to mix: it starts over."""
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, [{"id": "a", "text": "one"}, {"id": "b", "text": ""}])
+    options = EmbedFileOptions(on_error="fail", quiet=True)
+    with pytest.raises(ValueError, match="row 1 .*empty text"):
+        embed_file(source, tmp_path / "out", options, engine=engine, log=None)
+    write_jsonl(source, [{"id": "a", "text": "one"}, {"id": "b", "text": "two, fixed"}])
+    totals = embed_file(source, tmp_path / "out", options, engine=engine, log=None)
+    assert totals["rows"] == 2 and read_output(tmp_path / "out")[:2] == ([0, 1], ["a", "b"])
+    # Nor do other options conflict with a run that wrote nothing.
+    write_jsonl(source, [{"id": "a", "text": ""}])
+    with pytest.raises(ValueError, match="row 0 .*empty text"):
+        embed_file(source, tmp_path / "again", options, engine=engine, log=None)
+    write_jsonl(source, [{"id": "a", "text": "one"}])
+    smaller = EmbedFileOptions(dimensions=8, quiet=True)
+    embed_file(source, tmp_path / "again", smaller, engine=engine, log=None)
+    assert _manifest(tmp_path / "again")["options"]["dimensions"] == 8
+    assert read_output(tmp_path / "again")[2].shape == (1, 8)

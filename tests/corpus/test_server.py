@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from embedserve.cli import main
 from embedserve.corpus import EmbedFileOptions, embed_file
+from embedserve.corpus.output import OutputError
 from embedserve.corpus.pipeline import MODEL_SETTINGS
 from embedserve.corpus.remote import (
     ServerError,
@@ -294,6 +295,37 @@ def test_a_refused_row_stops_the_job_and_the_rerun_resumes(engine, tmp_path):
     # Nor does a local run resume a server run: the precision is the server's.
     with pytest.raises(ValueError, match="precision: 'server' then, 'fp32' now"):
         embed_file(tmp_path / "in.jsonl", tmp_path / "out", options, engine=engine, log=None)
+
+
+def test_a_refusal_naming_input_k_names_its_input_row(engine, tmp_path):
+    """The server names the refused text by its place in the request (`input[2]`); a request
+    holds the chunk's good rows only, so the user had to count past the skipped ones to find
+    which input row that was."""
+    texts = [f"document {i}" for i in range(12)]
+    texts[5] = ""  # skipped: the request for rows 4 to 8 holds rows 4, 6, 7, 8
+    texts[7] = "far too long for the strict server " * 40
+    options = EmbedFileOptions(model=MODEL, batch_texts=4, rows_per_part=8, quiet=True)
+    message = refused_job(engine, tmp_path, texts, Limits(max_input_chars=500), options)
+    assert message.startswith("input rows 4 to 8 (4 texts): "), message
+    assert "input[2] has 1400 characters" in message
+    assert message.endswith("(input[2]: input row 7)"), message
+
+
+def test_an_unusable_out_is_refused_before_any_request(tmp_path):
+    """A wrong --out was found only after the probe request: against a server that is down,
+    after five tries and 15 s of back-off, with the server's error instead of the output's."""
+    write_jsonl(tmp_path / "in.jsonl", [{"text": "one line"}])
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    closed = ServerOptions(f"http://127.0.0.1:{free_port()}", tries=1)
+    with pytest.raises(OutputError, match="not empty"):
+        embed_file_on_server(
+            tmp_path / "in.jsonl",
+            tmp_path / "other",
+            EmbedFileOptions(model=MODEL, quiet=True),
+            server=closed,
+            log=None,
+        )
 
 
 def test_errors_name_the_server_and_its_answer(server, tmp_path):

@@ -130,24 +130,53 @@ class Manifest:
         return bool(self.data.get("complete"))
 
     @classmethod
-    def open(cls, directory: Path, options: dict[str, Any]) -> Manifest:
-        """Start or resume a run in `directory`; the options must be the ones it was started with."""
+    def check(cls, directory: Path, options: dict[str, Any]) -> dict[str, Any] | None:
+        """The manifest of the run `directory` holds for `options`, or None where a new run
+        starts; refused (OutputError) where it cannot be used. Writes nothing, so that it runs
+        before the model loads: a wrong --out costs no load."""
+        if directory.exists() and not directory.is_dir():
+            raise OutputError(f"{directory} is a file: --out names a folder (new, or a run's)")
         path = directory / MANIFEST
         if path.exists():
-            data = json.loads(path.read_text())
-            if data.get("options") != options:
+            try:
+                data = json.loads(path.read_text())
+                recorded, parts = data.get("options"), data["parts"]
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise OutputError(
-                    f"{directory} holds a run with other options ({_diff(data.get('options'), options)});"
+                    f"{path} is not a manifest this embedserve can read ({exc!r}): use another "
+                    "--out, or delete it to start over"
+                ) from None
+            if not parts and recorded != options:
+                # A run stopped before its first part (a bad row under --on-error fail, an
+                # unreadable file) wrote nothing its options could be mixed with: a rerun with
+                # the input fixed, or other options, starts over.
+                return {
+                    "version": MANIFEST_VERSION,
+                    "options": options,
+                    "parts": [],
+                    "complete": False,
+                }
+            if recorded != options:
+                raise OutputError(
+                    f"{directory} holds a run with other options ({_diff(recorded, options)});"
                     " use another --out, or delete it to start over"
                 )
-            manifest = cls(directory, options, data)
-            manifest._remove_strays()
-            return manifest
+            return data
         if directory.exists() and any(directory.iterdir()):
             raise OutputError(
                 f"{directory} exists, is not empty and holds no {MANIFEST}: "
                 "give --out a new or empty folder"
             )
+        return None
+
+    @classmethod
+    def open(cls, directory: Path, options: dict[str, Any]) -> Manifest:
+        """Start or resume a run in `directory`; the options must be the ones it was started with."""
+        data = cls.check(directory, options)
+        if data is not None:
+            manifest = cls(directory, options, data)
+            manifest._remove_strays()
+            return manifest
         directory.mkdir(parents=True, exist_ok=True)
         manifest = cls(
             directory,

@@ -313,6 +313,20 @@ def load_engine(options: EmbedFileOptions) -> Any:
     return engine
 
 
+def check_output(
+    source: str | Path,
+    out: str | Path,
+    options: EmbedFileOptions,
+    fingerprint: dict[str, Any] | None = None,
+) -> tuple[list[InputFile], dict[str, Any]]:
+    """The input files and the manifest's options for this run, once `out` is known to take it
+    (new, or a run with these options): the checks that cost no model load, made before one."""
+    files = find_inputs(source, exclude=out)
+    identity = {**options.fingerprint(files), **(fingerprint or {})}
+    Manifest.check(Path(out), identity)
+    return files, identity
+
+
 def embed_file(
     source: str | Path,
     out: str | Path,
@@ -333,7 +347,7 @@ def embed_file(
     its tokenizer, ...). Returns the totals.
     """
     options = options or EmbedFileOptions()
-    files = find_inputs(source)
+    files, identity = check_output(source, out, options, fingerprint)
     disk = None
     if embedder is None:
         engine = engine or load_engine(options)
@@ -342,7 +356,6 @@ def embed_file(
     elif options.cache_dir is not None:
         raise ValueError("the disk cache (cache_dir) works with the in-process model only")
     try:
-        identity = {**options.fingerprint(files), **(fingerprint or {})}
         width = _width_dimension(options, engine, dimension)
         return _run(out, options, identity, files, embedder, width, disk, log)
     finally:

@@ -9,6 +9,7 @@ read with pyarrow in batches. Every reader yields exactly one item per input row
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import json
@@ -17,6 +18,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 FORMATS = {
     ".jsonl": "jsonl",
@@ -27,6 +29,9 @@ FORMATS = {
     ".txt": "text",
     ".text": "text",
 }
+
+# A folder's files and subfolders starting with these are not input (see `_walk`).
+HIDDEN = (".", "_")
 
 # (id, text, reason): text is None exactly when reason says why the row is skipped.
 Row = tuple[str | None, str | None, str | None]
@@ -55,8 +60,12 @@ def format_of(path: Path) -> str | None:
     return FORMATS.get(path.suffix.lower())
 
 
-def find_inputs(spec: str | os.PathLike[str]) -> list[InputFile]:
-    """The files `spec` names: one file, a directory (searched recursively) or a glob, in name order."""
+def find_inputs(
+    spec: str | os.PathLike[str], exclude: str | os.PathLike[str] | None = None
+) -> list[InputFile]:
+    """The files `spec` names: one file, a directory (searched recursively, its hidden files
+    left out) or a glob, in name order; none under `exclude` (the output folder, which may lie
+    inside the input's: its parts are not input)."""
     text = str(spec)
     path = Path(text).expanduser()
     if path.is_file():
@@ -65,15 +74,31 @@ def find_inputs(spec: str | os.PathLike[str]) -> list[InputFile]:
             raise CorpusError(f"{path}: unknown format; use one of {', '.join(sorted(FORMATS))}")
         return [InputFile(path, fmt)]
     if path.is_dir():
-        candidates = sorted(p for p in path.rglob("*") if p.is_file())
+        candidates = sorted(_walk(path))
     elif glob.has_magic(text):
         candidates = sorted(Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True))
     else:
         raise CorpusError(f"{text}: no such file or directory")
-    files = [InputFile(p, fmt) for p in candidates if p.is_file() and (fmt := format_of(p))]
+    skipped = None if exclude is None else Path(exclude).expanduser().resolve()
+    files = [
+        InputFile(p, fmt)
+        for p in candidates
+        if p.is_file()
+        and (fmt := format_of(p))
+        and (skipped is None or not p.resolve().is_relative_to(skipped))
+    ]
     if not files:
         raise CorpusError(f"{text}: no {', '.join(sorted(FORMATS))} files found")
     return files
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    """Every file under `folder` but hidden ones: names starting with '.' or '_', files or
+    folders, as pyarrow's datasets skip them (notebook checkpoints, macOS's `._x` AppleDouble
+    files, a job's `_temporary` folder) and as `read_table(OUT)` skips our manifest."""
+    for root, folders, names in os.walk(folder):
+        folders[:] = [name for name in folders if not name.startswith(HIDDEN)]
+        yield from (Path(root, name) for name in names if not name.startswith(HIDDEN))
 
 
 def count_rows(file: InputFile) -> int:
@@ -81,10 +106,10 @@ def count_rows(file: InputFile) -> int:
     if file.format == "parquet":
         import pyarrow.parquet as pq
 
-        return pq.ParquetFile(file.path).metadata.num_rows
+        with _parquet_errors(file.path):
+            return pq.ParquetFile(file.path).metadata.num_rows
     if file.format == "csv":
-        with open(file.path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-            return max(sum(1 for _ in csv.reader(f)) - 1, 0)
+        return _count_csv(file.path)
     lines, last = 0, b"\n"
     with open(file.path, "rb") as f:
         while block := f.read(1 << 20):
@@ -93,15 +118,65 @@ def count_rows(file: InputFile) -> int:
     return lines + (last != b"\n")
 
 
+def _count_csv(path: Path) -> int:
+    """The CSV's rows past its header. A quote the file never closes (`"12 inch screen`) makes
+    the csv module read on, later rows and all, into one field: every record over several lines
+    must be well-formed CSV, or the file is refused here, before any row is embedded. (A record
+    on one line reads as it does, however sloppy its quotes: it takes nothing from the next.)"""
+    records, lines = 0, []
+    with _open_csv(path) as f:
+
+        def kept() -> Iterator[str]:
+            for line in f:
+                lines.append(line)
+                yield line
+
+        reader = csv.reader(kept())
+        while True:
+            lines.clear()
+            start = reader.line_num
+            if next(reader, None) is None:
+                break
+            records += 1
+            if len(lines) > 1:
+                _check_record(path, start + 1, lines)
+    return max(records - 1, 0)
+
+
+def _check_record(path: Path, line: int, lines: list[str]) -> None:
+    try:
+        for _ in csv.reader(lines, strict=True):
+            pass
+    except csv.Error as exc:
+        raise CorpusError(
+            f"{path}: line {line}: a quoted field runs over {len(lines)} lines and is not "
+            f"well-formed CSV ({exc}): a quote never closed takes the rows after it; close it, "
+            'or double it ("") to keep it as text'
+        ) from None
+
+
+def _open_csv(path: Path) -> IO[str]:
+    # surrogateescape keeps undecodable bytes as lone surrogates: _check_text reports the row;
+    # utf-8-sig drops a leading BOM, which would otherwise rename the first column.
+    return open(path, newline="", encoding="utf-8-sig", errors="surrogateescape")
+
+
 def read_rows(file: InputFile, columns: Columns, skip: int = 0) -> Iterator[Row | None]:
     """One item per row of `file`: None for the first `skip` rows (not parsed), then a `Row`."""
     readers = {"jsonl": _jsonl, "text": _text, "csv": _csv, "parquet": _parquet}
     return readers[file.format](file.path, columns, skip)
 
 
+# Windows tools (Notepad, Excel's "CSV UTF-8") start a file with it: not part of the first row.
+BOM = b"\xef\xbb\xbf"
+
+
 def _lines(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as f:
+        first = True
         for line in f:
+            if first:
+                line, first = line.removeprefix(BOM), False
             yield line.rstrip(b"\n").rstrip(b"\r")
 
 
@@ -128,7 +203,15 @@ def _check_text(value: object, column: str) -> tuple[str | None, str | None]:
 
 
 def _id(value: object) -> str | None:
-    return None if value is None else str(value)
+    """The output's string id: a number as written, JSON's true/false, objects and lists as
+    JSON, bytes as UTF-8 (not Python's spellings "True", "{'a': 1}", "b'k1'")."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, (bool, dict, list)):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
 
 
 def _text(path: Path, columns: Columns, skip: int) -> Iterator[Row | None]:
@@ -164,8 +247,7 @@ def _jsonl(path: Path, columns: Columns, skip: int) -> Iterator[Row | None]:
 
 
 def _csv(path: Path, columns: Columns, skip: int) -> Iterator[Row | None]:
-    # surrogateescape keeps undecodable bytes as lone surrogates: _check_text reports the row.
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+    with _open_csv(path) as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:
@@ -186,14 +268,30 @@ def _csv(path: Path, columns: Columns, skip: int) -> Iterator[Row | None]:
             yield ident, text, reason
 
 
+@contextlib.contextmanager
+def _parquet_errors(path: Path) -> Iterator[None]:
+    """pyarrow's errors ("Parquet magic bytes not found in footer") as one that names the file."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except pa.ArrowException as exc:
+        raise CorpusError(f"{path}: not a readable Parquet file ({exc})") from exc
+
+
 def _parquet(path: Path, columns: Columns, skip: int) -> Iterator[Row | None]:
+    with _parquet_errors(path):
+        yield from _parquet_rows(path, columns, skip)
+
+
+def _parquet_rows(path: Path, columns: Columns, skip: int) -> Iterator[Row | None]:
     import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(path)
     names = parquet.schema_arrow.names
     if columns.text not in names:
         raise CorpusError(f"{path}: no column {columns.text!r} (columns: {', '.join(names)})")
-    wanted = [columns.text] + ([columns.id] if columns.id in names else [])
+    id_column = columns.id if columns.id in names else None
     seen = 0
     # Leading row groups wholly before `skip` are passed over from the footer, unread.
     groups = []
@@ -204,9 +302,11 @@ def _parquet(path: Path, columns: Columns, skip: int) -> Iterator[Row | None]:
             yield from (None for _ in range(rows))
         else:
             groups.append(index)
+    # By name, and once: the id column may be the text column itself.
+    wanted = list(dict.fromkeys([columns.text, id_column] if id_column else [columns.text]))
     for batch in parquet.iter_batches(batch_size=4096, row_groups=groups, columns=wanted):
-        texts = batch.column(0).to_pylist()
-        ids = batch.column(1).to_pylist() if len(wanted) > 1 else [None] * len(texts)
+        texts = batch.column(columns.text).to_pylist()
+        ids = batch.column(id_column).to_pylist() if id_column else [None] * len(texts)
         for value, ident in zip(texts, ids):
             if seen < skip:
                 seen += 1

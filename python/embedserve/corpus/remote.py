@@ -21,6 +21,7 @@ import base64
 import contextlib
 import http.client
 import json
+import re
 import socket
 import threading
 import time
@@ -41,6 +42,7 @@ from embedserve.corpus.pipeline import (
     MODEL_SETTINGS,
     EmbedFileOptions,
     FileSlice,
+    check_output,
     chunks_of,
     embed_file,
 )
@@ -320,6 +322,17 @@ def _rows(rows: list[int]) -> str:
     return f"input rows {rows[0]} to {rows[-1]} ({len(rows)} texts)"
 
 
+# How embedserve (and OpenAI) name one text of a request in an error: `input[2] has ...`.
+_INPUT_INDEX = re.compile(r"\binput\[(\d+)\]")
+
+
+def _named_inputs(message: str, rows: list[int]) -> str:
+    """The input rows behind the `input[k]` a refusal names (a request holds a chunk's good
+    rows only, so k is not an offset from its first row), or "" for none."""
+    indexes = dict.fromkeys(int(k) for k in _INPUT_INDEX.findall(message))
+    return ", ".join(f"input[{k}]: input row {rows[k]}" for k in indexes if k < len(rows))
+
+
 class Splitter:
     """A chunk's texts in requests the server takes. A request refused as too large is sent
     again as two halves, each on its own and in order, down to single texts; the pieces'
@@ -356,6 +369,12 @@ class Splitter:
         except TooLargeError:
             if len(texts) == 1:
                 raise
+        except ServerError as exc:
+            # One text's request names its row already.
+            named = _named_inputs(str(exc), rows) if len(rows) > 1 else ""
+            if named:
+                raise ServerError(f"{exc} ({named})") from exc
+            raise
         self._learn(len(texts))
         # Cut again at the size just learned (or a smaller one another thread learned): halves.
         return self.embed(texts, rows)
@@ -445,6 +464,8 @@ def embed_file_on_server(
     options = options or EmbedFileOptions()
     if options.cache_dir is not None:
         raise ValueError("the disk cache (--cache-dir) works with the in-process model only")
+    fingerprint = dict.fromkeys(MODEL_SETTINGS, SERVER_SIDE)
+    check_output(source, out, options, fingerprint)  # before any request
     client = EmbeddingsClient(server, options.model, options.dimensions)
     try:
         # One short request first: a wrong URL, key or model fails before any input is read,
@@ -464,7 +485,7 @@ def embed_file_on_server(
             options,
             embedder=embedder,
             dimension=dimension,
-            fingerprint=dict.fromkeys(MODEL_SETTINGS, SERVER_SIDE),
+            fingerprint=fingerprint,
             log=log,
         )
     finally:
