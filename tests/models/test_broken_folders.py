@@ -9,7 +9,10 @@ Normalize) with all-MiniLM's tokenizer; each case breaks one file of a copy of i
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -381,3 +384,40 @@ def test_a_folder_without_weights_says_what_it_has_instead(good_folder, tmp_path
         Engine.from_pretrained(folder)
     assert str(caught.value).startswith(f"{folder} has no model.onnx"), caught.value
     assert says in str(caught.value)
+
+
+# A compiled graph damaged in the cache from outside (embedserve's own writes are atomic).
+
+
+def _cut_cached_graphs(cache: Path) -> list[Path]:
+    """Every cached graph cut to a third, as a full disk or another tool would leave it."""
+    graphs = sorted((cache / "compiled").glob("*/model.onnx"))
+    for graph in graphs:
+        with graph.open("r+b") as f:
+            f.truncate(graph.stat().st_size // 3)
+    return graphs
+
+
+def test_a_cut_cached_graph_is_built_again(good_folder, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("EMBEDSERVE_CACHE", str(tmp_path / "cache"))
+    want = Engine.from_pretrained(good_folder).embed(["a text"]).embeddings
+    # The compiled graph and the fused copy made from it: each is read by the next step.
+    graphs = _cut_cached_graphs(tmp_path / "cache")
+    assert len(graphs) >= 2
+    with caplog.at_level("WARNING", logger="embedserve.models.cache"):
+        again = Engine.from_pretrained(good_folder).embed(["a text"]).embeddings
+    assert (again == want).all()
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert all(str(graph) in warned for graph in graphs), warned
+
+
+def test_the_cli_builds_a_cut_cached_graph_again(good_folder, tmp_path):
+    env = {**os.environ, "EMBEDSERVE_CACHE": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "embedserve.cli", "embed", "--model", str(good_folder), "a"]
+    first = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    _cut_cached_graphs(tmp_path / "cache")
+    again = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    assert again.returncode == 0, again.stderr
+    assert "Traceback" not in again.stderr
+    assert "is damaged" in again.stderr
+    assert json.loads(again.stdout) == json.loads(first.stdout)

@@ -39,3 +39,17 @@ def test_a_cut_view_is_encoded_by_its_visible_columns():
     x = np.arange(12, dtype=np.float32).reshape(3, 4)[:, :2]
     body = json.loads(embeddings_body(x, encoding_format="float", model="m", prompt_tokens=0))
     assert [d["embedding"] for d in body["data"]] == [[0.0, 1.0], [4.0, 5.0], [8.0, 9.0]]
+
+
+def test_non_finite_vectors_are_refused_naming_the_first_input_that_holds_one():
+    from embedserve.server.encoding import check_finite
+    from embedserve.server.errors import ApiError
+
+    x = np.ones((3, 4), np.float32)
+    x[2, 1], x[1, 3] = np.nan, -np.inf
+    with pytest.raises(ApiError) as caught:
+        check_finite(x, lambda i: f"input[{i}]")
+    assert caught.value.status == 500
+    assert "non-finite value (-inf) for input[1];" in caught.value.message
+    # Values whose float32 sum overflows are finite all the same.
+    check_finite(np.full((4, 8), 3e38, np.float32), lambda i: f"input[{i}]")

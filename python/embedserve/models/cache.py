@@ -8,10 +8,14 @@ so none of them has to import another to find its cache.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
 from embedserve.fileio import atomic_write_bytes, sha256_of
+from embedserve.models.graph_file import onnx_file_is_whole
+
+log = logging.getLogger(__name__)
 
 
 def cache_root() -> Path:
@@ -30,8 +34,17 @@ def compiled_root() -> Path:
 
 
 def compiled_graph(key: str) -> Path:
-    """The cached graph file named `key` (it may not exist yet)."""
-    return compiled_root() / key / "model.onnx"
+    """The cached graph file named `key` (it may not exist yet).
+
+    embedserve writes these atomically, so one that is not whole was damaged from outside (cut
+    short by a full disk or another tool); it is removed, with a warning, so the pass asking
+    for it builds it again rather than every later load failing on a protobuf parse error.
+    """
+    target = compiled_root() / key / "model.onnx"
+    if target.is_file() and not onnx_file_is_whole(target):
+        log.warning("%s is damaged (cut short?); removing it to build it again", target)
+        target.unlink(missing_ok=True)
+    return target
 
 
 # The memo keeps this many of the newest entries whose files are still there unchanged; entries

@@ -2,11 +2,41 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 import msgspec
 import numpy as np
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from embedserve import _core
 from embedserve.quantization import BYTE_ENCODINGS, quantize
+from embedserve.server.errors import SERVER_ERROR, ApiError
+
+log = logging.getLogger(__name__)
+
+
+def check_finite(matrix: np.ndarray, name: Callable[[int], str]) -> None:
+    """Refuse vectors holding NaN or infinity (a broken checkpoint, float16 overflow): a 500
+    in the route's error shape naming the input, for every encoding. JSON has no way to write
+    them; base64 would carry them through, and the byte encodings turn them into -128s or zero
+    bits without a word, vectors that poison an index in silence. `name(i)` names input i as
+    the API calls it (`input[0]`)."""
+    if np.isfinite(matrix.sum(dtype=np.float64)):  # one pass, no mask, for the usual answer
+        return
+    bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
+    if bad.size == 0:  # the sum overflowed; every value is finite
+        return
+    row = int(bad[0])
+    value = matrix[row][~np.isfinite(matrix[row])][0]
+    message = (
+        f"the model produced a non-finite value ({value}) for {name(row)}; its weights or "
+        "the precision it runs in (float16 overflow) are at fault, not the request"
+    )
+    log.error("%s (%d of %d inputs)", message, bad.size, len(matrix))
+    raise ApiError(
+        HTTP_500_INTERNAL_SERVER_ERROR, message, type=SERVER_ERROR, code="non_finite_output"
+    )
 
 
 def embeddings_body(

@@ -12,6 +12,7 @@ from embedserve.errors import InputTooLongError
 from embedserve.inputs import Inputs, chunk_ranges
 from embedserve.preparing import Prepared, prompt_name_for
 from embedserve.server.config import ServerConfig
+from embedserve.server.encoding import check_finite
 from embedserve.server.limits import (
     CHUNK_CHARS,
     DEFAULT_TOKENS_PER_CHAR,
@@ -167,7 +168,14 @@ class EmbedJob(Job[R], Generic[R]):
         matrix = self.engine.finish(
             pooled, dimensions=request.dimensions, normalize=request.normalize
         )
+        # Here rather than in each render, so every route and encoding refuses them alike.
+        check_finite(matrix, self._input_name)
         return self.render(matrix, self.usage_tokens)
+
+    def _input_name(self, index: int) -> str:
+        if self.last_param is not None and index == self.size - 1:
+            return self.last_param
+        return f"{self.param}[{index}]"
 
     def _decode(self) -> None:
         assert self._resolve is not None
