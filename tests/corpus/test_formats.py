@@ -385,3 +385,33 @@ def test_ids_that_are_not_strings_keep_their_source_spelling(tmp_path):
     pq.write_table(table, tmp_path / "b.parquet")
     [file] = find_inputs(tmp_path / "b.parquet")
     assert [ident for ident, _, _ in read_rows(file, Columns())] == ["k1", "\ufffd"]
+
+
+@pytest.mark.parametrize(
+    "name, data", [("a.jsonl", b""), ("b.csv", b"id,text\r\n"), ("c.txt", b""), ("d.parquet", None)]
+)
+def test_an_input_of_no_rows_reads_as_an_empty_table_with_the_columns(engine, tmp_path, name, data):
+    """An empty file (a CSV of its header alone) left OUT with a manifest and no part:
+    `read_table(OUT)` gave a table of no columns, where every other run has id, row, embedding."""
+    source = tmp_path / name
+    if data is None:
+        pq.write_table(
+            pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string())}), source
+        )
+    else:
+        source.write_bytes(data)
+    out = tmp_path / "out"
+    options = EmbedFileOptions(dimensions=64, embedding_type="int8", quiet=True)
+    totals = embed_file(source, out, options, engine=engine, log=None)
+    assert totals["rows"] == 0 and totals["skipped"] == 0 and totals["parts"] == 1
+    table = pq.read_table(out)
+    assert table.num_rows == 0
+    assert table.schema.names == ["id", "row", "embedding"]
+    assert table.schema.field("embedding").type == pa.list_(pa.int8(), 64)
+    # The same command again finds it complete; rows added since start it over (nothing to mix).
+    assert embed_file(source, out, options, engine=engine, log=None)["this_run_rows"] == 0
+    if name == "a.jsonl":
+        write_jsonl(source, [{"id": "x", "text": "now a row"}])
+        assert embed_file(source, out, options, engine=engine, log=None)["rows"] == 1
+        rows, ids, vectors = read_output(out)
+        assert rows == [0] and ids == ["x"] and vectors.shape == (1, 64)

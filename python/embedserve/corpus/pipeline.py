@@ -396,7 +396,7 @@ def _run(
         for chunk in embedder(plan(files, counts, resumed_from)):
             writer.write(chunk)
             progress.update(chunk)
-        writer.flush()
+        writer.close()
         manifest.finish()
     except BaseException:
         writer.abort()
