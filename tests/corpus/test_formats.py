@@ -415,3 +415,33 @@ def test_an_input_of_no_rows_reads_as_an_empty_table_with_the_columns(engine, tm
         assert embed_file(source, out, options, engine=engine, log=None)["rows"] == 1
         rows, ids, vectors = read_output(out)
         assert rows == [0] and ids == ["x"] and vectors.shape == (1, 64)
+
+
+def test_on_error_fail_names_the_line_an_editor_shows(engine, tmp_path):
+    """The message said "row 1 of the file", counting from 0, for what an editor shows on line 2
+    (and a CSV's header and its records over several lines moved the line further)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_jsonl(folder / "a.jsonl", [{"text": "one"}, {"text": "two"}])
+    (folder / "b.csv").write_bytes(b'id,text\n1,"two\nlines"\n2,fine\n3,\n')
+    options = EmbedFileOptions(on_error="fail", quiet=True)
+
+    def failure(source: Path) -> str:
+        with pytest.raises(CorpusError) as caught:
+            embed_file(source, tmp_path / "out", options, engine=engine, log=None)
+        return str(caught.value)
+
+    # Input row 4 (the output's `row`), the CSV's third record: line 5 after the header and
+    # the record over two lines.
+    message = failure(folder)
+    assert f"input row 4 ({folder / 'b.csv'}, line 5): empty text" in message
+    (folder / "b.csv").unlink()
+    (folder / "a.jsonl").write_text('{"text": "one"}\n{"id": 2}\n')
+    assert f"input row 1 ({folder / 'a.jsonl'}, line 2): no 'text' field" in failure(folder)
+    (folder / "a.jsonl").unlink()
+    (folder / "c.txt").write_text("one\n\nthree\n")
+    assert f"input row 1 ({folder / 'c.txt'}, line 2): empty text" in failure(folder)
+    (folder / "c.txt").unlink()
+    write_parquet(folder / "d.parquet", [{"text": "ok"}, {"text": None}])
+    message = failure(folder)
+    assert f"input row 1 ({folder / 'd.parquet'}, row 1 of the file, counting from 0)" in message

@@ -27,6 +27,7 @@ from embedserve.corpus.readers import (
     count_rows,
     find_inputs,
     read_rows,
+    where,
 )
 from embedserve.disk_cache import DEFAULT_DISK_CACHE_BYTES, DiskVectorCache, model_identity
 from embedserve.loading import LoadOptions, choose_precision
@@ -183,9 +184,9 @@ def chunks_of(
         ident, text, reason = row
         if text is None:
             if on_error == "fail":
+                # The output's `row` numbering, and the place in the file to look at.
                 raise CorpusError(
-                    f"row {number} ({part.file.path}, row {number - part.offset} "
-                    f"of the file): {reason}"
+                    f"input row {number} ({where(part.file, number - part.offset)}): {reason}"
                 )
             chunk.skipped.append((number, reason or "unreadable"))
         else:
