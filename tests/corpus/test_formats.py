@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from embedserve.corpus import EMBEDDING_TYPES, CorpusError, EmbedFileOptions, embed_file
 from embedserve.corpus.output import OutputError
+from embedserve.corpus.pipeline import locate, plan
 from embedserve.corpus.readers import Columns, count_rows, find_inputs, read_rows
 from embedserve.quantization import BYTE_ENCODINGS, BYTE_RULE, dtype, width
 
@@ -445,3 +446,15 @@ def test_on_error_fail_names_the_line_an_editor_shows(engine, tmp_path):
     write_parquet(folder / "d.parquet", [{"text": "ok"}, {"text": None}])
     message = failure(folder)
     assert f"input row 1 ({folder / 'd.parquet'}, row 1 of the file, counting from 0)" in message
+
+
+def test_an_input_row_is_located_in_its_file_past_files_of_no_rows(tmp_path):
+    """`--server` refusals name the row's file and line from the run's plan; an empty file
+    starts where the next one does, and must not be named for its rows."""
+    write_jsonl(tmp_path / "a.jsonl", [{"text": "one"}, {"text": "two"}])
+    (tmp_path / "b.jsonl").write_bytes(b"")
+    (tmp_path / "c.csv").write_bytes(b"id,text\n1,x\n2,y\n")
+    files = find_inputs(tmp_path)
+    slices = plan(files, [count_rows(f) for f in files], 0)
+    assert locate(slices, 1) == f"{tmp_path / 'a.jsonl'}, line 2"
+    assert locate(slices, 3) == f"{tmp_path / 'c.csv'}, line 3"

@@ -172,6 +172,14 @@ def plan(files: list[InputFile], counts: list[int], next_row: int) -> list[FileS
     return slices
 
 
+def locate(slices: list[FileSlice], row: int) -> str:
+    """Where input row `row` (numbered across the files, as the output's `row`) lies among
+    `slices`, a run's plan: its file's line, or its row counting from 0 for Parquet."""
+    # The last that starts at or before it: a file of no rows shares its offset with the next.
+    holder = [s for s in slices if s.offset <= row][-1]
+    return where(holder.file, row - holder.offset)
+
+
 def chunks_of(
     part: FileSlice, columns: Columns, batch_texts: int, on_error: str = "skip"
 ) -> Iterator[Chunk]:
