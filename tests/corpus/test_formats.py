@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from embedserve.corpus import EMBEDDING_TYPES, CorpusError, EmbedFileOptions, embed_file
 from embedserve.corpus.output import OutputError
+from embedserve.corpus.pipeline import locate, plan
 from embedserve.corpus.readers import Columns, count_rows, find_inputs, read_rows
 from embedserve.quantization import BYTE_ENCODINGS, BYTE_RULE, dtype, width
 
@@ -385,3 +386,75 @@ def test_ids_that_are_not_strings_keep_their_source_spelling(tmp_path):
     pq.write_table(table, tmp_path / "b.parquet")
     [file] = find_inputs(tmp_path / "b.parquet")
     assert [ident for ident, _, _ in read_rows(file, Columns())] == ["k1", "\ufffd"]
+
+
+@pytest.mark.parametrize(
+    "name, data", [("a.jsonl", b""), ("b.csv", b"id,text\r\n"), ("c.txt", b""), ("d.parquet", None)]
+)
+def test_an_input_of_no_rows_reads_as_an_empty_table_with_the_columns(engine, tmp_path, name, data):
+    """An empty file (a CSV of its header alone) left OUT with a manifest and no part:
+    `read_table(OUT)` gave a table of no columns, where every other run has id, row, embedding."""
+    source = tmp_path / name
+    if data is None:
+        pq.write_table(
+            pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string())}), source
+        )
+    else:
+        source.write_bytes(data)
+    out = tmp_path / "out"
+    options = EmbedFileOptions(dimensions=64, embedding_type="int8", quiet=True)
+    totals = embed_file(source, out, options, engine=engine, log=None)
+    assert totals["rows"] == 0 and totals["skipped"] == 0 and totals["parts"] == 1
+    table = pq.read_table(out)
+    assert table.num_rows == 0
+    assert table.schema.names == ["id", "row", "embedding"]
+    assert table.schema.field("embedding").type == pa.list_(pa.int8(), 64)
+    # The same command again finds it complete; rows added since start it over (nothing to mix).
+    assert embed_file(source, out, options, engine=engine, log=None)["this_run_rows"] == 0
+    if name == "a.jsonl":
+        write_jsonl(source, [{"id": "x", "text": "now a row"}])
+        assert embed_file(source, out, options, engine=engine, log=None)["rows"] == 1
+        rows, ids, vectors = read_output(out)
+        assert rows == [0] and ids == ["x"] and vectors.shape == (1, 64)
+
+
+def test_on_error_fail_names_the_line_an_editor_shows(engine, tmp_path):
+    """The message said "row 1 of the file", counting from 0, for what an editor shows on line 2
+    (and a CSV's header and its records over several lines moved the line further)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_jsonl(folder / "a.jsonl", [{"text": "one"}, {"text": "two"}])
+    (folder / "b.csv").write_bytes(b'id,text\n1,"two\nlines"\n2,fine\n3,\n')
+    options = EmbedFileOptions(on_error="fail", quiet=True)
+
+    def failure(source: Path) -> str:
+        with pytest.raises(CorpusError) as caught:
+            embed_file(source, tmp_path / "out", options, engine=engine, log=None)
+        return str(caught.value)
+
+    # Input row 4 (the output's `row`), the CSV's third record: line 5 after the header and
+    # the record over two lines.
+    message = failure(folder)
+    assert f"input row 4 ({folder / 'b.csv'}, line 5): empty text" in message
+    (folder / "b.csv").unlink()
+    (folder / "a.jsonl").write_text('{"text": "one"}\n{"id": 2}\n')
+    assert f"input row 1 ({folder / 'a.jsonl'}, line 2): no 'text' field" in failure(folder)
+    (folder / "a.jsonl").unlink()
+    (folder / "c.txt").write_text("one\n\nthree\n")
+    assert f"input row 1 ({folder / 'c.txt'}, line 2): empty text" in failure(folder)
+    (folder / "c.txt").unlink()
+    write_parquet(folder / "d.parquet", [{"text": "ok"}, {"text": None}])
+    message = failure(folder)
+    assert f"input row 1 ({folder / 'd.parquet'}, row 1 of the file, counting from 0)" in message
+
+
+def test_an_input_row_is_located_in_its_file_past_files_of_no_rows(tmp_path):
+    """`--server` refusals name the row's file and line from the run's plan; an empty file
+    starts where the next one does, and must not be named for its rows."""
+    write_jsonl(tmp_path / "a.jsonl", [{"text": "one"}, {"text": "two"}])
+    (tmp_path / "b.jsonl").write_bytes(b"")
+    (tmp_path / "c.csv").write_bytes(b"id,text\n1,x\n2,y\n")
+    files = find_inputs(tmp_path)
+    slices = plan(files, [count_rows(f) for f in files], 0)
+    assert locate(slices, 1) == f"{tmp_path / 'a.jsonl'}, line 2"
+    assert locate(slices, 3) == f"{tmp_path / 'c.csv'}, line 3"

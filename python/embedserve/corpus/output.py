@@ -146,10 +146,11 @@ class Manifest:
                     f"{path} is not a manifest this embedserve can read ({exc!r}): use another "
                     "--out, or delete it to start over"
                 ) from None
-            if not parts and recorded != options:
+            if recorded != options and not any(p["end"] > p["start"] for p in parts):
                 # A run stopped before its first part (a bad row under --on-error fail, an
-                # unreadable file) wrote nothing its options could be mixed with: a rerun with
-                # the input fixed, or other options, starts over.
+                # unreadable file), or one of an input of no rows (its one part is empty),
+                # wrote nothing its options could be mixed with: a rerun with the input fixed,
+                # or other options, starts over.
                 return {
                     "version": MANIFEST_VERSION,
                     "options": options,
@@ -350,6 +351,14 @@ class PartWriter:
         fsync_replace(tmp, self.manifest.directory / self._part["file"])
         self.manifest.add(self._part)
         self._writer, self._part = None, None
+
+    def close(self) -> None:
+        """Commit the last part. A run of no input rows commits one empty part, so that
+        `read_table(OUT)` reads the columns, and the embedding's type, of every other run's."""
+        self.flush()
+        if not self.manifest.parts:
+            self._open(self.manifest.next_row)
+            self.flush()
 
     def _open(self, start: int) -> None:
         name = part_name(len(self.manifest.parts))

@@ -27,6 +27,7 @@ from embedserve.corpus.readers import (
     count_rows,
     find_inputs,
     read_rows,
+    where,
 )
 from embedserve.disk_cache import DEFAULT_DISK_CACHE_BYTES, DiskVectorCache, model_identity
 from embedserve.loading import LoadOptions, choose_precision
@@ -171,6 +172,14 @@ def plan(files: list[InputFile], counts: list[int], next_row: int) -> list[FileS
     return slices
 
 
+def locate(slices: list[FileSlice], row: int) -> str:
+    """Where input row `row` (numbered across the files, as the output's `row`) lies among
+    `slices`, a run's plan: its file's line, or its row counting from 0 for Parquet."""
+    # The last that starts at or before it: a file of no rows shares its offset with the next.
+    holder = [s for s in slices if s.offset <= row][-1]
+    return where(holder.file, row - holder.offset)
+
+
 def chunks_of(
     part: FileSlice, columns: Columns, batch_texts: int, on_error: str = "skip"
 ) -> Iterator[Chunk]:
@@ -183,9 +192,9 @@ def chunks_of(
         ident, text, reason = row
         if text is None:
             if on_error == "fail":
+                # The output's `row` numbering, and the place in the file to look at.
                 raise CorpusError(
-                    f"row {number} ({part.file.path}, row {number - part.offset} "
-                    f"of the file): {reason}"
+                    f"input row {number} ({where(part.file, number - part.offset)}): {reason}"
                 )
             chunk.skipped.append((number, reason or "unreadable"))
         else:
@@ -396,7 +405,7 @@ def _run(
         for chunk in embedder(plan(files, counts, resumed_from)):
             writer.write(chunk)
             progress.update(chunk)
-        writer.flush()
+        writer.close()
         manifest.finish()
     except BaseException:
         writer.abort()

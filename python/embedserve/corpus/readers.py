@@ -167,6 +167,26 @@ def read_rows(file: InputFile, columns: Columns, skip: int = 0) -> Iterator[Row 
     return readers[file.format](file.path, columns, skip)
 
 
+def where(file: InputFile, row: int) -> str:
+    """Row `row` (from 0) of `file` as a user finds it: the line an editor shows (a CSV's
+    header and its records over several lines counted), or for Parquet, which has no lines,
+    the row from 0 as pyarrow and pandas number it. The one wording of a file's row in errors."""
+    if file.format == "parquet":
+        return f"{file.path}, row {row} of the file, counting from 0"
+    line = _csv_line(file.path, row) if file.format == "csv" else row + 1
+    return f"{file.path}, line {line}"
+
+
+def _csv_line(path: Path, row: int) -> int:
+    """The line where the CSV's record `row` (past the header) starts: the file is read again
+    to it, once, for an error (records may span lines, so the row alone does not tell it)."""
+    with _open_csv(path) as f:
+        reader = csv.reader(f)
+        for _ in range(row + 1):  # the header, then the records before it
+            next(reader, None)
+        return reader.line_num + 1
+
+
 # Windows tools (Notepad, Excel's "CSV UTF-8") start a file with it: not part of the first row.
 BOM = b"\xef\xbb\xbf"
 

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ from embedserve.corpus.pipeline import (
     check_output,
     chunks_of,
     embed_file,
+    locate,
 )
 from embedserve.quantization import quantize
 
@@ -326,11 +328,14 @@ def _rows(rows: list[int]) -> str:
 _INPUT_INDEX = re.compile(r"\binput\[(\d+)\]")
 
 
-def _named_inputs(message: str, rows: list[int]) -> str:
+def _named_inputs(message: str, rows: list[int], place: Callable[[int], str]) -> str:
     """The input rows behind the `input[k]` a refusal names (a request holds a chunk's good
-    rows only, so k is not an offset from its first row), or "" for none."""
+    rows only, so k is not an offset from its first row), each with `place(row)`, where it is
+    in its file, or "" for none."""
     indexes = dict.fromkeys(int(k) for k in _INPUT_INDEX.findall(message))
-    return ", ".join(f"input[{k}]: input row {rows[k]}" for k in indexes if k < len(rows))
+    return ", ".join(
+        f"input[{k}]: input row {rows[k]}{place(rows[k])}" for k in indexes if k < len(rows)
+    )
 
 
 class Splitter:
@@ -348,6 +353,9 @@ class Splitter:
         self.client = client
         self.log = log
         self.most: int | None = None  # None until a request is refused as too large
+        # Where an input row is in its file (pipeline.locate over the run's plan), for errors
+        # only: worded once a request has failed, since a CSV's line takes a read of the file.
+        self.place: Callable[[int], str] | None = None
         self._lock = threading.Lock()
 
     def embed(self, texts: list[str], rows: list[int]) -> tuple[np.ndarray, int]:
@@ -366,18 +374,24 @@ class Splitter:
     def _send(self, texts: list[str], rows: list[int]) -> tuple[np.ndarray, int]:
         try:
             return self.client.embed(texts, _rows(rows))
-        except TooLargeError:
-            if len(texts) == 1:
-                raise
         except ServerError as exc:
-            # One text's request names its row already.
-            named = _named_inputs(str(exc), rows) if len(rows) > 1 else ""
-            if named:
-                raise ServerError(f"{exc} ({named})") from exc
-            raise
+            if len(rows) == 1:
+                if self.place is None:
+                    raise
+                # Its request names its row already; add where the text is.
+                raise type(exc)(f"{exc} (input row {rows[0]}{self._at(rows[0])})") from exc
+            if not isinstance(exc, TooLargeError):
+                named = _named_inputs(str(exc), rows, self._at)
+                if named:
+                    raise ServerError(f"{exc} ({named})") from exc
+                raise
         self._learn(len(texts))
         # Cut again at the size just learned (or a smaller one another thread learned): halves.
         return self.embed(texts, rows)
+
+    def _at(self, row: int) -> str:
+        """Where input row `row` is, as ', at FILE, line N' for an error; '' with no plan."""
+        return "" if self.place is None else f", at {self.place(row)}"
 
     def _learn(self, refused: int) -> None:
         most = (refused + 1) // 2
@@ -410,6 +424,7 @@ class ServerEmbedder:
 
     def __call__(self, slices: list[FileSlice]) -> Iterator[Chunk]:
         options = self.options
+        self.splitter.place = partial(locate, slices)
         chunks = (
             c
             for s in slices
