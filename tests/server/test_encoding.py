@@ -53,3 +53,17 @@ def test_non_finite_vectors_are_refused_naming_the_first_input_that_holds_one():
     assert "non-finite value (-inf) for input[1];" in caught.value.message
     # Values whose float32 sum overflows are finite all the same.
     check_finite(np.full((4, 8), 3e38, np.float32), lambda i: f"input[{i}]")
+
+
+def test_non_finite_scores_and_per_input_arrays_are_refused_naming_the_input():
+    from embedserve.server.encoding import check_finite, check_finite_each
+    from embedserve.server.errors import ApiError
+
+    scores = np.array([0.5, np.inf, np.nan], np.float32)  # one score an input: rerank, MaxSim
+    with pytest.raises(ApiError, match=r"non-finite value \(inf\) for documents\[1\];"):
+        check_finite(scores, lambda i: f"documents[{i}]")
+    # Each input its own array (token vectors, sparse weights), empty ones included.
+    arrays = [np.ones((3, 4), np.float32), np.zeros(0, np.float32), np.full((2, 4), np.nan)]
+    with pytest.raises(ApiError, match=r"non-finite value \(nan\) for inputs\[2\];"):
+        check_finite_each(arrays, lambda i: f"inputs[{i}]")
+    check_finite_each(arrays[:2], lambda i: f"inputs[{i}]")

@@ -16,9 +16,11 @@ import pytest
 import torch
 import transformers
 from embedserve.engine import Engine
+from embedserve.reranker import Reranker
 from embedserve.server.config import ModelSpec
 
 from tests.server.conftest import LiveServer, live_server, unhurried
+from tests.support import cross_encoders
 from tests.support.tiny import TOKENIZER_FILES
 
 WORDS = "the model produced a non-finite value (nan) for"
@@ -45,6 +47,15 @@ def _tiny_bert(folder: Path, minilm_dir: Path, *, nan: bool) -> Path:
     return folder
 
 
+def _nan_cross_encoder(folder: Path, minilm_dir: Path) -> Path:
+    cross_encoders.bert_cross_encoder(folder, minilm_dir)
+    model = transformers.BertForSequenceClassification.from_pretrained(folder).eval()
+    with torch.no_grad():  # every score becomes NaN
+        model.classifier.bias.fill_(float("nan"))
+    model.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, minilm_dir) -> Iterator[LiveServer]:
     with pytest.MonkeyPatch.context() as patch:
@@ -53,8 +64,13 @@ def server(tmp_path_factory, minilm_dir) -> Iterator[LiveServer]:
             name: _tiny_bert(tmp_path_factory.mktemp(name), minilm_dir, nan=name == "nan")
             for name in ("nan", "good")
         }
-        engines = {name: Engine.from_pretrained(f, name=name) for name, f in folders.items()}
-    config = unhurried(models=tuple(ModelSpec(str(f), name) for name, f in folders.items()))
+        engines: dict[str, object] = {
+            name: Engine.from_pretrained(f, name=name) for name, f in folders.items()
+        }
+        engines["rerank-nan"] = Reranker.from_pretrained(
+            _nan_cross_encoder(tmp_path_factory.mktemp("rerank"), minilm_dir), name="rerank-nan"
+        )
+    config = unhurried(models=tuple(ModelSpec(name, name) for name in engines))
     with live_server(config, engines=engines) as live:
         yield live
 
@@ -71,6 +87,13 @@ OPENAI = [
 ]
 OTHERS = [
     ("/embed", {"inputs": ["a"]}, "inputs[0]", lambda body: body["error"]),
+    ("/embed_all", {"inputs": ["a", "b"]}, "inputs[0]", lambda body: body["error"]),
+    (
+        "/v1/rerank",
+        {"model": "rerank-nan", "query": "q", "documents": ["a", "b"]},
+        "documents[0]",
+        lambda body: body["message"],  # Cohere's error shape
+    ),
     ("/api/embed", {"model": "nan", "input": ["a"]}, "input[0]", lambda body: body["error"]),
     (
         "/v2/embed",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import msgspec
 import numpy as np
@@ -24,6 +24,7 @@ def check_finite(matrix: np.ndarray, name: Callable[[int], str]) -> None:
     the API calls it (`input[0]`)."""
     if np.isfinite(matrix.sum(dtype=np.float64)):  # one pass, no mask, for the usual answer
         return
+    matrix = matrix.reshape(len(matrix), -1)  # one row an input: a score, a vector, logits
     bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
     if bad.size == 0:  # the sum overflowed; every value is finite
         return
@@ -37,6 +38,13 @@ def check_finite(matrix: np.ndarray, name: Callable[[int], str]) -> None:
     raise ApiError(
         HTTP_500_INTERNAL_SERVER_ERROR, message, type=SERVER_ERROR, code="non_finite_output"
     )
+
+
+def check_finite_each(arrays: Sequence[np.ndarray], name: Callable[[int], str]) -> None:
+    """`check_finite` for inputs that each have an array of their own (a text's token vectors,
+    a sparse vector's weights): `name(i)` names input i."""
+    for index, array in enumerate(arrays):
+        check_finite(array.reshape(1, -1), lambda _row, index=index: name(index))
 
 
 def embeddings_body(

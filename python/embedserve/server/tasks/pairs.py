@@ -16,6 +16,7 @@ from embedserve.inputs import chunk_ranges
 from embedserve.pairs import Pair, PairTooLongError
 from embedserve.reranker import Reranker
 from embedserve.server.config import ServerConfig
+from embedserve.server.encoding import check_finite
 from embedserve.server.errors import invalid
 from embedserve.server.limits import (
     CHUNK_CHARS,
@@ -40,8 +41,11 @@ class PairRowsJob(RowsJob[Pair, R], Generic[R]):
         super().__init__()
         self.render = render
 
+    param: str  # the API's name for the items whose rows these are (`documents`, `inputs`)
+
     def finish(self, outputs: np.ndarray | None) -> R:
         assert outputs is not None
+        check_finite(outputs, lambda index: f"{self.param}[{index}]")
         return self.render(outputs, self.usage_tokens)
 
 

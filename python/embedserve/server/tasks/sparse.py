@@ -17,6 +17,7 @@ from embedserve.errors import InputTooLongError
 from embedserve.inputs import Inputs, chunk_ranges
 from embedserve.preparing import Prepared, prompt_name_for
 from embedserve.server.config import ServerConfig
+from embedserve.server.encoding import check_finite_each
 from embedserve.server.limits import (
     CHUNK_CHARS,
     DEFAULT_TOKENS_PER_CHAR,
@@ -121,6 +122,7 @@ class SparseJob(Job[R], Generic[R]):
         else:
             assert outputs is not None
             found = list(outputs[:, 0])
+        check_finite_each([v.values for v in found], lambda index: f"{PARAM}[{index}]")
         vectors = self.encoder.pruned(found, self.top_k, self.threshold)
         check_sparse_pairs(sum(len(v) for v in vectors), PARAM)
         return self.render(vectors, self.usage_tokens)

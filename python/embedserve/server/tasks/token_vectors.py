@@ -22,6 +22,7 @@ from embedserve.inputs import Inputs, chunk_ranges
 from embedserve.late_interaction import ColBERT
 from embedserve.preparing import Prepared
 from embedserve.server.config import ServerConfig
+from embedserve.server.encoding import check_finite, check_finite_each
 from embedserve.server.errors import ApiError, invalid
 from embedserve.server.limits import (
     CHUNK_CHARS,
@@ -94,7 +95,9 @@ class TokenVectorsJob(RowsJob[np.ndarray, R], Generic[R]):
         return self.usage_tokens * self.width
 
     def finish(self, outputs: np.ndarray | None) -> R:
-        return self.render([s.states for s in self._rows], self.usage_tokens)  # type: ignore[attr-defined]
+        states = [s.states for s in self._rows]  # type: ignore[attr-defined]
+        check_finite_each(states, lambda index: f"{self.param}[{index}]")
+        return self.render(states, self.usage_tokens)
 
     def _prepare(self, chunk: range) -> None:
         texts = self.texts[chunk.start : chunk.stop]
@@ -194,7 +197,11 @@ class MaxSimJob(RowsJob[np.ndarray, R], Generic[R]):
 
     def finish(self, outputs: np.ndarray | None) -> R:
         states: list[Any] = [s.states for s in self._rows]  # type: ignore[attr-defined]
-        return self.render(self.model.maxsim_scores(states[0], states[1:]), self.usage_tokens)
+        scores = self.model.maxsim_scores(states[0], states[1:])
+        # The query's vectors first: a NaN there would make every score NaN.
+        check_finite_each(states[:1], lambda _: self.first_param)
+        check_finite(scores, lambda index: f"{self.param}[{index}]")
+        return self.render(scores, self.usage_tokens)
 
     def _prepare_query(self) -> None:
         part = self._prepared([self.query], 0, is_query=True)
