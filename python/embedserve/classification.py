@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from embedserve.errors import InputError
-from embedserve.inputs import check_utf8
+from embedserve.inputs import check_positive_int, check_utf8
 from embedserve.pairs import Pair, PreparedPairs
 from embedserve.reranker import Reranker, _check_texts
 from embedserve.scoring import FUNCTIONS, NONE, SIGMOID, SOFTMAX, apply_function
@@ -157,10 +157,7 @@ class Classifier(Reranker):
     ) -> list[list[Label]]:
         """Each input's labels, best first: texts alone, or (first, second) pairs (a string is
         one text); `raw_scores` gives the logits (function "none"); `top_k` keeps the best k."""
-        if top_k is not None and (
-            isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1
-        ):
-            raise InputError(f"top_k must be a positive integer, got {top_k!r}", param="top_k")
+        check_positive_int(top_k, "top_k")
         pairs = self._prepare_inputs(inputs, truncate, truncation_direction)
         scores = self.probabilities(self.logits(pairs), NONE if raw_scores else function)
         labels = self.model_info.labels

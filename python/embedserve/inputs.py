@@ -38,6 +38,13 @@ def check_utf8(text: str, where: str, *, index: int | None = None, param: str = 
         ) from None
 
 
+def check_positive_int(value: object, param: str) -> None:
+    """A count argument (`top_k`, `top_n`, `max_tokens_per_doc`): None, or a whole number from 1.
+    A bool is no count, and 0 or -1 would be a slice end that cuts silently instead of refusing."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise InputError(f"{param} must be a positive integer, got {value!r}", param=param)
+
+
 def _is_token(value: object) -> bool:
     # Integral: NumPy's integers too (list(ids_array) holds np.int64); bool is no token id. The
     # exact-int test first: the server's JSON ids, a million a request, skip the ABC check.

@@ -20,7 +20,8 @@ import numpy as np
 
 from embedserve import _core
 from embedserve.engine import ModelInfo
-from embedserve.errors import InputError, InputTooLongError
+from embedserve.errors import InputTooLongError
+from embedserve.inputs import check_positive_int
 from embedserve.loading import LoadPlan, Pretrained, Runs
 from embedserve.models.colbert_config import ColbertConfig, load_colbert_config
 from embedserve.models.dense import load_dense
@@ -256,10 +257,7 @@ class ColBERT(Pretrained):
     ) -> list[Ranked]:
         """`documents` ordered by MaxSim with `query`, best first (ties keep their order), cut to
         `top_n` if given: `Reranker.rank`'s shape."""
-        if top_n is not None and (
-            isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1
-        ):
-            raise InputError(f"top_n must be a positive integer, got {top_n!r}", param="top_n")
+        check_positive_int(top_n, "top_n")
         scores = self.score(query, documents, truncate=truncate)
         return [Ranked(int(i), float(scores[i]), documents[i]) for i in ranking(scores, top_n)]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from embedserve.errors import InputError
-from embedserve.inputs import check_utf8
+from embedserve.inputs import check_positive_int, check_utf8
 from embedserve.loading import LoadPlan, Pretrained, Runs
 from embedserve.models import onnx_for
 from embedserve.models.kind import RERANKER, RerankerConfig, load_reranker_config
@@ -205,20 +205,8 @@ class Reranker(Pretrained):
     ) -> list[Ranked]:
         """`documents` ordered by relevance to `query`, best first (ties keep their order), cut to
         `top_n` if given."""
-        if top_n is not None and (
-            isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1
-        ):
-            raise InputError(f"top_n must be a positive integer, got {top_n!r}", param="top_n")
-        if max_tokens_per_doc is not None and (
-            isinstance(max_tokens_per_doc, bool)
-            or not isinstance(max_tokens_per_doc, int)
-            or max_tokens_per_doc < 1
-        ):
-            # A slice end below: 0 or -1 would cut every document silently, not refuse.
-            raise InputError(
-                f"max_tokens_per_doc must be a positive integer, got {max_tokens_per_doc!r}",
-                param="max_tokens_per_doc",
-            )
+        check_positive_int(top_n, "top_n")
+        check_positive_int(max_tokens_per_doc, "max_tokens_per_doc")
         prepared = self.prepare(
             query,
             documents,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from embedserve.errors import InputError
-from embedserve.inputs import Inputs, text_batch
+from embedserve.inputs import Inputs, check_positive_int, text_batch
 from embedserve.loading import LoadPlan, Pretrained, Runs
 from embedserve.models import ModelConfig, ModelConfigError
 from embedserve.models.bge_m3 import SPARSE_LINEAR, dropped_special_tokens, is_bge_m3, read_linear
@@ -450,8 +450,7 @@ def check_input_type(input_type: str | None) -> None:
 
 
 def check_pruning(top_k: int | None, threshold: float | None) -> None:
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise InputError(f"top_k must be a positive integer, got {top_k!r}", param="top_k")
+    check_positive_int(top_k, "top_k")
     if threshold is not None and (
         isinstance(threshold, bool)
         or not isinstance(threshold, (int, float))
