@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import embedserve
+
 from .examples import ROOT
 
 
@@ -33,3 +35,14 @@ def test_readme_test_command_is_the_last_line_of_ci():
 
 def test_readme_is_a_front_page():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 150
+
+
+def test_the_api_reference_documents_every_public_name():
+    """docs/reference.md says everything importable from `embedserve` is on it; each name the
+    package exports has its own `::: module.Name` entry there."""
+    entries = {
+        line.split()[1].rsplit(".", 1)[-1]
+        for line in (ROOT / "docs" / "reference.md").read_text().splitlines()
+        if line.startswith("::: ")
+    }
+    assert set(embedserve.__all__) - {"__version__"} - entries == set()

@@ -145,3 +145,13 @@ def test_load_settings_read_the_environment_on_every_command(monkeypatch):
     corpus = options_from_args(_parser().parse_args(["embed-file", "in.jsonl", "--out", "o"]))
     assert corpus.load.precision == "fp32"  # pinned for a corpus run, on a GPU too
     assert parse(env={"EMBEDSERVE_PRECISION": "Int8"}).precision == "int8"
+
+
+def test_every_serve_flag_is_in_the_docs_table():
+    """The other direction: each option string `serve --help` shows (both spellings of an on/off
+    flag, and the flags that are not settings: --host, --port, ...) is named in a row of the
+    table, so a user reading it finds every flag the server takes."""
+    rows = [line for line in FLAGS_PAGE.read_text().splitlines() if line.startswith("| `--")]
+    named = {flag for row in rows for flag in re.findall(r"`(--[a-z0-9-]+)", row.split(" | ")[0])}
+    shown = set(_flags(_subcommands()["serve"])) - {"-h", "--help"}
+    assert shown - named == set()
