@@ -220,9 +220,9 @@ def test_tokenize_returns_what_the_model_sees(engine, reference, raw_tokenizer):
     [
         (None, "texts must be a string or an array of strings, not NoneType"),
         (b"bytes", "texts must be a string or an array of strings, not bytes"),
-        ([101, 102], r"texts\[0\] is a int \(101\), expected a string"),
+        ([101, 102], r"texts\[0\] is an int \(101\), expected a string"),
         ([[101, 102]], r"texts\[0\] is an array of integers, expected a string"),
-        (["a", None], r"texts\[1\] is a NoneType \(None\), expected a string"),
+        (["a", None], r"texts\[1\] is None, expected a string"),
     ],
 )
 def test_tokenize_and_embed_all_take_only_texts(engine, bad, message):

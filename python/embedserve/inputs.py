@@ -132,7 +132,15 @@ def _describe(item: object) -> str:
     if isinstance(item, Sequence) and not isinstance(item, (str, bytes)):
         bad = next((t for t in item if not _is_token(t)), None)
         return f"an array holding {bad!r}" if bad is not None else "an array of integers"
-    return f"a {type(item).__name__} ({item!r:.40})"
+    return "None" if item is None else f"{type_phrase(item)} ({item!r:.40})"
+
+
+def type_phrase(value: object) -> str:
+    """`value`'s type with its article, for messages: "an int", "a float", "None"."""
+    if value is None:
+        return "None"
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def chunk_ranges(lengths: Sequence[int], max_chars: int) -> list[range]:

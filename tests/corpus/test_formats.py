@@ -164,7 +164,7 @@ def test_bad_rows_are_skipped_and_reported_by_number(engine, tmp_path, capsys):
     assert reasons[1] == "no 'text' field"
     assert reasons[2] == "empty text"
     assert reasons[3].startswith("not valid UTF-8")
-    assert reasons[4] == "'text' is a int, not a string"
+    assert reasons[4] == "'text' is an int, not a string"
     assert reasons[5].startswith("not valid JSON")
     assert reasons[6] == "not a JSON object (a list)"
     assert reasons[7] == "empty line"

@@ -191,8 +191,8 @@ def test_decoded_tokens_are_the_vocabulary_s(splade_dir):
     [
         (None, "texts must be a string or an array of strings, not NoneType"),
         (b"bytes", "texts must be a string or an array of strings, not bytes"),
-        ([101, 102], r"texts\[0\] is a int \(101\), expected a string"),
-        (["a", None], r"texts\[1\] is a NoneType \(None\), expected a string"),
+        ([101, 102], r"texts\[0\] is an int \(101\), expected a string"),
+        (["a", None], r"texts\[1\] is None, expected a string"),
     ],
 )
 def test_texts_that_are_not_strings_are_input_errors(splade_dir, bad, message):

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from embedserve.inputs import type_phrase
+
 FORMATS = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
@@ -211,7 +213,7 @@ def _check_text(value: object, column: str) -> tuple[str | None, str | None]:
     if value is None:
         return None, f"no {column!r} field"
     if not isinstance(value, str):
-        return None, f"{column!r} is a {type(value).__name__}, not a string"
+        return None, f"{column!r} is {type_phrase(value)}, not a string"
     if not value.strip():
         return None, "empty text"
     try:
