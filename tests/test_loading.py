@@ -55,6 +55,18 @@ def test_options_are_checked_and_normalized_when_made():
         replace(LoadOptions(), runtime="tvm")
 
 
+@pytest.mark.parametrize("name", ["intra_op_threads", "inter_op_threads"])
+def test_more_model_threads_than_the_cpus_can_take_is_refused_when_made(name):
+    """intra_op_threads=100000 started 100,000 spinning ONNX Runtime threads and never
+    returned; refused where the options are made, before any model loads."""
+    from embedserve.cpu import max_model_threads
+
+    most = max_model_threads()
+    with pytest.raises(ValueError, match=f"{name} must be at most {most} .*, got 100000"):
+        LoadOptions(**{name: 100_000})
+    assert getattr(LoadOptions(**{name: most}), name) == most
+
+
 @pytest.mark.parametrize("bad", [-1, True, 1.5, "10", None])
 def test_cache_bytes_is_an_integer_of_zero_or_more(bad):
     """True was a one-byte cache and 1.5 a cache of a float size; "10" and None failed with a

@@ -15,12 +15,14 @@ Light on purpose: the CLI builds its flags from these before ONNX Runtime is imp
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from embedserve.cpu import THREADS_PER_CPU, max_model_threads
 from embedserve.models import DEFAULT_MODEL
 from embedserve.planning import LANE_SESSION_MODES, session_mode
 from embedserve.precision import (
@@ -33,7 +35,7 @@ from embedserve.precision import (
     resolve_precision,
     this_cpus_precision,
 )
-from embedserve.settings import non_negative, setting
+from embedserve.settings import non_negative, positive, setting
 from embedserve.tokenizer_pipeline import TOKENIZER_MODES
 from embedserve.vector_cache import DEFAULT_CACHE_BYTES
 
@@ -44,6 +46,23 @@ if TYPE_CHECKING:
 
 # Runtimes a model may be asked to run on, "auto" aside.
 NAMED_RUNTIMES = tuple(r for r in RUNTIMES if r != "auto")
+
+
+def model_threads(value: int) -> int:
+    """`value` if a model may run on that many ONNX Runtime threads here, else a ValueError
+    (argparse's ArgumentTypeError is one) saying the most."""
+    most = max_model_threads()
+    if value > most:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {most} ({THREADS_PER_CPU} per CPU this process may use; more "
+            f"threads only take turns on them), got {value}"
+        )
+    return value
+
+
+def threads(text: str) -> int:
+    """A thread count on the command line or in the environment: 1 to `max_model_threads()`."""
+    return model_threads(positive(text))
 
 
 @dataclass(frozen=True)
@@ -63,7 +82,10 @@ class LoadSettings:
         metavar="NAMES",
     )
     intra_op_threads: int | None = setting(
-        None, "ONNX Runtime threads per model (default: ONNX Runtime's choice)", type=int
+        None,
+        f"ONNX Runtime threads per model, up to {THREADS_PER_CPU} per CPU (default: ONNX "
+        "Runtime's choice)",
+        type=threads,
     )
     idle_spin_us: int | None = setting(
         None,
@@ -212,6 +234,13 @@ def validate_load_options(options: LoadSettings) -> None:
         ):
             kind = "a positive integer" if least == 1 else f"an integer >= {least}"
             raise ValueError(f"{name} must be {kind} or None, got {value!r}")
+    for name in ("intra_op_threads", "inter_op_threads"):
+        value = getattr(options, name, None)
+        if value is not None:
+            try:
+                model_threads(value)
+            except argparse.ArgumentTypeError as exc:
+                raise ValueError(f"{name} {exc}") from None
     if not isinstance(options.compile, bool):
         raise TypeError(f"compile must be True or False, got {options.compile!r}")
     tokenizer_mode = options.tokenizer_mode

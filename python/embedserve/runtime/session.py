@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from embedserve.cpu import usable_cpus
 from embedserve.models.graph import fused_onnx
 from embedserve.runtime.custom_ops import attention_op
 from embedserve.runtime.providers import CPU, resolve_providers
@@ -71,13 +72,6 @@ class EncoderSession:
         feeds = graph_feeds(self.input_names, input_ids, attention_mask, token_type_ids)
         (hidden,) = self._session.run([self.output_name], feeds)
         return hidden
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def checked_inputs(names: list[str], path: Path) -> list[str]:
