@@ -16,6 +16,7 @@ from embedserve.loading import LoadOptions, LoadPlan, LoadSettings, plan_load
 from embedserve.models.graph import onnx_for
 from embedserve.precision import CUDA_BOUND, get_precision
 from embedserve.reranker import Reranker
+from embedserve.runtime import providers as providers_module
 from embedserve.runtime.backends import open_backend, open_classifier
 from embedserve.runtime.classifier import ClassifierSession
 from embedserve.runtime.cuda import BoundEncoderSession
@@ -65,6 +66,38 @@ def test_more_model_threads_than_the_cpus_can_take_is_refused_when_made(name):
     with pytest.raises(ValueError, match=f"{name} must be at most {most} .*, got 100000"):
         LoadOptions(**{name: 100_000})
     assert getattr(LoadOptions(**{name: most}), name) == most
+
+
+def test_providers_are_stripped_and_may_be_listed_with_commas():
+    """The flag's NAMES: `--providers cuda,cpu` was one provider named 'cuda,cpu', and ' cpu'
+    (a space from an env file) or 'AUTO' were unknown providers."""
+    assert LoadOptions(providers="cuda, cpu").providers == ("cuda", "cpu")
+    assert LoadOptions(providers=" cpu ").providers == "cpu"
+    assert LoadOptions(providers="AUTO").providers == "auto"
+    assert LoadOptions(providers=[" cuda", "cpu"]).providers == ("cuda", "cpu")
+    for bad in ("", " ", "cpu,", [], ["cpu", ""]):
+        with pytest.raises(ValueError, match="providers must be a name or a list of names"):
+            LoadOptions(providers=bad)
+
+
+def test_providers_are_checked_by_name_and_a_gpu_one_needs_a_device(minilm_dir, monkeypatch):
+    """Names are ONNX Runtime's in any case, or cpu/cuda/gpu; an unknown one names the choices,
+    and a GPU provider where no device is present is refused while planning, before any graph is
+    built: ONNX Runtime fell back to the CPU on its own, which then ran the GPU's fp16 graph."""
+    import onnxruntime as ort
+    from embedserve.runtime.providers import resolve_providers
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    monkeypatch.setattr(providers_module, "cuda_device_present", lambda: False)
+    assert resolve_providers(["cpuexecutionprovider"]) == [CPU]
+    with pytest.raises(ValueError, match=r"providers: \['tpu'\] not known here; use auto, cpu"):
+        resolve_providers("tpu")
+    for asked in ("cuda", "GPU", ("cpu", "cuda")):
+        with pytest.raises(ValueError, match=r"asked for, but this machine has no CUDA device"):
+            plan_load(minilm_dir, LoadOptions(providers=asked), Engine.runs)
+    assert plan_load(minilm_dir, LoadOptions(providers="auto"), Engine.runs).runtime != CUDA_BOUND
+    monkeypatch.setattr(providers_module, "cuda_device_present", lambda: True)
+    assert resolve_providers("gpu") == [CUDA, CPU]
 
 
 @pytest.mark.parametrize("bad", [-1, True, 1.5, "10", None])
@@ -184,8 +217,9 @@ def test_a_precision_cuda_cannot_run_is_refused_there(minilm_dir, monkeypatch):
     fp32 under bf16's name."""
     import onnxruntime as ort
 
-    # An onnxruntime that offers CUDA: planning asks no device, so none is needed here.
+    # An onnxruntime that offers CUDA, and a device: planning opens nothing on it.
     monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    monkeypatch.setattr(providers_module, "cuda_device_present", lambda: True)
     with pytest.raises(ValueError, match="precision 'bf16' runs on openvino, not on CUDA"):
         plan_load(minilm_dir, LoadOptions(precision="bf16", providers="cuda"), Engine.runs)
     planned = plan_load(minilm_dir, LoadOptions(precision="fp32", providers="cuda"), Engine.runs)

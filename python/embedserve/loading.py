@@ -76,8 +76,8 @@ class LoadSettings:
     )
     providers: str | Sequence[str] | None = setting(
         None,
-        "ONNX Runtime providers: cpu, cuda, or a provider name (default: CUDA when a GPU "
-        "is present, else CPU)",
+        "ONNX Runtime providers: cpu, cuda, or a provider name, comma separated for several "
+        "(default: CUDA when a GPU is present, else CPU; cuda without a CUDA device is refused)",
         type=str,
         metavar="NAMES",
     )
@@ -203,6 +203,28 @@ INTEGER_OPTIONS = {
 }
 
 
+def provider_names(providers: str | Sequence[str] | None) -> str | tuple[str, ...] | None:
+    """`providers` as a name or a tuple of names, stripped: a string may list several, comma
+    separated (`--providers cuda,cpu`, as the flag's NAMES says). Whether ONNX Runtime has
+    each is asked where the model is planned (runtime.providers), not here, where it is not
+    imported."""
+    if providers is None:
+        return None
+    if isinstance(providers, str):
+        names: tuple[object, ...] = tuple(providers.split(","))
+    else:
+        names = tuple(providers)
+    if not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ValueError(
+            f"providers must be a name or a list of names (auto, cpu, cuda or an ONNX Runtime "
+            f"provider), got {providers!r}"
+        )
+    stripped = tuple(str(n).strip() for n in names)
+    if stripped == ("auto",) or (len(stripped) == 1 and stripped[0].lower() == "auto"):
+        return "auto"  # compared as written below: `providers in (None, "auto")`
+    return stripped[0] if isinstance(providers, str) and len(stripped) == 1 else stripped
+
+
 def validate_load_options(options: LoadSettings) -> None:
     """Check every option once, where options are made, and normalize them: `precision` becomes
     a precision's name (with `quantize` folded in) or None, `runtime` lower case, `providers` a
@@ -222,11 +244,7 @@ def validate_load_options(options: LoadSettings) -> None:
         if not isinstance(runtime, str) or runtime.lower() not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         runtime = runtime.lower()
-    providers = options.providers
-    if providers is not None and not isinstance(providers, str):
-        providers = tuple(providers)
-        if not providers or not all(isinstance(p, str) for p in providers):
-            raise ValueError(f"providers must be a name or a list of names, got {providers!r}")
+    providers = provider_names(options.providers)
     for name, least in INTEGER_OPTIONS.items():
         value = getattr(options, name, None)
         if value is not None and (
