@@ -4,6 +4,7 @@ and a cross-encoder, and every session (the GPU's IOBinding one too) opened by `
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import fields, replace
@@ -98,6 +99,28 @@ def test_providers_are_checked_by_name_and_a_gpu_one_needs_a_device(minilm_dir, 
     assert plan_load(minilm_dir, LoadOptions(providers="auto"), Engine.runs).runtime != CUDA_BOUND
     monkeypatch.setattr(providers_module, "cuda_device_present", lambda: True)
     assert resolve_providers("gpu") == [CUDA, CPU]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("EMBEDSERVE_ORT_LOG_LEVEL", "abc", "expected one of 0 (verbose), 1 (info)"),
+        ("EMBEDSERVE_ORT_LOG_LEVEL", "9", "expected one of 0 (verbose), 1 (info)"),
+        ("EMBEDSERVE_ORT_LOG_LEVEL", "-1", "expected one of 0 (verbose), 1 (info)"),
+        ("EMBEDSERVE_ATTENTION_KERNEL", "fast", "expected one of embedserve, onnxruntime"),
+    ],
+)
+def test_a_bad_session_variable_is_named_while_planning(
+    minilm_dir, monkeypatch, variable, value, says
+):
+    """EMBEDSERVE_ORT_LOG_LEVEL=abc failed with "invalid literal for int() with base 10: 'abc'",
+    and 9 with ONNX Runtime's "Invalid session log severity level", when the session opened:
+    after the graph was built. Now planning names the variable first."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=re.escape(f"{variable}={value!r}: {says}")):
+        plan_load(minilm_dir, LoadOptions(providers="cpu"), Engine.runs)
+    monkeypatch.setenv(variable, "")  # empty is unset: the default
+    assert plan_load(minilm_dir, LoadOptions(providers="cpu"), Engine.runs).runtime
 
 
 @pytest.mark.parametrize("bad", [-1, True, 1.5, "10", None])

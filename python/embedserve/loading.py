@@ -371,8 +371,9 @@ def plan_load(spec: str | os.PathLike[str], options: LoadOptions, runs: Runs) ->
     precision is `choose_precision`'s.
     """
     from embedserve.models import resolve_model_dir
-    from embedserve.runtime.backends import choose_runtime
+    from embedserve.runtime.backends import check_environment, choose_runtime
 
+    check_environment()
     bound = cuda_bound(options, runs)
     chosen = choose_precision(options, runs)
     runtime = options.runtime

@@ -39,6 +39,16 @@ class Backend(Protocol):
     ) -> np.ndarray: ...
 
 
+def check_environment() -> None:
+    """The environment variables sessions read, checked while a model is planned, before any
+    graph is built for it: a bad value is one clear error then, not after a compile."""
+    from embedserve.runtime.custom_ops import attention_kernel
+    from embedserve.runtime.session import ort_log_level
+
+    ort_log_level()
+    attention_kernel()
+
+
 def choose_runtime(
     runtime: str | None, precision: Precision, providers: str | Sequence[str] | None
 ) -> str:

@@ -100,6 +100,19 @@ def graph_feeds(
 
 
 SLOWER_FUSION = "SkipLayerNormFusion"
+LOG_LEVEL_VARIABLE = "EMBEDSERVE_ORT_LOG_LEVEL"
+# ONNX Runtime's severities, 0 to 4; errors only by default.
+LOG_LEVELS = ("verbose", "info", "warning", "error", "fatal")
+
+
+def ort_log_level() -> int:
+    """The severity from which ONNX Runtime logs (`EMBEDSERVE_ORT_LOG_LEVEL`, default 3: errors;
+    warnings about unused initializers or provider fallbacks are noise to a user)."""
+    text = os.environ.get(LOG_LEVEL_VARIABLE, "").strip() or "3"
+    if text not in {str(i) for i in range(len(LOG_LEVELS))}:
+        named = ", ".join(f"{i} ({name})" for i, name in enumerate(LOG_LEVELS))
+        raise ValueError(f"{LOG_LEVEL_VARIABLE}={text!r}: expected one of {named}")
+    return int(text)
 
 
 def open_session(
@@ -117,8 +130,7 @@ def open_session(
         so.inter_op_num_threads = options.inter_op_threads
     if options.idle_spin_us is not None:
         set_idle_spin(so, options.idle_spin_us)
-    # Warnings about unused initializers or provider fallbacks are noise to a user.
-    so.log_severity_level = int(os.environ.get("EMBEDSERVE_ORT_LOG_LEVEL", "3"))
+    so.log_severity_level = ort_log_level()
     providers = resolve_providers(options.providers)
     disabled: list[str] = []
     if providers == [CPU]:
