@@ -143,7 +143,7 @@ def open_session(
         # thread: 90.0 -> 95.6 texts/s with the fusion off, the fp32 graph unchanged).
         disabled = [SLOWER_FUSION]
     try:
-        return ort.InferenceSession(
+        session = ort.InferenceSession(
             str(path), sess_options=so, providers=providers, disabled_optimizers=disabled
         )
     except Exception as exc:  # a broken CUDA install: carry on on the CPU, and say so once
@@ -151,6 +151,11 @@ def open_session(
             raise
         log.warning("could not start %s (%s); using the CPU", providers[0], exc)
         return ort.InferenceSession(str(path), sess_options=so, providers=[CPU])
+    if providers[0] != CPU and session.get_providers()[0] == CPU:
+        # ONNX Runtime falls back on its own where the provider's libraries do not load (no
+        # cuDNN, another CUDA), logging only at its error level: say which provider ran.
+        log.warning("could not start %s (ONNX Runtime's log says why); using the CPU", providers[0])
+    return session
 
 
 def set_idle_spin(so: ort.SessionOptions, microseconds: int) -> None:
