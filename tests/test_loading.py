@@ -123,6 +123,19 @@ def test_a_bad_session_variable_is_named_while_planning(
     assert plan_load(minilm_dir, LoadOptions(providers="cpu"), Engine.runs).runtime
 
 
+def test_an_idle_spin_onnx_runtime_would_ignore_is_refused():
+    """idle_spin_us=2**31 was taken, and ONNX Runtime, which reads a 32-bit int, kept its own
+    spin with a warning at a level embedserve does not log: what was asked was silently dropped."""
+    from embedserve.loading import MAX_IDLE_SPIN_US
+
+    assert MAX_IDLE_SPIN_US == 2**31 - 1
+    with pytest.raises(
+        ValueError, match=r"idle_spin_us must be at most 2147483647 .*, got 2147483648"
+    ):
+        LoadOptions(idle_spin_us=2**31)
+    assert LoadOptions(idle_spin_us=MAX_IDLE_SPIN_US).idle_spin_us == MAX_IDLE_SPIN_US
+
+
 @pytest.mark.parametrize("bad", [-1, True, 1.5, "10", None])
 def test_cache_bytes_is_an_integer_of_zero_or_more(bad):
     """True was a one-byte cache and 1.5 a cache of a float size; "10" and None failed with a

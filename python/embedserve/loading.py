@@ -60,6 +60,25 @@ def model_threads(value: int) -> int:
     return value
 
 
+# ONNX Runtime reads the spin as a 32-bit int and, past it, keeps its own spin with a warning at
+# a level embedserve does not log (ORT 1.31): refused here instead of silently ignored.
+MAX_IDLE_SPIN_US = 2**31 - 1
+
+
+def spin_us(value: int) -> int:
+    """`value` if ONNX Runtime takes it as an idle spin, else a ValueError saying the most."""
+    if value > MAX_IDLE_SPIN_US:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_IDLE_SPIN_US} (ONNX Runtime ignores more), got {value}"
+        )
+    return value
+
+
+def idle_spin(text: str) -> int:
+    """An idle spin on the command line or in the environment: 0 to MAX_IDLE_SPIN_US."""
+    return spin_us(non_negative(text))
+
+
 def threads(text: str) -> int:
     """A thread count on the command line or in the environment: 1 to `max_model_threads()`."""
     return model_threads(positive(text))
@@ -93,7 +112,7 @@ class LoadSettings:
         "(default: ONNX Runtime's own, ~25 ms after each run); 0 stops right after each run: "
         "up to a core less busy between sparse requests, with a higher p99 (see "
         "docs/operations.md, CPU between requests)",
-        type=non_negative,
+        type=idle_spin,
         metavar="US",
     )
     quantize: str | None = setting(
@@ -225,6 +244,14 @@ def provider_names(providers: str | Sequence[str] | None) -> str | tuple[str, ..
     return stripped[0] if isinstance(providers, str) and len(stripped) == 1 else stripped
 
 
+# The integer options with a most, each checked (after INTEGER_OPTIONS' least) by its function.
+RANGE_CHECKS = {
+    "intra_op_threads": model_threads,
+    "inter_op_threads": model_threads,
+    "idle_spin_us": spin_us,
+}
+
+
 def validate_load_options(options: LoadSettings) -> None:
     """Check every option once, where options are made, and normalize them: `precision` becomes
     a precision's name (with `quantize` folded in) or None, `runtime` lower case, `providers` a
@@ -252,11 +279,11 @@ def validate_load_options(options: LoadSettings) -> None:
         ):
             kind = "a positive integer" if least == 1 else f"an integer >= {least}"
             raise ValueError(f"{name} must be {kind} or None, got {value!r}")
-    for name in ("intra_op_threads", "inter_op_threads"):
+    for name, check in RANGE_CHECKS.items():
         value = getattr(options, name, None)
         if value is not None:
             try:
-                model_threads(value)
+                check(value)
             except argparse.ArgumentTypeError as exc:
                 raise ValueError(f"{name} {exc}") from None
     if not isinstance(options.compile, bool):

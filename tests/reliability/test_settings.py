@@ -173,3 +173,12 @@ def test_more_model_threads_than_the_cpus_can_take_is_refused_by_flag_and_variab
     monkeypatch.setenv("EMBEDSERVE_INTRA_OP_THREADS", str(most))
     if command != "serve":
         assert load_options(_parser().parse_args([command, *positional])).intra_op_threads == most
+
+
+def test_an_idle_spin_onnx_runtime_would_ignore_is_refused_by_flag_and_variable(capsys):
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["embed", "--idle-spin-us", "2147483648"])
+    assert "argument --idle-spin-us: must be at most 2147483647" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="EMBEDSERVE_IDLE_SPIN_US='3000000000': must be at most"):
+        parse(env={"EMBEDSERVE_IDLE_SPIN_US": "3000000000"})
+    assert parse(env={"EMBEDSERVE_IDLE_SPIN_US": "2147483647"}).idle_spin_us == 2**31 - 1
