@@ -241,3 +241,17 @@ def test_embed_on_cuda_without_a_cuda_device_is_refused_and_builds_nothing(minil
         "the CPU)\n"
     )
     assert not cache.exists() or not any(cache.rglob("*.onnx"))
+
+
+def test_pull_prepares_the_cuda_graph_on_a_machine_without_a_gpu(minilm_dir, monkeypatch, capsys):
+    """deploy/Dockerfile.cuda runs `pull --providers cuda` where no GPU is: pull prepares the
+    fp16 graph the GPU machine will load, while `embed` here is refused (above)."""
+    import onnxruntime as ort
+    from embedserve.cli import main
+    from embedserve.runtime import providers
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [providers.CUDA, providers.CPU])
+    monkeypatch.setattr(providers, "cuda_device_present", lambda: False)
+    assert main(["pull", str(minilm_dir), "--providers", "cuda"]) == 0
+    graph = capsys.readouterr().out.splitlines()[-1]
+    assert graph.startswith("onnx graph: ") and "fp16" in graph, graph

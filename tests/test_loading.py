@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from embedserve.engine import Engine
-from embedserve.loading import LoadOptions, LoadPlan, LoadSettings, plan_load
+from embedserve.loading import LoadOptions, LoadPlan, LoadSettings, choose_precision, plan_load
 from embedserve.models.graph import onnx_for
 from embedserve.precision import CUDA_BOUND, get_precision
 from embedserve.reranker import Reranker
@@ -97,6 +97,11 @@ def test_providers_are_checked_by_name_and_a_gpu_one_needs_a_device(minilm_dir, 
         with pytest.raises(ValueError, match=r"asked for, but this machine has no CUDA device"):
             plan_load(minilm_dir, LoadOptions(providers=asked), Engine.runs)
     assert plan_load(minilm_dir, LoadOptions(providers="auto"), Engine.runs).runtime != CUDA_BOUND
+    # Choosing a precision plans for the providers' machine, perhaps another: an embed-file
+    # driver with no GPU records the fp16 its Ray GPU actors will run.
+    assert choose_precision(LoadOptions(precision="auto", providers="cuda"), Engine.runs).name == (
+        "fp16"
+    )
     monkeypatch.setattr(providers_module, "cuda_device_present", lambda: True)
     assert resolve_providers("gpu") == [CUDA, CPU]
 

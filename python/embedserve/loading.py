@@ -389,18 +389,22 @@ class Pretrained:
         raise NotImplementedError(f"{cls.__name__} does not say which graph it loads")
 
 
-def plan_load(spec: str | os.PathLike[str], options: LoadOptions, runs: Runs) -> LoadPlan:
+def plan_load(
+    spec: str | os.PathLike[str], options: LoadOptions, runs: Runs, *, here: bool = True
+) -> LoadPlan:
     """Choose how to run `spec` as a kind that runs `runs`, then find its files.
 
     On CUDA, a kind with a `cuda_precision` runs through IOBinding (CUDA_BOUND) at that precision
     unless one is given, when the runtime asked for is ONNX Runtime's (or left to choose);
     elsewhere the runtime is the one asked for, or the faster one for the precision here. The
-    precision is `choose_precision`'s.
+    precision is `choose_precision`'s. `here`: the model is to run on this machine, whose
+    providers are checked (a GPU one needs a device); `pull` plans for the providers' machine,
+    perhaps another (deploy/Dockerfile.cuda prepares the fp16 graph without a GPU).
     """
     from embedserve.models import resolve_model_dir
-    from embedserve.runtime.backends import check_environment, choose_runtime
+    from embedserve.runtime.backends import check_here, choose_runtime
 
-    check_environment()
+    check_here(options.providers if here else None)
     bound = cuda_bound(options, runs)
     chosen = choose_precision(options, runs)
     runtime = options.runtime

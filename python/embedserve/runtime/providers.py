@@ -37,12 +37,14 @@ def cuda_device_present() -> bool:
     return count.value > 0
 
 
-def resolve_providers(requested: str | Sequence[str] | None) -> list[str]:
+def resolve_providers(requested: str | Sequence[str] | None, *, here: bool = True) -> list[str]:
     """Providers to try, in order. `None`/"auto": CUDA if a device is present, then CPU.
 
     Names are `ALIASES` or ONNX Runtime's provider names, in any case. A GPU provider asked for
-    by name where no device is present is refused: ONNX Runtime would log errors, fall back to
-    the CPU on its own, and the model would run the graph planned for the GPU (fp16) there."""
+    by name where no device is present is refused when the model is to run `here`: ONNX Runtime
+    would log errors, fall back to the CPU on its own, and the model would run the graph planned
+    for the GPU (fp16) there. `here=False` plans for a machine of those providers, perhaps
+    another (an embed-file driver choosing the precision its Ray GPU actors run)."""
     if requested is None or (isinstance(requested, str) and requested.lower() == "auto"):
         return [CUDA, CPU] if cuda_device_present() else [CPU]
     names = [requested] if isinstance(requested, str) else list(requested)
@@ -56,7 +58,7 @@ def resolve_providers(requested: str | Sequence[str] | None) -> list[str]:
             f"this onnxruntime has: {', '.join(available)}"
         )
     on_gpu = [name for name, p in zip(names, resolved) if p in GPU_PROVIDERS]
-    if on_gpu and not cuda_device_present():
+    if on_gpu and here and not cuda_device_present():
         raise ValueError(
             f"providers: {on_gpu} asked for, but this machine has no CUDA device (the CUDA "
             "driver reports none); use cpu, or auto (CUDA where a GPU is present, else the CPU)"
