@@ -49,8 +49,9 @@ NAMED_RUNTIMES = tuple(r for r in RUNTIMES if r != "auto")
 
 
 def model_threads(value: int) -> int:
-    """`value` if a model may run on that many ONNX Runtime threads here, else a ValueError
-    (argparse's ArgumentTypeError is one) saying the most."""
+    """`value` if a model may run on that many ONNX Runtime threads here, else an
+    ArgumentTypeError saying the most (the flag's error; `validate_load_options` names the
+    option)."""
     most = max_model_threads()
     if value > most:
         raise argparse.ArgumentTypeError(
@@ -66,7 +67,8 @@ MAX_IDLE_SPIN_US = 2**31 - 1
 
 
 def spin_us(value: int) -> int:
-    """`value` if ONNX Runtime takes it as an idle spin, else a ValueError saying the most."""
+    """`value` if ONNX Runtime takes it as an idle spin, else an ArgumentTypeError saying the
+    most (as `model_threads`)."""
     if value > MAX_IDLE_SPIN_US:
         raise argparse.ArgumentTypeError(
             f"must be at most {MAX_IDLE_SPIN_US} (ONNX Runtime ignores more), got {value}"
@@ -239,7 +241,7 @@ def provider_names(providers: str | Sequence[str] | None) -> str | tuple[str, ..
             f"provider), got {providers!r}"
         )
     stripped = tuple(str(n).strip() for n in names)
-    if stripped == ("auto",) or (len(stripped) == 1 and stripped[0].lower() == "auto"):
+    if len(stripped) == 1 and stripped[0].lower() == "auto":
         return "auto"  # compared as written below: `providers in (None, "auto")`
     return stripped[0] if isinstance(providers, str) and len(stripped) == 1 else stripped
 
