@@ -215,3 +215,43 @@ def test_version_is_the_packages_one_version():
     assert re.fullmatch(r"\d+\.\d+\.\d+([-.]?(a|b|rc|dev)\d+)?", __version__), __version__
     changelog = (Path(__file__).resolve().parents[1] / "CHANGELOG.md").read_text()
     assert f"## [{__version__}]" in changelog
+
+
+def test_embed_on_cuda_without_a_cuda_device_is_refused_and_builds_nothing(minilm_dir, tmp_path):
+    """`--providers cuda` on a machine with no GPU: ONNX Runtime logged its CUDA library errors,
+    fell back to the CPU on its own, and the model ran there the fp16 graph planned for the GPU,
+    built into the cache for it, with no word from embedserve."""
+    from embedserve.runtime.providers import cuda_device_present
+
+    if cuda_device_present():
+        pytest.skip("this machine has a CUDA device")
+    cache = tmp_path / "cache"
+    done = subprocess.run(
+        [sys.executable, "-m", "embedserve.cli", "embed", "--model", str(minilm_dir), "text"],
+        env={**os.environ, "EMBEDSERVE_CACHE": str(cache), "EMBEDSERVE_PROVIDERS": "cuda"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == (
+        "embedserve: error: providers: ['cuda'] asked for, but this machine has no CUDA device "
+        "(the CUDA driver reports none); use cpu, or auto (CUDA where a GPU is present, else "
+        "the CPU)\n"
+    )
+    assert not cache.exists() or not any(cache.rglob("*.onnx"))
+
+
+def test_pull_prepares_the_cuda_graph_on_a_machine_without_a_gpu(minilm_dir, monkeypatch, capsys):
+    """deploy/Dockerfile.cuda runs `pull --providers cuda` where no GPU is: pull prepares the
+    fp16 graph the GPU machine will load, while `embed` here is refused (above)."""
+    import onnxruntime as ort
+    from embedserve.cli import main
+    from embedserve.runtime import providers
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [providers.CUDA, providers.CPU])
+    monkeypatch.setattr(providers, "cuda_device_present", lambda: False)
+    assert main(["pull", str(minilm_dir), "--providers", "cuda"]) == 0
+    graph = capsys.readouterr().out.splitlines()[-1]
+    assert graph.startswith("onnx graph: ") and "fp16" in graph, graph

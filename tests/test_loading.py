@@ -4,6 +4,7 @@ and a cross-encoder, and every session (the GPU's IOBinding one too) opened by `
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import fields, replace
@@ -12,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from embedserve.engine import Engine
-from embedserve.loading import LoadOptions, LoadPlan, LoadSettings, plan_load
+from embedserve.loading import LoadOptions, LoadPlan, LoadSettings, choose_precision, plan_load
 from embedserve.models.graph import onnx_for
 from embedserve.precision import CUDA_BOUND, get_precision
 from embedserve.reranker import Reranker
+from embedserve.runtime import providers as providers_module
 from embedserve.runtime.backends import open_backend, open_classifier
 from embedserve.runtime.classifier import ClassifierSession
 from embedserve.runtime.cuda import BoundEncoderSession
@@ -53,6 +55,90 @@ def test_options_are_checked_and_normalized_when_made():
     # replace() makes a new one: it is checked again.
     with pytest.raises(ValueError, match="runtime must be one of"):
         replace(LoadOptions(), runtime="tvm")
+
+
+@pytest.mark.parametrize("name", ["intra_op_threads", "inter_op_threads"])
+def test_more_model_threads_than_the_cpus_can_take_is_refused_when_made(name):
+    """intra_op_threads=100000 started 100,000 spinning ONNX Runtime threads and never
+    returned; refused where the options are made, before any model loads."""
+    from embedserve.cpu import max_model_threads
+
+    most = max_model_threads()
+    with pytest.raises(ValueError, match=f"{name} must be at most {most} .*, got 100000"):
+        LoadOptions(**{name: 100_000})
+    assert getattr(LoadOptions(**{name: most}), name) == most
+
+
+def test_providers_are_stripped_and_may_be_listed_with_commas():
+    """The flag's NAMES: `--providers cuda,cpu` was one provider named 'cuda,cpu', and ' cpu'
+    (a space from an env file) or 'AUTO' were unknown providers."""
+    assert LoadOptions(providers="cuda, cpu").providers == ("cuda", "cpu")
+    assert LoadOptions(providers=" cpu ").providers == "cpu"
+    assert LoadOptions(providers="AUTO").providers == "auto"
+    assert LoadOptions(providers=[" cuda", "cpu"]).providers == ("cuda", "cpu")
+    for bad in ("", " ", "cpu,", [], ["cpu", ""]):
+        with pytest.raises(ValueError, match="providers must be a name or a list of names"):
+            LoadOptions(providers=bad)
+
+
+def test_providers_are_checked_by_name_and_a_gpu_one_needs_a_device(minilm_dir, monkeypatch):
+    """Names are ONNX Runtime's in any case, or cpu/cuda/gpu; an unknown one names the choices,
+    and a GPU provider where no device is present is refused while planning, before any graph is
+    built: ONNX Runtime fell back to the CPU on its own, which then ran the GPU's fp16 graph."""
+    import onnxruntime as ort
+    from embedserve.runtime.providers import resolve_providers
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    monkeypatch.setattr(providers_module, "cuda_device_present", lambda: False)
+    assert resolve_providers(["cpuexecutionprovider"]) == [CPU]
+    with pytest.raises(ValueError, match=r"providers: \['tpu'\] not known here; use auto, cpu"):
+        resolve_providers("tpu")
+    for asked in ("cuda", "GPU", ("cpu", "cuda")):
+        with pytest.raises(ValueError, match=r"asked for, but this machine has no CUDA device"):
+            plan_load(minilm_dir, LoadOptions(providers=asked), Engine.runs)
+    assert plan_load(minilm_dir, LoadOptions(providers="auto"), Engine.runs).runtime != CUDA_BOUND
+    # Choosing a precision plans for the providers' machine, perhaps another: an embed-file
+    # driver with no GPU records the fp16 its Ray GPU actors will run.
+    assert choose_precision(LoadOptions(precision="auto", providers="cuda"), Engine.runs).name == (
+        "fp16"
+    )
+    monkeypatch.setattr(providers_module, "cuda_device_present", lambda: True)
+    assert resolve_providers("gpu") == [CUDA, CPU]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("EMBEDSERVE_ORT_LOG_LEVEL", "abc", "expected one of 0 (verbose), 1 (info)"),
+        ("EMBEDSERVE_ORT_LOG_LEVEL", "9", "expected one of 0 (verbose), 1 (info)"),
+        ("EMBEDSERVE_ORT_LOG_LEVEL", "-1", "expected one of 0 (verbose), 1 (info)"),
+        ("EMBEDSERVE_ATTENTION_KERNEL", "fast", "expected one of embedserve, onnxruntime"),
+    ],
+)
+def test_a_bad_session_variable_is_named_while_planning(
+    minilm_dir, monkeypatch, variable, value, says
+):
+    """EMBEDSERVE_ORT_LOG_LEVEL=abc failed with "invalid literal for int() with base 10: 'abc'",
+    and 9 with ONNX Runtime's "Invalid session log severity level", when the session opened:
+    after the graph was built. Now planning names the variable first."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=re.escape(f"{variable}={value!r}: {says}")):
+        plan_load(minilm_dir, LoadOptions(providers="cpu"), Engine.runs)
+    monkeypatch.setenv(variable, "")  # empty is unset: the default
+    assert plan_load(minilm_dir, LoadOptions(providers="cpu"), Engine.runs).runtime
+
+
+def test_an_idle_spin_onnx_runtime_would_ignore_is_refused():
+    """idle_spin_us=2**31 was taken, and ONNX Runtime, which reads a 32-bit int, kept its own
+    spin with a warning at a level embedserve does not log: what was asked was silently dropped."""
+    from embedserve.loading import MAX_IDLE_SPIN_US
+
+    assert MAX_IDLE_SPIN_US == 2**31 - 1
+    with pytest.raises(
+        ValueError, match=r"idle_spin_us must be at most 2147483647 .*, got 2147483648"
+    ):
+        LoadOptions(idle_spin_us=2**31)
+    assert LoadOptions(idle_spin_us=MAX_IDLE_SPIN_US).idle_spin_us == MAX_IDLE_SPIN_US
 
 
 @pytest.mark.parametrize("bad", [-1, True, 1.5, "10", None])
@@ -172,8 +258,9 @@ def test_a_precision_cuda_cannot_run_is_refused_there(minilm_dir, monkeypatch):
     fp32 under bf16's name."""
     import onnxruntime as ort
 
-    # An onnxruntime that offers CUDA: planning asks no device, so none is needed here.
+    # An onnxruntime that offers CUDA, and a device: planning opens nothing on it.
     monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    monkeypatch.setattr(providers_module, "cuda_device_present", lambda: True)
     with pytest.raises(ValueError, match="precision 'bf16' runs on openvino, not on CUDA"):
         plan_load(minilm_dir, LoadOptions(precision="bf16", providers="cuda"), Engine.runs)
     planned = plan_load(minilm_dir, LoadOptions(precision="fp32", providers="cuda"), Engine.runs)

@@ -103,7 +103,8 @@ def _pull(args: argparse.Namespace) -> int:
         for path in pull_all():
             print(f"{path.stem}: {path}")
         return 0
-    directory, graph = build_graph(args.model, load_options(args, PULL_SETTINGS))
+    # For the machine its providers name, perhaps another: a CUDA image is built without a GPU.
+    directory, graph = build_graph(args.model, load_options(args, PULL_SETTINGS), here=False)
     print(f"{args.model}: {directory}")
     print(f"onnx graph: {graph}")
     return 0

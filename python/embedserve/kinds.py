@@ -29,10 +29,18 @@ def loader_for(model_dir: Path) -> Loader:
     return LOADERS[model_kind(model_dir)]
 
 
-def build_graph(spec: str | os.PathLike[str], options: LoadOptions) -> tuple[Path, Path]:
+def build_graph(
+    spec: str | os.PathLike[str], options: LoadOptions, *, here: bool = True
+) -> tuple[Path, Path]:
     """Fetch `spec` and build the graph its kind opens when it loads with `options` (the kind's
     `graph`, for the same plan), opening no session; returns the model's folder and the graph.
-    Prebuilding any other graph would leave the one that loads to be compiled by each worker."""
+    Prebuilding any other graph would leave the one that loads to be compiled by each worker.
+    `here`: for a model to run on this machine (`serve`), whose providers are checked before
+    anything is fetched or built; `pull` may prepare for another (`plan_load`)."""
+    if here:
+        from embedserve.runtime.backends import check_here
+
+        check_here(options.providers)
     model_dir = resolve_model_dir(spec, compile=options.compile)
     loader = loader_for(model_dir)
-    return model_dir, loader.graph(plan_load(model_dir, options, loader.runs))
+    return model_dir, loader.graph(plan_load(model_dir, options, loader.runs, here=here))

@@ -15,12 +15,14 @@ Light on purpose: the CLI builds its flags from these before ONNX Runtime is imp
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from embedserve.cpu import THREADS_PER_CPU, max_model_threads
 from embedserve.models import DEFAULT_MODEL
 from embedserve.planning import LANE_SESSION_MODES, session_mode
 from embedserve.precision import (
@@ -33,7 +35,7 @@ from embedserve.precision import (
     resolve_precision,
     this_cpus_precision,
 )
-from embedserve.settings import non_negative, setting
+from embedserve.settings import non_negative, positive, setting
 from embedserve.tokenizer_pipeline import TOKENIZER_MODES
 from embedserve.vector_cache import DEFAULT_CACHE_BYTES
 
@@ -44,6 +46,44 @@ if TYPE_CHECKING:
 
 # Runtimes a model may be asked to run on, "auto" aside.
 NAMED_RUNTIMES = tuple(r for r in RUNTIMES if r != "auto")
+
+
+def model_threads(value: int) -> int:
+    """`value` if a model may run on that many ONNX Runtime threads here, else an
+    ArgumentTypeError saying the most (the flag's error; `validate_load_options` names the
+    option)."""
+    most = max_model_threads()
+    if value > most:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {most} ({THREADS_PER_CPU} per CPU this process may use; more "
+            f"threads only take turns on them), got {value}"
+        )
+    return value
+
+
+# ONNX Runtime reads the spin as a 32-bit int and, past it, keeps its own spin with a warning at
+# a level embedserve does not log (ORT 1.31): refused here instead of silently ignored.
+MAX_IDLE_SPIN_US = 2**31 - 1
+
+
+def spin_us(value: int) -> int:
+    """`value` if ONNX Runtime takes it as an idle spin, else an ArgumentTypeError saying the
+    most (as `model_threads`)."""
+    if value > MAX_IDLE_SPIN_US:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_IDLE_SPIN_US} (ONNX Runtime ignores more), got {value}"
+        )
+    return value
+
+
+def idle_spin(text: str) -> int:
+    """An idle spin on the command line or in the environment: 0 to MAX_IDLE_SPIN_US."""
+    return spin_us(non_negative(text))
+
+
+def threads(text: str) -> int:
+    """A thread count on the command line or in the environment: 1 to `max_model_threads()`."""
+    return model_threads(positive(text))
 
 
 @dataclass(frozen=True)
@@ -57,13 +97,16 @@ class LoadSettings:
     )
     providers: str | Sequence[str] | None = setting(
         None,
-        "ONNX Runtime providers: cpu, cuda, or a provider name (default: CUDA when a GPU "
-        "is present, else CPU)",
+        "ONNX Runtime providers: cpu, cuda, or a provider name, comma separated for several "
+        "(default: CUDA when a GPU is present, else CPU; cuda without a CUDA device is refused)",
         type=str,
         metavar="NAMES",
     )
     intra_op_threads: int | None = setting(
-        None, "ONNX Runtime threads per model (default: ONNX Runtime's choice)", type=int
+        None,
+        f"ONNX Runtime threads per model, up to {THREADS_PER_CPU} per CPU (default: ONNX "
+        "Runtime's choice)",
+        type=threads,
     )
     idle_spin_us: int | None = setting(
         None,
@@ -71,7 +114,7 @@ class LoadSettings:
         "(default: ONNX Runtime's own, ~25 ms after each run); 0 stops right after each run: "
         "up to a core less busy between sparse requests, with a higher p99 (see "
         "docs/operations.md, CPU between requests)",
-        type=non_negative,
+        type=idle_spin,
         metavar="US",
     )
     quantize: str | None = setting(
@@ -181,6 +224,36 @@ INTEGER_OPTIONS = {
 }
 
 
+def provider_names(providers: str | Sequence[str] | None) -> str | tuple[str, ...] | None:
+    """`providers` as a name or a tuple of names, stripped: a string may list several, comma
+    separated (`--providers cuda,cpu`, as the flag's NAMES says). Whether ONNX Runtime has
+    each is asked where the model is planned (runtime.providers), not here, where it is not
+    imported."""
+    if providers is None:
+        return None
+    if isinstance(providers, str):
+        names: tuple[object, ...] = tuple(providers.split(","))
+    else:
+        names = tuple(providers)
+    if not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ValueError(
+            f"providers must be a name or a list of names (auto, cpu, cuda or an ONNX Runtime "
+            f"provider), got {providers!r}"
+        )
+    stripped = tuple(str(n).strip() for n in names)
+    if len(stripped) == 1 and stripped[0].lower() == "auto":
+        return "auto"  # compared as written below: `providers in (None, "auto")`
+    return stripped[0] if isinstance(providers, str) and len(stripped) == 1 else stripped
+
+
+# The integer options with a most, each checked (after INTEGER_OPTIONS' least) by its function.
+RANGE_CHECKS = {
+    "intra_op_threads": model_threads,
+    "inter_op_threads": model_threads,
+    "idle_spin_us": spin_us,
+}
+
+
 def validate_load_options(options: LoadSettings) -> None:
     """Check every option once, where options are made, and normalize them: `precision` becomes
     a precision's name (with `quantize` folded in) or None, `runtime` lower case, `providers` a
@@ -200,11 +273,7 @@ def validate_load_options(options: LoadSettings) -> None:
         if not isinstance(runtime, str) or runtime.lower() not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         runtime = runtime.lower()
-    providers = options.providers
-    if providers is not None and not isinstance(providers, str):
-        providers = tuple(providers)
-        if not providers or not all(isinstance(p, str) for p in providers):
-            raise ValueError(f"providers must be a name or a list of names, got {providers!r}")
+    providers = provider_names(options.providers)
     for name, least in INTEGER_OPTIONS.items():
         value = getattr(options, name, None)
         if value is not None and (
@@ -212,6 +281,13 @@ def validate_load_options(options: LoadSettings) -> None:
         ):
             kind = "a positive integer" if least == 1 else f"an integer >= {least}"
             raise ValueError(f"{name} must be {kind} or None, got {value!r}")
+    for name, check in RANGE_CHECKS.items():
+        value = getattr(options, name, None)
+        if value is not None:
+            try:
+                check(value)
+            except argparse.ArgumentTypeError as exc:
+                raise ValueError(f"{name} {exc}") from None
     if not isinstance(options.compile, bool):
         raise TypeError(f"compile must be True or False, got {options.compile!r}")
     tokenizer_mode = options.tokenizer_mode
@@ -315,17 +391,22 @@ class Pretrained:
         raise NotImplementedError(f"{cls.__name__} does not say which graph it loads")
 
 
-def plan_load(spec: str | os.PathLike[str], options: LoadOptions, runs: Runs) -> LoadPlan:
+def plan_load(
+    spec: str | os.PathLike[str], options: LoadOptions, runs: Runs, *, here: bool = True
+) -> LoadPlan:
     """Choose how to run `spec` as a kind that runs `runs`, then find its files.
 
     On CUDA, a kind with a `cuda_precision` runs through IOBinding (CUDA_BOUND) at that precision
     unless one is given, when the runtime asked for is ONNX Runtime's (or left to choose);
     elsewhere the runtime is the one asked for, or the faster one for the precision here. The
-    precision is `choose_precision`'s.
+    precision is `choose_precision`'s. `here`: the model is to run on this machine, whose
+    providers are checked (a GPU one needs a device); `pull` plans for the providers' machine,
+    perhaps another (deploy/Dockerfile.cuda prepares the fp16 graph without a GPU).
     """
     from embedserve.models import resolve_model_dir
-    from embedserve.runtime.backends import choose_runtime
+    from embedserve.runtime.backends import check_here, choose_runtime
 
+    check_here(options.providers if here else None)
     bound = cuda_bound(options, runs)
     chosen = choose_precision(options, runs)
     runtime = options.runtime

@@ -16,6 +16,7 @@ from embedserve.corpus.pipeline import MODEL_SETTINGS, RUN_SETTINGS
 from embedserve.engine import Engine
 from embedserve.loading import LoadOptions, plan_load
 from embedserve.precision import CUDA_BOUND, this_cpus_precision
+from embedserve.runtime import providers as providers_module
 from embedserve.runtime.providers import CPU, CUDA
 
 from tests.corpus.conftest import write_jsonl
@@ -123,8 +124,9 @@ def test_a_run_recorded_by_an_older_embedserve_is_refused_with_what_it_lacks(don
 def test_auto_is_the_precision_the_model_s_plan_runs(minilm_dir, monkeypatch, providers):
     """`--precision auto` is recorded as what the engine will run: on CUDA the GPU's default
     (fp16), as `serve` and the library choose it, not this CPU's rule."""
-    # An onnxruntime that offers CUDA: planning asks no device, so none is needed here.
+    # An onnxruntime that offers CUDA, and a device: planning opens nothing on it.
     monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    monkeypatch.setattr(providers_module, "cuda_device_present", lambda: True)
     load = LoadOptions(precision="auto", providers=providers)
     planned = plan_load(minilm_dir, load, Engine.runs)
     recorded = EmbedFileOptions(load=load).fingerprint([])["precision"]

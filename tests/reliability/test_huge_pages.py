@@ -62,3 +62,18 @@ def test_the_server_backs_its_models_with_huge_pages_when_asked(tmp_path):
     # Collapsed before the model is ready: /ready's 200 comes after it.
     assert served_huge_bytes(tmp_path, "--huge-pages") >= 16 << 20
     assert served_huge_bytes(tmp_path) < 8 << 20
+
+
+def test_huge_pages_asked_for_and_not_done_say_so(monkeypatch, caplog):
+    """Where the kernel refuses the collapse (before Linux 6.1, transparent huge pages off), the
+    server went on on small pages with a debug line only: what --huge-pages asked was dropped
+    without a word."""
+    from embedserve.runtime import huge_pages
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("Linux reads /proc/self/maps")
+    monkeypatch.setattr(huge_pages, "MADV_COLLAPSE", 0x7FFF)  # advice no kernel knows: EINVAL
+    with caplog.at_level("WARNING", logger=huge_pages.__name__):
+        assert back_with_huge_pages() == 0
+    assert "--huge-pages: no memory moved onto huge pages on Linux " in caplog.text
+    assert "it needs Linux 6.1 or later" in caplog.text

@@ -155,3 +155,40 @@ def test_every_serve_flag_is_in_the_docs_table():
     named = {flag for row in rows for flag in re.findall(r"`(--[a-z0-9-]+)", row.split(" | ")[0])}
     shown = set(_flags(_subcommands()["serve"])) - {"-h", "--help"}
     assert shown - named == set()
+
+
+@pytest.mark.parametrize("command", ["serve", "embed", "bench", "embed-file"])
+def test_more_model_threads_than_the_cpus_can_take_is_refused_by_flag_and_variable(
+    command, monkeypatch, capsys
+):
+    """--intra-op-threads 100000 started 100,000 spinning ONNX Runtime threads and never answered
+    (256 on 2 CPUs: 20 s for one text); now the flag and its variable name the most."""
+    from embedserve.cli import load_options
+    from embedserve.cpu import max_model_threads
+
+    most = max_model_threads()
+    positional = ["in.jsonl", "--out", "o"] if command == "embed-file" else []
+    with pytest.raises(SystemExit):
+        _parser().parse_args([command, *positional, "--intra-op-threads", str(most + 1)])
+    refused = capsys.readouterr().err  # bench also takes the older --threads
+    assert re.search(rf"argument --intra-op-threads(/--threads)?: must be at most {most} ", refused)
+    monkeypatch.setenv("EMBEDSERVE_INTRA_OP_THREADS", "100000")
+    args = _parser().parse_args([command, *positional])
+    with pytest.raises(
+        ValueError, match=f"EMBEDSERVE_INTRA_OP_THREADS='100000': must be at most {most}"
+    ):
+        config_from_args(
+            args, {"EMBEDSERVE_INTRA_OP_THREADS": "100000"}
+        ) if command == "serve" else load_options(args)
+    monkeypatch.setenv("EMBEDSERVE_INTRA_OP_THREADS", str(most))
+    if command != "serve":
+        assert load_options(_parser().parse_args([command, *positional])).intra_op_threads == most
+
+
+def test_an_idle_spin_onnx_runtime_would_ignore_is_refused_by_flag_and_variable(capsys):
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["embed", "--idle-spin-us", "2147483648"])
+    assert "argument --idle-spin-us: must be at most 2147483647" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="EMBEDSERVE_IDLE_SPIN_US='3000000000': must be at most"):
+        parse(env={"EMBEDSERVE_IDLE_SPIN_US": "3000000000"})
+    assert parse(env={"EMBEDSERVE_IDLE_SPIN_US": "2147483647"}).idle_spin_us == 2**31 - 1

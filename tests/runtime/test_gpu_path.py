@@ -254,3 +254,19 @@ def test_pipeline_gives_the_engines_vectors_in_order(gpu_style_engine):
             pipeline.embed(["x"], truncation_direction="middle")
     finally:
         pipeline.close()
+
+
+def test_a_gpu_provider_that_does_not_start_is_named_in_a_warning(minilm_dir, monkeypatch, caplog):
+    """Where CUDA's libraries do not load, ONNX Runtime falls back to the CPU by itself instead of
+    raising, so the warning meant for a broken CUDA install never came: the model ran on the CPU
+    with no word from embedserve."""
+    from embedserve.runtime import session as session_module
+    from embedserve.runtime.providers import CPU, CUDA, cuda_device_present
+
+    if cuda_device_present() or CUDA not in ort.get_available_providers():
+        pytest.skip("needs an onnxruntime with a CUDA provider that cannot start here")
+    monkeypatch.setattr(session_module, "resolve_providers", lambda _: [CUDA, CPU])
+    with caplog.at_level("WARNING", logger=session_module.__name__):
+        opened = session_module.open_session(onnx_for(minilm_dir), session_module.SessionOptions())
+    assert opened.get_providers() == [CPU]
+    assert f"could not start {CUDA} (ONNX Runtime's log says why); using the CPU" in caplog.text

@@ -39,6 +39,18 @@ class Backend(Protocol):
     ) -> np.ndarray: ...
 
 
+def check_here(providers: str | Sequence[str] | None) -> None:
+    """What a model needs to run on this machine, checked while it is planned, before any graph
+    is built for it, each a clear error then rather than after a compile: its providers (a GPU
+    one needs a device here) and the environment variables its sessions read."""
+    from embedserve.runtime.custom_ops import attention_kernel
+    from embedserve.runtime.session import ort_log_level
+
+    resolve_providers(providers)
+    ort_log_level()
+    attention_kernel()
+
+
 def choose_runtime(
     runtime: str | None, precision: Precision, providers: str | Sequence[str] | None
 ) -> str:
@@ -46,7 +58,9 @@ def choose_runtime(
     name = (runtime or "auto").lower()
     if name not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
-    wants_gpu = providers not in (None, "auto") and resolve_providers(providers)[0] != CPU
+    wants_gpu = (
+        providers not in (None, "auto") and resolve_providers(providers, here=False)[0] != CPU
+    )
     if name == "auto":
         if wants_gpu or (providers in (None, "auto") and cuda_device_present()):
             name = "onnxruntime"

@@ -52,8 +52,9 @@ def bucket_shape(rows: int, sequence: int, max_sequence: int | None = None) -> t
 
 
 def on_gpu(providers: str | Sequence[str] | None) -> bool:
-    """Whether these providers put the model on CUDA first (auto: when a device is present)."""
-    return resolve_providers(providers)[0] == CUDA
+    """Whether these providers put the model on CUDA first (auto: when a device is present);
+    named ones are taken as asked, device or not (planning: `loading.plan_load` checks it)."""
+    return resolve_providers(providers, here=False)[0] == CUDA
 
 
 class _CudaRuntime:

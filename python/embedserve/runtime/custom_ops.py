@@ -49,7 +49,8 @@ def register_library(options: ort.SessionOptions) -> None:
 
 def attention_kernel() -> str:
     """The attention kernel CPU sessions use: `EMBEDSERVE_ATTENTION_KERNEL`, else embedserve's."""
-    kernel = os.environ.get(KERNEL_VARIABLE, "embedserve").strip().lower()
+    # Empty is unset, as for every EMBEDSERVE_ setting (settings.setting_value).
+    kernel = os.environ.get(KERNEL_VARIABLE, "").strip().lower() or "embedserve"
     if kernel not in KERNELS:
         raise ValueError(f"{KERNEL_VARIABLE}={kernel!r}: expected one of {', '.join(KERNELS)}")
     return kernel

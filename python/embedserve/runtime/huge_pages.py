@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import platform
 import sys
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 HUGE_PAGE = 2 << 20
+NOTHING_MOVED = (
+    "--huge-pages: no memory moved onto huge pages on %s (it needs Linux 6.1 or later, with "
+    "transparent huge pages not 'never'); the model runs on small pages"
+)
 MADV_COLLAPSE = 25  # onto huge pages now, synchronously (Linux 6.1 and later)
 
 
@@ -46,6 +51,7 @@ def back_with_huge_pages() -> int:
     """Collapse the process's large anonymous memory onto huge pages; returns the bytes
     collapsed. Call once the models are loaded: memory mapped later is not covered."""
     if not sys.platform.startswith("linux"):
+        log.warning(NOTHING_MOVED, sys.platform)
         return 0
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
@@ -57,5 +63,8 @@ def back_with_huge_pages() -> int:
         # small pages.
         if libc.madvise(start, end - start, MADV_COLLAPSE) == 0:
             collapsed += end - start
+    if collapsed == 0:
+        # Asked for and not done: a kernel before 6.1, or transparent huge pages "never".
+        log.warning(NOTHING_MOVED, f"Linux {platform.release()}")
     log.debug("huge pages: %d MiB collapsed", collapsed >> 20)
     return collapsed

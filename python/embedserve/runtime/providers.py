@@ -11,6 +11,8 @@ import onnxruntime as ort
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 ALIASES = {"cpu": CPU, "cuda": CUDA, "gpu": CUDA}
+# Providers that run on a CUDA device, and need one.
+GPU_PROVIDERS = (CUDA, "TensorrtExecutionProvider")
 
 
 @functools.cache
@@ -35,17 +37,31 @@ def cuda_device_present() -> bool:
     return count.value > 0
 
 
-def resolve_providers(requested: str | Sequence[str] | None) -> list[str]:
-    """Providers to try, in order. `None`/"auto": CUDA if a device is present, then CPU."""
-    if requested is None or requested == "auto":
+def resolve_providers(requested: str | Sequence[str] | None, *, here: bool = True) -> list[str]:
+    """Providers to try, in order. `None`/"auto": CUDA if a device is present, then CPU.
+
+    Names are `ALIASES` or ONNX Runtime's provider names, in any case. A GPU provider asked for
+    by name where no device is present is refused when the model is to run `here`: ONNX Runtime
+    would log errors, fall back to the CPU on its own, and the model would run the graph planned
+    for the GPU (fp16) there. `here=False` plans for a machine of those providers, perhaps
+    another (an embed-file driver choosing the precision its Ray GPU actors run)."""
+    if requested is None or (isinstance(requested, str) and requested.lower() == "auto"):
         return [CUDA, CPU] if cuda_device_present() else [CPU]
     names = [requested] if isinstance(requested, str) else list(requested)
-    resolved = [ALIASES.get(name.lower(), name) for name in names]
-    unknown = [p for p in resolved if p not in ort.get_available_providers()]
+    available = ort.get_available_providers()
+    by_lower = {p.lower(): p for p in available}
+    resolved = [ALIASES.get(name.lower(), by_lower.get(name.lower(), name)) for name in names]
+    unknown = [p for p in resolved if p not in available]
     if unknown:
         raise ValueError(
-            f"execution provider(s) {unknown} are not available in this onnxruntime "
-            f"(available: {ort.get_available_providers()})"
+            f"providers: {unknown} not known here; use auto, cpu, cuda (or gpu), or a provider "
+            f"this onnxruntime has: {', '.join(available)}"
+        )
+    on_gpu = [name for name, p in zip(names, resolved) if p in GPU_PROVIDERS]
+    if on_gpu and here and not cuda_device_present():
+        raise ValueError(
+            f"providers: {on_gpu} asked for, but this machine has no CUDA device (the CUDA "
+            "driver reports none); use cpu, or auto (CUDA where a GPU is present, else the CPU)"
         )
     if CPU not in resolved:
         resolved.append(CPU)

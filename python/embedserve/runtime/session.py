@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from embedserve.cpu import usable_cpus
 from embedserve.models.graph import fused_onnx
 from embedserve.runtime.custom_ops import attention_op
 from embedserve.runtime.providers import CPU, resolve_providers
@@ -73,13 +74,6 @@ class EncoderSession:
         return hidden
 
 
-def usable_cpus() -> int:
-    """The CPUs this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def checked_inputs(names: list[str], path: Path) -> list[str]:
     """A graph's input names, once each is known to be one the engine feeds (KNOWN_INPUTS)."""
     unknown = [n for n in names if n not in KNOWN_INPUTS]
@@ -106,6 +100,19 @@ def graph_feeds(
 
 
 SLOWER_FUSION = "SkipLayerNormFusion"
+LOG_LEVEL_VARIABLE = "EMBEDSERVE_ORT_LOG_LEVEL"
+# ONNX Runtime's severities, 0 to 4; errors only by default.
+LOG_LEVELS = ("verbose", "info", "warning", "error", "fatal")
+
+
+def ort_log_level() -> int:
+    """The severity from which ONNX Runtime logs (`EMBEDSERVE_ORT_LOG_LEVEL`, default 3: errors;
+    warnings about unused initializers or provider fallbacks are noise to a user)."""
+    text = os.environ.get(LOG_LEVEL_VARIABLE, "").strip() or "3"
+    if text not in {str(i) for i in range(len(LOG_LEVELS))}:
+        named = ", ".join(f"{i} ({name})" for i, name in enumerate(LOG_LEVELS))
+        raise ValueError(f"{LOG_LEVEL_VARIABLE}={text!r}: expected one of {named}")
+    return int(text)
 
 
 def open_session(
@@ -123,8 +130,7 @@ def open_session(
         so.inter_op_num_threads = options.inter_op_threads
     if options.idle_spin_us is not None:
         set_idle_spin(so, options.idle_spin_us)
-    # Warnings about unused initializers or provider fallbacks are noise to a user.
-    so.log_severity_level = int(os.environ.get("EMBEDSERVE_ORT_LOG_LEVEL", "3"))
+    so.log_severity_level = ort_log_level()
     providers = resolve_providers(options.providers)
     disabled: list[str] = []
     if providers == [CPU]:
@@ -137,7 +143,7 @@ def open_session(
         # thread: 90.0 -> 95.6 texts/s with the fusion off, the fp32 graph unchanged).
         disabled = [SLOWER_FUSION]
     try:
-        return ort.InferenceSession(
+        session = ort.InferenceSession(
             str(path), sess_options=so, providers=providers, disabled_optimizers=disabled
         )
     except Exception as exc:  # a broken CUDA install: carry on on the CPU, and say so once
@@ -145,6 +151,11 @@ def open_session(
             raise
         log.warning("could not start %s (%s); using the CPU", providers[0], exc)
         return ort.InferenceSession(str(path), sess_options=so, providers=[CPU])
+    if providers[0] != CPU and session.get_providers()[0] == CPU:
+        # ONNX Runtime falls back on its own where the provider's libraries do not load (no
+        # cuDNN, another CUDA), logging only at its error level: say which provider ran.
+        log.warning("could not start %s (ONNX Runtime's log says why); using the CPU", providers[0])
+    return session
 
 
 def set_idle_spin(so: ort.SessionOptions, microseconds: int) -> None:
