@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from embedserve.errors import InputError
-from embedserve.inputs import check_positive_int, check_utf8
+from embedserve.inputs import check_positive_int
 from embedserve.pairs import Pair, PreparedPairs
-from embedserve.reranker import Reranker, _check_texts
+from embedserve.reranker import Reranker, _check_texts, check_string
 from embedserve.scoring import FUNCTIONS, NONE, SIGMOID, SOFTMAX, apply_function
 from embedserve.tokenization import DIRECTIONS
 
@@ -185,13 +185,7 @@ class Classifier(Reranker):
                     f"inputs[{i}] must be a string or a pair of strings", index=i, param="inputs"
                 )
             for side, text in enumerate(item):
-                if not isinstance(text, str):
-                    raise InputError(
-                        f"inputs[{i}][{side}] must be a string, not {type(text).__name__}",
-                        index=i,
-                        param="inputs",
-                    )
-                check_utf8(text, f"inputs[{i}][{side}]", index=i, param="inputs")
+                check_string(text, f"inputs[{i}][{side}]", "inputs", i)
         out: list[Pair | None] = [None] * len(inputs)
         if singles:
             with _named_by(singles):

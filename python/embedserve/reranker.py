@@ -259,23 +259,26 @@ def _split_pairs(pairs: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]
                 param="pairs",
             )
         for side, text in enumerate(pair):
-            if not isinstance(text, str):
-                raise InputError(
-                    f"pairs[{index}][{side}] must be a string, not {type(text).__name__}",
-                    index=index,
-                    param="pairs",
-                )
-            check_utf8(text, f"pairs[{index}][{side}]", index=index, param="pairs")
+            check_string(text, f"pairs[{index}][{side}]", "pairs", index)
         firsts.append(pair[0])
         seconds.append(pair[1])
     return firsts, seconds
 
 
-def _check_text(value: object, param: str) -> str:
+def check_string(value: object, where: str, param: str, index: int | None = None) -> str:
+    """`value` if it is text the tokenizer takes (a string, UTF-8); else an InputError naming
+    `where` (`query`, `documents[2]`, `pairs[0][1]`), the one check of every text these models
+    are handed."""
     if not isinstance(value, str):
-        raise InputError(f"{param} must be a string, not {type(value).__name__}", param=param)
-    check_utf8(value, param, param=param)
+        raise InputError(
+            f"{where} must be a string, not {type(value).__name__}", index=index, param=param
+        )
+    check_utf8(value, where, index=index, param=param)
     return value
+
+
+def _check_text(value: object, param: str) -> str:
+    return check_string(value, param, param)
 
 
 def _check_texts(values: Sequence[str], param: str) -> list[str]:
@@ -285,11 +288,5 @@ def _check_texts(values: Sequence[str], param: str) -> list[str]:
         )
     items = list(values)
     for index, item in enumerate(items):
-        if not isinstance(item, str):
-            raise InputError(
-                f"{param}[{index}] must be a string, not {type(item).__name__}",
-                index=index,
-                param=param,
-            )
-        check_utf8(item, f"{param}[{index}]", index=index, param=param)
+        check_string(item, f"{param}[{index}]", param, index)
     return items
