@@ -18,11 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import transformers
 from embedserve.engine import Engine
 
-from tests.support.tiny import TOKENIZER_FILES
+from tests.support.tiny import TOKENIZER_FILES, tiny_bert_folder
 
 MODULES = [
     {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -38,25 +36,12 @@ MODULES = [
 
 @pytest.fixture(scope="module")
 def good_folder(tmp_path_factory, minilm_dir, isolated_cache) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-st")
-    config = transformers.BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    torch.manual_seed(0)
-    transformers.BertModel(config).eval().save_pretrained(folder)
-    for name in TOKENIZER_FILES:
-        shutil.copy(minilm_dir / name, folder / name)
+    folder = tiny_bert_folder(tmp_path_factory.mktemp("tiny-st"), minilm_dir)
     (folder / "modules.json").write_text(json.dumps(MODULES))
     (folder / "1_Pooling").mkdir()
     (folder / "1_Pooling" / "config.json").write_text(
         json.dumps({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True})
     )
-    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64}))
     return folder
 
 

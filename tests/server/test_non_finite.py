@@ -5,8 +5,6 @@ the byte encodings answered 200 with NaN bytes, -128s or zero bits."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,30 +19,17 @@ from embedserve.server.config import ModelSpec
 
 from tests.server.conftest import LiveServer, live_server, unhurried
 from tests.support import cross_encoders
-from tests.support.tiny import TOKENIZER_FILES
+from tests.support.tiny import tiny_bert_folder
 
 WORDS = "the model produced a non-finite value (nan) for"
 
 
 def _tiny_bert(folder: Path, minilm_dir: Path, *, nan: bool) -> Path:
-    config = transformers.BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    torch.manual_seed(0)
-    model = transformers.BertModel(config).eval()
-    if nan:
-        with torch.no_grad():  # every hidden state, so every pooled vector, becomes NaN
-            model.encoder.layer[0].output.dense.bias.fill_(float("nan"))
-    model.save_pretrained(folder)
-    for name in TOKENIZER_FILES:
-        shutil.copy(minilm_dir / name, folder / name)
-    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64}))
-    return folder
+    def poison(model: transformers.BertModel) -> None:
+        # Every hidden state, so every pooled vector, becomes NaN.
+        model.encoder.layer[0].output.dense.bias.fill_(float("nan"))
+
+    return tiny_bert_folder(folder, minilm_dir, edit=poison if nan else None)
 
 
 def _nan_cross_encoder(folder: Path, minilm_dir: Path) -> Path:

@@ -20,6 +20,37 @@ TOKENIZER_FILES = (
 )
 
 
+def tiny_bert_folder(
+    folder: Path, tokenizer_dir: Path, *, edit: Any = None, max_seq_length: int = 64
+) -> Path:
+    """A seeded one-layer random BertModel (width 32, 4 heads) saved in `folder` with
+    `tokenizer_dir`'s tokenizer files and a sentence_bert_config.json; `edit(model)` may change
+    its weights before it is saved."""
+    import torch
+    import transformers
+
+    config = transformers.BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(0)
+    model = transformers.BertModel(config).eval()
+    if edit is not None:
+        with torch.no_grad():
+            edit(model)
+    model.save_pretrained(folder)
+    for name in TOKENIZER_FILES:
+        shutil.copy(tokenizer_dir / name, folder / name)
+    (folder / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": max_seq_length})
+    )
+    return folder
+
+
 @dataclass(frozen=True)
 class Recipe:
     """One tiny model: a transformers config, how to pool, and which tokenizer to use."""
