@@ -58,9 +58,11 @@ class HFConfig:
         """A whole-number field (32 or 32.0; not "32", true or 0.5: transformers' modules could
         not be built from those either)."""
         value = self._required(names, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ModelConfigError(self._wrong(names, value, "a whole number"))
-        if not float(value).is_integer():
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not float(value).is_integer()
+        ):
             raise ModelConfigError(self._wrong(names, value, "a whole number"))
         return int(value)
 
