@@ -111,6 +111,11 @@ def schema(embedding_type: str, dimension: int) -> pa.Schema:
     )
 
 
+def _new_run(options: dict[str, Any]) -> dict[str, Any]:
+    """The manifest of a run that has written nothing yet."""
+    return {"version": MANIFEST_VERSION, "options": options, "parts": [], "complete": False}
+
+
 class Manifest:
     def __init__(self, directory: Path, options: dict[str, Any], data: dict[str, Any]) -> None:
         self.directory = directory
@@ -151,12 +156,7 @@ class Manifest:
                 # unreadable file), or one of an input of no rows (its one part is empty),
                 # wrote nothing its options could be mixed with: a rerun with the input fixed,
                 # or other options, starts over.
-                return {
-                    "version": MANIFEST_VERSION,
-                    "options": options,
-                    "parts": [],
-                    "complete": False,
-                }
+                return _new_run(options)
             if recorded != options:
                 raise OutputError(
                     f"{directory} holds a run with other options ({_diff(recorded, options)});"
@@ -179,11 +179,7 @@ class Manifest:
             manifest._remove_strays()
             return manifest
         directory.mkdir(parents=True, exist_ok=True)
-        manifest = cls(
-            directory,
-            options,
-            {"version": MANIFEST_VERSION, "options": options, "parts": [], "complete": False},
-        )
+        manifest = cls(directory, options, _new_run(options))
         manifest.save()
         return manifest
 
