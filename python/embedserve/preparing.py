@@ -146,6 +146,12 @@ class TextPreparer:
             marked.append(ids_view)
         return marked
 
+    def prompted(self, texts: list[str], prompt_name: str | None) -> list[str]:
+        """`texts` behind the prompt `prompt_name` names (or the model's default), if any; an
+        InputError naming `prompt_name` if the model has no such prompt."""
+        prompt = self._prompt(prompt_name)
+        return [prompt + text for text in texts] if prompt else texts
+
     def _prompt(self, prompt_name: str | None) -> str | None:
         """The instruction prepended to texts: `prompt_name`'s (sentence-transformers' empty
         "query" and "document" included), else the model's default, if any."""

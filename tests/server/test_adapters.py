@@ -101,6 +101,31 @@ def test_tei_token_ids_get_the_checks_of_openai_token_arrays(server):
     assert refused([[7592] * 400_000]).startswith("inputs holds at least")
 
 
+def test_tei_tokenize_takes_prompt_name_as_embed_does(tmp_path, minilm_dir):
+    """TEI tokenizes behind the prompt (the model's default if none is named), and its tokens'
+    text and offsets are the prompted text's."""
+    from embedserve.engine import Engine
+
+    from tests.support.splade import with_st_config
+
+    prompts = {"query": "query: ", "passage": "passage: "}
+    folder = with_st_config(
+        minilm_dir, tmp_path / "prompts", prompts=prompts, default_prompt_name="passage"
+    )
+    engine = Engine.from_pretrained(folder, name=MODEL)
+    with live_server(unhurried(api_keys=(KEY,)), engines={MODEL: engine}) as prompted:
+        query = post(prompted, "/tokenize", {"inputs": ["hello"], "prompt_name": "query"}).json()
+        assert [t["text"] for t in query[0]] == ["[CLS]", "query", ":", "hello", "[SEP]"]
+        assert (query[0][3]["start"], query[0][3]["stop"]) == (7, 12)
+        sequence = engine.prepare(["hello"], prompt_name="query").sequences[0]
+        assert [t["id"] for t in query[0]] == sequence.tolist()
+        default = post(prompted, "/tokenize", {"inputs": "hello"}).json()
+        assert [t["text"] for t in default[0]][1:3] == ["passage", ":"]
+        wrong = post(prompted, "/tokenize", {"inputs": "hello", "prompt_name": "nope"})
+        assert wrong.status_code == 400 and set(wrong.json()) == {"error", "error_type"}
+        assert wrong.json()["error"].startswith("prompt_name 'nope' is not one of")
+
+
 def test_tei_tokenize_decode_and_info(server, engine):
     tokens = post(server, "/tokenize", {"inputs": ["hello world"]}).json()[0]
     assert [t["id"] for t in tokens] == engine.tokenize(["hello world"])[0]

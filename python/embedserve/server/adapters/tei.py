@@ -94,6 +94,9 @@ class SimilarityRequest(SimilarityParameters, kw_only=True):
 class TokenizeRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     inputs: str | list[str]
     add_special_tokens: bool = True
+    # As TEI: the texts are tokenized behind this prompt (none named: the model's default, as
+    # /embed does), and the tokens' text and offsets are the prompted text's.
+    prompt_name: str | None = None
 
 
 class DecodeRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -264,12 +267,15 @@ def _tokens(pairs: list[tuple[str, Encoding]]) -> bytes:
 
 @post("/tokenize", before_request=require_api_key, status_code=200)
 async def tokenize(request: Request[Any, Any, Any]) -> Response[bytes]:
-    """The model's tokens of each input, with character offsets (null for special tokens)."""
+    """The model's tokens of each input, behind its prompt if any, with character offsets (null
+    for special tokens)."""
     body = await read_struct(request, TokenizeRequest, runs_model=False)
     server = state(request)
     model = server.registry.default
     engine, _ = model.require()
-    texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
+    texts = engine.prompted(
+        [body.inputs] if isinstance(body.inputs, str) else body.inputs, body.prompt_name
+    )
     job = TokenizeJob(
         engine, server.config, _tokens, texts=texts, add_special_tokens=body.add_special_tokens
     )
