@@ -98,8 +98,10 @@ class TextPreparer:
         truncate: bool = True,
         truncation_direction: str = "right",
         prompt_name: str | None = None,
+        param: str = "input",
     ) -> Prepared:
         """Tokenize (or check token arrays), add special tokens and apply the length limit.
+        `param` is the inputs' name in an error about a token id (`inputs[1] holds ...`).
 
         Trusts `truncation_direction`: the server's schema and `embed` check it at their boundary.
         """
@@ -112,7 +114,7 @@ class TextPreparer:
         else:
             prompt = None
             content = parsed.token_arrays or []
-            self.tokenizer.check_token_ids(content)
+            self.tokenizer.check_token_ids(content, param=param)
         specials = self.tokenizer.specials
         untruncated = np.fromiter(
             (len(ids) + specials for ids in content), dtype=np.int64, count=len(content)
@@ -143,6 +145,12 @@ class TextPreparer:
             ids_view.pool_skip = prompt_length - min(removed, prompt_content)
             marked.append(ids_view)
         return marked
+
+    def prompted(self, texts: list[str], prompt_name: str | None) -> list[str]:
+        """`texts` behind the prompt `prompt_name` names (or the model's default), if any; an
+        InputError naming `prompt_name` if the model has no such prompt."""
+        prompt = self._prompt(prompt_name)
+        return [prompt + text for text in texts] if prompt else texts
 
     def _prompt(self, prompt_name: str | None) -> str | None:
         """The instruction prepended to texts: `prompt_name`'s (sentence-transformers' empty

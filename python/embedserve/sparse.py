@@ -357,11 +357,6 @@ class SparseEncoder(TextPreparer, Pretrained):
                 out[int(i)] = vector
         return [v for v in out if v is not None]
 
-    def prompted(self, texts: list[str], prompt_name: str | None) -> list[str]:
-        """`texts` behind the prompt `prompt_name` names (or the model's default), if any."""
-        prompt = self._prompt(prompt_name)
-        return [prompt + text for text in texts] if prompt else texts
-
     def pruned(
         self, vectors: Sequence[SparseVector], top_k: int | None, threshold: float | None
     ) -> list[SparseVector]:

@@ -58,6 +58,74 @@ def test_tei_errors_have_tei_shape(server):
     assert post(server, "/embed", {"inputs": "a", "dimensions": 8}).status_code == 400
 
 
+def tei_ids(server: LiveServer, texts, **options) -> list[list[int]]:
+    tokens = post(server, "/tokenize", {"inputs": texts, **options}).json()
+    return [[token["id"] for token in sequence] for sequence in tokens]
+
+
+def test_tei_embed_takes_token_ids_as_its_tokenize_gives_them(server, engine):
+    """TEI's `inputs` may be ids of the model's vocabulary (whatever --token-encoding says: this
+    server reads OpenAI's arrays as cl100k_base), special tokens included or not."""
+    texts = ["hello world", "the quick brown fox", LONG + "end"]
+    want = engine.embed(texts).embeddings
+    sequences = tei_ids(server, texts)
+    assert sequences[0][0] == 101 and sequences[0][-1] == 102  # [CLS] ... [SEP]
+    many = post(server, "/embed", {"inputs": sequences})
+    assert many.status_code == 200, many.text
+    assert cosines(np.asarray(many.json(), np.float32), want).min() >= 0.99999
+    content = tei_ids(server, texts[1], add_special_tokens=False)[0]
+    for body in ({"inputs": sequences[1]}, {"inputs": content}):  # one array: one input
+        one = post(server, "/", body)
+        assert cosines(np.asarray(one.json(), np.float32), want[1:2]).min() >= 0.99999
+    left = post(server, "/embed", {"inputs": [sequences[2]], "truncation_direction": "left"})
+    want = engine.embed(texts[2:], truncation_direction="left").embeddings
+    assert cosines(np.asarray(left.json(), np.float32), want).min() >= 0.99999
+
+
+def test_tei_token_ids_get_the_checks_of_openai_token_arrays(server):
+    def refused(inputs, **options) -> str:
+        response = post(server, "/embed", {"inputs": inputs, **options})
+        assert response.status_code == 400, response.text
+        body = response.json()
+        assert set(body) == {"error", "error_type"} and body["error_type"] == "Validation"
+        return body["error"]
+
+    assert refused([[101, 7592, 102], [101, 30522]]).startswith("inputs[1] holds token id 30522")
+    assert refused([[101], [-1]]).startswith("inputs[1] holds token id -1")
+    assert refused([[101], []]).startswith("inputs[1] is an empty token array")
+    assert refused([[7592] * 300], truncate=False).startswith("inputs[0] has 302 tokens")
+    assert refused([[7592] * 8193]).startswith("inputs[0] has 8193 tokens")
+    assert refused(["hello", [7592]]).startswith("inputs[1] is an array of token ids and inputs[0]")
+    assert "$.inputs[0]" in refused([1.5])
+    # Millions of ids are refused from the body's bytes, before decoding.
+    assert refused([[7592] * 400_000]).startswith("inputs holds at least")
+
+
+def test_tei_tokenize_takes_prompt_name_as_embed_does(tmp_path, minilm_dir):
+    """TEI tokenizes behind the prompt (the model's default if none is named), and its tokens'
+    text and offsets are the prompted text's."""
+    from embedserve.engine import Engine
+
+    from tests.support.splade import with_st_config
+
+    prompts = {"query": "query: ", "passage": "passage: "}
+    folder = with_st_config(
+        minilm_dir, tmp_path / "prompts", prompts=prompts, default_prompt_name="passage"
+    )
+    engine = Engine.from_pretrained(folder, name=MODEL)
+    with live_server(unhurried(api_keys=(KEY,)), engines={MODEL: engine}) as prompted:
+        query = post(prompted, "/tokenize", {"inputs": ["hello"], "prompt_name": "query"}).json()
+        assert [t["text"] for t in query[0]] == ["[CLS]", "query", ":", "hello", "[SEP]"]
+        assert (query[0][3]["start"], query[0][3]["stop"]) == (7, 12)
+        sequence = engine.prepare(["hello"], prompt_name="query").sequences[0]
+        assert [t["id"] for t in query[0]] == sequence.tolist()
+        default = post(prompted, "/tokenize", {"inputs": "hello"}).json()
+        assert [t["text"] for t in default[0]][1:3] == ["passage", ":"]
+        wrong = post(prompted, "/tokenize", {"inputs": "hello", "prompt_name": "nope"})
+        assert wrong.status_code == 400 and set(wrong.json()) == {"error", "error_type"}
+        assert wrong.json()["error"].startswith("prompt_name 'nope' is not one of")
+
+
 def test_tei_tokenize_decode_and_info(server, engine):
     tokens = post(server, "/tokenize", {"inputs": ["hello world"]}).json()[0]
     assert [t["id"] for t in tokens] == engine.tokenize(["hello world"])[0]
@@ -95,8 +163,12 @@ def test_ollama_routes(server, engine):
     missing = post(server, "/api/embed", {"model": "nope", "input": "hi"})
     assert missing.status_code == 404 and set(missing.json()) == {"error"}
     assert httpx.get(server.url + "/api/version").json()["version"]
-    empty = post(server, "/api/embeddings", {"model": MODEL, "prompt": ""})
-    assert empty.status_code == 400 and empty.json()["error"].startswith("prompt[0] is an empty")
+    # As Ollama: a request with no input loads the model and gets no embeddings (test_clients).
+    assert post(server, "/api/embeddings", {"model": MODEL, "prompt": ""}).json() == {
+        "embedding": []
+    }
+    blank = post(server, "/api/embed", {"model": MODEL, "input": ["a", ""]})
+    assert blank.status_code == 400 and blank.json()["error"].startswith("input[1] is an empty")
 
 
 def test_cohere_truncate_and_errors(server, engine):

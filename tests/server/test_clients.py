@@ -197,6 +197,54 @@ def test_ollama_embed(server, texts, expected):
 
 
 @pytest.fixture(scope="module")
+def unnormalized(tmp_path_factory, minilm_dir) -> Iterator[tuple[Any, np.ndarray]]:
+    """An Ollama client of a server whose model does not normalize (all-MiniLM-L6-v2 less its
+    Normalize module), and that model's own vector of "hello world"."""
+    import shutil
+
+    import ollama
+    from embedserve.engine import Engine
+
+    folder = shutil.copytree(minilm_dir, tmp_path_factory.mktemp("ollama") / "no-normalize")
+    modules = json.loads((folder / "modules.json").read_text())
+    (folder / "modules.json").write_text(
+        json.dumps([m for m in modules if "Normalize" not in m["type"]])
+    )
+    engine = Engine.from_pretrained(folder, name=MODEL)
+    raw = engine.embed(["hello world"]).embeddings
+    assert abs(np.linalg.norm(raw) - 1) > 0.1  # the model's own vectors are not unit length
+    with (
+        live_server(unhurried(api_keys=(KEY,)), engines={MODEL: engine}) as live,
+        ollama.Client(host=live.url, headers={"Authorization": f"Bearer {KEY}"}) as client,
+    ):
+        yield client, raw
+
+
+def test_ollama_loads_a_model_with_no_input(unnormalized):
+    """Ollama answers a request with no input with no embeddings: how its clients load a model."""
+    import ollama
+
+    client, _ = unnormalized
+    for empty in ("", []):
+        response = client.embed(model=MODEL, input=empty)
+        assert response.embeddings == [] and response.model == MODEL
+    assert client.embeddings(model=MODEL, prompt="").embedding == []
+    with pytest.raises(ollama.ResponseError) as missing:
+        client.embed(model="nope", input="")
+    assert missing.value.status_code == 404
+
+
+def test_ollama_embed_is_unit_length_whatever_the_model(unnormalized):
+    """Ollama's /api/embed normalizes every vector; its legacy route gives the model's own."""
+    client, raw = unnormalized
+    got = np.asarray(client.embed(model=MODEL, input=["hello world"]).embeddings)
+    np.testing.assert_allclose(np.linalg.norm(got), 1, rtol=1e-5)
+    assert cosines(got, raw).min() >= 0.99999
+    legacy = client.embeddings(model=MODEL, prompt="hello world").embedding
+    np.testing.assert_allclose(legacy, raw[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
 def cohere_client(server):
     import cohere
 

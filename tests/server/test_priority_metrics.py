@@ -187,3 +187,23 @@ def test_a_shed_request_counts_as_shed_in_its_own_class(engine):
     # Admitted: the held request, the big one (kept) and the first query (then shed).
     assert requests_of(overloaded, "interactive") == {"admitted": 3, "refused": 1, "shed": 1}
     assert queued(overloaded, "batch") == 0 and queued(overloaded, "interactive") == 120
+
+
+def test_cohere_priority_maps_onto_the_two_classes(engine):
+    """Cohere's `priority` (0, its default, the highest): 0 keeps the request's class, a larger
+    number is batch work. Sent by the real SDK; the decision read from /metrics."""
+    import cohere
+
+    with live_server(engines={MODEL: engine}) as server, httpx.Client() as http:
+        client = cohere.ClientV2(base_url=server.url, api_key="unused", httpx_client=http)
+        for priority in (0, 3):
+            response = client.embed(
+                texts=["a"], model=MODEL, input_type="search_query", priority=priority
+            )
+            assert len(response.embeddings.float_) == 1
+        after = scrape(server)
+        body = {"model": MODEL, "texts": ["a"], "input_type": "search_query", "priority": -1}
+        negative = httpx.post(server.url + "/v2/embed", json=body, timeout=60)
+    assert requests_of(after, "interactive") == {"admitted": 1, "refused": 0, "shed": 0}
+    assert requests_of(after, "batch") == {"admitted": 1, "refused": 0, "shed": 0}
+    assert negative.status_code == 400 and "$.priority" in negative.json()["message"]

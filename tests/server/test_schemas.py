@@ -37,7 +37,15 @@ class FakePreparer:
     def __init__(self) -> None:
         self.calls: list[dict] = []
 
-    def prepare(self, inputs, *, truncate=True, truncation_direction="right", prompt_name=None):
+    def prepare(
+        self,
+        inputs,
+        *,
+        truncate=True,
+        truncation_direction="right",
+        prompt_name=None,
+        param="input",
+    ):
         self.calls.append(
             {"truncate": truncate, "direction": truncation_direction, "prompt": prompt_name}
         )

@@ -12,6 +12,7 @@ import warnings
 import httpx
 import numpy as np
 import pytest
+from embedserve.inputs import Inputs
 from embedserve.late_interaction import ColBERT
 from embedserve.server.config import Limits, ModelSpec
 
@@ -57,6 +58,37 @@ def test_embed_all_of_an_embedder_and_a_colbert(served):
     (text,) = httpx.post(live.url + "/embed_all", json=body).json()
     matrix = np.frombuffer(base64.b64decode(text), dtype="<f4").reshape(-1, 16)
     np.testing.assert_allclose(matrix, colbert.encode(QUERIES[0], is_query=True)[0], atol=1e-6)
+
+
+def test_embed_all_takes_tei_s_truncation_direction_and_prompt_name(minilm_dir, engine, colbert):
+    """An embedder's tokens cut from the left, as TEI's /embed_all does with
+    `truncation_direction`; `prompt_name` as /embed takes it. A ColBERT refuses both. (Its own
+    server: `served`'s --max-token-values is less than one whole input of the embedder.)"""
+    folder = colbert.config.directory
+    config = unhurried(
+        models=(ModelSpec(str(minilm_dir), MODEL), ModelSpec(str(folder), "colbert"))
+    )
+    with live_server(config, engines={MODEL: engine, "colbert": colbert}) as live:
+        check_embed_all_options(live, engine)
+
+
+def check_embed_all_options(live, engine) -> None:
+    text = "word " * 300 + "end"
+    body = {"inputs": [text], "truncation_direction": "Left", "prompt_name": "query"}
+    response = httpx.post(live.url + "/embed_all", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    (want,) = (
+        engine.prepare(Inputs(texts=[text]), truncation_direction="left").keeping_states().sequences
+    )
+    engine.forward([want])
+    np.testing.assert_allclose(np.asarray(response.json()[0], np.float32), want.states, atol=1e-5)
+    right = httpx.post(live.url + "/embed_all", json={"inputs": [text]}, timeout=60).json()
+    assert not np.allclose(right[0], want.states, atol=1e-3)
+    for field, value in (("truncation_direction", "left"), ("prompt_name", "query")):
+        body = {"inputs": ["a"], "model": "colbert", field: value}
+        refused = httpx.post(live.url + "/embed_all", json=body, timeout=60)
+        assert refused.status_code == 400
+        assert refused.json()["error"].startswith(f"{field} is an embedder's; colbert is a ColBERT")
 
 
 def test_embed_all_refuses_a_response_past_the_limit_before_inference(served):

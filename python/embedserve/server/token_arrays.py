@@ -3,6 +3,8 @@ default, what OpenAI means), or ids in the model's own vocabulary (`model`).
 
 Decoded arrays then go the way texts go (prompts, truncation, the model's tokenizer); the
 per-input and per-request token limits count the ids as sent, and `usage` counts the model's.
+
+TEI's routes take ids in the model's own vocabulary whatever the setting (`model_sequences`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import dataclasses
 from embedserve.inputs import Inputs
 from embedserve.server.schemas import EmbeddingsRequest
 from embedserve.token_encodings import MODEL_ENCODING, TokenDecoder, load_encoding
+from embedserve.tokenization import ModelTokenizer
 
 
 class TokenArrays:
@@ -44,3 +47,25 @@ class TokenArrays:
             inputs=Inputs(texts=texts),
             sent_token_counts=tuple(len(ids) for ids in arrays),
         )
+
+
+def model_sequences(tokenizer: ModelTokenizer, request: EmbeddingsRequest) -> EmbeddingsRequest:
+    """`request` with each token array read as TEI reads one: a whole sequence of the model's
+    vocabulary, as TEI's /tokenize (and a tokenizer's `input_ids`) give it, special tokens
+    included. The model's leading and trailing special tokens, where an array has them, are
+    taken off, so that the model's own are added once, after truncation (as for any token
+    array); an array without them is content. The ids are checked by the model's tokenizer."""
+    arrays = request.inputs.token_arrays
+    if arrays is None:
+        return request
+    prefix, suffix = tokenizer.prefix, tokenizer.suffix
+    content = []
+    for ids in arrays:
+        start = len(prefix) if prefix and ids[: len(prefix)] == prefix else 0
+        stop = (
+            len(ids) - len(suffix)
+            if suffix and ids[len(ids) - len(suffix) :] == suffix
+            else len(ids)
+        )
+        content.append(ids[start : max(start, stop)])
+    return dataclasses.replace(request, inputs=Inputs(token_arrays=content))

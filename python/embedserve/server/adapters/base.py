@@ -12,6 +12,7 @@ import numpy as np
 from litestar import Request, Response
 
 from embedserve import _core
+from embedserve.server import token_arrays
 from embedserve.server.errors import invalid
 from embedserve.server.pipeline import Done
 from embedserve.server.plumbing import JSON, read_parsed, run_job, state
@@ -52,19 +53,28 @@ async def compute(
     render: Render[R],
     param: str = "input",
     last_param: str | None = None,
+    *,
+    model_sequences: bool = False,
 ) -> Done[R]:
     """Run the internal request through the pipeline (admission, limits, batching, metrics),
     dropping it from the queue if the client hangs up; `render` shapes the finished vectors,
     `param` is the API's name for the inputs, which its errors name (`last_param` the last
-    input's, when it came in a field of its own: EmbedJob)."""
+    input's, when it came in a field of its own: EmbedJob). Token arrays are read as the
+    server's --token-encoding says, or with `model_sequences` as TEI reads them (whole
+    sequences of the model's vocabulary: `token_arrays.model_sequences`)."""
     server = state(request)
     engine, batcher = model.require()
+    resolve = (
+        partial(token_arrays.model_sequences, engine.tokenizer)
+        if model_sequences
+        else server.token_arrays.resolve
+    )
     job = EmbedJob(
         internal,
         engine,
         server.config,
         render,
-        resolve=server.token_arrays.resolve,
+        resolve=resolve,
         param=param,
         last_param=last_param,
     )

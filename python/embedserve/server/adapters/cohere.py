@@ -4,7 +4,10 @@
 `query`, `search_document` → `document` or `passage`, `classification`, `clustering`), else none.
 `embedding_types` returns any of float, int8, uint8, binary, ubinary (embedserve.quantization)
 and base64 (little-endian float32, as OpenAI's). `truncate`: `END` (default) cuts the end of an
-over-long text, `START` its start, `NONE` refuses it. Errors are `{"message": ...}`.
+over-long text, `START` its start, `NONE` refuses it. `priority` (Cohere's: 0, the default, is
+the highest; larger numbers wait) maps onto embedserve's two classes: 0 keeps the request's
+own (the `X-Priority` header's, else interactive), anything larger is batch work. Errors are
+`{"message": ...}`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 from litestar import Request, Response, post
 
 from embedserve import _core
+from embedserve.admission import Priority
 from embedserve.engine import ModelInfo
 from embedserve.inputs import Inputs
 from embedserve.quantization import quantize
@@ -34,6 +38,7 @@ from embedserve.server.schemas import EmbeddingsRequest as Internal
 InputType = Literal["search_document", "search_query", "classification", "clustering"]
 EmbeddingType = Literal["float", "int8", "uint8", "binary", "ubinary", "base64"]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 
 # Cohere's input types → prompt names models use for them, first match wins.
 PROMPTS: dict[str, tuple[str, ...]] = {
@@ -53,6 +58,7 @@ class EmbedRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     embedding_types: list[EmbeddingType] | None = None
     output_dimension: Positive | None = None
     truncate: Literal["NONE", "START", "END"] = "END"
+    priority: NonNegative = 0
 
 
 class Embeddings(msgspec.Struct, omit_defaults=True, rename={"float_": "float"}):
@@ -115,6 +121,7 @@ async def embed(request: Request[Any, Any, Any]) -> Response[bytes]:
         truncate=body.truncate != "NONE",
         truncation_direction="left" if body.truncate == "START" else "right",
         prompt_name=prompt_for(body.input_type, engine.model_info),
+        priority=Priority.BATCH if body.priority > 0 else None,
     )
     kinds = list(dict.fromkeys(body.embedding_types or ["float"]))
     done = await compute(

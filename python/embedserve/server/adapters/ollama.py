@@ -3,6 +3,10 @@
 
 Model names may carry Ollama's `:latest` tag; it is dropped before the lookup. `options` and
 `keep_alive` are accepted and ignored (models stay loaded; there are no sampling options).
+
+As Ollama: `/api/embed` answers unit-length vectors whatever the model's own setting (cut to
+`dimensions` first), and a request with no input (`""`, `[]`, none) is how a client loads a
+model: it gets no embeddings, not an error (the legacy route's empty `prompt` likewise).
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ class EmbedRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """`POST /api/embed`."""
 
     model: str
-    input: str | list[str]
+    # None, "" and []: no input, answered with no embeddings.
+    input: str | list[str] | None = None
     truncate: bool | None = None
     dimensions: Positive | None = None
     options: dict[str, Any] | None = None
@@ -107,11 +112,15 @@ async def embed(request: Request[Any, Any, Any]) -> Response[bytes]:
     body = await read_struct(request, EmbedRequest)
     model = find_model(state(request).registry, body.model)
     texts = [body.input] if isinstance(body.input, str) else body.input
+    if not texts or texts == [""]:
+        model.require()  # a model still loading is a 503, as for any request
+        return json_response(EmbedResponse(body.model, [], 0, 0, 0))
     internal = Internal(
         inputs=Inputs(texts=texts),
         model=model.id,
         truncate=body.truncate,
         dimensions=body.dimensions,
+        normalize=True,  # Ollama normalizes every embedding, after the cut to `dimensions`
     )
     done = await compute(request, internal, model, raw_float_rows)
     # Ollama's durations are nanoseconds.
@@ -130,6 +139,9 @@ async def embeddings(request: Request[Any, Any, Any]) -> Response[bytes]:
     started = time.perf_counter()
     body = await read_struct(request, LegacyEmbedRequest)
     model = find_model(state(request).registry, body.model)
+    if not body.prompt:
+        model.require()
+        return json_response(LegacyEmbedResponse(embedding=[]))
     internal = Internal(inputs=Inputs(texts=[body.prompt]), model=model.id)
     done = await compute(request, internal, model, _first_row, "prompt")
     return json_response(

@@ -6,6 +6,10 @@ with TEI's error body `{"error": ..., "error_type": ...}`.
 under `parameters`, as the Inference API takes them; TEI's own clients put them at the top level.
 Both are accepted (a key given in both places takes the `parameters` value).
 
+`inputs` of `/embed` and `/` may also be token ids in the model's vocabulary, as TEI takes them:
+one array of ids (one input) or an array of them, each a whole sequence as `/tokenize` answers it
+(`token_arrays.model_sequences`), whatever `--token-encoding` says (that is OpenAI's input).
+
 `GET /info` is asked by TEI clients and by Azure AI inference's `get_model_info`; the Azure SDK
 always sends `api-version` and TEI clients never do, so that query parameter picks the shape.
 """
@@ -13,6 +17,7 @@ always sends `api-version` and TEI clients never do, so that query parameter pic
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -32,14 +37,18 @@ from embedserve.server.adapters.base import (
 )
 from embedserve.server.adapters.openai import azure_model_info
 from embedserve.server.auth import require_api_key
+from embedserve.server.config import Limits
 from embedserve.server.errors import invalid
 from embedserve.server.fields import TeiDirection, tei_direction
-from embedserve.server.limits import check_id_count
+from embedserve.server.limits import check_field_id_count, check_id_count
 from embedserve.server.plumbing import read_parsed, run_job, state, timing_headers
 from embedserve.server.schemas import EmbeddingsRequest
 from embedserve.server.tasks.tokens import DecodeJob, TokenizeJob
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
+# A text, texts, one array of token ids or arrays of them (msgspec allows one array type in a
+# union, so the items' kinds are sorted out by `tei_inputs`).
+TeiInputs = str | list[str | int | list[int]]
 
 
 class EmbedParameters(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -57,7 +66,7 @@ class EmbedParameters(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class EmbedRequest(EmbedParameters, kw_only=True):
     """TEI's `POST /embed` body."""
 
-    inputs: str | list[str]
+    inputs: TeiInputs
     parameters: EmbedParameters | None = None
 
 
@@ -85,6 +94,9 @@ class SimilarityRequest(SimilarityParameters, kw_only=True):
 class TokenizeRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     inputs: str | list[str]
     add_special_tokens: bool = True
+    # As TEI: the texts are tokenized behind this prompt (none named: the model's default, as
+    # /embed does), and the tokens' text and offsets are the prompted text's.
+    prompt_name: str | None = None
 
 
 class DecodeRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -133,11 +145,36 @@ def _merged(body: Any, kind: type[msgspec.Struct]) -> dict[str, Any]:
     return merged
 
 
+_KINDS = {str: "a text", int: "a token id", list: "an array of token ids"}
+
+
+def tei_inputs(inputs: TeiInputs) -> Inputs:
+    """`inputs` as texts or token arrays: an array of ids is one input, an array of arrays one
+    input each. TEI also takes texts and id arrays mixed in one array; we take one kind."""
+    if isinstance(inputs, str):
+        return Inputs(texts=[inputs])
+    if not inputs:
+        return Inputs(texts=[])
+    kind = type(inputs[0])
+    odd = next((i for i, item in enumerate(inputs) if type(item) is not kind), None)
+    if odd is not None:
+        raise invalid(
+            f"inputs[{odd}] is {_KINDS[type(inputs[odd])]} and inputs[0] {_KINDS[kind]}: an "
+            "array must hold only texts, only token ids (one input) or only arrays of token ids",
+            param="inputs",
+            code="invalid_type",
+        )
+    if kind is str:
+        return Inputs(texts=inputs)  # type: ignore[arg-type]
+    if kind is int:
+        return Inputs(token_arrays=[inputs])  # type: ignore[list-item]
+    return Inputs(token_arrays=inputs)  # type: ignore[arg-type]
+
+
 def to_internal(body: EmbedRequest) -> EmbeddingsRequest:
     merged = _merged(body, EmbedParameters)
-    texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
     return EmbeddingsRequest(
-        inputs=Inputs(texts=texts),
+        inputs=tei_inputs(body.inputs),
         dimensions=merged["dimensions"],
         truncate=merged["truncate"],
         truncation_direction=tei_direction(merged["truncation_direction"]),
@@ -147,11 +184,23 @@ def to_internal(body: EmbedRequest) -> EmbeddingsRequest:
     )
 
 
+def _parse_embed(limits: Limits, body: bytes) -> EmbedRequest:
+    # Before decoding: a body of millions of ids is refused from its bytes (check_id_count).
+    check_field_id_count(body, limits, "inputs")
+    return decode(body, EmbedRequest)
+
+
 async def _embed(request: Request[Any, Any, Any]) -> Response[bytes]:
     started = time.perf_counter()
-    internal = to_internal(await read_struct(request, EmbedRequest))
+    server = state(request)
+    body = await read_parsed(request, partial(_parse_embed, server.config.limits))
     done = await compute(
-        request, internal, state(request).registry.default, raw_float_rows, "inputs"
+        request,
+        to_internal(body),
+        server.registry.default,
+        raw_float_rows,
+        "inputs",
+        model_sequences=True,
     )
     return json_response(done.result, headers=timing_headers(done, started))
 
@@ -218,12 +267,15 @@ def _tokens(pairs: list[tuple[str, Encoding]]) -> bytes:
 
 @post("/tokenize", before_request=require_api_key, status_code=200)
 async def tokenize(request: Request[Any, Any, Any]) -> Response[bytes]:
-    """The model's tokens of each input, with character offsets (null for special tokens)."""
+    """The model's tokens of each input, behind its prompt if any, with character offsets (null
+    for special tokens)."""
     body = await read_struct(request, TokenizeRequest, runs_model=False)
     server = state(request)
     model = server.registry.default
     engine, _ = model.require()
-    texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
+    texts = engine.prompted(
+        [body.inputs] if isinstance(body.inputs, str) else body.inputs, body.prompt_name
+    )
     job = TokenizeJob(
         engine, server.config, _tokens, texts=texts, add_special_tokens=body.add_special_tokens
     )

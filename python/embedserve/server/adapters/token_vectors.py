@@ -22,6 +22,7 @@ from embedserve import _core
 from embedserve.models.kind import EMBEDDER, LATE_INTERACTION
 from embedserve.server.adapters.base import json_response, read_struct
 from embedserve.server.auth import require_api_key
+from embedserve.server.fields import TeiDirection, tei_direction
 from embedserve.server.plumbing import run_job, state, timing_headers
 from embedserve.server.tasks.token_vectors import TokenVectorsJob
 
@@ -31,6 +32,9 @@ class EmbedAllRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     inputs: str | list[str]
     truncate: bool | None = None
+    # An embedder's, as TEI's; a ColBERT refuses them (TokenVectorsJob).
+    truncation_direction: TeiDirection | None = None
+    prompt_name: str | None = None
     # Which served model (default: the first `--model`); TEI serves one.
     model: str | None = None
     # A ColBERT's query encoding ([Q] marker, expanded with [MASK]) rather than a document's.
@@ -67,6 +71,8 @@ async def embed_all(request: Request[Any, Any, Any]) -> Response[bytes]:
         _render(body.encoding_format),
         texts=[body.inputs] if isinstance(body.inputs, str) else body.inputs,
         truncate=body.truncate,
+        truncation_direction=tei_direction(body.truncation_direction),
+        prompt_name=body.prompt_name,
         is_query=body.is_query,
     )
     # TEI's body is closed: the priority comes from the X-Priority header only.

@@ -191,6 +191,8 @@ class EmbedJob(Job[R], Generic[R]):
                 prompt_name=prompt_name_for(
                     self.request.input_type, self.info.prompts, self.request.prompt_name
                 ),
+                # Token arrays are checked in one step, from index 0: their indexes are the request's.
+                param=self.param,
             )
         except InputTooLongError as exc:  # name the input by its index in the whole request
             index = start + (exc.index or 0)

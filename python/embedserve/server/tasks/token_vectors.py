@@ -51,7 +51,8 @@ def token_width(model: TokenModel) -> int:
 class TokenVectorsJob(RowsJob[np.ndarray, R], Generic[R]):
     """Each text's token vectors, rendered by the adapter from a list of [tokens, width]
     float32 matrices. `is_query` picks a ColBERT's query or document encoding (ignored by an
-    embedder)."""
+    embedder); `truncation_direction` and `prompt_name` are an embedder's (TEI's fields), which
+    a ColBERT, with its own markers and cut, refuses."""
 
     def __init__(
         self,
@@ -61,11 +62,27 @@ class TokenVectorsJob(RowsJob[np.ndarray, R], Generic[R]):
         *,
         texts: list[str],
         truncate: bool | None = None,
+        truncation_direction: str = "right",
+        prompt_name: str | None = None,
         is_query: bool = False,
         param: str = "inputs",
     ) -> None:
         super().__init__()
+        if not isinstance(model, Engine):
+            # Refused rather than ignored: a client sending one expects it to change the vectors.
+            for name, value, default in (
+                ("truncation_direction", truncation_direction, "right"),
+                ("prompt_name", prompt_name, None),
+            ):
+                if value != default:
+                    raise invalid(
+                        f"{name} is an embedder's; {model.model_info.name} is a ColBERT, "
+                        "which cuts the end of a text and takes no prompt",
+                        param=name,
+                    )
         limits = config.limits
+        self.truncation_direction = truncation_direction
+        self.prompt_name = prompt_name
         self.model = model
         self.render = render
         self.texts = texts
@@ -107,7 +124,12 @@ class TokenVectorsJob(RowsJob[np.ndarray, R], Generic[R]):
                     texts, is_query=self.is_query, truncate=self.truncate, start=chunk.start
                 )
             else:
-                part = self.model.prepare(Inputs(texts=texts), truncate=self.truncate)
+                part = self.model.prepare(
+                    Inputs(texts=texts),
+                    truncate=self.truncate,
+                    truncation_direction=self.truncation_direction,
+                    prompt_name=self.prompt_name,
+                )
                 part = part.keeping_states()
         except InputTooLongError as exc:  # the model says `input`; name the route's field
             # A ColBERT numbers its inputs from `start`; an Engine from its chunk's first.
