@@ -61,3 +61,21 @@ def test_ray_output_equals_the_local_output(local_ray, engine, reference, tmp_pa
     got = np.stack([row["embedding"] for row in ds.take_all()])
     expected = engine.embed(texts[:6], dimensions=32).embeddings
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_a_dataset_without_the_text_column_says_so(local_ray, minilm_dir):
+    """The error comes back from the actor at the end of Ray's traceback: it names the column
+    asked for and the ones the batch has, where it was a bare `KeyError: 'text'`."""
+    from embedserve.integrations.ray import EmbedBatch
+
+    ds = local_ray.data.from_items([{"body": "a text"}]).map_batches(
+        EmbedBatch,
+        fn_constructor_kwargs={"model": str(minilm_dir)},
+        compute=local_ray.data.ActorPoolStrategy(size=1),
+        num_cpus=1,
+    )
+    with pytest.raises(local_ray.exceptions.RayTaskError) as failed:
+        ds.take_all()
+    assert "EmbedBatch: the batch has no 'text' column (text_column); its columns: 'body'" in str(
+        failed.value
+    )

@@ -77,7 +77,14 @@ class EmbedBatch:
         self.dimension = dimensions or self.engine.model_info.dimension
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        texts = batch[self.options.text_column]
+        column = self.options.text_column
+        if column not in batch:
+            # Not a bare KeyError: it reaches the user at the end of Ray's traceback wall.
+            raise ValueError(
+                f"EmbedBatch: the batch has no {column!r} column (text_column); its columns: "
+                f"{', '.join(map(repr, batch)) or 'none'}"
+            )
+        texts = batch[column]
         good = [i for i, text in enumerate(texts) if isinstance(text, str) and text.strip()]
         kind = self.options.embedding_type
         out: np.ndarray | None = None
