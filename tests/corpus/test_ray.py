@@ -79,3 +79,22 @@ def test_a_dataset_without_the_text_column_says_so(local_ray, minilm_dir):
     assert "EmbedBatch: the batch has no 'text' column (text_column); its columns: 'body'" in str(
         failed.value
     )
+
+
+def test_an_actor_the_cluster_cannot_hold_is_refused(local_ray, reference, tmp_path, minilm_dir):
+    """A GPU per actor on a cluster without one: Ray kept the actor pending and the run waited
+    forever, with nothing said. Refused before any Ray work, naming the flag."""
+    from embedserve.integrations.ray import embed_file_on_ray
+
+    corpus = write_jsonl(tmp_path / "a.jsonl", [{"text": t} for t in reference["texts"][:3]])
+    options = EmbedFileOptions(model=str(minilm_dir), quiet=True)
+    with pytest.raises(
+        ValueError,
+        match=r"1 GPU\(s\) \(--ray-gpus-per-actor\), but no node .* \(the most on one node: 0\)",
+    ):
+        embed_file_on_ray(corpus, tmp_path / "out", options, num_gpus=1)
+    with pytest.raises(
+        ValueError,
+        match=r"4 CPU\(s\) \(--ray-cpus-per-actor\), but no node .* \(the most on one node: 2\)",
+    ):
+        embed_file_on_ray(corpus, tmp_path / "out", options, num_cpus=4)

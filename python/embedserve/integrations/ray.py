@@ -190,6 +190,22 @@ class RayEmbedder:
             for batch in ds.iter_batches(batch_size=options.batch_texts, batch_format="numpy")
         )
 
+    def check_fits(self, nodes: list[dict[str, float]]) -> None:
+        """Refuse an actor no node has room for (`nodes`: each live node's resources): Ray would
+        keep it pending and the run would wait forever, saying nothing (`--ray-gpus-per-actor 1`
+        on a cluster without GPUs)."""
+        for name, wanted, flag in (
+            ("GPU", self.num_gpus, "--ray-gpus-per-actor"),
+            ("CPU", self.num_cpus, "--ray-cpus-per-actor"),
+        ):
+            most = max((node.get(name, 0.0) for node in nodes), default=0.0)
+            if wanted > most:
+                raise ValueError(
+                    f"each Ray actor asks for {wanted:g} {name}(s) ({flag}), but no node of "
+                    f"the Ray cluster has that many (the most on one node: {most:g}): no actor "
+                    "could start, and the run would wait forever"
+                )
+
     def _default_actors(self) -> int:
         import ray
 
@@ -235,8 +251,9 @@ def embed_file_on_ray(
     if not ray.is_initialized():
         # No address (or 'auto' with RAY_ADDRESS unset): Ray starts a local instance.
         ray.init(address=None if address in (None, "", "local") else address, log_to_driver=False)
+    embedder = RayEmbedder(options, actors=actors, num_cpus=num_cpus, num_gpus=num_gpus)
+    embedder.check_fits([node["Resources"] for node in ray.nodes() if node["Alive"]])
     # The driver loads the model once too, on the CPU: it fails fast on a wrong name and tells
     # the output's dimension before any cluster work starts.
     probe = load_engine(replace(options, load=replace(options.load, providers="cpu")))
-    embedder = RayEmbedder(options, actors=actors, num_cpus=num_cpus, num_gpus=num_gpus)
     return embed_file(source, out, options, embedder=embedder, engine=probe)
