@@ -150,13 +150,14 @@ class DiskVectorCache:
 
     @contextlib.contextmanager
     def _failures(self) -> Iterator[None]:
-        """SQLite's errors under a run as a DiskCacheError that says which file and what to do."""
+        """SQLite's errors under a run as a DiskCacheError that says which file and what to do.
+        Not "delete it" alone: a lock another process held past BUSY_SECONDS fails here too."""
         try:
             yield
         except sqlite3.Error as exc:
             raise DiskCacheError(
-                f"{self.path}: the disk cache failed ({exc}); delete it, or run without "
-                "--cache-dir (the run resumes where it stopped)"
+                f"{self.path}: the disk cache failed ({exc}); run again without --cache-dir "
+                "(the run resumes where it stopped), and delete the file if it is damaged"
             ) from exc
 
     def _key(self, sequence: np.ndarray) -> bytes:
