@@ -36,7 +36,10 @@ def test_ray_output_equals_the_local_output(local_ray, engine, reference, tmp_pa
     options = EmbedFileOptions(model=str(minilm_dir), batch_texts=8, rows_per_part=16, quiet=True)
 
     local = embed_file(tmp_path / "in", tmp_path / "local", options, engine=engine, log=None)
+    ordered = local_ray.data.DataContext.get_current().execution_options.preserve_order
     on_ray = embed_file_on_ray(tmp_path / "in", tmp_path / "ray", options, actors=1)
+    # Ordered on its own Dataset: the caller's current context is left as it was.
+    assert local_ray.data.DataContext.get_current().execution_options.preserve_order == ordered
 
     rows, ids, vectors = read_output(tmp_path / "local")
     ray_rows, ray_ids, ray_vectors = read_output(tmp_path / "ray")
@@ -58,7 +61,11 @@ def test_ray_output_equals_the_local_output(local_ray, engine, reference, tmp_pa
         compute=local_ray.data.ActorPoolStrategy(size=1),
         num_cpus=1,
     )
-    got = np.stack([row["embedding"] for row in ds.take_all()])
+    # By text: this Dataset is not ordered (embed_file_on_ray above no longer orders the
+    # caller's Datasets as a side effect), and each row carries its own text.
+    by_text = {row["text"]: row["embedding"] for row in ds.take_all()}
+    assert sorted(by_text) == sorted(texts[:6])
+    got = np.stack([by_text[t] for t in texts[:6]])
     expected = engine.embed(texts[:6], dimensions=32).embeddings
     np.testing.assert_allclose(got, expected, atol=1e-5)
 

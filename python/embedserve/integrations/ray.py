@@ -149,15 +149,16 @@ class RayEmbedder:
 
         if not slices:
             return iter(())
-        context = ray.data.DataContext.get_current()
-        # Rows must reach the driver in input order: the parts and resume depend on it.
-        context.execution_options.preserve_order = True
         options = self.options
         items = [
             {"path": str(s.file.path), "format": s.file.format, "offset": s.offset, "skip": s.skip}
             for s in slices
         ]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
+        # Rows must reach the driver in input order: the parts and resume depend on it. Set on
+        # this Dataset's own context (a copy of the current one, which its later steps share),
+        # not on the current one, where it would slow the caller's own Datasets too.
+        ds.context.execution_options.preserve_order = True
         # Readers are light next to the model: a fraction of a CPU keeps them from starving actors.
         ds = ds.map_batches(
             read_slices,
