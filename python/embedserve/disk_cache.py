@@ -18,12 +18,13 @@ entries go. A hit marks its entry used, so a rerun keeps what it reads.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,11 @@ DEFAULT_DISK_CACHE_BYTES = 4 * 1024**3
 # What a row costs SQLite besides its key and vector: the row header, the `used` index entry.
 DISK_ENTRY_OVERHEAD = 64
 BUSY_SECONDS = 60.0
+# SQLite's largest page. A WITHOUT ROWID row past about 1/4 of a page spills onto overflow
+# pages of its own; on 4 KiB pages a 384-dimensional row (1,568 bytes) took a 4 KiB overflow
+# page, and the file grew to ~3× the budget. 64 KiB pages hold rows inline up to ~4,000
+# dimensions. Set when the file is made; a file made before keeps its pages.
+PAGE_SIZE = 65536
 # SQLite's smallest limit on bound parameters (999 before 3.32).
 _MAX_PARAMS = 900
 
@@ -90,6 +96,11 @@ def _version(package: str) -> str | None:
         return None
 
 
+class DiskCacheError(RuntimeError):
+    """The cache file failed under a run (damaged, the disk full, ...): the run stops with this,
+    which names the file, rather than with SQLite's own error."""
+
+
 class DiskVectorCache:
     """Float32 rows of one model, by `cache_key`, in `directory`; the same `lookup` and `store`
     as `VectorCache`, so `split_cached` and `merge_cached` serve both tiers. Thread-safe."""
@@ -119,6 +130,8 @@ class DiskVectorCache:
             self.path, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False
         )
         try:
+            # Only a new, empty file takes it; an existing one keeps its own.
+            self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")
             self._db.execute("PRAGMA journal_mode=WAL")
             # WAL with NORMAL: a power cut may lose the last commits, never the file's integrity.
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -134,6 +147,18 @@ class DiskVectorCache:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
+
+    @contextlib.contextmanager
+    def _failures(self) -> Iterator[None]:
+        """SQLite's errors under a run as a DiskCacheError that says which file and what to do.
+        Not "delete it" alone: a lock another process held past BUSY_SECONDS fails here too."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise DiskCacheError(
+                f"{self.path}: the disk cache failed ({exc}); run again without --cache-dir "
+                "(the run resumes where it stopped), and delete the file if it is damaged"
+            ) from exc
 
     def _key(self, sequence: np.ndarray) -> bytes:
         return hashlib.sha256(self._namespace + cache_key(sequence)).digest()
@@ -152,7 +177,7 @@ class DiskVectorCache:
         keys = [self._key(s) for s in sequences]
         rows: dict[bytes, np.ndarray] = {}
         expected = self.width * 4
-        with self._lock, self._transaction():
+        with self._lock, self._failures(), self._transaction():
             for part in _parts(list(dict.fromkeys(keys))):
                 marks = ",".join("?" * len(part))
                 for key, blob in self._db.execute(
@@ -185,7 +210,7 @@ class DiskVectorCache:
                 entries.append((key, blob, size, now))
         if not entries:
             return
-        with self._lock, self._transaction():
+        with self._lock, self._failures(), self._transaction():
             self._db.executemany(
                 "INSERT OR IGNORE INTO vectors (key, vector, size, used) VALUES (?, ?, ?, ?)",
                 entries,

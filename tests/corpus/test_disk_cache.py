@@ -219,3 +219,45 @@ def test_a_kill_mid_write_leaves_a_usable_cache(tmp_path):
     with DiskVectorCache(tmp_path, IDENTITY, WIDTH, max_bytes=150_000) as disk:
         disk.store(sequences, rows)
         assert np.stack(disk.lookup(sequences)).tobytes() == rows.tobytes()
+
+
+def test_a_damaged_file_stops_the_run_with_a_clear_error(uncached, reference, tmp_path):
+    """A cache file damaged past its first pages opens (they hold the schema and the running
+    total) and fails when a run reads a row: the run names the file and says what to do,
+    instead of SQLite's bare 'database disk image is malformed' traceback."""
+    records = _records(reference, 600, seed=4)
+    corpus = write_jsonl(tmp_path / "c.jsonl", records)
+    cache = tmp_path / "cache"
+    # The corpus's rows, stored as a first run would (their values do not matter here).
+    sequences = uncached.prepare(Inputs(texts=[r["text"] for r in records])).sequences
+    width = uncached.model_info.dimension
+    with DiskVectorCache(cache, model_identity(uncached), width) as disk:
+        disk.store(sequences, np.ones((len(sequences), width), np.float32))
+    path = cache / FILE_NAME
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        (page,) = db.execute("PRAGMA page_size").fetchone()
+        (pages,) = db.execute("PRAGMA page_count").fetchone()
+    assert pages > 8  # the rows' pages lie past the schema's and the running total's
+    with open(path, "r+b") as f:  # the rows' pages zeroed, the file's size unchanged
+        f.seek(6 * page)
+        f.write(bytes((pages - 6) * page))
+    with pytest.raises(RuntimeError, match="the disk cache failed") as failed:
+        embed_file(corpus, tmp_path / "b", _options(cache), engine=uncached, log=None)
+    assert str(path) in str(failed.value) and "without --cache-dir" in str(failed.value)
+    assert isinstance(failed.value.__cause__, sqlite3.DatabaseError)
+
+
+def test_the_file_stays_near_its_budget_for_small_vectors(tmp_path):
+    """384-dimensional rows (1,568 bytes with their key) spilled onto a 4 KiB overflow page each
+    on SQLite's default pages: the file was ~3× the bytes the budget counts."""
+    width, count = 384, 2000
+    rng = np.random.default_rng(5)
+    sequences = [rng.integers(0, 30_000, size=12) for _ in range(count)]
+    rows = rng.standard_normal((count, width)).astype(np.float32)
+    with DiskVectorCache(tmp_path, IDENTITY, width) as disk:
+        for start in range(0, count, 250):
+            disk.store(sequences[start : start + 250], rows[start : start + 250])
+        counted = disk.bytes
+    # Closing the last connection folds the write-ahead log into the file.
+    assert not (tmp_path / (FILE_NAME + "-wal")).exists()
+    assert (tmp_path / FILE_NAME).stat().st_size < 1.5 * counted

@@ -36,7 +36,10 @@ def test_ray_output_equals_the_local_output(local_ray, engine, reference, tmp_pa
     options = EmbedFileOptions(model=str(minilm_dir), batch_texts=8, rows_per_part=16, quiet=True)
 
     local = embed_file(tmp_path / "in", tmp_path / "local", options, engine=engine, log=None)
+    ordered = local_ray.data.DataContext.get_current().execution_options.preserve_order
     on_ray = embed_file_on_ray(tmp_path / "in", tmp_path / "ray", options, actors=1)
+    # Ordered on its own Dataset: the caller's current context is left as it was.
+    assert local_ray.data.DataContext.get_current().execution_options.preserve_order == ordered
 
     rows, ids, vectors = read_output(tmp_path / "local")
     ray_rows, ray_ids, ray_vectors = read_output(tmp_path / "ray")
@@ -58,6 +61,47 @@ def test_ray_output_equals_the_local_output(local_ray, engine, reference, tmp_pa
         compute=local_ray.data.ActorPoolStrategy(size=1),
         num_cpus=1,
     )
-    got = np.stack([row["embedding"] for row in ds.take_all()])
+    # By text: this Dataset is not ordered (embed_file_on_ray above no longer orders the
+    # caller's Datasets as a side effect), and each row carries its own text.
+    by_text = {row["text"]: row["embedding"] for row in ds.take_all()}
+    assert sorted(by_text) == sorted(texts[:6])
+    got = np.stack([by_text[t] for t in texts[:6]])
     expected = engine.embed(texts[:6], dimensions=32).embeddings
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_a_dataset_without_the_text_column_says_so(local_ray, minilm_dir):
+    """The error comes back from the actor at the end of Ray's traceback: it names the column
+    asked for and the ones the batch has, where it was a bare `KeyError: 'text'`."""
+    from embedserve.integrations.ray import EmbedBatch
+
+    ds = local_ray.data.from_items([{"body": "a text"}]).map_batches(
+        EmbedBatch,
+        fn_constructor_kwargs={"model": str(minilm_dir)},
+        compute=local_ray.data.ActorPoolStrategy(size=1),
+        num_cpus=1,
+    )
+    with pytest.raises(local_ray.exceptions.RayTaskError) as failed:
+        ds.take_all()
+    assert "EmbedBatch: the batch has no 'text' column (text_column); its columns: 'body'" in str(
+        failed.value
+    )
+
+
+def test_an_actor_the_cluster_cannot_hold_is_refused(local_ray, reference, tmp_path, minilm_dir):
+    """A GPU per actor on a cluster without one: Ray kept the actor pending and the run waited
+    forever, with nothing said. Refused before any Ray work, naming the flag."""
+    from embedserve.integrations.ray import embed_file_on_ray
+
+    corpus = write_jsonl(tmp_path / "a.jsonl", [{"text": t} for t in reference["texts"][:3]])
+    options = EmbedFileOptions(model=str(minilm_dir), quiet=True)
+    with pytest.raises(
+        ValueError,
+        match=r"1 GPU\(s\) \(--ray-gpus-per-actor\), but no node .* \(the most on one node: 0\)",
+    ):
+        embed_file_on_ray(corpus, tmp_path / "out", options, num_gpus=1)
+    with pytest.raises(
+        ValueError,
+        match=r"4 CPU\(s\) \(--ray-cpus-per-actor\), but no node .* \(the most on one node: 2\)",
+    ):
+        embed_file_on_ray(corpus, tmp_path / "out", options, num_cpus=4)

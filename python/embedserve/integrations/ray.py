@@ -77,7 +77,14 @@ class EmbedBatch:
         self.dimension = dimensions or self.engine.model_info.dimension
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        texts = batch[self.options.text_column]
+        column = self.options.text_column
+        if column not in batch:
+            # Not a bare KeyError: it reaches the user at the end of Ray's traceback wall.
+            raise ValueError(
+                f"EmbedBatch: the batch has no {column!r} column (text_column); its columns: "
+                f"{', '.join(map(repr, batch)) or 'none'}"
+            )
+        texts = batch[column]
         good = [i for i, text in enumerate(texts) if isinstance(text, str) and text.strip()]
         kind = self.options.embedding_type
         out: np.ndarray | None = None
@@ -142,15 +149,16 @@ class RayEmbedder:
 
         if not slices:
             return iter(())
-        context = ray.data.DataContext.get_current()
-        # Rows must reach the driver in input order: the parts and resume depend on it.
-        context.execution_options.preserve_order = True
         options = self.options
         items = [
             {"path": str(s.file.path), "format": s.file.format, "offset": s.offset, "skip": s.skip}
             for s in slices
         ]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
+        # Rows must reach the driver in input order: the parts and resume depend on it. Set on
+        # this Dataset's own context (a copy of the current one, which its later steps share),
+        # not on the current one, where it would slow the caller's own Datasets too.
+        ds.context.execution_options.preserve_order = True
         # Readers are light next to the model: a fraction of a CPU keeps them from starving actors.
         ds = ds.map_batches(
             read_slices,
@@ -182,6 +190,22 @@ class RayEmbedder:
             _to_chunk(batch)
             for batch in ds.iter_batches(batch_size=options.batch_texts, batch_format="numpy")
         )
+
+    def check_fits(self, nodes: list[dict[str, float]]) -> None:
+        """Refuse an actor no node has room for (`nodes`: each live node's resources): Ray would
+        keep it pending and the run would wait forever, saying nothing (`--ray-gpus-per-actor 1`
+        on a cluster without GPUs)."""
+        for name, wanted, flag in (
+            ("GPU", self.num_gpus, "--ray-gpus-per-actor"),
+            ("CPU", self.num_cpus, "--ray-cpus-per-actor"),
+        ):
+            most = max((node.get(name, 0.0) for node in nodes), default=0.0)
+            if wanted > most:
+                raise ValueError(
+                    f"each Ray actor asks for {wanted:g} {name}(s) ({flag}), but no node of "
+                    f"the Ray cluster has that many (the most on one node: {most:g}): no actor "
+                    "could start, and the run would wait forever"
+                )
 
     def _default_actors(self) -> int:
         import ray
@@ -228,8 +252,9 @@ def embed_file_on_ray(
     if not ray.is_initialized():
         # No address (or 'auto' with RAY_ADDRESS unset): Ray starts a local instance.
         ray.init(address=None if address in (None, "", "local") else address, log_to_driver=False)
+    embedder = RayEmbedder(options, actors=actors, num_cpus=num_cpus, num_gpus=num_gpus)
+    embedder.check_fits([node["Resources"] for node in ray.nodes() if node["Alive"]])
     # The driver loads the model once too, on the CPU: it fails fast on a wrong name and tells
     # the output's dimension before any cluster work starts.
     probe = load_engine(replace(options, load=replace(options.load, providers="cpu")))
-    embedder = RayEmbedder(options, actors=actors, num_cpus=num_cpus, num_gpus=num_gpus)
     return embed_file(source, out, options, embedder=embedder, engine=probe)
