@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -105,3 +106,18 @@ def test_an_actor_the_cluster_cannot_hold_is_refused(local_ray, reference, tmp_p
         match=r"4 CPU\(s\) \(--ray-cpus-per-actor\), but no node .* \(the most on one node: 2\)",
     ):
         embed_file_on_ray(corpus, tmp_path / "out", options, num_cpus=4)
+
+
+def test_a_cluster_that_may_grow_is_warned_not_refused(caplog):
+    """On a cluster the run joined, an autoscaler may still add a node with the GPU an actor
+    asks for: the run waits for it, and says why (a Ray the run started never grows)."""
+    from embedserve.integrations.ray import RayEmbedder
+
+    embedder = RayEmbedder(EmbedFileOptions(), actors=1, num_cpus=1.0, num_gpus=1.0)
+    cpu_only = [{"CPU": 2.0}]
+    with caplog.at_level(logging.WARNING, logger="embedserve.integrations.ray"):
+        embedder.check_fits(cpu_only, can_grow=True)
+    assert "1 GPU(s) (--ray-gpus-per-actor)" in caplog.text
+    assert "waits until the cluster adds such a node" in caplog.text
+    with pytest.raises(ValueError, match="would wait forever"):
+        embedder.check_fits(cpu_only, can_grow=False)

@@ -17,6 +17,7 @@ node.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from dataclasses import replace
@@ -38,6 +39,8 @@ from embedserve.corpus.readers import Columns, InputFile
 from embedserve.loading import LoadOptions
 from embedserve.models import DEFAULT_MODEL
 from embedserve.quantization import dtype, quantize, width
+
+log = logging.getLogger(__name__)
 
 _READ_SCHEMA = pa.schema(
     [("row", pa.int64()), ("id", pa.string()), ("text", pa.string()), ("reason", pa.string())]
@@ -191,21 +194,25 @@ class RayEmbedder:
             for batch in ds.iter_batches(batch_size=options.batch_texts, batch_format="numpy")
         )
 
-    def check_fits(self, nodes: list[dict[str, float]]) -> None:
-        """Refuse an actor no node has room for (`nodes`: each live node's resources): Ray would
-        keep it pending and the run would wait forever, saying nothing (`--ray-gpus-per-actor 1`
-        on a cluster without GPUs)."""
+    def check_fits(self, nodes: list[dict[str, float]], *, can_grow: bool) -> None:
+        """An actor no node has room for (`nodes`: each live node's resources): Ray would keep it
+        pending, saying nothing (`--ray-gpus-per-actor 1` on a cluster without GPUs). Refused on
+        a Ray this run started, which never grows, so the run would wait forever; a warning on a
+        cluster it joined (`can_grow`), whose autoscaler may still add such a node."""
         for name, wanted, flag in (
             ("GPU", self.num_gpus, "--ray-gpus-per-actor"),
             ("CPU", self.num_cpus, "--ray-cpus-per-actor"),
         ):
             most = max((node.get(name, 0.0) for node in nodes), default=0.0)
-            if wanted > most:
-                raise ValueError(
-                    f"each Ray actor asks for {wanted:g} {name}(s) ({flag}), but no node of "
-                    f"the Ray cluster has that many (the most on one node: {most:g}): no actor "
-                    "could start, and the run would wait forever"
-                )
+            if wanted <= most:
+                continue
+            problem = (
+                f"each Ray actor asks for {wanted:g} {name}(s) ({flag}), but no node of the Ray "
+                f"cluster has that many (the most on one node: {most:g})"
+            )
+            if not can_grow:
+                raise ValueError(f"{problem}: no actor could start, and the run would wait forever")
+            log.warning("%s: the run waits until the cluster adds such a node", problem)
 
     def _default_actors(self) -> int:
         import ray
@@ -249,11 +256,18 @@ def embed_file_on_ray(
     import ray
 
     options = options or EmbedFileOptions()
+    started_here = False
     if not ray.is_initialized():
         # No address (or 'auto' with RAY_ADDRESS unset): Ray starts a local instance.
         ray.init(address=None if address in (None, "", "local") else address, log_to_driver=False)
+        # A Ray started here (its head node is this process's) has no autoscaler; a cluster
+        # joined may grow (`check_fits`). Ray says which only on its private node object.
+        node = getattr(ray._private.worker, "_global_node", None)
+        started_here = bool(getattr(node, "head", False))
     embedder = RayEmbedder(options, actors=actors, num_cpus=num_cpus, num_gpus=num_gpus)
-    embedder.check_fits([node["Resources"] for node in ray.nodes() if node["Alive"]])
+    embedder.check_fits(
+        [node["Resources"] for node in ray.nodes() if node["Alive"]], can_grow=not started_here
+    )
     # The driver loads the model once too, on the CPU: it fails fast on a wrong name and tells
     # the output's dimension before any cluster work starts.
     probe = load_engine(replace(options, load=replace(options.load, providers="cpu")))
