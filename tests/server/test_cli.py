@@ -88,6 +88,19 @@ def test_bad_flags_exit_with_usage(argv, capsys):
     assert info.value.code == 2
 
 
+def test_more_workers_than_the_cpus_can_take_is_refused(capsys):
+    """--workers 99999999999999999999 was taken: the command forked workers, each loading the
+    model, until the machine's 23 GB were spent, and SIGTERM did not stop it."""
+    from embedserve.cpu import max_model_threads
+
+    most = max_model_threads()
+    with pytest.raises(SystemExit) as info:
+        parse("--workers", str(most + 1))
+    assert info.value.code == 2
+    assert f"argument --workers: must be at most {most} " in capsys.readouterr().err
+    assert _parser().parse_args(["serve", "--workers", str(most)]).workers == most
+
+
 def test_model_specs():
     assert ModelSpec.parse("BAAI/bge-small-en-v1.5").id == "BAAI/bge-small-en-v1.5"
     assert ModelSpec.parse("BAAI/bge-small-en-v1.5=bge").id == "bge"

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from embedserve.cpu import THREADS_PER_CPU, max_model_threads
 from embedserve.models import DEFAULT_MODEL
 from embedserve.server.config import (
     API_KEY_FILE_ENV,
@@ -85,16 +86,30 @@ def add_serve_command(commands: Any) -> argparse.ArgumentParser:
         add_setting(serve, spec, owner=owner)
     serve.add_argument(
         "--workers",
-        type=positive,
+        type=worker_count,
         metavar="N",
         default=1,
-        help="uvicorn worker processes, each loading its own models (default: 1)",
+        help=f"uvicorn worker processes, each loading its own models, up to {THREADS_PER_CPU} per "
+        "CPU (default: 1)",
     )
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     serve.set_defaults(run=run_serve)
     return serve
+
+
+def worker_count(text: str) -> int:
+    """Worker processes: 1 to `max_model_threads()`. Each runs at least one model thread, so
+    more would be more model threads than the CPUs can take; and each loads its own models:
+    99999999999999999999 forked workers until the machine's memory was spent."""
+    value, most = positive(text), max_model_threads()
+    if value > most:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {most} ({THREADS_PER_CPU} per CPU this process may use: each "
+            f"worker runs a model thread and holds its own models), got {value}"
+        )
+    return value
 
 
 def port_number(text: str) -> int:
