@@ -381,6 +381,25 @@ def test_metrics_count_a_405_under_its_route_and_every_unknown_path_as_unmatched
     assert "random" not in text
 
 
+def test_metrics_count_a_method_no_route_takes_as_other(server):
+    """httptools refuses a method it does not know, but an ASGI server with h11 passes any
+    token on (`BREW /x`): each made a `method` label of its own, series a client could add at
+    will. A method outside HTTP's few is counted as "other"."""
+    import asyncio
+
+    async def brew() -> list[int]:
+        transport = httpx.ASGITransport(app=server.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return [(await client.request(m, "/v1/embeddings")).status_code for m in ("BREW", "X1")]
+
+    assert asyncio.run(brew()) == [405, 405]
+    text = httpx.get(server.url + "/metrics").text
+    assert "BREW" not in text and "X1" not in text
+    requests = metric_samples(text, "embedserve_requests_total")
+    other = 'embedserve_requests_total{method="other",route="/v1/embeddings",status="405"}'
+    assert requests[other] == 2.0, requests
+
+
 # -- auth --
 
 

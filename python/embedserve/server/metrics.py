@@ -206,6 +206,14 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+# The methods counted by name (RFC 9110's and PATCH); any other is "other". httptools refuses a
+# method it does not know, but under h11 any token reaches the app, and as a label each would be
+# series a client could add at will, as random paths would (they are "unmatched").
+_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+
+
 class RequestMetrics:
     """ASGI wrapper counting every HTTP request by route template and status, 404s included.
 
@@ -242,7 +250,8 @@ class RequestMetrics:
             route = scope.get("path_template")
             if route is None:
                 route = self._route_of_405(scope, allow) if status == 405 else "unmatched"
-            key = (route, scope["method"], status)
+            method = scope["method"]
+            key = (route, method if method in _METHODS else "other", status)
             series = self._series.get(key)
             if series is None:
                 route, method, _ = key
