@@ -141,6 +141,20 @@ def test_an_idle_spin_onnx_runtime_would_ignore_is_refused():
     assert LoadOptions(idle_spin_us=MAX_IDLE_SPIN_US).idle_spin_us == MAX_IDLE_SPIN_US
 
 
+def test_a_batch_budget_past_the_most_that_is_useful_is_refused():
+    """max_batch_tokens=10**9 was taken, and one call of 1,500 texts ran as one batch that grew
+    to 7.8 GB resident. A budget past MAX_BATCH_TOKENS (16 x the GPU default) is refused where
+    the options are made; the most is taken."""
+    from embedserve.planning import GPU_MAX_BATCH_TOKENS, MAX_BATCH_TOKENS
+
+    assert MAX_BATCH_TOKENS == 16 * GPU_MAX_BATCH_TOKENS == 262_144
+    with pytest.raises(
+        ValueError, match=r"max_batch_tokens must be at most 262144 .*, got 1000000000"
+    ):
+        LoadOptions(max_batch_tokens=10**9)
+    assert LoadOptions(max_batch_tokens=MAX_BATCH_TOKENS).max_batch_tokens == MAX_BATCH_TOKENS
+
+
 @pytest.mark.parametrize("bad", [-1, True, 1.5, "10", None])
 def test_cache_bytes_is_an_integer_of_zero_or_more(bad):
     """True was a one-byte cache and 1.5 a cache of a float size; "10" and None failed with a

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from embedserve.cpu import THREADS_PER_CPU, max_model_threads
 from embedserve.models import DEFAULT_MODEL
-from embedserve.planning import LANE_SESSION_MODES, session_mode
+from embedserve.planning import LANE_SESSION_MODES, MAX_BATCH_TOKENS, session_mode
 from embedserve.precision import (
     AUTO,
     CUDA_BOUND,
@@ -76,6 +76,22 @@ def spin_us(value: int) -> int:
     return value
 
 
+def batch_tokens(value: int) -> int:
+    """`value` if it is a batch budget that can be useful, else an ArgumentTypeError saying the
+    most (as `model_threads`)."""
+    if value > MAX_BATCH_TOKENS:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_BATCH_TOKENS} (16 x the GPU default: a bigger batch runs no "
+            f"faster, and one batch of it would take gigabytes), got {value}"
+        )
+    return value
+
+
+def batch_token_budget(text: str) -> int:
+    """A batch budget on the command line or in the environment: 1 to MAX_BATCH_TOKENS."""
+    return batch_tokens(positive(text))
+
+
 def idle_spin(text: str) -> int:
     """An idle spin on the command line or in the environment: 0 to MAX_IDLE_SPIN_US."""
     return spin_us(non_negative(text))
@@ -92,8 +108,9 @@ class LoadSettings:
 
     max_batch_tokens: int | None = setting(
         None,
-        "padded tokens (longest x rows) per model batch (default: 1024 on the CPU, 16384 on a GPU)",
-        type=int,
+        "padded tokens (longest x rows) per model batch, up to "
+        f"{MAX_BATCH_TOKENS} (default: 1024 on the CPU, 16384 on a GPU)",
+        type=batch_token_budget,
     )
     providers: str | Sequence[str] | None = setting(
         None,
@@ -197,6 +214,10 @@ class LoadOptions(LoadSettings):
     tokenizer: str | os.PathLike[str] | None = None
     # The model's name in `model_info` (default: its catalog name, folder name or repo id).
     name: str | None = None
+    # ONNX Runtime starts an inter-op pool only in parallel execution mode, and every session
+    # here runs sequentially (an encoder's nodes are a chain): this starts no thread (8 of them
+    # added none to a MiniLM session, ORT 1.31). Kept for callers that pass it; no flag, since a
+    # flag that changes nothing would be a setting to tune in vain.
     inter_op_threads: int | None = None
     # Tokens per input the model sees, special tokens included (default: the model's own limit).
     max_length: int | None = None
@@ -248,6 +269,7 @@ def provider_names(providers: str | Sequence[str] | None) -> str | tuple[str, ..
 
 # The integer options with a most, each checked (after INTEGER_OPTIONS' least) by its function.
 RANGE_CHECKS = {
+    "max_batch_tokens": batch_tokens,
     "intra_op_threads": model_threads,
     "inter_op_threads": model_threads,
     "idle_spin_us": spin_us,

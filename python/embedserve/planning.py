@@ -11,6 +11,13 @@ import numpy as np
 # (1,024 beat 16,384 by 1.3-3x on a 2-core EPYC, bench/NOTES.md); a GPU wants big batches.
 CPU_MAX_BATCH_TOKENS = 1_024
 GPU_MAX_BATCH_TOKENS = 16_384
+# The most a budget may be: 16x the GPU default. A budget only groups rows (nothing caps rows
+# per batch but it), so past the hardware's best batch it buys no speed, only memory: on a CPU
+# throughput falls past ~2k (bench/NOTES.md 1), and at this ceiling one batch of the smallest
+# common model (all-MiniLM-L6-v2: 12 heads, 256-token rows, 1,024 of them) already holds 3 GiB
+# of attention scores per layer (tokens x heads x row length x 4 bytes); a 16-head 512-token
+# model, 8 GiB. 10**9 was taken before, and one 1,500-text call grew to 7.8 GB resident.
+MAX_BATCH_TOKENS = 16 * GPU_MAX_BATCH_TOKENS
 
 
 CPU_PROVIDERS = ("CPUExecutionProvider", "OpenVINO:CPU")

@@ -170,7 +170,10 @@ def test_bad_rows_are_skipped_and_reported_by_number(engine, tmp_path, capsys):
     assert reasons[7] == "empty line"
     assert reasons[8].startswith("not valid UTF-8")
     captured = capsys.readouterr()
-    assert "skipped 8" in captured.out and "skipped row 3: not valid UTF-8" in captured.out
+    assert "skipped 8" in captured.out
+    assert f"skipped input row 3 ({tmp_path / 'bad.jsonl'}, line 4): not valid UTF-8" in (
+        captured.out
+    )
     # The progress bar: rows done of the total, docs/s, ETA, tokens/s and the skipped count.
     assert "10/10 [" in captured.err and "doc/s" in captured.err
     assert re.search(r"\d+ tok/s, skipped 8", captured.err)
@@ -416,6 +419,22 @@ def test_an_input_of_no_rows_reads_as_an_empty_table_with_the_columns(engine, tm
         assert embed_file(source, out, options, engine=engine, log=None)["rows"] == 1
         rows, ids, vectors = read_output(out)
         assert rows == [0] and ids == ["x"] and vectors.shape == (1, 64)
+
+
+def test_the_summary_names_each_skipped_row_as_on_error_fail_does(engine, tmp_path, capsys):
+    """The end-of-run list said "skipped row 4: empty text", a number across all the files;
+    now each skipped row is worded as `--on-error fail` words it, file and line, on a run that
+    is already complete too (which reads no rows)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text('{"text": "one"}\n{"id": 2}\n')
+    (folder / "b.csv").write_bytes(b'id,text\n1,"two\nlines"\n2,fine\n3,\n')
+    for _ in range(2):  # a run, then the same run again, already complete
+        embed_file(folder, tmp_path / "out", EmbedFileOptions(quiet=True), engine=engine)
+        out = capsys.readouterr().out
+        assert f"skipped input row 1 ({folder / 'a.jsonl'}, line 2): no 'text' field" in out, out
+        assert f"skipped input row 4 ({folder / 'b.csv'}, line 5): empty text" in out, out
+    assert "(already complete)" in out
 
 
 def test_on_error_fail_names_the_line_an_editor_shows(engine, tmp_path):

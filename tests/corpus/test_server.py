@@ -230,7 +230,7 @@ def test_a_single_text_too_large_for_a_request_stops_the_job(engine, tmp_path):
     assert message.startswith("input row 10: the server at http://127.0.0.1:"), message
     assert "answered 400" in message and "at most 50 are allowed per request" in message
     # And where to find it: the file's line, as --on-error fail names it.
-    assert message.endswith(f"(input row 10, at {tmp_path / 'in.jsonl'}, line 11)"), message
+    assert message.endswith(f"(input row 10 ({tmp_path / 'in.jsonl'}, line 11))"), message
     assert [p["end"] for p in manifest(tmp_path / "out")["parts"]] == [4, 8]
 
 
@@ -310,7 +310,7 @@ def test_a_refusal_naming_input_k_names_its_input_row(engine, tmp_path):
     message = refused_job(engine, tmp_path, texts, Limits(max_input_chars=500), options)
     assert message.startswith("input rows 4 to 8 (4 texts): "), message
     assert "input[2] has 1400 characters" in message
-    assert message.endswith(f"(input[2]: input row 7, at {tmp_path / 'in.jsonl'}, line 8)"), message
+    assert message.endswith(f"(input[2]: input row 7 ({tmp_path / 'in.jsonl'}, line 8))"), message
 
 
 def test_an_unusable_out_is_refused_before_any_request(tmp_path):

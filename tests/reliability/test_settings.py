@@ -6,6 +6,7 @@ must list each one with its default."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from pathlib import Path
 
@@ -183,6 +184,27 @@ def test_more_model_threads_than_the_cpus_can_take_is_refused_by_flag_and_variab
     monkeypatch.setenv("EMBEDSERVE_INTRA_OP_THREADS", str(most))
     if command != "serve":
         assert load_options(_parser().parse_args([command, *positional])).intra_op_threads == most
+
+
+@pytest.mark.parametrize("command", ["serve", "embed", "embed-file"])
+def test_a_batch_budget_past_the_most_that_is_useful_is_refused_by_flag_and_variable(
+    command, monkeypatch, capsys
+):
+    """--max-batch-tokens 1000000000 was taken (one 1,500-text batch reached 7.8 GB resident),
+    and 0 or -5 passed the flag to fail later as `max_batch_tokens`: the flag names itself."""
+    from embedserve.cli import load_options
+
+    positional = ["in.jsonl", "--out", "o"] if command == "embed-file" else []
+    for bad, says in [("1000000000", "must be at most 262144 "), ("0", "must be at least 1")]:
+        with pytest.raises(SystemExit):
+            _parser().parse_args([command, *positional, "--max-batch-tokens", bad])
+        assert f"argument --max-batch-tokens: {says}" in capsys.readouterr().err
+    env = {"EMBEDSERVE_MAX_BATCH_TOKENS": "1000000000"}
+    monkeypatch.setenv(*env.popitem())
+    args = _parser().parse_args([command, *positional])
+    with pytest.raises(ValueError, match="EMBEDSERVE_MAX_BATCH_TOKENS='1000000000': must be at"):
+        config_from_args(args, dict(os.environ)) if command == "serve" else load_options(args)
+    assert parse("--max-batch-tokens", "262144").max_batch_tokens == 262_144
 
 
 def test_an_idle_spin_onnx_runtime_would_ignore_is_refused_by_flag_and_variable(capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -88,6 +89,19 @@ def test_bad_flags_exit_with_usage(argv, capsys):
     assert info.value.code == 2
 
 
+def test_more_workers_than_the_cpus_can_take_is_refused(capsys):
+    """--workers 99999999999999999999 was taken: the command forked workers, each loading the
+    model, until the machine's 23 GB were spent, and SIGTERM did not stop it."""
+    from embedserve.cpu import max_model_threads
+
+    most = max_model_threads()
+    with pytest.raises(SystemExit) as info:
+        parse("--workers", str(most + 1))
+    assert info.value.code == 2
+    assert f"argument --workers: must be at most {most} " in capsys.readouterr().err
+    assert _parser().parse_args(["serve", "--workers", str(most)]).workers == most
+
+
 def test_model_specs():
     assert ModelSpec.parse("BAAI/bge-small-en-v1.5").id == "BAAI/bge-small-en-v1.5"
     assert ModelSpec.parse("BAAI/bge-small-en-v1.5=bge").id == "bge"
@@ -132,6 +146,23 @@ def test_batch_keys_from_flags_environment_and_files(tmp_path: Path):
     from_env_file = parse(env={"EMBEDSERVE_BATCH_API_KEY_FILE": str(tmp_path / "batch.keys")})
     assert (from_env_file.api_keys, from_env_file.batch_api_keys) == ((), ("b3", "b1"))
     assert keys_from_env({"EMBEDSERVE_BATCH_API_KEYS": "k"}, "EMBEDSERVE_BATCH_API_KEYS") == ("k",)
+
+
+@pytest.mark.parametrize("flag", ["--api-key-file", "--batch-api-key-file"])
+def test_a_key_file_that_names_no_key_is_refused_not_served_open(flag, tmp_path, capsys):
+    """`--api-key-file ""` (a shell's unset $KEYS) and a file of no key (empty, or comments
+    only) started the server open to anyone, with no word; a missing file said only
+    "[Errno 2] No such file or directory: 'nope'". Each names the flag or variable now."""
+    with pytest.raises(SystemExit):
+        parse(flag, "")
+    assert f"argument {flag}: must not be blank" in capsys.readouterr().err
+    variable = "EMBEDSERVE_" + flag[2:].upper().replace("-", "_")
+    (tmp_path / "none.keys").write_text("# no key yet\n\n")
+    for source in ([flag, str(tmp_path / "none.keys")], [flag, str(tmp_path / "nope")]):
+        with pytest.raises(ValueError, match=f"^{flag} {re.escape(source[1])}: "):
+            parse(*source)
+    with pytest.raises(ValueError, match=f"^{variable}=.*none.keys': names no key"):
+        parse(env={variable: str(tmp_path / "none.keys")})
 
 
 def test_a_key_listed_both_as_plain_and_as_batch_is_refused_at_startup(tmp_path: Path):

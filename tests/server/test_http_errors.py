@@ -8,7 +8,7 @@ import httpx
 import pytest
 from embedserve.server.config import Limits
 
-from .conftest import KEY, MODEL, auth, live_server, unhurried
+from .conftest import KEY, MODEL, auth, live_server, metric_samples, unhurried
 
 ERROR_KEYS = {"message", "type", "param", "code"}
 
@@ -361,6 +361,43 @@ def test_wrong_method_is_openai_shaped_405(server):
     error_of(response, 405, code="method_not_allowed", param=None)
     assert "POST" in response.headers["allow"]
     error_of(httpx.delete(server.url + "/health"), 405, code="method_not_allowed", param=None)
+
+
+def test_metrics_count_a_405_under_its_route_and_every_unknown_path_as_unmatched(server):
+    """A wrong method on a known path is an answer of that route, labelled with its template;
+    unknown paths share one label, so a client's random paths cannot add series to /metrics."""
+    httpx.get(server.url + "/v1/embeddings", headers=auth())
+    httpx.delete(server.url + "/v1/models/some/model", headers=auth())
+    for n in range(3):
+        assert httpx.get(server.url + f"/random-{n}").status_code == 404
+    text = httpx.get(server.url + "/metrics").text
+    requests = metric_samples(text, "embedserve_requests_total")
+    for method, route in [("GET", "/v1/embeddings"), ("DELETE", "/v1/models/{model_id}")]:
+        assert f'embedserve_requests_total{{method="{method}",route="{route}",status="405"}}' in (
+            requests
+        ), requests
+    assert 'embedserve_requests_total{method="GET",route="unmatched",status="404"}' in requests
+    assert not [key for key in requests if 'route="unmatched",status="405"' in key]
+    assert "random" not in text
+
+
+def test_metrics_count_a_method_no_route_takes_as_other(server):
+    """httptools refuses a method it does not know, but an ASGI server with h11 passes any
+    token on (`BREW /x`): each made a `method` label of its own, series a client could add at
+    will. A method outside HTTP's few is counted as "other"."""
+    import asyncio
+
+    async def brew() -> list[int]:
+        transport = httpx.ASGITransport(app=server.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return [(await client.request(m, "/v1/embeddings")).status_code for m in ("BREW", "X1")]
+
+    assert asyncio.run(brew()) == [405, 405]
+    text = httpx.get(server.url + "/metrics").text
+    assert "BREW" not in text and "X1" not in text
+    requests = metric_samples(text, "embedserve_requests_total")
+    other = 'embedserve_requests_total{method="other",route="/v1/embeddings",status="405"}'
+    assert requests[other] == 2.0, requests
 
 
 # -- auth --

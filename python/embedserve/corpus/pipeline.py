@@ -12,6 +12,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -180,6 +181,12 @@ def locate(slices: list[FileSlice], row: int) -> str:
     return where(holder.file, row - holder.offset)
 
 
+def input_row(slices: list[FileSlice], row: int) -> str:
+    """Input row `row` as every message about one names it: its number across the files (the
+    output's `row`) and, in brackets, where it lies (`locate`)."""
+    return f"input row {row} ({locate(slices, row)})"
+
+
 def chunks_of(
     part: FileSlice, columns: Columns, batch_texts: int, on_error: str = "skip"
 ) -> Iterator[Chunk]:
@@ -193,9 +200,7 @@ def chunks_of(
         if text is None:
             if on_error == "fail":
                 # The output's `row` numbering, and the place in the file to look at.
-                raise CorpusError(
-                    f"input row {number} ({where(part.file, number - part.offset)}): {reason}"
-                )
+                raise CorpusError(f"{input_row([part], number)}: {reason}")
             chunk.skipped.append((number, reason or "unreadable"))
         else:
             chunk.rows.append(number)
@@ -386,14 +391,18 @@ def _run(
     resumed_from = manifest.next_row
     if manifest.complete:
         if log:
+            totals = manifest.totals()
+            # The files' row counts only when a skipped row is to be placed in them.
+            counts = [count_rows(f) for f in files] if totals["skipped_rows"] else []
             log(
                 summary(
-                    manifest.totals(),
+                    totals,
                     out=str(out),
                     this_run_rows=0,
                     this_run_tokens=0,
                     seconds=0.0,
                     resumed_from=0,
+                    place=partial(input_row, plan(files, counts, 0)),
                 )
                 + "\n(already complete)"
             )
@@ -423,6 +432,8 @@ def _run(
                 seconds=progress.elapsed,
                 resumed_from=resumed_from,
                 cache=None if disk is None else (disk.hits, disk.misses, str(disk.directory)),
+                # Every file from row 0: a resumed run lists rows skipped before it too.
+                place=partial(input_row, plan(files, counts, 0)),
             )
         )
     totals["seconds"] = progress.elapsed

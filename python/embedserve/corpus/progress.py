@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from embedserve.corpus.output import Chunk
@@ -57,11 +58,13 @@ def summary(
     this_run_tokens: int,
     seconds: float,
     resumed_from: int,
+    place: Callable[[int], str],
     show_skipped: int = 20,
     cache: tuple[int, int, str] | None = None,
 ) -> str:
     """A few lines for the end of a run: counts, speeds of this run, the disk cache's (hits,
-    misses, folder) when there is one, skipped rows by number."""
+    misses, folder) when there is one, and the first skipped rows, each as `place` (the run's
+    `pipeline.input_row`) names it: its number and its file's line."""
     lines = [
         (
             f"embedded {totals['rows']:,} rows ({totals['tokens']:,} tokens) into {out} "
@@ -80,7 +83,7 @@ def summary(
         lines.append(f"disk cache {folder}: {hits:,} hits, {misses:,} misses")
     skipped = totals["skipped_rows"]
     for row, reason in skipped[:show_skipped]:
-        lines.append(f"  skipped row {row}: {reason}")
+        lines.append(f"  skipped {place(row)}: {reason}")
     if totals["skipped"] > min(len(skipped), show_skipped):
         lines.append(
             f"  ... {totals['skipped'] - min(len(skipped), show_skipped):,} more "

@@ -46,7 +46,7 @@ from embedserve.corpus.pipeline import (
     check_output,
     chunks_of,
     embed_file,
-    locate,
+    input_row,
 )
 from embedserve.quantization import quantize
 
@@ -328,14 +328,11 @@ def _rows(rows: list[int]) -> str:
 _INPUT_INDEX = re.compile(r"\binput\[(\d+)\]")
 
 
-def _named_inputs(message: str, rows: list[int], place: Callable[[int], str]) -> str:
+def _named_inputs(message: str, rows: list[int], name: Callable[[int], str]) -> str:
     """The input rows behind the `input[k]` a refusal names (a request holds a chunk's good
-    rows only, so k is not an offset from its first row), each with `place(row)`, where it is
-    in its file, or "" for none."""
+    rows only, so k is not an offset from its first row), each as `name(row)` words it."""
     indexes = dict.fromkeys(int(k) for k in _INPUT_INDEX.findall(message))
-    return ", ".join(
-        f"input[{k}]: input row {rows[k]}{place(rows[k])}" for k in indexes if k < len(rows)
-    )
+    return ", ".join(f"input[{k}]: {name(rows[k])}" for k in indexes if k < len(rows))
 
 
 class Splitter:
@@ -353,8 +350,8 @@ class Splitter:
         self.client = client
         self.log = log
         self.most: int | None = None  # None until a request is refused as too large
-        # Where an input row is in its file (pipeline.locate over the run's plan), for errors
-        # only: worded once a request has failed, since a CSV's line takes a read of the file.
+        # An input row and where it is in its file (pipeline.input_row over the run's plan), for
+        # errors only: worded once a request has failed, since a CSV's line takes a read of it.
         self.place: Callable[[int], str] | None = None
         self._lock = threading.Lock()
 
@@ -379,9 +376,9 @@ class Splitter:
                 if self.place is None:
                     raise
                 # Its request names its row already; add where the text is.
-                raise type(exc)(f"{exc} (input row {rows[0]}{self._at(rows[0])})") from exc
+                raise type(exc)(f"{exc} ({self.place(rows[0])})") from exc
             if not isinstance(exc, TooLargeError):
-                named = _named_inputs(str(exc), rows, self._at)
+                named = _named_inputs(str(exc), rows, self._name)
                 if named:
                     raise ServerError(f"{exc} ({named})") from exc
                 raise
@@ -389,9 +386,9 @@ class Splitter:
         # Cut again at the size just learned (or a smaller one another thread learned): halves.
         return self.embed(texts, rows)
 
-    def _at(self, row: int) -> str:
-        """Where input row `row` is, as ', at FILE, line N' for an error; '' with no plan."""
-        return "" if self.place is None else f", at {self.place(row)}"
+    def _name(self, row: int) -> str:
+        """Input row `row` for an error: with its file and line where the plan is known."""
+        return f"input row {row}" if self.place is None else self.place(row)
 
     def _learn(self, refused: int) -> None:
         most = (refused + 1) // 2
@@ -424,7 +421,7 @@ class ServerEmbedder:
 
     def __call__(self, slices: list[FileSlice]) -> Iterator[Chunk]:
         options = self.options
-        self.splitter.place = partial(locate, slices)
+        self.splitter.place = partial(input_row, slices)
         chunks = (
             c
             for s in slices

@@ -60,7 +60,7 @@ def create_app(
         logging_config=None,
     )
     # Count every request, unmatched routes too (Litestar middleware only sees matched ones).
-    app.asgi_handler = RequestMetrics(app.asgi_handler, metrics)
+    app.asgi_handler = RequestMetrics(app.asgi_handler, metrics, app.asgi_router)
     return app
 
 

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from embedserve.cpu import THREADS_PER_CPU, max_model_threads
 from embedserve.models import DEFAULT_MODEL
 from embedserve.server.config import (
     API_KEY_FILE_ENV,
@@ -62,6 +63,7 @@ def add_serve_command(commands: Any) -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--api-key-file",
+        type=key_file,
         metavar="PATH",
         help=f"read accepted keys from this file, one a line (also {API_KEY_FILE_ENV})",
     )
@@ -78,6 +80,7 @@ def add_serve_command(commands: Any) -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--batch-api-key-file",
+        type=key_file,
         metavar="PATH",
         help="read batch keys from this file, one a line (also " + BATCH_API_KEY_FILE_ENV + ")",
     )
@@ -85,16 +88,30 @@ def add_serve_command(commands: Any) -> argparse.ArgumentParser:
         add_setting(serve, spec, owner=owner)
     serve.add_argument(
         "--workers",
-        type=positive,
+        type=worker_count,
         metavar="N",
         default=1,
-        help="uvicorn worker processes, each loading its own models (default: 1)",
+        help=f"uvicorn worker processes, each loading its own models, up to {THREADS_PER_CPU} per "
+        "CPU (default: 1)",
     )
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     serve.set_defaults(run=run_serve)
     return serve
+
+
+def worker_count(text: str) -> int:
+    """Worker processes: 1 to `max_model_threads()`. Each runs at least one model thread, so
+    more would be more model threads than the CPUs can take; and each loads its own models:
+    99999999999999999999 forked workers until the machine's memory was spent."""
+    value, most = positive(text), max_model_threads()
+    if value > most:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {most} ({THREADS_PER_CPU} per CPU this process may use: each "
+            f"worker runs a model thread and holds its own models), got {value}"
+        )
+    return value
 
 
 def port_number(text: str) -> int:
@@ -113,6 +130,14 @@ def api_key(text: str) -> str:
     return text
 
 
+def key_file(text: str) -> str:
+    """A key file given as a flag. A blank path (a shell's unset variable) is refused: read as
+    no file, it started the server open to anyone."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be blank (leave the flag out for no key file)")
+    return text
+
+
 def config_from_args(
     args: argparse.Namespace, environ: Mapping[str, str] | None = None
 ) -> ServerConfig:
@@ -124,10 +149,16 @@ def config_from_args(
         values[owner][spec.name] = setting_value(args, spec, environ, owner=owner)
     return ServerConfig(
         models=models,
-        api_keys=_keys(args.api_keys, args.api_key_file, environ, API_KEYS_ENV, API_KEY_FILE_ENV),
+        api_keys=_keys(
+            args.api_keys,
+            ("--api-key-file", args.api_key_file),
+            environ,
+            API_KEYS_ENV,
+            API_KEY_FILE_ENV,
+        ),
         batch_api_keys=_keys(
             args.batch_api_keys,
-            args.batch_api_key_file,
+            ("--batch-api-key-file", args.batch_api_key_file),
             environ,
             BATCH_API_KEYS_ENV,
             BATCH_API_KEY_FILE_ENV,
@@ -140,15 +171,33 @@ def config_from_args(
 
 def _keys(
     flags: list[str],
-    key_file: str | None,
+    file_flag: tuple[str, str | None],
     environ: Mapping[str, str],
     keys_env: str,
     key_file_env: str,
 ) -> tuple[str, ...]:
     """One kind of key from its three sources: flags, the variable `keys_env`, and a file
-    (`key_file`, else the variable `key_file_env`); each key once, in that order."""
-    key_file = key_file or environ.get(key_file_env)
-    from_file = keys_from_file(key_file) if key_file else ()
+    (`file_flag`: the flag's name and value, else the variable `key_file_env`); each key once,
+    in that order. A key file that cannot be read or names no key is refused, naming where it
+    was given: read as no keys, it left the server open to anyone."""
+    flag, key_file = file_flag
+    source = f"{flag} {key_file}"
+    if not key_file:
+        key_file = environ.get(key_file_env)
+        source = f"{key_file_env}={key_file!r}"
+    from_file: tuple[str, ...] = ()
+    if key_file:
+        try:
+            from_file = keys_from_file(key_file)
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ValueError(f"{source}: cannot be read ({reason})") from None
+        if not from_file:
+            # A file given for keys that holds none would leave the server open to anyone.
+            raise ValueError(
+                f"{source}: names no key (every line is blank or a comment); give a file of "
+                "keys, one a line, or leave it out for a server open to anyone"
+            )
     return tuple(dict.fromkeys([*flags, *keys_from_env(environ, keys_env), *from_file]))
 
 

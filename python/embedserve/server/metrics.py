@@ -5,13 +5,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from litestar.exceptions import HTTPException
+from litestar.utils import normalize_path
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from embedserve.admission import Priority
 from embedserve.batching import Batcher, BatchStats
 from embedserve.vector_cache import VectorCache
+
+if TYPE_CHECKING:
+    from litestar._asgi.asgi_router import ASGIRouter
 
 _LATENCY = (
     0.001,
@@ -201,16 +206,26 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+# The methods counted by name (RFC 9110's and PATCH); any other is "other". httptools refuses a
+# method it does not know, but under h11 any token reaches the app, and as a label each would be
+# series a client could add at will, as random paths would (they are "unmatched").
+_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+
+
 class RequestMetrics:
     """ASGI wrapper counting every HTTP request by route template and status, 404s included.
 
     It wraps Litestar's ASGI handler rather than being a Litestar middleware because Litestar
-    runs middleware only for requests that matched a route.
+    runs middleware only for requests that matched a route. An unknown path is "unmatched", one
+    label whatever the path, so a client's random paths cannot add series.
     """
 
-    def __init__(self, app: Any, metrics: Metrics) -> None:
+    def __init__(self, app: Any, metrics: Metrics, router: ASGIRouter) -> None:
         self.app = app
         self.metrics = metrics
+        self.router = router
         # (route, method, status) -> its labelled series, looked up once each.
         self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
@@ -220,17 +235,23 @@ class RequestMetrics:
             return
         start = time.perf_counter()
         status = 500
+        allow = ""
 
         async def capture(message: Any) -> None:
-            nonlocal status
+            nonlocal status, allow
             if message["type"] == "http.response.start":
                 status = message["status"]
+                allow = _header(message, b"allow")
             await send(message)
 
         try:
             await self.app(scope, receive, capture)
         finally:
-            key = (scope.get("path_template", "unmatched"), scope["method"], status)
+            route = scope.get("path_template")
+            if route is None:
+                route = self._route_of_405(scope, allow) if status == 405 else "unmatched"
+            method = scope["method"]
+            key = (route, method if method in _METHODS else "other", status)
             series = self._series.get(key)
             if series is None:
                 route, method, _ = key
@@ -241,3 +262,25 @@ class RequestMetrics:
             requests, latency = series
             requests.inc()
             latency.observe(time.perf_counter() - start)
+
+    def _route_of_405(self, scope: Any, allow: str) -> str:
+        """The template of the route a 405 was for. Litestar's router raises the 405 before it
+        sets `path_template`, though the path did match a route: ask it again with a method that
+        route takes (the 405's Allow header), so it matches the path the one way it always does."""
+        method = allow.partition(",")[0].strip()
+        if not method:
+            return "unmatched"
+        path = scope["path"]
+        if root_path := scope.get("root_path", ""):
+            path = path.split(root_path, maxsplit=1)[-1]
+        try:
+            return self.router.handle_routing(path=normalize_path(path), method=method)[-1]
+        except HTTPException:  # no route after all: a path is never a label
+            return "unmatched"
+
+
+def _header(message: Any, name: bytes) -> str:
+    for key, value in message.get("headers", ()):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return ""
