@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -41,70 +43,95 @@ ONE_TEXT_TARGET = 1.15
 
 
 async def one_round(
-    engine: Any, url: str, model: str, engine_texts: list[str], server_texts: list[str], block: int
+    engine: Any,
+    urls: list[str],
+    model: str,
+    engine_texts: list[str],
+    server_texts: list[list[str]],
+    block: int,
 ) -> dict[str, float]:
-    """Engine calls and server requests, one text each, in alternating blocks of `block`:
-    their medians (ms), and the server's median x-inference-time."""
-    connection = Connection(url)
+    """Engine calls and, for each server in `urls`, requests, one text each, in alternating
+    blocks of `block` (two servers take turns at going first): the medians (ms), and each
+    server's median x-inference-time. The first server's keys are `p50_ms`, `model_ms` and
+    `ratio`; a second's, `b_p50_ms`, `b_model_ms` and `b_ratio`."""
+    connections = [Connection(url) for url in urls]
     engine_times: list[float] = []
-    latencies: list[float] = []
-    model_runs: list[float] = []
+    latencies: list[list[float]] = [[] for _ in urls]
+    model_runs: list[list[float]] = [[] for _ in urls]
     try:
-        for first in range(0, len(engine_texts), block):
+        for number, first in enumerate(range(0, len(engine_texts), block)):
             for text in engine_texts[first : first + block]:
                 started = time.perf_counter()
                 engine.embed([text])
                 engine_times.append(time.perf_counter() - started)
             await asyncio.sleep(SETTLE_SECONDS)
-            for text in server_texts[first : first + block]:
-                body = json.dumps({"model": model, "input": text}).encode()
-                raw = post_json(url, "/v1/embeddings", body)
-                started = time.perf_counter()
-                answer = await connection.request(raw)
-                latencies.append(time.perf_counter() - started)
-                if answer.status != 200:
-                    raise RuntimeError(
-                        f"the server answered {answer.status}: {answer.body[:300]!r}"
-                    )
-                model_runs.append(float(answer.headers["x-inference-time"]))
-            await asyncio.sleep(SETTLE_SECONDS)
+            order = list(range(len(urls)))
+            if number % 2:
+                order.reverse()
+            for side in order:
+                for text in server_texts[side][first : first + block]:
+                    body = json.dumps({"model": model, "input": text}).encode()
+                    raw = post_json(urls[side], "/v1/embeddings", body)
+                    started = time.perf_counter()
+                    answer = await connections[side].request(raw)
+                    latencies[side].append(time.perf_counter() - started)
+                    if answer.status != 200:
+                        raise RuntimeError(
+                            f"the server answered {answer.status}: {answer.body[:300]!r}"
+                        )
+                    model_runs[side].append(float(answer.headers["x-inference-time"]))
+                await asyncio.sleep(SETTLE_SECONDS)
     finally:
-        connection.close()
+        for connection in connections:
+            connection.close()
     engine_ms = statistics.median(engine_times) * 1e3
-    p50_ms = statistics.median(latencies) * 1e3
-    return {
-        "engine_ms": engine_ms,
-        "p50_ms": p50_ms,
-        "model_ms": statistics.median(model_runs),
-        "ratio": p50_ms / engine_ms,
-    }
+    row = {"engine_ms": engine_ms}
+    for side, prefix in zip(range(len(urls)), ("", "b_")):
+        p50_ms = statistics.median(latencies[side]) * 1e3
+        row[prefix + "p50_ms"] = p50_ms
+        row[prefix + "model_ms"] = statistics.median(model_runs[side])
+        row[prefix + "ratio"] = p50_ms / engine_ms
+    return row
 
 
 def measure(args: argparse.Namespace, precision: str) -> list[dict[str, float]]:
     from embedserve.engine import Engine
 
     calls = args.calls
-    pool = make_texts("short", 2 * (args.rounds + 1) * calls, seed=7)
+    sides = 2 if args.against else 1
+    pool = make_texts("short", (sides + 1) * (args.rounds + 1) * calls, seed=7)
     flags = ["--model", args.model, "--precision", precision, "--log-level", "warning"]
     rounds = []
-    with serve(flags) as served:
+    with contextlib.ExitStack() as stack:
+        servers = [stack.enter_context(serve(flags))]
+        if args.against:
+            env = {**os.environ, "PYTHONPATH": str(args.against)}
+            servers.append(stack.enter_context(serve(flags, env=env)))
+        urls = [served.url for served in servers]
         engine = Engine.from_pretrained(args.model, precision=precision, cache_bytes=0)
+        share = (sides + 1) * calls
         for index in range(args.rounds + 1):  # round 0 warms both sides up, and is not kept
-            texts = pool[2 * index * calls : 2 * (index + 1) * calls]
+            texts = pool[index * share : (index + 1) * share]
+            server_texts = [texts[(side + 1) * calls : (side + 2) * calls] for side in range(sides)]
             row = run(
-                lambda texts=texts: one_round(
-                    engine, served.url, args.model, texts[:calls], texts[calls:], args.block
+                lambda texts=texts, server_texts=server_texts: one_round(
+                    engine, urls, args.model, texts[:calls], server_texts, args.block
                 )
             )
             if index == 0:
                 continue
             rounds.append(row)
-            print(
+            line = (
                 f"{precision} round {index}: engine {row['engine_ms']:.3f} ms, server p50 "
                 f"{row['p50_ms']:.3f} ms (its model run {row['model_ms']:.3f}), "
-                f"ratio {row['ratio']:.2f}",
-                flush=True,
+                f"ratio {row['ratio']:.2f}"
             )
+            if args.against:
+                line += (
+                    f"; against: p50 {row['b_p50_ms']:.3f} ms (its model run "
+                    f"{row['b_model_ms']:.3f}), ratio {row['b_ratio']:.2f}"
+                )
+            print(line, flush=True)
     return rounds
 
 
@@ -116,6 +143,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calls", type=int, default=300, help="engine calls and requests a round")
     parser.add_argument(
         "--block", type=int, default=20, help="calls on one side before the other's turn"
+    )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        help="a second server, run from this PYTHONPATH (another tree's python/), in the same "
+        "rounds: two builds compared side by side",
     )
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args(argv)
@@ -138,6 +171,28 @@ def main(argv: list[str] | None = None) -> None:
             f"| {precision} | {engine_ms:.3f} | {p50_ms:.3f} | {model_ms:.3f} | {ratios} "
             f"| **{ratio:.2f}** |"
         )
+        if args.against:
+            b_p50_ms, b_model_ms, b_ratio = (
+                statistics.median(r[key] for r in rounds)
+                for key in ("b_p50_ms", "b_model_ms", "b_ratio")
+            )
+            b_ratios = ", ".join(f"{r['b_ratio']:.2f}" for r in rounds)
+            print(
+                f"| {precision} (against) | {engine_ms:.3f} | {b_p50_ms:.3f} | {b_model_ms:.3f} "
+                f"| {b_ratios} | **{b_ratio:.2f}** |"
+            )
+            p50_gaps = [r["p50_ms"] - r["b_p50_ms"] for r in rounds]
+            print(
+                f"{precision}: p50, this tree minus against, per round (ms): "
+                + ", ".join(f"{g:+.3f}" for g in p50_gaps)
+                + f"; median {statistics.median(p50_gaps):+.3f}"
+            )
+            gaps = [r["p50_ms"] - r["model_ms"] - (r["b_p50_ms"] - r["b_model_ms"]) for r in rounds]
+            print(
+                f"{precision}: p50 less its model run, this tree minus against, per round (ms): "
+                + ", ".join(f"{g:+.3f}" for g in gaps)
+                + f"; median {statistics.median(gaps):+.3f}"
+            )
     print(f"\nissue #23's target: median ratio <= {ONE_TEXT_TARGET}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

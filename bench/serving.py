@@ -46,10 +46,14 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve(
-    flags: list[str], start_timeout: float = 180.0, module: str = "embedserve.cli"
+    flags: list[str],
+    start_timeout: float = 180.0,
+    module: str = "embedserve.cli",
+    env: dict[str, str] | None = None,
 ) -> Iterator[Served]:
     """`python -m <module> serve` with `flags` on a free port, once its /ready says 200; stopped
-    with SIGTERM afterwards. `module`: the CLI, or a bench launcher around it."""
+    with SIGTERM afterwards. `module`: the CLI, or a bench launcher around it; `env`: the
+    process's environment (this one's when None)."""
     port = free_port()
     log = Path(tempfile.mkstemp(prefix="embedserve-bench-", suffix=".log")[1])
     with log.open("wb") as out:
@@ -58,6 +62,7 @@ def serve(
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
+            env=env,
         )
     served = Served(f"http://127.0.0.1:{port}", process, log)
     try:

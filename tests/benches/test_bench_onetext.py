@@ -48,3 +48,32 @@ def test_onetext_bench_refuses_an_empty_round():
         check=False,
     )
     assert done.returncode == 2 and "must be at least 1" in done.stderr
+
+
+def test_onetext_bench_compares_two_trees_in_the_same_rounds(tmp_path):
+    """`--against`: a second server from another PYTHONPATH (here the same tree) takes turns with
+    the first and the engine; both servers' rounds and their difference are reported."""
+    out = tmp_path / "onetext.json"
+    done = run_bench(
+        "onetext",
+        "--precisions",
+        "fp32",
+        "--rounds",
+        "2",
+        "--calls",
+        "4",
+        "--block",
+        "2",
+        "--against",
+        str(ROOT / "python"),
+        "--json",
+        str(out),
+    )
+    rounds = json.loads(out.read_text())["fp32"]
+    assert len(rounds) == 2
+    for row in rounds:
+        assert 0 < row["b_model_ms"] < row["b_p50_ms"]
+        assert abs(row["b_ratio"] - row["b_p50_ms"] / row["engine_ms"]) < 1e-9
+    b_median = statistics.median(row["b_ratio"] for row in rounds)
+    assert "| fp32 (against) |" in done.stdout and f"| **{b_median:.2f}** |" in done.stdout
+    assert "fp32: p50, this tree minus against, per round (ms): " in done.stdout
