@@ -232,6 +232,10 @@ def test_ollama_loads_a_model_with_no_input(unnormalized):
     with pytest.raises(ollama.ResponseError) as missing:
         client.embed(model="nope", input="")
     assert missing.value.status_code == 404
+    # A list holding an empty text is an input (Ollama embeds it): refused, not answered empty.
+    with pytest.raises(ollama.ResponseError) as empty_text:
+        client.embed(model=MODEL, input=[""])
+    assert empty_text.value.status_code == 400 and "input[0]" in str(empty_text.value)
 
 
 def test_ollama_embed_is_unit_length_whatever_the_model(unnormalized):

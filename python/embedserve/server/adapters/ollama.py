@@ -111,10 +111,12 @@ async def embed(request: Request[Any, Any, Any]) -> Response[bytes]:
     started = time.perf_counter()
     body = await read_struct(request, EmbedRequest)
     model = find_model(state(request).registry, body.model)
-    texts = [body.input] if isinstance(body.input, str) else body.input
-    if not texts or texts == [""]:
+    # No input ("" or [] or none, as Ollama reads them) loads the model; a list holding an
+    # empty text is an input, refused as on every route (one vector per input, or an error).
+    if body.input in (None, "", []):
         model.require()  # a model still loading is a 503, as for any request
         return json_response(EmbedResponse(body.model, [], 0, 0, 0))
+    texts = [body.input] if isinstance(body.input, str) else body.input
     internal = Internal(
         inputs=Inputs(texts=texts),
         model=model.id,
