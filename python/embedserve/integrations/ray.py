@@ -256,17 +256,16 @@ def embed_file_on_ray(
     import ray
 
     options = options or EmbedFileOptions()
-    started_here = False
     if not ray.is_initialized():
         # No address (or 'auto' with RAY_ADDRESS unset): Ray starts a local instance.
         ray.init(address=None if address in (None, "", "local") else address, log_to_driver=False)
-        # A Ray started here (its head node is this process's) has no autoscaler; a cluster
-        # joined may grow (`check_fits`). Ray says which only on its private node object.
-        node = getattr(ray._private.worker, "_global_node", None)
-        started_here = bool(getattr(node, "head", False))
+    # A Ray this process started (here or before the call: its head node is this process's)
+    # has no autoscaler; a cluster joined may grow (`check_fits`). Ray says which only on its
+    # private node object.
+    head = getattr(getattr(ray._private.worker, "_global_node", None), "head", False)
     embedder = RayEmbedder(options, actors=actors, num_cpus=num_cpus, num_gpus=num_gpus)
     embedder.check_fits(
-        [node["Resources"] for node in ray.nodes() if node["Alive"]], can_grow=not started_here
+        [node["Resources"] for node in ray.nodes() if node["Alive"]], can_grow=not head
     )
     # The driver loads the model once too, on the CPU: it fails fast on a wrong name and tells
     # the output's dimension before any cluster work starts.
