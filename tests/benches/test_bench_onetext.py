@@ -8,6 +8,7 @@ import json
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 from . import ROOT, run_bench
 
@@ -51,8 +52,13 @@ def test_onetext_bench_refuses_an_empty_round():
 
 
 def test_onetext_bench_compares_two_trees_in_the_same_rounds(tmp_path):
-    """`--against`: a second server from another PYTHONPATH (here the same tree) takes turns with
-    the first and the engine; both servers' rounds and their difference are reported."""
+    """`--against`: a second server from another PYTHONPATH (here the same package) takes turns
+    with the first and the engine; both servers' rounds and their difference are reported."""
+    import embedserve
+
+    # Where the package this test runs is imported from: the source tree in a checkout with its
+    # compiled modules copied in, site-packages after `pip install .` (the tree has none there).
+    package_root = Path(embedserve.__file__).parents[1]
     out = tmp_path / "onetext.json"
     done = run_bench(
         "onetext",
@@ -65,7 +71,7 @@ def test_onetext_bench_compares_two_trees_in_the_same_rounds(tmp_path):
         "--block",
         "2",
         "--against",
-        str(ROOT / "python"),
+        str(package_root),
         "--json",
         str(out),
     )
