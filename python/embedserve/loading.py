@@ -35,7 +35,7 @@ from embedserve.precision import (
     resolve_precision,
     this_cpus_precision,
 )
-from embedserve.settings import non_negative, positive, setting
+from embedserve.settings import at_most, non_negative, positive, setting
 from embedserve.tokenizer_pipeline import TOKENIZER_MODES
 from embedserve.vector_cache import DEFAULT_CACHE_BYTES
 
@@ -52,13 +52,8 @@ def model_threads(value: int) -> int:
     """`value` if a model may run on that many ONNX Runtime threads here, else an
     ArgumentTypeError saying the most (the flag's error; `validate_load_options` names the
     option)."""
-    most = max_model_threads()
-    if value > most:
-        raise argparse.ArgumentTypeError(
-            f"must be at most {most} ({THREADS_PER_CPU} per CPU this process may use; more "
-            f"threads only take turns on them), got {value}"
-        )
-    return value
+    why = f"{THREADS_PER_CPU} per CPU this process may use; more threads only take turns on them"
+    return at_most(value, max_model_threads(), why)
 
 
 # ONNX Runtime reads the spin as a 32-bit int and, past it, keeps its own spin with a warning at
@@ -69,22 +64,17 @@ MAX_IDLE_SPIN_US = 2**31 - 1
 def spin_us(value: int) -> int:
     """`value` if ONNX Runtime takes it as an idle spin, else an ArgumentTypeError saying the
     most (as `model_threads`)."""
-    if value > MAX_IDLE_SPIN_US:
-        raise argparse.ArgumentTypeError(
-            f"must be at most {MAX_IDLE_SPIN_US} (ONNX Runtime ignores more), got {value}"
-        )
-    return value
+    return at_most(value, MAX_IDLE_SPIN_US, "ONNX Runtime ignores more")
 
 
 def batch_tokens(value: int) -> int:
     """`value` if it is a batch budget that can be useful, else an ArgumentTypeError saying the
     most (as `model_threads`)."""
-    if value > MAX_BATCH_TOKENS:
-        raise argparse.ArgumentTypeError(
-            f"must be at most {MAX_BATCH_TOKENS} (16 x the GPU default: a bigger batch runs no "
-            f"faster, and one batch of it would take gigabytes), got {value}"
-        )
-    return value
+    why = (
+        "16 x the GPU default: a bigger batch runs no faster, and one batch of it would take "
+        "gigabytes"
+    )
+    return at_most(value, MAX_BATCH_TOKENS, why)
 
 
 def batch_token_budget(text: str) -> int:

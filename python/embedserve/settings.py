@@ -150,6 +150,14 @@ def non_negative(text: str) -> int:
     return value
 
 
+def at_most(value: int, most: int, why: str) -> int:
+    """`value` if it is at most `most`, else an ArgumentTypeError saying the most and `why`
+    (a flag's error, or a setting's with its variable named by `setting_value`)."""
+    if value > most:
+        raise argparse.ArgumentTypeError(f"must be at most {most} ({why}), got {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:

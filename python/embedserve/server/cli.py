@@ -25,7 +25,7 @@ from embedserve.server.config import (
     keys_from_env,
     keys_from_file,
 )
-from embedserve.settings import ENV_PREFIX, add_setting, positive, setting_value
+from embedserve.settings import ENV_PREFIX, add_setting, at_most, positive, setting_value
 
 _DEFAULTS = ServerConfig()
 
@@ -105,13 +105,11 @@ def worker_count(text: str) -> int:
     """Worker processes: 1 to `max_model_threads()`. Each runs at least one model thread, so
     more would be more model threads than the CPUs can take; and each loads its own models:
     99999999999999999999 forked workers until the machine's memory was spent."""
-    value, most = positive(text), max_model_threads()
-    if value > most:
-        raise argparse.ArgumentTypeError(
-            f"must be at most {most} ({THREADS_PER_CPU} per CPU this process may use: each "
-            f"worker runs a model thread and holds its own models), got {value}"
-        )
-    return value
+    why = (
+        f"{THREADS_PER_CPU} per CPU this process may use: each worker runs a model thread and "
+        "holds its own models"
+    )
+    return at_most(positive(text), max_model_threads(), why)
 
 
 def port_number(text: str) -> int:
