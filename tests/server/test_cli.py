@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -288,3 +291,57 @@ def test_serve_fails_fast_for_an_unknown_model(tmp_path):
     )
     assert result.returncode == 1
     assert "embedserve: error:" in result.stderr and "missing" in result.stderr
+
+
+def test_a_worker_that_cannot_start_stops_serve_with_status_3(tmp_path: Path):
+    """With --workers 2, a worker that could not start exited 1 when the app factory raised
+    (uvicorn takes only a TypeError from a factory as a failed start), and the supervisor started
+    another in its place, forever; and when a worker did fail to start as uvicorn counts it, the
+    supervisor stopped and `serve` exited 0. Here a worker is killed after the tiktoken rank
+    file, checked by `serve` before the workers started, was damaged: the worker started in its
+    place cannot build its app. One restart, then `serve` exits 3, as with one worker."""
+    from embedserve.models.cache import cache_root
+
+    # A cache of our own for the rank file to damage; the models and graphs are the shared ones.
+    cache = tmp_path / "cache"
+    (cache / "tiktoken").mkdir(parents=True)
+    for name in ("models", "compiled"):
+        (cache / name).symlink_to(cache_root() / name)
+    rank_file = cache / "tiktoken" / "cl100k_base.tiktoken"
+    rank_file.write_bytes((cache_root() / "tiktoken" / rank_file.name).read_bytes())
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [
+                *[sys.executable, "-m", "embedserve.cli", "serve", "--model", MODEL],
+                *["--port", str(free_port()), "--workers", "2", "--log-level", "info"],
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "EMBEDSERVE_CACHE": str(cache)},
+            start_new_session=True,  # its own group: the workers are killed with it at the end
+        )
+    try:
+        wait_for_log(process, log_path, lambda text: text.count("startup complete") == 2)
+        worker = int(re.findall(r"Started server process \[(\d+)\]", log_path.read_text())[0])
+        rank_file.write_bytes(b"cut short")
+        os.kill(worker, signal.SIGKILL)  # the supervisor starts another in its place
+        # Exited, or a second worker died: a restart loop (stopped here, not left to spin).
+        wait_for_log(process, log_path, lambda text: text.count("died") > 1, exited=True)
+        assert process.poll() == 3, log_path.read_text()
+        assert "failed to start, stopping the parent process" in log_path.read_text()
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # none of the group left
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def wait_for_log(process, log_path: Path, seen, *, exited: bool = False, timeout: float = 120):
+    """Until `seen(log text)`, or (if `exited`) the process has exited; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not seen(log_path.read_text()):
+        if process.poll() is not None:
+            assert exited, log_path.read_text()
+            return
+        assert time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.1)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Mapping
 
 from litestar import Litestar
 from litestar.datastructures import State
+from uvicorn.config import STARTUP_FAILURE
 
 from embedserve.engine import Engine
 from embedserve.reranker import Reranker
@@ -26,6 +28,8 @@ from embedserve.server.routes import ROUTES
 from embedserve.server.token_arrays import TokenArrays
 
 CONFIG_ENV = "EMBEDSERVE_SERVER_CONFIG"
+
+log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -72,4 +76,12 @@ def app_from_env() -> Litestar:
     access.install()
     memory.return_freed_memory()
     text = os.environ.get(CONFIG_ENV)
-    return create_app(ServerConfig.from_json(text) if text else ServerConfig())
+    try:
+        return create_app(ServerConfig.from_json(text) if text else ServerConfig())
+    except Exception:
+        # uvicorn takes only a TypeError from a factory for a failed start; anything else
+        # kills the worker with status 1, and a supervisor (--workers) starts another in its
+        # place, forever (a damaged rank file: a new traceback every few seconds). A failed
+        # start stops the supervisor, and `embedserve serve` exits with it (server/cli.py).
+        log.exception("this worker cannot start")
+        sys.exit(STARTUP_FAILURE)

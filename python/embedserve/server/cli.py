@@ -213,6 +213,7 @@ def build_graphs(config: ServerConfig) -> list[Path]:
 
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
     from embedserve.server.app import CONFIG_ENV
@@ -239,15 +240,17 @@ def run_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=int(GRACE_SECONDS),
     )
     if args.workers > 1:
-        _Supervisor = _supervisor_class(Multiprocess)
-        _Supervisor(uv_config, sockets=[uv_config.bind_socket()]).run()
-        return 0
+        supervisor = _supervisor_class(Multiprocess)(uv_config, sockets=[uv_config.bind_socket()])
+        supervisor.run()
+        return STARTUP_FAILURE if supervisor.a_worker_failed_to_start() else 0
     server = uvicorn.Server(uv_config)
     server.run()
-    return 0 if server.started else 3
+    return 0 if server.started else STARTUP_FAILURE
 
 
 def _supervisor_class(base: type) -> type:
+    from uvicorn.config import STARTUP_FAILURE
+
     class Supervisor(base):  # type: ignore[misc,valid-type]
         """uvicorn's worker supervisor, but it closes its own copy of the listening socket
         before telling the workers to stop. Otherwise the kernel keeps completing connections
@@ -258,5 +261,10 @@ def _supervisor_class(base: type) -> type:
             for sock in self.sockets:
                 sock.close()
             super().terminate_all()
+
+        def a_worker_failed_to_start(self) -> bool:
+            """Whether the supervisor stopped because a worker failed to start (uvicorn stops
+            then, as a restart would fail the same way, and keeps that worker in its list)."""
+            return any(p.exitcode == STARTUP_FAILURE for p in self.processes)
 
     return Supervisor
