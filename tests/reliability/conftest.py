@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -55,6 +56,9 @@ class CliServer:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
+            # Its own process group: `signal_group` reaches it as a terminal's Ctrl-C does, and
+            # no --workers process outlives the test.
+            start_new_session=True,
         )
 
     @property
@@ -73,6 +77,11 @@ class CliServer:
 
     def rss_kb(self) -> int:
         return proc_status_kb(self.pid, "VmRSS")
+
+    def signal_group(self, sig: int) -> None:
+        """`sig` to the server and its workers at once, as a terminal sends Ctrl-C (SIGINT) to
+        every process of its foreground group."""
+        os.killpg(self.pid, sig)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         if self.process.poll() is None:
@@ -96,6 +105,8 @@ def cli_server(
         yield server.wait_ready(in_a_row=in_a_row)
     finally:
         server.stop(signal.SIGKILL if server.process.poll() is None else signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # workers a killed supervisor left
+            server.signal_group(signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")

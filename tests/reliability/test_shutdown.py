@@ -133,6 +133,41 @@ def test_sigterm_under_load_drains_and_exits_0(tmp_path, workers):
     assert "Traceback" not in server.log() and "Internal Server Error" not in server.log()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_drains_as_sigterm_does(tmp_path, workers):
+    """Ctrl-C sends SIGINT to every process of the terminal's group. With --workers 2 each worker
+    began its drain at the SIGINT, then took the supervisor's SIGTERM (it had the Ctrl-C too)
+    as a second signal: the workers closed their listener at once (a new connection refused,
+    not told 503) and admitted work was cancelled after uvicorn's 5 s grace, a plain-text 500,
+    whatever --drain-seconds said. One worker, which gets the SIGINT only, drained."""
+    flags = ["--drain-seconds", "8", "--workers", str(workers), "--log-level", "info"]
+    with cli_server(tmp_path, *flags, in_a_row=4 * workers) as server:
+        heavy_results: list = []
+        thread = threading.Thread(target=heavy, args=(server.url, heavy_results), daemon=True)
+        thread.start()
+        wait_for(lambda: queued_inputs(server.url) > 0)  # HEAVY holds the drain open
+        server.signal_group(signal.SIGINT)
+        signalled = time.monotonic()
+        wait_for(lambda: ready_status(server.url) == 503)
+        # Past the supervisor's SIGTERM (it polls its signals every 0.5 s), the drain goes on.
+        time.sleep(max(0.0, signalled + 2 - time.monotonic()))
+        assert [ready_status(server.url) for _ in range(4)] == [503] * 4, server.log()
+        code = server.process.wait(45)
+        thread.join(35)
+
+    assert code == 0, server.log()
+    assert heavy_results and set(heavy_results) <= {200, 503}, heavy_results
+    assert "Traceback" not in server.log() and "Internal Server Error" not in server.log()
+
+
+def ready_status(url: str) -> int | str:
+    """/ready's status on a new connection, or the error that kept it from answering."""
+    try:
+        return httpx.get(url + "/ready", timeout=10).status_code
+    except httpx.TransportError as exc:
+        return type(exc).__name__
+
+
 def test_ready_turns_503_as_soon_as_the_drain_begins(engine):
     with live_server(unhurried(drain_seconds=30), engines={MODEL: engine}) as server:
         assert httpx.get(server.url + "/ready").status_code == 200

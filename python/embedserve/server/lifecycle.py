@@ -14,7 +14,9 @@ signal on to uvicorn only when the drain is over:
   goes on to uvicorn, which closes the connections; the process exits 0.
 
 A second signal during the drain goes straight to uvicorn (a second Ctrl-C quits at once). This
-works in each `--workers` process, as each one runs uvicorn's server in its main thread.
+works in each `--workers` process, as each one runs uvicorn's server in its main thread; there a
+SIGTERM after a SIGINT is no second signal, but the supervisor passing on the Ctrl-C that the
+worker, in the same process group, had already.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class Drain:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._finish: Callable[[], None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._began_with: int | None = None  # the signal that began the drain
         self.draining = False
 
     def attach(self) -> None:
@@ -84,10 +87,18 @@ class Drain:
                 previous(signal.SIGTERM, None)
 
         def handle(sig: int, frame: Any) -> None:
-            if self.draining or self._loop is None or self._loop.is_closed():
+            if self._loop is None or self._loop.is_closed():
+                previous(sig, frame)
+            elif not self.draining:
+                self._began_with = sig
+                self.begin(stop_server)
+            elif sig == signal.SIGTERM and self._began_with == signal.SIGINT:
+                # Ctrl-C reaches every process in the terminal's group; with --workers the
+                # supervisor, which had it too, passes it on as SIGTERM: the same stop, whose
+                # drain goes on (taken as a second signal, it cut the drain to GRACE_SECONDS).
+                log.info("SIGTERM from the supervisor after SIGINT: the drain goes on")
+            else:
                 previous(sig, frame)  # a second signal: uvicorn's own way, at once
-                return
-            self.begin(stop_server)
 
         return handle
 
