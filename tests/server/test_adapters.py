@@ -187,6 +187,25 @@ def test_cohere_truncate_and_errors(server, engine):
     assert wrong.status_code == 400 and set(wrong.json()) == {"message"}
 
 
+def test_tei_s_response_headers_say_what_was_computed(server):
+    """TEI's embed routes answer x-compute-time (x-total-time again), x-compute-characters,
+    x-compute-tokens and the phases in milliseconds (router/src/lib.rs, `From<ResponseMetadata>
+    for HeaderMap`, at huggingface/text-embeddings-inference@0d124dc9773be6ac5a9a57d8439aba9bbbf33273)."""
+    texts = ["hello world", "the quick brown fox"]
+    answer = post(server, "/embed", {"inputs": texts})
+    headers = answer.headers
+    assert headers["x-compute-characters"] == str(len(texts[0]) + len(texts[1]))
+    assert headers["x-compute-tokens"] == str(4 + 6)  # [CLS] and [SEP] counted, as TEI does
+    assert headers["x-compute-time"] == headers["x-total-time"]
+    phases = ("x-tokenization-time", "x-queue-time", "x-inference-time", "x-total-time")
+    assert all(float(headers[name]) >= 0 for name in phases)
+    cut = post(server, "/v1/embeddings", {"model": MODEL, "input": LONG}).headers
+    assert cut["x-compute-tokens"] == "256" and cut["x-compute-characters"] == str(len(LONG))
+    ids = post(server, "/embed", {"inputs": tei_ids(server, texts)}).headers
+    # TEI counts an id as a character; ids are no text here.
+    assert ids["x-compute-tokens"] == "10" and ids["x-compute-characters"] == "0"
+
+
 # Text 80's dimension 334 (0.0105882) sits on a bin edge: int8 4 in float32, 3 in double.
 EDGE_TEXTS = slice(75, 87)
 
