@@ -193,6 +193,7 @@ class EmbedJob(Job[R], Generic[R]):
                 ),
                 # Token arrays are checked in one step, from index 0: their indexes are the request's.
                 param=self.param,
+                max_tokens=self.request.max_tokens,
             )
         except InputTooLongError as exc:  # name the input by its index in the whole request
             index = start + (exc.index or 0)
@@ -200,7 +201,9 @@ class EmbedJob(Job[R], Generic[R]):
                 raise InputTooLongError(
                     0, exc.tokens, exc.limit, self.last_param, single=True
                 ) from exc
-            raise InputTooLongError(index, exc.tokens, exc.limit, self.param) from exc
+            raise InputTooLongError(
+                index, exc.tokens, exc.limit, self.param, limit_name=exc.limit_name
+            ) from exc
         if self.request.sent_token_counts is None:
             # Decoded token arrays skip this: the cheap checks counted their ids as sent.
             untruncated = part.untruncated_tokens
