@@ -21,17 +21,26 @@ class InputTooLongError(InputError):
     code = "context_length_exceeded"
 
     def __init__(
-        self, index: int, tokens: int, limit: int, param: str = "input", *, single: bool = False
+        self,
+        index: int,
+        tokens: int,
+        limit: int,
+        param: str = "input",
+        *,
+        single: bool = False,
+        limit_name: str = "the model's limit",
     ) -> None:
         where = param if single else f"{param}[{index}]"
         super().__init__(
-            f"{where} has {tokens} tokens, more than the model's limit of {limit}; "
+            f"{where} has {tokens} tokens, more than {limit_name} of {limit}; "
             "shorten it or allow truncation",
             index=index,
             param=param,
         )
         self.tokens = tokens
         self.limit = limit
+        # What set the limit: the model, or the request's own cap (Cohere's `max_tokens`).
+        self.limit_name = limit_name
 
 
 class InvalidTokenError(InputError):

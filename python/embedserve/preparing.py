@@ -99,8 +99,10 @@ class TextPreparer:
         truncation_direction: str = "right",
         prompt_name: str | None = None,
         param: str = "input",
+        max_tokens: int | None = None,
     ) -> Prepared:
-        """Tokenize (or check token arrays), add special tokens and apply the length limit.
+        """Tokenize (or check token arrays), add special tokens and apply the length limit (the
+        model's, or `max_tokens` when lower: `ModelTokenizer.model_sequence`).
         `param` is the inputs' name in an error about a token id (`inputs[1] holds ...`).
 
         Trusts `truncation_direction`: the server's schema and `embed` check it at their boundary.
@@ -120,7 +122,9 @@ class TextPreparer:
             (len(ids) + specials for ids in content), dtype=np.int64, count=len(content)
         )
         sequences = [
-            self.tokenizer.model_sequence(i, ids, truncate=truncate, direction=truncation_direction)
+            self.tokenizer.model_sequence(
+                i, ids, truncate=truncate, direction=truncation_direction, max_tokens=max_tokens
+            )
             for i, ids in enumerate(content)
         ]
         if prompt and not self.config.include_prompt:

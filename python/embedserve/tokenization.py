@@ -89,13 +89,25 @@ class ModelTokenizer:
                 )
 
     def model_sequence(
-        self, index: int, ids: list[int], *, truncate: bool, direction: str
+        self,
+        index: int,
+        ids: list[int],
+        *,
+        truncate: bool,
+        direction: str,
+        max_tokens: int | None = None,
     ) -> np.ndarray:
-        """Special tokens around `ids`, cut to the model's limit on the `direction` side if allowed."""
-        room = self.max_length - self.specials
+        """Special tokens around `ids`, cut to the model's limit (or the caller's `max_tokens`,
+        special tokens included, when lower) on the `direction` side if allowed."""
+        limit, limit_name = self.max_length, "the model's limit"
+        if max_tokens is not None and max_tokens < limit:
+            limit, limit_name = max_tokens, "max_tokens"
+        room = max(0, limit - self.specials)
         if len(ids) > room:
             if not truncate:
-                raise InputTooLongError(index, len(ids) + self.specials, self.max_length)
+                raise InputTooLongError(
+                    index, len(ids) + self.specials, limit, limit_name=limit_name
+                )
             ids = ids[:room] if direction == "right" else ids[len(ids) - room :]
         return np.asarray(self.prefix + ids + self.suffix, dtype=np.int64)
 

@@ -187,6 +187,62 @@ def test_cohere_truncate_and_errors(server, engine):
     assert wrong.status_code == 400 and set(wrong.json()) == {"message"}
 
 
+def test_cohere_max_tokens_cuts_or_refuses_each_text(server, engine):
+    """Cohere's `max_tokens` (cohere-python's ClientV2.embed sends it: "The maximum number of
+    tokens to embed per input. If the input text is longer than this, it will be truncated
+    according to the `truncate` parameter"), counted as the model's limit is, with its special
+    tokens: each text cut there from the side `truncate` says, or refused with NONE."""
+
+    def cohere(texts, **extra):
+        body = {"model": MODEL, "texts": texts, "input_type": "search_document", **extra}
+        return post(server, "/v2/embed", body)
+
+    text = "the quick brown fox jumps over the lazy dog"
+    (content,) = tei_ids(server, text, add_special_tokens=False)
+    for truncate, kept in (("END", content[:3]), ("START", content[-3:])):
+        got = cohere([text, "a"], max_tokens=5, truncate=truncate)
+        assert got.status_code == 200, got.text
+        want = engine.embed([kept, [1037]]).embeddings  # "a" is one token: left whole
+        vectors = np.asarray(got.json()["embeddings"]["float"], np.float32)
+        assert cosines(vectors, want).min() >= 0.99999
+        assert got.json()["meta"]["billed_units"]["input_tokens"] == 5 + 3
+    refused = cohere(["a", text], max_tokens=5, truncate="NONE")
+    assert refused.status_code == 400
+    assert refused.json() == {
+        "message": "texts[1] has 11 tokens, more than max_tokens of 5; shorten it or allow "
+        "truncation"
+    }
+    assert cohere(["a", text], max_tokens=11, truncate="NONE").status_code == 200
+    for wrong in (257, 2):
+        answer = cohere(["a"], max_tokens=wrong)
+        assert answer.status_code == 400
+        assert answer.json() == {
+            "message": f"max_tokens is {wrong}; {MODEL} takes from 3 to 256 tokens per text "
+            "(2 of them its special tokens)"
+        }
+    zero = cohere(["a"], max_tokens=0)
+    assert zero.status_code == 400 and "$.max_tokens" in zero.json()["message"]
+
+
+def test_tei_s_response_headers_say_what_was_computed(server):
+    """TEI's embed routes answer x-compute-time (x-total-time again), x-compute-characters,
+    x-compute-tokens and the phases in milliseconds (router/src/lib.rs, `From<ResponseMetadata>
+    for HeaderMap`, at huggingface/text-embeddings-inference@0d124dc9773be6ac5a9a57d8439aba9bbbf33273)."""
+    texts = ["hello world", "the quick brown fox"]
+    answer = post(server, "/embed", {"inputs": texts})
+    headers = answer.headers
+    assert headers["x-compute-characters"] == str(len(texts[0]) + len(texts[1]))
+    assert headers["x-compute-tokens"] == str(4 + 6)  # [CLS] and [SEP] counted, as TEI does
+    assert headers["x-compute-time"] == headers["x-total-time"]
+    phases = ("x-tokenization-time", "x-queue-time", "x-inference-time", "x-total-time")
+    assert all(float(headers[name]) >= 0 for name in phases)
+    cut = post(server, "/v1/embeddings", {"model": MODEL, "input": LONG}).headers
+    assert cut["x-compute-tokens"] == "256" and cut["x-compute-characters"] == str(len(LONG))
+    ids = post(server, "/embed", {"inputs": tei_ids(server, texts)}).headers
+    # TEI counts an id as a character; ids are no text here.
+    assert ids["x-compute-tokens"] == "10" and ids["x-compute-characters"] == "0"
+
+
 # Text 80's dimension 334 (0.0105882) sits on a bin edge: int8 4 in float32, 3 in double.
 EDGE_TEXTS = slice(75, 87)
 

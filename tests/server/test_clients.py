@@ -268,6 +268,26 @@ def test_cohere_float_and_base64(cohere_client, texts, expected):
     assert response.meta.billed_units.input_tokens > len(texts)
 
 
+def test_cohere_max_tokens(cohere_client, engine):
+    """cohere-python's ClientV2.embed sends `max_tokens` (cohere 5.21.1's v2/raw_client.py): each
+    text cut to that many tokens, the model's special tokens included, on `truncate`'s side."""
+    import cohere
+
+    text = "the quick brown fox jumps over the lazy dog"
+    response = cohere_client.embed(
+        texts=[text], model=MODEL, input_type="search_document", max_tokens=6, truncate="START"
+    )
+    content = engine.tokenizer.content_ids([text])[0]
+    want = engine.embed([content[-4:]]).embeddings
+    assert cosines(np.asarray(response.embeddings.float_, np.float32), want).min() >= 0.99999
+    assert response.meta.billed_units.input_tokens == 6
+    with pytest.raises(cohere.BadRequestError) as refused:
+        cohere_client.embed(
+            texts=[text], model=MODEL, input_type="search_document", max_tokens=6, truncate="NONE"
+        )
+    assert refused.value.body["message"].startswith("texts[0] has 11 tokens, more than max_tokens")
+
+
 @pytest.mark.parametrize("kind", ["int8", "uint8"])
 def test_cohere_scalar_quantized(cohere_client, texts, expected, kind):
     response = cohere_client.embed(

@@ -4,6 +4,7 @@ bad input answered 400 in TEI's shape (a server without a sparse model too), nev
 from __future__ import annotations
 
 import httpx
+import numpy as np
 import pytest
 from embedserve.server.config import ModelSpec
 from embedserve.sparse import SparseEncoder
@@ -72,6 +73,64 @@ def test_bad_input_is_a_tei_400(both, body, words):
     assert words in error["error"]
 
 
+def tei_ids(server, texts, **options) -> list[list[int]]:
+    """The ids /tokenize gives (the served embedder's vocabulary, the SPLADE's too: asserted)."""
+    tokens = httpx.post(server.url + "/tokenize", json={"inputs": texts, **options}).json()
+    return [[token["id"] for token in sequence] for sequence in tokens]
+
+
+def assert_same_sparse(got: list, want: list) -> None:
+    assert [[p["index"] for p in row] for row in got] == [[p["index"] for p in row] for row in want]
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose([p["value"] for p in a], [p["value"] for p in b], rtol=1e-5)
+
+
+def test_token_ids_answer_as_their_text(both, encoder):
+    """TEI's /embed_sparse takes /embed's `inputs` union: a text, texts, one id array (one input)
+    or id arrays (router/src/http/types.rs: `EmbedSparseRequest.inputs: Input`, compared at
+    huggingface/text-embeddings-inference@0d124dc9773be6ac5a9a57d8439aba9bbbf33273). Ids as
+    /tokenize gives them answer as their text, special tokens sent or not, cut alike."""
+    texts = [*TEXTS, "word " * 600 + "end"]
+    sequences = tei_ids(both, texts)
+    tokenizer = encoder.tokenizer  # the same vocabulary
+    assert sequences[0] == [
+        *tokenizer.prefix,
+        *tokenizer.content_ids(texts[:1])[0],
+        *tokenizer.suffix,
+    ]
+    want = post(both, {"inputs": texts}).json()
+    many = post(both, {"inputs": sequences})
+    assert many.status_code == 200, many.text
+    assert_same_sparse(many.json(), want)
+    content = tei_ids(both, texts[1], add_special_tokens=False)[0]
+    for inputs in (sequences[1], content):  # one array: one input
+        assert_same_sparse(post(both, {"inputs": inputs}).json(), want[1:2])
+    left = post(both, {"inputs": [sequences[3]], "truncation_direction": "left"}).json()
+    assert_same_sparse(
+        left, post(both, {"inputs": [texts[3]], "truncation_direction": "left"}).json()
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"inputs": [[101, 7592, 102], [101, 30522]]}, "inputs[1] holds token id 30522"),
+        ({"inputs": [[101], [-1]]}, "inputs[1] holds token id -1"),
+        ({"inputs": [[101], []]}, "inputs[1] is an empty token array"),
+        ({"inputs": [[7592] * 600], "truncate": False}, "inputs[0] has 602 tokens"),
+        ({"inputs": [[7592] * 8193]}, "inputs[0] has 8193 tokens"),
+        ({"inputs": ["hello", [7592]]}, "inputs[1] is an array of token ids and inputs[0]"),
+        ({"inputs": [[7592] * 400_000]}, "inputs holds at least"),  # refused before decoding
+    ],
+)
+def test_bad_token_ids_are_a_tei_400(both, body, words):
+    response = post(both, body)
+    assert response.status_code == 400, response.text
+    error = response.json()
+    assert set(error) == {"error", "error_type"} and error["error_type"] == "Validation"
+    assert error["error"].startswith(words), error
+
+
 def test_a_server_without_a_sparse_model_says_so(server):
     response = httpx.post(
         server.url + "/embed_sparse",
@@ -127,6 +186,9 @@ def test_inference_free_queries_run_no_model(tmp_path, splade_dir):
         )
         assert long.status_code == 400 and long.json()["error_type"] == "Validation"
         assert "inputs[1] has 600 tokens" in long.json()["error"]
+        ids = post(server, {"inputs": [[101, 7592, 102]], "input_type": "query"})
+        assert ids.status_code == 400 and ids.json()["error_type"] == "Validation"
+        assert "inference-free: its queries" in ids.json()["error"]
 
 
 def test_a_sparse_only_server_describes_itself_and_refuses_dense(encoder, splade_dir):

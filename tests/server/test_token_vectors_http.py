@@ -60,6 +60,60 @@ def test_embed_all_of_an_embedder_and_a_colbert(served):
     np.testing.assert_allclose(matrix, colbert.encode(QUERIES[0], is_query=True)[0], atol=1e-6)
 
 
+def tei_ids(live, texts, **options) -> list[list[int]]:
+    tokens = httpx.post(live.url + "/tokenize", json={"inputs": texts, **options}).json()
+    return [[token["id"] for token in sequence] for sequence in tokens]
+
+
+def test_embed_all_takes_token_ids_as_tei_s_embed_does(served):
+    """TEI's /embed_all takes /embed's `inputs` union (router/src/http/types.rs:
+    `EmbedAllRequest.inputs: Input`, compared at
+    huggingface/text-embeddings-inference@0d124dc9773be6ac5a9a57d8439aba9bbbf33273): an
+    embedder's vectors of ids from /tokenize are its text's, special tokens sent or not. A
+    ColBERT refuses ids by name: PyLate encodes texts only, its tokenizer marking each as a
+    query or a document, so no id array is what it would compute."""
+    live, _, _ = served
+    texts = ["hello world", "a b c"]
+    want = httpx.post(live.url + "/embed_all", json={"inputs": texts}).json()
+    sequences = tei_ids(live, texts)
+    got = httpx.post(live.url + "/embed_all", json={"inputs": sequences})
+    assert got.status_code == 200, got.text
+    for a, b in zip(got.json(), want, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    content = tei_ids(live, texts[1], add_special_tokens=False)[0]
+    for inputs in (sequences[1], content):  # one array: one input
+        (one,) = httpx.post(live.url + "/embed_all", json={"inputs": inputs}).json()
+        np.testing.assert_allclose(one, want[1], atol=1e-6)
+    body = {"inputs": sequences, "model": "colbert", "is_query": True}
+    refused = httpx.post(live.url + "/embed_all", json=body)
+    assert refused.status_code == 400
+    assert refused.json() == {
+        "error": "inputs as token ids are an embedder's; colbert is a ColBERT, which marks each "
+        "text as a query or a document when it tokenizes it: send texts",
+        "error_type": "Validation",
+    }
+
+
+@pytest.mark.parametrize(
+    ("inputs", "words"),
+    [
+        ([[101, 7592, 102], [101, 30522]], "inputs[1] holds token id 30522"),
+        ([[101], [-1]], "inputs[1] holds token id -1"),
+        ([[101], []], "inputs[1] is an empty token array"),
+        ([[7592] * 8193], "inputs[0] has 8193 tokens"),
+        (["hello", [7592]], "inputs[1] is an array of token ids and inputs[0]"),
+        ([[7592] * 400_000], "inputs holds at least"),  # refused before decoding
+    ],
+)
+def test_embed_all_refuses_bad_token_ids_in_tei_s_shape(served, inputs, words):
+    live, _, _ = served
+    response = httpx.post(live.url + "/embed_all", json={"inputs": inputs}, timeout=60)
+    assert response.status_code == 400, response.text
+    error = response.json()
+    assert set(error) == {"error", "error_type"} and error["error_type"] == "Validation"
+    assert error["error"].startswith(words), error
+
+
 def test_embed_all_takes_tei_s_truncation_direction_and_prompt_name(minilm_dir, engine, colbert):
     """An embedder's tokens cut from the left, as TEI's /embed_all does with
     `truncation_direction`; `prompt_name` as /embed takes it. A ColBERT refuses both. (Its own

@@ -19,6 +19,7 @@ import msgspec
 import numpy as np
 
 from embedserve.engine import ModelInfo
+from embedserve.inputs import Inputs
 from embedserve.server.config import Limits
 from embedserve.server.errors import ApiError, invalid
 
@@ -91,6 +92,19 @@ def check_characters(
             code="too_many_tokens",
         )
     return total
+
+
+def check_inputs(inputs: Inputs, limits: Limits, param: str) -> int:
+    """Each of `inputs` holds something and is within the limits: texts by their characters,
+    token arrays counted exactly. Returns the characters (0 for token arrays)."""
+    if inputs.texts is not None:
+        lengths = [len(text) for text in inputs.texts]
+        check_not_empty(lengths, param)
+        return check_characters(lengths, limits, param)
+    lengths = [len(ids) for ids in inputs.token_arrays or []]
+    check_not_empty(lengths, param, "an empty token array")
+    check_token_arrays(lengths, limits, param)
+    return 0
 
 
 def check_token_arrays(lengths: Sequence[int], limits: Limits, param: str = "input") -> None:

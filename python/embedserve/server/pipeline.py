@@ -123,6 +123,8 @@ class Done(Generic[R]):
     tokenization_seconds: float
     queue_seconds: float
     inference_seconds: float
+    # Of the texts as sent (the job's `characters`: 0 for token ids in the model's vocabulary).
+    characters: int = 0
 
 
 _AS_IS = Until()
@@ -248,7 +250,7 @@ class RequestPipeline:
             series.queue.observe(queue)
             series.queue_by_priority[priority].observe(queue)
             series.inference.observe(inference)
-        return Done(result, tokens, tokenization, queue, inference)
+        return Done(result, tokens, tokenization, queue, inference, job.characters)
 
     def _learn(self, model: str, job: Job[Any]) -> None:
         """Fold the job's measured tokens per character into the model's estimate."""

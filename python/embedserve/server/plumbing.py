@@ -55,7 +55,14 @@ class ServerState:
 
 
 class Timed(Protocol):
-    """A finished request's phases, in seconds (embeddings, vectors, rerank scores)."""
+    """A finished request's phases, in seconds (embeddings, vectors, rerank scores), and what
+    it computed: the tokens the model saw and the characters of its texts."""
+
+    @property
+    def tokens(self) -> int: ...
+
+    @property
+    def characters(self) -> int: ...
 
     @property
     def tokenization_seconds(self) -> float: ...
@@ -196,11 +203,20 @@ class JsonAnswer:
 
 
 def timing_headers(done: Timed, started: float) -> dict[str, str]:
-    """Per-request phases in milliseconds, under TEI's header names."""
-    total = time.perf_counter() - started
+    """Per-request phases in milliseconds and what was computed, under TEI's header names
+    (router/src/lib.rs, `From<ResponseMetadata> for HeaderMap`). TEI writes whole milliseconds;
+    ours keep microseconds (a model run is often under one), which any number parser reads.
+    TEI's x-compute-time is its x-total-time again; x-compute-tokens the tokens the model saw
+    (truncated, special tokens included); x-compute-characters the texts' characters (TEI
+    counts an id as one; token ids count none here). TEI's x-compute-type is not sent: it is
+    the constant "gpu+optimized" there, a label for Hugging Face's billing, not a measurement."""
+    total = f"{(time.perf_counter() - started) * 1e3:.3f}"
     return {
+        "x-compute-time": total,
+        "x-compute-characters": str(done.characters),
+        "x-compute-tokens": str(done.tokens),
         "x-tokenization-time": f"{done.tokenization_seconds * 1e3:.3f}",
         "x-queue-time": f"{done.queue_seconds * 1e3:.3f}",
         "x-inference-time": f"{done.inference_seconds * 1e3:.3f}",
-        "x-total-time": f"{total * 1e3:.3f}",
+        "x-total-time": total,
     }

@@ -56,6 +56,9 @@ class EmbeddingsRequest:
     normalize: bool | None = None  # None: the model's own setting
     prompt_name: str | None = None
     priority: Priority | None = None  # None: the X-Priority header's, else interactive
+    # Each input's tokens at most (special tokens included), under the model's limit: Cohere's
+    # `max_tokens`, checked against the model by its adapter.
+    max_tokens: int | None = None
     # Token arrays decoded to text (server.token_arrays): the ids each input arrived as, which the
     # token limits count instead of the model's tokens.
     sent_token_counts: tuple[int, ...] | None = None

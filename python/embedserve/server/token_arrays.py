@@ -50,14 +50,22 @@ class TokenArrays:
 
 
 def model_sequences(tokenizer: ModelTokenizer, request: EmbeddingsRequest) -> EmbeddingsRequest:
-    """`request` with each token array read as TEI reads one: a whole sequence of the model's
+    """`request` with its token arrays read as TEI reads them (`model_content`)."""
+    arrays = request.inputs.token_arrays
+    if arrays is None:
+        return request
+    return dataclasses.replace(request, inputs=model_content(tokenizer, request.inputs))
+
+
+def model_content(tokenizer: ModelTokenizer, inputs: Inputs) -> Inputs:
+    """`inputs` with each token array read as TEI reads one: a whole sequence of the model's
     vocabulary, as TEI's /tokenize (and a tokenizer's `input_ids`) give it, special tokens
     included. The model's leading and trailing special tokens, where an array has them, are
     taken off, so that the model's own are added once, after truncation (as for any token
     array); an array without them is content. The ids are checked by the model's tokenizer."""
-    arrays = request.inputs.token_arrays
+    arrays = inputs.token_arrays
     if arrays is None:
-        return request
+        return inputs
     prefix, suffix = tokenizer.prefix, tokenizer.suffix
     content = []
     for ids in arrays:
@@ -68,4 +76,4 @@ def model_sequences(tokenizer: ModelTokenizer, request: EmbeddingsRequest) -> Em
             else len(ids)
         )
         content.append(ids[start : max(start, stop)])
-    return dataclasses.replace(request, inputs=Inputs(token_arrays=content))
+    return Inputs(token_arrays=content)

@@ -4,7 +4,8 @@
 `query`, `search_document` → `document` or `passage`, `classification`, `clustering`), else none.
 `embedding_types` returns any of float, int8, uint8, binary, ubinary (embedserve.quantization)
 and base64 (little-endian float32, as OpenAI's). `truncate`: `END` (default) cuts the end of an
-over-long text, `START` its start, `NONE` refuses it. `priority` (Cohere's: 0, the default, is
+over-long text, `START` its start, `NONE` refuses it; `max_tokens` lowers "over-long" from the
+model's limit to that many tokens (special tokens included, as the model's limit counts them). `priority` (Cohere's: 0, the default, is
 the highest; larger numbers wait) maps onto embedserve's two classes: 0 keeps the request's
 own (the `X-Priority` header's, else interactive), anything larger is batch work. Errors are
 `{"message": ...}`.
@@ -22,7 +23,7 @@ from litestar import Request, Response, post
 
 from embedserve import _core
 from embedserve.admission import Priority
-from embedserve.engine import ModelInfo
+from embedserve.engine import Engine, ModelInfo
 from embedserve.inputs import Inputs
 from embedserve.quantization import quantize
 from embedserve.server.adapters.base import (
@@ -32,6 +33,7 @@ from embedserve.server.adapters.base import (
     read_struct,
 )
 from embedserve.server.auth import require_api_key
+from embedserve.server.errors import invalid
 from embedserve.server.plumbing import state, timing_headers
 from embedserve.server.schemas import EmbeddingsRequest as Internal
 
@@ -57,6 +59,8 @@ class EmbedRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     input_type: InputType
     embedding_types: list[EmbeddingType] | None = None
     output_dimension: Positive | None = None
+    # Each text's tokens at most (`max_tokens_for`); over it, `truncate` cuts or refuses.
+    max_tokens: Positive | None = None
     truncate: Literal["NONE", "START", "END"] = "END"
     priority: NonNegative = 0
 
@@ -95,6 +99,21 @@ def prompt_for(input_type: str, info: ModelInfo) -> str | None:
     return next((name for name in PROMPTS[input_type] if name in info.prompts), None)
 
 
+def max_tokens_for(max_tokens: int | None, engine: Engine) -> int | None:
+    """Cohere's `max_tokens`, counted as the model's limit is (its special tokens included):
+    at most that limit, and room for at least one token of text."""
+    if max_tokens is None:
+        return None
+    limit, specials = engine.model_info.max_tokens, engine.tokenizer.specials
+    if not specials < max_tokens <= limit:
+        raise invalid(
+            f"max_tokens is {max_tokens}; {engine.model_info.name} takes from {specials + 1} to "
+            f"{limit} tokens per text ({specials} of them its special tokens)",
+            param="max_tokens",
+        )
+    return max_tokens
+
+
 def _embeddings(vectors: np.ndarray, kinds: list[str]) -> Embeddings:
     """The vectors in each asked type (on the pipeline's worker thread when they are many)."""
     embeddings = Embeddings()
@@ -122,6 +141,7 @@ async def embed(request: Request[Any, Any, Any]) -> Response[bytes]:
         truncation_direction="left" if body.truncate == "START" else "right",
         prompt_name=prompt_for(body.input_type, engine.model_info),
         priority=Priority.BATCH if body.priority > 0 else None,
+        max_tokens=max_tokens_for(body.max_tokens, engine),
     )
     kinds = list(dict.fromkeys(body.embedding_types or ["float"]))
     done = await compute(

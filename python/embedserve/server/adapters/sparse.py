@@ -1,5 +1,6 @@
 """TEI's `POST /embed_sparse`: one sparse vector per input, `[[{"index", "value"}]]`, with TEI's
 body (`inputs`, `truncate`, `truncation_direction`, `prompt_name`) and TEI's error shape.
+`inputs` may be token ids of the model's vocabulary, as on TEI's /embed (`tei.tei_inputs`).
 
 embedserve's additions: `top_k` (keep the k largest weights by magnitude, sentence-transformers'
 `max_active_dims`), `threshold` (keep weights above it), `return_tokens` (each pair also
@@ -19,7 +20,8 @@ import msgspec
 from litestar import Request, Response, post
 
 from embedserve.models.kind import SPARSE
-from embedserve.server.adapters.base import json_response, read_struct
+from embedserve.server.adapters.base import json_response
+from embedserve.server.adapters.tei import TeiInputs, read_tei_body, tei_inputs
 from embedserve.server.auth import require_api_key
 from embedserve.server.fields import TeiDirection, tei_direction
 from embedserve.server.plumbing import run_job, state, timing_headers
@@ -33,7 +35,7 @@ NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 class EmbedSparseRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """TEI's `POST /embed_sparse` body, and embedserve's pruning and token options."""
 
-    inputs: str | list[str]
+    inputs: TeiInputs
     truncate: bool | None = None
     truncation_direction: TeiDirection | None = None
     prompt_name: str | None = None
@@ -72,7 +74,7 @@ def _render(encoder: SparseEncoder, tokens: bool):
 async def embed_sparse(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Sparse vectors of `inputs`: the non-zero (index, value) pairs of each, by ascending index."""
     started = time.perf_counter()
-    body = await read_struct(request, EmbedSparseRequest)
+    body = await read_tei_body(request, EmbedSparseRequest)
     server = state(request)
     registry = server.registry
     model = registry.first_ready(SPARSE)
@@ -83,7 +85,7 @@ async def embed_sparse(request: Request[Any, Any, Any]) -> Response[bytes]:
         encoder,
         server.config,
         _render(encoder, body.return_tokens),
-        texts=[body.inputs] if isinstance(body.inputs, str) else body.inputs,
+        inputs=tei_inputs(body.inputs),
         truncate=body.truncate,
         truncation_direction=tei_direction(body.truncation_direction),
         prompt_name=body.prompt_name,

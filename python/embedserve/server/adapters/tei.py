@@ -6,7 +6,8 @@ with TEI's error body `{"error": ..., "error_type": ...}`.
 under `parameters`, as the Inference API takes them; TEI's own clients put them at the top level.
 Both are accepted (a key given in both places takes the `parameters` value).
 
-`inputs` of `/embed` and `/` may also be token ids in the model's vocabulary, as TEI takes them:
+`inputs` of `/embed` and `/` (and of /embed_sparse and /embed_all: `sparse`, `token_vectors`)
+may also be token ids in the model's vocabulary, as TEI takes them:
 one array of ids (one input) or an array of them, each a whole sequence as `/tokenize` answers it
 (`token_arrays.model_sequences`), whatever `--token-encoding` says (that is OpenAI's input).
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 import numpy as np
@@ -45,6 +46,7 @@ from embedserve.server.plumbing import read_parsed, run_job, state, timing_heade
 from embedserve.server.schemas import EmbeddingsRequest
 from embedserve.server.tasks.tokens import DecodeJob, TokenizeJob
 
+T = TypeVar("T")
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 # A text, texts, one array of token ids or arrays of them (msgspec allows one array type in a
 # union, so the items' kinds are sorted out by `tei_inputs`).
@@ -184,16 +186,21 @@ def to_internal(body: EmbedRequest) -> EmbeddingsRequest:
     )
 
 
-def _parse_embed(limits: Limits, body: bytes) -> EmbedRequest:
-    # Before decoding: a body of millions of ids is refused from its bytes (check_id_count).
+async def read_tei_body(request: Request[Any, Any, Any], kind: type[T]) -> T:
+    """The body of a route whose `inputs` are `TeiInputs` (/embed, /embed_sparse, /embed_all),
+    decoded as `kind`: a body of millions of ids is refused from its bytes first."""
+    return await read_parsed(request, partial(_parse_tei, state(request).config.limits, kind))
+
+
+def _parse_tei(limits: Limits, kind: type[T], body: bytes) -> T:
     check_field_id_count(body, limits, "inputs")
-    return decode(body, EmbedRequest)
+    return decode(body, kind)
 
 
 async def _embed(request: Request[Any, Any, Any]) -> Response[bytes]:
     started = time.perf_counter()
     server = state(request)
-    body = await read_parsed(request, partial(_parse_embed, server.config.limits))
+    body = await read_tei_body(request, EmbedRequest)
     done = await compute(
         request,
         to_internal(body),

@@ -3,6 +3,8 @@ hidden states, special tokens included, padding not) or a ColBERT (normalized, p
 vectors; `is_query` picks query or document encoding). A model with a ColBERT head answers
 that head's vectors: a BGE-M3 folder gives FlagEmbedding's `colbert_vecs` (colbert_linear, the
 first token dropped, normalized), not its hidden states. TEI's error shape (server/shapes.py).
+`inputs` may be token ids of the model's vocabulary for an embedder, as on TEI's /embed
+(`tei.tei_inputs`); a ColBERT refuses them (`TokenVectorsJob`: PyLate encodes texts only).
 
 `encoding_format: "float"` (TEI's default) answers `[[[float]]]` (inputs x tokens x
 dimensions); `"base64"` answers one string per input: its [tokens, dimensions] matrix as
@@ -20,7 +22,8 @@ from litestar import Request, Response, post
 
 from embedserve import _core
 from embedserve.models.kind import EMBEDDER, LATE_INTERACTION
-from embedserve.server.adapters.base import json_response, read_struct
+from embedserve.server.adapters.base import json_response
+from embedserve.server.adapters.tei import TeiInputs, read_tei_body, tei_inputs
 from embedserve.server.auth import require_api_key
 from embedserve.server.fields import TeiDirection, tei_direction
 from embedserve.server.plumbing import run_job, state, timing_headers
@@ -30,7 +33,7 @@ from embedserve.server.tasks.token_vectors import TokenVectorsJob
 class EmbedAllRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """TEI's `POST /embed_all` body, plus `model`, `is_query` and `encoding_format`."""
 
-    inputs: str | list[str]
+    inputs: TeiInputs
     truncate: bool | None = None
     # An embedder's, as TEI's; a ColBERT refuses them (TokenVectorsJob).
     truncation_direction: TeiDirection | None = None
@@ -60,7 +63,7 @@ async def embed_all(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Every token's vector of each input."""
     started = time.perf_counter()
     server = state(request)
-    body = await read_struct(request, EmbedAllRequest)
+    body = await read_tei_body(request, EmbedAllRequest)
     registry = server.registry
     model = registry.default if body.model is None else registry.get(body.model)
     # A ColBERT head first: a BGE-M3 answers its ColBERT vectors, a plain embedder its states.
@@ -69,7 +72,7 @@ async def embed_all(request: Request[Any, Any, Any]) -> Response[bytes]:
         engine,
         server.config,
         _render(body.encoding_format),
-        texts=[body.inputs] if isinstance(body.inputs, str) else body.inputs,
+        inputs=tei_inputs(body.inputs),
         truncate=body.truncate,
         truncation_direction=tei_direction(body.truncation_direction),
         prompt_name=body.prompt_name,

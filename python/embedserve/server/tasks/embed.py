@@ -20,9 +20,9 @@ from embedserve.server.limits import (
     check_characters,
     check_count,
     check_dimensions,
+    check_inputs,
     check_metadata,
     check_not_empty,
-    check_token_arrays,
 )
 from embedserve.server.pipeline import Job
 from embedserve.server.schemas import EmbeddingsRequest
@@ -73,20 +73,15 @@ class EmbedJob(Job[R], Generic[R]):
         # The last text, when it has a field of its own, is counted with the items, not as one.
         items = self.size if last_param is None else self.size - 1
         check_count(items, limits.max_inputs, param, plus_one=last_param)
-        if inputs.texts is not None:
+        if inputs.texts is not None and last_param is not None:
             lengths = [len(text) for text in inputs.texts]
             check_not_empty(lengths, param)
-            if last_param is None:
-                self.characters = check_characters(lengths, limits, param)
-            else:
-                items = check_characters(lengths[:-1], limits, param)
-                self.characters = check_characters(
-                    lengths[-1:], limits, last_param, already=items, single=True
-                )
+            items = check_characters(lengths[:-1], limits, param)
+            self.characters = check_characters(
+                lengths[-1:], limits, last_param, already=items, single=True
+            )
         else:
-            lengths = [len(ids) for ids in inputs.token_arrays or []]
-            check_not_empty(lengths, param, "an empty token array")
-            check_token_arrays(lengths, limits, param)
+            self.characters = check_inputs(inputs, limits, param)
         check_metadata(request.metadata, limits)
         check_dimensions(request.dimensions, self.info, config.allow_dimensions)
         self._budget = TokenBudget(limits, param)
@@ -193,6 +188,7 @@ class EmbedJob(Job[R], Generic[R]):
                 ),
                 # Token arrays are checked in one step, from index 0: their indexes are the request's.
                 param=self.param,
+                max_tokens=self.request.max_tokens,
             )
         except InputTooLongError as exc:  # name the input by its index in the whole request
             index = start + (exc.index or 0)
@@ -200,7 +196,9 @@ class EmbedJob(Job[R], Generic[R]):
                 raise InputTooLongError(
                     0, exc.tokens, exc.limit, self.last_param, single=True
                 ) from exc
-            raise InputTooLongError(index, exc.tokens, exc.limit, self.param) from exc
+            raise InputTooLongError(
+                index, exc.tokens, exc.limit, self.param, limit_name=exc.limit_name
+            ) from exc
         if self.request.sent_token_counts is None:
             # Decoded token arrays skip this: the cheap checks counted their ids as sent.
             untruncated = part.untruncated_tokens

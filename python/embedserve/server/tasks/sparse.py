@@ -18,16 +18,17 @@ from embedserve.inputs import Inputs, chunk_ranges
 from embedserve.preparing import Prepared, prompt_name_for
 from embedserve.server.config import ServerConfig
 from embedserve.server.encoding import check_finite_each
+from embedserve.server.errors import invalid
 from embedserve.server.limits import (
     CHUNK_CHARS,
     DEFAULT_TOKENS_PER_CHAR,
     TokenBudget,
-    check_characters,
     check_count,
-    check_not_empty,
+    check_inputs,
     check_sparse_pairs,
 )
 from embedserve.server.pipeline import Job
+from embedserve.server.token_arrays import model_content
 from embedserve.sparse import (
     SparseEncoder,
     SparseVector,
@@ -51,7 +52,7 @@ class SparseJob(Job[R], Generic[R]):
         config: ServerConfig,
         render: Render[R],
         *,
-        texts: list[str],
+        inputs: Inputs,
         truncate: bool | None = None,
         truncation_direction: str = "right",
         prompt_name: str | None = None,
@@ -62,19 +63,26 @@ class SparseJob(Job[R], Generic[R]):
         limits = config.limits
         self.encoder = encoder
         self.render = render
-        self.texts = texts
+        self.inputs = inputs
         self.truncate = config.truncates(truncate)
         self.truncation_direction = truncation_direction
         self.top_k, self.threshold = top_k, threshold
-        self.size = len(texts)
+        self.size = len(inputs)
         check_count(self.size, limits.max_inputs, PARAM)
-        lengths = [len(text) for text in texts]
-        check_not_empty(lengths, PARAM)
-        self.characters = check_characters(lengths, limits, PARAM)
+        self.characters = check_inputs(inputs, limits, PARAM)
         check_pruning(top_k, threshold)
         check_input_type(input_type)
         self.prompt_name = prompt_name_for(input_type, encoder.config.prompts, prompt_name)
         self.static = encoder.query if input_type == "query" else None
+        if self.static is not None and inputs.token_arrays is not None:
+            # Its queries are looked up by their own tokenizer's content ids, which need not be
+            # the model's vocabulary (no special tokens, its own limit).
+            raise invalid(
+                f'{encoder.model_info.name} is inference-free: its queries (input_type "query") '
+                "are texts, looked up by its own tokenizer; send the query as a text",
+                param=PARAM,
+                code="invalid_type",
+            )
         self._budget = TokenBudget(limits, PARAM)
         self._parts: list[Prepared] = []
         self._static_ids: list[np.ndarray] = []
@@ -86,10 +94,21 @@ class SparseJob(Job[R], Generic[R]):
 
     def estimated_tokens(self, tokens_per_char: float = DEFAULT_TOKENS_PER_CHAR) -> int:
         cap = self.encoder.model_info.max_tokens
+        if self.inputs.token_arrays is not None:
+            return sum(min(len(ids) + 2, cap) for ids in self.inputs.token_arrays)
         return sum(min(int(len(text) * tokens_per_char) + 2, cap) for text in self.texts)
 
+    @property
+    def texts(self) -> list[str]:
+        return self.inputs.texts or []
+
     def steps(self) -> Iterator[Callable[[], None]]:
-        prepare = self._prepare if self.static is None else self._prepare_static
+        if self.inputs.token_arrays is not None:
+            # Counted by the cheap checks; only their ids remain to be checked, in one step (the
+            # indexes in its errors are the request's).
+            yield lambda: self._prepare(model_content(self.encoder.tokenizer, self.inputs), 0)
+            return
+        prepare = self._prepare_texts if self.static is None else self._prepare_static
         for chunk in chunk_ranges([len(t) for t in self.texts], CHUNK_CHARS):
             yield lambda chunk=chunk: prepare(chunk)
 
@@ -140,15 +159,19 @@ class SparseJob(Job[R], Generic[R]):
         self._static_content += int(counts.sum())
         self._static_ids.extend(ids)
 
-    def _prepare(self, chunk: range) -> None:
+    def _prepare_texts(self, chunk: range) -> None:
+        self._prepare(Inputs(texts=self.texts[chunk.start : chunk.stop]), chunk.start)
+
+    def _prepare(self, inputs: Inputs, start: int) -> None:
         try:
             part = self.encoder.prepare(
-                Inputs(texts=self.texts[chunk.start : chunk.stop]),
+                inputs,
                 truncate=self.truncate,
                 truncation_direction=self.truncation_direction,
                 prompt_name=self.prompt_name,
+                param=PARAM,
             )
         except InputTooLongError as exc:  # the encoder says `input`; name the route's field
-            raise InputTooLongError(chunk.start + exc.index, exc.tokens, exc.limit, PARAM) from exc
-        self._budget.add(part.untruncated_tokens, chunk.start)
+            raise InputTooLongError(start + exc.index, exc.tokens, exc.limit, PARAM) from exc
+        self._budget.add(part.untruncated_tokens, start)
         self._parts.append(part)

@@ -30,9 +30,11 @@ from embedserve.server.limits import (
     TokenBudget,
     check_characters,
     check_count,
+    check_inputs,
     check_not_empty,
 )
 from embedserve.server.tasks.rows import RowsJob
+from embedserve.server.token_arrays import model_content
 
 R = TypeVar("R")
 
@@ -60,7 +62,7 @@ class TokenVectorsJob(RowsJob[np.ndarray, R], Generic[R]):
         config: ServerConfig,
         render: Callable[[list[np.ndarray], int], R],
         *,
-        texts: list[str],
+        inputs: Inputs,
         truncate: bool | None = None,
         truncation_direction: str = "right",
         prompt_name: str | None = None,
@@ -69,23 +71,13 @@ class TokenVectorsJob(RowsJob[np.ndarray, R], Generic[R]):
     ) -> None:
         super().__init__()
         if not isinstance(model, Engine):
-            # Refused rather than ignored: a client sending one expects it to change the vectors.
-            for name, value, default in (
-                ("truncation_direction", truncation_direction, "right"),
-                ("prompt_name", prompt_name, None),
-            ):
-                if value != default:
-                    raise invalid(
-                        f"{name} is an embedder's; {model.model_info.name} is a ColBERT, "
-                        "which cuts the end of a text and takes no prompt",
-                        param=name,
-                    )
+            _refuse_embedder_options(model, truncation_direction, prompt_name, inputs, param)
         limits = config.limits
         self.truncation_direction = truncation_direction
         self.prompt_name = prompt_name
         self.model = model
         self.render = render
-        self.texts = texts
+        self.inputs = inputs
         self.is_query = is_query
         self.param = param
         self.truncate = config.truncates(truncate)
@@ -93,20 +85,32 @@ class TokenVectorsJob(RowsJob[np.ndarray, R], Generic[R]):
             model.check_token_states()
         self.width = token_width(model)
         self.max_values = limits.max_token_values
-        self.size = len(texts)
+        self.size = len(inputs)
         check_count(self.size, limits.max_inputs, param)
-        lengths = [len(t) for t in texts]
-        check_not_empty(lengths, param)
-        self.characters = check_characters(lengths, limits, param)
+        self.characters = check_inputs(inputs, limits, param)
         self._budget = TokenBudget(limits, param)
+
+    @property
+    def texts(self) -> list[str]:
+        return self.inputs.texts or []
 
     def estimated_tokens(self, tokens_per_char: float = DEFAULT_TOKENS_PER_CHAR) -> int:
         cap = self.model.model_info.max_tokens
+        if self.inputs.token_arrays is not None:
+            return sum(min(len(ids) + 3, cap) for ids in self.inputs.token_arrays)
         return sum(min(int(len(t) * tokens_per_char) + 3, cap) for t in self.texts)
 
     def steps(self) -> Iterator[Callable[[], None]]:
+        if self.inputs.token_arrays is not None:
+            # Counted by the cheap checks; only their ids remain to be checked, in one step (the
+            # indexes in its errors are the request's). Only an embedder takes them.
+            assert isinstance(self.model, Engine)
+            yield lambda: self._prepare(model_content(self.model.tokenizer, self.inputs), 0)
+            return
         for chunk in chunk_ranges([len(t) for t in self.texts], CHUNK_CHARS):
-            yield lambda chunk=chunk: self._prepare(chunk)
+            yield lambda chunk=chunk: self._prepare(
+                Inputs(texts=self.texts[chunk.start : chunk.stop]), chunk.start
+            )
 
     def finish_cost(self, outputs: np.ndarray | None) -> int:
         return self.usage_tokens * self.width
@@ -116,26 +120,26 @@ class TokenVectorsJob(RowsJob[np.ndarray, R], Generic[R]):
         check_finite_each(states, lambda index: f"{self.param}[{index}]")
         return self.render(states, self.usage_tokens)
 
-    def _prepare(self, chunk: range) -> None:
-        texts = self.texts[chunk.start : chunk.stop]
+    def _prepare(self, inputs: Inputs, start: int) -> None:
         try:
             if not isinstance(self.model, Engine):
                 part = self.model.prepare(
-                    texts, is_query=self.is_query, truncate=self.truncate, start=chunk.start
+                    inputs.texts or [], is_query=self.is_query, truncate=self.truncate, start=start
                 )
             else:
                 part = self.model.prepare(
-                    Inputs(texts=texts),
+                    inputs,
                     truncate=self.truncate,
                     truncation_direction=self.truncation_direction,
                     prompt_name=self.prompt_name,
+                    param=self.param,
                 )
                 part = part.keeping_states()
         except InputTooLongError as exc:  # the model says `input`; name the route's field
             # A ColBERT numbers its inputs from `start`; an Engine from its chunk's first.
-            index = exc.index if not isinstance(self.model, Engine) else chunk.start + exc.index
+            index = exc.index if not isinstance(self.model, Engine) else start + exc.index
             raise InputTooLongError(index, exc.tokens, exc.limit, self.param) from exc
-        self._budget.add(part.untruncated_tokens, chunk.start)
+        self._budget.add(part.untruncated_tokens, start)
         self._content += int(part.untruncated_tokens.sum())
         self._rows.extend(part.sequences)
         self._check_values()
@@ -151,6 +155,37 @@ class TokenVectorsJob(RowsJob[np.ndarray, R], Generic[R]):
                 param=self.param,
                 code="response_too_large",
             )
+
+
+def _refuse_embedder_options(
+    model: ColBERT | M3Colbert,
+    truncation_direction: str,
+    prompt_name: str | None,
+    inputs: Inputs,
+    param: str,
+) -> None:
+    """A ColBERT refuses an embedder's options rather than ignoring them: a client sending one
+    expects it to change the vectors. Token ids too: PyLate encodes texts only (its `tokenize`
+    puts the [Q] or [D] marker after the first token and expands queries with [MASK]), so no id
+    array a client sends is the sequence the model would compute."""
+    name = model.model_info.name
+    for field, value, default in (
+        ("truncation_direction", truncation_direction, "right"),
+        ("prompt_name", prompt_name, None),
+    ):
+        if value != default:
+            raise invalid(
+                f"{field} is an embedder's; {name} is a ColBERT, which cuts the end of a text "
+                "and takes no prompt",
+                param=field,
+            )
+    if inputs.token_arrays is not None:
+        raise invalid(
+            f"{param} as token ids are an embedder's; {name} is a ColBERT, which marks each text "
+            "as a query or a document when it tokenizes it: send texts",
+            param=param,
+            code="invalid_type",
+        )
 
 
 class MaxSimJob(RowsJob[np.ndarray, R], Generic[R]):
