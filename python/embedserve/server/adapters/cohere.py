@@ -5,10 +5,10 @@
 `embedding_types` returns any of float, int8, uint8, binary, ubinary (embedserve.quantization)
 and base64 (little-endian float32, as OpenAI's). `truncate`: `END` (default) cuts the end of an
 over-long text, `START` its start, `NONE` refuses it; `max_tokens` lowers "over-long" from the
-model's limit to that many tokens (special tokens included, as the model's limit counts them). `priority` (Cohere's: 0, the default, is
-the highest; larger numbers wait) maps onto embedserve's two classes: 0 keeps the request's
-own (the `X-Priority` header's, else interactive), anything larger is batch work. Errors are
-`{"message": ...}`.
+model's limit to that many tokens (special tokens included, as the model's limit counts them).
+`priority` (Cohere's: 0, the default, is the highest; larger numbers wait) maps onto
+embedserve's two classes: 0 keeps the request's own (the `X-Priority` header's, else
+interactive), anything larger is batch work. Errors are `{"message": ...}`.
 """
 
 from __future__ import annotations
