@@ -1,5 +1,7 @@
 """Whole transformer layers in the two common arrangements, wired by tensor names: post-LN
-encoders (BERT) and pre-norm decoders (Llama, Mistral, Qwen)."""
+encoders (BERT and its descendants: packed q/k/v, rotary or an additive position bias, RMSNorm,
+GLU or a family's own feed-forward) and pre-norm decoders (Llama, Mistral, Qwen; Gemma wires
+their attention and MLP under its own norms)."""
 
 from __future__ import annotations
 
@@ -274,6 +276,65 @@ class DecoderDims:
     eps: float
 
 
+def decoder_attention(
+    g: GraphBuilder,
+    w: Weights,
+    h: str,
+    mask: str,
+    prefix: str,
+    scope: str,
+    dims: DecoderDims,
+    rope: Rotary,
+    *,
+    q_norm: HeadTransform | None = None,
+    k_norm: HeadTransform | None = None,
+    scale: float | None = None,
+) -> str:
+    """``o_proj(attention(q_proj(h), k_proj(h), v_proj(h)))`` under Llama's names
+    (``self_attn.*``) with rotary and GQA, biases where the checkpoint has them: Llama, Mistral,
+    Qwen, Gemma."""
+    hidden, heads = dims.hidden, dims.heads
+    p = prefix + "self_attn."
+    q = linear(g, w, p + "q_proj", h, scope + "/q", (heads.width, hidden), None)
+    k = linear(g, w, p + "k_proj", h, scope + "/k", (heads.kv_width, hidden), None)
+    v = linear(g, w, p + "v_proj", h, scope + "/v", (heads.kv_width, hidden), None)
+    context = attention(
+        g,
+        q,
+        k,
+        v,
+        mask,
+        heads,
+        scope + "/attention",
+        rotary=rope,
+        q_norm=q_norm,
+        k_norm=k_norm,
+        scale=scale,
+    )
+    return linear(g, w, p + "o_proj", context, scope + "/o", (hidden, heads.width), None)
+
+
+def decoder_mlp(
+    g: GraphBuilder, w: Weights, h: str, prefix: str, scope: str, dims: DecoderDims
+) -> str:
+    """``down_proj(act(gate_proj(h)) * up_proj(h))`` under Llama's names (``mlp.*``): SwiGLU
+    (Llama, Mistral, Qwen), GeGLU (Gemma), biases where the checkpoint has them."""
+    p = prefix + "mlp."
+    return gated(
+        g,
+        w,
+        h,
+        scope + "/mlp",
+        p + "gate_proj",
+        p + "up_proj",
+        p + "down_proj",
+        dims.hidden,
+        dims.inner,
+        dims.act,
+        None,
+    )
+
+
 def pre_norm_decoder(
     g: GraphBuilder,
     w: Weights,
@@ -301,38 +362,19 @@ def pre_norm_decoder(
         p, scope = f"layers.{n}.", f"layer.{n}"
         mask = structured_mask(g, causal=True, window=window)
         h = rms_norm(g, w, p + "input_layernorm", x, scope + "/input_norm", hidden, eps)
-        q = linear(g, w, p + "self_attn.q_proj", h, scope + "/q", (heads.width, hidden), None)
-        k = linear(g, w, p + "self_attn.k_proj", h, scope + "/k", (heads.kv_width, hidden), None)
-        v = linear(g, w, p + "self_attn.v_proj", h, scope + "/v", (heads.kv_width, hidden), None)
-        context = attention(
-            g,
-            q,
-            k,
-            v,
-            mask,
-            heads,
-            scope + "/attention",
-            rotary=rope,
-            q_norm=head_norm(p + "self_attn.q_norm"),
-            k_norm=head_norm(p + "self_attn.k_norm"),
-        )
-        out = linear(
-            g, w, p + "self_attn.o_proj", context, scope + "/o", (hidden, heads.width), None
-        )
-        x = g.op("Add", [x, out], scope + "/attention_residual")
-        h = rms_norm(g, w, p + "post_attention_layernorm", x, scope + "/mlp_norm", hidden, eps)
-        ff = gated(
+        out = decoder_attention(
             g,
             w,
             h,
-            scope + "/mlp",
-            p + "mlp.gate_proj",
-            p + "mlp.up_proj",
-            p + "mlp.down_proj",
-            hidden,
-            dims.inner,
-            dims.act,
-            None,
+            mask,
+            p,
+            scope,
+            dims,
+            rope,
+            q_norm=head_norm(p + "self_attn.q_norm"),
+            k_norm=head_norm(p + "self_attn.k_norm"),
         )
-        x = g.op("Add", [x, ff], scope + "/mlp_residual")
+        x = g.op("Add", [x, out], scope + "/attention_residual")
+        h = rms_norm(g, w, p + "post_attention_layernorm", x, scope + "/mlp_norm", hidden, eps)
+        x = g.op("Add", [x, decoder_mlp(g, w, h, p, scope, dims)], scope + "/mlp_residual")
     return rms_norm(g, w, "norm", x, "norm", hidden, eps, output=output)
