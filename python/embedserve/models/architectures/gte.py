@@ -10,7 +10,7 @@ from __future__ import annotations
 from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family
 from embedserve.models.architectures.bert import encoder_dims
 from embedserve.models.hf_config import HFConfig, UnsupportedArchitectureError
-from embedserve.models.layers.blocks import PostNormNames, glu_mlp, post_norm_encoder
+from embedserve.models.layers.blocks import PostNormNames, names_mlp, post_norm_encoder
 from embedserve.models.layers.builder import GraphBuilder
 from embedserve.models.layers.embeddings import bert_embeddings, positions_from_zero
 from embedserve.models.layers.norms import layer_norm, rms_norm
@@ -66,7 +66,7 @@ def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
         names=NAMES,
         output=HIDDEN_STATE,
         # NewGatedMLP: [up | gate] = up_gate_proj(x) (no bias); down_proj(up * act(gate)).
-        mlp=glu_mlp(g, w, NAMES, dims, gate_second=True),
+        mlp=names_mlp(g, w, NAMES, dims, glu=True, gate_second=True),
         norm=norm,  # the embeddings' norm is a LayerNorm whatever layer_norm_type says
         rotary=rope,
     )

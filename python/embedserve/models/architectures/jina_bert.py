@@ -17,7 +17,7 @@ from dataclasses import replace
 from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family, attention_heads
 from embedserve.models.hf_config import HFConfig, UnsupportedArchitectureError
 from embedserve.models.layers.attention import alibi, attention, padding_mask
-from embedserve.models.layers.blocks import BERT_NAMES, EncoderDims, glu_mlp, post_norm_encoder
+from embedserve.models.layers.blocks import BERT_NAMES, EncoderDims, names_mlp, post_norm_encoder
 from embedserve.models.layers.builder import GraphBuilder
 from embedserve.models.layers.embeddings import bert_embeddings, positions_from_zero
 from embedserve.models.layers.linear import check_activation, linear
@@ -70,7 +70,7 @@ def _qk_post_norm_layer(
     h = layer_norm(g, w, p + BERT_NAMES.attention_norm, h, scope + "/attention_norm", hidden, eps)
     h = g.op("Add", [h, x], scope + "/block_residual")
     h = layer_norm(g, w, p + "layer_norm_1", h, scope + "/norm_1", hidden, eps)
-    ff = glu_mlp(g, w, CODE_NAMES, dims, gate_second=True)(h, n, p, scope)
+    ff = names_mlp(g, w, CODE_NAMES, dims, glu=True, gate_second=True)(h, n, p, scope)
     ff = g.op("Add", [ff, h], scope + "/mlp_residual")
     return layer_norm(g, w, p + "layer_norm_2", ff, scope + "/norm_2", hidden, eps, output=output)
 
@@ -112,7 +112,7 @@ def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
             layer_prefix="encoder.layer.",
             names=BERT_NAMES if ff_type == "original" else GLU_NAMES,
             output=HIDDEN_STATE,
-            mlp=glu_mlp(g, w, GLU_NAMES, dims, gate_second=False) if ff_type in GLU else None,
+            mlp=names_mlp(g, w, GLU_NAMES, dims, glu=True) if ff_type in GLU else None,
             bias=bias,
         )
         return Encoded(HIDDEN_STATE, hidden)

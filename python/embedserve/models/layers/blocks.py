@@ -74,28 +74,20 @@ FeedForward = Callable[[str, int, str, str], str]
 Norm = Callable[..., str]
 
 
-def plain_mlp(g: GraphBuilder, w: Weights, names: PostNormNames, dims: EncoderDims) -> FeedForward:
-    """BERT's ``names.down(act(names.up(x)))``, biases required."""
-    return lambda x, n, prefix, scope: feed_forward(
-        g,
-        w,
-        x,
-        scope + "/mlp",
-        prefix + names.up,
-        prefix + names.down,
-        dims.hidden,
-        dims.inner,
-        dims.act,
-    )
-
-
-def glu_mlp(
-    g: GraphBuilder, w: Weights, names: PostNormNames, dims: EncoderDims, *, gate_second: bool
+def names_mlp(
+    g: GraphBuilder,
+    w: Weights,
+    names: PostNormNames,
+    dims: EncoderDims,
+    *,
+    glu: bool = False,
+    gate_second: bool = False,
 ) -> FeedForward:
-    """A GLU packed in ``names.up`` ([a | b], one [2·inner, hidden] matrix): ``down(act(a) * b)``
-    (JinaBERT's gated_layers), or ``down(a * act(b))`` with ``gate_second`` (GTE's up_gate_proj,
-    JinaBERT-code's up_gated_layer). Biases where the checkpoint has them (jina's gated_layers
-    has none, its wo has one)."""
+    """``feed_forward`` over ``names.up`` and ``names.down``: BERT's ``down(act(up(x)))``, biases
+    required; with ``glu``, a GLU packed in ``up`` ([a | b], one [2·inner, hidden] matrix) with
+    biases where the checkpoint has them: ``down(act(a) * b)`` (JinaBERT's gated_layers, no
+    bias; its wo has one), or with ``gate_second`` ``down(a * act(b))`` (GTE's up_gate_proj,
+    JinaBERT-code's up_gated_layer)."""
     return lambda x, n, prefix, scope: feed_forward(
         g,
         w,
@@ -106,8 +98,8 @@ def glu_mlp(
         dims.hidden,
         dims.inner,
         dims.act,
-        None,
-        fused_gate=True,
+        None if glu else True,
+        fused_gate=glu,
         gate_second=gate_second,
     )
 
@@ -225,7 +217,7 @@ def post_norm_encoder(
     """The summed embeddings' LayerNorm (``embeddings_norm``; a LayerNorm whatever ``norm`` the
     layers use), then ``dims.layers`` post-LN layers (``{layer_prefix}{n}.``) over one padding
     mask; the last of them (the norm, with no layers) writes ``output``. ``mlp`` is each layer's
-    feed-forward (BERT's ``plain_mlp`` over ``names`` unless given).
+    feed-forward (BERT's, ``names_mlp``, unless given).
 
     ``bias`` builds an additive position bias shared by every layer (MPNet's relative positions,
     JinaBERT's ALiBi); it is built after the mask so that the graph's nodes stay in the order the
@@ -244,7 +236,7 @@ def post_norm_encoder(
     )
     mask = padding_mask(g)
     shared_bias = bias() if bias is not None else None
-    feed = mlp if mlp is not None else plain_mlp(g, w, names, dims)
+    feed = mlp if mlp is not None else names_mlp(g, w, names, dims)
     for n in range(layers):
         x = post_norm_layer(
             g,
