@@ -10,14 +10,14 @@ from __future__ import annotations
 from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family
 from embedserve.models.architectures.bert import encoder_dims
 from embedserve.models.hf_config import HFConfig, UnsupportedArchitectureError
-from embedserve.models.layers.blocks import PostNormNames, names_mlp, post_norm_encoder
+from embedserve.models.layers.blocks import Norm, PostNormNames, names_mlp, post_norm_encoder
 from embedserve.models.layers.builder import GraphBuilder
 from embedserve.models.layers.embeddings import bert_embeddings, positions_from_zero
 from embedserve.models.layers.norms import layer_norm, rms_norm
 from embedserve.models.layers.rotary import Rotary, rotary
 from embedserve.models.weights import Weights
 
-NORMS = {"layer_norm": layer_norm, "rms_norm": rms_norm}
+NORMS: dict[str, Norm] = {"layer_norm": layer_norm, "rms_norm": rms_norm}
 # NewLayer's tensors; qkv_proj where pack_qkv (the default) packs q, k and v.
 NAMES = PostNormNames(
     query="attention.q_proj",
