@@ -11,7 +11,9 @@ import pytest
 from embedserve.models.architectures import family_for
 from embedserve.models.architectures.mpnet import relative_position_bucket
 from embedserve.models.compiler import UnsupportedArchitectureError, build_model, compile_to_onnx
+from embedserve.models.heads import classifier_head
 from embedserve.models.hf_config import HFConfig
+from embedserve.models.sparse_heads import splade_head
 from safetensors.numpy import save_file
 
 
@@ -223,3 +225,33 @@ def test_sharded_checkpoint_is_compiled_once_and_keyed_by_config(
     raw = json.loads((model / "config.json").read_text())
     (model / "config.json").write_text(json.dumps({**raw, "rms_norm_eps": 1e-5}))
     assert onnx_for(model) != first  # the graph bakes in eps: another config, another graph
+
+
+@pytest.mark.parametrize(
+    ("head", "model_type", "message"),
+    [
+        (
+            classifier_head,
+            "t5",
+            (
+                "config.json: t5 has no sequence-classification head here; cross-encoders can be "
+                "compiled for bert, deberta-v2, distilbert, gte, jina_bert, modernbert, mpnet, "
+                "qwen3, roberta"
+            ),
+        ),
+        (
+            splade_head,
+            "modernbert",
+            (
+                "config.json: modernbert has no masked-LM head here; SPLADE models can be compiled "
+                "for bert, distilbert, roberta"
+            ),
+        ),
+    ],
+)
+def test_a_family_without_the_head_is_refused_naming_those_with_it(
+    head, model_type: str, message: str
+) -> None:
+    with pytest.raises(UnsupportedArchitectureError) as error:
+        head(_config({"model_type": model_type}))
+    assert str(error.value) == message

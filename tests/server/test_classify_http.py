@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from embedserve.classification import Classifier
 from embedserve.server.config import Limits, ModelSpec
+from embedserve.server.limits import CHUNK_CHARS
 
 from ..support.cross_encoders import QUERIES
 from ..support.edge_texts import EDGE_TEXTS
@@ -112,6 +113,16 @@ def test_predict_truncation(served, classifiers, texts):
     assert refused.status_code == 400, refused.text
     body = refused.json()
     assert body["error_type"] == "Validation" and "inputs[2] has" in body["error"]
+
+
+def test_a_text_too_long_in_a_later_chunk_is_named_by_its_place_in_the_request(served, texts):
+    # Blanks are characters but no tokens: the two padded texts fit the model, and fill the
+    # first chunks of CHUNK_CHARS so that the long text is tokenized in a later one.
+    padded = [" " * (CHUNK_CHARS - 100) + "ok", " " * (CHUNK_CHARS - 100) + "fine"]
+    body = {"inputs": [*padded, max(texts, key=len)], "truncate": False}
+    refused = post(served.url, "/predict", body)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"].startswith("inputs[2] has ")
 
 
 def test_inference_client_text_classification(served, classifiers, texts):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from embedserve.reranker import Reranker
 from embedserve.server.config import Limits, ModelSpec
+from embedserve.server.limits import CHUNK_CHARS
 
 from ..support.cross_encoders import QUERIES
 from .conftest import KEY, MODEL, LiveServer, auth, live_server, metric_samples, unhurried
@@ -234,6 +235,16 @@ def test_truncate_false_names_the_document(both, reranker, documents):
         got = response.json()
         message = got["message"] if route == "/v1/rerank" else got["error"]
         assert f"{field}[{first}]" in message and str(LIMIT) in message
+
+
+def test_a_document_too_long_in_a_later_chunk_is_named_by_its_place_in_the_request(both, documents):
+    # Blanks are characters but no tokens: the two padded documents fit the model, and fill
+    # the first chunks of CHUNK_CHARS so that the long document is tokenized in a later one.
+    padded = [" " * (CHUNK_CHARS - 100) + "ok", " " * (CHUNK_CHARS - 100) + "fine"]
+    body = {"model": RERANKER, "query": QUERIES[0], "documents": [*padded, max(documents, key=len)]}
+    response = httpx.post(both.url + "/v1/rerank", headers=auth(), json={**body, "truncate": False})
+    assert response.status_code == 400, response.text
+    assert response.json()["message"].startswith("documents[2] with the query makes ")
 
 
 def _error(url: str, body, route: str = "/v1/rerank", headers=None) -> tuple[int, dict]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
-from embedserve.models.architectures import Encoded, family_for
+from embedserve.models.architectures import Encoded, by_family
 from embedserve.models.compiler import Head, Output
 from embedserve.models.hf_config import HFConfig, UnsupportedArchitectureError
 from embedserve.models.layers.builder import GraphBuilder
@@ -206,10 +206,4 @@ HEADS: dict[str, Head] = {
 
 def classifier_head(c: HFConfig) -> Head:
     """The head of `c`'s *ForSequenceClassification, or an error naming the families that have one."""
-    family = family_for(c)
-    if family.name not in HEADS:
-        raise UnsupportedArchitectureError(
-            f"{c.path}: {family.name} has no sequence-classification head here; cross-encoders "
-            f"can be compiled for {', '.join(sorted(HEADS))}"
-        )
-    return HEADS[family.name]
+    return by_family(c, HEADS, "sequence-classification head", "cross-encoders")

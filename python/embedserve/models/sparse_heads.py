@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
-from embedserve.models.architectures import Encoded, family_for
+from embedserve.models.architectures import Encoded, by_family
 from embedserve.models.compiler import Head, Output
-from embedserve.models.hf_config import HFConfig, UnsupportedArchitectureError
+from embedserve.models.hf_config import HFConfig
 from embedserve.models.layers.builder import GraphBuilder
 from embedserve.models.layers.linear import activation, check_activation, linear
 from embedserve.models.layers.norms import layer_norm
@@ -85,13 +85,7 @@ MLM_HEADS = {"bert": bert_mlm, "distilbert": distilbert_mlm, "roberta": roberta_
 
 def splade_head(c: HFConfig) -> Head:
     """The family's MLM head followed by SPLADE's masked max, as sparse (index, value) outputs."""
-    family = family_for(c)
-    if family.name not in MLM_HEADS:
-        raise UnsupportedArchitectureError(
-            f"{c.path}: {family.name} has no masked-LM head here; SPLADE models can be compiled "
-            f"for {', '.join(sorted(MLM_HEADS))}"
-        )
-    mlm = MLM_HEADS[family.name]
+    mlm = by_family(c, MLM_HEADS, "masked-LM head", "SPLADE models")
 
     def head(g: GraphBuilder, c: HFConfig, w: Weights, encoded: Encoded) -> tuple[Output, ...]:
         logits = mlm(g, c, w, encoded)

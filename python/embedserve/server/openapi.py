@@ -434,25 +434,21 @@ OPERATIONS: tuple[Operation, ...] = (
         params=(API_VERSION, MODEL_QUERY),
     ),
     # TEI (adapters/tei.py)
-    Operation(
-        "post",
-        "/embed",
-        "TEI embeddings: a bare array of float arrays",
-        "TEI",
-        list[list[float]],
-        TeiError,
-        tei.EmbedRequest,
-        DEFAULT_MODEL_ERRORS,
-    ),
-    Operation(
-        "post",
-        "/",
-        "TEI's root route (InferenceClient.feature_extraction): as /embed",
-        "TEI",
-        list[list[float]],
-        TeiError,
-        tei.EmbedRequest,
-        DEFAULT_MODEL_ERRORS,
+    *(
+        Operation(
+            "post",
+            path,
+            summary,
+            "TEI",
+            list[list[float]],
+            TeiError,
+            tei.EmbedRequest,
+            DEFAULT_MODEL_ERRORS,
+        )
+        for path, summary in (
+            ("/embed", "TEI embeddings: a bare array of float arrays"),
+            ("/", "TEI's root route (InferenceClient.feature_extraction): as /embed"),
+        )
     ),
     Operation(
         "post",

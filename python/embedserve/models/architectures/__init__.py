@@ -26,6 +26,9 @@ sit outside the encoder prefix ("classifier.weight"); ``weights.get`` finds them
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TypeVar
+
 from embedserve.models.architectures import (
     bert,
     deberta_v2,
@@ -60,7 +63,7 @@ FAMILIES: tuple[Family, ...] = (
     t5.FAMILY,
 )
 
-__all__ = ["FAMILIES", "HIDDEN_STATE", "Encoded", "Family", "family_for", "supported"]
+__all__ = ["FAMILIES", "HIDDEN_STATE", "Encoded", "Family", "by_family", "family_for", "supported"]
 
 
 def supported() -> str:
@@ -93,3 +96,19 @@ def family_for(config: HFConfig) -> Family:
         f"{config.path}: architectures {config.architectures} (model_type {model_type!r}) "
         f"cannot be compiled; supported: {supported()}"
     )
+
+
+T = TypeVar("T")
+
+
+def by_family(config: HFConfig, table: Mapping[str, T], part: str, models: str) -> T:
+    """``table``'s entry for the family of ``config`` (a head, keyed by family name), else
+    UnsupportedArchitectureError saying the family has no ``part`` and which ones ``models``
+    can be compiled for."""
+    family = family_for(config)
+    if family.name not in table:
+        raise UnsupportedArchitectureError(
+            f"{config.path}: {family.name} has no {part} here; {models} can be compiled "
+            f"for {', '.join(sorted(table))}"
+        )
+    return table[family.name]

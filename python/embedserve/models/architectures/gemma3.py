@@ -14,11 +14,11 @@ import numpy as np
 
 from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family, attention_heads
 from embedserve.models.hf_config import HFConfig
-from embedserve.models.layers.attention import attention, structured_mask
+from embedserve.models.layers.attention import structured_mask
+from embedserve.models.layers.blocks import DecoderDims, decoder_attention, decoder_mlp
 from embedserve.models.layers.builder import GraphBuilder
 from embedserve.models.layers.embeddings import tokens
-from embedserve.models.layers.linear import check_activation, linear
-from embedserve.models.layers.mlp import gated
+from embedserve.models.layers.linear import check_activation
 from embedserve.models.layers.norms import rms_norm
 from embedserve.models.layers.rotary import rotary
 from embedserve.models.weights import Weights
@@ -53,12 +53,16 @@ def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
     num_heads = c.count("num_attention_heads")
     head_dim = c.int("head_dim", default=256)
     kv_heads = c.count("num_key_value_heads", default=num_heads)
-    heads = attention_heads(c, c.count("hidden_size"), num_heads, kv_heads, head_dim)
-    inner = c.int("intermediate_size")
-    eps = c.float("rms_norm_eps", default=1e-6)
-    act = check_activation(
-        c.get("hidden_activation", "hidden_act", default="gelu_pytorch_tanh"), c.path
+    dims = DecoderDims(
+        hidden=hidden,
+        heads=attention_heads(c, c.count("hidden_size"), num_heads, kv_heads, head_dim),
+        inner=c.int("intermediate_size"),
+        act=check_activation(
+            c.get("hidden_activation", "hidden_act", default="gelu_pytorch_tanh"), c.path
+        ),
+        eps=c.float("rms_norm_eps", default=1e-6),
     )
+    eps = dims.eps
     max_positions = c.int("max_position_embeddings")
     scale = c.float("query_pre_attn_scalar", default=head_dim) ** -0.5
     bidirectional = bool(c.get("use_bidirectional_attention", default=False))
@@ -83,41 +87,23 @@ def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
     for n, kind in enumerate(_layer_types(c, layers)):
         p, scope = f"layers.{n}.", f"layer.{n}"
         h = norm(p + "input_layernorm", x, scope + "/input_norm")
-        q = linear(g, w, p + "self_attn.q_proj", h, scope + "/q", (heads.width, hidden), None)
-        k = linear(g, w, p + "self_attn.k_proj", h, scope + "/k", (heads.kv_width, hidden), None)
-        v = linear(g, w, p + "self_attn.v_proj", h, scope + "/v", (heads.kv_width, hidden), None)
-        context = attention(
+        out = decoder_attention(
             g,
-            q,
-            k,
-            v,
+            w,
+            h,
             masks[kind],
-            heads,
-            scope + "/attention",
-            rotary=ropes[kind],
+            p,
+            scope,
+            dims,
+            ropes[kind],
             q_norm=lambda gb, t, name, pre=p: norm(pre + "self_attn.q_norm", t, name, head_dim),
             k_norm=lambda gb, t, name, pre=p: norm(pre + "self_attn.k_norm", t, name, head_dim),
             scale=scale,
         )
-        out = linear(
-            g, w, p + "self_attn.o_proj", context, scope + "/o", (hidden, heads.width), None
-        )
         out = norm(p + "post_attention_layernorm", out, scope + "/post_attention_norm")
         x = g.op("Add", [x, out], scope + "/attention_residual")
         h = norm(p + "pre_feedforward_layernorm", x, scope + "/pre_mlp_norm")
-        ff = gated(
-            g,
-            w,
-            h,
-            scope + "/mlp",
-            p + "mlp.gate_proj",
-            p + "mlp.up_proj",
-            p + "mlp.down_proj",
-            hidden,
-            inner,
-            act,
-            None,
-        )
+        ff = decoder_mlp(g, w, h, p, scope, dims)
         ff = norm(p + "post_feedforward_layernorm", ff, scope + "/post_mlp_norm")
         x = g.op("Add", [x, ff], scope + "/mlp_residual")
     rms_norm(g, w, "norm", x, "norm", hidden, eps, output=HIDDEN_STATE, offset=1.0)

@@ -12,15 +12,15 @@ Its config.json says model_type "bert", so the family claims it by its remote co
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family, attention_heads
 from embedserve.models.hf_config import HFConfig, UnsupportedArchitectureError
-from embedserve.models.layers.attention import Heads, alibi, attention, padding_mask
-from embedserve.models.layers.blocks import BERT_NAMES, post_norm_layer
+from embedserve.models.layers.attention import alibi, attention, padding_mask
+from embedserve.models.layers.blocks import BERT_NAMES, EncoderDims, names_mlp, post_norm_encoder
 from embedserve.models.layers.builder import GraphBuilder
-from embedserve.models.layers.embeddings import positions_from_zero, token_types, tokens
+from embedserve.models.layers.embeddings import bert_embeddings, positions_from_zero
 from embedserve.models.layers.linear import check_activation, linear
-from embedserve.models.layers.mlp import feed_forward
 from embedserve.models.layers.norms import layer_norm
 from embedserve.models.weights import Weights
 
@@ -29,6 +29,10 @@ GLU = {"geglu": "gelu", "reglu": "relu"}
 # jina-embeddings-v2-base-code's remote code: q/k LayerNorms and other tensor names.
 QK_POST_NORM = "jina-bert-v2-qk-post-norm"
 QK_NORM_ANCHOR = "encoder.layer.0.attention.self.layer_norm_q.weight"
+# JinaBertLayer with a GLU: BERT's attention, then gated_layers / wo / layernorm.
+GLU_NAMES = replace(BERT_NAMES, up="mlp.gated_layers", down="mlp.wo", output_norm="mlp.layernorm")
+# JinaCodeBertLayer's feed-forward (its norms after it are its own).
+CODE_NAMES = replace(GLU_NAMES, up="mlp.up_gated_layer", down="mlp.down_layer")
 
 
 def claims(c: HFConfig) -> bool:
@@ -46,17 +50,14 @@ def _qk_post_norm_layer(
     x: str,
     mask: str,
     bias: str | None,
-    p: str,
-    scope: str,
-    heads: Heads,
-    inner: int,
-    act: str,
-    eps: float,
+    n: int,
+    dims: EncoderDims,
     output: str | None,
 ) -> str:
     """JinaCodeBertLayer: q = LN(q), k = LN(k); h = LN_out(dense(attn) + x);
     h = LN_1(h + x); out = LN_2(down(a * act(b)) + h) for [a | b] = up_gated_layer(h)."""
-    hidden = heads.width
+    p, scope = f"encoder.layer.{n}.", f"layer.{n}"
+    hidden, heads, eps = dims.hidden, dims.heads, dims.eps
     s = p + "attention.self."
     q = linear(g, w, s + "query", x, scope + "/query", (hidden, hidden))
     q = layer_norm(g, w, s + "layer_norm_q", q, scope + "/query_norm", hidden, eps)
@@ -69,20 +70,7 @@ def _qk_post_norm_layer(
     h = layer_norm(g, w, p + BERT_NAMES.attention_norm, h, scope + "/attention_norm", hidden, eps)
     h = g.op("Add", [h, x], scope + "/block_residual")
     h = layer_norm(g, w, p + "layer_norm_1", h, scope + "/norm_1", hidden, eps)
-    ff = feed_forward(
-        g,
-        w,
-        h,
-        scope + "/mlp",
-        p + "mlp.up_gated_layer",
-        p + "mlp.down_layer",
-        hidden,
-        inner,
-        act,
-        None,
-        fused_gate=True,
-        gate_second=True,
-    )
+    ff = names_mlp(g, w, CODE_NAMES, dims, glu=True, gate_second=True)(h, n, p, scope)
     ff = g.op("Add", [ff, h], scope + "/mlp_residual")
     return layer_norm(g, w, p + "layer_norm_2", ff, scope + "/norm_2", hidden, eps, output=output)
 
@@ -90,73 +78,51 @@ def _qk_post_norm_layer(
 def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
     qk_post_norm = QK_POST_NORM in json.dumps(c.raw.get("auto_map") or {}) or w.has(QK_NORM_ANCHOR)
     hidden = c.int("hidden_size")
-    layers = c.int("num_hidden_layers")
     num_heads = c.count("num_attention_heads")
-    heads = attention_heads(c, hidden, num_heads)
-    inner = c.int("intermediate_size")
-    eps = c.float("layer_norm_eps", default=1e-12)
     positions = c.choice("position_embedding_type", ("alibi", "absolute"), default="absolute")
     ff_type = c.choice("feed_forward_type", ("original", *GLU), default="original")
-    act = GLU.get(ff_type) or check_activation(c.get("hidden_act", default="gelu"), c.path)
-    types = c.int("type_vocab_size", default=2)
+    dims = EncoderDims(
+        hidden=hidden,
+        layers=c.int("num_hidden_layers"),
+        heads=attention_heads(c, hidden, num_heads),
+        inner=c.int("intermediate_size"),
+        act=GLU.get(ff_type) or check_activation(c.get("hidden_act", default="gelu"), c.path),
+        eps=c.float("layer_norm_eps", default=1e-12),
+    )
     if qk_post_norm and ff_type not in GLU:
         raise UnsupportedArchitectureError(
             f"{c.path}: {QK_POST_NORM} with feed_forward_type {ff_type!r} is not supported "
             f"(its remote code has only {', '.join(GLU)})"
         )
-
-    x = tokens(g, w, "embeddings.word_embeddings", "embeddings/word", hidden)
-    if types > 0:
-        t = token_types(g, w, "embeddings.token_type_embeddings", "embeddings/type", types, hidden)
-        x = g.op("Add", [x, t], "embeddings/add_token_type")
-    if positions == "absolute":
-        max_positions = c.int("max_position_embeddings", default=512)
-        p = positions_from_zero(
-            g, w, "embeddings.position_embeddings", "embeddings/position", max_positions, hidden
-        )
-        x = g.op("Add", [x, p], "embeddings/add_position")
-    x = layer_norm(g, w, "embeddings.LayerNorm", x, "embeddings/norm", hidden, eps)
-    mask = padding_mask(g)
-    bias = alibi(g, num_heads) if positions == "alibi" else None
-    for n in range(layers):
-        p, scope = f"encoder.layer.{n}.", f"layer.{n}"
-        output = HIDDEN_STATE if n == layers - 1 else None
-        if qk_post_norm:
-            x = _qk_post_norm_layer(g, w, x, mask, bias, p, scope, heads, inner, act, eps, output)
-            continue
-        if ff_type == "original":
-            x = post_norm_layer(
-                g, w, x, mask, p, BERT_NAMES, heads, hidden, inner, act, eps, scope, bias, output
-            )
-            continue
-        q = linear(g, w, p + BERT_NAMES.query, x, scope + "/query", (hidden, hidden))
-        k = linear(g, w, p + BERT_NAMES.key, x, scope + "/key", (hidden, hidden))
-        v = linear(g, w, p + BERT_NAMES.value, x, scope + "/value", (hidden, hidden))
-        context = attention(g, q, k, v, mask, heads, scope + "/attention", bias=bias)
-        out = linear(g, w, p + BERT_NAMES.out, context, scope + "/attention_out", (hidden, hidden))
-        x = g.op("Add", [out, x], scope + "/attention_residual")
-        x = layer_norm(
-            g, w, p + BERT_NAMES.attention_norm, x, scope + "/attention_norm", hidden, eps
-        )
-        # gated_layers has no bias, wo has one: bias=None takes each as the checkpoint has it.
-        ff = feed_forward(
+    x = bert_embeddings(
+        g,
+        w,
+        hidden,
+        positions_from_zero if positions == "absolute" else None,
+        c.int("max_position_embeddings", default=512),
+        type_vocab=c.int("type_vocab_size", default=2),
+    )
+    bias = (lambda: alibi(g, num_heads)) if positions == "alibi" else None
+    if not qk_post_norm:
+        post_norm_encoder(
             g,
             w,
             x,
-            scope + "/mlp",
-            p + "mlp.gated_layers",
-            p + "mlp.wo",
-            hidden,
-            inner,
-            act,
-            None,
-            fused_gate=True,
+            dims,
+            layer_prefix="encoder.layer.",
+            names=BERT_NAMES if ff_type == "original" else GLU_NAMES,
+            output=HIDDEN_STATE,
+            mlp=names_mlp(g, w, GLU_NAMES, dims, glu=True) if ff_type in GLU else None,
+            bias=bias,
         )
-        x = g.op("Add", [ff, x], scope + "/mlp_residual")
-        x = layer_norm(
-            g, w, p + "mlp.layernorm", x, scope + "/mlp_norm", hidden, eps, output=output
-        )
-    if layers == 0:
+        return Encoded(HIDDEN_STATE, hidden)
+    x = layer_norm(g, w, "embeddings.LayerNorm", x, "embeddings/norm", hidden, dims.eps)
+    mask = padding_mask(g)
+    shared_bias = bias() if bias is not None else None
+    for n in range(dims.layers):
+        output = HIDDEN_STATE if n == dims.layers - 1 else None
+        x = _qk_post_norm_layer(g, w, x, mask, shared_bias, n, dims, output)
+    if dims.layers == 0:
         x = g.op("Identity", [x], "identity", output=HIDDEN_STATE)
     return Encoded(HIDDEN_STATE, hidden)
 

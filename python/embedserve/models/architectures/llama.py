@@ -31,17 +31,25 @@ def decoder_dims(c: HFConfig) -> DecoderDims:
     )
 
 
-def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
+def build_decoder(
+    g: GraphBuilder, c: HFConfig, w: Weights, windows: list[int | None], *, head_norms: bool = False
+) -> Encoded:
+    """Llama's stack (``pre_norm_decoder``) with one rotary table for every layer and
+    ``windows[n]`` (None: none) masking layer n: Llama, Mistral, Qwen."""
     dims = decoder_dims(c)
+    rope = rotary(
+        g, dims.heads.head_dim, c.int("max_position_embeddings"), c.rope_parameters(), c.path
+    )
+    pre_norm_decoder(g, w, dims, windows, rope, output=HIDDEN_STATE, head_norms=head_norms)
+    return Encoded(HIDDEN_STATE, dims.hidden)
+
+
+def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
     layers = c.int("num_hidden_layers")
     # MistralModel masks every layer with sliding_window when it is set; Llama has none.
     window = c.get("sliding_window") if c.model_type == "mistral" else None
     window = None if window is None else int(window)
-    rope = rotary(
-        g, dims.heads.head_dim, c.int("max_position_embeddings"), c.rope_parameters(), c.path
-    )
-    pre_norm_decoder(g, w, dims, [window] * layers, rope, output=HIDDEN_STATE)
-    return Encoded(HIDDEN_STATE, dims.hidden)
+    return build_decoder(g, c, w, [window] * layers)
 
 
 FAMILY = Family(

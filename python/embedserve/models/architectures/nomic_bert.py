@@ -9,12 +9,16 @@ import numpy as np
 
 from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family, attention_heads
 from embedserve.models.hf_config import HFConfig, UnsupportedArchitectureError
-from embedserve.models.layers.attention import attention, padding_mask
+from embedserve.models.layers.blocks import (
+    EncoderDims,
+    FeedForward,
+    PostNormNames,
+    post_norm_encoder,
+)
 from embedserve.models.layers.builder import GraphBuilder
-from embedserve.models.layers.embeddings import positions_from_zero, token_types, tokens
-from embedserve.models.layers.linear import activation, linear, packed_qkv
+from embedserve.models.layers.embeddings import bert_embeddings, positions_from_zero
+from embedserve.models.layers.linear import activation, linear
 from embedserve.models.layers.mlp import feed_forward, gated
-from embedserve.models.layers.norms import layer_norm
 from embedserve.models.layers.rotary import Rotary, rotary
 from embedserve.models.weights import Weights
 
@@ -116,53 +120,26 @@ def _moe(g: GraphBuilder, c: HFConfig, w: Weights, x: str, prefix: str, name: st
     return g.op("Add", [out, bias], name + "/bias")
 
 
-def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
-    _refuse(c)
-    hidden = c.int("n_embd", "hidden_size")
-    layers = c.int("n_layer", "num_hidden_layers")
-    num_heads = c.count("n_head", "num_attention_heads")
-    heads = attention_heads(c, hidden, num_heads)
-    eps = c.float("layer_norm_epsilon", default=1e-5)
-    act = c.choice("activation_function", (*GATED, *PLAIN), default="gelu")
-    gate = act in GATED
-    inner = _inner(c, hidden, gate)
-    max_positions = c.int("n_positions", "max_position_embeddings", default=2048)
-    fraction = c.float("rotary_emb_fraction", default=0.0)
-    types = c.int("type_vocab_size", default=2)
+NAMES = PostNormNames(
+    qkv="attn.Wqkv",
+    out="attn.out_proj",
+    attention_norm="norm1",
+    up="mlp.fc1",
+    down="mlp.fc2",
+    output_norm="norm2",
+)
 
-    x = tokens(g, w, "embeddings.word_embeddings", "embeddings/word", hidden)
-    if types > 0:
-        # token_type_ids default to zeros in the reference; the tokenizer sends them anyway.
-        t = token_types(g, w, "embeddings.token_type_embeddings", "embeddings/type", types, hidden)
-        x = g.op("Add", [x, t], "embeddings/add_token_type")
-    rope: Rotary | None = None
-    if fraction > 0:
-        params = {"rope_theta": c.float("rotary_emb_base", default=10_000.0)}
-        params["partial_rotary_factor"] = fraction
-        interleaved = bool(c.get("rotary_emb_interleaved", default=False))
-        rope = rotary(g, heads.head_dim, max_positions, params, c.path, interleaved=interleaved)
-    else:
-        p = positions_from_zero(
-            g, w, "embeddings.position_embeddings", "embeddings/position", max_positions, hidden
-        )
-        x = g.op("Add", [x, p], "embeddings/add_position")
-    x = layer_norm(g, w, "emb_ln", x, "embeddings/norm", hidden, eps)
-    mask = padding_mask(g)
-    for n in range(layers):
-        p, scope = f"encoder.layers.{n}.", f"layer.{n}"
-        q, k, v = packed_qkv(g, w, p + "attn.Wqkv", x, scope, hidden, None)
-        context = attention(g, q, k, v, mask, heads, scope + "/attention", rotary=rope)
-        out = linear(
-            g, w, p + "attn.out_proj", context, scope + "/attention_out", (hidden, hidden), None
-        )
-        x = g.op("Add", [out, x], scope + "/attention_residual")
-        x = layer_norm(g, w, p + "norm1", x, scope + "/attention_norm", hidden, eps)
-        every = c.int("moe_every_n_layers", default=0)
+
+def _mlp(g: GraphBuilder, c: HFConfig, w: Weights, dims: EncoderDims, act: str) -> FeedForward:
+    """Each layer's feed-forward: experts every moe_every_n_layers-th layer, else gated or plain."""
+    every = c.int("moe_every_n_layers", default=0)
+
+    def mlp(x: str, n: int, p: str, scope: str) -> str:
         if every > 0 and n % every == 1:  # the reference's Block(moe=i % every_n == 1)
-            ff = _moe(g, c, w, x, p + "mlp.", scope + "/moe")
-        elif gate:
+            return _moe(g, c, w, x, p + "mlp.", scope + "/moe")
+        if act in GATED:
             # fc11 is the value, fc12 the gate: fc2(fc11(x) * act(fc12(x))).
-            ff = gated(
+            return gated(
                 g,
                 w,
                 x,
@@ -170,29 +147,72 @@ def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
                 p + "mlp.fc12",
                 p + "mlp.fc11",
                 p + "mlp.fc2",
-                hidden,
-                inner,
+                dims.hidden,
+                dims.inner,
                 GATED[act],
                 None,
             )
-        else:
-            ff = feed_forward(
-                g, w, x, scope + "/mlp", p + "mlp.fc1", p + "mlp.fc2", hidden, inner, "gelu", None
-            )
-        x = g.op("Add", [ff, x], scope + "/mlp_residual")
-        last = n == layers - 1
-        x = layer_norm(
+        return feed_forward(
             g,
             w,
-            p + "norm2",
             x,
-            scope + "/mlp_norm",
-            hidden,
-            eps,
-            output=HIDDEN_STATE if last else None,
+            scope + "/mlp",
+            p + "mlp.fc1",
+            p + "mlp.fc2",
+            dims.hidden,
+            dims.inner,
+            "gelu",
+            None,
         )
-    if layers == 0:
-        x = g.op("Identity", [x], "identity", output=HIDDEN_STATE)
+
+    return mlp
+
+
+def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
+    _refuse(c)
+    hidden = c.int("n_embd", "hidden_size")
+    num_heads = c.count("n_head", "num_attention_heads")
+    act = c.choice("activation_function", (*GATED, *PLAIN), default="gelu")
+    dims = EncoderDims(
+        hidden=hidden,
+        layers=c.int("n_layer", "num_hidden_layers"),
+        heads=attention_heads(c, hidden, num_heads),
+        inner=_inner(c, hidden, act in GATED),
+        act=act,
+        eps=c.float("layer_norm_epsilon", default=1e-5),
+    )
+    max_positions = c.int("n_positions", "max_position_embeddings", default=2048)
+    fraction = c.float("rotary_emb_fraction", default=0.0)
+    rope: Rotary | None = None
+    if fraction > 0:
+        params = {"rope_theta": c.float("rotary_emb_base", default=10_000.0)}
+        params["partial_rotary_factor"] = fraction
+        interleaved = bool(c.get("rotary_emb_interleaved", default=False))
+        rope = rotary(
+            g, dims.heads.head_dim, max_positions, params, c.path, interleaved=interleaved
+        )
+    # token_type_ids default to zeros in the reference; the tokenizer sends them anyway.
+    x = bert_embeddings(
+        g,
+        w,
+        hidden,
+        positions_from_zero if rope is None else None,
+        max_positions,
+        type_vocab=c.int("type_vocab_size", default=2),
+    )
+    post_norm_encoder(
+        g,
+        w,
+        x,
+        dims,
+        layer_prefix="encoder.layers.",
+        names=NAMES,
+        output=HIDDEN_STATE,
+        mlp=_mlp(g, c, w, dims, act),
+        embeddings_norm="emb_ln",
+        rotary=rope,
+        projection_bias=None,
+    )
     return Encoded(HIDDEN_STATE, hidden)
 
 

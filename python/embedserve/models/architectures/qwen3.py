@@ -3,12 +3,10 @@ q/k RMSNorm, Qwen2 has q/k/v biases instead, and sliding windows follow use_slid
 
 from __future__ import annotations
 
-from embedserve.models.architectures.base import HIDDEN_STATE, Encoded, Family
-from embedserve.models.architectures.llama import decoder_dims
+from embedserve.models.architectures.base import Encoded, Family
+from embedserve.models.architectures.llama import build_decoder
 from embedserve.models.hf_config import HFConfig
-from embedserve.models.layers.blocks import pre_norm_decoder
 from embedserve.models.layers.builder import GraphBuilder
-from embedserve.models.layers.rotary import rotary
 from embedserve.models.weights import Weights
 
 FULL, SLIDING = "full_attention", "sliding_attention"
@@ -29,16 +27,11 @@ def _layer_types(c: HFConfig, layers: int) -> list[str]:
 
 
 def build(g: GraphBuilder, c: HFConfig, w: Weights) -> Encoded:
-    dims = decoder_dims(c)
     layers = c.int("num_hidden_layers")
     windows = [c.int("sliding_window") if t == SLIDING else None for t in _layer_types(c, layers)]
-    rope = rotary(
-        g, dims.heads.head_dim, c.int("max_position_embeddings"), c.rope_parameters(), c.path
-    )
     # Qwen3's q_norm/k_norm: RMSNorm over head_dim of each head; Qwen2 has none.
     head_norms = w.has("layers.0.self_attn.q_norm.weight")
-    pre_norm_decoder(g, w, dims, windows, rope, output=HIDDEN_STATE, head_norms=head_norms)
-    return Encoded(HIDDEN_STATE, dims.hidden)
+    return build_decoder(g, c, w, windows, head_norms=head_norms)
 
 
 FAMILY = Family(

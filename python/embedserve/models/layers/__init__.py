@@ -12,9 +12,10 @@ them. Pieces:
 - ``linear``, ``mlp``: projections with or without bias; GELU (erf, tanh), ReLU, SiLU; plain,
   fused-gated (GeGLU) and gated (SwiGLU) feed-forwards
 - ``norms``: LayerNorm with or without bias, RMSNorm
-- ``blocks``: a whole post-LN (BERT-style) layer wired by tensor names, and the stack of them
-  over the summed embeddings (``embeddings.bert_embeddings``); a pre-norm decoder
-  stack (Llama, Mistral, Qwen)
+- ``blocks``: a whole post-LN (BERT-style) layer wired by tensor names (separate or packed q/k/v,
+  a plain, GLU or family-built feed-forward), and the stack of them over the summed embeddings
+  (``embeddings.bert_embeddings``); Llama-named attention and MLP, and the pre-norm decoder
+  stack of them (Llama, Mistral, Qwen)
 
 Architectures (``embedserve.models.architectures``) compose these.
 """

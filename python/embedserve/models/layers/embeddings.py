@@ -127,18 +127,22 @@ def bert_embeddings(
     g: GraphBuilder,
     w: Weights,
     hidden: int,
-    positions: Positions,
+    positions: Positions | None,
     max_positions: int,
-    type_vocab: int | None = None,
+    type_vocab: int = 0,
 ) -> str:
-    """Word + token-type (when ``type_vocab`` is given) + position embeddings under BERT's
-    tensor names (``embeddings.*``), before their LayerNorm: BERT, RoBERTa, DistilBERT, MPNet."""
+    """Word + token-type (when ``type_vocab`` is above 0) + position embeddings under BERT's
+    tensor names (``embeddings.*``), before their LayerNorm: BERT, RoBERTa, DistilBERT, MPNet;
+    GTE, NomicBERT and JinaBERT with ``positions=None`` where rotary or ALiBi number the tokens
+    inside attention instead."""
     x = tokens(g, w, "embeddings.word_embeddings", "embeddings/word", hidden)
-    if type_vocab is not None:
+    if type_vocab > 0:
         types = token_types(
             g, w, "embeddings.token_type_embeddings", "embeddings/token_type", type_vocab, hidden
         )
         x = g.op("Add", [x, types], "embeddings/add_token_type")
+    if positions is None:
+        return x
     pos = positions(
         g, w, "embeddings.position_embeddings", "embeddings/position", max_positions, hidden
     )

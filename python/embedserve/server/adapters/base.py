@@ -12,10 +12,12 @@ import numpy as np
 from litestar import Request, Response
 
 from embedserve import _core
+from embedserve.admission import Priority
+from embedserve.batching import Batcher
 from embedserve.server import token_arrays
 from embedserve.server.errors import invalid
-from embedserve.server.pipeline import Done
-from embedserve.server.plumbing import JSON, read_parsed, run_job, state
+from embedserve.server.pipeline import Done, Job
+from embedserve.server.plumbing import JSON, read_parsed, run_job, state, timing_headers
 from embedserve.server.registry import ServedModel
 from embedserve.server.schemas import EmbeddingsRequest
 from embedserve.server.tasks.embed import EmbedJob, Render
@@ -92,6 +94,21 @@ def json_response(
 ) -> Response[bytes]:
     body = content if isinstance(content, bytes) else msgspec.json.encode(content)
     return Response(content=body, status_code=status, media_type=JSON, headers=headers or {})
+
+
+async def job_response(
+    request: Request[Any, Any, Any],
+    job: Job[bytes],
+    model: str,
+    batcher: Batcher | None,
+    priority: Priority | None = None,
+    *,
+    started: float,
+) -> Response[bytes]:
+    """Run `job`, whose result is a JSON body, and answer with it and the request's phase
+    timings since `started` (see `run_job` for `batcher` and `priority`)."""
+    done = await run_job(request, job, model, batcher, priority)
+    return json_response(done.result, headers=timing_headers(done, started))
 
 
 def raw_float_rows(vectors: np.ndarray, tokens: int = 0) -> msgspec.Raw:

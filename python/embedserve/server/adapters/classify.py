@@ -39,12 +39,12 @@ from embedserve.classification import (
 )
 from embedserve.models.kind import RERANKER
 from embedserve.reranker import Reranker
-from embedserve.server.adapters.base import json_response
+from embedserve.server.adapters.base import job_response
 from embedserve.server.auth import require_api_key
 from embedserve.server.errors import invalid
 from embedserve.server.fields import decode_object, kind_of, optional, refuse_unknown, tei_direction
 from embedserve.server.pipeline import Job
-from embedserve.server.plumbing import read_parsed, run_job, state, timing_headers
+from embedserve.server.plumbing import read_parsed, state
 from embedserve.server.registry import ModelRegistry, ServedModel
 from embedserve.server.tasks.classify import TextsJob
 from embedserve.server.tasks.pairs import PairsJob
@@ -311,11 +311,9 @@ def _predictions(labels: tuple[str, ...], row: np.ndarray, top_k: int | None) ->
 async def _run(
     request: Request[Any, Any, Any], job: Job[bytes], model: ServedModel
 ) -> Response[bytes]:
-    started = time.perf_counter()
     # Priority from the X-Priority header only: vLLM's own `priority` body field is an integer
     # with another meaning, and TEI's /predict body is closed.
-    done = await run_job(request, job, model.id, model.batcher)
-    return json_response(done.result, headers=timing_headers(done, started))
+    return await job_response(request, job, model.id, model.batcher, started=time.perf_counter())
 
 
 @post("/predict", before_request=require_api_key, status_code=200)

@@ -17,6 +17,7 @@ from litestar import Request, Response, post
 
 from embedserve.models.kind import LATE_INTERACTION, RERANKER
 from embedserve.reranker import Reranker, ranking
+from embedserve.server.adapters.base import job_response
 from embedserve.server.adapters.rerank_schemas import (
     TEI,
     RerankRequest,
@@ -28,7 +29,7 @@ from embedserve.server.adapters.rerank_schemas import (
 )
 from embedserve.server.auth import require_api_key
 from embedserve.server.errors import invalid
-from embedserve.server.plumbing import JSON, read_parsed, run_job, state, timing_headers
+from embedserve.server.plumbing import read_parsed, state
 from embedserve.server.registry import ModelRegistry, ServedModel, kind_of
 from embedserve.server.tasks.pairs import PairsJob
 from embedserve.server.tasks.token_vectors import MaxSimJob
@@ -104,8 +105,7 @@ async def _maxsim_score(
         truncate=parsed.truncate,
         instruction=parsed.instruction,
     )
-    done = await run_job(request, job, model.id, batcher, parsed.priority)
-    return Response(content=done.result, media_type=JSON, headers=timing_headers(done, started))
+    return await job_response(request, job, model.id, batcher, parsed.priority, started=started)
 
 
 async def _rerank(request: Request[Any, Any, Any], api_version: str) -> Response[bytes]:
@@ -126,8 +126,7 @@ async def _rerank(request: Request[Any, Any, Any], api_version: str) -> Response
             max_document_tokens=parsed.max_tokens_per_doc,
             instruction=parsed.instruction,
         )
-        done = await run_job(request, job, model.id, batcher, parsed.priority)
-        return Response(content=done.result, media_type=JSON, headers=timing_headers(done, started))
+        return await job_response(request, job, model.id, batcher, parsed.priority, started=started)
     job = PairsJob(
         reranker,
         server.config,
@@ -141,8 +140,7 @@ async def _rerank(request: Request[Any, Any, Any], api_version: str) -> Response
         max_second_tokens=parsed.max_tokens_per_doc,
         instruction=parsed.instruction,
     )
-    done = await run_job(request, job, model.id, batcher, parsed.priority)
-    return Response(content=done.result, media_type=JSON, headers=timing_headers(done, started))
+    return await job_response(request, job, model.id, batcher, parsed.priority, started=started)
 
 
 @post(["/v1/rerank", "/rerank"], before_request=require_api_key, status_code=200)
@@ -181,8 +179,7 @@ async def score(request: Request[Any, Any, Any]) -> Response[bytes]:
         truncate=parsed.truncate,
         instruction=parsed.instruction,
     )
-    done = await run_job(request, job, model.id, batcher, parsed.priority)
-    return Response(content=done.result, media_type=JSON, headers=timing_headers(done, started))
+    return await job_response(request, job, model.id, batcher, parsed.priority, started=started)
 
 
 ROUTES = [rerank_v1, rerank_v2, score]

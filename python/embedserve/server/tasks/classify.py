@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 from embedserve.inputs import chunk_ranges
-from embedserve.pairs import TextTooLongError
 from embedserve.reranker import Reranker
 from embedserve.server.config import ServerConfig
 from embedserve.server.limits import (
@@ -73,17 +72,13 @@ class TextsJob(PairRowsJob[R], Generic[R]):
         tokenizer = self.classifier.tokenizer
         ids = tokenizer.content_ids(self.texts[chunk.start : chunk.stop])
         self._content += sum(len(item) for item in ids)
-        try:
-            part = tokenizer.prepare_singles(
+        self._add_chunk(
+            chunk.start,
+            lambda: tokenizer.prepare_singles(
                 ids,
                 truncate=self.truncate,
                 direction=self.direction,
                 max_tokens=self.max_tokens,
                 param=self.param,
-            )
-        except TextTooLongError as exc:  # name the text by its index in the whole request
-            raise TextTooLongError(
-                chunk.start + exc.index, exc.tokens, exc.limit, self.param
-            ) from exc
-        self._budget.add(part.untruncated_tokens, chunk.start)
-        self._rows.extend(part.pairs)
+            ),
+        )

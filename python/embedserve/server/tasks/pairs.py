@@ -13,7 +13,7 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from embedserve.inputs import chunk_ranges
-from embedserve.pairs import Pair, PairTooLongError
+from embedserve.pairs import Pair, PairTooLongError, PreparedPairs, TextTooLongError
 from embedserve.reranker import Reranker
 from embedserve.server.config import ServerConfig
 from embedserve.server.encoding import check_finite
@@ -47,6 +47,19 @@ class PairRowsJob(RowsJob[Pair, R], Generic[R]):
         assert outputs is not None
         check_finite(outputs, lambda index: f"{self.param}[{index}]")
         return self.render(outputs, self.usage_tokens)
+
+    _budget: TokenBudget  # the request's token limits, set by each task's __init__
+
+    def _add_chunk(self, start: int, prepare: Callable[[], PreparedPairs]) -> None:
+        """Keep the rows `prepare` builds for the chunk from item `start`, once the request's
+        token limits allow them; an item too long is named by its index in the whole request."""
+        try:
+            part = prepare()
+        except (TextTooLongError, PairTooLongError) as exc:
+            # Both errors take (index, tokens, limit, param): the same error, shifted.
+            raise type(exc)(start + exc.index, exc.tokens, exc.limit, self.param) from exc
+        self._budget.add(part.untruncated_tokens, start)
+        self._rows.extend(part.pairs)
 
 
 class PairsJob(PairRowsJob[R], Generic[R]):
@@ -131,17 +144,13 @@ class PairsJob(PairRowsJob[R], Generic[R]):
             firsts = tokenizer.first_ids(self.firsts[chunk.start : chunk.stop], self.instruction)
             self._content += sum(len(ids) for ids in firsts)
         self._content += sum(len(ids) for ids in seconds)
-        try:
-            part = tokenizer.prepare(
+        self._add_chunk(
+            chunk.start,
+            lambda: tokenizer.prepare(
                 firsts,
                 seconds,
                 truncate=self.truncate,
                 max_second_tokens=self.max_second_tokens,
                 param=self.param,
-            )
-        except PairTooLongError as exc:  # name the pair by its index in the whole request
-            raise PairTooLongError(
-                chunk.start + exc.index, exc.tokens, exc.limit, self.param
-            ) from exc
-        self._budget.add(part.untruncated_tokens, chunk.start)
-        self._rows.extend(part.pairs)
+            ),
+        )
