@@ -224,6 +224,34 @@ def test_cohere_max_tokens_cuts_or_refuses_each_text(server, engine):
     assert zero.status_code == 400 and "$.max_tokens" in zero.json()["message"]
 
 
+def cohere_embed(server: LiveServer, **fields) -> httpx.Response:
+    return post(server, "/v2/embed", {"model": MODEL, "input_type": "search_document", **fields})
+
+
+def test_cohere_output_dimension_and_embedding_types(server, engine):
+    """`output_dimension` is checked as OpenAI's `dimensions` is, with errors naming Cohere's
+    field; each of `embedding_types` is answered once, however often it is asked for."""
+    refused = cohere_embed(server, texts=["a"], output_dimension=8)
+    assert refused.status_code == 400
+    message = refused.json()["message"]
+    assert message.startswith(
+        f"The model `{MODEL}` does not support the output_dimension parameter"
+    ), message
+    assert "Leave output_dimension out" in message
+    with live_server(unhurried(allow_dimensions=True), engines={MODEL: engine}) as cutting:
+        wide = cohere_embed(cutting, texts=["a"], output_dimension=385)
+        assert wide.status_code == 400
+        assert wide.json() == {"message": "output_dimension must be between 1 and 384, got 385"}
+        cut = cohere_embed(
+            cutting, texts=["a"], output_dimension=12, embedding_types=["ubinary", "float"]
+        ).json()["embeddings"]
+    want = engine.embed(["a"], dimensions=12).embeddings
+    assert cosines(np.asarray(cut["float"], np.float32), want).min() >= 0.99999
+    assert np.asarray(cut["ubinary"]).shape == (1, 2)  # 12 bits, packed as numpy.packbits does
+    twice = cohere_embed(server, texts=["a"], embedding_types=["int8", "float", "int8"]).json()
+    assert set(twice["embeddings"]) == {"int8", "float"}
+
+
 def test_tei_s_response_headers_say_what_was_computed(server):
     """TEI's embed routes answer x-compute-time (x-total-time again), x-compute-characters,
     x-compute-tokens and the phases in milliseconds (router/src/lib.rs, `From<ResponseMetadata>

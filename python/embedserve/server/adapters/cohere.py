@@ -145,7 +145,12 @@ async def embed(request: Request[Any, Any, Any]) -> Response[bytes]:
     )
     kinds = list(dict.fromkeys(body.embedding_types or ["float"]))
     done = await compute(
-        request, internal, model, lambda vectors, _: _embeddings(vectors, kinds), "texts"
+        request,
+        internal,
+        model,
+        lambda vectors, _: _embeddings(vectors, kinds),
+        "texts",
+        dimensions_param="output_dimension",
     )
     response = EmbedResponse(
         id=str(uuid.uuid4()),
