@@ -228,9 +228,72 @@ def cohere_embed(server: LiveServer, **fields) -> httpx.Response:
     return post(server, "/v2/embed", {"model": MODEL, "input_type": "search_document", **fields})
 
 
+def text_input(*parts: str) -> dict:
+    return {"content": [{"type": "text", "text": part} for part in parts]}
+
+
+def test_cohere_inputs_embed_as_their_texts_would(server):
+    """Cohere's v2 `inputs` (cohere-python 5.21.1's v2/raw_client.py sends `EmbedInput`s, each
+    a `content` list of `{"type": "text", "text"}` and `{"type": "image_url", "image_url"}`
+    parts): one embedding per input, the same bytes `texts` gives for the same text. Cohere does
+    not say how an input's text parts are joined; embedserve joins them with a newline, the
+    text the answer's `texts` shows."""
+    texts = ["hello world", "the quick brown fox\njumps over", LONG + "end"]
+    inputs = [text_input(texts[0]), text_input("the quick brown fox", "jumps over")]
+    inputs.append(text_input(texts[2]))
+    by_texts = cohere_embed(server, texts=texts, embedding_types=["base64", "int8"]).json()
+    by_inputs = cohere_embed(server, inputs=inputs, embedding_types=["base64", "int8"])
+    assert by_inputs.status_code == 200, by_inputs.text
+    assert by_inputs.json()["embeddings"] == by_texts["embeddings"]
+    assert by_inputs.json()["texts"] == texts
+    assert by_inputs.json()["meta"] == by_texts["meta"]
+    # Errors name the inputs as sent.
+    refused = cohere_embed(server, inputs=[text_input("a"), text_input(LONG)], truncate="NONE")
+    assert refused.status_code == 400 and refused.json()["message"].startswith("inputs[1] has")
+    empty = cohere_embed(server, inputs=[text_input("a"), text_input("")])
+    assert empty.json() == {
+        "message": "inputs[1] is an empty string; every input must hold at least one token"
+    }
+
+
+def test_cohere_refuses_images_and_field_mixes_in_its_shape(server):
+    """A text model asked for images, or for both or neither of `texts` and `inputs`: a 400 in
+    Cohere's `{"message"}` shape naming the field, not a parse error about an unknown field."""
+
+    def refused(**fields) -> str:
+        response = cohere_embed(server, **fields)
+        assert response.status_code == 400, response.text
+        assert set(response.json()) == {"message"}
+        return response.json()["message"]
+
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    assert refused(images=["data:image/png;base64,iVBORw0KGgo="]) == (
+        f"images: the model `{MODEL}` embeds text only; send texts, or inputs of text parts"
+    )
+    assert refused(texts=["a"], input_type="image") == (
+        f"input_type `image` is for images; the model `{MODEL}` embeds text only: use "
+        "search_document, search_query, classification or clustering"
+    )
+    assert refused(
+        inputs=[text_input("a"), {"content": [{"type": "text", "text": "b"}, image]}]
+    ) == (
+        f"inputs[1].content[1] is an image_url part; the model `{MODEL}` embeds text only: send "
+        "text parts"
+    )
+    assert refused(texts=["a"], inputs=[text_input("a")]) == ("send texts or inputs, not both")
+    assert refused() == (
+        'texts or inputs is required: texts as ["..."], or inputs as '
+        '[{"content": [{"type": "text", "text": "..."}]}]'
+    )
+    assert refused(inputs=[text_input("a"), {"content": []}]) == (
+        "inputs[1].content is empty; send at least one text part"
+    )
+    assert "$.inputs[0].content[0].type" in refused(inputs=[{"content": [{"type": "video"}]}])
+
+
 def test_cohere_output_dimension_and_embedding_types(server, engine):
     """`output_dimension` is checked as OpenAI's `dimensions` is, with errors naming Cohere's
-    field; each of `embedding_types` is answered once, however often it is asked for."""
+    field; a type named twice in `embedding_types` is answered once."""
     refused = cohere_embed(server, texts=["a"], output_dimension=8)
     assert refused.status_code == 400
     message = refused.json()["message"]
