@@ -224,6 +224,97 @@ def test_cohere_max_tokens_cuts_or_refuses_each_text(server, engine):
     assert zero.status_code == 400 and "$.max_tokens" in zero.json()["message"]
 
 
+def cohere_embed(server: LiveServer, **fields) -> httpx.Response:
+    return post(server, "/v2/embed", {"model": MODEL, "input_type": "search_document", **fields})
+
+
+def text_input(*parts: str) -> dict:
+    return {"content": [{"type": "text", "text": part} for part in parts]}
+
+
+def test_cohere_inputs_embed_as_their_texts_would(server):
+    """Cohere's v2 `inputs` (cohere-python 5.21.1's v2/raw_client.py sends `EmbedInput`s, each
+    a `content` list of `{"type": "text", "text"}` and `{"type": "image_url", "image_url"}`
+    parts): one embedding per input, the same bytes `texts` gives for the same text. Cohere does
+    not say how an input's text parts are joined; embedserve joins them with a newline, the
+    text the answer's `texts` shows."""
+    texts = ["hello world", "the quick brown fox\njumps over", LONG + "end"]
+    inputs = [text_input(texts[0]), text_input("the quick brown fox", "jumps over")]
+    inputs.append(text_input(texts[2]))
+    by_texts = cohere_embed(server, texts=texts, embedding_types=["base64", "int8"]).json()
+    by_inputs = cohere_embed(server, inputs=inputs, embedding_types=["base64", "int8"])
+    assert by_inputs.status_code == 200, by_inputs.text
+    assert by_inputs.json()["embeddings"] == by_texts["embeddings"]
+    assert by_inputs.json()["texts"] == texts
+    assert by_inputs.json()["meta"] == by_texts["meta"]
+    # Errors name the inputs as sent.
+    refused = cohere_embed(server, inputs=[text_input("a"), text_input(LONG)], truncate="NONE")
+    assert refused.status_code == 400 and refused.json()["message"].startswith("inputs[1] has")
+    empty = cohere_embed(server, inputs=[text_input("a"), text_input("")])
+    assert empty.json() == {
+        "message": "inputs[1] is an empty string; every input must hold at least one token"
+    }
+
+
+def test_cohere_refuses_images_and_field_mixes_in_its_shape(server):
+    """A text model asked for images, or for both or neither of `texts` and `inputs`: a 400 in
+    Cohere's `{"message"}` shape naming the field, not a parse error about an unknown field."""
+
+    def refused(**fields) -> str:
+        response = cohere_embed(server, **fields)
+        assert response.status_code == 400, response.text
+        assert set(response.json()) == {"message"}
+        return response.json()["message"]
+
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    assert refused(images=["data:image/png;base64,iVBORw0KGgo="]) == (
+        f"images: the model `{MODEL}` embeds text only; send texts, or inputs of text parts"
+    )
+    assert refused(texts=["a"], input_type="image") == (
+        f"input_type `image` is for images; the model `{MODEL}` embeds text only: use "
+        "search_document, search_query, classification or clustering"
+    )
+    assert refused(
+        inputs=[text_input("a"), {"content": [{"type": "text", "text": "b"}, image]}]
+    ) == (
+        f"inputs[1].content[1] is an image_url part; the model `{MODEL}` embeds text only: send "
+        "text parts"
+    )
+    assert refused(texts=["a"], inputs=[text_input("a")]) == ("send texts or inputs, not both")
+    assert refused() == (
+        'texts or inputs is required: texts as ["..."], or inputs as '
+        '[{"content": [{"type": "text", "text": "..."}]}]'
+    )
+    assert refused(inputs=[text_input("a"), {"content": []}]) == (
+        "inputs[1].content is empty; send at least one text part"
+    )
+    assert "$.inputs[0].content[0].type" in refused(inputs=[{"content": [{"type": "video"}]}])
+
+
+def test_cohere_output_dimension_and_embedding_types(server, engine):
+    """`output_dimension` is checked as OpenAI's `dimensions` is, with errors naming Cohere's
+    field; a type named twice in `embedding_types` is answered once."""
+    refused = cohere_embed(server, texts=["a"], output_dimension=8)
+    assert refused.status_code == 400
+    message = refused.json()["message"]
+    assert message.startswith(
+        f"The model `{MODEL}` does not support the output_dimension parameter"
+    ), message
+    assert "Leave output_dimension out" in message
+    with live_server(unhurried(allow_dimensions=True), engines={MODEL: engine}) as cutting:
+        wide = cohere_embed(cutting, texts=["a"], output_dimension=385)
+        assert wide.status_code == 400
+        assert wide.json() == {"message": "output_dimension must be between 1 and 384, got 385"}
+        cut = cohere_embed(
+            cutting, texts=["a"], output_dimension=12, embedding_types=["ubinary", "float"]
+        ).json()["embeddings"]
+    want = engine.embed(["a"], dimensions=12).embeddings
+    assert cosines(np.asarray(cut["float"], np.float32), want).min() >= 0.99999
+    assert np.asarray(cut["ubinary"]).shape == (1, 2)  # 12 bits, packed as numpy.packbits does
+    twice = cohere_embed(server, texts=["a"], embedding_types=["int8", "float", "int8"]).json()
+    assert set(twice["embeddings"]) == {"int8", "float"}
+
+
 def test_tei_s_response_headers_say_what_was_computed(server):
     """TEI's embed routes answer x-compute-time (x-total-time again), x-compute-characters,
     x-compute-tokens and the phases in milliseconds (router/src/lib.rs, `From<ResponseMetadata>

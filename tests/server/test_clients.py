@@ -288,6 +288,34 @@ def test_cohere_max_tokens(cohere_client, engine):
     assert refused.value.body["message"].startswith("texts[0] has 11 tokens, more than max_tokens")
 
 
+def test_cohere_inputs_and_images(cohere_client, texts, expected):
+    """cohere-python 5.21.1's ClientV2.embed sends `inputs` (`EmbedInput`s of `TextEmbedContent`
+    and `ImageUrlEmbedContent` parts) and `images` (v2/raw_client.py): text parts embed as the
+    same texts do, one embedding per input; images are refused in Cohere's shape."""
+    import cohere
+
+    inputs = [cohere.EmbedInput(content=[cohere.TextEmbedContent(text=text)]) for text in texts]
+    response = cohere_client.embed(inputs=inputs, model=MODEL, input_type="search_document")
+    assert_same(response.embeddings.float_, expected)
+    assert response.texts == texts
+    image = cohere.ImageUrlEmbedContent(
+        image_url=cohere.EmbedImageUrl(url="data:image/png;base64,")
+    )
+    with pytest.raises(cohere.BadRequestError) as mixed:
+        cohere_client.embed(
+            inputs=[cohere.EmbedInput(content=[cohere.TextEmbedContent(text="a"), image])],
+            model=MODEL,
+            input_type="search_document",
+        )
+    assert mixed.value.body == {
+        "message": f"inputs[0].content[1] is an image_url part; the model `{MODEL}` embeds text "
+        "only: send text parts"
+    }
+    with pytest.raises(cohere.BadRequestError) as images:
+        cohere_client.embed(images=["data:image/png;base64,"], model=MODEL, input_type="image")
+    assert "embeds text only" in images.value.body["message"]
+
+
 @pytest.mark.parametrize("kind", ["int8", "uint8"])
 def test_cohere_scalar_quantized(cohere_client, texts, expected, kind):
     response = cohere_client.embed(

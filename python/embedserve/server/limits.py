@@ -260,21 +260,25 @@ def check_metadata(metadata: dict[str, str] | None, limits: Limits) -> None:
             )
 
 
-def check_dimensions(dimensions: int | None, info: ModelInfo, allow_dimensions: bool) -> None:
+def check_dimensions(
+    dimensions: int | None, info: ModelInfo, allow_dimensions: bool, param: str = "dimensions"
+) -> None:
+    """`dimensions` within the model's width, for a model trained to be cut (or any with
+    --allow-dimensions); `param` is the API's name for it (Cohere's `output_dimension`)."""
     if dimensions is None:
         return
     if not info.supports_dimensions and not allow_dimensions:
         raise invalid(
-            f"The model `{info.name}` does not support the dimensions parameter: it was not "
-            "trained to be cut (Matryoshka). Leave dimensions out, or start the server with "
+            f"The model `{info.name}` does not support the {param} parameter: it was not "
+            f"trained to be cut (Matryoshka). Leave {param} out, or start the server with "
             "--allow-dimensions to cut it anyway.",
-            param="dimensions",
+            param=param,
             code="unsupported_parameter",
         )
     if not 1 <= dimensions <= info.dimension:
         raise invalid(
-            f"dimensions must be between 1 and {info.dimension}, got {dimensions}",
-            param="dimensions",
+            f"{param} must be between 1 and {info.dimension}, got {dimensions}",
+            param=param,
         )
 
 

@@ -44,7 +44,8 @@ class EmbedJob(Job[R], Generic[R]):
     violation): counts, empty inputs, characters per input and per request, token-array lengths,
     metadata, dimensions. `param` is the API's name for the inputs (`texts`, `inputs`, ...),
     which its errors name; `last_param`, when given, names the last text instead, one sent in a
-    field of its own and computed with the others (TEI /similarity's `source_sentence`)."""
+    field of its own and computed with the others (TEI /similarity's `source_sentence`);
+    `dimensions_param` is the API's name for `dimensions` (Cohere's `output_dimension`)."""
 
     def __init__(
         self,
@@ -56,6 +57,7 @@ class EmbedJob(Job[R], Generic[R]):
         resolve: Resolve | None = None,
         param: str = "input",
         last_param: str | None = None,
+        dimensions_param: str = "dimensions",
     ) -> None:
         self.request = request
         self.param = param
@@ -83,7 +85,7 @@ class EmbedJob(Job[R], Generic[R]):
         else:
             self.characters = check_inputs(inputs, limits, param)
         check_metadata(request.metadata, limits)
-        check_dimensions(request.dimensions, self.info, config.allow_dimensions)
+        check_dimensions(request.dimensions, self.info, config.allow_dimensions, dimensions_param)
         self._budget = TokenBudget(limits, param)
         self._parts: list[Prepared] = []
         self._prepared: Prepared | None = None
