@@ -20,11 +20,11 @@ import msgspec
 from litestar import Request, Response, post
 
 from embedserve.models.kind import SPARSE
-from embedserve.server.adapters.base import json_response
+from embedserve.server.adapters.base import job_response
 from embedserve.server.adapters.tei import TeiInputs, read_tei_body, tei_inputs
 from embedserve.server.auth import require_api_key
 from embedserve.server.fields import TeiDirection, tei_direction
-from embedserve.server.plumbing import run_job, state, timing_headers
+from embedserve.server.plumbing import state
 from embedserve.server.tasks.sparse import SparseJob
 from embedserve.sparse import SparseEncoder, SparseVector
 
@@ -94,8 +94,9 @@ async def embed_sparse(request: Request[Any, Any, Any]) -> Response[bytes]:
         input_type=body.input_type,
     )
     # TEI's body is closed: the priority comes from the X-Priority header only.
-    done = await run_job(request, job, model.id, batcher if job.uses_model else None)
-    return json_response(done.result, headers=timing_headers(done, started))
+    return await job_response(
+        request, job, model.id, batcher if job.uses_model else None, started=started
+    )
 
 
 ROUTES = [embed_sparse]

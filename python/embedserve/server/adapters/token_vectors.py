@@ -22,11 +22,11 @@ from litestar import Request, Response, post
 
 from embedserve import _core
 from embedserve.models.kind import EMBEDDER, LATE_INTERACTION
-from embedserve.server.adapters.base import json_response
+from embedserve.server.adapters.base import job_response
 from embedserve.server.adapters.tei import TeiInputs, read_tei_body, tei_inputs
 from embedserve.server.auth import require_api_key
 from embedserve.server.fields import TeiDirection, tei_direction
-from embedserve.server.plumbing import run_job, state, timing_headers
+from embedserve.server.plumbing import state
 from embedserve.server.tasks.token_vectors import TokenVectorsJob
 
 
@@ -79,8 +79,7 @@ async def embed_all(request: Request[Any, Any, Any]) -> Response[bytes]:
         is_query=body.is_query,
     )
     # TEI's body is closed: the priority comes from the X-Priority header only.
-    done = await run_job(request, job, model.id, batcher)
-    return json_response(done.result, headers=timing_headers(done, started))
+    return await job_response(request, job, model.id, batcher, started=started)
 
 
 ROUTES = [embed_all]
