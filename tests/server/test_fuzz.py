@@ -406,7 +406,7 @@ def test_every_post_route_is_fuzzed(server):
 
 # A few examples per route (this runs in every CI); each run draws new ones.
 FEW = settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 BODIES = {route.path: route_bodies(route) for route in ROUTES}
 
@@ -421,7 +421,7 @@ def test_route_structured_bodies(http, route, data):
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=str)
-@settings(FEW, max_examples=10)
+@settings(FEW, max_examples=8)
 @given(raw=st.binary(max_size=48) | json_values.map(msgspec.json.encode))
 def test_route_arbitrary_bytes(http, route, raw):
     check_route(route, http.post(route.path, content=raw))
