@@ -24,6 +24,8 @@ std::size_t round_up(std::size_t n, std::size_t step) { return (n + step - 1) / 
 // more, freed when the thread exits). A pthread key rather than a C++ thread_local object:
 // clang (which builds the wheel) left such an object's constructor and destructor unemitted
 // when only multiversioned code used it, and the library would not load.
+// The key's destructor is code of this library, which a thread runs when it exits, whenever
+// that is: the reason CMakeLists.txt links _ortops never to be unloaded (`-z nodelete`).
 struct Scratch {  // trivial: nothing for clang to leave unemitted
     float* data;
     std::size_t size;
