@@ -45,9 +45,15 @@ class FakePreparer:
         truncation_direction="right",
         prompt_name=None,
         param="input",
+        max_tokens=None,
     ):
         self.calls.append(
-            {"truncate": truncate, "direction": truncation_direction, "prompt": prompt_name}
+            {
+                "truncate": truncate,
+                "direction": truncation_direction,
+                "prompt": prompt_name,
+                "max_tokens": max_tokens,
+            }
         )
         items = inputs.texts if inputs.texts is not None else inputs.token_arrays
         sequences = [
