@@ -148,7 +148,9 @@ def main(argv: list[str] | None = None) -> None:
         "--against",
         type=Path,
         help="a second server, run from this PYTHONPATH (another tree's python/), in the same "
-        "rounds: two builds compared side by side",
+        "rounds: two builds compared side by side. Compare them by the p50 less each one's model "
+        "run: the first-started server's model runs ~10 %% slower whichever tree it is "
+        "(bench/NOTES.md, wave 22)",
     )
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args(argv)
