@@ -435,6 +435,11 @@ def test_similarity_errors_name_an_over_long_source_sentence_by_its_field(server
         body = {"inputs": {"source_sentence": "a", "sentences": ["a", "word " * 45]}}
         error = post(small, "/similarity", body).json()["error"]
         assert error.startswith("sentences[1] has 47 tokens; at most 40"), error
+        # Ids to decode reach no model, so nothing would cut them: the message does not say so.
+        error = post(small, "/decode", {"ids": [[2773] * 41]}).json()["error"]
+        assert error == "ids[0] has 41 tokens; at most 40 are allowed per input", error
+        error = post(small, "/embed", {"inputs": [[2773] * 41]}).json()["error"]
+        assert error.endswith("per input, even when truncation is on"), error
 
 
 def test_similarity_counts_the_source_with_the_sentences_and_says_so(engine):

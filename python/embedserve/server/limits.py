@@ -107,11 +107,14 @@ def check_inputs(inputs: Inputs, limits: Limits, param: str) -> int:
     return 0
 
 
-def check_token_arrays(lengths: Sequence[int], limits: Limits, param: str = "input") -> None:
-    """Token arrays are counted exactly (the model's special tokens not included)."""
+def check_token_arrays(
+    lengths: Sequence[int], limits: Limits, param: str = "input", *, truncated: bool = True
+) -> None:
+    """Token arrays are counted exactly (the model's special tokens not included). `truncated`
+    False: ids that no model reads (/decode), which no truncation would cut either."""
     longest = max(range(len(lengths)), key=lengths.__getitem__)
     if lengths[longest] > limits.max_input_tokens:
-        raise input_tokens_error(param, longest, lengths[longest], limits)
+        raise input_tokens_error(param, longest, lengths[longest], limits, truncated=truncated)
     total = sum(lengths)
     if total > limits.max_request_tokens:
         raise invalid(
@@ -168,16 +171,24 @@ def check_field_id_count(body: bytes, limits: Limits, param: str) -> None:
 
 
 def input_tokens_error(
-    param: str, index: int | None, tokens: int, limits: Limits, paired_with: str | None = None
+    param: str,
+    index: int | None,
+    tokens: int,
+    limits: Limits,
+    paired_with: str | None = None,
+    *,
+    truncated: bool = True,
 ) -> ApiError:
     """`index` None: `param` is one text (a rerank query), not an array. `paired_with` names the
-    other side of a pair (`the query`), whose tokens count too."""
+    other side of a pair (`the query`), whose tokens count too. `truncated`: the input goes to a
+    model that may cut it, which the message says the limit comes before."""
     where = (param if index is None else f"{param}[{index}]") + (
         f" with {paired_with}" if paired_with else ""
     )
     return invalid(
         f"{where} has {tokens} tokens; at most {limits.max_input_tokens} are allowed per "
-        f"{'pair' if paired_with else 'input'}, even when truncation is on",
+        f"{'pair' if paired_with else 'input'}"
+        + (", even when truncation is on" if truncated else ""),
         param=param,
         code="context_length_exceeded",
     )

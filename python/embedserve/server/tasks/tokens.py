@@ -107,7 +107,7 @@ class DecodeJob(Job[R], Generic[R]):
         self.skip_special_tokens = skip_special_tokens
         self.param = param
         check_count(len(arrays), limits.max_inputs, param)
-        check_token_arrays([len(ids) for ids in arrays], limits, param)
+        check_token_arrays([len(ids) for ids in arrays], limits, param, truncated=False)
         self._texts: list[str] = []
 
     def estimated_tokens(self, tokens_per_char: float = DEFAULT_TOKENS_PER_CHAR) -> int:
