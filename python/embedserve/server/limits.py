@@ -107,6 +107,14 @@ def check_inputs(inputs: Inputs, limits: Limits, param: str) -> int:
     return 0
 
 
+def estimate_tokens(inputs: Inputs, tokens_per_char: float, specials: int, cap: int) -> int:
+    """The tokens `inputs` will take before they are tokenized: exact for token arrays, from the
+    characters for texts; each with `specials` added and cut at the model's `cap`."""
+    if inputs.token_arrays is not None:
+        return sum(min(len(ids) + specials, cap) for ids in inputs.token_arrays)
+    return sum(min(int(len(text) * tokens_per_char) + specials, cap) for text in inputs.texts or [])
+
+
 def check_token_arrays(
     lengths: Sequence[int], limits: Limits, param: str = "input", *, truncated: bool = True
 ) -> None:

@@ -23,6 +23,7 @@ from embedserve.server.limits import (
     check_inputs,
     check_metadata,
     check_not_empty,
+    estimate_tokens,
 )
 from embedserve.server.pipeline import Job
 from embedserve.server.schemas import EmbeddingsRequest
@@ -95,11 +96,7 @@ class EmbedJob(Job[R], Generic[R]):
     def estimated_tokens(self, tokens_per_char: float = DEFAULT_TOKENS_PER_CHAR) -> int:
         """Exact for token arrays, from the characters for texts (special tokens added, each
         input cut at the model's limit)."""
-        inputs = self.request.inputs
-        cap = self.info.max_tokens
-        if inputs.token_arrays is not None:
-            return sum(min(len(ids) + 2, cap) for ids in inputs.token_arrays)
-        return sum(min(int(len(text) * tokens_per_char) + 2, cap) for text in inputs.texts or [])
+        return estimate_tokens(self.request.inputs, tokens_per_char, 2, self.info.max_tokens)
 
     def steps(self) -> Iterator[Callable[[], None]]:
         inputs = self.request.inputs

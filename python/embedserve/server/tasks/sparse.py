@@ -26,6 +26,7 @@ from embedserve.server.limits import (
     check_count,
     check_inputs,
     check_sparse_pairs,
+    estimate_tokens,
 )
 from embedserve.server.pipeline import Job
 from embedserve.server.token_arrays import model_content
@@ -93,10 +94,7 @@ class SparseJob(Job[R], Generic[R]):
         return self.static is None
 
     def estimated_tokens(self, tokens_per_char: float = DEFAULT_TOKENS_PER_CHAR) -> int:
-        cap = self.encoder.model_info.max_tokens
-        if self.inputs.token_arrays is not None:
-            return sum(min(len(ids) + 2, cap) for ids in self.inputs.token_arrays)
-        return sum(min(int(len(text) * tokens_per_char) + 2, cap) for text in self.texts)
+        return estimate_tokens(self.inputs, tokens_per_char, 2, self.encoder.model_info.max_tokens)
 
     @property
     def texts(self) -> list[str]:

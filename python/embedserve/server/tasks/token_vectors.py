@@ -32,6 +32,7 @@ from embedserve.server.limits import (
     check_count,
     check_inputs,
     check_not_empty,
+    estimate_tokens,
 )
 from embedserve.server.tasks.rows import RowsJob
 from embedserve.server.token_arrays import model_content
@@ -95,10 +96,7 @@ class TokenVectorsJob(RowsJob[np.ndarray, R], Generic[R]):
         return self.inputs.texts or []
 
     def estimated_tokens(self, tokens_per_char: float = DEFAULT_TOKENS_PER_CHAR) -> int:
-        cap = self.model.model_info.max_tokens
-        if self.inputs.token_arrays is not None:
-            return sum(min(len(ids) + 3, cap) for ids in self.inputs.token_arrays)
-        return sum(min(int(len(t) * tokens_per_char) + 3, cap) for t in self.texts)
+        return estimate_tokens(self.inputs, tokens_per_char, 3, self.model.model_info.max_tokens)
 
     def steps(self) -> Iterator[Callable[[], None]]:
         if self.inputs.token_arrays is not None:
