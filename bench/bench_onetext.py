@@ -1,26 +1,30 @@
 """One short text a request, back to back: the server's p50 against the engine's own one-text
 time, measured side by side (issue #23's one-text goal: p50 ≤ 1.15× the engine).
 
-    python -m bench onetext [--precisions fp32 int8] [--rounds 5] [--calls 300] [--block 20]
+    python -m bench onetext [--precisions fp32 int8] [--rounds 6] [--calls 300] [--block 20]
 
 `bench http --concurrency 1 --texts-per-request 1` measures the engine first, then the server:
 minutes apart, so a neighbour's burst in either phase moves the ratio (one int8 pair gave 1.52
-and then 1.04 an hour later, the engine's median 1.32 against 1.71 ms). Here both stay loaded —
-`embedserve serve` as a subprocess and an `Engine` with the same settings in this process — and
-each round runs `--calls` one-text `embed` calls on the engine and `--calls` requests on the
-server, through the lean keep-alive client of `bench http` (bench/rawhttp.py), in alternating
-blocks of `--block` (so a burst from elsewhere falls on both sides alike), on texts the other
-side did not see (the cache is off in both, so every text reaches the model). A round's ratio
-is its server p50 ÷ its engine median; the summary is the median over rounds. The server's own
-`x-inference-time` (the model run inside the request) is printed beside it: the rest of the
-p50 is what the server adds around the model.
+and then 1.04 an hour later, the engine's median 1.32 against 1.71 ms). Here both are loaded
+side by side — `embedserve serve` as a subprocess and an `Engine` with the same settings in this
+process — and each round runs `--calls` one-text `embed` calls on the engine and `--calls`
+requests on the server, through a blocking keep-alive client (bench/rawhttp.py's
+`BlockingConnection`: no event loop's wake-up in the latencies), in alternating blocks of
+`--block` (so a burst from elsewhere falls on both sides alike), on texts the other side did not
+see (the cache is off in both, so every text reaches the model). Each round starts both sides
+afresh, and the rounds take turns at loading the engine last or the server last: the process
+that loads its model last runs it ~10 % faster (bench/NOTES.md, wave 22), which a fixed order
+hands to one side. A round's ratio is its server p50 ÷ its engine median; the summary is the
+median over rounds, with the median of each start order beside it. The server's own
+`x-inference-time` (the model run inside the request) is printed beside it: the rest of the p50
+is what the server adds around the model.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
+import gc
 import json
 import os
 import statistics
@@ -31,18 +35,20 @@ from typing import Any
 from embedserve.models import DEFAULT_MODEL
 
 from bench.machine import describe_machine
-from bench.rawhttp import Connection, post_json, run
+from bench.rawhttp import BlockingConnection, post_json
 from bench.serving import serve
 from bench.texts import make_texts
 
 # Between blocks: ONNX Runtime's idle threads of the side that just ran stop spinning (~25 ms)
 # before the other side starts.
 SETTLE_SECONDS = 0.04
+# Calls on each side, after each start, before the timed ones.
+WARM_UP_CALLS = 40
 # Issue #23's goal: one text's p50 through the server at most this many times the engine's own.
 ONE_TEXT_TARGET = 1.15
 
 
-async def one_round(
+def one_round(
     engine: Any,
     urls: list[str],
     model: str,
@@ -54,7 +60,7 @@ async def one_round(
     blocks of `block` (two servers take turns at going first): the medians (ms), and each
     server's median x-inference-time. The first server's keys are `p50_ms`, `model_ms` and
     `ratio`; a second's, `b_p50_ms`, `b_model_ms` and `b_ratio`."""
-    connections = [Connection(url) for url in urls]
+    connections = [BlockingConnection(url) for url in urls]
     engine_times: list[float] = []
     latencies: list[list[float]] = [[] for _ in urls]
     model_runs: list[list[float]] = [[] for _ in urls]
@@ -64,7 +70,7 @@ async def one_round(
                 started = time.perf_counter()
                 engine.embed([text])
                 engine_times.append(time.perf_counter() - started)
-            await asyncio.sleep(SETTLE_SECONDS)
+            time.sleep(SETTLE_SECONDS)
             order = list(range(len(urls)))
             if number % 2:
                 order.reverse()
@@ -73,14 +79,14 @@ async def one_round(
                     body = json.dumps({"model": model, "input": text}).encode()
                     raw = post_json(urls[side], "/v1/embeddings", body)
                     started = time.perf_counter()
-                    answer = await connections[side].request(raw)
+                    answer = connections[side].request(raw)
                     latencies[side].append(time.perf_counter() - started)
                     if answer.status != 200:
                         raise RuntimeError(
                             f"the server answered {answer.status}: {answer.body[:300]!r}"
                         )
                     model_runs[side].append(float(answer.headers["x-inference-time"]))
-                await asyncio.sleep(SETTLE_SECONDS)
+                time.sleep(SETTLE_SECONDS)
     finally:
         for connection in connections:
             connection.close()
@@ -94,44 +100,75 @@ async def one_round(
     return row
 
 
-def measure(args: argparse.Namespace, precision: str) -> list[dict[str, float]]:
+@contextlib.contextmanager
+def both_sides(args: argparse.Namespace, precision: str, engine_last: bool):
+    """The server(s) and an `Engine` with the same settings, freshly started, the engine loaded
+    last or first: the process that loads its model last runs it ~10 % faster (bench/NOTES.md,
+    wave 22), so rounds take turns and neither side keeps the advantage."""
     from embedserve.engine import Engine
 
+    flags = ["--model", args.model, "--precision", precision, "--log-level", "warning"]
+    environments = [None]
+    if args.against:
+        environments.append({**os.environ, "PYTHONPATH": str(args.against)})
+
+    def load_engine() -> Any:
+        return Engine.from_pretrained(args.model, precision=precision, cache_bytes=0)
+
+    with contextlib.ExitStack() as stack:
+        engine = None if engine_last else load_engine()
+        urls = [stack.enter_context(serve(flags, env=env)).url for env in environments]
+        if engine_last:
+            engine = load_engine()
+        try:
+            yield engine, urls
+        finally:
+            del engine
+            gc.collect()
+
+
+def measure(args: argparse.Namespace, precision: str) -> list[dict[str, float]]:
     calls = args.calls
     sides = 2 if args.against else 1
-    pool = make_texts("short", (sides + 1) * (args.rounds + 1) * calls, seed=7)
-    flags = ["--model", args.model, "--precision", precision, "--log-level", "warning"]
+    warm = min(WARM_UP_CALLS, calls)
+    pool = make_texts("short", (sides + 1) * args.rounds * (calls + warm), seed=7)
+    share = (sides + 1) * (calls + warm)
     rounds = []
-    with contextlib.ExitStack() as stack:
-        servers = [stack.enter_context(serve(flags))]
+    for index in range(args.rounds):
+        engine_last = index % 2 == 0
+        texts = pool[index * share : (index + 1) * share]
+        warm_texts, texts = texts[: (sides + 1) * warm], texts[(sides + 1) * warm :]
+        with both_sides(args, precision, engine_last) as (engine, urls):
+            # Each side's first calls after loading are slow (first allocations, cold code).
+            one_round(
+                engine,
+                urls,
+                args.model,
+                warm_texts[:warm],
+                [warm_texts[(side + 1) * warm : (side + 2) * warm] for side in range(sides)],
+                args.block,
+            )
+            row = one_round(
+                engine,
+                urls,
+                args.model,
+                texts[:calls],
+                [texts[(side + 1) * calls : (side + 2) * calls] for side in range(sides)],
+                args.block,
+            )
+        row["engine_loaded_last"] = engine_last
+        rounds.append(row)
+        line = (
+            f"{precision} round {index + 1} ({'engine' if engine_last else 'server'} loaded "
+            f"last): engine {row['engine_ms']:.3f} ms, server p50 {row['p50_ms']:.3f} ms (its "
+            f"model run {row['model_ms']:.3f}), ratio {row['ratio']:.2f}"
+        )
         if args.against:
-            env = {**os.environ, "PYTHONPATH": str(args.against)}
-            servers.append(stack.enter_context(serve(flags, env=env)))
-        urls = [served.url for served in servers]
-        engine = Engine.from_pretrained(args.model, precision=precision, cache_bytes=0)
-        share = (sides + 1) * calls
-        for index in range(args.rounds + 1):  # round 0 warms both sides up, and is not kept
-            texts = pool[index * share : (index + 1) * share]
-            server_texts = [texts[(side + 1) * calls : (side + 2) * calls] for side in range(sides)]
-            row = run(
-                lambda texts=texts, server_texts=server_texts: one_round(
-                    engine, urls, args.model, texts[:calls], server_texts, args.block
-                )
+            line += (
+                f"; against: p50 {row['b_p50_ms']:.3f} ms (its model run "
+                f"{row['b_model_ms']:.3f}), ratio {row['b_ratio']:.2f}"
             )
-            if index == 0:
-                continue
-            rounds.append(row)
-            line = (
-                f"{precision} round {index}: engine {row['engine_ms']:.3f} ms, server p50 "
-                f"{row['p50_ms']:.3f} ms (its model run {row['model_ms']:.3f}), "
-                f"ratio {row['ratio']:.2f}"
-            )
-            if args.against:
-                line += (
-                    f"; against: p50 {row['b_p50_ms']:.3f} ms (its model run "
-                    f"{row['b_model_ms']:.3f}), ratio {row['b_ratio']:.2f}"
-                )
-            print(line, flush=True)
+        print(line, flush=True)
     return rounds
 
 
@@ -139,7 +176,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench onetext", description=__doc__)
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--precisions", nargs="+", default=["fp32", "int8"])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--rounds", type=int, default=6, help="fresh starts; the odd ones load the engine last"
+    )
     parser.add_argument("--calls", type=int, default=300, help="engine calls and requests a round")
     parser.add_argument(
         "--block", type=int, default=20, help="calls on one side before the other's turn"
@@ -173,6 +212,16 @@ def main(argv: list[str] | None = None) -> None:
             f"| {precision} | {engine_ms:.3f} | {p50_ms:.3f} | {model_ms:.3f} | {ratios} "
             f"| **{ratio:.2f}** |"
         )
+        by_order = {
+            last: [r["ratio"] for r in rounds if r["engine_loaded_last"] == last]
+            for last in (True, False)
+        }
+        if all(by_order.values()):
+            print(
+                f"{precision}: median ratio with the engine loaded last "
+                f"{statistics.median(by_order[True]):.2f}, with the server loaded last "
+                f"{statistics.median(by_order[False]):.2f}"
+            )
         if args.against:
             b_p50_ms, b_model_ms, b_ratio = (
                 statistics.median(r[key] for r in rounds)

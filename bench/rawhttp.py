@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import http.client
 import multiprocessing
+import socket
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -82,14 +83,7 @@ class Connection:
         reader, writer = self._reader, self._writer
         assert reader is not None
         writer.write(raw)
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        headers = {}
-        for line in lines[1:]:
-            if line:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
+        status, headers = _parse_head(await reader.readuntil(b"\r\n\r\n"))
         if "content-length" in headers:
             body = await reader.readexactly(int(headers["content-length"]))
         elif headers.get("transfer-encoding", "").lower() == "chunked":
@@ -99,6 +93,65 @@ class Connection:
         if headers.get("connection", "").lower() == "close":
             self.close()
         return Answer(status, headers, body)
+
+
+def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
+    """The status and the (lower-cased) headers of a response head, its blank line included."""
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    return status, headers
+
+
+class BlockingConnection:
+    """One keep-alive connection on a blocking socket, for one request at a time from one thread.
+
+    At one request at a time the event loop is pure cost: `Connection`'s wake-up (the loop's poll,
+    the protocol, the stream reader, the task) measured 0.03–0.2 ms more a request than a thread
+    blocked in `recv` (bench/NOTES.md, wave 23), and that time lands in the latency the bench
+    reports as the server's. Answers with a Content-Length only (what the server sends)."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.address = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self._socket: socket.socket | None = None
+        self._pending = b""
+
+    def request(self, raw: bytes) -> Answer:
+        if self._socket is None:
+            self._socket = socket.create_connection(self.address, timeout=60)
+            self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._pending = b""
+        self._socket.sendall(raw)
+        buffer = self._pending
+        while (end := buffer.find(b"\r\n\r\n")) < 0:
+            buffer += self._receive()
+        status, headers = _parse_head(buffer[: end + 4])
+        size = int(headers["content-length"])
+        body = buffer[end + 4 :]
+        while len(body) < size:
+            body += self._receive()
+        self._pending = body[size:]
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return Answer(status, headers, body[:size])
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+        self._socket = None
+
+    def _receive(self) -> bytes:
+        assert self._socket is not None
+        chunk = self._socket.recv(1 << 16)
+        if not chunk:
+            self.close()
+            raise ConnectionError("the server closed the connection mid-answer")
+        return chunk
 
 
 def _nothing_read(exc: BaseException) -> bool:

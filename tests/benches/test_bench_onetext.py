@@ -1,6 +1,7 @@
 """`python -m bench onetext` end to end: a real server and an engine in the bench's process,
-their one-text times in alternating blocks (numbers are not asserted, only that each part ran
-and that the summary is the median of the rounds it printed)."""
+started afresh each round in alternating order, their one-text times in alternating blocks
+(numbers are not asserted, only that each part ran and that the summary is the median of the
+rounds it printed)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def test_onetext_bench_alternates_engine_and_server_rounds(tmp_path):
         "--precisions",
         "fp32",
         "--rounds",
-        "3",
+        "2",
         "--calls",
         "6",
         "--block",
@@ -29,14 +30,19 @@ def test_onetext_bench_alternates_engine_and_server_rounds(tmp_path):
         str(out),
     )
     rounds = json.loads(out.read_text())["fp32"]
-    assert len(rounds) == 3
+    assert len(rounds) == 2
     for row in rounds:
         assert 0 < row["model_ms"] < row["p50_ms"]
         assert row["engine_ms"] > 0
         assert abs(row["ratio"] - row["p50_ms"] / row["engine_ms"]) < 1e-9
+    # The rounds take turns at which side loads its model last.
+    assert [row["engine_loaded_last"] for row in rounds] == [True, False]
     median = statistics.median(row["ratio"] for row in rounds)
     assert f"| **{median:.2f}** |" in done.stdout
-    assert done.stdout.count("fp32 round ") == 3
+    assert "fp32 round 1 (engine loaded last)" in done.stdout
+    assert "fp32 round 2 (server loaded last)" in done.stdout
+    by_order = f"engine loaded last {rounds[0]['ratio']:.2f}, with the server loaded last "
+    assert by_order + f"{rounds[1]['ratio']:.2f}" in done.stdout
 
 
 def test_onetext_bench_refuses_an_empty_round():
