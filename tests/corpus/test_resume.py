@@ -173,3 +173,45 @@ def test_a_run_stopped_before_its_first_part_starts_over_with_the_fixed_input(en
     embed_file(source, tmp_path / "again", smaller, engine=engine, log=None)
     assert _manifest(tmp_path / "again")["options"]["dimensions"] == 8
     assert read_output(tmp_path / "again")[2].shape == (1, 8)
+
+
+def _start(corpus: Path, out: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*CLI, str(corpus), "--out", str(out), *_flags()],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for_parts(out: Path, process: subprocess.Popen[str], parts: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        manifest = _manifest(out)
+        if manifest is not None and len(manifest["parts"]) >= parts:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the run ended or stalled before writing {parts} parts")
+
+
+def test_ctrl_c_mid_run_is_one_line_and_exit_130_then_resumes(corpus, expected, engine, tmp_path):
+    """Ctrl-C (SIGINT) printed a KeyboardInterrupt traceback, then the C++ runtime aborted
+    ("terminate called without an active exception", exit -6: SIGABRT, a core dump) because the
+    model's thread was still inside ONNX Runtime when the interpreter shut down."""
+    out = tmp_path / "out"
+    process = _start(corpus, out)
+    try:
+        _wait_for_parts(out, process, 1)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.communicate()
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines() == [
+        "embedserve: interrupted: the parts written are kept; run the same command to resume"
+    ]
+    interrupted = _manifest(out)
+    assert not interrupted["complete"]
+    embed_file(corpus, out, _options(), engine=engine, log=None)
+    _assert_same(out, expected)

@@ -150,7 +150,11 @@ def add_embed_file_command(commands: Any) -> argparse.ArgumentParser:
         help="with --server: how long one request may be refused (429/503, waited out by "
         f"Retry-After) before the job stops (default: {ServerOptions.retry_seconds:g})",
     )
-    cmd.set_defaults(run=run_embed_file, usage_error=cmd.error)
+    cmd.set_defaults(
+        run=run_embed_file,
+        usage_error=cmd.error,
+        interrupted="interrupted: the parts written are kept; run the same command to resume",
+    )
     return cmd
 
 

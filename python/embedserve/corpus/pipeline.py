@@ -255,6 +255,10 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
             yield item
     finally:
         stop.set()
+        # Wait for the stage to finish the item in hand (one model call at most): a thread left
+        # inside ONNX Runtime or tokenizers as the interpreter exits (after Ctrl-C, an error
+        # downstream) aborts the process ("terminate called without an active exception").
+        thread.join()
 
 
 @dataclass(frozen=True)
