@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from embedserve.corpus import EmbedFileOptions, embed_file
-from embedserve.corpus.output import MANIFEST, Manifest
+from embedserve.corpus.output import MANIFEST, Manifest, OutputError
 
 from tests.corpus.conftest import read_output, write_jsonl
 
@@ -215,3 +215,23 @@ def test_ctrl_c_mid_run_is_one_line_and_exit_130_then_resumes(corpus, expected, 
     assert not interrupted["complete"]
     embed_file(corpus, out, _options(), engine=engine, log=None)
     _assert_same(out, expected)
+
+
+def test_a_second_run_on_an_output_in_use_is_refused(corpus, expected, engine, tmp_path):
+    """Two runs on one --out: the second deleted the first's part in progress as a stray
+    (the first then died: "No such file or directory: '.part-000001.parquet.tmp'"), and
+    both wrote parts and manifests over each other's."""
+    out = tmp_path / "out"
+    process = _start(corpus, out)
+    try:
+        _wait_for_parts(out, process, 1)
+        with pytest.raises(OutputError, match=f"{out} is in use by another embed-file run"):
+            embed_file(corpus, out, _options(), engine=engine, log=None)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.communicate()
+    assert process.returncode == 0, stderr
+    _assert_same(out, expected)
+    # Once it has ended, the folder is free: the same command finds the run complete.
+    assert embed_file(corpus, out, _options(), engine=engine, log=None)["this_run_rows"] == 0

@@ -392,6 +392,22 @@ def _run(
     log: Callable[[str], None] | None,
 ) -> dict[str, Any]:
     manifest = Manifest.open(Path(out), identity)
+    try:
+        return _run_locked(manifest, out, options, files, embedder, dimension, disk, log)
+    finally:
+        manifest.close()
+
+
+def _run_locked(
+    manifest: Manifest,
+    out: str | Path,
+    options: EmbedFileOptions,
+    files: list[InputFile],
+    embedder: Callable[[list[FileSlice]], Iterable[Chunk]],
+    dimension: int,
+    disk: DiskVectorCache | None,
+    log: Callable[[str], None] | None,
+) -> dict[str, Any]:
     resumed_from = manifest.next_row
     if manifest.complete:
         if log:
