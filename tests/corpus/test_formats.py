@@ -289,6 +289,30 @@ def test_a_byte_order_mark_is_not_part_of_the_first_row(tmp_path, name, data):
     assert list(read_rows(file, Columns(), skip=1)) == [None, rows[1]]
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "encoding", "says"),
+    [
+        ("a.txt", "first\nsecond\n", "utf-16-le", "UTF-16"),
+        ("b.jsonl", '{"text": "first"}\n', "utf-16-be", "UTF-16"),
+        ("c.csv", "id,text\nr0,first\n", "utf-16-le", "UTF-16"),
+        ("d.txt", "first\n", "utf-32-le", "UTF-32"),
+    ],
+    ids=["text", "jsonl-big-endian", "csv", "utf-32"],
+)
+def test_a_utf16_or_utf32_file_is_refused_by_name_before_the_model_loads(
+    tmp_path, name, text, encoding, says
+):
+    """Windows tools save "Unicode" text as UTF-16 with a byte order mark. Split at b"\\n" as
+    UTF-8, a UTF-16 text file's lines after the first decoded (NUL bytes between the letters)
+    and were embedded as garbage: `embedded 2 rows ... skipped 1` and exit 0; a JSONL's rows
+    were all skipped as not JSON; a CSV's header read as `\\udcff\\udcfei d ,  t e x t`."""
+    (tmp_path / name).write_bytes(("\ufeff" + text).encode(encoding))
+    with pytest.raises(CorpusError, match=rf"{name}: .*{says}.*read as UTF-8.*iconv"):
+        # No engine: refused while the inputs are found, before any model would load.
+        embed_file(tmp_path / name, tmp_path / "out", EmbedFileOptions(quiet=True), log=None)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_folder_skips_hidden_files_and_the_output_inside_it(engine, tmp_path):
     """A folder walk took hidden files too: a notebook's checkpoint copies (.ipynb_checkpoints),
     macOS's AppleDouble `._x.parquet` (not Parquet: the job failed). And an --out inside the

@@ -74,7 +74,7 @@ def find_inputs(
         fmt = format_of(path)
         if fmt is None:
             raise CorpusError(f"{path}: unknown format; use one of {', '.join(sorted(FORMATS))}")
-        return [InputFile(path, fmt)]
+        return [_checked(InputFile(path, fmt))]
     if path.is_dir():
         candidates = sorted(_walk(path))
     elif glob.has_magic(text):
@@ -83,7 +83,7 @@ def find_inputs(
         raise CorpusError(f"{text}: no such file or directory")
     skipped = None if exclude is None else Path(exclude).expanduser().resolve()
     files = [
-        InputFile(p, fmt)
+        _checked(InputFile(p, fmt))
         for p in candidates
         if p.is_file()
         and (fmt := format_of(p))
@@ -92,6 +92,33 @@ def find_inputs(
     if not files:
         raise CorpusError(f"{text}: no {', '.join(sorted(FORMATS))} files found")
     return files
+
+
+# Byte order marks of the encodings Windows tools save as "Unicode" (UTF-32's first: its
+# little-endian mark starts with UTF-16's).
+_OTHER_BOMS = {
+    b"\xff\xfe\x00\x00": "UTF-32",
+    b"\x00\x00\xfe\xff": "UTF-32",
+    b"\xff\xfe": "UTF-16",
+    b"\xfe\xff": "UTF-16",
+}
+
+
+def _checked(file: InputFile) -> InputFile:
+    """`file`, or CorpusError where a line format starts with a UTF-16 or UTF-32 byte order
+    mark: read as UTF-8, split at b"\\n", its lines would decode into NUL-laced garbage that
+    gets embedded (or skip every row) instead of failing."""
+    if file.format == "parquet":
+        return file
+    with open(file.path, "rb") as f:
+        start = f.read(4)
+    for mark, encoding in _OTHER_BOMS.items():
+        if start.startswith(mark):
+            raise CorpusError(
+                f"{file.path}: the file is {encoding} (it starts with that byte order mark); "
+                f"its text is read as UTF-8: convert it, e.g. `iconv -f {encoding} -t UTF-8`"
+            )
+    return file
 
 
 def _walk(folder: Path) -> Iterator[Path]:
