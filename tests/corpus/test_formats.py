@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -311,6 +312,16 @@ def test_a_utf16_or_utf32_file_is_refused_by_name_before_the_model_loads(
         # No engine: refused while the inputs are found, before any model would load.
         embed_file(tmp_path / name, tmp_path / "out", EmbedFileOptions(quiet=True), log=None)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_fifo_is_refused_as_not_a_regular_file_not_as_missing(tmp_path):
+    """`embed-file <(zcat docs.jsonl.gz) ...` or a named pipe was refused as "no such file or
+    directory", though it exists: embed-file reads a file twice (it counts the rows first),
+    which a pipe cannot give."""
+    fifo = tmp_path / "docs.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(CorpusError, match=rf"{fifo}: not a regular file .*reads its input twice"):
+        find_inputs(fifo)
 
 
 def test_a_folder_skips_hidden_files_and_the_output_inside_it(engine, tmp_path):

@@ -79,6 +79,11 @@ def find_inputs(
         candidates = sorted(_walk(path))
     elif glob.has_magic(text):
         candidates = sorted(Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True))
+    elif path.exists():
+        raise CorpusError(
+            f"{text}: not a regular file (a pipe, socket or device): embed-file reads its input "
+            "twice, counting the rows first, and again on a resume; write it to a file first"
+        )
     else:
         raise CorpusError(f"{text}: no such file or directory")
     skipped = None if exclude is None else Path(exclude).expanduser().resolve()
