@@ -167,7 +167,7 @@ def test_bad_rows_are_skipped_and_reported_by_number(engine, tmp_path, capsys):
     assert reasons[3].startswith("not valid UTF-8")
     assert reasons[4] == "'text' is an int, not a string"
     assert reasons[5].startswith("not valid JSON")
-    assert reasons[6] == "not a JSON object (a list)"
+    assert reasons[6] == "not a JSON object (an array)"
     assert reasons[7] == "empty line"
     assert reasons[8].startswith("not valid UTF-8")
     captured = capsys.readouterr()
@@ -189,6 +189,27 @@ def test_bad_rows_are_skipped_and_reported_by_number(engine, tmp_path, capsys):
         )
 
 
+def test_a_bad_rows_reason_says_null_and_json_types_not_python_ones(tmp_path):
+    """`{"text": null}` and a Parquet null were reported as "no 'text' field", though the field
+    is there; a line that is JSON but not an object as "(a NoneType)", "(a str)", "(a dict)"."""
+    lines = ['{"text": null}', "null", '"a string"', "[1]", "3.5", "true", '{"id": 1}']
+    (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n")
+    write_parquet(tmp_path / "b.parquet", [{"id": 6, "text": None}])
+    reasons = [
+        reason for file in find_inputs(tmp_path) for _, _, reason in read_rows(file, Columns())
+    ]
+    assert reasons == [
+        "'text' is null",
+        "not a JSON object (null)",
+        "not a JSON object (a string)",
+        "not a JSON object (an array)",
+        "not a JSON object (a number)",
+        "not a JSON object (true or false)",
+        "no 'text' field",
+        "'text' is null",
+    ]
+
+
 def test_bad_rows_in_csv_and_parquet(engine, tmp_path):
     (tmp_path / "x.csv").write_bytes(b'id,text\n1,fine\n2,\n3,bad \xff byte\n4\n5,"multi\nline"\n')
     write_parquet(tmp_path / "y.parquet", [{"id": 6, "text": "ok"}, {"id": 7, "text": None}])
@@ -201,7 +222,7 @@ def test_bad_rows_in_csv_and_parquet(engine, tmp_path):
         (1, "empty text"),
         (2, "not valid UTF-8 (character 4)"),
         (3, "no 'text' field"),
-        (6, "no 'text' field"),
+        (6, "'text' is null"),
     ]
 
 

@@ -241,9 +241,26 @@ def _decode(raw: bytes) -> tuple[str | None, str | None]:
         return None, f"not valid UTF-8 (byte {exc.start})"
 
 
+# A text field a row lacks (a JSON object without it, a CSV record cut short), told apart from
+# one that holds null: the user looks for the one or the other.
+ABSENT = object()
+
+# JSON's names for what a JSONL line holds, in the words of the file (not Python's "NoneType").
+_JSON_TYPES = {
+    type(None): "null",
+    bool: "true or false",
+    int: "a number",
+    float: "a number",
+    str: "a string",
+    list: "an array",
+}
+
+
 def _check_text(value: object, column: str) -> tuple[str | None, str | None]:
-    if value is None:
+    if value is ABSENT:
         return None, f"no {column!r} field"
+    if value is None:
+        return None, f"{column!r} is null"
     if not isinstance(value, str):
         return None, f"{column!r} is {type_phrase(value)}, not a string"
     if not value.strip():
@@ -294,9 +311,9 @@ def _jsonl(path: Path, columns: Columns, skip: int) -> Iterator[Row | None]:
             yield None, None, f"not valid JSON ({exc.msg})" if line.strip() else "empty line"
             continue
         if not isinstance(record, dict):
-            yield None, None, f"not a JSON object (a {type(record).__name__})"
+            yield None, None, f"not a JSON object ({_JSON_TYPES[type(record)]})"
             continue
-        text, reason = _check_text(record.get(columns.text), columns.text)
+        text, reason = _check_text(record.get(columns.text, ABSENT), columns.text)
         yield _id(record.get(columns.id)) if columns.id else None, text, reason
 
 
@@ -314,7 +331,7 @@ def _csv(path: Path, columns: Columns, skip: int) -> Iterator[Row | None]:
             if number < skip:
                 yield None
                 continue
-            value = record[text_at] if text_at < len(record) else None
+            value = record[text_at] if text_at < len(record) else ABSENT
             text, reason = _check_text(value, columns.text)
             ident = record[id_at] if id_at is not None and id_at < len(record) else None
             if ident is not None:  # an id is kept even when not UTF-8: bad bytes become U+FFFD
