@@ -285,6 +285,33 @@ def test_command_line_errors_are_one_line_and_exit_1(tmp_path, capsys):
     assert "argument --cache-dir:" in capsys.readouterr().err
 
 
+def test_a_run_that_skips_every_row_exits_1_naming_text_column(tmp_path, capsys):
+    """A --text-column that is not the field of a JSONL's texts skipped every row and exited 0
+    with an empty output (a CSV's or Parquet's missing column is refused): `embed-file ... &&
+    upload` went on with nothing."""
+    from embedserve.cli import main
+
+    write_jsonl(tmp_path / "a.jsonl", [{"body": "one"}, {"body": "two"}])
+    command = ["embed-file", str(tmp_path / "a.jsonl"), "--out", str(tmp_path / "o"), "--quiet"]
+    assert main(command) == 1
+    captured = capsys.readouterr()
+    assert "skipped input row 0" in captured.out  # the summary still lists them
+    assert captured.err.splitlines() == [
+        (
+            f"embedserve: error: {tmp_path / 'a.jsonl'}: none of its 2 rows was embedded (all "
+            "skipped, as listed above); is --text-column 'text' the field that holds the texts?"
+        )
+    ]
+    fixed = [*command[:2], "--out", str(tmp_path / "o2"), "--text-column", "body"]
+    assert main(fixed) == 0
+    # Rows skipped for what they hold say so, without the hint.
+    write_jsonl(tmp_path / "b.jsonl", [{"text": " "}])
+    assert main(["embed-file", str(tmp_path / "b.jsonl"), "--out", str(tmp_path / "p")]) == 1
+    assert capsys.readouterr().err.endswith(
+        "none of its 1 rows was embedded (all skipped, as listed above)\n"
+    )
+
+
 BOM = b"\xef\xbb\xbf"
 
 
