@@ -362,6 +362,23 @@ def test_a_utf16_or_utf32_file_is_refused_by_name_before_the_model_loads(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [("a.txt", b"first\rsecond\rthird\r"), ("b.jsonl", b'{"text": "a"}\r{"text": "b"}\r')],
+    ids=["text", "jsonl"],
+)
+def test_lone_cr_line_ends_are_refused_not_read_as_one_line(tmp_path, name, data):
+    """Classic Mac line ends (a lone \\r; old Excel and TextEdit exports) made a text file one
+    row, 'first\\rsecond\\rthird', embedded as one text with exit 0, and a JSONL's rows one
+    row skipped as not JSON. (A CSV's are read right: the csv module ends records at \\r.)"""
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(CorpusError, match=rf"{name}: its lines end in a lone CR .*tr"):
+        find_inputs(tmp_path / name)
+    (tmp_path / "c.csv").write_bytes(b"id,text\rr0,first\rr1,second\r")
+    [csv_file] = find_inputs(tmp_path / "c.csv")
+    assert list(read_rows(csv_file, Columns())) == [("r0", "first", None), ("r1", "second", None)]
+
+
 def test_a_fifo_is_refused_as_not_a_regular_file_not_as_missing(tmp_path):
     """`embed-file <(zcat docs.jsonl.gz) ...` or a named pipe was refused as "no such file or
     directory", though it exists: embed-file reads a file twice (it counts the rows first),

@@ -109,20 +109,30 @@ _OTHER_BOMS = {
 }
 
 
+# How much of a JSONL or text file is looked at for classic Mac line ends.
+_LINE_END_PROBE = 1 << 16
+
+
 def _checked(file: InputFile) -> InputFile:
-    """`file`, or CorpusError where a line format starts with a UTF-16 or UTF-32 byte order
-    mark: read as UTF-8, split at b"\\n", its lines would decode into NUL-laced garbage that
-    gets embedded (or skip every row) instead of failing."""
+    """`file`, or CorpusError where a line format's bytes would be split into the wrong rows
+    rather than fail: read as UTF-8 and split at b"\\n", a file that starts with a UTF-16 or
+    UTF-32 byte order mark decodes into NUL-laced lines that get embedded, and one whose lines
+    end in a lone \\r (classic Mac OS) is one row. (The csv module ends records at \\r too.)"""
     if file.format == "parquet":
         return file
     with open(file.path, "rb") as f:
-        start = f.read(4)
+        start = f.read(_LINE_END_PROBE)
     for mark, encoding in _OTHER_BOMS.items():
         if start.startswith(mark):
             raise CorpusError(
                 f"{file.path}: the file is {encoding} (it starts with that byte order mark); "
                 f"its text is read as UTF-8: convert it, e.g. `iconv -f {encoding} -t UTF-8`"
             )
+    if file.format != "csv" and b"\r" in start and b"\n" not in start:
+        raise CorpusError(
+            f"{file.path}: its lines end in a lone CR (\\r, classic Mac OS); lines are read "
+            "up to \\n or \\r\\n: convert it, e.g. `tr '\\r' '\\n'`"
+        )
     return file
 
 
