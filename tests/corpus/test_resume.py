@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -235,3 +236,22 @@ def test_a_second_run_on_an_output_in_use_is_refused(corpus, expected, engine, t
     _assert_same(out, expected)
     # Once it has ended, the folder is free: the same command finds the run complete.
     assert embed_file(corpus, out, _options(), engine=engine, log=None)["this_run_rows"] == 0
+
+
+@pytest.mark.parametrize("code", [errno.EBADF, errno.ENOLCK], ids=["EBADF", "ENOLCK"])
+def test_a_folder_that_cannot_be_locked_still_runs(corpus, expected, engine, tmp_path, code):
+    """NFS emulates flock with a write lock, which a folder opened to read cannot take (EBADF),
+    and without its lock daemon says ENOLCK: the lock must not stop runs it cannot guard."""
+    import fcntl
+
+    real = fcntl.flock
+
+    def cannot_lock(fd: int, operation: int) -> None:
+        if operation & fcntl.LOCK_EX:
+            raise OSError(code, os.strerror(code))
+        real(fd, operation)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fcntl, "flock", cannot_lock)
+        embed_file(corpus, tmp_path / "out", _options(), engine=engine, log=None)
+    _assert_same(tmp_path / "out", expected)

@@ -112,6 +112,11 @@ def _lock_folder(directory: Path) -> int:
             f"{directory} is in use by another embed-file run: wait for it to end, "
             "or give another --out"
         ) from None
+    except OSError:
+        # A filesystem that cannot lock a folder (NFS emulates flock with a write lock, which a
+        # folder opened to read cannot take: EBADF; no lock daemon: ENOLCK) runs unguarded, as
+        # every run did before the lock, rather than not at all.
+        pass
     return fd
 
 
