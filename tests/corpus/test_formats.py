@@ -379,6 +379,22 @@ def test_lone_cr_line_ends_are_refused_not_read_as_one_line(tmp_path, name, data
     assert list(read_rows(csv_file, Columns())) == [("r0", "first", None), ("r1", "second", None)]
 
 
+def test_a_parquet_path_that_is_not_utf8_is_refused_by_name(tmp_path):
+    """pyarrow takes a path as UTF-8: a Parquet input, or an --out, whose name holds other
+    bytes (an old archive's Latin-1 `caf\\xe9`) failed with "'utf-8' codec can't encode
+    character '\\udce9' in position 8: surrogates not allowed", naming no file, and the --out
+    one only after the model had loaded."""
+    latin1 = os.fsdecode(b"caf\xe9")
+    write_parquet(tmp_path / "utf8.parquet", [{"text": "one"}])
+    (tmp_path / "utf8.parquet").rename(tmp_path / f"{latin1}.parquet")
+    with pytest.raises(CorpusError, match=r"caf\udce9.parquet: .*not UTF-8.*rename"):
+        find_inputs(tmp_path)
+    write_jsonl(tmp_path / "in.jsonl", [{"text": "one"}])
+    with pytest.raises(OutputError, match=r"caf\udce9: .*not UTF-8.*another --out"):
+        # No engine: refused before any model would load.
+        embed_file(tmp_path / "in.jsonl", tmp_path / latin1, EmbedFileOptions(), log=None)
+
+
 def test_a_fifo_is_refused_as_not_a_regular_file_not_as_missing(tmp_path):
     """`embed-file <(zcat docs.jsonl.gz) ...` or a named pipe was refused as "no such file or
     directory", though it exists: embed-file reads a file twice (it counts the rows first),

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from embedserve.corpus.encode import arrow_type, to_arrow
+from embedserve.fileio import utf8_path
 
 MANIFEST = "_manifest.json"
 MANIFEST_VERSION = 1
@@ -165,6 +166,11 @@ class Manifest:
         before the model loads: a wrong --out costs no load."""
         if directory.exists() and not directory.is_dir():
             raise OutputError(f"{directory} is a file: --out names a folder (new, or a run's)")
+        if not utf8_path(directory):
+            raise OutputError(
+                f"{directory}: the name is not UTF-8, and pyarrow writes Parquet parts by UTF-8 "
+                "names: give another --out"
+            )
         path = directory / MANIFEST
         if path.exists():
             try:

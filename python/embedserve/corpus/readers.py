@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from embedserve.fileio import utf8_path
 from embedserve.inputs import type_phrase
 
 FORMATS = {
@@ -119,6 +120,11 @@ def _checked(file: InputFile) -> InputFile:
     UTF-32 byte order mark decodes into NUL-laced lines that get embedded, and one whose lines
     end in a lone \\r (classic Mac OS) is one row. (The csv module ends records at \\r too.)"""
     if file.format == "parquet":
+        if not utf8_path(file.path):
+            raise CorpusError(
+                f"{file.path}: the name is not UTF-8, and pyarrow opens Parquet files by UTF-8 "
+                "names: rename it"
+            )
         return file
     with open(file.path, "rb") as f:
         start = f.read(_LINE_END_PROBE)
