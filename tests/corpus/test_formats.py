@@ -403,6 +403,9 @@ def test_a_fifo_is_refused_as_not_a_regular_file_not_as_missing(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(CorpusError, match=rf"{fifo}: not a regular file .*reads its input twice"):
         find_inputs(fifo)
+    # `cat docs.jsonl | embed-file - ...`: stdin is a pipe too (it said "-: no such file").
+    with pytest.raises(CorpusError, match=r"^-: stdin is not a regular file .*reads its input"):
+        find_inputs("-")
 
 
 def test_a_folder_skips_hidden_files_and_the_output_inside_it(engine, tmp_path):

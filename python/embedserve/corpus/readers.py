@@ -80,9 +80,10 @@ def find_inputs(
         candidates = sorted(_walk(path))
     elif glob.has_magic(text):
         candidates = sorted(Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True))
-    elif path.exists():
+    elif path.exists() or text == "-":
+        what = "stdin is not a regular file" if text == "-" else "not a regular file"
         raise CorpusError(
-            f"{text}: not a regular file (a pipe, socket or device): embed-file reads its input "
+            f"{text}: {what} (a pipe, socket or device): embed-file reads its input "
             "twice, counting the rows first, and again on a resume; write it to a file first"
         )
     else:
