@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from embedserve.corpus import EmbedFileOptions, embed_file
 from embedserve.corpus.output import MANIFEST, Manifest, OutputError
+from embedserve.corpus.pipeline import chunks_of, plan
+from embedserve.corpus.readers import Columns, CorpusError, count_rows, find_inputs
 
 from tests.corpus.conftest import read_output, write_jsonl
 
@@ -255,3 +257,19 @@ def test_a_folder_that_cannot_be_locked_still_runs(corpus, expected, engine, tmp
         patch.setattr(fcntl, "flock", cannot_lock)
         embed_file(corpus, tmp_path / "out", _options(), engine=engine, log=None)
     _assert_same(tmp_path / "out", expected)
+
+
+@pytest.mark.parametrize(("edit", "now"), [("a", "more"), ("w", "fewer")])
+def test_a_file_that_changes_while_read_stops_the_run_by_name(tmp_path, edit, now):
+    """A file written to during the run (a log still appended to) threw its rows' numbering off
+    the next file's: the run died with "chunk starts at row 400, expected 410", an internal
+    check that names no file; a file that shrank did the same."""
+    first = tmp_path / "a.txt"
+    first.write_text("".join(f"line {i}\n" for i in range(6)))
+    (tmp_path / "b.txt").write_text("next file\n")
+    files = find_inputs(tmp_path)
+    slices = plan(files, [count_rows(f) for f in files], 0)
+    with open(first, edit) as f:  # after the count, before the read
+        f.write("one line more\n")
+    with pytest.raises(CorpusError, match=rf"{first} changed while it was read: 6 rows .*{now}"):
+        list(chunks_of(slices[0], Columns(), batch_texts=4))
