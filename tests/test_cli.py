@@ -190,6 +190,21 @@ def test_pull_of_an_unknown_name_fails_with_the_catalog():
     assert "catalog name" in done.stderr
 
 
+@pytest.mark.parametrize("command", [["models"], ["pull", "tiktoken"]])
+def test_a_cache_variable_naming_a_file_is_named(command, tmp_path, monkeypatch):
+    """EMBEDSERVE_CACHE set to a file: `models` listed every model "not cached" and exited 0,
+    and `pull`/`embed` said only "[Errno 20] Not a directory: '.../models'"."""
+    (tmp_path / "cache").write_text("not a folder")
+    monkeypatch.setenv("EMBEDSERVE_CACHE", str(tmp_path / "cache"))
+    done = embedserve(*command)
+    assert done.returncode == 1
+    cache = tmp_path / "cache"
+    says = (
+        f"EMBEDSERVE_CACHE={cache} is a file: the cache is a folder (new, or one embedserve made)"
+    )
+    assert done.stderr.splitlines() == [f"embedserve: error: {says}"]
+
+
 def test_bench_reports_texts_per_second():
     done = embedserve("bench", "--texts", "16", "--repeats", "1", "--batch-size", "8")
     assert done.returncode == 0, done.stderr

@@ -32,6 +32,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LookupError, ValueError, RuntimeError, OSError) as exc:
         print(f"embedserve: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C is the user's choice, not a failure to trace; 130 is the shells' 128 + SIGINT.
+        print(f"embedserve: {getattr(args, 'interrupted', 'interrupted')}", file=sys.stderr)
+        return 130
 
 
 def _parser() -> argparse.ArgumentParser:

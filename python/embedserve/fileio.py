@@ -98,6 +98,16 @@ def atomic_copy(source: Path, target: Path) -> Path:
     return Path(target)
 
 
+def utf8_path(path: Path) -> bool:
+    """Whether `path`'s name is UTF-8, as pyarrow needs: Python keeps other bytes of a file
+    name as lone surrogates, which pyarrow's UTF-8 encoding of the path refuses."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def sha256_of(path: Path) -> str:
     """Hex sha256 of a file's bytes, read 1 MiB at a time."""
     digest = hashlib.sha256()

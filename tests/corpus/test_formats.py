@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -166,7 +167,7 @@ def test_bad_rows_are_skipped_and_reported_by_number(engine, tmp_path, capsys):
     assert reasons[3].startswith("not valid UTF-8")
     assert reasons[4] == "'text' is an int, not a string"
     assert reasons[5].startswith("not valid JSON")
-    assert reasons[6] == "not a JSON object (a list)"
+    assert reasons[6] == "not a JSON object (an array)"
     assert reasons[7] == "empty line"
     assert reasons[8].startswith("not valid UTF-8")
     captured = capsys.readouterr()
@@ -188,6 +189,27 @@ def test_bad_rows_are_skipped_and_reported_by_number(engine, tmp_path, capsys):
         )
 
 
+def test_a_bad_rows_reason_says_null_and_json_types_not_python_ones(tmp_path):
+    """`{"text": null}` and a Parquet null were reported as "no 'text' field", though the field
+    is there; a line that is JSON but not an object as "(a NoneType)", "(a str)", "(a dict)"."""
+    lines = ['{"text": null}', "null", '"a string"', "[1]", "3.5", "true", '{"id": 1}']
+    (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n")
+    write_parquet(tmp_path / "b.parquet", [{"id": 6, "text": None}])
+    reasons = [
+        reason for file in find_inputs(tmp_path) for _, _, reason in read_rows(file, Columns())
+    ]
+    assert reasons == [
+        "'text' is null",
+        "not a JSON object (null)",
+        "not a JSON object (a string)",
+        "not a JSON object (an array)",
+        "not a JSON object (a number)",
+        "not a JSON object (true or false)",
+        "no 'text' field",
+        "'text' is null",
+    ]
+
+
 def test_bad_rows_in_csv_and_parquet(engine, tmp_path):
     (tmp_path / "x.csv").write_bytes(b'id,text\n1,fine\n2,\n3,bad \xff byte\n4\n5,"multi\nline"\n')
     write_parquet(tmp_path / "y.parquet", [{"id": 6, "text": "ok"}, {"id": 7, "text": None}])
@@ -200,7 +222,7 @@ def test_bad_rows_in_csv_and_parquet(engine, tmp_path):
         (1, "empty text"),
         (2, "not valid UTF-8 (character 4)"),
         (3, "no 'text' field"),
-        (6, "no 'text' field"),
+        (6, "'text' is null"),
     ]
 
 
@@ -263,6 +285,33 @@ def test_command_line_errors_are_one_line_and_exit_1(tmp_path, capsys):
     assert "argument --cache-dir:" in capsys.readouterr().err
 
 
+def test_a_run_that_skips_every_row_exits_1_naming_text_column(tmp_path, capsys):
+    """A --text-column that is not the field of a JSONL's texts skipped every row and exited 0
+    with an empty output (a CSV's or Parquet's missing column is refused): `embed-file ... &&
+    upload` went on with nothing."""
+    from embedserve.cli import main
+
+    write_jsonl(tmp_path / "a.jsonl", [{"body": "one"}, {"body": "two"}])
+    command = ["embed-file", str(tmp_path / "a.jsonl"), "--out", str(tmp_path / "o"), "--quiet"]
+    assert main(command) == 1
+    captured = capsys.readouterr()
+    assert "skipped input row 0" in captured.out  # the summary still lists them
+    assert captured.err.splitlines() == [
+        (
+            f"embedserve: error: {tmp_path / 'a.jsonl'}: none of its 2 rows was embedded (all "
+            "skipped, as listed above); is --text-column 'text' the field that holds the texts?"
+        )
+    ]
+    fixed = [*command[:2], "--out", str(tmp_path / "o2"), "--text-column", "body"]
+    assert main(fixed) == 0
+    # Rows skipped for what they hold say so, without the hint.
+    write_jsonl(tmp_path / "b.jsonl", [{"text": " "}])
+    assert main(["embed-file", str(tmp_path / "b.jsonl"), "--out", str(tmp_path / "p")]) == 1
+    assert capsys.readouterr().err.endswith(
+        "none of its 1 rows was embedded (all skipped, as listed above)\n"
+    )
+
+
 BOM = b"\xef\xbb\xbf"
 
 
@@ -287,6 +336,76 @@ def test_a_byte_order_mark_is_not_part_of_the_first_row(tmp_path, name, data):
     assert rows == [(ident[0], "first", None), (ident[1], "second", None)]
     assert count_rows(file) == 2
     assert list(read_rows(file, Columns(), skip=1)) == [None, rows[1]]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "encoding", "says"),
+    [
+        ("a.txt", "first\nsecond\n", "utf-16-le", "UTF-16"),
+        ("b.jsonl", '{"text": "first"}\n', "utf-16-be", "UTF-16"),
+        ("c.csv", "id,text\nr0,first\n", "utf-16-le", "UTF-16"),
+        ("d.txt", "first\n", "utf-32-le", "UTF-32"),
+    ],
+    ids=["text", "jsonl-big-endian", "csv", "utf-32"],
+)
+def test_a_utf16_or_utf32_file_is_refused_by_name_before_the_model_loads(
+    tmp_path, name, text, encoding, says
+):
+    """Windows tools save "Unicode" text as UTF-16 with a byte order mark. Split at b"\\n" as
+    UTF-8, a UTF-16 text file's lines after the first decoded (NUL bytes between the letters)
+    and were embedded as garbage: `embedded 2 rows ... skipped 1` and exit 0; a JSONL's rows
+    were all skipped as not JSON; a CSV's header read as `\\udcff\\udcfei d ,  t e x t`."""
+    (tmp_path / name).write_bytes(("\ufeff" + text).encode(encoding))
+    with pytest.raises(CorpusError, match=rf"{name}: .*{says}.*read as UTF-8.*iconv"):
+        # No engine: refused while the inputs are found, before any model would load.
+        embed_file(tmp_path / name, tmp_path / "out", EmbedFileOptions(quiet=True), log=None)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [("a.txt", b"first\rsecond\rthird\r"), ("b.jsonl", b'{"text": "a"}\r{"text": "b"}\r')],
+    ids=["text", "jsonl"],
+)
+def test_lone_cr_line_ends_are_refused_not_read_as_one_line(tmp_path, name, data):
+    """Classic Mac line ends (a lone \\r; old Excel and TextEdit exports) made a text file one
+    row, 'first\\rsecond\\rthird', embedded as one text with exit 0, and a JSONL's rows one
+    row skipped as not JSON. (A CSV's are read right: the csv module ends records at \\r.)"""
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(CorpusError, match=rf"{name}: its lines end in a lone CR .*tr"):
+        find_inputs(tmp_path / name)
+    (tmp_path / "c.csv").write_bytes(b"id,text\rr0,first\rr1,second\r")
+    [csv_file] = find_inputs(tmp_path / "c.csv")
+    assert list(read_rows(csv_file, Columns())) == [("r0", "first", None), ("r1", "second", None)]
+
+
+def test_a_parquet_path_that_is_not_utf8_is_refused_by_name(tmp_path):
+    """pyarrow takes a path as UTF-8: a Parquet input, or an --out, whose name holds other
+    bytes (an old archive's Latin-1 `caf\\xe9`) failed with "'utf-8' codec can't encode
+    character '\\udce9' in position 8: surrogates not allowed", naming no file, and the --out
+    one only after the model had loaded."""
+    latin1 = os.fsdecode(b"caf\xe9")
+    write_parquet(tmp_path / "utf8.parquet", [{"text": "one"}])
+    (tmp_path / "utf8.parquet").rename(tmp_path / f"{latin1}.parquet")
+    with pytest.raises(CorpusError, match=r"caf\udce9.parquet: .*not UTF-8.*rename"):
+        find_inputs(tmp_path)
+    write_jsonl(tmp_path / "in.jsonl", [{"text": "one"}])
+    with pytest.raises(OutputError, match=r"caf\udce9: .*not UTF-8.*another --out"):
+        # No engine: refused before any model would load.
+        embed_file(tmp_path / "in.jsonl", tmp_path / latin1, EmbedFileOptions(), log=None)
+
+
+def test_a_fifo_is_refused_as_not_a_regular_file_not_as_missing(tmp_path):
+    """`embed-file <(zcat docs.jsonl.gz) ...` or a named pipe was refused as "no such file or
+    directory", though it exists: embed-file reads a file twice (it counts the rows first),
+    which a pipe cannot give."""
+    fifo = tmp_path / "docs.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(CorpusError, match=rf"{fifo}: not a regular file .*reads its input twice"):
+        find_inputs(fifo)
+    # `cat docs.jsonl | embed-file - ...`: stdin is a pipe too (it said "-: no such file").
+    with pytest.raises(CorpusError, match=r"^-: stdin is not a regular file .*reads its input"):
+        find_inputs("-")
 
 
 def test_a_folder_skips_hidden_files_and_the_output_inside_it(engine, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -14,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from embedserve.corpus import EmbedFileOptions, embed_file
-from embedserve.corpus.output import MANIFEST, Manifest
+from embedserve.corpus.output import MANIFEST, Manifest, OutputError
+from embedserve.corpus.pipeline import chunks_of, plan
+from embedserve.corpus.readers import Columns, CorpusError, count_rows, find_inputs
 
 from tests.corpus.conftest import read_output, write_jsonl
 
@@ -173,3 +176,100 @@ def test_a_run_stopped_before_its_first_part_starts_over_with_the_fixed_input(en
     embed_file(source, tmp_path / "again", smaller, engine=engine, log=None)
     assert _manifest(tmp_path / "again")["options"]["dimensions"] == 8
     assert read_output(tmp_path / "again")[2].shape == (1, 8)
+
+
+def _start(corpus: Path, out: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*CLI, str(corpus), "--out", str(out), *_flags()],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for_parts(out: Path, process: subprocess.Popen[str], parts: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        manifest = _manifest(out)
+        if manifest is not None and len(manifest["parts"]) >= parts:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the run ended or stalled before writing {parts} parts")
+
+
+def test_ctrl_c_mid_run_is_one_line_and_exit_130_then_resumes(corpus, expected, engine, tmp_path):
+    """Ctrl-C (SIGINT) printed a KeyboardInterrupt traceback, then the C++ runtime aborted
+    ("terminate called without an active exception", exit -6: SIGABRT, a core dump) because the
+    model's thread was still inside ONNX Runtime when the interpreter shut down."""
+    out = tmp_path / "out"
+    process = _start(corpus, out)
+    try:
+        _wait_for_parts(out, process, 1)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.communicate()
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines() == [
+        "embedserve: interrupted: the parts written are kept; run the same command to resume"
+    ]
+    interrupted = _manifest(out)
+    assert not interrupted["complete"]
+    embed_file(corpus, out, _options(), engine=engine, log=None)
+    _assert_same(out, expected)
+
+
+def test_a_second_run_on_an_output_in_use_is_refused(corpus, expected, engine, tmp_path):
+    """Two runs on one --out: the second deleted the first's part in progress as a stray
+    (the first then died: "No such file or directory: '.part-000001.parquet.tmp'"), and
+    both wrote parts and manifests over each other's."""
+    out = tmp_path / "out"
+    process = _start(corpus, out)
+    try:
+        _wait_for_parts(out, process, 1)
+        with pytest.raises(OutputError, match=f"{out} is in use by another embed-file run"):
+            embed_file(corpus, out, _options(), engine=engine, log=None)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.communicate()
+    assert process.returncode == 0, stderr
+    _assert_same(out, expected)
+    # Once it has ended, the folder is free: the same command finds the run complete.
+    assert embed_file(corpus, out, _options(), engine=engine, log=None)["this_run_rows"] == 0
+
+
+@pytest.mark.parametrize("code", [errno.EBADF, errno.ENOLCK], ids=["EBADF", "ENOLCK"])
+def test_a_folder_that_cannot_be_locked_still_runs(corpus, expected, engine, tmp_path, code):
+    """NFS emulates flock with a write lock, which a folder opened to read cannot take (EBADF),
+    and without its lock daemon says ENOLCK: the lock must not stop runs it cannot guard."""
+    import fcntl
+
+    real = fcntl.flock
+
+    def cannot_lock(fd: int, operation: int) -> None:
+        if operation & fcntl.LOCK_EX:
+            raise OSError(code, os.strerror(code))
+        real(fd, operation)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fcntl, "flock", cannot_lock)
+        embed_file(corpus, tmp_path / "out", _options(), engine=engine, log=None)
+    _assert_same(tmp_path / "out", expected)
+
+
+@pytest.mark.parametrize(("edit", "now"), [("a", "more"), ("w", "fewer")])
+def test_a_file_that_changes_while_read_stops_the_run_by_name(tmp_path, edit, now):
+    """A file written to during the run (a log still appended to) threw its rows' numbering off
+    the next file's: the run died with "chunk starts at row 400, expected 410", an internal
+    check that names no file; a file that shrank did the same."""
+    first = tmp_path / "a.txt"
+    first.write_text("".join(f"line {i}\n" for i in range(6)))
+    (tmp_path / "b.txt").write_text("next file\n")
+    files = find_inputs(tmp_path)
+    slices = plan(files, [count_rows(f) for f in files], 0)
+    with open(first, edit) as f:  # after the count, before the read
+        f.write("one line more\n")
+    with pytest.raises(CorpusError, match=rf"{first} changed while it was read: 6 rows .*{now}"):
+        list(chunks_of(slices[0], Columns(), batch_texts=4))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 
 import httpx
@@ -366,6 +367,20 @@ def test_the_url_is_a_root_or_a_v1_base():
     assert embeddings_url("https://h/proxy") == "https://h/proxy/v1/embeddings"
     with pytest.raises(ValueError, match="http:// or https:// URL"):
         embeddings_url("h:8000")
+
+
+def test_the_url_may_be_the_endpoint_itself():
+    """The endpoint copied from a curl line was sent to `.../v1/embeddings/v1/embeddings`: 404."""
+    assert embeddings_url("http://h:8000/v1/embeddings") == "http://h:8000/v1/embeddings"
+    assert embeddings_url("http://h:8000/v1/embeddings/") == "http://h:8000/v1/embeddings"
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://h:abc", "http://h:99999"])
+def test_a_malformed_url_is_refused_naming_the_flag(url):
+    """These said "Invalid IPv6 URL", "Port could not be cast to integer value as 'abc'" or
+    "Port out of range 0-65535": no flag, no URL."""
+    with pytest.raises(ValueError, match=rf"^--server {re.escape(url)!s}: .+"):
+        embeddings_url(url)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from typing import Any
 
 from embedserve.corpus.encode import EMBEDDING_TYPES
 from embedserve.corpus.pipeline import ON_ERROR, EmbedFileOptions
+from embedserve.corpus.readers import CorpusError
 from embedserve.corpus.remote import ServerOptions
 from embedserve.loading import LoadOptions, LoadSettings
 from embedserve.models import DEFAULT_MODEL
@@ -150,7 +151,11 @@ def add_embed_file_command(commands: Any) -> argparse.ArgumentParser:
         help="with --server: how long one request may be refused (429/503, waited out by "
         f"Retry-After) before the job stops (default: {ServerOptions.retry_seconds:g})",
     )
-    cmd.set_defaults(run=run_embed_file, usage_error=cmd.error)
+    cmd.set_defaults(
+        run=run_embed_file,
+        usage_error=cmd.error,
+        interrupted="interrupted: the parts written are kept; run the same command to resume",
+    )
     return cmd
 
 
@@ -224,15 +229,21 @@ def run_embed_file(args: argparse.Namespace) -> int:
         args.usage_error(refusal)
     options = options_from_args(args)
     if args.server is not None:
-        return _run_on_server(args, options)
-    if args.ray is None:
-        embed_file(args.input, args.out, options)
-        return 0
+        totals = _run_on_server(args, options)
+    elif args.ray is None:
+        totals = embed_file(args.input, args.out, options)
+    else:
+        totals = _run_on_ray(args, options)
+    _check_something_embedded(args, totals)
+    return 0
+
+
+def _run_on_ray(args: argparse.Namespace, options: EmbedFileOptions) -> dict[str, Any]:
     if options.cache_dir is not None:
         raise SystemExit("embed-file: --cache-dir works with the in-process model, not with --ray")
     from embedserve.integrations.ray import embed_file_on_ray
 
-    embed_file_on_ray(
+    return embed_file_on_ray(
         args.input,
         args.out,
         options,
@@ -240,7 +251,25 @@ def run_embed_file(args: argparse.Namespace) -> int:
         actors=args.ray_actors,
         **_given(num_cpus=args.ray_cpus_per_actor, num_gpus=args.ray_gpus_per_actor),
     )
-    return 0
+
+
+def _check_something_embedded(args: argparse.Namespace, totals: Mapping[str, Any]) -> None:
+    """A run that skipped every row of its input embedded nothing: its exit says so, or a
+    script goes on with an empty output. (A --text-column that is not the field of a JSONL's
+    texts skips every row, where a CSV's or Parquet's missing column is refused outright.)"""
+    if totals["rows"] or not totals["skipped"]:
+        return
+    reasons = [reason for _, reason in totals["skipped_rows"]]
+    field = f"no {args.text_column!r} field"
+    hint = (
+        f"; is --text-column {args.text_column!r} the field that holds the texts?"
+        if reasons[:1] == [field]
+        else ""
+    )
+    raise CorpusError(
+        f"{args.input}: none of its {totals['skipped']:,} rows was embedded (all skipped, as "
+        f"listed above){hint}"
+    )
 
 
 def api_key(name: str | None, environ: Mapping[str, str] | None = None) -> str | None:
@@ -260,7 +289,7 @@ def _given(**values: Any) -> dict[str, Any]:
     return {name: value for name, value in values.items() if value is not None}
 
 
-def _run_on_server(args: argparse.Namespace, options: EmbedFileOptions) -> int:
+def _run_on_server(args: argparse.Namespace, options: EmbedFileOptions) -> dict[str, Any]:
     from embedserve.corpus.remote import embed_file_on_server
 
     server = ServerOptions(
@@ -268,5 +297,4 @@ def _run_on_server(args: argparse.Namespace, options: EmbedFileOptions) -> int:
         api_key=api_key(args.api_key_env),
         **_given(concurrency=args.server_concurrency, retry_seconds=args.server_retry_seconds),
     )
-    embed_file_on_server(args.input, args.out, options, server=server)
-    return 0
+    return embed_file_on_server(args.input, args.out, options, server=server)

@@ -14,6 +14,7 @@ ends up in exactly one part. Readers skip names starting with '_' or '.', so
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -27,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from embedserve.corpus.encode import arrow_type, to_arrow
+from embedserve.fileio import utf8_path
 
 MANIFEST = "_manifest.json"
 MANIFEST_VERSION = 1
@@ -97,6 +99,28 @@ def fsync_replace(tmp: Path, target: Path) -> None:
         os.close(directory)
 
 
+def _lock_folder(directory: Path) -> int:
+    """An open descriptor of `directory` holding its exclusive lock, or OutputError where
+    another run holds it: a second run would delete the first's part in progress as a stray,
+    and each would write parts and manifests over the other's. The lock is on the folder
+    itself (no lock file is left in the output) and ends with the process, killed or not."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OutputError(
+            f"{directory} is in use by another embed-file run: wait for it to end, "
+            "or give another --out"
+        ) from None
+    except OSError:
+        # A filesystem that cannot lock a folder (NFS emulates flock with a write lock, which a
+        # folder opened to read cannot take: EBADF; no lock daemon: ENOLCK) runs unguarded, as
+        # every run did before the lock, rather than not at all.
+        pass
+    return fd
+
+
 def part_name(index: int) -> str:
     return f"part-{index:06d}.parquet"
 
@@ -121,6 +145,7 @@ class Manifest:
         self.directory = directory
         self.options = options
         self.data = data
+        self._lock: int | None = None
 
     @property
     def parts(self) -> list[dict[str, Any]]:
@@ -141,6 +166,11 @@ class Manifest:
         before the model loads: a wrong --out costs no load."""
         if directory.exists() and not directory.is_dir():
             raise OutputError(f"{directory} is a file: --out names a folder (new, or a run's)")
+        if not utf8_path(directory):
+            raise OutputError(
+                f"{directory}: the name is not UTF-8, and pyarrow writes Parquet parts by UTF-8 "
+                "names: give another --out"
+            )
         path = directory / MANIFEST
         if path.exists():
             try:
@@ -172,16 +202,30 @@ class Manifest:
 
     @classmethod
     def open(cls, directory: Path, options: dict[str, Any]) -> Manifest:
-        """Start or resume a run in `directory`; the options must be the ones it was started with."""
-        data = cls.check(directory, options)
-        if data is not None:
-            manifest = cls(directory, options, data)
-            manifest._remove_strays()
-            return manifest
+        """Start or resume a run in `directory`; the options must be the ones it was started
+        with. The run holds the folder's lock until `close`."""
+        cls.check(directory, options)  # refused before anything is made
         directory.mkdir(parents=True, exist_ok=True)
-        manifest = cls(directory, options, _new_run(options))
-        manifest.save()
+        lock = _lock_folder(directory)
+        try:
+            # Again under the lock: the run that held it until now may have added parts.
+            data = cls.check(directory, options)
+            manifest = cls(directory, options, data or _new_run(options))
+            if data is None:
+                manifest.save()
+            else:
+                manifest._remove_strays()
+        except BaseException:
+            os.close(lock)
+            raise
+        manifest._lock = lock
         return manifest
+
+    def close(self) -> None:
+        """Let another run have the folder."""
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            os.close(lock)
 
     def _remove_strays(self) -> None:
         """Delete part files a killed run left behind without listing them."""

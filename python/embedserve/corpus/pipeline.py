@@ -156,11 +156,13 @@ def _input_identity(file: InputFile) -> list[Any]:
 
 @dataclass(frozen=True)
 class FileSlice:
-    """One input file, the global number of its first row, and how many of its rows are done."""
+    """One input file, the global number of its first row, how many of its rows are done, and
+    how many it had when the run counted them (the next file's rows are numbered after them)."""
 
     file: InputFile
     offset: int
     skip: int
+    rows: int
 
 
 def plan(files: list[InputFile], counts: list[int], next_row: int) -> list[FileSlice]:
@@ -168,7 +170,7 @@ def plan(files: list[InputFile], counts: list[int], next_row: int) -> list[FileS
     slices, offset = [], 0
     for file, count in zip(files, counts):
         if offset + count > next_row:
-            slices.append(FileSlice(file, offset, max(next_row - offset, 0)))
+            slices.append(FileSlice(file, offset, max(next_row - offset, 0), count))
         offset += count
     return slices
 
@@ -193,7 +195,11 @@ def chunks_of(
     """Chunks of up to `batch_texts` embeddable rows (and the bad rows among them) from one file."""
     start = part.offset + part.skip
     chunk = Chunk(start, start)
+    end = part.offset + part.rows
+    number = part.offset - 1
     for number, row in enumerate(read_rows(part.file, columns, part.skip), part.offset):
+        if number >= end:
+            raise _changed_while_read(part, "more")
         if row is None:
             continue
         ident, text, reason = row
@@ -210,8 +216,20 @@ def chunks_of(
         if len(chunk.rows) >= batch_texts:
             yield chunk
             chunk = Chunk(chunk.end, chunk.end)
+    if number + 1 < end:
+        raise _changed_while_read(part, "fewer")
     if chunk.end > chunk.start:
         yield chunk
+
+
+def _changed_while_read(part: FileSlice, now: str) -> CorpusError:
+    """A file that grew or shrank during the run: its rows no longer end where the next file's
+    numbering starts, so the run stops rather than number two rows alike."""
+    return CorpusError(
+        f"{part.file.path} changed while it was read: {part.rows} rows when the run counted "
+        f"them, {now} now; once nothing writes to it, start over (another --out, or delete "
+        "this one: its parts were cut from the file as it was)"
+    )
 
 
 def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
@@ -255,6 +273,10 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
             yield item
     finally:
         stop.set()
+        # Wait for the stage to finish the item in hand (one model call at most): a thread left
+        # inside ONNX Runtime or tokenizers as the interpreter exits (after Ctrl-C, an error
+        # downstream) aborts the process ("terminate called without an active exception").
+        thread.join()
 
 
 @dataclass(frozen=True)
@@ -388,6 +410,22 @@ def _run(
     log: Callable[[str], None] | None,
 ) -> dict[str, Any]:
     manifest = Manifest.open(Path(out), identity)
+    try:
+        return _run_locked(manifest, out, options, files, embedder, dimension, disk, log)
+    finally:
+        manifest.close()
+
+
+def _run_locked(
+    manifest: Manifest,
+    out: str | Path,
+    options: EmbedFileOptions,
+    files: list[InputFile],
+    embedder: Callable[[list[FileSlice]], Iterable[Chunk]],
+    dimension: int,
+    disk: DiskVectorCache | None,
+    log: Callable[[str], None] | None,
+) -> dict[str, Any]:
     resumed_from = manifest.next_row
     if manifest.complete:
         if log:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from embedserve.fileio import utf8_path
 from embedserve.inputs import type_phrase
 
 FORMATS = {
@@ -74,16 +75,22 @@ def find_inputs(
         fmt = format_of(path)
         if fmt is None:
             raise CorpusError(f"{path}: unknown format; use one of {', '.join(sorted(FORMATS))}")
-        return [InputFile(path, fmt)]
+        return [_checked(InputFile(path, fmt))]
     if path.is_dir():
         candidates = sorted(_walk(path))
     elif glob.has_magic(text):
         candidates = sorted(Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True))
+    elif path.exists() or text == "-":
+        what = "stdin is not a regular file" if text == "-" else "not a regular file"
+        raise CorpusError(
+            f"{text}: {what} (a pipe, socket or device): embed-file reads its input "
+            "twice, counting the rows first, and again on a resume; write it to a file first"
+        )
     else:
         raise CorpusError(f"{text}: no such file or directory")
     skipped = None if exclude is None else Path(exclude).expanduser().resolve()
     files = [
-        InputFile(p, fmt)
+        _checked(InputFile(p, fmt))
         for p in candidates
         if p.is_file()
         and (fmt := format_of(p))
@@ -92,6 +99,48 @@ def find_inputs(
     if not files:
         raise CorpusError(f"{text}: no {', '.join(sorted(FORMATS))} files found")
     return files
+
+
+# Byte order marks of the encodings Windows tools save as "Unicode" (UTF-32's first: its
+# little-endian mark starts with UTF-16's).
+_OTHER_BOMS = {
+    b"\xff\xfe\x00\x00": "UTF-32",
+    b"\x00\x00\xfe\xff": "UTF-32",
+    b"\xff\xfe": "UTF-16",
+    b"\xfe\xff": "UTF-16",
+}
+
+
+# How much of a JSONL or text file is looked at for classic Mac line ends.
+_LINE_END_PROBE = 1 << 16
+
+
+def _checked(file: InputFile) -> InputFile:
+    """`file`, or CorpusError where a line format's bytes would be split into the wrong rows
+    rather than fail: read as UTF-8 and split at b"\\n", a file that starts with a UTF-16 or
+    UTF-32 byte order mark decodes into NUL-laced lines that get embedded, and one whose lines
+    end in a lone \\r (classic Mac OS) is one row. (The csv module ends records at \\r too.)"""
+    if file.format == "parquet":
+        if not utf8_path(file.path):
+            raise CorpusError(
+                f"{file.path}: the name is not UTF-8, and pyarrow opens Parquet files by UTF-8 "
+                "names: rename it"
+            )
+        return file
+    with open(file.path, "rb") as f:
+        start = f.read(_LINE_END_PROBE)
+    for mark, encoding in _OTHER_BOMS.items():
+        if start.startswith(mark):
+            raise CorpusError(
+                f"{file.path}: the file is {encoding} (it starts with that byte order mark); "
+                f"its text is read as UTF-8: convert it, e.g. `iconv -f {encoding} -t UTF-8`"
+            )
+    if file.format != "csv" and b"\r" in start and b"\n" not in start:
+        raise CorpusError(
+            f"{file.path}: its lines end in a lone CR (\\r, classic Mac OS); lines are read "
+            "up to \\n or \\r\\n: convert it, e.g. `tr '\\r' '\\n'`"
+        )
+    return file
 
 
 def _walk(folder: Path) -> Iterator[Path]:
@@ -209,9 +258,26 @@ def _decode(raw: bytes) -> tuple[str | None, str | None]:
         return None, f"not valid UTF-8 (byte {exc.start})"
 
 
+# A text field a row lacks (a JSON object without it, a CSV record cut short), told apart from
+# one that holds null: the user looks for the one or the other.
+ABSENT = object()
+
+# JSON's names for what a JSONL line holds, in the words of the file (not Python's "NoneType").
+_JSON_TYPES = {
+    type(None): "null",
+    bool: "true or false",
+    int: "a number",
+    float: "a number",
+    str: "a string",
+    list: "an array",
+}
+
+
 def _check_text(value: object, column: str) -> tuple[str | None, str | None]:
-    if value is None:
+    if value is ABSENT:
         return None, f"no {column!r} field"
+    if value is None:
+        return None, f"{column!r} is null"
     if not isinstance(value, str):
         return None, f"{column!r} is {type_phrase(value)}, not a string"
     if not value.strip():
@@ -262,9 +328,9 @@ def _jsonl(path: Path, columns: Columns, skip: int) -> Iterator[Row | None]:
             yield None, None, f"not valid JSON ({exc.msg})" if line.strip() else "empty line"
             continue
         if not isinstance(record, dict):
-            yield None, None, f"not a JSON object (a {type(record).__name__})"
+            yield None, None, f"not a JSON object ({_JSON_TYPES[type(record)]})"
             continue
-        text, reason = _check_text(record.get(columns.text), columns.text)
+        text, reason = _check_text(record.get(columns.text, ABSENT), columns.text)
         yield _id(record.get(columns.id)) if columns.id else None, text, reason
 
 
@@ -282,7 +348,7 @@ def _csv(path: Path, columns: Columns, skip: int) -> Iterator[Row | None]:
             if number < skip:
                 yield None
                 continue
-            value = record[text_at] if text_at < len(record) else None
+            value = record[text_at] if text_at < len(record) else ABSENT
             text, reason = _check_text(value, columns.text)
             ident = record[id_at] if id_at is not None and id_at < len(record) else None
             if ident is not None:  # an id is kept even when not UTF-8: bad bytes become U+FFFD

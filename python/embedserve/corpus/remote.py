@@ -99,12 +99,19 @@ class ServerOptions:
 
 
 def embeddings_url(url: str) -> str:
-    """The embeddings endpoint of a server given by its root (`http://host:8000`) or by its
-    OpenAI base URL (`http://host:8000/v1`, what OpenAI's SDK takes): `.../v1/embeddings`."""
-    parts = urllib.parse.urlsplit(url)
+    """The embeddings endpoint of a server given by its root (`http://host:8000`), by its
+    OpenAI base URL (`http://host:8000/v1`, what OpenAI's SDK takes) or by the endpoint itself
+    (copied from a curl line): `.../v1/embeddings`."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (read for its check: a port that is not a number, or too large)
+    except ValueError as exc:  # urllib's words name neither the flag nor the URL
+        raise ValueError(f"--server {url}: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"--server wants an http:// or https:// URL with a host, got {url!r}")
     path = parts.path.rstrip("/")
+    if path.endswith("/v1/embeddings"):
+        path = path.removesuffix("/embeddings")
     if not path.endswith("/v1"):
         path += "/v1"
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path + "/embeddings", "", ""))

@@ -107,10 +107,11 @@ def read_slices(
     batch: dict[str, np.ndarray], *, columns: Columns, batch_texts: int, on_error: str
 ) -> Iterator[pa.Table]:
     """map_batches function: each input row names a file slice; yields its rows as tables."""
-    for path, fmt, offset, skip in zip(
-        batch["path"], batch["format"], batch["offset"], batch["skip"]
+    for path, fmt, offset, skip, rows in zip(
+        batch["path"], batch["format"], batch["offset"], batch["skip"], batch["rows"]
     ):
-        part = FileSlice(InputFile(Path(str(path)), str(fmt)), int(offset), int(skip))
+        file = InputFile(Path(str(path)), str(fmt))
+        part = FileSlice(file, int(offset), int(skip), int(rows))
         for chunk in chunks_of(part, columns, batch_texts, on_error):
             yield _chunk_table(chunk)
 
@@ -154,7 +155,13 @@ class RayEmbedder:
             return iter(())
         options = self.options
         items = [
-            {"path": str(s.file.path), "format": s.file.format, "offset": s.offset, "skip": s.skip}
+            {
+                "path": str(s.file.path),
+                "format": s.file.format,
+                "offset": s.offset,
+                "skip": s.skip,
+                "rows": s.rows,
+            }
             for s in slices
         ]
         ds = ray.data.from_items(items, override_num_blocks=len(items))

@@ -19,13 +19,22 @@ log = logging.getLogger(__name__)
 
 
 def cache_root() -> Path:
-    """`$EMBEDSERVE_CACHE`, else `$XDG_CACHE_HOME/embedserve`, else `~/.cache/embedserve`."""
+    """`$EMBEDSERVE_CACHE`, else `$XDG_CACHE_HOME/embedserve`, else `~/.cache/embedserve`: a
+    folder, or ValueError naming where it came from (a file there failed later as "Not a
+    directory: '.../models'", or made `models` list every model as not cached)."""
     explicit = os.environ.get("EMBEDSERVE_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "embedserve"
+    if explicit:
+        root, source = Path(explicit).expanduser(), f"EMBEDSERVE_CACHE={explicit}"
+    elif xdg:
+        root = Path(xdg).expanduser() / "embedserve"
+        source = f"{root} (from XDG_CACHE_HOME)"
+    else:
+        root = Path.home() / ".cache" / "embedserve"
+        source = str(root)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"{source} is a file: the cache is a folder (new, or one embedserve made)")
+    return root
 
 
 def compiled_root() -> Path:
