@@ -171,6 +171,21 @@ def test_ollama_routes(server, engine):
     assert blank.status_code == 400 and blank.json()["error"].startswith("input[1] is an empty")
 
 
+def test_ollama_legacy_prompt_is_named_by_its_field(engine):
+    """/api/embeddings takes one text, `prompt` (ollama/ollama api/types.go EmbeddingRequest at
+    fb30760996871fa9460115c753afd2c60d4ab0f7): its errors name `prompt`, not `prompt[0]`; /api/embed's
+    `input` is an array and keeps its indexes."""
+    limits = Limits(max_input_tokens=40, max_input_chars=300)
+    with live_server(unhurried(api_keys=(KEY,), limits=limits), engines={MODEL: engine}) as small:
+        chars = post(small, "/api/embeddings", {"model": MODEL, "prompt": "word " * 70})
+        assert chars.status_code == 400, chars.text
+        assert chars.json()["error"].startswith("prompt has 350 characters"), chars.text
+        tokens = post(small, "/api/embeddings", {"model": MODEL, "prompt": "word " * 45})
+        assert tokens.json()["error"].startswith("prompt has 47 tokens; at most 40"), tokens.text
+        batch = post(small, "/api/embed", {"model": MODEL, "input": ["a", "word " * 45]})
+        assert batch.json()["error"].startswith("input[1] has 47 tokens"), batch.text
+
+
 def test_cohere_truncate_and_errors(server, engine):
     def cohere(texts, **extra):
         body = {"model": MODEL, "texts": texts, "input_type": "search_document", **extra}

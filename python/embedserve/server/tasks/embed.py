@@ -46,7 +46,9 @@ class EmbedJob(Job[R], Generic[R]):
     metadata, dimensions. `param` is the API's name for the inputs (`texts`, `inputs`, ...),
     which its errors name; `last_param`, when given, names the last text instead, one sent in a
     field of its own and computed with the others (TEI /similarity's `source_sentence`);
-    `dimensions_param` is the API's name for `dimensions` (Cohere's `output_dimension`)."""
+    `single`: the request is one text, sent in the field `param` (Ollama's legacy `prompt`),
+    whose errors name it as a last text's do, without an index; `dimensions_param` is the API's
+    name for `dimensions` (Cohere's `output_dimension`)."""
 
     def __init__(
         self,
@@ -58,11 +60,13 @@ class EmbedJob(Job[R], Generic[R]):
         resolve: Resolve | None = None,
         param: str = "input",
         last_param: str | None = None,
+        single: bool = False,
         dimensions_param: str = "dimensions",
     ) -> None:
         self.request = request
         self.param = param
-        self.last_param = last_param
+        # A lone text is its request's last text, in a field of its own: the same names serve.
+        self.last_param = param if single else last_param
         self.engine = engine
         self.info = engine.model_info
         self.render = render
@@ -73,15 +77,16 @@ class EmbedJob(Job[R], Generic[R]):
         self.truncate = config.truncates(request.truncate)
         inputs = request.inputs
         self.size = len(inputs)
-        # The last text, when it has a field of its own, is counted with the items, not as one.
+        # The last text, when it has a field of its own, is counted with the items, not as one
+        # (a lone text is the request's one item).
         items = self.size if last_param is None else self.size - 1
         check_count(items, limits.max_inputs, param, plus_one=last_param)
-        if inputs.texts is not None and last_param is not None:
+        if inputs.texts is not None and self.last_param is not None:
             lengths = [len(text) for text in inputs.texts]
             check_not_empty(lengths, param)
             items = check_characters(lengths[:-1], limits, param)
             self.characters = check_characters(
-                lengths[-1:], limits, last_param, already=items, single=True
+                lengths[-1:], limits, self.last_param, already=items, single=True
             )
         else:
             self.characters = check_inputs(inputs, limits, param)
