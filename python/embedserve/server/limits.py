@@ -51,11 +51,15 @@ def check_count(count: int, limit: int, param: str, *, plus_one: str | None = No
         )
 
 
-def check_not_empty(lengths: Sequence[int], param: str, what: str = "an empty string") -> None:
+def check_not_empty(
+    lengths: Sequence[int], param: str, what: str = "an empty string", *, single: bool = False
+) -> None:
+    """No input of length 0; `single`: `param` is one text (TEI's `source_sentence`)."""
     empty = next((i for i, n in enumerate(lengths) if n == 0), None)
     if empty is not None:
+        where = param if single else f"{param}[{empty}]"
         raise invalid(
-            f"{param}[{empty}] is {what}; every input must hold at least one token",
+            f"{where} is {what}; every input must hold at least one token",
             param=param,
             code="empty_input",
         )

@@ -73,8 +73,8 @@ class EmbedRequest(EmbedParameters, kw_only=True):
 
 
 class SimilarityInputs(msgspec.Struct, forbid_unknown_fields=True):
-    # Empty is refused here: the embed task's checks name the sentences, not the source.
-    source_sentence: Annotated[str, msgspec.Meta(min_length=1)]
+    # Empty is refused by the embed task, which names it (`last_param`), as TEI does (400 Empty).
+    source_sentence: str
     sentences: list[str]
 
 

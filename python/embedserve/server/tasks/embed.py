@@ -83,7 +83,8 @@ class EmbedJob(Job[R], Generic[R]):
         check_count(items, limits.max_inputs, param, plus_one=last_param)
         if inputs.texts is not None and self.last_param is not None:
             lengths = [len(text) for text in inputs.texts]
-            check_not_empty(lengths, param)
+            check_not_empty(lengths[:-1], param)
+            check_not_empty(lengths[-1:], self.last_param, single=True)
             items = check_characters(lengths[:-1], limits, param)
             self.characters = check_characters(
                 lengths[-1:], limits, self.last_param, already=items, single=True
