@@ -136,6 +136,29 @@ def test_tei_embed_takes_token_ids_as_its_tokenize_gives_them(server, engine):
     assert cosines(np.asarray(left.json(), np.float32), want).min() >= 0.99999
 
 
+def test_tei_embed_takes_texts_and_token_ids_mixed(server, engine):
+    """TEI's `inputs` is an untagged `Input::Batch(Vec<InputType>)`, InputType a String or a
+    Vec<u32> (router/src/http/types.rs, huggingface/text-embeddings-inference at
+    0d124dc9773be6ac5a9a57d8439aba9bbbf33273), so one array may hold texts and id arrays: each
+    input gets its own vector, in order, texts tokenized as texts and ids read as ids."""
+    texts = ["hello world", "the quick brown fox", LONG + "end", "a b c"]
+    want = engine.embed(texts).embeddings
+    sequences = tei_ids(server, texts)
+    content = tei_ids(server, texts[3], add_special_tokens=False)[0]
+    for path in ("/embed", "/"):
+        mixed = [texts[0], sequences[1], sequences[2], content]
+        response = post(server, path, {"inputs": mixed})
+        assert response.status_code == 200, response.text
+        got = np.asarray(response.json(), np.float32)
+        assert got.shape == want.shape
+        assert cosines(got, want).min() >= 0.99999
+    flipped = post(server, "/embed", {"inputs": [sequences[0], texts[1], sequences[2], texts[3]]})
+    assert cosines(np.asarray(flipped.json(), np.float32), want).min() >= 0.99999
+    left = post(server, "/embed", {"inputs": ["a", sequences[2]], "truncation_direction": "left"})
+    want_left = engine.embed(["a", texts[2]], truncation_direction="left").embeddings
+    assert cosines(np.asarray(left.json(), np.float32), want_left).min() >= 0.99999
+
+
 def test_tei_token_ids_get_the_checks_of_openai_token_arrays(server):
     def refused(inputs, **options) -> str:
         response = post(server, "/embed", {"inputs": inputs, **options})
@@ -151,7 +174,16 @@ def test_tei_token_ids_get_the_checks_of_openai_token_arrays(server):
     assert refused([[101], []]).startswith("inputs[1] is an empty token array")
     assert refused([[7592] * 300], truncate=False).startswith("inputs[0] has 302 tokens")
     assert refused([[7592] * 8193]).startswith("inputs[0] has 8193 tokens")
-    assert refused(["hello", [7592]]).startswith("inputs[1] is an array of token ids and inputs[0]")
+    assert refused(["hello", 7592]).startswith("inputs[1] is a token id and inputs[0] a text")
+    assert refused([[7592], "hello", 7592]).startswith("inputs[1] is a text and inputs[0] an")
+    # A mixed batch (test_tei_embed_takes_texts_and_token_ids_mixed) gets the same checks,
+    # each input named by its index in the batch.
+    assert refused(["hello", "world", [101, 30522]]).startswith("inputs[2] holds token id 30522")
+    assert refused(["hello", []]).startswith("inputs[1] is an empty token array")
+    assert refused([[7592], ""]).startswith("inputs[1] is an empty string")
+    assert refused(["a", [7592] * 300], truncate=False).startswith("inputs[1] has 302 tokens")
+    assert refused([[7592], "a", LONG], truncate=False).startswith("inputs[2] has 402 tokens")
+    assert refused(["a", [7592] * 8193]).startswith("inputs[1] has 8193 tokens")
     assert "$.inputs[0]" in refused([1.5])
     # Millions of ids are refused from the body's bytes, before decoding.
     assert refused([[7592] * 400_000]).startswith("inputs holds at least")

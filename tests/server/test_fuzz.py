@@ -133,7 +133,8 @@ numbers = st.integers(-2, 600) | st.sampled_from([2**31, 2**64, -(2**63), 1e308,
 models = st.sampled_from([MODEL, f"{MODEL}:latest", "nope", ""])
 flags = st.booleans()
 directions = st.sampled_from(["left", "Right", "up", ""])
-tei_inputs = texts | text_lists | id_arrays | st.lists(id_arrays, max_size=3)
+# TEI's InputType is a text or an id array, so one array may hold both.
+tei_inputs = texts | text_lists | id_arrays | st.lists(texts | id_arrays, max_size=4)
 
 
 def is_list_of(item: Callable[[Any], bool]) -> Callable[[Any], bool]:

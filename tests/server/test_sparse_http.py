@@ -108,6 +108,10 @@ def test_token_ids_answer_as_their_text(both, encoder):
     content = tei_ids(both, texts[1], add_special_tokens=False)[0]
     for inputs in (sequences[1], content):  # one array: one input
         assert_same_sparse(post(both, {"inputs": inputs}).json(), want[1:2])
+    # Texts and id arrays in one array (TEI's InputType: String or Ids), each its own.
+    mixed = post(both, {"inputs": [texts[0], sequences[1], texts[2], sequences[3]]})
+    assert mixed.status_code == 200, mixed.text
+    assert_same_sparse(mixed.json(), want)
     left = post(both, {"inputs": [sequences[3]], "truncation_direction": "left"}).json()
     assert_same_sparse(
         left, post(both, {"inputs": [texts[3]], "truncation_direction": "left"}).json()
@@ -122,7 +126,10 @@ def test_token_ids_answer_as_their_text(both, encoder):
         ({"inputs": [[101], []]}, "inputs[1] is an empty token array"),
         ({"inputs": [[7592] * 600], "truncate": False}, "inputs[0] has 602 tokens"),
         ({"inputs": [[7592] * 8193]}, "inputs[0] has 8193 tokens"),
-        ({"inputs": ["hello", [7592]]}, "inputs[1] is an array of token ids and inputs[0]"),
+        ({"inputs": ["hello", 7592]}, "inputs[1] is a token id and inputs[0] a text"),
+        ({"inputs": ["hello", [101, 30522]]}, "inputs[1] holds token id 30522"),
+        ({"inputs": ["hello", []]}, "inputs[1] is an empty token array"),
+        ({"inputs": [[7592], ""]}, "inputs[1] is an empty string"),
         ({"inputs": [[7592] * 400_000]}, "inputs holds at least"),  # refused before decoding
     ],
 )
@@ -194,6 +201,8 @@ def test_inference_free_queries_run_no_model(tmp_path, splade_dir):
         ids = post(server, {"inputs": [[101, 7592, 102]], "input_type": "query"})
         assert ids.status_code == 422 and ids.json()["error_type"] == "Validation"
         assert "inference-free: its queries" in ids.json()["error"]
+        mixed = post(server, {"inputs": ["a", [101, 7592, 102]], "input_type": "query"})
+        assert mixed.status_code == 422 and "inference-free: its queries" in mixed.text
 
 
 def test_a_sparse_only_server_describes_itself_and_refuses_dense(encoder, splade_dir):

@@ -84,6 +84,15 @@ def test_embed_all_takes_token_ids_as_tei_s_embed_does(served):
     for inputs in (sequences[1], content):  # one array: one input
         (one,) = httpx.post(live.url + "/embed_all", json={"inputs": inputs}).json()
         np.testing.assert_allclose(one, want[1], atol=1e-6)
+    # Texts and id arrays in one array (TEI's InputType: String or Ids), each its own.
+    for mixed in ([texts[0], sequences[1]], [sequences[0], texts[1]]):
+        got = httpx.post(live.url + "/embed_all", json={"inputs": mixed})
+        assert got.status_code == 200, got.text
+        for a, b in zip(got.json(), want, strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-6)
+    mixed = {"inputs": [texts[0], sequences[1]], "model": "colbert", "is_query": True}
+    refused = httpx.post(live.url + "/embed_all", json=mixed)
+    assert refused.status_code == 422 and "token ids are an embedder's" in refused.text
     body = {"inputs": sequences, "model": "colbert", "is_query": True}
     refused = httpx.post(live.url + "/embed_all", json=body)
     assert refused.status_code == 422
@@ -101,7 +110,9 @@ def test_embed_all_takes_token_ids_as_tei_s_embed_does(served):
         ([[101], [-1]], "inputs[1] holds token id -1"),
         ([[101], []], "inputs[1] is an empty token array"),
         ([[7592] * 8193], "inputs[0] has 8193 tokens"),
-        (["hello", [7592]], "inputs[1] is an array of token ids and inputs[0]"),
+        (["hello", 7592], "inputs[1] is a token id and inputs[0] a text"),
+        (["hello", [101, 30522]], "inputs[1] holds token id 30522"),
+        ([[7592], ""], "inputs[1] is an empty string"),
         ([[7592] * 400_000], "inputs holds at least"),  # refused before decoding
     ],
 )
