@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from numbers import Integral
 
 from embedserve.errors import InputError
@@ -13,13 +14,35 @@ TextsOrTokens = str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]]
 
 @dataclass(frozen=True)
 class Inputs:
-    """Either `texts` or `token_arrays` is set, never both."""
+    """One of `texts`, `token_arrays` or `mixed` is set: a batch of one kind, or (TEI's
+    `inputs`, an array of texts and id arrays) a batch of both kinds in order."""
 
     texts: list[str] | None = None
     token_arrays: list[list[int]] | None = None
+    mixed: list[str | list[int]] | None = None
 
     def __len__(self) -> int:
+        if self.mixed is not None:
+            return len(self.mixed)
         return len(self.texts if self.texts is not None else self.token_arrays or [])
+
+    @property
+    def has_ids(self) -> bool:
+        """Whether any input is a token array."""
+        return self.token_arrays is not None or self.mixed is not None
+
+    def runs(self) -> list[tuple[int, Inputs]]:
+        """The batch as consecutive runs of one kind, each with the index of its first input:
+        the units a task prepares (a batch of one kind is one run)."""
+        if self.mixed is None:
+            return [(0, self)]
+        runs: list[tuple[int, Inputs]] = []
+        start = 0
+        for is_text, group in groupby(self.mixed, key=lambda item: isinstance(item, str)):
+            items: list = list(group)
+            runs.append((start, Inputs(texts=items) if is_text else Inputs(token_arrays=items)))
+            start += len(items)
+        return runs
 
 
 def check_utf8(text: str, where: str, *, index: int | None = None, param: str = "input") -> None:

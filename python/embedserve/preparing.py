@@ -100,10 +100,12 @@ class TextPreparer:
         prompt_name: str | None = None,
         param: str = "input",
         max_tokens: int | None = None,
+        start: int = 0,
     ) -> Prepared:
         """Tokenize (or check token arrays), add special tokens and apply the length limit (the
         model's, or `max_tokens` when lower: `ModelTokenizer.model_sequence`).
-        `param` is the inputs' name in an error about a token id (`inputs[1] holds ...`).
+        `param` is the inputs' name in an error about a token id (`inputs[1] holds ...`), and
+        `start` the index of the first of them in their request, which errors number from.
 
         Trusts `truncation_direction`: the server's schema and `embed` check it at their boundary.
         """
@@ -116,7 +118,7 @@ class TextPreparer:
         else:
             prompt = None
             content = parsed.token_arrays or []
-            self.tokenizer.check_token_ids(content, param=param)
+            self.tokenizer.check_token_ids(content, param=param, start=start)
         specials = self.tokenizer.specials
         untruncated = np.fromiter(
             (len(ids) + specials for ids in content), dtype=np.int64, count=len(content)
@@ -125,7 +127,7 @@ class TextPreparer:
             self.tokenizer.model_sequence(
                 i, ids, truncate=truncate, direction=truncation_direction, max_tokens=max_tokens
             )
-            for i, ids in enumerate(content)
+            for i, ids in enumerate(content, start)
         ]
         if prompt and not self.config.include_prompt:
             sequences = self._mark_prompt(sequences, content, prompt, truncation_direction)

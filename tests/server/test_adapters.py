@@ -48,14 +48,68 @@ def test_tei_embed_options_match_the_engine(server, engine):
 
 def test_tei_errors_have_tei_shape(server):
     response = post(server, "/embed", {"inputs": "a", "truncate": False, "normalize": "yes"})
-    assert response.status_code == 400
+    assert response.status_code == 422  # TEI's statuses: TEI_STATUSES below
     body = response.json()
     assert set(body) == {"error", "error_type"} and body["error_type"] == "Validation"
     assert "$.normalize" in body["error"]
     too_long = post(server, "/embed", {"inputs": ["a", LONG], "truncate": False})
-    assert too_long.status_code == 400 and too_long.json()["error"].startswith("inputs[1] has")
+    assert too_long.status_code == 422 and too_long.json()["error"].startswith("inputs[1] has")
     assert post(server, "/embed", {"inputs": "a"}, key="wrong").json()["error_type"] == "Validation"
-    assert post(server, "/embed", {"inputs": "a", "dimensions": 8}).status_code == 400
+    assert post(server, "/embed", {"inputs": "a", "dimensions": 8}).status_code == 422
+
+
+# What TEI answers for each mistake: its ErrorType's status (router/src/http/server.rs,
+# `From<&ErrorType> for StatusCode`: Empty 400, Validation 422, Backend 424) and axum 0.7's
+# for a body its Json extractor refuses (JsonSyntaxError 400, JsonDataError 422), read in
+# huggingface/text-embeddings-inference at 0d124dc9773be6ac5a9a57d8439aba9bbbf33273 and
+# tokio-rs/axum axum-v0.7.9 (9983bc1da460becd3a0f08c513d610411e84dd43), axum/src/json.rs.
+TEI_STATUSES = [
+    ("/embed", b'{"inputs": ["a", "LONG"], "truncate": false}', 422, "Validation"),
+    ("/embed", b'{"inputs": ""}', 400, "Empty"),
+    ("/embed", b'{"inputs": []}', 400, "Empty"),
+    ("/embed", b'{"inputs": ["a", ""]}', 400, "Empty"),
+    ("/embed", b'{"inputs": [[]]}', 400, "Empty"),
+    ("/", b'{"inputs": ', 400, "Validation"),  # no JSON: axum's text body, our error type
+    ("/embed", b"", 400, "Validation"),
+    ("/embed", b'{"inputs": "a", "normalize": "yes"}', 422, "Validation"),
+    ("/embed", b'{"normalize": true}', 422, "Validation"),
+    ("/embed", b"[1]", 422, "Validation"),
+    ("/embed", b'{"inputs": "a", "dimensions": 0}', 422, "Validation"),
+    ("/embed", b'{"inputs": "a", "prompt_name": "nope"}', 422, "Validation"),
+    ("/similarity", b'{"inputs": {"source_sentence": "", "sentences": ["a"]}}', 400, "Empty"),
+    ("/similarity", b'{"inputs": {"source_sentence": "a", "sentences": []}}', 400, "Empty"),
+    ("/tokenize", b'{"inputs": []}', 400, "Empty"),
+    ("/embed_sparse", b'{"inputs": "a"}', 424, "Backend"),  # not SPLADE
+    ("/rerank", b'{"query": "a", "texts": ["b"]}', 424, "Backend"),  # no reranker
+    ("/predict", b'{"inputs": "a"}', 424, "Backend"),  # no classifier
+]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "error_type"), TEI_STATUSES)
+def test_tei_routes_answer_tei_s_status_for_each_mistake(server, path, body, status, error_type):
+    """A TEI client sees the status TEI gives the same mistake (we answered 400 to each)."""
+    body = body.replace(b"LONG", LONG.encode())
+    response = httpx.post(
+        server.url + path,
+        content=body,
+        headers={**auth(), "Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert (response.status_code, response.json()["error_type"]) == (status, error_type), (
+        response.text
+    )
+
+
+def test_tei_batch_too_large_is_validation_422(engine):
+    with live_server(
+        unhurried(api_keys=(KEY,), limits=Limits(max_inputs=2)), engines={MODEL: engine}
+    ) as small:
+        response = post(small, "/embed", {"inputs": ["a", "b", "c"]})
+        assert response.status_code == 422, response.text
+        assert response.json() == {
+            "error": "inputs has 3 items; at most 2 are allowed per request",
+            "error_type": "Validation",
+        }
 
 
 def tei_ids(server: LiveServer, texts, **options) -> list[list[int]]:
@@ -82,12 +136,37 @@ def test_tei_embed_takes_token_ids_as_its_tokenize_gives_them(server, engine):
     assert cosines(np.asarray(left.json(), np.float32), want).min() >= 0.99999
 
 
+def test_tei_embed_takes_texts_and_token_ids_mixed(server, engine):
+    """TEI's `inputs` is an untagged `Input::Batch(Vec<InputType>)`, InputType a String or a
+    Vec<u32> (router/src/http/types.rs, huggingface/text-embeddings-inference at
+    0d124dc9773be6ac5a9a57d8439aba9bbbf33273), so one array may hold texts and id arrays: each
+    input gets its own vector, in order, texts tokenized as texts and ids read as ids."""
+    texts = ["hello world", "the quick brown fox", LONG + "end", "a b c"]
+    want = engine.embed(texts).embeddings
+    sequences = tei_ids(server, texts)
+    content = tei_ids(server, texts[3], add_special_tokens=False)[0]
+    for path in ("/embed", "/"):
+        mixed = [texts[0], sequences[1], sequences[2], content]
+        response = post(server, path, {"inputs": mixed})
+        assert response.status_code == 200, response.text
+        got = np.asarray(response.json(), np.float32)
+        assert got.shape == want.shape
+        assert cosines(got, want).min() >= 0.99999
+    flipped = post(server, "/embed", {"inputs": [sequences[0], texts[1], sequences[2], texts[3]]})
+    assert cosines(np.asarray(flipped.json(), np.float32), want).min() >= 0.99999
+    left = post(server, "/embed", {"inputs": ["a", sequences[2]], "truncation_direction": "left"})
+    want_left = engine.embed(["a", texts[2]], truncation_direction="left").embeddings
+    assert cosines(np.asarray(left.json(), np.float32), want_left).min() >= 0.99999
+
+
 def test_tei_token_ids_get_the_checks_of_openai_token_arrays(server):
     def refused(inputs, **options) -> str:
         response = post(server, "/embed", {"inputs": inputs, **options})
-        assert response.status_code == 400, response.text
         body = response.json()
-        assert set(body) == {"error", "error_type"} and body["error_type"] == "Validation"
+        assert set(body) == {"error", "error_type"}
+        empty = "empty" in body["error"]  # TEI's statuses: 400 Empty, else 422 Validation
+        want = (400, "Empty") if empty else (422, "Validation")
+        assert (response.status_code, body["error_type"]) == want, response.text
         return body["error"]
 
     assert refused([[101, 7592, 102], [101, 30522]]).startswith("inputs[1] holds token id 30522")
@@ -95,7 +174,16 @@ def test_tei_token_ids_get_the_checks_of_openai_token_arrays(server):
     assert refused([[101], []]).startswith("inputs[1] is an empty token array")
     assert refused([[7592] * 300], truncate=False).startswith("inputs[0] has 302 tokens")
     assert refused([[7592] * 8193]).startswith("inputs[0] has 8193 tokens")
-    assert refused(["hello", [7592]]).startswith("inputs[1] is an array of token ids and inputs[0]")
+    assert refused(["hello", 7592]).startswith("inputs[1] is a token id and inputs[0] a text")
+    assert refused([[7592], "hello", 7592]).startswith("inputs[1] is a text and inputs[0] an")
+    # A mixed batch (test_tei_embed_takes_texts_and_token_ids_mixed) gets the same checks,
+    # each input named by its index in the batch.
+    assert refused(["hello", "world", [101, 30522]]).startswith("inputs[2] holds token id 30522")
+    assert refused(["hello", []]).startswith("inputs[1] is an empty token array")
+    assert refused([[7592], ""]).startswith("inputs[1] is an empty string")
+    assert refused(["a", [7592] * 300], truncate=False).startswith("inputs[1] has 302 tokens")
+    assert refused([[7592], "a", LONG], truncate=False).startswith("inputs[2] has 402 tokens")
+    assert refused(["a", [7592] * 8193]).startswith("inputs[1] has 8193 tokens")
     assert "$.inputs[0]" in refused([1.5])
     # Millions of ids are refused from the body's bytes, before decoding.
     assert refused([[7592] * 400_000]).startswith("inputs holds at least")
@@ -122,7 +210,7 @@ def test_tei_tokenize_takes_prompt_name_as_embed_does(tmp_path, minilm_dir):
         default = post(prompted, "/tokenize", {"inputs": "hello"}).json()
         assert [t["text"] for t in default[0]][1:3] == ["passage", ":"]
         wrong = post(prompted, "/tokenize", {"inputs": "hello", "prompt_name": "nope"})
-        assert wrong.status_code == 400 and set(wrong.json()) == {"error", "error_type"}
+        assert wrong.status_code == 422 and set(wrong.json()) == {"error", "error_type"}
         assert wrong.json()["error"].startswith("prompt_name 'nope' is not one of")
 
 
@@ -136,7 +224,7 @@ def test_tei_tokenize_decode_and_info(server, engine):
     assert post(server, "/decode", {"ids": ids}).json() == ["hello world"]
     assert post(server, "/decode", {"ids": [ids, ids[1:2]]}).json() == ["hello world", "hello"]
     bad = post(server, "/decode", {"ids": [ids, [10**9]]})
-    assert bad.status_code == 400 and bad.json()["error"].startswith("ids[1]")
+    assert bad.status_code == 422 and bad.json()["error"].startswith("ids[1]")
     info = httpx.get(server.url + "/info", headers=auth()).json()
     assert info["model_id"] == MODEL and info["max_input_length"] == 256
     assert info["model_type"] == {"embedding": {"pooling": "mean"}}
@@ -169,6 +257,21 @@ def test_ollama_routes(server, engine):
     }
     blank = post(server, "/api/embed", {"model": MODEL, "input": ["a", ""]})
     assert blank.status_code == 400 and blank.json()["error"].startswith("input[1] is an empty")
+
+
+def test_ollama_legacy_prompt_is_named_by_its_field(engine):
+    """/api/embeddings takes one text, `prompt` (ollama/ollama api/types.go EmbeddingRequest at
+    fb30760996871fa9460115c753afd2c60d4ab0f7): its errors name `prompt`, not `prompt[0]`; /api/embed's
+    `input` is an array and keeps its indexes."""
+    limits = Limits(max_input_tokens=40, max_input_chars=300)
+    with live_server(unhurried(api_keys=(KEY,), limits=limits), engines={MODEL: engine}) as small:
+        chars = post(small, "/api/embeddings", {"model": MODEL, "prompt": "word " * 70})
+        assert chars.status_code == 400, chars.text
+        assert chars.json()["error"].startswith("prompt has 350 characters"), chars.text
+        tokens = post(small, "/api/embeddings", {"model": MODEL, "prompt": "word " * 45})
+        assert tokens.json()["error"].startswith("prompt has 47 tokens; at most 40"), tokens.text
+        batch = post(small, "/api/embed", {"model": MODEL, "input": ["a", "word " * 45]})
+        assert batch.json()["error"].startswith("input[1] has 47 tokens"), batch.text
 
 
 def test_cohere_truncate_and_errors(server, engine):
@@ -402,16 +505,16 @@ def test_similarity_matches_sentence_transformers_through_inference_client(serve
     want_left = engine_similarity(minilm_dir, source, [LONG], truncation_direction="left")
     np.testing.assert_allclose(left, want_left, rtol=0, atol=1e-5)
     empty = post(server, "/similarity", {"inputs": {"source_sentence": source, "sentences": []}})
-    assert empty.status_code == 400 and empty.json()["error_type"] == "Validation"
+    assert empty.status_code == 400 and empty.json()["error_type"] == "Empty"
     # An error names the sentence by its index in `sentences`, and the source by its name.
     blank = {"source_sentence": source, "sentences": ["a", ""]}
     blank = post(server, "/similarity", {"inputs": blank}).json()["error"]
     assert blank.startswith("sentences[1] is an empty string"), blank
     no_source = {"source_sentence": "", "sentences": ["a"]}
     no_source = post(server, "/similarity", {"inputs": no_source}).json()["error"]
-    assert "$.inputs.source_sentence" in no_source, no_source
+    assert no_source.startswith("source_sentence is an empty string"), no_source
     bad = post(server, "/similarity", {"inputs": {"source_sentence": source}})
-    assert bad.status_code == 400 and "sentences" in bad.json()["error"]
+    assert bad.status_code == 422 and "sentences" in bad.json()["error"]
 
 
 def test_similarity_errors_name_an_over_long_source_sentence_by_its_field(server, engine):
@@ -419,7 +522,7 @@ def test_similarity_errors_name_an_over_long_source_sentence_by_its_field(server
     them: its errors name `source_sentence`, the sentences' errors `sentences[i]`."""
     body = {"inputs": {"source_sentence": LONG, "sentences": ["a", "b"]}, "truncate": False}
     response = post(server, "/similarity", body)
-    assert response.status_code == 400, response.text
+    assert response.status_code == 422, response.text
     assert response.json()["error"].startswith("source_sentence has 402 tokens"), response.text
     body["inputs"] = {"source_sentence": "a", "sentences": ["b", LONG]}
     assert post(server, "/similarity", body).json()["error"].startswith("sentences[1] has 402")
@@ -454,7 +557,7 @@ def test_similarity_counts_the_source_with_the_sentences_and_says_so(engine):
         assert len(post(small, "/similarity", body).json()) == 3
         body["inputs"]["sentences"].append("e")
         response = post(small, "/similarity", body)
-        assert response.status_code == 400, response.text
+        assert response.status_code == 422, response.text
         assert response.json() == {
             "error": "sentences has 4 items, 5 texts with source_sentence; at most 4 are "
             "allowed per request",

@@ -46,6 +46,7 @@ class FakePreparer:
         prompt_name=None,
         param="input",
         max_tokens=None,
+        start=0,
     ):
         self.calls.append(
             {

@@ -65,11 +65,14 @@ def test_pruning_and_tokens(both, encoder):
         ({"inputs": ["ok", "word " * 600], "truncate": False}, "inputs[1] has 602 tokens"),
     ],
 )
-def test_bad_input_is_a_tei_400(both, body, words):
+def test_bad_input_gets_tei_s_status(both, body, words):
+    """TEI's statuses (tests/server/test_adapters.py TEI_STATUSES): 400 Empty, else 422."""
     response = post(both, body)
-    assert response.status_code in (400, 413), response.text
     error = response.json()
-    assert set(error) == {"error", "error_type"} and error["error_type"] == "Validation"
+    empty = "empty" in words
+    want = (400, "Empty") if empty else (422, "Validation")
+    assert (response.status_code, error["error_type"]) == want, response.text
+    assert set(error) == {"error", "error_type"}
     assert words in error["error"]
 
 
@@ -105,6 +108,10 @@ def test_token_ids_answer_as_their_text(both, encoder):
     content = tei_ids(both, texts[1], add_special_tokens=False)[0]
     for inputs in (sequences[1], content):  # one array: one input
         assert_same_sparse(post(both, {"inputs": inputs}).json(), want[1:2])
+    # Texts and id arrays in one array (TEI's InputType: String or Ids), each its own.
+    mixed = post(both, {"inputs": [texts[0], sequences[1], texts[2], sequences[3]]})
+    assert mixed.status_code == 200, mixed.text
+    assert_same_sparse(mixed.json(), want)
     left = post(both, {"inputs": [sequences[3]], "truncation_direction": "left"}).json()
     assert_same_sparse(
         left, post(both, {"inputs": [texts[3]], "truncation_direction": "left"}).json()
@@ -119,15 +126,19 @@ def test_token_ids_answer_as_their_text(both, encoder):
         ({"inputs": [[101], []]}, "inputs[1] is an empty token array"),
         ({"inputs": [[7592] * 600], "truncate": False}, "inputs[0] has 602 tokens"),
         ({"inputs": [[7592] * 8193]}, "inputs[0] has 8193 tokens"),
-        ({"inputs": ["hello", [7592]]}, "inputs[1] is an array of token ids and inputs[0]"),
+        ({"inputs": ["hello", 7592]}, "inputs[1] is a token id and inputs[0] a text"),
+        ({"inputs": ["hello", [101, 30522]]}, "inputs[1] holds token id 30522"),
+        ({"inputs": ["hello", []]}, "inputs[1] is an empty token array"),
+        ({"inputs": [[7592], ""]}, "inputs[1] is an empty string"),
         ({"inputs": [[7592] * 400_000]}, "inputs holds at least"),  # refused before decoding
     ],
 )
-def test_bad_token_ids_are_a_tei_400(both, body, words):
+def test_bad_token_ids_get_tei_s_status(both, body, words):
     response = post(both, body)
-    assert response.status_code == 400, response.text
     error = response.json()
-    assert set(error) == {"error", "error_type"} and error["error_type"] == "Validation"
+    want = (400, "Empty") if "empty" in words else (422, "Validation")
+    assert (response.status_code, error["error_type"]) == want, response.text
+    assert set(error) == {"error", "error_type"}
     assert error["error"].startswith(words), error
 
 
@@ -137,11 +148,12 @@ def test_a_server_without_a_sparse_model_says_so(server):
         json={"inputs": "x"},
         headers={"Authorization": "Bearer sk-test-key"},
     )
-    assert response.status_code == 400, response.text
+    # TEI answers embed_sparse on a model that is not SPLADE with a Backend error, 424.
+    assert response.status_code == 424, response.text
     assert response.json() == {
         "error": f"The model `{MODEL}` is an embedding model, not a sparse encoder; use it with "
         "/v1/embeddings, or name a sparse model",
-        "error_type": "Validation",
+        "error_type": "Backend",
     }
 
 
@@ -184,11 +196,13 @@ def test_inference_free_queries_run_no_model(tmp_path, splade_dir):
         long = post(
             server, {"inputs": ["ok", "word " * 600], "input_type": "query", "truncate": False}
         )
-        assert long.status_code == 400 and long.json()["error_type"] == "Validation"
+        assert long.status_code == 422 and long.json()["error_type"] == "Validation"
         assert "inputs[1] has 600 tokens" in long.json()["error"]
         ids = post(server, {"inputs": [[101, 7592, 102]], "input_type": "query"})
-        assert ids.status_code == 400 and ids.json()["error_type"] == "Validation"
+        assert ids.status_code == 422 and ids.json()["error_type"] == "Validation"
         assert "inference-free: its queries" in ids.json()["error"]
+        mixed = post(server, {"inputs": ["a", [101, 7592, 102]], "input_type": "query"})
+        assert mixed.status_code == 422 and "inference-free: its queries" in mixed.text
 
 
 def test_a_sparse_only_server_describes_itself_and_refuses_dense(encoder, splade_dir):
@@ -198,22 +212,22 @@ def test_a_sparse_only_server_describes_itself_and_refuses_dense(encoder, splade
         assert info["model_type"] == {"embedding": {"pooling": "splade"}}
         assert info["max_input_length"] == 512
         dense = httpx.post(server.url + "/embed", json={"inputs": "x"}, timeout=30)
-        assert dense.status_code == 400
+        assert dense.status_code == 424
         assert dense.json() == {
             "error": f"The model `{SPLADE}` is a sparse encoder, not an embedding model; use it "
             "with /embed_sparse, or name an embedder model",
-            "error_type": "Validation",
+            "error_type": "Backend",
         }
         assert post(server, {"inputs": "x"}).status_code == 200
 
 
-def test_a_response_over_the_pair_limit_is_a_400(both, encoder, monkeypatch):
+def test_a_response_over_the_pair_limit_is_refused(both, encoder, monkeypatch):
     from embedserve.server import limits
 
     pairs = sum(len(v) for v in encoder.encode(TEXTS))
     monkeypatch.setattr(limits, "MAX_SPARSE_PAIRS", pairs - 1)
     response = post(both, {"inputs": TEXTS})
-    assert response.status_code == 400
+    assert response.status_code == 422  # TEI's status for a request over a limit
     assert f"hold {pairs} (index, value) pairs" in response.json()["error"]
     assert post(both, {"inputs": TEXTS, "top_k": 2}).status_code == 200
 

@@ -84,9 +84,18 @@ def test_embed_all_takes_token_ids_as_tei_s_embed_does(served):
     for inputs in (sequences[1], content):  # one array: one input
         (one,) = httpx.post(live.url + "/embed_all", json={"inputs": inputs}).json()
         np.testing.assert_allclose(one, want[1], atol=1e-6)
+    # Texts and id arrays in one array (TEI's InputType: String or Ids), each its own.
+    for mixed in ([texts[0], sequences[1]], [sequences[0], texts[1]]):
+        got = httpx.post(live.url + "/embed_all", json={"inputs": mixed})
+        assert got.status_code == 200, got.text
+        for a, b in zip(got.json(), want, strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-6)
+    mixed = {"inputs": [texts[0], sequences[1]], "model": "colbert", "is_query": True}
+    refused = httpx.post(live.url + "/embed_all", json=mixed)
+    assert refused.status_code == 422 and "token ids are an embedder's" in refused.text
     body = {"inputs": sequences, "model": "colbert", "is_query": True}
     refused = httpx.post(live.url + "/embed_all", json=body)
-    assert refused.status_code == 400
+    assert refused.status_code == 422
     assert refused.json() == {
         "error": "inputs as token ids are an embedder's; colbert is a ColBERT, which marks each "
         "text as a query or a document when it tokenizes it: send texts",
@@ -101,16 +110,19 @@ def test_embed_all_takes_token_ids_as_tei_s_embed_does(served):
         ([[101], [-1]], "inputs[1] holds token id -1"),
         ([[101], []], "inputs[1] is an empty token array"),
         ([[7592] * 8193], "inputs[0] has 8193 tokens"),
-        (["hello", [7592]], "inputs[1] is an array of token ids and inputs[0]"),
+        (["hello", 7592], "inputs[1] is a token id and inputs[0] a text"),
+        (["hello", [101, 30522]], "inputs[1] holds token id 30522"),
+        ([[7592], ""], "inputs[1] is an empty string"),
         ([[7592] * 400_000], "inputs holds at least"),  # refused before decoding
     ],
 )
 def test_embed_all_refuses_bad_token_ids_in_tei_s_shape(served, inputs, words):
     live, _, _ = served
     response = httpx.post(live.url + "/embed_all", json={"inputs": inputs}, timeout=60)
-    assert response.status_code == 400, response.text
     error = response.json()
-    assert set(error) == {"error", "error_type"} and error["error_type"] == "Validation"
+    want = (400, "Empty") if "empty" in words else (422, "Validation")  # TEI's statuses
+    assert (response.status_code, error["error_type"]) == want, response.text
+    assert set(error) == {"error", "error_type"}
     assert error["error"].startswith(words), error
 
 
@@ -141,7 +153,7 @@ def check_embed_all_options(live, engine) -> None:
     for field, value in (("truncation_direction", "left"), ("prompt_name", "query")):
         body = {"inputs": ["a"], "model": "colbert", field: value}
         refused = httpx.post(live.url + "/embed_all", json=body, timeout=60)
-        assert refused.status_code == 400
+        assert refused.status_code == 422
         assert refused.json()["error"].startswith(f"{field} is an embedder's; colbert is a ColBERT")
 
 
@@ -152,7 +164,7 @@ def test_embed_all_refuses_a_response_past_the_limit_before_inference(served):
     assert response.json()["error_type"] == "Validation"
     assert "max-token-values" in response.json()["error"]
     bad = httpx.post(live.url + "/embed_all", json={"inputs": [""]})
-    assert bad.status_code == 400
+    assert bad.status_code == 400 and bad.json()["error_type"] == "Empty"
     wrong = httpx.post(live.url + "/v1/embeddings", json={"input": "a", "model": "colbert"})
     assert wrong.status_code == 400 and "late-interaction" in wrong.text
 
@@ -169,7 +181,7 @@ def test_embed_all_names_an_over_long_input_by_the_route_s_field(served):
         ):
             body = {"model": model, "inputs": inputs, "truncate": False}
             response = httpx.post(live.url + "/embed_all", json=body, timeout=60)
-            assert response.status_code == 400, response.text
+            assert response.status_code == 422, response.text
             assert response.json() == {
                 "error": f"{where} has {tokens} tokens, more than the model's limit of {limit}; "
                 "shorten it or allow truncation",
@@ -215,7 +227,7 @@ def test_a_maxsim_query_past_the_model_s_limit_with_truncate_false_is_refused(li
     tei = httpx.post(
         limited.url + "/rerank", json={"query": query, "texts": ["a b"], "truncate": False}
     )
-    assert tei.status_code == 400 and tei.json()["error"].startswith("query has 43 tokens")
+    assert tei.status_code == 422 and tei.json()["error"].startswith("query has 43 tokens")
     score = {"model": "colbert", "text_1": query, "text_2": ["a b"], "truncate": False}
     error = httpx.post(limited.url + "/v1/score", json=score).json()["error"]
     assert error["param"] == "text_1" and error["code"] == "context_length_exceeded"
@@ -293,7 +305,7 @@ def test_maxsim_rerank_cuts_each_document_at_max_tokens_per_doc(limited, colbert
 def test_maxsim_refuses_an_instruction(limited, route, body):
     """A ColBERT reads no instruction (only an LLM reranker's prompt does): 400, not ignored."""
     response = httpx.post(limited.url + route, json={**body, "instruction": "judge relevance"})
-    assert response.status_code == 400, response.text
+    assert response.status_code == (422 if route == "/rerank" else 400), response.text
     answer = response.json()
     message = answer.get("message") or answer.get("error")
     if route == "/v1/score":

@@ -24,7 +24,7 @@ from litestar.status_codes import (
 from embedserve.batching import BatcherClosedError, QueueFullError
 from embedserve.errors import InputError
 from embedserve.server.access import CLIENT_CLOSED_REQUEST, log_client_closed
-from embedserve.server.shapes import OPENAI, api_for_path, error_body
+from embedserve.server.shapes import OPENAI, api_for_path, api_status, error_body
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +119,12 @@ class ClientDisconnected(Exception):
 
 
 def error_response(error: ApiError, api: str = OPENAI) -> Response[bytes]:
-    """The error body in `api`'s shape; like OpenAI's, it does not repeat the status."""
+    """The error body in `api`'s shape, with `api`'s status for it; like OpenAI's, the body
+    does not repeat the status."""
     body = {"message": error.message, "type": error.type, "param": error.param, "code": error.code}
     return Response(
         content=msgspec.json.encode(error_body(api, error.status, body)),
-        status_code=error.status,
+        status_code=api_status(api, error.status, error.code),
         media_type="application/json",
         headers=error.headers,
     )

@@ -51,11 +51,15 @@ def check_count(count: int, limit: int, param: str, *, plus_one: str | None = No
         )
 
 
-def check_not_empty(lengths: Sequence[int], param: str, what: str = "an empty string") -> None:
+def check_not_empty(
+    lengths: Sequence[int], param: str, what: str = "an empty string", *, single: bool = False
+) -> None:
+    """No input of length 0; `single`: `param` is one text (TEI's `source_sentence`)."""
     empty = next((i for i, n in enumerate(lengths) if n == 0), None)
     if empty is not None:
+        where = param if single else f"{param}[{empty}]"
         raise invalid(
-            f"{param}[{empty}] is {what}; every input must hold at least one token",
+            f"{where} is {what}; every input must hold at least one token",
             param=param,
             code="empty_input",
         )
@@ -101,15 +105,33 @@ def check_inputs(inputs: Inputs, limits: Limits, param: str) -> int:
         lengths = [len(text) for text in inputs.texts]
         check_not_empty(lengths, param)
         return check_characters(lengths, limits, param)
+    if inputs.mixed is not None:
+        return _check_mixed(inputs.mixed, limits, param)
     lengths = [len(ids) for ids in inputs.token_arrays or []]
     check_not_empty(lengths, param, "an empty token array")
     check_token_arrays(lengths, limits, param)
     return 0
 
 
+def _check_mixed(items: list[str | list[int]], limits: Limits, param: str) -> int:
+    """`check_inputs` of texts and token arrays in one batch: each kind is checked as a batch
+    of its own would be, the other kind's items counting as nothing (and as not empty), so
+    every index a message names is the batch's."""
+    is_text = [isinstance(item, str) for item in items]
+    chars = [len(item) if text else 0 for item, text in zip(items, is_text)]
+    ids = [0 if text else len(item) for item, text in zip(items, is_text)]
+    check_not_empty([n if text else 1 for n, text in zip(chars, is_text)], param)
+    empty_array = "an empty token array"
+    check_not_empty([1 if text else n for n, text in zip(ids, is_text)], param, empty_array)
+    check_token_arrays(ids, limits, param)
+    return check_characters(chars, limits, param)
+
+
 def estimate_tokens(inputs: Inputs, tokens_per_char: float, specials: int, cap: int) -> int:
     """The tokens `inputs` will take before they are tokenized: exact for token arrays, from the
     characters for texts; each with `specials` added and cut at the model's `cap`."""
+    if inputs.mixed is not None:
+        return sum(estimate_tokens(run, tokens_per_char, specials, cap) for _, run in inputs.runs())
     if inputs.token_arrays is not None:
         return sum(min(len(ids) + specials, cap) for ids in inputs.token_arrays)
     return sum(min(int(len(text) * tokens_per_char) + specials, cap) for text in inputs.texts or [])

@@ -24,7 +24,15 @@ from embedserve.admission import Priority
 from embedserve.server.adapters import classify, cohere, ollama, sparse, tei, token_vectors
 from embedserve.server.plumbing import PRIORITY_HEADER_NAME
 from embedserve.server.schemas import API_VERSION, EXTRA_PARAMETERS
-from embedserve.server.shapes import CohereError, OllamaError, OpenAIError, TeiError
+from embedserve.server.shapes import (
+    TEI,
+    TEI_CLIENT_STATUSES,
+    CohereError,
+    OllamaError,
+    OpenAIError,
+    TeiError,
+    api_for_path,
+)
 
 JSON = "application/json"
 _REF = "#/components/schemas/"
@@ -636,12 +644,23 @@ OPERATIONS: tuple[Operation, ...] = (
 
 _STATUS = {
     400: "The request is invalid; the body says which field or input and why",
+    422: "The request is invalid (TEI's `Validation`); the body says which field or input and why",
+    424: "The model served does not do this task (TEI's `Backend`)",
     401: "A key is required and was missing or wrong",
     404: "Unknown model or deployment",
     413: "The body is larger than the server's limit",
     429: "The model's queue is full; retry after Retry-After seconds",
     503: "The model is not loaded yet, or the server is shutting down",
 }
+
+
+def _statuses(op: Operation) -> tuple[int, ...]:
+    """`op.errors`, where a TEI route's 400 stands for each status TEI gives a bad request."""
+    if api_for_path(op.path) != TEI or 400 not in op.errors:
+        return op.errors
+    return tuple(sorted({*op.errors, *TEI_CLIENT_STATUSES}))
+
+
 _RETRY_AFTER = {
     "Retry-After": {
         "description": "Seconds to wait before retrying",
@@ -723,7 +742,7 @@ def build_document(*, api_keys: bool = True) -> dict[str, Any]:
         responses: dict[str, Any] = {
             "200": {"description": "OK", "content": {op.media_type: {"schema": response_schema}}}
         }
-        for status in op.errors:
+        for status in _statuses(op):
             if status == 401 and not api_keys:
                 continue
             responses[str(status)] = {

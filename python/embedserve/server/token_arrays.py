@@ -51,8 +51,7 @@ class TokenArrays:
 
 def model_sequences(tokenizer: ModelTokenizer, request: EmbeddingsRequest) -> EmbeddingsRequest:
     """`request` with its token arrays read as TEI reads them (`model_content`)."""
-    arrays = request.inputs.token_arrays
-    if arrays is None:
+    if not request.inputs.has_ids:
         return request
     return dataclasses.replace(request, inputs=model_content(tokenizer, request.inputs))
 
@@ -62,18 +61,25 @@ def model_content(tokenizer: ModelTokenizer, inputs: Inputs) -> Inputs:
     vocabulary, as TEI's /tokenize (and a tokenizer's `input_ids`) give it, special tokens
     included. The model's leading and trailing special tokens, where an array has them, are
     taken off, so that the model's own are added once, after truncation (as for any token
-    array); an array without them is content. The ids are checked by the model's tokenizer."""
-    arrays = inputs.token_arrays
-    if arrays is None:
-        return inputs
-    prefix, suffix = tokenizer.prefix, tokenizer.suffix
-    content = []
-    for ids in arrays:
-        start = len(prefix) if prefix and ids[: len(prefix)] == prefix else 0
-        stop = (
-            len(ids) - len(suffix)
-            if suffix and ids[len(ids) - len(suffix) :] == suffix
-            else len(ids)
+    array); an array without them is content. The ids are checked by the model's tokenizer.
+    A mixed batch's texts stay as they are."""
+    if inputs.token_arrays is not None:
+        return Inputs(token_arrays=[_content(tokenizer, ids) for ids in inputs.token_arrays])
+    if inputs.mixed is not None:
+        return Inputs(
+            mixed=[
+                item if isinstance(item, str) else _content(tokenizer, item)
+                for item in inputs.mixed
+            ]
         )
-        content.append(ids[start : max(start, stop)])
-    return Inputs(token_arrays=content)
+    return inputs
+
+
+def _content(tokenizer: ModelTokenizer, ids: list[int]) -> list[int]:
+    """`ids` less the model's leading and trailing special tokens, where it has them."""
+    prefix, suffix = tokenizer.prefix, tokenizer.suffix
+    start = len(prefix) if prefix and ids[: len(prefix)] == prefix else 0
+    stop = (
+        len(ids) - len(suffix) if suffix and ids[len(ids) - len(suffix) :] == suffix else len(ids)
+    )
+    return ids[start : max(start, stop)]

@@ -57,13 +57,14 @@ async def compute(
     last_param: str | None = None,
     *,
     model_sequences: bool = False,
+    single: bool = False,
     dimensions_param: str = "dimensions",
 ) -> Done[R]:
     """Run the internal request through the pipeline (admission, limits, batching, metrics),
     dropping it from the queue if the client hangs up; `render` shapes the finished vectors,
     `param` is the API's name for the inputs, which its errors name (`last_param` the last
-    input's, when it came in a field of its own; `dimensions_param` the API's name for
-    `dimensions`: EmbedJob). Token arrays are read as the server's --token-encoding says, or
+    input's, when it came in a field of its own; `single`: the one text is `param` itself;
+    `dimensions_param` the API's name for `dimensions`: EmbedJob). Token arrays are read as the server's --token-encoding says, or
     with `model_sequences` as TEI reads them (whole sequences of the model's vocabulary:
     `token_arrays.model_sequences`)."""
     server = state(request)
@@ -81,6 +82,7 @@ async def compute(
         resolve=resolve,
         param=param,
         last_param=last_param,
+        single=single,
         dimensions_param=dimensions_param,
     )
     return await run_job(request, job, model.id, batcher, internal.priority)

@@ -145,7 +145,7 @@ async def embeddings(request: Request[Any, Any, Any]) -> Response[bytes]:
         model.require()
         return json_response(LegacyEmbedResponse(embedding=[]))
     internal = Internal(inputs=Inputs(texts=[body.prompt]), model=model.id)
-    done = await compute(request, internal, model, _first_row, "prompt")
+    done = await compute(request, internal, model, _first_row, "prompt", single=True)
     return json_response(
         LegacyEmbedResponse(embedding=done.result),
         headers=timing_headers(done, started),

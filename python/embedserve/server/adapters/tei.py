@@ -9,7 +9,8 @@ Both are accepted (a key given in both places takes the `parameters` value).
 `inputs` of `/embed` and `/` (and of /embed_sparse and /embed_all: `sparse`, `token_vectors`)
 may also be token ids in the model's vocabulary, as TEI takes them:
 one array of ids (one input) or an array of them, each a whole sequence as `/tokenize` answers it
-(`token_arrays.model_sequences`), whatever `--token-encoding` says (that is OpenAI's input).
+(`token_arrays.model_sequences`), whatever `--token-encoding` says (that is OpenAI's input);
+texts and id arrays may be mixed in one array, as TEI's `InputType` (String or Ids) allows.
 
 `GET /info` is asked by TEI clients and by Azure AI inference's `get_model_info`; the Azure SDK
 always sends `api-version` and TEI clients never do, so that query parameter picks the shape.
@@ -73,8 +74,8 @@ class EmbedRequest(EmbedParameters, kw_only=True):
 
 
 class SimilarityInputs(msgspec.Struct, forbid_unknown_fields=True):
-    # Empty is refused here: the embed task's checks name the sentences, not the source.
-    source_sentence: Annotated[str, msgspec.Meta(min_length=1)]
+    # Empty is refused by the embed task, which names it (`last_param`), as TEI does (400 Empty).
+    source_sentence: str
     sentences: list[str]
 
 
@@ -151,26 +152,32 @@ _KINDS = {str: "a text", int: "a token id", list: "an array of token ids"}
 
 
 def tei_inputs(inputs: TeiInputs) -> Inputs:
-    """`inputs` as texts or token arrays: an array of ids is one input, an array of arrays one
-    input each. TEI also takes texts and id arrays mixed in one array; we take one kind."""
+    """`inputs` as texts, token arrays or both: an array of ids is one input, an array of texts
+    and id arrays one input each, in order (TEI's `Input::Batch(Vec<InputType>)`, InputType an
+    untagged String or Vec<u32>: router/src/http/types.rs in huggingface/
+    text-embeddings-inference at 0d124dc9773be6ac5a9a57d8439aba9bbbf33273). An id beside a text
+    or an id array is neither."""
     if isinstance(inputs, str):
         return Inputs(texts=[inputs])
     if not inputs:
         return Inputs(texts=[])
-    kind = type(inputs[0])
-    odd = next((i for i, item in enumerate(inputs) if type(item) is not kind), None)
-    if odd is not None:
+    kinds = {type(item) for item in inputs}
+    if int in kinds and len(kinds) > 1:
+        first = type(inputs[0])
+        odd = next(i for i, item in enumerate(inputs) if type(item) is not first)
         raise invalid(
-            f"inputs[{odd}] is {_KINDS[type(inputs[odd])]} and inputs[0] {_KINDS[kind]}: an "
-            "array must hold only texts, only token ids (one input) or only arrays of token ids",
+            f"inputs[{odd}] is {_KINDS[type(inputs[odd])]} and inputs[0] {_KINDS[first]}: an "
+            "array holds token ids (one input), or texts and arrays of token ids",
             param="inputs",
             code="invalid_type",
         )
-    if kind is str:
+    if kinds == {str}:
         return Inputs(texts=inputs)  # type: ignore[arg-type]
-    if kind is int:
+    if kinds == {int}:
         return Inputs(token_arrays=[inputs])  # type: ignore[list-item]
-    return Inputs(token_arrays=inputs)  # type: ignore[arg-type]
+    if kinds == {list}:
+        return Inputs(token_arrays=inputs)  # type: ignore[arg-type]
+    return Inputs(mixed=inputs)  # type: ignore[arg-type]
 
 
 def to_internal(body: EmbedRequest) -> EmbeddingsRequest:

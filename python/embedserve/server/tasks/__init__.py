@@ -11,5 +11,6 @@ are the pipeline's and the adapters'; a task knows no HTTP and no wire format.
 - `sparse`: sparse vectors, SPLADE's or BGE-M3's (/embed_sparse);
 - `tokens`: the model's tokens of texts, and texts of token ids (tokenize, decode);
 - `token_vectors`: every token's vector (/embed_all) and MaxSim scores on a ColBERT (rerank, score);
-- `rows`: the rows, usage and content count of the jobs that build their rows chunk by chunk.
+- `rows`: the rows, usage and content count of the jobs that build their rows chunk by chunk;
+- `steps`: the tokenizing steps of texts, token arrays or both, for embed, sparse, token vectors.
 """

@@ -9,12 +9,11 @@ import numpy as np
 
 from embedserve.engine import Engine
 from embedserve.errors import InputTooLongError
-from embedserve.inputs import Inputs, chunk_ranges
+from embedserve.inputs import Inputs
 from embedserve.preparing import Prepared, prompt_name_for
 from embedserve.server.config import ServerConfig
 from embedserve.server.encoding import check_finite
 from embedserve.server.limits import (
-    CHUNK_CHARS,
     DEFAULT_TOKENS_PER_CHAR,
     TokenBudget,
     check_characters,
@@ -27,6 +26,7 @@ from embedserve.server.limits import (
 )
 from embedserve.server.pipeline import Job
 from embedserve.server.schemas import EmbeddingsRequest
+from embedserve.server.tasks.steps import prepare_steps
 from embedserve.vector_cache import merge_cached, split_cached
 
 R = TypeVar("R")
@@ -46,7 +46,9 @@ class EmbedJob(Job[R], Generic[R]):
     metadata, dimensions. `param` is the API's name for the inputs (`texts`, `inputs`, ...),
     which its errors name; `last_param`, when given, names the last text instead, one sent in a
     field of its own and computed with the others (TEI /similarity's `source_sentence`);
-    `dimensions_param` is the API's name for `dimensions` (Cohere's `output_dimension`)."""
+    `single`: the request is one text, sent in the field `param` (Ollama's legacy `prompt`),
+    whose errors name it as a last text's do, without an index; `dimensions_param` is the API's
+    name for `dimensions` (Cohere's `output_dimension`)."""
 
     def __init__(
         self,
@@ -58,11 +60,13 @@ class EmbedJob(Job[R], Generic[R]):
         resolve: Resolve | None = None,
         param: str = "input",
         last_param: str | None = None,
+        single: bool = False,
         dimensions_param: str = "dimensions",
     ) -> None:
         self.request = request
         self.param = param
-        self.last_param = last_param
+        # A lone text is its request's last text, in a field of its own: the same names serve.
+        self.last_param = param if single else last_param
         self.engine = engine
         self.info = engine.model_info
         self.render = render
@@ -73,15 +77,17 @@ class EmbedJob(Job[R], Generic[R]):
         self.truncate = config.truncates(request.truncate)
         inputs = request.inputs
         self.size = len(inputs)
-        # The last text, when it has a field of its own, is counted with the items, not as one.
+        # The last text, when it has a field of its own, is counted with the items, not as one
+        # (a lone text is the request's one item).
         items = self.size if last_param is None else self.size - 1
         check_count(items, limits.max_inputs, param, plus_one=last_param)
-        if inputs.texts is not None and last_param is not None:
+        if inputs.texts is not None and self.last_param is not None:
             lengths = [len(text) for text in inputs.texts]
-            check_not_empty(lengths, param)
+            check_not_empty(lengths[:-1], param)
+            check_not_empty(lengths[-1:], self.last_param, single=True)
             items = check_characters(lengths[:-1], limits, param)
             self.characters = check_characters(
-                lengths[-1:], limits, last_param, already=items, single=True
+                lengths[-1:], limits, self.last_param, already=items, single=True
             )
         else:
             self.characters = check_inputs(inputs, limits, param)
@@ -99,19 +105,9 @@ class EmbedJob(Job[R], Generic[R]):
         return estimate_tokens(self.request.inputs, tokens_per_char, 2, self.info.max_tokens)
 
     def steps(self) -> Iterator[Callable[[], None]]:
-        inputs = self.request.inputs
-        if inputs.token_arrays is not None and self._resolve is not None:
+        if self.request.inputs.has_ids and self._resolve is not None:
             yield self._decode
-            inputs = self.request.inputs
-        if inputs.token_arrays is not None:
-            # Token arrays were counted by the cheap checks; only their ids remain to be checked.
-            yield lambda: self._prepare(inputs, 0)
-            return
-        texts = inputs.texts or []
-        for chunk in chunk_ranges([len(t) for t in texts], CHUNK_CHARS):
-            yield lambda chunk=chunk: self._prepare(
-                Inputs(texts=texts[chunk.start : chunk.stop]), chunk.start
-            )
+        yield from prepare_steps(self.request.inputs, self._prepare)
 
     @property
     def prepared(self) -> Prepared:
@@ -174,7 +170,9 @@ class EmbedJob(Job[R], Generic[R]):
     def _decode(self) -> None:
         assert self._resolve is not None
         self.request = self._resolve(self.request)
-        self.characters = sum(len(text) for text in self.request.inputs.texts or [])
+        inputs = self.request.inputs
+        items = inputs.texts if inputs.mixed is None else inputs.mixed
+        self.characters = sum(len(item) for item in items or [] if isinstance(item, str))
 
     def _prepare(self, inputs: Inputs, start: int) -> None:
         try:
@@ -185,12 +183,12 @@ class EmbedJob(Job[R], Generic[R]):
                 prompt_name=prompt_name_for(
                     self.request.input_type, self.info.prompts, self.request.prompt_name
                 ),
-                # Token arrays are checked in one step, from index 0: their indexes are the request's.
                 param=self.param,
                 max_tokens=self.request.max_tokens,
+                start=start,
             )
-        except InputTooLongError as exc:  # name the input by its index in the whole request
-            index = start + (exc.index or 0)
+        except InputTooLongError as exc:  # numbered from `start`: name the route's field
+            index = exc.index or 0
             if self.last_param is not None and index == self.size - 1:
                 raise InputTooLongError(
                     0, exc.tokens, exc.limit, self.last_param, single=True

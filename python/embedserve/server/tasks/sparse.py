@@ -29,6 +29,7 @@ from embedserve.server.limits import (
     estimate_tokens,
 )
 from embedserve.server.pipeline import Job
+from embedserve.server.tasks.steps import prepare_steps
 from embedserve.server.token_arrays import model_content
 from embedserve.sparse import (
     SparseEncoder,
@@ -75,7 +76,7 @@ class SparseJob(Job[R], Generic[R]):
         check_input_type(input_type)
         self.prompt_name = prompt_name_for(input_type, encoder.config.prompts, prompt_name)
         self.static = encoder.query if input_type == "query" else None
-        if self.static is not None and inputs.token_arrays is not None:
+        if self.static is not None and inputs.has_ids:
             # Its queries are looked up by their own tokenizer's content ids, which need not be
             # the model's vocabulary (no special tokens, its own limit).
             raise invalid(
@@ -101,14 +102,12 @@ class SparseJob(Job[R], Generic[R]):
         return self.inputs.texts or []
 
     def steps(self) -> Iterator[Callable[[], None]]:
-        if self.inputs.token_arrays is not None:
-            # Counted by the cheap checks; only their ids remain to be checked, in one step (the
-            # indexes in its errors are the request's).
-            yield lambda: self._prepare(model_content(self.encoder.tokenizer, self.inputs), 0)
+        if self.static is None:  # the model's tokenizer: texts, ids of its vocabulary or both
+            inputs = model_content(self.encoder.tokenizer, self.inputs)
+            yield from prepare_steps(inputs, self._prepare)
             return
-        prepare = self._prepare_texts if self.static is None else self._prepare_static
         for chunk in chunk_ranges([len(t) for t in self.texts], CHUNK_CHARS):
-            yield lambda chunk=chunk: prepare(chunk)
+            yield lambda chunk=chunk: self._prepare_static(chunk)
 
     def rows(self) -> list[np.ndarray]:
         return [s for part in self._parts for s in part.sequences]
@@ -157,9 +156,6 @@ class SparseJob(Job[R], Generic[R]):
         self._static_content += int(counts.sum())
         self._static_ids.extend(ids)
 
-    def _prepare_texts(self, chunk: range) -> None:
-        self._prepare(Inputs(texts=self.texts[chunk.start : chunk.stop]), chunk.start)
-
     def _prepare(self, inputs: Inputs, start: int) -> None:
         try:
             part = self.encoder.prepare(
@@ -168,8 +164,9 @@ class SparseJob(Job[R], Generic[R]):
                 truncation_direction=self.truncation_direction,
                 prompt_name=self.prompt_name,
                 param=PARAM,
+                start=start,
             )
         except InputTooLongError as exc:  # the encoder says `input`; name the route's field
-            raise InputTooLongError(start + exc.index, exc.tokens, exc.limit, PARAM) from exc
+            raise InputTooLongError(exc.index, exc.tokens, exc.limit, PARAM) from exc
         self._budget.add(part.untruncated_tokens, start)
         self._parts.append(part)

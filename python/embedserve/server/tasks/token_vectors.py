@@ -35,6 +35,7 @@ from embedserve.server.limits import (
     estimate_tokens,
 )
 from embedserve.server.tasks.rows import RowsJob
+from embedserve.server.tasks.steps import prepare_steps
 from embedserve.server.token_arrays import model_content
 
 R = TypeVar("R")
@@ -99,16 +100,11 @@ class TokenVectorsJob(RowsJob[np.ndarray, R], Generic[R]):
         return estimate_tokens(self.inputs, tokens_per_char, 3, self.model.model_info.max_tokens)
 
     def steps(self) -> Iterator[Callable[[], None]]:
-        if self.inputs.token_arrays is not None:
-            # Counted by the cheap checks; only their ids remain to be checked, in one step (the
-            # indexes in its errors are the request's). Only an embedder takes them.
+        inputs = self.inputs
+        if inputs.has_ids:  # only an embedder takes them (a ColBERT refused them)
             assert isinstance(self.model, Engine)
-            yield lambda: self._prepare(model_content(self.model.tokenizer, self.inputs), 0)
-            return
-        for chunk in chunk_ranges([len(t) for t in self.texts], CHUNK_CHARS):
-            yield lambda chunk=chunk: self._prepare(
-                Inputs(texts=self.texts[chunk.start : chunk.stop]), chunk.start
-            )
+            inputs = model_content(self.model.tokenizer, inputs)
+        yield from prepare_steps(inputs, self._prepare)
 
     def finish_cost(self, outputs: np.ndarray | None) -> int:
         return self.usage_tokens * self.width
@@ -131,12 +127,11 @@ class TokenVectorsJob(RowsJob[np.ndarray, R], Generic[R]):
                     truncation_direction=self.truncation_direction,
                     prompt_name=self.prompt_name,
                     param=self.param,
+                    start=start,
                 )
                 part = part.keeping_states()
-        except InputTooLongError as exc:  # the model says `input`; name the route's field
-            # A ColBERT numbers its inputs from `start`; an Engine from its chunk's first.
-            index = exc.index if not isinstance(self.model, Engine) else start + exc.index
-            raise InputTooLongError(index, exc.tokens, exc.limit, self.param) from exc
+        except InputTooLongError as exc:  # numbered from `start`; name the route's field
+            raise InputTooLongError(exc.index, exc.tokens, exc.limit, self.param) from exc
         self._budget.add(part.untruncated_tokens, start)
         self._content += int(part.untruncated_tokens.sum())
         self._rows.extend(part.sequences)
@@ -177,7 +172,7 @@ def _refuse_embedder_options(
                 "and takes no prompt",
                 param=field,
             )
-    if inputs.token_arrays is not None:
+    if inputs.has_ids:
         raise invalid(
             f"{param} as token ids are an embedder's; {name} is a ColBERT, which marks each text "
             "as a query or a document when it tokenizes it: send texts",
