@@ -376,10 +376,12 @@ class Engine(TextPreparer, Pretrained):
                 f"source_sentence must be a string, not {type(source_sentence).__name__}",
                 param="source_sentence",
             )
-        if isinstance(sentences, str) or not text_batch(sentences, "sentences"):
+        # The checked list, not `sentences` again: a generator is read up by the check.
+        batch = [] if isinstance(sentences, str) else text_batch(sentences, "sentences")
+        if not batch:
             raise InputError("sentences must be a non-empty array of strings", param="sentences")
         vectors = self.embed(
-            [source_sentence, *sentences],
+            [source_sentence, *batch],
             normalize=True,
             truncate=truncate,
             truncation_direction=truncation_direction,

@@ -1,0 +1,74 @@
+"""The library's `Engine` called as a careless script would: arguments of the wrong type must be
+an InputError naming the argument (or the input's index), never a silent wrong answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from embedserve.engine import Engine
+from embedserve.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def engine(minilm_dir) -> Engine:
+    return Engine.from_pretrained(minilm_dir)
+
+
+def test_similarity_scores_every_sentence_of_a_generator(engine):
+    """The generator was read up by the argument check, so the model saw only the source
+    sentence and the call answered an empty array."""
+    sentences = ["a cat", "stock markets"]
+    want = engine.similarity("a cat", sentences)
+    got = engine.similarity("a cat", (s for s in sentences))
+    assert got.shape == (2,)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("bad", ["no", "false", None, 0, 1, [False], np.array([True])])
+def test_truncate_that_is_not_a_bool_is_an_input_error(engine, bad):
+    """Was taken for its truthiness: "no" truncated, None refused a long text as too long."""
+    long_text = "word " * 300
+    calls = {
+        "embed": lambda: engine.embed([long_text], truncate=bad),
+        "tokenize": lambda: engine.tokenize([long_text], truncate=bad),
+        "embed_all": lambda: engine.embed_all([long_text], truncate=bad),
+        "similarity": lambda: engine.similarity("a", [long_text], truncate=bad),
+    }
+    for name, call in calls.items():
+        with pytest.raises(InputError, match="truncate must be True or False, got ") as caught:
+            call()
+        assert caught.value.param == "truncate", name
+
+
+def test_numpy_bool_truncate_is_taken(engine):
+    long_text = "word " * 300
+    want = engine.embed([long_text], truncate=True).embeddings
+    np.testing.assert_array_equal(engine.embed([long_text], truncate=np.True_).embeddings, want)
+
+
+@pytest.mark.parametrize("bad", [["query"], {"query": ""}, b"query", 3])
+def test_prompt_name_that_is_not_a_string_is_an_input_error(engine, bad):
+    """A list or dict was a bare `TypeError: unhashable type` from the prompt lookup."""
+    for call in (
+        lambda: engine.embed(["a"], prompt_name=bad),
+        lambda: engine.embed([[101, 102]], prompt_name=bad),
+        lambda: engine.similarity("a", ["b"], prompt_name=bad),
+    ):
+        with pytest.raises(InputError, match="prompt_name must be a string or None, got ") as caught:
+            call()
+        assert caught.value.param == "prompt_name"
+
+
+@pytest.mark.parametrize("raw", [bytearray(b"ab"), memoryview(b"ab")])
+def test_bytes_like_inputs_are_refused_not_read_as_token_ids(engine, raw):
+    """bytes was refused, but a bytearray or memoryview (an array of byte values) was embedded
+    as the token ids 97, 98: a vector for no text the caller had."""
+    with pytest.raises(InputError, match=f"not {type(raw).__name__}"):
+        engine.embed(raw)
+    with pytest.raises(InputError, match=r"input\[1\] is a " + type(raw).__name__) as caught:
+        engine.embed([[101, 102], raw])
+    assert caught.value.index == 1
+    with pytest.raises(InputError, match=r"input\[0\] is a " + type(raw).__name__):
+        engine.embed([raw])
+    with pytest.raises(InputError, match=f"texts must be a string or an array of strings, not "):
+        engine.tokenize(raw)
