@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from embedserve.engine import Engine
 from embedserve.errors import InputError
+from embedserve.pipeline import Pipeline
 
 
 @pytest.fixture(scope="module")
@@ -28,47 +29,24 @@ def test_similarity_scores_every_sentence_of_a_generator(engine):
 def test_truncate_that_is_not_a_bool_is_an_input_error(engine, bad):
     """Was taken for its truthiness: "no" truncated, None refused a long text as too long."""
     long_text = "word " * 300
+    pipeline = Pipeline(engine, tokenize_threads=1, in_flight=1)
     calls = {
+        "pipeline": lambda: pipeline.embed([long_text], truncate=bad),
         "embed": lambda: engine.embed([long_text], truncate=bad),
         "tokenize": lambda: engine.tokenize([long_text], truncate=bad),
         "embed_all": lambda: engine.embed_all([long_text], truncate=bad),
         "similarity": lambda: engine.similarity("a", [long_text], truncate=bad),
     }
-    for name, call in calls.items():
-        with pytest.raises(InputError, match="truncate must be True or False, got ") as caught:
-            call()
-        assert caught.value.param == "truncate", name
+    try:
+        for name, call in calls.items():
+            with pytest.raises(InputError, match="truncate must be True or False, got ") as caught:
+                call()
+            assert caught.value.param == "truncate", name
+    finally:
+        pipeline.close()
 
 
 def test_numpy_bool_truncate_is_taken(engine):
     long_text = "word " * 300
     want = engine.embed([long_text], truncate=True).embeddings
     np.testing.assert_array_equal(engine.embed([long_text], truncate=np.True_).embeddings, want)
-
-
-@pytest.mark.parametrize("bad", [["query"], {"query": ""}, b"query", 3])
-def test_prompt_name_that_is_not_a_string_is_an_input_error(engine, bad):
-    """A list or dict was a bare `TypeError: unhashable type` from the prompt lookup."""
-    for call in (
-        lambda: engine.embed(["a"], prompt_name=bad),
-        lambda: engine.embed([[101, 102]], prompt_name=bad),
-        lambda: engine.similarity("a", ["b"], prompt_name=bad),
-    ):
-        with pytest.raises(InputError, match="prompt_name must be a string or None, got ") as caught:
-            call()
-        assert caught.value.param == "prompt_name"
-
-
-@pytest.mark.parametrize("raw", [bytearray(b"ab"), memoryview(b"ab")])
-def test_bytes_like_inputs_are_refused_not_read_as_token_ids(engine, raw):
-    """bytes was refused, but a bytearray or memoryview (an array of byte values) was embedded
-    as the token ids 97, 98: a vector for no text the caller had."""
-    with pytest.raises(InputError, match=f"not {type(raw).__name__}"):
-        engine.embed(raw)
-    with pytest.raises(InputError, match=r"input\[1\] is a " + type(raw).__name__) as caught:
-        engine.embed([[101, 102], raw])
-    assert caught.value.index == 1
-    with pytest.raises(InputError, match=r"input\[0\] is a " + type(raw).__name__):
-        engine.embed([raw])
-    with pytest.raises(InputError, match=f"texts must be a string or an array of strings, not "):
-        engine.tokenize(raw)

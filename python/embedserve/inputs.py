@@ -6,6 +6,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from numbers import Integral
 
+import numpy as np
+
 from embedserve.errors import InputError
 
 TextsOrTokens = str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]]
@@ -36,6 +38,16 @@ def check_utf8(text: str, where: str, *, index: int | None = None, param: str = 
             index=index,
             param=param,
         ) from None
+
+
+def check_flag(value: object, param: str, *, optional: bool = False) -> None:
+    """A yes/no argument (`truncate`, `normalize`): True or False (NumPy's too), or None where
+    `optional`. Not its truthiness: "false" or "no" would mean yes, None or 0 no."""
+    if optional and value is None:
+        return
+    if not isinstance(value, (bool, np.bool_)):
+        allowed = "True, False or None" if optional else "True or False"
+        raise InputError(f"{param} must be {allowed}, got {value!r}", param=param)
 
 
 def check_positive_int(value: object, param: str) -> None:

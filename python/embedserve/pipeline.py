@@ -64,7 +64,9 @@ class Pipeline:
     ) -> EmbeddingResult:
         """`Engine.embed` for a list of texts, pipelined; the same vectors in the same order."""
         engine = self.engine
-        engine.check_arguments(dimensions, truncation_direction, normalize=normalize)
+        engine.check_arguments(
+            dimensions, truncation_direction, normalize=normalize, truncate=truncate
+        )
         # A string is one text, as for engine.embed (list("abc") made three).
         texts = text_batch(texts)
         options = {
