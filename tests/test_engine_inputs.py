@@ -50,3 +50,16 @@ def test_numpy_bool_truncate_is_taken(engine):
     long_text = "word " * 300
     want = engine.embed([long_text], truncate=True).embeddings
     np.testing.assert_array_equal(engine.embed([long_text], truncate=np.True_).embeddings, want)
+
+
+@pytest.mark.parametrize("bad", [np.array(["left", "right"]), np.array(["left"]), None, "LEFT"])
+def test_truncation_direction_that_is_not_a_direction_is_an_input_error(engine, bad):
+    """An array of two was the bare ValueError "The truth value of an array ... is ambiguous"
+    from the `in` test, naming no argument."""
+    for call in (
+        lambda: engine.embed(["a"], truncation_direction=bad),
+        lambda: engine.tokenize(["a"], truncation_direction=bad),
+    ):
+        with pytest.raises(InputError, match="truncation_direction must be one of") as caught:
+            call()
+        assert caught.value.param == "truncation_direction"

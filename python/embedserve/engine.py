@@ -37,7 +37,7 @@ from embedserve.preparing import TextPreparer
 from embedserve.runtime import EncoderSession
 from embedserve.runtime.backends import Backend, open_backend
 from embedserve.runtime.providers import CPU
-from embedserve.tokenization import DIRECTIONS, ModelTokenizer
+from embedserve.tokenization import ModelTokenizer, check_direction
 from embedserve.vector_cache import DEFAULT_CACHE_BYTES, VectorCache, merge_cached, split_cached
 
 
@@ -304,11 +304,7 @@ class Engine(TextPreparer, Pretrained):
             raise InputError(
                 f"dimensions must be between 1 and {size}, got {dimensions!r}", param="dimensions"
             )
-        if truncation_direction not in DIRECTIONS:
-            raise InputError(
-                f"truncation_direction must be one of {DIRECTIONS}, got {truncation_direction!r}",
-                param="truncation_direction",
-            )
+        check_direction(truncation_direction)
 
     # -- the whole thing --
 

@@ -39,7 +39,7 @@ from embedserve.models.splade_layout import SpladeLayout, is_splade, splade_layo
 from embedserve.models.st_modules import read_json
 from embedserve.planning import default_max_batch_tokens, pad_batch, plan_batches
 from embedserve.preparing import TextPreparer, prompt_name_for
-from embedserve.tokenization import DIRECTIONS, ModelTokenizer
+from embedserve.tokenization import ModelTokenizer, check_direction
 
 if TYPE_CHECKING:
     from embedserve.engine import Engine
@@ -394,11 +394,7 @@ class SparseEncoder(TextPreparer, Pretrained):
         check_pruning(top_k, threshold)
         check_input_type(input_type)
         prompt_name = prompt_name_for(input_type, self.config.prompts, prompt_name)
-        if truncation_direction not in DIRECTIONS:
-            raise InputError(
-                f"truncation_direction must be one of {DIRECTIONS}, got {truncation_direction!r}",
-                param="truncation_direction",
-            )
+        check_direction(truncation_direction)
         batch = text_batch(texts, "texts")
         if input_type == "query" and self.query is not None:
             _, ids = self.query.prepare(
