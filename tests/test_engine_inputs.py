@@ -52,6 +52,21 @@ def test_numpy_bool_truncate_is_taken(engine):
     np.testing.assert_array_equal(engine.embed([long_text], truncate=np.True_).embeddings, want)
 
 
+@pytest.mark.parametrize("bad", [["query"], {"query": ""}, b"query", 3])
+def test_prompt_name_that_is_not_a_string_is_an_input_error(engine, bad):
+    """A list or dict was a bare `TypeError: unhashable type` from the prompt lookup."""
+    for call in (
+        lambda: engine.embed(["a"], prompt_name=bad),
+        lambda: engine.embed([[101, 102]], prompt_name=bad),
+        lambda: engine.similarity("a", ["b"], prompt_name=bad),
+    ):
+        with pytest.raises(
+            InputError, match="prompt_name must be a string or None, got "
+        ) as caught:
+            call()
+        assert caught.value.param == "prompt_name"
+
+
 @pytest.mark.parametrize("bad", [np.array(["left", "right"]), np.array(["left"]), None, "LEFT"])
 def test_truncation_direction_that_is_not_a_direction_is_an_input_error(engine, bad):
     """An array of two was the bare ValueError "The truth value of an array ... is ambiguous"
