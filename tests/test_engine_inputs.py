@@ -67,6 +67,23 @@ def test_prompt_name_that_is_not_a_string_is_an_input_error(engine, bad):
         assert caught.value.param == "prompt_name"
 
 
+@pytest.mark.parametrize("raw", [bytearray(b"ab"), memoryview(b"ab")])
+def test_bytes_like_inputs_are_refused_not_read_as_token_ids(engine, raw):
+    """bytes was refused, but a bytearray or memoryview (an array of byte values) was embedded
+    as the token ids 97, 98: a vector for no text the caller had."""
+    with pytest.raises(InputError, match=f"not {type(raw).__name__}"):
+        engine.embed(raw)
+    with pytest.raises(InputError, match=r"input\[1\] is a " + type(raw).__name__) as caught:
+        engine.embed([[101, 102], raw])
+    assert caught.value.index == 1
+    with pytest.raises(InputError, match=r"input\[0\] is a " + type(raw).__name__):
+        engine.embed([raw])
+    with pytest.raises(
+        InputError, match=f"texts must be a string or an array of strings, not {type(raw).__name__}"
+    ):
+        engine.tokenize(raw)
+
+
 @pytest.mark.parametrize("bad", [np.array(["left", "right"]), np.array(["left"]), None, "LEFT"])
 def test_truncation_direction_that_is_not_a_direction_is_an_input_error(engine, bad):
     """An array of two was the bare ValueError "The truth value of an array ... is ambiguous"

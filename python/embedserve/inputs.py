@@ -12,6 +12,10 @@ from embedserve.errors import InputError
 
 TextsOrTokens = str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]]
 
+# Encoded text, not text: refused everywhere a text or a token array may come. A bytearray or a
+# memoryview is an array of byte values, which would otherwise pass for token ids.
+BYTES_LIKE = (bytes, bytearray, memoryview)
+
 
 @dataclass(frozen=True)
 class Inputs:
@@ -68,9 +72,9 @@ def classify_inputs(inputs: TextsOrTokens) -> Inputs:
     if isinstance(inputs, str):
         check_utf8(inputs, "input", index=0)
         return Inputs(texts=[inputs])
-    if not isinstance(inputs, Sequence) or isinstance(inputs, (bytes, bytearray)):
+    if not isinstance(inputs, Sequence) or isinstance(inputs, BYTES_LIKE):
         # A NumPy array is no Sequence: its .tolist() is what it holds, as lists.
-        hint = " (pass its .tolist())" if hasattr(inputs, "tolist") else ""
+        hint = _hint(inputs)
         raise InputError(
             f"input must be a string, an array of strings, an array of integers or an array of "
             f"arrays of integers, not {type(inputs).__name__}{hint}"
@@ -104,7 +108,7 @@ def text_batch(texts: object, param: str = "input") -> list[str]:
     if isinstance(texts, str):
         check_utf8(texts, param, index=0, param=param)
         return [texts]
-    if not isinstance(texts, Sequence | Iterator) or isinstance(texts, (bytes, bytearray)):
+    if not isinstance(texts, Sequence | Iterator) or isinstance(texts, BYTES_LIKE):
         raise InputError(
             f"{param} must be a string or an array of strings, not {type(texts).__name__}",
             param=param,
@@ -124,7 +128,7 @@ def text_batch(texts: object, param: str = "input") -> list[str]:
 def _is_token_array(item: object) -> bool:
     return (
         isinstance(item, Sequence)
-        and not isinstance(item, (str, bytes))
+        and not isinstance(item, (str, *BYTES_LIKE))
         and all(_is_token(t) for t in item)
     )
 
@@ -141,10 +145,17 @@ def _check_all(items: list[object], accepts, expected: str) -> None:
 
 
 def _describe(item: object) -> str:
-    if isinstance(item, Sequence) and not isinstance(item, (str, bytes)):
+    if isinstance(item, Sequence) and not isinstance(item, (str, *BYTES_LIKE)):
         bad = next((t for t in item if not _is_token(t)), None)
         return f"an array holding {bad!r}" if bad is not None else "an array of integers"
     return "None" if item is None else f"{type_phrase(item)} ({item!r:.40})"
+
+
+def _hint(inputs: object) -> str:
+    """How to turn `inputs`, which is no input, into one, where there is an obvious way."""
+    if isinstance(inputs, BYTES_LIKE):
+        return " (decode it to a str)"
+    return " (pass its .tolist())" if hasattr(inputs, "tolist") else ""
 
 
 def type_phrase(value: object) -> str:
