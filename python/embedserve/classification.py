@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from embedserve.errors import InputError
-from embedserve.inputs import check_positive_int
+from embedserve.inputs import check_flag, check_positive_int
 from embedserve.pairs import Pair, PreparedPairs
 from embedserve.reranker import Reranker, _check_texts, check_string
 from embedserve.scoring import FUNCTIONS, NONE, SIGMOID, SOFTMAX, apply_function
@@ -154,6 +154,8 @@ class Classifier(Reranker):
         """Each input's labels, best first: texts alone, or (first, second) pairs (a string is
         one text); `raw_scores` gives the logits (function "none"); `top_k` keeps the best k."""
         check_positive_int(top_k, "top_k")
+        check_flag(truncate, "truncate")
+        check_flag(raw_scores, "raw_scores")
         pairs = self._prepare_inputs(inputs, truncate, truncation_direction)
         scores = self.probabilities(self.logits(pairs), NONE if raw_scores else function)
         labels = self.model_info.labels

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from embedserve.errors import InputError
-from embedserve.inputs import Inputs, check_positive_int, text_batch
+from embedserve.inputs import Inputs, check_flag, check_positive_int, text_batch
 from embedserve.loading import LoadPlan, Pretrained, Runs
 from embedserve.models import ModelConfig, ModelConfigError
 from embedserve.models.bge_m3 import SPARSE_LINEAR, dropped_special_tokens, is_bge_m3, read_linear
@@ -393,6 +393,7 @@ class SparseEncoder(TextPreparer, Pretrained):
         model has one. None is its plain `encode`: the default prompt, the document side."""
         check_pruning(top_k, threshold)
         check_input_type(input_type)
+        check_flag(truncate, "truncate")
         prompt_name = prompt_name_for(input_type, self.config.prompts, prompt_name)
         check_direction(truncation_direction)
         batch = text_batch(texts, "texts")

@@ -347,3 +347,15 @@ def test_bge_m3_sparse_over_the_embedder_s_session(sparse_dirs, reference, minil
         assert_close(g, w.to_dict(), f"text {i}")
     # Not a BGE-M3 folder: nothing to share.
     assert SparseEncoder.bge_m3_over(Engine.from_pretrained(minilm_dir)) is None
+
+
+@pytest.mark.parametrize("bad", ["no", None, 0])
+def test_truncate_that_is_not_a_bool_is_an_input_error(splade_dir, bad):
+    """Was taken for its truthiness: truncate="no" truncated, None refused a long text."""
+    from embedserve.errors import InputError
+
+    encoder = SparseEncoder.from_pretrained(splade_dir)
+    for input_type in (None, "query"):
+        with pytest.raises(InputError, match="truncate must be True or False, got ") as caught:
+            encoder.encode(["word " * 600], truncate=bad, input_type=input_type)
+        assert caught.value.param == "truncate"
