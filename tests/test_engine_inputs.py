@@ -95,3 +95,11 @@ def test_truncation_direction_that_is_not_a_direction_is_an_input_error(engine, 
         with pytest.raises(InputError, match="truncation_direction must be one of") as caught:
             call()
         assert caught.value.param == "truncation_direction"
+
+
+@pytest.mark.parametrize("spec", [None, 3, ["all-MiniLM-L6-v2"]])
+def test_a_model_spec_that_is_not_a_name_or_a_path_is_a_type_error_naming_it(spec):
+    """Was "expected str, bytes or os.PathLike object, not NoneType" from pathlib, deep in the
+    model lookup, naming no argument."""
+    with pytest.raises(TypeError, match="the model must be a folder, a catalog name or a hub"):
+        Engine.from_pretrained(spec)  # type: ignore[arg-type]
