@@ -103,3 +103,9 @@ def test_a_model_spec_that_is_not_a_name_or_a_path_is_a_type_error_naming_it(spe
     model lookup, naming no argument."""
     with pytest.raises(TypeError, match="the model must be a folder, a catalog name or a hub"):
         Engine.from_pretrained(spec)  # type: ignore[arg-type]
+
+
+def test_options_that_are_not_load_options_are_a_type_error_naming_them(minilm_dir):
+    """A dict was an AttributeError ('dict' object has no attribute 'max_batch_tokens')."""
+    with pytest.raises(TypeError, match="options must be a LoadOptions, not dict"):
+        Engine.from_pretrained(minilm_dir, options={"precision": "int8"})  # type: ignore[arg-type]

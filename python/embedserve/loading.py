@@ -216,6 +216,12 @@ class LoadOptions(LoadSettings):
     def of(cls, options: LoadSettings | None = None, **changes: Any) -> LoadOptions:
         """`options` with `changes`, validated: a LoadOptions, or any LoadSettings (the server's
         config) whose settings it takes; `changes` are LoadOptions' field names."""
+        if options is not None and not isinstance(options, LoadSettings):
+            # Not an AttributeError from reading its fields below.
+            raise TypeError(
+                f"options must be a LoadOptions, not {type(options).__name__}; pass its fields "
+                "as keyword arguments instead"
+            )
         known = [f.name for f in fields(cls)]
         unknown = sorted(set(changes) - set(known))
         if unknown:
