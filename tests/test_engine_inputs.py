@@ -109,3 +109,12 @@ def test_options_that_are_not_load_options_are_a_type_error_naming_them(minilm_d
     """A dict was an AttributeError ('dict' object has no attribute 'max_batch_tokens')."""
     with pytest.raises(TypeError, match="options must be a LoadOptions, not dict"):
         Engine.from_pretrained(minilm_dir, options={"precision": "int8"})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("max_length", [1, 2])
+def test_a_max_length_that_leaves_no_room_for_text_is_refused(minilm_dir, max_length):
+    """max_length=1 loaded and then embedded [CLS] [SEP], two tokens past its own limit;
+    max_length=2 gave every text the one vector of [CLS] [SEP]."""
+    with pytest.raises(ValueError, match=f"max_length {max_length} leaves no room for text"):
+        Engine.from_pretrained(minilm_dir, max_length=max_length)
+    assert Engine.from_pretrained(minilm_dir, max_length=3).embed("a b").token_counts[0] == 3

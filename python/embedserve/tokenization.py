@@ -45,6 +45,13 @@ class ModelTokenizer:
         self.max_length = max_length
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
         self.prefix, self.suffix = _special_tokens(self._tokenizer) if special_tokens else ([], [])
+        if self.specials >= max_length:
+            # Every text would be its special tokens alone (one vector for all), or more tokens
+            # than the limit.
+            raise ValueError(
+                f"max_length {max_length} leaves no room for text: the model's special tokens "
+                f"alone take {self.specials}"
+            )
         self._encode_batch = getattr(
             self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch
         )
