@@ -3,6 +3,9 @@ an InputError naming the argument (or the input's index), never a silent wrong a
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 from embedserve.engine import Engine
@@ -118,3 +121,15 @@ def test_a_max_length_that_leaves_no_room_for_text_is_refused(minilm_dir, max_le
     with pytest.raises(ValueError, match=f"max_length {max_length} leaves no room for text"):
         Engine.from_pretrained(minilm_dir, max_length=max_length)
     assert Engine.from_pretrained(minilm_dir, max_length=3).embed("a b").token_counts[0] == 3
+
+
+def test_pickling_an_engine_says_to_load_one_per_process(engine):
+    """Was "cannot pickle 'onnxruntime.capi.onnxruntime_pybind11_state.InferenceSession'
+    object", which says nothing of what to do (a multiprocessing pool's usual first error)."""
+    for dump in (pickle.dumps, copy.deepcopy):
+        with pytest.raises(TypeError, match=r"an Engine cannot be pickled.*from_pretrained"):
+            dump(engine)
+    # A shallow copy still shares the session: the lane and bulk engines are made that way.
+    other = copy.copy(engine)
+    assert other.session is engine.session
+    np.testing.assert_array_equal(other.embed("a").embeddings, engine.embed("a").embeddings)
