@@ -211,3 +211,18 @@ def test_yes_no_arguments_that_are_not_bools_are_input_errors(classifier_dirs, b
             assert caught.value.param == param
     want = reranker.score([("q", long_text)], raw_scores=True)
     np.testing.assert_array_equal(reranker.score([("q", long_text)], raw_scores=np.True_), want)
+
+
+def test_numpy_integers_are_counts(classifier_dirs):
+    """np.int64(1) was refused as "top_k must be a positive integer" (top_n and
+    max_tokens_per_doc too); NumPy's bools are still no count."""
+    classifier = Classifier.from_pretrained(classifier_dirs["bert3"])
+    reranker = Reranker.from_pretrained(classifier_dirs["bert3"])
+    assert classifier.predict(["a"], top_k=np.int64(1)) == classifier.predict(["a"], top_k=1)
+    documents = ["a b c", "d e f"]
+    want = reranker.rank("q", documents, top_n=1, max_tokens_per_doc=2)
+    assert reranker.rank("q", documents, top_n=np.int64(1), max_tokens_per_doc=np.int32(2)) == want
+    with pytest.raises(InputError, match="top_k must be a positive integer, got np.True_"):
+        classifier.predict(["a"], top_k=np.True_)
+    with pytest.raises(InputError, match="top_n must be a positive integer, got np.int64\\(0\\)"):
+        reranker.rank("q", documents, top_n=np.int64(0))

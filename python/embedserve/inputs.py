@@ -55,9 +55,12 @@ def check_flag(value: object, param: str, *, optional: bool = False) -> None:
 
 
 def check_positive_int(value: object, param: str) -> None:
-    """A count argument (`top_k`, `top_n`, `max_tokens_per_doc`): None, or a whole number from 1.
-    A bool is no count, and 0 or -1 would be a slice end that cuts silently instead of refusing."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+    """A count argument (`top_k`, `top_n`, `max_tokens_per_doc`): None, or a whole number from 1,
+    NumPy's integers too. A bool is no count, and 0 or -1 would be a slice end that cuts silently
+    instead of refusing."""
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, Integral) or value < 1
+    ):
         raise InputError(f"{param} must be a positive integer, got {value!r}", param=param)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
+from numbers import Real
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -445,7 +446,7 @@ def check_pruning(top_k: int | None, threshold: float | None) -> None:
     check_positive_int(top_k, "top_k")
     if threshold is not None and (
         isinstance(threshold, bool)
-        or not isinstance(threshold, (int, float))
+        or not isinstance(threshold, Real)  # NumPy's floats and integers too
         or not threshold >= 0  # NaN too: no weight is above it, so every vector would be empty
     ):
         raise InputError(f"threshold must be a number >= 0, got {threshold!r}", param="threshold")

@@ -359,3 +359,14 @@ def test_truncate_that_is_not_a_bool_is_an_input_error(splade_dir, bad):
         with pytest.raises(InputError, match="truncate must be True or False, got ") as caught:
             encoder.encode(["word " * 600], truncate=bad, input_type=input_type)
         assert caught.value.param == "truncate"
+
+
+def test_numpy_numbers_are_numbers(splade_dir):
+    """np.int64(2) was refused as "top_k must be a positive integer" and np.float32(0.1) as "not
+    a number"; numbers computed with NumPy are what a script has at hand."""
+    encoder = SparseEncoder.from_pretrained(splade_dir)
+    text = ["sparse retrieval with lexical expansion"]
+    want = encoder.encode(text, top_k=2, threshold=0.25)
+    got = encoder.encode(text, top_k=np.int64(2), threshold=np.float32(0.25))
+    np.testing.assert_array_equal(got[0].indices, want[0].indices)
+    np.testing.assert_array_equal(got[0].values, want[0].values)
