@@ -436,7 +436,10 @@ def _sparse_head(directory: Path) -> tuple[str, Path, SpladeLayout | None]:
 
 
 def check_input_type(input_type: str | None) -> None:
-    if input_type is not None and input_type not in INPUT_TYPES:
+    # A string first: `in` compares a NumPy array element-wise.
+    if input_type is not None and (
+        not isinstance(input_type, str) or input_type not in INPUT_TYPES
+    ):
         raise InputError(
             f"input_type must be one of {INPUT_TYPES}, got {input_type!r}", param="input_type"
         )

@@ -370,3 +370,15 @@ def test_numpy_numbers_are_numbers(splade_dir):
     got = encoder.encode(text, top_k=np.int64(2), threshold=np.float32(0.25))
     np.testing.assert_array_equal(got[0].indices, want[0].indices)
     np.testing.assert_array_equal(got[0].values, want[0].values)
+
+
+def test_an_input_type_that_is_not_a_string_is_an_input_error(splade_dir):
+    """np.array(["query"]) passed the `in` test element-wise, then was a bare TypeError
+    (unhashable type) from the prompt lookup."""
+    from embedserve.errors import InputError
+
+    encoder = SparseEncoder.from_pretrained(splade_dir)
+    for bad in (np.array(["query"]), ["query"]):
+        with pytest.raises(InputError, match="input_type must be one of") as caught:
+            encoder.encode(["a"], input_type=bad)
+        assert caught.value.param == "input_type"
