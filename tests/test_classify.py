@@ -10,6 +10,7 @@ import pytest
 from embedserve.classification import Classifier, default_function
 from embedserve.errors import InputError
 from embedserve.pairs import TextTooLongError
+from embedserve.reranker import Reranker
 
 from .support.cross_encoders import QUERIES
 from .support.edge_texts import EDGE_TEXTS
@@ -189,3 +190,39 @@ def test_errors_in_mixed_inputs_name_the_input_s_own_position(classifier_dirs):
         with pytest.raises(InputError, match=rf"inputs\[{index}\]") as caught:
             classifier.predict(inputs, truncate=False)
         assert caught.value.index == index
+
+
+@pytest.mark.parametrize("bad", ["no", None, 0, [False]])
+def test_yes_no_arguments_that_are_not_bools_are_input_errors(classifier_dirs, bad):
+    """`truncate` and `raw_scores` were taken for their truthiness: truncate="no" truncated,
+    None refused a long text; raw_scores="no" answered the raw logits."""
+    classifier = Classifier.from_pretrained(classifier_dirs["bert3"], max_length=16)
+    reranker = Reranker.from_pretrained(classifier_dirs["bert3"], max_length=16)
+    long_text = "word " * 40
+    calls = (
+        lambda options: classifier.predict([long_text], **options),
+        lambda options: reranker.score([("q", long_text)], **options),
+        lambda options: reranker.rank("q", [long_text], **options),
+    )
+    for param in ("truncate", "raw_scores"):
+        for call in calls:
+            with pytest.raises(InputError, match=f"{param} must be True or False, got ") as caught:
+                call({param: bad})
+            assert caught.value.param == param
+    want = reranker.score([("q", long_text)], raw_scores=True)
+    np.testing.assert_array_equal(reranker.score([("q", long_text)], raw_scores=np.True_), want)
+
+
+def test_numpy_integers_are_counts(classifier_dirs):
+    """np.int64(1) was refused as "top_k must be a positive integer" (top_n and
+    max_tokens_per_doc too); NumPy's bools are still no count."""
+    classifier = Classifier.from_pretrained(classifier_dirs["bert3"])
+    reranker = Reranker.from_pretrained(classifier_dirs["bert3"])
+    assert classifier.predict(["a"], top_k=np.int64(1)) == classifier.predict(["a"], top_k=1)
+    documents = ["a b c", "d e f"]
+    want = reranker.rank("q", documents, top_n=1, max_tokens_per_doc=2)
+    assert reranker.rank("q", documents, top_n=np.int64(1), max_tokens_per_doc=np.int32(2)) == want
+    with pytest.raises(InputError, match="top_k must be a positive integer, got np.True_"):
+        classifier.predict(["a"], top_k=np.True_)
+    with pytest.raises(InputError, match="top_n must be a positive integer, got np.int64\\(0\\)"):
+        reranker.rank("q", documents, top_n=np.int64(0))

@@ -46,3 +46,14 @@ def test_bad_arguments_are_input_errors(pipeline, texts, options, param):
     with pytest.raises(InputError) as caught:
         pipeline.embed(texts, **options)
     assert caught.value.param == param
+
+
+def test_a_closed_pipeline_says_so_and_a_with_block_closes_it(engine):
+    """After close(), embed raised concurrent.futures' "cannot schedule new futures after
+    shutdown", which names no Pipeline; and a Pipeline was no context manager."""
+    with Pipeline(engine, tokenize_threads=1, in_flight=1) as pipeline:
+        got = pipeline.embed(["a text"])
+    np.testing.assert_array_equal(got.embeddings, engine.embed(["a text"]).embeddings)
+    with pytest.raises(RuntimeError, match="this Pipeline is closed"):
+        pipeline.embed(["a text"])
+    pipeline.close()  # a second close is harmless

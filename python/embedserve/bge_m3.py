@@ -23,7 +23,7 @@ import numpy as np
 from embedserve import _core
 from embedserve.engine import Engine
 from embedserve.errors import InputTooLongError
-from embedserve.inputs import Inputs, text_batch
+from embedserve.inputs import Inputs, check_flag, text_batch
 from embedserve.late_interaction import maxsim
 from embedserve.models.bge_m3 import COLBERT_LINEAR, read_linear
 from embedserve.models.dense import DenseLayer
@@ -115,6 +115,7 @@ class M3Colbert:
 
     def encode(self, texts: str | Sequence[str], *, truncate: bool = True) -> list[np.ndarray]:
         """Normalized vectors [tokens - 1, hidden] of each text: every token after the first."""
+        check_flag(truncate, "truncate")
         batch = text_batch(texts, "texts")
         sequences = self.prepare(batch, truncate=truncate).sequences
         lengths = np.fromiter((len(s) for s in sequences), np.int64, len(sequences))

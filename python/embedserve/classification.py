@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from embedserve.errors import InputError
-from embedserve.inputs import check_positive_int
+from embedserve.inputs import check_flag, check_positive_int
 from embedserve.pairs import Pair, PreparedPairs
 from embedserve.reranker import Reranker, _check_texts, check_string
 from embedserve.scoring import FUNCTIONS, NONE, SIGMOID, SOFTMAX, apply_function
-from embedserve.tokenization import DIRECTIONS
+from embedserve.tokenization import check_direction
 
 __all__ = [
     "FUNCTIONS",
@@ -88,11 +88,7 @@ def check_truncation_direction(direction: object, pairs: bool) -> None:
     """A direction is one of DIRECTIONS; pairs are cut longest side first from the right (the
     tokenizer's `longest_first`, as CrossEncoder and the pipeline cut them), so they take only
     "right"."""
-    if direction not in DIRECTIONS:
-        raise InputError(
-            f"truncation_direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}",
-            param="truncation_direction",
-        )
+    check_direction(direction)
     if pairs and direction != "right":
         raise InputError(
             "truncation_direction must be 'right' for pairs: they are cut longest side first, "
@@ -158,6 +154,8 @@ class Classifier(Reranker):
         """Each input's labels, best first: texts alone, or (first, second) pairs (a string is
         one text); `raw_scores` gives the logits (function "none"); `top_k` keeps the best k."""
         check_positive_int(top_k, "top_k")
+        check_flag(truncate, "truncate")
+        check_flag(raw_scores, "raw_scores")
         pairs = self._prepare_inputs(inputs, truncate, truncation_direction)
         scores = self.probabilities(self.logits(pairs), NONE if raw_scores else function)
         labels = self.model_info.labels

@@ -14,7 +14,7 @@ import numpy as np
 from embedserve import _core
 from embedserve.errors import InputError
 from embedserve.fanout import map_on_threads
-from embedserve.inputs import Inputs, TextsOrTokens, text_batch
+from embedserve.inputs import Inputs, TextsOrTokens, check_flag, text_batch
 from embedserve.loading import LoadPlan, Pretrained, Runs
 from embedserve.models import ModelConfig, load_model_config
 from embedserve.models.config import check_max_length
@@ -37,7 +37,7 @@ from embedserve.preparing import TextPreparer
 from embedserve.runtime import EncoderSession
 from embedserve.runtime.backends import Backend, open_backend
 from embedserve.runtime.providers import CPU
-from embedserve.tokenization import DIRECTIONS, ModelTokenizer
+from embedserve.tokenization import ModelTokenizer, check_direction
 from embedserve.vector_cache import DEFAULT_CACHE_BYTES, VectorCache, merge_cached, split_cached
 
 
@@ -293,28 +293,18 @@ class Engine(TextPreparer, Pretrained):
         truncation_direction: str = "right",
         *,
         normalize: bool | None = None,
+        truncate: bool = True,
     ) -> None:
         """The library boundary's checks (the server checks the same fields in its schema)."""
-        if normalize is not None and not isinstance(normalize, (bool, np.bool_)):
-            # Not its truthiness: "false" would normalize, and the kernel refuses a list only
-            # after the model has run.
-            raise InputError(
-                f"normalize must be True, False or None, got {normalize!r}", param="normalize"
-            )
+        # Before the model runs: the kernel refused a list for `normalize` only after it.
+        check_flag(normalize, "normalize", optional=True)
+        check_flag(truncate, "truncate")
         size = self.model_info.dimension
         if dimensions is not None and not 1 <= _as_integer(dimensions) <= size:
             raise InputError(
                 f"dimensions must be between 1 and {size}, got {dimensions!r}", param="dimensions"
             )
-        if normalize is not None and not isinstance(normalize, bool | np.bool_):
-            raise InputError(
-                f"normalize must be True, False or None, got {normalize!r}", param="normalize"
-            )
-        if truncation_direction not in DIRECTIONS:
-            raise InputError(
-                f"truncation_direction must be one of {DIRECTIONS}, got {truncation_direction!r}",
-                param="truncation_direction",
-            )
+        check_direction(truncation_direction)
 
     # -- the whole thing --
 
@@ -329,7 +319,9 @@ class Engine(TextPreparer, Pretrained):
         prompt_name: str | None = None,
     ) -> EmbeddingResult:
         """Vectors for `inputs` (a string, strings, one token array or token arrays), in input order."""
-        self.check_arguments(dimensions, truncation_direction, normalize=normalize)
+        self.check_arguments(
+            dimensions, truncation_direction, normalize=normalize, truncate=truncate
+        )
         prepared = self.prepare(
             inputs,
             truncate=truncate,
@@ -345,6 +337,7 @@ class Engine(TextPreparer, Pretrained):
         """Every token's final hidden state [tokens, hidden] for each text, special tokens
         included, padding not (TEI's /embed_all; sentence-transformers' token_embeddings)."""
         self.check_token_states()
+        self.check_arguments(None, truncate=truncate)
         batch = text_batch(texts, "texts")
         prepared = self.prepare(Inputs(texts=batch), truncate=truncate).keeping_states()
         for group in plan_batches(prepared.token_counts, self.max_batch_tokens):
@@ -376,10 +369,12 @@ class Engine(TextPreparer, Pretrained):
                 f"source_sentence must be a string, not {type(source_sentence).__name__}",
                 param="source_sentence",
             )
-        if isinstance(sentences, str) or not text_batch(sentences, "sentences"):
+        # The checked list, not `sentences` again: a generator is read up by the check.
+        batch = [] if isinstance(sentences, str) else text_batch(sentences, "sentences")
+        if not batch:
             raise InputError("sentences must be a non-empty array of strings", param="sentences")
         vectors = self.embed(
-            [source_sentence, *sentences],
+            [source_sentence, *batch],
             normalize=True,
             truncate=truncate,
             truncation_direction=truncation_direction,
@@ -395,7 +390,7 @@ class Engine(TextPreparer, Pretrained):
         truncation_direction: str = "right",
     ) -> list[list[int]]:
         """Token ids each text becomes, special tokens included, as the model would see them."""
-        self.check_arguments(None, truncation_direction)
+        self.check_arguments(None, truncation_direction, truncate=truncate)
         batch = text_batch(texts, "texts")
         prepared = self.prepare(
             Inputs(texts=batch), truncate=truncate, truncation_direction=truncation_direction

@@ -7,9 +7,15 @@ from dataclasses import dataclass
 from itertools import groupby
 from numbers import Integral
 
+import numpy as np
+
 from embedserve.errors import InputError
 
 TextsOrTokens = str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]]
+
+# Encoded text, not text: refused everywhere a text or a token array may come. A bytearray or a
+# memoryview is an array of byte values, which would otherwise pass for token ids.
+BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
 @dataclass(frozen=True)
@@ -61,10 +67,23 @@ def check_utf8(text: str, where: str, *, index: int | None = None, param: str = 
         ) from None
 
 
+def check_flag(value: object, param: str, *, optional: bool = False) -> None:
+    """A yes/no argument (`truncate`, `normalize`): True or False (NumPy's too), or None where
+    `optional`. Not its truthiness: "false" or "no" would mean yes, None or 0 no."""
+    if optional and value is None:
+        return
+    if not isinstance(value, (bool, np.bool_)):
+        allowed = "True, False or None" if optional else "True or False"
+        raise InputError(f"{param} must be {allowed}, got {value!r}", param=param)
+
+
 def check_positive_int(value: object, param: str) -> None:
-    """A count argument (`top_k`, `top_n`, `max_tokens_per_doc`): None, or a whole number from 1.
-    A bool is no count, and 0 or -1 would be a slice end that cuts silently instead of refusing."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+    """A count argument (`top_k`, `top_n`, `max_tokens_per_doc`): None, or a whole number from 1,
+    NumPy's integers too. A bool is no count, and 0 or -1 would be a slice end that cuts silently
+    instead of refusing."""
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, Integral) or value < 1
+    ):
         raise InputError(f"{param} must be a positive integer, got {value!r}", param=param)
 
 
@@ -79,9 +98,9 @@ def classify_inputs(inputs: TextsOrTokens) -> Inputs:
     if isinstance(inputs, str):
         check_utf8(inputs, "input", index=0)
         return Inputs(texts=[inputs])
-    if not isinstance(inputs, Sequence) or isinstance(inputs, (bytes, bytearray)):
+    if not isinstance(inputs, Sequence) or isinstance(inputs, BYTES_LIKE):
         # A NumPy array is no Sequence: its .tolist() is what it holds, as lists.
-        hint = " (pass its .tolist())" if hasattr(inputs, "tolist") else ""
+        hint = _hint(inputs)
         raise InputError(
             f"input must be a string, an array of strings, an array of integers or an array of "
             f"arrays of integers, not {type(inputs).__name__}{hint}"
@@ -115,7 +134,7 @@ def text_batch(texts: object, param: str = "input") -> list[str]:
     if isinstance(texts, str):
         check_utf8(texts, param, index=0, param=param)
         return [texts]
-    if not isinstance(texts, Sequence | Iterator) or isinstance(texts, (bytes, bytearray)):
+    if not isinstance(texts, Sequence | Iterator) or isinstance(texts, BYTES_LIKE):
         raise InputError(
             f"{param} must be a string or an array of strings, not {type(texts).__name__}",
             param=param,
@@ -135,7 +154,7 @@ def text_batch(texts: object, param: str = "input") -> list[str]:
 def _is_token_array(item: object) -> bool:
     return (
         isinstance(item, Sequence)
-        and not isinstance(item, (str, bytes))
+        and not isinstance(item, (str, *BYTES_LIKE))
         and all(_is_token(t) for t in item)
     )
 
@@ -152,10 +171,17 @@ def _check_all(items: list[object], accepts, expected: str) -> None:
 
 
 def _describe(item: object) -> str:
-    if isinstance(item, Sequence) and not isinstance(item, (str, bytes)):
+    if isinstance(item, Sequence) and not isinstance(item, (str, *BYTES_LIKE)):
         bad = next((t for t in item if not _is_token(t)), None)
         return f"an array holding {bad!r}" if bad is not None else "an array of integers"
     return "None" if item is None else f"{type_phrase(item)} ({item!r:.40})"
+
+
+def _hint(inputs: object) -> str:
+    """How to turn `inputs`, which is no input, into one, where there is an obvious way."""
+    if isinstance(inputs, BYTES_LIKE):
+        return " (decode it to a str)"
+    return " (pass its .tolist())" if hasattr(inputs, "tolist") else ""
 
 
 def type_phrase(value: object) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 from embedserve import _core
 from embedserve.engine import ModelInfo
 from embedserve.errors import InputTooLongError
-from embedserve.inputs import check_positive_int
+from embedserve.inputs import check_flag, check_positive_int
 from embedserve.loading import LoadPlan, Pretrained, Runs
 from embedserve.models.colbert_config import ColbertConfig, load_colbert_config
 from embedserve.models.dense import load_dense
@@ -226,6 +226,8 @@ class ColBERT(Pretrained):
         self, texts: str | Sequence[str], *, is_query: bool, truncate: bool = True
     ) -> list[np.ndarray]:
         """Normalized token vectors [tokens, dimension] of each text, in order."""
+        check_flag(is_query, "is_query")
+        check_flag(truncate, "truncate")
         batch = (
             [_check_text(texts, "texts")]
             if isinstance(texts, str)

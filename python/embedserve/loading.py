@@ -20,7 +20,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar
 
 from embedserve.cpu import THREADS_PER_CPU, max_model_threads
 from embedserve.models import DEFAULT_MODEL
@@ -216,6 +216,12 @@ class LoadOptions(LoadSettings):
     def of(cls, options: LoadSettings | None = None, **changes: Any) -> LoadOptions:
         """`options` with `changes`, validated: a LoadOptions, or any LoadSettings (the server's
         config) whose settings it takes; `changes` are LoadOptions' field names."""
+        if options is not None and not isinstance(options, LoadSettings):
+            # Not an AttributeError from reading its fields below.
+            raise TypeError(
+                f"options must be a LoadOptions, not {type(options).__name__}; pass its fields "
+                "as keyword arguments instead"
+            )
         known = [f.name for f in fields(cls)]
         unknown = sorted(set(changes) - set(known))
         if unknown:
@@ -369,6 +375,24 @@ class Pretrained:
     `from_pretrained` is every kind's."""
 
     runs: ClassVar[Runs]
+
+    def __getstate__(self) -> NoReturn:
+        # Its session's model lives in ONNX Runtime's (or OpenVINO's) memory, which no pickle
+        # carries; their own error names the session's class, not what to do.
+        name = type(self).__name__
+        article = "an" if name[0] in "AEIOU" else "a"
+        raise TypeError(
+            f"{article} {name} cannot be pickled (its model lives in the runtime's memory): "
+            f"load one in each process with {name}.from_pretrained, e.g. in a multiprocessing "
+            "pool's initializer"
+        )
+
+    def __copy__(self) -> Self:
+        # copy.copy would ask __getstate__; a shallow copy shares the session, which is fine
+        # (Engine's lane and bulk engines are made this way).
+        other = object.__new__(type(self))
+        other.__dict__.update(self.__dict__)
+        return other
 
     @classmethod
     def from_pretrained(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from embedserve.engine import EmbeddingResult, Engine
 from embedserve.inputs import Inputs, text_batch
 from embedserve.planning import plan_batches
 from embedserve.preparing import Prepared
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing's from Python 3.11
 
 TOKENIZE_THREADS = 4
 IN_FLIGHT = 2
@@ -29,7 +33,8 @@ CHUNK_TEXTS = 1_024
 
 
 class Pipeline:
-    """Runs `engine` with tokenization ahead of the model. Thread-safe; `close()` when done."""
+    """Runs `engine` with tokenization ahead of the model. Thread-safe; `close()` when done, or
+    use it in a `with` block."""
 
     def __init__(
         self,
@@ -47,10 +52,18 @@ class Pipeline:
             tokenize_threads, thread_name_prefix="embedserve-tokenize"
         )
         self._model = ThreadPoolExecutor(in_flight, thread_name_prefix="embedserve-model")
+        self.closed = False
 
     def close(self) -> None:
+        self.closed = True
         self._tokenizers.shutdown(wait=True)
         self._model.shutdown(wait=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def embed(
         self,
@@ -63,8 +76,13 @@ class Pipeline:
         prompt_name: str | None = None,
     ) -> EmbeddingResult:
         """`Engine.embed` for a list of texts, pipelined; the same vectors in the same order."""
+        if self.closed:
+            # Not concurrent.futures' "cannot schedule new futures", which names no Pipeline.
+            raise RuntimeError("this Pipeline is closed: make a new one to embed more")
         engine = self.engine
-        engine.check_arguments(dimensions, truncation_direction, normalize=normalize)
+        engine.check_arguments(
+            dimensions, truncation_direction, normalize=normalize, truncate=truncate
+        )
         # A string is one text, as for engine.embed (list("abc") made three).
         texts = text_batch(texts)
         options = {

@@ -164,6 +164,11 @@ class TextPreparer:
         name = prompt_name if prompt_name is not None else self.config.default_prompt_name
         if name is None:
             return None
+        if not isinstance(name, str):
+            # Before the lookup, where a list or dict was a bare "unhashable type" TypeError.
+            raise InputError(
+                f"prompt_name must be a string or None, got {name!r}", param="prompt_name"
+            )
         prompts = model_prompts(self.config.prompts)
         if name not in prompts:
             known = ", ".join(sorted(prompts)) or "none"

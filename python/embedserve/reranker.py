@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from embedserve.errors import InputError
-from embedserve.inputs import check_positive_int, check_utf8
+from embedserve.inputs import check_flag, check_positive_int, check_utf8
 from embedserve.loading import LoadPlan, Pretrained, Runs
 from embedserve.models import onnx_for
 from embedserve.models.kind import RERANKER, RerankerConfig, load_reranker_config
@@ -188,6 +188,8 @@ class Reranker(Pretrained):
         instruction: str | None = None,
     ) -> np.ndarray:
         """Scores of (query, document) pairs in order, as `scores` shapes them."""
+        check_flag(truncate, "truncate")
+        check_flag(raw_scores, "raw_scores")
         firsts, seconds = _split_pairs(pairs)
         prepared = self.prepare_pairs(firsts, seconds, truncate=truncate, instruction=instruction)
         return self.scores(self.logits(prepared.pairs), raw_scores=raw_scores)
@@ -207,6 +209,8 @@ class Reranker(Pretrained):
         `top_n` if given."""
         check_positive_int(top_n, "top_n")
         check_positive_int(max_tokens_per_doc, "max_tokens_per_doc")
+        check_flag(truncate, "truncate")
+        check_flag(raw_scores, "raw_scores")
         prepared = self.prepare(
             query,
             documents,

@@ -17,13 +17,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
+from numbers import Real
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from embedserve.errors import InputError
-from embedserve.inputs import Inputs, check_positive_int, text_batch
+from embedserve.inputs import Inputs, check_flag, check_positive_int, text_batch
 from embedserve.loading import LoadPlan, Pretrained, Runs
 from embedserve.models import ModelConfig, ModelConfigError
 from embedserve.models.bge_m3 import SPARSE_LINEAR, dropped_special_tokens, is_bge_m3, read_linear
@@ -39,7 +40,7 @@ from embedserve.models.splade_layout import SpladeLayout, is_splade, splade_layo
 from embedserve.models.st_modules import read_json
 from embedserve.planning import default_max_batch_tokens, pad_batch, plan_batches
 from embedserve.preparing import TextPreparer, prompt_name_for
-from embedserve.tokenization import DIRECTIONS, ModelTokenizer
+from embedserve.tokenization import ModelTokenizer, check_direction
 
 if TYPE_CHECKING:
     from embedserve.engine import Engine
@@ -393,12 +394,9 @@ class SparseEncoder(TextPreparer, Pretrained):
         model has one. None is its plain `encode`: the default prompt, the document side."""
         check_pruning(top_k, threshold)
         check_input_type(input_type)
+        check_flag(truncate, "truncate")
         prompt_name = prompt_name_for(input_type, self.config.prompts, prompt_name)
-        if truncation_direction not in DIRECTIONS:
-            raise InputError(
-                f"truncation_direction must be one of {DIRECTIONS}, got {truncation_direction!r}",
-                param="truncation_direction",
-            )
+        check_direction(truncation_direction)
         batch = text_batch(texts, "texts")
         if input_type == "query" and self.query is not None:
             _, ids = self.query.prepare(
@@ -438,7 +436,10 @@ def _sparse_head(directory: Path) -> tuple[str, Path, SpladeLayout | None]:
 
 
 def check_input_type(input_type: str | None) -> None:
-    if input_type is not None and input_type not in INPUT_TYPES:
+    # A string first: `in` compares a NumPy array element-wise.
+    if input_type is not None and (
+        not isinstance(input_type, str) or input_type not in INPUT_TYPES
+    ):
         raise InputError(
             f"input_type must be one of {INPUT_TYPES}, got {input_type!r}", param="input_type"
         )
@@ -448,7 +449,7 @@ def check_pruning(top_k: int | None, threshold: float | None) -> None:
     check_positive_int(top_k, "top_k")
     if threshold is not None and (
         isinstance(threshold, bool)
-        or not isinstance(threshold, (int, float))
+        or not isinstance(threshold, Real)  # NumPy's floats and integers too
         or not threshold >= 0  # NaN too: no weight is above it, so every vector would be empty
     ):
         raise InputError(f"threshold must be a number >= 0, got {threshold!r}", param="threshold")

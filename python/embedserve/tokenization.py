@@ -7,10 +7,21 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from embedserve.errors import InputTooLongError, InvalidTokenError
+from embedserve.errors import InputError, InputTooLongError, InvalidTokenError
 from embedserve.tokenizer_pipeline import load_tokenizer
 
 DIRECTIONS = ("right", "left")
+
+
+def check_direction(direction: object) -> None:
+    """`direction` if it is one of DIRECTIONS, else an InputError naming truncation_direction.
+    A string first: `in` compares a NumPy array element-wise, so ["left"] passed and an array
+    of two raised a bare "truth value is ambiguous"."""
+    if not isinstance(direction, str) or direction not in DIRECTIONS:
+        raise InputError(
+            f"truncation_direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}",
+            param="truncation_direction",
+        )
 
 
 class ModelTokenizer:
@@ -34,6 +45,13 @@ class ModelTokenizer:
         self.max_length = max_length
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
         self.prefix, self.suffix = _special_tokens(self._tokenizer) if special_tokens else ([], [])
+        if self.specials >= max_length:
+            # Every text would be its special tokens alone (one vector for all), or more tokens
+            # than the limit.
+            raise ValueError(
+                f"max_length {max_length} leaves no room for text: the model's special tokens "
+                f"alone take {self.specials}"
+            )
         self._encode_batch = getattr(
             self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch
         )

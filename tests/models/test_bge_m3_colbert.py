@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from embedserve.bge_m3 import COLBERT_HEAD, M3Colbert
+from embedserve.errors import InputError
 from embedserve.models.bge_m3 import heads
 
 from tests.support.bge_m3 import tiny_bge_m3
@@ -87,3 +88,16 @@ def test_bad_texts_are_input_errors_naming_them(m3_dir):
             ours.encode(texts)
         assert caught.value.param == "texts"
     assert ours.score("q", ["a", "b"]).shape == (2,)
+
+
+@pytest.mark.parametrize("bad", ["no", None])
+def test_truncate_that_is_not_a_bool_is_an_input_error(m3_dir, bad):
+    """Was taken for its truthiness: truncate="no" truncated, None refused a long text."""
+    ours = M3Colbert.from_pretrained(m3_dir, max_length=MAX_LENGTH)
+    for call in (
+        lambda: ours.encode(["license " * 100], truncate=bad),
+        lambda: ours.score("q", ["license " * 100], truncate=bad),
+    ):
+        with pytest.raises(InputError, match="truncate must be True or False, got ") as caught:
+            call()
+        assert caught.value.param == "truncate"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from embedserve.errors import InputTooLongError
+from embedserve.errors import InputError, InputTooLongError
 from embedserve.late_interaction import ColBERT, maxsim
 from embedserve.models.kind import LATE_INTERACTION, model_kind
 from embedserve.precision import INT8_MIN_SPEEDUP, get_precision
@@ -185,3 +185,19 @@ def test_embed_all_matches_sentence_transformers_token_embeddings(minilm_dir):
     assert _cosines(ours, [t.numpy() for t in theirs]) >= 0.99999
     for a, b in zip(ours, theirs):
         np.testing.assert_allclose(a, b.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("bad", ["no", None])
+def test_yes_no_arguments_that_are_not_bools_are_input_errors(colbert_dir, bad):
+    """Were taken for their truthiness: is_query="no" encoded a query, truncate="no" truncated
+    and truncate=None refused a long text."""
+    colbert = ColBERT.from_pretrained(colbert_dir)
+    for param, call in (
+        ("is_query", lambda: colbert.encode(["a"], is_query=bad)),
+        ("truncate", lambda: colbert.encode([LONG], is_query=False, truncate=bad)),
+        ("truncate", lambda: colbert.score("q", [LONG], truncate=bad)),
+        ("truncate", lambda: colbert.rank("q", [LONG], truncate=bad)),
+    ):
+        with pytest.raises(InputError, match=f"{param} must be True or False, got ") as caught:
+            call()
+        assert caught.value.param == param

@@ -347,3 +347,38 @@ def test_bge_m3_sparse_over_the_embedder_s_session(sparse_dirs, reference, minil
         assert_close(g, w.to_dict(), f"text {i}")
     # Not a BGE-M3 folder: nothing to share.
     assert SparseEncoder.bge_m3_over(Engine.from_pretrained(minilm_dir)) is None
+
+
+@pytest.mark.parametrize("bad", ["no", None, 0])
+def test_truncate_that_is_not_a_bool_is_an_input_error(splade_dir, bad):
+    """Was taken for its truthiness: truncate="no" truncated, None refused a long text."""
+    from embedserve.errors import InputError
+
+    encoder = SparseEncoder.from_pretrained(splade_dir)
+    for input_type in (None, "query"):
+        with pytest.raises(InputError, match="truncate must be True or False, got ") as caught:
+            encoder.encode(["word " * 600], truncate=bad, input_type=input_type)
+        assert caught.value.param == "truncate"
+
+
+def test_numpy_numbers_are_numbers(splade_dir):
+    """np.int64(2) was refused as "top_k must be a positive integer" and np.float32(0.1) as "not
+    a number"; numbers computed with NumPy are what a script has at hand."""
+    encoder = SparseEncoder.from_pretrained(splade_dir)
+    text = ["sparse retrieval with lexical expansion"]
+    want = encoder.encode(text, top_k=2, threshold=0.25)
+    got = encoder.encode(text, top_k=np.int64(2), threshold=np.float32(0.25))
+    np.testing.assert_array_equal(got[0].indices, want[0].indices)
+    np.testing.assert_array_equal(got[0].values, want[0].values)
+
+
+def test_an_input_type_that_is_not_a_string_is_an_input_error(splade_dir):
+    """np.array(["query"]) passed the `in` test element-wise, then was a bare TypeError
+    (unhashable type) from the prompt lookup."""
+    from embedserve.errors import InputError
+
+    encoder = SparseEncoder.from_pretrained(splade_dir)
+    for bad in (np.array(["query"]), ["query"]):
+        with pytest.raises(InputError, match="input_type must be one of") as caught:
+            encoder.encode(["a"], input_type=bad)
+        assert caught.value.param == "input_type"

@@ -34,6 +34,12 @@ def resolve_model_dir(spec: str | os.PathLike[str], *, compile: bool = False) ->
     A hub repo that ships an ONNX graph gives only that graph, unless `compile` asks for
     its safetensors weights (to compile them) instead.
     """
+    if not isinstance(spec, str | os.PathLike):
+        # Before pathlib, whose TypeError ("expected str, bytes or os.PathLike") names no model.
+        raise TypeError(
+            "the model must be a folder, a catalog name or a hub repo id (a str or a path), "
+            f"not {type(spec).__name__}"
+        )
     text = str(spec)
     path = Path(spec).expanduser()
     # Path("") is ".": a blank name would load whatever the current folder holds.
