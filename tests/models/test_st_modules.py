@@ -259,3 +259,21 @@ def test_server_batches_keep_the_prompt_out_of_pooling(tiny_bert, tmp_path, text
             assert reply.status_code == 200, reply.text
             got = np.asarray([d["embedding"] for d in reply.json()["data"]], dtype=np.float64)
             assert (got * want[name]).sum(1).min() >= COSINE, name
+
+
+def test_dense_weights_in_torch_legacy_format_are_refused_by_name(tiny_bert, tmp_path):
+    """torch.save before 1.6 (and with `_use_new_zipfile_serialization=False`) wrote a bare
+    pickle stream, not a zip; older repos' 2_Dense/pytorch_model.bin can be one.
+    sentence-transformers reads it with torch; embedserve raised zipfile's "BadZipFile: File is
+    not a zip file", naming no file."""
+    folder = st_folder(tiny_bert, tmp_path / "m", pooling="cls", dense="identity")
+    from safetensors.torch import load_file
+
+    weights = load_file(str(folder / "2_Dense" / "model.safetensors"))
+    legacy = folder / "2_Dense" / "pytorch_model.bin"
+    torch.save(weights, legacy, _use_new_zipfile_serialization=False)
+    (folder / "2_Dense" / "model.safetensors").unlink()
+    with pytest.raises(ValueError) as caught:
+        Engine.from_pretrained(folder)
+    assert str(legacy) in str(caught.value)
+    assert "older torch.save format" in str(caught.value)

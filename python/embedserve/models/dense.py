@@ -112,6 +112,12 @@ def read_torch_zip(path: Path) -> dict[str, np.ndarray]:
     Only storages and `_rebuild_tensor_v2` are allowed: anything else in the pickle is refused,
     so a hostile file cannot run code.
     """
+    if not zipfile.is_zipfile(path):
+        # torch.save before 1.6 wrote a bare pickle stream; old hub repos still ship some.
+        raise ModelConfigError(
+            f"{path} is in the older torch.save format (a pickle stream, not a zip), which "
+            "embedserve does not read; load it with torch and save it as model.safetensors"
+        )
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         pickle_name = next((n for n in names if n.endswith("/data.pkl") or n == "data.pkl"), None)
