@@ -277,6 +277,27 @@ BAD_MODULES = [
         "pooling_mode is 5; it must be a mode's name",
     ),
     (
+        "module unknown",
+        write("modules.json", json.dumps([*MODULES, {**MODULES[2], "type": "x.LayerNorm"}])),
+        "modules.json",
+        "module 'x.LayerNorm' is not supported",
+    ),
+    (
+        "pooling mode unknown",
+        write("1_Pooling/config.json", '{"pooling_mode": "median"}'),
+        "1_Pooling/config.json",
+        "pooling mode 'median' is not supported",
+    ),
+    (
+        "pooling modes concatenated",
+        write(
+            "1_Pooling/config.json",
+            '{"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": true}',
+        ),
+        "1_Pooling/config.json",
+        "pooling modes ['cls', 'mean'] are concatenated",
+    ),
+    (
         "Pooling dimension text",
         write("1_Pooling/config.json", '{"embedding_dimension": "abc", "pooling_mode": "cls"}'),
         "1_Pooling/config.json",

@@ -125,6 +125,7 @@ def class_name(type_path: str) -> str:
 
 def load_module_stack(directory: Path) -> ModuleStack:
     ordered = read_modules(directory)
+    listing = directory / "modules.json"
     if not ordered:
         # A bare transformer folder: TEI's defaults (mean pooling, normalized output).
         return ModuleStack(read_pooling(directory / "1_Pooling"), (), True)
@@ -137,7 +138,7 @@ def load_module_stack(directory: Path) -> ModuleStack:
         path = directory / str(module.get("path") or "")
         if kind not in _KNOWN:
             raise ModelConfigError(
-                f"{directory.name}: sentence-transformers module {module.get('type')!r} is not "
+                f"{listing}: sentence-transformers module {module.get('type')!r} is not "
                 f"supported (supported: {', '.join(sorted(_KNOWN))})"
             )
         if normalize and kind not in ("Normalize", *_PASS_THROUGH):
@@ -145,28 +146,26 @@ def load_module_stack(directory: Path) -> ModuleStack:
             # cut); a stack that normalizes first would get other vectors.
             order = ", ".join(class_name(str(m.get("type", ""))) for m in ordered)
             raise ModelConfigError(
-                f"{directory.name}: modules.json runs {kind} after Normalize ({order}); "
+                f"{listing} runs {kind} after Normalize ({order}); "
                 "embedserve supports Normalize only last: Transformer, Pooling, Dense..., "
                 "Normalize"
             )
         if kind == STATIC:
             if index != 0:
-                raise ModelConfigError(f"{directory.name}: StaticEmbedding is not the first module")
+                raise ModelConfigError(f"{listing}: StaticEmbedding is not the first module")
             # nn.EmbeddingBag's default mode: the mean of the text's token rows.
             pooling, static = Pooling("mean"), path
         elif kind == "Pooling":
             pooling = read_pooling(path, module_config(directory, kind, path))
         elif kind == "Dense":
             if pooling is None:
-                raise ModelConfigError(
-                    f"{directory.name}: a Dense module before Pooling is not supported"
-                )
+                raise ModelConfigError(f"{listing}: a Dense module before Pooling is not supported")
             module_config(directory, kind, path)
             dense.append(path)
         elif kind == "Normalize":
             normalize = True
     if pooling is None:
-        raise ModelConfigError(f"{directory.name}: modules.json has no Pooling module")
+        raise ModelConfigError(f"{listing} has no Pooling module")
     return ModuleStack(pooling, tuple(dense), normalize, static)
 
 
@@ -202,12 +201,12 @@ def read_pooling(folder: Path, config: dict[str, Any] | None = None) -> Pooling:
         raise ModelConfigError(f"{path}: pooling_mode is {named!r}; it must be a mode's name")
     if not isinstance(named, str):
         raise ModelConfigError(
-            f"{folder}: pooling modes {list(named)} are concatenated; embedserve supports one "
+            f"{path}: pooling modes {list(named)} are concatenated; embedserve supports one "
             f"mode of {sorted(POOLING_MODES)}"
         )
     if named not in POOLING_MODES:
         raise ModelConfigError(
-            f"{folder}: pooling mode {named!r} is not supported (supported: {sorted(POOLING_MODES)})"
+            f"{path}: pooling mode {named!r} is not supported (supported: {sorted(POOLING_MODES)})"
         )
     size = whole_number(dimension, path, "embedding_dimension") if dimension else None
     return Pooling(POOLING_MODES[named], include_prompt, size)
