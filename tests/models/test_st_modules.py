@@ -277,3 +277,28 @@ def test_dense_weights_in_torch_legacy_format_are_refused_by_name(tiny_bert, tmp
         Engine.from_pretrained(folder)
     assert str(legacy) in str(caught.value)
     assert "older torch.save format" in str(caught.value)
+
+
+@pytest.mark.parametrize("do_lower_case", [True, False])
+def test_a_bert_tokenizer_given_only_as_vocab_txt(
+    tiny_bert, tmp_path, texts, minilm_dir, do_lower_case
+):
+    """Older BERT repos ship vocab.txt, tokenizer_config.json and special_tokens_map.json but no
+    tokenizer.json; transformers' BertTokenizer builds its tokenizer from them. embedserve
+    refused the folder ("the model needs a tokenizer.json")."""
+    from transformers import AutoTokenizer
+
+    from tests.support.edge_texts import EDGE_TEXTS
+
+    folder = st_folder(tiny_bert, tmp_path / "m", pooling="mean", normalize=True)
+    (folder / "tokenizer.json").unlink()
+    for name in ("vocab.txt", "special_tokens_map.json"):
+        shutil.copyfile(minilm_dir / name, folder / name)
+    config = json.loads((minilm_dir / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({**config, "do_lower_case": do_lower_case})
+    )
+    odd = [*EDGE_TEXTS, "[CLS] a [SEP] b [MASK] [unk]", "x" * 120]
+    engine = assert_same(folder, texts + odd)
+    want = AutoTokenizer.from_pretrained(str(folder))(odd)["input_ids"]
+    assert engine.tokenize(odd) == want
