@@ -302,3 +302,47 @@ def test_a_bert_tokenizer_given_only_as_vocab_txt(
     engine = assert_same(folder, texts + odd)
     want = AutoTokenizer.from_pretrained(str(folder))(odd)["input_ids"]
     assert engine.tokenize(odd) == want
+
+
+def _pickled(folder: Path, shards: int, *, zip_format: bool = True) -> None:
+    """`folder`'s weights as transformers 4 saved them before safetensors: pytorch_model.bin,
+    or `shards` pytorch_model-0000N-of-0000M.bin files and their index."""
+    from safetensors.torch import load_file
+
+    weights = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    # Checkpoints of transformers before 4.31 keep the position_ids buffer (int64).
+    weights["embeddings.position_ids"] = torch.arange(128).unsqueeze(0)
+    if shards == 1:
+        torch.save(weights, folder / "pytorch_model.bin", _use_new_zipfile_serialization=zip_format)
+        return
+    names, weight_map = sorted(weights), {}
+    for n in range(shards):
+        shard = f"pytorch_model-{n + 1:05d}-of-{shards:05d}.bin"
+        torch.save({k: weights[k] for k in names[n::shards]}, folder / shard)
+        weight_map.update(dict.fromkeys(names[n::shards], shard))
+    (folder / "pytorch_model.bin.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": weight_map})
+    )
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_weights_only_as_pytorch_model_bin(tiny_bert, tmp_path, texts, shards):
+    """Older hub repos ship only pytorch_model.bin (a torch zip), sharded where large;
+    sentence-transformers loads them. embedserve refused them ("its pytorch_model.bin is a
+    pickle, which embedserve does not read"); it reads them as it reads a Dense head's, without
+    torch and without running what the pickle names."""
+    from tests.support.edge_texts import EDGE_TEXTS
+
+    folder = st_folder(tiny_bert, tmp_path / "m", pooling="mean", normalize=True)
+    _pickled(folder, shards)
+    assert_same(folder, texts + EDGE_TEXTS)
+
+
+def test_a_pytorch_model_bin_in_the_older_torch_format_is_refused_by_name(tiny_bert, tmp_path):
+    folder = st_folder(tiny_bert, tmp_path / "m", pooling="mean", normalize=True)
+    _pickled(folder, 1, zip_format=False)
+    with pytest.raises(ValueError) as caught:
+        Engine.from_pretrained(folder)
+    assert str(folder / "pytorch_model.bin") in str(caught.value)
+    assert "older torch.save format" in str(caught.value)

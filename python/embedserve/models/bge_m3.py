@@ -2,7 +2,7 @@
 files (`sparse_linear.pt`: Linear(hidden, 1); `colbert_linear.pt`: Linear(hidden, dim)).
 
 The one place that knows the layout: which heads a folder has, how a head's weights are read
-(without torch, `dense.read_torch_zip`), and which special tokens FlagEmbedding leaves out of
+(without torch, `torch_zip.read_torch_zip`), and which special tokens FlagEmbedding leaves out of
 the sparse vector.
 """
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from embedserve.models.dense import read_torch_zip
 from embedserve.models.st_modules import ModelConfigError, read_json
+from embedserve.models.torch_zip import read_torch_zip
 
 SPARSE_LINEAR = "sparse_linear.pt"
 COLBERT_LINEAR = "colbert_linear.pt"
