@@ -346,3 +346,18 @@ def test_a_pytorch_model_bin_in_the_older_torch_format_is_refused_by_name(tiny_b
         Engine.from_pretrained(folder)
     assert str(folder / "pytorch_model.bin") in str(caught.value)
     assert "older torch.save format" in str(caught.value)
+
+
+def test_torch_zip_reader_reads_bf16_and_integer_storages(tmp_path):
+    """bf16 checkpoints (torch_dtype bfloat16) and old checkpoints' int64 position_ids buffer."""
+    torch.manual_seed(0)
+    saved = {
+        "w": torch.randn(3, 5).to(torch.bfloat16),
+        "t": torch.randn(4, 6).t(),  # strided: a transposed view
+        "position_ids": torch.arange(7).unsqueeze(0),
+    }
+    torch.save(saved, tmp_path / "x.bin")
+    read = read_torch_zip(tmp_path / "x.bin")
+    np.testing.assert_array_equal(read["w"].astype(np.float32), saved["w"].float().numpy())
+    np.testing.assert_array_equal(read["t"], saved["t"].numpy())
+    np.testing.assert_array_equal(read["position_ids"], saved["position_ids"].numpy())
