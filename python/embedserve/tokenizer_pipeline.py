@@ -171,6 +171,7 @@ def _wordpiece_from_vocab(folder: Path, config: Config) -> Tokenizer:
     tokenizer.add_special_tokens(
         [AddedToken(token, special=True, normalized=False) for token in named.values()]
     )
+    _add_listed_tokens(tokenizer, folder / "added_tokens.json")
     cls, sep = named["cls_token"], named["sep_token"]
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{cls}:0 $A:0 {sep}:0",
@@ -178,6 +179,22 @@ def _wordpiece_from_vocab(folder: Path, config: Config) -> Tokenizer:
         special_tokens=[(cls, tokenizer.token_to_id(cls)), (sep, tokenizer.token_to_id(sep))],
     )
     return tokenizer
+
+
+def _add_listed_tokens(tokenizer: Tokenizer, path: Path) -> None:
+    """added_tokens.json's tokens (token -> id, past the vocabulary), matched whole after
+    normalization as transformers adds them; ids that do not follow on are refused by name."""
+    listed = _read_json(path)
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in listed.values()):
+        raise ValueError(f'{path} must map tokens to whole-number ids, like {{"<new>": 30522}}')
+    for token, wanted in sorted(listed.items(), key=lambda item: item[1]):
+        if tokenizer.token_to_id(token) is None:
+            tokenizer.add_tokens([AddedToken(token, normalized=True)])
+        if tokenizer.token_to_id(token) != wanted:
+            raise ValueError(
+                f"{path}: {token!r} has id {wanted!r}, but the vocabulary and the tokens before "
+                f"it give it {tokenizer.token_to_id(token)}; the ids must follow on from vocab.txt"
+            )
 
 
 def _special_names(config: Config) -> dict[str, str]:

@@ -361,3 +361,21 @@ def test_torch_zip_reader_reads_bf16_and_integer_storages(tmp_path):
     np.testing.assert_array_equal(read["w"].astype(np.float32), saved["w"].float().numpy())
     np.testing.assert_array_equal(read["t"], saved["t"].numpy())
     np.testing.assert_array_equal(read["position_ids"], saved["position_ids"].numpy())
+
+
+def test_a_vocab_txt_tokenizer_takes_its_added_tokens_json(tmp_path, minilm_dir):
+    """Repos of that age list tokens added past vocab.txt in added_tokens.json; BertTokenizer
+    matches them whole (after lowercasing), so they are one id each, not word pieces."""
+    from embedserve.tokenizer_pipeline import load_tokenizer
+    from transformers import AutoTokenizer
+
+    for name in ("vocab.txt", "special_tokens_map.json", "tokenizer_config.json", "config.json"):
+        shutil.copyfile(minilm_dir / name, tmp_path / name)
+    (tmp_path / "added_tokens.json").write_text(json.dumps({"covid19": 30523, "<new>": 30522}))
+    mine = load_tokenizer(tmp_path / "tokenizer.json")
+    texts = ["a <new> b covid19 COVID19 covid1", "Привет <new>"]
+    want = AutoTokenizer.from_pretrained(str(tmp_path))(texts)["input_ids"]
+    assert [mine.encode(text).ids for text in texts] == want
+    (tmp_path / "added_tokens.json").write_text(json.dumps({"covid19": 30600}))
+    with pytest.raises(ValueError, match="added_tokens.json: 'covid19' has id 30600"):
+        load_tokenizer(tmp_path / "tokenizer.json")
