@@ -94,7 +94,7 @@ def _read_tokenizer(path: Path) -> Tokenizer:
 def tokenizer_sources(path: Path, mode: str = "transformers") -> list[Path]:
     """The files `load_tokenizer(path, mode)` reads, those present: whatever changes one may
     change the ids, so a cache of anything made from the ids keys on them (`tokenizer_digest`)."""
-    names = ["tokenizer.json"] if path.exists() else [VOCAB, "special_tokens_map.json"]
+    names = ["tokenizer.json"] if path.exists() else [VOCAB, "special_tokens_map.json", ADDED]
     if mode == "transformers":
         names += ["tokenizer_config.json", "config.json", *TRANSFORMER_CONFIGS]
     return [path.parent / name for name in names if (path.parent / name).exists()]
@@ -147,6 +147,7 @@ def tokenizer_class(folder: Path, config: Config) -> str | None:
 # -- each class's pipeline, as its __init__ in transformers 5.x builds it ---------------------
 
 VOCAB = "vocab.txt"
+ADDED = "added_tokens.json"
 # The classes transformers builds from vocab.txt alone, and their special tokens' defaults.
 _WORDPIECE_CLASSES = frozenset({"BertTokenizer", "DistilBertTokenizer", "ElectraTokenizer"})
 _BERT_SPECIALS = {
@@ -171,7 +172,7 @@ def _wordpiece_from_vocab(folder: Path, config: Config) -> Tokenizer:
     tokenizer.add_special_tokens(
         [AddedToken(token, special=True, normalized=False) for token in named.values()]
     )
-    _add_listed_tokens(tokenizer, folder / "added_tokens.json")
+    _add_listed_tokens(tokenizer, folder / ADDED)
     cls, sep = named["cls_token"], named["sep_token"]
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{cls}:0 $A:0 {sep}:0",
