@@ -289,13 +289,10 @@ BAD_MODULES = [
         "pooling mode 'median' is not supported",
     ),
     (
-        "pooling modes concatenated",
-        write(
-            "1_Pooling/config.json",
-            '{"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": true}',
-        ),
+        "pooling modes, one unknown",
+        write("1_Pooling/config.json", '{"pooling_mode": ["cls", "median"]}'),
         "1_Pooling/config.json",
-        "pooling modes ['cls', 'mean'] are concatenated",
+        "pooling mode 'median' is not supported",
     ),
     (
         "Pooling dimension text",

@@ -379,3 +379,33 @@ def test_a_vocab_txt_tokenizer_takes_its_added_tokens_json(tmp_path, minilm_dir)
     (tmp_path / "added_tokens.json").write_text(json.dumps({"covid19": 30600}))
     with pytest.raises(ValueError, match="added_tokens.json: 'covid19' has id 30600"):
         load_tokenizer(tmp_path / "tokenizer.json")
+
+
+@pytest.mark.parametrize(
+    ("modes", "legacy", "dense"),
+    [(["cls", "mean"], True, None), (["mean", "max", "mean_sqrt_len_tokens"], False, "tanh")],
+)
+def test_several_pooling_modes_are_concatenated(tiny_bert, tmp_path, texts, modes, legacy, dense):
+    """A Pooling with several modes (CLS and mean both true in the pre-5.x flags, or a list in
+    `pooling_mode`) concatenates their vectors, in sentence-transformers' order; embedserve
+    refused the folder ("pooling modes ['cls', 'mean'] are concatenated")."""
+    from tests.support.edge_texts import EDGE_TEXTS
+
+    folder = tmp_path / "m"
+    models = [st_models.Transformer(str(tiny_bert), max_seq_length=MAX_SEQ)]
+    models.append(st_models.Pooling(32, pooling_mode=modes))
+    if dense is not None:
+        torch.manual_seed(99)
+        models.append(st_models.Dense(32 * len(modes), 24, activation_function=torch.nn.Tanh()))
+    models.append(st_models.Normalize())
+    sentence_transformers.SentenceTransformer(modules=models, device="cpu").save(str(folder))
+    if legacy:
+        flags = {
+            f"pooling_mode_{m}_token" if m == "cls" else f"pooling_mode_{m}_tokens": True
+            for m in modes
+        }
+        config = {"word_embedding_dimension": 32, **flags}
+        (folder / "1_Pooling" / "config.json").write_text(json.dumps(config))
+    engine = assert_same(folder, texts + EDGE_TEXTS)
+    assert engine.model_info.dimension == (24 if dense else 32 * len(modes))
+    assert load_model_config(folder, "m").dimension == engine.model_info.dimension

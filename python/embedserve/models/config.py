@@ -76,7 +76,7 @@ def load_model_config(directory: Path, name: str) -> ModelConfig:
     st_config = _read_json(st_path)
     prompts, default_prompt_name = read_prompts(st_path, st_config)
     architectures = hf.get("architectures") or [STATIC if stack.static else None]
-    dimension = stack.pooling.dimension or hf.get("hidden_size")
+    dimension = stack.pooling.width(hf.get("hidden_size"))
     if stack.dense_paths:
         dense_config = _read_json(stack.dense_paths[-1] / "config.json")
         dimension = dense_config.get("out_features") or dimension
