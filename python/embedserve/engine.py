@@ -129,6 +129,10 @@ class Engine(TextPreparer, Pretrained):
         dimension = self.dense[-1].out_features if self.dense else pooled_width or config.dimension
         if dimension is None:
             raise ValueError(f"{config.directory}: cannot tell the embedding dimension")
+        # A saved truncate_dim is the model's width to sentence-transformers: every vector is
+        # cut to it (`forward`, before caching and normalization) and it is the one reported.
+        if config.truncate_dim:
+            dimension = min(int(dimension), config.truncate_dim)
         self.model_info = ModelInfo(
             name=config.name,
             dimension=int(dimension),
@@ -201,7 +205,8 @@ class Engine(TextPreparer, Pretrained):
     # -- the steps, public so the server's batcher can run them separately --
 
     def forward(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
-        """Pooled float32 [n, hidden] for one padded batch (no cut, no normalization)."""
+        """Pooled float32 [n, dimension] for one padded batch (the Dense heads applied, cut to a
+        saved truncate_dim; no per-call cut, no normalization)."""
         ids, mask, types = pad_batch(list(sequences))
         out = self.session.run(ids, mask, types)
         if self.session.pooled:
@@ -218,6 +223,8 @@ class Engine(TextPreparer, Pretrained):
             pooled = pool(out, mask, self.config.pooling, skip)
         for layer in self.dense:
             pooled = layer(pooled)
+        if pooled.shape[1] > self.model_info.dimension:  # the model's saved truncate_dim
+            pooled = np.ascontiguousarray(pooled[:, : self.model_info.dimension])
         return pooled
 
     def lane_engine(self, mode: str) -> Engine | None:

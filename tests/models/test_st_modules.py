@@ -409,3 +409,26 @@ def test_several_pooling_modes_are_concatenated(tiny_bert, tmp_path, texts, mode
     engine = assert_same(folder, texts + EDGE_TEXTS)
     assert engine.model_info.dimension == (24 if dense else 32 * len(modes))
     assert load_model_config(folder, "m").dimension == engine.model_info.dimension
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_a_saved_truncate_dim_cuts_every_vector(tiny_bert, tmp_path, texts, normalize):
+    """sentence-transformers saves `truncate_dim` in config_sentence_transformers.json and, loading
+    the folder, cuts every vector to it (and reports it as the dimension). embedserve returned
+    the full 32 columns. The cut comes before normalization here, as for `dimensions`, so a
+    Normalize model's vectors stay unit length where sentence-transformers' prefixes do not."""
+    folder = st_folder(tiny_bert, tmp_path / "m", pooling="mean", normalize=normalize)
+    path = folder / "config_sentence_transformers.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "truncate_dim": 16}))
+    if not normalize:
+        engine = assert_same(folder, texts)
+    else:
+        want, _ = st_vectors(folder, texts)
+        engine = Engine.from_pretrained(folder)
+        got = engine.embed(texts).embeddings.astype(np.float64)
+        assert got.shape == want.shape
+        cos = (got * want).sum(1) / np.linalg.norm(want, axis=1)
+        assert cos.min() >= COSINE
+        np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-5)
+    assert engine.model_info.dimension == 16
+    assert engine.embed(texts[:2], dimensions=8).embeddings.shape == (2, 8)
