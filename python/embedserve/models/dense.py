@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from embedserve.models.st_modules import ModelConfigError, class_name, read_object, whole_number
-from embedserve.models.torch_zip import read_torch_zip
+from embedserve.models.torch_checkpoint import read_torch_checkpoint
 from embedserve.models.weights import load_safetensors
 
 
@@ -85,7 +85,7 @@ def _read_weights(folder: Path) -> dict[str, np.ndarray]:
     if (folder / "model.safetensors").exists():
         return load_safetensors(folder / "model.safetensors")
     if (folder / "pytorch_model.bin").exists():
-        return read_torch_zip(folder / "pytorch_model.bin")
+        return read_torch_checkpoint(folder / "pytorch_model.bin")
     raise ModelConfigError(
         f"{folder} has no model.safetensors or pytorch_model.bin for its Dense module"
     )

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from embedserve.models.st_modules import ModelConfigError, read_json
-from embedserve.models.torch_zip import read_torch_zip
+from embedserve.models.torch_checkpoint import read_torch_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +53,10 @@ def _shards(index: Path) -> list[Path]:
 
 
 class _TorchCheckpoint:
-    """A pytorch_model.bin read whole (read_torch_zip), behind safe_open's two methods."""
+    """A pytorch_model.bin read whole (read_torch_checkpoint), behind safe_open's two methods."""
 
     def __init__(self, path: Path) -> None:
-        self._tensors = read_torch_zip(path)
+        self._tensors = read_torch_checkpoint(path)
 
     def keys(self) -> list[str]:
         return list(self._tensors)
