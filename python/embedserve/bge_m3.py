@@ -5,8 +5,8 @@ sum divided by the query's token count. FlagEmbedding's `BGEM3FlagModel` is the 
 
 The encoder is the folder's ordinary embedder (`Engine`, its token states), shared with the
 dense task when the server serves both; the head is read without torch
-(`models.dense.read_torch_zip`). `M3Colbert` has ColBERT's serving steps (`prepare`, `forward`,
-`maxsim_scores`), so the server's token-vector and MaxSim jobs run it as they run a ColBERT.
+(`models.torch_checkpoint.read_torch_checkpoint`). `M3Colbert` has ColBERT's serving steps
+(`prepare`, `forward`, `maxsim_scores`), so the server's token-vector and MaxSim jobs run it as they run a ColBERT.
 Queries and documents are encoded alike (BGE-M3 has no markers).
 """
 

@@ -21,7 +21,7 @@ from embedserve.models.config import check_max_length
 from embedserve.models.dense import load_dense
 from embedserve.models.kind import not_an_embedder
 from embedserve.models.pooling_graph import POOLING_MODES
-from embedserve.models.st_modules import ModelConfigError
+from embedserve.models.st_modules import ModelConfigError, pooling_modes
 from embedserve.models.variants import graph_for
 from embedserve.planning import (
     bulk_batch_tokens,
@@ -39,6 +39,15 @@ from embedserve.runtime.backends import Backend, open_backend
 from embedserve.runtime.providers import CPU
 from embedserve.tokenization import ModelTokenizer, check_direction
 from embedserve.vector_cache import DEFAULT_CACHE_BYTES, VectorCache, merge_cached, split_cached
+
+
+def pool(states: np.ndarray, mask: np.ndarray, mode: str, skip: np.ndarray | None) -> np.ndarray:
+    """The kernel's pooled vectors for `mode`, those of each mode side by side where a
+    sentence-transformers Pooling concatenates several (`pooling_modes`)."""
+    modes = pooling_modes(mode)
+    if len(modes) == 1:
+        return _core.pool(states, mask, mode, skip)
+    return np.concatenate([_core.pool(states, mask, m, skip) for m in modes], axis=1)
 
 
 def _as_integer(value: object) -> int:
@@ -113,11 +122,17 @@ class Engine(TextPreparer, Pretrained):
         self._bulk_lock = threading.Lock()
         # Dense heads after pooling (sentence-transformers' Dense modules), applied in order.
         self.dense = [load_dense(path) for path in config.dense_paths]
-        dimension = (
-            self.dense[-1].out_features if self.dense else session.hidden_size or config.dimension
+        # A Pooling that concatenates several modes gives vectors as many times as wide.
+        pooled_width = session.hidden_size and session.hidden_size * len(
+            pooling_modes(config.pooling)
         )
+        dimension = self.dense[-1].out_features if self.dense else pooled_width or config.dimension
         if dimension is None:
             raise ValueError(f"{config.directory}: cannot tell the embedding dimension")
+        # A saved truncate_dim is the model's width to sentence-transformers: every vector is
+        # cut to it (`forward`, before caching and normalization) and it is the one reported.
+        if config.truncate_dim:
+            dimension = min(int(dimension), config.truncate_dim)
         self.model_info = ModelInfo(
             name=config.name,
             dimension=int(dimension),
@@ -190,7 +205,8 @@ class Engine(TextPreparer, Pretrained):
     # -- the steps, public so the server's batcher can run them separately --
 
     def forward(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
-        """Pooled float32 [n, hidden] for one padded batch (no cut, no normalization)."""
+        """Pooled float32 [n, dimension] for one padded batch (the Dense heads applied, cut to a
+        saved truncate_dim; no per-call cut, no normalization)."""
         ids, mask, types = pad_batch(list(sequences))
         out = self.session.run(ids, mask, types)
         if self.session.pooled:
@@ -204,9 +220,11 @@ class Engine(TextPreparer, Pretrained):
                 skip = np.fromiter(
                     (getattr(s, "pool_skip", 0) for s in sequences), np.int64, len(sequences)
                 )
-            pooled = _core.pool(out, mask, self.config.pooling, skip)
+            pooled = pool(out, mask, self.config.pooling, skip)
         for layer in self.dense:
             pooled = layer(pooled)
+        if pooled.shape[1] > self.model_info.dimension:  # the model's saved truncate_dim
+            pooled = np.ascontiguousarray(pooled[:, : self.model_info.dimension])
         return pooled
 
     def lane_engine(self, mode: str) -> Engine | None:

@@ -22,7 +22,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers
+from tokenizers import (
+    AddedToken,
+    Regex,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+)
 
 from embedserve.fileio import read_json, sha256_of
 
@@ -48,14 +57,7 @@ def load_tokenizer(path: Path, mode: str = "transformers") -> Tokenizer:
     as transformers 5 builds it from the folder (mode "transformers") or as saved ("as-saved")."""
     if mode not in TOKENIZER_MODES:
         raise ValueError(f"tokenizer_mode must be one of {TOKENIZER_MODES}, got {mode!r}")
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: the model needs a tokenizer.json")
-    try:
-        tokenizer = Tokenizer.from_file(str(path))
-    except Exception as exc:  # tokenizers raises a bare Exception for a file it cannot read
-        # A ValueError, as the model folder's other errors (ModelConfigError is one): this module
-        # sits below embedserve.models, which imports it.
-        raise ValueError(f"{path}: the tokenizers library cannot read it ({exc})") from exc
+    tokenizer = _read_tokenizer(path)
     # Shipped files may pin padding/truncation (all-MiniLM's pads to 128); batches pad themselves.
     tokenizer.no_padding()
     tokenizer.no_truncation()
@@ -69,10 +71,30 @@ def load_tokenizer(path: Path, mode: str = "transformers") -> Tokenizer:
     return tokenizer
 
 
+def _read_tokenizer(path: Path) -> Tokenizer:
+    """tokenizer.json at `path`, or, where a folder has none, the WordPiece tokenizer its
+    vocab.txt makes as transformers' BertTokenizer builds it (older BERT repos ship no other)."""
+    if not path.exists():
+        folder = path.parent
+        config = _read_json(folder / "tokenizer_config.json")
+        if (folder / VOCAB).exists() and tokenizer_class(folder, config) in _WORDPIECE_CLASSES:
+            return _wordpiece_from_vocab(folder, config)
+        raise FileNotFoundError(
+            f"{path} not found: the model needs a tokenizer.json (or a vocab.txt, for a "
+            f"tokenizer of the classes {', '.join(sorted(_WORDPIECE_CLASSES))})"
+        )
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception for a file it cannot read
+        # A ValueError, as the model folder's other errors (ModelConfigError is one): this module
+        # sits below embedserve.models, which imports it.
+        raise ValueError(f"{path}: the tokenizers library cannot read it ({exc})") from exc
+
+
 def tokenizer_sources(path: Path, mode: str = "transformers") -> list[Path]:
     """The files `load_tokenizer(path, mode)` reads, those present: whatever changes one may
     change the ids, so a cache of anything made from the ids keys on them (`tokenizer_digest`)."""
-    names = ["tokenizer.json"]
+    names = ["tokenizer.json"] if path.exists() else [VOCAB, "special_tokens_map.json", ADDED]
     if mode == "transformers":
         names += ["tokenizer_config.json", "config.json", *TRANSFORMER_CONFIGS]
     return [path.parent / name for name in names if (path.parent / name).exists()]
@@ -123,6 +145,69 @@ def tokenizer_class(folder: Path, config: Config) -> str | None:
 
 
 # -- each class's pipeline, as its __init__ in transformers 5.x builds it ---------------------
+
+VOCAB = "vocab.txt"
+ADDED = "added_tokens.json"
+# The classes transformers builds from vocab.txt alone, and their special tokens' defaults.
+_WORDPIECE_CLASSES = frozenset({"BertTokenizer", "DistilBertTokenizer", "ElectraTokenizer"})
+_BERT_SPECIALS = {
+    "pad_token": "[PAD]",
+    "unk_token": "[UNK]",
+    "cls_token": "[CLS]",
+    "sep_token": "[SEP]",
+    "mask_token": "[MASK]",
+}
+
+
+def _wordpiece_from_vocab(folder: Path, config: Config) -> Tokenizer:
+    """BertTokenizer's `__init__` from `folder`'s vocab.txt (one token a line, its id the line's
+    number): WordPiece, the BERT normalizer and pre-tokenizer, [CLS] A [SEP], and the special
+    tokens (named in tokenizer_config.json or special_tokens_map.json) matched whole in texts."""
+    with (folder / VOCAB).open(encoding="utf-8") as lines:
+        vocab = {line.rstrip("\n"): index for index, line in enumerate(lines)}
+    named = {**_BERT_SPECIALS, **_special_names(config)}
+    named.update(_special_names(_read_json(folder / "special_tokens_map.json")))
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token=named["unk_token"]))
+    _bert(tokenizer, config)
+    tokenizer.add_special_tokens(
+        [AddedToken(token, special=True, normalized=False) for token in named.values()]
+    )
+    _add_listed_tokens(tokenizer, folder / ADDED)
+    cls, sep = named["cls_token"], named["sep_token"]
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{cls}:0 $A:0 {sep}:0",
+        pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+        special_tokens=[(cls, tokenizer.token_to_id(cls)), (sep, tokenizer.token_to_id(sep))],
+    )
+    return tokenizer
+
+
+def _add_listed_tokens(tokenizer: Tokenizer, path: Path) -> None:
+    """added_tokens.json's tokens (token -> id, past the vocabulary), matched whole after
+    normalization as transformers adds them; ids that do not follow on are refused by name."""
+    listed = _read_json(path)
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in listed.values()):
+        raise ValueError(f'{path} must map tokens to whole-number ids, like {{"<new>": 30522}}')
+    for token, wanted in sorted(listed.items(), key=lambda item: item[1]):
+        if tokenizer.token_to_id(token) is None:
+            tokenizer.add_tokens([AddedToken(token, normalized=True)])
+        if tokenizer.token_to_id(token) != wanted:
+            raise ValueError(
+                f"{path}: {token!r} has id {wanted!r}, but the vocabulary and the tokens before "
+                f"it give it {tokenizer.token_to_id(token)}; the ids must follow on from vocab.txt"
+            )
+
+
+def _special_names(config: Config) -> dict[str, str]:
+    """The special tokens a tokenizer config names, as text (transformers writes a token as a
+    string or as an AddedToken's fields)."""
+    names = {}
+    for key in _BERT_SPECIALS:
+        value = config.get(key)
+        value = value.get("content") if isinstance(value, dict) else value
+        if isinstance(value, str):
+            names[key] = value
+    return names
 
 
 def _bert(tokenizer: Tokenizer, config: Config) -> None:

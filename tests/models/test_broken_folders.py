@@ -277,6 +277,24 @@ BAD_MODULES = [
         "pooling_mode is 5; it must be a mode's name",
     ),
     (
+        "module unknown",
+        write("modules.json", json.dumps([*MODULES, {**MODULES[2], "type": "x.LayerNorm"}])),
+        "modules.json",
+        "module 'x.LayerNorm' is not supported",
+    ),
+    (
+        "pooling mode unknown",
+        write("1_Pooling/config.json", '{"pooling_mode": "median"}'),
+        "1_Pooling/config.json",
+        "pooling mode 'median' is not supported",
+    ),
+    (
+        "pooling modes, one unknown",
+        write("1_Pooling/config.json", '{"pooling_mode": ["cls", "median"]}'),
+        "1_Pooling/config.json",
+        "pooling mode 'median' is not supported",
+    ),
+    (
         "Pooling dimension text",
         write("1_Pooling/config.json", '{"embedding_dimension": "abc", "pooling_mode": "cls"}'),
         "1_Pooling/config.json",
@@ -332,10 +350,6 @@ def transformer_in(subfolder: str) -> Callable[[Path], None]:
     return edit
 
 
-def pickled_only(folder: Path) -> None:
-    (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
-
-
 def shard_missing(folder: Path) -> None:
     (folder / "model.safetensors").rename(folder / "model-00001-of-00002.safetensors")
     index = {
@@ -353,7 +367,6 @@ NO_WEIGHTS = [
         transformer_in("0_BERT"),
         "modules.json puts its Transformer in 0_BERT/",
     ),
-    ("pytorch_model.bin only", pickled_only, "its pytorch_model.bin is a pickle"),
     ("a shard missing", shard_missing, "names shards that are not there: ['model-00002-of-00002"),
 ]
 
@@ -363,7 +376,7 @@ NO_WEIGHTS = [
 )
 def test_a_folder_without_weights_says_what_it_has_instead(good_folder, tmp_path, edit, says):
     """Each said only "has no model.onnx, onnx/model.onnx or model.safetensors (single or
-    sharded)", though sentence-transformers loads the first two and the third names the shard."""
+    sharded)", though sentence-transformers loads the first and the second names the shard."""
     folder = broken(good_folder, tmp_path / "m", edit)
     with pytest.raises(FileNotFoundError) as caught:
         Engine.from_pretrained(folder)

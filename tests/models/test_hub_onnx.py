@@ -94,6 +94,10 @@ def test_file_selection_rules():
     assert {"2_Dense/pytorch_model.bin", "3_Dense/model.safetensors", "README.md"} <= chosen
     compiled = set(hub_files(files, compile=True))
     assert "model.safetensors" in compiled and not {"model.onnx", "onnx/model.onnx"} & compiled
+    # An older repo whose only weights are pickles (sharded here) gets those.
+    pickled = ["config.json", "pytorch_model.bin.index.json", "tf_model.h5"]
+    pickled += [f"pytorch_model-0000{n}-of-00002.bin" for n in (1, 2)]
+    assert set(hub_files(pickled)) == set(pickled) - {"tf_model.h5"}
 
 
 def test_repo_with_onnx_downloads_only_the_graph(hub, home, reference):
@@ -125,8 +129,11 @@ def test_compile_downloads_the_safetensors_instead(hub, home, reference, tmp_pat
 
 def test_repo_without_weights_is_named(hub, home):
     with pytest.raises(
-        ModelNotFoundError, match="configs-only.*no model.onnx or model.safetensors"
+        ModelNotFoundError,
+        match="configs-only.*no model.onnx, model.safetensors or pytorch_model.bin",
     ):
         resolve_model_dir("embedserve-test/configs-only")
-    with pytest.raises(ModelNotFoundError, match="no model.safetensors to compile"):
+    with pytest.raises(
+        ModelNotFoundError, match="no model.safetensors or pytorch_model.bin to compile"
+    ):
         resolve_model_dir("embedserve-test/configs-only", compile=True)

@@ -16,7 +16,6 @@ from embedserve.engine import Engine
 from embedserve.kinds import build_graph
 from embedserve.loading import LoadOptions
 from embedserve.models import (
-    ModelConfigError,
     ModelNotFoundError,
     PullError,
     find_entry,
@@ -91,8 +90,9 @@ def test_pooling_normalize_prompts_and_limits_follow_the_files(tmp_path, minilm_
         tmp_path / "pool" / "config.json",
         {"pooling_mode_max_tokens": True, "pooling_mode_mean_tokens": True},
     )
-    with pytest.raises(ModelConfigError, match="concatenated"):
-        load_model_config(tmp_path, "custom")
+    # Concatenated in the flags' order (max before mean), as sentence-transformers does.
+    config = load_model_config(tmp_path, "custom")
+    assert (config.pooling, config.dimension) == ("max+mean", 384 * 2)
 
 
 NO_LIMIT = 1000000000000000019884624838656  # transformers' "none" in tokenizer_config.json

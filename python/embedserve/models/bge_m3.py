@@ -2,8 +2,8 @@
 files (`sparse_linear.pt`: Linear(hidden, 1); `colbert_linear.pt`: Linear(hidden, dim)).
 
 The one place that knows the layout: which heads a folder has, how a head's weights are read
-(without torch, `dense.read_torch_zip`), and which special tokens FlagEmbedding leaves out of
-the sparse vector.
+(without torch, `torch_checkpoint.read_torch_checkpoint`), and which special tokens FlagEmbedding
+leaves out of the sparse vector.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from embedserve.models.dense import read_torch_zip
 from embedserve.models.st_modules import ModelConfigError, read_json
+from embedserve.models.torch_checkpoint import read_torch_checkpoint
 
 SPARSE_LINEAR = "sparse_linear.pt"
 COLBERT_LINEAR = "colbert_linear.pt"
@@ -33,7 +33,7 @@ def is_bge_m3(directory: Path) -> bool:
 
 def read_linear(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """A torch Linear's state dict: weight float32 [out, in], bias [out] or None."""
-    tensors = read_torch_zip(path)
+    tensors = read_torch_checkpoint(path)
     weight = tensors.get("weight")
     if weight is None or weight.ndim != 2:
         raise ModelConfigError(f"{path}: no 2-D `weight` (a torch Linear's state dict)")

@@ -9,7 +9,13 @@ from typing import Any
 from embedserve.models.architectures import family_for
 from embedserve.models.family import model_family
 from embedserve.models.hf_config import HFConfig, UnsupportedArchitectureError
-from embedserve.models.st_modules import STATIC, ModelConfigError, load_module_stack, read_json
+from embedserve.models.st_modules import (
+    STATIC,
+    ModelConfigError,
+    load_module_stack,
+    read_json,
+    whole_number,
+)
 from embedserve.tokenizer_pipeline import transformer_config
 
 # The limit reported and enforced for a StaticEmbedding whose tokenizer does not truncate (and
@@ -58,6 +64,9 @@ class ModelConfig:
     # A SparseEncoder's saved max_active_dims: the `top_k` its vectors are pruned to when a
     # call names none, as sentence-transformers' SparseEncoder.encode prunes them.
     max_active_dims: int | None = None
+    # config_sentence_transformers.json's truncate_dim: sentence-transformers cuts every vector
+    # to it unless a call asks otherwise.
+    truncate_dim: int | None = None
 
     @property
     def tokenizer_dir(self) -> Path:
@@ -76,7 +85,7 @@ def load_model_config(directory: Path, name: str) -> ModelConfig:
     st_config = _read_json(st_path)
     prompts, default_prompt_name = read_prompts(st_path, st_config)
     architectures = hf.get("architectures") or [STATIC if stack.static else None]
-    dimension = stack.pooling.dimension or hf.get("hidden_size")
+    dimension = stack.pooling.width(hf.get("hidden_size"))
     if stack.dense_paths:
         dense_config = _read_json(stack.dense_paths[-1] / "config.json")
         dimension = dense_config.get("out_features") or dimension
@@ -97,7 +106,15 @@ def load_model_config(directory: Path, name: str) -> ModelConfig:
         dense_paths=stack.dense_paths,
         static_embedding=stack.static,
         family=model_family(directory),
+        truncate_dim=read_truncate_dim(st_path, st_config),
     )
+
+
+def read_truncate_dim(path: Path, st_config: dict[str, Any]) -> int | None:
+    """The width sentence-transformers (3.x on) cuts every vector of the model to, as saved in
+    config_sentence_transformers.json (`st_config`, read from `path`); None where it says none."""
+    value = st_config.get("truncate_dim")
+    return None if value is None else whole_number(value, path, "truncate_dim")
 
 
 def read_prompts(path: Path, st_config: dict[str, Any]) -> tuple[dict[str, str], str | None]:

@@ -31,9 +31,9 @@ class NoWeightsError(FileNotFoundError):
 def _why_no_weights(directory: Path, error: FileNotFoundError) -> str:
     """What a folder without weights embedserve reads has instead, where that says more."""
     from embedserve.models.st_modules import class_name, read_modules
-    from embedserve.models.weights import SHARD_INDEX
+    from embedserve.models.weights import PICKLE_INDEX, SHARD_INDEX
 
-    if (directory / SHARD_INDEX).exists():
+    if (directory / SHARD_INDEX).exists() or (directory / PICKLE_INDEX).exists():
         return f": {error}"
     moved = [
         str(m.get("path"))
@@ -47,11 +47,6 @@ def _why_no_weights(directory: Path, error: FileNotFoundError) -> str:
             f": modules.json puts its Transformer in {moved[0]}/, an old sentence-transformers "
             "layout; embedserve reads the transformer from the folder itself (move that "
             'folder\'s files up and set its path to "")'
-        )
-    if (directory / "pytorch_model.bin").exists():
-        return (
-            "; its pytorch_model.bin is a pickle, which embedserve does not read (load it with "
-            "transformers and save_pretrained() it again: that writes model.safetensors)"
         )
     return ""
 
@@ -83,8 +78,8 @@ def compiled_onnx(directory: Path, *, splade: bool = False) -> Path:
         shards = weight_files(directory)
     except FileNotFoundError as exc:
         raise NoWeightsError(
-            f"{directory} has no model.onnx, onnx/model.onnx or model.safetensors "
-            f"(single or sharded) to load{_why_no_weights(directory, exc)}"
+            f"{directory} has no model.onnx, onnx/model.onnx, model.safetensors or "
+            f"pytorch_model.bin (single or sharded) to load{_why_no_weights(directory, exc)}"
         ) from exc
     config_path = directory / "config.json"
     config = check_supported(directory)  # an unsupported architecture fails here, cached or not

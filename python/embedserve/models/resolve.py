@@ -17,6 +17,8 @@ CONFIG_PATTERNS = ["*.json", "README.md", "vocab.txt", "sentencepiece.bpe.model"
 # A shipped graph, with its weights in a side file when over protobuf's 2 GiB (bge-m3).
 ONNX_WEIGHTS = ["model.onnx", "model.onnx_data", "onnx/model.onnx", "onnx/model.onnx_data"]
 SAFETENSORS_WEIGHTS = ["model.safetensors", "model-*-of-*.safetensors"]
+# Older repos' only weights; taken only where a repo has no safetensors (as transformers does).
+PICKLE_WEIGHTS = ["pytorch_model.bin", "pytorch_model-*-of-*.bin"]
 # A StaticEmbedding module's table, in the module folder sentence-transformers 3.x-5.x wrote.
 STATIC_WEIGHTS = ["0_StaticEmbedding/model.safetensors"]
 HUB_PATTERNS = CONFIG_PATTERNS + ONNX_WEIGHTS + SAFETENSORS_WEIGHTS
@@ -60,7 +62,8 @@ def hub_files(files: Iterable[str], *, compile: bool = False) -> list[str]:
     """The files of a repo holding `files` that embedserve downloads.
 
     Configs always; then one set of weights: the shipped ONNX graph (the root one if there are
-    two) unless `compile` is asked or there is none, else the safetensors. In a module folder,
+    two) unless `compile` is asked or there is none, else the safetensors, else (older repos)
+    pytorch_model.bin. In a module folder,
     a pickle is taken only when no model.safetensors sits beside it.
     """
     files = list(files)
@@ -68,8 +71,10 @@ def hub_files(files: Iterable[str], *, compile: bool = False) -> list[str]:
     onnx_dir = "" if "model.onnx" in has else "onnx/" if "onnx/model.onnx" in has else None
     if onnx_dir is not None and not compile:
         weights = [onnx_dir + "model.onnx", onnx_dir + "model.onnx_data"]
-    else:
+    elif any(fnmatch(path, p) for path in files for p in SAFETENSORS_WEIGHTS):
         weights = SAFETENSORS_WEIGHTS
+    else:
+        weights = PICKLE_WEIGHTS
     chosen = []
     for path in files:
         if not any(fnmatch(path, p) for p in CONFIG_PATTERNS + weights):
@@ -92,11 +97,15 @@ def _download_from_hub(repo_id: str, *, compile: bool = False) -> Path:
         # none, so a hub that accepts the connection and never answers would hang the start.
         info = HfApi(endpoint=endpoint).repo_info(repo_id, timeout=HUB_TIMEOUT_S)
         wanted = hub_files((s.rfilename for s in info.siblings or []), compile=compile)
-        weights = ONNX_WEIGHTS + SAFETENSORS_WEIGHTS + STATIC_WEIGHTS
+        weights = ONNX_WEIGHTS + SAFETENSORS_WEIGHTS + PICKLE_WEIGHTS + STATIC_WEIGHTS
         if not any(fnmatch(f, p) for f in wanted for p in weights):
             raise ModelNotFoundError(
                 f"hub repo {repo_id!r} has no "
-                + ("model.safetensors to compile" if compile else "model.onnx or model.safetensors")
+                + (
+                    "model.safetensors or pytorch_model.bin to compile"
+                    if compile
+                    else "model.onnx, model.safetensors or pytorch_model.bin"
+                )
             )
         # Exact names as patterns ("[" would be a pattern character; no model file has one).
         return Path(snapshot_download(repo_id, allow_patterns=wanted, etag_timeout=HUB_TIMEOUT_S))

@@ -42,13 +42,28 @@ class ModelConfigError(ValueError):
     """The model folder's configuration asks for something embedserve cannot do."""
 
 
+# Joins the kernel modes a Pooling concatenates, in its order ("cls+mean"), into one mode name.
+CONCATENATED = "+"
+
+
+def pooling_modes(mode: str) -> list[str]:
+    """The kernel modes whose vectors a Pooling `mode` concatenates, in order."""
+    return mode.split(CONCATENATED)
+
+
 @dataclass(frozen=True)
 class Pooling:
-    """The kernel's mode name, and whether prompt tokens are pooled."""
+    """The kernel's mode name (several joined by CONCATENATED), and whether prompt tokens are
+    pooled; `dimension`: the token vectors' width (the config's), not the pooled one's."""
 
     mode: str = "mean"
     include_prompt: bool = True
     dimension: int | None = None
+
+    def width(self, hidden: int | None) -> int | None:
+        """The pooled vectors' width over token vectors `hidden` wide (the config's if it says)."""
+        hidden = self.dimension or hidden
+        return hidden * len(pooling_modes(self.mode)) if hidden else None
 
 
 @dataclass(frozen=True)
@@ -125,6 +140,7 @@ def class_name(type_path: str) -> str:
 
 def load_module_stack(directory: Path) -> ModuleStack:
     ordered = read_modules(directory)
+    listing = directory / "modules.json"
     if not ordered:
         # A bare transformer folder: TEI's defaults (mean pooling, normalized output).
         return ModuleStack(read_pooling(directory / "1_Pooling"), (), True)
@@ -137,7 +153,7 @@ def load_module_stack(directory: Path) -> ModuleStack:
         path = directory / str(module.get("path") or "")
         if kind not in _KNOWN:
             raise ModelConfigError(
-                f"{directory.name}: sentence-transformers module {module.get('type')!r} is not "
+                f"{listing}: sentence-transformers module {module.get('type')!r} is not "
                 f"supported (supported: {', '.join(sorted(_KNOWN))})"
             )
         if normalize and kind not in ("Normalize", *_PASS_THROUGH):
@@ -145,28 +161,26 @@ def load_module_stack(directory: Path) -> ModuleStack:
             # cut); a stack that normalizes first would get other vectors.
             order = ", ".join(class_name(str(m.get("type", ""))) for m in ordered)
             raise ModelConfigError(
-                f"{directory.name}: modules.json runs {kind} after Normalize ({order}); "
+                f"{listing} runs {kind} after Normalize ({order}); "
                 "embedserve supports Normalize only last: Transformer, Pooling, Dense..., "
                 "Normalize"
             )
         if kind == STATIC:
             if index != 0:
-                raise ModelConfigError(f"{directory.name}: StaticEmbedding is not the first module")
+                raise ModelConfigError(f"{listing}: StaticEmbedding is not the first module")
             # nn.EmbeddingBag's default mode: the mean of the text's token rows.
             pooling, static = Pooling("mean"), path
         elif kind == "Pooling":
             pooling = read_pooling(path, module_config(directory, kind, path))
         elif kind == "Dense":
             if pooling is None:
-                raise ModelConfigError(
-                    f"{directory.name}: a Dense module before Pooling is not supported"
-                )
+                raise ModelConfigError(f"{listing}: a Dense module before Pooling is not supported")
             module_config(directory, kind, path)
             dense.append(path)
         elif kind == "Normalize":
             normalize = True
     if pooling is None:
-        raise ModelConfigError(f"{directory.name}: modules.json has no Pooling module")
+        raise ModelConfigError(f"{listing} has no Pooling module")
     return ModuleStack(pooling, tuple(dense), normalize, static)
 
 
@@ -182,7 +196,8 @@ def static_embedding_dir(directory: Path) -> Path | None:
 
 
 def read_pooling(folder: Path, config: dict[str, Any] | None = None) -> Pooling:
-    """The pooling config in either format: `pooling_mode: "mean"` or `pooling_mode_mean_tokens: true`.
+    """The pooling config in either format: `pooling_mode: "mean"` (or a list of modes) or
+    `pooling_mode_mean_tokens: true` (several true: concatenated, in LEGACY_POOLING_FLAGS' order).
 
     `config` is `folder`'s config.json, if read already; a folder without one pools by the mean.
     """
@@ -196,18 +211,20 @@ def read_pooling(folder: Path, config: dict[str, Any] | None = None) -> Pooling:
         named = [mode for flag, mode in LEGACY_POOLING_FLAGS.items() if config.get(flag)] or [
             "mean"
         ]
-    if isinstance(named, (list, tuple)) and len(named) == 1:
-        named = named[0]
-    if not isinstance(named, (str, list, tuple)):
-        raise ModelConfigError(f"{path}: pooling_mode is {named!r}; it must be a mode's name")
-    if not isinstance(named, str):
+    modes = [named] if isinstance(named, str) else named
+    if (
+        not isinstance(modes, (list, tuple))
+        or not modes
+        or not all(isinstance(m, str) for m in modes)
+    ):
         raise ModelConfigError(
-            f"{folder}: pooling modes {list(named)} are concatenated; embedserve supports one "
-            f"mode of {sorted(POOLING_MODES)}"
+            f"{path}: pooling_mode is {named!r}; it must be a mode's name or a list of them"
         )
-    if named not in POOLING_MODES:
-        raise ModelConfigError(
-            f"{folder}: pooling mode {named!r} is not supported (supported: {sorted(POOLING_MODES)})"
-        )
+    for mode in modes:
+        if mode not in POOLING_MODES:
+            raise ModelConfigError(
+                f"{path}: pooling mode {mode!r} is not supported (supported: {sorted(POOLING_MODES)})"
+            )
     size = whole_number(dimension, path, "embedding_dimension") if dimension else None
-    return Pooling(POOLING_MODES[named], include_prompt, size)
+    # sentence-transformers concatenates several modes' vectors in the order listed.
+    return Pooling(CONCATENATED.join(POOLING_MODES[m] for m in modes), include_prompt, size)

@@ -1,4 +1,4 @@
-"""Read a safetensors checkpoint (single file or sharded) as float32 tensors, on demand."""
+"""Read a checkpoint (safetensors or pytorch_model.bin, single file or sharded) as float32 tensors."""
 
 from __future__ import annotations
 
@@ -9,35 +9,65 @@ from typing import Any
 import numpy as np
 
 from embedserve.models.st_modules import ModelConfigError, read_json
+from embedserve.models.torch_checkpoint import read_torch_checkpoint
 
 logger = logging.getLogger(__name__)
 
 SINGLE_FILE = "model.safetensors"
 SHARD_INDEX = "model.safetensors.index.json"
+# What transformers saved before safetensors (older hub repos ship nothing else): torch zips.
+PICKLE_FILE = "pytorch_model.bin"
+PICKLE_INDEX = "pytorch_model.bin.index.json"
 
 
 def weight_files(model_dir: Path) -> list[Path]:
-    """The safetensors files holding ``model_dir``'s weights, in a stable order.
+    """The checkpoint files holding ``model_dir``'s weights, in a stable order: safetensors
+    (single or sharded) where there are any, as transformers prefers them, else pytorch_model.bin
+    (single or sharded).
 
-    Raises FileNotFoundError naming both layouts when there is neither.
+    Raises FileNotFoundError naming the layouts when there is none.
     """
-    single = model_dir / SINGLE_FILE
-    if single.exists():
-        return [single]
-    index = model_dir / SHARD_INDEX
-    if index.exists():
-        listing = read_json(index)
-        weight_map = listing.get("weight_map") if isinstance(listing, dict) else None
-        if not isinstance(weight_map, dict):
-            raise ModelConfigError(f"{index} has no weight_map object (tensor name -> shard file)")
-        shards = sorted(set(weight_map.values()))
-        missing = [s for s in shards if not (model_dir / s).exists()]
-        if not shards or missing:
-            raise FileNotFoundError(
-                f"{index} names shards that are not there: {missing or 'none listed'}"
-            )
-        return [model_dir / s for s in shards]
-    raise FileNotFoundError(f"no weights at {single} (nor a sharded {SHARD_INDEX})")
+    for single, index in ((SINGLE_FILE, SHARD_INDEX), (PICKLE_FILE, PICKLE_INDEX)):
+        if (model_dir / single).exists():
+            return [model_dir / single]
+        if (model_dir / index).exists():
+            return _shards(model_dir / index)
+    raise FileNotFoundError(
+        f"no weights at {model_dir / SINGLE_FILE} (nor a sharded {SHARD_INDEX}, nor {PICKLE_FILE})"
+    )
+
+
+def _shards(index: Path) -> list[Path]:
+    """The files a shard index's weight_map names, all of which must be there."""
+    listing = read_json(index)
+    weight_map = listing.get("weight_map") if isinstance(listing, dict) else None
+    if not isinstance(weight_map, dict):
+        raise ModelConfigError(f"{index} has no weight_map object (tensor name -> shard file)")
+    shards = sorted(set(weight_map.values()))
+    missing = [s for s in shards if not (index.parent / s).exists()]
+    if not shards or missing:
+        raise FileNotFoundError(
+            f"{index} names shards that are not there: {missing or 'none listed'}"
+        )
+    return [index.parent / s for s in shards]
+
+
+class _TorchCheckpoint:
+    """A pytorch_model.bin read whole (read_torch_checkpoint), behind safe_open's two methods."""
+
+    def __init__(self, path: Path) -> None:
+        self._tensors = read_torch_checkpoint(path)
+
+    def keys(self) -> list[str]:
+        return list(self._tensors)
+
+    def get_tensor(self, key: str) -> np.ndarray:
+        return self._tensors[key]
+
+
+def open_checkpoint(path: Path) -> Any:
+    """One checkpoint file (weight_files'), read with safe_open's keys() and get_tensor()."""
+    return _TorchCheckpoint(path) if path.suffix == ".bin" else open_safetensors(path)
 
 
 def open_safetensors(path: Path) -> Any:
@@ -83,7 +113,7 @@ class Weights:
         # Opened on first use, so that architectures validate config.json before a missing
         # or mismatched checkpoint is reported.
         if self._opened is None:
-            handles = [open_safetensors(f) for f in weight_files(self.source)]
+            handles = [open_checkpoint(f) for f in weight_files(self.source)]
             where: dict[str, int] = {}
             for n, handle in enumerate(handles):
                 for key in handle.keys():  # noqa: SIM118 (safe_open is not iterable)
