@@ -314,6 +314,17 @@ def test_a_refusal_naming_input_k_names_its_input_row(engine, tmp_path):
     assert message.endswith(f"(input[2]: input row 7 ({tmp_path / 'in.jsonl'}, line 8))"), message
 
 
+def test_a_refused_lone_row_is_named_once_with_its_line(engine, tmp_path):
+    """A request of one text names its row; the refusal says where it is in the file there, not
+    the row twice (`input row 7: ... (input row 7 (FILE, line 8))`)."""
+    texts = [f"document {i}" for i in range(10)]
+    texts[7] = "far too long for the strict server " * 40
+    options = EmbedFileOptions(model=MODEL, batch_texts=1, rows_per_part=8, quiet=True)
+    message = refused_job(engine, tmp_path, texts, Limits(max_input_chars=500), options)
+    assert message.startswith(f"input row 7 ({tmp_path / 'in.jsonl'}, line 8): the server"), message
+    assert message.count("input row 7") == 1, message
+
+
 def test_an_unusable_out_is_refused_before_any_request(tmp_path):
     """A wrong --out was found only after the probe request: against a server that is down,
     after five tries and 15 s of back-off, with the server's error instead of the output's."""

@@ -382,8 +382,9 @@ class Splitter:
             if len(rows) == 1:
                 if self.place is None:
                     raise
-                # Its request names its row already; add where the text is.
-                raise type(exc)(f"{exc} ({self.place(rows[0])})") from exc
+                # Its request's message starts with its row; say where the text is there.
+                message = str(exc).removeprefix(_rows(rows))
+                raise type(exc)(self.place(rows[0]) + message) from exc
             if not isinstance(exc, TooLargeError):
                 named = _named_inputs(str(exc), rows, self._name)
                 if named:
