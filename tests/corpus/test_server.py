@@ -228,10 +228,10 @@ def test_a_single_text_too_large_for_a_request_stops_the_job(engine, tmp_path):
     options = EmbedFileOptions(model=MODEL, batch_texts=4, rows_per_part=4, quiet=True)
     # Within the server's 8,192 tokens an input, past its 50 a request: too_many_tokens alone.
     message = refused_job(engine, tmp_path, texts, Limits(max_request_tokens=50), options)
-    assert message.startswith("input row 10: the server at http://127.0.0.1:"), message
+    # Which row, and where to find it: the file's line, as --on-error fail names it.
+    place = f"input row 10 ({tmp_path / 'in.jsonl'}, line 11)"
+    assert message.startswith(f"{place}: the server at http://127.0.0.1:"), message
     assert "answered 400" in message and "at most 50 are allowed per request" in message
-    # And where to find it: the file's line, as --on-error fail names it.
-    assert message.endswith(f"(input row 10 ({tmp_path / 'in.jsonl'}, line 11))"), message
     assert [p["end"] for p in manifest(tmp_path / "out")["parts"]] == [4, 8]
 
 
