@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +29,9 @@ import pyarrow.parquet as pq
 
 from embedserve.corpus.encode import arrow_type, to_arrow
 from embedserve.fileio import utf8_path
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing's from Python 3.11
 
 MANIFEST = "_manifest.json"
 MANIFEST_VERSION = 1
@@ -226,6 +229,12 @@ class Manifest:
         lock, self._lock = self._lock, None
         if lock is not None:
             os.close(lock)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _remove_strays(self) -> None:
         """Delete part files a killed run left behind without listing them."""

@@ -393,30 +393,15 @@ def embed_file(
         raise ValueError("the disk cache (cache_dir) works with the in-process model only")
     try:
         width = _width_dimension(options, engine, dimension)
-        return _run(out, options, identity, files, embedder, width, disk, log)
+        # The manifest holds the output folder's lock until the run ends, however it ends.
+        with Manifest.open(Path(out), identity) as manifest:
+            return _run(manifest, out, options, files, embedder, width, disk, log)
     finally:
         if disk is not None:
             disk.close()
 
 
 def _run(
-    out: str | Path,
-    options: EmbedFileOptions,
-    identity: dict[str, Any],
-    files: list[InputFile],
-    embedder: Callable[[list[FileSlice]], Iterable[Chunk]],
-    dimension: int,
-    disk: DiskVectorCache | None,
-    log: Callable[[str], None] | None,
-) -> dict[str, Any]:
-    manifest = Manifest.open(Path(out), identity)
-    try:
-        return _run_locked(manifest, out, options, files, embedder, dimension, disk, log)
-    finally:
-        manifest.close()
-
-
-def _run_locked(
     manifest: Manifest,
     out: str | Path,
     options: EmbedFileOptions,
