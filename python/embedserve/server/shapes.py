@@ -67,7 +67,9 @@ _TEI_CLIENT_ERRORS = {
 }
 _TEI_VALIDATION = (422, "Validation")
 #: Every status a TEI route may answer for a refusal we call 400, for /openapi.json.
-TEI_CLIENT_STATUSES = (400, 422, 424)
+TEI_CLIENT_STATUSES = tuple(
+    sorted({status for status, _ in (*_TEI_CLIENT_ERRORS.values(), _TEI_VALIDATION)})
+)
 
 
 def tei_answer(status: int, code: str | None) -> tuple[int, str]:
